@@ -1,0 +1,1 @@
+//! Async Mistral client (reqwest + tokio). Filled by the clients issue.

@@ -1,0 +1,1 @@
+//! Blocking Mistral client (ureq). Filled by the clients issue.

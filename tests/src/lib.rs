@@ -1,0 +1,1 @@
+//! The Mistral API emulator. Filled by the emulator issue.
