@@ -1,0 +1,1 @@
+//! Typed Mistral API models (serde).
