@@ -1,1 +1,146 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <command>` (see `.cargo/config.toml`).
+//!
+//! Standard library only, so that the first `cargo xtask` on a fresh clone
+//! builds in seconds.
+//!
+//! - `test`: the whole gate CI runs (`.ci/run`): fmt, clippy, layering,
+//!   services, tests. See [`pipeline`].
+//! - `demo`, `bench`: placeholders until the benchmarks issue lands.
+//! - `emulate [ARGS...]`: runs the Mistral API emulator in release mode.
+
+mod layering;
+mod pipeline;
+mod services;
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args...]
+
+commands:
+  test              the full gate, as CI runs it: fmt, clippy, layering check,
+                    services (redis-server), cargo test --workspace --all-features
+  demo              (not yet) the end-to-end demo
+  bench             (not yet) the benchmarks
+  emulate [ARGS..]  run the Mistral API emulator:
+                    cargo run --release -p mistral-tests --bin mistral-emulator -- ARGS
+  help              this text
+
+environment:
+  CI=true           missing redis-server is a failure instead of a skip
+";
+
+fn main() -> ExitCode {
+    let mut args = env::args_os().skip(1);
+    let command = args.next();
+    let rest: Vec<OsString> = args.collect();
+    match command.as_ref().and_then(|c| c.to_str()) {
+        Some("test") => {
+            if !rest.is_empty() {
+                eprintln!("xtask test: takes no arguments (got {rest:?})\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+            pipeline::run()
+        }
+        Some("demo") => {
+            println!("not yet: the demo lands with the benchmarks issue");
+            ExitCode::SUCCESS
+        }
+        Some("bench") => {
+            println!("not yet: the benchmarks land with the benchmarks issue");
+            ExitCode::SUCCESS
+        }
+        Some("emulate") => emulate(&rest),
+        Some("help") | Some("-h") | Some("--help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+        Some(_) => {
+            let shown = command.unwrap_or_default();
+            eprintln!("xtask: unknown command {shown:?}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `cargo xtask emulate ARGS...`: forwards the arguments and the exit code.
+fn emulate(args: &[OsString]) -> ExitCode {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "-p",
+        "mistral-tests",
+        "--bin",
+        "mistral-emulator",
+        "--",
+    ]);
+    cmd.args(args);
+    match cmd.status() {
+        Ok(status) => exit_code_of(status),
+        Err(e) => {
+            eprintln!("xtask emulate: could not start cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this package's directory).
+pub(crate) fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+}
+
+/// A `cargo` command run from the workspace root: the cargo that started us
+/// (`$CARGO`) when there is one, else `cargo` from `PATH`.
+pub(crate) fn cargo() -> Command {
+    let program = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut cmd = Command::new(program);
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// The first `PATH` entry holding an executable file called `name`.
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Maps a child's exit status onto ours: same code, or 128+signal.
+pub(crate) fn exit_code_of(status: ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        (None, Some(signal)) => ExitCode::from(u8::try_from(128 + signal).unwrap_or(1)),
+        (None, None) => ExitCode::FAILURE,
+    }
+}
+
+/// `program arg arg...` for messages.
+pub(crate) fn display_command(cmd: &Command) -> String {
+    let mut shown = cmd.get_program().to_string_lossy().into_owned();
+    // Show `cargo`, not the full toolchain path from `$CARGO`.
+    if Path::new(&shown).file_name().is_some_and(|f| f == "cargo") {
+        shown = "cargo".to_owned();
+    }
+    for arg in cmd.get_args() {
+        shown.push(' ');
+        shown.push_str(&arg.to_string_lossy());
+    }
+    shown
+}

@@ -1,0 +1,244 @@
+//! `cargo xtask test`: the gate CI runs. Steps, in order, stopping at the
+//! first failure:
+//!
+//! 1. `fmt`: `cargo fmt --all -- --check`
+//! 2. `clippy`: `cargo clippy --workspace --all-targets --all-features -- -D warnings`
+//! 3. `layering`: `mistral-core` has no I/O dependency (`cargo tree`, default
+//!    and all features) and `core/clippy.toml` bans clocks and sleeps
+//! 4. `services`: `redis-server` on PATH, installed with apt-get if possible
+//! 5. `test`: `cargo test --workspace --all-features` (doctests included)
+//!
+//! Each step prints its name and duration; a summary follows at the end, and
+//! a failure names its step and exits non-zero.
+
+use std::fmt::Write as _;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::layering;
+use crate::services::{self, Redis};
+use crate::{cargo, display_command, workspace_root};
+
+const STEPS: [&str; 5] = ["fmt", "clippy", "layering", "services", "test"];
+
+/// Runs every step; the exit code is 0 only if all passed.
+pub fn run() -> ExitCode {
+    let ci = services::in_ci();
+    let mut run = Run::new();
+    let mut redis = None;
+    let result = all_steps(&mut run, ci, &mut redis);
+    run.print_summary();
+    if let Some(Redis::Missing) = redis {
+        println!("note: redis-server was missing, so the Redis tests were SKIPPED");
+    }
+    match result {
+        Ok(()) => {
+            println!("xtask test: all {} steps passed", STEPS.len());
+            ExitCode::SUCCESS
+        }
+        Err(Failed { step, reason }) => {
+            eprintln!("xtask test: FAILED at step `{step}`: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn all_steps(run: &mut Run, ci: bool, redis_out: &mut Option<Redis>) -> Result<(), Failed> {
+    run.step("fmt", || {
+        run_cargo(&["fmt", "--all", "--", "--check"], |_| {})
+    })?;
+    run.step("clippy", || {
+        run_cargo(
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            |_| {},
+        )
+    })?;
+    run.step("layering", layering_check)?;
+    let redis = run.step("services", || services::ensure_redis(ci))?;
+    let tested = run.step("test", || {
+        run_cargo(&["test", "--workspace", "--all-features"], |cmd| {
+            redis.apply_env(cmd)
+        })
+    });
+    *redis_out = Some(redis);
+    tested
+}
+
+/// Runs `cargo ARGS` from the workspace root, output passed through.
+fn run_cargo(args: &[&str], configure: impl FnOnce(&mut Command)) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args(args).stdin(Stdio::null());
+    configure(&mut cmd);
+    let shown = display_command(&cmd);
+    println!("$ {shown}");
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("`{shown}` failed ({status})")),
+        Err(e) => Err(format!("could not start `{shown}`: {e}")),
+    }
+}
+
+/// The layering step: see [`layering`].
+fn layering_check() -> Result<(), String> {
+    let mut problems = Vec::new();
+
+    for features in [&[][..], &["--all-features"][..]] {
+        let mut cmd = cargo();
+        cmd.args([
+            "tree",
+            "-p",
+            "mistral-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--target",
+            "all",
+        ])
+        .args(features)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+        let shown = display_command(&cmd);
+        println!("$ {shown}");
+        let output = cmd
+            .output()
+            .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("`{shown}` failed ({})", output.status));
+        }
+        let tree = String::from_utf8_lossy(&output.stdout);
+        let banned = layering::banned_packages(&tree);
+        if banned.is_empty() {
+            println!(
+                "  ok: {} packages, none of {}",
+                layering::package_count(&tree),
+                layering::BANNED.join(", ")
+            );
+        } else {
+            problems.push(format!(
+                "mistral-core depends on {} (`{shown}`); core must stay sans-IO",
+                banned.join(", ")
+            ));
+        }
+    }
+
+    let clippy_toml = workspace_root().join("core/clippy.toml");
+    match std::fs::read_to_string(&clippy_toml) {
+        Err(e) => problems.push(format!("cannot read {}: {e}", clippy_toml.display())),
+        Ok(text) => match layering::missing_disallowed_methods(&text) {
+            Err(e) => problems.push(format!("{}: {e}", clippy_toml.display())),
+            Ok(missing) if missing.is_empty() => println!(
+                "  ok: core/clippy.toml bans {}",
+                layering::REQUIRED_DISALLOWED.join(", ")
+            ),
+            Ok(missing) => problems.push(format!(
+                "core/clippy.toml does not ban {} in `disallowed-methods`",
+                missing.join(", ")
+            )),
+        },
+    }
+
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        for p in &problems {
+            eprintln!("  layering: {p}");
+        }
+        Err(problems.join("; "))
+    }
+}
+
+struct Failed {
+    step: &'static str,
+    reason: String,
+}
+
+struct Run {
+    started: Instant,
+    done: Vec<(&'static str, bool, Duration)>,
+}
+
+impl Run {
+    fn new() -> Self {
+        Run {
+            started: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    fn step<T>(
+        &mut self,
+        name: &'static str,
+        body: impl FnOnce() -> Result<T, String>,
+    ) -> Result<T, Failed> {
+        let n = STEPS.iter().position(|s| *s == name).map_or(0, |i| i + 1);
+        let of = STEPS.len();
+        println!("\n==> [{n}/{of}] {name}");
+        let t0 = Instant::now();
+        let result = body();
+        let took = t0.elapsed();
+        self.done.push((name, result.is_ok(), took));
+        match result {
+            Ok(value) => {
+                println!("<== [{n}/{of}] {name}: ok in {}", human(took));
+                Ok(value)
+            }
+            Err(reason) => {
+                eprintln!("<== [{n}/{of}] {name}: FAILED in {}", human(took));
+                Err(Failed { step: name, reason })
+            }
+        }
+    }
+
+    fn print_summary(&self) {
+        let mut out = String::from("\nxtask test summary:\n");
+        for name in STEPS {
+            let line = match self.done.iter().find(|(n, ..)| *n == name) {
+                Some((_, true, took)) => format!("  {name:<10} ok       {:>9}", human(*took)),
+                Some((_, false, took)) => format!("  {name:<10} FAILED   {:>9}", human(*took)),
+                None => format!("  {name:<10} not run"),
+            };
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(
+            out,
+            "  {:<10}          {:>9}",
+            "total",
+            human(self.started.elapsed())
+        );
+        print!("{out}");
+    }
+}
+
+/// `4.2s`, `3m 07s`, `1h 02m`.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if secs < 3600 {
+        format!("{}m {:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h {:02}m", secs / 3600, (secs % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human(Duration::from_millis(4_240)), "4.2s");
+        assert_eq!(human(Duration::from_secs(187)), "3m 07s");
+        assert_eq!(human(Duration::from_secs(3_725)), "1h 02m");
+    }
+}
