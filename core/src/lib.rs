@@ -1,6 +1,112 @@
 //! Sans-IO core of the Mistral API client.
 //!
-//! (Crate docs are completed with the `Call` state machine.)
+//! This crate decides everything about a Mistral API call and does none of the I/O: no
+//! sockets, files, clocks, sleeps or threads. The blocking (`mistral-blocking`) and async
+//! (`mistral-async`) clients drive it; each converts types, performs one HTTP exchange at
+//! a time, sleeps when told, and maps its library's errors to [`TransportKind`]s.
+//!
+//! What lives here:
+//!
+//! - [`models`]: typed requests and responses (serde), lenient when decoding;
+//! - [`ApiKey`], [`ApiRequest`], [`Target`]: request building;
+//! - [`classify`] and [`RateLimits`]: what a response means, 429s told apart (a spent
+//!   window, no allowance, a monthly quota, Mistral's capacity);
+//! - [`RetryPolicy`] and [`Call`]: the retry/backoff state machine;
+//! - [`sse`]: the server-sent-events decoder for streams;
+//! - [`Error`]: the one error type of both clients.
+//!
+//! # Driving a call
+//!
+//! A [`Call`] is polled for an [`Action`] and told what happened through its `handle_*`
+//! methods. `now` is always an argument; the call owns every timer (backoff, attempt
+//! timeout, deadline) and returns instants to sleep until.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use bytes::Bytes;
+//! use mistral_core::{Action, ApiKey, ApiRequest, Call, Grant, RetryPolicy, Target};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let target = Target::new("https://api.mistral.ai", ApiKey::new("my-key")?, false)?;
+//! let body = serde_json::json!({"model": "mistral-small-latest", "messages": []});
+//! let request = ApiRequest::post_json("/v1/chat/completions", &body)?
+//!     .for_model("mistral-small-latest", 100);
+//!
+//! // A scripted server: a spent minute window (60 per minute), then a success.
+//! let mut script = vec![
+//!     http::Response::builder()
+//!         .status(429)
+//!         .header("x-ratelimit-limit-req-minute", "60")
+//!         .header("x-ratelimit-remaining-req-minute", "0")
+//!         .body(Bytes::from_static(br#"{"message":"Requests rate limit exceeded"}"#))?,
+//!     http::Response::builder()
+//!         .status(200)
+//!         .body(Bytes::from_static(br#"{"usage":{"total_tokens":12}}"#))?,
+//! ]
+//! .into_iter();
+//!
+//! let start = Instant::now();
+//! let mut now = start; // a virtual clock: it jumps to each wait
+//! let mut call = Call::new(target.prepare(&request)?, &RetryPolicy::default(), now, 42);
+//! let result = loop {
+//!     match call.poll(now) {
+//!         // Ask the shared limiter (here: none, so go at once).
+//!         Action::Reserve(_ask) => call.handle_grant(now, Grant::Now),
+//!         // Perform one HTTP exchange and hand back what came of it.
+//!         Action::Send(attempt) => {
+//!             let response = script.next().expect("the call sent too many attempts");
+//!             call.handle_response(now, attempt.id, response);
+//!         }
+//!         // Sleep (a real driver sleeps until `until`; waking early is harmless).
+//!         Action::Wait { until, why: _ } => now = until,
+//!         // Feed the shared limiter what the response showed.
+//!         Action::Report(_report) => {}
+//!         Action::Done(result) => break result,
+//!         _ => unreachable!("Action is non-exhaustive"),
+//!     }
+//! };
+//! let success = result?;
+//! assert_eq!(success.attempts, 2);
+//! // One request per minute-window unit comes back every second: the call waited
+//! // at least that long, not a blind 1–2 s backoff times n.
+//! assert!(success.waited >= Duration::from_secs(1));
+//! assert!(now - start < Duration::from_secs(2));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The contract
+//!
+//! - Poll until [`Action::Done`]; after each `Reserve` call [`Call::handle_grant`]; after
+//!   each `Send` call [`Call::handle_response`] (or [`Call::handle_parts`]) or
+//!   [`Call::handle_transport_error`] with the attempt's id.
+//! - For a stream, read the response head; when [`Attempt::reads_stream`] says so, hand in
+//!   the head with an empty body and read the events yourself with [`sse::SseDecoder`].
+//! - Answers to attempts the call already gave up on (its own timeout fired) are ignored.
+//! - `Report`s go to the shared limiter; a driver without one may drop them.
+//! - The core never panics on input: bodies, headers, a `now` that goes backwards.
+//!   Misuse of the protocol (polling while a grant is outstanding, polling after `Done`)
+//!   panics with a message.
+//! - No attempt is sent after the deadline; no attempt is sent before its wait ends.
 
+pub mod action;
+pub mod call;
+pub mod error;
+pub mod key;
 pub mod models;
+pub mod policy;
+pub mod ratelimits;
+pub mod request;
 pub mod sse;
+pub mod success;
+pub mod verdict;
+
+pub use action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, WaitReason};
+pub use call::Call;
+pub use error::{Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
+pub use key::{ApiKey, KeyError};
+pub use policy::RetryPolicy;
+pub use ratelimits::{Bucket, Quota, RateLimits, Window};
+pub use request::{ApiRequest, Prepared, Target, estimate_tokens};
+pub use success::Success;
+pub use verdict::{Classification, Verdict, classify};

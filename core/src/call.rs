@@ -1,0 +1,575 @@
+//! The call state machine: one logical API call, through as many HTTP attempts as it
+//! takes. See the crate docs for the driving loop and its invariants.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, WaitReason};
+use crate::error::{Error, ResponseInfo, Trail, TransportError};
+use crate::policy::RetryPolicy;
+use crate::request::Prepared;
+use crate::success::{Success, usage_total};
+use crate::verdict::{Classification, Verdict, classify};
+
+/// One logical API call. Drive it with [`Call::poll`] and the `handle_*` methods.
+#[derive(Debug)]
+pub struct Call {
+    prepared: Prepared,
+    policy: RetryPolicy,
+    rng: fastrand::Rng,
+    started: Instant,
+    deadline: Option<Instant>,
+    state: State,
+    attempts: u32,
+    failures: u32,
+    window_streak: u32,
+    waited: Duration,
+    reports: VecDeque<Report>,
+    last_error: Option<Error>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Must ask the limiter before the next attempt.
+    Reserve,
+    /// Waiting for [`Call::handle_grant`].
+    Reserving,
+    /// Sleeping until `until`, then `next`.
+    Waiting {
+        since: Instant,
+        until: Instant,
+        why: WaitReason,
+        next: Next,
+    },
+    /// Send the next attempt now.
+    Ready,
+    /// An attempt is out.
+    InFlight {
+        id: AttemptId,
+        timeout_at: Option<Instant>,
+    },
+    /// The result is ready to hand out.
+    Finished(Box<Result<Success, Error>>),
+    /// The result was handed out.
+    Over,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    Reserve,
+    Send,
+}
+
+/// How the call goes on after a failed attempt.
+#[derive(Clone, Copy)]
+enum Plan {
+    Retry { wait: Duration, why: WaitReason },
+    Stop,
+}
+
+impl Call {
+    /// A call of `prepared`, started at `now`. `seed` seeds the jitter, so a fixed seed
+    /// gives a reproducible schedule.
+    pub fn new(prepared: Prepared, policy: &RetryPolicy, now: Instant, seed: u64) -> Self {
+        Self {
+            deadline: policy.deadline.and_then(|d| now.checked_add(d)),
+            prepared,
+            policy: policy.clone(),
+            rng: fastrand::Rng::with_seed(seed),
+            started: now,
+            state: State::Reserve,
+            attempts: 0,
+            failures: 0,
+            window_streak: 0,
+            waited: Duration::ZERO,
+            reports: VecDeque::new(),
+            last_error: None,
+        }
+    }
+
+    /// HTTP attempts made so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The next thing to do. A `now` earlier than a previous one is treated as the
+    /// latest seen (time never goes backwards inside a call).
+    ///
+    /// # Panics
+    ///
+    /// When called while a reservation is outstanding (call [`Call::handle_grant`]
+    /// first) or after [`Action::Done`] was returned.
+    pub fn poll(&mut self, now: Instant) -> Action {
+        if let Some(report) = self.reports.pop_front() {
+            return Action::Report(report);
+        }
+        loop {
+            match std::mem::replace(&mut self.state, State::Over) {
+                State::Reserve => {
+                    if let Some(action) = self.check_deadline(now) {
+                        return action;
+                    }
+                    self.state = State::Reserving;
+                    return Action::Reserve(Ask {
+                        model: self.prepared.model.clone(),
+                        tokens: self.prepared.token_estimate,
+                    });
+                }
+                State::Reserving => {
+                    panic!("Call::poll while a reservation is outstanding: call handle_grant first")
+                }
+                State::Waiting {
+                    since,
+                    until,
+                    why,
+                    next,
+                } => {
+                    if now < until {
+                        self.state = State::Waiting {
+                            since,
+                            until,
+                            why,
+                            next,
+                        };
+                        return Action::Wait { until, why };
+                    }
+                    self.waited += until.saturating_duration_since(since);
+                    self.state = match next {
+                        Next::Reserve => State::Reserve,
+                        Next::Send => State::Ready,
+                    };
+                }
+                State::Ready => {
+                    if let Some(action) = self.check_deadline(now) {
+                        return action;
+                    }
+                    return Action::Send(self.start_attempt(now));
+                }
+                State::InFlight { id, timeout_at } => match timeout_at {
+                    Some(at) if now >= at => {
+                        // The core's own timer fired: the attempt is abandoned and a
+                        // late answer to it will be ignored.
+                        self.state = State::InFlight { id, timeout_at };
+                        self.handle_transport_error(
+                            now,
+                            id,
+                            TransportError::new(
+                                crate::error::TransportKind::Timeout,
+                                "no response within the attempt timeout",
+                            ),
+                        );
+                        if let Some(report) = self.reports.pop_front() {
+                            return Action::Report(report);
+                        }
+                    }
+                    _ => {
+                        let until = timeout_at.unwrap_or(now + Duration::from_secs(86_400));
+                        self.state = State::InFlight { id, timeout_at };
+                        return Action::Wait {
+                            until,
+                            why: WaitReason::InFlight,
+                        };
+                    }
+                },
+                State::Finished(result) => return Action::Done(*result),
+                State::Over => panic!("Call::poll after the call returned Action::Done"),
+            }
+        }
+    }
+
+    /// Hands in the limiter's answer to the last [`Action::Reserve`].
+    ///
+    /// # Panics
+    ///
+    /// When no reservation is outstanding.
+    pub fn handle_grant(&mut self, now: Instant, grant: Grant) {
+        assert!(
+            matches!(self.state, State::Reserving),
+            "Call::handle_grant without an outstanding Action::Reserve"
+        );
+        self.state = match grant {
+            Grant::Now => State::Ready,
+            Grant::After(delay) if delay.is_zero() => State::Ready,
+            Grant::After(delay) => {
+                let until = now + delay;
+                if self.deadline.is_some_and(|d| until > d) {
+                    State::Finished(Box::new(Err(self.deadline_error(now, None))))
+                } else {
+                    State::Waiting {
+                        since: now,
+                        until,
+                        why: WaitReason::Pacing,
+                        next: Next::Send,
+                    }
+                }
+            }
+            Grant::Refused(error) => State::Finished(Box::new(Err(error))),
+        };
+    }
+
+    /// Hands in the response to attempt `id`: the whole body, or for a stream whose
+    /// [`Attempt::reads_stream`] said so, the head with an empty body. An answer to an
+    /// attempt the call no longer waits for is ignored.
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        id: AttemptId,
+        response: http::Response<Bytes>,
+    ) {
+        if !self.is_current(id) {
+            return;
+        }
+        let (parts, body) = response.into_parts();
+        self.handle_parts(now, parts.status, parts.headers, body);
+    }
+
+    /// Hands in a response as its parts (see [`Call::handle_response`]).
+    pub fn handle_parts(
+        &mut self,
+        now: Instant,
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    ) {
+        if !matches!(self.state, State::InFlight { .. }) {
+            return;
+        }
+        let estimate = self.prepared.token_estimate;
+        let classified = classify(status, &headers, &body, Some(estimate));
+        if classified.verdict == Verdict::Success {
+            self.window_streak = 0;
+            let used = classified
+                .info
+                .limits
+                .query_cost
+                .or_else(|| usage_total(&body));
+            self.report(&classified.info, Signal::Success, used);
+            let info = classified.info;
+            self.state = State::Finished(Box::new(Ok(Success {
+                status,
+                headers,
+                body,
+                limits: info.limits,
+                correlation_id: info.correlation_id,
+                attempts: self.attempts,
+                waited: self.waited,
+            })));
+            return;
+        }
+        self.failures += 1;
+        let (plan, signal) = self.plan_after(&classified);
+        let used = match classified.verdict {
+            v if v.is_rate_limit() || v == Verdict::Capacity => Some(0),
+            _ => None,
+        };
+        self.report(&classified.info, signal, used);
+        let error = self.error_from(classified, plan_wait(&plan));
+        self.settle(now, error, plan);
+    }
+
+    /// Hands in a transport failure of attempt `id`. Ignored for an attempt the call no
+    /// longer waits for.
+    pub fn handle_transport_error(&mut self, now: Instant, id: AttemptId, error: TransportError) {
+        if !self.is_current(id) {
+            return;
+        }
+        self.failures += 1;
+        self.reports.push_back(Report {
+            model: self.prepared.model.clone(),
+            limits: Default::default(),
+            signal: Signal::Transport(error.kind),
+            estimated_tokens: self.prepared.token_estimate,
+            used_tokens: None,
+        });
+        let plan = if self.policy.retries_transport(error.kind) {
+            Plan::Retry {
+                wait: self.policy.backoff_wait(self.failures, &mut self.rng),
+                why: WaitReason::Backoff,
+            }
+        } else {
+            Plan::Stop
+        };
+        let error = Error::Transport {
+            kind: error.kind,
+            message: error.message,
+            trail: Trail::default(),
+        };
+        self.settle(now, error, plan);
+    }
+
+    fn is_current(&self, id: AttemptId) -> bool {
+        matches!(self.state, State::InFlight { id: current, .. } if current == id)
+    }
+
+    fn start_attempt(&mut self, now: Instant) -> Attempt {
+        self.attempts += 1;
+        let id = AttemptId(u64::from(self.attempts));
+        let left = self.deadline.map(|d| d.saturating_duration_since(now));
+        let timeout = match (self.policy.attempt_timeout, left) {
+            (Some(t), Some(l)) => Some(t.min(l)),
+            (t, l) => t.or(l),
+        };
+        self.state = State::InFlight {
+            id,
+            timeout_at: timeout.map(|t| now + t),
+        };
+        Attempt {
+            id,
+            request: self.prepared.request.clone(),
+            timeout,
+            stream: self.prepared.stream,
+            number: self.attempts,
+        }
+    }
+
+    fn check_deadline(&mut self, now: Instant) -> Option<Action> {
+        if self.deadline.is_some_and(|d| now >= d) {
+            let last = self.last_error.take();
+            return Some(Action::Done(Err(self.deadline_error(now, last))));
+        }
+        None
+    }
+
+    fn trail(&self, now: Instant) -> Trail {
+        Trail {
+            attempts: self.attempts,
+            waited: self.waited,
+            elapsed: now.saturating_duration_since(self.started),
+        }
+    }
+
+    fn deadline_error(&self, now: Instant, last: Option<Error>) -> Error {
+        Error::Deadline {
+            deadline: self.policy.deadline.unwrap_or_default(),
+            trail: self.trail(now),
+            last: last.map(Box::new),
+        }
+    }
+
+    fn report(&mut self, info: &ResponseInfo, signal: Signal, used: Option<u64>) {
+        self.reports.push_back(Report {
+            model: self.prepared.model.clone(),
+            limits: info.limits.clone(),
+            signal,
+            estimated_tokens: self.prepared.token_estimate,
+            used_tokens: used,
+        });
+    }
+
+    /// Decides whether and how long to wait after a refused attempt.
+    fn plan_after(&mut self, c: &Classification) -> (Plan, Signal) {
+        let limits = &c.info.limits;
+        let hint = limits.retry_after;
+        let p = &self.policy;
+        match c.verdict {
+            Verdict::WindowSpent { quota } => {
+                self.window_streak += 1;
+                if !p.retry_rate_limited {
+                    return (
+                        Plan::Stop,
+                        Signal::WindowSpent {
+                            quota,
+                            wait: Duration::ZERO,
+                        },
+                    );
+                }
+                let floor = hint.max(limits.reset);
+                let own = p.window_wait(
+                    &quota,
+                    self.prepared.token_estimate,
+                    self.window_streak,
+                    &mut self.rng,
+                );
+                let (wait, why) = match floor {
+                    Some(f) if f > own => (f, WaitReason::ServerHint),
+                    _ => (
+                        own,
+                        WaitReason::WindowSpent {
+                            bucket: quota.bucket,
+                            window: quota.window,
+                        },
+                    ),
+                };
+                (
+                    Plan::Retry { wait, why },
+                    Signal::WindowSpent { quota, wait },
+                )
+            }
+            Verdict::RateLimited => {
+                self.window_streak += 1;
+                if !p.retry_rate_limited {
+                    return (
+                        Plan::Stop,
+                        Signal::RateLimited {
+                            wait: Duration::ZERO,
+                        },
+                    );
+                }
+                let plan = self.backoff_plan(hint);
+                (
+                    plan,
+                    Signal::RateLimited {
+                        wait: plan_wait(&plan).unwrap_or_default(),
+                    },
+                )
+            }
+            Verdict::Capacity => {
+                let plan = if self.policy.retry_capacity {
+                    self.backoff_plan(hint)
+                } else {
+                    Plan::Stop
+                };
+                (plan, Signal::Capacity)
+            }
+            Verdict::ServerError | Verdict::RequestTimeout => {
+                let retryable = matches!(c.info.status, 408 | 500 | 502 | 503 | 504);
+                let plan = if retryable && self.policy.retry_server_errors {
+                    self.backoff_plan(hint)
+                } else {
+                    Plan::Stop
+                };
+                let signal = if c.verdict == Verdict::ServerError {
+                    Signal::ServerError
+                } else {
+                    Signal::Rejected
+                };
+                (plan, signal)
+            }
+            Verdict::NoAllowance { .. } => (Plan::Stop, Signal::NoAllowance),
+            Verdict::MonthlyQuota { .. } => (Plan::Stop, Signal::MonthlyQuota),
+            Verdict::Success
+            | Verdict::Unauthorized
+            | Verdict::Forbidden
+            | Verdict::BadRequest
+            | Verdict::Unexpected => (Plan::Stop, Signal::Rejected),
+        }
+    }
+
+    fn backoff_plan(&mut self, hint: Option<Duration>) -> Plan {
+        let backoff = self.policy.backoff_wait(self.failures, &mut self.rng);
+        match hint {
+            Some(h) if h >= backoff => Plan::Retry {
+                wait: h,
+                why: WaitReason::ServerHint,
+            },
+            _ => Plan::Retry {
+                wait: backoff,
+                why: WaitReason::Backoff,
+            },
+        }
+    }
+
+    /// The error a refused attempt would end the call with (its trail filled in later).
+    fn error_from(&self, c: Classification, wait: Option<Duration>) -> Error {
+        let key = self
+            .prepared
+            .request
+            .headers()
+            .get(http::header::AUTHORIZATION);
+        let mut info = c.info;
+        if let Some(secret) = key
+            .and_then(|k| k.to_str().ok())
+            .and_then(|k| k.strip_prefix("Bearer "))
+            .filter(|k| !k.is_empty())
+        {
+            // A server that echoes the request must not put the key into our errors.
+            info.excerpt = info.excerpt.replace(secret, "***");
+            info.message = info.message.map(|m| m.replace(secret, "***"));
+        }
+        let response = Box::new(info);
+        match c.verdict {
+            Verdict::WindowSpent { quota } => Error::RateLimited {
+                bucket: Some(quota.bucket),
+                window: Some(quota.window),
+                limit: quota.limit,
+                remaining: quota.remaining,
+                retry_after: wait.or(response.limits.retry_after),
+                shared: false,
+                trail: Trail::default(),
+                response,
+            },
+            Verdict::RateLimited => Error::RateLimited {
+                bucket: None,
+                window: None,
+                limit: None,
+                remaining: None,
+                retry_after: response.limits.retry_after.or(wait),
+                shared: false,
+                trail: Trail::default(),
+                response,
+            },
+            Verdict::NoAllowance { quota } => Error::NoAllowance {
+                model: self.prepared.model.clone(),
+                bucket: Some(quota.bucket),
+                response,
+            },
+            Verdict::MonthlyQuota { quota } => Error::MonthlyQuota {
+                limit: quota.limit,
+                remaining: quota.remaining,
+                response,
+            },
+            Verdict::Capacity => Error::Capacity {
+                trail: Trail::default(),
+                response,
+            },
+            Verdict::Unauthorized => Error::Unauthorized { response },
+            Verdict::Forbidden => Error::Forbidden { response },
+            Verdict::BadRequest | Verdict::RequestTimeout => Error::BadRequest {
+                details: c.body.map(|b| b.detail).unwrap_or_default(),
+                response,
+            },
+            Verdict::Success | Verdict::ServerError | Verdict::Unexpected => Error::Server {
+                trail: Trail::default(),
+                response,
+            },
+        }
+    }
+
+    /// Ends the call with `error`, or schedules the next attempt.
+    fn settle(&mut self, now: Instant, error: Error, plan: Plan) {
+        match plan {
+            Plan::Retry { wait, why } if self.attempts < self.policy.max_attempts => {
+                let until = now + wait;
+                if self.deadline.is_some_and(|d| until >= d) {
+                    let error = self.with_trail(error, now);
+                    self.state =
+                        State::Finished(Box::new(Err(self.deadline_error(now, Some(error)))));
+                    return;
+                }
+                self.last_error = Some(error);
+                self.state = State::Waiting {
+                    since: now,
+                    until,
+                    why,
+                    next: Next::Reserve,
+                };
+            }
+            _ => {
+                let error = self.with_trail(error, now);
+                self.state = State::Finished(Box::new(Err(error)));
+            }
+        }
+    }
+
+    fn with_trail(&self, mut error: Error, now: Instant) -> Error {
+        let new = self.trail(now);
+        match &mut error {
+            Error::RateLimited { trail, .. }
+            | Error::Capacity { trail, .. }
+            | Error::Server { trail, .. }
+            | Error::Transport { trail, .. } => *trail = new,
+            _ => {}
+        }
+        error
+    }
+}
+
+fn plan_wait(plan: &Plan) -> Option<Duration> {
+    match plan {
+        Plan::Retry { wait, .. } => Some(*wait),
+        Plan::Stop => None,
+    }
+}

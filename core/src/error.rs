@@ -1,0 +1,389 @@
+//! The one error type both clients return.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::key::KeyError;
+use crate::models::FieldError;
+use crate::ratelimits::{Bucket, RateLimits, Window};
+
+/// What a failed call had done before it gave up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trail {
+    /// HTTP attempts made.
+    pub attempts: u32,
+    /// Time spent waiting (backoff, pacing, server hints, spent windows).
+    pub waited: Duration,
+    /// Time from the start of the call to the end.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Trail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = if self.attempts == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{} attempt{s}, {:.1} s waited",
+            self.attempts,
+            self.waited.as_secs_f64()
+        )
+    }
+}
+
+/// What the server said, kept with every error that came from a response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseInfo {
+    /// HTTP status.
+    pub status: u16,
+    /// The `mistral-correlation-id` header (what Mistral support asks for).
+    pub correlation_id: Option<String>,
+    /// The body's `code` field, when it had one.
+    pub code: Option<String>,
+    /// The body's message (an object message is flattened to text).
+    pub message: Option<String>,
+    /// The start of the body, at most [`ResponseInfo::EXCERPT_LIMIT`] bytes, as text.
+    pub excerpt: String,
+    /// Rate-limit headers of the response.
+    pub limits: RateLimits,
+}
+
+impl ResponseInfo {
+    /// Largest body excerpt kept, in bytes.
+    pub const EXCERPT_LIMIT: usize = 512;
+
+    fn suffix(&self) -> String {
+        let mut s = String::new();
+        if let Some(message) = &self.message {
+            s.push_str(&format!(": {message}"));
+        } else if !self.excerpt.is_empty() {
+            s.push_str(&format!(": {}", self.excerpt));
+        }
+        if let Some(code) = &self.code {
+            s.push_str(&format!(" (code {code})"));
+        }
+        if let Some(id) = &self.correlation_id {
+            s.push_str(&format!(" [correlation id {id}]"));
+        }
+        s
+    }
+}
+
+/// What went wrong on the way to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// The connection could not be made (refused, unreachable, DNS).
+    Connect,
+    /// The connection was closed or reset before the response was complete.
+    Reset,
+    /// The attempt took longer than its timeout.
+    Timeout,
+    /// TLS failed (certificate, handshake).
+    Tls,
+    /// The peer did not speak valid HTTP.
+    Protocol,
+    /// Anything else the HTTP library reported.
+    Other,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportKind::Connect => "could not connect",
+            TransportKind::Reset => "connection closed early",
+            TransportKind::Timeout => "timed out",
+            TransportKind::Tls => "TLS failed",
+            TransportKind::Protocol => "invalid HTTP",
+            TransportKind::Other => "transport error",
+        })
+    }
+}
+
+/// A failure an HTTP library reported, as the driver maps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportError {
+    /// Which kind of failure.
+    pub kind: TransportKind,
+    /// The library's own words (never contains the key: drivers pass only the error text).
+    pub message: String,
+}
+
+impl TransportError {
+    /// A transport error of `kind`.
+    pub fn new(kind: TransportKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// How a stream ended badly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamFailure {
+    /// No bytes arrived for longer than the idle timeout.
+    Idle(Duration),
+    /// The connection ended before `data: [DONE]`.
+    Cut,
+    /// One event was larger than the decoder's bound.
+    EventTooLarge(usize),
+    /// An event did not decode as a chunk.
+    BadEvent,
+    /// The server sent an error object as an event.
+    ServerError,
+}
+
+impl fmt::Display for StreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamFailure::Idle(d) => write!(f, "no data for {:.1} s", d.as_secs_f64()),
+            StreamFailure::Cut => f.write_str("the stream ended before [DONE]"),
+            StreamFailure::EventTooLarge(n) => write!(f, "an event was larger than {n} bytes"),
+            StreamFailure::BadEvent => f.write_str("an event did not decode as a chunk"),
+            StreamFailure::ServerError => f.write_str("the server sent an error event"),
+        }
+    }
+}
+
+/// Every way a Mistral call can fail. Shared by the blocking and the async client.
+///
+/// Each variant carries what a person needs to act: which limit, how long to wait,
+/// what the server said and the correlation id to quote. No variant ever contains the
+/// API key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A rate limit refused the call and retrying did not get through in time.
+    #[error(
+        "rate limited{}{} after {trail}{}{}",
+        describe_bucket(*bucket, *window, *limit, *remaining),
+        if *shared { " (stopped by the shared limiter)" } else { "" },
+        retry_after.map(|d| format!("; come back in {:.1} s", d.as_secs_f64())).unwrap_or_default(),
+        response.suffix()
+    )]
+    RateLimited {
+        /// Which bucket refused, when the response said.
+        bucket: Option<Bucket>,
+        /// Over which window.
+        window: Option<Window>,
+        /// The limit, when announced.
+        limit: Option<u64>,
+        /// What remained, when announced.
+        remaining: Option<u64>,
+        /// How long until the limit should admit again.
+        retry_after: Option<Duration>,
+        /// `true` when the shared limiter, not the server, ended the call.
+        shared: bool,
+        /// Attempts and waiting.
+        trail: Trail,
+        /// The last refusal.
+        response: Box<ResponseInfo>,
+    },
+    /// This model has no allowance at all on this plan (a limit of 0): retrying never helps.
+    #[error(
+        "no allowance for {}: its {} limit is 0 on this plan; retrying will not help{}",
+        model.as_deref().unwrap_or("this model"),
+        bucket.map(|b| b.to_string()).unwrap_or_else(|| "rate".into()),
+        response.suffix()
+    )]
+    NoAllowance {
+        /// The model refused.
+        model: Option<String>,
+        /// Which limit is 0.
+        bucket: Option<Bucket>,
+        /// The refusal.
+        response: Box<ResponseInfo>,
+    },
+    /// The monthly token quota is spent: nothing will pass until the month rolls over.
+    #[error(
+        "monthly quota spent{}; calls fail until it renews{}",
+        limit.map(|l| format!(" ({l} tokens per month, {} left)", remaining.unwrap_or(0))).unwrap_or_default(),
+        response.suffix()
+    )]
+    MonthlyQuota {
+        /// The monthly limit, when announced.
+        limit: Option<u64>,
+        /// What remained, when announced.
+        remaining: Option<u64>,
+        /// The refusal.
+        response: Box<ResponseInfo>,
+    },
+    /// Mistral was short of capacity for this model (`3505`), even after retries.
+    #[error("Mistral is out of capacity for this model after {trail}{}", response.suffix())]
+    Capacity {
+        /// Attempts and waiting.
+        trail: Trail,
+        /// The last refusal.
+        response: Box<ResponseInfo>,
+    },
+    /// The key was refused (401).
+    #[error("the API key was refused (401): check MISTRAL_API_KEY{}", response.suffix())]
+    Unauthorized {
+        /// The refusal.
+        response: Box<ResponseInfo>,
+    },
+    /// The key may not use this model or endpoint (403).
+    #[error("forbidden (403): this key may not use this model or endpoint{}", response.suffix())]
+    Forbidden {
+        /// The refusal.
+        response: Box<ResponseInfo>,
+    },
+    /// The request itself was refused (400, 404, 422 and other 4xx).
+    #[error("bad request ({}){}{}", response.status, response.suffix(), describe_details(details))]
+    BadRequest {
+        /// Field-level details of a validation error (422).
+        details: Vec<FieldError>,
+        /// The refusal.
+        response: Box<ResponseInfo>,
+    },
+    /// The server failed (5xx), even after retries.
+    #[error("server error ({}) after {trail}{}", response.status, response.suffix())]
+    Server {
+        /// Attempts and waiting.
+        trail: Trail,
+        /// The last failure.
+        response: Box<ResponseInfo>,
+    },
+    /// The request never got a response.
+    #[error("{kind}: {message} (after {trail})")]
+    Transport {
+        /// What kind of failure.
+        kind: TransportKind,
+        /// The HTTP library's words.
+        message: String,
+        /// Attempts and waiting.
+        trail: Trail,
+    },
+    /// The overall deadline passed before the call could succeed.
+    #[error(
+        "deadline of {:.1} s reached after {trail}{}",
+        deadline.as_secs_f64(),
+        last.as_ref().map(|e| format!("; last: {e}")).unwrap_or_default()
+    )]
+    Deadline {
+        /// The configured deadline.
+        deadline: Duration,
+        /// Attempts and waiting.
+        trail: Trail,
+        /// What the last attempt got, if anything.
+        last: Option<Box<Error>>,
+    },
+    /// A success response whose body did not decode.
+    #[error("could not decode the response: {message}{}", response.suffix())]
+    Decode {
+        /// What did not decode.
+        message: String,
+        /// The response.
+        response: Box<ResponseInfo>,
+    },
+    /// A stream ended badly after it had started.
+    #[error("stream failed: {failure}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Stream {
+        /// How it ended.
+        failure: StreamFailure,
+        /// More words, when there are any (an error event's message).
+        detail: Option<String>,
+    },
+    /// The API key is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The client is misconfigured (a bad base URL, the key over plain HTTP…).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+fn describe_bucket(
+    bucket: Option<Bucket>,
+    window: Option<Window>,
+    limit: Option<u64>,
+    remaining: Option<u64>,
+) -> String {
+    let Some(bucket) = bucket else {
+        return String::new();
+    };
+    let mut s = format!(" by the {bucket}");
+    if let Some(window) = window {
+        s.push_str(&format!(" per {window}"));
+    }
+    s.push_str(" limit");
+    match (limit, remaining) {
+        (Some(l), Some(r)) => s.push_str(&format!(" ({l}, {r} left)")),
+        (Some(l), None) => s.push_str(&format!(" ({l})")),
+        _ => {}
+    }
+    s
+}
+
+fn describe_details(details: &[FieldError]) -> String {
+    details
+        .iter()
+        .take(5)
+        .map(|d| format!("; {d}"))
+        .collect::<String>()
+}
+
+impl Error {
+    /// The response the error came from, when it came from one.
+    pub fn response(&self) -> Option<&ResponseInfo> {
+        match self {
+            Error::RateLimited { response, .. }
+            | Error::NoAllowance { response, .. }
+            | Error::MonthlyQuota { response, .. }
+            | Error::Capacity { response, .. }
+            | Error::Unauthorized { response }
+            | Error::Forbidden { response }
+            | Error::BadRequest { response, .. }
+            | Error::Server { response, .. }
+            | Error::Decode { response, .. } => Some(response),
+            Error::Deadline { last, .. } => last.as_ref().and_then(|e| e.response()),
+            _ => None,
+        }
+    }
+
+    /// HTTP status of the response the error came from.
+    pub fn status(&self) -> Option<u16> {
+        self.response().map(|r| r.status)
+    }
+
+    /// The `mistral-correlation-id` of the response the error came from.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.response()?.correlation_id.as_deref()
+    }
+
+    /// How long to wait before the same call could pass, when known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after, .. } => *retry_after,
+            Error::Deadline { last, .. } => last.as_ref().and_then(|e| e.retry_after()),
+            _ => None,
+        }
+    }
+
+    /// Attempts and waiting, for errors that went through retries.
+    pub fn trail(&self) -> Option<Trail> {
+        match self {
+            Error::RateLimited { trail, .. }
+            | Error::Capacity { trail, .. }
+            | Error::Server { trail, .. }
+            | Error::Transport { trail, .. }
+            | Error::Deadline { trail, .. } => Some(*trail),
+            _ => None,
+        }
+    }
+
+    /// `true` for refusals that no amount of waiting within this call fixes: no
+    /// allowance, monthly quota, a refused key, a refused request.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::NoAllowance { .. }
+                | Error::MonthlyQuota { .. }
+                | Error::Unauthorized { .. }
+                | Error::Forbidden { .. }
+                | Error::BadRequest { .. }
+                | Error::Key(_)
+                | Error::Config(_)
+        )
+    }
+}

@@ -1,0 +1,283 @@
+//! The retry policy: how many attempts, how long to wait, what is worth retrying.
+//!
+//! Waits, by what the last attempt got:
+//!
+//! - **a spent window** (429 with `remaining` 0 for a minute or N-second window):
+//!   at least the time one unit of the refused bucket takes to come back
+//!   (`window ÷ limit`, times the request's token estimate for a token bucket), doubling
+//!   with each refusal in a row up to the whole window, plus up to 25 % jitter. A minute
+//!   window is never hammered every 1–2 s.
+//! - **anything else retryable** (ambiguous 429, capacity, 5xx, transport): full-jitter
+//!   exponential backoff, `U(0, min(cap, base·2ⁿ))`.
+//! - a server hint (`Retry-After`, `retry-after-ms`, `ratelimitbysize-reset`) is a floor
+//!   under either.
+//!
+//! Never retried: no allowance, monthly quota, 401, 403, other 4xx.
+
+use std::time::Duration;
+
+use crate::error::TransportKind;
+use crate::ratelimits::{Bucket, Quota};
+
+/// How a call retries. [`RetryPolicy::default`] serves a user who configured nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Most HTTP attempts per call, the first included (at least 1).
+    pub max_attempts: u32,
+    /// Base of the exponential backoff.
+    pub base: Duration,
+    /// Longest single backoff wait (not applied to spent windows, which wait as the
+    /// window needs).
+    pub cap: Duration,
+    /// Overall deadline for a call, from its start, waits included. `None`: no deadline.
+    pub deadline: Option<Duration>,
+    /// Timeout of one HTTP attempt (connect to last byte of a non-streaming body, or to
+    /// the response head of a stream). `None`: none.
+    pub attempt_timeout: Option<Duration>,
+    /// A stream that sends nothing for this long fails.
+    pub stream_idle_timeout: Duration,
+    /// Retry when the connection could not be made.
+    pub retry_connect: bool,
+    /// Retry when the connection was closed or reset before the response.
+    pub retry_reset: bool,
+    /// Retry when an attempt timed out.
+    pub retry_timeout: bool,
+    /// Retry 500, 502, 503, 504 and 408.
+    pub retry_server_errors: bool,
+    /// Retry Mistral capacity refusals (`3505`).
+    pub retry_capacity: bool,
+    /// Retry 429s (spent windows and ambiguous ones).
+    pub retry_rate_limited: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(30),
+            deadline: Some(Duration::from_secs(600)),
+            attempt_timeout: Some(Duration::from_secs(300)),
+            stream_idle_timeout: Duration::from_secs(60),
+            retry_connect: true,
+            retry_reset: true,
+            retry_timeout: true,
+            retry_server_errors: true,
+            retry_capacity: true,
+            retry_rate_limited: true,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One attempt, no retries.
+    pub fn no_retries() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Sets [`RetryPolicy::max_attempts`] (at least 1).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// Sets the backoff base and cap.
+    pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.base = base;
+        self.cap = cap.max(base);
+        self
+    }
+
+    /// Sets [`RetryPolicy::deadline`].
+    pub fn deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sets [`RetryPolicy::attempt_timeout`].
+    pub fn attempt_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Sets [`RetryPolicy::stream_idle_timeout`].
+    pub fn stream_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_idle_timeout = timeout;
+        self
+    }
+
+    /// Switches retries of every transport error kind on or off.
+    pub fn retry_transport(mut self, on: bool) -> Self {
+        self.retry_connect = on;
+        self.retry_reset = on;
+        self.retry_timeout = on;
+        self
+    }
+
+    /// Whether a transport failure of `kind` is retried.
+    pub fn retries_transport(&self, kind: TransportKind) -> bool {
+        match kind {
+            TransportKind::Connect => self.retry_connect,
+            TransportKind::Reset => self.retry_reset,
+            TransportKind::Timeout => self.retry_timeout,
+            _ => false,
+        }
+    }
+
+    /// Full-jitter backoff after `failures` failed attempts (1 for the first):
+    /// `U(0, min(cap, base·2^(failures−1)))`.
+    pub fn backoff_wait(&self, failures: u32, rng: &mut fastrand::Rng) -> Duration {
+        let ceiling = exponential(self.base, failures).min(self.cap);
+        ceiling.mul_f64(rng.f64())
+    }
+
+    /// The wait after a refusal by a spent window, the `streak`-th in a row (1 for the
+    /// first): at least one unit's return time (`window ÷ limit × cost`), doubling per
+    /// refusal up to the whole window, plus up to 25 % jitter (never past the window).
+    /// `cost` is the request's token estimate for a token bucket, ignored for requests.
+    pub fn window_wait(
+        &self,
+        quota: &Quota,
+        cost: u64,
+        streak: u32,
+        rng: &mut fastrand::Rng,
+    ) -> Duration {
+        let window = quota.window.duration().unwrap_or(Duration::from_secs(60));
+        let units = match quota.bucket {
+            Bucket::Requests => 1,
+            Bucket::Tokens => cost.max(1),
+        };
+        let unit = match quota.limit {
+            Some(limit) if limit > 0 => {
+                let nanos = window.as_nanos() * u128::from(units) / u128::from(limit);
+                Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+            }
+            _ => window,
+        };
+        let floor = exponential(unit, streak).min(window);
+        let jitter = floor.mul_f64(0.25 * rng.f64());
+        (floor + jitter).min(window.max(floor))
+    }
+}
+
+fn exponential(base: Duration, n: u32) -> Duration {
+    let factor = 1u64
+        .checked_shl(n.saturating_sub(1).min(62))
+        .unwrap_or(u64::MAX);
+    base.checked_mul(u32::try_from(factor).unwrap_or(u32::MAX))
+        .unwrap_or(Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimits::Window;
+
+    fn quota(bucket: Bucket, secs: u32, limit: u64) -> Quota {
+        Quota {
+            bucket,
+            window: Window::Seconds(secs),
+            limit: Some(limit),
+            remaining: Some(0),
+        }
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_under_a_growing_ceiling() {
+        let p = RetryPolicy::default().backoff(Duration::from_millis(100), Duration::from_secs(1));
+        let mut rng = fastrand::Rng::with_seed(7);
+        for failures in 1..20 {
+            let ceiling =
+                exponential(Duration::from_millis(100), failures).min(Duration::from_secs(1));
+            for _ in 0..50 {
+                assert!(p.backoff_wait(failures, &mut rng) <= ceiling);
+            }
+        }
+        // Seeded: the same seed gives the same schedule.
+        let a: Vec<_> = (1..6)
+            .map(|n| p.backoff_wait(n, &mut fastrand::Rng::with_seed(1)))
+            .collect();
+        let b: Vec<_> = (1..6)
+            .map(|n| p.backoff_wait(n, &mut fastrand::Rng::with_seed(1)))
+            .collect();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_minute_window_is_not_hammered() {
+        // 4 requests per minute: one unit comes back every 15 s.
+        let p = RetryPolicy::default();
+        let q = quota(Bucket::Requests, 60, 4);
+        let mut rng = fastrand::Rng::with_seed(3);
+        let waits: Vec<_> = (1..=4).map(|n| p.window_wait(&q, 1, n, &mut rng)).collect();
+        assert!(waits[0] >= Duration::from_secs(15) && waits[0] <= Duration::from_millis(18_750));
+        assert!(waits[1] >= Duration::from_secs(30));
+        assert!(waits[2] >= Duration::from_secs(60) && waits[2] <= Duration::from_secs(60));
+        assert_eq!(
+            waits[3],
+            Duration::from_secs(60),
+            "never more than the window"
+        );
+    }
+
+    #[test]
+    fn a_token_window_waits_for_the_requests_tokens() {
+        // 50,000 tokens per minute, a request of 5,000 tokens: 6 s for its tokens.
+        let p = RetryPolicy::default();
+        let q = quota(Bucket::Tokens, 60, 50_000);
+        let w = p.window_wait(&q, 5_000, 1, &mut fastrand::Rng::with_seed(1));
+        assert!(
+            w >= Duration::from_secs(6) && w <= Duration::from_millis(7_500),
+            "{w:?}"
+        );
+        // A request larger than the bucket waits the whole window, not forever.
+        let huge = p.window_wait(&q, 10_000_000, 1, &mut fastrand::Rng::with_seed(1));
+        assert_eq!(huge, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_fast_window_waits_its_unit() {
+        // 5 per second: 200 ms per unit.
+        let p = RetryPolicy::default();
+        let q = quota(Bucket::Requests, 1, 5);
+        let w = p.window_wait(&q, 1, 1, &mut fastrand::Rng::with_seed(1));
+        assert!(
+            w >= Duration::from_millis(200) && w <= Duration::from_millis(250),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn transport_kinds_can_be_switched_off() {
+        let p = RetryPolicy::default();
+        assert!(p.retries_transport(TransportKind::Connect));
+        assert!(!p.retries_transport(TransportKind::Tls));
+        let off = p.retry_transport(false);
+        for kind in [
+            TransportKind::Connect,
+            TransportKind::Reset,
+            TransportKind::Timeout,
+        ] {
+            assert!(!off.retries_transport(kind));
+        }
+    }
+
+    #[test]
+    fn exponential_saturates() {
+        assert_eq!(
+            exponential(Duration::from_secs(1), 1),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            exponential(Duration::from_secs(1), 4),
+            Duration::from_secs(8)
+        );
+        assert_eq!(
+            exponential(Duration::from_secs(1), 200),
+            Duration::from_secs(u64::from(u32::MAX))
+        );
+    }
+}

@@ -1,0 +1,335 @@
+//! Request building: a typed request becomes an [`http::Request`].
+//!
+//! [`ApiRequest`] says what to call (method, path, JSON body, model, token estimate);
+//! [`Target`] says where and as whom (base URL, key, user agent) and turns an
+//! `ApiRequest` into a [`Prepared`] request that a [`crate::Call`] sends.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, header};
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::key::ApiKey;
+
+/// The default base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.mistral.ai";
+
+/// The default `User-Agent`: this crate's name and version.
+pub const DEFAULT_USER_AGENT: &str = concat!("mistral-rs/", env!("CARGO_PKG_VERSION"));
+
+/// Characters per token assumed by the token estimate (a documented rule of thumb; the
+/// estimate is corrected from `usage` after every response).
+pub const CHARS_PER_TOKEN: u64 = 4;
+
+/// Completion tokens assumed when a request sets no `max_tokens`.
+pub const DEFAULT_COMPLETION_ESTIMATE: u64 = 256;
+
+/// The token estimate the limiter reserves for a request before its response tells the
+/// real count: `⌈prompt characters ÷ 4⌉ + max_tokens` (or
+/// [`DEFAULT_COMPLETION_ESTIMATE`] when unset).
+pub fn estimate_tokens(prompt_chars: usize, max_tokens: Option<u32>) -> u64 {
+    let prompt = (prompt_chars as u64).div_ceil(CHARS_PER_TOKEN).max(1);
+    prompt + max_tokens.map_or(DEFAULT_COMPLETION_ESTIMATE, u64::from)
+}
+
+/// One API call to make: method, path, body and what the limiter needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Path under the base URL, starting with `/` (e.g. `/v1/chat/completions`).
+    pub path: Cow<'static, str>,
+    /// JSON body, when there is one.
+    pub body: Option<Bytes>,
+    /// `true` for a server-sent-events stream.
+    pub stream: bool,
+    /// The model, which names the rate-limit budget. `None` for calls outside any.
+    pub model: Option<String>,
+    /// Tokens the call is expected to use (see [`estimate_tokens`]).
+    pub token_estimate: u64,
+}
+
+impl ApiRequest {
+    /// A `POST` of `body` as JSON to `path`.
+    pub fn post_json<T: Serialize + ?Sized>(
+        path: impl Into<Cow<'static, str>>,
+        body: &T,
+    ) -> Result<Self, Error> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| Error::Config(format!("the request does not serialize: {e}")))?;
+        Ok(Self {
+            method: Method::POST,
+            path: path.into(),
+            body: Some(Bytes::from(body)),
+            stream: false,
+            model: None,
+            token_estimate: 0,
+        })
+    }
+
+    /// A `GET` of `path`.
+    pub fn get(path: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            method: Method::GET,
+            path: path.into(),
+            body: None,
+            stream: false,
+            model: None,
+            token_estimate: 0,
+        }
+    }
+
+    /// Names the model (the rate-limit budget) and the token estimate.
+    pub fn for_model(mut self, model: impl Into<String>, token_estimate: u64) -> Self {
+        self.model = Some(model.into());
+        self.token_estimate = token_estimate;
+        self
+    }
+
+    /// Marks the call as a stream (`Accept: text/event-stream`).
+    pub fn streaming(mut self, stream: bool) -> Self {
+        self.stream = stream;
+        self
+    }
+}
+
+/// A request ready to send, with what the call and the limiter need.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The HTTP request (holds the key in its `Authorization` header, marked sensitive).
+    pub request: http::Request<Bytes>,
+    /// `true` for a stream.
+    pub stream: bool,
+    /// The model (rate-limit budget).
+    pub model: Option<String>,
+    /// Tokens expected.
+    pub token_estimate: u64,
+}
+
+/// Where requests go and as whom: base URL, key, user agent.
+#[derive(Debug, Clone)]
+pub struct Target {
+    base: String,
+    key: ApiKey,
+    authorization: HeaderValue,
+    user_agent: HeaderValue,
+}
+
+impl Target {
+    /// A target at `base_url`. Refuses to send the key over plain HTTP to anything but
+    /// a loopback host unless `allow_insecure_http` is set.
+    pub fn new(base_url: &str, key: ApiKey, allow_insecure_http: bool) -> Result<Self, Error> {
+        let base = check_base_url(base_url, allow_insecure_http)?;
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            .map_err(|_| Error::Config("the API key cannot go into a header".into()))?;
+        authorization.set_sensitive(true);
+        Ok(Self {
+            base,
+            key,
+            authorization,
+            user_agent: HeaderValue::from_static(DEFAULT_USER_AGENT),
+        })
+    }
+
+    /// Replaces the `User-Agent` (printable ASCII only).
+    pub fn with_user_agent(mut self, user_agent: &str) -> Result<Self, Error> {
+        self.user_agent = HeaderValue::from_str(user_agent)
+            .map_err(|_| Error::Config("the user agent is not a valid header value".into()))?;
+        Ok(self)
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The key.
+    pub fn key(&self) -> &ApiKey {
+        &self.key
+    }
+
+    /// Builds the HTTP request for `call`.
+    pub fn prepare(&self, call: &ApiRequest) -> Result<Prepared, Error> {
+        let path = call.path.trim_start_matches('/');
+        let uri = format!("{}/{}", self.base, path);
+        let mut builder = http::Request::builder()
+            .method(call.method.clone())
+            .uri(&uri)
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::USER_AGENT, self.user_agent.clone())
+            .header(
+                header::ACCEPT,
+                if call.stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            );
+        if call.body.is_some() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(call.body.clone().unwrap_or_default())
+            .map_err(|e| Error::Config(format!("invalid request to {path}: {e}")))?;
+        Ok(Prepared {
+            request,
+            stream: call.stream,
+            model: call.model.clone(),
+            token_estimate: call.token_estimate,
+        })
+    }
+}
+
+/// Checks a base URL: `http` or `https`, a host, no query; plain `http` only to a
+/// loopback host unless allowed. Returns it without a trailing slash.
+pub fn check_base_url(base_url: &str, allow_insecure_http: bool) -> Result<String, Error> {
+    let uri: http::Uri = base_url
+        .parse()
+        .map_err(|_| Error::Config(format!("the base URL {base_url:?} is not a URL")))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| Error::Config(format!("the base URL {base_url:?} has no host")))?;
+    if uri.query().is_some() {
+        return Err(Error::Config(format!(
+            "the base URL {base_url:?} must not have a query"
+        )));
+    }
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if allow_insecure_http || is_loopback(host) => {}
+        Some("http") => {
+            return Err(Error::Config(format!(
+                "refusing to send the API key over plain HTTP to {host}: use https, or allow \
+                 insecure HTTP explicitly in the builder"
+            )));
+        }
+        _ => {
+            return Err(Error::Config(format!(
+                "the base URL {base_url:?} must start with https:// (or http:// for loopback)"
+            )));
+        }
+    }
+    Ok(base_url.trim_end_matches('/').to_owned())
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ApiKey {
+        ApiKey::new("sk-test-Secret").unwrap()
+    }
+
+    #[test]
+    fn builds_a_json_post_with_auth_and_user_agent() {
+        let target = Target::new("https://api.mistral.ai/", key(), false).unwrap();
+        let call =
+            ApiRequest::post_json("/v1/chat/completions", &serde_json::json!({"model": "m"}))
+                .unwrap()
+                .for_model("m", 10);
+        let prepared = target.prepare(&call).unwrap();
+        let r = &prepared.request;
+        assert_eq!(r.method(), Method::POST);
+        assert_eq!(r.uri(), "https://api.mistral.ai/v1/chat/completions");
+        assert_eq!(r.headers()[header::AUTHORIZATION], "Bearer sk-test-Secret");
+        assert!(r.headers()[header::AUTHORIZATION].is_sensitive());
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(r.headers()[header::ACCEPT], "application/json");
+        assert!(
+            r.headers()[header::USER_AGENT]
+                .to_str()
+                .unwrap()
+                .starts_with("mistral-rs/0.")
+        );
+        assert_eq!(r.body().as_ref(), br#"{"model":"m"}"#);
+        assert_eq!(prepared.model.as_deref(), Some("m"));
+        assert!(
+            !format!("{prepared:?}").contains("Secret"),
+            "Debug leaks the key"
+        );
+    }
+
+    #[test]
+    fn streams_ask_for_event_streams() {
+        let target = Target::new("http://127.0.0.1:8080", key(), false).unwrap();
+        let call = ApiRequest::post_json("v1/chat/completions", &serde_json::json!({}))
+            .unwrap()
+            .streaming(true);
+        let r = target.prepare(&call).unwrap().request;
+        assert_eq!(r.headers()[header::ACCEPT], "text/event-stream");
+        assert_eq!(r.uri(), "http://127.0.0.1:8080/v1/chat/completions");
+    }
+
+    #[test]
+    fn a_get_has_no_content_type() {
+        let target = Target::new("https://api.eu.mistral.ai/base", key(), false).unwrap();
+        let r = target
+            .prepare(&ApiRequest::get("/v1/models"))
+            .unwrap()
+            .request;
+        assert_eq!(r.uri(), "https://api.eu.mistral.ai/base/v1/models");
+        assert!(r.headers().get(header::CONTENT_TYPE).is_none());
+        assert!(r.body().is_empty());
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        for ok in [
+            "http://127.0.0.1:1",
+            "http://localhost:8080",
+            "http://[::1]:9",
+            "http://127.9.9.9",
+            "https://example.com",
+        ] {
+            assert!(Target::new(ok, key(), false).is_ok(), "{ok}");
+        }
+        let err = Target::new("http://api.mistral.ai", key(), false).unwrap_err();
+        assert!(err.to_string().contains("plain HTTP"), "{err}");
+        assert!(!err.to_string().contains("Secret"));
+        assert!(Target::new("http://api.mistral.ai", key(), true).is_ok());
+        for bad in ["ftp://x", "not a url", "/relative", "https://x/?q=1"] {
+            assert!(
+                matches!(Target::new(bad, key(), false), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_estimate_rule() {
+        assert_eq!(estimate_tokens(0, Some(10)), 11);
+        assert_eq!(estimate_tokens(400, Some(100)), 200);
+        assert_eq!(
+            estimate_tokens(401, None),
+            101 + DEFAULT_COMPLETION_ESTIMATE
+        );
+    }
+
+    #[test]
+    fn custom_user_agent() {
+        let t = Target::new(DEFAULT_BASE_URL, key(), false)
+            .unwrap()
+            .with_user_agent("my-app/1.0")
+            .unwrap();
+        let r = t.prepare(&ApiRequest::get("/v1/models")).unwrap().request;
+        assert_eq!(r.headers()[header::USER_AGENT], "my-app/1.0");
+        assert!(
+            Target::new(DEFAULT_BASE_URL, key(), false)
+                .unwrap()
+                .with_user_agent("a\nb")
+                .is_err()
+        );
+    }
+}

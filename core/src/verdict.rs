@@ -1,0 +1,526 @@
+//! Classification: every response becomes a [`Verdict`].
+//!
+//! The table this implements is `mistral-api.md` §3. For a 429, in order:
+//!
+//! | what the 429 carries | verdict |
+//! |---|---|
+//! | type `service_tier_capacity_exceeded`, code `3505`, or a "capacity exceeded" message | [`Verdict::Capacity`] |
+//! | a `limit-*` header equal to 0 | [`Verdict::NoAllowance`] |
+//! | `remaining-*-month` = 0 | [`Verdict::MonthlyQuota`] |
+//! | `remaining-*` = 0 for a minute / N-second window | [`Verdict::WindowSpent`] |
+//! | `remaining-*-month` below this request's expected cost | [`Verdict::MonthlyQuota`] |
+//! | none of the above | [`Verdict::RateLimited`] (ambiguous) |
+//!
+//! Bodies may be JSON in any captured form, HTML, or empty: classification never fails
+//! because a body does not parse.
+
+use http::{HeaderMap, StatusCode};
+
+use crate::error::ResponseInfo;
+use crate::models::ApiErrorBody;
+use crate::ratelimits::{Quota, RateLimits};
+
+/// What a response means for the call that got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// 2xx.
+    Success,
+    /// 429: a pacing window (minute, N seconds) is spent. Wait for it.
+    WindowSpent {
+        /// The spent quota (remaining 0).
+        quota: Quota,
+    },
+    /// 429 that does not say which limit (no headers): ambiguous.
+    RateLimited,
+    /// 429 with a limit of 0: this model has no allowance on this plan.
+    NoAllowance {
+        /// The zero quota.
+        quota: Quota,
+    },
+    /// 429 with the monthly quota spent.
+    MonthlyQuota {
+        /// The monthly quota.
+        quota: Quota,
+    },
+    /// 429 because Mistral is short of capacity (`3505`): not the caller's limit.
+    Capacity,
+    /// 401: the key was refused.
+    Unauthorized,
+    /// 403: the key may not use this model.
+    Forbidden,
+    /// 408: the server gave up waiting for the request.
+    RequestTimeout,
+    /// Other 4xx (400, 404, 422…): the request is wrong.
+    BadRequest,
+    /// 5xx.
+    ServerError,
+    /// 1xx or 3xx: not something this API sends.
+    Unexpected,
+}
+
+impl Verdict {
+    /// `true` for the 429 family that concerns the caller's own limits.
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(
+            self,
+            Verdict::WindowSpent { .. }
+                | Verdict::RateLimited
+                | Verdict::NoAllowance { .. }
+                | Verdict::MonthlyQuota { .. }
+        )
+    }
+}
+
+/// A classified response: the verdict and everything worth keeping from the response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    /// What the response means.
+    pub verdict: Verdict,
+    /// The parsed error body, when the body was a JSON error.
+    pub body: Option<ApiErrorBody>,
+    /// Status, correlation id, body excerpt and rate limits.
+    pub info: ResponseInfo,
+}
+
+/// Classifies one response.
+///
+/// `expected_cost` is the number of tokens the request is expected to use; it lets a
+/// monthly quota whose remainder is below the cost be told from a passing refusal.
+pub fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    expected_cost: Option<u64>,
+) -> Classification {
+    let limits = RateLimits::parse(headers);
+    let parsed = if status.is_success() {
+        None
+    } else {
+        ApiErrorBody::parse(body)
+    };
+    let verdict = match status.as_u16() {
+        200..=299 => Verdict::Success,
+        429 => classify_429(&limits, parsed.as_ref(), expected_cost),
+        401 => Verdict::Unauthorized,
+        403 => Verdict::Forbidden,
+        408 => Verdict::RequestTimeout,
+        400..=499 => Verdict::BadRequest,
+        500..=599 => Verdict::ServerError,
+        _ => Verdict::Unexpected,
+    };
+    let info = ResponseInfo {
+        status: status.as_u16(),
+        correlation_id: correlation_id(headers, parsed.as_ref()),
+        code: parsed.as_ref().and_then(|b| b.code.clone()),
+        message: parsed.as_ref().and_then(|b| b.message.clone()),
+        excerpt: if status.is_success() {
+            String::new()
+        } else {
+            excerpt(body)
+        },
+        limits,
+    };
+    Classification {
+        verdict,
+        body: parsed,
+        info,
+    }
+}
+
+fn classify_429(
+    limits: &RateLimits,
+    body: Option<&ApiErrorBody>,
+    expected_cost: Option<u64>,
+) -> Verdict {
+    if body.is_some_and(is_capacity) {
+        return Verdict::Capacity;
+    }
+    if let Some(quota) = limits.quotas.iter().find(|q| q.limit == Some(0)) {
+        return Verdict::NoAllowance { quota: *quota };
+    }
+    let month = limits.quotas.iter().find(|q| q.window.is_month());
+    if let Some(quota) = month.filter(|q| q.is_spent()) {
+        return Verdict::MonthlyQuota { quota: *quota };
+    }
+    // Of the spent pacing windows, the one that takes longest to come back decides.
+    let spent = limits
+        .quotas
+        .iter()
+        .filter(|q| !q.window.is_month() && q.is_spent())
+        .max_by_key(|q| q.window);
+    if let Some(quota) = spent {
+        return Verdict::WindowSpent { quota: *quota };
+    }
+    if let (Some(quota), Some(cost)) = (month, expected_cost)
+        && quota.remaining.is_some_and(|r| r < cost)
+    {
+        return Verdict::MonthlyQuota { quota: *quota };
+    }
+    Verdict::RateLimited
+}
+
+fn is_capacity(body: &ApiErrorBody) -> bool {
+    body.kind.as_deref() == Some("service_tier_capacity_exceeded")
+        || body.code.as_deref() == Some("3505")
+        || body
+            .message
+            .as_deref()
+            .is_some_and(|m| m.to_ascii_lowercase().contains("capacity exceeded"))
+}
+
+fn correlation_id(headers: &HeaderMap, body: Option<&ApiErrorBody>) -> Option<String> {
+    [
+        "mistral-correlation-id",
+        "x-request-id",
+        "x-kong-request-id",
+    ]
+    .iter()
+    .find_map(|name| headers.get(*name)?.to_str().ok())
+    .map(|s| bounded(s, 128))
+    .or_else(|| body.and_then(|b| b.request_id.clone()))
+}
+
+/// The start of a body as readable text: lossy UTF-8, whitespace runs collapsed, at
+/// most [`ResponseInfo::EXCERPT_LIMIT`] bytes.
+pub fn excerpt(body: &[u8]) -> String {
+    let head = &body[..body.len().min(ResponseInfo::EXCERPT_LIMIT * 2)];
+    let text = String::from_utf8_lossy(head);
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = bounded(&collapsed, ResponseInfo::EXCERPT_LIMIT);
+    if out.len() < collapsed.len() || head.len() < body.len() {
+        out.push('…');
+    }
+    out
+}
+
+fn bounded(s: &str, limit: usize) -> String {
+    if s.len() <= limit {
+        return s.to_owned();
+    }
+    let mut end = limit;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimits::{Bucket, Window};
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn verdict(status: u16, pairs: &[(&str, &str)], body: &str) -> Verdict {
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            &headers(pairs),
+            body.as_bytes(),
+            Some(100),
+        )
+        .verdict
+    }
+
+    const GATEWAY_429: &str = r#"{"message":"Requests rate limit exceeded"}"#;
+    const CODE_1300: &str = r#"{"object":"error","message":"Rate limit exceeded","type":"rate_limited","param":null,"code":"1300","raw_status_code":429}"#;
+    const CODE_1300_BARE: &str = r#"{"object":"error","message":"Rate limit exceeded","type":"rate_limited","param":null,"code":"1300"}"#;
+    const CAPACITY: &str = r#"{"object":"error","message":"Service tier capacity exceeded for this model.","type":"service_tier_capacity_exceeded","param":null,"code":"3505"}"#;
+    const CAPACITY_OLD: &str = r#"{"object":"error","message":"Service tier capacity exceeded for this model.","type":"invalid_request_error","param":null,"code":null}"#;
+
+    fn quota(bucket: Bucket, window: Window, limit: u64, remaining: Option<u64>) -> Quota {
+        Quota {
+            bucket,
+            window,
+            limit: Some(limit),
+            remaining,
+        }
+    }
+
+    #[test]
+    fn row_429_gateway_form_without_headers_is_ambiguous() {
+        assert_eq!(verdict(429, &[], GATEWAY_429), Verdict::RateLimited);
+    }
+
+    #[test]
+    fn row_429_code_1300_without_headers_is_ambiguous() {
+        assert_eq!(verdict(429, &[], CODE_1300), Verdict::RateLimited);
+        assert_eq!(verdict(429, &[], CODE_1300_BARE), Verdict::RateLimited);
+    }
+
+    #[test]
+    fn row_429_capacity_in_both_forms() {
+        assert_eq!(verdict(429, &[], CAPACITY), Verdict::Capacity);
+        assert_eq!(verdict(429, &[], CAPACITY_OLD), Verdict::Capacity);
+        // Capacity is not the caller's limit even when limit headers come along.
+        let h = [
+            ("x-ratelimit-limit-req-minute", "50"),
+            ("x-ratelimit-remaining-req-minute", "20"),
+        ];
+        assert_eq!(verdict(429, &h, CAPACITY), Verdict::Capacity);
+    }
+
+    #[test]
+    fn row_429_zero_allowance() {
+        let h = [
+            ("x-ratelimit-limit-req-minute", "0"),
+            ("x-ratelimit-remaining-req-minute", "0"),
+        ];
+        assert_eq!(
+            verdict(429, &h, CODE_1300),
+            Verdict::NoAllowance {
+                quota: quota(Bucket::Requests, Window::MINUTE, 0, Some(0))
+            }
+        );
+        let tokens = [("x-ratelimit-limit-tokens-minute", "0")];
+        assert!(matches!(
+            verdict(429, &tokens, GATEWAY_429),
+            Verdict::NoAllowance { .. }
+        ));
+    }
+
+    #[test]
+    fn row_429_monthly_quota() {
+        let h = [
+            ("x-ratelimit-limit-tokens-minute", "50000"),
+            ("x-ratelimit-remaining-tokens-minute", "42000"),
+            ("x-ratelimit-limit-tokens-month", "1000000"),
+            ("x-ratelimit-remaining-tokens-month", "0"),
+        ];
+        assert_eq!(
+            verdict(429, &h, CODE_1300),
+            Verdict::MonthlyQuota {
+                quota: quota(Bucket::Tokens, Window::Month, 1_000_000, Some(0))
+            }
+        );
+        // Early-2025 names.
+        let early = [
+            ("x-ratelimitbysize-limit-month", "1000000"),
+            ("x-ratelimitbysize-remaining-month", "0"),
+        ];
+        assert!(matches!(
+            verdict(429, &early, GATEWAY_429),
+            Verdict::MonthlyQuota { .. }
+        ));
+    }
+
+    #[test]
+    fn row_429_month_below_the_request_cost() {
+        let h = [
+            ("x-ratelimit-limit-tokens-month", "1000000"),
+            ("x-ratelimit-remaining-tokens-month", "40"),
+        ];
+        assert!(matches!(
+            verdict(429, &h, CODE_1300),
+            Verdict::MonthlyQuota { .. }
+        ));
+        let enough = [
+            ("x-ratelimit-limit-tokens-month", "1000000"),
+            ("x-ratelimit-remaining-tokens-month", "4000"),
+        ];
+        assert_eq!(verdict(429, &enough, CODE_1300), Verdict::RateLimited);
+    }
+
+    #[test]
+    fn row_429_request_window_spent() {
+        let h = [
+            ("x-ratelimit-limit-req-minute", "4"),
+            ("x-ratelimit-remaining-req-minute", "0"),
+        ];
+        assert_eq!(
+            verdict(429, &h, CODE_1300),
+            Verdict::WindowSpent {
+                quota: quota(Bucket::Requests, Window::MINUTE, 4, Some(0))
+            }
+        );
+    }
+
+    #[test]
+    fn row_429_token_window_spent() {
+        let h = [
+            ("x-ratelimit-limit-tokens-minute", "50000"),
+            ("x-ratelimit-remaining-tokens-minute", "0"),
+            ("x-ratelimit-limit-tokens-month", "1000000"),
+            ("x-ratelimit-remaining-tokens-month", "500000"),
+        ];
+        assert_eq!(
+            verdict(429, &h, GATEWAY_429),
+            Verdict::WindowSpent {
+                quota: quota(Bucket::Tokens, Window::MINUTE, 50_000, Some(0))
+            }
+        );
+    }
+
+    #[test]
+    fn row_429_late_2025_ten_second_window() {
+        let h = [
+            ("x-ratelimit-limit-req-10-second", "10"),
+            ("x-ratelimit-remaining-req-10-second", "0"),
+        ];
+        assert_eq!(
+            verdict(429, &h, CODE_1300),
+            Verdict::WindowSpent {
+                quota: quota(Bucket::Requests, Window::Seconds(10), 10, Some(0))
+            }
+        );
+    }
+
+    #[test]
+    fn row_401_both_forms() {
+        assert_eq!(
+            verdict(401, &[], r#"{"detail":"Unauthorized"}"#),
+            Verdict::Unauthorized
+        );
+        let c = classify(
+            StatusCode::UNAUTHORIZED,
+            &headers(&[("www-authenticate", "Key")]),
+            br#"{"message":"Unauthorized","request_id":"abc123"}"#,
+            None,
+        );
+        assert_eq!(c.verdict, Verdict::Unauthorized);
+        assert_eq!(c.info.correlation_id.as_deref(), Some("abc123"));
+    }
+
+    #[test]
+    fn row_400_with_codes() {
+        for (body, code) in [
+            (
+                r#"{"object":"error","message":"Invalid model: bad model","type":"invalid_model","param":null,"code":"1500"}"#,
+                "1500",
+            ),
+            (
+                r#"{"object":"error","message":"Unexpected role","type":"invalid_request_message_order","param":null,"code":"3230"}"#,
+                "3230",
+            ),
+            (
+                r#"{"object":"error","message":"Invalid args","type":"invalid_request_invalid_args","param":null,"code":"3051"}"#,
+                "3051",
+            ),
+        ] {
+            let c = classify(
+                StatusCode::BAD_REQUEST,
+                &HeaderMap::new(),
+                body.as_bytes(),
+                None,
+            );
+            assert_eq!(c.verdict, Verdict::BadRequest);
+            assert_eq!(c.info.code.as_deref(), Some(code));
+            assert!(c.info.message.is_some());
+        }
+    }
+
+    #[test]
+    fn row_403() {
+        let body = r#"{"object":"error","message":"Model not allowed","type":"forbidden","param":null,"code":"1913"}"#;
+        let c = classify(
+            StatusCode::FORBIDDEN,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            None,
+        );
+        assert_eq!(c.verdict, Verdict::Forbidden);
+        assert_eq!(c.info.code.as_deref(), Some("1913"));
+    }
+
+    #[test]
+    fn row_404_gateway() {
+        let c = classify(
+            StatusCode::NOT_FOUND,
+            &HeaderMap::new(),
+            br#"{"message":"no Route matched with those values"}"#,
+            None,
+        );
+        assert_eq!(c.verdict, Verdict::BadRequest);
+        assert_eq!(c.info.status, 404);
+    }
+
+    #[test]
+    fn row_422_both_forms() {
+        let plain = r#"{"detail":[{"type":"extra_forbidden","loc":["body","foo"],"msg":"Extra inputs are not permitted","input":1}]}"#;
+        let wrapped = r#"{"object":"error","message":{"detail":[{"type":"missing","loc":["body","model"],"msg":"Field required","input":{}}]},"type":"invalid_request_error","param":null,"code":null,"raw_status_code":422}"#;
+        for body in [plain, wrapped] {
+            let c = classify(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &HeaderMap::new(),
+                body.as_bytes(),
+                None,
+            );
+            assert_eq!(c.verdict, Verdict::BadRequest);
+            assert_eq!(c.body.unwrap().detail.len(), 1, "{body}");
+        }
+    }
+
+    #[test]
+    fn row_5xx() {
+        let body = r#"{"object":"error","message":"Service unavailable.","type":"internal_server_error","param":null,"code":"1000"}"#;
+        for status in [500, 502, 503, 504] {
+            assert_eq!(verdict(status, &[], body), Verdict::ServerError);
+        }
+        assert_eq!(
+            verdict(500, &[], &body.replace("1000", "3000")),
+            Verdict::ServerError
+        );
+    }
+
+    #[test]
+    fn row_html_and_empty_bodies() {
+        let html =
+            "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>cloudflare</body></html>";
+        let c = classify(
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            html.as_bytes(),
+            None,
+        );
+        assert_eq!(c.verdict, Verdict::ServerError);
+        assert!(c.body.is_none());
+        assert!(
+            c.info
+                .excerpt
+                .starts_with("<html> <head><title>502 Bad Gateway")
+        );
+        assert_eq!(verdict(429, &[], ""), Verdict::RateLimited);
+        assert_eq!(
+            verdict(429, &[], "<html>Too Many Requests</html>"),
+            Verdict::RateLimited
+        );
+        assert_eq!(verdict(503, &[], ""), Verdict::ServerError);
+    }
+
+    #[test]
+    fn success_keeps_limits_and_correlation_id() {
+        let c = classify(
+            StatusCode::OK,
+            &headers(&[
+                ("mistral-correlation-id", "corr-1"),
+                ("x-ratelimit-limit-req-minute", "50"),
+                ("x-ratelimit-remaining-req-minute", "49"),
+            ]),
+            b"{}",
+            None,
+        );
+        assert_eq!(c.verdict, Verdict::Success);
+        assert_eq!(c.info.correlation_id.as_deref(), Some("corr-1"));
+        assert_eq!(c.info.limits.requests().unwrap().remaining, Some(49));
+    }
+
+    #[test]
+    fn excerpt_is_bounded_and_marks_truncation() {
+        let long = "x".repeat(10_000);
+        let e = excerpt(long.as_bytes());
+        assert!(e.len() <= ResponseInfo::EXCERPT_LIMIT + '…'.len_utf8());
+        assert!(e.ends_with('…'));
+        let multibyte = "é".repeat(1000);
+        assert!(excerpt(multibyte.as_bytes()).ends_with('…'));
+        assert_eq!(excerpt(b"\xff\xfe"), "\u{fffd}\u{fffd}");
+    }
+}

@@ -1,0 +1,462 @@
+//! The call state machine, driven on a virtual clock with scripted answers.
+
+mod support;
+
+use std::time::Duration;
+
+use mistral_core::{Bucket, Error, Grant, RetryPolicy, Signal, TransportKind, WaitReason, Window};
+use support::*;
+
+const GATEWAY_429: &str = r#"{"message":"Requests rate limit exceeded"}"#;
+const CODE_1300: &str = r#"{"object":"error","message":"Rate limit exceeded","type":"rate_limited","param":null,"code":"1300","raw_status_code":429}"#;
+const CAPACITY: &str = r#"{"object":"error","message":"Service tier capacity exceeded for this model.","type":"service_tier_capacity_exceeded","param":null,"code":"3505"}"#;
+const SERVER: &str = r#"{"object":"error","message":"Service unavailable.","type":"internal_server_error","param":null,"code":"1000"}"#;
+
+fn spent_minute(limit: &str) -> Answer {
+    respond(
+        429,
+        &[
+            ("x-ratelimit-limit-req-minute", limit),
+            ("x-ratelimit-remaining-req-minute", "0"),
+            ("mistral-correlation-id", "corr-429"),
+        ],
+        CODE_1300,
+    )
+}
+
+#[test]
+fn success_first_time_reports_usage() {
+    let run = drive_simple(&RetryPolicy::default(), vec![ok()]);
+    let reports = run.reports();
+    let success = run.result.unwrap();
+    assert_eq!(success.attempts, 1);
+    assert_eq!(success.waited, Duration::ZERO);
+    assert_eq!(success.correlation_id.as_deref(), Some("ok-1"));
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].signal, Signal::Success);
+    assert_eq!(reports[0].used_tokens, Some(12));
+    assert_eq!(reports[0].estimated_tokens, 100);
+}
+
+#[test]
+fn a_spent_minute_window_is_waited_out_not_hammered() {
+    // 4 per minute: a unit comes back every 15 s; then 30 s; then the whole minute.
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![
+            spent_minute("4"),
+            spent_minute("4"),
+            spent_minute("4"),
+            ok(),
+        ],
+    );
+    let waits = run.waits();
+    assert_eq!(waits.len(), 3, "{waits:?}");
+    let why = WaitReason::WindowSpent {
+        bucket: Bucket::Requests,
+        window: Window::MINUTE,
+    };
+    assert!(waits.iter().all(|(_, w)| *w == why));
+    assert!(waits[0].0 >= Duration::from_secs(15) && waits[0].0 <= Duration::from_millis(18_750));
+    assert!(waits[1].0 >= Duration::from_secs(30) && waits[1].0 <= Duration::from_millis(37_500));
+    assert_eq!(waits[2].0, Duration::from_secs(60));
+    // No two sends of the call are closer than a unit of the window.
+    let sends = run.sends();
+    assert!(
+        sends
+            .windows(2)
+            .all(|p| p[1] - p[0] >= Duration::from_secs(15))
+    );
+    let success = run.result.unwrap();
+    assert_eq!(success.attempts, 4);
+    assert!(success.waited >= Duration::from_secs(105));
+}
+
+#[test]
+fn the_429_report_names_the_window_and_the_wait() {
+    let run = drive_simple(&RetryPolicy::default(), vec![spent_minute("60"), ok()]);
+    let reports = run.reports();
+    match reports[0].signal {
+        Signal::WindowSpent { quota, wait } => {
+            assert_eq!(quota.limit, Some(60));
+            assert!(wait >= Duration::from_secs(1));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reports[0].used_tokens, Some(0), "a refusal is not charged");
+    assert_eq!(reports[1].signal, Signal::Success);
+}
+
+#[test]
+fn zero_allowance_ends_at_once() {
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![respond(
+            429,
+            &[
+                ("x-ratelimit-limit-req-minute", "0"),
+                ("x-ratelimit-remaining-req-minute", "0"),
+            ],
+            CODE_1300,
+        )],
+    );
+    assert!(run.waits().is_empty());
+    let err = run.err();
+    assert!(
+        matches!(
+            err,
+            Error::NoAllowance {
+                bucket: Some(Bucket::Requests),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_permanent());
+    assert!(err.to_string().contains("mistral-small-latest"), "{err}");
+}
+
+#[test]
+fn monthly_quota_ends_at_once() {
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![respond(
+            429,
+            &[
+                ("x-ratelimit-limit-tokens-month", "1000000"),
+                ("x-ratelimit-remaining-tokens-month", "0"),
+            ],
+            CODE_1300,
+        )],
+    );
+    assert!(run.waits().is_empty());
+    let err = run.err();
+    assert!(
+        matches!(
+            err,
+            Error::MonthlyQuota {
+                limit: Some(1_000_000),
+                remaining: Some(0),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("month"));
+}
+
+#[test]
+fn capacity_is_retried_with_backoff() {
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![respond(429, &[], CAPACITY), ok()],
+    );
+    let waits = run.waits();
+    assert_eq!(waits.len(), 1);
+    assert_eq!(waits[0].1, WaitReason::Backoff);
+    assert_eq!(run.reports()[0].signal, Signal::Capacity);
+    assert_eq!(run.result.unwrap().attempts, 2);
+}
+
+#[test]
+fn capacity_gives_up_after_max_attempts_with_a_capacity_error() {
+    let policy = RetryPolicy::default().max_attempts(3);
+    let run = drive_simple(&policy, vec![respond(429, &[], CAPACITY); 3]);
+    let err = run.err();
+    match &err {
+        Error::Capacity { trail, response } => {
+            assert_eq!(trail.attempts, 3);
+            assert_eq!(response.code.as_deref(), Some("3505"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unauthorized_ends_at_once_and_hints_at_the_variable() {
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![respond(401, &[], r#"{"detail":"Unauthorized"}"#)],
+    );
+    assert_eq!(run.sends().len(), 1);
+    let err = run.err();
+    assert!(matches!(err, Error::Unauthorized { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("MISTRAL_API_KEY"), "{msg}");
+    assert!(!msg.contains(KEY));
+}
+
+#[test]
+fn validation_errors_carry_field_details() {
+    let body = r#"{"detail":[{"type":"extra_forbidden","loc":["body","foo"],"msg":"Extra inputs are not permitted","input":1}]}"#;
+    let err = drive_simple(&RetryPolicy::default(), vec![respond(422, &[], body)]).err();
+    match &err {
+        Error::BadRequest { details, response } => {
+            assert_eq!(details.len(), 1);
+            assert_eq!(response.status, 422);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("foo"), "{err}");
+}
+
+#[test]
+fn server_errors_are_retried_and_501_is_not() {
+    for status in [500, 502, 503, 504] {
+        let run = drive_simple(
+            &RetryPolicy::default(),
+            vec![respond(status, &[], SERVER), ok()],
+        );
+        assert_eq!(run.result.unwrap().attempts, 2, "{status}");
+    }
+    let run = drive_simple(&RetryPolicy::default(), vec![respond(501, &[], "")]);
+    assert!(matches!(run.err(), Error::Server { .. }));
+}
+
+#[test]
+fn an_html_502_is_retried_and_reported_with_an_excerpt() {
+    let html = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
+    let policy = RetryPolicy::default().max_attempts(2);
+    let err = drive_simple(&policy, vec![respond(502, &[], html); 2]).err();
+    let response = err.response().unwrap();
+    assert_eq!(response.status, 502);
+    assert!(response.excerpt.contains("502 Bad Gateway"));
+    assert_eq!(err.trail().unwrap().attempts, 2);
+}
+
+#[test]
+fn transport_errors_are_retried_unless_switched_off() {
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![
+            Answer::Fail(TransportKind::Connect),
+            Answer::Fail(TransportKind::Reset),
+            ok(),
+        ],
+    );
+    assert_eq!(run.result.unwrap().attempts, 3);
+    let off = RetryPolicy::default().retry_transport(false);
+    let err = drive_simple(&off, vec![Answer::Fail(TransportKind::Connect)]).err();
+    assert!(
+        matches!(err, Error::Transport { kind: TransportKind::Connect, trail, .. } if trail.attempts == 1)
+    );
+    let tls = drive_simple(
+        &RetryPolicy::default(),
+        vec![Answer::Fail(TransportKind::Tls)],
+    )
+    .err();
+    assert!(matches!(
+        tls,
+        Error::Transport {
+            kind: TransportKind::Tls,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn attempts_stop_at_the_maximum() {
+    let policy = RetryPolicy::default().max_attempts(4);
+    let run = drive_simple(&policy, vec![respond(503, &[], SERVER); 4]);
+    assert_eq!(run.sends().len(), 4);
+    assert_eq!(run.err().trail().unwrap().attempts, 4);
+}
+
+#[test]
+fn the_backoff_schedule_is_exact_for_a_seed() {
+    let policy = RetryPolicy::default()
+        .backoff(Duration::from_millis(100), Duration::from_secs(10))
+        .max_attempts(5);
+    let run = drive(&policy, 99, vec![respond(503, &[], SERVER); 5], |_| {
+        Grant::Now
+    });
+    // The documented formula, computed independently: U(0, min(cap, base·2^(n−1))).
+    let mut rng = fastrand::Rng::with_seed(99);
+    let expected: Vec<Duration> = (0..4)
+        .map(|n| Duration::from_millis(100 * (1 << n)).mul_f64(rng.f64()))
+        .collect();
+    let waits: Vec<Duration> = run.waits().iter().map(|w| w.0).collect();
+    assert_eq!(waits, expected);
+    // Another seed, another schedule.
+    let other = drive(&policy, 100, vec![respond(503, &[], SERVER); 5], |_| {
+        Grant::Now
+    });
+    assert_ne!(other.waits(), run.waits());
+}
+
+#[test]
+fn retry_after_is_a_floor() {
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![respond(503, &[("retry-after", "7")], SERVER), ok()],
+    );
+    assert_eq!(
+        run.waits(),
+        vec![(Duration::from_secs(7), WaitReason::ServerHint)]
+    );
+    let ms = drive_simple(
+        &RetryPolicy::default(),
+        vec![
+            respond(429, &[("retry-after-ms", "2500")], GATEWAY_429),
+            ok(),
+        ],
+    );
+    assert!(ms.waits()[0].0 >= Duration::from_millis(2500));
+}
+
+#[test]
+fn the_deadline_ends_the_call_with_the_last_refusal() {
+    // 1 request per minute and a 90 s deadline: after two refusals the next wait
+    // (a whole minute) would pass the deadline.
+    let policy = RetryPolicy::default().deadline(Some(Duration::from_secs(90)));
+    let run = drive_simple(&policy, vec![spent_minute("1"), spent_minute("1")]);
+    let sends = run.sends();
+    assert!(sends.iter().all(|t| *t < Duration::from_secs(90)));
+    let err = run.err();
+    match &err {
+        Error::Deadline {
+            last: Some(last),
+            trail,
+            ..
+        } => {
+            assert_eq!(trail.attempts, 2);
+            assert!(matches!(**last, Error::RateLimited { limit: Some(1), .. }));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.retry_after().is_some(), "says when to come back");
+    assert_eq!(err.correlation_id(), Some("corr-429"));
+}
+
+#[test]
+fn a_hung_attempt_times_out_and_its_late_answer_is_ignored() {
+    use mistral_core::{Action, Call, TransportError};
+    let policy = RetryPolicy::default().attempt_timeout(Some(Duration::from_secs(5)));
+    #[allow(clippy::disallowed_methods)]
+    let start = std::time::Instant::now();
+    let mut call = Call::new(chat_request(false), &policy, start, 1);
+    assert!(matches!(call.poll(start), Action::Reserve(_)));
+    call.handle_grant(start, Grant::Now);
+    let Action::Send(first) = call.poll(start) else {
+        panic!()
+    };
+    assert_eq!(first.timeout, Some(Duration::from_secs(5)));
+    // Polled while in flight: wait for the attempt's timeout.
+    let Action::Wait { until, why } = call.poll(start) else {
+        panic!()
+    };
+    assert_eq!(
+        (until - start, why),
+        (Duration::from_secs(5), WaitReason::InFlight)
+    );
+    // The timer fires.
+    let Action::Report(report) = call.poll(until) else {
+        panic!()
+    };
+    assert_eq!(report.signal, Signal::Transport(TransportKind::Timeout));
+    let Action::Wait {
+        until: retry_at,
+        why: WaitReason::Backoff,
+    } = call.poll(until)
+    else {
+        panic!()
+    };
+    // The late answer to the first attempt arrives: ignored.
+    let late = http::Response::builder()
+        .status(200)
+        .body(bytes::Bytes::new())
+        .unwrap();
+    call.handle_response(retry_at, first.id, late);
+    call.handle_transport_error(
+        retry_at,
+        first.id,
+        TransportError::new(TransportKind::Reset, "late"),
+    );
+    assert!(matches!(call.poll(retry_at), Action::Reserve(_)));
+    call.handle_grant(retry_at, Grant::Now);
+    let Action::Send(second) = call.poll(retry_at) else {
+        panic!()
+    };
+    assert_eq!(second.number, 2);
+    assert_ne!(second.id, first.id);
+}
+
+#[test]
+fn a_pacing_grant_delays_the_send() {
+    let run = drive(&RetryPolicy::default(), 1, vec![ok()], |_| {
+        Grant::After(Duration::from_millis(750))
+    });
+    assert_eq!(
+        run.waits(),
+        vec![(Duration::from_millis(750), WaitReason::Pacing)]
+    );
+    assert_eq!(run.sends(), vec![Duration::from_millis(750)]);
+    assert_eq!(run.result.unwrap().waited, Duration::from_millis(750));
+}
+
+#[test]
+fn a_pacing_grant_past_the_deadline_ends_the_call_without_sending() {
+    let policy = RetryPolicy::default().deadline(Some(Duration::from_secs(10)));
+    let run = drive(&policy, 1, vec![], |_| {
+        Grant::After(Duration::from_secs(11))
+    });
+    assert!(run.sends().is_empty());
+    assert!(matches!(run.err(), Error::Deadline { .. }));
+}
+
+#[test]
+fn a_refused_grant_ends_the_call_with_the_limiters_error() {
+    let refusal = Error::Config("budget closed".into());
+    let run = drive(&RetryPolicy::default(), 1, vec![], |_| {
+        Grant::Refused(refusal.clone())
+    });
+    assert!(run.sends().is_empty());
+    assert_eq!(run.err(), Error::Config("budget closed".into()));
+}
+
+#[test]
+fn the_limiter_is_consulted_before_every_attempt() {
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![respond(503, &[], SERVER), respond(503, &[], SERVER), ok()],
+    );
+    let order: Vec<&str> = run
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Reserve => Some("reserve"),
+            Event::Send { .. } => Some("send"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        ["reserve", "send", "reserve", "send", "reserve", "send"]
+    );
+}
+
+#[test]
+fn a_stream_is_handed_over_only_on_success() {
+    use mistral_core::{Action, Call};
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::Instant::now();
+    let mut call = Call::new(chat_request(true), &RetryPolicy::default(), now, 1);
+    let _ = call.poll(now);
+    call.handle_grant(now, Grant::Now);
+    let Action::Send(attempt) = call.poll(now) else {
+        panic!()
+    };
+    assert!(attempt.stream);
+    assert_eq!(attempt.request.headers()["accept"], "text/event-stream");
+    assert!(attempt.reads_stream(http::StatusCode::OK));
+    assert!(!attempt.reads_stream(http::StatusCode::TOO_MANY_REQUESTS));
+}
+
+#[test]
+fn the_key_never_reaches_an_error() {
+    let echo = format!(r#"{{"message":"bad header Authorization: Bearer {KEY}"}}"#);
+    let err = drive_simple(&RetryPolicy::default(), vec![respond(400, &[], &echo)]).err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains(KEY), "{shown}");
+    assert!(shown.contains("***"));
+}
