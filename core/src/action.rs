@@ -130,6 +130,10 @@ pub struct Report {
     pub estimated_tokens: u64,
     /// Tokens the server charged, when known (0 for a refusal).
     pub used_tokens: Option<u64>,
+    /// Which attempt of its call this was (1 for the first).
+    pub attempt: u32,
+    /// The response's `mistral-correlation-id`.
+    pub correlation_id: Option<String>,
 }
 
 /// What happened to an attempt, as the limiter needs to know it.
@@ -162,4 +166,7 @@ pub enum Signal {
     Rejected,
     /// No response at all.
     Transport(TransportKind),
+    /// The real token count of an earlier success, known only later (at the end of a
+    /// stream): correct the estimate with it.
+    Usage,
 }

@@ -283,6 +283,8 @@ impl Call {
             signal: Signal::Transport(error.kind),
             estimated_tokens: self.prepared.token_estimate,
             used_tokens: None,
+            attempt: self.attempts,
+            correlation_id: None,
         });
         let plan = if self.policy.retries_transport(error.kind) {
             Plan::Retry {
@@ -356,6 +358,8 @@ impl Call {
             signal,
             estimated_tokens: self.prepared.token_estimate,
             used_tokens: used,
+            attempt: self.attempts,
+            correlation_id: info.correlation_id.clone(),
         });
     }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::key::ApiKey;
+use crate::models::{ChatRequest, EmbeddingRequest, FimRequest, ModerationRequest, RequestSize};
 
 /// The default base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.mistral.ai";
@@ -28,7 +29,8 @@ pub const DEFAULT_COMPLETION_ESTIMATE: u64 = 256;
 
 /// The token estimate the limiter reserves for a request before its response tells the
 /// real count: `⌈prompt characters ÷ 4⌉ + max_tokens` (or
-/// [`DEFAULT_COMPLETION_ESTIMATE`] when unset).
+/// [`DEFAULT_COMPLETION_ESTIMATE`] when unset; 0 for endpoints that generate nothing,
+/// such as embeddings).
 pub fn estimate_tokens(prompt_chars: usize, max_tokens: Option<u32>) -> u64 {
     let prompt = (prompt_chars as u64).div_ceil(CHARS_PER_TOKEN).max(1);
     prompt + max_tokens.map_or(DEFAULT_COMPLETION_ESTIMATE, u64::from)
@@ -79,6 +81,57 @@ impl ApiRequest {
             model: None,
             token_estimate: 0,
         }
+    }
+
+    /// `POST /v1/chat/completions` (a stream when the request says `stream: true`).
+    pub fn chat(request: &ChatRequest) -> Result<Self, Error> {
+        Self::typed("/v1/chat/completions", request, &request.model, true)
+    }
+
+    /// `POST /v1/chat/completions` as a stream, whatever the request's `stream` field.
+    pub fn chat_stream(request: &ChatRequest) -> Result<Self, Error> {
+        Self::chat(&request.clone().stream(true))
+    }
+
+    /// `POST /v1/fim/completions` (a stream when the request says so).
+    pub fn fim(request: &FimRequest) -> Result<Self, Error> {
+        Self::typed("/v1/fim/completions", request, &request.model, true)
+    }
+
+    /// `POST /v1/fim/completions` as a stream.
+    pub fn fim_stream(request: &FimRequest) -> Result<Self, Error> {
+        Self::fim(&request.clone().stream(true))
+    }
+
+    /// `POST /v1/embeddings`.
+    pub fn embeddings(request: &EmbeddingRequest) -> Result<Self, Error> {
+        Self::typed("/v1/embeddings", request, &request.model, false)
+    }
+
+    /// `POST /v1/moderations`.
+    pub fn moderations(request: &ModerationRequest) -> Result<Self, Error> {
+        Self::typed("/v1/moderations", request, &request.model, false)
+    }
+
+    /// `GET /v1/models` (outside any model's budget).
+    pub fn list_models() -> Self {
+        Self::get("/v1/models")
+    }
+
+    fn typed<T: Serialize + RequestSize>(
+        path: &'static str,
+        request: &T,
+        model: &str,
+        generates: bool,
+    ) -> Result<Self, Error> {
+        let estimate = if generates {
+            estimate_tokens(request.prompt_chars(), request.max_tokens())
+        } else {
+            estimate_tokens(request.prompt_chars(), Some(0))
+        };
+        Ok(Self::post_json(path, request)?
+            .for_model(model, estimate)
+            .streaming(request.is_stream()))
     }
 
     /// Names the model (the rate-limit budget) and the token estimate.
@@ -305,6 +358,31 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn typed_requests_know_their_path_model_stream_and_estimate() {
+        use crate::models::Message;
+        let chat = ChatRequest::new("mistral-small-latest", vec![Message::user("x".repeat(40))])
+            .max_tokens(20);
+        let call = ApiRequest::chat(&chat).unwrap();
+        assert_eq!(call.path, "/v1/chat/completions");
+        assert_eq!(call.model.as_deref(), Some("mistral-small-latest"));
+        assert_eq!(call.token_estimate, 30);
+        assert!(!call.stream);
+        let stream = ApiRequest::chat_stream(&chat).unwrap();
+        assert!(stream.stream);
+        let body: serde_json::Value =
+            serde_json::from_slice(stream.body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["stream"], true);
+        let fim = ApiRequest::fim(&FimRequest::new("codestral-latest", "def f(")).unwrap();
+        assert_eq!(fim.path, "/v1/fim/completions");
+        let emb = ApiRequest::embeddings(&EmbeddingRequest::new("mistral-embed", "hello")).unwrap();
+        assert_eq!(
+            (emb.path.as_ref(), emb.token_estimate),
+            ("/v1/embeddings", 2)
+        );
+        assert_eq!(ApiRequest::list_models().model, None);
     }
 
     #[test]

@@ -1,0 +1,322 @@
+//! Reading an event stream after its call succeeded: bytes in, typed chunks out, the idle
+//! timeout, the end-of-stream check and the final usage — all without I/O.
+//!
+//! The driver reads bytes from the connection with a read timeout that ends at
+//! [`StreamReader::idle_deadline`], feeds them with [`StreamReader::feed`], and takes
+//! items with [`StreamReader::next_item`]. At the end of the body it calls
+//! [`StreamReader::end_of_input`]; when a read times out, [`StreamReader::idle_error`].
+//! Once the stream is over, [`StreamReader::take_report`] gives the limiter the real
+//! token count.
+
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::action::{Report, Signal};
+use crate::error::{Error, StreamFailure};
+use crate::models::{ApiErrorBody, ChatChunk};
+use crate::ratelimits::RateLimits;
+use crate::sse::{SseDecoder, SseError, SseEvent, looks_like_error};
+
+/// A stream item that may carry the final token usage.
+pub trait StreamItem: DeserializeOwned {
+    /// `usage.total_tokens`, when this item carries it (the last chunk does).
+    fn total_tokens(&self) -> Option<u64>;
+}
+
+impl StreamItem for ChatChunk {
+    fn total_tokens(&self) -> Option<u64> {
+        self.usage.as_ref().map(|u| u.total())
+    }
+}
+
+impl StreamItem for serde_json::Value {
+    fn total_tokens(&self) -> Option<u64> {
+        self.get("usage")?.get("total_tokens")?.as_u64()
+    }
+}
+
+/// Decodes one event stream into items of type `T`.
+#[derive(Debug)]
+pub struct StreamReader<T> {
+    decoder: SseDecoder,
+    idle: Duration,
+    last_bytes: Instant,
+    state: ReadState,
+    model: Option<String>,
+    estimated_tokens: u64,
+    used_tokens: Option<u64>,
+    correlation_id: Option<String>,
+    reported: bool,
+    _item: PhantomData<fn() -> T>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    Open,
+    Done,
+    Failed,
+}
+
+impl<T: StreamItem> StreamReader<T> {
+    /// A reader for a stream that opened at `now`. `model` and `estimated_tokens` are
+    /// the call's (for the limiter's correction); `limits` the response's headers.
+    pub fn new(
+        model: Option<String>,
+        estimated_tokens: u64,
+        limits: &RateLimits,
+        correlation_id: Option<String>,
+        idle: Duration,
+        now: Instant,
+    ) -> Self {
+        Self {
+            decoder: SseDecoder::new(),
+            idle,
+            last_bytes: now,
+            state: ReadState::Open,
+            model,
+            estimated_tokens,
+            used_tokens: limits.query_cost,
+            correlation_id,
+            reported: false,
+            _item: PhantomData,
+        }
+    }
+
+    /// When the stream counts as stalled if no byte arrives before then.
+    pub fn idle_deadline(&self) -> Instant {
+        self.last_bytes + self.idle
+    }
+
+    /// The read timeout to use for the next read at `now` (zero when already stalled).
+    pub fn read_timeout(&self, now: Instant) -> Duration {
+        self.idle_deadline().saturating_duration_since(now)
+    }
+
+    /// `true` once the stream ended (with `[DONE]` or an error): stop reading.
+    pub fn is_over(&self) -> bool {
+        self.state != ReadState::Open
+    }
+
+    /// Tokens the stream used, once its last chunk said so.
+    pub fn used_tokens(&self) -> Option<u64> {
+        self.used_tokens
+    }
+
+    /// Feeds bytes read at `now`.
+    pub fn feed(&mut self, now: Instant, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.last_bytes = self.last_bytes.max(now);
+        }
+        self.decoder.feed(bytes);
+    }
+
+    /// The next decoded item, if a whole one has arrived. After an error or `[DONE]`,
+    /// always `None`.
+    pub fn next_item(&mut self) -> Option<Result<T, Error>> {
+        if self.state != ReadState::Open {
+            return None;
+        }
+        match self.decoder.next_event()? {
+            Ok(SseEvent::Done) => {
+                self.state = ReadState::Done;
+                None
+            }
+            Ok(SseEvent::Data(data)) => {
+                if looks_like_error(&data) {
+                    let detail = ApiErrorBody::parse(data.as_bytes()).map(|b| b.summary());
+                    return Some(Err(self.fail(StreamFailure::ServerError, detail)));
+                }
+                Some(match serde_json::from_str::<T>(&data) {
+                    Ok(item) => {
+                        if let Some(total) = item.total_tokens() {
+                            self.used_tokens = Some(total);
+                        }
+                        Ok(item)
+                    }
+                    Err(e) => Err(self.fail(StreamFailure::BadEvent, Some(e.to_string()))),
+                })
+            }
+            Err(SseError::EventTooLarge { limit }) => {
+                Some(Err(self.fail(StreamFailure::EventTooLarge(limit), None)))
+            }
+            Err(e) => Some(Err(self.fail(StreamFailure::BadEvent, Some(e.to_string())))),
+        }
+    }
+
+    /// The body ended. `Some(error)` when it ended before `[DONE]` (the stream was cut);
+    /// call after [`StreamReader::next_item`] returned `None`.
+    pub fn end_of_input(&mut self) -> Option<Error> {
+        if self.state != ReadState::Open {
+            return None;
+        }
+        while let Some(event) = self.decoder.finish() {
+            if let Ok(SseEvent::Done) = event {
+                self.state = ReadState::Done;
+                return None;
+            }
+        }
+        Some(self.fail(StreamFailure::Cut, None))
+    }
+
+    /// A read timed out at `now`: the stalled-stream error if the idle deadline has
+    /// passed, `None` if the read woke early (read again).
+    pub fn idle_error(&mut self, now: Instant) -> Option<Error> {
+        if self.state != ReadState::Open || now < self.idle_deadline() {
+            return None;
+        }
+        Some(self.fail(StreamFailure::Idle(self.idle), None))
+    }
+
+    /// The connection failed while reading (reset, TLS…): ends the stream.
+    pub fn transport_error(&mut self, message: impl Into<String>) -> Error {
+        self.fail(StreamFailure::Cut, Some(message.into()))
+    }
+
+    fn fail(&mut self, failure: StreamFailure, detail: Option<String>) -> Error {
+        self.state = ReadState::Failed;
+        let detail = match (&self.correlation_id, detail) {
+            (Some(id), Some(d)) => Some(format!("{d} [correlation id {id}]")),
+            (Some(id), None) => Some(format!("correlation id {id}")),
+            (None, d) => d,
+        };
+        Error::Stream { failure, detail }
+    }
+
+    /// Once the stream is over, the limiter report that corrects the call's token
+    /// estimate with what the stream really used. At most once.
+    pub fn take_report(&mut self) -> Option<Report> {
+        if self.reported || self.state == ReadState::Open {
+            return None;
+        }
+        self.reported = true;
+        Some(Report {
+            model: self.model.clone(),
+            limits: RateLimits::default(),
+            signal: Signal::Usage,
+            estimated_tokens: self.estimated_tokens,
+            used_tokens: self.used_tokens,
+            attempt: 0,
+            correlation_id: self.correlation_id.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)]
+    use super::*;
+
+    const STREAM: &str = concat!(
+        "data: {\"id\":\"a\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"finish_reason\":null}],\"p\":\"abc\"}\n\n",
+        ": keep-alive\n\n",
+        "data: {\"id\":\"a\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn reader(now: Instant) -> StreamReader<ChatChunk> {
+        StreamReader::new(
+            Some("m".into()),
+            40,
+            &RateLimits::default(),
+            Some("corr".into()),
+            Duration::from_secs(10),
+            now,
+        )
+    }
+
+    #[test]
+    fn reads_chunks_split_anywhere_and_reports_usage() {
+        let now = Instant::now();
+        for split in 0..STREAM.len() {
+            let mut r = reader(now);
+            let mut texts = String::new();
+            for part in [&STREAM.as_bytes()[..split], &STREAM.as_bytes()[split..]] {
+                r.feed(now, part);
+                while let Some(item) = r.next_item() {
+                    texts.push_str(item.unwrap().text().unwrap_or(""));
+                }
+            }
+            assert_eq!(texts, "Hello");
+            assert!(r.is_over());
+            assert_eq!(r.end_of_input(), None);
+            let report = r.take_report().unwrap();
+            assert_eq!(
+                (report.signal, report.used_tokens),
+                (Signal::Usage, Some(5))
+            );
+            assert!(r.take_report().is_none());
+        }
+    }
+
+    #[test]
+    fn a_cut_stream_is_an_error() {
+        let now = Instant::now();
+        let mut r = reader(now);
+        r.feed(
+            now,
+            &STREAM.as_bytes()[..STREAM.find("data: [DONE]").unwrap()],
+        );
+        while r.next_item().is_some() {}
+        let err = r.end_of_input().unwrap();
+        assert!(
+            matches!(
+                err,
+                Error::Stream {
+                    failure: StreamFailure::Cut,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(r.take_report().is_some());
+    }
+
+    #[test]
+    fn a_stalled_stream_fails_after_the_idle_timeout_only() {
+        let start = Instant::now();
+        let mut r = reader(start);
+        assert_eq!(r.read_timeout(start), Duration::from_secs(10));
+        r.feed(start + Duration::from_secs(4), b"data: {\"id\":");
+        assert_eq!(r.idle_deadline(), start + Duration::from_secs(14));
+        assert!(
+            r.idle_error(start + Duration::from_secs(13)).is_none(),
+            "woke early"
+        );
+        let err = r.idle_error(start + Duration::from_secs(14)).unwrap();
+        assert!(matches!(
+            err,
+            Error::Stream {
+                failure: StreamFailure::Idle(_),
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("corr"));
+        assert!(r.next_item().is_none());
+    }
+
+    #[test]
+    fn an_error_event_ends_the_stream_with_its_message() {
+        let now = Instant::now();
+        let mut r = reader(now);
+        r.feed(now, b"data: {\"object\":\"error\",\"message\":\"Internal failure\",\"type\":\"internal_server_error\",\"code\":\"1000\"}\n\n");
+        let err = r.next_item().unwrap().unwrap_err();
+        assert!(err.to_string().contains("Internal failure"), "{err}");
+        assert!(r.next_item().is_none());
+    }
+
+    #[test]
+    fn a_bad_event_is_an_error_not_a_panic() {
+        let now = Instant::now();
+        let mut r = reader(now);
+        r.feed(now, b"data: {not json\n\n");
+        assert!(matches!(
+            r.next_item(),
+            Some(Err(Error::Stream {
+                failure: StreamFailure::BadEvent,
+                ..
+            }))
+        ));
+    }
+}

@@ -1,0 +1,223 @@
+//! Statistics and log events of a client, the same for both drivers.
+//!
+//! A driver hands every [`Action`] its calls produce to [`Telemetry::observe`]. That
+//! counts it and emits a `tracing` event: every 429 at WARN (bucket, limit, remaining,
+//! wait, attempt, correlation id), every retry and every wait with its reason at DEBUG.
+//! Nothing logged ever contains the API key or a request header.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::action::{Action, Report, Signal};
+use crate::error::Error;
+use crate::ratelimits::RateLimits;
+
+/// Shared, lock-free counters of one client and its clones.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    calls: AtomicU64,
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    window_429: AtomicU64,
+    ambiguous_429: AtomicU64,
+    no_allowance_429: AtomicU64,
+    monthly_quota_429: AtomicU64,
+    capacity_429: AtomicU64,
+    server_errors: AtomicU64,
+    transport_errors: AtomicU64,
+    waited_micros: AtomicU64,
+    last_limits: Mutex<Option<RateLimits>>,
+}
+
+/// A snapshot of a client's statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Calls started (logical requests).
+    pub calls: u64,
+    /// HTTP attempts sent.
+    pub attempts: u64,
+    /// Attempts after the first of their call.
+    pub retries: u64,
+    /// Calls that succeeded.
+    pub successes: u64,
+    /// Calls that ended with an error.
+    pub failures: u64,
+    /// 429s received, by kind.
+    pub rate_limited: RateLimitedCounts,
+    /// 5xx responses received.
+    pub server_errors: u64,
+    /// Attempts that got no response.
+    pub transport_errors: u64,
+    /// Time calls spent waiting (backoff, pacing, spent windows), summed over calls.
+    pub waited: Duration,
+    /// The last rate limits a response announced.
+    pub last_limits: Option<RateLimits>,
+}
+
+/// 429s received, by what they meant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitedCounts {
+    /// A spent window (minute, N seconds).
+    pub window: u64,
+    /// No header said which limit.
+    pub ambiguous: u64,
+    /// A zero allowance.
+    pub no_allowance: u64,
+    /// The monthly quota.
+    pub monthly_quota: u64,
+    /// Mistral's capacity (`3505`).
+    pub capacity: u64,
+}
+
+impl RateLimitedCounts {
+    /// All 429s.
+    pub fn total(&self) -> u64 {
+        self.window + self.ambiguous + self.no_allowance + self.monthly_quota + self.capacity
+    }
+}
+
+impl Telemetry {
+    /// New counters at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A call started.
+    pub fn call_started(&self) {
+        self.calls.fetch_add(1, Relaxed);
+    }
+
+    /// Counts and logs one action of a call, before the driver carries it out.
+    pub fn observe(&self, action: &Action) {
+        match action {
+            Action::Send(attempt) => {
+                self.attempts.fetch_add(1, Relaxed);
+                if attempt.number > 1 {
+                    self.retries.fetch_add(1, Relaxed);
+                    tracing::debug!(
+                        attempt = attempt.number,
+                        method = %attempt.request.method(),
+                        path = attempt.request.uri().path(),
+                        "mistral: retrying"
+                    );
+                }
+            }
+            Action::Wait { until: _, why } => {
+                tracing::debug!(reason = %why, "mistral: waiting");
+            }
+            Action::Report(report) => self.observe_report(report),
+            Action::Done(result) => self.observe_done(result.as_ref().map(|s| s.waited)),
+            Action::Reserve(_) => {}
+        }
+    }
+
+    fn observe_report(&self, report: &Report) {
+        if !report.limits.quotas.is_empty()
+            && let Ok(mut last) = self.last_limits.lock()
+        {
+            *last = Some(report.limits.clone());
+        }
+        let counter = match report.signal {
+            Signal::WindowSpent { .. } => &self.window_429,
+            Signal::RateLimited { .. } => &self.ambiguous_429,
+            Signal::NoAllowance => &self.no_allowance_429,
+            Signal::MonthlyQuota => &self.monthly_quota_429,
+            Signal::Capacity => &self.capacity_429,
+            Signal::ServerError => {
+                self.server_errors.fetch_add(1, Relaxed);
+                return;
+            }
+            Signal::Transport(kind) => {
+                self.transport_errors.fetch_add(1, Relaxed);
+                tracing::debug!(%kind, attempt = report.attempt, "mistral: no response");
+                return;
+            }
+            _ => return,
+        };
+        counter.fetch_add(1, Relaxed);
+        let (bucket, window, limit, remaining, wait) = match report.signal {
+            Signal::WindowSpent { quota, wait } => (
+                Some(quota.bucket.to_string()),
+                Some(quota.window.to_string()),
+                quota.limit,
+                quota.remaining,
+                Some(wait),
+            ),
+            Signal::RateLimited { wait } => (None, None, None, None, Some(wait)),
+            _ => (None, None, None, None, None),
+        };
+        tracing::warn!(
+            kind = ?report.signal_kind(),
+            model = report.model.as_deref().unwrap_or("-"),
+            bucket = bucket.as_deref().unwrap_or("unknown"),
+            window = window.as_deref().unwrap_or("unknown"),
+            limit = ?limit,
+            remaining = ?remaining,
+            wait_ms = wait.map(|w| w.as_millis() as u64),
+            attempt = report.attempt,
+            correlation_id = report.correlation_id.as_deref().unwrap_or("-"),
+            "mistral: HTTP 429"
+        );
+    }
+
+    fn observe_done(&self, result: Result<Duration, &Error>) {
+        let waited = match result {
+            Ok(waited) => {
+                self.successes.fetch_add(1, Relaxed);
+                waited
+            }
+            Err(error) => {
+                self.failures.fetch_add(1, Relaxed);
+                tracing::debug!(%error, "mistral: call failed");
+                error.trail().map(|t| t.waited).unwrap_or_default()
+            }
+        };
+        self.waited_micros.fetch_add(
+            u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
+    }
+
+    /// A consistent-enough snapshot (each counter is read atomically).
+    pub fn snapshot(&self) -> Stats {
+        Stats {
+            calls: self.calls.load(Relaxed),
+            attempts: self.attempts.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            successes: self.successes.load(Relaxed),
+            failures: self.failures.load(Relaxed),
+            rate_limited: RateLimitedCounts {
+                window: self.window_429.load(Relaxed),
+                ambiguous: self.ambiguous_429.load(Relaxed),
+                no_allowance: self.no_allowance_429.load(Relaxed),
+                monthly_quota: self.monthly_quota_429.load(Relaxed),
+                capacity: self.capacity_429.load(Relaxed),
+            },
+            server_errors: self.server_errors.load(Relaxed),
+            transport_errors: self.transport_errors.load(Relaxed),
+            waited: Duration::from_micros(self.waited_micros.load(Relaxed)),
+            last_limits: self.last_limits.lock().ok().and_then(|l| l.clone()),
+        }
+    }
+}
+
+impl Report {
+    /// A short name for the report's signal, for logs.
+    pub fn signal_kind(&self) -> &'static str {
+        match self.signal {
+            Signal::Success => "success",
+            Signal::WindowSpent { .. } => "window_spent",
+            Signal::RateLimited { .. } => "rate_limited",
+            Signal::NoAllowance => "no_allowance",
+            Signal::MonthlyQuota => "monthly_quota",
+            Signal::Capacity => "capacity",
+            Signal::ServerError => "server_error",
+            Signal::Rejected => "rejected",
+            Signal::Transport(_) => "transport",
+            Signal::Usage => "usage",
+        }
+    }
+}
