@@ -1,1 +1,15 @@
-//! The Mistral API emulator. Filled by the emulator issue.
+//! The Mistral API emulator and the helpers of the conformance suite.
+//!
+//! - [`Emulator`]: a real HTTP server on loopback behaving like the Mistral API as
+//!   captured in `mistral-api.md` (endpoints, auth, per-model limits with the header
+//!   names of a chosen [`Era`], 429 forms, monthly quota, zero allowance, capacity errors,
+//!   streaming, faults), with a [`Log`] of what it received and checks that no limit
+//!   was exceeded. Its limiter is its own code, independent of `mistral-core`.
+//! - [`raw_http`]: a tiny blocking HTTP/1.1 client over `std::net::TcpStream`, for tests
+//!   that must see the wire as it is (resets, cut streams, stalls).
+//! - The `mistral-emulator` binary ([`run_cli`]) serves an emulator until killed.
+
+pub mod emulator;
+pub mod raw_http;
+
+pub use emulator::*;

@@ -1,0 +1,657 @@
+//! Request validation and deterministic response bodies.
+//!
+//! # Usage rule
+//!
+//! - Chat: `prompt_tokens` = Σ over messages of ⌈chars(text of the content)/4⌉ (string
+//!   content, or the `text` of text chunks; every other chunk counts 1 token), at least 1.
+//! - FIM: ⌈chars(prompt + suffix)/4⌉, at least 1.
+//! - Embeddings and moderations: Σ over inputs of ⌈chars/4⌉, at least 1;
+//!   `completion_tokens` = 0.
+//! - Completions: `completion_tokens` = min(`max_tokens` (if given), the configured
+//!   natural length, default 16); `finish_reason` is `length` when `max_tokens` cut it,
+//!   else `stop`.
+//! - The cost charged to the token limits is `total_tokens` = prompt + completion.
+//!
+//! Content is one word per completion token, drawn from a fixed vocabulary by a generator
+//! seeded with a hash of the model, the prompt and `random_seed`.
+//!
+//! # Validation
+//!
+//! Like the real API (FastAPI/pydantic behind the gateway): unknown top-level fields give
+//! 422 `extra_forbidden`; a missing required field 422 `missing`; `null` in a field whose
+//! schema has no null, or a value of the wrong type, 422 `*_type`; a body that is not
+//! JSON 422 `json_invalid`. All errors found are reported together.
+
+use serde_json::{Map, Value, json};
+
+use super::rng::{XorShift, fnv1a};
+
+/// Inference endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Chat,
+    Fim,
+    Embeddings,
+    Moderations,
+    ChatModerations,
+}
+
+impl Endpoint {
+    pub(crate) fn from_path(path: &str) -> Option<Endpoint> {
+        Some(match path {
+            "/v1/chat/completions" => Endpoint::Chat,
+            "/v1/fim/completions" => Endpoint::Fim,
+            "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/moderations" => Endpoint::Moderations,
+            "/v1/chat/moderations" => Endpoint::ChatModerations,
+            _ => return None,
+        })
+    }
+}
+
+/// How a field is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rule {
+    Str,
+    Bool,
+    Num,
+    Int,
+    Object,
+    List,
+    /// A string or a list of strings.
+    StrOrList,
+    /// Anything but null.
+    Any,
+    Messages,
+}
+
+/// (name, rule, nullable, required)
+type Field = (&'static str, Rule, bool, bool);
+
+const CHAT: &[Field] = &[
+    ("model", Rule::Str, false, true),
+    ("messages", Rule::Messages, false, true),
+    ("temperature", Rule::Num, true, false),
+    ("top_p", Rule::Num, false, false),
+    ("max_tokens", Rule::Int, true, false),
+    ("stream", Rule::Bool, false, false),
+    ("stop", Rule::StrOrList, false, false),
+    ("random_seed", Rule::Int, true, false),
+    ("response_format", Rule::Object, true, false),
+    ("tools", Rule::List, true, false),
+    ("tool_choice", Rule::Any, false, false),
+    ("presence_penalty", Rule::Num, false, false),
+    ("frequency_penalty", Rule::Num, false, false),
+    ("n", Rule::Int, true, false),
+    ("prediction", Rule::Object, true, false),
+    ("parallel_tool_calls", Rule::Bool, false, false),
+    ("safe_prompt", Rule::Bool, false, false),
+    ("service_tier", Rule::Str, true, false),
+];
+
+const FIM: &[Field] = &[
+    ("model", Rule::Str, false, true),
+    ("prompt", Rule::Str, false, true),
+    ("suffix", Rule::Str, true, false),
+    ("temperature", Rule::Num, true, false),
+    ("top_p", Rule::Num, false, false),
+    ("max_tokens", Rule::Int, true, false),
+    ("min_tokens", Rule::Int, true, false),
+    ("stream", Rule::Bool, false, false),
+    ("stop", Rule::StrOrList, false, false),
+    ("random_seed", Rule::Int, true, false),
+];
+
+const EMBEDDINGS: &[Field] = &[
+    ("model", Rule::Str, false, true),
+    ("input", Rule::StrOrList, false, true),
+    ("output_dimension", Rule::Int, true, false),
+    ("output_dtype", Rule::Str, true, false),
+    ("encoding_format", Rule::Str, true, false),
+];
+
+const MODERATIONS: &[Field] = &[
+    ("model", Rule::Str, false, true),
+    ("input", Rule::StrOrList, false, true),
+];
+
+const CHAT_MODERATIONS: &[Field] = &[
+    ("model", Rule::Str, false, true),
+    ("input", Rule::List, false, true),
+];
+
+/// A validated inference request.
+#[derive(Clone, Debug)]
+pub(crate) struct Parsed {
+    pub endpoint: Endpoint,
+    pub model: String,
+    pub stream: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// `max_tokens` cut the completion.
+    pub truncated: bool,
+    /// Seed of the generated content.
+    pub content_seed: u64,
+    /// Inputs of embeddings and moderations.
+    pub inputs: Vec<String>,
+    pub dimension: usize,
+}
+
+impl Parsed {
+    pub(crate) fn total_tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// A validation failure: status and body.
+#[derive(Clone, Debug)]
+pub(crate) struct Invalid {
+    pub status: u16,
+    pub body: Value,
+    /// The model, when the body named one.
+    pub model: Option<String>,
+}
+
+fn detail(kind: &str, loc: &[Value], msg: &str, input: &Value) -> Value {
+    let mut full = vec![json!("body")];
+    full.extend_from_slice(loc);
+    json!({"type": kind, "loc": full, "msg": msg, "input": input})
+}
+
+fn type_error(rule: Rule) -> (&'static str, &'static str) {
+    match rule {
+        Rule::Str => ("string_type", "Input should be a valid string"),
+        Rule::Bool => ("bool_type", "Input should be a valid boolean"),
+        Rule::Num => ("float_type", "Input should be a valid number"),
+        Rule::Int => ("int_type", "Input should be a valid integer"),
+        Rule::Object => ("dict_type", "Input should be a valid dictionary"),
+        Rule::List | Rule::Messages => ("list_type", "Input should be a valid list"),
+        Rule::StrOrList => ("string_type", "Input should be a valid string"),
+        Rule::Any => ("none_required", "Input should not be None"),
+    }
+}
+
+fn check_field(name: &str, rule: Rule, value: &Value, errors: &mut Vec<Value>) {
+    let ok = match rule {
+        Rule::Str => value.is_string(),
+        Rule::Bool => value.is_boolean(),
+        Rule::Num => value.is_number(),
+        Rule::Int => value.is_u64() || value.is_i64(),
+        Rule::Object => value.is_object(),
+        Rule::List => value.is_array(),
+        Rule::StrOrList => {
+            value.is_string()
+                || value
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(Value::is_string))
+        }
+        Rule::Any => !value.is_null(),
+        Rule::Messages => {
+            if let Some(list) = value.as_array() {
+                check_messages(list, errors);
+                true
+            } else {
+                false
+            }
+        }
+    };
+    if !ok {
+        let (kind, msg) = type_error(rule);
+        errors.push(detail(kind, &[json!(name)], msg, value));
+    }
+}
+
+const ROLES: &[&str] = &["system", "user", "assistant", "tool"];
+
+fn check_messages(list: &[Value], errors: &mut Vec<Value>) {
+    for (i, message) in list.iter().enumerate() {
+        let Some(object) = message.as_object() else {
+            errors.push(detail(
+                "model_attributes_type",
+                &[json!("messages"), json!(i)],
+                "Input should be a valid dictionary or object to extract fields from",
+                message,
+            ));
+            continue;
+        };
+        let role = object.get("role").and_then(Value::as_str).unwrap_or("");
+        if !ROLES.contains(&role) {
+            errors.push(detail(
+                "union_tag_invalid",
+                &[json!("messages"), json!(i)],
+                "Input tag found using 'role' does not match any of the expected tags: 'system', 'user', 'assistant', 'tool'",
+                message,
+            ));
+            continue;
+        }
+        match object.get("content") {
+            None | Some(Value::Null) if role == "assistant" => {}
+            None => errors.push(detail(
+                "missing",
+                &[json!("messages"), json!(i), json!(role), json!("content")],
+                "Field required",
+                message,
+            )),
+            Some(Value::String(_)) | Some(Value::Array(_)) => {}
+            Some(other) => errors.push(detail(
+                "string_type",
+                &[json!("messages"), json!(i), json!(role), json!("content")],
+                "Input should be a valid string",
+                other,
+            )),
+        }
+    }
+}
+
+fn ceil4(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4)
+}
+
+fn content_tokens(content: Option<&Value>, text: &mut String) -> u64 {
+    match content {
+        Some(Value::String(s)) => {
+            text.push_str(s);
+            ceil4(s.chars().count())
+        }
+        Some(Value::Array(chunks)) => {
+            let mut chars = 0;
+            let mut others = 0;
+            for chunk in chunks {
+                match chunk.get("text").and_then(Value::as_str) {
+                    Some(s) => {
+                        text.push_str(s);
+                        chars += s.chars().count();
+                    }
+                    None => others += 1,
+                }
+            }
+            ceil4(chars) + others
+        }
+        _ => 0,
+    }
+}
+
+/// Validates a body for `endpoint`. `completion_len` is the natural completion length,
+/// `default_dimension` the embedding size when the request does not say.
+pub(crate) fn parse(
+    endpoint: Endpoint,
+    body: &[u8],
+    completion_len: u32,
+    default_dimension: usize,
+) -> Result<Parsed, Invalid> {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            let position = e.column();
+            return Err(Invalid {
+                status: 422,
+                body: json!({"detail": [{
+                    "type": "json_invalid",
+                    "loc": ["body", position],
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": e.to_string()},
+                }]}),
+                model: None,
+            });
+        }
+    };
+    let Some(object) = value.as_object() else {
+        return Err(Invalid {
+            status: 422,
+            body: json!({"detail": [{
+                "type": "model_attributes_type",
+                "loc": ["body"],
+                "msg": "Input should be a valid dictionary or object to extract fields from",
+                "input": value,
+            }]}),
+            model: None,
+        });
+    };
+    let fields = match endpoint {
+        Endpoint::Chat => CHAT,
+        Endpoint::Fim => FIM,
+        Endpoint::Embeddings => EMBEDDINGS,
+        Endpoint::Moderations => MODERATIONS,
+        Endpoint::ChatModerations => CHAT_MODERATIONS,
+    };
+    let mut errors = Vec::new();
+    for &(name, rule, nullable, required) in fields {
+        match object.get(name) {
+            None if required => {
+                errors.push(detail("missing", &[json!(name)], "Field required", &value))
+            }
+            None => {}
+            Some(Value::Null) if nullable => {}
+            Some(v) => check_field(name, rule, v, &mut errors),
+        }
+    }
+    for (name, v) in object {
+        if !fields.iter().any(|f| f.0 == name) {
+            errors.push(detail(
+                "extra_forbidden",
+                &[json!(name)],
+                "Extra inputs are not permitted",
+                v,
+            ));
+        }
+    }
+    let model = object
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if !errors.is_empty() {
+        return Err(Invalid {
+            status: 422,
+            body: json!({ "detail": errors }),
+            model,
+        });
+    }
+    let model = model.unwrap_or_default();
+    Ok(build(
+        endpoint,
+        object,
+        model,
+        completion_len,
+        default_dimension,
+    ))
+}
+
+fn build(
+    endpoint: Endpoint,
+    object: &Map<String, Value>,
+    model: String,
+    completion_len: u32,
+    default_dimension: usize,
+) -> Parsed {
+    let mut text = String::new();
+    let mut inputs = Vec::new();
+    let prompt_tokens = match endpoint {
+        Endpoint::Chat => object
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .map(|m| content_tokens(m.get("content"), &mut text))
+                    .sum()
+            })
+            .unwrap_or(0),
+        Endpoint::Fim => {
+            let prompt = object.get("prompt").and_then(Value::as_str).unwrap_or("");
+            let suffix = object.get("suffix").and_then(Value::as_str).unwrap_or("");
+            text.push_str(prompt);
+            text.push_str(suffix);
+            ceil4(prompt.chars().count() + suffix.chars().count())
+        }
+        Endpoint::Embeddings | Endpoint::Moderations => {
+            match object.get("input") {
+                Some(Value::String(s)) => inputs.push(s.clone()),
+                Some(Value::Array(list)) => {
+                    inputs.extend(list.iter().filter_map(Value::as_str).map(str::to_string))
+                }
+                _ => {}
+            }
+            inputs.iter().map(|s| ceil4(s.chars().count())).sum()
+        }
+        Endpoint::ChatModerations => {
+            let mut total = 0;
+            let mut stack: Vec<&Value> = object
+                .get("input")
+                .and_then(Value::as_array)
+                .map(|l| l.iter().collect())
+                .unwrap_or_default();
+            while let Some(v) = stack.pop() {
+                match v {
+                    Value::Array(l) => stack.extend(l.iter()),
+                    Value::Object(_) => total += content_tokens(v.get("content"), &mut text),
+                    _ => {}
+                }
+            }
+            inputs.push(text.clone());
+            total
+        }
+    }
+    .max(1);
+    let generates = matches!(endpoint, Endpoint::Chat | Endpoint::Fim);
+    let max_tokens = object.get("max_tokens").and_then(Value::as_u64);
+    let natural = u64::from(completion_len);
+    let completion_tokens = if generates {
+        max_tokens.map_or(natural, |m| m.min(natural))
+    } else {
+        0
+    };
+    let seed_value = object.get("random_seed").and_then(Value::as_u64);
+    let content_seed = fnv1a(model.as_bytes())
+        ^ fnv1a(text.as_bytes()).rotate_left(17)
+        ^ seed_value.unwrap_or(0).rotate_left(41);
+    let dimension = object
+        .get("output_dimension")
+        .and_then(Value::as_u64)
+        .and_then(|d| usize::try_from(d).ok())
+        .filter(|&d| d > 0 && d <= 8192)
+        .unwrap_or(default_dimension.max(1));
+    Parsed {
+        endpoint,
+        model,
+        stream: generates && object.get("stream").and_then(Value::as_bool) == Some(true),
+        prompt_tokens,
+        completion_tokens,
+        truncated: generates && completion_tokens < natural,
+        content_seed,
+        inputs,
+        dimension,
+    }
+}
+
+const VOCABULARY: &[&str] = &[
+    "the", "wind", "carries", "bright", "river", "stone", "quiet", "morning", "light", "over",
+    "green", "hills", "where", "old", "songs", "rest", "under", "silver", "clouds", "and", "small",
+    "birds", "follow", "slow", "paths", "toward", "warm", "evening", "fields", "of", "golden",
+    "grain",
+];
+
+/// The completion's words, one per completion token.
+pub(crate) fn words(parsed: &Parsed) -> Vec<String> {
+    let mut rng = XorShift::new(parsed.content_seed);
+    let n = parsed.completion_tokens as usize;
+    (0..n)
+        .map(|i| {
+            let word = VOCABULARY[(rng.next_u64() % VOCABULARY.len() as u64) as usize];
+            if i + 1 == n {
+                format!("{word}.")
+            } else {
+                format!("{word} ")
+            }
+        })
+        .collect()
+}
+
+fn usage(parsed: &Parsed) -> Value {
+    json!({
+        "prompt_tokens": parsed.prompt_tokens,
+        "completion_tokens": parsed.completion_tokens,
+        "total_tokens": parsed.total_tokens(),
+    })
+}
+
+fn finish_reason(parsed: &Parsed) -> &'static str {
+    if parsed.truncated { "length" } else { "stop" }
+}
+
+/// The JSON body of a plain (non-streaming) completion, embedding or moderation.
+pub(crate) fn response(parsed: &Parsed, id: &str, created: u64) -> Value {
+    match parsed.endpoint {
+        Endpoint::Chat | Endpoint::Fim => json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": parsed.model,
+            "choices": [{
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": words(parsed).concat(),
+                    "tool_calls": null,
+                },
+                "finish_reason": finish_reason(parsed),
+            }],
+            "usage": usage(parsed),
+        }),
+        Endpoint::Embeddings => {
+            let data: Vec<Value> = parsed
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    json!({
+                        "object": "embedding",
+                        "embedding": embedding(text, parsed.dimension),
+                        "index": i,
+                    })
+                })
+                .collect();
+            json!({
+                "id": id,
+                "object": "list",
+                "model": parsed.model,
+                "usage": usage(parsed),
+                "data": data,
+            })
+        }
+        Endpoint::Moderations | Endpoint::ChatModerations => {
+            let results: Vec<Value> = parsed.inputs.iter().map(|_| moderation()).collect();
+            json!({"id": id, "model": parsed.model, "results": results, "usage": usage(parsed)})
+        }
+    }
+}
+
+fn moderation() -> Value {
+    let categories = [
+        "sexual",
+        "hate_and_discrimination",
+        "violence_and_threats",
+        "dangerous_and_criminal_content",
+        "selfharm",
+        "health",
+        "financial",
+        "law",
+        "pii",
+    ];
+    let flags: Map<String, Value> = categories
+        .iter()
+        .map(|c| (c.to_string(), json!(false)))
+        .collect();
+    let scores: Map<String, Value> = categories
+        .iter()
+        .map(|c| (c.to_string(), json!(0.001)))
+        .collect();
+    json!({"categories": flags, "category_scores": scores})
+}
+
+/// A deterministic unit vector for `text`.
+pub(crate) fn embedding(text: &str, dimension: usize) -> Vec<f32> {
+    let mut rng = XorShift::new(fnv1a(text.as_bytes()));
+    let raw: Vec<f64> = (0..dimension).map(|_| rng.next_signed()).collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+    raw.iter().map(|x| (x / norm) as f32).collect()
+}
+
+/// The SSE events of a streamed completion (without the `[DONE]` line).
+pub(crate) fn stream_events(parsed: &Parsed, id: &str, created: u64) -> Vec<String> {
+    let words = words(parsed);
+    let chunk = |delta: Value, finish: Option<&str>, usage: Option<Value>, pad: usize| {
+        let mut v = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": parsed.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "p": &"abcdefghijklmnopqrstuvwxyz0123456789"[..(pad % 30) + 3],
+        });
+        if let (Some(u), Some(object)) = (usage, v.as_object_mut()) {
+            object.insert("usage".into(), u);
+        }
+        format!("data: {v}\n\n")
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        None,
+        None,
+        0,
+    )];
+    let n = words.len();
+    for (i, word) in words.iter().enumerate() {
+        if i + 1 < n {
+            events.push(chunk(json!({"content": word}), None, None, i + 1));
+        } else {
+            events.push(chunk(
+                json!({"content": word}),
+                Some(finish_reason(parsed)),
+                Some(usage(parsed)),
+                i + 1,
+            ));
+        }
+    }
+    if n == 0 {
+        events.push(chunk(
+            json!({"content": ""}),
+            Some(finish_reason(parsed)),
+            Some(usage(parsed)),
+            1,
+        ));
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: Value) -> Result<Parsed, Invalid> {
+        parse(Endpoint::Chat, body.to_string().as_bytes(), 16, 16)
+    }
+
+    #[test]
+    fn usage_follows_the_rule() {
+        let p = chat(json!({"model": "m", "messages": [
+            {"role": "system", "content": "12345"},
+            {"role": "user", "content": [{"type": "text", "text": "abcd"}, {"type": "image_url", "image_url": "x"}]}
+        ], "max_tokens": 5}))
+        .map_err(|e| e.body)
+        .unwrap();
+        assert_eq!(p.prompt_tokens, 2 + 1 + 1);
+        assert_eq!(p.completion_tokens, 5);
+        assert!(p.truncated);
+        assert_eq!(words(&p).len(), 5);
+        let p = chat(json!({"model": "m", "messages": [{"role": "user", "content": ""}]}))
+            .map_err(|e| e.body)
+            .unwrap();
+        assert_eq!((p.prompt_tokens, p.completion_tokens), (1, 16));
+    }
+
+    #[test]
+    fn unknown_missing_null_and_garbage() {
+        let e = chat(json!({"model": "m", "messages": [], "foo": 1})).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert_eq!(e.body["detail"][0]["type"], "extra_forbidden");
+        assert_eq!(e.body["detail"][0]["loc"], json!(["body", "foo"]));
+        let e = chat(json!({"messages": []})).unwrap_err();
+        assert_eq!(e.body["detail"][0]["type"], "missing");
+        let e = chat(json!({"model": "m", "messages": [], "stream": null})).unwrap_err();
+        assert_eq!(e.body["detail"][0]["type"], "bool_type");
+        assert!(chat(json!({"model": "m", "messages": [], "max_tokens": null})).is_ok());
+        let e = parse(Endpoint::Chat, b"{nope", 16, 16).unwrap_err();
+        assert_eq!(e.body["detail"][0]["type"], "json_invalid");
+        let e = parse(Endpoint::Chat, b"[1]", 16, 16).unwrap_err();
+        assert_eq!(e.status, 422);
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_unit_vectors() {
+        let a = embedding("hello", 16);
+        assert_eq!(a, embedding("hello", 16));
+        assert_ne!(a, embedding("hellp", 16));
+        let norm: f32 = a.iter().map(|x| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+}

@@ -1,0 +1,240 @@
+//! Rate-limit header names and values per era (`mistral-api.md` §2).
+
+use std::time::Duration;
+
+use super::config::Era;
+use super::limits::{MeterView, Refusal, View};
+
+/// The header pairs a response carries, in order.
+pub(crate) type Headers = Vec<(String, String)>;
+
+/// Name of a window in a late-2025 header: `minute`, `N-minute` or `N-second`.
+pub(crate) fn window_name(window: Duration) -> String {
+    let secs = window.as_secs_f64().round().max(1.0) as u64;
+    if secs == 60 {
+        "minute".to_string()
+    } else if secs % 60 == 0 {
+        format!("{}-minute", secs / 60)
+    } else {
+        format!("{secs}-second")
+    }
+}
+
+/// (limit name, remaining name) of the request pair, if the era has one.
+fn request_names(era: Era, window: Duration) -> Option<(String, String)> {
+    match era {
+        Era::Y2026 => Some((
+            "x-ratelimit-limit-req-minute".into(),
+            "x-ratelimit-remaining-req-minute".into(),
+        )),
+        Era::Late2025 => {
+            let secs = window.as_secs_f64().round().max(1.0) as u64;
+            Some((
+                format!("x-ratelimit-limit-req-{secs}-second"),
+                format!("x-ratelimit-remaining-req-{secs}-second"),
+            ))
+        }
+        Era::Mid2025 | Era::Early2025 => None,
+    }
+}
+
+fn token_names(era: Era, window: Duration) -> (String, String) {
+    match era {
+        Era::Early2025 => (
+            "x-ratelimitbysize-limit-minute".into(),
+            "x-ratelimitbysize-remaining-minute".into(),
+        ),
+        Era::Mid2025 | Era::Y2026 => (
+            "x-ratelimit-limit-tokens-minute".into(),
+            "x-ratelimit-remaining-tokens-minute".into(),
+        ),
+        Era::Late2025 => {
+            let w = window_name(window);
+            (
+                format!("x-ratelimit-limit-tokens-{w}"),
+                format!("x-ratelimit-remaining-tokens-{w}"),
+            )
+        }
+    }
+}
+
+fn month_names(era: Era) -> (&'static str, &'static str) {
+    match era {
+        Era::Early2025 => (
+            "x-ratelimitbysize-limit-month",
+            "x-ratelimitbysize-remaining-month",
+        ),
+        _ => (
+            "x-ratelimit-limit-tokens-month",
+            "x-ratelimit-remaining-tokens-month",
+        ),
+    }
+}
+
+fn cost_name(era: Era) -> &'static str {
+    match era {
+        Era::Early2025 => "ratelimitbysize-query-cost",
+        _ => "x-ratelimit-tokens-query-cost",
+    }
+}
+
+fn push_requests(out: &mut Headers, era: Era, m: &MeterView, limit: u64, remaining: u64) {
+    if let Some((l, r)) = request_names(era, m.window) {
+        out.push((l, limit.to_string()));
+        out.push((r, remaining.to_string()));
+    }
+}
+
+fn push_tokens(out: &mut Headers, era: Era, m: &MeterView, limit: u64, remaining: u64) {
+    let (l, r) = token_names(era, m.window);
+    out.push((l, limit.to_string()));
+    out.push((r, remaining.to_string()));
+    if era == Era::Early2025 {
+        out.push(("ratelimitbysize-limit".into(), limit.to_string()));
+        out.push(("ratelimitbysize-remaining".into(), remaining.to_string()));
+        let reset = m.reset_in.as_secs_f64().ceil() as u64;
+        out.push(("ratelimitbysize-reset".into(), reset.to_string()));
+    }
+}
+
+fn push_month(out: &mut Headers, era: Era, limit: u64, remaining: u64) {
+    let (l, r) = month_names(era);
+    out.push((l.into(), limit.to_string()));
+    out.push((r.into(), remaining.to_string()));
+}
+
+/// Headers of an admitted request that cost `cost` tokens.
+pub(crate) fn success(era: Era, view: &View, cost: u64) -> Headers {
+    let mut out = Headers::new();
+    if let Some(m) = &view.requests {
+        push_requests(&mut out, era, m, m.limit, m.remaining);
+    }
+    if let Some(m) = &view.tokens {
+        push_tokens(&mut out, era, m, m.limit, m.remaining);
+    }
+    if let Some((limit, remaining)) = view.month {
+        push_month(&mut out, era, limit, remaining);
+    }
+    if view.tokens.is_some() || view.month.is_some() {
+        out.push((cost_name(era).into(), cost.to_string()));
+    }
+    out
+}
+
+/// Headers of a refused request: they name the limit that refused it.
+///
+/// - request window spent: only the request pair, remaining 0 (nothing in eras without
+///   request headers);
+/// - token window spent: the token pair with remaining 0 (and the month pair);
+/// - month spent: the month pair with remaining 0 and the token pair as it is;
+/// - zero allowance: the zero limit's pair, `0`/`0` (eras without request names show a
+///   zero request allowance as a zero token limit).
+pub(crate) fn refused(era: Era, view: &View, refusal: Refusal) -> Headers {
+    let mut out = Headers::new();
+    match refusal {
+        Refusal::Requests => {
+            if let Some(m) = &view.requests {
+                push_requests(&mut out, era, m, m.limit, 0);
+            }
+        }
+        Refusal::Tokens => {
+            if let Some(m) = &view.tokens {
+                push_tokens(&mut out, era, m, m.limit, 0);
+            }
+            if let Some((limit, remaining)) = view.month {
+                push_month(&mut out, era, limit, remaining);
+            }
+        }
+        Refusal::Month => {
+            if let Some(m) = &view.tokens {
+                push_tokens(&mut out, era, m, m.limit, m.remaining);
+            }
+            if let Some((limit, _)) = view.month {
+                push_month(&mut out, era, limit, 0);
+            }
+        }
+        Refusal::ZeroAllowance => {
+            if let Some(m) = view.requests.as_ref().filter(|m| m.limit == 0) {
+                if request_names(era, m.window).is_some() {
+                    push_requests(&mut out, era, m, 0, 0);
+                } else {
+                    push_tokens(&mut out, era, m, 0, 0);
+                }
+            }
+            if let Some(m) = view.tokens.as_ref().filter(|m| m.limit == 0) {
+                push_tokens(&mut out, era, m, 0, 0);
+            }
+            if view.month.is_some_and(|(limit, _)| limit == 0) {
+                push_month(&mut out, era, 0, 0);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(window_secs: u64) -> View {
+        let m = |limit, remaining| MeterView {
+            limit,
+            remaining,
+            window: Duration::from_secs(window_secs),
+            reset_in: Duration::from_millis(1500),
+        };
+        View {
+            requests: Some(m(10, 7)),
+            tokens: Some(m(1000, 900)),
+            month: Some((100_000, 99_000)),
+        }
+    }
+
+    fn names(h: &Headers) -> Vec<&str> {
+        h.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn names_per_era() {
+        let h = success(Era::Y2026, &view(60), 12);
+        assert_eq!(
+            names(&h),
+            [
+                "x-ratelimit-limit-req-minute",
+                "x-ratelimit-remaining-req-minute",
+                "x-ratelimit-limit-tokens-minute",
+                "x-ratelimit-remaining-tokens-minute",
+                "x-ratelimit-limit-tokens-month",
+                "x-ratelimit-remaining-tokens-month",
+                "x-ratelimit-tokens-query-cost",
+            ]
+        );
+        let h = success(Era::Late2025, &view(10), 12);
+        assert_eq!(names(&h)[0], "x-ratelimit-limit-req-10-second");
+        assert_eq!(names(&h)[2], "x-ratelimit-limit-tokens-10-second");
+        let h = success(Era::Late2025, &view(300), 12);
+        assert_eq!(names(&h)[3], "x-ratelimit-remaining-tokens-5-minute");
+        let h = success(Era::Mid2025, &view(60), 12);
+        assert_eq!(names(&h)[0], "x-ratelimit-limit-tokens-minute");
+        assert_eq!(h.len(), 5);
+        let h = success(Era::Early2025, &view(60), 12);
+        assert!(names(&h).contains(&"ratelimitbysize-reset"));
+        assert!(names(&h).contains(&"x-ratelimitbysize-remaining-month"));
+        assert!(h.contains(&("ratelimitbysize-reset".into(), "2".into())));
+    }
+
+    #[test]
+    fn refusals_name_their_limit() {
+        let h = refused(Era::Y2026, &view(60), Refusal::Requests);
+        assert_eq!(
+            h,
+            vec![
+                ("x-ratelimit-limit-req-minute".into(), "10".into()),
+                ("x-ratelimit-remaining-req-minute".into(), "0".into()),
+            ]
+        );
+        let h = refused(Era::Y2026, &view(60), Refusal::Tokens);
+        assert!(h.contains(&("x-ratelimit-remaining-tokens-minute".into(), "0".into())));
+        assert!(refused(Era::Mid2025, &view(60), Refusal::Requests).is_empty());
+    }
+}

@@ -1,0 +1,202 @@
+//! The Mistral API emulator: a real HTTP/1.1 server on loopback that behaves like
+//! Mistral as captured in `mistral-api.md`.
+//!
+//! - Endpoints: `POST /v1/chat/completions` (plain and SSE), `POST /v1/fim/completions`,
+//!   `POST /v1/embeddings`, `POST /v1/moderations`, `POST /v1/chat/moderations`,
+//!   `GET /v1/models` (no rate-limit headers there). Any other path: 404 `no Route
+//!   matched`. Bodies and usage are deterministic (rule in [`api`](self) docs:
+//!   prompt tokens = Σ ⌈chars/4⌉ per message, at least 1; completion tokens =
+//!   min(`max_tokens`, 16)).
+//! - Order of checks on an inference request: scripted/queued/random *replacing* fault →
+//!   path → key (401) → body validation (422/400/413) → strict model list (400) →
+//!   capacity draw (429 3505) → limiter (429) → answer (200), possibly delayed, stalled or
+//!   cut by a *modifying* fault. Only the limiter's admissions are charged.
+//! - Limits per model ([`Config::models`], else [`Config::default_limits`]) with one of
+//!   three [`Semantics`]; header names of the chosen [`Era`]; a background consumer
+//!   ([`Config::background_share`]).
+//! - A [`Log`] of every request, with checks that no limit was exceeded.
+//!
+//! ```no_run
+//! use mistral_tests::{Config, Emulator, Limits};
+//!
+//! let config = Config {
+//!     window_secs: 1.0,
+//!     ..Config::default()
+//! }
+//! .model("mistral-small-latest", Limits::new(Some(5), Some(10_000)));
+//! let emulator = Emulator::start(config);
+//! println!("{} {}", emulator.url(), emulator.key());
+//! // ... drive a client against it ...
+//! assert!(!emulator.log().was_any_window_over_limit());
+//! ```
+
+mod api;
+mod background;
+mod cli;
+mod config;
+mod headers;
+mod limits;
+mod log;
+mod rng;
+mod server;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use cli::{Cli, USAGE, parse_args, run_cli};
+pub use config::{
+    Config, DEFAULT_KEY, EffectiveLimits, Era, Fault, Limits, RateLimitBody, Semantics,
+};
+pub use limits::{LimitsEpoch, Refusal};
+pub use log::{Entry, Log, Outcome, Second, Source};
+
+use server::Shared;
+
+/// A running emulator on its own multi-thread tokio runtime (two worker threads).
+///
+/// Usable from plain tests and from inside a tokio runtime alike (it never blocks on a
+/// runtime). Dropping the handle stops the server and closes every connection.
+#[derive(Debug)]
+pub struct Emulator {
+    runtime: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+}
+
+impl Emulator {
+    /// Starts an emulator on `127.0.0.1` and a free port.
+    ///
+    /// # Panics
+    /// If no socket or runtime can be had (tests want to stop there).
+    pub fn start(config: Config) -> Emulator {
+        match Emulator::try_start(config) {
+            Ok(e) => e,
+            Err(e) => panic!("the emulator could not start: {e}"),
+        }
+    }
+
+    /// Starts an emulator on `127.0.0.1` and a free port.
+    pub fn try_start(config: Config) -> io::Result<Emulator> {
+        Emulator::try_start_at(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts an emulator listening on `addr`.
+    pub fn try_start_at(config: Config, addr: SocketAddr) -> io::Result<Emulator> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mistral-emulator")
+            .enable_all()
+            .build()?;
+        let shared = Arc::new(Shared::new(config));
+        let listener = {
+            let _guard = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
+        runtime.spawn(server::accept_loop(shared.clone(), listener));
+        runtime.spawn(background::run(shared.clone()));
+        Ok(Emulator {
+            runtime: Some(runtime),
+            shared,
+            addr,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address served.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The first accepted key ("" if the config has none).
+    pub fn key(&self) -> &str {
+        self.shared
+            .config
+            .keys
+            .first()
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// The configuration it runs with (runtime knobs not included).
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// A snapshot of the request log.
+    pub fn log(&self) -> Log {
+        self.shared.snapshot()
+    }
+
+    /// HTTP requests received so far (the next request number).
+    pub fn requests_received(&self) -> u64 {
+        self.shared.requests_received()
+    }
+
+    /// Changes the background consumer's share of every budget (0..=1).
+    pub fn set_background_share(&self, share: f64) {
+        self.shared.set_background_share(share);
+    }
+
+    /// Changes the share of inference requests refused with a 3505 capacity 429.
+    pub fn set_capacity_rate(&self, rate: f64) {
+        self.shared.set_capacity_rate(rate);
+    }
+
+    /// Turns rate-limit headers on or off.
+    pub fn set_headers(&self, on: bool) {
+        self.shared.set_headers(on);
+    }
+
+    /// Queues a fault for the next request that has no scripted fault (FIFO).
+    pub fn push_fault(&self, fault: Fault) {
+        self.shared.push_fault(fault);
+    }
+
+    /// Replaces the limits of `model` now (a tier change): its meters start afresh, and
+    /// the log checks later admissions against the new limits.
+    pub fn set_limits(&self, model: &str, limits: Limits) {
+        self.shared
+            .models
+            .set_limits(model, &limits, self.shared.now());
+    }
+
+    /// Forgets the monthly consumption of every model (the month rolled over).
+    pub fn reset_month(&self) {
+        self.shared.models.reset_month();
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Serves `config` on `listener` on the current tokio runtime, until the future is
+/// dropped (for a binary). The background consumer runs as a task of the same runtime.
+pub async fn serve(config: Config, listener: TcpListener) {
+    let shared = Arc::new(Shared::new(config));
+    let _background = AbortOnDrop(tokio::spawn(background::run(shared.clone())));
+    server::accept_loop(shared, listener).await;
+}
+
+/// Stops a task when the future that spawned it is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
