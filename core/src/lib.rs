@@ -113,6 +113,6 @@ pub use policy::RetryPolicy;
 pub use ratelimits::{Bucket, Quota, RateLimits, Window};
 pub use reader::{StreamItem, StreamReader};
 pub use request::{ApiRequest, Prepared, Target, estimate_tokens};
-pub use success::Success;
+pub use success::{Reply, Success};
 pub use telemetry::{RateLimitedCounts, Stats, Telemetry};
 pub use verdict::{Classification, Verdict, classify};

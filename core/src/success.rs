@@ -62,3 +62,47 @@ pub(crate) fn usage_total(body: &[u8]) -> Option<u64> {
         .usage?
         .total_tokens
 }
+
+/// A decoded response with what it took to get it: the limits the server announced,
+/// the correlation id, attempts and time waited. Dereferences to the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply<T> {
+    /// The decoded body.
+    pub value: T,
+    /// Rate limits the response announced (limit and remaining per bucket).
+    pub limits: RateLimits,
+    /// The `mistral-correlation-id`.
+    pub correlation_id: Option<String>,
+    /// HTTP attempts made.
+    pub attempts: u32,
+    /// Time spent waiting before the successful attempt.
+    pub waited: Duration,
+}
+
+impl<T> Reply<T> {
+    /// The decoded body, without the rest.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+}
+
+impl<T> std::ops::Deref for Reply<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl Success {
+    /// Decodes the body into a [`Reply`].
+    pub fn into_reply<T: DeserializeOwned>(self) -> Result<Reply<T>, Error> {
+        let value = self.decode()?;
+        Ok(Reply {
+            value,
+            limits: self.limits,
+            correlation_id: self.correlation_id,
+            attempts: self.attempts,
+            waited: self.waited,
+        })
+    }
+}
