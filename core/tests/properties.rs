@@ -146,8 +146,8 @@ proptest! {
                 }
                 Action::Report(_) => {}
                 Action::Done(result) => {
-                    if let Err(e) = &result {
-                        if let Some(t) = e.trail() { prop_assert!(t.attempts <= policy.max_attempts); }
+                    if let Some(t) = result.as_ref().err().and_then(|e| e.trail()) {
+                        prop_assert!(t.attempts <= policy.max_attempts);
                     }
                     return Ok(());
                 }
