@@ -9,6 +9,8 @@
 //!   that must see the wire as it is (resets, cut streams, stalls).
 //! - The `mistral-emulator` binary ([`run_cli`]) serves an emulator until killed.
 
+#![warn(missing_docs)]
+
 pub mod emulator;
 pub mod raw_http;
 

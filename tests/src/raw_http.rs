@@ -159,7 +159,7 @@ impl Connection {
             let read = self.fill();
             if !matches!(read, Ok(n) if n > 0) {
                 // Keep what arrived: a cut or stalled body is still worth looking at.
-                out.extend(self.buf.drain(..));
+                out.append(&mut self.buf);
                 return Err(read
                     .err()
                     .unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into()));
@@ -212,7 +212,7 @@ impl Connection {
         } else if let Some(n) = length {
             self.exactly(n, &mut response.body)
         } else {
-            self.to_end(&mut response.body)
+            self.until_eof(&mut response.body)
         };
         match result {
             Ok(()) => response.complete = true,
@@ -235,11 +235,11 @@ impl Connection {
         }
     }
 
-    fn to_end(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+    fn until_eof(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         loop {
-            out.extend(self.buf.drain(..));
+            out.append(&mut self.buf);
             if self.fill()? == 0 {
-                out.extend(self.buf.drain(..));
+                out.append(&mut self.buf);
                 return Ok(());
             }
         }

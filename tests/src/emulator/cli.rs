@@ -87,10 +87,13 @@ fn model_limits(value: &str) -> Result<(String, Limits), String> {
         .split_once('=')
         .ok_or_else(|| format!("--model: expected NAME=R[/T[/M]], got {value:?}"))?;
     let mut parts = spec.split('/');
-    let mut limits = Limits::default();
-    limits.requests = optional("--model", parts.next().unwrap_or("-"))?;
-    limits.tokens = optional("--model", parts.next().unwrap_or("-"))?;
-    limits.tokens_month = optional("--model", parts.next().unwrap_or("-"))?;
+    let requests = optional("--model", parts.next().unwrap_or("-"))?;
+    let tokens = optional("--model", parts.next().unwrap_or("-"))?;
+    let tokens_month = optional("--model", parts.next().unwrap_or("-"))?;
+    let limits = Limits {
+        tokens_month,
+        ..Limits::new(requests, tokens)
+    };
     Ok((name.to_string(), limits))
 }
 

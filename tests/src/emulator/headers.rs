@@ -13,7 +13,7 @@ pub(crate) fn window_name(window: Duration) -> String {
     let secs = window.as_secs_f64().round().max(1.0) as u64;
     if secs == 60 {
         "minute".to_string()
-    } else if secs % 60 == 0 {
+    } else if secs.is_multiple_of(60) {
         format!("{}-minute", secs / 60)
     } else {
         format!("{secs}-second")

@@ -407,6 +407,7 @@ impl Slot {
 pub(crate) struct Models {
     config: Config,
     map: RwLock<HashMap<String, Arc<Slot>>>,
+    month_resets: Mutex<Vec<Duration>>,
 }
 
 impl Models {
@@ -427,6 +428,7 @@ impl Models {
         Models {
             config: config.clone(),
             map: RwLock::new(map),
+            month_resets: Mutex::new(Vec::new()),
         }
     }
 
@@ -472,10 +474,17 @@ impl Models {
     }
 
     /// Forgets the monthly consumption of every model.
-    pub(crate) fn reset_month(&self) {
-        for slot in read(&self.map).values() {
+    pub(crate) fn reset_month(&self, now: Duration) {
+        let map = read(&self.map);
+        lock(&self.month_resets).push(now);
+        for slot in map.values() {
             slot.reset_month();
         }
+    }
+
+    /// When the month was reset.
+    pub(crate) fn month_resets(&self) -> Vec<Duration> {
+        lock(&self.month_resets).clone()
     }
 }
 

@@ -107,12 +107,24 @@ pub struct Second {
 pub struct Log {
     entries: Vec<Entry>,
     limits: BTreeMap<String, Vec<LimitsEpoch>>,
+    month_resets: Vec<Duration>,
 }
 
 impl Log {
     /// Builds a log from entries and limits (tests of the checks themselves use this).
     pub fn from_parts(entries: Vec<Entry>, limits: BTreeMap<String, Vec<LimitsEpoch>>) -> Log {
-        Log { entries, limits }
+        Log {
+            entries,
+            limits,
+            month_resets: Vec::new(),
+        }
+    }
+
+    /// Adds the instants at which the month was reset (the monthly check restarts there).
+    pub fn with_month_resets(mut self, mut resets: Vec<Duration>) -> Log {
+        resets.sort();
+        self.month_resets = resets;
+        self
     }
 
     /// Every entry, in the order answers were decided.
@@ -198,10 +210,10 @@ impl Log {
     fn admissions(&self, model: &str) -> BTreeMap<u32, Vec<(Duration, u64)>> {
         let mut out: BTreeMap<u32, Vec<(Duration, u64)>> = BTreeMap::new();
         for e in &self.entries {
-            if e.admitted() && e.model.as_deref() == Some(model) {
-                if let Some(at) = e.decided {
-                    out.entry(e.generation).or_default().push((at, e.tokens));
-                }
+            if let Some(at) = e.decided.filter(|_| e.admitted())
+                && e.model.as_deref() == Some(model)
+            {
+                out.entry(e.generation).or_default().push((at, e.tokens));
             }
         }
         for list in out.values_mut() {
@@ -308,6 +320,7 @@ impl Log {
         for (model, epochs) in &self.limits {
             let admissions = self.admissions(model);
             let mut month_used: u64 = 0;
+            let mut next_reset = 0;
             for epoch in epochs {
                 let Some(list) = admissions.get(&epoch.generation) else {
                     continue;
@@ -337,15 +350,22 @@ impl Log {
                 if let Some(n) = l.tokens {
                     check(&mut out, &tag, "tokens", l, n, n, l.token_window, list);
                 }
-                if let Some(month) = l.tokens_month {
-                    for &(at, cost) in list {
-                        if month_used >= month {
-                            out.push(format!(
-                                "{tag}: admitted at {at:?} with the month spent ({month_used} >= {month})"
-                            ));
-                        }
-                        month_used = month_used.saturating_add(cost);
+                // The month runs on across limits changes, until a reset.
+                for &(at, cost) in list {
+                    while next_reset < self.month_resets.len()
+                        && self.month_resets[next_reset] <= at
+                    {
+                        month_used = 0;
+                        next_reset += 1;
                     }
+                    if let Some(month) = l.tokens_month
+                        && month_used >= month
+                    {
+                        out.push(format!(
+                            "{tag}: admitted at {at:?} with the month spent ({month_used} >= {month})"
+                        ));
+                    }
+                    month_used = month_used.saturating_add(cost);
                 }
             }
         }

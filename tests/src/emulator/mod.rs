@@ -172,7 +172,7 @@ impl Emulator {
 
     /// Forgets the monthly consumption of every model (the month rolled over).
     pub fn reset_month(&self) {
-        self.shared.models.reset_month();
+        self.shared.models.reset_month(self.shared.now());
     }
 }
 

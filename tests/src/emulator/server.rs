@@ -147,7 +147,7 @@ impl Shared {
             .into_iter()
             .map(|(name, slot)| (name, slot.history()))
             .collect();
-        Log::from_parts(entries, limits)
+        Log::from_parts(entries, limits).with_month_resets(self.models.month_resets())
     }
 
     fn correlation_id(&self, seq: u64) -> String {
@@ -211,10 +211,10 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
         _ = control.kill.notified() => {}
     }
     // The hyper connection (and its socket) is gone; the spare is the last handle.
-    if control.mode.load(Ordering::SeqCst) == RESET {
-        if let Ok(spare) = TcpStream::from_std(spare) {
-            let _ = spare.set_zero_linger();
-        }
+    if control.mode.load(Ordering::SeqCst) == RESET
+        && let Ok(spare) = TcpStream::from_std(spare)
+    {
+        let _ = spare.set_zero_linger();
     }
 }
 
@@ -237,6 +237,8 @@ enum Waiting {
     Nothing,
     Gap,
     Stall,
+    /// A short pause before a cut, so that hyper flushes what was sent so far.
+    Cut,
 }
 
 /// A response body: frames sent one by one, optionally spaced, stalled or cut.
@@ -325,6 +327,12 @@ impl hyper::body::Body for Body {
                 }
                 this.sleep = None;
                 match std::mem::replace(&mut this.waiting, Waiting::Nothing) {
+                    Waiting::Cut => {
+                        return Poll::Ready(Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "response cut on purpose",
+                        ))));
+                    }
                     Waiting::Stall => {
                         return Poll::Ready(Some(Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
@@ -344,10 +352,11 @@ impl hyper::body::Body for Body {
                     continue;
                 }
                 End::Cut { after } if this.sent >= after => {
-                    return Poll::Ready(Some(Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        "response cut on purpose",
-                    ))));
+                    this.waiting = Waiting::Cut;
+                    this.sleep = Some(Box::pin(tokio::time::sleep(Duration::from_millis(10))));
+                    this.end = End::Finish;
+                    this.frames.clear();
+                    continue;
                 }
                 _ => {}
             }

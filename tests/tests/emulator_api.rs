@@ -1,0 +1,331 @@
+//! The emulator's endpoints, bodies, auth and validation, seen over raw HTTP.
+
+mod common;
+
+use common::{CHAT, chat, post_chat};
+use mistral_tests::raw_http::{self, Connection};
+use mistral_tests::{Config, Emulator, Era, Limits, Outcome};
+use serde_json::json;
+
+#[test]
+fn chat_completion_is_served_with_usage_and_headers() {
+    let emu = Emulator::start(Config::default());
+    let r = post_chat(&emu.url(), emu.key(), "mistral-small-latest");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json().expect("json");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "mistral-small-latest");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    // "hello": ceil(5/4) = 2 prompt tokens; 16 completion tokens by default.
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 2, "completion_tokens": 16, "total_tokens": 18})
+    );
+    let content = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or("");
+    assert_eq!(content.split(' ').count(), 16);
+    assert!(r.header("mistral-correlation-id").is_some());
+    assert_eq!(r.header("x-ratelimit-limit-req-minute"), Some("300"));
+    assert_eq!(r.header("x-ratelimit-remaining-req-minute"), Some("299"));
+    assert_eq!(r.header("x-ratelimit-tokens-query-cost"), Some("18"));
+    // Deterministic content, unique correlation ids.
+    let again = post_chat(&emu.url(), emu.key(), "mistral-small-latest");
+    assert_eq!(again.json().unwrap()["choices"], body["choices"]);
+    assert_ne!(
+        again.header("mistral-correlation-id"),
+        r.header("mistral-correlation-id")
+    );
+    let log = emu.log();
+    assert_eq!((log.total(), log.admitted()), (2, 2));
+    assert_eq!(log.tokens_charged("mistral-small-latest"), 36);
+    assert!(log.entries().iter().all(|e| {
+        e.key_hash
+            .as_deref()
+            .is_some_and(|h| !h.contains("test-key"))
+    }));
+}
+
+#[test]
+fn max_tokens_caps_the_completion() {
+    let emu = Emulator::start(Config::default());
+    let mut body = chat("m", "hello");
+    body["max_tokens"] = json!(3);
+    let r = raw_http::post(&emu.url(), Some(emu.key()), CHAT, &body).unwrap();
+    let v = r.json().unwrap();
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+}
+
+#[test]
+fn every_documented_chat_field_is_accepted() {
+    let emu = Emulator::start(Config::default());
+    let body = json!({
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": "https://x"}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "abcdefghi", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "content": "42", "tool_call_id": "abcdefghi"}
+        ],
+        "temperature": 0.2, "top_p": 0.9, "max_tokens": 8, "stream": false, "stop": ["\n"],
+        "random_seed": 7, "response_format": {"type": "json_object"},
+        "tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}],
+        "tool_choice": "auto", "presence_penalty": 0.0, "frequency_penalty": 0.0, "n": 1,
+        "prediction": {"type": "content", "content": ""}, "parallel_tool_calls": true,
+        "safe_prompt": false, "service_tier": "auto"
+    });
+    let r = raw_http::post(&emu.url(), Some(emu.key()), CHAT, &body).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn unknown_field_missing_field_null_and_bad_json_are_422() {
+    let emu = Emulator::start(Config::default());
+    let url = emu.url();
+    let key = Some(emu.key());
+    let mut body = chat("m", "hi");
+    body["temprature"] = json!(0.5);
+    let r = raw_http::post(&url, key, CHAT, &body).unwrap();
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.json().unwrap(),
+        json!({"detail": [{"type": "extra_forbidden", "loc": ["body", "temprature"],
+                           "msg": "Extra inputs are not permitted", "input": 0.5}]})
+    );
+    let r = raw_http::post(&url, key, CHAT, &json!({"messages": []})).unwrap();
+    assert_eq!(r.status, 422);
+    let v = r.json().unwrap();
+    assert_eq!(v["detail"][0]["type"], "missing");
+    assert_eq!(v["detail"][0]["loc"], json!(["body", "model"]));
+    let r = raw_http::post(&url, key, CHAT, &json!({"model": "m"})).unwrap();
+    assert_eq!(
+        r.json().unwrap()["detail"][0]["loc"],
+        json!(["body", "messages"])
+    );
+    let mut body = chat("m", "hi");
+    body["stream"] = json!(null);
+    let r = raw_http::post(&url, key, CHAT, &body).unwrap();
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json().unwrap()["detail"][0]["type"], "bool_type");
+    let auth = format!("Bearer {}", emu.key());
+    let r = raw_http::request(
+        &url,
+        "POST",
+        CHAT,
+        &[("authorization", &auth)],
+        b"{\"model\": ",
+    )
+    .unwrap();
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json().unwrap()["detail"][0]["type"], "json_invalid");
+    let r = raw_http::request(&url, "POST", CHAT, &[("authorization", &auth)], b"").unwrap();
+    assert_eq!(r.status, 422);
+    let log = emu.log();
+    assert_eq!(log.admitted(), 0);
+    assert!(log.entries().iter().all(|e| e.outcome == Outcome::Invalid));
+}
+
+#[test]
+fn unauthorized_in_each_era() {
+    let emu = Emulator::start(Config::default());
+    for key in [None, Some("wrong-key")] {
+        let r = raw_http::post(&emu.url(), key, CHAT, &chat("m", "hi")).unwrap();
+        assert_eq!(r.status, 401);
+        assert_eq!(r.json().unwrap(), json!({"detail": "Unauthorized"}));
+        assert!(r.header("www-authenticate").is_none());
+        assert!(r.headers_with_prefix("x-ratelimit").is_empty());
+    }
+    let emu = Emulator::start(Config {
+        era: Era::Early2025,
+        ..Config::default()
+    });
+    let r = raw_http::post(&emu.url(), Some("nope"), CHAT, &chat("m", "hi")).unwrap();
+    assert_eq!(r.status, 401);
+    let v = r.json().unwrap();
+    assert_eq!(v["message"], "Unauthorized");
+    assert_eq!(v["request_id"].as_str().map(str::len), Some(32));
+    assert_eq!(r.header("www-authenticate"), Some("Key"));
+    let r = raw_http::get(&emu.url(), None, "/v1/models").unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(emu.log().count_status(401), 2);
+}
+
+#[test]
+fn several_keys_are_accepted() {
+    let emu = Emulator::start(Config {
+        keys: vec!["k1".into(), "k2".into()],
+        ..Config::default()
+    });
+    assert_eq!(emu.key(), "k1");
+    assert_eq!(post_chat(&emu.url(), "k2", "m").status, 200);
+    let log = emu.log();
+    let hashes: Vec<_> = log.entries().iter().map(|e| e.key_hash.clone()).collect();
+    assert_eq!(hashes.len(), 1);
+    assert!(
+        hashes[0]
+            .as_deref()
+            .is_some_and(|h| h.len() == 16 && h != "k2")
+    );
+}
+
+#[test]
+fn streaming_shape_ends_with_done() {
+    let emu = Emulator::start(Config::default());
+    let mut body = chat("m", "hello there");
+    body["stream"] = json!(true);
+    let r = raw_http::post(&emu.url(), Some(emu.key()), CHAT, &body).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.complete);
+    assert!(
+        r.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(r.header("x-ratelimit-remaining-req-minute"), Some("299"));
+    assert!(r.text().ends_with("data: [DONE]\n\n"));
+    let data = r.sse_data();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<serde_json::Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("chunk json"))
+        .collect();
+    assert_eq!(chunks.len(), 1 + 16);
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let mut text = String::new();
+    for (i, c) in chunks.iter().enumerate() {
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert!(c["p"].is_string());
+        assert_eq!(c["choices"][0]["index"], 0);
+        text.push_str(c["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+        let last = i + 1 == chunks.len();
+        assert_eq!(c["choices"][0]["finish_reason"].is_null(), !last);
+        assert_eq!(c.get("usage").is_some(), last);
+    }
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(last["usage"]["total_tokens"], 3 + 16);
+    // The streamed text is the plain completion's text.
+    body["stream"] = json!(false);
+    let plain = raw_http::post(&emu.url(), Some(emu.key()), CHAT, &body).unwrap();
+    assert_eq!(
+        plain.json().unwrap()["choices"][0]["message"]["content"],
+        text.as_str()
+    );
+}
+
+#[test]
+fn fim_embeddings_moderations_and_models() {
+    let emu = Emulator::start(Config {
+        embedding_dim: 8,
+        ..Config::default()
+    });
+    let url = emu.url();
+    let key = Some(emu.key());
+    let r = raw_http::post(
+        &url,
+        key,
+        "/v1/fim/completions",
+        &json!({"model": "codestral-latest", "prompt": "def f(", "suffix": "return 1"}),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json().unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], 4);
+    assert!(v["choices"][0]["message"]["content"].is_string());
+    assert!(r.header("x-ratelimit-limit-tokens-minute").is_some());
+
+    let r = raw_http::post(
+        &url,
+        key,
+        "/v1/embeddings",
+        &json!({"model": "mistral-embed", "input": ["one", "two"]}),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json().unwrap();
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["data"][1]["index"], 1);
+    assert_eq!(v["data"][0]["object"], "embedding");
+    assert_eq!(v["data"][0]["embedding"].as_array().map(Vec::len), Some(8));
+    assert_eq!(v["usage"]["prompt_tokens"], 2);
+    assert!(r.header("x-ratelimit-remaining-req-minute").is_some());
+    let r2 = raw_http::post(
+        &url,
+        key,
+        "/v1/embeddings",
+        &json!({"model": "mistral-embed", "input": "one", "output_dimension": 4}),
+    )
+    .unwrap();
+    let v2 = r2.json().unwrap();
+    assert_eq!(v2["data"][0]["embedding"].as_array().map(Vec::len), Some(4));
+    let r3 = raw_http::post(
+        &url,
+        key,
+        "/v1/embeddings",
+        &json!({"model": "mistral-embed", "input": "one"}),
+    )
+    .unwrap();
+    assert_eq!(
+        r3.json().unwrap()["data"][0]["embedding"],
+        v["data"][0]["embedding"]
+    );
+
+    let r = raw_http::post(
+        &url,
+        key,
+        "/v1/moderations",
+        &json!({"model": "mistral-moderation-latest", "input": ["x"]}),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json().unwrap()["results"][0]["categories"]["pii"], false);
+
+    let r = raw_http::get(&url, key, "/v1/models").unwrap();
+    assert_eq!(r.status, 200);
+    let v = r.json().unwrap();
+    assert_eq!(v["object"], "list");
+    assert!(!v["data"].as_array().unwrap().is_empty());
+    assert!(
+        r.headers_with_prefix("x-ratelimit").is_empty(),
+        "{:?}",
+        r.headers
+    );
+    assert!(r.header("mistral-correlation-id").is_some());
+
+    let r = raw_http::get(&url, key, "/v1/nothing").unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json().unwrap()["message"],
+        "no Route matched with those values"
+    );
+}
+
+#[test]
+fn strict_models_reject_unknown_models_with_1500() {
+    let emu = Emulator::start(
+        Config {
+            strict_models: true,
+            ..Config::default()
+        }
+        .model("known", Limits::new(Some(10), None)),
+    );
+    assert_eq!(post_chat(&emu.url(), emu.key(), "known").status, 200);
+    let r = post_chat(&emu.url(), emu.key(), "bad model");
+    assert_eq!(r.status, 400);
+    let v = r.json().unwrap();
+    assert_eq!(v["code"], "1500");
+    assert_eq!(v["message"], "Invalid model: bad model");
+}
+
+#[test]
+fn keep_alive_connection_serves_many_requests() {
+    let emu = Emulator::start(Config::default());
+    let mut conn = Connection::open(&emu.url()).unwrap();
+    for _ in 0..20 {
+        let r = conn.post(Some(emu.key()), CHAT, &chat("m", "hi")).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(emu.log().total(), 20);
+}
