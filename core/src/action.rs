@@ -74,6 +74,8 @@ pub struct Ask {
     pub model: Option<String>,
     /// Tokens the request is expected to use.
     pub tokens: u64,
+    /// Which attempt of its call this is for (1 for the first; later ones are retries).
+    pub attempt: u32,
 }
 
 /// The limiter's answer to an [`Ask`].
@@ -84,6 +86,9 @@ pub enum Grant {
     Now,
     /// The slot is reserved; go after this long.
     After(Duration),
+    /// Nothing is reserved yet (the limiter waits for information): ask again after
+    /// this long.
+    Recheck(Duration),
     /// The budget cannot serve this call (no allowance, monthly quota): end it.
     Refused(Error),
 }

@@ -116,6 +116,7 @@ impl Call {
                     return Action::Reserve(Ask {
                         model: self.prepared.model.clone(),
                         tokens: self.prepared.token_estimate,
+                        attempt: self.attempts + 1,
                     });
                 }
                 State::Reserving => {
@@ -206,6 +207,12 @@ impl Call {
                     }
                 }
             }
+            Grant::Recheck(delay) => State::Waiting {
+                since: now,
+                until: now + delay,
+                why: WaitReason::Pacing,
+                next: Next::Reserve,
+            },
             Grant::Refused(error) => State::Finished(Box::new(Err(error))),
         };
     }

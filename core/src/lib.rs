@@ -108,7 +108,7 @@ pub use action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, WaitRea
 pub use call::Call;
 pub use error::{Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
 pub use key::{ApiKey, KeyError};
-pub use limiter::{Limiter, NoLimiter};
+pub use limiter::{Limiter, LimiterConfig, Limits, LocalLimiter, NoLimiter};
 pub use policy::RetryPolicy;
 pub use ratelimits::{Bucket, Quota, RateLimits, Window};
 pub use reader::{StreamItem, StreamReader};

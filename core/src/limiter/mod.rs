@@ -1,13 +1,21 @@
-//! The limiter interface the drivers consult before every attempt.
+//! The shared limiter: one budget per model, shared by every caller that spends it.
 //!
-//! A [`Limiter`] answers [`Ask`]s with [`Grant`]s and learns from [`Report`]s. Stores
-//! that do I/O (a file, Redis) implement it in the driver crates; the arithmetic they
-//! share lives in core.
+//! The drivers consult a [`Limiter`] before every attempt ([`crate::Action::Reserve`])
+//! and feed it every [`Report`]. The arithmetic lives once, in [`budget`]; stores only
+//! give it an atomic read-modify-write: [`LocalLimiter`] (a mutex, the default) here,
+//! a locked file and Redis in the driver crates.
+
+pub mod budget;
+pub mod local;
 
 use std::fmt;
 use std::time::Instant;
 
 use crate::action::{Ask, Grant, Report};
+use crate::error::{Error, ResponseInfo};
+
+pub use budget::{Block, BudgetState, Decision, Limits, Source};
+pub use local::{Budgets, LimiterConfig, LocalLimiter, decision_to_grant};
 
 /// A limiter shared by every caller of a budget.
 pub trait Limiter: Send + Sync + fmt::Debug {
@@ -26,4 +34,29 @@ impl Limiter for NoLimiter {
         Grant::Now
     }
     fn report(&self, _now: Instant, _report: &Report) {}
+}
+
+/// The error every caller of a closed budget gets.
+pub fn closed_error(block: Block, model: &str) -> Error {
+    let message = |what: &str| {
+        Box::new(ResponseInfo {
+            status: 429,
+            message: Some(format!(
+                "stopped by the shared limiter: an earlier response showed {what}"
+            )),
+            ..ResponseInfo::default()
+        })
+    };
+    match block {
+        Block::MonthlyQuota => Error::MonthlyQuota {
+            limit: None,
+            remaining: Some(0),
+            response: message("the monthly quota spent"),
+        },
+        _ => Error::NoAllowance {
+            model: Some(model.to_owned()),
+            bucket: None,
+            response: message("no allowance for this model"),
+        },
+    }
 }

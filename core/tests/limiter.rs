@@ -1,0 +1,322 @@
+//! The shared budget's arithmetic, stepped on a virtual clock.
+
+use std::time::Duration;
+
+use mistral_core::limiter::{Block, BudgetState, Budgets, Decision, LimiterConfig, Limits, Source};
+use mistral_core::{Ask, Bucket, Grant, Quota, RateLimits, Report, Signal, Window};
+
+const S: u64 = 1_000_000;
+
+fn report(signal: Signal, limits: RateLimits, est: u64, used: Option<u64>) -> Report {
+    Report {
+        model: Some("m".into()),
+        limits,
+        signal,
+        estimated_tokens: est,
+        used_tokens: used,
+        attempt: 1,
+        correlation_id: None,
+    }
+}
+
+fn req_limits(limit: u64, secs: u32, remaining: u64) -> RateLimits {
+    RateLimits {
+        quotas: vec![Quota {
+            bucket: Bucket::Requests,
+            window: Window::Seconds(secs),
+            limit: Some(limit),
+            remaining: Some(remaining),
+        }],
+        ..RateLimits::default()
+    }
+}
+
+fn go(d: Decision) -> u64 {
+    match d {
+        Decision::Go(us) => us,
+        other => panic!("expected Go, got {other:?}"),
+    }
+}
+
+#[test]
+fn configured_requests_are_paced_never_burst() {
+    let mut b = BudgetState::new(0, Some(Limits::requests(10, Duration::from_secs(1))));
+    let starts: Vec<u64> = (0..20).map(|_| go(b.reserve(0, 1, false))).collect();
+    // 100 ms per request, stretched by the 1.5 % margin.
+    let period = starts[1];
+    assert!((101_000..103_000).contains(&period), "{period}");
+    for (i, s) in starts.iter().enumerate() {
+        assert_eq!(*s, period * i as u64);
+    }
+    // In any one-second window at most 10 starts: the server's limit.
+    for w in starts.windows(11) {
+        assert!(w[10] - w[0] >= S);
+    }
+}
+
+#[test]
+fn until_the_first_answer_one_probe_goes_and_the_others_recheck() {
+    let mut b = BudgetState::new(0, None);
+    assert_eq!(b.reserve(0, 1, false), Decision::Go(0));
+    assert!(matches!(b.reserve(0, 1, false), Decision::Recheck(_)));
+    // The answer announces 60 per minute: one per second from now on.
+    b.report(
+        50_000,
+        &report(Signal::Success, req_limits(60, 60, 59), 1, Some(1)),
+    );
+    assert_eq!(b.source, Source::Headers);
+    let first = go(b.reserve(50_000, 1, false));
+    let second = go(b.reserve(50_000, 1, false));
+    assert!(second - first >= S, "{first} {second}");
+}
+
+#[test]
+fn a_lost_probe_does_not_stall_the_budget() {
+    let mut b = BudgetState::new(0, None);
+    assert_eq!(b.reserve(0, 1, false), Decision::Go(0));
+    assert!(matches!(b.reserve(S, 1, false), Decision::Recheck(_)));
+    assert_eq!(
+        b.reserve(BudgetState::PROBE_TIMEOUT_MICROS, 1, false),
+        Decision::Go(0)
+    );
+}
+
+#[test]
+fn tokens_are_paced_corrected_and_large_requests_wait_without_hanging() {
+    let limits =
+        Limits::requests(1000, Duration::from_secs(1)).with_tokens(1000, Duration::from_secs(1));
+    let mut b = BudgetState::new(0, Some(limits));
+    assert_eq!(go(b.reserve(0, 500, false)), 0);
+    let second = go(b.reserve(0, 500, false));
+    assert!((500_000..520_000).contains(&second), "{second}");
+    // The first used only 100 of its 500: 400 tokens come back.
+    b.report(
+        0,
+        &report(Signal::Success, RateLimits::default(), 500, Some(100)),
+    );
+    let third = go(b.reserve(0, 1, false));
+    assert!((600_000..620_000).contains(&third), "{third}");
+    // A request larger than the whole bucket waits its turn and pushes the next
+    // (debt), it never hangs.
+    let huge = go(b.reserve(0, 5_000, false));
+    assert!(huge < 700_000);
+    let after = go(b.reserve(0, 1, false));
+    assert!(after > 5 * S, "{after}");
+}
+
+#[test]
+fn a_429_pauses_every_caller_and_lowers_the_rate_once_per_event() {
+    let mut b = BudgetState::new(0, Some(Limits::requests(100, Duration::from_secs(1))));
+    for _ in 0..10 {
+        b.reserve(0, 1, false);
+    }
+    let quota = Quota {
+        bucket: Bucket::Requests,
+        window: Window::Seconds(1),
+        limit: Some(100),
+        remaining: Some(0),
+    };
+    let spent = Signal::WindowSpent {
+        quota,
+        wait: Duration::from_millis(300),
+    };
+    // Three callers refused in the same event.
+    for t in [10_000, 12_000, 15_000] {
+        b.report(t, &report(spent, RateLimits::default(), 1, Some(0)));
+    }
+    assert_eq!(b.share_ppm, 900_000, "lowered once, not three times");
+    let next = go(b.reserve(20_000, 1, false));
+    assert!(20_000 + next >= 310_000, "paused: {next}");
+    // A refusal after the event has calmed is a new event.
+    b.report(2 * S, &report(spent, RateLimits::default(), 1, Some(0)));
+    assert_eq!(b.share_ppm, 810_000);
+}
+
+#[test]
+fn the_rate_grows_back_without_refusals() {
+    let mut b = BudgetState::new(0, Some(Limits::requests(100, Duration::from_secs(1))));
+    b.share_ppm = 500_000;
+    for i in 1..=100 {
+        b.report(
+            i * S / 10,
+            &report(Signal::Success, RateLimits::default(), 1, Some(1)),
+        );
+    }
+    assert!(
+        b.share_ppm > 550_000 && b.share_ppm <= 1_000_000,
+        "{}",
+        b.share_ppm
+    );
+}
+
+#[test]
+fn no_allowance_closes_the_budget_for_everyone() {
+    let mut budgets = Budgets::new(LimiterConfig::default());
+    let ask = Ask {
+        model: Some("m".into()),
+        tokens: 1,
+        attempt: 1,
+    };
+    assert_eq!(budgets.reserve(0, &ask), Grant::Now);
+    budgets.report(
+        10,
+        &report(Signal::NoAllowance, RateLimits::default(), 1, Some(0)),
+    );
+    for _ in 0..3 {
+        match budgets.reserve(20, &ask) {
+            Grant::Refused(e) => assert!(
+                e.is_permanent() && e.to_string().contains("no allowance"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    let other_model = Ask {
+        model: Some("other".into()),
+        ..ask.clone()
+    };
+    assert_eq!(
+        budgets.reserve(20, &other_model),
+        Grant::Now,
+        "budgets are per model"
+    );
+    // Much later one call may probe again.
+    assert_eq!(
+        budgets.reserve(BudgetState::BLOCK_MICROS + 30, &ask),
+        Grant::Now
+    );
+    assert_eq!(budgets.get("m").unwrap().block, Block::NoAllowance);
+}
+
+#[test]
+fn monthly_quota_closes_with_the_quota_error() {
+    let mut budgets = Budgets::new(LimiterConfig::default());
+    let ask = Ask {
+        model: Some("m".into()),
+        tokens: 1,
+        attempt: 1,
+    };
+    budgets.reserve(0, &ask);
+    budgets.report(
+        1,
+        &report(Signal::MonthlyQuota, RateLimits::default(), 1, Some(0)),
+    );
+    assert!(matches!(
+        budgets.reserve(2, &ask),
+        Grant::Refused(mistral_core::Error::MonthlyQuota { .. })
+    ));
+}
+
+#[test]
+fn a_clock_stepped_back_neither_stalls_nor_floods() {
+    let mut b = BudgetState::new(100 * S, Some(Limits::requests(1, Duration::from_secs(1))));
+    assert_eq!(go(b.reserve(100 * S, 1, false)), 0);
+    // The wall clock steps back 50 s: the next slot is still about 1 s away, not 51 s.
+    let wait = go(b.reserve(50 * S, 1, false));
+    assert!(wait <= 1_100_000, "stalled: {wait}");
+    assert!(wait >= 1_000_000, "flooded: {wait}");
+    // Forward 1000 s: idle cells admit one at a time.
+    assert_eq!(go(b.reserve(1050 * S, 1, false)), 0);
+    assert!(go(b.reserve(1050 * S, 1, false)) >= S);
+}
+
+#[test]
+fn retries_spend_a_retry_budget() {
+    let mut b = BudgetState::new(0, None);
+    b.source = Source::Learned; // no limits known: first attempts go at once
+    let retries: Vec<u64> = (0..30).map(|_| go(b.reserve(0, 1, true))).collect();
+    assert_eq!(retries[..10], [0; 10], "a burst of 10 retries");
+    assert!(
+        retries[29] >= 900_000,
+        "then at most 20 per second: {}",
+        retries[29]
+    );
+    assert_eq!(
+        go(b.reserve(0, 1, false)),
+        0,
+        "first attempts are not held back"
+    );
+}
+
+/// An independent server of this test: a sliding log of `limit` per `window`.
+struct SlidingLog {
+    limit: usize,
+    window: u64,
+    admitted: Vec<u64>,
+}
+
+impl SlidingLog {
+    fn admit(&mut self, t: u64) -> bool {
+        let in_window = self
+            .admitted
+            .iter()
+            .filter(|&&a| a + self.window > t)
+            .count();
+        if in_window < self.limit {
+            self.admitted.push(t);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[test]
+fn with_nothing_announced_the_rate_is_learned_from_429s_and_converges() {
+    // 50 per second, no headers. 16 callers in a loop, each request 30 ms in flight.
+    let mut server = SlidingLog {
+        limit: 50,
+        window: S,
+        admitted: Vec::new(),
+    };
+    let mut b = BudgetState::new(0, None);
+    let mut refusals = 0;
+    // Each caller's next event, in virtual time: ask, send, or hear back.
+    #[derive(Clone, Copy)]
+    enum Next {
+        Ask,
+        Send,
+        Hear(bool),
+    }
+    let mut callers = vec![(0u64, Next::Ask); 16];
+    let mut done = 0;
+    while done < 2_000 {
+        let i = (0..callers.len()).min_by_key(|&i| callers[i].0).unwrap();
+        let (t, next) = callers[i];
+        callers[i] = match next {
+            Next::Ask => match b.reserve(t, 1, false) {
+                Decision::Recheck(us) => (t + us, Next::Ask),
+                Decision::Closed(_) => panic!("closed"),
+                Decision::Go(wait) => (t + wait, Next::Send),
+            },
+            Next::Send => (t + 30_000, Next::Hear(server.admit(t))),
+            Next::Hear(true) => {
+                done += 1;
+                b.report(
+                    t,
+                    &report(Signal::Success, RateLimits::default(), 1, Some(1)),
+                );
+                (t, Next::Ask)
+            }
+            Next::Hear(false) => {
+                refusals += 1;
+                let wait = Duration::from_millis(100);
+                b.report(
+                    t,
+                    &report(
+                        Signal::RateLimited { wait },
+                        RateLimits::default(),
+                        1,
+                        Some(0),
+                    ),
+                );
+                (t + 100_000, Next::Ask)
+            }
+        };
+    }
+    let makespan = *server.admitted.last().unwrap() as f64 / S as f64;
+    let goodput = 2_000.0 / makespan / 50.0;
+    eprintln!("learned from 429s: goodput {goodput:.3} of the limit, {refusals} refusals");
+    assert!(goodput >= 0.85, "goodput {goodput:.3} of the limit");
+    assert!(refusals < 200, "{refusals} refusals for 2000 requests");
+}
