@@ -329,3 +329,27 @@ fn keep_alive_connection_serves_many_requests() {
     }
     assert_eq!(emu.log().total(), 20);
 }
+
+#[test]
+fn the_log_is_capped_and_says_so() {
+    let emu = Emulator::start(Config {
+        max_log_entries: 3,
+        ..Config::default()
+    });
+    let mut conn = Connection::open(&emu.url()).unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            conn.post(Some(emu.key()), CHAT, &chat("m", "hi"))
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    let log = emu.log();
+    assert_eq!((log.entries().len(), log.dropped()), (3, 2));
+    let summary = raw_http::get(&emu.url(), None, "/_emulator/summary").unwrap();
+    assert_eq!(summary.json().unwrap()["dropped"], 2);
+    assert!(summary.header("mistral-correlation-id").is_none());
+    // Inspection requests are not numbered: request 5 is the next one.
+    assert_eq!(emu.requests_received(), 5);
+}

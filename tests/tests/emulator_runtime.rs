@@ -97,9 +97,15 @@ fn the_binary_prints_its_url_and_key_and_serves() {
     assert_eq!(key_line, "key: cli-key");
     let first = post_chat(&url, "cli-key", "m");
     let second = post_chat(&url, "cli-key", "m");
+    let summary = mistral_tests::raw_http::get(&url, None, "/_emulator/summary").unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!((first.status, second.status), (200, 429));
+    let summary = summary.json().expect("summary json");
+    assert_eq!(summary["total"], 2);
+    assert_eq!(summary["admitted"], 1);
+    assert_eq!(summary["status_429"], 1);
+    assert_eq!(summary["violations"], serde_json::json!([]));
 }
 
 #[test]

@@ -43,7 +43,11 @@ Options (flags override --config, which overrides the defaults):
   --completion-tokens N     natural completion length (default 16)
   --stream-delay-ms N       delay between SSE events
   --hang-secs N             how long hang/stall hold a connection (default 300)
+  --max-log-entries N       most requests kept in the log (default 1000000)
   --duration-secs S         stop after S seconds (default: run until killed)
+
+While it runs, GET /_emulator/summary (counts and limit violations), /_emulator/log
+(every entry) and /_emulator/timeline (per second) show the request log; no key needed.
   --help                    this text
 ";
 
@@ -205,6 +209,7 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--completion-tokens" => c.completion_tokens = number(flag, value)?,
             "--stream-delay-ms" => c.stream_chunk_delay_ms = number(flag, value)?,
             "--hang-secs" => c.hang_secs = number(flag, value)?,
+            "--max-log-entries" => c.max_log_entries = number(flag, value)?,
             "--duration-secs" => {
                 let secs: f64 = number(flag, value)?;
                 if !(secs.is_finite() && secs >= 0.0) {

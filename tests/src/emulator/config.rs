@@ -298,6 +298,9 @@ pub struct Config {
     pub hang_secs: u64,
     /// Largest accepted request body (default 4 MiB; larger → 413).
     pub max_body_bytes: usize,
+    /// Most log entries kept (default 1,000,000); later ones are counted, not kept
+    /// ([`crate::Log::dropped`]).
+    pub max_log_entries: usize,
 }
 
 impl Default for Config {
@@ -328,6 +331,7 @@ impl Default for Config {
             stream_chunk_delay_ms: 0,
             hang_secs: 300,
             max_body_bytes: 4 << 20,
+            max_log_entries: 1_000_000,
         }
     }
 }

@@ -108,6 +108,7 @@ pub struct Log {
     entries: Vec<Entry>,
     limits: BTreeMap<String, Vec<LimitsEpoch>>,
     month_resets: Vec<Duration>,
+    dropped: u64,
 }
 
 impl Log {
@@ -117,6 +118,7 @@ impl Log {
             entries,
             limits,
             month_resets: Vec::new(),
+            dropped: 0,
         }
     }
 
@@ -125,6 +127,18 @@ impl Log {
         resets.sort();
         self.month_resets = resets;
         self
+    }
+
+    /// Records that `dropped` entries were not kept ([`crate::Config::max_log_entries`]).
+    pub fn with_dropped(mut self, dropped: u64) -> Log {
+        self.dropped = dropped;
+        self
+    }
+
+    /// Entries not kept because the log was full: when non-zero, the checks only see
+    /// the beginning of the run.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Every entry, in the order answers were decided.

@@ -14,7 +14,9 @@
 //! - Limits per model ([`Config::models`], else [`Config::default_limits`]) with one of
 //!   three [`Semantics`]; header names of the chosen [`Era`]; a background consumer
 //!   ([`Config::background_share`]).
-//! - A [`Log`] of every request, with checks that no limit was exceeded.
+//! - A [`Log`] of every request, with checks that no limit was exceeded; also served as
+//!   JSON at `GET /_emulator/summary`, `/_emulator/log` and `/_emulator/timeline` (not
+//!   numbered, not logged, no key) for runs of the binary.
 //!
 //! ```no_run
 //! use mistral_tests::{Config, Emulator, Limits};

@@ -49,6 +49,7 @@ pub(crate) struct Shared {
     bg_seq: AtomicU64,
     pub models: Models,
     log: Mutex<Vec<Entry>>,
+    dropped: AtomicU64,
     background_share: AtomicU64,
     capacity_rate: AtomicU64,
     headers: AtomicBool,
@@ -65,6 +66,7 @@ impl Shared {
             seq: AtomicU64::new(0),
             bg_seq: AtomicU64::new(0),
             log: Mutex::new(Vec::with_capacity(4096)),
+            dropped: AtomicU64::new(0),
             background_share: AtomicU64::new(clamp01(config.background_share).to_bits()),
             capacity_rate: AtomicU64::new(clamp01(config.capacity_rate).to_bits()),
             headers: AtomicBool::new(config.headers),
@@ -136,7 +138,12 @@ impl Shared {
     }
 
     pub(crate) fn record(&self, entry: Entry) {
-        lock(&self.log).push(entry);
+        let mut log = lock(&self.log);
+        if log.len() < self.config.max_log_entries {
+            log.push(entry);
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Log {
@@ -147,7 +154,9 @@ impl Shared {
             .into_iter()
             .map(|(name, slot)| (name, slot.history()))
             .collect();
-        Log::from_parts(entries, limits).with_month_resets(self.models.month_resets())
+        Log::from_parts(entries, limits)
+            .with_month_resets(self.models.month_resets())
+            .with_dropped(self.dropped.load(Ordering::Relaxed))
     }
 
     fn correlation_id(&self, seq: u64) -> String {
@@ -426,7 +435,9 @@ impl Reply {
             StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
-        if let Ok(v) = HeaderValue::from_str(correlation_id) {
+        if !correlation_id.is_empty()
+            && let Ok(v) = HeaderValue::from_str(correlation_id)
+        {
             headers.insert(HeaderName::from_static("mistral-correlation-id"), v);
         }
         for (name, value) in self.headers {
@@ -501,6 +512,9 @@ async fn handle(
     control: Arc<ConnControl>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(what) = req.uri().path().strip_prefix("/_emulator/") {
+        return Ok(inspect(&shared, what).into_response(""));
+    }
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
     let fault = shared.fault_for(seq);
     let mut entry = Entry {
@@ -536,6 +550,32 @@ async fn handle(
         _ => {}
     }
     Ok(reply.into_response(&correlation_id))
+}
+
+/// `GET /_emulator/{summary,log,timeline}`: the log seen from outside (for a binary).
+/// Not numbered, not logged, never faulted, no key needed.
+fn inspect(shared: &Shared, what: &str) -> Reply {
+    let log = shared.snapshot();
+    let value = match what {
+        "summary" => json!({
+            "total": log.total(),
+            "admitted": log.admitted(),
+            "status_429": log.count_429(),
+            "background_total": log.background_total(),
+            "background_admitted": log.background_admitted(),
+            "dropped": log.dropped(),
+            "violations": log.violations(),
+        }),
+        "log" => json!({ "entries": log.entries() }),
+        "timeline" => json!({ "seconds": log.timeline() }),
+        _ => {
+            return Reply::json(
+                404,
+                &json!({"message": "no Route matched with those values"}),
+            );
+        }
+    };
+    Reply::json(200, &value)
 }
 
 async fn replacing_fault(
