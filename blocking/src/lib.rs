@@ -1,1 +1,55 @@
-//! Blocking Mistral client (ureq). Filled by the clients issue.
+//! Blocking Mistral API client on [ureq] 3 that never loses a request to HTTP 429.
+//!
+//! Every decision (what a response means, whether and when to retry, how long to wait,
+//! what a stream's end means) is taken by the sans-IO core, [`mistral_core`]. This crate
+//! only drives it: it converts types, performs one HTTP exchange at a time, sleeps when
+//! the core says so and maps ureq's errors to [`TransportKind`]s.
+//!
+//! ```no_run
+//! use mistral_blocking::{ChatRequest, Client, Message};
+//!
+//! # fn main() -> Result<(), mistral_blocking::Error> {
+//! let client = Client::from_env()?; // MISTRAL_API_KEY, and MISTRAL_BASE_URL when set
+//! let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hello")]);
+//!
+//! let reply = client.chat(&request)?;
+//! println!("{}", reply.text().unwrap_or_default());
+//! println!("after {} attempt(s); limits: {:?}", reply.attempts, reply.limits.requests());
+//!
+//! for chunk in client.chat_stream(&request)? {
+//!     print!("{}", chunk?.text().unwrap_or_default());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What the client does for you
+//!
+//! - A 429 from a spent window waits as long as that window needs, then retries; a 429
+//!   that no wait fixes (no allowance for the model, a spent monthly quota) fails at once
+//!   with an [`Error`] that says which.
+//! - 5xx, capacity refusals, resets and timeouts are retried with jittered backoff, under
+//!   the [`RetryPolicy`]'s attempt count and overall deadline.
+//! - A stream is retried only before its first event; afterwards a stall ends it with
+//!   [`StreamFailure::Idle`] and a cut with [`StreamFailure::Cut`].
+//! - The key never goes over plain HTTP to a non-loopback host (unless allowed), never
+//!   follows a redirect and never appears in `Debug` output or in an error.
+//!
+//! [ureq]: https://docs.rs/ureq/3
+
+#![deny(missing_docs)]
+
+mod chat_stream;
+mod client;
+mod exchange;
+
+pub use chat_stream::ChatStream;
+pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
+
+pub use mistral_core::models::{self, *};
+pub use mistral_core::request::DEFAULT_BASE_URL;
+pub use mistral_core::{
+    ApiKey, ApiRequest, Ask, Bucket, Error, Grant, KeyError, Limiter, NoLimiter, Quota,
+    RateLimitedCounts, RateLimits, Reply, Report, ResponseInfo, RetryPolicy, Signal, Stats,
+    StreamFailure, Trail, TransportKind, Window,
+};
