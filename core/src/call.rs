@@ -373,9 +373,19 @@ impl Call {
     /// Decides whether and how long to wait after a refused attempt.
     fn plan_after(&mut self, c: &Classification) -> (Plan, Signal) {
         let limits = &c.info.limits;
-        let hint = limits.retry_after;
         let p = &self.policy;
+        let hint = limits.retry_after.filter(|_| p.honor_retry_after);
         match c.verdict {
+            Verdict::WindowSpent { quota } if !p.window_aware => {
+                self.window_streak += 1;
+                let plan = if p.retry_rate_limited {
+                    self.backoff_plan(hint)
+                } else {
+                    Plan::Stop
+                };
+                let wait = plan_wait(&plan).unwrap_or_default();
+                (plan, Signal::WindowSpent { quota, wait })
+            }
             Verdict::WindowSpent { quota } => {
                 self.window_streak += 1;
                 if !p.retry_rate_limited {
@@ -387,7 +397,7 @@ impl Call {
                         },
                     );
                 }
-                let floor = hint.max(limits.reset);
+                let floor = hint.max(limits.reset.filter(|_| p.honor_retry_after));
                 let own = p.window_wait(
                     &quota,
                     self.prepared.token_estimate,

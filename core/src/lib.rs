@@ -109,7 +109,7 @@ pub use call::Call;
 pub use error::{Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
 pub use key::{ApiKey, KeyError};
 pub use limiter::{Limiter, LimiterConfig, Limits, LocalLimiter, NoLimiter};
-pub use policy::RetryPolicy;
+pub use policy::{Backoff, RetryPolicy};
 pub use ratelimits::{Bucket, Quota, RateLimits, Window};
 pub use reader::{StreamItem, StreamReader};
 pub use request::{ApiRequest, Prepared, Target, estimate_tokens};

@@ -19,6 +19,23 @@ use std::time::Duration;
 use crate::error::TransportKind;
 use crate::ratelimits::{Bucket, Quota};
 
+/// The shape of the backoff between attempts that said nothing about when to come back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Backoff {
+    /// `U(0, min(cap, base·2^(n−1)))` for the n-th failure: full jitter (the default).
+    FullJitter,
+    /// `min(cap, base·factor^(n−1)) + U(0, jitter)`: the shapes other clients use (the
+    /// seed fix: base 1 s, factor 2, no jitter; the official SDKs: base 0.5 s, factor
+    /// 1.5, jitter 1 s). For comparisons; full jitter spreads callers better.
+    Exponential {
+        /// Growth per failure.
+        factor: f64,
+        /// Uniform jitter added to each wait.
+        jitter: Duration,
+    },
+}
+
 /// How a call retries. [`RetryPolicy::default`] serves a user who configured nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -48,6 +65,14 @@ pub struct RetryPolicy {
     pub retry_capacity: bool,
     /// Retry 429s (spent windows and ambiguous ones).
     pub retry_rate_limited: bool,
+    /// The backoff's shape.
+    pub backoff: Backoff,
+    /// Wait out a spent window as it needs (`window ÷ limit`, growing to the window).
+    /// Off, a 429 with headers is backed off like one without (what clients that do
+    /// not read the headers do).
+    pub window_aware: bool,
+    /// Take `Retry-After` (and friends) as a floor under every wait.
+    pub honor_retry_after: bool,
 }
 
 impl Default for RetryPolicy {
@@ -65,6 +90,9 @@ impl Default for RetryPolicy {
             retry_server_errors: true,
             retry_capacity: true,
             retry_rate_limited: true,
+            backoff: Backoff::FullJitter,
+            window_aware: true,
+            honor_retry_after: true,
         }
     }
 }
@@ -130,8 +158,18 @@ impl RetryPolicy {
     /// Full-jitter backoff after `failures` failed attempts (1 for the first):
     /// `U(0, min(cap, base·2^(failures−1)))`.
     pub fn backoff_wait(&self, failures: u32, rng: &mut fastrand::Rng) -> Duration {
-        let ceiling = exponential(self.base, failures).min(self.cap);
-        ceiling.mul_f64(rng.f64())
+        match self.backoff {
+            Backoff::FullJitter => {
+                let ceiling = exponential(self.base, failures).min(self.cap);
+                ceiling.mul_f64(rng.f64())
+            }
+            Backoff::Exponential { factor, jitter } => {
+                let n = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
+                let grown = self.base.as_secs_f64() * factor.max(1.0).powi(n);
+                let capped = grown.min(self.cap.as_secs_f64());
+                Duration::from_secs_f64(capped) + jitter.mul_f64(rng.f64())
+            }
+        }
     }
 
     /// The wait after a refusal by a spent window, the `streak`-th in a row (1 for the
@@ -263,6 +301,35 @@ mod tests {
         ] {
             assert!(!off.retries_transport(kind));
         }
+    }
+
+    #[test]
+    fn other_clients_shapes() {
+        let seed_fix = RetryPolicy {
+            backoff: Backoff::Exponential {
+                factor: 2.0,
+                jitter: Duration::ZERO,
+            },
+            ..RetryPolicy::default().backoff(Duration::from_secs(1), Duration::from_secs(60))
+        };
+        let mut rng = fastrand::Rng::with_seed(1);
+        let waits: Vec<_> = (1..=3)
+            .map(|n| seed_fix.backoff_wait(n, &mut rng))
+            .collect();
+        assert_eq!(waits, [1, 2, 4].map(Duration::from_secs));
+        let sdk = RetryPolicy {
+            backoff: Backoff::Exponential {
+                factor: 1.5,
+                jitter: Duration::from_secs(1),
+            },
+            ..RetryPolicy::default().backoff(Duration::from_millis(500), Duration::from_secs(60))
+        };
+        let w = sdk.backoff_wait(3, &mut rng);
+        assert!(
+            w >= Duration::from_millis(1125) && w <= Duration::from_millis(2125),
+            "{w:?}"
+        );
+        assert!(sdk.backoff_wait(40, &mut rng) <= Duration::from_secs(61));
     }
 
     #[test]

@@ -460,3 +460,21 @@ fn the_key_never_reaches_an_error() {
     assert!(!shown.contains(KEY), "{shown}");
     assert!(shown.contains("***"));
 }
+
+#[test]
+fn a_policy_that_ignores_headers_backs_off_instead() {
+    let policy = RetryPolicy {
+        window_aware: false,
+        honor_retry_after: false,
+        ..RetryPolicy::default().backoff(Duration::from_millis(100), Duration::from_secs(1))
+    };
+    let mut refusal = spent_minute("4");
+    if let Answer::Respond { headers, .. } = &mut refusal {
+        headers.push(("retry-after".into(), "30".into()));
+    }
+    let run = drive_simple(&policy, vec![refusal, ok()]);
+    let waits = run.waits();
+    assert_eq!(waits.len(), 1);
+    assert_eq!(waits[0].1, WaitReason::Backoff);
+    assert!(waits[0].0 <= Duration::from_millis(100), "{waits:?}");
+}
