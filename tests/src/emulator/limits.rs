@@ -258,7 +258,7 @@ pub(crate) struct Decision {
     pub retry_in: Option<Duration>,
 }
 
-/// The limits of a model from `since` on (they change with [`Models::set_limits`]).
+/// The limits of a model from `since` on (they change with [`crate::Emulator::set_limits`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitsEpoch {
     /// Generation number (0 for the limits the model started with).

@@ -4,9 +4,12 @@
 //! - Endpoints: `POST /v1/chat/completions` (plain and SSE), `POST /v1/fim/completions`,
 //!   `POST /v1/embeddings`, `POST /v1/moderations`, `POST /v1/chat/moderations`,
 //!   `GET /v1/models` (no rate-limit headers there). Any other path: 404 `no Route
-//!   matched`. Bodies and usage are deterministic (rule in [`api`](self) docs:
-//!   prompt tokens = Σ ⌈chars/4⌉ per message, at least 1; completion tokens =
-//!   min(`max_tokens`, 16)).
+//!   matched`. Bodies are deterministic. Usage rule: chat `prompt_tokens` = Σ over
+//!   messages of ⌈chars/4⌉ of the text content (a non-text chunk counts 1), at least 1;
+//!   FIM ⌈chars(prompt + suffix)/4⌉; embeddings and moderations Σ ⌈chars/4⌉ over the
+//!   inputs, no completion tokens; `completion_tokens` = min(`max_tokens`,
+//!   [`Config::completion_tokens`] (16)), `finish_reason` `length` when `max_tokens` cut
+//!   it. The cost charged to the token limits is `total_tokens`, at admission.
 //! - Order of checks on an inference request: scripted/queued/random *replacing* fault →
 //!   path → key (401) → body validation (422/400/413) → strict model list (400) →
 //!   capacity draw (429 3505) → limiter (429) → answer (200), possibly delayed, stalled or
