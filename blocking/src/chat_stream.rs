@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use mistral_core::models::{ChatChunk, ChatResponse, ChatStreamAccumulator, Usage};
 use mistral_core::{
-    ApiRequest, Error, Limiter, RateLimits, RetryPolicy, StreamReader, Success, Trail,
-    TransportKind,
+    ApiRequest, Error, Limiter, RetryPolicy, StreamReader, Success, Trail, TransportKind,
 };
 
 use crate::exchange::transport_error;
@@ -38,7 +37,7 @@ pub struct ChatStream {
     reader: StreamReader<ChatChunk>,
     pieces: Option<Receiver<Piece>>,
     usage: Option<Usage>,
-    success: Success,
+    head: Success,
     limiter: Arc<dyn Limiter>,
 }
 
@@ -46,19 +45,14 @@ impl ChatStream {
     /// Starts reading `body`, the body of the successful streamed call of `request`.
     pub(crate) fn open(
         request: &ApiRequest,
-        success: Success,
+        head: Success,
         body: Option<ureq::Body>,
         policy: &RetryPolicy,
         limiter: Arc<dyn Limiter>,
     ) -> Result<Self, Error> {
-        let reader = StreamReader::new(
-            request.model.clone(),
-            request.token_estimate,
-            &success.limits,
-            success.correlation_id.clone(),
-            policy.stream_idle_timeout,
-            Instant::now(),
-        );
+        let (model, id) = (request.model.clone(), head.correlation_id.clone());
+        let (tokens, idle) = (request.token_estimate, policy.stream_idle_timeout);
+        let reader = StreamReader::new(model, tokens, &head.limits, id, idle, Instant::now());
         let (sender, pieces) = mpsc::sync_channel(READ_AHEAD);
         // Without a body (never expected) the sender drops here: the stream is cut.
         if let Some(body) = body {
@@ -68,18 +62,14 @@ impl ChatStream {
                 .map_err(|e| Error::Transport {
                     kind: TransportKind::Other,
                     message: format!("could not start the stream reader thread: {e}"),
-                    trail: Trail {
-                        attempts: success.attempts,
-                        waited: success.waited,
-                        elapsed: success.waited,
-                    },
+                    trail: Trail::default(),
                 })?;
         }
         Ok(Self {
             reader,
             pieces: Some(pieces),
             usage: None,
-            success,
+            head,
             limiter,
         })
     }
@@ -94,19 +84,11 @@ impl ChatStream {
         self.usage.as_ref()
     }
 
-    /// Rate limits the response head announced.
-    pub fn limits(&self) -> &RateLimits {
-        &self.success.limits
-    }
-
-    /// The response's `mistral-correlation-id`.
-    pub fn correlation_id(&self) -> Option<&str> {
-        self.success.correlation_id.as_deref()
-    }
-
-    /// HTTP attempts it took to open the stream.
-    pub fn attempts(&self) -> u32 {
-        self.success.attempts
+    /// The response that opened the stream (its body is empty: its events are this
+    /// stream): the limits it announced, its correlation id, the attempts made and the
+    /// time waited.
+    pub fn head(&self) -> &Success {
+        &self.head
     }
 
     /// Reads the whole stream and folds it into the response a non-streamed call would
@@ -117,6 +99,29 @@ impl ChatStream {
             response.push(chunk?);
         }
         Ok(response.finish())
+    }
+
+    /// The next item: a decoded chunk, or the error that ends the stream; `None` once it
+    /// is over.
+    fn read(&mut self) -> Option<Result<ChatChunk, Error>> {
+        loop {
+            if let Some(item) = self.reader.next_item() {
+                return Some(item);
+            }
+            let pieces = self.pieces.as_ref().filter(|_| !self.reader.is_over())?;
+            let failed = match pieces.recv_timeout(self.reader.read_timeout(Instant::now())) {
+                Ok(Ok(bytes)) => {
+                    self.reader.feed(Instant::now(), &bytes);
+                    None
+                }
+                Ok(Err(message)) => Some(self.reader.transport_error(message)),
+                Err(RecvTimeoutError::Timeout) => self.reader.idle_error(Instant::now()),
+                Err(RecvTimeoutError::Disconnected) => self.reader.end_of_input(),
+            };
+            if let Some(error) = failed {
+                return Some(Err(error));
+            }
+        }
     }
 
     /// Once the stream is over: stops reading and gives the limiter the real token count.
@@ -132,33 +137,12 @@ impl Iterator for ChatStream {
     type Item = Result<ChatChunk, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(item) = self.reader.next_item() {
-                if let Ok(Some(usage)) = item.as_ref().map(|chunk| &chunk.usage) {
-                    self.usage = Some(usage.clone());
-                }
-                self.finish();
-                return Some(item);
-            }
-            let pieces = self.pieces.as_ref().filter(|_| !self.reader.is_over());
-            let Some(pieces) = pieces else {
-                self.finish();
-                return None;
-            };
-            let error = match pieces.recv_timeout(self.reader.read_timeout(Instant::now())) {
-                Ok(Ok(bytes)) => {
-                    self.reader.feed(Instant::now(), &bytes);
-                    continue;
-                }
-                Ok(Err(message)) => Some(self.reader.transport_error(message)),
-                Err(RecvTimeoutError::Timeout) => self.reader.idle_error(Instant::now()),
-                Err(RecvTimeoutError::Disconnected) => self.reader.end_of_input(),
-            };
-            if let Some(error) = error {
-                self.finish();
-                return Some(Err(error));
-            }
+        let item = self.read();
+        if let Some(Ok(chunk)) = &item {
+            self.usage = chunk.usage.clone().or(self.usage.take());
         }
+        self.finish();
+        item
     }
 }
 

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use mistral_core::models::{
@@ -14,9 +15,10 @@ use mistral_core::{
     Action, ApiKey, ApiRequest, Call, Error, KeyError, Limiter, NoLimiter, Reply, RetryPolicy,
     Stats, Success, Target, Telemetry,
 };
+use serde::de::DeserializeOwned;
 
 use crate::chat_stream::ChatStream;
-use crate::exchange::{Exchange, exchange};
+use crate::exchange::exchange;
 
 /// Connect timeout used when the builder sets none (DNS, TCP and TLS handshakes).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,8 +38,8 @@ struct Inner {
     policy: RetryPolicy,
     limiter: Arc<dyn Limiter>,
     telemetry: Telemetry,
-    seed: u64,
-    calls: AtomicU64,
+    /// The next call's jitter seed.
+    seeds: AtomicU64,
 }
 
 /// Configures a [`Client`]; see [`Client::builder`]. Errors surface in
@@ -55,63 +57,51 @@ pub struct ClientBuilder {
     seed: Option<u64>,
 }
 
+/// Defines builder setters: each sets one field and hands the builder back.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => $field:ident = $value:expr;)*) => {
+        $($(#[$doc])* pub fn $name(mut self, $arg: $ty) -> Self {
+            self.$field = $value;
+            self
+        })*
+    };
+}
+
 impl ClientBuilder {
-    /// The API key (validated now, reported by [`ClientBuilder::build`]).
-    pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.key = Some(ApiKey::new(key));
-        self
+    /// A builder with the key from `MISTRAL_API_KEY` and, when set and not empty, the base
+    /// URL from `MISTRAL_BASE_URL`; both are checked by [`ClientBuilder::build`].
+    pub fn from_env() -> Self {
+        let var = |name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+        Self {
+            key: var("MISTRAL_API_KEY").map(ApiKey::new),
+            base_url: var("MISTRAL_BASE_URL").filter(|url| !url.is_empty()),
+            ..Self::default()
+        }
     }
 
-    /// The base URL (default [`DEFAULT_BASE_URL`]). Plain `http://` is accepted only for
-    /// loopback hosts unless [`ClientBuilder::allow_insecure_http`] is set.
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = Some(url.into());
-        self
-    }
-
-    /// How calls retry (default [`RetryPolicy::default`]).
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Timeout of one HTTP attempt (overrides the policy's `attempt_timeout`): to the end
-    /// of the body, or to the response head of a stream.
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
-        self
-    }
-
-    /// Timeout for making a connection (default [`DEFAULT_CONNECT_TIMEOUT`]).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// The `User-Agent` header (printable ASCII).
-    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
-        self.user_agent = Some(user_agent.into());
-        self
-    }
-
-    /// Allows sending the key over plain HTTP to a non-loopback host (default `false`).
-    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_insecure_http = allow;
-        self
-    }
-
-    /// The limiter every call consults before each attempt (default [`NoLimiter`]).
-    /// Share one limiter between clients that spend the same budget.
-    pub fn limiter(mut self, limiter: Arc<dyn Limiter>) -> Self {
-        self.limiter = Some(limiter);
-        self
-    }
-
-    /// Base of the per-call jitter seeds, for reproducible schedules in tests (default:
-    /// random).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
+    setters! {
+        /// The API key (validated now, reported by [`ClientBuilder::build`]).
+        api_key(key: impl Into<String>) => key = Some(ApiKey::new(key));
+        /// The base URL (default [`DEFAULT_BASE_URL`]). Plain `http://` is accepted only
+        /// for loopback hosts unless [`ClientBuilder::allow_insecure_http`] is set.
+        base_url(url: impl Into<String>) => base_url = Some(url.into());
+        /// How calls retry (default [`RetryPolicy::default`]).
+        retry_policy(policy: RetryPolicy) => policy = policy;
+        /// Timeout of one HTTP attempt, overriding the policy's `attempt_timeout`
+        /// whichever is set first: to the end of the body, or to the head of a stream.
+        attempt_timeout(timeout: Duration) => attempt_timeout = Some(timeout);
+        /// Timeout for making a connection (default [`DEFAULT_CONNECT_TIMEOUT`]).
+        connect_timeout(timeout: Duration) => connect_timeout = Some(timeout);
+        /// The `User-Agent` header (printable ASCII; checked by [`ClientBuilder::build`]).
+        user_agent(user_agent: impl Into<String>) => user_agent = Some(user_agent.into());
+        /// Allows sending the key over plain HTTP to a non-loopback host (default `false`).
+        allow_insecure_http(allow: bool) => allow_insecure_http = allow;
+        /// The limiter every call consults before each attempt (default [`NoLimiter`]).
+        /// Share one limiter between clients that spend the same budget.
+        limiter(limiter: Arc<dyn Limiter>) => limiter = Some(limiter);
+        /// Base of the per-call jitter seeds, for reproducible schedules in tests
+        /// (default: random).
+        seed(seed: u64) => seed = Some(seed);
     }
 
     /// Builds the client: checks the key, the base URL and the user agent.
@@ -124,12 +114,11 @@ impl ClientBuilder {
         }
         let mut policy = self.policy;
         policy.attempt_timeout = self.attempt_timeout.or(policy.attempt_timeout);
+        let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
-            .timeout_connect(Some(
-                self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            ))
+            .timeout_connect(Some(connect_timeout))
             .max_idle_connections_per_host(16)
             .build();
         Ok(Client {
@@ -139,8 +128,7 @@ impl ClientBuilder {
                 policy,
                 limiter: self.limiter.unwrap_or_else(|| Arc::new(NoLimiter)),
                 telemetry: Telemetry::new(),
-                seed: self.seed.unwrap_or_else(|| fastrand::u64(..)),
-                calls: AtomicU64::new(0),
+                seeds: AtomicU64::new(self.seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
         })
     }
@@ -150,19 +138,7 @@ impl Client {
     /// A client configured from the environment: `MISTRAL_API_KEY` (required) and
     /// `MISTRAL_BASE_URL` (when set and not empty).
     pub fn from_env() -> Result<Self, Error> {
-        let key = match std::env::var("MISTRAL_API_KEY") {
-            Ok(key) => key,
-            Err(std::env::VarError::NotPresent) => return Err(KeyError::Missing.into()),
-            Err(std::env::VarError::NotUnicode(raw)) => raw.to_string_lossy().into_owned(),
-        };
-        let mut builder = Self::builder().api_key(key);
-        if let Some(url) = std::env::var("MISTRAL_BASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        {
-            builder = builder.base_url(url);
-        }
-        builder.build()
+        ClientBuilder::from_env().build()
     }
 
     /// A client for `key` with every default.
@@ -177,11 +153,7 @@ impl Client {
 
     /// `POST /v1/chat/completions`.
     pub fn chat(&self, request: &ChatRequest) -> Result<Reply<ChatResponse>, Error> {
-        let request = match request.is_stream() {
-            true => ApiRequest::chat(&request.clone().stream(false))?,
-            false => ApiRequest::chat(request)?,
-        };
-        self.reply(&request)
+        self.reply(&ApiRequest::chat(&request.clone().stream(false))?)
     }
 
     /// `POST /v1/chat/completions` as a stream of chunks.
@@ -191,11 +163,7 @@ impl Client {
 
     /// `POST /v1/fim/completions` (fill in the middle).
     pub fn fim(&self, request: &FimRequest) -> Result<Reply<ChatResponse>, Error> {
-        let request = match request.is_stream() {
-            true => ApiRequest::fim(&request.clone().stream(false))?,
-            false => ApiRequest::fim(request)?,
-        };
-        self.reply(&request)
+        self.reply(&ApiRequest::fim(&request.clone().stream(false))?)
     }
 
     /// `POST /v1/fim/completions` as a stream of chunks.
@@ -230,16 +198,11 @@ impl Client {
         self.run(&ApiRequest::list_models()).map(drop)
     }
 
-    /// Any call, with the same retries and pacing: build it with
-    /// `ApiRequest::post_json(path, &body)?.for_model(model, estimate)`. Streams are read
-    /// by [`Client::chat_stream`] and [`Client::fim_stream`] only.
+    /// Any call, for endpoints without a typed method, with the same retries and pacing:
+    /// build it with `ApiRequest::post_json(path, &body)?.for_model(model, estimate)`. The
+    /// response is read whole, as JSON (never as a stream: see [`Client::chat_stream`]).
     pub fn send(&self, request: ApiRequest) -> Result<Reply<serde_json::Value>, Error> {
-        if request.stream {
-            return Err(Error::Config(
-                "Client::send does not read streams: use chat_stream or fim_stream".into(),
-            ));
-        }
-        self.reply(&request)
+        self.reply(&request.streaming(false))
     }
 
     /// A snapshot of this client's (and its clones') statistics.
@@ -247,10 +210,7 @@ impl Client {
         self.inner.telemetry.snapshot()
     }
 
-    fn reply<T: serde::de::DeserializeOwned>(
-        &self,
-        request: &ApiRequest,
-    ) -> Result<Reply<T>, Error> {
+    fn reply<T: DeserializeOwned>(&self, request: &ApiRequest) -> Result<Reply<T>, Error> {
         self.run(request)?.0.into_reply()
     }
 
@@ -264,41 +224,28 @@ impl Client {
     fn run(&self, request: &ApiRequest) -> Result<(Success, Option<ureq::Body>), Error> {
         let inner = &*self.inner;
         let prepared = inner.target.prepare(request)?;
-        let seed = inner
-            .seed
-            .wrapping_add(inner.calls.fetch_add(1, Ordering::Relaxed));
+        let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
         let mut call = Call::new(prepared, &inner.policy, Instant::now(), seed);
         inner.telemetry.call_started();
         let mut body = None;
         loop {
-            let action = call.poll(Instant::now());
+            let now = Instant::now();
+            let action = call.poll(now);
             inner.telemetry.observe(&action);
             match action {
-                Action::Reserve(ask) => {
-                    let grant = inner.limiter.reserve(Instant::now(), &ask);
-                    call.handle_grant(Instant::now(), grant);
-                }
+                Action::Reserve(ask) => call.handle_grant(now, inner.limiter.reserve(now, &ask)),
                 Action::Send(attempt) => match exchange(&inner.agent, &inner.policy, &attempt) {
-                    Ok(Exchange::Whole(response)) => {
+                    Ok((head, bytes, stream)) => {
+                        body = stream;
+                        let response = http::Response::from_parts(head, bytes);
                         call.handle_response(Instant::now(), attempt.id, response);
-                    }
-                    Ok(Exchange::Stream(head, stream)) => {
-                        body = Some(stream);
-                        let now = Instant::now();
-                        call.handle_parts(now, head.status, head.headers, bytes::Bytes::new());
                     }
                     Err(error) => call.handle_transport_error(Instant::now(), attempt.id, error),
                 },
-                Action::Wait { until, .. } => {
-                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
-                }
-                Action::Report(report) => inner.limiter.report(Instant::now(), &report),
+                Action::Wait { until, .. } => thread::sleep(until.saturating_duration_since(now)),
+                Action::Report(report) => inner.limiter.report(now, &report),
                 Action::Done(result) => return result.map(|success| (success, body)),
-                _ => {
-                    return Err(Error::Config(
-                        "mistral-core asked for an action this client does not know".into(),
-                    ));
-                }
+                _ => return Err(Error::Config("mistral-core sent an unknown action".into())),
             }
         }
     }

@@ -9,13 +9,9 @@ use mistral_core::{Attempt, RetryPolicy, TransportError, TransportKind};
 /// 10 MB, may not).
 const MAX_BODY: u64 = 64 * 1024 * 1024;
 
-/// What came of one attempt that got a response.
-pub(crate) enum Exchange {
-    /// A whole response, for the call to classify.
-    Whole(http::Response<Bytes>),
-    /// The head of a successful stream and its unread body.
-    Stream(http::response::Parts, ureq::Body),
-}
+/// The response head, the whole body, and for a successful stream (whose body is handed
+/// to the core empty) the unread body.
+pub(crate) type Exchange = (http::response::Parts, Bytes, Option<ureq::Body>);
 
 /// Performs `attempt`. A non-streamed attempt is bounded by its timeout as a whole; a
 /// stream attempt only up to its response head (its body is watched by the stream's idle
@@ -28,6 +24,9 @@ pub(crate) fn exchange(
 ) -> Result<Exchange, TransportError> {
     let request = attempt.request.clone().map(|body| body.to_vec());
     let timeout = attempt.timeout;
+    let read_bound = timeout
+        .unwrap_or_default()
+        .saturating_add(policy.stream_idle_timeout);
     let config = agent.configure_request(request);
     let request = match attempt.stream {
         false => config.timeout_global(timeout).build(),
@@ -36,63 +35,38 @@ pub(crate) fn exchange(
             .timeout_send_request(timeout)
             .timeout_send_body(timeout)
             .timeout_recv_response(timeout)
-            .timeout_per_read(Some(
-                timeout
-                    .unwrap_or_default()
-                    .saturating_add(policy.stream_idle_timeout),
-            ))
+            .timeout_per_read(Some(read_bound))
             .build(),
     };
     let (head, body) = agent.run(request).map_err(transport_error)?.into_parts();
     if attempt.reads_stream(head.status) {
-        return Ok(Exchange::Stream(head, body));
+        return Ok((head, Bytes::new(), Some(body)));
     }
-    let bytes = body
-        .into_with_config()
-        .limit(MAX_BODY)
-        .read_to_vec()
-        .map_err(transport_error)?;
-    Ok(Exchange::Whole(http::Response::from_parts(
-        head,
-        Bytes::from(bytes),
-    )))
+    let body = body.into_with_config().limit(MAX_BODY).read_to_vec();
+    Ok((head, body.map_err(transport_error)?.into(), None))
 }
 
 /// Maps a ureq error to a transport error. The message is ureq's own text, which never
 /// holds a request header (so never the key).
 pub(crate) fn transport_error(error: ureq::Error) -> TransportError {
-    use ureq::Error as E;
+    use {TransportKind::*, io::ErrorKind as K, ureq::Error as E};
     let kind = match &error {
-        E::Timeout(_) => TransportKind::Timeout,
-        E::HostNotFound | E::ConnectionFailed | E::ConnectProxyFailed(_) => TransportKind::Connect,
-        E::Io(e) => io_kind(e),
-        E::Tls(_) | E::Rustls(_) | E::Pem(_) | E::TlsRequired => TransportKind::Tls,
-        E::Protocol(_)
-        | E::LargeResponseHeader(..)
-        | E::BodyExceedsLimit(_)
-        | E::TooManyRedirects
-        | E::RedirectFailed => TransportKind::Protocol,
-        _ => TransportKind::Other,
+        E::Timeout(_) => Timeout,
+        E::HostNotFound | E::ConnectionFailed | E::ConnectProxyFailed(_) => Connect,
+        E::Io(e) => match e.kind() {
+            K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable => Connect,
+            K::AddrNotAvailable | K::NotFound => Connect,
+            K::ConnectionReset | K::ConnectionAborted | K::NotConnected => Reset,
+            K::UnexpectedEof | K::BrokenPipe => Reset,
+            K::TimedOut | K::WouldBlock => Timeout,
+            // rustls reports a failed handshake or a corrupt record as invalid data.
+            K::InvalidData => Tls,
+            _ => Other,
+        },
+        E::Tls(_) | E::Rustls(_) | E::Pem(_) | E::TlsRequired => Tls,
+        E::Protocol(_) | E::LargeResponseHeader(..) | E::BodyExceedsLimit(_) => Protocol,
+        E::TooManyRedirects | E::RedirectFailed => Protocol,
+        _ => Other,
     };
     TransportError::new(kind, error.to_string())
-}
-
-fn io_kind(error: &io::Error) -> TransportKind {
-    use io::ErrorKind as K;
-    match error.kind() {
-        K::ConnectionRefused
-        | K::HostUnreachable
-        | K::NetworkUnreachable
-        | K::AddrNotAvailable
-        | K::NotFound => TransportKind::Connect,
-        K::ConnectionReset
-        | K::ConnectionAborted
-        | K::UnexpectedEof
-        | K::BrokenPipe
-        | K::NotConnected => TransportKind::Reset,
-        K::TimedOut | K::WouldBlock => TransportKind::Timeout,
-        // rustls reports a failed handshake or a corrupt record as invalid data.
-        K::InvalidData => TransportKind::Tls,
-        _ => TransportKind::Other,
-    }
 }

@@ -46,10 +46,12 @@ mod exchange;
 pub use chat_stream::ChatStream;
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
 
-pub use mistral_core::models::{self, *};
+/// The sans-IO core this client drives, for what the re-exports below leave out.
+pub use mistral_core;
+pub use mistral_core::models::*;
 pub use mistral_core::request::DEFAULT_BASE_URL;
 pub use mistral_core::{
     ApiKey, ApiRequest, Ask, Bucket, Error, Grant, KeyError, Limiter, NoLimiter, Quota,
     RateLimitedCounts, RateLimits, Reply, Report, ResponseInfo, RetryPolicy, Signal, Stats,
-    StreamFailure, Trail, TransportKind, Window,
+    StreamFailure, Success, Trail, TransportKind, WaitReason, Window,
 };

@@ -265,8 +265,8 @@ fn a_stream_is_retried_before_its_first_event_and_reports_its_usage() {
         .build()
         .unwrap();
     let mut stream = client.chat_stream(&chat()).unwrap();
-    assert_eq!(stream.attempts(), 2);
-    assert_eq!(stream.correlation_id(), Some("corr-stream"));
+    assert_eq!(stream.head().attempts, 2);
+    assert_eq!(stream.head().correlation_id.as_deref(), Some("corr-stream"));
     let mut text = String::new();
     for chunk in stream.by_ref() {
         text.push_str(chunk.unwrap().text().unwrap_or_default());
