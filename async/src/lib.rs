@@ -1,1 +1,50 @@
-//! Async Mistral client (reqwest + tokio). Filled by the clients issue.
+//! Async Mistral API client (reqwest + tokio) that paces itself and never loses a
+//! request to HTTP 429.
+//!
+//! This crate is a thin driver of the sans-IO [`mistral_core`]: the core builds every
+//! request, reads every response, decides whether and when to retry and how long to
+//! wait; this crate performs one HTTP exchange at a time with reqwest, sleeps with tokio
+//! when told, and maps reqwest's errors to [`TransportKind`]s. It has the same surface
+//! and behaviour as the blocking client, `mistral-blocking`.
+//!
+//! ```no_run
+//! use mistral_async::{ChatRequest, Client, Message};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), mistral_async::Error> {
+//!     let client = Client::from_env()?; // MISTRAL_API_KEY, and MISTRAL_BASE_URL if set
+//!     let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hello")]);
+//!     let reply = client.chat(&request).await?;
+//!     println!("{}", reply.text().unwrap_or_default());
+//!     println!("{} attempt(s), limits: {:?}", reply.attempts, reply.limits.requests());
+//!     Ok(())
+//! }
+//! ```
+//!
+//! - A [`Client`] is cheap to clone; clones share connections, statistics
+//!   ([`Client::stats`]) and the [`Limiter`].
+//! - Every future is `Send`: calls run fine inside `tokio::spawn`.
+//! - Time is tokio's: under a paused clock (`#[tokio::test(start_paused = true)]`) waits
+//!   run in virtual time.
+//! - There is one error type, [`Error`], shared with the blocking client. A
+//!   [`ChatStream`] is retried only before its first event; after that a stalled stream
+//!   ends with [`StreamFailure::Idle`] and a cut one with [`StreamFailure::Cut`].
+
+mod client;
+mod streaming;
+mod transport;
+
+pub use client::{Client, ClientBuilder};
+pub use streaming::ChatStream;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The sans-IO core this client drives, for what the re-exports above leave out.
+pub use mistral_core;
+pub use mistral_core::models::*;
+pub use mistral_core::{
+    ApiKey, ApiRequest, Ask, Bucket, Error, Grant, KeyError, Limiter, NoLimiter, Quota,
+    RateLimitedCounts, RateLimits, Reply, Report, ResponseInfo, RetryPolicy, Signal, Stats,
+    StreamFailure, Success, Trail, TransportKind, WaitReason, Window,
+};
