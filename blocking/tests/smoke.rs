@@ -426,3 +426,25 @@ fn from_env_reads_the_key_and_the_base_url() {
         ],
     );
 }
+
+#[test]
+fn send_posts_any_json_and_clients_are_shareable() {
+    fn shareable<T: Clone + Send + Sync>() {}
+    fn sendable<T: Send>() {}
+    shareable::<Client>();
+    sendable::<mistral_blocking::ChatStream>();
+
+    let server = serve(vec![json(200, &[], r#"{"answer":42}"#)]);
+    let body =
+        serde_json::json!({"agent_id": "a1", "messages": [{"role": "user", "content": "hi"}]});
+    let request = mistral_blocking::ApiRequest::post_json("/v1/agents/completions", &body)
+        .unwrap()
+        .for_model("agent", 10);
+    let client = client(&server.url, policy());
+    let reply = client.clone().send(request).unwrap();
+    assert_eq!(reply.value["answer"], 42);
+    let sent = &server.requests()[0];
+    assert!(sent.starts_with("POST /v1/agents/completions "), "{sent}");
+    assert!(sent.ends_with(&body.to_string()), "{sent}");
+    assert_eq!(client.stats().successes, 1, "clones share their statistics");
+}
