@@ -15,8 +15,9 @@ pub(crate) type Exchange = (http::response::Parts, Bytes, Option<ureq::Body>);
 
 /// Performs `attempt`. A non-streamed attempt is bounded by its timeout as a whole; a
 /// stream attempt only up to its response head (its body is watched by the stream's idle
-/// timeout). The per-read bound of a stream never fires before those: it only ends the
-/// reader thread of a stream that was dropped while stalled.
+/// timeout). The per-read bound of a stream (attempt timeout + idle timeout) never fires
+/// before those; it ends the reader thread of a stream dropped while stalled (with no
+/// attempt timeout, it also bounds each read of the head to the idle timeout).
 pub(crate) fn exchange(
     agent: &ureq::Agent,
     policy: &RetryPolicy,
