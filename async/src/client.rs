@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use mistral_core::request::DEFAULT_BASE_URL;
-use mistral_core::{Action, Call, StreamReader, Success, Target, Telemetry};
+use mistral_core::{Action, Call, Success, Target, Telemetry};
 use serde::de::DeserializeOwned;
 
-use crate::transport::{self, Exchange};
+use crate::transport;
 use crate::*;
+
+/// Connect timeout used when the builder sets none (DNS, TCP and TLS handshakes).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `now` on tokio's clock (virtual under a paused test clock), as the core wants it.
 pub(crate) fn now() -> Instant {
@@ -42,7 +44,6 @@ impl fmt::Debug for Client {
             .field("base_url", &self.inner.target.base_url())
             .field("key", &self.inner.target.key().fingerprint())
             .field("policy", &self.inner.policy)
-            .field("limiter", &self.inner.limiter)
             .finish_non_exhaustive()
     }
 }
@@ -50,12 +51,12 @@ impl fmt::Debug for Client {
 impl Client {
     /// A client configured from the environment: the key from `MISTRAL_API_KEY`
     /// (missing: [`KeyError::Missing`]), the base URL from `MISTRAL_BASE_URL` when set.
-    pub fn from_env() -> Result<Self> {
+    pub fn from_env() -> Result<Self, Error> {
         ClientBuilder::from_env().build()
     }
 
     /// A client with `key` and every other setting at its default.
-    pub fn new(key: impl Into<String>) -> Result<Self> {
+    pub fn new(key: impl Into<String>) -> Result<Self, Error> {
         Self::builder().api_key(key).build()
     }
 
@@ -65,34 +66,37 @@ impl Client {
     }
 
     /// `POST /v1/chat/completions` (never streamed: see [`Client::chat_stream`]).
-    pub async fn chat(&self, request: &ChatRequest) -> Result<Reply<ChatResponse>> {
+    pub async fn chat(&self, request: &ChatRequest) -> Result<Reply<ChatResponse>, Error> {
         self.fetch(ApiRequest::chat(&request.clone().stream(false))?)
             .await
     }
 
     /// `POST /v1/chat/completions` as a stream of chunks.
-    pub async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream> {
+    pub async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, Error> {
         self.open_stream(ApiRequest::chat_stream(request)?).await
     }
 
     /// `POST /v1/fim/completions` (never streamed: see [`Client::fim_stream`]).
-    pub async fn fim(&self, request: &FimRequest) -> Result<Reply<ChatResponse>> {
+    pub async fn fim(&self, request: &FimRequest) -> Result<Reply<ChatResponse>, Error> {
         self.fetch(ApiRequest::fim(&request.clone().stream(false))?)
             .await
     }
 
     /// `POST /v1/fim/completions` as a stream of chunks.
-    pub async fn fim_stream(&self, request: &FimRequest) -> Result<ChatStream> {
+    pub async fn fim_stream(&self, request: &FimRequest) -> Result<ChatStream, Error> {
         self.open_stream(ApiRequest::fim_stream(request)?).await
     }
 
     /// `POST /v1/embeddings`.
-    pub async fn embeddings(&self, request: &EmbeddingRequest) -> Result<Reply<EmbeddingResponse>> {
+    pub async fn embeddings(
+        &self,
+        request: &EmbeddingRequest,
+    ) -> Result<Reply<EmbeddingResponse>, Error> {
         self.fetch(ApiRequest::embeddings(request)?).await
     }
 
     /// `GET /v1/models`.
-    pub async fn list_models(&self) -> Result<Reply<ModelList>> {
+    pub async fn list_models(&self) -> Result<Reply<ModelList>, Error> {
         self.fetch(ApiRequest::list_models()).await
     }
 
@@ -100,19 +104,19 @@ impl Client {
     pub async fn moderations(
         &self,
         request: &ModerationRequest,
-    ) -> Result<Reply<ModerationResponse>> {
+    ) -> Result<Reply<ModerationResponse>, Error> {
         self.fetch(ApiRequest::moderations(request)?).await
     }
 
     /// Checks the key with `GET /v1/models`: `Ok` if the server accepts it, otherwise the
     /// error ([`Error::Unauthorized`] for a refused key).
-    pub async fn verify_key(&self) -> Result<()> {
-        self.run(ApiRequest::list_models()).await.map(drop)
+    pub async fn verify_key(&self) -> Result<(), Error> {
+        self.run(&ApiRequest::list_models()).await.map(drop)
     }
 
     /// Any call, for endpoints without a typed method: the JSON body of the response,
     /// with the same retries and pacing. The response is read whole (not as a stream).
-    pub async fn send(&self, request: ApiRequest) -> Result<Reply<serde_json::Value>> {
+    pub async fn send(&self, request: ApiRequest) -> Result<Reply<serde_json::Value>, Error> {
         self.fetch(request.streaming(false)).await
     }
 
@@ -121,29 +125,30 @@ impl Client {
         self.inner.telemetry.snapshot()
     }
 
-    async fn fetch<T: DeserializeOwned>(&self, request: ApiRequest) -> Result<Reply<T>> {
-        self.run(request).await?.0.into_reply()
+    async fn fetch<T: DeserializeOwned>(&self, request: ApiRequest) -> Result<Reply<T>, Error> {
+        self.run(&request).await?.0.into_reply()
     }
 
-    async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream> {
-        let (model, estimate) = (request.model.clone(), request.token_estimate);
-        let (success, body) = self.run(request).await?;
-        let idle = self.inner.policy.stream_idle_timeout;
-        let (limits, id) = (&success.limits, success.correlation_id.clone());
-        let reader = StreamReader::new(model, estimate, limits, id, idle, now());
-        Ok(ChatStream::new(
+    async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
+        let (success, body) = self.run(&request).await?;
+        let limiter = Arc::clone(&self.inner.limiter);
+        Ok(ChatStream::open(
+            &request,
             success,
             body,
-            reader,
-            Arc::clone(&self.inner.limiter),
+            &self.inner.policy,
+            limiter,
         ))
     }
 
     /// Drives one call to its end: the success, and for a stream the response whose body
     /// is still to read.
-    async fn run(&self, request: ApiRequest) -> Result<(Success, Option<reqwest::Response>)> {
+    async fn run(
+        &self,
+        request: &ApiRequest,
+    ) -> Result<(Success, Option<reqwest::Response>), Error> {
         let inner = &*self.inner;
-        let prepared = inner.target.prepare(&request)?;
+        let prepared = inner.target.prepare(request)?;
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
         inner.telemetry.call_started();
         let mut call = Call::new(prepared, &inner.policy, now(), seed);
@@ -157,11 +162,9 @@ impl Client {
                     call.handle_grant(at, inner.limiter.reserve(at, &ask));
                 }
                 Action::Send(attempt) => match transport::perform(&inner.http, attempt).await {
-                    (id, Ok(Exchange::Full(response))) => call.handle_response(now(), id, response),
-                    (_, Ok(Exchange::Stream(response))) => {
-                        let headers = response.headers().clone();
-                        call.handle_parts(now(), response.status(), headers, Bytes::new());
-                        stream = Some(response);
+                    (id, Ok((response, body))) => {
+                        call.handle_response(now(), id, response);
+                        stream = body;
                     }
                     (id, Err(error)) => call.handle_transport_error(now(), id, error),
                 },
@@ -191,6 +194,16 @@ pub struct ClientBuilder {
     seed: Option<u64>,
 }
 
+/// Defines builder setters: each sets one field and hands the builder back.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => $field:ident = $value:expr;)*) => {
+        $($(#[$doc])* pub fn $name(mut self, $arg: $ty) -> Self {
+            self.$field = $value;
+            self
+        })*
+    };
+}
+
 impl ClientBuilder {
     /// A builder with the key from `MISTRAL_API_KEY` and, when set, the base URL from
     /// `MISTRAL_BASE_URL`; both are checked by [`ClientBuilder::build`].
@@ -203,64 +216,33 @@ impl ClientBuilder {
         }
     }
 
-    /// The API key (required).
-    pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(ApiKey::new(key));
-        self
-    }
-
-    /// The base URL (default `https://api.mistral.ai`). Plain `http` is accepted only to
-    /// a loopback host, unless [`ClientBuilder::allow_insecure_http`] is set.
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = Some(url.into());
-        self
-    }
-
-    /// How calls retry (default [`RetryPolicy::default`]).
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Timeout of one HTTP attempt, overriding the retry policy's.
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
-        self
-    }
-
-    /// Timeout of establishing a connection (default: only the attempt timeout).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// The `User-Agent` header (printable ASCII).
-    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
-        self.user_agent = Some(user_agent.into());
-        self
-    }
-
-    /// Allows sending the key over plain `http` to a host that is not loopback.
-    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_insecure_http = allow;
-        self
-    }
-
-    /// The limiter every call consults before each attempt (default [`NoLimiter`]).
-    /// Share one `Arc` between clients that spend the same budget.
-    pub fn limiter(mut self, limiter: Arc<dyn Limiter>) -> Self {
-        self.limiter = Some(limiter);
-        self
-    }
-
-    /// Base of the per-call jitter seeds, for reproducible schedules (default random).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
+    setters! {
+        /// The API key (validated now, reported by [`ClientBuilder::build`]).
+        api_key(key: impl Into<String>) => api_key = Some(ApiKey::new(key));
+        /// The base URL (default [`DEFAULT_BASE_URL`]). Plain `http://` is accepted only
+        /// for loopback hosts unless [`ClientBuilder::allow_insecure_http`] is set.
+        base_url(url: impl Into<String>) => base_url = Some(url.into());
+        /// How calls retry (default [`RetryPolicy::default`]).
+        retry_policy(policy: RetryPolicy) => policy = policy;
+        /// Timeout of one HTTP attempt, overriding the policy's `attempt_timeout`
+        /// whichever is set first: to the end of the body, or to the head of a stream.
+        attempt_timeout(timeout: Duration) => attempt_timeout = Some(timeout);
+        /// Timeout for making a connection (default [`DEFAULT_CONNECT_TIMEOUT`]).
+        connect_timeout(timeout: Duration) => connect_timeout = Some(timeout);
+        /// The `User-Agent` header (printable ASCII; checked by [`ClientBuilder::build`]).
+        user_agent(user_agent: impl Into<String>) => user_agent = Some(user_agent.into());
+        /// Allows sending the key over plain HTTP to a non-loopback host (default `false`).
+        allow_insecure_http(allow: bool) => allow_insecure_http = allow;
+        /// The limiter every call consults before each attempt (default [`NoLimiter`]).
+        /// Share one limiter between clients that spend the same budget.
+        limiter(limiter: Arc<dyn Limiter>) => limiter = Some(limiter);
+        /// Base of the per-call jitter seeds, for reproducible schedules in tests
+        /// (default: random).
+        seed(seed: u64) => seed = Some(seed);
     }
 
     /// Checks the settings and builds the client.
-    pub fn build(self) -> Result<Client> {
+    pub fn build(self) -> Result<Client, Error> {
         let key = self.api_key.unwrap_or(Err(KeyError::Missing))?;
         let base_url = self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
         let mut target = Target::new(base_url, key, self.allow_insecure_http)?;
@@ -270,15 +252,12 @@ impl ClientBuilder {
         let mut policy = self.policy;
         policy.attempt_timeout = self.attempt_timeout.or(policy.attempt_timeout);
         // No redirects: the Authorization header must never follow one.
-        let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
-        if let Some(timeout) = self.connect_timeout {
-            http = http.connect_timeout(timeout);
-        }
-        let http = http.build().map_err(|e| {
-            Error::Config(format!(
-                "the HTTP client cannot be built: {}",
-                transport::transport_error(e).message
-            ))
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+            .build();
+        let http = http.map_err(transport::transport_error).map_err(|e| {
+            Error::Config(format!("the HTTP client cannot be built: {}", e.message))
         })?;
         Ok(Client {
             inner: Arc::new(Inner {

@@ -30,19 +30,19 @@
 //!   [`ChatStream`] is retried only before its first event; after that a stalled stream
 //!   ends with [`StreamFailure::Idle`] and a cut one with [`StreamFailure::Cut`].
 
+#![deny(missing_docs)]
+
 mod client;
 mod streaming;
 mod transport;
 
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
 pub use streaming::ChatStream;
-
-/// `Result` with this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The sans-IO core this client drives, for what the re-exports above leave out.
 pub use mistral_core;
 pub use mistral_core::models::*;
+pub use mistral_core::request::DEFAULT_BASE_URL;
 pub use mistral_core::{
     ApiKey, ApiRequest, Ask, Bucket, Error, Grant, KeyError, Limiter, NoLimiter, Quota,
     RateLimitedCounts, RateLimits, Reply, Report, ResponseInfo, RetryPolicy, Signal, Stats,

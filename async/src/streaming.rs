@@ -1,7 +1,6 @@
 //! A chat or FIM completion read as it is generated.
 
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -9,11 +8,11 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt};
-use mistral_core::{Error, Limiter, StreamReader, Success};
+use mistral_core::{ApiRequest, Error, Limiter, RetryPolicy, StreamReader, Success};
 
 use crate::client::now;
 use crate::transport::transport_error;
-use crate::{ChatChunk, Usage};
+use crate::{ChatChunk, ChatResponse, ChatStreamAccumulator, Usage};
 
 /// The chunks of a streamed completion, as they arrive.
 ///
@@ -33,22 +32,26 @@ pub struct ChatStream {
 }
 
 impl ChatStream {
-    pub(crate) fn new(
-        success: Success,
+    /// Starts reading `response`, the body of the successful streamed call of `request`
+    /// (none, never expected, reads as a cut stream).
+    pub(crate) fn open(
+        request: &ApiRequest,
+        head: Success,
         response: Option<reqwest::Response>,
-        reader: StreamReader<ChatChunk>,
+        policy: &RetryPolicy,
         limiter: Arc<dyn Limiter>,
     ) -> Self {
-        let body = response.map_or_else(|| stream::empty().boxed(), |r| r.bytes_stream().boxed());
+        let (model, id) = (request.model.clone(), head.correlation_id.clone());
+        let (tokens, idle) = (request.token_estimate, policy.stream_idle_timeout);
+        let reader = StreamReader::new(model, tokens, &head.limits, id, idle, now());
         let idle = Box::pin(tokio::time::sleep_until(reader.idle_deadline().into()));
-        let usage = None;
         Self {
-            head: success,
-            body,
+            head,
+            body: response.map_or_else(|| stream::empty().boxed(), |r| r.bytes_stream().boxed()),
             reader,
             idle,
             limiter,
-            usage,
+            usage: None,
         }
     }
 
@@ -73,6 +76,16 @@ impl ChatStream {
     /// query-cost header), once known.
     pub fn used_tokens(&self) -> Option<u64> {
         self.reader.used_tokens()
+    }
+
+    /// Reads the whole stream and folds it into the response a non-streamed call would
+    /// have returned.
+    pub async fn collect_response(mut self) -> Result<ChatResponse, Error> {
+        let mut response = ChatStreamAccumulator::new();
+        while let Some(chunk) = self.next().await {
+            response.push(chunk?);
+        }
+        Ok(response.finish())
     }
 
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ChatChunk, Error>>> {
@@ -128,7 +141,6 @@ impl fmt::Debug for ChatStream {
         f.debug_struct("ChatStream")
             .field("head", &self.head)
             .field("over", &self.reader.is_over())
-            .field("usage", &self.usage)
             .finish_non_exhaustive()
     }
 }

@@ -11,13 +11,9 @@ use mistral_core::{Attempt, AttemptId, TransportError, TransportKind};
 /// the core does not retry).
 pub(crate) const MAX_BODY: usize = 64 << 20;
 
-/// What one attempt produced.
-pub(crate) enum Exchange {
-    /// A whole response, for [`mistral_core::Call::handle_response`].
-    Full(http::Response<Bytes>),
-    /// The head of an event stream; the body is still to read.
-    Stream(reqwest::Response),
-}
+/// What one attempt produced: the response for the call (with an empty body for a stream)
+/// and, for a stream, the response whose body is still to read.
+pub(crate) type Exchange = (http::Response<Bytes>, Option<reqwest::Response>);
 
 /// Performs `attempt`: sends it and reads the response (the head only for a stream the
 /// caller will read), all within the attempt's timeout.
@@ -30,12 +26,12 @@ pub(crate) async fn perform(
         let request = std::mem::take(&mut attempt.request);
         let request = reqwest::Request::try_from(request).map_err(transport_error)?;
         let mut response = http.execute(request).await.map_err(transport_error)?;
-        if attempt.reads_stream(response.status()) {
-            return Ok(Exchange::Stream(response));
-        }
-        let mut head = http::Response::new(());
+        let mut head = http::Response::new(Bytes::new());
         *head.status_mut() = response.status();
         *head.headers_mut() = std::mem::take(response.headers_mut());
+        if attempt.reads_stream(head.status()) {
+            return Ok((head, Some(response)));
+        }
         let mut body = BytesMut::new();
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > MAX_BODY {
@@ -44,7 +40,7 @@ pub(crate) async fn perform(
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Exchange::Full(head.map(|()| body.freeze())))
+        Ok((head.map(|_| body.freeze()), None))
     };
     let result = tokio::time::timeout(limit, exchange)
         .await
@@ -69,28 +65,26 @@ fn kind_of(err: &reqwest::Error) -> TransportKind {
     use io::ErrorKind as Io;
     let causes = || std::iter::successors(err.source(), cause);
     let hyper = causes().find_map(|e| e.downcast_ref::<hyper::Error>());
-    let io = |kinds: &[Io]| {
-        causes().any(|e| {
-            e.downcast_ref::<io::Error>()
-                .is_some_and(|e| kinds.contains(&e.kind()))
-        })
-    };
+    let io = causes().filter_map(|e| e.downcast_ref().map(io::Error::kind));
+    let io: Vec<Io> = io.collect();
     let closed = |e: &hyper::Error| e.is_incomplete_message() || e.is_closed() || e.is_canceled();
-    let reset = [
-        Io::ConnectionReset,
-        Io::ConnectionAborted,
-        Io::BrokenPipe,
-        Io::UnexpectedEof,
-    ];
+    let reset = |k: &Io| {
+        matches!(
+            k,
+            Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe
+        )
+    };
     match () {
         _ if err.is_timeout() => TransportKind::Timeout,
         // tokio-rustls reports every TLS failure (certificate, handshake, a peer that does
         // not speak TLS) as invalid data while connecting.
-        _ if err.is_connect() && io(&[Io::InvalidData]) => TransportKind::Tls,
+        _ if err.is_connect() && io.contains(&Io::InvalidData) => TransportKind::Tls,
         _ if err.is_connect() => TransportKind::Connect,
         _ if hyper.is_some_and(|e| e.is_parse() || e.is_parse_status()) => TransportKind::Protocol,
-        _ if hyper.is_some_and(closed) || io(&reset) => TransportKind::Reset,
-        _ if err.is_body() || err.is_decode() => TransportKind::Reset,
+        _ if hyper.is_some_and(closed) || io.iter().any(reset) => TransportKind::Reset,
+        _ if err.is_body() || err.is_decode() || io.contains(&Io::UnexpectedEof) => {
+            TransportKind::Reset
+        }
         _ => TransportKind::Other,
     }
 }

@@ -615,3 +615,63 @@ async fn calls_run_inside_spawned_tasks_sharing_one_client() {
     }
     assert_eq!(client.stats().calls, 2, "clones share their statistics");
 }
+
+#[tokio::test(start_paused = true)]
+async fn waits_run_on_tokios_clock() {
+    /// Paces every call by a minute.
+    #[derive(Debug)]
+    struct MinutePacing;
+    impl Limiter for MinutePacing {
+        fn reserve(&self, _now: Instant, _ask: &Ask) -> Grant {
+            Grant::After(Duration::from_secs(60))
+        }
+        fn report(&self, _now: Instant, _report: &Report) {}
+    }
+    let server = Server::start(vec![Step::Reply(response(
+        "200 OK",
+        &[],
+        r#"{"object":"list","data":[]}"#,
+    ))])
+    .await;
+    // No timer may run during the exchange: a paused clock jumps to the next timer
+    // whenever the runtime idles, socket I/O or not.
+    let policy = RetryPolicy::default().deadline(None).attempt_timeout(None);
+    let client = Client::builder()
+        .api_key("test-key")
+        .base_url(&server.base_url)
+        .retry_policy(policy)
+        .limiter(Arc::new(MinutePacing))
+        .build()
+        .unwrap();
+    let (real, virtual_start) = (Instant::now(), tokio::time::Instant::now());
+    let reply = client.list_models().await.unwrap();
+    assert!(
+        reply.waited >= Duration::from_secs(60),
+        "{:?}",
+        reply.waited
+    );
+    assert!(virtual_start.elapsed() >= Duration::from_secs(60));
+    assert!(
+        real.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        real.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_stream_collects_into_a_response() {
+    let body = format!(
+        "{SSE_HEAD}{}{}data: [DONE]\n\n",
+        chunk("Hel", false),
+        chunk("lo", true)
+    );
+    let server = Server::start(vec![Step::Reply(body)]).await;
+    let stream = server
+        .client(quick())
+        .chat_stream(&chat_request())
+        .await
+        .unwrap();
+    let response = stream.collect_response().await.unwrap();
+    assert_eq!(response.text(), Some("Hello"));
+    assert_eq!(response.usage.map(|u| u.total_tokens), Some(5));
+}

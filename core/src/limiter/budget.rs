@@ -22,14 +22,46 @@
 //! Until the first response of a budget tells whether limits are announced, one probe
 //! goes and the others re-ask shortly ([`Decision::Recheck`]), so 64 threads starting at
 //! once do not all hit an unknown limit.
+//!
+//! # Exact in a Lua double
+//!
+//! The Redis store runs this arithmetic in a Lua script ([`super::lua`]), where every
+//! number is an IEEE double. So every input is clamped to [`MAX_EXACT`] (2⁵³ − 1), every
+//! field and every intermediate stays at or below it, and only five operations are used,
+//! each exact in a double as in a `u64`: a sum and a product that saturate at
+//! [`MAX_EXACT`] (a double rounds an exact result above it to at least 2⁵³, so the
+//! saturation agrees), a subtraction floored at 0, a comparison, and a floor division
+//! (`(a − fmod(a, b)) / b` in Lua, exact). Where the arithmetic once went through `u128`
+//! (the period stretched by the share), it is split into steps that stay below 2⁵³.
+//! A report is flattened into integers first ([`ReportOp`]), the same ones the script
+//! receives.
 
 use serde::{Deserialize, Serialize};
 
 use crate::action::{Report, Signal};
-use crate::ratelimits::RateLimits;
 
 const MICROS: u64 = 1_000_000;
 const FULL_SHARE: u64 = 1_000_000;
+
+/// The largest value of any field, input or intermediate of the arithmetic: 2⁵³ − 1, the
+/// largest integer below which a Lua double (the Redis store's script) holds every
+/// integer exactly. Larger inputs are clamped to it; sums and products saturate at it.
+pub const MAX_EXACT: u64 = (1 << 53) - 1;
+
+/// `a + b`, saturating at [`MAX_EXACT`].
+fn add(a: u64, b: u64) -> u64 {
+    a.saturating_add(b).min(MAX_EXACT)
+}
+
+/// `a × b`, saturating at [`MAX_EXACT`].
+fn mul(a: u64, b: u64) -> u64 {
+    a.saturating_mul(b).min(MAX_EXACT)
+}
+
+/// `a − b`, floored at 0.
+fn sub(a: u64, b: u64) -> u64 {
+    a.saturating_sub(b)
+}
 
 /// Where a budget's limits came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -46,6 +78,19 @@ pub enum Source {
     Learned = 3,
 }
 
+impl Source {
+    /// The source with this code (`self as u8`), if any.
+    pub fn from_code(code: u64) -> Option<Self> {
+        Some(match code {
+            0 => Source::Unknown,
+            1 => Source::Configured,
+            2 => Source::Headers,
+            3 => Source::Learned,
+            _ => return None,
+        })
+    }
+}
+
 /// Why a budget is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[repr(u8)]
@@ -57,6 +102,18 @@ pub enum Block {
     NoAllowance = 1,
     /// The monthly quota is spent.
     MonthlyQuota = 2,
+}
+
+impl Block {
+    /// The block with this code (`self as u8`), if any.
+    pub fn from_code(code: u64) -> Option<Self> {
+        Some(match code {
+            0 => Block::None,
+            1 => Block::NoAllowance,
+            2 => Block::MonthlyQuota,
+            _ => return None,
+        })
+    }
 }
 
 /// The state of one model's budget. All times are microseconds of the store's clock.
@@ -134,15 +191,145 @@ impl Limits {
     }
 }
 
+/// What a new budget starts from, flattened to integers (the user's [`Limits`], if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Seed {
+    /// `true` when the user configured limits (even empty ones): they are never
+    /// replaced by what the server announces.
+    pub configured: bool,
+    /// Nanoseconds per request (0: none).
+    pub req_base_ns: u64,
+    /// Nanoseconds per token (0: none).
+    pub tok_base_ns: u64,
+}
+
+impl From<Option<Limits>> for Seed {
+    fn from(limits: Option<Limits>) -> Self {
+        let Some(limits) = limits else {
+            return Seed::default();
+        };
+        let base = |l: Option<(u64, std::time::Duration)>| {
+            l.map_or(0, |(limit, window)| per_unit_ns(limit, window))
+        };
+        Seed {
+            configured: true,
+            req_base_ns: base(limits.requests),
+            tok_base_ns: base(limits.tokens),
+        }
+    }
+}
+
+/// What a response signalled, flattened to integers ([`ReportOp::signal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignalOp {
+    /// Nothing the budget acts on (server errors, transport failures, usage only...).
+    #[default]
+    Other,
+    /// Served.
+    Success,
+    /// Refused by a spent window.
+    WindowSpent {
+        /// How long the refused call waits, µs.
+        wait_us: u64,
+        /// The spent window's length, µs (0 for a month).
+        window_us: u64,
+    },
+    /// A 429 that did not say which limit.
+    RateLimited {
+        /// How long the refused call waits, µs.
+        wait_us: u64,
+    },
+    /// No allowance for the model.
+    NoAllowance,
+    /// The monthly quota is spent.
+    MonthlyQuota,
+}
+
+impl SignalOp {
+    /// The signal's code in the Lua script's arguments.
+    pub fn code(self) -> u64 {
+        match self {
+            SignalOp::Other => 0,
+            SignalOp::Success => 1,
+            SignalOp::WindowSpent { .. } => 2,
+            SignalOp::RateLimited { .. } => 3,
+            SignalOp::NoAllowance => 4,
+            SignalOp::MonthlyQuota => 5,
+        }
+    }
+}
+
+/// A [`Report`] flattened to the integers the budget uses: what every store (the Lua
+/// script included) gets. Every value is clamped to [`MAX_EXACT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReportOp {
+    /// The announced request limit of the shortest pacing window (0: none announced).
+    pub req_limit: u64,
+    /// That window's length in seconds.
+    pub req_window_secs: u64,
+    /// The announced token limit of the shortest pacing window (0: none announced).
+    pub tok_limit: u64,
+    /// That window's length in seconds.
+    pub tok_window_secs: u64,
+    /// Tokens reserved for the attempt.
+    pub estimated_tokens: u64,
+    /// Tokens the server charged, when known.
+    pub used_tokens: Option<u64>,
+    /// What happened.
+    pub signal: SignalOp,
+}
+
+impl From<&Report> for ReportOp {
+    fn from(report: &Report) -> Self {
+        let pace = |q: Option<&crate::ratelimits::Quota>| match q {
+            Some(q) => match (q.limit, q.window.duration()) {
+                (Some(limit), Some(window)) if limit > 0 => {
+                    (limit.min(MAX_EXACT), window.as_secs().min(MAX_EXACT))
+                }
+                _ => (0, 0),
+            },
+            None => (0, 0),
+        };
+        let (req_limit, req_window_secs) = pace(report.limits.requests());
+        let (tok_limit, tok_window_secs) = pace(report.limits.tokens());
+        let signal = match report.signal {
+            Signal::Success => SignalOp::Success,
+            Signal::WindowSpent { wait, quota } => SignalOp::WindowSpent {
+                wait_us: micros(wait),
+                window_us: micros(quota.window.duration().unwrap_or_default()),
+            },
+            Signal::RateLimited { wait } => SignalOp::RateLimited {
+                wait_us: micros(wait),
+            },
+            Signal::NoAllowance => SignalOp::NoAllowance,
+            Signal::MonthlyQuota => SignalOp::MonthlyQuota,
+            _ => SignalOp::Other,
+        };
+        ReportOp {
+            req_limit,
+            req_window_secs,
+            tok_limit,
+            tok_window_secs,
+            estimated_tokens: report.estimated_tokens.min(MAX_EXACT),
+            used_tokens: report.used_tokens.map(|u| u.min(MAX_EXACT)),
+            signal,
+        }
+    }
+}
+
 fn micros(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+    u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .min(MAX_EXACT)
 }
 
 fn per_unit_ns(limit: u64, window: std::time::Duration) -> u64 {
     if limit == 0 {
         return 0;
     }
-    u64::try_from(window.as_nanos() / u128::from(limit)).unwrap_or(u64::MAX)
+    u64::try_from(window.as_nanos() / u128::from(limit))
+        .unwrap_or(u64::MAX)
+        .min(MAX_EXACT)
 }
 
 impl BudgetState {
@@ -156,8 +343,36 @@ impl BudgetState {
     /// server's clock).
     pub const MARGIN_PPM: u64 = 15_000;
 
+    /// The field names, in the order of [`BudgetState::to_fields`] (the Redis hash's
+    /// fields and the Lua script's order).
+    pub const FIELDS: [&'static str; 17] = [
+        "seen_us",
+        "req_tat_us",
+        "tok_tat_us",
+        "retry_tat_us",
+        "req_base_ns",
+        "tok_base_ns",
+        "source",
+        "share_ppm",
+        "pause_until_us",
+        "block",
+        "block_until_us",
+        "calm_after_us",
+        "grown_us",
+        "probe_until_us",
+        "meter_start_us",
+        "meter_count",
+        "meter_rate_milli",
+    ];
+
     /// A new budget at `now`, with the user's limits if any.
     pub fn new(now_us: u64, limits: Option<Limits>) -> Self {
+        Self::seeded(now_us, Seed::from(limits))
+    }
+
+    /// A new budget at `now` from a flattened seed.
+    pub fn seeded(now_us: u64, seed: Seed) -> Self {
+        let now_us = now_us.min(MAX_EXACT);
         let mut s = Self {
             seen_us: now_us,
             share_ppm: FULL_SHARE,
@@ -165,15 +380,78 @@ impl BudgetState {
             meter_start_us: now_us,
             ..Self::default()
         };
-        if let Some(limits) = limits {
+        if seed.configured {
             s.source = Source::Configured;
-            if let Some((l, w)) = limits.requests {
-                s.req_base_ns = per_unit_ns(l, w);
-            }
-            if let Some((l, w)) = limits.tokens {
-                s.tok_base_ns = per_unit_ns(l, w);
-            }
+            s.req_base_ns = seed.req_base_ns.min(MAX_EXACT);
+            s.tok_base_ns = seed.tok_base_ns.min(MAX_EXACT);
         }
+        s
+    }
+
+    /// The fields as integers, in the order of [`BudgetState::FIELDS`].
+    pub fn to_fields(&self) -> [u64; 17] {
+        [
+            self.seen_us,
+            self.req_tat_us,
+            self.tok_tat_us,
+            self.retry_tat_us,
+            self.req_base_ns,
+            self.tok_base_ns,
+            self.source as u64,
+            self.share_ppm,
+            self.pause_until_us,
+            self.block as u64,
+            self.block_until_us,
+            self.calm_after_us,
+            self.grown_us,
+            self.probe_until_us,
+            self.meter_start_us,
+            self.meter_count,
+            self.meter_rate_milli,
+        ]
+    }
+
+    /// The state of [`BudgetState::to_fields`]' integers; `None` when one is out of
+    /// range (an unknown source or block, a value above [`MAX_EXACT`]).
+    pub fn from_fields(f: [u64; 17]) -> Option<Self> {
+        if f.iter().any(|&v| v > MAX_EXACT) {
+            return None;
+        }
+        Some(Self {
+            seen_us: f[0],
+            req_tat_us: f[1],
+            tok_tat_us: f[2],
+            retry_tat_us: f[3],
+            req_base_ns: f[4],
+            tok_base_ns: f[5],
+            source: Source::from_code(f[6])?,
+            share_ppm: f[7],
+            pause_until_us: f[8],
+            block: Block::from_code(f[9])?,
+            block_until_us: f[10],
+            calm_after_us: f[11],
+            grown_us: f[12],
+            probe_until_us: f[13],
+            meter_start_us: f[14],
+            meter_count: f[15],
+            meter_rate_milli: f[16],
+        })
+    }
+
+    /// `true` when every field is in range (see [`BudgetState::from_fields`]).
+    pub fn is_valid(&self) -> bool {
+        Self::from_fields(self.to_fields()).is_some()
+    }
+
+    /// A new budget at `now` that keeps what this one learned (its limits, where they
+    /// came from, the share) and nothing else: no reservations, pause or block. For a
+    /// store that restarts on another clock (a local fallback of a shared store).
+    pub fn restarted(&self, now_us: u64) -> Self {
+        let mut s = Self::seeded(now_us, Seed::default());
+        s.req_base_ns = self.req_base_ns.min(MAX_EXACT);
+        s.tok_base_ns = self.tok_base_ns.min(MAX_EXACT);
+        s.source = self.source;
+        s.share_ppm = self.share_ppm.min(MAX_EXACT);
         s
     }
 
@@ -194,40 +472,45 @@ impl BudgetState {
                 &mut self.probe_until_us,
                 &mut self.meter_start_us,
             ] {
-                *t = t.saturating_sub(back);
+                *t = sub(*t, back);
             }
         }
         self.seen_us = now;
     }
 
     /// Effective nanoseconds per unit: the base period stretched by the share and the
-    /// margin.
+    /// margin, `base × 10⁶ / eff` with `eff = share × (1 − margin)` in millionths,
+    /// computed as `⌊base / eff⌋ × 10⁶ + ⌊(base mod eff) × 10⁶ / eff⌋` so that no
+    /// intermediate exceeds 2⁵³.
     fn period_ns(&self, base_ns: u64) -> u64 {
         if base_ns == 0 {
             return 0;
         }
-        let denom = u128::from(self.share_ppm.max(1)) * u128::from(FULL_SHARE - Self::MARGIN_PPM);
-        let scaled = u128::from(base_ns) * u128::from(FULL_SHARE) * u128::from(FULL_SHARE) / denom;
-        u64::try_from(scaled).unwrap_or(u64::MAX)
+        let eff = (mul(self.share_ppm, FULL_SHARE - Self::MARGIN_PPM) / FULL_SHARE).max(1);
+        let whole = base_ns / eff;
+        let rest = base_ns % eff;
+        add(mul(whole, FULL_SHARE), mul(rest, FULL_SHARE) / eff)
     }
 
     /// Reserves one request of `tokens` tokens at `now`. `retry` marks a call's second
     /// or later attempt, which also spends from the retry budget (at most one retry per
     /// ten requests' time, at least 20 per second, burst 10).
     pub fn reserve(&mut self, now: u64, tokens: u64, retry: bool) -> Decision {
+        let now = now.min(MAX_EXACT);
+        let tokens = tokens.clamp(1, MAX_EXACT);
         self.advance(now);
         if self.block != Block::None {
             if now < self.block_until_us {
                 return Decision::Closed(self.block);
             }
             // Let one call probe whether the block has lifted.
-            self.block_until_us = now + Self::BLOCK_MICROS;
+            self.block_until_us = add(now, Self::BLOCK_MICROS);
         }
         if self.source == Source::Unknown {
             if now < self.probe_until_us {
                 return Decision::Recheck(Self::PROBE_RECHECK_MICROS);
             }
-            self.probe_until_us = now + Self::PROBE_TIMEOUT_MICROS;
+            self.probe_until_us = add(now, Self::PROBE_TIMEOUT_MICROS);
         }
         let req_ns = self.period_ns(self.req_base_ns);
         let tok_ns = self.period_ns(self.tok_base_ns);
@@ -241,31 +524,38 @@ impl BudgetState {
         let retry_period_us = if req_ns == 0 {
             50_000
         } else {
-            req_ns.saturating_mul(10) / 1000
+            mul(req_ns, 10) / 1000
         };
         if retry {
-            start = start.max(self.retry_tat_us.saturating_sub(10 * retry_period_us));
-            self.retry_tat_us = self.retry_tat_us.max(start) + retry_period_us;
+            start = start.max(sub(self.retry_tat_us, mul(10, retry_period_us)));
+            self.retry_tat_us = add(self.retry_tat_us.max(start), retry_period_us);
         }
         if req_ns > 0 {
-            self.req_tat_us = start + req_ns / 1000;
+            self.req_tat_us = add(start, req_ns / 1000);
         }
         if tok_ns > 0 {
-            let cost = tokens.max(1).saturating_mul(tok_ns) / 1000;
-            self.tok_tat_us = self.tok_tat_us.max(start).saturating_add(cost);
+            let cost = mul(tokens, tok_ns) / 1000;
+            self.tok_tat_us = add(self.tok_tat_us.max(start), cost);
         }
         Decision::Go(start - now)
     }
 
     /// Learns from one response report at `now`.
     pub fn report(&mut self, now: u64, report: &Report) {
+        self.apply(now, &ReportOp::from(report));
+    }
+
+    /// Learns from one flattened report at `now` (what [`BudgetState::report`] does
+    /// after flattening, and what the Lua script mirrors).
+    pub fn apply(&mut self, now: u64, op: &ReportOp) {
+        let now = now.min(MAX_EXACT);
         self.advance(now);
-        self.learn_limits(&report.limits);
-        if let Some(used) = report.used_tokens {
-            self.correct_tokens(report.estimated_tokens, used);
+        self.learn_limits(op);
+        if let Some(used) = op.used_tokens {
+            self.correct_tokens(op.estimated_tokens.min(MAX_EXACT), used.min(MAX_EXACT));
         }
-        match report.signal {
-            Signal::Success => {
+        match op.signal {
+            SignalOp::Success => {
                 if self.source == Source::Unknown {
                     // The first answer carried no limits: nothing to pace until a 429.
                     self.source = Source::Learned;
@@ -276,39 +566,32 @@ impl BudgetState {
                 self.meter(now);
                 self.grow(now);
             }
-            Signal::WindowSpent { wait, quota } => {
-                let window = quota.window.duration().unwrap_or_default();
-                self.congestion(now, micros(wait), micros(window));
+            SignalOp::WindowSpent { wait_us, window_us } => {
+                self.congestion(now, wait_us.min(MAX_EXACT), window_us.min(MAX_EXACT));
             }
-            Signal::RateLimited { wait } => {
+            SignalOp::RateLimited { wait_us } => {
                 if self.source == Source::Unknown {
                     self.source = Source::Learned;
                 }
-                self.congestion(now, micros(wait), 0);
+                self.congestion(now, wait_us.min(MAX_EXACT), 0);
             }
-            Signal::NoAllowance => self.close(now, Block::NoAllowance),
-            Signal::MonthlyQuota => self.close(now, Block::MonthlyQuota),
-            _ => {}
+            SignalOp::NoAllowance => self.close(now, Block::NoAllowance),
+            SignalOp::MonthlyQuota => self.close(now, Block::MonthlyQuota),
+            SignalOp::Other => {}
         }
     }
 
-    fn learn_limits(&mut self, limits: &RateLimits) {
+    fn learn_limits(&mut self, op: &ReportOp) {
         if self.source == Source::Configured {
             return;
         }
         let mut learned = false;
-        if let Some(q) = limits.requests()
-            && let (Some(limit), Some(window)) = (q.limit, q.window.duration())
-            && limit > 0
-        {
-            self.req_base_ns = per_unit_ns(limit, window);
+        if op.req_limit > 0 {
+            self.req_base_ns = mul(op.req_window_secs, 1_000_000_000) / op.req_limit;
             learned = true;
         }
-        if let Some(q) = limits.tokens()
-            && let (Some(limit), Some(window)) = (q.limit, q.window.duration())
-            && limit > 0
-        {
-            self.tok_base_ns = per_unit_ns(limit, window);
+        if op.tok_limit > 0 {
+            self.tok_base_ns = mul(op.tok_window_secs, 1_000_000_000) / op.tok_limit;
             learned = true;
         }
         if learned && self.source != Source::Headers {
@@ -323,19 +606,19 @@ impl BudgetState {
             return;
         }
         if used >= estimated {
-            let extra = (used - estimated).saturating_mul(tok_ns) / 1000;
-            self.tok_tat_us = self.tok_tat_us.saturating_add(extra);
+            let extra = mul(used - estimated, tok_ns) / 1000;
+            self.tok_tat_us = add(self.tok_tat_us, extra);
         } else {
-            let refund = (estimated - used).saturating_mul(tok_ns) / 1000;
-            self.tok_tat_us = self.tok_tat_us.saturating_sub(refund);
+            let refund = mul(estimated - used, tok_ns) / 1000;
+            self.tok_tat_us = sub(self.tok_tat_us, refund);
         }
     }
 
     fn meter(&mut self, now: u64) {
-        self.meter_count += 1;
-        let span = now.saturating_sub(self.meter_start_us);
+        self.meter_count = add(self.meter_count, 1);
+        let span = sub(now, self.meter_start_us);
         if span >= MICROS {
-            self.meter_rate_milli = self.meter_count * 1000 * MICROS / span;
+            self.meter_rate_milli = mul(self.meter_count, 1000 * MICROS) / span;
             self.meter_start_us = now;
             self.meter_count = 0;
         }
@@ -349,9 +632,9 @@ impl BudgetState {
         } else {
             FULL_SHARE
         };
-        let elapsed = now.saturating_sub(self.grown_us.max(self.calm_after_us));
+        let elapsed = sub(now, self.grown_us.max(self.calm_after_us));
         if elapsed >= MICROS / 10 && self.share_ppm < cap {
-            self.share_ppm = (self.share_ppm + elapsed / 100).min(cap);
+            self.share_ppm = add(self.share_ppm, elapsed / 100).min(cap);
             self.grown_us = now;
         }
     }
@@ -363,18 +646,21 @@ impl BudgetState {
     /// or of requests reserved before it, belong to the same event: a window that is
     /// spent refuses everything until it turns.
     fn congestion(&mut self, now: u64, wait_us: u64, window_us: u64) {
-        self.pause_until_us = self.pause_until_us.max(now.saturating_add(wait_us));
+        self.pause_until_us = self.pause_until_us.max(add(now, wait_us));
         if now < self.calm_after_us {
             return;
         }
         if self.source == Source::Learned && self.req_base_ns == 0 {
             // First 429 with nothing announced: the rate that was getting through,
             // less 5 %, is the first estimate.
-            let rate_milli = self.meter_rate_milli.max(self.meter_count * 1000).max(1);
-            self.req_base_ns = 1_000_000_000_000 * 100 / (rate_milli * 95);
+            let rate_milli = self
+                .meter_rate_milli
+                .max(mul(self.meter_count, 1000))
+                .max(1);
+            self.req_base_ns = 100_000_000_000_000 / mul(rate_milli, 95);
             self.share_ppm = FULL_SHARE;
         } else {
-            self.share_ppm = (self.share_ppm * 9 / 10).max(FULL_SHARE / 20);
+            self.share_ppm = (mul(self.share_ppm, 9) / 10).max(FULL_SHARE / 20);
         }
         // Everything reserved so far was paced at the old rate: refusals of those
         // requests belong to this event.
@@ -382,13 +668,13 @@ impl BudgetState {
             .req_tat_us
             .max(self.tok_tat_us)
             .max(self.pause_until_us);
-        let calm = MICROS.max(window_us).max(wait_us.saturating_mul(2));
-        self.calm_after_us = horizon.max(now.saturating_add(calm));
+        let calm = MICROS.max(window_us).max(mul(wait_us, 2));
+        self.calm_after_us = horizon.max(add(now, calm));
         self.req_tat_us = self.req_tat_us.max(self.pause_until_us);
     }
 
     fn close(&mut self, now: u64, block: Block) {
         self.block = block;
-        self.block_until_us = now + Self::BLOCK_MICROS;
+        self.block_until_us = add(now, Self::BLOCK_MICROS);
     }
 }

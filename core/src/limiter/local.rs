@@ -25,26 +25,95 @@ impl LimiterConfig {
 }
 
 /// Every model's budget, keyed by model id. Pure: time is passed in as microseconds.
+///
+/// A store that keeps the states elsewhere (a file) rebuilds the budgets around them for
+/// one operation: [`Budgets::from_states`], one [`Budgets::reserve`] or
+/// [`Budgets::report`], then [`Budgets::into_states`].
 #[derive(Debug, Clone, Default)]
 pub struct Budgets {
     config: LimiterConfig,
     states: HashMap<String, BudgetState>,
+    share_cap_ppm: Option<u64>,
 }
 
 impl Budgets {
     /// Budgets with `config`.
     pub fn new(config: LimiterConfig) -> Self {
+        Self::from_states(config, HashMap::new())
+    }
+
+    /// Budgets with `config` around states kept elsewhere (a model without a state gets
+    /// a new one, with its configured limits, when first used).
+    pub fn from_states(config: LimiterConfig, states: HashMap<String, BudgetState>) -> Self {
         Self {
             config,
-            states: HashMap::new(),
+            states,
+            share_cap_ppm: None,
         }
     }
 
-    fn state(&mut self, now_us: u64, model: &str) -> &mut BudgetState {
-        let config = &self.config;
+    /// Caps every budget's share of its limit at `cap_ppm` millionths, whatever the
+    /// budget learns: a conservative stand-in for a shared store that is unreachable
+    /// (a quarter of the limit when a fleet of about four shares it).
+    pub fn with_share_cap(mut self, cap_ppm: u64) -> Self {
+        self.share_cap_ppm = Some(cap_ppm);
+        for state in self.states.values_mut() {
+            state.share_ppm = state.share_ppm.min(cap_ppm);
+        }
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LimiterConfig {
+        &self.config
+    }
+
+    /// Every budget's state, by model.
+    pub fn states(&self) -> &HashMap<String, BudgetState> {
+        &self.states
+    }
+
+    /// The states, to store them back.
+    pub fn into_states(self) -> HashMap<String, BudgetState> {
         self.states
+    }
+
+    /// Forgets budgets idle for `idle_us` at `now_us` (so a state file does not grow with
+    /// every model ever used). A budget closed, paused or holding reservations until later
+    /// is kept.
+    pub fn forget_idle(&mut self, now_us: u64, idle_us: u64) {
+        self.states.retain(|_, s| {
+            let last = s
+                .seen_us
+                .max(s.req_tat_us)
+                .max(s.tok_tat_us)
+                .max(s.pause_until_us)
+                .max(s.block_until_us);
+            last.saturating_add(idle_us) > now_us
+        });
+    }
+
+    fn with_state<R>(
+        &mut self,
+        now_us: u64,
+        model: &str,
+        f: impl FnOnce(&mut BudgetState) -> R,
+    ) -> R {
+        let config = &self.config;
+        let state = self
+            .states
             .entry(model.to_owned())
-            .or_insert_with(|| BudgetState::new(now_us, config.limits_for(model)))
+            .or_insert_with(|| BudgetState::new(now_us, config.limits_for(model)));
+        let cap = self.share_cap_ppm.unwrap_or(u64::MAX);
+        state.share_ppm = state.share_ppm.min(cap);
+        let r = f(state);
+        state.share_ppm = state.share_ppm.min(cap);
+        r
+    }
+
+    /// Reserves a slot in `model`'s budget: the budget's own [`Decision`].
+    pub fn decide(&mut self, now_us: u64, model: &str, tokens: u64, retry: bool) -> Decision {
+        self.with_state(now_us, model, |s| s.reserve(now_us, tokens, retry))
     }
 
     /// Reserves a slot for `ask`. Calls outside any model's budget go at once.
@@ -52,16 +121,14 @@ impl Budgets {
         let Some(model) = ask.model.as_deref() else {
             return Grant::Now;
         };
-        let decision = self
-            .state(now_us, model)
-            .reserve(now_us, ask.tokens, ask.attempt > 1);
+        let decision = self.decide(now_us, model, ask.tokens, ask.attempt > 1);
         decision_to_grant(decision, model)
     }
 
     /// Learns from `report`.
     pub fn report(&mut self, now_us: u64, report: &Report) {
         if let Some(model) = report.model.as_deref() {
-            self.state(now_us, model).report(now_us, report);
+            self.with_state(now_us, model, |s| s.report(now_us, report));
         }
     }
 
@@ -96,8 +163,14 @@ impl LocalLimiter {
 
     /// A limiter with configured limits.
     pub fn with_config(config: LimiterConfig) -> Self {
+        Self::from_budgets(Budgets::new(config))
+    }
+
+    /// A limiter around `budgets`. Its clock starts at 0 µs on the first call, so
+    /// states carried over from another store should be [`BudgetState::restarted`] at 0.
+    pub fn from_budgets(budgets: Budgets) -> Self {
         Self {
-            inner: Mutex::new((None, Budgets::new(config))),
+            inner: Mutex::new((None, budgets)),
         }
     }
 

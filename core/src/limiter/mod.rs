@@ -3,10 +3,15 @@
 //! The drivers consult a [`Limiter`] before every attempt ([`crate::Action::Reserve`])
 //! and feed it every [`Report`]. The arithmetic lives once, in [`budget`]; stores only
 //! give it an atomic read-modify-write: [`LocalLimiter`] (a mutex, the default) here,
-//! a locked file and Redis in the driver crates.
+//! a locked file and Redis in the driver crates (`mistral_blocking::stores`). Their pure
+//! halves live here too: the state file's format ([`codec`]), the Redis script and its
+//! arguments ([`lua`]), and the `MISTRAL_LIMITER` setting ([`spec`]).
 
 pub mod budget;
+pub mod codec;
 pub mod local;
+pub mod lua;
+pub mod spec;
 
 use std::fmt;
 use std::time::Instant;
@@ -14,8 +19,11 @@ use std::time::Instant;
 use crate::action::{Ask, Grant, Report};
 use crate::error::{Error, ResponseInfo};
 
-pub use budget::{Block, BudgetState, Decision, Limits, Source};
+pub use budget::{
+    Block, BudgetState, Decision, Limits, MAX_EXACT, ReportOp, Seed, SignalOp, Source,
+};
 pub use local::{Budgets, LimiterConfig, LocalLimiter, decision_to_grant};
+pub use spec::LimiterSpec;
 
 /// A limiter shared by every caller of a budget.
 pub trait Limiter: Send + Sync + fmt::Debug {
