@@ -586,12 +586,13 @@ impl BudgetState {
             return;
         }
         let mut learned = false;
-        if op.req_limit > 0 {
-            self.req_base_ns = mul(op.req_window_secs, 1_000_000_000) / op.req_limit;
+        // A limit of 0 announces nothing (the script tests `limit > 0` the same way).
+        if let Some(base) = mul(op.req_window_secs, 1_000_000_000).checked_div(op.req_limit) {
+            self.req_base_ns = base;
             learned = true;
         }
-        if op.tok_limit > 0 {
-            self.tok_base_ns = mul(op.tok_window_secs, 1_000_000_000) / op.tok_limit;
+        if let Some(base) = mul(op.tok_window_secs, 1_000_000_000).checked_div(op.tok_limit) {
+            self.tok_base_ns = base;
             learned = true;
         }
         if learned && self.source != Source::Headers {
