@@ -21,7 +21,7 @@ use crate::{ChatChunk, ChatResponse, ChatStreamAccumulator, Usage};
 /// nothing for the policy's `stream_idle_timeout` fails with [`crate::StreamFailure::Idle`];
 /// one that ends before `data: [DONE]` with [`crate::StreamFailure::Cut`]. Nothing is
 /// retried once the stream is open. When it is over, the real token count goes to the
-/// limiter.
+/// limiter (a stream dropped before its end reports nothing: the estimate stands).
 pub struct ChatStream {
     head: Success,
     body: BoxStream<'static, reqwest::Result<Bytes>>,
