@@ -125,7 +125,10 @@ impl RateLimits {
     /// Parses every recognised header of `headers`. Never fails: unknown or malformed
     /// headers are skipped.
     pub fn parse(headers: &HeaderMap) -> RateLimits {
-        let mut limits = RateLimits::default();
+        let mut limits = RateLimits {
+            quotas: Vec::with_capacity(4),
+            ..RateLimits::default()
+        };
         for (name, value) in headers {
             let Some(field) = classify_name(name.as_str()) else {
                 continue;

@@ -186,9 +186,27 @@ fn correlation_id(headers: &HeaderMap, body: Option<&ApiErrorBody>) -> Option<St
 pub fn excerpt(body: &[u8]) -> String {
     let head = &body[..body.len().min(ResponseInfo::EXCERPT_LIMIT * 2)];
     let text = String::from_utf8_lossy(head);
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut out = bounded(&collapsed, ResponseInfo::EXCERPT_LIMIT);
-    if out.len() < collapsed.len() || head.len() < body.len() {
+    let limit = ResponseInfo::EXCERPT_LIMIT;
+    let mut out = String::with_capacity(text.len().min(limit) + 3);
+    let mut truncated = head.len() < body.len();
+    for word in text.split_whitespace() {
+        let gap = usize::from(!out.is_empty());
+        if out.len() + gap + word.len() > limit {
+            if out.len() + gap < limit {
+                if gap == 1 {
+                    out.push(' ');
+                }
+                out.push_str(&bounded(word, limit - out.len()));
+            }
+            truncated = true;
+            break;
+        }
+        if gap == 1 {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    if truncated {
         out.push('…');
     }
     out

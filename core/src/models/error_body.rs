@@ -115,6 +115,25 @@ impl<'de> Deserialize<'de> for FieldError {
     }
 }
 
+/// The fields of an error object this client reads; everything else is skipped.
+#[derive(Deserialize)]
+struct Fields {
+    #[serde(default)]
+    message: Option<Value>,
+    #[serde(default, rename = "type")]
+    kind: Option<Value>,
+    #[serde(default)]
+    code: Option<Value>,
+    #[serde(default)]
+    raw_status_code: Option<Value>,
+    #[serde(default)]
+    request_id: Option<Value>,
+    #[serde(default)]
+    detail: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
 impl ApiErrorBody {
     /// Decodes an error body. `None` for an empty, non-JSON (HTML, plain text) or
     /// non-object body. Never panics.
@@ -123,38 +142,42 @@ impl ApiErrorBody {
         if trimmed.is_empty() || !matches!(trimmed.first(), Some(b'{')) {
             return None;
         }
-        let value: Value = serde_json::from_slice(trimmed).ok()?;
-        Self::from_value(&value)
+        // Only the fields we read are decoded; the rest are skipped without allocating.
+        Self::from_fields(serde_json::from_slice(trimmed).ok()?)
     }
 
     /// Decodes an error body already parsed as JSON. `None` unless it is an object.
     pub fn from_value(value: &Value) -> Option<ApiErrorBody> {
-        let Value::Object(o) = value else {
+        if !value.is_object() {
             return None;
-        };
+        }
+        Self::from_fields(Fields::deserialize(value).ok()?)
+    }
+
+    fn from_fields(f: Fields) -> Option<ApiErrorBody> {
         // OpenAI-style `{"error":{…}}` wrapping, as some proxies send.
-        if let Some(inner @ Value::Object(_)) = o.get("error")
-            && !o.contains_key("message")
-            && !o.contains_key("detail")
+        if let Some(inner @ Value::Object(_)) = &f.error
+            && f.message.is_none()
+            && f.detail.is_none()
         {
             return Self::from_value(inner);
         }
-
         let mut body = ApiErrorBody {
-            kind: o.get("type").and_then(scalar_text),
-            code: o.get("code").and_then(scalar_text),
-            raw_status_code: o
-                .get("raw_status_code")
+            kind: f.kind.as_ref().and_then(scalar_text),
+            code: f.code.as_ref().and_then(scalar_text),
+            raw_status_code: f
+                .raw_status_code
+                .as_ref()
                 .and_then(value_to_u64)
                 .and_then(|n| u16::try_from(n).ok()),
-            request_id: o.get("request_id").and_then(scalar_text),
+            request_id: f.request_id.as_ref().and_then(scalar_text),
             ..ApiErrorBody::default()
         };
-
-        let mut message = o
-            .get("message")
+        let mut message = f
+            .message
+            .as_ref()
             .and_then(|m| flatten_message(m, &mut body.detail));
-        if let Some(detail) = o.get("detail") {
+        if let Some(detail) = &f.detail {
             let from_detail = flatten_message(detail, &mut body.detail);
             if message.is_none() {
                 message = from_detail;

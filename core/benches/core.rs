@@ -1,0 +1,149 @@
+//! Micro-benchmarks of the core's decisions: classifying a 429, one poll/handle cycle,
+//! a limiter reservation uncontended and with 8 threads.
+
+#![allow(missing_docs, clippy::disallowed_methods)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use mistral_core::limiter::{BudgetState, Limits};
+use mistral_core::{
+    Action, ApiKey, ApiRequest, Ask, Call, Grant, Limiter, LimiterConfig, LocalLimiter,
+    RetryPolicy, Target, classify,
+};
+
+const BODY: &[u8] = br#"{"object":"error","message":"Rate limit exceeded","type":"rate_limited","param":null,"code":"1300","raw_status_code":429}"#;
+
+fn headers() -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (n, v) in [
+        ("x-ratelimit-limit-req-minute", "50"),
+        ("x-ratelimit-remaining-req-minute", "0"),
+        ("x-ratelimit-limit-tokens-minute", "50000"),
+        ("x-ratelimit-remaining-tokens-minute", "41000"),
+        ("x-ratelimit-limit-tokens-month", "4000000"),
+        ("x-ratelimit-remaining-tokens-month", "3000000"),
+        (
+            "mistral-correlation-id",
+            "0190f8e5-8f8a-7a1b-9c2d-3e4f5a6b7c8d",
+        ),
+        ("content-type", "application/json"),
+    ] {
+        h.insert(
+            http::HeaderName::from_static(n),
+            http::HeaderValue::from_static(v),
+        );
+    }
+    h
+}
+
+fn bench_classify(c: &mut Criterion) {
+    let h = headers();
+    c.bench_function("classify_429_with_headers", |b| {
+        b.iter(|| {
+            classify(
+                black_box(http::StatusCode::TOO_MANY_REQUESTS),
+                black_box(&h),
+                black_box(BODY),
+                Some(100),
+            )
+        })
+    });
+    c.bench_function("parts/rate_limits_parse", |b| {
+        b.iter(|| mistral_core::RateLimits::parse(black_box(&h)))
+    });
+    c.bench_function("parts/error_body_parse", |b| {
+        b.iter(|| mistral_core::models::ApiErrorBody::parse(black_box(BODY)))
+    });
+    c.bench_function("parts/excerpt", |b| {
+        b.iter(|| mistral_core::verdict::excerpt(black_box(BODY)))
+    });
+}
+
+fn bench_cycle(c: &mut Criterion) {
+    let target = Target::new(
+        "https://api.mistral.ai",
+        ApiKey::new("bench-key").unwrap(),
+        false,
+    )
+    .unwrap();
+    let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let prepared = target
+        .prepare(
+            &ApiRequest::post_json("/v1/chat/completions", &body)
+                .unwrap()
+                .for_model("m", 10),
+        )
+        .unwrap();
+    let policy = RetryPolicy::default();
+    let ok_body = Bytes::from_static(
+        br#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+    );
+    let h = headers();
+    let now = Instant::now();
+    c.bench_function("call_poll_handle_cycle", |b| {
+        b.iter(|| {
+            let mut call = Call::new(prepared.clone(), &policy, now, 1);
+            loop {
+                match call.poll(now) {
+                    Action::Reserve(_) => call.handle_grant(now, Grant::Now),
+                    Action::Send(attempt) => {
+                        call.handle_parts(now, http::StatusCode::OK, h.clone(), ok_body.clone());
+                        black_box(attempt.id);
+                    }
+                    Action::Done(r) => break black_box(r.is_ok()),
+                    _ => {}
+                }
+            }
+        })
+    });
+}
+
+fn bench_reserve(c: &mut Criterion) {
+    let mut state = BudgetState::new(0, Some(Limits::requests(1_000_000, Duration::from_secs(1))));
+    let mut t = 0u64;
+    c.bench_function("budget_reserve_pure", |b| {
+        b.iter(|| {
+            t += 1;
+            black_box(state.reserve(black_box(t), 10, false))
+        })
+    });
+    let config = LimiterConfig {
+        default: Some(Limits::requests(1_000_000_000, Duration::from_secs(1))),
+        ..LimiterConfig::default()
+    };
+    let limiter = Arc::new(LocalLimiter::with_config(config));
+    let ask = Ask {
+        model: Some("m".into()),
+        tokens: 10,
+        attempt: 1,
+    };
+    let now = Instant::now();
+    c.bench_function("local_limiter_reserve_uncontended", |b| {
+        b.iter(|| black_box(limiter.reserve(now, &ask)))
+    });
+    c.bench_function("local_limiter_reserve_8_threads", |b| {
+        b.iter_custom(|iters| {
+            let per = iters / 8 + 1;
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    let limiter = &limiter;
+                    let ask = &ask;
+                    s.spawn(move || {
+                        for _ in 0..per {
+                            black_box(limiter.reserve(now, ask));
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+}
+
+criterion_group!(benches, bench_classify, bench_cycle, bench_reserve);
+criterion_main!(benches);
