@@ -5,15 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mistral_core::request::DEFAULT_BASE_URL;
-use mistral_core::{Action, Call, Success, Target, Telemetry};
+use mistral_core::request::{DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT};
+use mistral_core::{Action, Call, LocalLimiter, Success, Target, Telemetry};
 use serde::de::DeserializeOwned;
 
 use crate::transport;
 use crate::*;
-
-/// Connect timeout used when the builder sets none (DNS, TCP and TLS handshakes).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `now` on tokio's clock (virtual under a paused test clock), as the core wants it.
 pub(crate) fn now() -> Instant {
@@ -233,7 +230,8 @@ impl ClientBuilder {
         user_agent(user_agent: impl Into<String>) => user_agent = Some(user_agent.into());
         /// Allows sending the key over plain HTTP to a non-loopback host (default `false`).
         allow_insecure_http(allow: bool) => allow_insecure_http = allow;
-        /// The limiter every call consults before each attempt (default [`NoLimiter`]).
+        /// The limiter every call consults before each attempt (default: the process-wide
+        /// [`LocalLimiter`] of this base URL and key, shared by every client built for them).
         /// Share one limiter between clients that spend the same budget.
         limiter(limiter: Arc<dyn Limiter>) => limiter = Some(limiter);
         /// Base of the per-call jitter seeds, for reproducible schedules in tests
@@ -259,12 +257,15 @@ impl ClientBuilder {
         let http = http.map_err(transport::transport_error).map_err(|e| {
             Error::Config(format!("the HTTP client cannot be built: {}", e.message))
         })?;
+        let limiter = self
+            .limiter
+            .unwrap_or_else(|| LocalLimiter::shared(&target));
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
                 target,
                 policy,
-                limiter: self.limiter.unwrap_or_else(|| Arc::new(NoLimiter)),
+                limiter,
                 telemetry: Telemetry::new(),
                 seeds: AtomicU64::new(self.seed.unwrap_or_else(|| fastrand::u64(..))),
             }),

@@ -1,15 +1,12 @@
 //! One HTTP exchange with reqwest, and reqwest's errors as the core's transport errors.
 
+use mistral_core::request::MAX_RESPONSE_BYTES;
 use std::error::Error;
 use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use mistral_core::{Attempt, AttemptId, TransportError, TransportKind};
-
-/// Largest non-streamed body read; a larger one fails the attempt (kind `Other`, which
-/// the core does not retry).
-pub(crate) const MAX_BODY: usize = 64 << 20;
 
 /// What one attempt produced: the response for the call (with an empty body for a stream)
 /// and, for a stream, the response whose body is still to read.
@@ -34,8 +31,11 @@ pub(crate) async fn perform(
         }
         let mut body = BytesMut::new();
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > MAX_BODY {
-                let message = format!("the response body is larger than {} MiB", MAX_BODY >> 20);
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                let message = format!(
+                    "the response body is larger than {} MiB",
+                    MAX_RESPONSE_BYTES >> 20
+                );
                 return Err(TransportError::new(TransportKind::Other, message));
             }
             body.extend_from_slice(&chunk);

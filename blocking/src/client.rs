@@ -10,18 +10,15 @@ use mistral_core::models::{
     ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FimRequest, ModelList,
     ModerationRequest, ModerationResponse,
 };
-use mistral_core::request::DEFAULT_BASE_URL;
+use mistral_core::request::{DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT};
 use mistral_core::{
-    Action, ApiKey, ApiRequest, Call, Error, KeyError, Limiter, NoLimiter, Reply, RetryPolicy,
+    Action, ApiKey, ApiRequest, Call, Error, KeyError, Limiter, LocalLimiter, Reply, RetryPolicy,
     Stats, Success, Target, Telemetry,
 };
 use serde::de::DeserializeOwned;
 
 use crate::chat_stream::ChatStream;
 use crate::exchange::exchange;
-
-/// Connect timeout used when the builder sets none (DNS, TCP and TLS handshakes).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A blocking Mistral API client.
 ///
@@ -96,7 +93,8 @@ impl ClientBuilder {
         user_agent(user_agent: impl Into<String>) => user_agent = Some(user_agent.into());
         /// Allows sending the key over plain HTTP to a non-loopback host (default `false`).
         allow_insecure_http(allow: bool) => allow_insecure_http = allow;
-        /// The limiter every call consults before each attempt (default [`NoLimiter`]).
+        /// The limiter every call consults before each attempt (default: the process-wide
+        /// [`LocalLimiter`] of this base URL and key, shared by every client built for them).
         /// Share one limiter between clients that spend the same budget.
         limiter(limiter: Arc<dyn Limiter>) => limiter = Some(limiter);
         /// Base of the per-call jitter seeds, for reproducible schedules in tests
@@ -121,12 +119,15 @@ impl ClientBuilder {
             .timeout_connect(Some(connect_timeout))
             .max_idle_connections_per_host(16)
             .build();
+        let limiter = self
+            .limiter
+            .unwrap_or_else(|| LocalLimiter::shared(&target));
         Ok(Client {
             inner: Arc::new(Inner {
                 agent: ureq::Agent::new_with_config(config),
                 target,
                 policy,
-                limiter: self.limiter.unwrap_or_else(|| Arc::new(NoLimiter)),
+                limiter,
                 telemetry: Telemetry::new(),
                 seeds: AtomicU64::new(self.seed.unwrap_or_else(|| fastrand::u64(..))),
             }),

@@ -1,13 +1,10 @@
 //! One HTTP exchange with ureq, and ureq's errors as the core's transport errors.
 
+use mistral_core::request::MAX_RESPONSE_BYTES;
 use std::io;
 
 use bytes::Bytes;
 use mistral_core::{Attempt, RetryPolicy, TransportError, TransportKind};
-
-/// Largest non-streamed body read (a large embeddings batch fits; the default of ureq,
-/// 10 MB, may not).
-const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 /// The response head, the whole body, and for a successful stream (whose body is handed
 /// to the core empty) the unread body.
@@ -43,7 +40,10 @@ pub(crate) fn exchange(
     if attempt.reads_stream(head.status) {
         return Ok((head, Bytes::new(), Some(body)));
     }
-    let body = body.into_with_config().limit(MAX_BODY).read_to_vec();
+    let body = body
+        .into_with_config()
+        .limit(MAX_RESPONSE_BYTES as u64)
+        .read_to_vec();
     Ok((head, body.map_err(transport_error)?.into(), None))
 }
 

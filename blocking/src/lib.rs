@@ -44,14 +44,15 @@ mod client;
 mod exchange;
 
 pub use chat_stream::ChatStream;
-pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT};
+pub use client::{Client, ClientBuilder};
+pub use mistral_core::request::{DEFAULT_CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
 
 /// The sans-IO core this client drives, for what the re-exports below leave out.
 pub use mistral_core;
 pub use mistral_core::models::*;
 pub use mistral_core::request::DEFAULT_BASE_URL;
 pub use mistral_core::{
-    ApiKey, ApiRequest, Ask, Bucket, Error, Grant, KeyError, Limiter, NoLimiter, Quota,
-    RateLimitedCounts, RateLimits, Reply, Report, ResponseInfo, RetryPolicy, Signal, Stats,
-    StreamFailure, Success, Trail, TransportKind, WaitReason, Window,
+    ApiKey, ApiRequest, Ask, Bucket, Error, Grant, KeyError, Limiter, LimiterConfig, Limits,
+    LocalLimiter, NoLimiter, Quota, RateLimitedCounts, RateLimits, Reply, Report, ResponseInfo,
+    RetryPolicy, Signal, Stats, StreamFailure, Success, Trail, TransportKind, WaitReason, Window,
 };

@@ -20,6 +20,13 @@ pub const DEFAULT_BASE_URL: &str = "https://api.mistral.ai";
 /// The default `User-Agent`: this crate's name and version.
 pub const DEFAULT_USER_AGENT: &str = concat!("mistral-rs/", env!("CARGO_PKG_VERSION"));
 
+/// Connect timeout (DNS, TCP and TLS handshakes) when the builder sets none.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Largest response body read in full (a larger one is a transport error, not memory
+/// exhaustion).
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
 /// Characters per token assumed by the token estimate (a documented rule of thumb; the
 /// estimate is corrected from `usage` after every response).
 pub const CHARS_PER_TOKEN: u64 = 4;
@@ -244,6 +251,13 @@ pub fn check_base_url(base_url: &str, allow_insecure_http: bool) -> Result<Strin
     let host = uri
         .host()
         .ok_or_else(|| Error::Config(format!("the base URL {base_url:?} has no host")))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(Error::Config(
+            "the base URL must not carry credentials (user:password@); the key is sent as a \
+             Bearer header"
+                .into(),
+        ));
+    }
     if uri.query().is_some() {
         return Err(Error::Config(format!(
             "the base URL {base_url:?} must not have a query"
@@ -352,7 +366,13 @@ mod tests {
         assert!(err.to_string().contains("plain HTTP"), "{err}");
         assert!(!err.to_string().contains("Secret"));
         assert!(Target::new("http://api.mistral.ai", key(), true).is_ok());
-        for bad in ["ftp://x", "not a url", "/relative", "https://x/?q=1"] {
+        for bad in [
+            "ftp://x",
+            "not a url",
+            "/relative",
+            "https://x/?q=1",
+            "https://u:p@x",
+        ] {
             assert!(
                 matches!(Target::new(bad, key(), false), Err(Error::Config(_))),
                 "{bad}"

@@ -1,12 +1,13 @@
 //! The in-process store: budgets behind one mutex, shared by threads and tasks.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::budget::{BudgetState, Decision, Limits};
 use super::{Limiter, closed_error};
 use crate::action::{Ask, Grant, Report};
+use crate::request::Target;
 
 /// Limits per model, and for models with none set.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -174,6 +175,27 @@ impl LocalLimiter {
         }
     }
 
+    /// The process-wide limiter of the budget behind `target` (its base URL and key):
+    /// every client built in this process for the same server and key shares it, as
+    /// they share the server's budget. Dropped when the last client using it is.
+    pub fn shared(target: &Target) -> Arc<LocalLimiter> {
+        static REGISTRY: OnceLock<Mutex<HashMap<u64, Weak<LocalLimiter>>>> = OnceLock::new();
+        let id = crate::key::fnv1a(
+            format!("{}\n{}", target.base_url(), target.key().expose()).as_bytes(),
+        );
+        let mut map = REGISTRY
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(limiter) = map.get(&id).and_then(Weak::upgrade) {
+            return limiter;
+        }
+        let limiter = Arc::new(LocalLimiter::new());
+        map.insert(id, Arc::downgrade(&limiter));
+        limiter
+    }
+
     /// A copy of `model`'s budget state (for tests and diagnostics).
     pub fn budget(&self, model: &str) -> Option<BudgetState> {
         let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -196,5 +218,24 @@ impl Limiter for LocalLimiter {
 
     fn report(&self, now: Instant, report: &Report) {
         self.with(now, |us, b| b.report(us, report));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::ApiKey;
+
+    #[test]
+    fn clients_of_one_key_share_one_limiter_and_others_do_not() {
+        let target =
+            |url: &str, key: &str| Target::new(url, ApiKey::new(key).unwrap(), false).unwrap();
+        let a = LocalLimiter::shared(&target("https://api.mistral.ai", "k1"));
+        let b = LocalLimiter::shared(&target("https://api.mistral.ai/", "k1"));
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = LocalLimiter::shared(&target("https://api.mistral.ai", "k2"));
+        assert!(!Arc::ptr_eq(&a, &c));
+        let d = LocalLimiter::shared(&target("https://api.eu.mistral.ai", "k1"));
+        assert!(!Arc::ptr_eq(&a, &d));
     }
 }
