@@ -238,38 +238,57 @@ fn retries_spend_a_retry_budget() {
     );
 }
 
-/// An independent server of this test: a sliding log of `limit` per `window`.
-struct SlidingLog {
-    limit: usize,
-    window: u64,
-    admitted: Vec<u64>,
+/// The independent servers of this test: `limit` per `window` under three semantics.
+enum Server {
+    SlidingLog(Vec<u64>),
+    FixedWindow(u64, usize),
+    Bucket { level_us: f64, last: u64 },
 }
 
-impl SlidingLog {
-    fn admit(&mut self, t: u64) -> bool {
-        let in_window = self
-            .admitted
-            .iter()
-            .filter(|&&a| a + self.window > t)
-            .count();
-        if in_window < self.limit {
-            self.admitted.push(t);
-            true
-        } else {
-            false
+impl Server {
+    fn admit(&mut self, t: u64, limit: usize, window: u64) -> bool {
+        match self {
+            Server::SlidingLog(admitted) => {
+                let in_window = admitted
+                    .iter()
+                    .rev()
+                    .take_while(|&&a| a + window > t)
+                    .count();
+                let ok = in_window < limit;
+                if ok {
+                    admitted.push(t);
+                }
+                ok
+            }
+            Server::FixedWindow(start, count) => {
+                if t >= *start + window {
+                    *start = t / window * window;
+                    *count = 0;
+                }
+                let ok = *count < limit;
+                *count += usize::from(ok);
+                ok
+            }
+            Server::Bucket { level_us, last } => {
+                // Tokens as a level: capacity `limit`, refill `limit / window`.
+                let refill = (t - *last) as f64 * limit as f64 / window as f64;
+                *level_us = (*level_us + refill).min(limit as f64);
+                *last = t;
+                let ok = *level_us >= 1.0;
+                if ok {
+                    *level_us -= 1.0;
+                }
+                ok
+            }
         }
     }
 }
 
-#[test]
-fn with_nothing_announced_the_rate_is_learned_from_429s_and_converges() {
-    // 50 per second, no headers. 16 callers in a loop, each request 30 ms in flight.
-    let mut server = SlidingLog {
-        limit: 50,
-        window: S,
-        admitted: Vec::new(),
-    };
+/// 16 callers, each request 30 ms in flight, refused calls back off as the Call does
+/// (full jitter from 0.5 s): returns (goodput against the limit, refusals).
+fn simulate(mut server: Server, limit: usize, total: usize) -> (f64, usize) {
     let mut b = BudgetState::new(0, None);
+    let mut rng = fastrand::Rng::with_seed(7);
     let mut refusals = 0;
     // Each caller's next event, in virtual time: ask, send, or hear back.
     #[derive(Clone, Copy)]
@@ -278,45 +297,70 @@ fn with_nothing_announced_the_rate_is_learned_from_429s_and_converges() {
         Send,
         Hear(bool),
     }
-    let mut callers = vec![(0u64, Next::Ask); 16];
+    let mut callers = vec![(0u64, Next::Ask, 0u32); 16];
     let mut done = 0;
-    while done < 2_000 {
+    let mut last_admit = 0;
+    while done < total {
         let i = (0..callers.len()).min_by_key(|&i| callers[i].0).unwrap();
-        let (t, next) = callers[i];
+        let (t, next, streak) = callers[i];
         callers[i] = match next {
-            Next::Ask => match b.reserve(t, 1, false) {
-                Decision::Recheck(us) => (t + us, Next::Ask),
+            Next::Ask => match b.reserve(t, 1, streak > 0) {
+                Decision::Recheck(us) => (t + us, Next::Ask, streak),
                 Decision::Closed(_) => panic!("closed"),
-                Decision::Go(wait) => (t + wait, Next::Send),
+                Decision::Go(wait) => (t + wait, Next::Send, streak),
             },
-            Next::Send => (t + 30_000, Next::Hear(server.admit(t))),
+            Next::Send => {
+                let ok = server.admit(t, limit, S);
+                if ok {
+                    last_admit = t;
+                }
+                (t + 30_000, Next::Hear(ok), streak)
+            }
             Next::Hear(true) => {
                 done += 1;
                 b.report(
                     t,
                     &report(Signal::Success, RateLimits::default(), 1, Some(1)),
                 );
-                (t, Next::Ask)
+                (t, Next::Ask, 0)
             }
             Next::Hear(false) => {
                 refusals += 1;
-                let wait = Duration::from_millis(100);
-                b.report(
-                    t,
-                    &report(
-                        Signal::RateLimited { wait },
-                        RateLimits::default(),
-                        1,
-                        Some(0),
-                    ),
-                );
-                (t + 100_000, Next::Ask)
+                let ceiling = 500_000u64 << streak.min(6);
+                let wait = (ceiling as f64 * rng.f64()) as u64;
+                let signal = Signal::RateLimited {
+                    wait: Duration::from_micros(wait),
+                };
+                b.report(t, &report(signal, RateLimits::default(), 1, Some(0)));
+                (t + wait, Next::Ask, streak + 1)
             }
         };
     }
-    let makespan = *server.admitted.last().unwrap() as f64 / S as f64;
-    let goodput = 2_000.0 / makespan / 50.0;
-    eprintln!("learned from 429s: goodput {goodput:.3} of the limit, {refusals} refusals");
-    assert!(goodput >= 0.85, "goodput {goodput:.3} of the limit");
-    assert!(refusals < 200, "{refusals} refusals for 2000 requests");
+    let makespan = last_admit as f64 / S as f64;
+    (total as f64 / makespan / limit as f64, refusals)
+}
+
+#[test]
+fn with_nothing_announced_the_rate_is_learned_from_429s_and_converges() {
+    for (name, server) in [
+        ("sliding log", Server::SlidingLog(Vec::new())),
+        ("fixed window", Server::FixedWindow(0, 0)),
+        (
+            "bucket",
+            Server::Bucket {
+                level_us: 50.0,
+                last: 0,
+            },
+        ),
+    ] {
+        let (goodput, refusals) = simulate(server, 50, 2_000);
+        eprintln!(
+            "learned from 429s ({name}): goodput {goodput:.3} of the limit, {refusals} refusals"
+        );
+        assert!(goodput >= 0.85, "{name}: goodput {goodput:.3} of the limit");
+        assert!(
+            refusals < 200,
+            "{name}: {refusals} refusals for 2000 requests"
+        );
+    }
 }
