@@ -42,6 +42,7 @@
 mod chat_stream;
 mod client;
 mod exchange;
+pub mod stores;
 
 pub use chat_stream::ChatStream;
 pub use client::{Client, ClientBuilder};

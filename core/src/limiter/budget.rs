@@ -279,6 +279,31 @@ pub struct ReportOp {
     pub signal: SignalOp,
 }
 
+impl ReportOp {
+    /// Every value clamped to [`MAX_EXACT`] (as the script's arguments are).
+    pub fn clamped(&self) -> ReportOp {
+        let c = |v: u64| v.min(MAX_EXACT);
+        ReportOp {
+            req_limit: c(self.req_limit),
+            req_window_secs: c(self.req_window_secs),
+            tok_limit: c(self.tok_limit),
+            tok_window_secs: c(self.tok_window_secs),
+            estimated_tokens: c(self.estimated_tokens),
+            used_tokens: self.used_tokens.map(c),
+            signal: match self.signal {
+                SignalOp::WindowSpent { wait_us, window_us } => SignalOp::WindowSpent {
+                    wait_us: c(wait_us),
+                    window_us: c(window_us),
+                },
+                SignalOp::RateLimited { wait_us } => SignalOp::RateLimited {
+                    wait_us: c(wait_us),
+                },
+                other => other,
+            },
+        }
+    }
+}
+
 impl From<&Report> for ReportOp {
     fn from(report: &Report) -> Self {
         let pace = |q: Option<&crate::ratelimits::Quota>| match q {
@@ -549,10 +574,11 @@ impl BudgetState {
     /// after flattening, and what the Lua script mirrors).
     pub fn apply(&mut self, now: u64, op: &ReportOp) {
         let now = now.min(MAX_EXACT);
+        let op = &op.clamped();
         self.advance(now);
         self.learn_limits(op);
         if let Some(used) = op.used_tokens {
-            self.correct_tokens(op.estimated_tokens.min(MAX_EXACT), used.min(MAX_EXACT));
+            self.correct_tokens(op.estimated_tokens, used);
         }
         match op.signal {
             SignalOp::Success => {
@@ -567,13 +593,13 @@ impl BudgetState {
                 self.grow(now);
             }
             SignalOp::WindowSpent { wait_us, window_us } => {
-                self.congestion(now, wait_us.min(MAX_EXACT), window_us.min(MAX_EXACT));
+                self.congestion(now, wait_us, window_us);
             }
             SignalOp::RateLimited { wait_us } => {
                 if self.source == Source::Unknown {
                     self.source = Source::Learned;
                 }
-                self.congestion(now, wait_us.min(MAX_EXACT), 0);
+                self.congestion(now, wait_us, 0);
             }
             SignalOp::NoAllowance => self.close(now, Block::NoAllowance),
             SignalOp::MonthlyQuota => self.close(now, Block::MonthlyQuota),

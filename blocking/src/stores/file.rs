@@ -1,0 +1,306 @@
+//! The file store: every budget of a key in one small state file, shared by the
+//! processes of one host through an exclusive lock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mistral_core::limiter::{
+    BudgetState, Budgets, Decision, LimiterConfig, codec, decision_to_grant,
+};
+use mistral_core::{ApiKey, Ask, Grant, Limiter, Report};
+
+use super::DEGRADED_SHARE_PPM;
+use super::fallback::Fallback;
+
+/// Longest wait for the file's lock before one operation gives up and is paced
+/// in-process (a holder stopped in a debugger must not stall every process).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Budgets untouched this long are dropped from the file.
+const IDLE_MICROS: u64 = 24 * 3600 * 1_000_000;
+
+/// A limiter whose budgets live in a state file shared by every process of the host
+/// that opens it: one budget per model, paced by the same arithmetic as
+/// [`mistral_core::LocalLimiter`].
+///
+/// Each [`Limiter::reserve`] or [`Limiter::report`] is one transaction: lock the file
+/// (`flock`, exclusive; the kernel drops it if the holder dies), read it, decode it
+/// ([`codec`]: a corrupt, truncated or foreign file is logged and starts afresh), one
+/// operation on one budget, write it back, unlock. The lock is never held across a
+/// request or a sleep. Time is the wall clock in microseconds since the Unix epoch, read
+/// under the lock, so every process of the host shares it; a step backwards shifts every
+/// stored time with it (no stall) and a step forwards finds idle cells that admit one at
+/// a time (no flood). The configured limits ([`LimiterConfig`]) belong to each process
+/// and seed a budget the file does not hold yet; the file holds only states.
+///
+/// If the file cannot be read or written (or its lock is held past two seconds,
+/// [`FileLimiter::with_lock_timeout`]), the
+/// call is paced in-process at a quarter of the known limits and a warning is logged
+/// once until the file works again. Keep the file on a local disk: `flock` over NFS or
+/// SMB may not exclude other hosts.
+pub struct FileLimiter {
+    path: PathBuf,
+    file: Mutex<File>,
+    config: LimiterConfig,
+    lock_timeout: Duration,
+    fallback: Fallback,
+}
+
+impl FileLimiter {
+    /// The limiter of `key` at `base_url`, in [`FileLimiter::default_dir`] under
+    /// [`FileLimiter::file_name`]. Creates the directory (mode 0700) and the file (mode
+    /// 0600) when missing.
+    pub fn open(base_url: &str, key: &ApiKey, config: LimiterConfig) -> io::Result<Self> {
+        let path = Self::default_dir().join(Self::file_name(base_url, key));
+        Self::at_path(path, config)
+    }
+
+    /// The limiter whose state file is `path` (created, with its directory, when
+    /// missing). Every process that opens the same path shares the budgets.
+    pub fn at_path(path: impl AsRef<Path>, config: LimiterConfig) -> io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_dir(dir)?;
+        }
+        let file = open_private(&path)?;
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+            fallback: Fallback::new("file", config.clone(), DEGRADED_SHARE_PPM),
+            config,
+            lock_timeout: LOCK_TIMEOUT,
+        })
+    }
+
+    /// Sets how long an operation waits for the file's lock before it is paced
+    /// in-process instead (default 2 s).
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Where [`FileLimiter::open`] keeps state files: `mistral-limiter` under
+    /// `$XDG_RUNTIME_DIR` (per user, in memory, cleared at logout), else under
+    /// `$XDG_CACHE_HOME`, else `~/.cache`, else the system's temporary directory.
+    pub fn default_dir() -> PathBuf {
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
+        let base = var("XDG_RUNTIME_DIR")
+            .or_else(|| var("XDG_CACHE_HOME"))
+            .or_else(|| var("HOME").map(|home| home.join(".cache")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("mistral-limiter")
+    }
+
+    /// The state file's name for `key` at `base_url`:
+    /// `limiter-<`[`super::store_id`]`>.state`. Never contains the key.
+    pub fn file_name(base_url: &str, key: &ApiKey) -> String {
+        format!("limiter-{}.state", super::store_id(base_url, key))
+    }
+
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A copy of `model`'s budget as the file holds it now.
+    pub fn budget(&self, model: &str) -> io::Result<Option<BudgetState>> {
+        self.transact(None, |_, budgets| budgets.get(model).copied())
+    }
+
+    /// One reservation on the file, at `now_us` (`None`: the wall clock), without the
+    /// in-process fallback: the decision and the budget after it. For tests.
+    #[doc(hidden)]
+    pub fn reserve_at(
+        &self,
+        now_us: Option<u64>,
+        model: &str,
+        tokens: u64,
+        retry: bool,
+    ) -> io::Result<(Decision, BudgetState)> {
+        self.transact(now_us, |now, budgets| {
+            let decision = budgets.decide(now, model, tokens, retry);
+            (decision, budgets.get(model).copied().unwrap_or_default())
+        })
+    }
+
+    /// One report on the file, at `now_us` (`None`: the wall clock), without the
+    /// in-process fallback. For tests.
+    #[doc(hidden)]
+    pub fn report_at(&self, now_us: Option<u64>, report: &Report) -> io::Result<()> {
+        self.transact(now_us, |now, budgets| budgets.report(now, report))
+    }
+
+    fn handle(&self) -> MutexGuard<'_, File> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lock, read, one operation, write, unlock.
+    fn transact<R>(
+        &self,
+        now_override: Option<u64>,
+        op: impl FnOnce(u64, &mut Budgets) -> R,
+    ) -> io::Result<R> {
+        let file = self.handle();
+        lock(&file, self.lock_timeout)?;
+        let result = self.locked(&file, now_override, op);
+        let unlocked = file.unlock();
+        let r = result?;
+        unlocked?;
+        Ok(r)
+    }
+
+    fn locked<R>(
+        &self,
+        mut file: &File,
+        now_override: Option<u64>,
+        op: impl FnOnce(u64, &mut Budgets) -> R,
+    ) -> io::Result<R> {
+        // Read under the lock: every process's operations are ordered by time.
+        let now = now_override.unwrap_or_else(wall_clock_us);
+        let mut bytes = Vec::with_capacity(1024);
+        file.seek(SeekFrom::Start(0))?;
+        file.read_to_end(&mut bytes)?;
+        let states = codec::decode(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(
+                path = %self.path.display(),
+                %error,
+                "the limiter's state file is unreadable; starting from empty budgets"
+            );
+            HashMap::new()
+        });
+        let mut budgets = Budgets::from_states(self.config.clone(), states);
+        let r = op(now, &mut budgets);
+        budgets.forget_idle(now, IDLE_MICROS);
+        let out = codec::encode(budgets.states());
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&out)?;
+        if bytes.len() > out.len() {
+            file.set_len(out.len() as u64)?;
+        }
+        Ok(r)
+    }
+}
+
+impl Limiter for FileLimiter {
+    fn reserve(&self, now: Instant, ask: &Ask) -> Grant {
+        let Some(model) = ask.model.as_deref() else {
+            return Grant::Now;
+        };
+        match self.reserve_at(None, model, ask.tokens, ask.attempt > 1) {
+            Ok((decision, state)) => {
+                self.fallback.up(model, &state);
+                decision_to_grant(decision, model)
+            }
+            Err(error) => self.fallback.reserve(&error, now, ask),
+        }
+    }
+
+    fn report(&self, now: Instant, report: &Report) {
+        let Some(model) = report.model.as_deref() else {
+            return;
+        };
+        let done = self.transact(None, |now_us, budgets| {
+            budgets.report(now_us, report);
+            budgets.get(model).copied().unwrap_or_default()
+        });
+        match done {
+            Ok(state) => self.fallback.up(model, &state),
+            Err(error) => self.fallback.report(&error, now, report),
+        }
+    }
+}
+
+impl fmt::Debug for FileLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileLimiter")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("fallback", &self.fallback)
+            .finish()
+    }
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+fn wall_clock_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Takes the exclusive lock, giving up after `timeout`.
+fn lock(file: &File, timeout: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut tries = 0u32;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::Error(e)) => return Err(e),
+            Err(TryLockError::WouldBlock) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the limiter's state file stayed locked too long",
+            ));
+        }
+        // Holders keep it for tens of microseconds: spin a little, then nap.
+        tries += 1;
+        if tries < 64 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(50 + u64::from(tries.min(1000))));
+        }
+    }
+}
+
+#[cfg(unix)]
+fn create_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn open_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    // A file made by something else with a wider mode: narrow it (best effort).
+    if let Ok(meta) = file.metadata()
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(file)
+}
+
+#[cfg(not(unix))]
+fn open_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}

@@ -1,0 +1,131 @@
+//! Stores of the shared limiter beyond the in-process default: one budget per model,
+//! shared by every process of a host ([`FileLimiter`]) or of a fleet ([`RedisLimiter`],
+//! cargo feature `redis`).
+//!
+//! Every store runs the same arithmetic, [`mistral_core::limiter::budget`]; a store only
+//! gives it an atomic read-modify-write of the budget's state, once per reservation and
+//! once per report, and never holds anything across a request or a sleep. Both are short
+//! blocking I/O (a locked file, one Redis round trip), so the async client uses them too.
+//!
+//! | store | shared by | clock | when the store fails |
+//! |---|---|---|---|
+//! | [`LocalLimiter`] (default) | threads and tasks of a process | [`std::time::Instant`] | — |
+//! | [`FileLimiter`] | processes of one host | the wall clock (a step is absorbed) | a local limiter at a quarter share |
+//! | [`RedisLimiter`] | hosts | Redis `TIME`, one for the fleet | a local limiter at a quarter share, reconnecting |
+//!
+//! A store that fails never fails open: the calls it would have paced are paced by an
+//! in-process limiter that keeps what the store had taught it (the limits) at a quarter
+//! of the share ([`DEGRADED_SHARE_PPM`]), so four processes falling back at once stay
+//! under the limit; a warning is logged once per outage.
+//!
+//! [`limiter_from_env`] picks one from `MISTRAL_LIMITER` ([`LimiterSpec`]):
+//!
+//! ```no_run
+//! use mistral_blocking::{ApiKey, Client, DEFAULT_BASE_URL, stores};
+//!
+//! # fn main() -> Result<(), mistral_blocking::Error> {
+//! let key = std::env::var("MISTRAL_API_KEY").unwrap_or_default();
+//! // MISTRAL_LIMITER=file  (or redis://cache:6379, or unset for in-process)
+//! let limiter = stores::limiter_from_env(DEFAULT_BASE_URL, &ApiKey::new(key.as_str())?)?;
+//! let client = Client::builder().api_key(key).limiter(limiter).build()?;
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+
+mod fallback;
+mod file;
+#[cfg(feature = "redis")]
+mod redis;
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+pub use file::FileLimiter;
+pub use mistral_core::limiter::{LimiterConfig, LimiterSpec, Limits, LocalLimiter};
+
+#[cfg(feature = "redis")]
+pub use self::redis::RedisLimiter;
+
+use mistral_core::{ApiKey, Error, Limiter, NoLimiter};
+
+/// The share of its limits a store's local stand-in takes while the store is unreachable,
+/// in millionths: a quarter.
+pub const DEGRADED_SHARE_PPM: u64 = 250_000;
+
+/// The id of the budgets of `key` at `base_url`: the first 16 hex digits of
+/// `sha256(base_url + "\n" + key)`. Names the state file and the Redis keys; the key
+/// itself is never stored.
+pub fn store_id(base_url: &str, key: &ApiKey) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(base_url.trim_end_matches('/').as_bytes());
+    hasher.update(b"\n");
+    hasher.update(key.expose().as_bytes());
+    let digest = hasher.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The limiter `MISTRAL_LIMITER` names, for `key` at `base_url`, learning every
+/// model's limits from the server: unset or `local` → [`LocalLimiter`], `none` →
+/// [`NoLimiter`], `file` or `file:/path` → [`FileLimiter`], `redis://…` →
+/// [`RedisLimiter`] (cargo feature `redis`; without it an [`Error::Config`]).
+pub fn limiter_from_env(base_url: &str, key: &ApiKey) -> Result<Arc<dyn Limiter>, Error> {
+    let value = std::env::var(mistral_core::limiter::spec::ENV_VAR).ok();
+    let spec = LimiterSpec::from_env_value(value.as_deref())?;
+    limiter_from_spec(&spec, base_url, key, LimiterConfig::default())
+}
+
+/// The limiter `spec` names, with `config`'s limits (see [`limiter_from_env`]).
+pub fn limiter_from_spec(
+    spec: &LimiterSpec,
+    base_url: &str,
+    key: &ApiKey,
+    config: LimiterConfig,
+) -> Result<Arc<dyn Limiter>, Error> {
+    Ok(match spec {
+        LimiterSpec::None => Arc::new(NoLimiter),
+        LimiterSpec::File(path) => {
+            let opened = match path {
+                None => FileLimiter::open(base_url, key, config),
+                Some(path)
+                    if path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/') =>
+                {
+                    FileLimiter::at_path(path.join(FileLimiter::file_name(base_url, key)), config)
+                }
+                Some(path) => FileLimiter::at_path(path, config),
+            };
+            Arc::new(
+                opened.map_err(|e| {
+                    Error::Config(format!("cannot open the limiter's state file: {e}"))
+                })?,
+            )
+        }
+        LimiterSpec::Redis(url) => redis_limiter(url, base_url, key, config)?,
+        _ => Arc::new(LocalLimiter::with_config(config)),
+    })
+}
+
+#[cfg(feature = "redis")]
+fn redis_limiter(
+    url: &str,
+    base_url: &str,
+    key: &ApiKey,
+    config: LimiterConfig,
+) -> Result<Arc<dyn Limiter>, Error> {
+    Ok(Arc::new(RedisLimiter::new(url, base_url, key, config)?))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_limiter(
+    _url: &str,
+    _base_url: &str,
+    _key: &ApiKey,
+    _config: LimiterConfig,
+) -> Result<Arc<dyn Limiter>, Error> {
+    Err(Error::Config(
+        "MISTRAL_LIMITER names a Redis store, but mistral-blocking was built without its \
+         `redis` cargo feature"
+            .to_owned(),
+    ))
+}

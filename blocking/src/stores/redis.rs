@@ -1,0 +1,284 @@
+//! The Redis store: every budget in a Redis hash, updated by one Lua script that reads
+//! Redis `TIME`, so a fleet of hosts shares one budget and one clock.
+
+use std::fmt;
+use std::io;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mistral_core::limiter::budget::Seed;
+use mistral_core::limiter::lua::{self, ScriptReply};
+use mistral_core::limiter::spec::redact_url;
+use mistral_core::limiter::{BudgetState, Decision, LimiterConfig, ReportOp, decision_to_grant};
+use mistral_core::{ApiKey, Ask, Error, Grant, Limiter, Report};
+
+use super::DEGRADED_SHARE_PPM;
+use super::fallback::Fallback;
+
+/// A limiter whose budgets live in Redis, shared by every process on every host that
+/// uses the same Redis, base URL and key.
+///
+/// One hash per budget, `mistral-limiter:{<store id>}:<model>` (see
+/// [`super::store_id`]; the key itself is never stored), holding the fields of
+/// [`BudgetState`]. Each [`Limiter::reserve`] or [`Limiter::report`] is one `EVALSHA` of
+/// [`mistral_core::limiter::lua::SCRIPT`] (loaded on `NOSCRIPT`): atomic, one round
+/// trip, the time read from Redis `TIME` so hosts with skewed clocks still share one
+/// schedule. The script computes exactly what [`BudgetState::reserve`] and
+/// [`BudgetState::apply`] compute. Hashes expire after a day unused.
+///
+/// The connection is made lazily, with short timeouts (500 ms by default). When Redis
+/// cannot be reached the limiter never fails open: calls are paced in-process at a
+/// quarter of the limits Redis last showed (or the configured ones), a warning is logged
+/// once per outage, and the connection is retried every few seconds (3 s by default);
+/// when it is back, the shared budgets take over again.
+pub struct RedisLimiter {
+    client: redis::Client,
+    script: redis::Script,
+    url: String,
+    prefix: String,
+    config: LimiterConfig,
+    timeout: Duration,
+    reconnect_after: Duration,
+    ttl_secs: u64,
+    conn: Mutex<Conn>,
+    fallback: Fallback,
+}
+
+#[derive(Default)]
+struct Conn {
+    conn: Option<redis::Connection>,
+    /// No new connection is tried before this (after a failed one).
+    next_attempt: Option<Instant>,
+}
+
+/// Why one operation did not reach the script.
+enum OpError {
+    /// A connection was refused recently; not retried yet.
+    Waiting,
+    Redis(redis::RedisError),
+    Reply(lua::ReplyError),
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::Waiting => f.write_str("waiting to reconnect"),
+            OpError::Redis(e) => write!(f, "{e}"),
+            OpError::Reply(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<OpError> for io::Error {
+    fn from(e: OpError) -> Self {
+        io::Error::other(e.to_string())
+    }
+}
+
+impl RedisLimiter {
+    /// Default connect, read and write timeout.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+    /// Default pause between connection attempts while Redis is unreachable.
+    pub const DEFAULT_RECONNECT_AFTER: Duration = Duration::from_secs(3);
+    /// How long a budget's hash outlives its last use.
+    pub const TTL: Duration = Duration::from_secs(86_400);
+
+    /// The limiter of `key` at `base_url`, in the Redis at `redis_url`
+    /// (`redis://[:password@]host[:port][/db]`, `rediss://…`, `redis+unix:///path`).
+    /// Fails only on a malformed URL: the connection is made at the first call, and
+    /// while it cannot be, calls are paced in-process.
+    pub fn new(
+        redis_url: &str,
+        base_url: &str,
+        key: &ApiKey,
+        config: LimiterConfig,
+    ) -> Result<Self, Error> {
+        let url = redact_url(redis_url);
+        let client = redis::Client::open(redis_url)
+            .map_err(|e| Error::Config(format!("bad Redis URL for the limiter ({url}): {e}")))?;
+        Ok(Self {
+            client,
+            script: redis::Script::new(lua::SCRIPT),
+            url,
+            prefix: format!("mistral-limiter:{{{}}}:", super::store_id(base_url, key)),
+            fallback: Fallback::new("redis", config.clone(), DEGRADED_SHARE_PPM),
+            config,
+            timeout: Self::DEFAULT_TIMEOUT,
+            reconnect_after: Self::DEFAULT_RECONNECT_AFTER,
+            ttl_secs: Self::TTL.as_secs(),
+            conn: Mutex::new(Conn::default()),
+        })
+    }
+
+    /// Sets the connect, read and write timeout (default [`Self::DEFAULT_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets the pause between connection attempts while Redis is unreachable (default
+    /// [`Self::DEFAULT_RECONNECT_AFTER`]).
+    pub fn with_reconnect_after(mut self, pause: Duration) -> Self {
+        self.reconnect_after = pause;
+        self
+    }
+
+    /// The Redis key of `model`'s budget.
+    pub fn key_of(&self, model: &str) -> String {
+        format!("{}{model}", self.prefix)
+    }
+
+    /// `true` while Redis is unreachable and calls are paced in-process.
+    pub fn is_degraded(&self) -> bool {
+        self.fallback.is_down()
+    }
+
+    /// One reservation through the script, at `now_us` (`None`: Redis `TIME`), without
+    /// the in-process fallback: the decision and the budget after it. For tests.
+    #[doc(hidden)]
+    pub fn reserve_at(
+        &self,
+        now_us: Option<u64>,
+        model: &str,
+        tokens: u64,
+        retry: bool,
+    ) -> io::Result<(Decision, BudgetState)> {
+        let reply = self.reserve_op(now_us, model, tokens, retry)?;
+        Ok((reply.decision.unwrap_or(Decision::Go(0)), reply.state))
+    }
+
+    /// One report through the script, at `now_us` (`None`: Redis `TIME`), without the
+    /// in-process fallback: the budget after it. For tests.
+    #[doc(hidden)]
+    pub fn report_at(
+        &self,
+        now_us: Option<u64>,
+        model: &str,
+        op: &ReportOp,
+    ) -> io::Result<BudgetState> {
+        Ok(self.report_op(now_us, model, op)?.state)
+    }
+
+    fn seed(&self, model: &str) -> Seed {
+        Seed::from(self.config.limits_for(model))
+    }
+
+    fn reserve_op(
+        &self,
+        now_us: Option<u64>,
+        model: &str,
+        tokens: u64,
+        retry: bool,
+    ) -> Result<ScriptReply, OpError> {
+        let args = lua::reserve_args(now_us, self.ttl_secs, self.seed(model), tokens, retry);
+        self.run(model, &args)
+    }
+
+    fn report_op(
+        &self,
+        now_us: Option<u64>,
+        model: &str,
+        op: &ReportOp,
+    ) -> Result<ScriptReply, OpError> {
+        let args = lua::report_args(now_us, self.ttl_secs, self.seed(model), op);
+        self.run(model, &args)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Conn> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let conn = self.client.get_connection_with_timeout(self.timeout)?;
+        conn.set_read_timeout(Some(self.timeout))?;
+        conn.set_write_timeout(Some(self.timeout))?;
+        Ok(conn)
+    }
+
+    /// Runs the script on `model`'s budget: on the open connection, or a new one (at most
+    /// one attempt per [`Self::with_reconnect_after`] while Redis is down). A connection
+    /// found dropped (Redis restarted) is replaced once at once.
+    fn run(&self, model: &str, args: &[String]) -> Result<ScriptReply, OpError> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(self.key_of(model));
+        for arg in args {
+            invocation.arg(arg.as_str());
+        }
+        let mut guard = self.conn();
+        for _ in 0..2 {
+            let reused = guard.conn.is_some();
+            if !reused {
+                if guard.next_attempt.is_some_and(|t| Instant::now() < t) {
+                    return Err(OpError::Waiting);
+                }
+                match self.connect() {
+                    Ok(conn) => {
+                        guard.conn = Some(conn);
+                        guard.next_attempt = None;
+                    }
+                    Err(e) => {
+                        guard.next_attempt = Some(Instant::now() + self.reconnect_after);
+                        return Err(OpError::Redis(e));
+                    }
+                }
+            }
+            let Some(conn) = guard.conn.as_mut() else {
+                return Err(OpError::Waiting);
+            };
+            match invocation.invoke::<Vec<i64>>(conn) {
+                Ok(reply) => return lua::decode_reply(&reply).map_err(OpError::Reply),
+                Err(e) => {
+                    guard.conn = None;
+                    if !(reused && e.is_connection_dropped()) {
+                        return Err(OpError::Redis(e));
+                    }
+                }
+            }
+        }
+        Err(OpError::Waiting)
+    }
+}
+
+impl Limiter for RedisLimiter {
+    fn reserve(&self, now: Instant, ask: &Ask) -> Grant {
+        let Some(model) = ask.model.as_deref() else {
+            return Grant::Now;
+        };
+        match self.reserve_op(None, model, ask.tokens, ask.attempt > 1) {
+            Ok(ScriptReply {
+                decision: Some(decision),
+                state,
+            }) => {
+                self.fallback.up(model, &state);
+                decision_to_grant(decision, model)
+            }
+            Ok(_) => self
+                .fallback
+                .reserve(&"a reservation without a decision", now, ask),
+            Err(error) => self.fallback.reserve(&error, now, ask),
+        }
+    }
+
+    fn report(&self, now: Instant, report: &Report) {
+        let Some(model) = report.model.as_deref() else {
+            return;
+        };
+        match self.report_op(None, model, &ReportOp::from(report)) {
+            Ok(reply) => self.fallback.up(model, &reply.state),
+            Err(error) => self.fallback.report(&error, now, report),
+        }
+    }
+}
+
+impl fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .field("config", &self.config)
+            .field("timeout", &self.timeout)
+            .field("reconnect_after", &self.reconnect_after)
+            .field("fallback", &self.fallback)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,409 @@
+//! The file store: one state file shared by threads and real processes, private, named
+//! without the key, surviving corruption and wall-clock steps, degrading when locked.
+
+mod stores_common;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mistral_blocking::mistral_core::limiter::{Decision, Source, codec};
+use mistral_blocking::stores::{self, FileLimiter, LimiterConfig, LimiterSpec, Limits};
+use mistral_blocking::{
+    ApiKey, Ask, Bucket, Grant, Limiter, Quota, RateLimits, Report, Signal, Window,
+};
+use stores_common::{CHILD_ENV, Logs, TempDir, assert_paced, max_in_window, run_children};
+
+const S: u64 = 1_000_000;
+const KEY: &str = "sk-TEST-very-secret-key-0123456789";
+const BASE: &str = "https://api.mistral.ai";
+
+fn config(per_second: u64) -> LimiterConfig {
+    LimiterConfig {
+        default: Some(Limits::requests(per_second, Duration::from_secs(1))),
+        models: HashMap::new(),
+    }
+}
+
+fn ask(model: &str) -> Ask {
+    Ask {
+        model: Some(model.into()),
+        tokens: 1,
+        attempt: 1,
+    }
+}
+
+fn go(d: Decision) -> u64 {
+    match d {
+        Decision::Go(us) => us,
+        other => panic!("expected Go, got {other:?}"),
+    }
+}
+
+fn wait(g: &Grant) -> Duration {
+    match g {
+        Grant::Now => Duration::ZERO,
+        Grant::After(d) => *d,
+        other => panic!("expected a slot, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_corrupt_truncated_or_foreign_file_resets_to_empty_budgets() {
+    let dir = TempDir::new("corrupt");
+    let path = dir.path().join("state");
+    let limiter = FileLimiter::at_path(&path, config(10)).unwrap();
+    let (_guard, logs) = Logs::capture();
+    for _ in 0..3 {
+        limiter.reserve(Instant::now(), &ask("m"));
+    }
+    let good = std::fs::read(&path).unwrap();
+    assert_eq!(codec::decode(&good).unwrap().len(), 1);
+
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x10;
+    let garbage: Vec<u8> = (0..500).map(|i| (i * 7 + 3) as u8).collect();
+    let mut huge_len = good.clone();
+    huge_len[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("truncated", good[..good.len() - 9].to_vec()),
+        ("a flipped bit", flipped),
+        ("garbage", garbage),
+        ("a header only", good[..16].to_vec()),
+        ("a huge declared length", huge_len),
+    ];
+    for (what, bytes) in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        // Empty budgets again: the first reservation goes at once, and the file is whole.
+        assert_eq!(
+            limiter.reserve(Instant::now(), &ask("m")),
+            Grant::Now,
+            "after {what}"
+        );
+        let states = codec::decode(&std::fs::read(&path).unwrap()).expect(what);
+        assert_eq!(states.len(), 1, "after {what}");
+        assert!(limiter.reserve(Instant::now(), &ask("m")) != Grant::Now);
+    }
+    assert_eq!(
+        logs.count("WARN", "state file is unreadable"),
+        5,
+        "{}",
+        logs.text()
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn the_file_is_private_and_its_name_does_not_contain_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("private");
+    let key = ApiKey::new(KEY).unwrap();
+    let name = FileLimiter::file_name(BASE, &key);
+    assert!(
+        name.starts_with("limiter-") && name.ends_with(".state"),
+        "{name}"
+    );
+    let hex = &name["limiter-".len()..name.len() - ".state".len()];
+    assert_eq!(hex.len(), 16);
+    assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
+    for w in KEY.as_bytes().windows(6) {
+        assert!(!name.contains(std::str::from_utf8(w).unwrap()), "{name}");
+    }
+    // Different keys and different base URLs get different files.
+    let other = ApiKey::new("sk-other").unwrap();
+    assert_ne!(FileLimiter::file_name(BASE, &other), name);
+    assert_ne!(FileLimiter::file_name("http://127.0.0.1:9", &key), name);
+
+    let path = dir.path().join("nested").join(&name);
+    let limiter = FileLimiter::at_path(&path, config(10)).unwrap();
+    limiter.reserve(Instant::now(), &ask("mistral-small"));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "file mode {mode:o}");
+    let dir_mode = std::fs::metadata(path.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700, "directory mode {dir_mode:o}");
+    let content = std::fs::read(&path).unwrap();
+    assert!(!String::from_utf8_lossy(&content).contains(KEY));
+    assert!(!format!("{limiter:?}").contains(KEY));
+}
+
+#[test]
+fn the_default_directory_follows_xdg_runtime_then_cache_then_home() {
+    let dir = TempDir::new("dirs");
+    let d = dir.path().display().to_string();
+    let run = |env: &[(&str, String)]| -> String {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["child_prints_default_path", "--exact", "--nocapture"])
+            .env(CHILD_ENV, "dir")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("HOME");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("PATH "))
+            .unwrap()
+            .to_owned()
+    };
+    let runtime = run(&[
+        ("XDG_RUNTIME_DIR", format!("{d}/run")),
+        ("XDG_CACHE_HOME", format!("{d}/cache")),
+        ("HOME", format!("{d}/home")),
+    ]);
+    assert!(
+        runtime.starts_with(&format!("{d}/run/mistral-limiter/limiter-")),
+        "{runtime}"
+    );
+    let cache = run(&[
+        ("XDG_CACHE_HOME", format!("{d}/cache")),
+        ("HOME", format!("{d}/home")),
+    ]);
+    assert!(
+        cache.starts_with(&format!("{d}/cache/mistral-limiter/")),
+        "{cache}"
+    );
+    let home = run(&[("HOME", format!("{d}/home"))]);
+    assert!(
+        home.starts_with(&format!("{d}/home/.cache/mistral-limiter/")),
+        "{home}"
+    );
+    assert!(std::path::Path::new(&home).exists(), "open() created it");
+}
+
+/// Child mode of the test above: prints where `FileLimiter::open` puts the file.
+#[test]
+fn child_prints_default_path() {
+    if std::env::var(CHILD_ENV).as_deref() != Ok("dir") {
+        return;
+    }
+    let key = ApiKey::new(KEY).unwrap();
+    let limiter = FileLimiter::open(BASE, &key, LimiterConfig::default()).unwrap();
+    println!("PATH {}", limiter.path().display());
+}
+
+#[test]
+fn threads_with_their_own_handles_share_one_schedule() {
+    let dir = TempDir::new("threads");
+    let path = dir.path().join("state");
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let limiter = FileLimiter::at_path(&path, config(50)).unwrap();
+                (0..25)
+                    .map(|_| {
+                        let (d, state) = limiter.reserve_at(None, "m", 1, false).unwrap();
+                        state.seen_us + go(d)
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut starts: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    starts.sort_unstable();
+    // 200 slots booked at once: one every 20.3 ms, none shared, none lost.
+    for w in starts.windows(2) {
+        assert!(w[1] - w[0] >= 20_000, "{} µs apart", w[1] - w[0]);
+    }
+    let max = max_in_window(&starts, S);
+    eprintln!("threads: 200 slots, max {max} in any 1 s window (limit 50)");
+    assert!(max <= 50, "{max}");
+    assert!(max >= 49, "{max}: the limit is wasted");
+}
+
+#[test]
+fn real_processes_share_one_budget() {
+    let dir = TempDir::new("processes");
+    let path = dir.path().join("state");
+    let started = Instant::now();
+    let per_child = run_children(
+        "child_reserves_and_prints_starts",
+        4,
+        &[("STORES_TEST_PATH", path.display().to_string())],
+    );
+    assert_paced("file, 4 processes", &per_child, 50);
+    eprintln!("took {:?}", started.elapsed());
+}
+
+/// Child mode of the test above: reserves 30 slots of a 50/s budget like a client would
+/// (reserve, then sleep until the slot), printing each slot's start.
+#[test]
+fn child_reserves_and_prints_starts() {
+    let Ok(path) = std::env::var("STORES_TEST_PATH") else {
+        return;
+    };
+    if std::env::var(CHILD_ENV).is_err() {
+        return;
+    }
+    let limiter = FileLimiter::at_path(path, config(50)).unwrap();
+    for _ in 0..30 {
+        let (d, state) = limiter.reserve_at(None, "m", 1, false).unwrap();
+        let wait = go(d);
+        println!("START {}", state.seen_us + wait);
+        std::thread::sleep(Duration::from_micros(wait));
+    }
+}
+
+#[test]
+fn a_wall_clock_step_neither_stalls_nor_floods() {
+    let dir = TempDir::new("clock");
+    let limiter = FileLimiter::at_path(dir.path().join("state"), config(10)).unwrap();
+    let t0 = 1_750_000_000 * S;
+    let period = {
+        assert_eq!(
+            go(limiter.reserve_at(Some(t0), "m", 1, false).unwrap().0),
+            0
+        );
+        go(limiter.reserve_at(Some(t0), "m", 1, false).unwrap().0)
+    };
+    assert!((101_000..103_000).contains(&period), "{period}");
+    // The clock steps back a minute: the next slot keeps its distance (two periods on),
+    // it does not wait the minute out.
+    let back = go(limiter
+        .reserve_at(Some(t0 - 60 * S), "m", 1, false)
+        .unwrap()
+        .0);
+    assert_eq!(back, 2 * period, "stalled or flooded: {back}");
+    // It steps forward an hour: one goes at once, the rest stay paced, no burst.
+    let later = t0 + 3600 * S;
+    let starts: Vec<u64> = (0..30)
+        .map(|_| later + go(limiter.reserve_at(Some(later), "m", 1, false).unwrap().0))
+        .collect();
+    assert_eq!(starts[0], later);
+    assert!(max_in_window(&starts, S) <= 10);
+    for w in starts.windows(2) {
+        assert_eq!(w[1] - w[0], period);
+    }
+    // And back again by more than the whole schedule: still no stall.
+    let far_back = t0 - 86_400 * S;
+    let w = go(limiter.reserve_at(Some(far_back), "m", 1, false).unwrap().0);
+    assert_eq!(w, 30 * period);
+}
+
+fn headers_report(model: &str, limit: u64, window: u32) -> Report {
+    Report {
+        model: Some(model.into()),
+        limits: RateLimits {
+            quotas: vec![Quota {
+                bucket: Bucket::Requests,
+                window: Window::Seconds(window),
+                limit: Some(limit),
+                remaining: Some(limit - 1),
+            }],
+            ..RateLimits::default()
+        },
+        signal: Signal::Success,
+        estimated_tokens: 1,
+        used_tokens: Some(1),
+        attempt: 1,
+        correlation_id: None,
+    }
+}
+
+#[test]
+fn what_one_process_learns_paces_the_others() {
+    let dir = TempDir::new("learn");
+    let path = dir.path().join("state");
+    let a = FileLimiter::at_path(&path, LimiterConfig::default()).unwrap();
+    let b = FileLimiter::at_path(&path, LimiterConfig::default()).unwrap();
+    // Nothing known: one probe goes, the others re-check.
+    assert_eq!(a.reserve(Instant::now(), &ask("m")), Grant::Now);
+    assert!(matches!(
+        b.reserve(Instant::now(), &ask("m")),
+        Grant::Recheck(_)
+    ));
+    // The probe's answer announces 120 per minute: b now paces at one per 0.5 s.
+    a.report(Instant::now(), &headers_report("m", 120, 60));
+    let state = b.budget("m").unwrap().unwrap();
+    assert_eq!(state.source, Source::Headers);
+    let first = wait(&b.reserve(Instant::now(), &ask("m")));
+    let second = wait(&b.reserve(Instant::now(), &ask("m")));
+    assert!(
+        second - first >= Duration::from_millis(500),
+        "{first:?} {second:?}"
+    );
+}
+
+#[test]
+fn a_lock_held_too_long_degrades_to_a_quarter_share_and_recovers() {
+    let dir = TempDir::new("locked");
+    let path = dir.path().join("state");
+    let limiter = FileLimiter::at_path(&path, config(50))
+        .unwrap()
+        .with_lock_timeout(Duration::from_millis(30));
+    let (_guard, logs) = Logs::capture();
+    assert_eq!(limiter.reserve(Instant::now(), &ask("m")), Grant::Now);
+    // Another holder (a process stopped in a debugger) keeps the lock.
+    let holder = File::options().read(true).write(true).open(&path).unwrap();
+    holder.lock().unwrap();
+    let now = Instant::now();
+    let waits: Vec<Duration> = (0..6)
+        .map(|_| wait(&limiter.reserve(now, &ask("m"))))
+        .collect();
+    // Paced in-process at a quarter of 50/s: about 81 ms apart, never unlimited.
+    for w in waits.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            (Duration::from_millis(80)..Duration::from_millis(83)).contains(&gap),
+            "{waits:?}"
+        );
+    }
+    limiter.report(now, &headers_report("m", 50, 1));
+    assert_eq!(logs.count("WARN", "store failed"), 1, "{}", logs.text());
+    holder.unlock().unwrap();
+    // The file works again: back to the shared budget.
+    let before = limiter.budget("m").unwrap().unwrap().req_tat_us;
+    limiter.reserve(Instant::now(), &ask("m"));
+    assert!(limiter.budget("m").unwrap().unwrap().req_tat_us > before);
+    assert_eq!(logs.count("INFO", "is back"), 1, "{}", logs.text());
+}
+
+#[test]
+fn the_spec_builds_the_named_store() {
+    let dir = TempDir::new("spec");
+    let key = ApiKey::new(KEY).unwrap();
+    let file = stores::limiter_from_spec(
+        &LimiterSpec::File(Some(dir.path().to_path_buf())),
+        BASE,
+        &key,
+        config(5),
+    )
+    .unwrap();
+    assert!(format!("{file:?}").contains("FileLimiter"));
+    file.reserve(Instant::now(), &ask("m"));
+    let expected = dir.path().join(FileLimiter::file_name(BASE, &key));
+    assert!(
+        expected.exists(),
+        "a directory gets the budget's file inside it"
+    );
+    let none = stores::limiter_from_spec(&LimiterSpec::None, BASE, &key, config(5)).unwrap();
+    assert_eq!(none.reserve(Instant::now(), &ask("m")), Grant::Now);
+    assert_eq!(none.reserve(Instant::now(), &ask("m")), Grant::Now);
+    let local = stores::limiter_from_spec(&LimiterSpec::Local, BASE, &key, config(5)).unwrap();
+    assert!(format!("{local:?}").contains("LocalLimiter"));
+    let _: Arc<dyn Limiter> = local;
+}
+
+#[cfg(not(feature = "redis"))]
+#[test]
+fn redis_without_the_feature_is_a_config_error() {
+    let key = ApiKey::new(KEY).unwrap();
+    let spec = LimiterSpec::parse("redis://127.0.0.1:6379").unwrap();
+    match stores::limiter_from_spec(&spec, BASE, &key, LimiterConfig::default()) {
+        Err(mistral_blocking::Error::Config(m)) => assert!(m.contains("`redis`"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
