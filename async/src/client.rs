@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use mistral_blocking::stores::limiter_from_spec;
+use mistral_core::limiter::spec::{ENV_VAR, LimiterSpec};
 use mistral_core::request::{DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT};
 use mistral_core::{Action, Call, LocalLimiter, Success, Target, Telemetry};
 use serde::de::DeserializeOwned;
@@ -188,6 +190,7 @@ pub struct ClientBuilder {
     user_agent: Option<String>,
     allow_insecure_http: bool,
     limiter: Option<Arc<dyn Limiter>>,
+    limiter_env: Option<Result<LimiterSpec, Error>>,
     seed: Option<u64>,
 }
 
@@ -209,6 +212,7 @@ impl ClientBuilder {
         Self {
             api_key: var("MISTRAL_API_KEY").map(ApiKey::new),
             base_url: var("MISTRAL_BASE_URL").filter(|url| !url.is_empty()),
+            limiter_env: var(ENV_VAR).map(|spec| LimiterSpec::parse(&spec)),
             ..Self::default()
         }
     }
@@ -257,9 +261,13 @@ impl ClientBuilder {
         let http = http.map_err(transport::transport_error).map_err(|e| {
             Error::Config(format!("the HTTP client cannot be built: {}", e.message))
         })?;
-        let limiter = self
-            .limiter
-            .unwrap_or_else(|| LocalLimiter::shared(&target));
+        let limiter = match (self.limiter, self.limiter_env.transpose()?) {
+            (Some(limiter), _) => limiter,
+            (None, Some(spec)) => {
+                limiter_from_spec(&spec, target.base_url(), target.key(), Default::default())?
+            }
+            (None, None) => LocalLimiter::shared(&target),
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 http,

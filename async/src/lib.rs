@@ -37,6 +37,8 @@ mod streaming;
 mod transport;
 
 pub use client::{Client, ClientBuilder};
+/// The shared limiter's stores: in-process, a locked state file, Redis (feature `redis`).
+pub use mistral_blocking::stores;
 pub use mistral_core::request::{DEFAULT_CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
 pub use streaming::ChatStream;
 

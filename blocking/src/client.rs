@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::stores::limiter_from_spec;
+use mistral_core::limiter::spec::{ENV_VAR, LimiterSpec};
 use mistral_core::models::{
     ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FimRequest, ModelList,
     ModerationRequest, ModerationResponse,
@@ -51,6 +53,7 @@ pub struct ClientBuilder {
     user_agent: Option<String>,
     allow_insecure_http: bool,
     limiter: Option<Arc<dyn Limiter>>,
+    limiter_env: Option<Result<LimiterSpec, Error>>,
     seed: Option<u64>,
 }
 
@@ -72,6 +75,7 @@ impl ClientBuilder {
         Self {
             key: var("MISTRAL_API_KEY").map(ApiKey::new),
             base_url: var("MISTRAL_BASE_URL").filter(|url| !url.is_empty()),
+            limiter_env: var(ENV_VAR).map(|spec| LimiterSpec::parse(&spec)),
             ..Self::default()
         }
     }
@@ -117,11 +121,15 @@ impl ClientBuilder {
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_connect(Some(connect_timeout))
-            .max_idle_connections_per_host(16)
+            .max_idle_connections_per_host(64)
             .build();
-        let limiter = self
-            .limiter
-            .unwrap_or_else(|| LocalLimiter::shared(&target));
+        let limiter = match (self.limiter, self.limiter_env.transpose()?) {
+            (Some(limiter), _) => limiter,
+            (None, Some(spec)) => {
+                limiter_from_spec(&spec, target.base_url(), target.key(), Default::default())?
+            }
+            (None, None) => LocalLimiter::shared(&target),
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 agent: ureq::Agent::new_with_config(config),

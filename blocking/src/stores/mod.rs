@@ -43,6 +43,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 pub use file::FileLimiter;
+use mistral_core::Target;
 pub use mistral_core::limiter::{LimiterConfig, LimiterSpec, Limits, LocalLimiter};
 
 #[cfg(feature = "redis")]
@@ -102,6 +103,11 @@ pub fn limiter_from_spec(
             )
         }
         LimiterSpec::Redis(url) => redis_limiter(url, base_url, key, config)?,
+        // The default: the process-wide limiter of this server and key, unless limits
+        // are configured (then a limiter of its own with them).
+        _ if config == LimiterConfig::default() => {
+            LocalLimiter::shared(&Target::new(base_url, key.clone(), true)?)
+        }
         _ => Arc::new(LocalLimiter::with_config(config)),
     })
 }

@@ -159,7 +159,7 @@ local function reserve(tokens, retry)
   if req_ns == 0 then
     retry_period_us = 50000
   else
-    retry_period_us = idiv(mul(req_ns, 10), 1000)
+    retry_period_us = idiv(mul(req_ns, 2), 1000)
   end
   if retry then
     start = max(start, sub(s.retry_tat_us, mul(10, retry_period_us)))

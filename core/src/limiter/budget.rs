@@ -518,8 +518,9 @@ impl BudgetState {
     }
 
     /// Reserves one request of `tokens` tokens at `now`. `retry` marks a call's second
-    /// or later attempt, which also spends from the retry budget (at most one retry per
-    /// ten requests' time, at least 20 per second, burst 10).
+    /// or later attempt, which also spends from the retry budget: retries take at most
+    /// half of the request rate (20 per second while no rate is known), with a burst of
+    /// 10, so a storm of failures cannot multiply the load.
     pub fn reserve(&mut self, now: u64, tokens: u64, retry: bool) -> Decision {
         let now = now.min(MAX_EXACT);
         let tokens = tokens.clamp(1, MAX_EXACT);
@@ -549,7 +550,7 @@ impl BudgetState {
         let retry_period_us = if req_ns == 0 {
             50_000
         } else {
-            mul(req_ns, 10) / 1000
+            mul(req_ns, 2) / 1000
         };
         if retry {
             start = start.max(sub(self.retry_tat_us, mul(10, retry_period_us)));
