@@ -4,18 +4,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::stores::limiter_from_spec;
-use mistral_core::limiter::spec::{ENV_VAR, LimiterSpec};
 use mistral_core::models::{
     ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FimRequest, ModelList,
     ModerationRequest, ModerationResponse,
 };
-use mistral_core::request::{DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT};
 use mistral_core::{
-    Action, ApiKey, ApiRequest, Call, Error, KeyError, Limiter, LocalLimiter, Reply, RetryPolicy,
-    Stats, Success, Target, Telemetry,
+    Action, ApiRequest, Call, Error, Limiter, Reply, Resolved, RetryPolicy, Settings, Stats,
+    Success, Target, Telemetry,
 };
 use serde::de::DeserializeOwned;
 
@@ -45,91 +42,39 @@ struct Inner {
 /// [`ClientBuilder::build`], never at the first request.
 #[derive(Debug, Default)]
 pub struct ClientBuilder {
-    key: Option<Result<ApiKey, KeyError>>,
-    base_url: Option<String>,
-    policy: RetryPolicy,
-    attempt_timeout: Option<Duration>,
-    connect_timeout: Option<Duration>,
-    user_agent: Option<String>,
-    allow_insecure_http: bool,
-    limiter: Option<Arc<dyn Limiter>>,
-    limiter_env: Option<Result<LimiterSpec, Error>>,
-    seed: Option<u64>,
-}
-
-/// Defines builder setters: each sets one field and hands the builder back.
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => $field:ident = $value:expr;)*) => {
-        $($(#[$doc])* pub fn $name(mut self, $arg: $ty) -> Self {
-            self.$field = $value;
-            self
-        })*
-    };
+    settings: Settings,
 }
 
 impl ClientBuilder {
-    /// A builder with the key from `MISTRAL_API_KEY` and, when set and not empty, the base
-    /// URL from `MISTRAL_BASE_URL`; both are checked by [`ClientBuilder::build`].
+    /// A builder from the environment: the key from `MISTRAL_API_KEY`, the base URL from
+    /// `MISTRAL_BASE_URL` (when set and not empty) and the limiter's store from
+    /// `MISTRAL_LIMITER`; all are checked by [`ClientBuilder::build`].
     pub fn from_env() -> Self {
-        let var = |name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
-        Self {
-            key: var("MISTRAL_API_KEY").map(ApiKey::new),
-            base_url: var("MISTRAL_BASE_URL").filter(|url| !url.is_empty()),
-            limiter_env: var(ENV_VAR).map(|spec| LimiterSpec::parse(&spec)),
-            ..Self::default()
-        }
+        let settings = Settings::from_env_vars(|name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        });
+        Self { settings }
     }
 
-    setters! {
-        /// The API key (validated now, reported by [`ClientBuilder::build`]).
-        api_key(key: impl Into<String>) => key = Some(ApiKey::new(key));
-        /// The base URL (default [`DEFAULT_BASE_URL`]). Plain `http://` is accepted only
-        /// for loopback hosts unless [`ClientBuilder::allow_insecure_http`] is set.
-        base_url(url: impl Into<String>) => base_url = Some(url.into());
-        /// How calls retry (default [`RetryPolicy::default`]).
-        retry_policy(policy: RetryPolicy) => policy = policy;
-        /// Timeout of one HTTP attempt, overriding the policy's `attempt_timeout`
-        /// whichever is set first: to the end of the body, or to the head of a stream.
-        attempt_timeout(timeout: Duration) => attempt_timeout = Some(timeout);
-        /// Timeout for making a connection (default [`DEFAULT_CONNECT_TIMEOUT`]).
-        connect_timeout(timeout: Duration) => connect_timeout = Some(timeout);
-        /// The `User-Agent` header (printable ASCII; checked by [`ClientBuilder::build`]).
-        user_agent(user_agent: impl Into<String>) => user_agent = Some(user_agent.into());
-        /// Allows sending the key over plain HTTP to a non-loopback host (default `false`).
-        allow_insecure_http(allow: bool) => allow_insecure_http = allow;
-        /// The limiter every call consults before each attempt (default: the process-wide
-        /// [`LocalLimiter`] of this base URL and key, shared by every client built for them).
-        /// Share one limiter between clients that spend the same budget.
-        limiter(limiter: Arc<dyn Limiter>) => limiter = Some(limiter);
-        /// Base of the per-call jitter seeds, for reproducible schedules in tests
-        /// (default: random).
-        seed(seed: u64) => seed = Some(seed);
-    }
+    mistral_core::builder_setters!();
 
     /// Builds the client: checks the key, the base URL and the user agent.
     pub fn build(self) -> Result<Client, Error> {
-        let key = self.key.unwrap_or(Err(KeyError::Missing))?;
-        let base_url = self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let mut target = Target::new(base_url, key, self.allow_insecure_http)?;
-        if let Some(user_agent) = &self.user_agent {
-            target = target.with_user_agent(user_agent)?;
-        }
-        let mut policy = self.policy;
-        policy.attempt_timeout = self.attempt_timeout.or(policy.attempt_timeout);
-        let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let resolved = self.settings.resolve()?;
+        let limiter = crate::stores::limiter_for(&resolved)?;
+        let Resolved {
+            target,
+            policy,
+            connect_timeout,
+            seed,
+            ..
+        } = resolved;
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_connect(Some(connect_timeout))
             .max_idle_connections_per_host(64)
             .build();
-        let limiter = match (self.limiter, self.limiter_env.transpose()?) {
-            (Some(limiter), _) => limiter,
-            (None, Some(spec)) => {
-                limiter_from_spec(&spec, target.base_url(), target.key(), Default::default())?
-            }
-            (None, None) => LocalLimiter::shared(&target),
-        };
         Ok(Client {
             inner: Arc::new(Inner {
                 agent: ureq::Agent::new_with_config(config),
@@ -137,7 +82,7 @@ impl ClientBuilder {
                 policy,
                 limiter,
                 telemetry: Telemetry::new(),
-                seeds: AtomicU64::new(self.seed.unwrap_or_else(|| fastrand::u64(..))),
+                seeds: AtomicU64::new(seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
         })
     }

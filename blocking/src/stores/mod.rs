@@ -43,8 +43,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 pub use file::FileLimiter;
-use mistral_core::Target;
 pub use mistral_core::limiter::{LimiterConfig, LimiterSpec, Limits, LocalLimiter};
+use mistral_core::{Resolved, Target};
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisLimiter;
@@ -75,6 +75,23 @@ pub fn limiter_from_env(base_url: &str, key: &ApiKey) -> Result<Arc<dyn Limiter>
     let value = std::env::var(mistral_core::limiter::spec::ENV_VAR).ok();
     let spec = LimiterSpec::from_env_value(value.as_deref())?;
     limiter_from_spec(&spec, base_url, key, LimiterConfig::default())
+}
+
+/// The limiter a client built from `resolved` uses: the one given to its builder, else
+/// the store `MISTRAL_LIMITER` names, else the process-wide [`LocalLimiter`] of its base
+/// URL and key.
+pub fn limiter_for(resolved: &Resolved) -> Result<Arc<dyn Limiter>, Error> {
+    let target = &resolved.target;
+    match (&resolved.limiter, &resolved.limiter_spec) {
+        (Some(limiter), _) => Ok(Arc::clone(limiter)),
+        (None, Some(spec)) => limiter_from_spec(
+            spec,
+            target.base_url(),
+            target.key(),
+            LimiterConfig::default(),
+        ),
+        (None, None) => Ok(LocalLimiter::shared(target)),
+    }
 }
 
 /// The limiter `spec` names, with `config`'s limits (see [`limiter_from_env`]).

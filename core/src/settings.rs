@@ -1,0 +1,199 @@
+//! What both clients' builders collect and check, so that a driver's builder only adds
+//! its HTTP library.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::key::{ApiKey, KeyError};
+use crate::limiter::Limiter;
+use crate::limiter::spec::{ENV_VAR, LimiterSpec};
+use crate::policy::RetryPolicy;
+use crate::request::{DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, Target};
+
+/// A client's settings, as its builder collects them. Errors (a malformed key, a bad
+/// limiter spec) are kept and reported by [`Settings::resolve`], never at a request.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The API key, as validated when it was given.
+    pub key: Option<Result<ApiKey, KeyError>>,
+    /// The base URL (default [`DEFAULT_BASE_URL`]).
+    pub base_url: Option<String>,
+    /// How calls retry.
+    pub policy: RetryPolicy,
+    /// Overrides the policy's attempt timeout.
+    pub attempt_timeout: Option<Duration>,
+    /// Connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Option<Duration>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// Allows the key over plain HTTP to a non-loopback host.
+    pub allow_insecure_http: bool,
+    /// The limiter, when given.
+    pub limiter: Option<Arc<dyn Limiter>>,
+    /// The limiter's store named by `MISTRAL_LIMITER`, when read from the environment.
+    pub limiter_spec: Option<Result<LimiterSpec, Error>>,
+    /// Base of the per-call jitter seeds.
+    pub seed: Option<u64>,
+}
+
+/// Settings checked and completed: what a driver builds its client from.
+#[derive(Debug)]
+pub struct Resolved {
+    /// Where requests go and as whom.
+    pub target: Target,
+    /// How calls retry (attempt timeout applied).
+    pub policy: RetryPolicy,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// The limiter, when given to the builder.
+    pub limiter: Option<Arc<dyn Limiter>>,
+    /// The store `MISTRAL_LIMITER` names, when set.
+    pub limiter_spec: Option<LimiterSpec>,
+    /// Base of the jitter seeds, when set.
+    pub seed: Option<u64>,
+}
+
+impl Settings {
+    /// Settings from the environment, read through `var`: the key from
+    /// `MISTRAL_API_KEY`, the base URL from `MISTRAL_BASE_URL` (when not empty) and the
+    /// limiter's store from `MISTRAL_LIMITER`.
+    pub fn from_env_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        Self {
+            key: var("MISTRAL_API_KEY").map(ApiKey::new),
+            base_url: var("MISTRAL_BASE_URL").filter(|url| !url.is_empty()),
+            limiter_spec: var(ENV_VAR).map(|spec| LimiterSpec::parse(&spec)),
+            ..Self::default()
+        }
+    }
+
+    /// Checks everything: the key (missing or malformed), the base URL (plain HTTP to a
+    /// remote host), the user agent, the limiter spec.
+    pub fn resolve(self) -> Result<Resolved, Error> {
+        let key = self.key.unwrap_or(Err(KeyError::Missing))?;
+        let base_url = self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+        let mut target = Target::new(base_url, key, self.allow_insecure_http)?;
+        if let Some(user_agent) = &self.user_agent {
+            target = target.with_user_agent(user_agent)?;
+        }
+        let mut policy = self.policy;
+        policy.attempt_timeout = self.attempt_timeout.or(policy.attempt_timeout);
+        Ok(Resolved {
+            target,
+            policy,
+            connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            limiter: self.limiter,
+            limiter_spec: self.limiter_spec.transpose()?,
+            seed: self.seed,
+        })
+    }
+}
+
+/// The builder setters both clients share: each sets one field of the builder's
+/// `settings: Settings` and hands the builder back.
+#[macro_export]
+macro_rules! builder_setters {
+    () => {
+        /// The API key (validated now, reported by `build`).
+        pub fn api_key(mut self, key: impl Into<String>) -> Self {
+            self.settings.key = Some($crate::ApiKey::new(key));
+            self
+        }
+        /// The base URL (default `https://api.mistral.ai`). Plain `http://` is accepted
+        /// only for loopback hosts unless `allow_insecure_http` is set.
+        pub fn base_url(mut self, url: impl Into<String>) -> Self {
+            self.settings.base_url = Some(url.into());
+            self
+        }
+        /// How calls retry (default `RetryPolicy::default()`).
+        pub fn retry_policy(mut self, policy: $crate::RetryPolicy) -> Self {
+            self.settings.policy = policy;
+            self
+        }
+        /// Timeout of one HTTP attempt, overriding the policy's `attempt_timeout`: to the
+        /// end of the body, or to the head of a stream.
+        pub fn attempt_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.settings.attempt_timeout = Some(timeout);
+            self
+        }
+        /// Timeout for making a connection (default 10 s).
+        pub fn connect_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.settings.connect_timeout = Some(timeout);
+            self
+        }
+        /// The `User-Agent` header (printable ASCII; checked by `build`).
+        pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+            self.settings.user_agent = Some(user_agent.into());
+            self
+        }
+        /// Allows sending the key over plain HTTP to a non-loopback host (default `false`).
+        pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+            self.settings.allow_insecure_http = allow;
+            self
+        }
+        /// The limiter every call consults before each attempt (default: the store
+        /// `MISTRAL_LIMITER` names when built from the environment, else the process-wide
+        /// `LocalLimiter` of this base URL and key, shared by every client built for
+        /// them). Share one limiter between clients that spend the same budget.
+        pub fn limiter(mut self, limiter: ::std::sync::Arc<dyn $crate::Limiter>) -> Self {
+            self.settings.limiter = Some(limiter);
+            self
+        }
+        /// Base of the per-call jitter seeds, for reproducible schedules in tests
+        /// (default: random).
+        pub fn seed(mut self, seed: u64) -> Self {
+            self.settings.seed = Some(seed);
+            self
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_resolve_with_defaults_and_report_errors() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let r = Settings::from_env_vars(env(&[("MISTRAL_API_KEY", "k")]))
+            .resolve()
+            .unwrap();
+        assert_eq!(r.target.base_url(), DEFAULT_BASE_URL);
+        assert_eq!(r.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert!(r.limiter_spec.is_none());
+        let missing = Settings::from_env_vars(env(&[])).resolve().unwrap_err();
+        assert_eq!(missing.to_string(), KeyError::Missing.to_string());
+        let bad = Settings::from_env_vars(env(&[("MISTRAL_API_KEY", "k\n")])).resolve();
+        assert!(matches!(bad, Err(Error::Key(KeyError::Whitespace { .. }))));
+        let remote = Settings::from_env_vars(env(&[
+            ("MISTRAL_API_KEY", "k"),
+            ("MISTRAL_BASE_URL", "http://example.com"),
+        ]))
+        .resolve();
+        assert!(matches!(remote, Err(Error::Config(_))));
+        let file = Settings::from_env_vars(env(&[
+            ("MISTRAL_API_KEY", "k"),
+            ("MISTRAL_LIMITER", "file"),
+        ]))
+        .resolve()
+        .unwrap();
+        assert_eq!(file.limiter_spec, Some(LimiterSpec::File(None)));
+        let typo = Settings::from_env_vars(env(&[
+            ("MISTRAL_API_KEY", "k"),
+            ("MISTRAL_LIMITER", "fiel"),
+        ]))
+        .resolve();
+        assert!(matches!(typo, Err(Error::Config(_))));
+        let empty_url =
+            Settings::from_env_vars(env(&[("MISTRAL_API_KEY", "k"), ("MISTRAL_BASE_URL", "")]))
+                .resolve()
+                .unwrap();
+        assert_eq!(empty_url.target.base_url(), DEFAULT_BASE_URL);
+    }
+}
