@@ -364,3 +364,17 @@ fn with_nothing_announced_the_rate_is_learned_from_429s_and_converges() {
         );
     }
 }
+
+#[test]
+fn a_failed_probe_releases_the_budget_at_once() {
+    let mut b = BudgetState::new(0, None);
+    assert_eq!(b.reserve(0, 1, false), Decision::Go(0));
+    assert!(matches!(b.reserve(1_000, 1, false), Decision::Recheck(_)));
+    // The probe got a 503: nothing learned, but the next caller need not wait 2 s.
+    b.report(
+        5_000,
+        &report(Signal::ServerError, RateLimits::default(), 1, None),
+    );
+    assert_eq!(b.source, Source::Unknown);
+    assert_eq!(b.reserve(6_000, 1, true), Decision::Go(0));
+}

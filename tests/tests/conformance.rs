@@ -848,39 +848,21 @@ conformance! {
     spent_window_without_retries_says_which_limit,
     zero_allowance_ends_at_once,
     monthly_quota_ends_at_once,
-    #[ignore = "bug: the default LocalLimiter stalls the retry ~2 s (its probe timeout) \
-                after a 5xx, capacity or transport failure on a fresh budget"]
     capacity_retried_then_success,
     unauthorized_names_the_variable_not_the_key,
     unknown_field_is_bad_request_with_details,
-    #[ignore = "bug: the default LocalLimiter stalls the retry ~2 s (its probe timeout) \
-                after a 5xx, capacity or transport failure on a fresh budget"]
     http_500_retried_then_success,
-    #[ignore = "bug: the default LocalLimiter stalls the retry ~2 s (its probe timeout) \
-                after a 5xx, capacity or transport failure on a fresh budget"]
     http_502_html_retried_then_success,
-    #[ignore = "bug: the default LocalLimiter stalls the retry ~2 s (its probe timeout) \
-                after a 5xx, capacity or transport failure on a fresh budget"]
     http_503_retried_then_success,
-    #[ignore = "bug: the default LocalLimiter stalls the retry ~2 s (its probe timeout) \
-                after a 5xx, capacity or transport failure on a fresh budget"]
     html_error_surfaced_when_retries_exhausted,
-    #[ignore = "bug: the default LocalLimiter stalls the retry ~2 s (its probe timeout) \
-                after a 5xx, capacity or transport failure on a fresh budget"]
     connection_refused_is_transport_connect,
     stream_success,
     ambiguous_429_before_stream_then_stream,
     stalled_stream_fails_idle,
     cut_stream_fails_cut,
-    #[ignore = "bug: the default LocalLimiter stalls the retry ~2 s (its probe timeout) \
-                after a 5xx, capacity or transport failure on a fresh budget"]
     deadline_reached_on_hangs,
-    #[ignore = "bug: the default LocalLimiter stalls the retry ~2 s (its probe timeout) \
-                after a 5xx, capacity or transport failure on a fresh budget"]
     deadline_reached_on_repeated_503,
     malformed_json_is_decode_error,
-    #[ignore = "bug: the default LocalLimiter stalls the retry ~2 s (its probe timeout) \
-                after a 5xx, capacity or transport failure on a fresh budget"]
     reset_before_response_retried_then_success,
     era_early_2025_waits_for_the_reset,
     era_mid_2025_waits_for_the_token_window,

@@ -255,6 +255,8 @@ local function report()
   learn_limits(arg(7), arg(8), arg(9), arg(10))
   if arg(11) == 1 then correct_tokens(arg(12), arg(13)) end
   local signal = arg(14)
+  -- Any answer brings the probe back: the next caller may probe at once.
+  if s.source == UNKNOWN then s.probe_until_us = s.seen_us end
   if signal == 1 then
     if s.source == UNKNOWN then s.source = LEARNED end
     if s.block ~= 0 then s.block = 0 end

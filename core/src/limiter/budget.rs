@@ -581,6 +581,11 @@ impl BudgetState {
         if let Some(used) = op.used_tokens {
             self.correct_tokens(op.estimated_tokens, used);
         }
+        // Any answer brings the probe back: while nothing is known yet, the next caller
+        // (the failed call's own retry, say) may probe at once.
+        if self.source == Source::Unknown {
+            self.probe_until_us = now;
+        }
         match op.signal {
             SignalOp::Success => {
                 if self.source == Source::Unknown {
