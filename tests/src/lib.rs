@@ -8,9 +8,11 @@
 //! - [`raw_http`]: a tiny blocking HTTP/1.1 client over `std::net::TcpStream`, for tests
 //!   that must see the wire as it is (resets, cut streams, stalls).
 //! - The `mistral-emulator` binary ([`run_cli`]) serves an emulator until killed.
+//! - [`bench`](mod@bench): the rate-limit benchmark of `cargo xtask bench` (`mistral-bench`).
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod emulator;
 pub mod raw_http;
 

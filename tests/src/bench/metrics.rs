@@ -1,0 +1,335 @@
+//! One row of the report: what a strategy achieved in a scenario, computed from the
+//! calls' records, the clients' counters and the emulator's log.
+//!
+//! - **ideal**: the workload at the rates left to the clients, each phase at the rate of
+//!   the limit that binds it ([`super::workload::Workload::ideal`]);
+//! - **makespan ÷ ideal**: from the run's epoch to the last call's return;
+//! - **goodput ÷ limit**: the capacity the *successful* calls needed (each one
+//!   `max(1 ÷ request rate, tokens ÷ token rate)`) over the makespan: 1.0 is every
+//!   moment spent at the binding limit on work that succeeded;
+//! - **429s**: client requests the emulator answered 429; **attempts per request**:
+//!   HTTP requests the emulator received ÷ calls started;
+//! - **CPU per 1,000 requests** and **peak memory**: of the client processes.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::job::{CallRecord, Counters, JobResult};
+use super::measure::quantile;
+use super::scenario::Scenario;
+use super::strategy::Strategy;
+use super::workload::Rates;
+use crate::emulator::Log;
+
+/// One target checked on one row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// What is checked, e.g. `goodput ÷ limit`.
+    pub what: String,
+    /// The target, e.g. `≥ 0.97`.
+    pub wanted: String,
+    /// What was measured.
+    pub got: String,
+    /// Whether the target is met.
+    pub met: bool,
+}
+
+/// What one strategy achieved in one scenario.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// Scenario id.
+    pub scenario: String,
+    /// Strategy name.
+    pub strategy: String,
+    /// Client processes.
+    pub processes: usize,
+    /// Threads or tasks over all processes.
+    pub concurrency: usize,
+    /// Requests to send.
+    pub work: usize,
+    /// Calls that succeeded.
+    pub succeeded: usize,
+    /// Calls that returned an error to the caller.
+    pub errors: usize,
+    /// Requests never finished (cut by the budget).
+    pub unfinished: usize,
+    /// The run's budget, seconds.
+    pub budget_s: f64,
+    /// Seconds from the epoch to the last call's return.
+    pub makespan_s: f64,
+    /// The ideal time of the whole workload, seconds.
+    pub ideal_s: f64,
+    /// `makespan ÷ ideal`, when every request finished.
+    pub makespan_ratio: Option<f64>,
+    /// Capacity needed by the successful calls ÷ makespan.
+    pub goodput_ratio: Option<f64>,
+    /// Client requests answered 429.
+    pub http_429: usize,
+    /// HTTP requests received ÷ calls started.
+    pub attempts_per_request: Option<f64>,
+    /// Median latency of finished calls, ms.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile latency of finished calls, ms.
+    pub p99_ms: Option<f64>,
+    /// CPU (user + system) per 1,000 finished calls, ms.
+    pub cpu_ms_per_1k: Option<f64>,
+    /// Peak resident memory of the largest client process, MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// CPU and memory are of a process shared with the emulator and other runs.
+    pub process_wide: bool,
+    /// Breaches of a limit found in the emulator's log (should be 0: the emulator
+    /// enforces its limits; a breach would be an emulator bug).
+    pub limit_breaches: usize,
+    /// The clients' own counters, summed over processes.
+    pub counters: Counters,
+    /// Up to three distinct error messages.
+    pub error_samples: Vec<String>,
+    /// Targets checked (ours only).
+    pub checks: Vec<Check>,
+    /// Why the row has no numbers, or anything else to know about it.
+    pub note: Option<String>,
+}
+
+impl Row {
+    /// A row for a run that could not happen.
+    pub fn not_run(scenario: &Scenario, strategy: Strategy, why: &str) -> Row {
+        Row {
+            scenario: scenario.id.clone(),
+            strategy: strategy.name().into(),
+            processes: scenario.processes,
+            concurrency: scenario.concurrency_of(strategy),
+            work: scenario.workload.len(),
+            succeeded: 0,
+            errors: 0,
+            unfinished: scenario.workload.len(),
+            budget_s: scenario.budget.as_secs_f64(),
+            makespan_s: 0.0,
+            ideal_s: scenario.workload.ideal(scenario.available).as_secs_f64(),
+            makespan_ratio: None,
+            goodput_ratio: None,
+            http_429: 0,
+            attempts_per_request: None,
+            p50_ms: None,
+            p99_ms: None,
+            cpu_ms_per_1k: None,
+            peak_rss_mib: None,
+            process_wide: false,
+            limit_breaches: 0,
+            counters: Counters::default(),
+            error_samples: Vec::new(),
+            checks: Vec::new(),
+            note: Some(format!("not run: {why}")),
+        }
+    }
+
+    /// Computes the row of `strategy` in `scenario` from the jobs' results and the
+    /// emulator's log of the run.
+    pub fn compute(
+        scenario: &Scenario,
+        strategy: Strategy,
+        results: &[JobResult],
+        log: &Log,
+    ) -> Row {
+        let workload = &scenario.workload;
+        let rates = scenario.available;
+        let calls: Vec<&CallRecord> = results.iter().flat_map(|r| r.calls.iter()).collect();
+        let succeeded = calls.iter().filter(|c| c.ok()).count();
+        let errors = calls.len() - succeeded;
+        let unfinished: usize = results.iter().map(|r| r.unfinished).sum();
+        let makespan = calls
+            .iter()
+            .map(|c| Duration::from_micros(c.end_us))
+            .max()
+            .unwrap_or_default();
+        let ideal = workload.ideal(rates);
+        let needed: f64 = calls
+            .iter()
+            .filter(|c| c.ok())
+            .map(|c| unit_cost(rates, workload_tokens(scenario, c.index)))
+            .sum();
+        let latencies: Vec<Duration> = calls.iter().map(|c| c.latency()).collect();
+        let counters = results
+            .iter()
+            .fold(Counters::default(), |a, r| a + r.counters);
+        let cpu: Option<f64> = results.iter().map(|r| r.cpu_ms).sum();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut error_samples: Vec<String> = Vec::new();
+        for c in &calls {
+            if let Some(e) = &c.error
+                && error_samples.len() < 3
+                && !error_samples.contains(e)
+            {
+                error_samples.push(e.clone());
+            }
+        }
+        for r in results {
+            if let Some(e) = &r.setup_error
+                && !error_samples.contains(e)
+            {
+                error_samples.push(e.clone());
+            }
+        }
+        let finished = calls.len();
+        let secs = makespan.as_secs_f64();
+        Row {
+            scenario: scenario.id.clone(),
+            strategy: strategy.name().into(),
+            processes: scenario.processes,
+            concurrency: scenario.concurrency_of(strategy),
+            work: workload.len(),
+            succeeded,
+            errors,
+            unfinished,
+            budget_s: scenario.budget.as_secs_f64(),
+            makespan_s: secs,
+            ideal_s: ideal.as_secs_f64(),
+            makespan_ratio: (unfinished == 0 && finished > 0 && !ideal.is_zero())
+                .then(|| secs / ideal.as_secs_f64()),
+            goodput_ratio: (secs > 0.0).then(|| needed / secs),
+            http_429: log.count_429(),
+            attempts_per_request: (counters.calls > 0)
+                .then(|| log.total() as f64 / counters.calls as f64),
+            p50_ms: quantile(&latencies, 0.50).map(ms),
+            p99_ms: quantile(&latencies, 0.99).map(ms),
+            cpu_ms_per_1k: cpu
+                .filter(|_| finished > 0)
+                .map(|c| c * 1000.0 / finished as f64),
+            peak_rss_mib: results
+                .iter()
+                .filter_map(|r| r.peak_rss_kib)
+                .max()
+                .map(|k| k as f64 / 1024.0),
+            process_wide: results.iter().any(|r| r.process_wide),
+            limit_breaches: log.violations().len(),
+            counters,
+            error_samples,
+            checks: Vec::new(),
+            note: None,
+        }
+    }
+
+    /// "2000 of 2000", or "did not finish: N of W in X s".
+    pub fn done(&self) -> String {
+        if self.unfinished == 0 {
+            format!("{} of {}", self.succeeded, self.work)
+        } else {
+            format!(
+                "did not finish: {} of {} in {:.0} s",
+                self.succeeded, self.work, self.budget_s
+            )
+        }
+    }
+
+    /// `true` when every target checked on the row is met (and there was one).
+    pub fn all_met(&self) -> Option<bool> {
+        (!self.checks.is_empty()).then(|| self.checks.iter().all(|c| c.met))
+    }
+
+    /// Checks ours against the scenario's targets (and, in S1, against the seed fix's
+    /// row when there is one).
+    pub fn check_targets(&mut self, scenario: &Scenario, seed_fix: Option<&Row>) {
+        let t = scenario.targets;
+        let mut checks = Vec::new();
+        let fmt = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.3}"));
+        if let Some(g) = t.goodput {
+            checks.push(Check {
+                what: "goodput ÷ limit".into(),
+                wanted: format!("≥ {g:.2}"),
+                got: fmt(self.goodput_ratio),
+                met: self.goodput_ratio.is_some_and(|v| v >= g),
+            });
+        }
+        if let Some(m) = t.makespan {
+            checks.push(Check {
+                what: "makespan ÷ ideal".into(),
+                wanted: format!("≤ {m:.2}"),
+                got: fmt(self.makespan_ratio),
+                met: self.makespan_ratio.is_some_and(|v| v <= m),
+            });
+        }
+        checks.push(Check {
+            what: "attempts per request".into(),
+            wanted: format!("≤ {:.2}", t.attempts),
+            got: fmt(self.attempts_per_request),
+            met: self.attempts_per_request.is_some_and(|v| v <= t.attempts),
+        });
+        checks.push(Check {
+            what: "errors surfaced".into(),
+            wanted: "0".into(),
+            got: format!("{} (+{} unfinished)", self.errors, self.unfinished),
+            met: self.errors == 0 && self.unfinished == 0,
+        });
+        if let (Some(times), Some(seed)) = (t.faster_than_seed_fix, seed_fix) {
+            let ratio = (self.makespan_s > 0.0).then(|| seed.makespan_s / self.makespan_s);
+            let lost = seed.errors + seed.unfinished;
+            checks.push(Check {
+                what: "faster than the seed fix (wall time until every call returned)".into(),
+                wanted: format!("≥ {times:.0}×"),
+                got: format!(
+                    "{}× ({:.1} s vs {:.1} s; the seed fix lost {lost} of {} requests)",
+                    fmt(ratio),
+                    self.makespan_s,
+                    seed.makespan_s,
+                    seed.work
+                ),
+                met: ratio.is_some_and(|r| r >= times),
+            });
+        }
+        self.checks = checks;
+    }
+}
+
+/// Tokens of request `index` of the workload of `scenario`.
+fn workload_tokens(scenario: &Scenario, index: usize) -> u64 {
+    let chars = scenario.workload.prompt_chars(index);
+    (chars as u64).div_ceil(4).max(1) + u64::from(super::workload::MAX_TOKENS)
+}
+
+/// Seconds of the binding limit one request of `tokens` tokens needs at `rates`.
+pub fn unit_cost(rates: Rates, tokens: u64) -> f64 {
+    let by_requests = rates.requests.map_or(0.0, |r| 1.0 / r);
+    let by_tokens = rates.tokens.map_or(0.0, |r| tokens as f64 / r);
+    by_requests.max(by_tokens)
+}
+
+/// Admitted client requests per second in bins of `bin` seconds, from the run's epoch
+/// (`offset_us` = emulator start − epoch, in µs): `(bin start, rate)` pairs.
+pub fn admitted_rate(log: &Log, offset_us: i64, bin: f64, until: f64) -> Vec<(f64, f64)> {
+    let bins = ((until / bin).ceil() as usize).max(1);
+    let mut counts = vec![0usize; bins];
+    for e in log.entries() {
+        if e.source != crate::emulator::Source::Client || !e.admitted() {
+            continue;
+        }
+        let Some(at) = e.decided else { continue };
+        let t = (at.as_micros() as i64 + offset_us) as f64 / 1e6;
+        if t < 0.0 {
+            continue;
+        }
+        let i = (t / bin) as usize;
+        if i < bins {
+            counts[i] += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| (i as f64 * bin, n as f64 / bin))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_cost_takes_the_binding_limit() {
+        let rates = Rates {
+            requests: Some(100.0),
+            tokens: Some(10_000.0),
+        };
+        assert!((unit_cost(rates, 26) - 0.01).abs() < 1e-12);
+        assert!((unit_cost(rates, 136) - 0.0136).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,439 @@
+//! The report: every row, the targets, the micro-benchmarks, as markdown
+//! (`report.md`) and JSON (`report.json`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::metrics::Row;
+use super::micro::{MicroBench, Overhead, Throughput};
+use super::scenario::{Scenario, Size};
+use super::strategy::Strategy;
+
+/// A scenario as the report describes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    /// Id.
+    pub id: String,
+    /// What it shows.
+    pub title: String,
+    /// Limits, in words.
+    pub limits: String,
+    /// The workload and its ideal time.
+    pub workload: String,
+    /// Threads / tasks / processes / store.
+    pub clients: String,
+    /// The plot's file name, once drawn.
+    pub plot: Option<String>,
+}
+
+impl ScenarioInfo {
+    /// Describes `s`.
+    pub fn of(s: &Scenario) -> ScenarioInfo {
+        let e = &s.emulator;
+        let l = e.limits_for(super::scenario::MODEL);
+        let mut limits = format!(
+            "{} requests / {} s",
+            l.requests.map_or("∞".into(), |r| r.to_string()),
+            e.window_secs
+        );
+        if let Some(t) = l.tokens {
+            let _ = write!(limits, " and {t} tokens / {} s", e.window_secs);
+        }
+        let _ = write!(
+            limits,
+            ", {:?}{}, headers {}",
+            e.semantics,
+            l.burst.map_or(String::new(), |b| format!(" (burst {b})")),
+            if e.headers {
+                "on (late-2025 names)"
+            } else {
+                "off"
+            }
+        );
+        if e.background_share > 0.0 {
+            let _ = write!(
+                limits,
+                ", background consumer {:.0} %",
+                e.background_share * 100.0
+            );
+        }
+        let describe = |w: &super::workload::Workload| {
+            let phases: Vec<String> = w
+                .phases
+                .iter()
+                .map(|p| format!("{} × {} tokens", p.count, p.tokens_per_request()))
+                .collect();
+            format!(
+                "{} requests ({}), ideal {:.1} s",
+                w.len(),
+                phases.join(" then "),
+                w.ideal(s.available).as_secs_f64()
+            )
+        };
+        let store = match s.store {
+            super::scenario::StoreKind::Local => "in-process LocalLimiter",
+            super::scenario::StoreKind::File => "FileLimiter (state file)",
+            super::scenario::StoreKind::Redis => "RedisLimiter (redis-server)",
+        };
+        ScenarioInfo {
+            id: s.id.clone(),
+            title: s.title.clone(),
+            limits,
+            workload: describe(&s.workload),
+            clients: format!(
+                "{} thread(s) blocking / {} task(s) async over {} process(es); ours paced by one \
+                 {store}; budget {:.0} s per strategy",
+                s.threads,
+                s.tasks,
+                s.processes,
+                s.budget.as_secs_f64(),
+            ),
+            plot: None,
+        }
+    }
+}
+
+/// Everything a bench run found.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// `full` or `quick`.
+    pub size: String,
+    /// Wall time of the whole run, seconds.
+    pub duration_s: f64,
+    /// CPUs the machine has.
+    pub cpus: usize,
+    /// `true` when each strategy × scenario ran in a child process.
+    pub isolated: bool,
+    /// The scenarios.
+    pub scenarios: Vec<ScenarioInfo>,
+    /// One row per scenario × strategy.
+    pub rows: Vec<Row>,
+    /// Criterion micro-benchmarks of the core.
+    pub micro: Vec<MicroBench>,
+    /// Why there are no micro-benchmarks, if there are none.
+    pub micro_note: Option<String>,
+    /// Client overhead over the bare HTTP libraries.
+    pub overhead: Vec<Overhead>,
+    /// The emulator's throughput.
+    pub throughput: Vec<Throughput>,
+    /// Things to know when reading the numbers.
+    pub notes: Vec<String>,
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("—".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+impl Report {
+    /// A report of a run of `size`.
+    pub fn new(size: Size) -> Report {
+        Report {
+            size: match size {
+                Size::Full => "full".into(),
+                Size::Quick => "quick".into(),
+            },
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ..Report::default()
+        }
+    }
+
+    /// The row of `strategy` in `scenario`, if it ran.
+    pub fn row(&self, scenario: &str, strategy: Strategy) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.scenario == scenario && r.strategy == strategy.name())
+    }
+
+    /// Every target check of ours, as `(scenario, strategy, check)`.
+    pub fn checks(&self) -> impl Iterator<Item = (&Row, &super::metrics::Check)> {
+        self.rows
+            .iter()
+            .flat_map(|r| r.checks.iter().map(move |c| (r, c)))
+    }
+
+    /// The results table alone (markdown).
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        t.push_str(
+            "| scenario | strategy | done | makespan ÷ ideal | goodput ÷ limit | 429s | attempts/req | errors | p50 | p99 | CPU / 1k req | peak RSS | met? |\n",
+        );
+        t.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for r in &self.rows {
+            if let Some(note) = &r.note
+                && r.succeeded == 0
+                && r.errors == 0
+            {
+                let _ = writeln!(
+                    t,
+                    "| {} | {} | {note} | | | | | | | | | | |",
+                    r.scenario, r.strategy
+                );
+                continue;
+            }
+            let met = match r.all_met() {
+                None => "".to_owned(),
+                Some(true) => "yes".to_owned(),
+                Some(false) => {
+                    let missed: Vec<&str> = r
+                        .checks
+                        .iter()
+                        .filter(|c| !c.met)
+                        .map(|c| short_name(&c.what))
+                        .collect();
+                    format!("**no**: {}", missed.join(", "))
+                }
+            };
+            let ms = |v: Option<f64>| {
+                v.map_or("—".to_owned(), |v| {
+                    if v >= 10_000.0 {
+                        format!("{:.1} s", v / 1000.0)
+                    } else {
+                        format!("{v:.0} ms")
+                    }
+                })
+            };
+            let star = if r.process_wide { "*" } else { "" };
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {met} |",
+                r.scenario,
+                r.strategy,
+                r.done(),
+                opt(r.makespan_ratio, 2),
+                opt(r.goodput_ratio, 3),
+                r.http_429,
+                opt(r.attempts_per_request, 3),
+                r.errors,
+                ms(r.p50_ms),
+                ms(r.p99_ms),
+                r.cpu_ms_per_1k
+                    .map_or("—".into(), |c| format!("{c:.0} ms{star}")),
+                r.peak_rss_mib
+                    .map_or("—".into(), |m| format!("{m:.1} MiB{star}")),
+            );
+        }
+        t
+    }
+
+    /// The whole report (markdown).
+    pub fn markdown(&self) -> String {
+        let mut m = String::new();
+        let _ = writeln!(m, "# Rate-limit benchmark ({} run)\n", self.size);
+        let _ = writeln!(
+            m,
+            "{:.0} s on {} CPU(s); each strategy × scenario {}. Generated by `cargo xtask bench` \
+             (`mistral-bench`).\n",
+            self.duration_s,
+            self.cpus,
+            if self.isolated {
+                "ran in its own client process(es), the emulator in the parent"
+            } else {
+                "ran in-process, next to the emulator"
+            }
+        );
+        m.push_str("## Results\n\n");
+        m.push_str(&self.table());
+        m.push_str(
+            "\nmakespan ÷ ideal: from the start to the last call's return, over the ideal time \
+             (each phase at the rate of its binding limit). goodput ÷ limit: the limit capacity \
+             the successful calls needed, over the makespan (1.0 = always at the limit, on work \
+             that succeeded). 429s: client requests the emulator refused. attempts/req: HTTP \
+             requests the emulator received per call started. errors: calls that returned an \
+             error to the caller. p50/p99: call latency, queueing behind the limit included. \
+             CPU and peak RSS: of the client process(es) (the largest one for several)",
+        );
+        if self.rows.iter().any(|r| r.process_wide) {
+            m.push_str("; * = the whole process, emulator included");
+        }
+        m.push_str(".\n\n");
+
+        m.push_str("## Targets (ours)\n\n");
+        let checks: Vec<_> = self.checks().collect();
+        if checks.is_empty() {
+            m.push_str("No row of ours ran.\n\n");
+        } else {
+            let missed = checks.iter().filter(|(_, c)| !c.met).count();
+            let _ = writeln!(
+                m,
+                "{} of {} checks met{}.\n",
+                checks.len() - missed,
+                checks.len(),
+                if missed == 0 {
+                    ""
+                } else {
+                    "; missed ones in bold"
+                }
+            );
+            m.push_str("| scenario | strategy | target | wanted | got | met |\n|---|---|---|---|---|---|\n");
+            for (r, c) in checks {
+                let b = if c.met { "" } else { "**" };
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {b}{}{b} | {} | {} | {b}{}{b} |",
+                    r.scenario,
+                    r.strategy,
+                    c.what,
+                    c.wanted,
+                    c.got,
+                    if c.met { "yes" } else { "no" }
+                );
+            }
+            m.push('\n');
+        }
+
+        m.push_str("## Scenarios\n\n");
+        for s in &self.scenarios {
+            let _ = writeln!(m, "- **{}** — {}.", s.id, s.title);
+            let _ = writeln!(m, "  - limits: {}", s.limits);
+            let _ = writeln!(m, "  - workload (every strategy): {}", s.workload);
+            let _ = writeln!(m, "  - clients: {}", s.clients);
+            if let Some(p) = &s.plot {
+                let _ = writeln!(m, "  - plot: [{p}]({p})");
+            }
+        }
+        m.push_str("\nStrategies:\n\n");
+        for s in Strategy::ALL {
+            let _ = writeln!(m, "- `{}`: {}", s.name(), s.description());
+        }
+        m.push('\n');
+
+        let errors: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| !r.error_samples.is_empty())
+            .collect();
+        if !errors.is_empty() {
+            m.push_str("## Errors surfaced (samples)\n\n");
+            for r in errors {
+                for e in &r.error_samples {
+                    let _ = writeln!(m, "- {} / {}: {}", r.scenario, r.strategy, one_line(e));
+                }
+            }
+            m.push('\n');
+        }
+
+        m.push_str("## Core micro-benchmarks (criterion)\n\n");
+        if self.micro.is_empty() {
+            let _ = writeln!(m, "{}\n", self.micro_note.as_deref().unwrap_or("Not run."));
+        } else {
+            m.push_str("| benchmark | time per op | aim | met |\n|---|---|---|---|\n");
+            for b in &self.micro {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {} |",
+                    b.name,
+                    format_ns(b.ns),
+                    b.aim.as_deref().unwrap_or(""),
+                    match b.met() {
+                        Some(true) => "yes",
+                        Some(false) => "**no**",
+                        None => "",
+                    }
+                );
+            }
+            m.push('\n');
+        }
+
+        m.push_str("## Client overhead over the bare HTTP library (no limits)\n\n");
+        if self.overhead.is_empty() {
+            m.push_str("Not measured.\n\n");
+        } else {
+            m.push_str(
+                "| client | how | requests | bare | ours | overhead | aim < 5 % |\n|---|---|---|---|---|---|---|\n",
+            );
+            for o in &self.overhead {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {:.0} µs/req | {:.0} µs/req | {:+.1} % | {} |",
+                    o.what,
+                    o.how,
+                    o.requests,
+                    o.bare_us,
+                    o.ours_us,
+                    o.overhead() * 100.0,
+                    if o.overhead() < 0.05 { "yes" } else { "**no**" }
+                );
+            }
+            m.push_str(
+                "\nBoth sides serialize the same `ChatRequest` and decode the same `ChatResponse`; \
+                 ours adds the call state machine, the response classifier, the shared limiter \
+                 and telemetry. Medians of alternating rounds, emulator in the same process.\n\n",
+            );
+        }
+
+        m.push_str("## Emulator throughput\n\n");
+        if self.throughput.is_empty() {
+            m.push_str("Not measured.\n\n");
+        } else {
+            for t in &self.throughput {
+                let _ = writeln!(
+                    m,
+                    "- {}: {:.0} requests/s over {} requests ({}).",
+                    t.how,
+                    t.per_second,
+                    t.requests,
+                    if t.per_second >= 2000.0 {
+                        "aim ≥ 2,000/s met"
+                    } else {
+                        "**aim ≥ 2,000/s missed**"
+                    }
+                );
+            }
+            m.push('\n');
+        }
+
+        if !self.notes.is_empty() {
+            m.push_str("## Notes\n\n");
+            for n in &self.notes {
+                let _ = writeln!(m, "- {n}");
+            }
+            m.push('\n');
+        }
+        m
+    }
+
+    /// Writes `report.md` and `report.json` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir)?;
+        let md = dir.join("report.md");
+        let json = dir.join("report.json");
+        std::fs::write(&md, self.markdown())?;
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&json, text)?;
+        Ok((md, json))
+    }
+}
+
+fn short_name(what: &str) -> &str {
+    match what {
+        "goodput ÷ limit" => "goodput",
+        "makespan ÷ ideal" => "makespan",
+        "attempts per request" => "attempts",
+        "errors surfaced" => "errors",
+        w if w.starts_with("faster than the seed fix") => "vs seed fix",
+        w => w,
+    }
+}
+
+fn one_line(text: &str) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > 240 {
+        let cut: String = line.chars().take(240).collect();
+        format!("{cut}…")
+    } else {
+        line
+    }
+}
+
+/// `18.6 ns`, `2.20 µs`, `1.50 ms`.
+pub fn format_ns(ns: f64) -> String {
+    if ns < 1_000.0 {
+        format!("{ns:.1} ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
+}

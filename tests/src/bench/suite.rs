@@ -1,0 +1,380 @@
+//! The whole bench: every scenario × strategy against a fresh emulator, then the plots,
+//! the micro-benchmarks and the report.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::child::run_in_children;
+use super::job::{Job, JobResult, StoreSpec, run_job, unix_us};
+use super::metrics::{Row, admitted_rate};
+use super::micro;
+use super::plot::{self, Series};
+use super::report::{Report, ScenarioInfo};
+use super::scenario::{self, Scenario, Size, StoreKind};
+use super::stores::{RedisServer, fresh_state_file};
+use super::strategy::Strategy;
+use crate::emulator::Emulator;
+
+/// Where the client side of a run executes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Every job in a child process of this executable (the bench binary, which must
+    /// handle [`super::child::CHILD_FLAG`]): clean CPU and memory numbers.
+    Children(PathBuf),
+    /// Every job on threads of this process (tests): CPU and memory are process-wide.
+    InProcess,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Full or quick.
+    pub size: Size,
+    /// Where the report, the plots and the state files go.
+    pub out_dir: PathBuf,
+    /// Child processes or threads.
+    pub isolation: Isolation,
+    /// Only the scenarios whose id starts with one of these (all when empty).
+    pub scenarios: Vec<String>,
+    /// Only these strategies (all of each scenario's when empty).
+    pub strategies: Vec<Strategy>,
+    /// Criterion output of `cargo bench -p mistral-core --bench core` to parse into the
+    /// report.
+    pub criterion: Option<PathBuf>,
+    /// Measure the clients' overhead and the emulator's throughput.
+    pub micro: bool,
+    /// Draw the plots.
+    pub plots: bool,
+}
+
+impl Options {
+    /// A full run into `out_dir` with child processes of `exe`.
+    pub fn full(out_dir: PathBuf, exe: PathBuf) -> Options {
+        Options {
+            size: Size::Full,
+            out_dir,
+            isolation: Isolation::Children(exe),
+            scenarios: Vec::new(),
+            strategies: Vec::new(),
+            criterion: None,
+            micro: true,
+            plots: true,
+        }
+    }
+}
+
+/// Prints a progress line on stderr.
+fn progress(text: &str) {
+    eprintln!("[bench] {text}");
+}
+
+/// Runs the bench and writes its report, plots included, into `options.out_dir`.
+/// Never fails on a missed target: the report says so.
+pub fn run(options: &Options) -> Report {
+    let started = Instant::now();
+    let mut report = Report::new(options.size);
+    report.isolated = matches!(options.isolation, Isolation::Children(_));
+    let scenarios: Vec<Scenario> = scenario::all(options.size)
+        .into_iter()
+        .filter(|s| {
+            options.scenarios.is_empty() || options.scenarios.iter().any(|p| s.id.starts_with(p))
+        })
+        .collect();
+    let mut redis: Option<Result<RedisServer, String>> = None;
+    for s in &scenarios {
+        let mut info = ScenarioInfo::of(s);
+        let strategies: Vec<Strategy> = s
+            .strategies
+            .iter()
+            .copied()
+            .filter(|st| options.strategies.is_empty() || options.strategies.contains(st))
+            .collect();
+        let mut runnable = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
+        for &strategy in &strategies {
+            match store_for(s, strategy, options, &mut redis) {
+                Ok(store) => runnable.push((strategy, store)),
+                Err(why) => {
+                    progress(&format!("{} {}: not run: {why}", s.id, strategy.name()));
+                    rows.push(Row::not_run(s, strategy, &why));
+                }
+            }
+        }
+        progress(&format!(
+            "{}: {} requests per strategy, {} at once ({}), {} process(es) each, ideal {:.1} s, budget {:.0} s",
+            s.id,
+            s.workload.len(),
+            runnable.len(),
+            runnable
+                .iter()
+                .map(|(st, _)| st.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            s.processes,
+            s.workload.ideal(s.available).as_secs_f64(),
+            s.budget.as_secs_f64()
+        ));
+        let mut series = Vec::new();
+        for (strategy, row, points) in run_scenario(s, &runnable, &options.isolation) {
+            progress(&format!(
+                "{} {}: {} in {:.1} s, {} × 429, {} error(s)",
+                s.id,
+                strategy.name(),
+                row.done(),
+                row.makespan_s,
+                row.http_429,
+                row.errors
+            ));
+            series.push(Series {
+                label: strategy.name().into(),
+                points,
+            });
+            rows.push(row);
+        }
+        rows.sort_by_key(|r| {
+            Strategy::ALL
+                .iter()
+                .position(|st| st.name() == r.strategy)
+                .unwrap_or(usize::MAX)
+        });
+        let seed_fix = rows
+            .iter()
+            .find(|r| r.strategy == Strategy::SeedFix.name() && r.note.is_none())
+            .cloned();
+        for row in rows.iter_mut() {
+            if Strategy::parse(&row.strategy).is_some_and(Strategy::is_ours) && row.note.is_none() {
+                row.check_targets(s, seed_fix.as_ref());
+            }
+        }
+        if options.plots && !series.is_empty() {
+            let name = format!("{}.svg", s.id);
+            let path = options.out_dir.join(&name);
+            let _ = std::fs::create_dir_all(&options.out_dir);
+            let title = format!("{}: {}", s.id, s.title);
+            match plot::draw(
+                &path,
+                &title,
+                &series,
+                s.limit.requests.unwrap_or(0.0),
+                s.available.requests,
+            ) {
+                Ok(()) => info.plot = Some(name),
+                Err(e) => report.notes.push(format!("{}: no plot: {e}", s.id)),
+            }
+        }
+        report.rows.extend(rows);
+        report.scenarios.push(info);
+    }
+    if let Some(Err(why)) = &redis {
+        report
+            .notes
+            .push(format!("S4 (Redis store) not run: {why}."));
+    }
+    drop(redis);
+
+    match &options.criterion {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => {
+                report.micro = micro::parse_criterion(&text);
+                if report.micro.is_empty() {
+                    report.micro_note = Some(format!(
+                        "No `time:` line found in {} (did `cargo bench` fail?).",
+                        path.display()
+                    ));
+                }
+            }
+            Err(e) => {
+                report.micro_note = Some(format!("Cannot read {}: {e}.", path.display()));
+            }
+        },
+        None => {
+            report.micro_note = Some(
+                "Not run (`cargo xtask bench` runs `cargo bench -p mistral-core --bench core` \
+                 and passes its output with `--criterion`)."
+                    .into(),
+            );
+        }
+    }
+    if options.micro {
+        let (n, rounds) = match options.size {
+            Size::Full => (2000, 8),
+            Size::Quick => (400, 4),
+        };
+        progress("overhead: mistral-blocking vs ureq");
+        match micro::overhead_blocking(n, rounds) {
+            Ok(o) => report.overhead.push(o),
+            Err(e) => report
+                .notes
+                .push(format!("blocking overhead not measured: {e}")),
+        }
+        progress("overhead: mistral-async vs reqwest");
+        match micro::overhead_async(n, 8, rounds) {
+            Ok(o) => report.overhead.push(o),
+            Err(e) => report
+                .notes
+                .push(format!("async overhead not measured: {e}")),
+        }
+        progress("emulator throughput");
+        match micro::emulator_throughput(n * 2, 8) {
+            Ok(t) => report.throughput.push(t),
+            Err(e) => report
+                .notes
+                .push(format!("emulator throughput not measured: {e}")),
+        }
+    }
+    report.notes.extend(standard_notes(options, &report));
+    report.duration_s = started.elapsed().as_secs_f64();
+    match report.write(&options.out_dir) {
+        Ok((md, json)) => progress(&format!("wrote {} and {}", md.display(), json.display())),
+        Err(e) => progress(&format!(
+            "cannot write the report into {}: {e}",
+            options.out_dir.display()
+        )),
+    }
+    report
+}
+
+fn standard_notes(options: &Options, report: &Report) -> Vec<String> {
+    let mut notes = vec![
+        "Every strategy drives the same transport (mistral-blocking on ureq, or mistral-async \
+         on reqwest): only the retry policy and the limiter differ. The baselines run on the \
+         blocking driver."
+            .to_owned(),
+        "The strategies of a scenario run at the same time, each against its own emulator \
+         (its own budget, its own log), so that the whole bench takes minutes: they share \
+         only the machine's CPUs."
+            .to_owned(),
+        "Each strategy × scenario gets a fresh emulator (fresh buckets, fresh log). Windows are \
+         seconds, not minutes, so that the run is short; headers use the late-2025 \
+         `x-ratelimit-*-req-N-second` names, which carry the window."
+            .to_owned(),
+        "A run is cut at its budget: the row then says \"did not finish: N of W in B s\" and \
+         has no makespan ratio."
+            .to_owned(),
+        "CPU is user + system time from /proc/self/stat (10 ms ticks) between the start and \
+         the end of the client's work; peak RSS is VmHWM from /proc/self/status."
+            .to_owned(),
+        "The ideal ignores the server's initial burst (one window's worth in a bucket): a \
+         client that bursts can beat it slightly; ours paces from the first request."
+            .to_owned(),
+    ];
+    if options.isolation == Isolation::InProcess {
+        notes.push(
+            "In-process run: CPU and memory are the whole process's (emulator included)."
+                .to_owned(),
+        );
+    }
+    if report.rows.iter().any(|r| r.limit_breaches > 0) {
+        notes.push(
+            "The emulator's log shows limit breaches in some run (see report.json): an \
+             emulator bug, since it enforces its own limits."
+                .to_owned(),
+        );
+    }
+    notes
+}
+
+/// The store a strategy uses in a scenario (`Err`: why it cannot run).
+fn store_for(
+    s: &Scenario,
+    strategy: Strategy,
+    options: &Options,
+    redis: &mut Option<Result<RedisServer, String>>,
+) -> Result<StoreSpec, String> {
+    if !strategy.uses_limiter() {
+        return Ok(StoreSpec::None);
+    }
+    match s.store {
+        StoreKind::Local => Ok(StoreSpec::Local),
+        StoreKind::File => {
+            let dir = options.out_dir.join("state");
+            let name = format!("{}-{}.state", s.id, strategy.name());
+            fresh_state_file(&dir, &name)
+                .map(StoreSpec::File)
+                .map_err(|e| format!("store missing: cannot create a state file: {e}"))
+        }
+        StoreKind::Redis => {
+            let server = redis.get_or_insert_with(RedisServer::start);
+            match server {
+                Ok(server) => Ok(StoreSpec::Redis(server.url())),
+                Err(why) => Err(format!("store missing: {why}")),
+            }
+        }
+    }
+}
+
+/// `(seconds, admitted requests per second)` of one strategy, for its plot line.
+type Points = Vec<(f64, f64)>;
+
+/// Runs every strategy of `runs` in scenario `s` at once, each against its own fresh
+/// emulator (so each has the whole budget to itself): a row and an admitted-rate line
+/// per strategy.
+fn run_scenario(
+    s: &Scenario,
+    runs: &[(Strategy, StoreSpec)],
+    isolation: &Isolation,
+) -> Vec<(Strategy, Row, Points)> {
+    let emulators: Vec<(Emulator, u64)> = runs
+        .iter()
+        .map(|_| {
+            let emulator = Emulator::start(s.emulator.clone());
+            (emulator, unix_us())
+        })
+        .collect();
+    let lead = match isolation {
+        Isolation::Children(_) => Duration::from_millis(500),
+        Isolation::InProcess => Duration::from_millis(50),
+    };
+    let epoch_unix_us = unix_us() + lead.as_micros() as u64;
+    let processes = s.processes.max(1);
+    let mut jobs: Vec<Job> = Vec::new();
+    for ((strategy, store), (emulator, _)) in runs.iter().zip(&emulators) {
+        let concurrency = s.concurrency_of(*strategy);
+        for share in 0..processes {
+            jobs.push(Job {
+                url: emulator.url(),
+                key: emulator.key().to_owned(),
+                strategy: *strategy,
+                store: store.clone(),
+                workload: s.workload.clone(),
+                share,
+                shares: processes,
+                concurrency: (concurrency / processes).max(1),
+                epoch_unix_us,
+                budget_ms: s.budget.as_millis() as u64,
+                grace_ms: 2_000,
+                seed: 0x5EED_0000 + share as u64 * 1_000_003,
+            });
+        }
+    }
+    let results: Vec<JobResult> = match isolation {
+        Isolation::Children(exe) => run_in_children(exe, &jobs),
+        Isolation::InProcess => std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .iter()
+                .map(|job| scope.spawn(move || run_job(job, true)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        }),
+    };
+    let mut results = results.into_iter();
+    let bin = if s.window() <= Duration::from_secs(1) {
+        0.5
+    } else {
+        1.0
+    };
+    let mut out = Vec::new();
+    for ((strategy, _), (emulator, started_us)) in runs.iter().zip(emulators) {
+        let mine: Vec<JobResult> = results.by_ref().take(processes).collect();
+        let log = emulator.log();
+        drop(emulator);
+        let row = Row::compute(s, *strategy, &mine, &log);
+        let offset_us = started_us as i64 - epoch_unix_us as i64;
+        let points = admitted_rate(&log, offset_us, bin, row.makespan_s.max(bin));
+        out.push((*strategy, row, points));
+    }
+    out
+}

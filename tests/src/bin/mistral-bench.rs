@@ -1,0 +1,81 @@
+//! `mistral-bench`: the rate-limit benchmark (see `mistral_tests::bench`).
+//!
+//! `cargo xtask bench` runs it in release mode after the core's criterion benchmarks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mistral_tests::bench::child::{CHILD_FLAG, child_main};
+use mistral_tests::bench::{Isolation, Options, Size, Strategy, run};
+
+/// Runs every scenario with every strategy against the emulator and writes
+/// report.md, report.json and one SVG plot per scenario.
+#[derive(Debug, Parser)]
+#[command(name = "mistral-bench", version)]
+struct Args {
+    /// A reduced run (under a minute): smaller workloads, fewer strategies.
+    #[arg(long)]
+    quick: bool,
+    /// Where the report and the plots go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Only scenarios whose id starts with one of these (S1, S2, S5, S5-bucket...).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Only these strategies (ours-blocking, ours-async, seed-fix, official-sdk,
+    /// best-practice).
+    #[arg(long, value_delimiter = ',', value_parser = parse_strategy)]
+    strategies: Vec<Strategy>,
+    /// Criterion output of the core's micro-benchmarks, to parse into the report.
+    #[arg(long)]
+    criterion: Option<PathBuf>,
+    /// Skip the overhead and emulator-throughput measurements.
+    #[arg(long)]
+    no_micro: bool,
+    /// Run the clients on threads of this process instead of child processes.
+    #[arg(long)]
+    in_process: bool,
+}
+
+fn parse_strategy(text: &str) -> Result<Strategy, String> {
+    Strategy::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown strategy {text:?} (one of {})", names.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(CHILD_FLAG) {
+        child_main();
+    }
+    let args = Args::parse();
+    let isolation = if args.in_process {
+        Isolation::InProcess
+    } else {
+        match std::env::current_exe() {
+            Ok(exe) => Isolation::Children(exe),
+            Err(e) => {
+                eprintln!("[bench] cannot find this executable ({e}); running in-process");
+                Isolation::InProcess
+            }
+        }
+    };
+    let options = Options {
+        size: if args.quick { Size::Quick } else { Size::Full },
+        out_dir: args.out,
+        isolation,
+        scenarios: args.only,
+        strategies: args.strategies,
+        criterion: args.criterion,
+        micro: !args.no_micro,
+        plots: true,
+    };
+    let report = run(&options);
+    println!("{}", report.table());
+    let missed = report.checks().filter(|(_, c)| !c.met).count();
+    if missed > 0 {
+        eprintln!("[bench] {missed} target check(s) missed: see the report's Targets section");
+    }
+    ExitCode::SUCCESS
+}
