@@ -9,10 +9,12 @@
 //!   that must see the wire as it is (resets, cut streams, stalls).
 //! - The `mistral-emulator` binary ([`run_cli`]) serves an emulator until killed.
 //! - [`bench`](mod@bench): the rate-limit benchmark of `cargo xtask bench` (`mistral-bench`).
+//! - [`demo`](mod@demo): the end-to-end demo of `cargo xtask demo` (`mistral-demo`).
 
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod demo;
 pub mod emulator;
 pub mod raw_http;
 

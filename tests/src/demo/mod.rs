@@ -1,0 +1,378 @@
+//! The end-to-end demo behind `cargo xtask demo` (`mistral-demo`): a burst of concurrent
+//! chat requests through the blocking and the async client at once, both paced by one
+//! shared limiter, with live progress and a closing table.
+//!
+//! - With neither `MISTRAL_API_KEY` nor `MISTRAL_BASE_URL` set, it starts the emulator
+//!   in-process with a tight limit (5 requests per 1 s window, burst 5, and 150 tokens
+//!   per second, announced in late-2025 headers) and sends 20 + 20 requests: ideally 8 s.
+//! - With either set, it talks to that server (`MISTRAL_BASE_URL`, default the real
+//!   API) with `MISTRAL_API_KEY` (or, with only a base URL, the emulator's default key,
+//!   for a `cargo xtask emulate` started by hand), model `MISTRAL_MODEL` or
+//!   `mistral-small-latest`, and a small burst (5 + 5, `max_tokens` 8).
+//!
+//! ```no_run
+//! use mistral_tests::demo::{Settings, run};
+//!
+//! let outcome = run(&Settings::from_env(None, None)).expect("the demo could not start");
+//! println!("{}", outcome.table());
+//! ```
+
+pub mod progress;
+pub mod summary;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use mistral_core::models::{ChatRequest, Message};
+use mistral_core::{Error, Limiter, LocalLimiter, Stats};
+
+use crate::bench::workload::prompt;
+use crate::emulator::{Config, DEFAULT_KEY, Emulator, Era, Limits, Semantics};
+use progress::{Live, Progress};
+use summary::{ClientSummary, RequestLimit};
+
+/// The model used when `MISTRAL_MODEL` is not set.
+pub const DEFAULT_MODEL: &str = "mistral-small-latest";
+
+/// Where the demo sends its requests.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Server {
+    /// An emulator started in-process with `requests` per second (burst the same) and
+    /// `tokens` per second.
+    Emulated {
+        /// Requests per 1 s window.
+        requests: u64,
+        /// Tokens per 1 s window.
+        tokens: u64,
+    },
+    /// A real server (or an emulator started elsewhere).
+    Remote {
+        /// Base URL.
+        base_url: String,
+        /// API key.
+        key: String,
+        /// `true` when no key was given and the emulator's default key is used.
+        default_key: bool,
+    },
+}
+
+/// What the demo does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// The server.
+    pub server: Server,
+    /// The model named by every request.
+    pub model: String,
+    /// Requests of the blocking client (one thread each).
+    pub blocking: usize,
+    /// Requests of the async client (one task each).
+    pub tasks: usize,
+    /// `max_tokens` of every request.
+    pub max_tokens: u32,
+}
+
+impl Settings {
+    /// Settings from the environment (see the module docs); `blocking` and `tasks`
+    /// override the burst sizes (20 + 20 emulated, 5 + 5 against a server).
+    pub fn from_env(blocking: Option<usize>, tasks: Option<usize>) -> Settings {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let key = var("MISTRAL_API_KEY");
+        let base_url = var("MISTRAL_BASE_URL");
+        let model = var("MISTRAL_MODEL").unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        if key.is_none() && base_url.is_none() {
+            return Settings {
+                server: Server::Emulated {
+                    requests: 5,
+                    tokens: 150,
+                },
+                model,
+                blocking: blocking.unwrap_or(20),
+                tasks: tasks.unwrap_or(20),
+                max_tokens: 16,
+            };
+        }
+        Settings {
+            server: Server::Remote {
+                base_url: base_url
+                    .unwrap_or_else(|| mistral_core::request::DEFAULT_BASE_URL.into()),
+                default_key: key.is_none(),
+                key: key.unwrap_or_else(|| DEFAULT_KEY.to_owned()),
+            },
+            model,
+            blocking: blocking.unwrap_or(5),
+            tasks: tasks.unwrap_or(5),
+            max_tokens: 8,
+        }
+    }
+}
+
+/// What the demo found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// One line on the server.
+    pub server: String,
+    /// Blocking, async and total.
+    pub rows: Vec<ClientSummary>,
+    /// The request limit (announced by the server, else configured), if known.
+    pub limit: Option<RequestLimit>,
+    /// For the emulator: 429s it sent, and whether any window went over its limit.
+    pub emulator_check: Option<(usize, bool)>,
+}
+
+impl Outcome {
+    /// The closing table.
+    pub fn table(&self) -> String {
+        summary::table(&self.rows, self.limit)
+    }
+
+    /// Errors returned to callers, all clients together.
+    pub fn errors(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| r.name != "total")
+            .map(|r| r.errors.len())
+            .sum()
+    }
+}
+
+/// The request of the `i`-th call.
+fn request(settings: &Settings, i: usize) -> ChatRequest {
+    let text = match settings.server {
+        Server::Emulated { .. } => prompt(i, 40),
+        Server::Remote { .. } => format!("Reply with one word: the number {i} in French."),
+    };
+    ChatRequest::new(settings.model.as_str(), vec![Message::user(text)])
+        .max_tokens(settings.max_tokens)
+}
+
+/// The counters a bar shows.
+fn live(stats: &Stats, errors: u64) -> Live {
+    Live {
+        rate_limited: stats.rate_limited.total(),
+        retries: stats.retries,
+        errors,
+    }
+}
+
+/// A call's result, as the plain progress lines tell it.
+fn describe(result: &Result<u32, Error>, took: Duration) -> String {
+    match result {
+        Ok(1) => format!("ok, 1 attempt, {:.1} s", took.as_secs_f64()),
+        Ok(n) => format!("ok, {n} attempts, {:.1} s", took.as_secs_f64()),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// Runs the demo: the burst, with progress on stdout.
+pub fn run(settings: &Settings) -> Result<Outcome, String> {
+    let emulator = match &settings.server {
+        Server::Emulated { requests, tokens } => {
+            let config = Config {
+                era: Era::Late2025,
+                semantics: Semantics::Bucket,
+                window_secs: 1.0,
+                ..Config::default()
+            }
+            .model(
+                &settings.model,
+                Limits {
+                    burst: Some(*requests),
+                    ..Limits::new(Some(*requests), Some(*tokens))
+                },
+            );
+            Some(Emulator::try_start(config).map_err(|e| format!("the emulator: {e}"))?)
+        }
+        Server::Remote { .. } => None,
+    };
+    let (base_url, key) = match (&settings.server, &emulator) {
+        (_, Some(e)) => (e.url(), e.key().to_owned()),
+        (Server::Remote { base_url, key, .. }, None) => (base_url.clone(), key.clone()),
+        _ => return Err("no server".into()),
+    };
+    let server = match &settings.server {
+        Server::Emulated { requests, tokens } => format!(
+            "the emulator at {base_url} (started here): {requests} requests and {tokens} tokens \
+             per 1 s window, announced in headers"
+        ),
+        Server::Remote { default_key, .. } => format!(
+            "{base_url}{}",
+            if *default_key {
+                " (no MISTRAL_API_KEY: using the emulator's default key)"
+            } else {
+                ""
+            }
+        ),
+    };
+    println!("Mistral rate-limit demo");
+    println!("  server: {server}");
+    println!(
+        "  model {}; {} blocking threads + {} async tasks at once, one shared limiter",
+        settings.model, settings.blocking, settings.tasks
+    );
+    println!();
+
+    // One limiter for both clients: they spend one budget, so they pace together.
+    let limiter: Arc<dyn Limiter> = Arc::new(LocalLimiter::new());
+    let blocking = mistral_blocking::Client::builder()
+        .base_url(base_url.as_str())
+        .api_key(key.as_str())
+        .limiter(limiter.clone())
+        .build()
+        .map_err(|e| format!("the blocking client: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("a tokio runtime: {e}"))?;
+    let asynch = mistral_async::Client::builder()
+        .base_url(base_url.as_str())
+        .api_key(key.as_str())
+        .limiter(limiter)
+        .build()
+        .map_err(|e| format!("the async client: {e}"))?;
+
+    let progress = Arc::new(Progress::new(&[
+        ("blocking", settings.blocking as u64),
+        ("async", settings.tasks as u64),
+    ]));
+    let errors: [Arc<Mutex<Vec<String>>>; 2] = Default::default();
+    let last_end: [Arc<Mutex<Duration>>; 2] = Default::default();
+    let start = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+
+    // Refresh the bars' counters while calls wait.
+    let ticker = {
+        let (progress, done, errors) = (progress.clone(), done.clone(), errors.clone());
+        let (b, a) = (blocking.clone(), asynch.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let count = |i: usize| errors[i].lock().map_or(0, |e| e.len() as u64);
+                progress.update(0, live(&b.stats(), count(0)));
+                progress.update(1, live(&a.stats(), count(1)));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+
+    let (finished_tx, finished_rx) = mpsc::channel::<()>();
+    for i in 0..settings.blocking {
+        let client = blocking.clone();
+        let request = request(settings, i);
+        let (progress, errors, last_end) = (progress.clone(), errors.clone(), last_end.clone());
+        let finished = finished_tx.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let result = client.chat(&request).map(|r| r.attempts);
+            let took = t.elapsed();
+            note(&errors[0], &last_end[0], start, &result);
+            let count = errors[0].lock().map_or(0, |e| e.len() as u64);
+            progress.finished(0, &describe(&result, took), live(&client.stats(), count));
+            let _ = finished.send(());
+        });
+    }
+    drop(finished_tx);
+    runtime.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..settings.tasks {
+            let client = asynch.clone();
+            let request = request(settings, settings.blocking + i);
+            let (progress, errors, last_end) = (progress.clone(), errors.clone(), last_end.clone());
+            set.spawn(async move {
+                let t = Instant::now();
+                let result = client.chat(&request).await.map(|r| r.attempts);
+                let took = t.elapsed();
+                note(&errors[1], &last_end[1], start, &result);
+                let count = errors[1].lock().map_or(0, |e| e.len() as u64);
+                progress.finished(1, &describe(&result, took), live(&client.stats(), count));
+            });
+        }
+        while set.join_next().await.is_some() {}
+    });
+    while finished_rx.recv().is_ok() {}
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    progress.finish();
+
+    let take = |m: &Arc<Mutex<Vec<String>>>| m.lock().map(|e| e.clone()).unwrap_or_default();
+    let end = |m: &Arc<Mutex<Duration>>| m.lock().map(|d| *d).unwrap_or_default();
+    let (bs, as_) = (blocking.stats(), asynch.stats());
+    let mut rows = vec![
+        ClientSummary::from_stats("blocking", &bs, end(&last_end[0]), take(&errors[0])),
+        ClientSummary::from_stats("async", &as_, end(&last_end[1]), take(&errors[1])),
+    ];
+    rows.push(ClientSummary::total(&rows));
+    let announced = [bs.last_limits.as_ref(), as_.last_limits.as_ref()]
+        .into_iter()
+        .flatten()
+        .find_map(|l| l.requests().copied())
+        .and_then(|q| {
+            Some(RequestLimit {
+                limit: q.limit.filter(|&l| l > 0)?,
+                window: q.window.duration()?,
+            })
+        });
+    let configured = match settings.server {
+        Server::Emulated { requests, .. } => Some(RequestLimit {
+            limit: requests,
+            window: Duration::from_secs(1),
+        }),
+        Server::Remote { .. } => None,
+    };
+    let emulator_check = emulator.as_ref().map(|e| {
+        let log = e.log();
+        (log.count_429(), log.was_any_window_over_limit())
+    });
+    runtime.shutdown_background();
+    Ok(Outcome {
+        server,
+        rows,
+        limit: announced.or(configured),
+        emulator_check,
+    })
+}
+
+/// Records a call's end and its error, if any.
+fn note(
+    errors: &Mutex<Vec<String>>,
+    last_end: &Mutex<Duration>,
+    start: Instant,
+    result: &Result<u32, Error>,
+) {
+    let now = start.elapsed();
+    if let Ok(mut end) = last_end.lock() {
+        *end = (*end).max(now);
+    }
+    if let Err(e) = result
+        && let Ok(mut errors) = errors.lock()
+    {
+        errors.push(e.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_fit_the_server() {
+        let mut s = Settings {
+            server: Server::Emulated {
+                requests: 5,
+                tokens: 150,
+            },
+            model: DEFAULT_MODEL.into(),
+            blocking: 1,
+            tasks: 1,
+            max_tokens: 16,
+        };
+        assert_eq!(request(&s, 3).prompt_chars(), 40);
+        s.server = Server::Remote {
+            base_url: "https://api.mistral.ai".into(),
+            key: "k".into(),
+            default_key: false,
+        };
+        assert!(request(&s, 3).prompt_chars() < 60);
+    }
+}
