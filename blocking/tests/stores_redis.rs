@@ -189,6 +189,17 @@ fn assert_fields(lua: &BudgetState, rust: &BudgetState, model: &str, t: u64, op:
 }
 
 fn report(req: (u64, u64), tok: (u64, u64), est: u64, used: Option<u64>, signal: SignalOp) -> Op {
+    report_spent(req, tok, est, used, signal, false)
+}
+
+fn report_spent(
+    req: (u64, u64),
+    tok: (u64, u64),
+    est: u64,
+    used: Option<u64>,
+    signal: SignalOp,
+    req_spent: bool,
+) -> Op {
     Op::Report(ReportOp {
         req_limit: req.0,
         req_window_secs: req.1,
@@ -197,6 +208,7 @@ fn report(req: (u64, u64), tok: (u64, u64), est: u64, used: Option<u64>, signal:
         estimated_tokens: est,
         used_tokens: used,
         signal,
+        req_spent,
     })
 }
 
@@ -410,12 +422,14 @@ fn the_lua_script_computes_what_the_rust_code_computes() {
                 }
             };
             let used = rng.bool().then(|| big(&mut rng));
-            report(
+            let spent = rng.u8(0..4) == 0;
+            report_spent(
                 limits(&mut rng),
                 limits(&mut rng),
                 big(&mut rng),
                 used,
                 signal,
+                spent,
             )
         };
         compare(&limiter, &mut rust, model, t, op);

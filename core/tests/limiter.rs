@@ -378,3 +378,24 @@ fn a_failed_probe_releases_the_budget_at_once() {
     assert_eq!(b.source, Source::Unknown);
     assert_eq!(b.reserve(6_000, 1, true), Decision::Go(0));
 }
+
+#[test]
+fn a_window_left_empty_by_a_success_holds_everyone_one_unit() {
+    let mut b = BudgetState::new(0, Some(Limits::requests(10, Duration::from_secs(1))));
+    assert_eq!(go(b.reserve(0, 1, false)), 0);
+    // Another program took the rest: our success shows nothing left.
+    b.report(
+        1_000,
+        &report(Signal::Success, req_limits(10, 1, 0), 1, Some(1)),
+    );
+    let next = go(b.reserve(2_000, 1, false));
+    assert!(2_000 + next >= 1_000 + 100_000, "not held: {next}");
+    // With something left, no hold beyond the pacing.
+    let mut c = BudgetState::new(0, Some(Limits::requests(10, Duration::from_secs(1))));
+    c.reserve(0, 1, false);
+    c.report(
+        1_000,
+        &report(Signal::Success, req_limits(10, 1, 5), 1, Some(1)),
+    );
+    assert!(go(c.reserve(200_000, 1, false)) == 0);
+}

@@ -58,6 +58,7 @@ fn op() -> impl Strategy<Value = Op> {
                     estimated_tokens: est,
                     used_tokens: used,
                     signal,
+                    req_spent: rl % 2 == 0,
                 }
             )),
     ]
@@ -175,6 +176,7 @@ fn a_report_flattens_to_the_integers_the_budget_uses() {
                 wait_us: 250_000,
                 window_us: 1_000_000
             },
+            req_spent: true,
         }
     );
     let usage = Report {

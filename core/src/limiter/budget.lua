@@ -14,7 +14,8 @@
 -- reserve: ARGV[7] tokens, ARGV[8] retry (0/1)
 -- report:  ARGV[7] req_limit, ARGV[8] req_window_secs, ARGV[9] tok_limit,
 --          ARGV[10] tok_window_secs, ARGV[11] has_used (0/1), ARGV[12] estimated,
---          ARGV[13] used, ARGV[14] signal, ARGV[15] wait_us, ARGV[16] window_us
+--          ARGV[13] used, ARGV[14] signal, ARGV[15] wait_us, ARGV[16] window_us,
+--          ARGV[17] req_spent (0/1)
 -- Returns {kind, value, the 17 fields}: kind 0 go (value: wait us), 1 recheck (value:
 -- us), 2 closed (value: block), 3 reported.
 
@@ -243,6 +244,15 @@ local function congestion(wait_us, window_us)
   s.req_tat_us = max(s.req_tat_us, s.pause_until_us)
 end
 
+-- BudgetState::hold_one_unit
+local function hold_one_unit()
+  local period_us = idiv(period_ns(s.req_base_ns), 1000)
+  if period_us > 0 then
+    s.pause_until_us = max(s.pause_until_us, add(now, period_us))
+    s.req_tat_us = max(s.req_tat_us, s.pause_until_us)
+  end
+end
+
 -- BudgetState::close
 local function close(block)
   s.block = block
@@ -262,6 +272,7 @@ local function report()
     if s.block ~= 0 then s.block = 0 end
     meter()
     grow()
+    if arg(17) == 1 then hold_one_unit() end
   elseif signal == 2 then
     congestion(arg(15), arg(16))
   elseif signal == 3 then

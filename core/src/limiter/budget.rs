@@ -277,6 +277,9 @@ pub struct ReportOp {
     pub used_tokens: Option<u64>,
     /// What happened.
     pub signal: SignalOp,
+    /// The response's request quota had nothing left (`remaining` 0): the window is
+    /// spent, by us or by another program of the organisation.
+    pub req_spent: bool,
 }
 
 impl ReportOp {
@@ -300,6 +303,7 @@ impl ReportOp {
                 },
                 other => other,
             },
+            req_spent: self.req_spent,
         }
     }
 }
@@ -338,6 +342,7 @@ impl From<&Report> for ReportOp {
             estimated_tokens: report.estimated_tokens.min(MAX_EXACT),
             used_tokens: report.used_tokens.map(|u| u.min(MAX_EXACT)),
             signal,
+            req_spent: report.limits.requests().is_some_and(|q| q.is_spent()),
         }
     }
 }
@@ -597,6 +602,9 @@ impl BudgetState {
                 }
                 self.meter(now);
                 self.grow(now);
+                if op.req_spent {
+                    self.hold_one_unit(now);
+                }
             }
             SignalOp::WindowSpent { wait_us, window_us } => {
                 self.congestion(now, wait_us, window_us);
@@ -704,6 +712,17 @@ impl BudgetState {
         let calm = MICROS.max(window_us).max(mul(wait_us, 2));
         self.calm_after_us = horizon.max(add(now, calm));
         self.req_tat_us = self.req_tat_us.max(self.pause_until_us);
+    }
+
+    /// A success that left the request window empty: nobody starts before one request's
+    /// worth of the window has come back, so the next caller is not refused. This is how
+    /// other programs spending the same budget are noticed before they cause a 429.
+    fn hold_one_unit(&mut self, now: u64) {
+        let period_us = self.period_ns(self.req_base_ns) / 1000;
+        if period_us > 0 {
+            self.pause_until_us = self.pause_until_us.max(add(now, period_us));
+            self.req_tat_us = self.req_tat_us.max(self.pause_until_us);
+        }
     }
 
     fn close(&mut self, now: u64, block: Block) {

@@ -87,6 +87,7 @@ pub fn report_args(
             op.signal.code(),
             wait_us,
             window_us,
+            u64::from(op.req_spent),
         ]
         .map(num),
     );
@@ -190,13 +191,14 @@ mod tests {
                 wait_us: 300,
                 window_us: 1_000_000,
             },
+            req_spent: false,
         };
         let r = report_args(Some(5), 0, Seed::default(), &op);
         assert_eq!(
             r,
             [
                 "report", "5", "0", "0", "0", "0", "60", "60", "0", "0", "1", "10", "7", "2",
-                "300", "1000000"
+                "300", "1000000", "0"
             ]
         );
         let none = ReportOp {
@@ -205,7 +207,7 @@ mod tests {
             ..op
         };
         let r = report_args(Some(5), 0, Seed::default(), &none);
-        assert_eq!(&r[10..], ["0", "10", "0", "3", "9", "0"]);
+        assert_eq!(&r[10..], ["0", "10", "0", "3", "9", "0", "0"]);
     }
 
     #[test]
