@@ -5,9 +5,14 @@
 //!
 //! - `test`: the whole gate CI runs (`.ci/run`): fmt, clippy, layering,
 //!   services, tests. See [`pipeline`].
-//! - `demo`, `bench`: placeholders until the benchmarks issue lands.
+//! - `bench [ARGS...]`: the core's criterion micro-benchmarks, then `mistral-bench`
+//!   (release): every scenario with every retry strategy against the emulator, report in
+//!   `target/bench/`. See [`bench`].
+//! - `demo [ARGS...]`: `mistral-demo` (dev profile): a burst through both clients with
+//!   live progress, against the emulator or `MISTRAL_BASE_URL` / `MISTRAL_API_KEY`.
 //! - `emulate [ARGS...]`: runs the Mistral API emulator in release mode.
 
+mod bench;
 mod layering;
 mod pipeline;
 mod services;
@@ -23,8 +28,14 @@ usage: cargo xtask <command> [args...]
 commands:
   test              the full gate, as CI runs it: fmt, clippy, layering check,
                     services (redis-server), cargo test --workspace --all-features
-  demo              (not yet) the end-to-end demo
-  bench             (not yet) the benchmarks
+  demo [ARGS..]     a burst of chat requests through the blocking and the async
+                    client with live progress (cargo run -p mistral-tests --bin
+                    mistral-demo -- ARGS): the emulator, or MISTRAL_BASE_URL /
+                    MISTRAL_API_KEY / MISTRAL_MODEL when set
+  bench [ARGS..]    criterion micro-benchmarks of the core, then every scenario with
+                    every retry strategy (cargo run --release -p mistral-tests --bin
+                    mistral-bench -- ARGS); writes target/bench/report.md,
+                    report.json and one SVG per scenario; --quick for a reduced run
   emulate [ARGS..]  run the Mistral API emulator:
                     cargo run --release -p mistral-tests --bin mistral-emulator -- ARGS
   help              this text
@@ -45,14 +56,8 @@ fn main() -> ExitCode {
             }
             pipeline::run()
         }
-        Some("demo") => {
-            println!("not yet: the demo lands with the benchmarks issue");
-            ExitCode::SUCCESS
-        }
-        Some("bench") => {
-            println!("not yet: the benchmarks land with the benchmarks issue");
-            ExitCode::SUCCESS
-        }
+        Some("demo") => bench::demo(&rest),
+        Some("bench") => bench::bench(&rest),
         Some("emulate") => emulate(&rest),
         Some("help") | Some("-h") | Some("--help") => {
             print!("{USAGE}");

@@ -1,0 +1,126 @@
+//! `cargo xtask bench` and `cargo xtask demo`.
+//!
+//! - `bench [ARGS...]`: the core's criterion micro-benchmarks (`cargo bench -p
+//!   mistral-core --bench core -- --warm-up-time 1 --measurement-time 2`, output kept in
+//!   `target/bench/criterion.txt`), then `mistral-bench` in release mode, which runs
+//!   every scenario with every strategy and writes `target/bench/report.md`,
+//!   `report.json` and one SVG per scenario. `ARGS` go to `mistral-bench` (`--quick`
+//!   for a reduced run, which also skips criterion).
+//! - `demo [ARGS...]`: `mistral-demo` in the dev profile (it reuses the test build).
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Instant;
+
+use crate::{cargo, display_command, exit_code_of, workspace_root};
+
+/// Where the report, the plots and criterion's output go.
+pub fn out_dir() -> PathBuf {
+    workspace_root().join("target").join("bench")
+}
+
+/// The arguments given to criterion.
+pub const CRITERION_ARGS: [&str; 4] = ["--warm-up-time", "1", "--measurement-time", "2"];
+
+/// `cargo xtask bench ARGS...`.
+pub fn bench(args: &[OsString]) -> ExitCode {
+    let started = Instant::now();
+    let out = out_dir();
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("xtask bench: cannot create {}: {e}", out.display());
+        return ExitCode::FAILURE;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let criterion = out.join("criterion.txt");
+    let mut criterion_arg = None;
+    if quick {
+        eprintln!("xtask bench: --quick, so no criterion micro-benchmarks");
+    } else {
+        let t = Instant::now();
+        match run_criterion(&criterion) {
+            Ok(()) => criterion_arg = Some(criterion.clone()),
+            Err(e) => eprintln!("xtask bench: the micro-benchmarks failed ({e}); going on"),
+        }
+        eprintln!(
+            "xtask bench: criterion took {:.0} s (build included)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let t = Instant::now();
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "-p",
+        "mistral-tests",
+        "--bin",
+        "mistral-bench",
+        "--",
+        "--out",
+    ]);
+    cmd.arg(&out);
+    if let Some(path) = &criterion_arg {
+        cmd.arg("--criterion").arg(path);
+    }
+    cmd.args(args);
+    eprintln!("$ {}", display_command(&cmd));
+    let status = match cmd.status() {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("xtask bench: could not start cargo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "xtask bench: mistral-bench took {:.0} s (build included); {:.0} s in all; report in {}",
+        t.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        out.join("report.md").display()
+    );
+    exit_code_of(status)
+}
+
+/// Runs the core's criterion benchmarks, echoing their output to stderr and keeping
+/// stdout (where criterion prints its `time:` lines) in `keep`.
+fn run_criterion(keep: &Path) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "mistral-core", "--bench", "core", "--"]);
+    cmd.args(CRITERION_ARGS);
+    cmd.stdout(Stdio::piped());
+    eprintln!("$ {}", display_command(&cmd));
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start cargo: {e}"))?;
+    let mut file =
+        File::create(keep).map_err(|e| format!("cannot create {}: {e}", keep.display()))?;
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.map_err(|e| format!("reading criterion's output: {e}"))?;
+            eprintln!("{line}");
+            writeln!(file, "{line}").map_err(|e| format!("writing {}: {e}", keep.display()))?;
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo bench ended with {status}"))
+    }
+}
+
+/// `cargo xtask demo ARGS...`: `mistral-demo` in the dev profile, its exit code kept.
+pub fn demo(args: &[OsString]) -> ExitCode {
+    let mut cmd = cargo();
+    cmd.args(["run", "-p", "mistral-tests", "--bin", "mistral-demo", "--"]);
+    cmd.args(args);
+    match cmd.status() {
+        Ok(status) => exit_code_of(status),
+        Err(e) => {
+            eprintln!("xtask demo: could not start cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
