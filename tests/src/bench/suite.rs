@@ -71,17 +71,23 @@ fn progress(text: &str) {
 /// Runs the bench and writes its report, plots included, into `options.out_dir`.
 /// Never fails on a missed target: the report says so.
 pub fn run(options: &Options) -> Report {
-    let started = Instant::now();
-    let mut report = Report::new(options.size);
-    report.isolated = matches!(options.isolation, Isolation::Children(_));
     let scenarios: Vec<Scenario> = scenario::all(options.size)
         .into_iter()
         .filter(|s| {
             options.scenarios.is_empty() || options.scenarios.iter().any(|p| s.id.starts_with(p))
         })
         .collect();
+    run_scenarios(options, &scenarios)
+}
+
+/// [`run`] on given scenarios (`options.scenarios` is not looked at): for tests that
+/// shrink a scenario.
+pub fn run_scenarios(options: &Options, scenarios: &[Scenario]) -> Report {
+    let started = Instant::now();
+    let mut report = Report::new(options.size);
+    report.isolated = matches!(options.isolation, Isolation::Children(_));
     let mut redis: Option<Result<RedisServer, String>> = None;
-    for s in &scenarios {
+    for s in scenarios {
         let mut info = ScenarioInfo::of(s);
         let strategies: Vec<Strategy> = s
             .strategies
