@@ -83,7 +83,7 @@ pub struct Row {
     pub limit_breaches: usize,
     /// The clients' own counters, summed over processes.
     pub counters: Counters,
-    /// Up to three distinct error messages.
+    /// Up to three error messages of different kinds.
     pub error_samples: Vec<String>,
     /// Targets checked (ours only).
     pub checks: Vec<Check>,
@@ -154,11 +154,14 @@ impl Row {
             .fold(Counters::default(), |a, r| a + r.counters);
         let cpu: Option<f64> = results.iter().map(|r| r.cpu_ms).sum();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        // One sample per kind of error (correlation ids differ on every response).
         let mut error_samples: Vec<String> = Vec::new();
         for c in &calls {
             if let Some(e) = &c.error
                 && error_samples.len() < 3
-                && !error_samples.contains(e)
+                && !error_samples
+                    .iter()
+                    .any(|s| without_correlation_id(s) == without_correlation_id(e))
             {
                 error_samples.push(e.clone());
             }
@@ -278,6 +281,13 @@ impl Row {
         }
         self.checks = checks;
     }
+}
+
+/// An error message without its `[correlation id …]`.
+fn without_correlation_id(message: &str) -> &str {
+    message
+        .find(" [correlation id")
+        .map_or(message, |at| &message[..at])
 }
 
 /// Tokens of request `index` of the workload of `scenario`.

@@ -305,10 +305,17 @@ impl Report {
             .filter(|r| !r.error_samples.is_empty())
             .collect();
         if !errors.is_empty() {
-            m.push_str("## Errors surfaced (samples)\n\n");
+            m.push_str("## Errors surfaced (one sample per kind)\n\n");
             for r in errors {
                 for e in &r.error_samples {
-                    let _ = writeln!(m, "- {} / {}: {}", r.scenario, r.strategy, one_line(e));
+                    let _ = writeln!(
+                        m,
+                        "- {} / {} ({} error(s)): {}",
+                        r.scenario,
+                        r.strategy,
+                        r.errors,
+                        one_line(e)
+                    );
                 }
             }
             m.push('\n');
