@@ -399,3 +399,12 @@ fn a_window_left_empty_by_a_success_holds_everyone_one_unit() {
     );
     assert!(go(c.reserve(200_000, 1, false)) == 0);
 }
+
+#[test]
+fn with_a_known_rate_retries_are_paced_like_first_attempts() {
+    let mut b = BudgetState::new(0, Some(Limits::requests(100, Duration::from_secs(1))));
+    let retries: Vec<u64> = (0..200).map(|_| go(b.reserve(0, 1, true))).collect();
+    // 200 retries take two seconds at 100 per second: not held back further.
+    assert!(retries[199] < 2_100_000, "{}", retries[199]);
+    assert!(retries[199] >= 1_990_000, "{}", retries[199]);
+}

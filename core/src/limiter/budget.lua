@@ -156,13 +156,8 @@ local function reserve(tokens, retry)
   local start = max(now, s.pause_until_us)
   if req_ns > 0 then start = max(start, s.req_tat_us) end
   if tok_ns > 0 then start = max(start, s.tok_tat_us) end
-  local retry_period_us
-  if req_ns == 0 then
-    retry_period_us = 50000
-  else
-    retry_period_us = idiv(mul(req_ns, 2), 1000)
-  end
-  if retry then
+  local retry_period_us = 50000
+  if retry and req_ns == 0 then
     start = max(start, sub(s.retry_tat_us, mul(10, retry_period_us)))
     s.retry_tat_us = add(max(s.retry_tat_us, start), retry_period_us)
   end

@@ -523,9 +523,10 @@ impl BudgetState {
     }
 
     /// Reserves one request of `tokens` tokens at `now`. `retry` marks a call's second
-    /// or later attempt, which also spends from the retry budget: retries take at most
-    /// half of the request rate (20 per second while no rate is known), with a burst of
-    /// 10, so a storm of failures cannot multiply the load.
+    /// or later attempt. Retries go through the same paced cells as first attempts, so
+    /// with a known rate they cannot add load; while no rate is known they also spend a
+    /// retry budget of 20 per second (burst 10), so a storm of failures cannot multiply
+    /// the load.
     pub fn reserve(&mut self, now: u64, tokens: u64, retry: bool) -> Decision {
         let now = now.min(MAX_EXACT);
         let tokens = tokens.clamp(1, MAX_EXACT);
@@ -552,12 +553,10 @@ impl BudgetState {
         if tok_ns > 0 {
             start = start.max(self.tok_tat_us);
         }
-        let retry_period_us = if req_ns == 0 {
-            50_000
-        } else {
-            mul(req_ns, 2) / 1000
-        };
-        if retry {
+        // With a known rate, retries share the paced request cell and cannot add load;
+        // with none, they are held to 20 per second (burst 10).
+        let retry_period_us = 50_000;
+        if retry && req_ns == 0 {
             start = start.max(sub(self.retry_tat_us, mul(10, retry_period_us)));
             self.retry_tat_us = add(self.retry_tat_us.max(start), retry_period_us);
         }
