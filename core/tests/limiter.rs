@@ -408,3 +408,23 @@ fn with_a_known_rate_retries_are_paced_like_first_attempts() {
     assert!(retries[199] < 2_100_000, "{}", retries[199]);
     assert!(retries[199] >= 1_990_000, "{}", retries[199]);
 }
+
+#[test]
+fn the_pause_is_the_events_not_the_longest_backoff_of_its_callers() {
+    let mut b = BudgetState::new(0, Some(Limits::requests(100, Duration::from_secs(1))));
+    let rl = |ms| Signal::RateLimited {
+        wait: Duration::from_millis(ms),
+    };
+    b.report(0, &report(rl(200), RateLimits::default(), 1, Some(0)));
+    // Another caller of the same event had backed off 20 s: the others do not wait it.
+    b.report(
+        1_000,
+        &report(rl(20_000), RateLimits::default(), 1, Some(0)),
+    );
+    let next = go(b.reserve(2_000, 1, false));
+    assert!(
+        2_000 + next < 1_000_000,
+        "everyone waits the longest backoff: {next}"
+    );
+    assert!(2_000 + next >= 200_000, "no pause at all: {next}");
+}

@@ -224,8 +224,8 @@ end
 
 -- BudgetState::congestion
 local function congestion(wait_us, window_us)
-  s.pause_until_us = max(s.pause_until_us, add(now, wait_us))
   if now < s.calm_after_us then return end
+  s.pause_until_us = max(s.pause_until_us, add(now, wait_us))
   if s.source == LEARNED and s.req_base_ns == 0 then
     local rate_milli = max(max(s.meter_rate_milli, mul(s.meter_count, 1000)), 1)
     s.req_base_ns = idiv(100000000000000, mul(rate_milli, 95))

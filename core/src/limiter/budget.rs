@@ -686,10 +686,12 @@ impl BudgetState {
     /// or of requests reserved before it, belong to the same event: a window that is
     /// spent refuses everything until it turns.
     fn congestion(&mut self, now: u64, wait_us: u64, window_us: u64) {
-        self.pause_until_us = self.pause_until_us.max(add(now, wait_us));
         if now < self.calm_after_us {
+            // The same event: its pause and its decrease are done. (Each refused call
+            // still waits its own backoff; the others must not wait the longest of them.)
             return;
         }
+        self.pause_until_us = self.pause_until_us.max(add(now, wait_us));
         if self.source == Source::Learned && self.req_base_ns == 0 {
             // First 429 with nothing announced: the rate that was getting through,
             // less 5 %, is the first estimate.
