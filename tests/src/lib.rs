@@ -19,3 +19,8 @@ pub mod emulator;
 pub mod raw_http;
 
 pub use emulator::*;
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeExamples;
