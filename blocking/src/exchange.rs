@@ -10,9 +10,9 @@ use mistral_core::{Attempt, RetryPolicy, TransportError, TransportKind};
 /// to the core empty) the unread body.
 pub(crate) type Exchange = (http::response::Parts, Bytes, Option<ureq::Body>);
 
-/// Performs `attempt`. A non-streamed attempt is bounded by its timeout as a whole; a
-/// stream attempt only up to its response head (its body is watched by the stream's idle
-/// timeout). The per-read bound of a stream (attempt timeout + idle timeout) never fires
+/// Performs `attempt`. Each phase of a non-streamed attempt (send, wait for the head,
+/// read the body) is bounded by its timeout; a stream attempt only up to its response
+/// head (its body is watched by the stream's idle timeout). The per-read bound of a stream (attempt timeout + idle timeout) never fires
 /// before those; it ends the reader thread of a stream dropped while stalled (with no
 /// attempt timeout, it also bounds each read of the head to the idle timeout).
 pub(crate) fn exchange(
@@ -26,15 +26,16 @@ pub(crate) fn exchange(
         .unwrap_or_default()
         .saturating_add(policy.stream_idle_timeout);
     let config = agent.configure_request(request);
+    // Phase timeouts rather than a global one: with any timeout on name resolution,
+    // ureq resolves on a thread of its own for every request (a clone per call). The
+    // resolver's own timeouts bound DNS; the connect timeout is the agent's.
+    let config = config
+        .timeout_send_request(timeout)
+        .timeout_send_body(timeout)
+        .timeout_recv_response(timeout);
     let request = match attempt.stream {
-        false => config.timeout_global(timeout).build(),
-        true => config
-            .timeout_resolve(timeout)
-            .timeout_send_request(timeout)
-            .timeout_send_body(timeout)
-            .timeout_recv_response(timeout)
-            .timeout_per_read(Some(read_bound))
-            .build(),
+        false => config.timeout_recv_body(timeout).build(),
+        true => config.timeout_per_read(Some(read_bound)).build(),
     };
     let (head, body) = agent.run(request).map_err(transport_error)?.into_parts();
     if attempt.reads_stream(head.status) {
