@@ -286,7 +286,7 @@ impl Server {
 
 /// 16 callers, each request 30 ms in flight, refused calls back off as the Call does
 /// (full jitter from 0.5 s): returns (goodput against the limit, refusals).
-fn simulate(mut server: Server, limit: usize, total: usize) -> (f64, usize) {
+fn simulate(mut server: Server, limit: usize, total: usize, callers: usize) -> (f64, usize) {
     let mut b = BudgetState::new(0, None);
     let mut rng = fastrand::Rng::with_seed(7);
     let mut refusals = 0;
@@ -297,7 +297,7 @@ fn simulate(mut server: Server, limit: usize, total: usize) -> (f64, usize) {
         Send,
         Hear(bool),
     }
-    let mut callers = vec![(0u64, Next::Ask, 0u32); 16];
+    let mut callers = vec![(0u64, Next::Ask, 0u32); callers];
     let mut done = 0;
     let mut last_admit = 0;
     while done < total {
@@ -314,7 +314,8 @@ fn simulate(mut server: Server, limit: usize, total: usize) -> (f64, usize) {
                 if ok {
                     last_admit = t;
                 }
-                (t + 30_000, Next::Hear(ok), streak)
+                // 5–55 ms in flight: answers come back out of order.
+                (t + 5_000 + rng.u64(0..50_000), Next::Hear(ok), streak)
             }
             Next::Hear(true) => {
                 done += 1;
@@ -353,7 +354,7 @@ fn with_nothing_announced_the_rate_is_learned_from_429s_and_converges() {
             },
         ),
     ] {
-        let (goodput, refusals) = simulate(server, 50, 2_000);
+        let (goodput, refusals) = simulate(server, 50, 2_000, 16);
         eprintln!(
             "learned from 429s ({name}): goodput {goodput:.3} of the limit, {refusals} refusals"
         );
@@ -427,4 +428,23 @@ fn the_pause_is_the_events_not_the_longest_backoff_of_its_callers() {
         "everyone waits the longest backoff: {next}"
     );
     assert!(2_000 + next >= 200_000, "no pause at all: {next}");
+}
+
+#[test]
+fn five_hundred_callers_learning_from_429s_converge_too() {
+    for (name, server) in [
+        ("sliding log", Server::SlidingLog(Vec::new())),
+        ("fixed window", Server::FixedWindow(0, 0)),
+        (
+            "bucket",
+            Server::Bucket {
+                level_us: 50.0,
+                last: 0,
+            },
+        ),
+    ] {
+        let (goodput, refusals) = simulate(server, 50, 1_000, 512);
+        eprintln!("512 callers learning ({name}): goodput {goodput:.3}, {refusals} refusals");
+        assert!(goodput >= 0.8, "{name}: goodput {goodput:.3} of the limit");
+    }
 }

@@ -211,6 +211,14 @@ local function meter()
   end
 end
 
+-- BudgetState::raise_to_proven
+local function raise_to_proven()
+  if s.source ~= LEARNED or s.req_base_ns == 0 then return end
+  local proven_milli = max(max(mul(s.meter_count, 1000), s.meter_rate_milli), 1)
+  local proven = idiv(100000000000000, mul(proven_milli, 95))
+  if proven < s.req_base_ns then s.req_base_ns = proven end
+end
+
 -- BudgetState::grow
 local function grow()
   local cap = FULL_SHARE
@@ -266,6 +274,7 @@ local function report()
     if s.source == UNKNOWN then s.source = LEARNED end
     if s.block ~= 0 then s.block = 0 end
     meter()
+    raise_to_proven()
     grow()
     if arg(17) == 1 then hold_one_unit() end
   elseif signal == 2 then

@@ -600,6 +600,7 @@ impl BudgetState {
                     self.block = Block::None;
                 }
                 self.meter(now);
+                self.raise_to_proven();
                 self.grow(now);
                 if op.req_spent {
                     self.hold_one_unit(now);
@@ -661,6 +662,22 @@ impl BudgetState {
             self.meter_rate_milli = mul(self.meter_count, 1000 * MICROS) / span;
             self.meter_start_us = now;
             self.meter_count = 0;
+        }
+    }
+
+    /// Learned from 429s: the successes of the meter's current (or last full) second are
+    /// a rate the server has proven it admits. A first estimate below it — made from the
+    /// few answers that were back when the first refusal arrived — is raised to it.
+    fn raise_to_proven(&mut self) {
+        if self.source != Source::Learned || self.req_base_ns == 0 {
+            return;
+        }
+        let proven_milli = mul(self.meter_count, 1000)
+            .max(self.meter_rate_milli)
+            .max(1);
+        let proven = 100_000_000_000_000 / mul(proven_milli, 95);
+        if proven < self.req_base_ns {
+            self.req_base_ns = proven;
         }
     }
 
