@@ -197,7 +197,7 @@ impl ClientBuilder {
     /// Checks the settings and builds the client.
     pub fn build(self) -> Result<Client, Error> {
         let resolved = self.settings.resolve()?;
-        let limiter = mistral_blocking::stores::limiter_for(&resolved)?;
+        let limiter = mistral_stores::limiter_for(&resolved)?;
         let Resolved {
             target,
             policy,

@@ -37,9 +37,9 @@ mod streaming;
 mod transport;
 
 pub use client::{Client, ClientBuilder};
-/// The shared limiter's stores: in-process, a locked state file, Redis (feature `redis`).
-pub use mistral_blocking::stores;
 pub use mistral_core::request::{DEFAULT_CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
+/// The shared limiter's stores: in-process, a locked state file, Redis (feature `redis`).
+pub use mistral_stores as stores;
 pub use streaming::ChatStream;
 
 /// The sans-IO core this client drives, for what the re-exports above leave out.

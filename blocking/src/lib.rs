@@ -42,11 +42,12 @@
 mod chat_stream;
 mod client;
 mod exchange;
-pub mod stores;
 
 pub use chat_stream::ChatStream;
 pub use client::{Client, ClientBuilder};
 pub use mistral_core::request::{DEFAULT_CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
+/// The shared limiter's stores: in-process, a locked state file, Redis (feature `redis`).
+pub use mistral_stores as stores;
 
 /// The sans-IO core this client drives, for what the re-exports below leave out.
 pub use mistral_core;

@@ -5,7 +5,8 @@
 //! Every store runs the same arithmetic, [`mistral_core::limiter::budget`]; a store only
 //! gives it an atomic read-modify-write of the budget's state, once per reservation and
 //! once per report, and never holds anything across a request or a sleep. Both are short
-//! blocking I/O (a locked file, one Redis round trip), so the async client uses them too.
+//! blocking I/O (a locked file, one Redis round trip), used by both clients: they
+//! re-export this crate as `mistral_blocking::stores` and `mistral_async::stores`.
 //!
 //! | store | shared by | clock | when the store fails |
 //! |---|---|---|---|
@@ -21,14 +22,14 @@
 //! [`limiter_from_env`] picks one from `MISTRAL_LIMITER` ([`LimiterSpec`]):
 //!
 //! ```no_run
-//! use mistral_blocking::{ApiKey, Client, DEFAULT_BASE_URL, stores};
+//! use mistral_core::{ApiKey, request::DEFAULT_BASE_URL};
 //!
-//! # fn main() -> Result<(), mistral_blocking::Error> {
+//! # fn main() -> Result<(), mistral_core::Error> {
 //! let key = std::env::var("MISTRAL_API_KEY").unwrap_or_default();
 //! // MISTRAL_LIMITER=file  (or redis://cache:6379, or unset for in-process)
-//! let limiter = stores::limiter_from_env(DEFAULT_BASE_URL, &ApiKey::new(key.as_str())?)?;
-//! let client = Client::builder().api_key(key).limiter(limiter).build()?;
-//! # let _ = client;
+//! let limiter = mistral_stores::limiter_from_env(DEFAULT_BASE_URL, &ApiKey::new(key.as_str())?)?;
+//! // then: Client::builder().api_key(key).limiter(limiter).build()? in either client
+//! # let _ = limiter;
 //! # Ok(())
 //! # }
 //! ```

@@ -14,8 +14,8 @@ use mistral_core::limiter::{
 };
 use mistral_core::{ApiKey, Ask, Grant, Limiter, Report};
 
-use super::DEGRADED_SHARE_PPM;
-use super::fallback::Fallback;
+use crate::DEGRADED_SHARE_PPM;
+use crate::fallback::Fallback;
 
 /// Longest wait for the file's lock before one operation gives up and is paced
 /// in-process (a holder stopped in a debugger must not stall every process).
@@ -100,9 +100,9 @@ impl FileLimiter {
     }
 
     /// The state file's name for `key` at `base_url`:
-    /// `limiter-<`[`super::store_id`]`>.state`. Never contains the key.
+    /// `limiter-<`[`crate::store_id`]`>.state`. Never contains the key.
     pub fn file_name(base_url: &str, key: &ApiKey) -> String {
-        format!("limiter-{}.state", super::store_id(base_url, key))
+        format!("limiter-{}.state", crate::store_id(base_url, key))
     }
 
     /// The state file.

@@ -7,19 +7,19 @@
 
 #![cfg(feature = "redis")]
 
-mod stores_common;
+mod common;
 
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mistral_blocking::mistral_core::limiter::{
+use common::{CHILD_ENV, Logs, TempDir, assert_paced, run_children};
+use mistral_core::limiter::{
     BudgetState, Decision, LimiterConfig, Limits, MAX_EXACT, ReportOp, SignalOp,
 };
-use mistral_blocking::stores::{self, LimiterSpec, RedisLimiter};
-use mistral_blocking::{ApiKey, Ask, Grant, Limiter};
-use stores_common::{CHILD_ENV, Logs, TempDir, assert_paced, run_children};
+use mistral_core::{ApiKey, Ask, Grant, Limiter};
+use mistral_stores::{self as stores, LimiterSpec, RedisLimiter};
 
 const KEY: &str = "sk-TEST-very-secret-key-0123456789";
 const BASE: &str = "https://api.mistral.ai";
@@ -590,10 +590,10 @@ fn redis_killed_mid_run_degrades_to_a_quarter_share_and_recovers() {
     // Reports while down neither panic nor fail.
     limiter.report(
         now,
-        &mistral_blocking::Report {
+        &mistral_core::Report {
             model: Some("m".into()),
             limits: Default::default(),
-            signal: mistral_blocking::Signal::Success,
+            signal: mistral_core::Signal::Success,
             estimated_tokens: 1,
             used_tokens: Some(1),
             attempt: 1,
@@ -659,6 +659,6 @@ fn an_unreachable_redis_from_the_start_paces_locally() {
             &key,
             LimiterConfig::default()
         ),
-        Err(mistral_blocking::Error::Config(_))
+        Err(mistral_core::Error::Config(_))
     ));
 }

@@ -1,19 +1,19 @@
 //! The file store: one state file shared by threads and real processes, private, named
 //! without the key, surviving corruption and wall-clock steps, degrading when locked.
 
-mod stores_common;
+mod common;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mistral_blocking::mistral_core::limiter::{Decision, Source, codec};
-use mistral_blocking::stores::{self, FileLimiter, LimiterConfig, LimiterSpec, Limits};
-use mistral_blocking::{
+use common::{CHILD_ENV, Logs, TempDir, assert_paced, max_in_window, run_children};
+use mistral_core::limiter::{Decision, Source, codec};
+use mistral_core::{
     ApiKey, Ask, Bucket, Grant, Limiter, Quota, RateLimits, Report, Signal, Window,
 };
-use stores_common::{CHILD_ENV, Logs, TempDir, assert_paced, max_in_window, run_children};
+use mistral_stores::{self as stores, FileLimiter, LimiterConfig, LimiterSpec, Limits};
 
 const S: u64 = 1_000_000;
 const KEY: &str = "sk-TEST-very-secret-key-0123456789";
@@ -403,7 +403,7 @@ fn redis_without_the_feature_is_a_config_error() {
     let key = ApiKey::new(KEY).unwrap();
     let spec = LimiterSpec::parse("redis://127.0.0.1:6379").unwrap();
     match stores::limiter_from_spec(&spec, BASE, &key, LimiterConfig::default()) {
-        Err(mistral_blocking::Error::Config(m)) => assert!(m.contains("`redis`"), "{m}"),
+        Err(mistral_core::Error::Config(m)) => assert!(m.contains("`redis`"), "{m}"),
         other => panic!("{other:?}"),
     }
 }

@@ -12,14 +12,14 @@ use mistral_core::limiter::spec::redact_url;
 use mistral_core::limiter::{BudgetState, Decision, LimiterConfig, ReportOp, decision_to_grant};
 use mistral_core::{ApiKey, Ask, Error, Grant, Limiter, Report};
 
-use super::DEGRADED_SHARE_PPM;
-use super::fallback::Fallback;
+use crate::DEGRADED_SHARE_PPM;
+use crate::fallback::Fallback;
 
 /// A limiter whose budgets live in Redis, shared by every process on every host that
 /// uses the same Redis, base URL and key.
 ///
 /// One hash per budget, `mistral-limiter:{<store id>}:<model>` (see
-/// [`super::store_id`]; the key itself is never stored), holding the fields of
+/// [`crate::store_id`]; the key itself is never stored), holding the fields of
 /// [`BudgetState`]. Each [`Limiter::reserve`] or [`Limiter::report`] is one `EVALSHA` of
 /// [`mistral_core::limiter::lua::SCRIPT`] (loaded on `NOSCRIPT`): atomic, one round
 /// trip, the time read from Redis `TIME` so hosts with skewed clocks still share one
@@ -100,7 +100,7 @@ impl RedisLimiter {
             client,
             script: redis::Script::new(lua::SCRIPT),
             url,
-            prefix: format!("mistral-limiter:{{{}}}:", super::store_id(base_url, key)),
+            prefix: format!("mistral-limiter:{{{}}}:", crate::store_id(base_url, key)),
             fallback: Fallback::new("redis", config.clone(), DEGRADED_SHARE_PPM),
             config,
             timeout: Self::DEFAULT_TIMEOUT,
