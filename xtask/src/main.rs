@@ -7,7 +7,7 @@
 //!   services, tests. See [`pipeline`].
 //! - `bench [ARGS...]`: the core's criterion micro-benchmarks, then `mistral-bench`
 //!   (release): every scenario with every retry strategy against the emulator, report in
-//!   `target/bench/`. See [`bench`].
+//!   `target/bench/`. See [`bench`](mod@bench).
 //! - `demo [ARGS...]`: `mistral-demo` (dev profile): a burst through both clients with
 //!   live progress, against the emulator or `MISTRAL_BASE_URL` / `MISTRAL_API_KEY`.
 //! - `emulate [ARGS...]`: runs the Mistral API emulator in release mode.
