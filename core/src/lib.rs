@@ -12,7 +12,12 @@
 //! - [`classify`] and [`RateLimits`]: what a response means, 429s told apart (a spent
 //!   window, no allowance, a monthly quota, Mistral's capacity);
 //! - [`RetryPolicy`] and [`Call`]: the retry/backoff state machine;
-//! - [`sse`]: the server-sent-events decoder for streams;
+//! - [`sse`] and [`StreamReader`]: event streams (idle timeout, cut detection, usage);
+//! - [`limiter`]: the shared limiter's arithmetic (GCRA per model, requests and tokens,
+//!   learning from headers and 429s) and the in-process [`LocalLimiter`]; the file and
+//!   Redis stores (`mistral-stores`) run the same arithmetic;
+//! - [`Telemetry`]: statistics and `tracing` events, the same for both clients;
+//! - [`Settings`]: what both clients' builders collect and check;
 //! - [`Error`]: the one error type of both clients.
 //!
 //! # Driving a call
