@@ -186,10 +186,9 @@ impl ClientBuilder {
     /// `MISTRAL_BASE_URL` (when set and not empty) and the limiter's store from
     /// `MISTRAL_LIMITER`; all are checked by [`ClientBuilder::build`].
     pub fn from_env() -> Self {
-        let settings = Settings::from_env_vars(|name| {
-            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
-        });
-        Self { settings }
+        Self {
+            settings: Settings::from_env(),
+        }
     }
 
     mistral_core::builder_setters!();

@@ -67,6 +67,11 @@ impl Settings {
         }
     }
 
+    /// Settings from this process's environment (see [`Settings::from_env_vars`]).
+    pub fn from_env() -> Self {
+        Self::from_env_vars(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+    }
+
     /// Checks everything: the key (missing or malformed), the base URL (plain HTTP to a
     /// remote host), the user agent, the limiter spec.
     pub fn resolve(self) -> Result<Resolved, Error> {

@@ -284,8 +284,24 @@ impl Server {
     }
 }
 
-/// 16 callers, each request 30 ms in flight, refused calls back off as the Call does
-/// (full jitter from 0.5 s): returns (goodput against the limit, refusals).
+/// One server of each semantics, 50 per second, fresh.
+fn servers() -> [(&'static str, Server); 3] {
+    [
+        ("sliding log", Server::SlidingLog(Vec::new())),
+        ("fixed window", Server::FixedWindow(0, 0)),
+        (
+            "bucket",
+            Server::Bucket {
+                level_us: 50.0,
+                last: 0,
+            },
+        ),
+    ]
+}
+
+/// `callers` callers, each request 5–55 ms in flight (answers come back out of order),
+/// refused calls back off as the Call does (full jitter from 0.5 s): returns (goodput
+/// against the limit, refusals).
 fn simulate(mut server: Server, limit: usize, total: usize, callers: usize) -> (f64, usize) {
     let mut b = BudgetState::new(0, None);
     let mut rng = fastrand::Rng::with_seed(7);
@@ -343,17 +359,7 @@ fn simulate(mut server: Server, limit: usize, total: usize, callers: usize) -> (
 
 #[test]
 fn with_nothing_announced_the_rate_is_learned_from_429s_and_converges() {
-    for (name, server) in [
-        ("sliding log", Server::SlidingLog(Vec::new())),
-        ("fixed window", Server::FixedWindow(0, 0)),
-        (
-            "bucket",
-            Server::Bucket {
-                level_us: 50.0,
-                last: 0,
-            },
-        ),
-    ] {
+    for (name, server) in servers() {
         let (goodput, refusals) = simulate(server, 50, 2_000, 16);
         eprintln!(
             "learned from 429s ({name}): goodput {goodput:.3} of the limit, {refusals} refusals"
@@ -432,17 +438,7 @@ fn the_pause_is_the_events_not_the_longest_backoff_of_its_callers() {
 
 #[test]
 fn five_hundred_callers_learning_from_429s_converge_too() {
-    for (name, server) in [
-        ("sliding log", Server::SlidingLog(Vec::new())),
-        ("fixed window", Server::FixedWindow(0, 0)),
-        (
-            "bucket",
-            Server::Bucket {
-                level_us: 50.0,
-                last: 0,
-            },
-        ),
-    ] {
+    for (name, server) in servers() {
         let (goodput, refusals) = simulate(server, 50, 1_000, 512);
         eprintln!("512 callers learning ({name}): goodput {goodput:.3}, {refusals} refusals");
         assert!(goodput >= 0.8, "{name}: goodput {goodput:.3} of the limit");
