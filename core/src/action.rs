@@ -76,16 +76,48 @@ pub struct Ask {
     pub tokens: u64,
     /// Which attempt of its call this is for (1 for the first; later ones are retries).
     pub attempt: u32,
+    /// The longest the call can wait for its slot (its deadline, less the time an
+    /// attempt needs); `None`: no limit. A limiter books nothing it cannot serve within
+    /// it and answers [`Grant::Late`].
+    pub within: Option<Duration>,
+    /// The booking this call waited for, when it asks to confirm it before sending: the
+    /// limiter answers "go" if it still holds, or books a new slot if a congestion event
+    /// voided it.
+    pub confirm: Option<Ticket>,
+}
+
+/// A booking in a shared budget: which congestion epoch it was made in, and its number.
+/// A booking of an earlier epoch than the budget's is void.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Ticket {
+    /// The budget's congestion epoch when the slot was booked.
+    pub epoch: u64,
+    /// The booking's number in its budget (counts every booking).
+    pub seq: u64,
 }
 
 /// The limiter's answer to an [`Ask`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Grant {
-    /// Go now.
+    /// Go now (a limiter that keeps no bookings).
     Now,
-    /// The slot is reserved; go after this long.
+    /// The slot is reserved; go after this long (a limiter that keeps no bookings).
     After(Duration),
+    /// A slot is booked: go after `after`. After a wait, confirm it first (the call asks
+    /// again with [`Ask::confirm`]); quote the ticket in the attempt's report.
+    Slot {
+        /// How long until the slot.
+        after: Duration,
+        /// The booking.
+        ticket: Ticket,
+    },
+    /// Nothing is booked: the budget cannot start this call within [`Ask::within`]; it
+    /// could after this long.
+    Late {
+        /// When the budget could admit the call.
+        after: Duration,
+    },
     /// Nothing is reserved yet (the limiter waits for information): ask again after
     /// this long.
     Recheck(Duration),
@@ -139,6 +171,8 @@ pub struct Report {
     pub attempt: u32,
     /// The response's `mistral-correlation-id`.
     pub correlation_id: Option<String>,
+    /// The booking the attempt went on, when the limiter gave one.
+    pub ticket: Option<Ticket>,
 }
 
 /// What happened to an attempt, as the limiter needs to know it.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, WaitReason};
+use crate::action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, Ticket, WaitReason};
 use crate::error::{Error, ResponseInfo, Trail, TransportError};
 use crate::policy::RetryPolicy;
 use crate::request::Prepared;
@@ -29,6 +29,19 @@ pub struct Call {
     waited: Duration,
     reports: VecDeque<Report>,
     last_error: Option<Error>,
+    /// The booking the next attempt goes on.
+    ticket: Option<Ticket>,
+    /// The next reservation confirms [`Call::ticket`] (the call waited for its slot).
+    confirming: bool,
+    /// Re-checks in a row (their interval doubles while a probe is out).
+    rechecks: u32,
+}
+
+/// `now + d`, or as far as an `Instant` goes.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 #[derive(Debug)]
@@ -87,8 +100,15 @@ impl Call {
             waited: Duration::ZERO,
             reports: VecDeque::new(),
             last_error: None,
+            ticket: None,
+            confirming: false,
+            rechecks: 0,
         }
     }
+
+    /// The time an attempt needs at least: a slot later than `deadline − this` is of
+    /// no use to the call.
+    const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 
     /// HTTP attempts made so far.
     pub fn attempts(&self) -> u32 {
@@ -113,10 +133,16 @@ impl Call {
                         return action;
                     }
                     self.state = State::Reserving;
+                    let within = self.deadline.map(|d| {
+                        d.saturating_duration_since(now)
+                            .saturating_sub(Self::MIN_ATTEMPT)
+                    });
                     return Action::Reserve(Ask {
                         model: self.prepared.model.clone(),
                         tokens: self.prepared.token_estimate,
                         attempt: self.attempts + 1,
+                        within,
+                        confirm: self.ticket.filter(|_| self.confirming),
                     });
                 }
                 State::Reserving => {
@@ -167,7 +193,7 @@ impl Call {
                         }
                     }
                     _ => {
-                        let until = timeout_at.unwrap_or(now + Duration::from_secs(86_400));
+                        let until = timeout_at.unwrap_or(later(now, Duration::from_secs(86_400)));
                         self.state = State::InFlight { id, timeout_at };
                         return Action::Wait {
                             until,
@@ -191,30 +217,138 @@ impl Call {
             matches!(self.state, State::Reserving),
             "Call::handle_grant without an outstanding Action::Reserve"
         );
+        let confirming = std::mem::take(&mut self.confirming);
+        if !matches!(grant, Grant::Recheck(_)) {
+            self.rechecks = 0;
+        }
         self.state = match grant {
-            Grant::Now => State::Ready,
-            Grant::After(delay) if delay.is_zero() => State::Ready,
+            Grant::Now => {
+                self.ticket = None;
+                State::Ready
+            }
             Grant::After(delay) => {
-                let until = now + delay;
+                self.ticket = None;
+                self.pace(now, delay, Next::Send)
+            }
+            Grant::Slot { after, ticket } => {
+                // A confirmed booking keeps its own ticket (the answer quotes the budget's
+                // latest); anything else is a new booking.
+                let confirmed = confirming
+                    && after.is_zero()
+                    && self.ticket.is_some_and(|t| t.epoch == ticket.epoch);
+                if !confirmed {
+                    self.ticket = Some(ticket);
+                }
+                if after.is_zero() {
+                    State::Ready
+                } else {
+                    // Sleep, then confirm the booking: a congestion event meanwhile voids it.
+                    self.confirming = true;
+                    self.pace(now, after, Next::Reserve)
+                }
+            }
+            Grant::Late { after } => {
+                self.ticket = None;
+                State::Finished(Box::new(Err(self.late_error(now, after))))
+            }
+            Grant::Recheck(delay) => {
+                self.ticket = None;
+                // While a probe is out, the answer says "shortly": re-ask at a doubling
+                // interval (up to a quarter of a second) rather than every few ms.
+                let floor = Duration::from_millis(20)
+                    .saturating_mul(1 << self.rechecks.min(4))
+                    .min(Duration::from_millis(250));
+                self.rechecks = self.rechecks.saturating_add(1);
+                let delay = if delay < Duration::from_millis(50) {
+                    delay.max(floor)
+                } else {
+                    delay
+                };
+                let until = later(now, delay);
                 if self.deadline.is_some_and(|d| until > d) {
-                    State::Finished(Box::new(Err(self.deadline_error(now, None))))
+                    State::Finished(Box::new(Err(self.late_error(now, delay))))
                 } else {
                     State::Waiting {
                         since: now,
                         until,
                         why: WaitReason::Pacing,
-                        next: Next::Send,
+                        next: Next::Reserve,
                     }
                 }
             }
-            Grant::Recheck(delay) => State::Waiting {
-                since: now,
-                until: now + delay,
-                why: WaitReason::Pacing,
-                next: Next::Reserve,
-            },
             Grant::Refused(error) => State::Finished(Box::new(Err(error))),
         };
+    }
+
+    /// Waits `delay` for a paced slot, then goes on with `next`; a slot past the
+    /// deadline ends the call.
+    fn pace(&mut self, now: Instant, delay: Duration, next: Next) -> State {
+        if delay.is_zero() {
+            return match next {
+                Next::Send => State::Ready,
+                Next::Reserve => State::Reserve,
+            };
+        }
+        let until = later(now, delay);
+        if self.deadline.is_some_and(|d| until > d) {
+            self.confirming = false;
+            State::Finished(Box::new(Err(self.late_error(now, delay))))
+        } else {
+            State::Waiting {
+                since: now,
+                until,
+                why: WaitReason::Pacing,
+                next,
+            }
+        }
+    }
+
+    /// The call cannot start before its deadline: the shared budget would admit it only
+    /// after `after`.
+    fn late_error(&mut self, now: Instant, after: Duration) -> Error {
+        let model = self.prepared.model.as_deref().unwrap_or("this model");
+        let message = format!(
+            "not sent: the shared budget of {model} would admit this call in {:.1} s, \
+             past its deadline",
+            after.as_secs_f64()
+        );
+        let last = self.last_error.take();
+        let (bucket, window, limit, remaining, response) = match last {
+            Some(Error::RateLimited {
+                bucket,
+                window,
+                limit,
+                remaining,
+                mut response,
+                ..
+            }) => {
+                response.message = Some(match response.message.take() {
+                    Some(m) => format!("{message}; last refusal: {m}"),
+                    None => message,
+                });
+                (bucket, window, limit, remaining, response)
+            }
+            _ => (
+                None,
+                None,
+                None,
+                None,
+                Box::new(ResponseInfo {
+                    message: Some(message),
+                    ..ResponseInfo::default()
+                }),
+            ),
+        };
+        Error::RateLimited {
+            bucket,
+            window,
+            limit,
+            remaining,
+            retry_after: Some(after),
+            shared: true,
+            trail: self.trail(now),
+            response,
+        }
     }
 
     /// Hands in the response to attempt `id`: the whole body, or for a stream whose
@@ -292,6 +426,7 @@ impl Call {
             used_tokens: None,
             attempt: self.attempts,
             correlation_id: None,
+            ticket: self.ticket,
         });
         let plan = if self.policy.retries_transport(error.kind) {
             Plan::Retry {
@@ -323,7 +458,7 @@ impl Call {
         };
         self.state = State::InFlight {
             id,
-            timeout_at: timeout.map(|t| now + t),
+            timeout_at: timeout.map(|t| later(now, t)),
         };
         Attempt {
             id,
@@ -367,6 +502,7 @@ impl Call {
             used_tokens: used,
             attempt: self.attempts,
             correlation_id: info.correlation_id.clone(),
+            ticket: self.ticket,
         });
     }
 
@@ -553,13 +689,15 @@ impl Call {
     fn settle(&mut self, now: Instant, error: Error, plan: Plan) {
         match plan {
             Plan::Retry { wait, why } if self.attempts < self.policy.max_attempts => {
-                let until = now + wait;
+                let until = later(now, wait);
                 if self.deadline.is_some_and(|d| until >= d) {
+                    // The wait would end past the deadline: the call ends now with what it
+                    // got (which says when to come back), not with "deadline reached".
                     let error = self.with_trail(error, now);
-                    self.state =
-                        State::Finished(Box::new(Err(self.deadline_error(now, Some(error)))));
+                    self.state = State::Finished(Box::new(Err(error)));
                     return;
                 }
+                self.ticket = None;
                 self.last_error = Some(error);
                 self.state = State::Waiting {
                     since: now,

@@ -341,9 +341,10 @@ impl Error {
         }
     }
 
-    /// HTTP status of the response the error came from.
+    /// HTTP status of the response the error came from (`None` when no response came,
+    /// as when the shared limiter ended the call before sending).
     pub fn status(&self) -> Option<u16> {
-        self.response().map(|r| r.status)
+        self.response().map(|r| r.status).filter(|&s| s != 0)
     }
 
     /// The `mistral-correlation-id` of the response the error came from.
@@ -357,6 +358,21 @@ impl Error {
             Error::RateLimited { retry_after, .. } => *retry_after,
             Error::Deadline { last, .. } => last.as_ref().and_then(|e| e.retry_after()),
             _ => None,
+        }
+    }
+
+    /// `true` when the same call may succeed later (after [`Error::retry_after`], when
+    /// known): rate limits, capacity, server and transport failures, a deadline reached,
+    /// a stream cut. Answers through a [`Error::Deadline`]'s last error.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::RateLimited { .. }
+            | Error::Capacity { .. }
+            | Error::Server { .. }
+            | Error::Transport { .. }
+            | Error::Stream { .. } => true,
+            Error::Deadline { last, .. } => last.as_ref().is_none_or(|e| e.is_retryable()),
+            _ => false,
         }
     }
 

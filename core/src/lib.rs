@@ -110,7 +110,7 @@ pub mod success;
 pub mod telemetry;
 pub mod verdict;
 
-pub use action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, WaitReason};
+pub use action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, Ticket, WaitReason};
 pub use call::Call;
 pub use error::{Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
 pub use key::{ApiKey, KeyError};

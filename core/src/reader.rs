@@ -199,6 +199,7 @@ impl<T: StreamItem> StreamReader<T> {
             used_tokens: self.used_tokens,
             attempt: 0,
             correlation_id: self.correlation_id.clone(),
+            ticket: None,
         })
     }
 }

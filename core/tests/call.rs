@@ -313,17 +313,22 @@ fn the_deadline_ends_the_call_with_the_last_refusal() {
     let sends = run.sends();
     assert!(sends.iter().all(|t| *t < Duration::from_secs(90)));
     let err = run.err();
+    // The deadline was not reached: the wait was only predicted to pass it. The call
+    // ends with the refusal itself, which says when to come back.
     match &err {
-        Error::Deadline {
-            last: Some(last),
+        Error::RateLimited {
+            limit: Some(1),
             trail,
+            shared: false,
+            retry_after: Some(after),
             ..
         } => {
             assert_eq!(trail.attempts, 2);
-            assert!(matches!(**last, Error::RateLimited { limit: Some(1), .. }));
+            assert!(*after >= Duration::from_secs(30), "{after:?}");
         }
         other => panic!("{other:?}"),
     }
+    assert!(!err.to_string().contains("deadline"), "{err}");
     assert!(err.retry_after().is_some(), "says when to come back");
     assert_eq!(err.correlation_id(), Some("corr-429"));
 }
@@ -401,7 +406,57 @@ fn a_pacing_grant_past_the_deadline_ends_the_call_without_sending() {
         Grant::After(Duration::from_secs(11))
     });
     assert!(run.sends().is_empty());
-    assert!(matches!(run.err(), Error::Deadline { .. }));
+    // Refused by the shared budget, not by the server: it says so and when to come back.
+    match run.err() {
+        Error::RateLimited {
+            shared: true,
+            retry_after: Some(after),
+            ..
+        } => assert_eq!(after, Duration::from_secs(11)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_late_grant_ends_the_call_at_once_with_when_the_budget_could_admit_it() {
+    let policy = RetryPolicy::default().deadline(Some(Duration::from_secs(10)));
+    let run = drive(&policy, 1, vec![], |_| Grant::Late {
+        after: Duration::from_secs(42),
+    });
+    assert!(run.sends().is_empty());
+    assert!(run.elapsed < Duration::from_millis(1), "{:?}", run.elapsed);
+    let err = run.err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(42)));
+    assert!(err.to_string().contains("shared"), "{err}");
+    assert_eq!(err.status(), None, "no 429 was received");
+}
+
+#[test]
+fn a_booking_waited_for_is_confirmed_before_sending_and_its_ticket_reported() {
+    let ticket = mistral_core::Ticket { epoch: 3, seq: 9 };
+    let run = drive(&RetryPolicy::default(), 1, vec![ok()], |n| match n {
+        0 => Grant::Slot {
+            after: Duration::from_millis(400),
+            ticket,
+        },
+        // The confirmation: the booking holds.
+        _ => Grant::Slot {
+            after: Duration::ZERO,
+            ticket: mistral_core::Ticket { epoch: 3, seq: 40 },
+        },
+    });
+    let reserves = run
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Reserve))
+        .count();
+    assert_eq!(reserves, 2, "reserved, then confirmed");
+    assert_eq!(run.sends(), vec![Duration::from_millis(400)]);
+    assert_eq!(
+        run.reports()[0].ticket,
+        Some(ticket),
+        "the booking's own ticket"
+    );
 }
 
 #[test]

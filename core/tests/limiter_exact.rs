@@ -11,6 +11,23 @@ use mistral_core::limiter::{
 use mistral_core::{Ask, Bucket, Quota, RateLimits, Report, Signal, Window};
 use proptest::prelude::*;
 
+/// A reservation of `tokens` (`retry`: a later attempt), with no time limit.
+#[allow(dead_code)]
+fn rv(tokens: u64, retry: bool) -> mistral_core::limiter::Reserve {
+    mistral_core::limiter::Reserve {
+        retry,
+        ..mistral_core::limiter::Reserve::new(tokens)
+    }
+}
+
+#[allow(dead_code)]
+fn go_wait(d: mistral_core::limiter::Decision) -> u64 {
+    match d {
+        mistral_core::limiter::Decision::Go { wait_us, .. } => wait_us,
+        other => panic!("expected Go, got {other:?}"),
+    }
+}
+
 fn signal() -> impl Strategy<Value = SignalOp> {
     prop_oneof![
         Just(SignalOp::Other),
@@ -58,7 +75,8 @@ fn op() -> impl Strategy<Value = Op> {
                     estimated_tokens: est,
                     used_tokens: used,
                     signal,
-                    req_spent: rl % 2 == 0,
+                    req_remaining: (rl % 2 == 0).then_some(0),
+                    ticket: None,
                 }
             )),
     ]
@@ -78,7 +96,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Reserve(t, n, r) => {
-                    if let Decision::Go(w) | Decision::Recheck(w) = s.reserve(t, n, r) {
+                    if let Decision::Go { wait_us: w, .. } | Decision::Recheck(w) = s.reserve(t, &rv(n, r)) {
                         prop_assert!(w <= MAX_EXACT);
                     }
                 }
@@ -109,7 +127,7 @@ fn the_split_period_matches_the_exact_ratio() {
                 Some(Limits::requests(limit, Duration::from_secs(window))),
             );
             s.share_ppm = share;
-            s.reserve(0, 1, false);
+            s.reserve(0, &rv(1, false));
             let got = s.req_tat_us as f64;
             let exact = window as f64 * 1e6 / limit as f64 / (share as f64 / 1e6) / 0.985;
             // The tat holds whole microseconds.
@@ -162,6 +180,7 @@ fn a_report_flattens_to_the_integers_the_budget_uses() {
         used_tokens: Some(0),
         attempt: 2,
         correlation_id: None,
+        ticket: None,
     };
     assert_eq!(
         ReportOp::from(&report),
@@ -176,14 +195,15 @@ fn a_report_flattens_to_the_integers_the_budget_uses() {
                 wait_us: 250_000,
                 window_us: 1_000_000
             },
-            req_spent: true,
+            req_remaining: Some(0),
+            ticket: None,
         }
     );
     let usage = Report {
         signal: Signal::Usage,
         ..report
     };
-    assert_eq!(ReportOp::from(&usage).signal, SignalOp::Other);
+    assert_eq!(ReportOp::from(&usage).signal, SignalOp::Usage);
 }
 
 #[test]
@@ -197,10 +217,12 @@ fn a_share_cap_holds_whatever_the_budget_learns() {
         model: Some("m".into()),
         tokens: 1,
         attempt: 1,
+        within: None,
+        confirm: None,
     };
-    assert_eq!(b.decide(0, "m", 1, false), Decision::Go(0));
-    let second = match b.decide(0, "m", 1, false) {
-        Decision::Go(us) => us,
+    assert_eq!(go_wait(b.decide(0, "m", &rv(1, false))), 0);
+    let second = match b.decide(0, "m", &rv(1, false)) {
+        Decision::Go { wait_us: us, .. } => us,
         other => panic!("{other:?}"),
     };
     // 50/s at a quarter: about 12.3 per second, 81 ms apart.
@@ -212,7 +234,7 @@ fn a_share_cap_holds_whatever_the_budget_learns() {
 #[test]
 fn restarted_keeps_what_was_learned_and_nothing_else() {
     let mut s = BudgetState::new(5_000_000, None);
-    s.reserve(5_000_000, 1, false);
+    s.reserve(5_000_000, &rv(1, false));
     s.source = Source::Headers;
     s.req_base_ns = 1_000_000_000;
     s.share_ppm = 700_000;

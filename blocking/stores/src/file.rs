@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mistral_core::limiter::{
-    BudgetState, Budgets, Decision, LimiterConfig, codec, decision_to_grant,
+    BudgetState, Budgets, Decision, LimiterConfig, Reserve, codec, decision_to_grant,
 };
 use mistral_core::{ApiKey, Ask, Grant, Limiter, Report};
 
@@ -122,11 +122,10 @@ impl FileLimiter {
         &self,
         now_us: Option<u64>,
         model: &str,
-        tokens: u64,
-        retry: bool,
+        ask: &Reserve,
     ) -> io::Result<(Decision, BudgetState)> {
         self.transact(now_us, |now, budgets| {
-            let decision = budgets.decide(now, model, tokens, retry);
+            let decision = budgets.decide(now, model, ask);
             (decision, budgets.get(model).copied().unwrap_or_default())
         })
     }
@@ -194,7 +193,7 @@ impl Limiter for FileLimiter {
         let Some(model) = ask.model.as_deref() else {
             return Grant::Now;
         };
-        match self.reserve_at(None, model, ask.tokens, ask.attempt > 1) {
+        match self.reserve_at(None, model, &Reserve::from(ask)) {
             Ok((decision, state)) => {
                 self.fallback.up(model, &state);
                 decision_to_grant(decision, model)

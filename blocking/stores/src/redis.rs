@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use mistral_core::limiter::budget::Seed;
 use mistral_core::limiter::lua::{self, ScriptReply};
 use mistral_core::limiter::spec::redact_url;
-use mistral_core::limiter::{BudgetState, Decision, LimiterConfig, ReportOp, decision_to_grant};
+use mistral_core::limiter::{
+    BudgetState, Decision, LimiterConfig, ReportOp, Reserve, decision_to_grant,
+};
 use mistral_core::{ApiKey, Ask, Error, Grant, Limiter, Report};
 
 use crate::DEGRADED_SHARE_PPM;
@@ -140,11 +142,13 @@ impl RedisLimiter {
         &self,
         now_us: Option<u64>,
         model: &str,
-        tokens: u64,
-        retry: bool,
+        ask: &Reserve,
     ) -> io::Result<(Decision, BudgetState)> {
-        let reply = self.reserve_op(now_us, model, tokens, retry)?;
-        Ok((reply.decision.unwrap_or(Decision::Go(0)), reply.state))
+        let reply = self.reserve_op(now_us, model, ask)?;
+        let decision = reply.decision.ok_or_else(|| {
+            io::Error::other("the limiter script answered a reservation as a report")
+        })?;
+        Ok((decision, reply.state))
     }
 
     /// One report through the script, at `now_us` (`None`: Redis `TIME`), without the
@@ -167,10 +171,9 @@ impl RedisLimiter {
         &self,
         now_us: Option<u64>,
         model: &str,
-        tokens: u64,
-        retry: bool,
+        ask: &Reserve,
     ) -> Result<ScriptReply, OpError> {
-        let args = lua::reserve_args(now_us, self.ttl_secs, self.seed(model), tokens, retry);
+        let args = lua::reserve_args(now_us, self.ttl_secs, self.seed(model), ask);
         self.run(model, &args)
     }
 
@@ -244,7 +247,7 @@ impl Limiter for RedisLimiter {
         let Some(model) = ask.model.as_deref() else {
             return Grant::Now;
         };
-        match self.reserve_op(None, model, ask.tokens, ask.attempt > 1) {
+        match self.reserve_op(None, model, &Reserve::from(ask)) {
             Ok(ScriptReply {
                 decision: Some(decision),
                 state,

@@ -21,6 +21,23 @@ use mistral_core::limiter::{
 use mistral_core::{ApiKey, Ask, Grant, Limiter};
 use mistral_stores::{self as stores, LimiterSpec, RedisLimiter};
 
+/// A reservation of `tokens` (`retry`: a later attempt), with no time limit.
+#[allow(dead_code)]
+fn rv(tokens: u64, retry: bool) -> mistral_core::limiter::Reserve {
+    mistral_core::limiter::Reserve {
+        retry,
+        ..mistral_core::limiter::Reserve::new(tokens)
+    }
+}
+
+#[allow(dead_code)]
+fn go_wait(d: mistral_core::limiter::Decision) -> u64 {
+    match d {
+        mistral_core::limiter::Decision::Go { wait_us, .. } => wait_us,
+        other => panic!("expected Go, got {other:?}"),
+    }
+}
+
 const KEY: &str = "sk-TEST-very-secret-key-0123456789";
 const BASE: &str = "https://api.mistral.ai";
 const S: u64 = 1_000_000;
@@ -146,7 +163,7 @@ fn config() -> LimiterConfig {
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
-    Reserve { tokens: u64, retry: bool },
+    Reserve(mistral_core::limiter::Reserve),
     Report(ReportOp),
 }
 
@@ -164,9 +181,9 @@ fn compare(
         .entry(model.to_owned())
         .or_insert_with(|| BudgetState::new(t, config.limits_for(model)));
     match op {
-        Op::Reserve { tokens, retry } => {
-            let expected = state.reserve(t, tokens, retry);
-            let (decision, lua) = limiter.reserve_at(Some(t), model, tokens, retry).unwrap();
+        Op::Reserve(ask) => {
+            let expected = state.reserve(t, &ask);
+            let (decision, lua) = limiter.reserve_at(Some(t), model, &ask).unwrap();
             assert_eq!(decision, expected, "{model} at {t}: {op:?}");
             assert_fields(&lua, state, model, t, op);
         }
@@ -208,7 +225,8 @@ fn report_spent(
         estimated_tokens: est,
         used_tokens: used,
         signal,
-        req_spent,
+        req_remaining: req_spent.then_some(0),
+        ticket: None,
     })
 }
 
@@ -221,7 +239,7 @@ fn the_lua_script_computes_what_the_rust_code_computes() {
     let limiter = RedisLimiter::new(&server.url(), BASE, &key, config()).unwrap();
     let mut rust = HashMap::new();
     let t0 = 1_750_000_000 * S;
-    let reserve = |tokens, retry| Op::Reserve { tokens, retry };
+    let reserve = |tokens, retry| Op::Reserve(rv(tokens, retry));
     let success = SignalOp::Success;
     let spent = SignalOp::WindowSpent {
         wait_us: 300_000,
@@ -395,7 +413,21 @@ fn the_lua_script_computes_what_the_rust_code_computes() {
         };
         let model = models[rng.usize(0..models.len())];
         let op = if rng.bool() {
-            reserve(big(&mut rng), rng.u8(0..4) == 0)
+            let confirm_epoch = match rng.u8(0..4) {
+                0 => Some(rng.u64(0..4)),
+                1 => Some(big(&mut rng)),
+                _ => None,
+            };
+            let within_us = match rng.u8(0..3) {
+                0 => big(&mut rng),
+                _ => mistral_core::limiter::MAX_EXACT,
+            };
+            Op::Reserve(mistral_core::limiter::Reserve {
+                tokens: big(&mut rng),
+                retry: rng.u8(0..4) == 0,
+                within_us,
+                confirm_epoch,
+            })
         } else {
             let signal = match rng.u8(0..8) {
                 0 => SignalOp::Other,
@@ -422,15 +454,37 @@ fn the_lua_script_computes_what_the_rust_code_computes() {
                 }
             };
             let used = rng.bool().then(|| big(&mut rng));
-            let spent = rng.u8(0..4) == 0;
-            report_spent(
-                limits(&mut rng),
-                limits(&mut rng),
-                big(&mut rng),
-                used,
+            let remaining = match rng.u8(0..4) {
+                0 => Some(0),
+                1 => Some(rng.u64(0..60)),
+                2 => Some(big(&mut rng)),
+                _ => None,
+            };
+            let ticket = rng.bool().then(|| mistral_core::Ticket {
+                epoch: rng.u64(0..4),
+                seq: if rng.bool() {
+                    rng.u64(0..200)
+                } else {
+                    big(&mut rng)
+                },
+            });
+            let signal = if rng.u8(0..10) == 0 {
+                SignalOp::Usage
+            } else {
+                signal
+            };
+            let (req, tok) = (limits(&mut rng), limits(&mut rng));
+            Op::Report(ReportOp {
+                req_limit: req.0,
+                req_window_secs: req.1,
+                tok_limit: tok.0,
+                tok_window_secs: tok.1,
+                estimated_tokens: big(&mut rng),
+                used_tokens: used,
                 signal,
-                spent,
-            )
+                req_remaining: remaining,
+                ticket,
+            })
         };
         compare(&limiter, &mut rust, model, t, op);
     }
@@ -465,11 +519,14 @@ fn the_script_reads_redis_time_and_a_damaged_hash_starts_afresh() {
     let mut conn = server.conn();
     let (sec, usec): (u64, u64) = redis::cmd("TIME").query(&mut conn).unwrap();
     let redis_now = sec * S + usec;
-    let (d, state) = limiter.reserve_at(None, "paced", 1, false).unwrap();
-    assert_eq!(d, Decision::Go(0));
+    let (d, state) = limiter.reserve_at(None, "paced", &rv(1, false)).unwrap();
+    assert_eq!(go_wait(d), 0);
     assert!(state.seen_us >= redis_now && state.seen_us < redis_now + 5 * S);
-    let (d, _) = limiter.reserve_at(None, "paced", 1, false).unwrap();
-    assert!(matches!(d, Decision::Go(w) if w > 15_000), "{d:?}");
+    let (d, _) = limiter.reserve_at(None, "paced", &rv(1, false)).unwrap();
+    assert!(
+        matches!(d, Decision::Go { wait_us: w, .. } if w > 15_000),
+        "{d:?}"
+    );
     // A field overwritten with garbage: the budget starts afresh, no error.
     let _: () = redis::cmd("HSET")
         .arg(limiter.key_of("paced"))
@@ -477,12 +534,12 @@ fn the_script_reads_redis_time_and_a_damaged_hash_starts_afresh() {
         .arg("12 monkeys")
         .query(&mut conn)
         .unwrap();
-    let (d, _) = limiter.reserve_at(None, "paced", 1, false).unwrap();
-    assert_eq!(d, Decision::Go(0));
+    let (d, _) = limiter.reserve_at(None, "paced", &rv(1, false)).unwrap();
+    assert_eq!(go_wait(d), 0);
     // The script was loaded once and is invoked by its SHA: flushing the script cache
     // (a Redis restart) is handled by loading it again.
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
-    assert!(limiter.reserve_at(None, "paced", 1, false).is_ok());
+    assert!(limiter.reserve_at(None, "paced", &rv(1, false)).is_ok());
 }
 
 #[test]
@@ -522,9 +579,9 @@ fn child_reserves_through_redis() {
         .with_timeout(Duration::from_secs(5));
     for i in 0..30 {
         let (d, state) = limiter
-            .reserve_at(None, "m", 1, false)
+            .reserve_at(None, "m", &rv(1, false))
             .unwrap_or_else(|e| panic!("reservation {i}: {e}"));
-        let Decision::Go(wait) = d else {
+        let Decision::Go { wait_us: wait, .. } = d else {
             panic!("{d:?}");
         };
         println!("START {}", state.seen_us + wait);
@@ -532,10 +589,16 @@ fn child_reserves_through_redis() {
     }
 }
 
+/// Whether `g` lets the call go at once.
+#[allow(dead_code)]
+fn goes_now(g: &Grant) -> bool {
+    matches!(g, Grant::Now) || matches!(g, Grant::Slot { after, .. } if after.is_zero())
+}
+
 fn wait(g: &Grant) -> Duration {
     match g {
         Grant::Now => Duration::ZERO,
-        Grant::After(d) => *d,
+        Grant::After(d) | Grant::Slot { after: d, .. } => *d,
         other => panic!("expected a slot, got {other:?}"),
     }
 }
@@ -559,6 +622,8 @@ fn redis_killed_mid_run_degrades_to_a_quarter_share_and_recovers() {
         model: Some("m".into()),
         tokens: 1,
         attempt: 1,
+        within: None,
+        confirm: None,
     };
     // Each slot's start, from an instant taken just before its call (the call reads
     // Redis's clock a little later, so these are early by at most one call's time).
@@ -591,6 +656,7 @@ fn redis_killed_mid_run_degrades_to_a_quarter_share_and_recovers() {
     limiter.report(
         now,
         &mistral_core::Report {
+            ticket: None,
             model: Some("m".into()),
             limits: Default::default(),
             signal: mistral_core::Signal::Success,
@@ -647,6 +713,8 @@ fn an_unreachable_redis_from_the_start_paces_locally() {
         model: Some("m".into()),
         tokens: 1,
         attempt: 1,
+        within: None,
+        confirm: None,
     };
     let now = Instant::now();
     let waits: Vec<Duration> = (0..4).map(|_| wait(&limiter.reserve(now, &ask))).collect();

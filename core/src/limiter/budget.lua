@@ -1,6 +1,6 @@
 -- The shared budget of one model in Redis: BudgetState::reserve / BudgetState::apply of
--- mistral-core's budget.rs, line for line. Keep the two in step; the test
--- blocking/tests/stores_redis.rs runs both on the same vectors and compares every field.
+-- mistral-core's budget.rs, line for line. Keep the two in step; the Redis store's tests
+-- (blocking/stores/tests/redis.rs) run both on the same vectors and compare every field.
 --
 -- Lua numbers are doubles. Every value stays an integer at or below MAX (2^53 - 1), and
 -- only these operations are used, each exact: add/mul saturating at MAX, sub floored at
@@ -11,13 +11,16 @@
 -- ARGV[2]  now in microseconds, or "" to read Redis TIME (one clock for the fleet)
 -- ARGV[3]  expiry of the hash in seconds (0: none)
 -- ARGV[4..6] seed of a new budget: configured (0/1), req_base_ns, tok_base_ns
--- reserve: ARGV[7] tokens, ARGV[8] retry (0/1)
+-- reserve: ARGV[7] tokens, ARGV[8] retry (0/1), ARGV[9] within_us, ARGV[10] confirm
+--          (0/1), ARGV[11] the confirmed epoch
 -- report:  ARGV[7] req_limit, ARGV[8] req_window_secs, ARGV[9] tok_limit,
 --          ARGV[10] tok_window_secs, ARGV[11] has_used (0/1), ARGV[12] estimated,
 --          ARGV[13] used, ARGV[14] signal, ARGV[15] wait_us, ARGV[16] window_us,
---          ARGV[17] req_spent (0/1)
--- Returns {kind, value, the 17 fields}: kind 0 go (value: wait us), 1 recheck (value:
--- us), 2 closed (value: block), 3 reported.
+--          ARGV[17] has_remaining (0/1), ARGV[18] req_remaining, ARGV[19] has_ticket
+--          (0/1), ARGV[20] ticket epoch, ARGV[21] ticket seq
+-- Returns {kind, value, the 31 fields}: kind 0 go (value: wait us; the ticket is the
+-- state's epoch and seq), 1 recheck (value: us), 2 closed (value: block), 3 reported,
+-- 4 late (value: us).
 
 local MAX = 9007199254740991
 local MICROS = 1000000
@@ -26,6 +29,12 @@ local MARGIN_PPM = 15000
 local BLOCK_MICROS = 600 * MICROS
 local PROBE_RECHECK_MICROS = 20000
 local PROBE_TIMEOUT_MICROS = 2 * MICROS
+local LEARN_START_MILLI = 2000
+local LEARN_MIN_MILLI = 10
+local LEARN_MAX_MILLI = 100000000
+local SLOW_START_STEP_MICROS = 200000
+local PROBE_PAUSE_CAP_MICROS = 2 * MICROS
+local LEARN_HORIZON_PERIODS = 4
 
 -- Source: 0 unknown, 1 configured, 2 headers, 3 learned. Block: 0 none, 1 no
 -- allowance, 2 monthly quota.
@@ -33,8 +42,11 @@ local UNKNOWN, CONFIGURED, HEADERS, LEARNED = 0, 1, 2, 3
 
 local FIELDS = {
   'seen_us', 'req_tat_us', 'tok_tat_us', 'retry_tat_us', 'req_base_ns', 'tok_base_ns',
-  'source', 'share_ppm', 'pause_until_us', 'block', 'block_until_us', 'calm_after_us',
+  'source', 'share_ppm', 'pause_until_us', 'block', 'block_until_us', 'event_us',
   'grown_us', 'probe_until_us', 'meter_start_us', 'meter_count', 'meter_rate_milli',
+  'epoch', 'seq', 'credit', 'credit_seq', 'recovering', 'streak', 'rate_milli',
+  'max_milli', 'slow_start', 'binding', 'anchor_us', 'spent_us', 'cycle_start_us',
+  'cycle_count',
 }
 
 local function add(a, b)
@@ -55,6 +67,7 @@ local function sub(a, b)
 end
 
 local function idiv(a, b)
+  if b == 0 then return 0 end
   return (a - math.fmod(a, b)) / b
 end
 
@@ -111,7 +124,10 @@ local function load()
     end
     s[f] = v
   end
-  if s.source > 3 or s.block > 2 then return seeded() end
+  if s.source > 3 or s.block > 2 or s.recovering > 1 or s.slow_start > 1
+    or s.binding > 1 then
+    return seeded()
+  end
   return s
 end
 
@@ -122,8 +138,8 @@ local function advance()
   if now < s.seen_us then
     local back = s.seen_us - now
     for _, f in ipairs({ 'req_tat_us', 'tok_tat_us', 'retry_tat_us', 'pause_until_us',
-      'block_until_us', 'calm_after_us', 'grown_us', 'probe_until_us',
-      'meter_start_us' }) do
+      'block_until_us', 'event_us', 'grown_us', 'probe_until_us', 'meter_start_us',
+      'anchor_us', 'spent_us', 'cycle_start_us' }) do
       s[f] = sub(s[f], back)
     end
   end
@@ -139,36 +155,101 @@ local function period_ns(base_ns)
   return add(mul(whole, FULL_SHARE), idiv(mul(rest, FULL_SHARE), eff))
 end
 
+-- BudgetState::req_period_us
+local function req_period_us()
+  return idiv(period_ns(s.req_base_ns), 1000)
+end
+
+-- BudgetState::book
+local function book(wait)
+  s.seq = add(s.seq, 1)
+  return { 0, wait }
+end
+
 -- BudgetState::reserve
-local function reserve(tokens, retry)
+local function reserve(tokens, retry, within, confirm, confirm_epoch)
   if tokens < 1 then tokens = 1 end
   advance()
   if s.block ~= 0 then
     if now < s.block_until_us then return { 2, s.block } end
     s.block_until_us = add(now, BLOCK_MICROS)
   end
-  if s.source == UNKNOWN then
-    if now < s.probe_until_us then return { 1, PROBE_RECHECK_MICROS } end
-    s.probe_until_us = add(now, PROBE_TIMEOUT_MICROS)
+  if confirm and confirm_epoch == s.epoch then
+    return { 0, 0 }
   end
   local req_ns = period_ns(s.req_base_ns)
   local tok_ns = period_ns(s.tok_base_ns)
+  if s.source == UNKNOWN or s.recovering == 1 then
+    if now < s.pause_until_us then
+      local wait = s.pause_until_us - now
+      if wait > within then return { 4, wait } end
+      return { 1, wait }
+    end
+    if now < s.probe_until_us then return { 1, PROBE_RECHECK_MICROS } end
+    s.probe_until_us = add(now, PROBE_TIMEOUT_MICROS)
+    if req_ns > 0 then
+      s.req_tat_us = add(max(s.req_tat_us, now), idiv(req_ns, 1000))
+    end
+    if tok_ns > 0 then
+      local cost = idiv(mul(tokens, tok_ns), 1000)
+      s.tok_tat_us = add(max(s.tok_tat_us, now), cost)
+    end
+    return book(0)
+  end
+  local use_credit = s.credit > 0 and req_ns > 0
   local start = max(now, s.pause_until_us)
-  if req_ns > 0 then start = max(start, s.req_tat_us) end
+  if req_ns > 0 and not use_credit then start = max(start, s.req_tat_us) end
   if tok_ns > 0 then start = max(start, s.tok_tat_us) end
   local retry_period_us = 50000
-  if retry and req_ns == 0 then
+  local retry_held = retry and req_ns == 0
+  if retry_held then
     start = max(start, sub(s.retry_tat_us, mul(10, retry_period_us)))
+  end
+  local wait = start - now
+  if wait > within then return { 4, wait } end
+  if s.source == LEARNED and req_ns > 0 then
+    local period = idiv(req_ns, 1000)
+    local horizon = max(min(max(mul(period, LEARN_HORIZON_PERIODS), idiv(MICROS, 4)), MICROS),
+      period)
+    if wait > horizon then return { 1, wait - horizon } end
+  end
+  if retry_held then
     s.retry_tat_us = add(max(s.retry_tat_us, start), retry_period_us)
   end
   if req_ns > 0 then
-    s.req_tat_us = add(start, idiv(req_ns, 1000))
+    if s.req_tat_us > now then s.binding = 1 end
+    if use_credit then
+      s.credit = s.credit - 1
+      s.req_tat_us = max(s.req_tat_us, add(start, idiv(req_ns, 1000)))
+    else
+      s.req_tat_us = add(start, idiv(req_ns, 1000))
+    end
   end
   if tok_ns > 0 then
     local cost = idiv(mul(tokens, tok_ns), 1000)
     s.tok_tat_us = add(max(s.tok_tat_us, start), cost)
   end
-  return { 0, start - now }
+  return book(wait)
+end
+
+-- BudgetState::set_rate
+local function set_rate(rate_milli)
+  local rate = min(max(rate_milli, LEARN_MIN_MILLI), LEARN_MAX_MILLI)
+  s.rate_milli = rate
+  s.req_base_ns = idiv(1000000000000, rate)
+end
+
+-- BudgetState::become_learned
+local function become_learned()
+  s.source = LEARNED
+  s.share_ppm = FULL_SHARE
+  s.slow_start = 1
+  s.max_milli = 0
+  s.grown_us = now
+  s.cycle_start_us = now
+  s.cycle_count = 0
+  set_rate(LEARN_START_MILLI)
+  s.req_tat_us = max(s.req_tat_us, add(now, req_period_us()))
 end
 
 -- BudgetState::learn_limits
@@ -184,8 +265,10 @@ local function learn_limits(req_limit, req_window_secs, tok_limit, tok_window_se
     learned = true
   end
   if learned and s.source ~= HEADERS then
+    if s.source == LEARNED and req_limit == 0 then s.req_base_ns = 0 end
     s.source = HEADERS
     s.share_ppm = FULL_SHARE
+    s.grown_us = now
   end
 end
 
@@ -211,49 +294,156 @@ local function meter()
   end
 end
 
--- BudgetState::raise_to_proven
-local function raise_to_proven()
-  if s.source ~= LEARNED or s.req_base_ns == 0 then return end
-  local proven_milli = max(max(mul(s.meter_count, 1000), s.meter_rate_milli), 1)
-  local proven = idiv(100000000000000, mul(proven_milli, 95))
-  if proven < s.req_base_ns then s.req_base_ns = proven end
+-- BudgetState::delivered_milli
+local function delivered_milli()
+  local span = sub(now, s.meter_start_us)
+  if span >= idiv(MICROS, 4) and s.meter_count > 0 then
+    return idiv(mul(s.meter_count, 1000 * MICROS), span)
+  end
+  return s.meter_rate_milli
 end
 
 -- BudgetState::grow
 local function grow()
-  local cap = FULL_SHARE
-  if s.source == LEARNED then cap = idiv(FULL_SHARE * 3, 2) end
-  local elapsed = sub(now, max(s.grown_us, s.calm_after_us))
-  if elapsed >= idiv(MICROS, 10) and s.share_ppm < cap then
-    s.share_ppm = min(add(s.share_ppm, idiv(elapsed, 100)), cap)
+  local elapsed = sub(now, max(s.grown_us, s.event_us))
+  if s.source == LEARNED then
+    local delivered = delivered_milli()
+    local used
+    if s.slow_start == 1 then
+      used = mul(delivered, 2) >= s.rate_milli
+    else
+      used = mul(delivered, 5) >= mul(s.rate_milli, 4)
+    end
+    if s.binding == 0 or not used then
+      if elapsed >= MICROS then s.grown_us = now end
+      return
+    end
+    if s.slow_start == 1 then
+      if elapsed >= SLOW_START_STEP_MICROS then
+        set_rate(mul(s.rate_milli, 2))
+        s.grown_us = now
+        s.binding = 0
+      end
+      return
+    end
+    if elapsed >= idiv(MICROS, 10) then
+      local dt = min(elapsed, MICROS)
+      local rate = s.rate_milli
+      local probe = max(idiv(mul(rate, dt), 50 * MICROS), 1)
+      local inc = probe
+      if rate < s.max_milli then
+        inc = max(idiv(mul(s.max_milli - rate, dt), 2 * MICROS), probe)
+      else
+        inc = max(idiv(mul(rate - s.max_milli, dt), idiv(MICROS, 2)), probe)
+      end
+      set_rate(add(rate, inc))
+      s.grown_us = now
+      s.binding = 0
+    end
+    return
+  end
+  if elapsed >= idiv(MICROS, 10) and s.share_ppm < FULL_SHARE then
+    s.share_ppm = min(add(s.share_ppm, idiv(elapsed, 100)), FULL_SHARE)
     s.grown_us = now
   end
 end
 
--- BudgetState::congestion
-local function congestion(wait_us, window_us)
-  if now < s.calm_after_us then return end
-  s.pause_until_us = max(s.pause_until_us, add(now, wait_us))
-  if s.source == LEARNED and s.req_base_ns == 0 then
-    local rate_milli = max(max(s.meter_rate_milli, mul(s.meter_count, 1000)), 1)
-    s.req_base_ns = idiv(100000000000000, mul(rate_milli, 95))
-    s.share_ppm = FULL_SHARE
-  else
-    s.share_ppm = max(idiv(mul(s.share_ppm, 9), 10), idiv(FULL_SHARE, 20))
-  end
-  local horizon = max(max(s.req_tat_us, s.tok_tat_us), s.pause_until_us)
-  local calm = max(max(MICROS, window_us), mul(wait_us, 2))
-  s.calm_after_us = max(horizon, add(now, calm))
-  s.req_tat_us = max(s.req_tat_us, s.pause_until_us)
-end
-
 -- BudgetState::hold_one_unit
 local function hold_one_unit()
-  local period_us = idiv(period_ns(s.req_base_ns), 1000)
+  local period_us = req_period_us()
   if period_us > 0 then
     s.pause_until_us = max(s.pause_until_us, add(now, period_us))
     s.req_tat_us = max(s.req_tat_us, s.pause_until_us)
   end
+end
+
+-- BudgetState::read_remaining
+local function read_remaining(req_limit, has_remaining, remaining, has_ticket, ticket_seq)
+  if not has_remaining then return end
+  if req_limit > 0 and add(remaining, 1) >= req_limit then s.anchor_us = now end
+  if has_ticket and ticket_seq >= s.credit_seq then
+    local after = sub(s.seq, ticket_seq)
+    s.credit = sub(remaining, after)
+    s.credit_seq = ticket_seq
+  end
+  if remaining == 0 then
+    if s.spent_us == 0 then s.spent_us = now end
+    s.credit = 0
+    hold_one_unit()
+  else
+    s.spent_us = 0
+  end
+end
+
+-- BudgetState::recovery_pause
+local function recovery_pause(wait_us, window_us)
+  local period = req_period_us()
+  local base = max(period, idiv(MICROS, 10))
+  local cap = max(period, PROBE_PAUSE_CAP_MICROS)
+  local pause = base
+  for _ = 1, min(s.streak, 32) do
+    pause = min(mul(pause, 2), cap)
+  end
+  pause = max(pause, wait_us)
+  if s.source == HEADERS and s.spent_us > 0 and s.anchor_us > 0 and window_us > 0
+    and now >= add(s.spent_us, period) then
+    local round = min(sub(add(s.anchor_us, window_us), now), window_us)
+    pause = max(pause, round)
+  end
+  return min(pause, BLOCK_MICROS)
+end
+
+-- BudgetState::decrease
+local function decrease()
+  if s.source == LEARNED then
+    local rate = s.rate_milli
+    s.slow_start = 0
+    s.max_milli = rate
+    local delivered = idiv(mul(delivered_milli(), 95), 100)
+    local new = max(min(delivered, idiv(mul(rate, 9), 10)), idiv(mul(rate, 7), 10))
+    set_rate(new)
+  elseif s.spent_us == 0 then
+    s.share_ppm = max(idiv(mul(s.share_ppm, 9), 10), idiv(FULL_SHARE, 20))
+  end
+end
+
+-- BudgetState::refusal
+local function refusal(wait_us, window_us, current)
+  s.credit = 0
+  if not current then return end
+  if s.recovering == 1 then
+    s.streak = add(s.streak, 1)
+    s.probe_until_us = now
+  else
+    s.epoch = add(s.epoch, 1)
+    s.recovering = 1
+    s.streak = 0
+    s.probe_until_us = now
+    s.event_us = now
+    decrease()
+  end
+  local pause = recovery_pause(wait_us, window_us)
+  s.pause_until_us = max(s.pause_until_us, add(now, pause))
+  s.req_tat_us = s.pause_until_us
+end
+
+-- BudgetState::end_recovery
+local function end_recovery()
+  s.recovering = 0
+  s.streak = 0
+  s.probe_until_us = 0
+  s.req_tat_us = max(s.req_tat_us, now)
+  if s.source ~= LEARNED then return end
+  local span = sub(now, s.cycle_start_us)
+  if sub(now, s.event_us) >= MICROS and span >= MICROS and s.cycle_count > 0 then
+    local cycle = idiv(mul(s.cycle_count, 1000 * MICROS), span)
+    if cycle < s.rate_milli then
+      set_rate(cycle)
+      s.max_milli = min(s.max_milli, idiv(mul(s.rate_milli, 10), 9))
+    end
+  end
+  s.cycle_start_us = now
+  s.cycle_count = 0
 end
 
 -- BudgetState::close
@@ -268,31 +458,36 @@ local function report()
   learn_limits(arg(7), arg(8), arg(9), arg(10))
   if arg(11) == 1 then correct_tokens(arg(12), arg(13)) end
   local signal = arg(14)
-  -- Any answer brings the probe back: the next caller may probe at once.
-  if s.source == UNKNOWN then s.probe_until_us = s.seen_us end
+  local has_ticket = arg(19) == 1
+  local current = (not has_ticket) or arg(20) >= s.epoch
   if signal == 1 then
-    if s.source == UNKNOWN then s.source = LEARNED end
+    if s.source == UNKNOWN then become_learned() end
     if s.block ~= 0 then s.block = 0 end
     meter()
-    raise_to_proven()
+    if s.recovering == 1 then end_recovery() end
+    s.cycle_count = add(s.cycle_count, 1)
     grow()
-    if arg(17) == 1 then hold_one_unit() end
+    if s.source == HEADERS then
+      read_remaining(arg(7), arg(17) == 1, arg(18), has_ticket, arg(21))
+    end
   elseif signal == 2 then
-    congestion(arg(15), arg(16))
+    refusal(arg(15), arg(16), current)
   elseif signal == 3 then
-    if s.source == UNKNOWN then s.source = LEARNED end
-    congestion(arg(15), 0)
+    if s.source == UNKNOWN then become_learned() end
+    refusal(arg(15), 0, current)
   elseif signal == 4 then
     close(1)
   elseif signal == 5 then
     close(2)
+  elseif signal == 0 then
+    if s.source == UNKNOWN or s.recovering == 1 then s.probe_until_us = now end
   end
   return { 3, 0 }
 end
 
 local out
 if ARGV[1] == 'reserve' then
-  out = reserve(arg(7), arg(8) == 1)
+  out = reserve(arg(7), arg(8) == 1, arg(9), arg(10) == 1, arg(11))
 elseif ARGV[1] == 'report' then
   out = report()
 else

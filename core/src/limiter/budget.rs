@@ -4,20 +4,46 @@
 //! file or a Redis hash can hold it and a Lua script can mirror it. Two operations, each
 //! one atomic read-modify-write in every store:
 //!
-//! - [`BudgetState::reserve`]: GCRA in reservation form with no burst tolerance (pure
-//!   pacing: a burst would let two windows' worth through under a sliding-window or
-//!   fixed-window server). One cell for requests, one for tokens; a request reserves both
-//!   and waits for the later. `TAT' = max(TAT, start) + cost·T`. A request larger than
-//!   the bucket just pushes the TAT further (debt): it waits for its turn, never hangs.
-//! - [`BudgetState::report`]: learning. Limits come from the response headers
-//!   (`window ÷ limit` per unit) unless configured; the token estimate is corrected with
-//!   the real count (`TAT += (actual − estimate)·T`, commutative); a 429 pauses every
-//!   caller for the wait the refused call computed and lowers the shared rate by 10 %
-//!   once per congestion event (not once per caller); the rate creeps back by 1 % of the
-//!   limit per second without refusals. With no headers and no configuration the rate
-//!   is learned from 429s: the success rate measured when the first 429 arrives, less
-//!   5 %, then the same increase/decrease. A zero allowance or a spent monthly quota
-//!   closes the budget for every caller for [`BudgetState::BLOCK_MICROS`].
+//! - [`BudgetState::reserve`]: GCRA in reservation form. One cell for requests, one for
+//!   tokens; a request reserves both and waits for the later (`TAT' = max(TAT, start) +
+//!   cost·T`). A request larger than the bucket pushes the TAT further (debt): it waits
+//!   for its turn, never hangs. When the server announced how many requests remain, that
+//!   many go at once ([`BudgetState::credit`]: the burst the server itself offers), and
+//!   pacing resumes one unit after. A reservation that could not start within the
+//!   caller's time ([`Reserve::within_us`]) books nothing and says when it could
+//!   ([`Decision::Late`]). Every booking carries a [`Ticket`]; a booking made before a
+//!   congestion event is void, and its caller, re-checking before it sends
+//!   ([`Reserve::confirm_epoch`]), queues again behind the event.
+//! - [`BudgetState::report`]: learning.
+//!   - Limits come from the response headers (`window ÷ limit` per unit) unless
+//!     configured; the token estimate is corrected with the real count
+//!     (`TAT += (actual − estimate)·T`, commutative).
+//!   - With no headers and no configuration the request rate is learned
+//!     ([`Source::Learned`]): it starts at [`BudgetState::LEARN_START_MILLI`] and doubles
+//!     every [`BudgetState::SLOW_START_STEP_MICROS`] while callers queue for it (TCP's
+//!     slow start, tied to demand and to delivery: it grows only while callers queue for
+//!     it and the server admits at least half of it); at a refusal it drops to the
+//!     delivered rate (what the server admitted lately, less 5 %), kept between 70 %
+//!     (CUBIC's β) and 90 % of the refused rate; then it climbs back towards the
+//!     refused rate, closing half the gap per second, and probes beyond it from 2 % per
+//!     second, the excess doubling every half second (CUBIC's convex part). When capacity takes longer than a second to come back after a refusal (a
+//!     fixed window or a sliding log), the rate delivered over the whole cycle becomes
+//!     the estimate.
+//!   - Announced limits are paced at the announced rate; `remaining` is the truth (other
+//!     programs spend the same budget): `remaining` 0 holds everyone one unit, a refusal
+//!     the model did not expect lowers the share by 10 %, and the share creeps back by
+//!     1 % per second. After a spent window refuses a probe one unit later (the window
+//!     does not refill continuously: a fixed window or a sliding log), everyone waits
+//!     for the window seen to start ([`BudgetState::anchor_us`]) to come round again.
+//!   - A learned rate books at most [`BudgetState::LEARN_HORIZON_PERIODS`] ahead: the
+//!     rate may change soon, and a caller asleep until a slot booked at a stale rate
+//!     cannot be moved; the others re-ask when their slot comes within reach.
+//!   - A refusal starts a congestion event, once: every caller pauses, earlier bookings
+//!     are void, and one probe at a time goes until one succeeds (each refused probe
+//!     doubles the pause, up to two seconds or one unit). Refusals of requests booked
+//!     before the event belong to it and change nothing.
+//!   - A zero allowance or a spent monthly quota closes the budget for every caller for
+//!     [`BudgetState::BLOCK_MICROS`].
 //!
 //! Until the first response of a budget tells whether limits are announced, one probe
 //! goes and the others re-ask shortly ([`Decision::Recheck`]), so 64 threads starting at
@@ -38,7 +64,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::{Report, Signal};
+use crate::action::{Report, Signal, Ticket};
 
 const MICROS: u64 = 1_000_000;
 const FULL_SHARE: u64 = 1_000_000;
@@ -63,6 +89,10 @@ fn sub(a: u64, b: u64) -> u64 {
     a.saturating_sub(b)
 }
 
+/// `a ÷ b` rounded down; 0 when `b` is 0.
+fn div(a: u64, b: u64) -> u64 {
+    a.checked_div(b).unwrap_or(0)
+}
 /// Where a budget's limits came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[repr(u8)]
@@ -133,19 +163,21 @@ pub struct BudgetState {
     pub tok_base_ns: u64,
     /// Where the limits came from.
     pub source: Source,
-    /// Share of the limit this fleet takes, in millionths (lowered on 429s).
+    /// Share of an announced or configured limit this fleet takes, in millionths
+    /// (lowered on refusals the model did not expect).
     pub share_ppm: u64,
-    /// No reservation starts before this (a 429 pauses everyone).
+    /// No reservation starts before this (a refusal pauses everyone).
     pub pause_until_us: u64,
     /// Why the budget is closed, if it is.
     pub block: Block,
     /// Until when it is closed.
     pub block_until_us: u64,
-    /// A 429 before this belongs to the congestion event already counted.
-    pub calm_after_us: u64,
-    /// When the share last grew.
+    /// When the last congestion event started (0: none yet).
+    pub event_us: u64,
+    /// When the rate or the share last grew.
     pub grown_us: u64,
-    /// A probe is out until this time (while the source is unknown).
+    /// A probe is out until this time (while the source is unknown, or while
+    /// recovering from a congestion event).
     pub probe_until_us: u64,
     /// Start of the success meter's current interval.
     pub meter_start_us: u64,
@@ -153,17 +185,84 @@ pub struct BudgetState {
     pub meter_count: u64,
     /// Successes per second in the last full interval, in thousandths.
     pub meter_rate_milli: u64,
+    /// Congestion events so far: a booking of an earlier epoch is void.
+    pub epoch: u64,
+    /// Reservations booked so far (the last booking's [`Ticket::seq`]).
+    pub seq: u64,
+    /// Requests that may start at once: the `remaining` the server announced, less the
+    /// reservations booked after the request that showed it.
+    pub credit: u64,
+    /// The booking whose response set [`BudgetState::credit`] (older ones do not).
+    pub credit_seq: u64,
+    /// 1 while recovering from a congestion event: one probe at a time.
+    pub recovering: u64,
+    /// Probes refused in a row during this recovery.
+    pub streak: u64,
+    /// Learned request rate, in thousandths of a request per second (0: none).
+    pub rate_milli: u64,
+    /// Learned: the rate the last congestion event refused.
+    pub max_milli: u64,
+    /// Learned: 1 until the first congestion event (the rate doubles).
+    pub slow_start: u64,
+    /// 1 when a caller queued for the request cell since the rate last grew (the rate is
+    /// what limits the callers, so raising it is worth a try).
+    pub binding: u64,
+    /// Announced: when a response last showed a fresh window (`remaining` ≥ limit − 1).
+    pub anchor_us: u64,
+    /// Announced: when a response first showed `remaining` 0 since the last that
+    /// did not (0: not spent).
+    pub spent_us: u64,
+    /// Learned: start of the current delivery cycle (since the last recovery).
+    pub cycle_start_us: u64,
+    /// Learned: successes in the current delivery cycle.
+    pub cycle_count: u64,
 }
 
 /// What a reservation decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// The slot starts this many microseconds from now (0: go now).
-    Go(u64),
+    /// A slot is booked: it starts `wait_us` microseconds from now (0: go now).
+    Go {
+        /// Microseconds until the slot.
+        wait_us: u64,
+        /// The booking, to confirm before sending after a wait and to quote in the
+        /// report.
+        ticket: Ticket,
+    },
     /// Nothing is reserved: ask again after this many microseconds.
     Recheck(u64),
+    /// Nothing is reserved: the budget could not start the request before the caller's
+    /// limit; it could in this many microseconds.
+    Late(u64),
     /// The budget is closed.
     Closed(Block),
+}
+
+/// One reservation, flattened to integers (what every store, the Lua script included,
+/// gets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserve {
+    /// Tokens the request is expected to use.
+    pub tokens: u64,
+    /// A second or later attempt of its call.
+    pub retry: bool,
+    /// The longest the caller can wait for its slot, µs ([`MAX_EXACT`]: no limit).
+    pub within_us: u64,
+    /// The epoch of the booking being confirmed: the caller waited for a slot booked in
+    /// that epoch and asks whether it still holds.
+    pub confirm_epoch: Option<u64>,
+}
+
+impl Reserve {
+    /// A first attempt of `tokens` tokens with no time limit.
+    pub fn new(tokens: u64) -> Self {
+        Self {
+            tokens,
+            retry: false,
+            within_us: MAX_EXACT,
+            confirm_epoch: None,
+        }
+    }
 }
 
 /// Limits set by the user for a budget (`None`: learn it).
@@ -222,7 +321,7 @@ impl From<Option<Limits>> for Seed {
 /// What a response signalled, flattened to integers ([`ReportOp::signal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SignalOp {
-    /// Nothing the budget acts on (server errors, transport failures, usage only...).
+    /// An answer that says nothing about the limit (a server error, a transport failure).
     #[default]
     Other,
     /// Served.
@@ -243,6 +342,8 @@ pub enum SignalOp {
     NoAllowance,
     /// The monthly quota is spent.
     MonthlyQuota,
+    /// The real token count of an earlier success (the end of a stream).
+    Usage,
 }
 
 impl SignalOp {
@@ -255,6 +356,7 @@ impl SignalOp {
             SignalOp::RateLimited { .. } => 3,
             SignalOp::NoAllowance => 4,
             SignalOp::MonthlyQuota => 5,
+            SignalOp::Usage => 6,
         }
     }
 }
@@ -277,9 +379,10 @@ pub struct ReportOp {
     pub used_tokens: Option<u64>,
     /// What happened.
     pub signal: SignalOp,
-    /// The response's request quota had nothing left (`remaining` 0): the window is
-    /// spent, by us or by another program of the organisation.
-    pub req_spent: bool,
+    /// What the response's request quota had left (`remaining`), when it said.
+    pub req_remaining: Option<u64>,
+    /// The booking the attempt went on, when the limiter gave one.
+    pub ticket: Option<Ticket>,
 }
 
 impl ReportOp {
@@ -303,7 +406,11 @@ impl ReportOp {
                 },
                 other => other,
             },
-            req_spent: self.req_spent,
+            req_remaining: self.req_remaining.map(c),
+            ticket: self.ticket.map(|t| Ticket {
+                epoch: c(t.epoch),
+                seq: c(t.seq),
+            }),
         }
     }
 }
@@ -332,6 +439,7 @@ impl From<&Report> for ReportOp {
             },
             Signal::NoAllowance => SignalOp::NoAllowance,
             Signal::MonthlyQuota => SignalOp::MonthlyQuota,
+            Signal::Usage => SignalOp::Usage,
             _ => SignalOp::Other,
         };
         ReportOp {
@@ -342,7 +450,12 @@ impl From<&Report> for ReportOp {
             estimated_tokens: report.estimated_tokens.min(MAX_EXACT),
             used_tokens: report.used_tokens.map(|u| u.min(MAX_EXACT)),
             signal,
-            req_spent: report.limits.requests().is_some_and(|q| q.is_spent()),
+            req_remaining: report
+                .limits
+                .requests()
+                .and_then(|q| q.remaining)
+                .map(|r| r.min(MAX_EXACT)),
+            ticket: report.ticket,
         }
     }
 }
@@ -363,19 +476,33 @@ fn per_unit_ns(limit: u64, window: std::time::Duration) -> u64 {
 }
 
 impl BudgetState {
-    /// How long a closed budget stays closed before one call may probe it again.
+    /// How long a closed budget stays closed before one call may probe again.
     pub const BLOCK_MICROS: u64 = 600 * MICROS;
-    /// How long the others wait for the probe's answer before re-asking.
+    /// How long the others wait for a probe's answer before re-asking.
     pub const PROBE_RECHECK_MICROS: u64 = 20_000;
     /// How long a probe may stay unanswered before another goes.
     pub const PROBE_TIMEOUT_MICROS: u64 = 2 * MICROS;
     /// Safety margin under the limit, in millionths (network jitter between us and the
     /// server's clock).
     pub const MARGIN_PPM: u64 = 15_000;
+    /// The learned rate a budget starts from: 2 requests per second, in thousandths.
+    pub const LEARN_START_MILLI: u64 = 2_000;
+    /// The lowest learned rate: one request per 100 s, in thousandths per second.
+    pub const LEARN_MIN_MILLI: u64 = 10;
+    /// The highest learned rate: 100,000 requests per second, in thousandths.
+    pub const LEARN_MAX_MILLI: u64 = 100_000_000;
+    /// While slow-starting, the learned rate doubles this often (while callers queue).
+    pub const SLOW_START_STEP_MICROS: u64 = 200_000;
+    /// A learned rate books at most this many periods ahead (at least a quarter of a
+    /// second, at most a second or one period); callers further back ask again.
+    pub const LEARN_HORIZON_PERIODS: u64 = 4;
+    /// The longest pause between two refused probes of a learned rate (unless one
+    /// request's period is longer).
+    pub const PROBE_PAUSE_CAP_MICROS: u64 = 2 * MICROS;
 
     /// The field names, in the order of [`BudgetState::to_fields`] (the Redis hash's
     /// fields and the Lua script's order).
-    pub const FIELDS: [&'static str; 17] = [
+    pub const FIELDS: [&'static str; 31] = [
         "seen_us",
         "req_tat_us",
         "tok_tat_us",
@@ -387,12 +514,26 @@ impl BudgetState {
         "pause_until_us",
         "block",
         "block_until_us",
-        "calm_after_us",
+        "event_us",
         "grown_us",
         "probe_until_us",
         "meter_start_us",
         "meter_count",
         "meter_rate_milli",
+        "epoch",
+        "seq",
+        "credit",
+        "credit_seq",
+        "recovering",
+        "streak",
+        "rate_milli",
+        "max_milli",
+        "slow_start",
+        "binding",
+        "anchor_us",
+        "spent_us",
+        "cycle_start_us",
+        "cycle_count",
     ];
 
     /// A new budget at `now`, with the user's limits if any.
@@ -419,7 +560,7 @@ impl BudgetState {
     }
 
     /// The fields as integers, in the order of [`BudgetState::FIELDS`].
-    pub fn to_fields(&self) -> [u64; 17] {
+    pub fn to_fields(&self) -> [u64; 31] {
         [
             self.seen_us,
             self.req_tat_us,
@@ -432,21 +573,37 @@ impl BudgetState {
             self.pause_until_us,
             self.block as u64,
             self.block_until_us,
-            self.calm_after_us,
+            self.event_us,
             self.grown_us,
             self.probe_until_us,
             self.meter_start_us,
             self.meter_count,
             self.meter_rate_milli,
+            self.epoch,
+            self.seq,
+            self.credit,
+            self.credit_seq,
+            self.recovering,
+            self.streak,
+            self.rate_milli,
+            self.max_milli,
+            self.slow_start,
+            self.binding,
+            self.anchor_us,
+            self.spent_us,
+            self.cycle_start_us,
+            self.cycle_count,
         ]
     }
 
     /// The state of [`BudgetState::to_fields`]' integers; `None` when one is out of
-    /// range (an unknown source or block, a value above [`MAX_EXACT`]).
-    pub fn from_fields(f: [u64; 17]) -> Option<Self> {
+    /// range (an unknown source or block, a flag other than 0 or 1, a value above
+    /// [`MAX_EXACT`]).
+    pub fn from_fields(f: [u64; 31]) -> Option<Self> {
         if f.iter().any(|&v| v > MAX_EXACT) {
             return None;
         }
+        let flag = |v: u64| (v <= 1).then_some(v);
         Some(Self {
             seen_us: f[0],
             req_tat_us: f[1],
@@ -459,12 +616,26 @@ impl BudgetState {
             pause_until_us: f[8],
             block: Block::from_code(f[9])?,
             block_until_us: f[10],
-            calm_after_us: f[11],
+            event_us: f[11],
             grown_us: f[12],
             probe_until_us: f[13],
             meter_start_us: f[14],
             meter_count: f[15],
             meter_rate_milli: f[16],
+            epoch: f[17],
+            seq: f[18],
+            credit: f[19],
+            credit_seq: f[20],
+            recovering: flag(f[21])?,
+            streak: f[22],
+            rate_milli: f[23],
+            max_milli: f[24],
+            slow_start: flag(f[25])?,
+            binding: flag(f[26])?,
+            anchor_us: f[27],
+            spent_us: f[28],
+            cycle_start_us: f[29],
+            cycle_count: f[30],
         })
     }
 
@@ -474,20 +645,24 @@ impl BudgetState {
     }
 
     /// A new budget at `now` that keeps what this one learned (its limits, where they
-    /// came from, the share) and nothing else: no reservations, pause or block. For a
-    /// store that restarts on another clock (a local fallback of a shared store).
+    /// came from, the share, a learned rate) and nothing else: no reservations, pause,
+    /// credit or block. For a store that restarts on another clock (a local fallback of
+    /// a shared store).
     pub fn restarted(&self, now_us: u64) -> Self {
         let mut s = Self::seeded(now_us, Seed::default());
         s.req_base_ns = self.req_base_ns.min(MAX_EXACT);
         s.tok_base_ns = self.tok_base_ns.min(MAX_EXACT);
         s.source = self.source;
         s.share_ppm = self.share_ppm.min(MAX_EXACT);
+        s.rate_milli = self.rate_milli.min(MAX_EXACT);
+        s.max_milli = self.max_milli.min(MAX_EXACT);
+        s.cycle_start_us = s.seen_us;
         s
     }
 
     /// A clock stepped backwards shifts every stored time by the step, so waits keep
-    /// their length (no stall); a clock stepped forwards finds the cells idle, and with
-    /// no burst tolerance idle cells admit one request at a time (no flood).
+    /// their length (no stall); a clock stepped forwards finds the cells idle, and idle
+    /// cells admit one request at a time (no flood) unless the server announced more.
     fn advance(&mut self, now: u64) {
         if now < self.seen_us {
             let back = self.seen_us - now;
@@ -497,10 +672,13 @@ impl BudgetState {
                 &mut self.retry_tat_us,
                 &mut self.pause_until_us,
                 &mut self.block_until_us,
-                &mut self.calm_after_us,
+                &mut self.event_us,
                 &mut self.grown_us,
                 &mut self.probe_until_us,
                 &mut self.meter_start_us,
+                &mut self.anchor_us,
+                &mut self.spent_us,
+                &mut self.cycle_start_us,
             ] {
                 *t = sub(*t, back);
             }
@@ -522,14 +700,19 @@ impl BudgetState {
         add(mul(whole, FULL_SHARE), mul(rest, FULL_SHARE) / eff)
     }
 
-    /// Reserves one request of `tokens` tokens at `now`. `retry` marks a call's second
-    /// or later attempt. Retries go through the same paced cells as first attempts, so
-    /// with a known rate they cannot add load; while no rate is known they also spend a
-    /// retry budget of 20 per second (burst 10), so a storm of failures cannot multiply
-    /// the load.
-    pub fn reserve(&mut self, now: u64, tokens: u64, retry: bool) -> Decision {
+    /// One request's period at the current rate, µs (0: no request limit known).
+    fn req_period_us(&self) -> u64 {
+        self.period_ns(self.req_base_ns) / 1000
+    }
+
+    /// Reserves one request at `now` (see [`Reserve`]). Retries go through the same
+    /// paced cells as first attempts, so with a known rate they cannot add load; while
+    /// no request rate is known they also spend a retry budget of 20 per second (burst
+    /// 10), so a storm of failures cannot multiply the load.
+    pub fn reserve(&mut self, now: u64, ask: &Reserve) -> Decision {
         let now = now.min(MAX_EXACT);
-        let tokens = tokens.clamp(1, MAX_EXACT);
+        let tokens = ask.tokens.clamp(1, MAX_EXACT);
+        let within = ask.within_us.min(MAX_EXACT);
         self.advance(now);
         if self.block != Block::None {
             if now < self.block_until_us {
@@ -538,16 +721,46 @@ impl BudgetState {
             // Let one call probe whether the block has lifted.
             self.block_until_us = add(now, Self::BLOCK_MICROS);
         }
-        if self.source == Source::Unknown {
-            if now < self.probe_until_us {
-                return Decision::Recheck(Self::PROBE_RECHECK_MICROS);
-            }
-            self.probe_until_us = add(now, Self::PROBE_TIMEOUT_MICROS);
+        if let Some(epoch) = ask.confirm_epoch
+            && epoch == self.epoch
+        {
+            // The booking holds: no congestion event since it was made.
+            return Decision::Go {
+                wait_us: 0,
+                ticket: Ticket {
+                    epoch: self.epoch,
+                    seq: self.seq,
+                },
+            };
         }
         let req_ns = self.period_ns(self.req_base_ns);
         let tok_ns = self.period_ns(self.tok_base_ns);
+        if self.source == Source::Unknown || self.recovering == 1 {
+            if now < self.pause_until_us {
+                let wait = self.pause_until_us - now;
+                return if wait > within {
+                    Decision::Late(wait)
+                } else {
+                    Decision::Recheck(wait)
+                };
+            }
+            if now < self.probe_until_us {
+                return Decision::Recheck(Self::PROBE_RECHECK_MICROS);
+            }
+            // This caller is the probe: it goes now, the others wait for its answer.
+            self.probe_until_us = add(now, Self::PROBE_TIMEOUT_MICROS);
+            if req_ns > 0 {
+                self.req_tat_us = add(self.req_tat_us.max(now), req_ns / 1000);
+            }
+            if tok_ns > 0 {
+                let cost = mul(tokens, tok_ns) / 1000;
+                self.tok_tat_us = add(self.tok_tat_us.max(now), cost);
+            }
+            return self.book(0);
+        }
+        let use_credit = self.credit > 0 && req_ns > 0;
         let mut start = now.max(self.pause_until_us);
-        if req_ns > 0 {
+        if req_ns > 0 && !use_credit {
             start = start.max(self.req_tat_us);
         }
         if tok_ns > 0 {
@@ -556,18 +769,58 @@ impl BudgetState {
         // With a known rate, retries share the paced request cell and cannot add load;
         // with none, they are held to 20 per second (burst 10).
         let retry_period_us = 50_000;
-        if retry && req_ns == 0 {
+        let retry_held = ask.retry && req_ns == 0;
+        if retry_held {
             start = start.max(sub(self.retry_tat_us, mul(10, retry_period_us)));
+        }
+        let wait = start - now;
+        if wait > within {
+            return Decision::Late(wait);
+        }
+        if self.source == Source::Learned && req_ns > 0 {
+            // A learned rate may change soon: book at most a few periods ahead (a caller
+            // asleep until a slot booked at a stale rate cannot be moved). The others
+            // ask again when their slot comes within reach.
+            let period = req_ns / 1000;
+            let horizon = mul(period, Self::LEARN_HORIZON_PERIODS)
+                .clamp(MICROS / 4, MICROS)
+                .max(period);
+            if wait > horizon {
+                return Decision::Recheck(wait - horizon);
+            }
+        }
+        if retry_held {
             self.retry_tat_us = add(self.retry_tat_us.max(start), retry_period_us);
         }
         if req_ns > 0 {
-            self.req_tat_us = add(start, req_ns / 1000);
+            if self.req_tat_us > now {
+                self.binding = 1;
+            }
+            if use_credit {
+                // A request the server said it has room for: it goes at once, and the
+                // first paced one after the burst one unit later.
+                self.credit -= 1;
+                self.req_tat_us = self.req_tat_us.max(add(start, req_ns / 1000));
+            } else {
+                self.req_tat_us = add(start, req_ns / 1000);
+            }
         }
         if tok_ns > 0 {
             let cost = mul(tokens, tok_ns) / 1000;
             self.tok_tat_us = add(self.tok_tat_us.max(start), cost);
         }
-        Decision::Go(start - now)
+        self.book(wait)
+    }
+
+    fn book(&mut self, wait_us: u64) -> Decision {
+        self.seq = add(self.seq, 1);
+        Decision::Go {
+            wait_us,
+            ticket: Ticket {
+                epoch: self.epoch,
+                seq: self.seq,
+            },
+        }
     }
 
     /// Learns from one response report at `now`.
@@ -581,47 +834,55 @@ impl BudgetState {
         let now = now.min(MAX_EXACT);
         let op = &op.clamped();
         self.advance(now);
-        self.learn_limits(op);
+        self.learn_limits(now, op);
         if let Some(used) = op.used_tokens {
             self.correct_tokens(op.estimated_tokens, used);
         }
-        // Any answer brings the probe back: while nothing is known yet, the next caller
-        // (the failed call's own retry, say) may probe at once.
-        if self.source == Source::Unknown {
-            self.probe_until_us = now;
-        }
+        // A report of a booking made before the last congestion event belongs to that
+        // event (a report without a ticket counts as current).
+        let current = op.ticket.is_none_or(|t| t.epoch >= self.epoch);
         match op.signal {
             SignalOp::Success => {
                 if self.source == Source::Unknown {
-                    // The first answer carried no limits: nothing to pace until a 429.
-                    self.source = Source::Learned;
+                    // The first answer carried no limits: learn the rate.
+                    self.become_learned(now);
                 }
                 if self.block != Block::None {
                     self.block = Block::None;
                 }
                 self.meter(now);
-                self.raise_to_proven();
+                if self.recovering == 1 {
+                    self.end_recovery(now);
+                }
+                self.cycle_count = add(self.cycle_count, 1);
                 self.grow(now);
-                if op.req_spent {
-                    self.hold_one_unit(now);
+                if self.source == Source::Headers {
+                    self.read_remaining(now, op);
                 }
             }
             SignalOp::WindowSpent { wait_us, window_us } => {
-                self.congestion(now, wait_us, window_us);
+                self.refusal(now, wait_us, window_us, current);
             }
             SignalOp::RateLimited { wait_us } => {
                 if self.source == Source::Unknown {
-                    self.source = Source::Learned;
+                    self.become_learned(now);
                 }
-                self.congestion(now, wait_us, 0);
+                self.refusal(now, wait_us, 0, current);
             }
             SignalOp::NoAllowance => self.close(now, Block::NoAllowance),
             SignalOp::MonthlyQuota => self.close(now, Block::MonthlyQuota),
-            SignalOp::Other => {}
+            SignalOp::Usage => {}
+            SignalOp::Other => {
+                // A probe that failed for another reason (a 5xx, a reset) is back: the
+                // next caller may probe at once.
+                if self.source == Source::Unknown || self.recovering == 1 {
+                    self.probe_until_us = now;
+                }
+            }
         }
     }
 
-    fn learn_limits(&mut self, op: &ReportOp) {
+    fn learn_limits(&mut self, now: u64, op: &ReportOp) {
         if self.source == Source::Configured {
             return;
         }
@@ -636,8 +897,13 @@ impl BudgetState {
             learned = true;
         }
         if learned && self.source != Source::Headers {
+            if self.source == Source::Learned && op.req_limit == 0 {
+                // Only tokens announced: the learned request rate no longer applies.
+                self.req_base_ns = 0;
+            }
             self.source = Source::Headers;
             self.share_ppm = FULL_SHARE;
+            self.grown_us = now;
         }
     }
 
@@ -655,6 +921,26 @@ impl BudgetState {
         }
     }
 
+    /// The first answer showed no limits: pace at the starting rate and slow-start.
+    fn become_learned(&mut self, now: u64) {
+        self.source = Source::Learned;
+        self.share_ppm = FULL_SHARE;
+        self.slow_start = 1;
+        self.max_milli = 0;
+        self.grown_us = now;
+        self.cycle_start_us = now;
+        self.cycle_count = 0;
+        self.set_rate(Self::LEARN_START_MILLI);
+        // The probe just went: the next request is paced after it.
+        self.req_tat_us = self.req_tat_us.max(add(now, self.req_period_us()));
+    }
+
+    fn set_rate(&mut self, rate_milli: u64) {
+        let rate = rate_milli.clamp(Self::LEARN_MIN_MILLI, Self::LEARN_MAX_MILLI);
+        self.rate_milli = rate;
+        self.req_base_ns = div(1_000_000_000_000, rate);
+    }
+
     fn meter(&mut self, now: u64) {
         self.meter_count = add(self.meter_count, 1);
         let span = sub(now, self.meter_start_us);
@@ -665,78 +951,195 @@ impl BudgetState {
         }
     }
 
-    /// Learned from 429s: the successes of the meter's current (or last full) second are
-    /// a rate the server has proven it admits. A first estimate below it — made from the
-    /// few answers that were back when the first refusal arrived — is raised to it.
-    fn raise_to_proven(&mut self) {
-        if self.source != Source::Learned || self.req_base_ns == 0 {
-            return;
-        }
-        let proven_milli = mul(self.meter_count, 1000)
-            .max(self.meter_rate_milli)
-            .max(1);
-        let proven = 100_000_000_000_000 / mul(proven_milli, 95);
-        if proven < self.req_base_ns {
-            self.req_base_ns = proven;
+    /// Successes per second lately, in thousandths: the meter's current interval once
+    /// it spans a quarter of a second, else the last full one.
+    fn delivered_milli(&self, now: u64) -> u64 {
+        let span = sub(now, self.meter_start_us);
+        if span >= MICROS / 4 && self.meter_count > 0 {
+            mul(self.meter_count, 1000 * MICROS) / span
+        } else {
+            self.meter_rate_milli
         }
     }
 
-    /// Additive increase: 1 % of the limit per second without a 429, up to the full
-    /// limit (or 150 % of a learned estimate, to keep probing).
+    /// The rate or the share grows while nothing is refused.
     fn grow(&mut self, now: u64) {
-        let cap = if self.source == Source::Learned {
-            FULL_SHARE * 3 / 2
-        } else {
-            FULL_SHARE
-        };
-        let elapsed = sub(now, self.grown_us.max(self.calm_after_us));
-        if elapsed >= MICROS / 10 && self.share_ppm < cap {
-            self.share_ppm = add(self.share_ppm, elapsed / 100).min(cap);
+        let elapsed = sub(now, self.grown_us.max(self.event_us));
+        if self.source == Source::Learned {
+            // Grow only a rate that callers queue for and that is really delivered (half
+            // of it while slow-starting, 80 % after): an estimate must not run ahead of
+            // what the server has been shown to admit.
+            let delivered = self.delivered_milli(now);
+            let used = if self.slow_start == 1 {
+                mul(delivered, 2) >= self.rate_milli
+            } else {
+                mul(delivered, 5) >= mul(self.rate_milli, 4)
+            };
+            if self.binding == 0 || !used {
+                if elapsed >= MICROS {
+                    self.grown_us = now;
+                }
+                return;
+            }
+            if self.slow_start == 1 {
+                if elapsed >= Self::SLOW_START_STEP_MICROS {
+                    self.set_rate(mul(self.rate_milli, 2));
+                    self.grown_us = now;
+                    self.binding = 0;
+                }
+                return;
+            }
+            if elapsed >= MICROS / 10 {
+                let dt = elapsed.min(MICROS);
+                let rate = self.rate_milli;
+                // 2 % per second, at least 1 thousandth.
+                let probe = (mul(rate, dt) / (50 * MICROS)).max(1);
+                let inc = if rate < self.max_milli {
+                    // Half the gap to the refused rate per second.
+                    (mul(self.max_milli - rate, dt) / (2 * MICROS)).max(probe)
+                } else {
+                    // Past it with nothing refused: the excess doubles every half second.
+                    (mul(rate - self.max_milli, dt) / (MICROS / 2)).max(probe)
+                };
+                self.set_rate(add(rate, inc));
+                self.grown_us = now;
+                self.binding = 0;
+            }
+            return;
+        }
+        if elapsed >= MICROS / 10 && self.share_ppm < FULL_SHARE {
+            self.share_ppm = add(self.share_ppm, elapsed / 100).min(FULL_SHARE);
             self.grown_us = now;
         }
     }
 
-    /// A 429: pause every caller for the refused call's wait; lower the share once per
-    /// congestion event.
-    ///
-    /// Refusals within `max(1 s, the refused window, twice the wait)` of the decrease,
-    /// or of requests reserved before it, belong to the same event: a window that is
-    /// spent refuses everything until it turns.
-    fn congestion(&mut self, now: u64, wait_us: u64, window_us: u64) {
-        if now < self.calm_after_us {
-            // The same event: its pause and its decrease are done. (Each refused call
-            // still waits its own backoff; the others must not wait the longest of them.)
+    /// What a success's `remaining` says (announced limits only): how many may go at
+    /// once, whether the window is spent, whether it looks fresh.
+    fn read_remaining(&mut self, now: u64, op: &ReportOp) {
+        let Some(remaining) = op.req_remaining else {
+            return;
+        };
+        if op.req_limit > 0 && add(remaining, 1) >= op.req_limit {
+            self.anchor_us = now;
+        }
+        if let Some(ticket) = op.ticket
+            && ticket.seq >= self.credit_seq
+        {
+            // Everything booked after this request spends the same `remaining`.
+            let after = sub(self.seq, ticket.seq);
+            self.credit = sub(remaining, after);
+            self.credit_seq = ticket.seq;
+        }
+        if remaining == 0 {
+            if self.spent_us == 0 {
+                self.spent_us = now;
+            }
+            self.credit = 0;
+            self.hold_one_unit(now);
+        } else {
+            self.spent_us = 0;
+        }
+    }
+
+    /// A refusal: the first of a congestion event pauses everyone, voids earlier
+    /// bookings, lowers the rate or the share and starts a recovery (one probe at a
+    /// time); a refused probe doubles the pause; a refusal of a booking made before the
+    /// event changes nothing.
+    fn refusal(&mut self, now: u64, wait_us: u64, window_us: u64, current: bool) {
+        self.credit = 0;
+        if !current {
             return;
         }
-        self.pause_until_us = self.pause_until_us.max(add(now, wait_us));
-        if self.source == Source::Learned && self.req_base_ns == 0 {
-            // First 429 with nothing announced: the rate that was getting through,
-            // less 5 %, is the first estimate.
-            let rate_milli = self
-                .meter_rate_milli
-                .max(mul(self.meter_count, 1000))
-                .max(1);
-            self.req_base_ns = 100_000_000_000_000 / mul(rate_milli, 95);
-            self.share_ppm = FULL_SHARE;
+        if self.recovering == 1 {
+            self.streak = add(self.streak, 1);
+            self.probe_until_us = now;
         } else {
-            self.share_ppm = (mul(self.share_ppm, 9) / 10).max(FULL_SHARE / 20);
+            self.epoch = add(self.epoch, 1);
+            self.recovering = 1;
+            self.streak = 0;
+            self.probe_until_us = now;
+            self.event_us = now;
+            self.decrease(now);
         }
-        // Everything reserved so far was paced at the old rate: refusals of those
-        // requests belong to this event.
-        let horizon = self
-            .req_tat_us
-            .max(self.tok_tat_us)
-            .max(self.pause_until_us);
-        let calm = MICROS.max(window_us).max(mul(wait_us, 2));
-        self.calm_after_us = horizon.max(add(now, calm));
-        self.req_tat_us = self.req_tat_us.max(self.pause_until_us);
+        let pause = self.recovery_pause(now, wait_us, window_us);
+        self.pause_until_us = self.pause_until_us.max(add(now, pause));
+        // A fresh schedule after the pause: the void bookings queue again.
+        self.req_tat_us = self.pause_until_us;
+    }
+
+    /// How long everyone waits before the next probe.
+    fn recovery_pause(&self, now: u64, wait_us: u64, window_us: u64) -> u64 {
+        let period = self.req_period_us();
+        let base = period.max(MICROS / 10);
+        let cap = period.max(Self::PROBE_PAUSE_CAP_MICROS);
+        let mut pause = base;
+        for _ in 0..self.streak.min(32) {
+            pause = mul(pause, 2).min(cap);
+        }
+        let mut pause = pause.max(wait_us);
+        if self.source == Source::Headers
+            && self.spent_us > 0
+            && self.anchor_us > 0
+            && window_us > 0
+            && now >= add(self.spent_us, period)
+        {
+            // One unit after the window was spent it still refuses: it does not refill
+            // continuously. Wait for the window seen to start to come round.
+            let round = sub(add(self.anchor_us, window_us), now).min(window_us);
+            pause = pause.max(round);
+        }
+        pause.min(Self::BLOCK_MICROS)
+    }
+
+    fn decrease(&mut self, now: u64) {
+        match self.source {
+            Source::Learned => {
+                let rate = self.rate_milli;
+                self.slow_start = 0;
+                // The refused rate (growth follows delivery, so it is one that was sent).
+                self.max_milli = rate;
+                let delivered = mul(self.delivered_milli(now), 95) / 100;
+                // What got through, less 5 %, between CUBIC's β and 90 % of the rate.
+                let new = delivered.min(mul(rate, 9) / 10).max(mul(rate, 7) / 10);
+                self.set_rate(new);
+            }
+            _ => {
+                if self.spent_us == 0 {
+                    // A refusal the model did not expect: someone else spends the budget.
+                    self.share_ppm = (mul(self.share_ppm, 9) / 10).max(FULL_SHARE / 20);
+                }
+            }
+        }
+    }
+
+    /// A success while recovering: the event is over, pacing resumes. When capacity took
+    /// more than a second to come back (a window, not a rate), what the cycle delivered
+    /// becomes the learned rate.
+    fn end_recovery(&mut self, now: u64) {
+        self.recovering = 0;
+        self.streak = 0;
+        self.probe_until_us = 0;
+        self.req_tat_us = self.req_tat_us.max(now);
+        if self.source != Source::Learned {
+            return;
+        }
+        let span = sub(now, self.cycle_start_us);
+        if sub(now, self.event_us) >= MICROS && span >= MICROS && self.cycle_count > 0 {
+            let cycle = mul(self.cycle_count, 1000 * MICROS) / span;
+            if cycle < self.rate_milli {
+                self.set_rate(cycle);
+                self.max_milli = self.max_milli.min(mul(self.rate_milli, 10) / 9);
+            }
+        }
+        self.cycle_start_us = now;
+        self.cycle_count = 0;
     }
 
     /// A success that left the request window empty: nobody starts before one request's
     /// worth of the window has come back, so the next caller is not refused. This is how
     /// other programs spending the same budget are noticed before they cause a 429.
     fn hold_one_unit(&mut self, now: u64) {
-        let period_us = self.period_ns(self.req_base_ns) / 1000;
+        let period_us = self.req_period_us();
         if period_us > 0 {
             self.pause_until_us = self.pause_until_us.max(add(now, period_us));
             self.req_tat_us = self.req_tat_us.max(self.pause_until_us);

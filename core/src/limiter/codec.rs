@@ -22,7 +22,7 @@ use super::budget::BudgetState;
 /// The first bytes of a state file.
 pub const MAGIC: [u8; 4] = *b"MLIM";
 /// The format's version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const HEADER: usize = 16;
 /// Largest payload accepted (a file this large is not ours).
 pub const MAX_PAYLOAD: usize = 1 << 20;
@@ -124,13 +124,19 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::limiter::budget::{Limits, MAX_EXACT};
+    use crate::limiter::budget::{Limits, MAX_EXACT, Reserve};
 
     fn sample() -> HashMap<String, BudgetState> {
         let mut a = BudgetState::new(1_700_000_000_000_000, None);
-        a.reserve(1_700_000_000_000_000, 10, false);
+        a.reserve(1_700_000_000_000_000, &Reserve::new(10));
         let mut b = BudgetState::new(5, Some(Limits::requests(50, Duration::from_secs(1))));
-        b.reserve(6, 1, true);
+        b.reserve(
+            6,
+            &Reserve {
+                retry: true,
+                ..Reserve::new(1)
+            },
+        );
         b.meter_rate_milli = MAX_EXACT;
         HashMap::from([("mistral-small".to_owned(), a), ("codestral".to_owned(), b)])
     }
@@ -168,9 +174,13 @@ mod tests {
     fn garbage_and_foreign_files_are_errors() {
         assert_eq!(decode(b"hello"), Err(CodecError::Truncated { len: 5 }));
         assert_eq!(decode(&[0xff; 64]), Err(CodecError::Magic));
-        let mut v2 = encode(&sample());
-        v2[4] = 2;
-        assert_eq!(decode(&v2), Err(CodecError::Version(2)));
+        let mut v1 = encode(&sample());
+        v1[4] = 1;
+        assert_eq!(
+            decode(&v1),
+            Err(CodecError::Version(1)),
+            "the 17-field layout"
+        );
         let mut huge = encode(&sample());
         huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode(&huge), Err(CodecError::Length { .. })));
@@ -186,7 +196,11 @@ mod tests {
 
     #[test]
     fn a_checksummed_payload_with_values_out_of_range_is_refused() {
-        let payload = br#"{"m":{"seen_us":0,"req_tat_us":18446744073709551615,"tok_tat_us":0,"retry_tat_us":0,"req_base_ns":0,"tok_base_ns":0,"source":"Unknown","share_ppm":0,"pause_until_us":0,"block":"None","block_until_us":0,"calm_after_us":0,"grown_us":0,"probe_until_us":0,"meter_start_us":0,"meter_count":0,"meter_rate_milli":0}}"#;
+        // A state whose request TAT is past what a Lua double holds exactly.
+        let state = serde_json::to_string(&BudgetState::default()).unwrap();
+        let state = state.replace("\"req_tat_us\":0", "\"req_tat_us\":18446744073709551615");
+        let payload = format!("{{\"m\":{state}}}");
+        let payload = payload.as_bytes();
         let mut bytes = MAGIC.to_vec();
         bytes.push(VERSION);
         bytes.extend_from_slice(&[0; 3]);

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::budget::{BudgetState, Decision, Limits};
+use super::budget::{BudgetState, Decision, Limits, MAX_EXACT, Reserve};
 use super::{Limiter, closed_error};
 use crate::action::{Ask, Grant, Report};
 use crate::request::Target;
@@ -113,8 +113,8 @@ impl Budgets {
     }
 
     /// Reserves a slot in `model`'s budget: the budget's own [`Decision`].
-    pub fn decide(&mut self, now_us: u64, model: &str, tokens: u64, retry: bool) -> Decision {
-        self.with_state(now_us, model, |s| s.reserve(now_us, tokens, retry))
+    pub fn decide(&mut self, now_us: u64, model: &str, ask: &Reserve) -> Decision {
+        self.with_state(now_us, model, |s| s.reserve(now_us, ask))
     }
 
     /// Reserves a slot for `ask`. Calls outside any model's budget go at once.
@@ -122,7 +122,7 @@ impl Budgets {
         let Some(model) = ask.model.as_deref() else {
             return Grant::Now;
         };
-        let decision = self.decide(now_us, model, ask.tokens, ask.attempt > 1);
+        let decision = self.decide(now_us, model, &Reserve::from(ask));
         decision_to_grant(decision, model)
     }
 
@@ -142,10 +142,30 @@ impl Budgets {
 /// Turns a budget's decision into a call's grant.
 pub fn decision_to_grant(decision: Decision, model: &str) -> Grant {
     match decision {
-        Decision::Go(0) => Grant::Now,
-        Decision::Go(us) => Grant::After(Duration::from_micros(us)),
+        Decision::Go { wait_us, ticket } => Grant::Slot {
+            after: Duration::from_micros(wait_us),
+            ticket,
+        },
         Decision::Recheck(us) => Grant::Recheck(Duration::from_micros(us)),
+        Decision::Late(us) => Grant::Late {
+            after: Duration::from_micros(us),
+        },
         Decision::Closed(block) => Grant::Refused(closed_error(block, model)),
+    }
+}
+
+impl From<&Ask> for Reserve {
+    fn from(ask: &Ask) -> Self {
+        Reserve {
+            tokens: ask.tokens,
+            retry: ask.attempt > 1,
+            within_us: ask.within.map_or(MAX_EXACT, |d| {
+                u64::try_from(d.as_micros())
+                    .unwrap_or(MAX_EXACT)
+                    .min(MAX_EXACT)
+            }),
+            confirm_epoch: ask.confirm.map(|t| t.epoch),
+        }
     }
 }
 

@@ -12,16 +12,19 @@
 //! use mistral_core::limiter::budget::{BudgetState, Seed};
 //! use mistral_core::limiter::lua;
 //!
-//! let args = lua::reserve_args(Some(1_000), 86_400, Seed::default(), 50, false);
+//! use mistral_core::limiter::budget::Reserve;
+//!
+//! let args = lua::reserve_args(Some(1_000), 86_400, Seed::default(), &Reserve::new(50));
 //! assert_eq!(args[0], "reserve");
-//! // The script answers [kind, value, the 17 fields]:
+//! // The script answers [kind, value, the 31 fields]:
 //! let mut reply = vec![0, 0];
 //! reply.extend(BudgetState::new(1_000, None).to_fields().map(|v| v as i64));
 //! let reply = lua::decode_reply(&reply).unwrap();
 //! assert_eq!(reply.state.seen_us, 1_000);
 //! ```
 
-use super::budget::{Block, BudgetState, Decision, MAX_EXACT, ReportOp, Seed};
+use super::budget::{Block, BudgetState, Decision, MAX_EXACT, ReportOp, Reserve, Seed};
+use crate::action::Ticket;
 
 /// The script's text (`budget.lua`).
 pub const SCRIPT: &str = include_str!("budget.lua");
@@ -46,19 +49,26 @@ fn common(op: &str, now_override: Option<u64>, ttl_secs: u64, seed: Seed) -> Vec
     ]
 }
 
-/// `ARGV` of a reservation of `tokens` (`retry`: a second or later attempt). `seed`
-/// makes the budget when the hash does not exist yet; `ttl_secs` is the hash's expiry
-/// (0: none); `now_override` replaces Redis `TIME` (tests).
+/// `ARGV` of a reservation: tokens, retry (0/1), within µs, confirm (0/1), the confirmed
+/// epoch. `seed` makes the budget when the hash does not exist yet; `ttl_secs` is the
+/// hash's expiry (0: none); `now_override` replaces Redis `TIME` (tests).
 pub fn reserve_args(
     now_override: Option<u64>,
     ttl_secs: u64,
     seed: Seed,
-    tokens: u64,
-    retry: bool,
+    ask: &Reserve,
 ) -> Vec<String> {
     let mut args = common(OP_RESERVE, now_override, ttl_secs, seed);
-    args.push(num(tokens));
-    args.push(num(u64::from(retry)));
+    args.extend(
+        [
+            ask.tokens,
+            u64::from(ask.retry),
+            ask.within_us,
+            u64::from(ask.confirm_epoch.is_some()),
+            ask.confirm_epoch.unwrap_or(0),
+        ]
+        .map(num),
+    );
     args
 }
 
@@ -87,7 +97,11 @@ pub fn report_args(
             op.signal.code(),
             wait_us,
             window_us,
-            u64::from(op.req_spent),
+            u64::from(op.req_remaining.is_some()),
+            op.req_remaining.unwrap_or(0),
+            u64::from(op.ticket.is_some()),
+            op.ticket.map_or(0, |t| t.epoch),
+            op.ticket.map_or(0, |t| t.seq),
         ]
         .map(num),
     );
@@ -108,25 +122,32 @@ pub struct ScriptReply {
 #[error("unexpected reply from the limiter script: {0}")]
 pub struct ReplyError(&'static str);
 
-/// Decodes the script's reply: `[kind, value, the 17 fields]`.
+/// Decodes the script's reply: `[kind, value, the 31 fields]`.
 pub fn decode_reply(reply: &[i64]) -> Result<ScriptReply, ReplyError> {
     if reply.len() != 2 + BudgetState::FIELDS.len() {
         return Err(ReplyError("wrong length"));
     }
     let u = |v: i64| u64::try_from(v).map_err(|_| ReplyError("a negative number"));
-    let mut fields = [0u64; 17];
+    let mut fields = [0u64; BudgetState::FIELDS.len()];
     for (f, &v) in fields.iter_mut().zip(&reply[2..]) {
         *f = u(v)?;
     }
     let state = BudgetState::from_fields(fields).ok_or(ReplyError("a field out of range"))?;
     let value = u(reply[1])?;
     let decision = match reply[0] {
-        0 => Some(Decision::Go(value)),
+        0 => Some(Decision::Go {
+            wait_us: value,
+            ticket: Ticket {
+                epoch: state.epoch,
+                seq: state.seq,
+            },
+        }),
         1 => Some(Decision::Recheck(value)),
         2 => Some(Decision::Closed(
             Block::from_code(value).ok_or(ReplyError("an unknown block"))?,
         )),
         3 => None,
+        4 => Some(Decision::Late(value)),
         _ => return Err(ReplyError("an unknown kind")),
     };
     Ok(ScriptReply { decision, state })
@@ -166,7 +187,13 @@ mod tests {
             req_base_ns: 20_000_000,
             tok_base_ns: u64::MAX,
         };
-        let r = reserve_args(None, 60, seed, u64::MAX, true);
+        let ask = Reserve {
+            tokens: u64::MAX,
+            retry: true,
+            within_us: 250,
+            confirm_epoch: Some(3),
+        };
+        let r = reserve_args(None, 60, seed, &ask);
         assert_eq!(
             r,
             [
@@ -177,7 +204,10 @@ mod tests {
                 "20000000",
                 "9007199254740991",
                 "9007199254740991",
-                "1"
+                "1",
+                "250",
+                "1",
+                "3"
             ]
         );
         let op = ReportOp {
@@ -191,23 +221,29 @@ mod tests {
                 wait_us: 300,
                 window_us: 1_000_000,
             },
-            req_spent: false,
+            req_remaining: Some(4),
+            ticket: Some(Ticket { epoch: 2, seq: 11 }),
         };
         let r = report_args(Some(5), 0, Seed::default(), &op);
         assert_eq!(
             r,
             [
                 "report", "5", "0", "0", "0", "0", "60", "60", "0", "0", "1", "10", "7", "2",
-                "300", "1000000", "0"
+                "300", "1000000", "1", "4", "1", "2", "11"
             ]
         );
         let none = ReportOp {
             used_tokens: None,
             signal: SignalOp::RateLimited { wait_us: 9 },
+            req_remaining: None,
+            ticket: None,
             ..op
         };
         let r = report_args(Some(5), 0, Seed::default(), &none);
-        assert_eq!(&r[10..], ["0", "10", "0", "3", "9", "0", "0"]);
+        assert_eq!(
+            &r[10..],
+            ["0", "10", "0", "3", "9", "0", "0", "0", "0", "0", "0"]
+        );
     }
 
     #[test]
@@ -219,7 +255,15 @@ mod tests {
             r
         };
         let d = |r: Vec<i64>| decode_reply(&r).map(|r| r.decision);
-        assert_eq!(d(reply(0, 5)), Ok(Some(Decision::Go(5))));
+        let ticket = Ticket {
+            epoch: state.epoch,
+            seq: state.seq,
+        };
+        assert_eq!(
+            d(reply(0, 5)),
+            Ok(Some(Decision::Go { wait_us: 5, ticket }))
+        );
+        assert_eq!(d(reply(4, 9)), Ok(Some(Decision::Late(9))));
         assert_eq!(d(reply(1, 20)), Ok(Some(Decision::Recheck(20))));
         assert_eq!(
             d(reply(2, 1)),
@@ -228,7 +272,7 @@ mod tests {
         assert_eq!(d(reply(3, 0)), Ok(None));
         assert_eq!(decode_reply(&reply(3, 0)).unwrap().state, state);
         assert!(d(reply(2, 9)).is_err());
-        assert!(d(reply(4, 0)).is_err());
+        assert!(d(reply(5, 0)).is_err());
         assert!(d(reply(0, -1)).is_err());
         assert!(d(vec![0, 0, 1]).is_err());
         let mut bad_source = reply(0, 0);

@@ -20,7 +20,7 @@ use crate::action::{Ask, Grant, Report};
 use crate::error::{Error, ResponseInfo};
 
 pub use budget::{
-    Block, BudgetState, Decision, Limits, MAX_EXACT, ReportOp, Seed, SignalOp, Source,
+    Block, BudgetState, Decision, Limits, MAX_EXACT, ReportOp, Reserve, Seed, SignalOp, Source,
 };
 pub use local::{Budgets, LimiterConfig, LocalLimiter, decision_to_grant};
 pub use spec::LimiterSpec;
