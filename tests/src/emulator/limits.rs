@@ -236,6 +236,8 @@ impl Meter {
             } => {
                 *excess = probe.saturating_add(cost.saturating_mul(1000));
                 *last = Some(*probe_at);
+                // As seen right after the charge (for the headers): nothing admissible.
+                *probe = *excess;
             }
         }
     }
