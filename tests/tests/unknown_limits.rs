@@ -12,10 +12,7 @@
 //! test`, else `nginx` on PATH or `/usr/sbin/nginx`). Without it they fail when `CI` is
 //! set and are skipped loudly otherwise.
 
-use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +20,7 @@ use std::time::{Duration, Instant};
 use mistral_core::Stats;
 use mistral_core::models::{ChatRequest, Message};
 use mistral_tests::emulator::{Config, Limits, Semantics};
+use mistral_tests::nginx::{AccessEntry, LimitReq, Nginx};
 use mistral_tests::{Emulator, Log};
 
 const MODEL: &str = "mistral-small-latest";
@@ -205,185 +203,24 @@ fn judge(name: &str, run: &Run, seen: &Seen, best: Duration) {
 /// nginx's rate in the tests: `rate=10r/s`, no burst.
 const NGINX_RATE: u64 = 10;
 
-/// A directory under the system's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "mistral-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The nginx binary, or `None` (said loudly) when there is none and `CI` is not set.
 fn nginx_binary() -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("MISTRAL_TEST_NGINX") {
-        Some(path) => vec![PathBuf::from(path)],
-        None => vec![PathBuf::from("nginx"), PathBuf::from("/usr/sbin/nginx")],
-    };
-    let works = |bin: &Path| {
-        Command::new(bin)
-            .arg("-v")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if let Some(bin) = candidates.iter().find(|b| works(b)) {
-        return Some(bin.clone());
+    if let Some(bin) = Nginx::find() {
+        return Some(bin);
     }
     // As `cargo xtask test` reads it: set, and not empty, `0` or `false`.
     let ci = std::env::var("CI")
         .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"));
     assert!(
         !ci,
-        "nginx not found ({candidates:?}) and CI is set: install nginx-light (cargo xtask \
-         test does) or set MISTRAL_TEST_NGINX"
+        "nginx not found (MISTRAL_TEST_NGINX, PATH, /usr/sbin/nginx) and CI is set: install \
+         nginx-light (cargo xtask test does) or set MISTRAL_TEST_NGINX"
     );
     eprintln!(
-        "\n*** SKIP: nginx not found ({candidates:?}); the nginx tests did not run. Install \
-         nginx-light or set MISTRAL_TEST_NGINX. ***\n"
+        "\n*** SKIP: nginx not found (MISTRAL_TEST_NGINX, PATH, /usr/sbin/nginx); the nginx \
+         tests did not run. Install nginx-light or set MISTRAL_TEST_NGINX. ***\n"
     );
     None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// A real nginx with its own prefix and config in a temp dir, killed on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: TempDir,
-}
-
-impl Nginx {
-    /// nginx on a free loopback port: `limit_req` at `rate` r/s without burst (429 with
-    /// nginx's own HTML page), `proxy_pass` to `upstream`, an access log of `$msec
-    /// $status $request_uri`.
-    fn start(bin: &Path, upstream: std::net::SocketAddr, rate: u64) -> Nginx {
-        let mut last_error = String::new();
-        // The free port may be taken between the probe and nginx's bind: try again.
-        for _ in 0..3 {
-            let dir = TempDir::new("nginx");
-            let port = free_port();
-            let root = dir.0.display().to_string();
-            for sub in ["logs", "tmp"] {
-                std::fs::create_dir_all(dir.0.join(sub)).expect("nginx dirs");
-            }
-            let conf = format!(
-                "daemon off;
-master_process off;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/logs/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    client_body_temp_path {root}/tmp/body;
-    proxy_temp_path {root}/tmp/proxy;
-    fastcgi_temp_path {root}/tmp/fastcgi;
-    uwsgi_temp_path {root}/tmp/uwsgi;
-    scgi_temp_path {root}/tmp/scgi;
-    log_format judge '$msec $status $request_uri';
-    access_log {root}/logs/access.log judge;
-    limit_req_zone $binary_remote_addr zone=api:1m rate={rate}r/s;
-    limit_req_status 429;
-    upstream emulator {{
-        server {upstream};
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            limit_req zone=api;
-            proxy_pass http://emulator;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }}
-    }}
-}}
-"
-            );
-            let conf_path = dir.0.join("nginx.conf");
-            std::fs::File::create(&conf_path)
-                .and_then(|mut f| f.write_all(conf.as_bytes()))
-                .expect("nginx.conf");
-            let child = Command::new(bin)
-                .arg("-p")
-                .arg(&dir.0)
-                .arg("-c")
-                .arg(&conf_path)
-                .arg("-e")
-                .arg(dir.0.join("logs/error.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn nginx");
-            let mut nginx = Nginx { child, port, dir };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return nginx;
-                }
-                if let Ok(Some(status)) = nginx.child.try_wait() {
-                    last_error = format!(
-                        "nginx exited ({status}): {}",
-                        std::fs::read_to_string(nginx.dir.0.join("logs/error.log"))
-                            .unwrap_or_default()
-                    );
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("nginx did not start: {last_error}");
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The access log: `(msec, status, uri)` per request, in the order nginx wrote them.
-    fn access_log(&self) -> Vec<(f64, u16, String)> {
-        let text = std::fs::read_to_string(self.dir.0.join("logs/access.log")).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| {
-                let mut parts = line.split_whitespace();
-                let msec = parts.next()?.parse().ok()?;
-                let status = parts.next()?.parse().ok()?;
-                Some((msec, status, parts.next()?.to_owned()))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // One process (`master_process off`): killing it stops nginx.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn through_nginx(driver: Driver) {
@@ -396,24 +233,32 @@ fn through_nginx(driver: Driver) {
         headers: false,
         ..Config::default()
     });
-    let nginx = Nginx::start(&bin, emulator.addr(), NGINX_RATE);
+    let nginx = Nginx::start(&bin, emulator.addr(), &LimitReq::per_second(NGINX_RATE))
+        .expect("nginx starts");
     let run = run(driver, &nginx.url(), emulator.key());
-    let log = nginx.access_log();
+    let log = nginx.access_log().expect("nginx's access log");
     drop(nginx);
-    let chat: Vec<&(f64, u16, String)> = log
+    let chat: Vec<&AccessEntry> = log
         .iter()
-        .filter(|(_, _, uri)| uri == "/v1/chat/completions")
+        .filter(|e| e.uri == "/v1/chat/completions")
         .collect();
     let seen = Seen {
-        admitted: chat.iter().filter(|e| e.1 == 200).count(),
-        refused: chat.iter().filter(|e| e.1 == 429).count(),
-        other: chat.iter().filter(|e| e.1 != 200 && e.1 != 429).count(),
+        admitted: chat.iter().filter(|e| e.status == 200).count(),
+        refused: chat.iter().filter(|e| e.status == 429).count(),
+        other: chat
+            .iter()
+            .filter(|e| e.status != 200 && e.status != 429)
+            .count(),
     };
     // What nginx admitted, the emulator served: nothing else reached it.
     assert_eq!(emulator.log().admitted(), seen.admitted);
     // nginx's own guarantee, seen in its log: 200s 1/rate apart at least (the log's
     // $msec is the end of each request, so allow a few ms of jitter).
-    let times: Vec<f64> = chat.iter().filter(|e| e.1 == 200).map(|e| e.0).collect();
+    let times: Vec<f64> = chat
+        .iter()
+        .filter(|e| e.status == 200)
+        .map(|e| e.msec)
+        .collect();
     let closest = times
         .windows(2)
         .map(|w| w[1] - w[0])
@@ -422,6 +267,54 @@ fn through_nginx(driver: Driver) {
     // The best nginx allows: the first at once, then one every 1/rate.
     let best = Duration::from_secs_f64((CALLS - 1) as f64 / NGINX_RATE as f64);
     judge(&format!("nginx 10 r/s, {driver:?}"), &run, &seen, best);
+}
+
+#[test]
+fn nginx_refuses_with_its_html_page_and_nothing_announced() {
+    let Some(bin) = nginx_binary() else {
+        return;
+    };
+    let emulator = Emulator::start(Config {
+        default_limits: Limits::new(None, None),
+        headers: false,
+        ..Config::default()
+    });
+    let nginx = Nginx::start(&bin, emulator.addr(), &LimitReq::per_second(NGINX_RATE))
+        .expect("nginx starts");
+    let post = || {
+        let body =
+            serde_json::json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
+        mistral_tests::raw_http::post(
+            &nginx.url(),
+            Some(emulator.key()),
+            "/v1/chat/completions",
+            &body,
+        )
+        .expect("request through nginx")
+    };
+    let first = post();
+    let second = post();
+    std::thread::sleep(Duration::from_millis(150));
+    let third = post();
+    assert_eq!((first.status, second.status, third.status), (200, 429, 200));
+    // The emulator's answer went through; the refusal is nginx's own page, no headers.
+    assert!(
+        first
+            .json()
+            .is_some_and(|v| v["object"] == "chat.completion")
+    );
+    assert!(
+        second.text().contains("429 Too Many Requests"),
+        "{}",
+        second.text()
+    );
+    assert!(second.header("retry-after").is_none());
+    assert!(second.headers_with_prefix("x-ratelimit").is_empty());
+    let log = nginx.access_log().expect("access log");
+    let statuses: Vec<u16> = log.iter().map(|e| e.status).collect();
+    assert_eq!(statuses, [200, 429, 200]);
+    assert!(nginx.error_log().contains("limiting requests"));
+    assert_eq!(emulator.log().admitted(), 2);
 }
 
 #[test]
