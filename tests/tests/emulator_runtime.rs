@@ -106,6 +106,7 @@ fn the_binary_prints_its_url_and_key_and_serves() {
     assert_eq!(summary["admitted"], 1);
     assert_eq!(summary["status_429"], 1);
     assert_eq!(summary["violations"], serde_json::json!([]));
+    assert_eq!(summary["max_in_flight"], serde_json::json!({"m": 1}));
 }
 
 #[test]

@@ -60,8 +60,9 @@ Options (flags override --config, which overrides the defaults):
   --max-log-entries N       most requests kept in the log (default 1000000)
   --duration-secs S         stop after S seconds (default: run until killed)
 
-While it runs, GET /_emulator/summary (counts and limit violations), /_emulator/log
-(every entry) and /_emulator/timeline (per second) show the request log; no key needed.
+While it runs, GET /_emulator/summary (counts, limit violations, most in flight per
+model), /_emulator/log (every entry) and /_emulator/timeline (per second) show the
+request log; no key needed.
   --help                    this text
 ";
 
