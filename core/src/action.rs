@@ -192,6 +192,9 @@ pub enum Signal {
     RateLimited {
         /// How long this call waits (zero when it gives up).
         wait: Duration,
+        /// The server said how long (`Retry-After` and friends): the wait is its word,
+        /// not this call's own backoff.
+        hinted: bool,
     },
     /// No allowance for the model.
     NoAllowance,

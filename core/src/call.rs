@@ -562,6 +562,7 @@ impl Call {
                         Plan::Stop,
                         Signal::RateLimited {
                             wait: Duration::ZERO,
+                            hinted: false,
                         },
                     );
                 }
@@ -570,6 +571,13 @@ impl Call {
                     plan,
                     Signal::RateLimited {
                         wait: plan_wait(&plan).unwrap_or_default(),
+                        hinted: matches!(
+                            plan,
+                            Plan::Retry {
+                                why: WaitReason::ServerHint,
+                                ..
+                            }
+                        ),
                     },
                 )
             }

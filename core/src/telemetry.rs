@@ -146,7 +146,7 @@ impl Telemetry {
                 quota.remaining,
                 Some(wait),
             ),
-            Signal::RateLimited { wait } => (None, None, None, None, Some(wait)),
+            Signal::RateLimited { wait, .. } => (None, None, None, None, Some(wait)),
             _ => (None, None, None, None, None),
         };
         tracing::warn!(

@@ -343,6 +343,7 @@ fn the_pause_is_the_events_not_the_longest_backoff_of_its_callers() {
         other => panic!("{other:?}"),
     };
     let rl = |ms| Signal::RateLimited {
+        hinted: true,
         wait: Duration::from_millis(ms),
     };
     let mut first = report(rl(200), RateLimits::default(), 1, Some(0));

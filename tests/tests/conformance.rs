@@ -433,25 +433,33 @@ fn is_cut(e: &Error) -> bool {
     )
 }
 
+/// The deadline ended the call after timeouts: reached (a `Deadline` with the last
+/// timeout), or about to be passed by the next wait (the last timeout itself).
 fn is_deadline_after_timeouts(e: &Error) -> bool {
-    let Error::Deadline { deadline, last, .. } = e else {
-        return false;
+    let last = match e {
+        Error::Deadline { deadline, last, .. } if *deadline == ms(1_000) => last.as_deref(),
+        Error::Deadline { .. } => return false,
+        other => Some(other),
     };
-    *deadline == ms(1_000)
-        && matches!(
-            last.as_deref(),
-            Some(Error::Transport {
-                kind: TransportKind::Timeout,
-                ..
-            })
-        )
+    matches!(
+        last,
+        Some(Error::Transport {
+            kind: TransportKind::Timeout,
+            ..
+        })
+    )
 }
 
+/// The deadline ended the call after 503s: reached (a `Deadline` with the last 503), or
+/// about to be passed by the next wait (the last 503 itself, with its trail).
 fn is_deadline_after_503s(e: &Error) -> bool {
-    let Error::Deadline { deadline, last, .. } = e else {
-        return false;
-    };
-    *deadline == ms(500) && last.as_deref().and_then(Error::status) == Some(503)
+    match e {
+        Error::Deadline { deadline, last, .. } => {
+            *deadline == ms(500) && last.as_deref().and_then(Error::status) == Some(503)
+        }
+        Error::Server { trail, .. } => e.status() == Some(503) && trail.attempts >= 2,
+        _ => false,
+    }
 }
 
 fn is_decode(e: &Error) -> bool {
@@ -705,7 +713,7 @@ static SCENARIOS: &[Scenario] = &[
         policy: hang_deadline,
         expect: Expect {
             outcome: Want::Err(
-                "Deadline of 1 s, last a Transport Timeout",
+                "the deadline: reached or about to be, last a Transport Timeout",
                 is_deadline_after_timeouts,
             ),
             // 300 ms per attempt, under a 1 s deadline.
@@ -720,7 +728,10 @@ static SCENARIOS: &[Scenario] = &[
         faults: &[Fault::Http503; 60],
         policy: short_deadline,
         expect: Expect {
-            outcome: Want::Err("Deadline of 500 ms, last a 503", is_deadline_after_503s),
+            outcome: Want::Err(
+                "the deadline: reached or about to be, last a 503",
+                is_deadline_after_503s,
+            ),
             attempts: 2..=50,
             // It may stop as soon as the next wait would cross the deadline (≤ 200 ms).
             time: ms(300)..ms(2_000),

@@ -32,7 +32,7 @@ local PROBE_TIMEOUT_MICROS = 2 * MICROS
 local LEARN_START_MILLI = 2000
 local LEARN_MIN_MILLI = 10
 local LEARN_MAX_MILLI = 100000000
-local SLOW_START_STEP_MICROS = 200000
+local SLOW_START_STEP_MICROS = 100000
 local PROBE_PAUSE_CAP_MICROS = 2 * MICROS
 local LEARN_HORIZON_PERIODS = 4
 
@@ -297,10 +297,14 @@ end
 -- BudgetState::delivered_milli
 local function delivered_milli()
   local span = sub(now, s.meter_start_us)
-  if span >= idiv(MICROS, 4) and s.meter_count > 0 then
-    return idiv(mul(s.meter_count, 1000 * MICROS), span)
+  local current = 0
+  if span >= idiv(MICROS, 4) then current = idiv(mul(s.meter_count, 1000 * MICROS), span) end
+  local cycle_span = sub(now, s.cycle_start_us)
+  local cycle = 0
+  if cycle_span >= MICROS then
+    cycle = idiv(mul(s.cycle_count, 1000 * MICROS), cycle_span)
   end
-  return s.meter_rate_milli
+  return max(max(current, s.meter_rate_milli), cycle)
 end
 
 -- BudgetState::grow
@@ -323,6 +327,7 @@ local function grow()
         set_rate(mul(s.rate_milli, 2))
         s.grown_us = now
         s.binding = 0
+        s.req_tat_us = min(s.req_tat_us, add(now, req_period_us()))
       end
       return
     end

@@ -335,7 +335,7 @@ pub enum SignalOp {
     },
     /// A 429 that did not say which limit.
     RateLimited {
-        /// How long the refused call waits, µs.
+        /// How long the server said to wait, µs (0: it did not say).
         wait_us: u64,
     },
     /// No allowance for the model.
@@ -434,8 +434,10 @@ impl From<&Report> for ReportOp {
                 wait_us: micros(wait),
                 window_us: micros(quota.window.duration().unwrap_or_default()),
             },
-            Signal::RateLimited { wait } => SignalOp::RateLimited {
-                wait_us: micros(wait),
+            // The budget pauses everyone for a wait the server named; a call's own
+            // backoff is its own.
+            Signal::RateLimited { wait, hinted } => SignalOp::RateLimited {
+                wait_us: if hinted { micros(wait) } else { 0 },
             },
             Signal::NoAllowance => SignalOp::NoAllowance,
             Signal::MonthlyQuota => SignalOp::MonthlyQuota,
@@ -492,7 +494,7 @@ impl BudgetState {
     /// The highest learned rate: 100,000 requests per second, in thousandths.
     pub const LEARN_MAX_MILLI: u64 = 100_000_000;
     /// While slow-starting, the learned rate doubles this often (while callers queue).
-    pub const SLOW_START_STEP_MICROS: u64 = 200_000;
+    pub const SLOW_START_STEP_MICROS: u64 = 100_000;
     /// A learned rate books at most this many periods ahead (at least a quarter of a
     /// second, at most a second or one period); callers further back ask again.
     pub const LEARN_HORIZON_PERIODS: u64 = 4;
@@ -951,15 +953,23 @@ impl BudgetState {
         }
     }
 
-    /// Successes per second lately, in thousandths: the meter's current interval once
-    /// it spans a quarter of a second, else the last full one.
+    /// Successes per second lately, in thousandths: the best of the meter's current
+    /// interval (once it spans a quarter of a second), its last full one, and the
+    /// current delivery cycle (once it spans a second).
     fn delivered_milli(&self, now: u64) -> u64 {
         let span = sub(now, self.meter_start_us);
-        if span >= MICROS / 4 && self.meter_count > 0 {
+        let current = if span >= MICROS / 4 {
             mul(self.meter_count, 1000 * MICROS) / span
         } else {
-            self.meter_rate_milli
-        }
+            0
+        };
+        let cycle_span = sub(now, self.cycle_start_us);
+        let cycle = if cycle_span >= MICROS {
+            mul(self.cycle_count, 1000 * MICROS) / cycle_span
+        } else {
+            0
+        };
+        current.max(self.meter_rate_milli).max(cycle)
     }
 
     /// The rate or the share grows while nothing is refused.
@@ -986,6 +996,9 @@ impl BudgetState {
                     self.set_rate(mul(self.rate_milli, 2));
                     self.grown_us = now;
                     self.binding = 0;
+                    // The schedule booked at the old rate starts over at the new one (the
+                    // few slots already booked still go at their times).
+                    self.req_tat_us = self.req_tat_us.min(add(now, self.req_period_us()));
                 }
                 return;
             }
