@@ -18,7 +18,7 @@
 --          ARGV[13] used, ARGV[14] signal, ARGV[15] wait_us, ARGV[16] window_us,
 --          ARGV[17] has_remaining (0/1), ARGV[18] req_remaining, ARGV[19] has_ticket
 --          (0/1), ARGV[20] ticket epoch, ARGV[21] ticket seq
--- Returns {kind, value, the 31 fields}: kind 0 go (value: wait us; the ticket is the
+-- Returns {kind, value, the 32 fields}: kind 0 go (value: wait us; the ticket is the
 -- state's epoch and seq), 1 recheck (value: us), 2 closed (value: block), 3 reported,
 -- 4 late (value: us).
 
@@ -46,7 +46,7 @@ local FIELDS = {
   'grown_us', 'probe_until_us', 'meter_start_us', 'meter_count', 'meter_rate_milli',
   'epoch', 'seq', 'credit', 'credit_seq', 'recovering', 'streak', 'rate_milli',
   'max_milli', 'slow_start', 'binding', 'anchor_us', 'spent_us', 'cycle_start_us',
-  'cycle_count',
+  'cycle_count', 'windowed',
 }
 
 local function add(a, b)
@@ -125,7 +125,7 @@ local function load()
     s[f] = v
   end
   if s.source > 3 or s.block > 2 or s.recovering > 1 or s.slow_start > 1
-    or s.binding > 1 then
+    or s.binding > 1 or s.windowed > 1 then
     return seeded()
   end
   return s
@@ -363,8 +363,13 @@ local function hold_one_unit()
 end
 
 -- BudgetState::read_remaining
-local function read_remaining(req_limit, has_remaining, remaining, has_ticket, ticket_seq)
+local function read_remaining(req_limit, req_window_secs, has_remaining, remaining, has_ticket,
+  ticket_seq)
   if not has_remaining then return end
+  local window_us = mul(req_window_secs, MICROS)
+  if s.spent_us > 0 and remaining > 0 and now < add(s.anchor_us, window_us) then
+    s.windowed = 0
+  end
   if req_limit > 0 and add(remaining, 1) >= req_limit then s.anchor_us = now end
   if has_ticket and ticket_seq >= s.credit_seq then
     local after = sub(s.seq, ticket_seq)
@@ -375,6 +380,11 @@ local function read_remaining(req_limit, has_remaining, remaining, has_ticket, t
     if s.spent_us == 0 then s.spent_us = now end
     s.credit = 0
     hold_one_unit()
+    if s.windowed == 1 and s.anchor_us > 0 and window_us > 0 then
+      local round = min(sub(add(s.anchor_us, window_us), now), window_us)
+      s.pause_until_us = max(s.pause_until_us, add(now, round))
+      s.req_tat_us = max(s.req_tat_us, s.pause_until_us)
+    end
   else
     s.spent_us = 0
   end
@@ -427,6 +437,10 @@ local function refusal(wait_us, window_us, current)
     s.event_us = now
     decrease()
   end
+  if s.source == HEADERS and s.spent_us > 0 and window_us > 0
+    and now >= add(s.spent_us, req_period_us()) then
+    s.windowed = 1
+  end
   local pause = recovery_pause(wait_us, window_us)
   s.pause_until_us = max(s.pause_until_us, add(now, pause))
   s.req_tat_us = s.pause_until_us
@@ -473,7 +487,7 @@ local function report()
     s.cycle_count = add(s.cycle_count, 1)
     grow()
     if s.source == HEADERS then
-      read_remaining(arg(7), arg(17) == 1, arg(18), has_ticket, arg(21))
+      read_remaining(arg(7), arg(8), arg(17) == 1, arg(18), has_ticket, arg(21))
     end
   elseif signal == 2 then
     refusal(arg(15), arg(16), current)

@@ -216,6 +216,10 @@ pub struct BudgetState {
     pub cycle_start_us: u64,
     /// Learned: successes in the current delivery cycle.
     pub cycle_count: u64,
+    /// Announced: 1 once a spent window refused a probe one unit later (it does not
+    /// refill continuously: a fixed window or a sliding log), so the next spent window
+    /// is waited out at once; back to 0 when one refills early.
+    pub windowed: u64,
 }
 
 /// What a reservation decided.
@@ -504,7 +508,7 @@ impl BudgetState {
 
     /// The field names, in the order of [`BudgetState::to_fields`] (the Redis hash's
     /// fields and the Lua script's order).
-    pub const FIELDS: [&'static str; 31] = [
+    pub const FIELDS: [&'static str; 32] = [
         "seen_us",
         "req_tat_us",
         "tok_tat_us",
@@ -536,6 +540,7 @@ impl BudgetState {
         "spent_us",
         "cycle_start_us",
         "cycle_count",
+        "windowed",
     ];
 
     /// A new budget at `now`, with the user's limits if any.
@@ -562,7 +567,7 @@ impl BudgetState {
     }
 
     /// The fields as integers, in the order of [`BudgetState::FIELDS`].
-    pub fn to_fields(&self) -> [u64; 31] {
+    pub fn to_fields(&self) -> [u64; 32] {
         [
             self.seen_us,
             self.req_tat_us,
@@ -595,13 +600,14 @@ impl BudgetState {
             self.spent_us,
             self.cycle_start_us,
             self.cycle_count,
+            self.windowed,
         ]
     }
 
     /// The state of [`BudgetState::to_fields`]' integers; `None` when one is out of
     /// range (an unknown source or block, a flag other than 0 or 1, a value above
     /// [`MAX_EXACT`]).
-    pub fn from_fields(f: [u64; 31]) -> Option<Self> {
+    pub fn from_fields(f: [u64; 32]) -> Option<Self> {
         if f.iter().any(|&v| v > MAX_EXACT) {
             return None;
         }
@@ -638,6 +644,7 @@ impl BudgetState {
             spent_us: f[28],
             cycle_start_us: f[29],
             cycle_count: f[30],
+            windowed: flag(f[31])?,
         })
     }
 
@@ -658,6 +665,7 @@ impl BudgetState {
         s.share_ppm = self.share_ppm.min(MAX_EXACT);
         s.rate_milli = self.rate_milli.min(MAX_EXACT);
         s.max_milli = self.max_milli.min(MAX_EXACT);
+        s.windowed = u64::from(self.windowed == 1);
         s.cycle_start_us = s.seen_us;
         s
     }
@@ -1032,6 +1040,11 @@ impl BudgetState {
         let Some(remaining) = op.req_remaining else {
             return;
         };
+        let window_us = mul(op.req_window_secs, MICROS);
+        if self.spent_us > 0 && remaining > 0 && now < add(self.anchor_us, window_us) {
+            // Room again before the window came round: it refills continuously.
+            self.windowed = 0;
+        }
         if op.req_limit > 0 && add(remaining, 1) >= op.req_limit {
             self.anchor_us = now;
         }
@@ -1049,6 +1062,12 @@ impl BudgetState {
             }
             self.credit = 0;
             self.hold_one_unit(now);
+            if self.windowed == 1 && self.anchor_us > 0 && window_us > 0 {
+                // A window that does not refill: nobody goes before it comes round.
+                let round = sub(add(self.anchor_us, window_us), now).min(window_us);
+                self.pause_until_us = self.pause_until_us.max(add(now, round));
+                self.req_tat_us = self.req_tat_us.max(self.pause_until_us);
+            }
         } else {
             self.spent_us = 0;
         }
@@ -1073,6 +1092,14 @@ impl BudgetState {
             self.probe_until_us = now;
             self.event_us = now;
             self.decrease(now);
+        }
+        if self.source == Source::Headers
+            && self.spent_us > 0
+            && window_us > 0
+            && now >= add(self.spent_us, self.req_period_us())
+        {
+            // One unit after the window was spent it still refuses.
+            self.windowed = 1;
         }
         let pause = self.recovery_pause(now, wait_us, window_us);
         self.pause_until_us = self.pause_until_us.max(add(now, pause));
