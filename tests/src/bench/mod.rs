@@ -8,6 +8,7 @@
 //!   limits), S3/S4 (4 processes sharing a file / Redis store), S5 (no headers, under
 //!   each limiting semantics), S6 (a background consumer at 30 %);
 //! - [`workload`]: the requests and the ideal time to send them;
+//! - [`best`]: the server's own best, the yardstick of every row;
 //! - [`job`] and [`child`]: one process's share of a run, in-process or in a child
 //!   process of the bench binary (clean CPU and memory numbers);
 //! - [`metrics`], [`report`], [`plot`]: rows, the markdown/JSON report, one SVG per
@@ -25,6 +26,7 @@
 //! println!("{}", report.table());
 //! ```
 
+pub mod best;
 pub mod child;
 pub mod job;
 pub mod measure;
