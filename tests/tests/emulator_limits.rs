@@ -136,7 +136,7 @@ fn request_window_refusal_sends_only_the_request_pair() {
         let r = post_chat(&emu.url(), emu.key(), M);
         assert_eq!(r.status, 200);
         assert_eq!(
-            r.header("x-ratelimit-remaining-req-minute"),
+            r.header("x-ratelimit-remaining-req-10-second"),
             Some(remaining)
         );
         assert!(r.header("retry-after").is_none());
@@ -146,12 +146,12 @@ fn request_window_refusal_sends_only_the_request_pair() {
     assert_eq!(
         names(&r),
         [
-            "x-ratelimit-limit-req-minute",
-            "x-ratelimit-remaining-req-minute"
+            "x-ratelimit-limit-req-10-second",
+            "x-ratelimit-remaining-req-10-second"
         ]
     );
-    assert_eq!(r.header("x-ratelimit-limit-req-minute"), Some("2"));
-    assert_eq!(r.header("x-ratelimit-remaining-req-minute"), Some("0"));
+    assert_eq!(r.header("x-ratelimit-limit-req-10-second"), Some("2"));
+    assert_eq!(r.header("x-ratelimit-remaining-req-10-second"), Some("0"));
     assert_eq!(
         r.json().unwrap(),
         json!({"object": "error", "message": "Rate limit exceeded", "type": "rate_limited",
@@ -177,9 +177,12 @@ fn token_window_refusal_names_the_token_limit() {
     }
     let r = post_chat(&emu.url(), emu.key(), M);
     assert_eq!(r.status, 429);
-    assert_eq!(r.header("x-ratelimit-remaining-tokens-minute"), Some("0"));
-    assert_eq!(r.header("x-ratelimit-limit-tokens-minute"), Some("100"));
-    assert!(r.header("x-ratelimit-limit-req-minute").is_none());
+    assert_eq!(
+        r.header("x-ratelimit-remaining-tokens-30-second"),
+        Some("0")
+    );
+    assert_eq!(r.header("x-ratelimit-limit-tokens-30-second"), Some("100"));
+    assert!(r.header("x-ratelimit-limit-req-30-second").is_none());
     assert!(
         r.header("retry-after").is_none(),
         "Retry-After is off by default"
@@ -423,7 +426,7 @@ fn background_consumer_spends_the_budget_too() {
     let r = post_chat(&emu.url(), emu.key(), M);
     assert_eq!(r.status, 200);
     let remaining: u64 = r
-        .header("x-ratelimit-remaining-req-minute")
+        .header("x-ratelimit-remaining-req-2-second")
         .and_then(|v| v.parse().ok())
         .unwrap();
     // Our own request explains 1 of 40; the background spent about 0.5 × 40 × 0.7 / 2 = 7.
@@ -452,7 +455,7 @@ fn limits_can_change_at_run_time() {
     emu.set_limits(M, Limits::new(Some(3), None));
     let r = post_chat(&emu.url(), emu.key(), M);
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-ratelimit-limit-req-minute"), Some("3"));
+    assert_eq!(r.header("x-ratelimit-limit-req-30-second"), Some("3"));
     let log = emu.log();
     assert_eq!(log.limits(M).len(), 2);
     assert!(!log.was_any_window_over_limit(), "{:?}", log.violations());

@@ -5,7 +5,8 @@
 //! request through the same limiter as the clients' (costing the token credits accrued
 //! meanwhile); with no request limit, token credits are spent by a request whenever a
 //! whole token has accrued. A refused background request is logged and dropped (that
-//! program gives up), its credits are not kept.
+//! program gives up), its credits are not kept. Background requests take no time: they
+//! are refused while a concurrency limit is full but hold no place in flight.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::config::{Config, Era, Fault, Limits, RateLimitBody, Semantics};
+use super::config::{Change, Config, Era, Fault, Limits, RateLimitBody, Semantics};
 
 /// Help text of the binary.
 pub const USAGE: &str = "\
@@ -16,13 +16,26 @@ Options (flags override --config, which overrides the defaults):
   --config FILE             JSON file with a Config (any subset of its fields)
   --key K                   accepted API key (repeatable; default test-key-0123456789)
   --era E                   early-2025 | mid-2025 | late-2025 | 2026 (default)
-  --semantics S             bucket (default) | fixed-window | sliding-log
-  --window-secs S           request window in seconds (default 60)
+  --semantics S             bucket (default) | fixed-window | sliding-log | leaky
+                            (leaky: nginx limit_req without burst, --rpm per window:
+                            a request sooner than window/rpm after the last admitted
+                            one is refused)
+  --window-secs S           request window in seconds (default 60); headers name it
+                            (minute only for 60, else e.g. 10-second)
   --token-window-secs S     token window in seconds (default: the request window)
-  --rpm N                   default requests per window (\"none\": unlimited)
+  --rpm N                   default requests per window (default 300; \"none\":
+                            unlimited)
   --burst N                 default bucket capacity (default: --rpm)
-  --tpm N                   default tokens per window (\"none\": unlimited)
-  --tokens-month N          default tokens per month
+  --tpm N                   default tokens per window (default 500000; \"none\":
+                            unlimited)
+  --tokens-month N          default tokens per month (default none)
+  --concurrency K           at most K requests per model in flight (admission to the
+                            last byte handed over); more get 429 with the window body
+  --latency-ms MS[-MAX]     service time of every admitted request (default 0); with
+                            -MAX, drawn uniformly from MS..=MAX per request (seeded)
+  --change SECS:WHAT        at SECS into the run (repeatable): xF scales every limit as
+                            configured (x2 tier upgrade, x0.5 halved), background=S
+                            sets the background share; both: 5:x0.5,background=0
   --model NAME=R[/T[/M]]    limits of one model: requests/tokens/month per window
                             (\"-\" for none), e.g. mistral-large-latest=4/250000
   --zero-model NAME         a model with a zero allowance (always 429)
@@ -176,6 +189,24 @@ pub fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--burst" => c.default_limits.burst = optional(flag, value)?,
             "--tpm" => c.default_limits.tokens = optional(flag, value)?,
             "--tokens-month" => c.default_limits.tokens_month = optional(flag, value)?,
+            "--concurrency" => c.default_limits.concurrency = optional(flag, value)?,
+            "--latency-ms" => {
+                let (low, high) = match value.split_once('-') {
+                    Some((l, h)) => (number::<u64>(flag, l)?, number::<u64>(flag, h)?),
+                    None => {
+                        let l = number::<u64>(flag, value)?;
+                        (l, l)
+                    }
+                };
+                if high < low {
+                    return Err(format!("{flag}: {value}: the maximum is below the minimum"));
+                }
+                c.latency_ms = low;
+                c.latency_jitter_ms = high - low;
+            }
+            "--change" => c
+                .schedule
+                .push(Change::parse(value).map_err(|e| format!("{flag}: {e}"))?),
             "--model" => {
                 let (name, limits) = model_limits(value)?;
                 c.models.insert(name, limits);
@@ -351,9 +382,65 @@ mod tests {
             &["--capacity-rate", "2"],
             &["--wat"],
             &["--config", "/nonexistent/file.json"],
+            &["--semantics", "leaking"],
+            &["--latency-ms", "500-200"],
+            &["--latency-ms", "x"],
+            &["--change", "5"],
+            &["--change", "5:x0"],
+            &["--change", "5:x-1"],
+            &["--change", "-1:x2"],
+            &["--change", "5:background=2"],
+            &["--change", "5:y2"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_new_semantics_have_flags() {
+        let cli = parse_args(&args(&[
+            "--semantics",
+            "leaky",
+            "--concurrency",
+            "4",
+            "--latency-ms",
+            "200-500",
+            "--change",
+            "5:x2",
+            "--change",
+            "10:x0.5,background=0.5",
+        ]))
+        .unwrap();
+        let c = &cli.config;
+        assert_eq!(c.semantics, Semantics::Leaky);
+        assert_eq!(c.default_limits.concurrency, Some(4));
+        assert_eq!((c.latency_ms, c.latency_jitter_ms), (200, 300));
+        assert_eq!(
+            c.schedule,
+            [
+                Change {
+                    at_secs: 5.0,
+                    limits_factor: Some(2.0),
+                    background_share: None
+                },
+                Change {
+                    at_secs: 10.0,
+                    limits_factor: Some(0.5),
+                    background_share: Some(0.5)
+                },
+            ]
+        );
+        let fixed = parse_args(&args(&["--latency-ms", "300"])).unwrap();
+        assert_eq!(
+            (fixed.config.latency_ms, fixed.config.latency_jitter_ms),
+            (300, 0)
+        );
+        let json: Config =
+            serde_json::from_str(r#"{"semantics":"leaky","schedule":[{"at_secs":1,"limits_factor":2}],"default_limits":{"requests":10,"concurrency":2}}"#)
+                .unwrap();
+        assert_eq!(json.semantics, Semantics::Leaky);
+        assert_eq!(json.schedule[0].limits_factor, Some(2.0));
+        assert_eq!(json.default_limits.concurrency, Some(2));
     }
 
     #[test]

@@ -23,16 +23,20 @@ pub enum Era {
     Early2025,
     /// `x-ratelimit-{limit,remaining}-tokens-{minute,month}` and
     /// `x-ratelimit-tokens-query-cost`, no request headers; early 401 form; gateway 429.
+    /// A token window other than a minute is named for its length (`N-second`,
+    /// `N-minute`).
     #[serde(rename = "mid-2025", alias = "Mid2025", alias = "mid2025")]
     Mid2025,
     /// Mid 2025 plus `x-ratelimit-{limit,remaining}-req-N-second`, where `N` is the
-    /// configured request window; the token window is named `minute`, `N-minute` or
-    /// `N-second` after the configured token window. `{"detail":"Unauthorized"}`; 1300 body.
+    /// configured request window (whole seconds, at least 1); the token window is named
+    /// `minute`, `N-minute` or `N-second` after the configured token window.
+    /// `{"detail":"Unauthorized"}`; 1300 body.
     #[serde(rename = "late-2025", alias = "Late2025", alias = "late2025")]
     Late2025,
     /// `x-ratelimit-{limit,remaining}-req-minute`, `-tokens-minute`, `-tokens-month`,
-    /// `x-ratelimit-tokens-query-cost` (names fixed whatever the configured window: tests
-    /// compress time); `{"detail":"Unauthorized"}`; 1300 body. The default.
+    /// `x-ratelimit-tokens-query-cost`; a window other than a minute is named for its
+    /// length (`-req-10-second`, `-tokens-5-minute`), so a compressed window is never
+    /// announced as a minute. `{"detail":"Unauthorized"}`; 1300 body. The default.
     #[default]
     #[serde(rename = "2026", alias = "Y2026", alias = "y2026")]
     Y2026,
@@ -75,12 +79,26 @@ pub enum Semantics {
     /// At most `N` in any trailing window (a log of admissions).
     #[serde(alias = "SlidingLog")]
     SlidingLog,
+    /// A leaky bucket with no burst, exactly as nginx `limit_req` without `burst`: the
+    /// rate is `N / window` in milli-requests per second, `excess` is kept in
+    /// thousandths of a request, and a request `ms` milliseconds (whole, on the
+    /// millisecond clock) after the last admitted one gets `excess' = max(0, excess -
+    /// rate × ms / 1000 + 1000)`; it is refused when `excess' > 0` (the state is then left
+    /// as it was), else admitted and `excess'` and its time stored. So a request sooner
+    /// than `1 / rate` after the previous admitted one is refused. The first request is
+    /// always admitted. `burst` is ignored. Tokens follow the same rule with a request's
+    /// cost in place of 1, checked before the charge ("already exhausted": refused only
+    /// while the previous admissions' tokens have not drained).
+    #[serde(alias = "Leaky", alias = "leaky-bucket")]
+    Leaky,
 }
 
 impl Semantics {
-    /// Parses `bucket`, `fixed-window` (`fixed`), `sliding-log` (`sliding`).
+    /// Parses `bucket`, `fixed-window` (`fixed`), `sliding-log` (`sliding`), `leaky`
+    /// (`leaky-bucket`, `nginx`).
     pub fn parse(text: &str) -> Option<Semantics> {
         match text.to_ascii_lowercase().replace('_', "-").as_str() {
+            "leaky" | "leaky-bucket" | "nginx" => Some(Semantics::Leaky),
             "bucket" | "token-bucket" => Some(Semantics::Bucket),
             "fixed" | "fixed-window" | "fixedwindow" => Some(Semantics::FixedWindow),
             "sliding" | "sliding-log" | "slidinglog" | "sliding-window" => {
@@ -125,6 +143,11 @@ pub struct Limits {
     /// The token window in seconds (default: [`Config::token_window_secs`], else the
     /// request window).
     pub token_window_secs: Option<f64>,
+    /// At most this many requests of the model in flight at once: a request holds its
+    /// place from admission until its response has been handed over whole (see
+    /// [`Config::latency_ms`]); one more is refused with 429 (the window body, and the
+    /// rate-limit headers as they stand, none of them spent). `None`: no such limit.
+    pub concurrency: Option<u64>,
 }
 
 impl Limits {
@@ -140,6 +163,70 @@ impl Limits {
     /// A zero allowance: every request refused.
     pub fn zero() -> Limits {
         Limits::new(Some(0), Some(0))
+    }
+}
+
+/// A change of the limits (or of the background consumer) at a set time of the run.
+///
+/// `limits_factor` scales every model's limits as configured at the start (requests,
+/// burst, tokens, concurrency; not the monthly quota; a non-zero limit stays at least
+/// 1): 2.0 is a tier upgrade, 0.5 a downgrade. The meters keep their state (what was
+/// spent stays spent) and the log checks later admissions against the new limits.
+/// `background_share` sets the background consumer's share ([`Config::background_share`]),
+/// "another program of the organisation starts spending half of it".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Change {
+    /// When, in seconds since the emulator's start.
+    pub at_secs: f64,
+    /// Scale of the limits configured at the start (ignored unless finite and > 0).
+    pub limits_factor: Option<f64>,
+    /// New background share (0..=1).
+    pub background_share: Option<f64>,
+}
+
+impl Change {
+    /// Parses a command-line spelling: `SECS:xFACTOR`, `SECS:background=SHARE`, or both
+    /// separated by a comma (`5:x2`, `5:x0.5,background=0.5`).
+    pub fn parse(text: &str) -> Result<Change, String> {
+        let (at, what) = text.split_once(':').ok_or_else(|| {
+            format!("expected SECS:xFACTOR or SECS:background=SHARE, got {text:?}")
+        })?;
+        let at_secs: f64 = at
+            .trim()
+            .parse()
+            .map_err(|_| format!("cannot read {at:?} as seconds"))?;
+        if !(at_secs.is_finite() && at_secs >= 0.0) {
+            return Err(format!("{at:?} is not a time"));
+        }
+        let mut change = Change {
+            at_secs,
+            ..Change::default()
+        };
+        for part in what.split(',').map(str::trim) {
+            if let Some(factor) = part.strip_prefix('x') {
+                let f: f64 = factor
+                    .parse()
+                    .map_err(|_| format!("cannot read {factor:?} as a factor"))?;
+                if !(f.is_finite() && f > 0.0) {
+                    return Err(format!("factor {factor} is not above 0"));
+                }
+                change.limits_factor = Some(f);
+            } else if let Some(share) = part.strip_prefix("background=") {
+                let s: f64 = share
+                    .parse()
+                    .map_err(|_| format!("cannot read {share:?} as a share"))?;
+                if !(0.0..=1.0).contains(&s) {
+                    return Err(format!("share {share} is not between 0 and 1"));
+                }
+                change.background_share = Some(s);
+            } else {
+                return Err(format!(
+                    "unknown change {part:?} (xFACTOR or background=SHARE)"
+                ));
+            }
+        }
+        Ok(change)
     }
 }
 
@@ -294,6 +381,15 @@ pub struct Config {
     pub completion_tokens: u32,
     /// Delay between SSE events, in milliseconds (default 0).
     pub stream_chunk_delay_ms: u64,
+    /// Service time of every admitted inference request, in milliseconds: the response
+    /// head leaves this long after admission (default 0). The request holds its place
+    /// under [`Limits::concurrency`] meanwhile.
+    pub latency_ms: u64,
+    /// Up to this many milliseconds more, drawn per request from the seed (uniform;
+    /// default 0).
+    pub latency_jitter_ms: u64,
+    /// Changes of the limits or the background share during the run.
+    pub schedule: Vec<Change>,
     /// How long [`Fault::Hang`] and [`Fault::StallAfter`] hold a connection (default 300).
     pub hang_secs: u64,
     /// Largest accepted request body (default 4 MiB; larger → 413).
@@ -329,6 +425,9 @@ impl Default for Config {
             embedding_dim: 16,
             completion_tokens: 16,
             stream_chunk_delay_ms: 0,
+            latency_ms: 0,
+            latency_jitter_ms: 0,
+            schedule: Vec::new(),
             hang_secs: 300,
             max_body_bytes: 4 << 20,
             max_log_entries: 1_000_000,
@@ -367,6 +466,7 @@ impl Config {
             burst: limits.burst.or(limits.requests).unwrap_or(0),
             tokens: limits.tokens,
             tokens_month: limits.tokens_month,
+            concurrency: limits.concurrency,
             request_window: secs(window),
             token_window: secs(token_window),
         }
@@ -386,6 +486,8 @@ pub struct EffectiveLimits {
     pub tokens: Option<u64>,
     /// Tokens per month.
     pub tokens_month: Option<u64>,
+    /// Most requests in flight at once.
+    pub concurrency: Option<u64>,
     /// The request window.
     pub request_window: Duration,
     /// The token window.
@@ -395,7 +497,33 @@ pub struct EffectiveLimits {
 impl EffectiveLimits {
     /// True when some limit is zero: nothing is ever admitted.
     pub fn is_zero_allowance(&self) -> bool {
-        self.requests == Some(0) || self.tokens == Some(0) || self.tokens_month == Some(0)
+        self.requests == Some(0)
+            || self.tokens == Some(0)
+            || self.tokens_month == Some(0)
+            || self.concurrency == Some(0)
+    }
+
+    /// These limits scaled by `factor` (see [`Change`]): requests, burst, tokens and
+    /// concurrency; a zero stays zero, anything else stays at least 1; the monthly quota
+    /// is kept. A factor that is not finite and above 0 changes nothing.
+    pub fn scaled(&self, factor: f64) -> EffectiveLimits {
+        if !(factor.is_finite() && factor > 0.0) {
+            return self.clone();
+        }
+        let scale = |n: u64| {
+            if n == 0 {
+                0
+            } else {
+                ((n as f64 * factor).round() as u64).max(1)
+            }
+        };
+        EffectiveLimits {
+            requests: self.requests.map(scale),
+            burst: scale(self.burst),
+            tokens: self.tokens.map(scale),
+            concurrency: self.concurrency.map(scale),
+            ..self.clone()
+        }
     }
 }
 

@@ -1,4 +1,10 @@
 //! Rate-limit header names and values per era (`mistral-api.md` §2).
+//!
+//! Every era whose names carry a window names the configured one (`minute` only for 60
+//! s; `10-second`, `5-minute` otherwise), except early 2025, whose captured names only
+//! ever say `minute` (`x-ratelimitbysize-*-minute` and the bare `ratelimitbysize-*`):
+//! that era is only faithful with a one-minute token window. Late 2025 names its
+//! request window in seconds whatever its length (`-req-60-second`), as captured.
 
 use std::time::Duration;
 
@@ -8,7 +14,8 @@ use super::limits::{MeterView, Refusal, View};
 /// The header pairs a response carries, in order.
 pub(crate) type Headers = Vec<(String, String)>;
 
-/// Name of a window in a late-2025 header: `minute`, `N-minute` or `N-second`.
+/// Name of a window in a header: `minute`, `N-minute` or `N-second` (whole seconds, at
+/// least 1), so that a compressed window is never announced as a minute.
 pub(crate) fn window_name(window: Duration) -> String {
     let secs = window.as_secs_f64().round().max(1.0) as u64;
     if secs == 60 {
@@ -23,10 +30,13 @@ pub(crate) fn window_name(window: Duration) -> String {
 /// (limit name, remaining name) of the request pair, if the era has one.
 fn request_names(era: Era, window: Duration) -> Option<(String, String)> {
     match era {
-        Era::Y2026 => Some((
-            "x-ratelimit-limit-req-minute".into(),
-            "x-ratelimit-remaining-req-minute".into(),
-        )),
+        Era::Y2026 => {
+            let w = window_name(window);
+            Some((
+                format!("x-ratelimit-limit-req-{w}"),
+                format!("x-ratelimit-remaining-req-{w}"),
+            ))
+        }
         Era::Late2025 => {
             let secs = window.as_secs_f64().round().max(1.0) as u64;
             Some((
@@ -44,11 +54,7 @@ fn token_names(era: Era, window: Duration) -> (String, String) {
             "x-ratelimitbysize-limit-minute".into(),
             "x-ratelimitbysize-remaining-minute".into(),
         ),
-        Era::Mid2025 | Era::Y2026 => (
-            "x-ratelimit-limit-tokens-minute".into(),
-            "x-ratelimit-remaining-tokens-minute".into(),
-        ),
-        Era::Late2025 => {
+        Era::Mid2025 | Era::Y2026 | Era::Late2025 => {
             let w = window_name(window);
             (
                 format!("x-ratelimit-limit-tokens-{w}"),
@@ -128,10 +134,20 @@ pub(crate) fn success(era: Era, view: &View, cost: u64) -> Headers {
 /// - token window spent: the token pair with remaining 0 (and the month pair);
 /// - month spent: the month pair with remaining 0 and the token pair as it is;
 /// - zero allowance: the zero limit's pair, `0`/`0` (eras without request names show a
-///   zero request allowance as a zero token limit).
+///   zero request allowance as a zero token limit);
+/// - too many in flight: the request and token pairs as they stand (no window is spent;
+///   Mistral announces no concurrency limit).
 pub(crate) fn refused(era: Era, view: &View, refusal: Refusal) -> Headers {
     let mut out = Headers::new();
     match refusal {
+        Refusal::Concurrency => {
+            if let Some(m) = &view.requests {
+                push_requests(&mut out, era, m, m.limit, m.remaining);
+            }
+            if let Some(m) = &view.tokens {
+                push_tokens(&mut out, era, m, m.limit, m.remaining);
+            }
+        }
         Refusal::Requests => {
             if let Some(m) = &view.requests {
                 push_requests(&mut out, era, m, m.limit, 0);
@@ -221,6 +237,29 @@ mod tests {
         assert!(names(&h).contains(&"ratelimitbysize-reset"));
         assert!(names(&h).contains(&"x-ratelimitbysize-remaining-month"));
         assert!(h.contains(&("ratelimitbysize-reset".into(), "2".into())));
+    }
+
+    #[test]
+    fn a_compressed_window_is_never_called_a_minute() {
+        let h = success(Era::Y2026, &view(1), 12);
+        assert_eq!(names(&h)[0], "x-ratelimit-limit-req-1-second");
+        assert_eq!(names(&h)[3], "x-ratelimit-remaining-tokens-1-second");
+        let h = success(Era::Y2026, &view(600), 12);
+        assert_eq!(names(&h)[1], "x-ratelimit-remaining-req-10-minute");
+        let h = success(Era::Mid2025, &view(10), 12);
+        assert_eq!(names(&h)[0], "x-ratelimit-limit-tokens-10-second");
+        let h = refused(Era::Y2026, &view(6), Refusal::Requests);
+        assert_eq!(
+            h[1],
+            ("x-ratelimit-remaining-req-6-second".into(), "0".into())
+        );
+    }
+
+    #[test]
+    fn a_concurrency_refusal_shows_the_windows_as_they_stand() {
+        let h = refused(Era::Y2026, &view(60), Refusal::Concurrency);
+        assert!(h.contains(&("x-ratelimit-remaining-req-minute".into(), "7".into())));
+        assert!(h.contains(&("x-ratelimit-remaining-tokens-minute".into(), "900".into())));
     }
 
     #[test]

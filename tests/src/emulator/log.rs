@@ -7,13 +7,14 @@
 //! ([`Log::total`], [`Log::admitted`], [`Log::count_429`], [`Log::count_status`]) count
 //! the clients' requests only.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::config::{EffectiveLimits, Fault, Semantics};
-use super::limits::{LimitsEpoch, Refusal, window_index};
+use super::limits::{InFlight, LimitsEpoch, Refusal, window_index};
 
 /// Who sent a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -107,6 +108,7 @@ pub struct Second {
 pub struct Log {
     entries: Vec<Entry>,
     limits: BTreeMap<String, Vec<LimitsEpoch>>,
+    in_flight: BTreeMap<String, Vec<InFlight>>,
     month_resets: Vec<Duration>,
     dropped: u64,
 }
@@ -117,9 +119,40 @@ impl Log {
         Log {
             entries,
             limits,
+            in_flight: BTreeMap::new(),
             month_resets: Vec::new(),
             dropped: 0,
         }
+    }
+
+    /// Adds the places client requests held in flight, per model (released ones only:
+    /// a request still in flight when the snapshot was taken is not in it).
+    pub fn with_in_flight(mut self, mut in_flight: BTreeMap<String, Vec<InFlight>>) -> Log {
+        for list in in_flight.values_mut() {
+            list.sort_by_key(|h| (h.taken, h.released));
+        }
+        self.in_flight = in_flight;
+        self
+    }
+
+    /// The places client requests of `model` held in flight, by admission time.
+    pub fn in_flight(&self, model: &str) -> &[InFlight] {
+        self.in_flight.get(model).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The most client requests of `model` in flight at once (at an admission; a
+    /// request released at the very instant another is admitted is not counted).
+    pub fn max_in_flight(&self, model: &str) -> usize {
+        let mut open: BinaryHeap<Reverse<Duration>> = BinaryHeap::new();
+        let mut best = 0;
+        for h in self.in_flight(model) {
+            while open.peek().is_some_and(|r| r.0 <= h.taken) {
+                open.pop();
+            }
+            open.push(Reverse(h.released));
+            best = best.max(open.len());
+        }
+        best
     }
 
     /// Adds the instants at which the month was reset (the monthly check restarts there).
@@ -327,6 +360,11 @@ impl Log {
     /// - [`Semantics::Bucket`]: replaying a bucket (capacity = burst, refill `N / W`,
     ///   starting full) never finds an admission with less than 1 in the bucket; same
     ///   for tokens (capacity = limit, debt allowed after the charge);
+    /// - [`Semantics::Leaky`]: on nginx's millisecond clock, each admission comes at
+    ///   least `1000 × cost / rate` after the previous one (`rate` in milli-units per
+    ///   second as nginx computes it, `cost` the previous admission's: 1 for requests);
+    /// - concurrency: at each admission, at most `concurrency` requests in flight, the
+    ///   admitted one included (requests of earlier generations still in flight count);
     /// - monthly quota: admitted only while the month's charged tokens were below it;
     /// - zero allowance: nothing admitted at all.
     pub fn violations(&self) -> Vec<String> {
@@ -336,11 +374,14 @@ impl Log {
             let mut month_used: u64 = 0;
             let mut next_reset = 0;
             for epoch in epochs {
+                let l = &epoch.limits;
+                let tag = format!("{model} (generation {})", epoch.generation);
+                if let Some(k) = l.concurrency {
+                    check_in_flight(&mut out, &tag, self.in_flight(model), epoch.generation, k);
+                }
                 let Some(list) = admissions.get(&epoch.generation) else {
                     continue;
                 };
-                let l = &epoch.limits;
-                let tag = format!("{model} (generation {})", epoch.generation);
                 if l.is_zero_allowance() && !list.is_empty() {
                     out.push(format!(
                         "{tag}: {} admitted under a zero allowance",
@@ -433,6 +474,26 @@ fn check(
                 sum = sum.saturating_add(cost);
             }
         }
+        Semantics::Leaky => {
+            // nginx: rate = N × 1000 / window (milli-units per second), integer ms.
+            let rate = (u128::from(limit) * 1_000_000_000_000 / window.as_nanos().max(1)).max(1);
+            let mut previous: Option<(u128, u64)> = None;
+            for &(at, cost) in list {
+                let now = at.as_millis();
+                if let Some((last, last_cost)) = previous {
+                    // Drained: rate × ms / 1000 >= 1000 × cost (floored division).
+                    let ms = now.saturating_sub(last);
+                    if rate * ms / 1000 < 1000 * u128::from(last_cost) {
+                        out.push(format!(
+                            "{tag}: {what} admitted {ms} ms after the previous one at {at:?} \
+                             (a leaky bucket of {limit} per {window:?} needs {} ms)",
+                            (1_000_000 * u128::from(last_cost)).div_ceil(rate)
+                        ));
+                    }
+                }
+                previous = Some((now, cost));
+            }
+        }
         Semantics::Bucket => {
             let rate = limit as f64 / window.as_nanos().max(1) as f64;
             let capacity = capacity as f64;
@@ -453,6 +514,30 @@ fn check(
     }
 }
 
+/// Checks that no admission of `generation` found `limit` or more requests in flight.
+fn check_in_flight(
+    out: &mut Vec<String>,
+    tag: &str,
+    holds: &[InFlight],
+    generation: u32,
+    limit: u64,
+) {
+    let mut open: BinaryHeap<Reverse<Duration>> = BinaryHeap::new();
+    for h in holds {
+        while open.peek().is_some_and(|r| r.0 <= h.taken) {
+            open.pop();
+        }
+        open.push(Reverse(h.released));
+        if h.generation == generation && open.len() as u64 > limit {
+            out.push(format!(
+                "{tag}: {} in flight at the admission at {:?} (limit {limit})",
+                open.len(),
+                h.taken
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +549,7 @@ mod tests {
             burst: n,
             tokens: None,
             tokens_month: None,
+            concurrency: None,
             request_window: Duration::from_secs(1),
             token_window: Duration::from_secs(1),
         }
@@ -565,5 +651,42 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!((t[1].admitted, t[1].refused), (1, 1));
         assert_eq!(l.tokens_charged("m"), 20);
+    }
+
+    #[test]
+    fn leaky_check_wants_one_over_rate_between_admissions() {
+        // 10 per second: 100 ms apart.
+        let ok = log(limits(Semantics::Leaky, 10), &[0, 100, 200, 1000, 1100]);
+        assert!(!ok.was_any_window_over_limit(), "{:?}", ok.violations());
+        let bad = log(limits(Semantics::Leaky, 10), &[0, 100, 199]);
+        assert_eq!(bad.violations().len(), 1, "{:?}", bad.violations());
+        // Tokens: 100 per second, 10 a request: 100 ms apart too.
+        let mut l = limits(Semantics::Leaky, 1000);
+        l.tokens = Some(100);
+        assert!(!log(l.clone(), &[0, 100, 200]).was_any_window_over_limit());
+        assert!(log(l, &[0, 100, 150]).was_any_window_over_limit());
+    }
+
+    #[test]
+    fn concurrency_check_counts_overlapping_places() {
+        let mut l = limits(Semantics::Bucket, 1000);
+        l.concurrency = Some(2);
+        let hold = |taken: u64, released: u64| InFlight {
+            taken: Duration::from_millis(taken),
+            released: Duration::from_millis(released),
+            generation: 0,
+        };
+        let with = |holds: Vec<InFlight>| {
+            let mut map = BTreeMap::new();
+            map.insert("m".to_string(), holds);
+            log(l.clone(), &[]).with_in_flight(map)
+        };
+        // Two at a time; the third starts just as the first ends.
+        let ok = with(vec![hold(0, 100), hold(10, 200), hold(100, 300)]);
+        assert!(!ok.was_any_window_over_limit(), "{:?}", ok.violations());
+        assert_eq!(ok.max_in_flight("m"), 2);
+        let bad = with(vec![hold(0, 100), hold(10, 200), hold(99, 300)]);
+        assert!(bad.was_any_window_over_limit());
+        assert_eq!(bad.max_in_flight("m"), 3);
     }
 }

@@ -15,8 +15,11 @@
 //!   capacity draw (429 3505) → limiter (429) → answer (200), possibly delayed, stalled or
 //!   cut by a *modifying* fault. Only the limiter's admissions are charged.
 //! - Limits per model ([`Config::models`], else [`Config::default_limits`]) with one of
-//!   three [`Semantics`]; header names of the chosen [`Era`]; a background consumer
-//!   ([`Config::background_share`]).
+//!   four [`Semantics`] (token bucket, fixed window, sliding log, nginx's leaky bucket
+//!   without burst) and a concurrency limit ([`Limits::concurrency`], with a service
+//!   time, [`Config::latency_ms`]); header names of the chosen [`Era`]; a background
+//!   consumer ([`Config::background_share`]); limits that change during the run
+//!   ([`Config::schedule`]).
 //! - A [`Log`] of every request, with checks that no limit was exceeded; also served as
 //!   JSON at `GET /_emulator/summary`, `/_emulator/log` and `/_emulator/timeline` (not
 //!   numbered, not logged, no key) for runs of the binary.
@@ -53,9 +56,9 @@ use tokio::net::TcpListener;
 
 pub use cli::{Cli, USAGE, parse_args, run_cli};
 pub use config::{
-    Config, DEFAULT_KEY, EffectiveLimits, Era, Fault, Limits, RateLimitBody, Semantics,
+    Change, Config, DEFAULT_KEY, EffectiveLimits, Era, Fault, Limits, RateLimitBody, Semantics,
 };
-pub use limits::{LimitsEpoch, Refusal};
+pub use limits::{InFlight, LimitsEpoch, Refusal};
 pub use log::{Entry, Log, Outcome, Second, Source};
 
 use server::Shared;
@@ -105,6 +108,7 @@ impl Emulator {
         };
         runtime.spawn(server::accept_loop(shared.clone(), listener));
         runtime.spawn(background::run(shared.clone()));
+        runtime.spawn(server::run_schedule(shared.clone()));
         Ok(Emulator {
             runtime: Some(runtime),
             shared,
@@ -190,10 +194,12 @@ impl Drop for Emulator {
 }
 
 /// Serves `config` on `listener` on the current tokio runtime, until the future is
-/// dropped (for a binary). The background consumer runs as a task of the same runtime.
+/// dropped (for a binary). The background consumer and the schedule of changes run as
+/// tasks of the same runtime.
 pub async fn serve(config: Config, listener: TcpListener) {
     let shared = Arc::new(Shared::new(config));
     let _background = AbortOnDrop(tokio::spawn(background::run(shared.clone())));
+    let _schedule = AbortOnDrop(tokio::spawn(server::run_schedule(shared.clone())));
     server::accept_loop(shared, listener).await;
 }
 

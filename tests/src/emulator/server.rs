@@ -30,7 +30,7 @@ use tokio::time::Sleep;
 use super::api::{self, Endpoint};
 use super::config::{Config, Era, Fault, RateLimitBody};
 use super::headers;
-use super::limits::{Models, Refusal, lock};
+use super::limits::{Models, Refusal, SlotGuard, lock};
 use super::log::{Entry, Log, Outcome, Source};
 use super::rng::{fnv1a, hex32, mix, unit, uuid};
 
@@ -39,6 +39,7 @@ const DRAW_CAPACITY: u64 = 1;
 const DRAW_FAULT: u64 = 2;
 const DRAW_FAULT_KIND: u64 = 3;
 const DRAW_ID: u64 = 4;
+const DRAW_LATENCY: u64 = 5;
 
 /// State shared by every connection, the background consumer and the handle.
 #[derive(Debug)]
@@ -148,15 +149,32 @@ impl Shared {
 
     pub(crate) fn snapshot(&self) -> Log {
         let entries = lock(&self.log).clone();
-        let limits = self
-            .models
-            .all()
-            .into_iter()
-            .map(|(name, slot)| (name, slot.history()))
+        let slots = self.models.all();
+        let limits = slots
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.history()))
+            .collect();
+        let holds = slots
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.holds()))
             .collect();
         Log::from_parts(entries, limits)
+            .with_in_flight(holds)
             .with_month_resets(self.models.month_resets())
             .with_dropped(self.dropped.load(Ordering::Relaxed))
+    }
+
+    /// The service time of admitted request `seq` ([`Config::latency_ms`] plus its draw
+    /// of the jitter).
+    fn latency(&self, seq: u64) -> Duration {
+        let base = self.config.latency_ms;
+        let jitter = self.config.latency_jitter_ms;
+        let extra = if jitter == 0 {
+            0
+        } else {
+            (unit(self.config.seed, DRAW_LATENCY, seq) * (jitter as f64 + 1.0)).floor() as u64
+        };
+        Duration::from_millis(base.saturating_add(extra.min(jitter)))
     }
 
     fn correlation_id(&self, seq: u64) -> String {
@@ -261,6 +279,9 @@ pub(crate) struct Body {
     gap_done: bool,
     sleep: Option<Pin<Box<Sleep>>>,
     exact: Option<u64>,
+    /// The request's place in flight: released when hyper drops the body, after the
+    /// last frame has been handed over (or when the connection goes away).
+    guard: Option<SlotGuard>,
 }
 
 impl Body {
@@ -279,6 +300,7 @@ impl Body {
             waiting: Waiting::Nothing,
             gap_done: false,
             sleep: None,
+            guard: None,
         }
     }
 
@@ -292,6 +314,7 @@ impl Body {
             waiting: Waiting::Nothing,
             gap_done: false,
             sleep: None,
+            guard: None,
         }
     }
 
@@ -370,6 +393,7 @@ impl hyper::body::Body for Body {
                 _ => {}
             }
             if this.frames.is_empty() {
+                this.guard = None;
                 return Poll::Ready(None);
             }
             if this.sent > 0 && !this.gap.is_zero() && !this.gap_done {
@@ -380,6 +404,10 @@ impl hyper::body::Body for Body {
             this.gap_done = false;
             if let Some(frame) = this.frames.pop_front() {
                 this.sent += 1;
+                if this.frames.is_empty() && this.end == End::Finish {
+                    // The last frame: the response is handed over whole.
+                    this.guard = None;
+                }
                 return Poll::Ready(Some(Ok(Frame::data(frame))));
             }
         }
@@ -540,7 +568,14 @@ async fn handle(
     }
     let mut reply = route(&shared, seq, req, &mut entry).await;
     entry.status = reply.status;
+    let served = entry.outcome == Outcome::Served;
     shared.record(entry);
+    if served {
+        let latency = shared.latency(seq);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+    }
     match fault {
         Some(Fault::DelayMs(ms)) => tokio::time::sleep(Duration::from_millis(ms)).await,
         Some(f @ (Fault::StallAfter(_) | Fault::CutAfter(_))) => {
@@ -806,17 +841,19 @@ async fn inference(
     }
     let cost = parsed.total_tokens();
     let slot = shared.models.slot(&parsed.model, shared.now());
-    let decision = slot.admit(|| shared.now(), cost);
+    let (decision, guard) = slot.admit_held(shared.epoch, cost);
     entry.decided = Some(decision.at);
     entry.generation = decision.generation;
     let send_headers = shared.headers.load(Ordering::Relaxed);
     if let Some(refusal) = decision.refusal {
         entry.outcome = Outcome::RateLimited(refusal);
         let body = match refusal {
-            Refusal::Requests | Refusal::Tokens => match config.window_body() {
-                RateLimitBody::Gateway => json!({"message": "Requests rate limit exceeded"}),
-                RateLimitBody::Code1300 => code_1300(),
-            },
+            Refusal::Requests | Refusal::Tokens | Refusal::Concurrency => {
+                match config.window_body() {
+                    RateLimitBody::Gateway => json!({"message": "Requests rate limit exceeded"}),
+                    RateLimitBody::Code1300 => code_1300(),
+                }
+            }
             Refusal::Month | Refusal::ZeroAllowance => code_1300(),
         };
         let mut reply = Reply::json(429, &body);
@@ -861,5 +898,25 @@ async fn inference(
         rate.append(&mut reply.headers);
         reply.headers = rate;
     }
+    reply.body.guard = guard;
     reply
+}
+
+/// Applies [`Config::schedule`] at its times, until the runtime stops.
+pub(crate) async fn run_schedule(shared: Arc<Shared>) {
+    let mut changes = shared.config.schedule.clone();
+    changes.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
+    for change in changes {
+        let at = Duration::from_secs_f64(change.at_secs.clamp(0.0, 1e9));
+        let wait = at.saturating_sub(shared.now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        if let Some(factor) = change.limits_factor {
+            shared.models.rescale(factor, shared.now());
+        }
+        if let Some(share) = change.background_share {
+            shared.set_background_share(share);
+        }
+    }
 }
