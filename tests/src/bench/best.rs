@@ -143,6 +143,8 @@ pub struct Epoch {
     pub requests: Option<Rule>,
     /// The token limit (cost: the request's tokens).
     pub tokens: Option<Rule>,
+    /// At most this many requests in flight (held for the server's latency).
+    pub in_flight: Option<usize>,
 }
 
 /// A server: its limits over time and how long it holds a request.
@@ -355,6 +357,7 @@ impl Meter {
 struct Meters {
     requests: Option<Meter>,
     tokens: Option<Meter>,
+    in_flight: Option<usize>,
 }
 
 impl Meters {
@@ -362,6 +365,7 @@ impl Meters {
         Meters {
             requests: epoch.requests.map(|r| Meter::new(r, epoch.since_s)),
             tokens: epoch.tokens.map(|r| Meter::new(r, epoch.since_s)),
+            in_flight: epoch.in_flight,
         }
     }
 
@@ -370,6 +374,7 @@ impl Meters {
             .into_iter()
             .flatten()
             .filter_map(Meter::in_flight)
+            .chain(self.in_flight)
             .min()
     }
 }
@@ -382,6 +387,7 @@ impl Server {
                 since_s: 0.0,
                 requests,
                 tokens,
+                in_flight: None,
             }],
             latency_s: 0.0,
         }
@@ -393,18 +399,30 @@ impl Server {
         self
     }
 
-    /// The same server with the limits replaced at `since_s` (fresh meters).
+    /// The same server with at most `k` requests in flight in every epoch.
+    pub fn with_in_flight(mut self, k: Option<usize>) -> Server {
+        for e in &mut self.epochs {
+            e.in_flight = k;
+        }
+        self
+    }
+
+    /// The same server with the limits replaced at `since_s` (fresh meters; the
+    /// concurrency limit of the last epoch kept).
     pub fn then(mut self, since_s: f64, requests: Option<Rule>, tokens: Option<Rule>) -> Server {
+        let in_flight = self.epochs.last().and_then(|e| e.in_flight);
         self.epochs.push(Epoch {
             since_s,
             requests,
             tokens,
+            in_flight,
         });
         self
     }
 
     /// The rules the emulator runs with `config` for `model`, a background consumer's
-    /// share taken off (its rate; a bucket keeps its burst).
+    /// share taken off (its rate; a bucket keeps its burst), its concurrency limit and
+    /// service time (`latency_ms`; the jitter is not counted).
     pub fn of_emulator(config: &Config, model: &str) -> Server {
         let limits = config.effective(config.limits_for(model));
         let left = 1.0 - config.background_share.clamp(0.0, 1.0);
@@ -422,6 +440,9 @@ impl Server {
                     limit: n as f64,
                     window_s,
                 },
+                Semantics::Leaky => Rule::Leaky {
+                    per_sec: n as f64 / window_s,
+                },
             };
             if left < 1.0 { rule.share(left) } else { rule }
         };
@@ -432,13 +453,22 @@ impl Server {
             .tokens
             .map(|n| rule(n, n, limits.token_window.as_secs_f64()));
         Server::steady(requests, tokens)
+            .with_in_flight(limits.concurrency.map(|k| k as usize))
+            .with_latency(config.latency_ms as f64 / 1000.0)
     }
 
     /// The long-run request rate of the last epoch (per second), over every limit that
     /// binds a request of `tokens` tokens.
     pub fn final_rate(&self, tokens: u64) -> Option<f64> {
         let epoch = self.epochs.last()?;
-        let by_requests = epoch.requests.map(|r| r.rate(self.latency_s));
+        let by_requests = match (
+            epoch.requests.map(|r| r.rate(self.latency_s)),
+            epoch.in_flight,
+        ) {
+            (r, None) => r,
+            (None, Some(k)) => Some(k as f64 / self.latency_s.max(1e-9)),
+            (Some(r), Some(k)) => Some(r.min(k as f64 / self.latency_s.max(1e-9))),
+        };
         let by_tokens = epoch
             .tokens
             .map(|r| r.rate(self.latency_s) / tokens.max(1) as f64);
@@ -458,6 +488,9 @@ impl Server {
             }
             if let Some(r) = e.tokens {
                 p.push(format!("tokens: {}", r.describe()));
+            }
+            if let Some(k) = e.in_flight {
+                p.push(format!("at most {k} in flight"));
             }
             let text = if p.is_empty() {
                 "no limit".to_owned()
@@ -720,6 +753,33 @@ mod tests {
                 window_s: 2.0
             })
         );
+    }
+
+    #[test]
+    fn the_emulator_s_leaky_bucket_and_concurrency_limit_are_modelled() {
+        let config = Config {
+            window_secs: 1.0,
+            semantics: Semantics::Leaky,
+            latency_ms: 500,
+            ..Config::default()
+        }
+        .model(
+            "m",
+            crate::emulator::Limits {
+                concurrency: Some(4),
+                ..crate::emulator::Limits::new(None, None)
+            },
+        );
+        let s = Server::of_emulator(&config, "m");
+        assert!(close(s.best(&[1; 100], 32, 0.0).makespan_s(), 12.5));
+        let leaky = Config {
+            window_secs: 1.0,
+            semantics: Semantics::Leaky,
+            ..Config::default()
+        }
+        .model("m", crate::emulator::Limits::new(Some(10), None));
+        let s = Server::of_emulator(&leaky, "m");
+        assert!(close(s.best(&[1; 100], 32, 0.0).makespan_s(), 9.9));
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl Scenario {
                 server = server.then(change.at.as_secs_f64(), e.requests, e.tokens);
             }
         }
-        self.server = server.with_latency(self.server.latency_s);
+        self.server = server;
         self
     }
 
@@ -262,47 +262,63 @@ pub enum Unknown {
     FixedWindow,
     /// A sliding log.
     SlidingLog,
-    /// A leaky bucket without burst (nginx `limit_req`'s default): a bucket of 1.
+    /// A leaky bucket without burst (nginx `limit_req`'s default, the emulator's
+    /// [`Semantics::Leaky`]).
     Leaky,
+    /// At most K requests in flight, each held [`IN_FLIGHT_LATENCY_MS`] by the server,
+    /// K = rate × that latency (no rate limit).
+    InFlight,
 }
+
+/// The service time of the concurrency-limited scenarios, milliseconds.
+pub const IN_FLIGHT_LATENCY_MS: u64 = 500;
 
 impl Unknown {
     /// Every semantics.
-    pub const ALL: [Unknown; 4] = [
+    pub const ALL: [Unknown; 5] = [
         Unknown::Bucket,
         Unknown::FixedWindow,
         Unknown::SlidingLog,
         Unknown::Leaky,
+        Unknown::InFlight,
     ];
 
-    /// `bucket`, `fixed-window`, `sliding-log`, `leaky`.
+    /// `bucket`, `fixed-window`, `sliding-log`, `leaky`, `in-flight`.
     pub fn name(self) -> &'static str {
         match self {
             Unknown::Bucket => "bucket",
             Unknown::FixedWindow => "fixed-window",
             Unknown::SlidingLog => "sliding-log",
             Unknown::Leaky => "leaky",
+            Unknown::InFlight => "in-flight",
         }
     }
 
-    /// The emulator enforcing `per_window` requests per `window_secs` this way, no
-    /// headers.
+    /// The emulator enforcing `per_window` requests per `window_secs` this way (for
+    /// [`Unknown::InFlight`]: that rate's worth of requests in flight), no headers.
     pub fn emulator(self, per_window: u64, window_secs: f64) -> Config {
-        let (semantics, burst) = match self {
-            Unknown::Bucket => (Semantics::Bucket, None),
-            Unknown::FixedWindow => (Semantics::FixedWindow, None),
-            Unknown::SlidingLog => (Semantics::SlidingLog, None),
-            Unknown::Leaky => (Semantics::Bucket, Some(1)),
+        let semantics = match self {
+            Unknown::Bucket | Unknown::InFlight => Semantics::Bucket,
+            Unknown::FixedWindow => Semantics::FixedWindow,
+            Unknown::SlidingLog => Semantics::SlidingLog,
+            Unknown::Leaky => Semantics::Leaky,
         };
-        let mut c = config(
-            Era::Late2025,
-            semantics,
-            window_secs,
+        let limits = if self == Unknown::InFlight {
+            let rate = per_window as f64 / window_secs;
+            let k = (rate * IN_FLIGHT_LATENCY_MS as f64 / 1000.0)
+                .round()
+                .max(1.0) as u64;
             Limits {
-                burst,
-                ..Limits::new(Some(per_window), None)
-            },
-        );
+                concurrency: Some(k),
+                ..Limits::new(None, None)
+            }
+        } else {
+            Limits::new(Some(per_window), None)
+        };
+        let mut c = config(Era::Late2025, semantics, window_secs, limits);
+        if self == Unknown::InFlight {
+            c.latency_ms = IN_FLIGHT_LATENCY_MS;
+        }
         c.headers = false;
         c
     }
@@ -372,8 +388,9 @@ pub fn grid_sample(size: Size) -> Vec<Scenario> {
         Size::Full => vec![
             grid_point(2, 1, Some(Unknown::Leaky)),
             grid_point(10, 32, Some(Unknown::FixedWindow)),
+            grid_point(10, 8, Some(Unknown::InFlight)),
             grid_point(50, 128, None),
-            grid_point(50, 128, Some(Unknown::Bucket)),
+            grid_point(50, 128, Some(Unknown::SlidingLog)),
         ],
     }
 }
@@ -471,7 +488,7 @@ pub fn all(size: Size) -> Vec<Scenario> {
 
     // S5: no headers; the limit is learned from 429s, under each semantics.
     let semantics: &[Unknown] = if quick {
-        &[Unknown::Bucket, Unknown::Leaky]
+        &[Unknown::Leaky, Unknown::InFlight]
     } else {
         &Unknown::ALL
     };
@@ -636,6 +653,7 @@ mod tests {
             "S5-fixed-window",
             "S5-sliding-log",
             "S5-leaky",
+            "S5-in-flight",
             "S6",
             "S7-bucket",
             "S7-fixed-window",
@@ -674,6 +692,8 @@ mod tests {
         assert!((find("S7-fixed-window").best_s(Strategy::OursAsync) - 12.0).abs() < 1e-6);
         // S5-leaky: 500 at 50/s without burst: 9.98 s.
         assert!((find("S5-leaky").best_s(Strategy::OursAsync) - 9.98).abs() < 1e-6);
+        // S5-in-flight: 25 in flight for 0.5 s each: 20 rounds, 10 s.
+        assert!((find("S5-in-flight").best_s(Strategy::OursAsync) - 10.0).abs() < 1e-6);
         // S8-doubled: a bucket of 20 at 0, 20/s to 4 s (80 more, the last at 4.0 s is
         // the new epoch's), then a fresh bucket of 40 and 40/s.
         let s8 = find("S8-doubled");
@@ -696,7 +716,7 @@ mod tests {
     #[test]
     fn the_grid_has_every_point() {
         let g = grid();
-        assert_eq!(g.len(), 3 * 4 * 5);
+        assert_eq!(g.len(), 3 * 4 * 6);
         assert!(g.iter().all(|s| s.workload.len() >= 100));
         let p = g.iter().find(|s| s.id == "G-leaky-2rps-1c").unwrap();
         assert_eq!((p.threads, p.tasks), (1, 1));
