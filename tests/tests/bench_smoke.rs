@@ -36,6 +36,8 @@ fn quick_s1_ours_against_the_seed_fix() {
         criterion: None,
         micro: false,
         plots: true,
+        grid: false,
+        capacity_table: None,
     };
     let report = run_scenarios(&options, &[s1]);
 

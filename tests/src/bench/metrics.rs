@@ -142,13 +142,16 @@ impl Row {
 
     /// Computes the row of `strategy` in `scenario` from the jobs' results and the
     /// emulator's log of the run; `start_s`: the run's start, seconds after the
-    /// emulator's (its fixed windows are aligned on its own start).
+    /// emulator's (its fixed windows are aligned on its own start); `front`: the HTTP
+    /// requests and 429s a limiter in front of the emulator saw (nginx's access log), in
+    /// place of the emulator's.
     pub fn compute(
         scenario: &Scenario,
         strategy: Strategy,
         results: &[JobResult],
         log: &Log,
         start_s: f64,
+        front: Option<(usize, usize)>,
     ) -> Row {
         let workload = &scenario.workload;
         let rates = scenario.available;
@@ -219,9 +222,11 @@ impl Row {
                 .then(|| best_of_succeeded.max(0.0) / secs),
             recovery_s,
             recovery_note,
-            http_429: log.count_429(),
-            attempts_per_request: (counters.calls > 0)
-                .then(|| log.total() as f64 / counters.calls as f64),
+            http_429: front.map_or_else(|| log.count_429(), |(_, refused)| refused),
+            attempts_per_request: (counters.calls > 0).then(|| {
+                front.map_or_else(|| log.total(), |(received, _)| received) as f64
+                    / counters.calls as f64
+            }),
             p50_ms: quantile(&latencies, 0.50).map(ms),
             p99_ms: quantile(&latencies, 0.99).map(ms),
             cpu_ms_per_1k: cpu

@@ -9,8 +9,10 @@
 //!   each limiting semantics), S6 (a background consumer at 30 %);
 //! - [`workload`]: the requests and the ideal time to send them;
 //! - [`best`]: the server's own best, the yardstick of every row;
+//! - [`capacity`]: issue 9's measured table, re-run (`--capacity-table`);
 //! - [`job`] and [`child`]: one process's share of a run, in-process or in a child
 //!   process of the bench binary (clean CPU and memory numbers);
+//! - [`nginx`]: nginx `limit_req` in front of the emulator (a real, independent limiter);
 //! - [`metrics`], [`report`], [`plot`]: rows, the markdown/JSON report, one SVG per
 //!   scenario;
 //! - [`micro`]: criterion's numbers for the core, the clients' overhead over their bare
@@ -27,11 +29,13 @@
 //! ```
 
 pub mod best;
+pub mod capacity;
 pub mod child;
 pub mod job;
 pub mod measure;
 pub mod metrics;
 pub mod micro;
+pub mod nginx;
 pub mod plot;
 pub mod report;
 pub mod scenario;

@@ -142,6 +142,8 @@ pub struct Report {
     pub throughput: Vec<Throughput>,
     /// Things to know when reading the numbers.
     pub notes: Vec<String>,
+    /// Issue 9's table was run, its windows scaled by this.
+    pub capacity_scale: Option<f64>,
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -246,6 +248,72 @@ impl Report {
         t
     }
 
+    /// Issue 9's measured table, re-run (the rows of the `T-` scenarios), markdown.
+    pub fn capacity_table(&self, scale: f64) -> String {
+        let prefix = super::capacity::PREFIX;
+        let mut m = String::new();
+        m.push_str("## Issue 9's measured table, re-run\n\n");
+        let _ = writeln!(
+            m,
+            "The same workloads as the issue's table, each strategy against its own server{}. \
+             Fraction of the server's best: the earliest that server could have answered the \
+             calls that succeeded, over the makespan (`bench::best`).\n",
+            if (scale - 1.0).abs() < 1e-9 {
+                String::new()
+            } else {
+                format!(", windows and service times × {scale}")
+            }
+        );
+        m.push_str(
+            "| row | server in front | strategy | makespan | server's best | fraction of the server's best | attempts per call | 429s | errors | first error |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in self.rows.iter().filter(|r| r.scenario.starts_with(prefix)) {
+            let title = self
+                .scenarios
+                .iter()
+                .find(|s| s.id == r.scenario)
+                .map_or("", |s| s.title.as_str());
+            let id = &r.scenario[prefix.len()..];
+            if let Some(note) = &r.note
+                && r.succeeded == 0
+                && r.errors == 0
+            {
+                let _ = writeln!(
+                    m,
+                    "| ({id}) | {title} | {} | {note} | | | | | | |",
+                    r.strategy
+                );
+                continue;
+            }
+            let instant = r.best_s.is_some_and(|b| b < 0.05);
+            let fraction = if instant {
+                "— (best: at once)".to_owned()
+            } else {
+                opt(r.goodput_ratio, 2)
+            };
+            let unfinished = if r.unfinished > 0 {
+                format!(" (+{} unfinished)", r.unfinished)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                m,
+                "| ({id}) | {title} | {} | {:.1} s | {} | {fraction} | {} | {} | {}{unfinished} | {} |",
+                r.strategy,
+                r.makespan_s,
+                r.best_s.map_or("—".into(), |b| format!("{b:.1} s")),
+                opt(r.attempts_per_request, 2),
+                r.http_429,
+                r.errors,
+                r.error_samples
+                    .first()
+                    .map_or(String::new(), |e| one_line(e).chars().take(120).collect()),
+            );
+        }
+        m.push('\n');
+        m
+    }
+
     /// The whole report (markdown).
     pub fn markdown(&self) -> String {
         let mut m = String::new();
@@ -262,6 +330,9 @@ impl Report {
                 "ran in-process, next to the emulator"
             }
         );
+        if let Some(scale) = self.capacity_scale {
+            m.push_str(&self.capacity_table(scale));
+        }
         m.push_str("## Results\n\n");
         m.push_str(&self.table());
         m.push_str(

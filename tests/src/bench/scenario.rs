@@ -80,6 +80,20 @@ impl Targets {
     }
 }
 
+/// What the clients talk to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Front {
+    /// The emulator itself.
+    #[default]
+    Emulator,
+    /// nginx `limit_req` at `rate` requests per second without burst, in front of the
+    /// emulator ([`super::nginx`]); the emulator then has no limit of its own.
+    Nginx {
+        /// Requests per second.
+        rate: u32,
+    },
+}
+
 /// A limit change during the run: at `at` after the run's start, every emulator of
 /// the scenario gets `limits` for [`MODEL`] (fresh meters, as a tier change).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -99,6 +113,8 @@ pub struct Scenario {
     pub title: String,
     /// The emulator's configuration.
     pub emulator: Config,
+    /// What the clients talk to: the emulator, or nginx in front of it.
+    pub front: Front,
     /// The server's rules as the yardstick sees them ([`best`]): by default those of the
     /// emulator's configuration, then the change's, if any.
     pub server: Server,
@@ -237,6 +253,7 @@ fn scenario(
         title: title.into(),
         server: Server::steady(None, None),
         change: None,
+        front: Front::Emulator,
         emulator,
         limit,
         available,
@@ -553,13 +570,9 @@ pub fn all(size: Size) -> Vec<Scenario> {
 /// 120 calls from `callers` callers.
 pub fn minute_windows(scale: f64, callers: usize) -> Vec<Scenario> {
     let window = 60.0 * scale;
-    // The `-req-minute` names of 2026 at a true minute; the late-2025 names carry any
-    // other window.
-    let era = if (window - 60.0).abs() < 1e-9 {
-        Era::Y2026
-    } else {
-        Era::Late2025
-    };
+    // The 2026 names: `-req-minute` at a true minute, `-req-N-second` for a window
+    // scaled down.
+    let era = Era::Y2026;
     let mut out = Vec::new();
     for (id, semantics, what) in [
         (

@@ -8,9 +8,10 @@ use super::child::run_in_children;
 use super::job::{Job, JobResult, StoreSpec, run_job, unix_us};
 use super::metrics::{Row, admitted_rate};
 use super::micro;
+use super::nginx::Nginx;
 use super::plot::{self, Series};
 use super::report::{Report, ScenarioInfo};
-use super::scenario::{self, Scenario, Size, StoreKind};
+use super::scenario::{self, Front, Scenario, Size, StoreKind};
 use super::stores::{RedisServer, fresh_state_file};
 use super::strategy::Strategy;
 use crate::emulator::Emulator;
@@ -45,6 +46,11 @@ pub struct Options {
     pub micro: bool,
     /// Draw the plots.
     pub plots: bool,
+    /// The whole targets grid instead of its sample ([`scenario::grid`]).
+    pub grid: bool,
+    /// Run issue 9's measured table alone ([`super::capacity`]) with windows and
+    /// service times scaled by this factor (1.0: as measured).
+    pub capacity_table: Option<f64>,
 }
 
 impl Options {
@@ -59,6 +65,8 @@ impl Options {
             criterion: None,
             micro: true,
             plots: true,
+            grid: false,
+            capacity_table: None,
         }
     }
 }
@@ -71,21 +79,60 @@ fn progress(text: &str) {
 /// Runs the bench and writes its report, plots included, into `options.out_dir`.
 /// Never fails on a missed target: the report says so.
 pub fn run(options: &Options) -> Report {
-    let scenarios: Vec<Scenario> = scenario::all(options.size)
-        .into_iter()
-        .filter(|s| {
-            options.scenarios.is_empty() || options.scenarios.iter().any(|p| s.id.starts_with(p))
-        })
-        .collect();
+    let chosen = |s: &Scenario| {
+        options.scenarios.is_empty() || options.scenarios.iter().any(|p| s.id.starts_with(p))
+    };
+    if let Some(scale) = options.capacity_table {
+        let scenarios: Vec<Scenario> = super::capacity::scenarios(scale)
+            .into_iter()
+            .filter(|s| chosen(s))
+            .collect();
+        let a_prime = options.scenarios.is_empty()
+            || options
+                .scenarios
+                .iter()
+                .any(|p| "T-a'".starts_with(p.as_str()));
+        let extra = if a_prime {
+            progress(
+                "T-a': two gateway 429s through the file and the Redis store, then a later process",
+            );
+            super::capacity::a_prime(&options.out_dir, &options.isolation)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        return run_with(options, &scenarios, extra, Some(scale));
+    }
+    let mut all = scenario::all(options.size);
+    if options.grid {
+        all.retain(|s| !s.id.starts_with("G-"));
+        all.extend(scenario::grid());
+    }
+    let scenarios: Vec<Scenario> = all.into_iter().filter(|s| chosen(s)).collect();
     run_scenarios(options, &scenarios)
 }
 
 /// [`run`] on given scenarios (`options.scenarios` is not looked at): for tests that
 /// shrink a scenario.
 pub fn run_scenarios(options: &Options, scenarios: &[Scenario]) -> Report {
+    run_with(options, scenarios, (Vec::new(), Vec::new()), None)
+}
+
+/// Runs `scenarios`, adds rows already measured (`extra`: their scenarios and rows),
+/// and writes the report.
+fn run_with(
+    options: &Options,
+    scenarios: &[Scenario],
+    extra: (Vec<Scenario>, Vec<Row>),
+    capacity_scale: Option<f64>,
+) -> Report {
     let started = Instant::now();
     let mut report = Report::new(options.size);
     report.isolated = matches!(options.isolation, Isolation::Children(_));
+    report.capacity_scale = capacity_scale;
+    for s in &extra.0 {
+        report.scenarios.push(ScenarioInfo::of(s));
+    }
+    report.rows.extend(extra.1);
     let mut redis: Option<Result<RedisServer, String>> = None;
     for s in scenarios {
         let mut info = ScenarioInfo::of(s);
@@ -97,7 +144,18 @@ pub fn run_scenarios(options: &Options, scenarios: &[Scenario]) -> Report {
             .collect();
         let mut runnable = Vec::new();
         let mut rows: Vec<Row> = Vec::new();
+        let front_missing = match s.front {
+            Front::Nginx { .. } if super::nginx::program().is_none() => {
+                Some("nginx is not installed (`cargo xtask test` installs nginx-light)".to_owned())
+            }
+            _ => None,
+        };
         for &strategy in &strategies {
+            if let Some(why) = &front_missing {
+                progress(&format!("{} {}: not run: {why}", s.id, strategy.name()));
+                rows.push(Row::not_run(s, strategy, why));
+                continue;
+            }
             match store_for(s, strategy, options, &mut redis) {
                 Ok(store) => runnable.push((strategy, store)),
                 Err(why) => {
@@ -121,7 +179,12 @@ pub fn run_scenarios(options: &Options, scenarios: &[Scenario]) -> Report {
             s.budget.as_secs_f64()
         ));
         let mut series = Vec::new();
-        for (strategy, row, points) in run_scenario(s, &runnable, &options.isolation) {
+        let ran = if runnable.is_empty() {
+            Vec::new()
+        } else {
+            run_scenario(s, &runnable, options)
+        };
+        for (strategy, row, points) in ran {
             progress(&format!(
                 "{} {}: {}, last return at {:.1} s, {} × 429, {} error(s)",
                 s.id,
@@ -362,13 +425,31 @@ type Points = Vec<(f64, f64)>;
 fn run_scenario(
     s: &Scenario,
     runs: &[(Strategy, StoreSpec)],
-    isolation: &Isolation,
+    options: &Options,
 ) -> Vec<(Strategy, Row, Points)> {
+    let isolation = &options.isolation;
     let emulators: Vec<(Emulator, u64)> = runs
         .iter()
         .map(|_| {
             let emulator = Emulator::start(s.emulator.clone());
             (emulator, unix_us())
+        })
+        .collect();
+    // nginx in front of each emulator, when the scenario says so.
+    let fronts: Vec<Option<Result<Nginx, String>>> = runs
+        .iter()
+        .zip(&emulators)
+        .map(|((strategy, _), (emulator, _))| match s.front {
+            Front::Emulator => None,
+            Front::Nginx { rate } => {
+                let dir =
+                    options
+                        .out_dir
+                        .join("nginx")
+                        .join(format!("{}-{}", s.id, strategy.name()));
+                let _ = std::fs::remove_dir_all(&dir);
+                Some(Nginx::start(&dir, &emulator.addr().to_string(), rate))
+            }
         })
         .collect();
     let lead = match isolation {
@@ -378,11 +459,17 @@ fn run_scenario(
     let epoch_unix_us = unix_us() + lead.as_micros() as u64;
     let processes = s.processes.max(1);
     let mut jobs: Vec<Job> = Vec::new();
-    for ((strategy, store), (emulator, _)) in runs.iter().zip(&emulators) {
+    for (((strategy, store), (emulator, _)), front) in runs.iter().zip(&emulators).zip(&fronts) {
         let concurrency = s.concurrency_of(*strategy);
+        let url = match front {
+            None => emulator.url(),
+            Some(Ok(nginx)) => nginx.url(),
+            // Nothing listens there: every call fails, and the row says why.
+            Some(Err(_)) => "http://127.0.0.1:9".to_owned(),
+        };
         for share in 0..processes {
             jobs.push(Job {
-                url: emulator.url(),
+                url: url.clone(),
                 key: emulator.key().to_owned(),
                 strategy: *strategy,
                 store: store.clone(),
@@ -429,12 +516,25 @@ fn run_scenario(
         1.0
     };
     let mut out = Vec::new();
-    for ((strategy, _), (emulator, started_us)) in runs.iter().zip(emulators) {
+    for (((strategy, _), (emulator, started_us)), front) in runs.iter().zip(emulators).zip(fronts) {
         let mine: Vec<JobResult> = results.by_ref().take(processes).collect();
         let log = emulator.log();
         drop(emulator);
         let offset_us = started_us as i64 - epoch_unix_us as i64;
-        let row = Row::compute(s, *strategy, &mine, &log, -offset_us as f64 / 1e6);
+        let counts = match &front {
+            Some(Ok(nginx)) => {
+                let statuses = nginx.statuses();
+                Some((
+                    statuses.len(),
+                    statuses.iter().filter(|&&st| st == 429).count(),
+                ))
+            }
+            _ => None,
+        };
+        let mut row = Row::compute(s, *strategy, &mine, &log, -offset_us as f64 / 1e6, counts);
+        if let Some(Err(why)) = &front {
+            row.note = Some(format!("not run: {why}"));
+        }
         let points = admitted_rate(&log, offset_us, bin, row.makespan_s.max(bin));
         out.push((*strategy, row, points));
     }
