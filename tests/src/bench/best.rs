@@ -145,6 +145,10 @@ pub struct Epoch {
     pub tokens: Option<Rule>,
     /// At most this many requests in flight (held for the server's latency).
     pub in_flight: Option<usize>,
+    /// The meters go on from their state at `since_s` with the new rules (a background
+    /// consumer's share changed), instead of starting afresh (new limits installed).
+    #[serde(default)]
+    pub keep_state: bool,
 }
 
 /// A server: its limits over time and how long it holds a request.
@@ -369,6 +373,14 @@ impl Meters {
         }
     }
 
+    /// These (new) meters, going on from `old`'s state at `at` where both follow the
+    /// same rule.
+    fn carried_from(mut self, old: Meters, at: f64) -> Meters {
+        self.requests = carry(self.requests, old.requests, at);
+        self.tokens = carry(self.tokens, old.tokens, at);
+        self
+    }
+
     fn in_flight(&self) -> Option<usize> {
         [&self.requests, &self.tokens]
             .into_iter()
@@ -377,6 +389,60 @@ impl Meters {
             .chain(self.in_flight)
             .min()
     }
+}
+
+/// `new` with the state of `old` at `at` (same rule family), else `new` as it is.
+fn carry(new: Option<Meter>, old: Option<Meter>, at: f64) -> Option<Meter> {
+    let (new, old) = match (new, old) {
+        (Some(new), Some(old)) => (new, old),
+        (new, _) => return new,
+    };
+    Some(match (new, old) {
+        (
+            Meter::Bucket {
+                capacity, per_sec, ..
+            },
+            Meter::Bucket {
+                capacity: old_capacity,
+                per_sec: old_rate,
+                level,
+                last,
+            },
+        ) => Meter::Bucket {
+            capacity,
+            per_sec,
+            level: (level + (at - last).max(0.0) * old_rate)
+                .min(old_capacity)
+                .min(capacity),
+            last: at.max(last),
+        },
+        (
+            Meter::Fixed {
+                limit, window_s, ..
+            },
+            Meter::Fixed { index, used, .. },
+        ) => Meter::Fixed {
+            limit,
+            window_s,
+            index,
+            used,
+        },
+        (
+            Meter::Sliding {
+                limit, window_s, ..
+            },
+            Meter::Sliding { log, sum, .. },
+        ) => Meter::Sliding {
+            limit,
+            window_s,
+            log,
+            sum,
+        },
+        (Meter::Leaky { interval, .. }, Meter::Leaky { next, .. }) => {
+            Meter::Leaky { interval, next }
+        }
+        (new, _) => new,
+    })
 }
 
 impl Server {
@@ -388,6 +454,7 @@ impl Server {
                 requests,
                 tokens,
                 in_flight: None,
+                keep_state: false,
             }],
             latency_s: 0.0,
         }
@@ -416,6 +483,7 @@ impl Server {
             requests,
             tokens,
             in_flight,
+            keep_state: false,
         });
         self
     }
@@ -529,7 +597,11 @@ impl Server {
                     && next.since_s <= t
                 {
                     epoch_at += 1;
-                    meters = Some(Meters::of(next));
+                    let fresh = Meters::of(next);
+                    meters = Some(match (next.keep_state, meters.take()) {
+                        (true, Some(old)) => fresh.carried_from(old, next.since_s),
+                        _ => fresh,
+                    });
                 }
                 let Some(m) = meters.as_ref() else {
                     break t;
@@ -729,6 +801,35 @@ mod tests {
             best.makespan_s()
         );
         assert!(close(s.final_rate(1).unwrap(), 16.0));
+    }
+
+    #[test]
+    fn a_background_consumer_starting_mid_run_leaves_the_bucket_as_it_is() {
+        // A bucket of 10 refilled 10/s; from 2 s on, half the rate is someone else's.
+        let mut s = Server::steady(
+            Some(Rule::Bucket {
+                capacity: 10.0,
+                per_sec: 10.0,
+            }),
+            None,
+        );
+        s = s.then(
+            2.0,
+            Some(Rule::Bucket {
+                capacity: 10.0,
+                per_sec: 5.0,
+            }),
+            None,
+        );
+        let mut kept = s.clone();
+        if let Some(e) = kept.epochs.last_mut() {
+            e.keep_state = true;
+        }
+        // 10 at 0, then 10/s: the 30th at 2.0 s; then 5/s: the 40th at 4.0 s.
+        assert!(close(kept.best(&[1; 40], 4, 0.0).makespan_s(), 4.0));
+        // Fresh meters would give a whole bucket again at 2 s: the 30th to the 39th
+        // at 2.0 s, the 40th at 2.2 s.
+        assert!(close(s.best(&[1; 40], 4, 0.0).makespan_s(), 2.2));
     }
 
     #[test]

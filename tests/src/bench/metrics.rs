@@ -165,7 +165,7 @@ impl Row {
             .max()
             .unwrap_or_default();
         let ideal = workload.ideal(rates);
-        let server = server_as_run(scenario, log);
+        let server = server_as_run(scenario, log, start_s);
         let best = server.best(
             &scenario.costs(),
             scenario.concurrency_of(strategy),
@@ -361,12 +361,17 @@ impl Row {
 }
 
 /// The scenario's server model with the limit changes at the instants the emulator's
-/// log recorded them (seconds after the emulator's start).
-pub fn server_as_run(scenario: &Scenario, log: &Log) -> Server {
+/// log recorded them, or (a background consumer's change, which the log does not
+/// record) as planned from the run's start at `start_s`; seconds after the emulator's
+/// start.
+pub fn server_as_run(scenario: &Scenario, log: &Log, start_s: f64) -> Server {
     let mut server = scenario.server.clone();
     let history = log.limits(super::scenario::MODEL);
-    for (epoch, seen) in server.epochs.iter_mut().zip(history).skip(1) {
-        epoch.since_s = seen.since.as_secs_f64();
+    for (i, epoch) in server.epochs.iter_mut().enumerate().skip(1) {
+        match history.get(i) {
+            Some(seen) => epoch.since_s = seen.since.as_secs_f64(),
+            None => epoch.since_s += start_s,
+        }
     }
     server
 }

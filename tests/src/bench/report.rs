@@ -80,13 +80,23 @@ impl ScenarioInfo {
             super::scenario::StoreKind::Redis => "RedisLimiter (redis-server)",
         };
         if let Some(c) = &s.change {
-            let _ = write!(
-                limits,
-                "; from {:.1} s on: {} requests / {} s",
-                c.at.as_secs_f64(),
-                c.limits.requests.map_or("∞".into(), |r| r.to_string()),
-                c.limits.window_secs.unwrap_or(e.window_secs)
-            );
+            if let Some(l) = &c.limits {
+                let _ = write!(
+                    limits,
+                    "; from {:.1} s on: {} requests / {} s",
+                    c.at.as_secs_f64(),
+                    l.requests.map_or("∞".into(), |r| r.to_string()),
+                    l.window_secs.unwrap_or(e.window_secs)
+                );
+            }
+            if let Some(share) = c.background_share {
+                let _ = write!(
+                    limits,
+                    "; from {:.1} s on: a background consumer spends {:.0} %",
+                    c.at.as_secs_f64(),
+                    share * 100.0
+                );
+            }
         }
         let blocking = s.best_s(Strategy::OursBlocking);
         let asynchronous = s.best_s(Strategy::OursAsync);
@@ -267,7 +277,14 @@ impl Report {
         m.push_str(
             "| row | server in front | strategy | makespan | server's best | fraction of the server's best | attempts per call | 429s | errors | first error |\n|---|---|---|---|---|---|---|---|---|---|\n",
         );
-        for r in self.rows.iter().filter(|r| r.scenario.starts_with(prefix)) {
+        let mut rows: Vec<&super::metrics::Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.scenario.starts_with(prefix))
+            .collect();
+        // (a), then (a'), (b), ... : by id, strategies in their order.
+        rows.sort_by(|a, b| a.scenario.cmp(&b.scenario));
+        for r in rows {
             let title = self
                 .scenarios
                 .iter()

@@ -95,13 +95,17 @@ pub enum Front {
 }
 
 /// A limit change during the run: at `at` after the run's start, every emulator of
-/// the scenario gets `limits` for [`MODEL`] (fresh meters, as a tier change).
+/// the scenario gets `limits` for [`MODEL`] (fresh meters, as a tier change), or its
+/// background consumer starts spending `background_share` of the budget ("another
+/// program of the organisation").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LimitChange {
     /// When, after the run's start.
     pub at: Duration,
-    /// The new limits.
-    pub limits: Limits,
+    /// The new limits (`None`: unchanged).
+    pub limits: Option<Limits>,
+    /// The background consumer's new share (`None`: unchanged).
+    pub background_share: Option<f64>,
 }
 
 /// One scenario.
@@ -179,10 +183,23 @@ impl Scenario {
     pub fn derive_server(mut self) -> Scenario {
         let mut server = Server::of_emulator(&self.emulator, MODEL);
         if let Some(change) = &self.change {
-            let after = self.emulator.clone().model(MODEL, change.limits.clone());
+            let mut after = self.emulator.clone();
+            if let Some(limits) = &change.limits {
+                after = after.model(MODEL, limits.clone());
+            }
+            if let Some(share) = change.background_share {
+                after.background_share = share;
+            }
             let next = Server::of_emulator(&after, MODEL);
             if let Some(e) = next.epochs.first() {
                 server = server.then(change.at.as_secs_f64(), e.requests, e.tokens);
+                // A background consumer leaves the meters as they are; new limits
+                // start afresh.
+                if change.limits.is_none()
+                    && let Some(last) = server.epochs.last_mut()
+                {
+                    last.keep_state = true;
+                }
             }
         }
         self.server = server;
@@ -206,9 +223,10 @@ impl Scenario {
 /// How big a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Size {
-    /// Every scenario at full size, a sample of the targets grid (about 10 minutes).
+    /// Every scenario at full size, a sample of the targets grid (about 10 minutes in
+    /// all).
     Full,
-    /// A reduced run (a minute or two): smaller workloads and budgets, fewer scenarios.
+    /// A reduced run (about 2.5 minutes): smaller workloads, fewer scenarios.
     Quick,
 }
 
@@ -407,7 +425,6 @@ pub fn grid_sample(size: Size) -> Vec<Scenario> {
             grid_point(10, 32, Some(Unknown::FixedWindow)),
             grid_point(10, 8, Some(Unknown::InFlight)),
             grid_point(50, 128, None),
-            grid_point(50, 128, Some(Unknown::SlidingLog)),
         ],
     }
 }
@@ -561,8 +578,46 @@ pub fn all(size: Size) -> Vec<Scenario> {
         }
     }
 
+    // S10: another program of the organisation starts spending half of the budget.
+    if !quick {
+        out.push(background_from(4.0, 0.5));
+    }
+
     out.extend(grid_sample(size));
     out
+}
+
+/// S10: 40 requests per second (a 1-s bucket, headers on) for `at` seconds, then a
+/// background consumer spends `share` of it; 10 s of capacity in all.
+pub fn background_from(at: f64, share: f64) -> Scenario {
+    let rate = 40.0;
+    let calls = (rate * at + rate * (1.0 - share) * 6.0) as usize;
+    let s = Scenario {
+        change: Some(LimitChange {
+            at: Duration::from_secs_f64(at),
+            limits: None,
+            background_share: Some(share),
+        }),
+        ..scenario(
+            "S10-background",
+            &format!(
+                "another program starts spending {:.0} % of 40 requests/s at {at} s, headers on",
+                share * 100.0
+            ),
+            config(
+                Era::Late2025,
+                Semantics::Bucket,
+                1.0,
+                Limits::new(Some(40), None),
+            ),
+            requests(rate),
+            requests(rate * (1.0 - share)),
+            Workload::uniform(MODEL, calls, SHORT),
+            (1, StoreKind::Local),
+            Targets::announced().recovering_within(5.0),
+        )
+    };
+    s.derive_server().with_budget_from_best()
 }
 
 /// S7: a bucket of 50 refilled 50 per minute and a fixed minute window of 50, each
@@ -630,7 +685,8 @@ pub fn changed_limit(id: &str, name: &str, headers: bool, before: u64, after: u6
     let s = Scenario {
         change: Some(LimitChange {
             at: Duration::from_secs_f64(at),
-            limits: Limits::new(Some(after), None),
+            limits: Some(Limits::new(Some(after), None)),
+            background_share: None,
         }),
         ..scenario(
             &format!("{id}-{name}"),
@@ -674,6 +730,7 @@ mod tests {
             "S8-halved",
             "S9-doubled",
             "S9-halved",
+            "S10-background",
         ] {
             assert!(ids.contains(&id), "{id} missing from {ids:?}");
         }

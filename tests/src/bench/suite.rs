@@ -491,7 +491,12 @@ fn run_scenario(
                 let at = epoch_unix_us + change.at.as_micros() as u64;
                 std::thread::sleep(Duration::from_micros(at.saturating_sub(unix_us())));
                 for (emulator, _) in emulators {
-                    emulator.set_limits(scenario::MODEL, change.limits.clone());
+                    if let Some(limits) = &change.limits {
+                        emulator.set_limits(scenario::MODEL, limits.clone());
+                    }
+                    if let Some(share) = change.background_share {
+                        emulator.set_background_share(share);
+                    }
                 }
             });
         }
