@@ -5,6 +5,8 @@
 //!   names of a chosen [`Era`], 429 forms, monthly quota, zero allowance, capacity errors,
 //!   streaming, faults), with a [`Log`] of what it received and checks that no limit
 //!   was exceeded. Its limiter is its own code, independent of `mistral-core`.
+//! - [`nginx`]: a real nginx `limit_req` in front of a loopback server (own prefix,
+//!   generated config, free port, an access log to judge by), killed on drop.
 //! - [`raw_http`]: a tiny blocking HTTP/1.1 client over `std::net::TcpStream`, for tests
 //!   that must see the wire as it is (resets, cut streams, stalls).
 //! - The `mistral-emulator` binary ([`run_cli`]) serves an emulator until killed.
@@ -16,6 +18,7 @@
 pub mod bench;
 pub mod demo;
 pub mod emulator;
+pub mod nginx;
 pub mod raw_http;
 
 pub use emulator::*;

@@ -106,6 +106,7 @@ fn the_binary_prints_its_url_and_key_and_serves() {
     assert_eq!(summary["admitted"], 1);
     assert_eq!(summary["status_429"], 1);
     assert_eq!(summary["violations"], serde_json::json!([]));
+    assert_eq!(summary["max_in_flight"], serde_json::json!({"m": 1}));
 }
 
 #[test]
@@ -117,4 +118,42 @@ fn the_binary_rejects_bad_flags() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(2));
+}
+
+#[test]
+fn the_binary_applies_its_schedule() {
+    // 1 per fixed 30-s window, tripled at 1 s (the one spent stays spent).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mistral-emulator"))
+        .args([
+            "--semantics",
+            "fixed-window",
+            "--rpm",
+            "1",
+            "--window-secs",
+            "30",
+        ])
+        .args(["--change", "1:x3", "--duration-secs", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the binary");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = lines.next().unwrap().unwrap();
+    let url = url.strip_prefix("url: ").expect("url line").to_string();
+    let key = lines.next().unwrap().unwrap();
+    let key = key.strip_prefix("key: ").expect("key line").to_string();
+    let t0 = Instant::now();
+    let first = post_chat(&url, &key, "m");
+    let second = post_chat(&url, &key, "m");
+    let early = t0.elapsed();
+    std::thread::sleep(std::time::Duration::from_millis(1300).saturating_sub(early));
+    let third = post_chat(&url, &key, "m");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!((first.status, second.status, third.status), (200, 429, 200));
+    assert_eq!(third.header("x-ratelimit-limit-req-30-second"), Some("3"));
+    assert_eq!(
+        third.header("x-ratelimit-remaining-req-30-second"),
+        Some("1")
+    );
 }

@@ -27,7 +27,8 @@ usage: cargo xtask <command> [args...]
 
 commands:
   test              the full gate, as CI runs it: fmt, clippy, layering check,
-                    services (redis-server), cargo test --workspace --all-features
+                    services (redis-server, nginx; installed with apt-get when
+                    missing and root), cargo test --workspace --all-features
   demo [ARGS..]     a burst of chat requests through the blocking and the async
                     client with live progress (cargo run -p mistral-tests --bin
                     mistral-demo -- ARGS): the emulator, or MISTRAL_BASE_URL /
@@ -41,7 +42,7 @@ commands:
   help              this text
 
 environment:
-  CI=true           missing redis-server is a failure instead of a skip
+  CI=true           missing redis-server or nginx is a failure instead of a skip
 ";
 
 fn main() -> ExitCode {

@@ -5,7 +5,8 @@
 //! 2. `clippy`: `cargo clippy --workspace --all-targets --all-features -- -D warnings`
 //! 3. `layering`: `mistral-core` has no I/O dependency (`cargo tree`, default
 //!    and all features) and `core/clippy.toml` bans clocks and sleeps
-//! 4. `services`: `redis-server` on PATH, installed with apt-get if possible
+//! 4. `services`: `redis-server` and `nginx` found, installed with apt-get if possible
+//!    (see [`services`])
 //! 5. `test`: `cargo test --workspace --all-features` (doctests included)
 //!
 //! Each step prints its name and duration; a summary follows at the end, and
@@ -16,7 +17,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::layering;
-use crate::services::{self, Redis};
+use crate::services::{self, Services};
 use crate::{cargo, display_command, workspace_root};
 
 const STEPS: [&str; 5] = ["fmt", "clippy", "layering", "services", "test"];
@@ -25,11 +26,11 @@ const STEPS: [&str; 5] = ["fmt", "clippy", "layering", "services", "test"];
 pub fn run() -> ExitCode {
     let ci = services::in_ci();
     let mut run = Run::new();
-    let mut redis = None;
-    let result = all_steps(&mut run, ci, &mut redis);
+    let mut services = None;
+    let result = all_steps(&mut run, ci, &mut services);
     run.print_summary();
-    if let Some(Redis::Missing) = redis {
-        println!("note: redis-server was missing, so the Redis tests were SKIPPED");
+    for (binary, tests) in services.as_ref().map(Services::skipped).unwrap_or_default() {
+        println!("note: {binary} was missing, so {tests} were SKIPPED");
     }
     match result {
         Ok(()) => {
@@ -43,7 +44,7 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn all_steps(run: &mut Run, ci: bool, redis_out: &mut Option<Redis>) -> Result<(), Failed> {
+fn all_steps(run: &mut Run, ci: bool, services_out: &mut Option<Services>) -> Result<(), Failed> {
     run.step("fmt", || {
         run_cargo(&["fmt", "--all", "--", "--check"], |_| {})
     })?;
@@ -62,13 +63,13 @@ fn all_steps(run: &mut Run, ci: bool, redis_out: &mut Option<Redis>) -> Result<(
         )
     })?;
     run.step("layering", layering_check)?;
-    let redis = run.step("services", || services::ensure_redis(ci))?;
+    let found = run.step("services", || services::ensure_services(ci))?;
     let tested = run.step("test", || {
         run_cargo(&["test", "--workspace", "--all-features"], |cmd| {
-            redis.apply_env(cmd)
+            found.apply_env(cmd)
         })
     });
-    *redis_out = Some(redis);
+    *services_out = Some(found);
     tested
 }
 

@@ -1,39 +1,109 @@
-//! The "services" step: make `redis-server` available to the test suite.
+//! The "services" step: make `redis-server` and `nginx` available to the test suite.
 //!
-//! Contract with the tests: when this step finds `redis-server` on `PATH`,
-//! the test step runs with `MISTRAL_TEST_REDIS=1` and
-//! `MISTRAL_TEST_REDIS_SERVER=<absolute path>`; each Redis test starts its own
-//! `redis-server` on a free loopback port. When it is missing, both variables
-//! are removed from the test step's environment and the Redis tests skip
-//! themselves loudly. Under `CI=true` a missing `redis-server` fails this step.
+//! Contract with the tests:
+//!
+//! - when this step finds `redis-server`, the test step runs with `MISTRAL_TEST_REDIS=1`
+//!   and `MISTRAL_TEST_REDIS_SERVER=<absolute path>`; each Redis test starts its own
+//!   `redis-server` on a free loopback port;
+//! - when it finds `nginx` (on `PATH`, else `/usr/sbin/nginx`), the test step runs with
+//!   `MISTRAL_TEST_NGINX=<absolute path>`; each nginx test starts its own nginx (own
+//!   prefix and config in a temp dir, a free loopback port) in front of the emulator.
+//!
+//! A missing tool is installed with apt-get (`redis-server`; `nginx-light`, else
+//! `nginx`) when we are root and can. When it is still missing, its variables are
+//! removed from the test step's environment and its tests skip themselves loudly;
+//! under `CI=true` a missing tool fails this step.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::{display_command, find_on_path};
 
-/// What the test step gets to know about Redis.
+/// A program some tests need.
 #[derive(Debug)]
-pub enum Redis {
-    /// `redis-server` found at this path.
+pub struct Tool {
+    /// The executable's name.
+    pub binary: &'static str,
+    /// Where to look when it is not on `PATH` (`/usr/sbin` is not on a user's `PATH`).
+    pub also_at: &'static [&'static str],
+    /// The argument that prints its version (and exits 0).
+    pub version_arg: &'static str,
+    /// Debian packages that provide it, tried in order.
+    pub packages: &'static [&'static str],
+    /// How to install it by hand.
+    pub hint: &'static str,
+    /// The tests that need it, for messages.
+    pub tests: &'static str,
+}
+
+/// `redis-server`, for the Redis store's tests.
+pub const REDIS: Tool = Tool {
+    binary: "redis-server",
+    also_at: &[],
+    version_arg: "--version",
+    packages: &["redis-server"],
+    hint: "Debian/Ubuntu: `sudo apt-get install redis-server`; macOS: `brew install redis`",
+    tests: "the Redis tests",
+};
+
+/// `nginx`, the real independent rate limiter (`limit_req`) of the unknown-limits tests.
+pub const NGINX: Tool = Tool {
+    binary: "nginx",
+    also_at: &["/usr/sbin/nginx"],
+    version_arg: "-v",
+    packages: &["nginx-light", "nginx"],
+    hint: "Debian/Ubuntu: `sudo apt-get install nginx-light`; macOS: `brew install nginx`",
+    tests: "the nginx tests",
+};
+
+/// Whether a tool was found.
+#[derive(Debug)]
+pub enum Found {
+    /// At this path.
     Available(PathBuf),
-    /// Not found and not installable here; tests skip.
+    /// Not found and not installable here; its tests skip.
     Missing,
 }
 
-impl Redis {
-    /// Sets (or clears) the `MISTRAL_TEST_REDIS*` variables on `cmd`.
+/// What the test step gets to know about its services.
+#[derive(Debug)]
+pub struct Services {
+    /// `redis-server`.
+    pub redis: Found,
+    /// `nginx`.
+    pub nginx: Found,
+}
+
+impl Services {
+    /// Sets (or clears) the `MISTRAL_TEST_REDIS*` and `MISTRAL_TEST_NGINX` variables.
     pub fn apply_env(&self, cmd: &mut Command) {
-        match self {
-            Redis::Available(path) => {
+        match &self.redis {
+            Found::Available(path) => {
                 cmd.env("MISTRAL_TEST_REDIS", "1")
                     .env("MISTRAL_TEST_REDIS_SERVER", path);
             }
-            Redis::Missing => {
+            Found::Missing => {
                 cmd.env_remove("MISTRAL_TEST_REDIS")
                     .env_remove("MISTRAL_TEST_REDIS_SERVER");
             }
         }
+        match &self.nginx {
+            Found::Available(path) => {
+                cmd.env("MISTRAL_TEST_NGINX", path);
+            }
+            Found::Missing => {
+                cmd.env_remove("MISTRAL_TEST_NGINX");
+            }
+        }
+    }
+
+    /// The tests that were skipped for a missing tool, for the summary.
+    pub fn skipped(&self) -> Vec<(&'static str, &'static str)> {
+        [(&self.redis, &REDIS), (&self.nginx, &NGINX)]
+            .into_iter()
+            .filter(|(found, _)| matches!(found, Found::Missing))
+            .map(|(_, tool)| (tool.binary, tool.tests))
+            .collect()
     }
 }
 
@@ -44,64 +114,128 @@ pub fn in_ci() -> bool {
         .unwrap_or(false)
 }
 
-/// Finds `redis-server`, installing it with apt-get when we are root and can.
-pub fn ensure_redis(ci: bool) -> Result<Redis, String> {
-    if let Some(path) = find_on_path("redis-server") {
-        report_found(&path);
-        return Ok(Redis::Available(path));
-    }
-    println!("redis-server: not on PATH");
-
-    let is_root = is_root();
-    let apt_get = find_on_path("apt-get");
-    let why_not_installed = match (is_root, &apt_get) {
-        (true, Some(_)) => match apt_install_redis() {
-            Ok(()) => match find_on_path("redis-server") {
-                Some(path) => {
-                    report_found(&path);
-                    return Ok(Redis::Available(path));
+/// Finds `redis-server` and `nginx`, installing what is missing with apt-get when we are
+/// root and can. Under `ci`, a tool still missing is an error.
+pub fn ensure_services(ci: bool) -> Result<Services, String> {
+    let mut redis = locate(&REDIS);
+    let mut nginx = locate(&NGINX);
+    let missing: Vec<&Tool> = [(&redis, &REDIS), (&nginx, &NGINX)]
+        .into_iter()
+        .filter(|(found, _)| found.is_none())
+        .map(|(_, tool)| tool)
+        .collect();
+    let mut why_not = String::new();
+    if !missing.is_empty() {
+        match (is_root(), find_on_path("apt-get")) {
+            (true, Some(_)) => {
+                if let Err(e) = apt_install(&missing) {
+                    why_not = e;
                 }
-                None => "apt-get installed redis-server, but it is still not on PATH".to_owned(),
-            },
-            Err(e) => e,
-        },
-        (false, _) => "not running as root, so not installing it".to_owned(),
-        (true, None) => "apt-get not found, so not installing it".to_owned(),
-    };
+                redis = redis.or_else(|| locate(&REDIS));
+                nginx = nginx.or_else(|| locate(&NGINX));
+                if why_not.is_empty() {
+                    why_not = "apt-get installed it, but it is still not found".to_owned();
+                }
+            }
+            (false, _) => why_not = "not running as root, so not installing it".to_owned(),
+            (true, None) => why_not = "apt-get not found, so not installing it".to_owned(),
+        }
+    }
+    let mut errors = Vec::new();
+    let redis = conclude(&REDIS, redis, &why_not, ci, &mut errors);
+    let nginx = conclude(&NGINX, nginx, &why_not, ci, &mut errors);
+    if errors.is_empty() {
+        Ok(Services { redis, nginx })
+    } else {
+        Err(errors.join("\n"))
+    }
+}
 
+/// The tool's path, reported, or `None` (reported too).
+fn locate(tool: &Tool) -> Option<PathBuf> {
+    let found = find_on_path(tool.binary).or_else(|| {
+        tool.also_at
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| is_executable(p))
+    });
+    match &found {
+        Some(path) => report_found(tool, path),
+        None => println!(
+            "{}: not found on PATH or at {:?}",
+            tool.binary, tool.also_at
+        ),
+    }
+    found
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn conclude(
+    tool: &Tool,
+    found: Option<PathBuf>,
+    why_not: &str,
+    ci: bool,
+    errors: &mut Vec<String>,
+) -> Found {
+    if let Some(path) = found {
+        return Found::Available(path);
+    }
     let message = format!(
-        "missing: `redis-server` on PATH ({why_not_installed}).\n\
-         Install it (Debian/Ubuntu: `sudo apt-get install redis-server`; macOS: `brew install redis`) \
-         or put an existing redis-server binary on PATH."
+        "missing: `{}` ({why_not}).\nInstall it ({}) or put an existing {} binary on PATH.",
+        tool.binary, tool.hint, tool.binary
     );
     if ci {
-        return Err(format!(
-            "{message}\nCI=true: the Redis tests must run in CI."
+        errors.push(format!(
+            "{message}\nCI=true: {} must run in CI.",
+            tool.tests
         ));
+        return Found::Missing;
     }
     let rule = "!".repeat(78);
     println!("{rule}");
     for line in format!(
-        "WARNING: {message}\nThe Redis tests will be SKIPPED (in CI, with CI=true, this is a failure)."
+        "WARNING: {message}\n{} will be SKIPPED (in CI, with CI=true, this is a failure).",
+        capitalized(tool.tests)
     )
     .lines()
     {
         println!("!! {line}");
     }
     println!("{rule}");
-    Ok(Redis::Missing)
+    Found::Missing
 }
 
-fn report_found(path: &std::path::Path) {
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn report_found(tool: &Tool, path: &Path) {
+    // nginx prints its version on stderr, redis-server on stdout.
     let version = Command::new(path)
-        .arg("--version")
+        .arg(tool.version_arg)
         .stdin(Stdio::null())
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .map(|o| {
+            let out = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            if out.is_empty() {
+                String::from_utf8_lossy(&o.stderr).trim().to_owned()
+            } else {
+                out
+            }
+        })
         .unwrap_or_else(|| "version unknown".to_owned());
-    println!("redis-server: {} ({version})", path.display());
+    println!("{}: {} ({version})", tool.binary, path.display());
 }
 
 /// Effective uid 0: from `/proc/self/status` on Linux, else `id -u`.
@@ -119,23 +253,78 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-fn apt_install_redis() -> Result<(), String> {
-    let steps: [&[&str]; 2] = [
-        &["update"],
-        &["install", "-y", "--no-install-recommends", "redis-server"],
-    ];
-    for args in steps {
-        let mut cmd = Command::new("apt-get");
-        cmd.args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null());
-        let shown = display_command(&cmd);
-        println!("$ {shown}");
-        match cmd.status() {
-            Ok(status) if status.success() => {}
-            Ok(status) => return Err(format!("`{shown}` failed: {status}")),
-            Err(e) => return Err(format!("could not run `{shown}`: {e}")),
+/// `apt-get update`, then each tool's first package that installs.
+fn apt_install(tools: &[&Tool]) -> Result<(), String> {
+    apt_get(&["update"])?;
+    let mut failures = Vec::new();
+    for tool in tools {
+        let installed = tool.packages.iter().any(|package| {
+            match apt_get(&["install", "-y", "--no-install-recommends", package]) {
+                Ok(()) => true,
+                Err(e) => {
+                    println!("  {e}");
+                    false
+                }
+            }
+        });
+        if !installed {
+            failures.push(format!(
+                "apt-get could not install any of {:?}",
+                tool.packages
+            ));
         }
     }
-    Ok(())
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+fn apt_get(args: &[&str]) -> Result<(), String> {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null());
+    let shown = display_command(&cmd);
+    println!("$ {shown}");
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("`{shown}` failed: {status}")),
+        Err(e) => Err(format!("could not run `{shown}`: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_follows_what_was_found() {
+        let services = Services {
+            redis: Found::Missing,
+            nginx: Found::Available(PathBuf::from("/usr/sbin/nginx")),
+        };
+        let mut cmd = Command::new("true");
+        services.apply_env(&mut cmd);
+        let envs: Vec<(String, Option<String>)> = cmd
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        assert!(envs.contains(&("MISTRAL_TEST_NGINX".into(), Some("/usr/sbin/nginx".into()))));
+        assert!(envs.contains(&("MISTRAL_TEST_REDIS".into(), None)));
+        assert!(envs.contains(&("MISTRAL_TEST_REDIS_SERVER".into(), None)));
+        assert_eq!(services.skipped(), [("redis-server", "the Redis tests")]);
+    }
+
+    #[test]
+    fn messages_start_with_a_capital() {
+        assert_eq!(capitalized("the nginx tests"), "The nginx tests");
+        assert_eq!(capitalized(""), "");
+    }
 }

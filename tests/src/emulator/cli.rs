@@ -36,8 +36,9 @@ Options (flags override --config, which overrides the defaults):
   --change SECS:WHAT        at SECS into the run (repeatable): xF scales every limit as
                             configured (x2 tier upgrade, x0.5 halved), background=S
                             sets the background share; both: 5:x0.5,background=0
-  --model NAME=R[/T[/M]]    limits of one model: requests/tokens/month per window
-                            (\"-\" for none), e.g. mistral-large-latest=4/250000
+  --model NAME=R[/T[/M[/C]]] limits of one model: requests/tokens per window, tokens
+                            per month, most in flight (\"-\" for none), e.g.
+                            mistral-large-latest=4/250000 or small=-/-/-/4
   --zero-model NAME         a model with a zero allowance (always 429)
   --strict-models           models not named by --model/--config get 400 invalid_model
   --no-headers              send no rate-limit headers at all
@@ -59,8 +60,9 @@ Options (flags override --config, which overrides the defaults):
   --max-log-entries N       most requests kept in the log (default 1000000)
   --duration-secs S         stop after S seconds (default: run until killed)
 
-While it runs, GET /_emulator/summary (counts and limit violations), /_emulator/log
-(every entry) and /_emulator/timeline (per second) show the request log; no key needed.
+While it runs, GET /_emulator/summary (counts, limit violations, most in flight per
+model), /_emulator/log (every entry) and /_emulator/timeline (per second) show the
+request log; no key needed.
   --help                    this text
 ";
 
@@ -102,13 +104,20 @@ fn fraction(flag: &str, value: &str) -> Result<f64, String> {
 fn model_limits(value: &str) -> Result<(String, Limits), String> {
     let (name, spec) = value
         .split_once('=')
-        .ok_or_else(|| format!("--model: expected NAME=R[/T[/M]], got {value:?}"))?;
+        .ok_or_else(|| format!("--model: expected NAME=R[/T[/M[/C]]], got {value:?}"))?;
     let mut parts = spec.split('/');
     let requests = optional("--model", parts.next().unwrap_or("-"))?;
     let tokens = optional("--model", parts.next().unwrap_or("-"))?;
     let tokens_month = optional("--model", parts.next().unwrap_or("-"))?;
+    let concurrency = optional("--model", parts.next().unwrap_or("-"))?;
+    if parts.next().is_some() {
+        return Err(format!(
+            "--model: expected NAME=R[/T[/M[/C]]], got {value:?}"
+        ));
+    }
     let limits = Limits {
         tokens_month,
+        concurrency,
         ..Limits::new(requests, tokens)
     };
     Ok((name.to_string(), limits))
@@ -344,6 +353,8 @@ mod tests {
             "none",
             "--model",
             "big=4/250000",
+            "--model",
+            "small=-/-/-/4",
             "--zero-model",
             "paid",
             "--no-headers",
@@ -364,6 +375,9 @@ mod tests {
         assert_eq!(c.default_limits.requests, Some(5));
         assert_eq!(c.default_limits.tokens, None);
         assert_eq!(c.models["big"].tokens, Some(250_000));
+        assert_eq!(c.models["big"].concurrency, None);
+        assert_eq!(c.models["small"].concurrency, Some(4));
+        assert_eq!(c.models["small"].requests, None);
         assert!(c.models["paid"].requests == Some(0));
         assert!(!c.headers && c.retry_after);
         assert_eq!(c.rate_limit_body, Some(RateLimitBody::Gateway));
@@ -391,6 +405,7 @@ mod tests {
             &["--change", "-1:x2"],
             &["--change", "5:background=2"],
             &["--change", "5:y2"],
+            &["--model", "m=1/2/3/4/5"],
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
         }

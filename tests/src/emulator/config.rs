@@ -88,7 +88,9 @@ pub enum Semantics {
     /// than `1 / rate` after the previous admitted one is refused. The first request is
     /// always admitted. `burst` is ignored. Tokens follow the same rule with a request's
     /// cost in place of 1, checked before the charge ("already exhausted": refused only
-    /// while the previous admissions' tokens have not drained).
+    /// while the previous admissions' tokens have not drained). Headers, when sent,
+    /// announce the limit per window and `remaining` 1 when a request would be admitted
+    /// now, else 0 (nginx itself announces nothing).
     #[serde(alias = "Leaky", alias = "leaky-bucket")]
     Leaky,
 }

@@ -236,6 +236,8 @@ impl Meter {
             } => {
                 *excess = probe.saturating_add(cost.saturating_mul(1000));
                 *last = Some(*probe_at);
+                // As seen right after the charge (for the headers): nothing admissible.
+                *probe = *excess;
             }
         }
     }
@@ -672,8 +674,9 @@ impl Models {
         if let Some(slot) = read(&self.map).get(model) {
             return slot.clone();
         }
-        let factor = *lock(&self.factor);
         let mut map = write(&self.map);
+        // Read under the map's lock, as `rescale` writes it: no slot misses a change.
+        let factor = *lock(&self.factor);
         map.entry(model.to_string())
             .or_insert_with(|| {
                 let limits = self
@@ -692,8 +695,12 @@ impl Models {
         if !(factor.is_finite() && factor > 0.0) {
             return;
         }
-        *lock(&self.factor) = factor;
-        for (name, slot) in self.all() {
+        let slots: Vec<(String, Arc<Slot>)> = {
+            let map = write(&self.map);
+            *lock(&self.factor) = factor;
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        for (name, slot) in slots {
             let limits = self
                 .config
                 .effective(self.config.limits_for(&name))

@@ -140,6 +140,14 @@ impl Log {
         self.in_flight.get(model).map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// The models whose requests held places in flight.
+    pub fn in_flight_models(&self) -> impl Iterator<Item = &str> {
+        self.in_flight
+            .iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(model, _)| model.as_str())
+    }
+
     /// The most client requests of `model` in flight at once (at an admission; a
     /// request released at the very instant another is admitted is not counted).
     pub fn max_in_flight(&self, model: &str) -> usize {

@@ -600,6 +600,10 @@ fn inspect(shared: &Shared, what: &str) -> Reply {
             "background_admitted": log.background_admitted(),
             "dropped": log.dropped(),
             "violations": log.violations(),
+            "max_in_flight": log
+                .in_flight_models()
+                .map(|m| (m.to_string(), json!(log.max_in_flight(m))))
+                .collect::<serde_json::Map<String, Value>>(),
         }),
         "log" => json!({ "entries": log.entries() }),
         "timeline" => json!({ "seconds": log.timeline() }),
