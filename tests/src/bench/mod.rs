@@ -12,7 +12,6 @@
 //! - [`capacity`]: issue 9's measured table, re-run (`--capacity-table`);
 //! - [`job`] and [`child`]: one process's share of a run, in-process or in a child
 //!   process of the bench binary (clean CPU and memory numbers);
-//! - [`nginx`]: nginx `limit_req` in front of the emulator (a real, independent limiter);
 //! - [`metrics`], [`report`], [`plot`]: rows, the markdown/JSON report, one SVG per
 //!   scenario;
 //! - [`micro`]: criterion's numbers for the core, the clients' overhead over their bare
@@ -35,7 +34,6 @@ pub mod job;
 pub mod measure;
 pub mod metrics;
 pub mod micro;
-pub mod nginx;
 pub mod plot;
 pub mod report;
 pub mod scenario;

@@ -87,7 +87,7 @@ pub enum Front {
     #[default]
     Emulator,
     /// nginx `limit_req` at `rate` requests per second without burst, in front of the
-    /// emulator ([`super::nginx`]); the emulator then has no limit of its own.
+    /// emulator ([`crate::nginx`]); the emulator then has no limit of its own.
     Nginx {
         /// Requests per second.
         rate: u32,

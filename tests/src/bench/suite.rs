@@ -8,13 +8,13 @@ use super::child::run_in_children;
 use super::job::{Job, JobResult, StoreSpec, run_job, unix_us};
 use super::metrics::{Row, admitted_rate};
 use super::micro;
-use super::nginx::Nginx;
 use super::plot::{self, Series};
 use super::report::{Report, ScenarioInfo};
 use super::scenario::{self, Front, Scenario, Size, StoreKind};
 use super::stores::{RedisServer, fresh_state_file};
 use super::strategy::Strategy;
 use crate::emulator::Emulator;
+use crate::nginx::{LimitReq, Nginx};
 
 /// Where the client side of a run executes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,7 +145,7 @@ fn run_with(
         let mut runnable = Vec::new();
         let mut rows: Vec<Row> = Vec::new();
         let front_missing = match s.front {
-            Front::Nginx { .. } if super::nginx::program().is_none() => {
+            Front::Nginx { .. } if Nginx::find().is_none() => {
                 Some("nginx is not installed (`cargo xtask test` installs nginx-light)".to_owned())
             }
             _ => None,
@@ -441,15 +441,15 @@ fn run_scenario(
         .zip(&emulators)
         .map(|((strategy, _), (emulator, _))| match s.front {
             Front::Emulator => None,
-            Front::Nginx { rate } => {
-                let dir =
-                    options
-                        .out_dir
-                        .join("nginx")
-                        .join(format!("{}-{}", s.id, strategy.name()));
-                let _ = std::fs::remove_dir_all(&dir);
-                Some(Nginx::start(&dir, &emulator.addr().to_string(), rate))
-            }
+            Front::Nginx { rate } => Some(match Nginx::find() {
+                Some(bin) => Nginx::start(
+                    &bin,
+                    emulator.addr(),
+                    &LimitReq::per_second(u64::from(rate)),
+                )
+                .map_err(|e| format!("nginx did not start for {}: {e}", strategy.name())),
+                None => Err("nginx is not installed".to_owned()),
+            }),
         })
         .collect();
     let lead = match isolation {
@@ -528,10 +528,10 @@ fn run_scenario(
         let offset_us = started_us as i64 - epoch_unix_us as i64;
         let counts = match &front {
             Some(Ok(nginx)) => {
-                let statuses = nginx.statuses();
+                let entries = nginx.access_log().unwrap_or_default();
                 Some((
-                    statuses.len(),
-                    statuses.iter().filter(|&&st| st == 429).count(),
+                    entries.len(),
+                    entries.iter().filter(|e| e.status == 429).count(),
                 ))
             }
             _ => None,
