@@ -360,6 +360,33 @@ fn standard_notes(options: &Options, report: &Report) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if report.rows.iter().any(|r| r.unfinished > 0) {
+        notes.push(
+            "attempts/req counts HTTP requests over calls started: in a run cut short, calls \
+             still queued (behind a limiter or a backoff) count with no attempt, so the ratio \
+             can be below 1."
+                .to_owned(),
+        );
+    }
+    if report.rows.iter().any(|r| r.recovery_note.is_some()) {
+        notes.push(
+            "recovery (S8, S9, S10): seconds from the change until a window (the emulator's, \
+             at least 1 s) begins in which the client's admitted requests reach 0.90 of the \
+             new limit; a strategy that sends without restraint is there at once, a limiter \
+             that learned the old rate takes as long as it needs to learn the new one. The \
+             change's instant is the emulator's log's (a new limit) or as planned (a \
+             background consumer)."
+                .to_owned(),
+        );
+    }
+    if report.rows.iter().any(|r| r.scenario.starts_with("T-c")) {
+        notes.push(
+            "T-c: nginx `limit_req` 10 r/s without burst in front of an emulator without \
+             limits; its 429s and attempts are nginx's access log's. T-c-emulated: the \
+             emulator's own leaky bucket with nginx's rule."
+                .to_owned(),
+        );
+    }
     if report
         .rows
         .iter()
