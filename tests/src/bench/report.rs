@@ -49,11 +49,24 @@ impl ScenarioInfo {
             e.semantics,
             l.burst.map_or(String::new(), |b| format!(" (burst {b})")),
             if e.headers {
-                "on (late-2025 names)"
+                format!("on ({:?} names)", e.era)
             } else {
-                "off"
+                "off".to_owned()
             }
         );
+        if let Some(k) = l.concurrency {
+            let _ = write!(
+                limits,
+                ", at most {k} in flight, {} ms per request",
+                e.latency_ms
+            );
+        }
+        if let super::scenario::Front::Nginx { rate } = s.front {
+            let _ = write!(
+                limits,
+                "; in front: nginx limit_req {rate} r/s without burst"
+            );
+        }
         if e.background_share > 0.0 {
             let _ = write!(
                 limits,
