@@ -378,7 +378,8 @@ pub fn server_as_run(scenario: &Scenario, log: &Log, start_s: f64) -> Server {
 
 /// The recovery after a limit change: seconds from the change until the first window
 /// (one emulator window, at least 1 s) in which the client's admitted rate is ≥ 0.90
-/// of the new limit, with a note on what was measured.
+/// of the new limit (windows tried in steps of 50 ms, each wholly before the last
+/// admission), with a note on what was measured.
 fn recovery(
     scenario: &Scenario,
     server: &Server,
@@ -405,8 +406,12 @@ fn recovery(
     admitted.sort_by(f64::total_cmp);
     let last = admitted.last().copied().unwrap_or(0.0);
     let wanted = 0.90 * rate * window;
-    let mut d = 0.0;
-    while change + d + window <= last + 1e-9 {
+    let mut step = 0u32;
+    loop {
+        let d = f64::from(step) * 0.05;
+        if change + d + window > last + 1e-9 {
+            break;
+        }
         let from = change + d;
         let n = admitted
             .iter()
@@ -423,7 +428,7 @@ fn recovery(
                 )),
             );
         }
-        d += 0.05;
+        step += 1;
     }
     (
         None,
@@ -488,5 +493,80 @@ mod tests {
         };
         assert!((unit_cost(rates, 26) - 0.01).abs() < 1e-12);
         assert!((unit_cost(rates, 136) - 0.0136).abs() < 1e-12);
+    }
+
+    /// A log of client admissions at the given instants (seconds), with the limits'
+    /// history of `scenario`'s change at `change_s`.
+    fn log_of(scenario: &Scenario, admitted: &[f64], change_s: f64) -> Log {
+        use crate::emulator::{Entry, LimitsEpoch, Outcome, Source};
+        let entries = admitted
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Entry {
+                seq: i as u64,
+                source: Source::Client,
+                arrived: Duration::from_secs_f64(t),
+                decided: Some(Duration::from_secs_f64(t)),
+                method: "POST".into(),
+                path: "/v1/chat/completions".into(),
+                model: Some(super::super::scenario::MODEL.into()),
+                key_hash: None,
+                stream: false,
+                tokens: 26,
+                status: 200,
+                outcome: Outcome::Served,
+                fault: None,
+                generation: u32::from(t >= change_s),
+            })
+            .collect();
+        let before = scenario
+            .emulator
+            .effective(scenario.emulator.limits_for(super::super::scenario::MODEL));
+        let after = scenario.emulator.effective(
+            scenario
+                .change
+                .as_ref()
+                .and_then(|c| c.limits.as_ref())
+                .unwrap(),
+        );
+        let history = vec![
+            LimitsEpoch {
+                generation: 0,
+                since: Duration::ZERO,
+                limits: before,
+            },
+            LimitsEpoch {
+                generation: 1,
+                since: Duration::from_secs_f64(change_s),
+                limits: after,
+            },
+        ];
+        Log::from_parts(
+            entries,
+            [(super::super::scenario::MODEL.to_owned(), history)].into(),
+        )
+    }
+
+    #[test]
+    fn recovery_is_the_first_window_at_0_90_of_the_new_limit() {
+        let s = super::super::scenario::changed_limit("S8", "doubled", true, 20, 40);
+        // 20/s until the change at 4 s; then 20/s for 2 s more, then 40/s.
+        let mut at: Vec<f64> = (0..80).map(|i| i as f64 / 20.0).collect();
+        at.extend((0..40).map(|i| 4.0 + i as f64 / 20.0));
+        at.extend((0..160).map(|i| 6.0 + i as f64 / 40.0));
+        let log = log_of(&s, &at, 4.0);
+        let server = server_as_run(&s, &log, 0.0);
+        assert!((server.epochs[1].since_s - 4.0).abs() < 1e-9);
+        let (got, note) = recovery(&s, &server, &log, 0.0);
+        // A 1-s window needs 36 admissions: the first with as many starts at 5.8 s
+        // (4 at 20/s, 32 at 40/s), 1.8 s after the change (in steps of 0.05 s).
+        let got = got.expect("recovered");
+        assert!((got - 1.8).abs() <= 0.051, "{got} ({note:?})");
+        // A client that never gets past the old rate never recovers.
+        let flat: Vec<f64> = (0..200).map(|i| i as f64 / 20.0).collect();
+        let log = log_of(&s, &flat, 4.0);
+        let (got, note) = recovery(&s, &server_as_run(&s, &log, 0.0), &log, 0.0);
+        assert_eq!(got, None, "{note:?}");
+        assert!(note.is_some_and(|n| n.contains("no 1-s window")));
     }
 }
