@@ -119,7 +119,7 @@ pub struct Scenario {
     pub emulator: Config,
     /// What the clients talk to: the emulator, or nginx in front of it.
     pub front: Front,
-    /// The server's rules as the yardstick sees them ([`best`]): by default those of the
+    /// The server's rules as the yardstick sees them ([`super::best`]): by default those of the
     /// emulator's configuration, then the change's, if any.
     pub server: Server,
     /// A limit change during the run.
