@@ -1,6 +1,6 @@
 //! Smoke test of the benchmark: a shrunken S1 (10 requests at once against 5 per
-//! second), ours against the seed fix, in-process; the report has its structure and
-//! ours returned no error to any caller.
+//! second), ours against the seed fix, in-process; the report has its structure, the
+//! server's best as its yardstick, and ours returned no error to any caller.
 
 use std::path::PathBuf;
 
@@ -36,6 +36,8 @@ fn quick_s1_ours_against_the_seed_fix() {
         criterion: None,
         micro: false,
         plots: true,
+        grid: false,
+        capacity_table: None,
     };
     let report = run_scenarios(&options, &[s1]);
 
@@ -53,10 +55,18 @@ fn quick_s1_ours_against_the_seed_fix() {
             .any(|c| c.what.starts_with("faster than the seed fix"))
     );
     assert_eq!(seed.succeeded + seed.errors + seed.unfinished, 10);
+    // The yardstick: 5 at once from the bucket of 5, then one every 0.2 s.
+    let best = ours.best_s.expect("the server's best");
+    assert!((best - 1.0).abs() < 1e-6, "{best}");
+    assert!(
+        ours.checks
+            .iter()
+            .any(|c| c.what == "makespan ÷ server's best")
+    );
     assert!(seed.attempts_per_request.is_some_and(|a| a >= 1.0));
     let markdown = std::fs::read_to_string(dir.join("report.md")).expect("report.md");
     for part in [
-        "| scenario | strategy | done | makespan ÷ ideal | goodput ÷ limit | 429s |",
+        "| scenario | strategy | done | makespan | server's best | makespan ÷ best | goodput ÷ best | 429s |",
         "## Targets (ours)",
         "| S1 | ours-blocking |",
         "| S1 | seed-fix |",

@@ -5,7 +5,8 @@
 //!   `target/bench/criterion.txt`), then `mistral-bench` in release mode, which runs
 //!   every scenario with every strategy and writes `target/bench/report.md`,
 //!   `report.json` and one SVG per scenario. `ARGS` go to `mistral-bench` (`--quick`
-//!   for a reduced run, which also skips criterion).
+//!   for a reduced run, `--capacity-table [--scale F]` for issue 9's measured table
+//!   alone, both without criterion; `--grid` for the whole targets grid).
 //! - `demo [ARGS...]`: `mistral-demo` in the dev profile (it reuses the test build).
 
 use std::ffi::OsString;
@@ -34,10 +35,14 @@ pub fn bench(args: &[OsString]) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let table = args.iter().any(|a| a == "--capacity-table");
     let criterion = out.join("criterion.txt");
     let mut criterion_arg = None;
-    if quick {
-        eprintln!("xtask bench: --quick, so no criterion micro-benchmarks");
+    if quick || table {
+        eprintln!(
+            "xtask bench: {}, so no criterion micro-benchmarks",
+            if table { "--capacity-table" } else { "--quick" }
+        );
     } else {
         let t = Instant::now();
         match run_criterion(&criterion) {

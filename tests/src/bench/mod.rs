@@ -6,8 +6,14 @@
 //!   through our own transport so that only the retry logic differs;
 //! - [`scenario`]: S1 (20 at once against 5/s), S2 (2,000 requests, request and token
 //!   limits), S3/S4 (4 processes sharing a file / Redis store), S5 (no headers, under
-//!   each limiting semantics), S6 (a background consumer at 30 %);
-//! - [`workload`]: the requests and the ideal time to send them;
+//!   each semantics: bucket, fixed window, sliding log, leaky bucket without burst, a
+//!   concurrency limit), S6 (a background consumer at 30 %), S7 (a one-minute bucket
+//!   and fixed window with headers, scaled down), S8/S9 (the limit doubled and halved
+//!   mid-run, announced or not), S10 (another program starts spending half mid-run),
+//!   and a sample of the targets grid (`G-…`; `--grid` for all of it);
+//! - [`workload`]: the requests (and the old ideal, requests ÷ rate);
+//! - [`best`]: the server's own best, the yardstick of every row;
+//! - [`capacity`]: issue 9's measured table, re-run (`--capacity-table`);
 //! - [`job`] and [`child`]: one process's share of a run, in-process or in a child
 //!   process of the bench binary (clean CPU and memory numbers);
 //! - [`metrics`], [`report`], [`plot`]: rows, the markdown/JSON report, one SVG per
@@ -25,6 +31,8 @@
 //! println!("{}", report.table());
 //! ```
 
+pub mod best;
+pub mod capacity;
 pub mod child;
 pub mod job;
 pub mod measure;

@@ -20,8 +20,10 @@ pub struct ScenarioInfo {
     pub title: String,
     /// Limits, in words.
     pub limits: String,
-    /// The workload and its ideal time.
+    /// The workload and its old ideal time (requests ÷ rate).
     pub workload: String,
+    /// The server's rules as the yardstick models them, and its best.
+    pub server: String,
     /// Threads / tasks / processes / store.
     pub clients: String,
     /// The plot's file name, once drawn.
@@ -47,11 +49,24 @@ impl ScenarioInfo {
             e.semantics,
             l.burst.map_or(String::new(), |b| format!(" (burst {b})")),
             if e.headers {
-                "on (late-2025 names)"
+                format!("on ({:?} names)", e.era)
             } else {
-                "off"
+                "off".to_owned()
             }
         );
+        if let Some(k) = l.concurrency {
+            let _ = write!(
+                limits,
+                ", at most {k} in flight, {} ms per request",
+                e.latency_ms
+            );
+        }
+        if let super::scenario::Front::Nginx { rate } = s.front {
+            let _ = write!(
+                limits,
+                "; in front: nginx limit_req {rate} r/s without burst"
+            );
+        }
         if e.background_share > 0.0 {
             let _ = write!(
                 limits,
@@ -66,7 +81,7 @@ impl ScenarioInfo {
                 .map(|p| format!("{} × {} tokens", p.count, p.tokens_per_request()))
                 .collect();
             format!(
-                "{} requests ({}), ideal {:.1} s",
+                "{} requests ({}), requests ÷ rate {:.1} s",
                 w.len(),
                 phases.join(" then "),
                 w.ideal(s.available).as_secs_f64()
@@ -77,11 +92,41 @@ impl ScenarioInfo {
             super::scenario::StoreKind::File => "FileLimiter (state file)",
             super::scenario::StoreKind::Redis => "RedisLimiter (redis-server)",
         };
+        if let Some(c) = &s.change {
+            if let Some(l) = &c.limits {
+                let _ = write!(
+                    limits,
+                    "; from {:.1} s on: {} requests / {} s",
+                    c.at.as_secs_f64(),
+                    l.requests.map_or("∞".into(), |r| r.to_string()),
+                    l.window_secs.unwrap_or(e.window_secs)
+                );
+            }
+            if let Some(share) = c.background_share {
+                let _ = write!(
+                    limits,
+                    "; from {:.1} s on: a background consumer spends {:.0} %",
+                    c.at.as_secs_f64(),
+                    share * 100.0
+                );
+            }
+        }
+        let blocking = s.best_s(Strategy::OursBlocking);
+        let asynchronous = s.best_s(Strategy::OursAsync);
+        let best = if (blocking - asynchronous).abs() < 1e-6 {
+            format!("{blocking:.2} s")
+        } else {
+            format!(
+                "{blocking:.2} s ({} threads) / {asynchronous:.2} s ({} tasks)",
+                s.threads, s.tasks
+            )
+        };
         ScenarioInfo {
             id: s.id.clone(),
             title: s.title.clone(),
             limits,
             workload: describe(&s.workload),
+            server: format!("{}; server's best {best}", s.server.describe()),
             clients: format!(
                 "{} thread(s) blocking / {} task(s) async over {} process(es); ours paced by one \
                  {store}; budget {:.0} s per strategy",
@@ -120,6 +165,8 @@ pub struct Report {
     pub throughput: Vec<Throughput>,
     /// Things to know when reading the numbers.
     pub notes: Vec<String>,
+    /// Issue 9's table was run, its windows scaled by this.
+    pub capacity_scale: Option<f64>,
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -157,9 +204,9 @@ impl Report {
     pub fn table(&self) -> String {
         let mut t = String::new();
         t.push_str(
-            "| scenario | strategy | done | makespan ÷ ideal | goodput ÷ limit | 429s | attempts/req | errors | p50 | p99 | CPU / 1k req | peak RSS | met? |\n",
+            "| scenario | strategy | done | makespan | server's best | makespan ÷ best | goodput ÷ best | 429s | attempts/req | errors | recovery | p50 | p99 | CPU / 1k req | peak RSS | met? |\n",
         );
-        t.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        t.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
             if let Some(note) = &r.note
                 && r.succeeded == 0
@@ -167,7 +214,7 @@ impl Report {
             {
                 let _ = writeln!(
                     t,
-                    "| {} | {} | {note} | | | | | | | | | | |",
+                    "| {} | {} | {note} | | | | | | | | | | | | | |",
                     r.scenario, r.strategy
                 );
                 continue;
@@ -197,15 +244,22 @@ impl Report {
             let star = if r.process_wide { "*" } else { "" };
             let _ = writeln!(
                 t,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {met} |",
+                "| {} | {} | {} | {:.2} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {met} |",
                 r.scenario,
                 r.strategy,
                 r.done(),
-                opt(r.makespan_ratio, 2),
+                r.makespan_s,
+                r.best_s.map_or("—".into(), |b| format!("{b:.2} s")),
+                opt(r.makespan_vs_best, 2),
                 opt(r.goodput_ratio, 3),
                 r.http_429,
                 opt(r.attempts_per_request, 3),
                 r.errors,
+                if r.recovery_note.is_some() {
+                    r.recovery_s.map_or("never".into(), |v| format!("{v:.2} s"))
+                } else {
+                    String::new()
+                },
                 ms(r.p50_ms),
                 ms(r.p99_ms),
                 r.cpu_ms_per_1k
@@ -215,6 +269,79 @@ impl Report {
             );
         }
         t
+    }
+
+    /// Issue 9's measured table, re-run (the rows of the `T-` scenarios), markdown.
+    pub fn capacity_table(&self, scale: f64) -> String {
+        let prefix = super::capacity::PREFIX;
+        let mut m = String::new();
+        m.push_str("## Issue 9's measured table, re-run\n\n");
+        let _ = writeln!(
+            m,
+            "The same workloads as the issue's table, each strategy against its own server{}. \
+             Fraction of the server's best: the earliest that server could have answered the \
+             calls that succeeded, over the makespan (`bench::best`).\n",
+            if (scale - 1.0).abs() < 1e-9 {
+                String::new()
+            } else {
+                format!(", windows and service times × {scale}")
+            }
+        );
+        m.push_str(
+            "| row | server in front | strategy | makespan | server's best | fraction of the server's best | attempts per call | 429s | errors | first error |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        let mut rows: Vec<&super::metrics::Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.scenario.starts_with(prefix))
+            .collect();
+        // (a), then (a'), (b), ... : by id, strategies in their order.
+        rows.sort_by(|a, b| a.scenario.cmp(&b.scenario));
+        for r in rows {
+            let title = self
+                .scenarios
+                .iter()
+                .find(|s| s.id == r.scenario)
+                .map_or("", |s| s.title.as_str());
+            let id = &r.scenario[prefix.len()..];
+            if let Some(note) = &r.note
+                && r.succeeded == 0
+                && r.errors == 0
+            {
+                let _ = writeln!(
+                    m,
+                    "| ({id}) | {title} | {} | {note} | | | | | | |",
+                    r.strategy
+                );
+                continue;
+            }
+            let instant = r.best_s.is_some_and(|b| b < 0.05);
+            let fraction = if instant {
+                "— (best: at once)".to_owned()
+            } else {
+                opt(r.goodput_ratio, 2)
+            };
+            let unfinished = if r.unfinished > 0 {
+                format!(" (+{} unfinished)", r.unfinished)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                m,
+                "| ({id}) | {title} | {} | {:.1} s | {} | {fraction} | {} | {} | {}{unfinished} | {} |",
+                r.strategy,
+                r.makespan_s,
+                r.best_s.map_or("—".into(), |b| format!("{b:.1} s")),
+                opt(r.attempts_per_request, 2),
+                r.http_429,
+                r.errors,
+                r.error_samples
+                    .first()
+                    .map_or(String::new(), |e| one_line(e).chars().take(120).collect()),
+            );
+        }
+        m.push('\n');
+        m
     }
 
     /// The whole report (markdown).
@@ -233,13 +360,19 @@ impl Report {
                 "ran in-process, next to the emulator"
             }
         );
+        if let Some(scale) = self.capacity_scale {
+            m.push_str(&self.capacity_table(scale));
+        }
         m.push_str("## Results\n\n");
         m.push_str(&self.table());
         m.push_str(
-            "\nmakespan ÷ ideal: from the start to the last call's return, over the ideal time \
-             (each phase at the rate of its binding limit). goodput ÷ limit: the limit capacity \
-             the successful calls needed, over the makespan (1.0 = always at the limit, on work \
-             that succeeded). 429s: client requests the emulator refused. attempts/req: HTTP \
+            "\nmakespan: from the start to the last call's return. server's best: the earliest \
+             that server (its semantics and limits: a bucket's burst, a window's reset, a limit \
+             changed mid-run...) could have answered the whole workload, from a simulation \
+             written apart from the client and the emulator (`bench::best`). goodput ÷ best: \
+             the server's best for as many calls as succeeded, over the makespan (1.0 = the \
+             server could not have served them sooner). recovery: after a limit change, how \
+             long until a window at ≥ 0.90 of the new limit begins. 429s: client requests the emulator refused. attempts/req: HTTP \
              requests the emulator received per call started. errors: calls that returned an \
              error to the caller. p50/p99: call latency, queueing behind the limit included. \
              CPU and peak RSS: of the client process(es) (the largest one for several)",
@@ -288,6 +421,7 @@ impl Report {
             let _ = writeln!(m, "- **{}** — {}.", s.id, s.title);
             let _ = writeln!(m, "  - limits: {}", s.limits);
             let _ = writeln!(m, "  - workload (every strategy): {}", s.workload);
+            let _ = writeln!(m, "  - server model: {}", s.server);
             let _ = writeln!(m, "  - clients: {}", s.clients);
             if let Some(p) = &s.plot {
                 let _ = writeln!(m, "  - plot: [{p}]({p})");
@@ -418,8 +552,10 @@ impl Report {
 
 fn short_name(what: &str) -> &str {
     match what {
-        "goodput ÷ limit" => "goodput",
-        "makespan ÷ ideal" => "makespan",
+        "goodput ÷ server's best" => "goodput",
+        "makespan ÷ server's best" => "makespan",
+        "back at ≥ 0.90 of a changed limit" => "recovery",
+        "makespan not worse than the official-SDK style" => "vs official SDK",
         "attempts per request" => "attempts",
         "errors surfaced" => "errors",
         w if w.starts_with("faster than the seed fix") => "vs seed fix",

@@ -10,10 +10,11 @@ use super::metrics::{Row, admitted_rate};
 use super::micro;
 use super::plot::{self, Series};
 use super::report::{Report, ScenarioInfo};
-use super::scenario::{self, Scenario, Size, StoreKind};
+use super::scenario::{self, Front, Scenario, Size, StoreKind};
 use super::stores::{RedisServer, fresh_state_file};
 use super::strategy::Strategy;
 use crate::emulator::Emulator;
+use crate::nginx::{LimitReq, Nginx};
 
 /// Where the client side of a run executes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +46,11 @@ pub struct Options {
     pub micro: bool,
     /// Draw the plots.
     pub plots: bool,
+    /// The whole targets grid instead of its sample ([`scenario::grid`]).
+    pub grid: bool,
+    /// Run issue 9's measured table alone ([`super::capacity`]) with windows and
+    /// service times scaled by this factor (1.0: as measured).
+    pub capacity_table: Option<f64>,
 }
 
 impl Options {
@@ -59,6 +65,8 @@ impl Options {
             criterion: None,
             micro: true,
             plots: true,
+            grid: false,
+            capacity_table: None,
         }
     }
 }
@@ -71,21 +79,60 @@ fn progress(text: &str) {
 /// Runs the bench and writes its report, plots included, into `options.out_dir`.
 /// Never fails on a missed target: the report says so.
 pub fn run(options: &Options) -> Report {
-    let scenarios: Vec<Scenario> = scenario::all(options.size)
-        .into_iter()
-        .filter(|s| {
-            options.scenarios.is_empty() || options.scenarios.iter().any(|p| s.id.starts_with(p))
-        })
-        .collect();
+    let chosen = |s: &Scenario| {
+        options.scenarios.is_empty() || options.scenarios.iter().any(|p| s.id.starts_with(p))
+    };
+    if let Some(scale) = options.capacity_table {
+        let scenarios: Vec<Scenario> = super::capacity::scenarios(scale)
+            .into_iter()
+            .filter(|s| chosen(s))
+            .collect();
+        let a_prime = options.scenarios.is_empty()
+            || options
+                .scenarios
+                .iter()
+                .any(|p| "T-a'".starts_with(p.as_str()));
+        let extra = if a_prime {
+            progress(
+                "T-a': two gateway 429s through the file and the Redis store, then a later process",
+            );
+            super::capacity::a_prime(&options.out_dir, &options.isolation)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        return run_with(options, &scenarios, extra, Some(scale));
+    }
+    let mut all = scenario::all(options.size);
+    if options.grid {
+        all.retain(|s| !s.id.starts_with("G-"));
+        all.extend(scenario::grid());
+    }
+    let scenarios: Vec<Scenario> = all.into_iter().filter(|s| chosen(s)).collect();
     run_scenarios(options, &scenarios)
 }
 
 /// [`run`] on given scenarios (`options.scenarios` is not looked at): for tests that
 /// shrink a scenario.
 pub fn run_scenarios(options: &Options, scenarios: &[Scenario]) -> Report {
+    run_with(options, scenarios, (Vec::new(), Vec::new()), None)
+}
+
+/// Runs `scenarios`, adds rows already measured (`extra`: their scenarios and rows),
+/// and writes the report.
+fn run_with(
+    options: &Options,
+    scenarios: &[Scenario],
+    extra: (Vec<Scenario>, Vec<Row>),
+    capacity_scale: Option<f64>,
+) -> Report {
     let started = Instant::now();
     let mut report = Report::new(options.size);
     report.isolated = matches!(options.isolation, Isolation::Children(_));
+    report.capacity_scale = capacity_scale;
+    for s in &extra.0 {
+        report.scenarios.push(ScenarioInfo::of(s));
+    }
+    report.rows.extend(extra.1);
     let mut redis: Option<Result<RedisServer, String>> = None;
     for s in scenarios {
         let mut info = ScenarioInfo::of(s);
@@ -97,7 +144,18 @@ pub fn run_scenarios(options: &Options, scenarios: &[Scenario]) -> Report {
             .collect();
         let mut runnable = Vec::new();
         let mut rows: Vec<Row> = Vec::new();
+        let front_missing = match s.front {
+            Front::Nginx { .. } if Nginx::find().is_none() => {
+                Some("nginx is not installed (`cargo xtask test` installs nginx-light)".to_owned())
+            }
+            _ => None,
+        };
         for &strategy in &strategies {
+            if let Some(why) = &front_missing {
+                progress(&format!("{} {}: not run: {why}", s.id, strategy.name()));
+                rows.push(Row::not_run(s, strategy, why));
+                continue;
+            }
             match store_for(s, strategy, options, &mut redis) {
                 Ok(store) => runnable.push((strategy, store)),
                 Err(why) => {
@@ -107,7 +165,7 @@ pub fn run_scenarios(options: &Options, scenarios: &[Scenario]) -> Report {
             }
         }
         progress(&format!(
-            "{}: {} requests per strategy, {} at once ({}), {} process(es) each, ideal {:.1} s, budget {:.0} s",
+            "{}: {} requests per strategy, {} at once ({}), {} process(es) each, server's best {:.1} s, budget {:.0} s",
             s.id,
             s.workload.len(),
             runnable.len(),
@@ -117,11 +175,16 @@ pub fn run_scenarios(options: &Options, scenarios: &[Scenario]) -> Report {
                 .collect::<Vec<_>>()
                 .join(", "),
             s.processes,
-            s.workload.ideal(s.available).as_secs_f64(),
+            s.best_s(Strategy::OursBlocking),
             s.budget.as_secs_f64()
         ));
         let mut series = Vec::new();
-        for (strategy, row, points) in run_scenario(s, &runnable, &options.isolation) {
+        let ran = if runnable.is_empty() {
+            Vec::new()
+        } else {
+            run_scenario(s, &runnable, options)
+        };
+        for (strategy, row, points) in ran {
             progress(&format!(
                 "{} {}: {}, last return at {:.1} s, {} × 429, {} error(s)",
                 s.id,
@@ -143,13 +206,16 @@ pub fn run_scenarios(options: &Options, scenarios: &[Scenario]) -> Report {
                 .position(|st| st.name() == r.strategy)
                 .unwrap_or(usize::MAX)
         });
-        let seed_fix = rows
-            .iter()
-            .find(|r| r.strategy == Strategy::SeedFix.name() && r.note.is_none())
-            .cloned();
+        let baseline = |st: Strategy| {
+            rows.iter()
+                .find(|r| r.strategy == st.name() && r.note.is_none())
+                .cloned()
+        };
+        let seed_fix = baseline(Strategy::SeedFix);
+        let official = baseline(Strategy::OfficialSdk);
         for row in rows.iter_mut() {
             if Strategy::parse(&row.strategy).is_some_and(Strategy::is_ours) && row.note.is_none() {
-                row.check_targets(s, seed_fix.as_ref());
+                row.check_targets(s, seed_fix.as_ref(), official.as_ref());
             }
         }
         if options.plots && !series.is_empty() {
@@ -260,8 +326,12 @@ fn standard_notes(options: &Options, report: &Report) -> Vec<String> {
         "CPU is user + system time from /proc/self/stat (10 ms ticks) between the start and \
          the end of the client's work; peak RSS is VmHWM from /proc/self/status."
             .to_owned(),
-        "The ideal ignores the server's initial burst (one window's worth in a bucket): a \
-         client that bursts can beat it slightly; ours paces from the first request."
+        "The yardstick is the server's own best (`bench::best`): requests admitted in order, \
+         each at the earliest instant the server's rules allow (a bucket's burst at once, a \
+         fixed window's reset, a sliding log's expiry, a leaky bucket's interval, a limit \
+         changed at the instant the emulator's log shows), from the run's start (0.05–0.5 s \
+         into the emulator's life: its fixed windows are aligned on its own start). The old \
+         ideal, requests ÷ rate, is kept in report.json (`ideal_s`, `makespan_ratio`)."
             .to_owned(),
     ];
     let ran = |id: &str| {
@@ -287,6 +357,33 @@ fn standard_notes(options: &Options, report: &Report) -> Vec<String> {
             "S6: the emulator's background consumer drops a request that is refused (it does \
              not retry), so a client that paces at the full limit crowds it out; a goodput \
              above 1.0 of the 70 % left means the client took part of the consumer's share."
+                .to_owned(),
+        );
+    }
+    if report.rows.iter().any(|r| r.unfinished > 0) {
+        notes.push(
+            "attempts/req counts HTTP requests over calls started: in a run cut short, calls \
+             still queued (behind a limiter or a backoff) count with no attempt, so the ratio \
+             can be below 1."
+                .to_owned(),
+        );
+    }
+    if report.rows.iter().any(|r| r.recovery_note.is_some()) {
+        notes.push(
+            "recovery (S8, S9, S10): seconds from the change until a window (the emulator's, \
+             at least 1 s) begins in which the client's admitted requests reach 0.90 of the \
+             new limit; a strategy that sends without restraint is there at once, a limiter \
+             that learned the old rate takes as long as it needs to learn the new one. The \
+             change's instant is the emulator's log's (a new limit) or as planned (a \
+             background consumer)."
+                .to_owned(),
+        );
+    }
+    if report.rows.iter().any(|r| r.scenario.starts_with("T-c")) {
+        notes.push(
+            "T-c: nginx `limit_req` 10 r/s without burst in front of an emulator without \
+             limits; its 429s and attempts are nginx's access log's. T-c-emulated: the \
+             emulator's own leaky bucket with nginx's rule."
                 .to_owned(),
         );
     }
@@ -355,13 +452,31 @@ type Points = Vec<(f64, f64)>;
 fn run_scenario(
     s: &Scenario,
     runs: &[(Strategy, StoreSpec)],
-    isolation: &Isolation,
+    options: &Options,
 ) -> Vec<(Strategy, Row, Points)> {
+    let isolation = &options.isolation;
     let emulators: Vec<(Emulator, u64)> = runs
         .iter()
         .map(|_| {
             let emulator = Emulator::start(s.emulator.clone());
             (emulator, unix_us())
+        })
+        .collect();
+    // nginx in front of each emulator, when the scenario says so.
+    let fronts: Vec<Option<Result<Nginx, String>>> = runs
+        .iter()
+        .zip(&emulators)
+        .map(|((strategy, _), (emulator, _))| match s.front {
+            Front::Emulator => None,
+            Front::Nginx { rate } => Some(match Nginx::find() {
+                Some(bin) => Nginx::start(
+                    &bin,
+                    emulator.addr(),
+                    &LimitReq::per_second(u64::from(rate)),
+                )
+                .map_err(|e| format!("nginx did not start for {}: {e}", strategy.name())),
+                None => Err("nginx is not installed".to_owned()),
+            }),
         })
         .collect();
     let lead = match isolation {
@@ -371,11 +486,17 @@ fn run_scenario(
     let epoch_unix_us = unix_us() + lead.as_micros() as u64;
     let processes = s.processes.max(1);
     let mut jobs: Vec<Job> = Vec::new();
-    for ((strategy, store), (emulator, _)) in runs.iter().zip(&emulators) {
+    for (((strategy, store), (emulator, _)), front) in runs.iter().zip(&emulators).zip(&fronts) {
         let concurrency = s.concurrency_of(*strategy);
+        let url = match front {
+            None => emulator.url(),
+            Some(Ok(nginx)) => nginx.url(),
+            // Nothing listens there: every call fails, and the row says why.
+            Some(Err(_)) => "http://127.0.0.1:9".to_owned(),
+        };
         for share in 0..processes {
             jobs.push(Job {
-                url: emulator.url(),
+                url: url.clone(),
                 key: emulator.key().to_owned(),
                 strategy: *strategy,
                 store: store.clone(),
@@ -390,19 +511,36 @@ fn run_scenario(
             });
         }
     }
-    let results: Vec<JobResult> = match isolation {
-        Isolation::Children(exe) => run_in_children(exe, &jobs),
-        Isolation::InProcess => std::thread::scope(|scope| {
-            let handles: Vec<_> = jobs
-                .iter()
-                .map(|job| scope.spawn(move || run_job(job, true)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        }),
-    };
+    let results: Vec<JobResult> = std::thread::scope(|scope| {
+        if let Some(change) = &s.change {
+            let emulators = &emulators;
+            scope.spawn(move || {
+                let at = epoch_unix_us + change.at.as_micros() as u64;
+                std::thread::sleep(Duration::from_micros(at.saturating_sub(unix_us())));
+                for (emulator, _) in emulators {
+                    if let Some(limits) = &change.limits {
+                        emulator.set_limits(scenario::MODEL, limits.clone());
+                    }
+                    if let Some(share) = change.background_share {
+                        emulator.set_background_share(share);
+                    }
+                }
+            });
+        }
+        match isolation {
+            Isolation::Children(exe) => run_in_children(exe, &jobs),
+            Isolation::InProcess => {
+                let handles: Vec<_> = jobs
+                    .iter()
+                    .map(|job| scope.spawn(move || run_job(job, true)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            }
+        }
+    });
     let mut results = results.into_iter();
     let bin = if s.window() <= Duration::from_secs(1) {
         0.5
@@ -410,12 +548,25 @@ fn run_scenario(
         1.0
     };
     let mut out = Vec::new();
-    for ((strategy, _), (emulator, started_us)) in runs.iter().zip(emulators) {
+    for (((strategy, _), (emulator, started_us)), front) in runs.iter().zip(emulators).zip(fronts) {
         let mine: Vec<JobResult> = results.by_ref().take(processes).collect();
         let log = emulator.log();
         drop(emulator);
-        let row = Row::compute(s, *strategy, &mine, &log);
         let offset_us = started_us as i64 - epoch_unix_us as i64;
+        let counts = match &front {
+            Some(Ok(nginx)) => {
+                let entries = nginx.access_log().unwrap_or_default();
+                Some((
+                    entries.len(),
+                    entries.iter().filter(|e| e.status == 429).count(),
+                ))
+            }
+            _ => None,
+        };
+        let mut row = Row::compute(s, *strategy, &mine, &log, -offset_us as f64 / 1e6, counts);
+        if let Some(Err(why)) = &front {
+            row.note = Some(format!("not run: {why}"));
+        }
         let points = admitted_rate(&log, offset_us, bin, row.makespan_s.max(bin));
         out.push((*strategy, row, points));
     }

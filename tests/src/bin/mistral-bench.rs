@@ -36,6 +36,18 @@ struct Args {
     /// Run the clients on threads of this process instead of child processes.
     #[arg(long)]
     in_process: bool,
+    /// The whole targets grid (2, 10, 50 requests/s × 1, 8, 32, 128 callers × announced
+    /// and every unknown semantics; over an hour) instead of its sample.
+    #[arg(long)]
+    grid: bool,
+    /// Run issue 9's measured table alone (rows (a)–(f); (e) and (f) take 1.5–2.5
+    /// minutes each at full scale).
+    #[arg(long)]
+    capacity_table: bool,
+    /// Scale of the table's windows and service times (1.0: as measured; 0.1: ten times
+    /// shorter).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
 }
 
 fn parse_strategy(text: &str) -> Result<Strategy, String> {
@@ -68,8 +80,10 @@ fn main() -> ExitCode {
         scenarios: args.only,
         strategies: args.strategies,
         criterion: args.criterion,
-        micro: !args.no_micro,
+        micro: !args.no_micro && !args.capacity_table,
         plots: true,
+        grid: args.grid,
+        capacity_table: args.capacity_table.then_some(args.scale),
     };
     let report = run(&options);
     println!("{}", report.table());
