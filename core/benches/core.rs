@@ -108,7 +108,7 @@ fn bench_reserve(c: &mut Criterion) {
     c.bench_function("budget_reserve_pure", |b| {
         b.iter(|| {
             t += 1;
-            black_box(state.reserve(black_box(t), 10, false))
+            black_box(state.reserve(black_box(t), &mistral_core::limiter::Reserve::new(10)))
         })
     });
     let config = LimiterConfig {
@@ -120,6 +120,8 @@ fn bench_reserve(c: &mut Criterion) {
         model: Some("m".into()),
         tokens: 10,
         attempt: 1,
+        within: None,
+        confirm: None,
     };
     let now = Instant::now();
     c.bench_function("local_limiter_reserve_uncontended", |b| {
