@@ -492,9 +492,45 @@ fn announced_limits_are_used_fully_bursts_included() {
             },
         ),
     ];
+    let only_case = std::env::var("SIM_CASE").ok();
     for (name, semantics) in cases {
+        if only_case
+            .as_ref()
+            .is_some_and(|c| !name.contains(c.as_str()))
+        {
+            continue;
+        }
         let server = Server::new(semantics, true);
         check(name, server, 16, 120, 0.9, 1.15);
+    }
+    // Short windows, many callers, fast answers (the fleet tests' shapes).
+    let fleet: Vec<(&str, Semantics, usize)> = vec![
+        (
+            "fixed window 100 per 2 s, fast",
+            Semantics::Fixed {
+                limit: 100,
+                window: 2 * S,
+            },
+            256,
+        ),
+        (
+            "sliding log 40 per 2 s, fast",
+            Semantics::Sliding {
+                limit: 40,
+                window: 2 * S,
+            },
+            64,
+        ),
+    ];
+    for (name, semantics, callers) in fleet {
+        if only_case
+            .as_ref()
+            .is_some_and(|c| !name.contains(c.as_str()))
+        {
+            continue;
+        }
+        let server = Server::new(semantics, true).latency(2 * MS, 10 * MS);
+        check(name, server, callers, 500, 0.85, 1.15);
     }
 }
 

@@ -89,6 +89,11 @@ fn sixty_four_threads_share_one_budget_they_learn_from_the_headers() {
     let emu = emulator(Semantics::SlidingLog, 40, 2.0, true, 0.0);
     let (stats, span) = blocking_run(&emu, 64, 200);
     let log = emu.log();
+    if std::env::var_os("FLEET_TRACE").is_some() {
+        for e in log.entries() {
+            eprintln!("{:>8.3} {}", e.arrived.as_secs_f64(), e.status);
+        }
+    }
     report("64 threads", &log, &stats, span, 20.0);
     assert_eq!(stats.successes, 200);
     assert_eq!(log.admitted_for(MODEL), 200, "every request admitted once");

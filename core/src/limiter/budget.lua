@@ -366,23 +366,29 @@ end
 local function read_remaining(req_limit, req_window_secs, has_remaining, remaining, has_ticket,
   ticket_seq)
   if not has_remaining then return end
+  local seq = s.seq
+  if has_ticket then seq = ticket_seq end
+  if seq < s.credit_seq then return end
+  s.credit_seq = seq
   local window_us = mul(req_window_secs, MICROS)
   if s.spent_us > 0 and remaining > 0 and now < add(s.anchor_us, window_us) then
     s.windowed = 0
   end
-  if req_limit > 0 and add(remaining, 1) >= req_limit then s.anchor_us = now end
-  if has_ticket and ticket_seq >= s.credit_seq then
-    local after = sub(s.seq, ticket_seq)
-    s.credit = sub(remaining, after)
-    s.credit_seq = ticket_seq
+  if (req_limit > 0 and add(remaining, 1) >= req_limit) or (s.spent_us > 0 and remaining > 0) then
+    s.anchor_us = now
   end
+  s.credit = sub(sub(remaining, sub(s.seq, seq)), 1)
   if remaining == 0 then
     if s.spent_us == 0 then s.spent_us = now end
     s.credit = 0
     hold_one_unit()
     if s.windowed == 1 and s.anchor_us > 0 and window_us > 0 then
-      local round = min(sub(add(s.anchor_us, window_us), now), window_us)
-      s.pause_until_us = max(s.pause_until_us, add(now, round))
+      local margin = idiv(mul(window_us, MARGIN_PPM), FULL_SHARE)
+      local round = min(sub(add(add(s.anchor_us, window_us), margin), now), window_us)
+      if add(now, round) > s.pause_until_us then
+        s.pause_until_us = add(now, round)
+        s.epoch = add(s.epoch, 1)
+      end
       s.req_tat_us = max(s.req_tat_us, s.pause_until_us)
     end
   else

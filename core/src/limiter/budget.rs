@@ -1040,22 +1040,28 @@ impl BudgetState {
         let Some(remaining) = op.req_remaining else {
             return;
         };
+        // Answers come back out of order: only the latest booking's is the server's
+        // latest word (a report without a ticket counts as the latest).
+        let seq = op.ticket.map_or(self.seq, |t| t.seq);
+        if seq < self.credit_seq {
+            return;
+        }
+        self.credit_seq = seq;
         let window_us = mul(op.req_window_secs, MICROS);
         if self.spent_us > 0 && remaining > 0 && now < add(self.anchor_us, window_us) {
             // Room again before the window came round: it refills continuously.
             self.windowed = 0;
         }
-        if op.req_limit > 0 && add(remaining, 1) >= op.req_limit {
+        if (op.req_limit > 0 && add(remaining, 1) >= op.req_limit)
+            || (self.spent_us > 0 && remaining > 0)
+        {
+            // A fresh window, or room again after a spent one: a window starts here.
             self.anchor_us = now;
         }
-        if let Some(ticket) = op.ticket
-            && ticket.seq >= self.credit_seq
-        {
-            // Everything booked after this request spends the same `remaining`.
-            let after = sub(self.seq, ticket.seq);
-            self.credit = sub(remaining, after);
-            self.credit_seq = ticket.seq;
-        }
+        // Everything booked after this request spends the same `remaining`; the last
+        // unit is left to pacing (requests booked in one order may reach the server in
+        // another).
+        self.credit = sub(sub(remaining, sub(self.seq, seq)), 1);
         if remaining == 0 {
             if self.spent_us == 0 {
                 self.spent_us = now;
@@ -1063,9 +1069,14 @@ impl BudgetState {
             self.credit = 0;
             self.hold_one_unit(now);
             if self.windowed == 1 && self.anchor_us > 0 && window_us > 0 {
-                // A window that does not refill: nobody goes before it comes round.
-                let round = sub(add(self.anchor_us, window_us), now).min(window_us);
-                self.pause_until_us = self.pause_until_us.max(add(now, round));
+                // A window that does not refill: nobody goes before it comes round (with
+                // the margin for the clocks), and slots booked before now are void.
+                let margin = mul(window_us, Self::MARGIN_PPM) / FULL_SHARE;
+                let round = sub(add(add(self.anchor_us, window_us), margin), now).min(window_us);
+                if add(now, round) > self.pause_until_us {
+                    self.pause_until_us = add(now, round);
+                    self.epoch = add(self.epoch, 1);
+                }
                 self.req_tat_us = self.req_tat_us.max(self.pause_until_us);
             }
         } else {
