@@ -89,11 +89,6 @@ fn sixty_four_threads_share_one_budget_they_learn_from_the_headers() {
     let emu = emulator(Semantics::SlidingLog, 40, 2.0, true, 0.0);
     let (stats, span) = blocking_run(&emu, 64, 200);
     let log = emu.log();
-    if std::env::var_os("FLEET_TRACE").is_some() {
-        for e in log.entries() {
-            eprintln!("{:>8.3} {}", e.arrived.as_secs_f64(), e.status);
-        }
-    }
     report("64 threads", &log, &stats, span, 20.0);
     assert_eq!(stats.successes, 200);
     assert_eq!(log.admitted_for(MODEL), 200, "every request admitted once");
@@ -135,7 +130,10 @@ fn five_hundred_twelve_tasks_share_one_budget() {
     report("512 tasks", &log, &stats, span, 50.0);
     assert_eq!(log.admitted_for(MODEL), 512);
     assert!(log.violations().is_empty());
-    assert!(log.count_429() <= 5, "{} 429s", log.count_429());
+    // Each window is used as a burst (the server announces what remains), then waited
+    // out: a refusal or two per window at most while that is learned (≤ 1.02 attempts
+    // per call).
+    assert!(log.count_429() <= 10, "{} 429s", log.count_429());
     assert!(goodput(&log, span, 50.0) >= 0.85, "too slow");
 }
 
