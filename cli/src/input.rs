@@ -1,0 +1,491 @@
+//! The input file: one request per line in the format of Mistral's Batch API,
+//! `{"custom_id": "…", "body": {…}}`, optionally with `"endpoint"` (or `"url"`) and
+//! `"model"` beside the body. Read as a stream, one line at a time.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use mistral_async::mistral_core::request::estimate_tokens;
+use serde_json::{Map, Value};
+
+/// Longest line accepted (a longer one is an invalid line, not memory exhaustion).
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// The endpoints a batch may call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/fim/completions`.
+    Fim,
+    /// `/v1/embeddings`.
+    Embeddings,
+}
+
+impl Endpoint {
+    /// Parses a path (`/v1/chat/completions`) or a short name (`chat`, `fim`,
+    /// `embeddings`).
+    pub fn parse(text: &str) -> Option<Endpoint> {
+        Some(match text.trim() {
+            "/v1/chat/completions" | "v1/chat/completions" | "chat" => Endpoint::Chat,
+            "/v1/fim/completions" | "v1/fim/completions" | "fim" => Endpoint::Fim,
+            "/v1/embeddings" | "v1/embeddings" | "embeddings" | "embed" => Endpoint::Embeddings,
+            _ => return None,
+        })
+    }
+
+    /// The path under the base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Fim => "/v1/fim/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+        }
+    }
+
+    fn guess(body: &Map<String, Value>) -> Option<Endpoint> {
+        if body.contains_key("messages") {
+            Some(Endpoint::Chat)
+        } else if body.contains_key("prompt") {
+            Some(Endpoint::Fim)
+        } else if body.contains_key("input") {
+            Some(Endpoint::Embeddings)
+        } else {
+            None
+        }
+    }
+}
+
+/// What the command line says about lines that do not say it themselves.
+#[derive(Clone, Debug, Default)]
+pub struct Defaults {
+    /// `--endpoint`.
+    pub endpoint: Option<Endpoint>,
+    /// `--model`.
+    pub model: Option<String>,
+}
+
+/// One valid request of the input.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// 1-based line number in the input.
+    pub line: u64,
+    /// The line's `custom_id`.
+    pub custom_id: String,
+    /// Where it goes.
+    pub endpoint: Endpoint,
+    /// The model (the rate-limit budget).
+    pub model: String,
+    /// The body to send, with `model` set and `stream` removed.
+    pub body: Value,
+    /// Tokens the request is expected to use (the limiter's estimate).
+    pub estimate: u64,
+}
+
+/// Why a line is not a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number.
+    pub line: u64,
+    /// The reason, in words.
+    pub reason: String,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+/// A 128-bit fingerprint of a `custom_id`: sets of these stay small whatever the ids'
+/// length (two SipHash runs with different prefixes; a collision needs ~2^64 ids).
+pub fn fingerprint(custom_id: &str) -> u128 {
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        custom_id.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(1)) << 64) | u128::from(half(2))
+}
+
+/// `true` when `custom_id` belongs to `shard` ((K-1, N): by a hash of the id).
+pub fn in_shard(shard: Option<(u64, u64)>, custom_id: &str) -> bool {
+    shard.is_none_or(|(k, n)| (fingerprint(custom_id) % u128::from(n)) as u64 == k)
+}
+
+/// Parses one line (without its newline). `Ok(None)` for a blank line.
+pub fn parse_line(line_no: u64, bytes: &[u8], defaults: &Defaults) -> Result<Option<Job>, LineError> {
+    let err = |reason: String| LineError {
+        line: line_no,
+        reason,
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| err(format!("not JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(err("not a JSON object".into()));
+    };
+    let custom_id = match object.remove("custom_id") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(Value::String(_)) => return Err(err("custom_id is empty".into())),
+        Some(other) => {
+            return Err(err(format!(
+                "custom_id must be a string, not {}",
+                kind_of(&other)
+            )));
+        }
+        None => return Err(err("no custom_id".into())),
+    };
+    let mut body = match object.remove("body") {
+        Some(Value::Object(body)) => body,
+        Some(other) => {
+            return Err(err(format!(
+                "body must be an object, not {} (custom_id {custom_id:?})",
+                kind_of(&other)
+            )));
+        }
+        None => return Err(err(format!("no body (custom_id {custom_id:?})"))),
+    };
+    let named_endpoint = match object.remove("endpoint").or_else(|| object.remove("url")) {
+        Some(Value::String(s)) => Some(Endpoint::parse(&s).ok_or_else(|| {
+            err(format!(
+                "unknown endpoint {s:?} (chat, fim or embeddings, or their /v1/ paths)"
+            ))
+        })?),
+        Some(other) => return Err(err(format!("endpoint must be a string, not {}", kind_of(&other)))),
+        None => None,
+    };
+    let endpoint = named_endpoint
+        .or(defaults.endpoint)
+        .or_else(|| Endpoint::guess(&body))
+        .ok_or_else(|| {
+            err(format!(
+                "no endpoint: give --endpoint, an \"endpoint\" field, or a body with messages, prompt or input (custom_id {custom_id:?})"
+            ))
+        })?;
+    let line_model = match object.remove("model") {
+        Some(Value::String(s)) => Some(s),
+        Some(other) => return Err(err(format!("model must be a string, not {}", kind_of(&other)))),
+        None => None,
+    };
+    let model = match body.get("model") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_)) | None => line_model
+            .or_else(|| defaults.model.clone())
+            .ok_or_else(|| {
+                err(format!(
+                    "no model: give --model, a \"model\" field or body.model (custom_id {custom_id:?})"
+                ))
+            })?,
+        Some(other) => {
+            return Err(err(format!(
+                "body.model must be a string, not {}",
+                kind_of(&other)
+            )));
+        }
+    };
+    body.insert("model".into(), Value::String(model.clone()));
+    // A batch reads whole responses: a stream flag would only change the wire format.
+    body.remove("stream");
+    let estimate = check_body(endpoint, &body).map_err(|reason| {
+        err(format!("{reason} (custom_id {custom_id:?})"))
+    })?;
+    Ok(Some(Job {
+        line: line_no,
+        custom_id,
+        endpoint,
+        model,
+        body: Value::Object(body),
+        estimate,
+    }))
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Checks what the endpoint needs and returns the token estimate.
+fn check_body(endpoint: Endpoint, body: &Map<String, Value>) -> Result<u64, String> {
+    let max_tokens = match body.get("max_tokens") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or("max_tokens must be a non-negative integer")?,
+        ),
+        Some(_) => return Err("max_tokens must be a non-negative integer".into()),
+    };
+    match endpoint {
+        Endpoint::Chat => {
+            let messages = match body.get("messages") {
+                Some(Value::Array(m)) if !m.is_empty() => m,
+                Some(Value::Array(_)) => return Err("body.messages is empty".into()),
+                Some(_) => return Err("body.messages must be an array".into()),
+                None => return Err("a chat request needs body.messages".into()),
+            };
+            let mut chars = 0;
+            for (i, message) in messages.iter().enumerate() {
+                let Some(message) = message.as_object() else {
+                    return Err(format!("body.messages[{i}] must be an object"));
+                };
+                if !message.get("role").is_some_and(Value::is_string) {
+                    return Err(format!("body.messages[{i}] has no role"));
+                }
+                chars += match message.get("content") {
+                    Some(Value::String(s)) => s.chars().count(),
+                    Some(Value::Array(chunks)) => chunks
+                        .iter()
+                        .map(|c| {
+                            c.get("text")
+                                .and_then(Value::as_str)
+                                .map_or(4, |t| t.chars().count())
+                        })
+                        .sum(),
+                    _ => 0,
+                };
+            }
+            Ok(estimate_tokens(chars, max_tokens))
+        }
+        Endpoint::Fim => {
+            let Some(prompt) = body.get("prompt").and_then(Value::as_str) else {
+                return Err("a FIM request needs a string body.prompt".into());
+            };
+            let suffix = body.get("suffix").and_then(Value::as_str).unwrap_or("");
+            Ok(estimate_tokens(
+                prompt.chars().count() + suffix.chars().count(),
+                max_tokens,
+            ))
+        }
+        Endpoint::Embeddings => {
+            let chars = match body.get("input") {
+                Some(Value::String(s)) => s.chars().count(),
+                Some(Value::Array(items)) if !items.is_empty() => {
+                    let mut chars = 0;
+                    for item in items {
+                        chars += item
+                            .as_str()
+                            .ok_or("body.input must be a string or an array of strings")?
+                            .chars()
+                            .count();
+                    }
+                    chars
+                }
+                Some(Value::Array(_)) => return Err("body.input is empty".into()),
+                Some(_) => return Err("body.input must be a string or an array of strings".into()),
+                None => return Err("an embeddings request needs body.input".into()),
+            };
+            Ok(estimate_tokens(chars, Some(0)))
+        }
+    }
+}
+
+/// Reads `path` line by line: calls `each` with the line number and the line (without
+/// its newline) until the end or the first `Err` of `each`. Memory holds one line.
+pub fn for_each_line(
+    path: &Path,
+    mut each: impl FnMut(u64, Result<&[u8], LineError>) -> io::Result<bool>,
+) -> io::Result<()> {
+    let file = File::open(path)?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut buf = Vec::with_capacity(1 << 12);
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        line_no += 1;
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE_BYTES {
+            // Skip the rest of the over-long line.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let m = (&mut reader).take(1 << 20).read_until(b'\n', &mut rest)?;
+                if m == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            let error = LineError {
+                line: line_no,
+                reason: format!("longer than {} MiB", MAX_LINE_BYTES >> 20),
+            };
+            if !each(line_no, Err(error))? {
+                return Ok(());
+            }
+            continue;
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !each(line_no, Ok(line))? {
+            return Ok(());
+        }
+    }
+}
+
+/// What a validation pass over the whole input found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Valid requests.
+    pub valid: u64,
+    /// Invalid lines (the first [`Scan::MAX_KEPT`] are kept in `errors`).
+    pub invalid: u64,
+    /// The first invalid lines.
+    pub errors: Vec<LineError>,
+    /// Line numbers of the invalid lines (to skip them with `--skip-invalid`).
+    pub invalid_lines: HashSet<u64>,
+    /// Valid requests of the shard that the output already answers.
+    pub already_done: u64,
+    /// Valid requests of the shard still to send.
+    pub todo: u64,
+    /// Their estimated tokens.
+    pub todo_tokens: u64,
+    /// Per (model, endpoint), of the requests to send: requests and estimated tokens.
+    pub per_budget: std::collections::BTreeMap<(String, Endpoint), (u64, u64)>,
+}
+
+impl Scan {
+    /// Invalid lines whose reasons are kept.
+    pub const MAX_KEPT: usize = 20;
+
+}
+
+/// Validates every line of `path` before anything is sent: JSON, fields, endpoint,
+/// model, and that no `custom_id` appears twice (the later line is the invalid one).
+///
+/// Requests of `shard` whose `custom_id` is in `done` count as already done; the
+/// others are this run's work (`todo`, and `per_budget` counts only them).
+pub fn scan(
+    path: &Path,
+    defaults: &Defaults,
+    shard: Option<(u64, u64)>,
+    done: &HashSet<u128>,
+) -> io::Result<Scan> {
+    let mut scan = Scan::default();
+    let mut seen: std::collections::HashMap<u128, u64> = std::collections::HashMap::new();
+    for_each_line(path, |line_no, line| {
+        let result = line.and_then(|bytes| parse_line(line_no, bytes, defaults));
+        let result = result.and_then(|job| match job {
+            Some(job) => match seen.entry(fingerprint(&job.custom_id)) {
+                std::collections::hash_map::Entry::Occupied(first) => Err(LineError {
+                    line: line_no,
+                    reason: format!(
+                        "duplicate custom_id {:?} (first on line {})",
+                        job.custom_id,
+                        first.get()
+                    ),
+                }),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(line_no);
+                    Ok(Some(job))
+                }
+            },
+            None => Ok(None),
+        });
+        match result {
+            Ok(Some(job)) => {
+                scan.valid += 1;
+                if !in_shard(shard, &job.custom_id) {
+                    return Ok(true);
+                }
+                if done.contains(&fingerprint(&job.custom_id)) {
+                    scan.already_done += 1;
+                    return Ok(true);
+                }
+                scan.todo += 1;
+                scan.todo_tokens += job.estimate;
+                let entry = scan
+                    .per_budget
+                    .entry((job.model, job.endpoint))
+                    .or_default();
+                entry.0 += 1;
+                entry.1 += job.estimate;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                scan.invalid += 1;
+                scan.invalid_lines.insert(error.line);
+                if scan.errors.len() < Scan::MAX_KEPT {
+                    scan.errors.push(error);
+                }
+            }
+        }
+        Ok(true)
+    })?;
+    Ok(scan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Option<Job>, LineError> {
+        parse_line(7, text.as_bytes(), &Defaults::default())
+    }
+
+    #[test]
+    fn a_chat_line_gets_its_model_and_an_estimate() {
+        let job = parse(r#"{"custom_id":"a","body":{"model":"m","messages":[{"role":"user","content":"12345678"}],"max_tokens":10,"stream":true}}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.endpoint, Endpoint::Chat);
+        assert_eq!(job.model, "m");
+        assert_eq!(job.estimate, 2 + 10);
+        assert!(job.body.get("stream").is_none());
+    }
+
+    #[test]
+    fn defaults_fill_in_endpoint_and_model() {
+        let defaults = Defaults {
+            endpoint: Some(Endpoint::Embeddings),
+            model: Some("mistral-embed".into()),
+        };
+        let job = parse_line(1, br#"{"custom_id":"e","body":{"input":["abcd","efgh"]}}"#, &defaults)
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.endpoint, Endpoint::Embeddings);
+        assert_eq!(job.body["model"], "mistral-embed");
+        assert_eq!(job.estimate, 2);
+    }
+
+    #[test]
+    fn bad_lines_say_why_with_their_number() {
+        for (text, why) in [
+            ("{", "not JSON"),
+            ("[1]", "not a JSON object"),
+            (r#"{"body":{}}"#, "no custom_id"),
+            (r#"{"custom_id":3,"body":{}}"#, "custom_id must be a string"),
+            (r#"{"custom_id":"x","body":{"messages":[]}}"#, "no model"),
+            (r#"{"custom_id":"x","body":{"model":"m","messages":[]}}"#, "body.messages is empty"),
+            (r#"{"custom_id":"x","body":{"model":"m","prompt":1}}"#, "string body.prompt"),
+            (r#"{"custom_id":"x","endpoint":"/v1/ocr","body":{}}"#, "unknown endpoint"),
+            (r#"{"custom_id":"x","body":{"model":"m","input":"a","max_tokens":-1}}"#, "max_tokens"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert_eq!(error.line, 7);
+            assert!(error.reason.contains(why), "{text}: {}", error.reason);
+        }
+        assert!(parse("   ").unwrap().is_none());
+    }
+
+    #[test]
+    fn fingerprints_differ_for_different_ids() {
+        assert_ne!(fingerprint("a"), fingerprint("b"));
+        assert_eq!(fingerprint("a"), fingerprint("a"));
+    }
+}
