@@ -382,7 +382,9 @@ async fn call(client: &Client, job: Job, shared: &Shared, permit: OwnedSemaphore
     c.in_flight.fetch_sub(1, Ordering::Relaxed);
     match result {
         Ok(reply) => {
-            let micros = began.elapsed().as_micros() as u64;
+            // The exchange itself: the time spent waiting for the limiter or a backoff
+            // is not latency (counting it would feed concurrency back into itself).
+            let micros = began.elapsed().saturating_sub(reply.waited).as_micros() as u64;
             let old = c.latency_us.load(Ordering::Relaxed);
             let new = if old == 0 { micros } else { (old * 7 + micros) / 8 };
             c.latency_us.store(new, Ordering::Relaxed);
