@@ -141,7 +141,11 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
     let (succeeded, failed, transient) = (load(&c.succeeded), load(&c.failed), load(&c.transient));
     let written = succeeded + failed;
     let secs = outcome.elapsed.as_secs_f64();
-    let rate = if secs > 0.0 { written as f64 / secs } else { 0.0 };
+    let rate = if secs > 0.0 {
+        written as f64 / secs
+    } else {
+        0.0
+    };
     let limit = stats.last_limits.as_ref().and_then(request_rate);
     let mut head = format!(
         "mistral: {written} result(s) written in {} ({rate:.1}/s",
@@ -215,7 +219,13 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
     )
 }
 
-fn exit_status(stop: Option<&Stop>, transient: u64, errors: u64, scan: &Scan, args: &BatchArgs) -> u8 {
+fn exit_status(
+    stop: Option<&Stop>,
+    transient: u64,
+    errors: u64,
+    scan: &Scan,
+    args: &BatchArgs,
+) -> u8 {
     match stop {
         Some(Stop::Interrupted) => EXIT_INTERRUPTED,
         Some(_) => EXIT_INCOMPLETE,
@@ -251,7 +261,9 @@ impl Estimate {
 
 fn probe_body(endpoint: Endpoint, model: &str) -> Value {
     match endpoint {
-        Endpoint::Chat => json!({"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}),
+        Endpoint::Chat => {
+            json!({"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1})
+        }
         Endpoint::Fim => json!({"model": model, "prompt": "a", "max_tokens": 1}),
         Endpoint::Embeddings => json!({"model": model, "input": "ping"}),
     }
@@ -293,7 +305,10 @@ async fn estimates(conn: &Connection, scan: &Scan, probe: bool) -> Vec<Estimate>
 /// Budgets of different models are spent in parallel: the file takes as long as its
 /// slowest model. `None` when a model's limits are unknown.
 fn total_time(estimates: &[Estimate]) -> Option<Duration> {
-    estimates.iter().map(Estimate::time).try_fold(Duration::ZERO, |acc, t| t.map(|t| acc.max(t)))
+    estimates
+        .iter()
+        .map(Estimate::time)
+        .try_fold(Duration::ZERO, |acc, t| t.map(|t| acc.max(t)))
 }
 
 async fn dry_run(conn: &Connection, args: &BatchArgs, scan: &Scan) -> u8 {
@@ -301,7 +316,11 @@ async fn dry_run(conn: &Connection, args: &BatchArgs, scan: &Scan) -> u8 {
         "{}: {} valid request(s){}{}, ~{} tokens estimated (prompt ≈ characters ÷ 4, plus max_tokens or 256)",
         args.input.display(),
         scan.todo,
-        if args.shard.is_some() { " in this shard" } else { "" },
+        if args.shard.is_some() {
+            " in this shard"
+        } else {
+            ""
+        },
         if scan.invalid > 0 {
             format!(", {} invalid line(s)", scan.invalid)
         } else {
@@ -381,7 +400,9 @@ async fn choose(conn: &Connection, args: &BatchArgs, scan: &Scan) -> Via {
             Via::Online
         }
         None => {
-            eprintln!("mistral: limits unknown, so the online time is unknown: using the Batch API to meet the deadline");
+            eprintln!(
+                "mistral: limits unknown, so the online time is unknown: using the Batch API to meet the deadline"
+            );
             Via::BatchApi
         }
     }

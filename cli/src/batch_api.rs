@@ -54,11 +54,11 @@ pub async fn run(
 ) -> Outcome {
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
-    let stop = match follow(conn, args, &plan, resumed, &progress, &counters).await {
-        Ok(()) => None,
-        Err(stop) => Some(stop),
-    };
-    let written = counters.succeeded.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed);
+    let stop = follow(conn, args, &plan, resumed, &progress, &counters)
+        .await
+        .err();
+    let written =
+        counters.succeeded.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed);
     if stop.is_none() && written < plan.todo {
         counters
             .transient
@@ -84,7 +84,10 @@ async fn follow(
     let jobs: Vec<Submitted> = match std::fs::read(&jobs_path) {
         Ok(bytes) => {
             let jobs: Vec<Submitted> = serde_json::from_slice(&bytes).map_err(|e| {
-                Stop::Output(format!("{} is unreadable ({e}); remove it to submit new jobs", jobs_path.display()))
+                Stop::Output(format!(
+                    "{} is unreadable ({e}); remove it to submit new jobs",
+                    jobs_path.display()
+                ))
             })?;
             eprintln!(
                 "mistral: following the {} job(s) of an earlier run ({})",
@@ -100,7 +103,7 @@ async fn follow(
     let mut states: HashMap<String, Value> = HashMap::new();
     loop {
         for job in &jobs {
-            if states.get(&job.id).is_some_and(|s| is_final(s)) {
+            if states.get(&job.id).is_some_and(is_final) {
                 continue;
             }
             let reply = conn
@@ -111,10 +114,17 @@ async fn follow(
             states.insert(job.id.clone(), reply.value);
         }
         let count = |field: &str| -> u64 {
-            states.values().filter_map(|s| s.get(field).and_then(Value::as_u64)).sum()
+            states
+                .values()
+                .filter_map(|s| s.get(field).and_then(Value::as_u64))
+                .sum()
         };
         let status = summarize_status(&states);
-        progress.job(count("completed_requests"), count("total_requests").max(1), &status);
+        progress.job(
+            count("completed_requests"),
+            count("total_requests").max(1),
+            &status,
+        );
         if states.len() == jobs.len() && states.values().all(is_final) {
             break;
         }
@@ -128,7 +138,9 @@ async fn follow(
     // Download the results.
     let mut appender = Appender::open(&plan.output).map_err(Stop::Output)?;
     for job in &jobs {
-        let Some(state) = states.get(&job.id) else { continue };
+        let Some(state) = states.get(&job.id) else {
+            continue;
+        };
         for field in ["output_file", "error_file"] {
             if let Some(file_id) = state.get(field).and_then(Value::as_str) {
                 download(conn, file_id, &mut appender, &mut resumed, counters).await?;
@@ -159,7 +171,13 @@ fn summarize_status(states: &HashMap<String, Value>) -> String {
     }
     counts
         .iter()
-        .map(|(s, n)| if *n == 1 { s.to_string() } else { format!("{n}×{s}") })
+        .map(|(s, n)| {
+            if *n == 1 {
+                s.to_string()
+            } else {
+                format!("{n}×{s}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -190,7 +208,9 @@ async fn submit(
         let Ok(Ok(Some(job))) = line.map(|l| input::parse_line(line_no, l, &plan.defaults)) else {
             return Ok(true);
         };
-        if !in_shard(plan.shard, &job.custom_id) || resumed.done.contains(&fingerprint(&job.custom_id)) {
+        if !in_shard(plan.shard, &job.custom_id)
+            || resumed.done.contains(&fingerprint(&job.custom_id))
+        {
             return Ok(true);
         }
         let n = groups.len();
@@ -239,16 +259,22 @@ async fn submit(
             "metadata": {"created_by": "mistral-cli"},
             "timeout_hours": 24,
         });
-        let request = ApiRequest::post_json("/v1/batch/jobs", &body).map_err(|e| Stop::Fatal(e.to_string()))?;
+        let request = ApiRequest::post_json("/v1/batch/jobs", &body)
+            .map_err(|e| Stop::Fatal(e.to_string()))?;
         let reply = conn
             .client
             .send(request)
             .await
             .map_err(|e| stop_for(&e, "cannot create the batch job"))?;
         let Some(id) = reply.value.get("id").and_then(Value::as_str) else {
-            return Err(Stop::Failing("the batch job was created without an id".into()));
+            return Err(Stop::Failing(
+                "the batch job was created without an id".into(),
+            ));
         };
-        eprintln!("mistral: batch job {id}: {count} request(s) to {model} {}", endpoint.path());
+        eprintln!(
+            "mistral: batch job {id}: {count} request(s) to {model} {}",
+            endpoint.path()
+        );
         jobs.push(Submitted {
             id: id.to_string(),
             endpoint: endpoint.path().to_string(),
@@ -278,7 +304,12 @@ fn http(conn: &Connection) -> Result<reqwest::Client, Stop> {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| Stop::Fatal(format!("cannot build the HTTP client for {}: {e}", conn.base_url)))
+        .map_err(|e| {
+            Stop::Fatal(format!(
+                "cannot build the HTTP client for {}: {e}",
+                conn.base_url
+            ))
+        })
 }
 
 /// `POST /v1/files` (multipart, purpose `batch`), the file streamed from disk.
@@ -287,13 +318,18 @@ async fn upload(conn: &Connection, path: &Path) -> Result<String, Stop> {
         .map_err(|e| Stop::Output(format!("cannot read {}: {e}", path.display())))?
         .len();
     let boundary = format!("mistral-cli-{:016x}", fastrand::u64(..));
-    let filename = path.file_name().unwrap_or_default().to_string_lossy().replace('"', "");
+    let filename = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .replace('"', "");
     let head = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/jsonl\r\n\r\n"
     );
     let tail = format!("\r\n--{boundary}--\r\n");
     let length = head.len() as u64 + size + tail.len() as u64;
-    let file = File::open(path).map_err(|e| Stop::Output(format!("cannot read {}: {e}", path.display())))?;
+    let file = File::open(path)
+        .map_err(|e| Stop::Output(format!("cannot read {}: {e}", path.display())))?;
     enum Step {
         Head(File),
         Body(File),
@@ -325,16 +361,28 @@ async fn upload(conn: &Connection, path: &Path) -> Result<String, Stop> {
     let response = http(conn)?
         .post(format!("{}/v1/files", conn.base_url))
         .bearer_auth(&conn.key)
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
         .header("content-length", length)
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
-        .map_err(|e| Stop::Failing(format!("cannot upload {}: {}", path.display(), without_url(&e))))?;
+        .map_err(|e| {
+            Stop::Failing(format!(
+                "cannot upload {}: {}",
+                path.display(),
+                without_url(&e)
+            ))
+        })?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if !status.is_success() {
-        let message = format!("uploading the batch file was refused ({status}): {}", excerpt(&text));
+        let message = format!(
+            "uploading the batch file was refused ({status}): {}",
+            excerpt(&text)
+        );
         return Err(if status.is_client_error() && status.as_u16() != 429 {
             Stop::Fatal(message)
         } else {
@@ -344,7 +392,12 @@ async fn upload(conn: &Connection, path: &Path) -> Result<String, Stop> {
     serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
-        .ok_or_else(|| Stop::Failing(format!("the upload answer has no file id: {}", excerpt(&text))))
+        .ok_or_else(|| {
+            Stop::Failing(format!(
+                "the upload answer has no file id: {}",
+                excerpt(&text)
+            ))
+        })
 }
 
 fn excerpt(text: &str) -> String {
@@ -355,7 +408,9 @@ fn excerpt(text: &str) -> String {
 fn without_url(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     if let Some(url) = error.url() {
-        text = text.replace(&format!(" ({url})"), "").replace(url.as_str(), "");
+        text = text
+            .replace(&format!(" ({url})"), "")
+            .replace(url.as_str(), "");
     }
     text
 }
@@ -373,7 +428,12 @@ async fn download(
         .bearer_auth(&conn.key)
         .send()
         .await
-        .map_err(|e| Stop::Failing(format!("cannot download the results {file_id}: {}", without_url(&e))))?;
+        .map_err(|e| {
+            Stop::Failing(format!(
+                "cannot download the results {file_id}: {}",
+                without_url(&e)
+            ))
+        })?;
     if !response.status().is_success() {
         return Err(Stop::Failing(format!(
             "downloading the results {file_id} was refused ({})",
@@ -384,10 +444,12 @@ async fn download(
     let mut out: Vec<u8> = Vec::new();
     let (mut ok, mut failed) = (0u64, 0u64);
     loop {
-        let chunk = response
-            .chunk()
-            .await
-            .map_err(|e| Stop::Failing(format!("the download of {file_id} broke: {}", without_url(&e))))?;
+        let chunk = response.chunk().await.map_err(|e| {
+            Stop::Failing(format!(
+                "the download of {file_id} broke: {}",
+                without_url(&e)
+            ))
+        })?;
         let last = chunk.is_none();
         if let Some(chunk) = chunk {
             pending.extend_from_slice(&chunk);
@@ -429,17 +491,25 @@ fn convert(line: &[u8], resumed: &mut Resumed) -> Option<(String, bool)> {
         .pointer("/response/status_code")
         .and_then(Value::as_u64)
         .and_then(|s| u16::try_from(s).ok());
-    let body = value.pointer("/response/body").cloned().unwrap_or(Value::Null);
+    let body = value
+        .pointer("/response/body")
+        .cloned()
+        .unwrap_or(Value::Null);
     let error = value.get("error").filter(|e| !e.is_null());
     match (status, error) {
-        (Some(s), None) if (200..300).contains(&s) => Some((output::success_line(&custom_id, s, body), true)),
+        (Some(s), None) if (200..300).contains(&s) => {
+            Some((output::success_line(&custom_id, s, body), true))
+        }
         _ => {
             let message = error
                 .and_then(|e| e.get("message"))
                 .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string))
                 .unwrap_or_else(|| format!("status {}", status.unwrap_or(0)));
             let code = error.and_then(|e| e.get("code")).and_then(Value::as_str);
-            Some((output::error_line(&custom_id, status, body, &message, code), false))
+            Some((
+                output::error_line(&custom_id, status, body, &message, code),
+                false,
+            ))
         }
     }
 }

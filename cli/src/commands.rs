@@ -46,7 +46,11 @@ pub async fn chat(conn: &Connection, args: ChatArgs) -> u8 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mistral: {e}");
-            return if e.is_permanent() { EXIT_INVALID } else { EXIT_INCOMPLETE };
+            return if e.is_permanent() {
+                EXIT_INVALID
+            } else {
+                EXIT_INCOMPLETE
+            };
         }
     };
     let mut stdout = std::io::stdout();
@@ -106,11 +110,16 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
         println!("{model}:");
         if !args.no_probe {
             let body = match endpoint {
-                Endpoint::Chat => serde_json::json!({"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}),
-                Endpoint::Fim => serde_json::json!({"model": model, "prompt": "a", "max_tokens": 1}),
+                Endpoint::Chat => {
+                    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1})
+                }
+                Endpoint::Fim => {
+                    serde_json::json!({"model": model, "prompt": "a", "max_tokens": 1})
+                }
                 Endpoint::Embeddings => serde_json::json!({"model": model, "input": "ping"}),
             };
-            let request = ApiRequest::post_json(endpoint.path(), &body).map(|r| r.for_model(model.clone(), 8));
+            let request = ApiRequest::post_json(endpoint.path(), &body)
+                .map(|r| r.for_model(model.clone(), 8));
             let result = match request {
                 Ok(r) => conn.client.send(r).await,
                 Err(e) => Err(e),
@@ -131,7 +140,13 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
         match &store {
             Some(Ok(file)) => match file.budget(model) {
                 Ok(Some(state)) => {
-                    let per_sec = |ns: u64| if ns > 0 { format!("{:.2}/s", 1e9 / ns as f64) } else { "unknown".into() };
+                    let per_sec = |ns: u64| {
+                        if ns > 0 {
+                            format!("{:.2}/s", 1e9 / ns as f64)
+                        } else {
+                            "unknown".into()
+                        }
+                    };
                     println!(
                         "  shared budget ({}): requests {}, tokens {}, share {:.0}% of the limit",
                         file.path().display(),
@@ -140,15 +155,23 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
                         state.share_ppm as f64 / 10_000.0
                     );
                 }
-                Ok(None) => println!("  shared budget ({}): nothing learned yet", file.path().display()),
-                Err(e) => println!("  shared budget: cannot read {}: {e}", file.path().display()),
+                Ok(None) => println!(
+                    "  shared budget ({}): nothing learned yet",
+                    file.path().display()
+                ),
+                Err(e) => println!(
+                    "  shared budget: cannot read {}: {e}",
+                    file.path().display()
+                ),
             },
             Some(Err(e)) => println!("  shared budget: {e}"),
             None => {}
         }
     }
     if store.is_none() {
-        println!("(the limiter store is in-process or Redis: what this process learned is above; MISTRAL_LIMITER=file shows a host's shared budget)");
+        println!(
+            "(the limiter store is in-process or Redis: what this process learned is above; MISTRAL_LIMITER=file shows a host's shared budget)"
+        );
     }
     code
 }

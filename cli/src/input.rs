@@ -71,8 +71,6 @@ pub struct Defaults {
 /// One valid request of the input.
 #[derive(Clone, Debug)]
 pub struct Job {
-    /// 1-based line number in the input.
-    pub line: u64,
     /// The line's `custom_id`.
     pub custom_id: String,
     /// Where it goes.
@@ -118,7 +116,11 @@ pub fn in_shard(shard: Option<(u64, u64)>, custom_id: &str) -> bool {
 }
 
 /// Parses one line (without its newline). `Ok(None)` for a blank line.
-pub fn parse_line(line_no: u64, bytes: &[u8], defaults: &Defaults) -> Result<Option<Job>, LineError> {
+pub fn parse_line(
+    line_no: u64,
+    bytes: &[u8],
+    defaults: &Defaults,
+) -> Result<Option<Job>, LineError> {
     let err = |reason: String| LineError {
         line: line_no,
         reason,
@@ -126,8 +128,7 @@ pub fn parse_line(line_no: u64, bytes: &[u8], defaults: &Defaults) -> Result<Opt
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| err(format!("not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| err(format!("not JSON: {e}")))?;
     let Value::Object(mut object) = value else {
         return Err(err("not a JSON object".into()));
     };
@@ -158,7 +159,12 @@ pub fn parse_line(line_no: u64, bytes: &[u8], defaults: &Defaults) -> Result<Opt
                 "unknown endpoint {s:?} (chat, fim or embeddings, or their /v1/ paths)"
             ))
         })?),
-        Some(other) => return Err(err(format!("endpoint must be a string, not {}", kind_of(&other)))),
+        Some(other) => {
+            return Err(err(format!(
+                "endpoint must be a string, not {}",
+                kind_of(&other)
+            )));
+        }
         None => None,
     };
     let endpoint = named_endpoint
@@ -171,7 +177,12 @@ pub fn parse_line(line_no: u64, bytes: &[u8], defaults: &Defaults) -> Result<Opt
         })?;
     let line_model = match object.remove("model") {
         Some(Value::String(s)) => Some(s),
-        Some(other) => return Err(err(format!("model must be a string, not {}", kind_of(&other)))),
+        Some(other) => {
+            return Err(err(format!(
+                "model must be a string, not {}",
+                kind_of(&other)
+            )));
+        }
         None => None,
     };
     let model = match body.get("model") {
@@ -186,18 +197,16 @@ pub fn parse_line(line_no: u64, bytes: &[u8], defaults: &Defaults) -> Result<Opt
         Some(other) => {
             return Err(err(format!(
                 "body.model must be a string, not {}",
-                kind_of(&other)
+                kind_of(other)
             )));
         }
     };
     body.insert("model".into(), Value::String(model.clone()));
     // A batch reads whole responses: a stream flag would only change the wire format.
     body.remove("stream");
-    let estimate = check_body(endpoint, &body).map_err(|reason| {
-        err(format!("{reason} (custom_id {custom_id:?})"))
-    })?;
+    let estimate = check_body(endpoint, &body)
+        .map_err(|reason| err(format!("{reason} (custom_id {custom_id:?})")))?;
     Ok(Some(Job {
-        line: line_no,
         custom_id,
         endpoint,
         model,
@@ -362,7 +371,6 @@ pub struct Scan {
 impl Scan {
     /// Invalid lines whose reasons are kept.
     pub const MAX_KEPT: usize = 20;
-
 }
 
 /// Validates every line of `path` before anything is sent: JSON, fields, endpoint,
@@ -455,9 +463,13 @@ mod tests {
             endpoint: Some(Endpoint::Embeddings),
             model: Some("mistral-embed".into()),
         };
-        let job = parse_line(1, br#"{"custom_id":"e","body":{"input":["abcd","efgh"]}}"#, &defaults)
-            .unwrap()
-            .unwrap();
+        let job = parse_line(
+            1,
+            br#"{"custom_id":"e","body":{"input":["abcd","efgh"]}}"#,
+            &defaults,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(job.endpoint, Endpoint::Embeddings);
         assert_eq!(job.body["model"], "mistral-embed");
         assert_eq!(job.estimate, 2);
@@ -471,10 +483,22 @@ mod tests {
             (r#"{"body":{}}"#, "no custom_id"),
             (r#"{"custom_id":3,"body":{}}"#, "custom_id must be a string"),
             (r#"{"custom_id":"x","body":{"messages":[]}}"#, "no model"),
-            (r#"{"custom_id":"x","body":{"model":"m","messages":[]}}"#, "body.messages is empty"),
-            (r#"{"custom_id":"x","body":{"model":"m","prompt":1}}"#, "string body.prompt"),
-            (r#"{"custom_id":"x","endpoint":"/v1/ocr","body":{}}"#, "unknown endpoint"),
-            (r#"{"custom_id":"x","body":{"model":"m","input":"a","max_tokens":-1}}"#, "max_tokens"),
+            (
+                r#"{"custom_id":"x","body":{"model":"m","messages":[]}}"#,
+                "body.messages is empty",
+            ),
+            (
+                r#"{"custom_id":"x","body":{"model":"m","prompt":1}}"#,
+                "string body.prompt",
+            ),
+            (
+                r#"{"custom_id":"x","endpoint":"/v1/ocr","body":{}}"#,
+                "unknown endpoint",
+            ),
+            (
+                r#"{"custom_id":"x","body":{"model":"m","input":"a","max_tokens":-1}}"#,
+                "max_tokens",
+            ),
         ] {
             let error = parse(text).unwrap_err();
             assert_eq!(error.line, 7);

@@ -179,8 +179,14 @@ pub fn parse_shard(text: &str) -> Result<(u64, u64), String> {
     let (k, n) = text
         .split_once('/')
         .ok_or_else(|| format!("{text:?}: a shard is K/N, e.g. 1/3"))?;
-    let k: u64 = k.trim().parse().map_err(|_| format!("{text:?}: K is not a number"))?;
-    let n: u64 = n.trim().parse().map_err(|_| format!("{text:?}: N is not a number"))?;
+    let k: u64 = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: K is not a number"))?;
+    let n: u64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: N is not a number"))?;
     if n == 0 || k == 0 || k > n {
         return Err(format!("{text:?}: need 1 ≤ K ≤ N"));
     }

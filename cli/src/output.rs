@@ -91,7 +91,8 @@ pub fn is_error(value: &Value) -> bool {
     let status = value
         .pointer("/response/status_code")
         .and_then(Value::as_u64);
-    !value.get("error").is_none_or(Value::is_null) || !status.is_some_and(|s| (200..300).contains(&s))
+    !value.get("error").is_none_or(Value::is_null)
+        || !status.is_some_and(|s| (200..300).contains(&s))
 }
 
 /// A success line.
@@ -107,7 +108,13 @@ pub fn success_line(custom_id: &str, status: u16, body: Value) -> String {
 }
 
 /// An error line: the response's status and body, and the error in words.
-pub fn error_line(custom_id: &str, status: Option<u16>, body: Value, message: &str, code: Option<&str>) -> String {
+pub fn error_line(
+    custom_id: &str,
+    status: Option<u16>,
+    body: Value,
+    message: &str,
+    code: Option<&str>,
+) -> String {
     let response = match status {
         Some(status) => json!({"status_code": status, "body": body}),
         None => Value::Null,

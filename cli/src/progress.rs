@@ -64,7 +64,8 @@ impl Snapshot {
             (None, None) if self.rate() > 0.0 => left / self.rate(),
             (None, None) => return None,
         };
-        secs.is_finite().then(|| Duration::from_secs_f64(secs.max(0.0)))
+        secs.is_finite()
+            .then(|| Duration::from_secs_f64(secs.max(0.0)))
     }
 
     /// The line shown next to the bar.
@@ -73,12 +74,18 @@ impl Snapshot {
         if let Some(limit) = self.request_limit {
             m.push_str(&format!(" of {limit:.1}/s limit"));
         }
-        m.push_str(&format!(" · {} × 429 absorbed", self.rate_limited));
+        m.push_str(&format!(
+            " · {} × 429 absorbed, {} retries",
+            self.rate_limited, self.retries
+        ));
         m.push_str(&format!(" · {} errors", self.failed));
         if self.transient > 0 {
             m.push_str(&format!(" · {} to retry later", self.transient));
         }
-        m.push_str(&format!(" · {} in flight", self.in_flight));
+        m.push_str(&format!(
+            " · {} in flight (of {})",
+            self.in_flight, self.concurrency
+        ));
         if let Some(eta) = self.eta() {
             m.push_str(&format!(" · ETA {}", human(eta)));
         }
@@ -90,7 +97,11 @@ impl Snapshot {
 pub fn human(d: Duration) -> String {
     let secs = d.as_secs_f64();
     if secs >= 3600.0 {
-        format!("{}h{:02}m", (secs / 3600.0) as u64, ((secs % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h{:02}m",
+            (secs / 3600.0) as u64,
+            ((secs % 3600.0) / 60.0) as u64
+        )
     } else if secs >= 60.0 {
         format!("{}m{:02}s", (secs / 60.0) as u64, (secs % 60.0) as u64)
     } else {
@@ -113,11 +124,10 @@ impl Progress {
         let terminal = std::io::stderr().is_terminal();
         let bar = (!quiet && terminal).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "[{bar:30.cyan/blue}] {pos}/{len} {elapsed:>4} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+            let style =
+                ProgressStyle::with_template("[{bar:30.cyan/blue}] {pos}/{len} {elapsed:>4} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
             bar.set_style(style);
             bar
         });

@@ -198,10 +198,13 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
                 if plan.skip_lines.contains(&line_no) {
                     return Ok(true);
                 }
-                let Ok(Ok(Some(job))) = line.map(|l| input::parse_line(line_no, l, &plan.defaults)) else {
+                let Ok(Ok(Some(job))) = line.map(|l| input::parse_line(line_no, l, &plan.defaults))
+                else {
                     return Ok(true);
                 };
-                if !in_shard(plan.shard, &job.custom_id) || done.contains(&fingerprint(&job.custom_id)) {
+                if !in_shard(plan.shard, &job.custom_id)
+                    || done.contains(&fingerprint(&job.custom_id))
+                {
                     return Ok(true);
                 }
                 Ok(job_tx.blocking_send(job).is_ok())
@@ -253,7 +256,13 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
                         concurrency.store(target as u64, Ordering::Relaxed);
                     }
                 }
-                progress.update(&snapshot(&plan, c, &stats, started, concurrency.load(Ordering::Relaxed)));
+                progress.update(&snapshot(
+                    &plan,
+                    c,
+                    &stats,
+                    started,
+                    concurrency.load(Ordering::Relaxed),
+                ));
             }
         })
     };
@@ -300,7 +309,11 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
     let _ = reader.join();
     interrupt.abort();
     ticker.abort();
-    let stop = shared.stop.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let stop = shared
+        .stop
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     Outcome {
         stop,
         elapsed: started.elapsed(),
@@ -368,7 +381,12 @@ fn snapshot(
     }
 }
 
-async fn call(client: &Client, job: Job, shared: &Shared, permit: OwnedSemaphorePermit) -> Option<Finished> {
+async fn call(
+    client: &Client,
+    job: Job,
+    shared: &Shared,
+    permit: OwnedSemaphorePermit,
+) -> Option<Finished> {
     let c = &shared.counters;
     c.started.fetch_add(1, Ordering::Relaxed);
     c.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -386,7 +404,11 @@ async fn call(client: &Client, job: Job, shared: &Shared, permit: OwnedSemaphore
             // is not latency (counting it would feed concurrency back into itself).
             let micros = began.elapsed().saturating_sub(reply.waited).as_micros() as u64;
             let old = c.latency_us.load(Ordering::Relaxed);
-            let new = if old == 0 { micros } else { (old * 7 + micros) / 8 };
+            let new = if old == 0 {
+                micros
+            } else {
+                (old * 7 + micros) / 8
+            };
             c.latency_us.store(new, Ordering::Relaxed);
             c.transient_in_a_row.store(0, Ordering::Relaxed);
             if let Some(tokens) = reply

@@ -41,12 +41,17 @@ fn jobs(emu: &mistral_tests::Emulator) -> Vec<Value> {
 fn reqwest_blocking_get(url: &str, key: &str) -> Value {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut stream = std::net::TcpStream::connect(host).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
@@ -57,7 +62,12 @@ fn the_batch_api_path_uploads_follows_and_writes_every_result() {
     let input = dir.join("in.jsonl");
     let output = dir.join("out.jsonl");
     let expected = mixed_input(&input);
-    let out = batch(&emu, &input, &output, &["--via", "batch-api", "--poll-interval", "0.1"]);
+    let out = batch(
+        &emu,
+        &input,
+        &output,
+        &["--via", "batch-api", "--poll-interval", "0.1"],
+    );
     let err = stderr(&out);
     // One request was refused by the server: complete, with an error result.
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -77,7 +87,10 @@ fn the_batch_api_path_uploads_follows_and_writes_every_result() {
     let s = summary(&out);
     assert_eq!(s["via"], "batch-api");
     assert_eq!(s["succeeded"], 450);
-    assert!(!output.with_file_name("out.jsonl.batch-jobs.json").exists(), "the jobs file stays behind");
+    assert!(
+        !output.with_file_name("out.jsonl.batch-jobs.json").exists(),
+        "the jobs file stays behind"
+    );
 }
 
 #[test]
@@ -88,7 +101,12 @@ fn a_run_killed_while_its_jobs_run_follows_the_same_jobs_again() {
     let output = dir.join("out.jsonl");
     let expected = mixed_input(&input);
     let jobs_file = output.with_file_name("out.jsonl.batch-jobs.json");
-    let mut child = spawn_batch(&emu, &input, &output, &["--via", "batch-api", "--poll-interval", "0.1"]);
+    let mut child = spawn_batch(
+        &emu,
+        &input,
+        &output,
+        &["--via", "batch-api", "--poll-interval", "0.1"],
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(jobs_file.exists() && jobs(&emu).len() == 2) {
         assert!(Instant::now() < deadline, "no jobs were created");
@@ -96,10 +114,18 @@ fn a_run_killed_while_its_jobs_run_follows_the_same_jobs_again() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    let out = batch(&emu, &input, &output, &["--via", "batch-api", "--poll-interval", "0.1"]);
+    let out = batch(
+        &emu,
+        &input,
+        &output,
+        &["--via", "batch-api", "--poll-interval", "0.1"],
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("following the 2 job(s) of an earlier run"), "{err}");
+    assert!(
+        err.contains("following the 2 job(s) of an earlier run"),
+        "{err}"
+    );
     assert_each_once(&output, &expected);
     assert_eq!(jobs(&emu).len(), 2, "jobs were submitted again");
 }
@@ -112,7 +138,19 @@ fn auto_picks_the_batch_api_when_online_misses_the_deadline() {
     let output = dir.join("out.jsonl");
     let expected = chat_input(&input, 30, MODEL);
     // 30 requests at 20/s: ~1.5 s online, past a 1 s deadline.
-    let out = batch(&emu, &input, &output, &["--via", "auto", "--deadline", "1s", "--poll-interval", "0.1"]);
+    let out = batch(
+        &emu,
+        &input,
+        &output,
+        &[
+            "--via",
+            "auto",
+            "--deadline",
+            "1s",
+            "--poll-interval",
+            "0.1",
+        ],
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("past the deadline"), "{err}");
@@ -120,7 +158,12 @@ fn auto_picks_the_batch_api_when_online_misses_the_deadline() {
     assert_each_once(&output, &expected);
     // Within a generous deadline it stays online.
     let output = dir.join("out2.jsonl");
-    let out = batch(&emu, &input, &output, &["--via", "auto", "--deadline", "1h"]);
+    let out = batch(
+        &emu,
+        &input,
+        &output,
+        &["--via", "auto", "--deadline", "1h"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(summary(&out)["via"], "online");
     assert_each_once(&output, &expected);

@@ -24,7 +24,8 @@ fn invalid_lines_and_duplicate_ids_are_refused_before_any_call() {
             json!({"custom_id": "c"}).to_string(),
             chat_line("a", MODEL, "again"),
             String::new(),
-            json!({"custom_id": "d", "body": {"messages": [{"role": "user", "content": "x"}]}}).to_string(),
+            json!({"custom_id": "d", "body": {"messages": [{"role": "user", "content": "x"}]}})
+                .to_string(),
             chat_line("e", MODEL, "three"),
         ],
     );
@@ -33,10 +34,17 @@ fn invalid_lines_and_duplicate_ids_are_refused_before_any_call() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("line 2: not JSON"), "{err}");
     assert!(err.contains("line 4: no body"), "{err}");
-    assert!(err.contains("line 5: duplicate custom_id \"a\" (first on line 1)"), "{err}");
+    assert!(
+        err.contains("line 5: duplicate custom_id \"a\" (first on line 1)"),
+        "{err}"
+    );
     assert!(err.contains("line 7: no model"), "{err}");
     assert!(err.contains("nothing was sent"), "{err}");
-    assert_eq!(emu.requests_received(), 0, "a call was sent for an invalid file");
+    assert_eq!(
+        emu.requests_received(),
+        0,
+        "a call was sent for an invalid file"
+    );
     assert!(results(&output).0.is_empty());
 
     // --skip-invalid: the valid lines run, the others are reported, the status says so.
@@ -59,7 +67,9 @@ fn a_permanent_error_is_that_requests_result_and_the_run_goes_on() {
     let dir = temp_dir("permanent");
     let input = dir.join("in.jsonl");
     let output = dir.join("out.jsonl");
-    let mut lines: Vec<String> = (0..6).map(|i| chat_line(&format!("ok-{i}"), MODEL, "hi")).collect();
+    let mut lines: Vec<String> = (0..6)
+        .map(|i| chat_line(&format!("ok-{i}"), MODEL, "hi"))
+        .collect();
     // Unknown fields are refused by the server with 422 extra_forbidden.
     lines.insert(
         3,
@@ -69,12 +79,16 @@ fn a_permanent_error_is_that_requests_result_and_the_run_goes_on() {
     write_lines(&input, lines);
     let out = batch(&emu, &input, &output, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let mut expected: std::collections::HashSet<String> = (0..6).map(|i| format!("ok-{i}")).collect();
+    let mut expected: std::collections::HashSet<String> =
+        (0..6).map(|i| format!("ok-{i}")).collect();
     expected.insert("bad".into());
     let values = assert_each_once(&output, &expected);
     let bad = values.iter().find(|v| v["custom_id"] == "bad").unwrap();
     assert_eq!(bad["response"]["status_code"], 422);
-    assert!(bad["error"]["message"].as_str().unwrap().contains("422"), "{bad}");
+    assert!(
+        bad["error"]["message"].as_str().unwrap().contains("422"),
+        "{bad}"
+    );
     assert_eq!(summary(&out)["failed"], 1);
     // Run again: nothing to do, and the status still says an error is in the output.
     let out = batch(&emu, &input, &output, &[]);
@@ -100,15 +114,25 @@ fn a_spent_monthly_quota_stops_cleanly_and_the_run_resumes_later() {
     assert!(err.contains("monthly quota"), "{err}");
     assert!(err.contains("run the same command again"), "{err}");
     let (values, counts) = results(&output);
-    assert!(!values.is_empty() && values.len() < 60, "{} results", values.len());
-    assert!(values.iter().all(|v| v["response"]["status_code"] == 200), "only successes are written");
+    assert!(
+        !values.is_empty() && values.len() < 60,
+        "{} results",
+        values.len()
+    );
+    assert!(
+        values.iter().all(|v| v["response"]["status_code"] == 200),
+        "only successes are written"
+    );
     assert!(counts.values().all(|n| *n == 1));
     // The month rolls over: the same command finishes the file.
     emu.reset_month();
     emu.set_limits(MODEL, Limits::new(Some(100), Some(1_000_000)));
     let out = batch(&emu, &input, &output, &["--concurrency", "4"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(summary(&out)["already_done"].as_u64(), Some(values.len() as u64));
+    assert_eq!(
+        summary(&out)["already_done"].as_u64(),
+        Some(values.len() as u64)
+    );
     assert_each_once(&output, &expected);
 }
 
@@ -124,7 +148,11 @@ fn a_zero_allowance_stops_at_once_with_nothing_written() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("no allowance"), "{err}");
     assert!(results(&output).0.is_empty());
-    assert!(emu.requests_received() <= 8, "{} requests sent to a zero allowance", emu.requests_received());
+    assert!(
+        emu.requests_received() <= 8,
+        "{} requests sent to a zero allowance",
+        emu.requests_received()
+    );
 }
 
 #[test]
@@ -144,7 +172,11 @@ fn a_full_disk_is_a_clear_error_and_the_run_resumes_elsewhere() {
     assert!(err.contains("cannot write /dev/full"), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     // It stopped at the first failed write, not after sending the whole file.
-    assert!(served(&emu) < 20, "{} requests sent after the disk was full", served(&emu));
+    assert!(
+        served(&emu) < 20,
+        "{} requests sent after the disk was full",
+        served(&emu)
+    );
     let output = dir.join("out.jsonl");
     let out = batch(&emu, &input, &output, &["--concurrency", "4"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -167,9 +199,16 @@ fn dry_run_estimates_time_and_tokens_with_one_probe_per_model() {
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     assert!(text.contains("100 valid request(s)"), "{text}");
     // 100 requests at 10 per second: about 10 s.
-    assert!(text.contains("≈ 10.0s at the limit") || text.contains("≈ 9.9s"), "{text}");
+    assert!(
+        text.contains("≈ 10.0s at the limit") || text.contains("≈ 9.9s"),
+        "{text}"
+    );
     assert!(text.contains("requests per 1 s: 10"), "{text}");
-    assert_eq!(emu.requests_received(), 1, "a dry run sends one probe per model");
+    assert_eq!(
+        emu.requests_received(),
+        1,
+        "a dry run sends one probe per model"
+    );
 }
 
 #[test]
@@ -194,7 +233,9 @@ fn the_shipped_sample_runs_against_the_built_in_emulator() {
     assert!(counts.values().all(|n| *n == 1));
     for endpoint_object in ["chat.completion", "list"] {
         assert!(
-            values.iter().any(|v| v["response"]["body"]["object"] == endpoint_object),
+            values
+                .iter()
+                .any(|v| v["response"]["body"]["object"] == endpoint_object),
             "no {endpoint_object} result"
         );
     }
@@ -208,7 +249,11 @@ fn the_shipped_sample_runs_against_the_built_in_emulator() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("MISTRAL_API_KEY is not set"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("MISTRAL_API_KEY is not set"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stderr(&out).contains(mistral_tests::DEFAULT_KEY));
     let _ = Value::Null;
 }

@@ -39,7 +39,10 @@ fn ten_thousand_requests_at_a_tight_limit_are_each_answered_once() {
         log.count_429()
     );
     // Behaviour, with a generous bound (the number itself belongs to the bench).
-    assert!(rate > 0.5 * limit as f64, "{rate:.1}/s against a limit of {limit}/s");
+    assert!(
+        rate > 0.5 * limit as f64,
+        "{rate:.1}/s against a limit of {limit}/s"
+    );
 }
 
 #[test]
@@ -66,18 +69,31 @@ fn killed_twenty_times_with_sigkill_then_resumed_each_id_once() {
         // Whatever was on disk at the kill is a valid prefix: complete lines, maybe a
         // torn last one, no id twice.
         let text = std::fs::read(&output).unwrap_or_default();
-        let complete = text.rsplit(|b| *b == b'\n').next().map_or(text.len(), |torn| text.len() - torn.len());
+        let complete = text
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .map_or(text.len(), |torn| text.len() - torn.len());
         let (_, counts) = results_of(&text[..complete]);
-        assert!(counts.values().all(|c| *c == 1), "round {round}: an id twice");
+        assert!(
+            counts.values().all(|c| *c == 1),
+            "round {round}: an id twice"
+        );
     }
     assert_eq!(killed, 20, "every round was killed, none ended on its own");
     let before = results(&output).0.len();
-    assert!(before < n, "the kills all came after the end: nothing left to resume");
+    assert!(
+        before < n,
+        "the kills all came after the end: nothing left to resume"
+    );
     // A torn last line, as a kill in the middle of a write leaves it.
     {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&output).unwrap();
-        f.write_all(br#"{"custom_id":"id-0","response":{"status_co"#).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&output)
+            .unwrap();
+        f.write_all(br#"{"custom_id":"id-0","response":{"status_co"#)
+            .unwrap();
     }
     let out = batch(&emu, &input, &output, &["--concurrency", &c]);
     let err = stderr(&out);
@@ -87,8 +103,14 @@ fn killed_twenty_times_with_sigkill_then_resumed_each_id_once() {
     // At most the calls in flight at each kill were sent again.
     let served = served(&emu);
     let resent = served - n;
-    eprintln!("{before} results before the last run; {served} requests served for {n} ids: {resent} sent again over 20 kills (bound {})", 20 * concurrency);
-    assert!(resent <= 20 * concurrency, "{resent} requests were sent twice");
+    eprintln!(
+        "{before} results before the last run; {served} requests served for {n} ids: {resent} sent again over 20 kills (bound {})",
+        20 * concurrency
+    );
+    assert!(
+        resent <= 20 * concurrency,
+        "{resent} requests were sent twice"
+    );
     assert!(!emu.log().was_any_window_over_limit());
 }
 
@@ -97,7 +119,9 @@ fn results_of(bytes: &[u8]) -> (usize, std::collections::HashMap<String, usize>)
     let text = std::str::from_utf8(bytes).unwrap();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("a complete line parses");
-        *counts.entry(v["custom_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        *counts
+            .entry(v["custom_id"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
     }
     (text.lines().count(), counts)
 }
@@ -135,7 +159,9 @@ fn a_large_input_streams_in_flat_memory() {
         (0..n).map(|i| chat_line(&format!("big-{i}"), MODEL, &format!("{i} {filler}"))),
     );
     let size = std::fs::metadata(&input).unwrap().len();
-    let mut child = batch_command(&emu, &input, &output, &["--concurrency", "8"]).spawn().unwrap();
+    let mut child = batch_command(&emu, &input, &output, &["--concurrency", "8"])
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let mut peak = 0;
     let status = loop {
@@ -154,5 +180,8 @@ fn a_large_input_streams_in_flat_memory() {
     let size_mib = size as f64 / (1024.0 * 1024.0);
     eprintln!("input {size_mib:.0} MiB, peak RSS {peak_mib:.1} MiB");
     assert!(peak > 0, "the memory was never read");
-    assert!(peak_mib < size_mib / 2.0, "peak RSS {peak_mib:.1} MiB for a {size_mib:.0} MiB input");
+    assert!(
+        peak_mib < size_mib / 2.0,
+        "peak RSS {peak_mib:.1} MiB for a {size_mib:.0} MiB input"
+    );
 }

@@ -25,13 +25,29 @@ impl Drop for Redis {
 
 fn start_redis() -> Option<Redis> {
     if std::env::var("MISTRAL_TEST_REDIS").as_deref() != Ok("1") {
-        eprintln!("SKIPPED: set MISTRAL_TEST_REDIS=1 (and MISTRAL_TEST_REDIS_SERVER) for the Redis test");
+        eprintln!(
+            "SKIPPED: set MISTRAL_TEST_REDIS=1 (and MISTRAL_TEST_REDIS_SERVER) for the Redis test"
+        );
         return None;
     }
-    let server = std::env::var("MISTRAL_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-    let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let server =
+        std::env::var("MISTRAL_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let child = Command::new(&server)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -86,7 +102,10 @@ fn three_shards(name: &str, limiter: &str) {
     );
     assert_eq!(log.admitted(), n);
     assert!(!log.was_any_window_over_limit(), "{:?}", log.violations());
-    assert!(per_shard.iter().all(|s| *s > n / 6), "unbalanced shards {per_shard:?}");
+    assert!(
+        per_shard.iter().all(|s| *s > n / 6),
+        "unbalanced shards {per_shard:?}"
+    );
 }
 
 #[test]

@@ -91,7 +91,12 @@ pub fn summary(output: &Output) -> Value {
         .lines()
         .rev()
         .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no summary; stderr: {}", String::from_utf8_lossy(&output.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary; stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
     serde_json::from_str(line).expect("the summary is JSON")
 }
 
@@ -122,7 +127,8 @@ pub fn chat_input(path: &Path, n: usize, model: &str) -> HashSet<String> {
     let ids: Vec<String> = (0..n).map(|i| format!("id-{i}")).collect();
     write_lines(
         path,
-        ids.iter().map(|id| chat_line(id, model, &format!("question number {id}"))),
+        ids.iter()
+            .map(|id| chat_line(id, model, &format!("question number {id}"))),
     );
     ids.into_iter().collect()
 }
@@ -131,7 +137,10 @@ pub fn chat_input(path: &Path, n: usize, model: &str) -> HashSet<String> {
 /// custom_id), and how many times each custom_id appears.
 pub fn results(path: &Path) -> (Vec<Value>, HashMap<String, usize>) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(text.is_empty() || text.ends_with('\n'), "the output ends with a torn line");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the output ends with a torn line"
+    );
     let mut counts = HashMap::new();
     let values: Vec<Value> = text
         .lines()
@@ -153,12 +162,31 @@ pub fn results(path: &Path) -> (Vec<Value>, HashMap<String, usize>) {
 /// Asserts every id of `expected` has exactly one result and there are no others.
 pub fn assert_each_once(path: &Path, expected: &HashSet<String>) -> Vec<Value> {
     let (values, counts) = results(path);
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).take(5).collect();
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .take(5)
+        .collect();
     assert!(twice.is_empty(), "answered more than once: {twice:?}");
-    let missing: Vec<_> = expected.iter().filter(|id| !counts.contains_key(*id)).take(5).collect();
-    assert!(missing.is_empty(), "no result for {missing:?} (and maybe more)");
-    let extra: Vec<_> = counts.keys().filter(|id| !expected.contains(*id)).take(5).collect();
-    assert!(extra.is_empty(), "results for ids not in the input: {extra:?}");
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no result for {missing:?} (and maybe more)"
+    );
+    let extra: Vec<_> = counts
+        .keys()
+        .filter(|id| !expected.contains(*id))
+        .take(5)
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "results for ids not in the input: {extra:?}"
+    );
     values
 }
 

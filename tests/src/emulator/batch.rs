@@ -197,7 +197,10 @@ impl Batches {
                     .iter()
                     .filter_map(|id| state.files.get(id).map(StoredFile::object))
                     .collect();
-                Answer::json(200, &json!({"data": data, "object": "list", "total": data.len()}))
+                Answer::json(
+                    200,
+                    &json!({"data": data, "object": "list", "total": data.len()}),
+                )
             }
             ("GET", ["v1", "files", id]) => match self.lock().files.get(*id) {
                 Some(file) => Answer::json(200, &file.object()),
@@ -219,7 +222,10 @@ impl Batches {
                     .iter()
                     .filter_map(|id| state.jobs.get(id).map(Job::object))
                     .collect();
-                Answer::json(200, &json!({"data": data, "object": "list", "total": data.len()}))
+                Answer::json(
+                    200,
+                    &json!({"data": data, "object": "list", "total": data.len()}),
+                )
             }
             ("GET", ["v1", "batch", "jobs", id]) => match self.lock().jobs.get(*id) {
                 Some(job) => Answer::json(200, &job.object()),
@@ -238,8 +244,13 @@ impl Batches {
                     None => Answer::not_found("Batch job"),
                 }
             }
-            (_, ["v1", "files", ..] | ["v1", "batch", ..]) if matches!(method.as_str(), "GET" | "POST") => {
-                Answer::json(404, &json!({"message": "no Route matched with those values"}))
+            (_, ["v1", "files", ..] | ["v1", "batch", ..])
+                if matches!(method.as_str(), "GET" | "POST") =>
+            {
+                Answer::json(
+                    404,
+                    &json!({"message": "no Route matched with those values"}),
+                )
             }
             _ => Answer::json(405, &json!({"detail": "Method Not Allowed"})),
         }
@@ -254,8 +265,15 @@ impl Batches {
         let mut file = None;
         for part in parts {
             match part.name.as_deref() {
-                Some("purpose") => purpose = Some(String::from_utf8_lossy(part.data).trim().to_string()),
-                Some("file") => file = Some((part.filename.unwrap_or_else(|| "upload.jsonl".into()), part.data)),
+                Some("purpose") => {
+                    purpose = Some(String::from_utf8_lossy(part.data).trim().to_string())
+                }
+                Some("file") => {
+                    file = Some((
+                        part.filename.unwrap_or_else(|| "upload.jsonl".into()),
+                        part.data,
+                    ))
+                }
                 _ => {}
             }
         }
@@ -273,7 +291,10 @@ impl Batches {
             filename,
             purpose,
             created_at: unix_now(),
-            num_lines: data.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).count() as u64,
+            num_lines: data
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                .count() as u64,
             content: Bytes::copy_from_slice(data),
         };
         let answer = Answer::json(200, &stored.object());
@@ -288,7 +309,11 @@ impl Batches {
         };
         let input_files: Vec<String> = match request.get("input_files") {
             Some(Value::Array(ids)) if !ids.is_empty() => {
-                match ids.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>() {
+                match ids
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                {
                     Some(ids) => ids,
                     None => return Answer::invalid("input_files must be a list of file ids"),
                 }
@@ -301,7 +326,10 @@ impl Batches {
         let Some(api_endpoint) = Endpoint::from_path(endpoint) else {
             return Answer::invalid(&format!("unsupported endpoint {endpoint}"));
         };
-        let model = request.get("model").and_then(Value::as_str).map(str::to_string);
+        let model = request
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let mut state = self.lock();
         let mut lines: Vec<Bytes> = Vec::new();
         for id in &input_files {
@@ -345,7 +373,9 @@ impl Batches {
         drop(state);
         let batches = self.clone();
         tokio::spawn(async move {
-            batches.process(id, api_endpoint, model, lines, answering).await;
+            batches
+                .process(id, api_endpoint, model, lines, answering)
+                .await;
         });
         answer
     }
@@ -361,7 +391,9 @@ impl Batches {
         tokio::time::sleep(Duration::from_millis(QUEUE_MS)).await;
         {
             let mut state = self.lock();
-            let Some(job) = state.jobs.get_mut(&id) else { return };
+            let Some(job) = state.jobs.get_mut(&id) else {
+                return;
+            };
             if job.cancel {
                 job.status = "CANCELLED";
                 job.completed_at = Some(unix_now());
@@ -388,7 +420,9 @@ impl Batches {
                 }
             }
             let mut state = self.lock();
-            let Some(job) = state.jobs.get_mut(&id) else { return };
+            let Some(job) = state.jobs.get_mut(&id) else {
+                return;
+            };
             job.succeeded += ok;
             job.failed += failed;
             if job.cancel {
@@ -399,7 +433,9 @@ impl Batches {
         let mut state = self.lock();
         let output_id = (!output.is_empty()).then(|| state.new_id(answering.seed));
         let error_id = (!errors.is_empty()).then(|| state.new_id(answering.seed));
-        for (file_id, content, kind) in [(&output_id, output, "output"), (&error_id, errors, "error")] {
+        for (file_id, content, kind) in
+            [(&output_id, output, "output"), (&error_id, errors, "error")]
+        {
             if let Some(file_id) = file_id {
                 let num_lines = content.iter().filter(|b| **b == b'\n').count() as u64;
                 state.file_order.push(file_id.clone());
@@ -445,13 +481,19 @@ fn answer_line(
     let result = match body {
         Some(Value::Object(mut body)) => {
             if let Some(model) = model {
-                body.entry("model").or_insert_with(|| Value::String(model.to_string()));
+                body.entry("model")
+                    .or_insert_with(|| Value::String(model.to_string()));
             }
             body.remove("stream");
             let bytes = Value::Object(body).to_string();
-            api::parse(endpoint, bytes.as_bytes(), answering.completion_tokens, answering.embedding_dim)
-                .map(|parsed| api::response(&parsed, &hex32(answering.seed ^ 0xB0D1, n), unix_now()))
-                .map_err(|invalid| (invalid.status, invalid.body))
+            api::parse(
+                endpoint,
+                bytes.as_bytes(),
+                answering.completion_tokens,
+                answering.embedding_dim,
+            )
+            .map(|parsed| api::response(&parsed, &hex32(answering.seed ^ 0xB0D1, n), unix_now()))
+            .map_err(|invalid| (invalid.status, invalid.body))
         }
         _ => Err((
             400,
@@ -523,17 +565,24 @@ fn multipart<'a>(body: &'a [u8], boundary: &str) -> Vec<Part<'a>> {
         if body.get(start..start + 2) == Some(b"--") {
             break;
         }
-        let Some(head_end) = find(body, b"\r\n\r\n", start) else { break };
+        let Some(head_end) = find(body, b"\r\n\r\n", start) else {
+            break;
+        };
         let head = String::from_utf8_lossy(&body[start..head_end]);
         let data_start = head_end + 4;
         let mut next_delimiter = Vec::with_capacity(delimiter.len() + 2);
         next_delimiter.extend_from_slice(b"\r\n");
         next_delimiter.extend_from_slice(delimiter);
-        let Some(data_end) = find(body, &next_delimiter, data_start) else { break };
+        let Some(data_end) = find(body, &next_delimiter, data_start) else {
+            break;
+        };
         let mut name = None;
         let mut filename = None;
         for line in head.lines() {
-            if line.to_ascii_lowercase().starts_with("content-disposition:") {
+            if line
+                .to_ascii_lowercase()
+                .starts_with("content-disposition:")
+            {
                 for param in line.split(';') {
                     if let Some((k, v)) = param.split_once('=') {
                         let v = v.trim().trim_matches('"').to_string();
@@ -569,6 +618,9 @@ mod tests {
         assert_eq!(parts[0].data, b"batch");
         assert_eq!(parts[1].filename.as_deref(), Some("a.jsonl"));
         assert_eq!(parts[1].data, b"{\"a\":1}\n{\"b\":2}\n");
-        assert_eq!(boundary_of("multipart/form-data; boundary=\"xyz\"").as_deref(), Some("xyz"));
+        assert_eq!(
+            boundary_of("multipart/form-data; boundary=\"xyz\"").as_deref(),
+            Some("xyz")
+        );
     }
 }

@@ -712,7 +712,12 @@ async fn route(shared: &Shared, seq: u64, req: Request<Incoming>, entry: &mut En
 }
 
 /// `/v1/files` and `/v1/batch/jobs` (see [`batch`]): answered without the limiter.
-async fn batch_route(shared: &Shared, seq: u64, req: Request<Incoming>, entry: &mut Entry) -> Reply {
+async fn batch_route(
+    shared: &Shared,
+    seq: u64,
+    req: Request<Incoming>,
+    entry: &mut Entry,
+) -> Reply {
     if !bearer(&req).is_some_and(|k| shared.config.keys.contains(&k)) {
         entry.outcome = Outcome::Unauthorized;
         return unauthorized(shared.config.era, shared.config.seed, seq);
@@ -728,7 +733,14 @@ async fn batch_route(shared: &Shared, seq: u64, req: Request<Incoming>, entry: &
     let body = match read_body(req.into_body(), batch::MAX_UPLOAD_BYTES).await {
         Ok(b) => b,
         Err(status) => {
-            return Reply::json(status, &error_body("Could not read the request body", "invalid_request_error", None));
+            return Reply::json(
+                status,
+                &error_body(
+                    "Could not read the request body",
+                    "invalid_request_error",
+                    None,
+                ),
+            );
         }
     };
     let answering = batch::Answering {
