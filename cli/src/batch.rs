@@ -146,13 +146,16 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
     } else {
         0.0
     };
-    let limit = stats.last_limits.as_ref().and_then(request_rate);
+    let limit = outcome.counters.total_limits().0;
     let mut head = format!(
         "mistral: {written} result(s) written in {} ({rate:.1}/s",
         human(outcome.elapsed)
     );
     if let (Some(limit), Via::Online) = (limit, via) {
-        head.push_str(&format!("; limit {limit:.1}/s, {:.2} of it", rate / limit));
+        head.push_str(&format!(
+            "; the models' limits add up to {limit:.1}/s: {:.2} of it",
+            rate / limit
+        ));
     }
     head.push_str(&format!(
         "; {} via {}",

@@ -71,6 +71,30 @@ pub struct Counters {
     pub latency_us: AtomicU64,
     /// Requests in flight now.
     pub in_flight: AtomicU64,
+    /// Per model: the requests and tokens per second its last response announced.
+    pub limits: Mutex<std::collections::HashMap<String, Rates>>,
+}
+
+/// Requests and tokens per second a model's limits allow (`None`: not announced).
+pub type Rates = (Option<f64>, Option<f64>);
+
+impl Counters {
+    /// Requests and tokens per second over every model seen: budgets of different
+    /// models are spent in parallel, so their limits add up.
+    pub fn total_limits(&self) -> Rates {
+        let limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let sum = |pick: fn(&Rates) -> Option<f64>| {
+            limits
+                .values()
+                .map(pick)
+                .try_fold(0.0, |acc, r| r.map(|r| acc + r))
+        };
+        if limits.is_empty() {
+            (None, None)
+        } else {
+            (sum(|l| l.0), sum(|l| l.1))
+        }
+    }
 }
 
 /// Why a run stopped before its end.
@@ -249,7 +273,11 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
                 let stats = client.stats();
                 let c = &shared.counters;
                 if auto {
-                    let target = auto_concurrency(&stats, c.latency_us.load(Ordering::Relaxed));
+                    let target = auto_concurrency(
+                        c.total_limits().0,
+                        stats.calls,
+                        c.latency_us.load(Ordering::Relaxed),
+                    );
                     let now = concurrency.load(Ordering::Relaxed) as usize;
                     if target > now {
                         semaphore.add_permits(target - now);
@@ -325,9 +353,9 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
 /// Enough calls in flight to keep the announced request rate busy over the observed
 /// latency (twice over, for scheduling noise), between 2 and [`MAX_AUTO_CONCURRENCY`];
 /// 8 until a limit is known.
-fn auto_concurrency(stats: &mistral_async::Stats, latency_us: u64) -> usize {
-    let Some(rate) = stats.last_limits.as_ref().and_then(request_rate) else {
-        return if stats.calls > 0 { 8 } else { 1 };
+fn auto_concurrency(rate: Option<f64>, calls: u64, latency_us: u64) -> usize {
+    let Some(rate) = rate else {
+        return if calls > 0 { 8 } else { 1 };
     };
     let latency = (latency_us as f64 / 1e6).max(0.02);
     ((rate * latency * 2.0).ceil() as usize + 2).clamp(2, MAX_AUTO_CONCURRENCY)
@@ -356,7 +384,7 @@ fn snapshot(
     started: Instant,
     concurrency: u64,
 ) -> Snapshot {
-    let limits = stats.last_limits.as_ref();
+    let (request_limit, token_limit) = c.total_limits();
     let with_usage = c.with_usage.load(Ordering::Relaxed);
     let avg_tokens = if with_usage > 0 {
         c.tokens_used.load(Ordering::Relaxed) as f64 / with_usage as f64
@@ -374,8 +402,8 @@ fn snapshot(
         rate_limited: stats.rate_limited.total(),
         retries: stats.retries,
         elapsed: started.elapsed(),
-        request_limit: limits.and_then(request_rate),
-        token_limit: limits.and_then(token_rate),
+        request_limit,
+        token_limit,
         avg_tokens,
         concurrency,
     }
@@ -411,6 +439,13 @@ async fn call(
             };
             c.latency_us.store(new, Ordering::Relaxed);
             c.transient_in_a_row.store(0, Ordering::Relaxed);
+            let announced = (request_rate(&reply.limits), token_rate(&reply.limits));
+            if announced != (None, None) {
+                let mut limits = c.limits.lock().unwrap_or_else(|e| e.into_inner());
+                if limits.get(&job.model) != Some(&announced) {
+                    limits.insert(job.model.clone(), announced);
+                }
+            }
             if let Some(tokens) = reply
                 .value
                 .pointer("/usage/total_tokens")
