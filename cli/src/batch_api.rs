@@ -3,8 +3,11 @@
 //! The requests still to do are split by (endpoint, model), since a job has one of each;
 //! each group is written to a temporary JSONL file, uploaded (`POST /v1/files`, purpose
 //! `batch`, streamed from disk), and becomes one job (`POST /v1/batch/jobs`). The job ids
-//! are kept next to the output (`OUTPUT.batch-jobs.json`) so that a run killed while it
-//! waits follows the same jobs when started again instead of submitting new ones. Jobs
+//! are kept next to the output (`OUTPUT.batch-jobs.json`, written before the first job
+//! is created) so that a run killed while it waits follows the same jobs when started
+//! again instead of submitting new ones; each job's metadata names the run, so a job
+//! created just before a crash is found on the server (`GET /v1/batch/jobs`) and
+//! followed too, and only the groups with no job are submitted. Jobs
 //! are polled (`GET /v1/batch/jobs/{id}`) with a progress bar; when they end, their
 //! `output_file` and `error_file` are downloaded (`GET /v1/files/{id}/content`, streamed)
 //! and their lines appended to the output in the same format as the online run, skipping
@@ -37,6 +40,22 @@ struct Submitted {
     model: String,
     requests: u64,
 }
+
+/// The jobs file: written before the first job is created, again after each one.
+///
+/// Every job carries `run` in its metadata (`mistral_cli_run`), so a job created just
+/// before a crash, whose id never reached this file, is found again on the server and
+/// followed rather than submitted twice.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct JobsFile {
+    run: String,
+    jobs: Vec<Submitted>,
+    /// Every (endpoint, model) group has its job.
+    complete: bool,
+}
+
+/// The metadata key that names the run a job belongs to.
+const RUN_KEY: &str = "mistral_cli_run";
 
 fn jobs_file(output: &Path) -> PathBuf {
     let mut name = output.file_name().unwrap_or_default().to_os_string();
@@ -81,23 +100,32 @@ async fn follow(
     counters: &Counters,
 ) -> Result<(), Stop> {
     let jobs_path = jobs_file(&plan.output);
-    let jobs: Vec<Submitted> = match std::fs::read(&jobs_path) {
+    let mut file = match std::fs::read(&jobs_path) {
         Ok(bytes) => {
-            let jobs: Vec<Submitted> = serde_json::from_slice(&bytes).map_err(|e| {
+            let mut file: JobsFile = serde_json::from_slice(&bytes).map_err(|e| {
                 Stop::Output(format!(
                     "{} is unreadable ({e}); remove it to submit new jobs",
                     jobs_path.display()
                 ))
             })?;
+            adopt_orphans(conn, &mut file).await?;
+            save_jobs(&jobs_path, &file)?;
             eprintln!(
                 "mistral: following the {} job(s) of an earlier run ({})",
-                jobs.len(),
+                file.jobs.len(),
                 jobs_path.display()
             );
-            jobs
+            file
         }
-        Err(_) => submit(conn, plan, &resumed, &jobs_path).await?,
+        Err(_) => JobsFile {
+            run: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+            ..JobsFile::default()
+        },
     };
+    if !file.complete {
+        submit(conn, plan, &resumed, &jobs_path, &mut file).await?;
+    }
+    let jobs = file.jobs;
     // Follow the jobs to their end.
     let interval = Duration::from_secs_f64(args.poll_interval.clamp(0.05, 3600.0));
     let mut states: HashMap<String, Value> = HashMap::new();
@@ -197,7 +225,14 @@ async fn submit(
     plan: &Plan,
     resumed: &Resumed,
     jobs_path: &Path,
-) -> Result<Vec<Submitted>, Stop> {
+    file: &mut JobsFile,
+) -> Result<(), Stop> {
+    save_jobs(jobs_path, file)?;
+    let submitted: std::collections::HashSet<(String, String)> = file
+        .jobs
+        .iter()
+        .map(|j| (j.endpoint.clone(), j.model.clone()))
+        .collect();
     let mut groups: HashMap<(Endpoint, String), (PathBuf, BufWriter<File>, u64)> = HashMap::new();
     let mut trouble: Option<String> = None;
     let base = plan.output.clone();
@@ -210,6 +245,7 @@ async fn submit(
         };
         if !in_shard(plan.shard, &job.custom_id)
             || resumed.done.contains(&fingerprint(&job.custom_id))
+            || submitted.contains(&(job.endpoint.path().to_string(), job.model.clone()))
         {
             return Ok(true);
         }
@@ -244,7 +280,6 @@ async fn submit(
     if let Some(t) = trouble {
         return Err(Stop::Output(t));
     }
-    let mut jobs = Vec::new();
     for ((endpoint, model), (path, writer, count)) in groups {
         writer
             .into_inner()
@@ -256,7 +291,7 @@ async fn submit(
             "input_files": [file_id],
             "endpoint": endpoint.path(),
             "model": model,
-            "metadata": {"created_by": "mistral-cli"},
+            "metadata": {"created_by": "mistral-cli", RUN_KEY: file.run},
             "timeout_hours": 24,
         });
         let request = ApiRequest::post_json("/v1/batch/jobs", &body)
@@ -275,18 +310,64 @@ async fn submit(
             "mistral: batch job {id}: {count} request(s) to {model} {}",
             endpoint.path()
         );
-        jobs.push(Submitted {
+        file.jobs.push(Submitted {
             id: id.to_string(),
             endpoint: endpoint.path().to_string(),
             model,
             requests: count,
         });
-        save_jobs(jobs_path, &jobs)?;
+        save_jobs(jobs_path, file)?;
     }
-    Ok(jobs)
+    file.complete = true;
+    save_jobs(jobs_path, file)
 }
 
-fn save_jobs(path: &Path, jobs: &[Submitted]) -> Result<(), Stop> {
+/// Adds the jobs of `file.run` that the server has but the file lost (created just
+/// before a crash).
+async fn adopt_orphans(conn: &Connection, file: &mut JobsFile) -> Result<(), Stop> {
+    let reply = conn
+        .client
+        .send(ApiRequest::get(
+            "/v1/batch/jobs?page_size=100&created_by_me=true",
+        ))
+        .await
+        .map_err(|e| stop_for(&e, "cannot list the batch jobs"))?;
+    let listed = reply
+        .value
+        .get("data")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for job in listed {
+        let ours = job
+            .pointer(&format!("/metadata/{RUN_KEY}"))
+            .and_then(Value::as_str)
+            == Some(file.run.as_str());
+        let Some(id) = job.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        if ours && !file.jobs.iter().any(|j| j.id == id) {
+            let text = |field: &str| {
+                job.get(field)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            file.jobs.push(Submitted {
+                id: id.to_string(),
+                endpoint: text("endpoint"),
+                model: text("model"),
+                requests: job
+                    .get("total_requests")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn save_jobs(path: &Path, jobs: &JobsFile) -> Result<(), Stop> {
     let mut tmp = path.as_os_str().to_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);

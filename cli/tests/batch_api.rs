@@ -39,13 +39,31 @@ fn jobs(emu: &mistral_tests::Emulator) -> Vec<Value> {
 
 /// A tiny blocking GET over a raw socket (the tests need no HTTP client of their own).
 fn reqwest_blocking_get(url: &str, key: &str) -> Value {
+    raw_request("GET", url, key, None)
+}
+
+/// One HTTP/1.1 request over a raw socket: `body` is (content type, bytes).
+fn raw_request(method: &str, url: &str, key: &str, body: Option<(&str, &[u8])>) -> Value {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n"
+    );
+    if let Some((content_type, bytes)) = body {
+        head.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            bytes.len()
+        ));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    if let Some((_, bytes)) = body {
+        stream.write_all(bytes).unwrap();
+    }
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let body = response
@@ -108,7 +126,9 @@ fn a_run_killed_while_its_jobs_run_follows_the_same_jobs_again() {
         &["--via", "batch-api", "--poll-interval", "0.1"],
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !(jobs_file.exists() && jobs(&emu).len() == 2) {
+    // Killed as soon as the first job exists: its id may or may not have reached the
+    // jobs file, and the second group may or may not have its job yet.
+    while !(jobs_file.exists() && !jobs(&emu).is_empty()) {
         assert!(Instant::now() < deadline, "no jobs were created");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -122,10 +142,7 @@ fn a_run_killed_while_its_jobs_run_follows_the_same_jobs_again() {
     );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("following the 2 job(s) of an earlier run"),
-        "{err}"
-    );
+    assert!(err.contains("job(s) of an earlier run"), "{err}");
     assert_each_once(&output, &expected);
     assert_eq!(jobs(&emu).len(), 2, "jobs were submitted again");
 }
@@ -167,4 +184,67 @@ fn auto_picks_the_batch_api_when_online_misses_the_deadline() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(summary(&out)["via"], "online");
     assert_each_once(&output, &expected);
+}
+
+#[test]
+fn a_job_created_just_before_a_crash_is_found_on_the_server_and_followed() {
+    let emu = emulator(MODEL, Limits::new(Some(5), Some(10_000)));
+    let dir = temp_dir("batchapi-orphan");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let expected = mixed_input(&input);
+    // The state a crash leaves between creating the chat job and recording its id: the
+    // job exists on the server with the run's token in its metadata, the jobs file does
+    // not list it.
+    let chat_lines: String = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(MODEL))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut multipart = Vec::new();
+    multipart.extend_from_slice(b"--B\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.jsonl\"\r\n\r\n");
+    multipart.extend_from_slice(chat_lines.as_bytes());
+    multipart.extend_from_slice(b"\r\n--B--\r\n");
+    let file = raw_request(
+        "POST",
+        &format!("{}/v1/files", emu.url()),
+        emu.key(),
+        Some(("multipart/form-data; boundary=B", &multipart)),
+    );
+    let create = json!({"input_files": [file["id"]], "endpoint": "/v1/chat/completions",
+                        "model": MODEL, "metadata": {"mistral_cli_run": "run-token"}})
+    .to_string();
+    let job = raw_request(
+        "POST",
+        &format!("{}/v1/batch/jobs", emu.url()),
+        emu.key(),
+        Some(("application/json", create.as_bytes())),
+    );
+    assert_eq!(job["status"], "QUEUED", "{job}");
+    std::fs::write(
+        output.with_file_name("out.jsonl.batch-jobs.json"),
+        json!({"run": "run-token", "jobs": [], "complete": false}).to_string(),
+    )
+    .unwrap();
+    let out = batch(
+        &emu,
+        &input,
+        &output,
+        &["--via", "batch-api", "--poll-interval", "0.1"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("following the 1 job(s) of an earlier run"),
+        "{err}"
+    );
+    assert_each_once(&output, &expected);
+    let jobs = jobs(&emu);
+    assert_eq!(
+        jobs.len(),
+        2,
+        "the chat group was submitted again: {jobs:?}"
+    );
+    assert_eq!(jobs[1]["model"], "mistral-embed");
 }
