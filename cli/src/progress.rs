@@ -68,22 +68,21 @@ impl Snapshot {
             .then(|| Duration::from_secs_f64(secs.max(0.0)))
     }
 
-    /// The line shown next to the bar.
+    /// The line shown next to the bar (short enough for one terminal line).
     pub fn message(&self) -> String {
         let mut m = format!("{:.1}/s", self.rate());
         if let Some(limit) = self.request_limit {
-            m.push_str(&format!(" of {limit:.1}/s limit"));
+            m.push_str(&format!(" (limit {limit:.1}/s)"));
         }
         m.push_str(&format!(
-            " · {} × 429 absorbed, {} retries",
-            self.rate_limited, self.retries
+            " · {}×429 absorbed · {} retries · {} errors",
+            self.rate_limited, self.retries, self.failed
         ));
-        m.push_str(&format!(" · {} errors", self.failed));
         if self.transient > 0 {
-            m.push_str(&format!(" · {} to retry later", self.transient));
+            m.push_str(&format!(" · {} to retry", self.transient));
         }
         m.push_str(&format!(
-            " · {} in flight (of {})",
+            " · {}/{} in flight",
             self.in_flight, self.concurrency
         ));
         if let Some(eta) = self.eta() {

@@ -257,3 +257,37 @@ fn the_shipped_sample_runs_against_the_built_in_emulator() {
     assert!(!stderr(&out).contains(mistral_tests::DEFAULT_KEY));
     let _ = Value::Null;
 }
+
+#[test]
+fn ctrl_c_lets_the_calls_in_flight_finish_and_the_run_resumes() {
+    let emu = emulator(MODEL, Limits::new(Some(40), Some(1_000_000)));
+    let dir = temp_dir("sigint");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let expected = chat_input(&input, 200, MODEL);
+    let child = batch_command(&emu, &input, &output, &["--concurrency", "4"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("stopped: interrupted"), "{err}");
+    let (values, _) = results(&output);
+    assert!(
+        !values.is_empty() && values.len() < 200,
+        "{} results",
+        values.len()
+    );
+    // Everything sent was recorded: nothing in flight was abandoned.
+    assert_eq!(served(&emu), values.len(), "a call in flight was dropped");
+    let out = batch(&emu, &input, &output, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once(&output, &expected);
+    assert_eq!(served(&emu), 200);
+}
