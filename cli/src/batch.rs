@@ -123,6 +123,11 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
         input: args.input.clone(),
         output: args.output.clone(),
         defaults,
+        models: {
+            let mut models: Vec<String> = scan.per_budget.keys().map(|(m, _)| m.clone()).collect();
+            models.dedup();
+            models
+        },
         concurrency: args.concurrency,
         skip_lines: Arc::new(scan.invalid_lines.clone()),
         shard: args.shard,

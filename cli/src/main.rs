@@ -114,8 +114,9 @@ pub struct BatchArgs {
     /// Model for lines whose body does not name one.
     #[arg(long)]
     pub model: Option<String>,
-    /// Requests in flight at most (default: chosen from the announced limits and the
-    /// latency). A crash makes a rerun send at most this many requests again.
+    /// Requests in flight at most, per model (default: chosen from each model's
+    /// announced limits and the latency). A crash makes a rerun send at most this many
+    /// requests per model again.
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Skip invalid lines (reported, and counted in the exit status) instead of refusing

@@ -3,21 +3,22 @@
 //!
 //! Three parts, joined by bounded channels so memory does not grow with the input:
 //!
-//! - a reader thread streams the input, skipping invalid lines, other shards and the
-//!   `custom_id`s the output already answers;
-//! - the dispatcher starts one task per request, at most `concurrency` at a time: a task
-//!   holds its permit **until its result line is on disk**, so at most `concurrency`
-//!   requests are ever sent but not yet recorded (what a crash can make a rerun send
-//!   again);
+//! - reader threads stream the input, skipping invalid lines, other shards, other
+//!   models and the `custom_id`s the output already answers;
+//! - per model (budgets of different models are spent in parallel), a reader and a
+//!   dispatcher that starts one task per request, at most `concurrency` at a time: a
+//!   task holds its permit **until its result line is on disk**, so at most
+//!   `concurrency` requests per model are ever sent but not yet recorded (what a crash
+//!   can make a rerun send again);
 //! - a writer thread appends whole lines and `fsync`s them, a group at a time.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mistral_async::{ApiRequest, Client, Error};
 use serde_json::Value;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::input::{self, Defaults, Job, fingerprint, in_shard};
 use crate::output::{self, Appender, Resumed};
@@ -38,7 +39,9 @@ pub struct Plan {
     pub output: std::path::PathBuf,
     /// Endpoint and model for lines that do not name them.
     pub defaults: Defaults,
-    /// `--concurrency`, or `None` to choose it from the limits.
+    /// The models of the requests to send (one lane each).
+    pub models: Vec<String>,
+    /// `--concurrency` (per model), or `None` to choose it from the limits.
     pub concurrency: Option<usize>,
     /// Line numbers to skip (invalid lines, with `--skip-invalid`).
     pub skip_lines: Arc<std::collections::HashSet<u64>>,
@@ -95,6 +98,12 @@ impl Counters {
             (sum(|l| l.0), sum(|l| l.1))
         }
     }
+
+    /// The rates `model`'s last response announced.
+    pub fn limits_of(&self, model: &str) -> Rates {
+        let limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        limits.get(model).copied().unwrap_or((None, None))
+    }
 }
 
 /// Why a run stopped before its end.
@@ -134,9 +143,9 @@ pub struct Outcome {
 
 struct Shared {
     counters: Arc<Counters>,
-    stopped: AtomicBool,
     stop: Mutex<Option<Stop>>,
-    wake: Notify,
+    /// Turns `true` once, when the run is to stop: every dispatcher watches it.
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -145,12 +154,11 @@ impl Shared {
         if stop.is_none() {
             *stop = Some(why);
         }
-        self.stopped.store(true, Ordering::SeqCst);
-        self.wake.notify_one();
+        self.stopped.send_replace(true);
     }
 
     fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
+        *self.stopped.borrow()
     }
 }
 
@@ -204,37 +212,11 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
     let started = Instant::now();
     let shared = Arc::new(Shared {
         counters: Arc::new(Counters::default()),
-        stopped: AtomicBool::new(false),
         stop: Mutex::new(None),
-        wake: Notify::new(),
+        stopped: tokio::sync::watch::Sender::new(false),
     });
     let initial = plan.concurrency.unwrap_or(1).max(1);
-    let semaphore = Arc::new(Semaphore::new(initial));
-    let concurrency = Arc::new(AtomicU64::new(initial as u64));
-
-    // The reader.
-    let (job_tx, mut job_rx) = tokio::sync::mpsc::channel::<Job>(64);
-    let reader = {
-        let plan = plan.clone();
-        let done = resumed.done;
-        std::thread::spawn(move || {
-            input::for_each_line(&plan.input, |line_no, line| {
-                if plan.skip_lines.contains(&line_no) {
-                    return Ok(true);
-                }
-                let Ok(Ok(Some(job))) = line.map(|l| input::parse_line(line_no, l, &plan.defaults))
-                else {
-                    return Ok(true);
-                };
-                if !in_shard(plan.shard, &job.custom_id)
-                    || done.contains(&fingerprint(&job.custom_id))
-                {
-                    return Ok(true);
-                }
-                Ok(job_tx.blocking_send(job).is_ok())
-            })
-        })
-    };
+    let done = Arc::new(resumed.done);
 
     // The writer.
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Finished>();
@@ -258,12 +240,69 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
         })
     };
 
+    // One lane per model: budgets of different models are spent in parallel, so a file
+    // sorted by model must not wait for one model's pace before the next starts.
+    let mut models: Vec<String> = plan.models.clone();
+    if models.is_empty() {
+        models.push(String::new());
+    }
+    let lanes: Vec<Arc<Lane>> = models
+        .into_iter()
+        .map(|model| {
+            Arc::new(Lane {
+                model,
+                semaphore: Arc::new(Semaphore::new(initial)),
+                concurrency: AtomicU64::new(initial as u64),
+            })
+        })
+        .collect();
+    let single = lanes.len() == 1;
+    let mut readers = Vec::new();
+    let mut dispatchers = tokio::task::JoinSet::new();
+    for lane in &lanes {
+        let (job_tx, job_rx) = tokio::sync::mpsc::channel::<Job>(64);
+        let plan = plan.clone();
+        let done = done.clone();
+        let model = lane.model.clone();
+        readers.push(std::thread::spawn(move || {
+            input::for_each_line(&plan.input, |line_no, line| {
+                if plan.skip_lines.contains(&line_no) {
+                    return Ok(true);
+                }
+                let Ok(Ok(Some(job))) = line.map(|l| input::parse_line(line_no, l, &plan.defaults))
+                else {
+                    return Ok(true);
+                };
+                if (!single && job.model != model)
+                    || !in_shard(plan.shard, &job.custom_id)
+                    || done.contains(&fingerprint(&job.custom_id))
+                {
+                    return Ok(true);
+                }
+                Ok(job_tx.blocking_send(job).is_ok())
+            })
+        }));
+        dispatchers.spawn(dispatch(
+            lane.clone(),
+            job_rx,
+            client.clone(),
+            shared.clone(),
+            done_tx.clone(),
+        ));
+    }
+    drop(done_tx);
+
     // The display and the concurrency tuner.
+    let total_concurrency = |lanes: &[Arc<Lane>]| {
+        lanes
+            .iter()
+            .map(|l| l.concurrency.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     let ticker = {
         let shared = shared.clone();
         let client = client.clone();
-        let semaphore = semaphore.clone();
-        let concurrency = concurrency.clone();
+        let lanes = lanes.clone();
         let auto = plan.concurrency.is_none();
         let plan = plan.clone();
         tokio::spawn(async move {
@@ -273,15 +312,19 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
                 let stats = client.stats();
                 let c = &shared.counters;
                 if auto {
-                    let target = auto_concurrency(
-                        c.total_limits().0,
-                        stats.calls,
-                        c.latency_us.load(Ordering::Relaxed),
-                    );
-                    let now = concurrency.load(Ordering::Relaxed) as usize;
-                    if target > now {
-                        semaphore.add_permits(target - now);
-                        concurrency.store(target as u64, Ordering::Relaxed);
+                    let latency = c.latency_us.load(Ordering::Relaxed);
+                    for lane in &lanes {
+                        let rate = if single {
+                            c.total_limits().0
+                        } else {
+                            c.limits_of(&lane.model).0
+                        };
+                        let target = auto_concurrency(rate, stats.calls, latency);
+                        let now = lane.concurrency.load(Ordering::Relaxed) as usize;
+                        if target > now {
+                            lane.semaphore.add_permits(target - now);
+                            lane.concurrency.store(target as u64, Ordering::Relaxed);
+                        }
                     }
                 }
                 progress.update(&snapshot(
@@ -289,52 +332,17 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
                     c,
                     &stats,
                     started,
-                    concurrency.load(Ordering::Relaxed),
+                    total_concurrency(&lanes),
                 ));
             }
         })
     };
 
-    // The dispatcher.
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        if shared.is_stopped() {
-            break;
-        }
-        let permit = tokio::select! {
-            permit = semaphore.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = shared.wake.notified() => continue,
-        };
-        let job = tokio::select! {
-            job = job_rx.recv() => match job {
-                Some(job) => job,
-                None => break,
-            },
-            () = shared.wake.notified() => continue,
-        };
-        if shared.is_stopped() {
-            break;
-        }
-        let client = client.clone();
-        let shared = shared.clone();
-        let done_tx = done_tx.clone();
-        tasks.spawn(async move {
-            let finished = call(&client, job, &shared, permit).await;
-            if let Some(finished) = finished {
-                let _ = done_tx.send(finished);
-            }
-        });
-        // Reap finished tasks without waiting.
-        while tasks.try_join_next().is_some() {}
-    }
-    drop(job_rx);
-    while tasks.join_next().await.is_some() {}
-    drop(done_tx);
+    while dispatchers.join_next().await.is_some() {}
     let _ = writer.join();
-    let _ = reader.join();
+    for reader in readers {
+        let _ = reader.join();
+    }
     interrupt.abort();
     ticker.abort();
     let stop = shared
@@ -346,8 +354,60 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
         stop,
         elapsed: started.elapsed(),
         counters: shared.counters.clone(),
-        concurrency: concurrency.load(Ordering::Relaxed) as usize,
+        concurrency: total_concurrency(&lanes) as usize,
     }
+}
+
+/// The requests of one model: its own calls in flight, tuned to its own limits.
+#[derive(Debug)]
+struct Lane {
+    model: String,
+    semaphore: Arc<Semaphore>,
+    concurrency: AtomicU64,
+}
+
+/// Starts one task per request of the lane, at most its concurrency at a time, until
+/// its input ends or the run stops; returns when its tasks have ended.
+async fn dispatch(
+    lane: Arc<Lane>,
+    mut job_rx: tokio::sync::mpsc::Receiver<Job>,
+    client: Client,
+    shared: Arc<Shared>,
+    done_tx: std::sync::mpsc::Sender<Finished>,
+) {
+    let mut stopped = shared.stopped.subscribe();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = lane.semaphore.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let job = tokio::select! {
+            job = job_rx.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        if shared.is_stopped() {
+            break;
+        }
+        let client = client.clone();
+        let shared = shared.clone();
+        let done_tx = done_tx.clone();
+        tasks.spawn(async move {
+            if let Some(finished) = call(&client, job, &shared, permit).await {
+                let _ = done_tx.send(finished);
+            }
+        });
+        // Reap finished tasks without waiting.
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(job_rx);
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Enough calls in flight to keep the announced request rate busy over the observed

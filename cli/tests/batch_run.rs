@@ -291,3 +291,49 @@ fn ctrl_c_lets_the_calls_in_flight_finish_and_the_run_resumes() {
     assert_each_once(&output, &expected);
     assert_eq!(served(&emu), 200);
 }
+
+#[test]
+fn a_file_sorted_by_model_spends_every_models_budget_at_once() {
+    let config = mistral_tests::Config {
+        era: mistral_tests::Era::Late2025,
+        window_secs: 1.0,
+        ..mistral_tests::Config::default()
+    }
+    .model(MODEL, Limits::new(Some(30), Some(1_000_000)))
+    .model("mistral-embed", Limits::new(Some(30), Some(1_000_000)));
+    let emu = mistral_tests::Emulator::start(config);
+    let dir = temp_dir("lanes");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let mut lines: Vec<String> = (0..60)
+        .map(|i| chat_line(&format!("c{i}"), MODEL, "hi"))
+        .collect();
+    lines.extend((0..60).map(|i| {
+        json!({"custom_id": format!("e{i}"), "body": {"model": "mistral-embed", "input": "hi"}})
+            .to_string()
+    }));
+    write_lines(&input, lines);
+    let out = batch(&emu, &input, &output, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = emu.log();
+    let times = |model: &str| -> Vec<std::time::Duration> {
+        log.entries()
+            .iter()
+            .filter(|e| e.admitted() && e.model.as_deref() == Some(model))
+            .filter_map(|e| e.decided)
+            .collect()
+    };
+    let (chat, embed) = (times(MODEL), times("mistral-embed"));
+    assert_eq!((chat.len(), embed.len()), (60, 60));
+    // The embeddings did not wait for the chat requests (2 s at 30/s): the first was
+    // served before half of the chat requests were.
+    let mut chat = chat;
+    chat.sort();
+    let first_embed = embed.iter().min().unwrap();
+    assert!(
+        *first_embed < chat[29],
+        "the second model started at {first_embed:?}, after half of the first ({:?})",
+        chat[29]
+    );
+    assert!(!log.was_any_window_over_limit(), "{:?}", log.violations());
+}
