@@ -34,6 +34,18 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
         eprintln!("mistral: --concurrency must be at least 1");
         return EXIT_INVALID;
     }
+    // One process per output at a time, for the whole run.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        match output::lock(&args.output) {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                eprintln!("mistral: {e}");
+                return EXIT_INVALID;
+            }
+        }
+    };
     // The output first: what it already answers is not this run's work.
     let resumed = if args.dry_run {
         Resumed::default()

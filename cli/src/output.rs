@@ -15,6 +15,34 @@ use serde_json::{Value, json};
 
 use crate::input::fingerprint;
 
+/// Holds the output's exclusive lock for the whole run: a second `mistral` writing the
+/// same file would send every request again and write it twice.
+#[derive(Debug)]
+pub struct Lock {
+    _file: Option<File>,
+}
+
+/// Takes the exclusive lock of `path` (creating the file), or says who holds it. A file
+/// system without locks (or a device such as `/dev/full`) is not locked.
+pub fn lock(path: &Path) -> Result<Lock, String> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {} for writing: {e}", path.display()))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Ok(Lock { _file: None });
+    }
+    match file.try_lock() {
+        Ok(()) => Ok(Lock { _file: Some(file) }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "{} is being written by another mistral process; wait for it to end (or stop it) and run again",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(_)) => Ok(Lock { _file: None }),
+    }
+}
+
 /// What the output held when the run started.
 #[derive(Debug, Default)]
 pub struct Resumed {

@@ -337,3 +337,33 @@ fn a_file_sorted_by_model_spends_every_models_budget_at_once() {
     );
     assert!(!log.was_any_window_over_limit(), "{:?}", log.violations());
 }
+
+#[test]
+fn a_second_process_on_the_same_output_is_refused() {
+    let emu = emulator(MODEL, Limits::new(Some(20), Some(1_000_000)));
+    let dir = temp_dir("locked");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let expected = chat_input(&input, 60, MODEL);
+    let first = batch_command(&emu, &input, &output, &[]).spawn().unwrap();
+    // Wait for the first to start writing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::metadata(&output).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run wrote nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let second = batch(&emu, &input, &output, &[]);
+    let err = stderr(&second);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("being written by another mistral process"),
+        "{err}"
+    );
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_each_once(&output, &expected);
+    assert_eq!(served(&emu), 60);
+}
