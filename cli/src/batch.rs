@@ -34,6 +34,10 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
         eprintln!("mistral: --concurrency must be at least 1");
         return EXIT_INVALID;
     }
+    if let Err(e) = std::fs::File::open(&args.input) {
+        eprintln!("mistral: cannot read {}: {e}", args.input.display());
+        return EXIT_INVALID;
+    }
     // One process per output at a time, for the whole run.
     let _lock = if args.dry_run {
         None
@@ -117,10 +121,6 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
     if args.dry_run {
         return dry_run(conn, &args, &scan).await;
     }
-    let via = match args.via {
-        Via::Auto => choose(conn, &args, &scan).await,
-        via => via,
-    };
     if scan.todo == 0 {
         eprintln!(
             "mistral: nothing to send: the {} request(s) of {} already have results in {}",
@@ -130,6 +130,10 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
         );
         return exit_status(None, 0, resumed.errors, &scan, &args);
     }
+    let via = match args.via {
+        Via::Auto => choose(conn, &args, &scan).await,
+        via => via,
+    };
     let progress = Arc::new(Progress::new(scan.todo, args.quiet));
     let plan = Plan {
         input: args.input.clone(),

@@ -28,7 +28,7 @@ use crate::progress::{Progress, Snapshot};
 pub const MAX_AUTO_CONCURRENCY: usize = 256;
 
 /// Consecutive transient failures (retries exhausted) after which the run stops.
-pub const MAX_TRANSIENT_IN_A_ROW: u64 = 50;
+pub const MAX_TRANSIENT_IN_A_ROW: u64 = 20;
 
 /// What the run is asked to do.
 #[derive(Debug, Clone)]
