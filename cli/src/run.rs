@@ -27,6 +27,10 @@ use crate::progress::{Progress, Snapshot};
 /// Most requests in flight when chosen automatically.
 pub const MAX_AUTO_CONCURRENCY: usize = 256;
 
+/// Request bodies in flight at most, in bytes, when the concurrency is chosen
+/// automatically (memory then stays near a few times this, whatever the lines' size).
+pub const MAX_AUTO_BODY_BYTES: u64 = 32 << 20;
+
 /// Consecutive transient failures (retries exhausted) after which the run stops.
 pub const MAX_TRANSIENT_IN_A_ROW: u64 = 20;
 
@@ -74,6 +78,8 @@ pub struct Counters {
     pub latency_us: AtomicU64,
     /// Requests in flight now.
     pub in_flight: AtomicU64,
+    /// Bytes of the request bodies sent (to size the concurrency by memory).
+    pub body_bytes: AtomicU64,
     /// Per model: the requests and tokens per second its last response announced.
     pub limits: Mutex<std::collections::HashMap<String, Rates>>,
 }
@@ -313,13 +319,17 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
                 let c = &shared.counters;
                 if auto {
                     let latency = c.latency_us.load(Ordering::Relaxed);
+                    let started = c.started.load(Ordering::Relaxed).max(1);
+                    let avg_body = (c.body_bytes.load(Ordering::Relaxed) / started).max(1);
+                    let by_memory =
+                        (MAX_AUTO_BODY_BYTES / avg_body / lanes.len() as u64).max(2) as usize;
                     for lane in &lanes {
                         let rate = if single {
                             c.total_limits().0
                         } else {
                             c.limits_of(&lane.model).0
                         };
-                        let target = auto_concurrency(rate, stats.calls, latency);
+                        let target = auto_concurrency(rate, stats.calls, latency).min(by_memory);
                         let now = lane.concurrency.load(Ordering::Relaxed) as usize;
                         if target > now {
                             lane.semaphore.add_permits(target - now);
@@ -482,7 +492,11 @@ async fn call(
         .map(|r| r.for_model(job.model.clone(), job.estimate));
     let began = Instant::now();
     let result = match request {
-        Ok(request) => client.send(request).await,
+        Ok(request) => {
+            let bytes = request.body.as_ref().map_or(0, |b| b.len() as u64);
+            c.body_bytes.fetch_add(bytes, Ordering::Relaxed);
+            client.send(request).await
+        }
         Err(e) => Err(e),
     };
     c.in_flight.fetch_sub(1, Ordering::Relaxed);
