@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use mistral_async::mistral_core::limiter::BudgetState;
 use mistral_async::stores::{FileLimiter, LimiterConfig, LimiterSpec};
 use mistral_async::{ApiKey, ApiRequest, ChatRequest, Message};
 
@@ -138,7 +139,7 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
             }
         }
         match &store {
-            Some(Ok(file)) => match file.budget(model) {
+            Some(Ok(store)) => match store.budget(model) {
                 Ok(Some(state)) => {
                     let per_sec = |ns: u64| {
                         if ns > 0 {
@@ -148,21 +149,15 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
                         }
                     };
                     println!(
-                        "  shared budget ({}): requests {}, tokens {}, share {:.0}% of the limit",
-                        file.path().display(),
+                        "  shared budget ({}): requests {}, tokens {}, this fleet's share {:.0}% of the limit",
+                        store.name(),
                         per_sec(state.req_base_ns),
                         per_sec(state.tok_base_ns),
                         state.share_ppm as f64 / 10_000.0
                     );
                 }
-                Ok(None) => println!(
-                    "  shared budget ({}): nothing learned yet",
-                    file.path().display()
-                ),
-                Err(e) => println!(
-                    "  shared budget: cannot read {}: {e}",
-                    file.path().display()
-                ),
+                Ok(None) => println!("  shared budget ({}): nothing learned yet", store.name()),
+                Err(e) => println!("  shared budget ({}): cannot read it: {e}", store.name()),
             },
             Some(Err(e)) => println!("  shared budget: {e}"),
             None => {}
@@ -176,15 +171,85 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
     code
 }
 
-fn store_of(conn: &Connection) -> Option<Result<FileLimiter, String>> {
+/// The shared store `MISTRAL_LIMITER` names, to read what the fleet has learned.
+enum Store {
+    File(Box<FileLimiter>),
+    Redis {
+        client: redis::Client,
+        prefix: String,
+        url: String,
+    },
+}
+
+impl Store {
+    fn name(&self) -> String {
+        match self {
+            Store::File(file) => file.path().display().to_string(),
+            Store::Redis { url, .. } => url.clone(),
+        }
+    }
+
+    /// `model`'s budget as the store holds it (read only, nothing reserved).
+    fn budget(&self, model: &str) -> Result<Option<BudgetState>, String> {
+        match self {
+            Store::File(file) => file.budget(model).map_err(|e| e.to_string()),
+            Store::Redis { client, prefix, .. } => {
+                let mut conn = client
+                    .get_connection_with_timeout(std::time::Duration::from_secs(2))
+                    .map_err(|e| e.to_string())?;
+                let values: Vec<Option<u64>> = redis::cmd("HMGET")
+                    .arg(format!("{prefix}{model}"))
+                    .arg(&BudgetState::FIELDS[..])
+                    .query(&mut conn)
+                    .map_err(|e| e.to_string())?;
+                if values.iter().all(Option::is_none) {
+                    return Ok(None);
+                }
+                let fields: Vec<u64> = values.into_iter().map(Option::unwrap_or_default).collect();
+                let fields = fields
+                    .try_into()
+                    .map_err(|_| "the budget has an unexpected shape".to_string())?;
+                BudgetState::from_fields(fields)
+                    .map(Some)
+                    .ok_or_else(|| "the budget holds values out of range".to_string())
+            }
+        }
+    }
+}
+
+fn store_of(conn: &Connection) -> Option<Result<Store, String>> {
     let value = std::env::var("MISTRAL_LIMITER").ok()?;
     let spec = LimiterSpec::from_env_value(Some(&value)).ok()?;
-    let LimiterSpec::File(path) = spec else {
-        return None;
-    };
     let key = match ApiKey::new(conn.key.as_str()) {
         Ok(k) => k,
         Err(e) => return Some(Err(e.to_string())),
+    };
+    let path = match spec {
+        LimiterSpec::File(path) => path,
+        LimiterSpec::Redis(url) => {
+            // The same key names as the Redis store (its budgets' prefix), and the URL
+            // without a password for display.
+            let shown = match url.split_once('@') {
+                Some((scheme_and_auth, host)) => {
+                    let scheme = scheme_and_auth.split("://").next().unwrap_or("redis");
+                    format!("{scheme}://…@{host}")
+                }
+                None => url.clone(),
+            };
+            return Some(
+                redis::Client::open(url.as_str())
+                    .map(|client| Store::Redis {
+                        client,
+                        prefix: format!(
+                            "mistral-limiter:{{{}}}:",
+                            mistral_async::stores::store_id(&conn.base_url, &key)
+                        ),
+                        url: shown,
+                    })
+                    .map_err(|e| format!("bad Redis URL: {e}")),
+            );
+        }
+        _ => return None,
     };
     let opened = match path {
         None => FileLimiter::open(&conn.base_url, &key, LimiterConfig::default()),
@@ -194,5 +259,9 @@ fn store_of(conn: &Connection) -> Option<Result<FileLimiter, String>> {
         ),
         Some(p) => FileLimiter::at_path(p, LimiterConfig::default()),
     };
-    Some(opened.map_err(|e| format!("cannot open the state file: {e}")))
+    Some(
+        opened
+            .map(|f| Store::File(Box::new(f)))
+            .map_err(|e| format!("cannot open the state file: {e}")),
+    )
 }
