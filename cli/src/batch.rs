@@ -267,13 +267,19 @@ struct Estimate {
     requests: u64,
     tokens: u64,
     limits: Result<Option<RateLimits>, String>,
+    /// Requests and tokens per second the limiter's store has learned (without a probe).
+    learned: Option<(Option<f64>, Option<f64>)>,
 }
 
 impl Estimate {
     fn time(&self) -> Option<Duration> {
-        let limits = self.limits.as_ref().ok()?.as_ref()?;
-        let by_requests = request_rate(limits).map(|r| self.requests as f64 / r);
-        let by_tokens = token_rate(limits).map(|r| self.tokens as f64 / r);
+        let (requests, tokens) = match (self.limits.as_ref().ok()?, self.learned) {
+            (Some(limits), _) => (request_rate(limits), token_rate(limits)),
+            (None, Some(learned)) => learned,
+            (None, None) => return None,
+        };
+        let by_requests = requests.map(|r| self.requests as f64 / r);
+        let by_tokens = tokens.map(|r| self.tokens as f64 / r);
         let secs = match (by_requests, by_tokens) {
             (Some(a), Some(b)) => a.max(b),
             (Some(a), None) | (None, Some(a)) => a,
@@ -295,6 +301,11 @@ fn probe_body(endpoint: Endpoint, model: &str) -> Value {
 
 async fn estimates(conn: &Connection, scan: &Scan, probe: bool) -> Vec<Estimate> {
     let mut out = Vec::new();
+    let store = if probe {
+        None
+    } else {
+        crate::commands::store_of(conn).and_then(Result::ok)
+    };
     let mut probed: std::collections::HashMap<String, Result<Option<RateLimits>, String>> =
         std::collections::HashMap::new();
     for ((model, endpoint), &(requests, tokens)) in &scan.per_budget {
@@ -315,7 +326,13 @@ async fn estimates(conn: &Connection, scan: &Scan, probe: bool) -> Vec<Estimate>
             probed.insert(model.clone(), limits.clone());
             limits
         };
+        let learned = if probe {
+            None
+        } else {
+            store.as_ref().and_then(|store| store.rates(model))
+        };
         out.push(Estimate {
+            learned,
             model: model.clone(),
             endpoint: *endpoint,
             requests,
@@ -359,7 +376,14 @@ async fn dry_run(conn: &Connection, args: &BatchArgs, scan: &Scan) -> u8 {
     for e in &estimates {
         let limits = match &e.limits {
             Err(error) => format!("probe failed: {error}"),
-            Ok(None) => "limits unknown (not probed)".to_string(),
+            Ok(None) => match e.learned {
+                Some((requests, tokens)) => format!(
+                    "learned by the limiter's store: {} requests/s, {} tokens/s",
+                    requests.map_or("?".into(), |r| format!("{r:.2}")),
+                    tokens.map_or("?".into(), |t| format!("{t:.0}"))
+                ),
+                None => "limits unknown (not probed, nothing in the limiter's store)".to_string(),
+            },
             Ok(Some(l)) => describe_limits(l),
         };
         let time = e

@@ -172,7 +172,7 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
 }
 
 /// The shared store `MISTRAL_LIMITER` names, to read what the fleet has learned.
-enum Store {
+pub(crate) enum Store {
     File(Box<FileLimiter>),
     Redis {
         client: redis::Client,
@@ -182,11 +182,19 @@ enum Store {
 }
 
 impl Store {
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self {
             Store::File(file) => file.path().display().to_string(),
             Store::Redis { url, .. } => url.clone(),
         }
+    }
+
+    /// Requests and tokens per second `model`'s budget has learned (at the full limit).
+    pub(crate) fn rates(&self, model: &str) -> Option<(Option<f64>, Option<f64>)> {
+        let state = self.budget(model).ok()??;
+        let per_sec = |ns: u64| (ns > 0).then(|| 1e9 / ns as f64);
+        let rates = (per_sec(state.req_base_ns), per_sec(state.tok_base_ns));
+        (rates != (None, None)).then_some(rates)
     }
 
     /// `model`'s budget as the store holds it (read only, nothing reserved).
@@ -217,7 +225,7 @@ impl Store {
     }
 }
 
-fn store_of(conn: &Connection) -> Option<Result<Store, String>> {
+pub(crate) fn store_of(conn: &Connection) -> Option<Result<Store, String>> {
     let value = std::env::var("MISTRAL_LIMITER").ok()?;
     let spec = LimiterSpec::from_env_value(Some(&value)).ok()?;
     let key = match ApiKey::new(conn.key.as_str()) {

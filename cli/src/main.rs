@@ -127,8 +127,8 @@ pub struct BatchArgs {
     /// tokens it will cost; sends nothing but one tiny probe per model (see --no-probe).
     #[arg(long)]
     pub dry_run: bool,
-    /// With --dry-run or --via auto: do not probe the limits (estimates then need them
-    /// from the limiter's store or say they are unknown).
+    /// With --dry-run or --via auto: do not probe the limits; the estimates then use what
+    /// the limiter's store (MISTRAL_LIMITER=file or redis://…) has learned, if anything.
     #[arg(long)]
     pub no_probe: bool,
     /// online, batch-api or auto.

@@ -367,3 +367,40 @@ fn a_second_process_on_the_same_output_is_refused() {
     assert_each_once(&output, &expected);
     assert_eq!(served(&emu), 60);
 }
+
+#[test]
+fn dry_run_without_a_probe_uses_what_the_file_store_learned() {
+    let emu = emulator(MODEL, Limits::new(Some(20), Some(1_000_000)));
+    let dir = temp_dir("dry-store");
+    let store = format!("file:{}/", dir.display());
+    let input = dir.join("in.jsonl");
+    chat_input(&input, 100, MODEL);
+    let dry = |store: Option<&str>| {
+        let out = mistral(&emu, store)
+            .args(["batch", "run"])
+            .arg(&input)
+            .args(["-o", "/nonexistent/out.jsonl", "--dry-run", "--no-probe"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = dry(Some(&store));
+    assert!(text.contains("limits unknown"), "{text}");
+    assert!(text.contains("time unknown"), "{text}");
+    // One real call teaches the store the limits.
+    let out = mistral(&emu, Some(&store))
+        .args(["limits", "--model", MODEL])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let before = emu.requests_received();
+    let text = dry(Some(&store));
+    assert!(
+        text.contains("learned by the limiter's store: 20.00 requests/s"),
+        "{text}"
+    );
+    // 100 requests at 20 per second.
+    assert!(text.contains("≈ 5.0s at the known limits"), "{text}");
+    assert_eq!(emu.requests_received(), before, "--no-probe sent a request");
+}
