@@ -95,7 +95,7 @@ async fn follow(
     conn: &Connection,
     args: &BatchArgs,
     plan: &Plan,
-    mut resumed: Resumed,
+    resumed: Resumed,
     progress: &Progress,
     counters: &Counters,
 ) -> Result<(), Stop> {
@@ -165,13 +165,22 @@ async fn follow(
     }
     // Download the results.
     let mut appender = Appender::open(&plan.output).map_err(Stop::Output)?;
+    let mut written = std::collections::HashSet::new();
     for job in &jobs {
         let Some(state) = states.get(&job.id) else {
             continue;
         };
         for field in ["output_file", "error_file"] {
             if let Some(file_id) = state.get(field).and_then(Value::as_str) {
-                download(conn, file_id, &mut appender, &mut resumed, counters).await?;
+                download(
+                    conn,
+                    file_id,
+                    &mut appender,
+                    &resumed,
+                    &mut written,
+                    counters,
+                )
+                .await?;
             }
         }
         let status = state.get("status").and_then(Value::as_str).unwrap_or("?");
@@ -501,7 +510,8 @@ async fn download(
     conn: &Connection,
     file_id: &str,
     appender: &mut Appender,
-    resumed: &mut Resumed,
+    resumed: &Resumed,
+    written: &mut std::collections::HashSet<u128>,
     counters: &Counters,
 ) -> Result<(), Stop> {
     let mut response = http(conn)?
@@ -541,7 +551,7 @@ async fn download(
         while let Some(i) = pending[start..].iter().position(|b| *b == b'\n') {
             let line = &pending[start..start + i];
             start += i + 1;
-            if let Some((text, good)) = convert(line, resumed) {
+            if let Some((text, good)) = convert(line, resumed, written) {
                 out.extend_from_slice(text.as_bytes());
                 if good { ok += 1 } else { failed += 1 }
             }
@@ -562,10 +572,15 @@ async fn download(
 
 /// One line of a job's result file as an output line, unless its `custom_id` already has
 /// one: `(line, succeeded)`.
-fn convert(line: &[u8], resumed: &mut Resumed) -> Option<(String, bool)> {
+fn convert(
+    line: &[u8],
+    resumed: &Resumed,
+    written: &mut std::collections::HashSet<u128>,
+) -> Option<(String, bool)> {
     let value: Value = serde_json::from_slice(line).ok()?;
     let custom_id = value.get("custom_id")?.as_str()?.to_string();
-    if !resumed.done.insert(fingerprint(&custom_id)) {
+    let id = fingerprint(&custom_id);
+    if resumed.done.contains(&id) || !written.insert(id) {
         return None;
     }
     let status = value

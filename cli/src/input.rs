@@ -373,68 +373,136 @@ impl Scan {
     pub const MAX_KEPT: usize = 20;
 }
 
+/// A set of `custom_id` fingerprints: a sorted vector, 16 bytes per id (a hash set
+/// takes two to three times that).
+#[derive(Debug, Default, Clone)]
+pub struct Fingerprints {
+    sorted: Vec<u128>,
+}
+
+impl Fingerprints {
+    /// The set of `fingerprints` (in any order, repeats allowed).
+    pub fn from_unsorted(mut fingerprints: Vec<u128>) -> Fingerprints {
+        fingerprints.sort_unstable();
+        fingerprints.dedup();
+        fingerprints.shrink_to_fit();
+        Fingerprints {
+            sorted: fingerprints,
+        }
+    }
+
+    /// `true` when `fingerprint` is in the set.
+    pub fn contains(&self, fingerprint: &u128) -> bool {
+        self.sorted.binary_search(fingerprint).is_ok()
+    }
+
+    /// Ids in the set.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.sorted.len()
+    }
+}
+
+impl Scan {
+    /// Counts `job` (`sign` 1) or takes it back (`sign` -1, a duplicate found later).
+    fn count(&mut self, job: &Job, shard: Option<(u64, u64)>, done: &Fingerprints, add: bool) {
+        let step = |n: &mut u64, by: u64| {
+            *n = if add { *n + by } else { n.saturating_sub(by) };
+        };
+        step(&mut self.valid, 1);
+        if !in_shard(shard, &job.custom_id) {
+            return;
+        }
+        if done.contains(&fingerprint(&job.custom_id)) {
+            step(&mut self.already_done, 1);
+            return;
+        }
+        step(&mut self.todo, 1);
+        step(&mut self.todo_tokens, job.estimate);
+        let entry = self
+            .per_budget
+            .entry((job.model.clone(), job.endpoint))
+            .or_default();
+        step(&mut entry.0, 1);
+        step(&mut entry.1, job.estimate);
+        if entry.0 == 0 {
+            self.per_budget.remove(&(job.model.clone(), job.endpoint));
+        }
+    }
+
+    fn refuse(&mut self, error: LineError) {
+        self.invalid += 1;
+        self.invalid_lines.insert(error.line);
+        if self.errors.len() < Scan::MAX_KEPT {
+            self.errors.push(error);
+        }
+    }
+}
+
 /// Validates every line of `path` before anything is sent: JSON, fields, endpoint,
 /// model, and that no `custom_id` appears twice (the later line is the invalid one).
 ///
 /// Requests of `shard` whose `custom_id` is in `done` count as already done; the
 /// others are this run's work (`todo`, and `per_budget` counts only them).
+///
+/// Memory: 8 bytes per line (a 64-bit fingerprint of its `custom_id`). Lines whose
+/// fingerprints collide are read again and their ids compared, so only real duplicates
+/// are refused.
 pub fn scan(
     path: &Path,
     defaults: &Defaults,
     shard: Option<(u64, u64)>,
-    done: &HashSet<u128>,
+    done: &Fingerprints,
 ) -> io::Result<Scan> {
     let mut scan = Scan::default();
-    let mut seen: std::collections::HashMap<u128, u64> = std::collections::HashMap::new();
+    let mut short: Vec<u64> = Vec::new();
     for_each_line(path, |line_no, line| {
-        let result = line.and_then(|bytes| parse_line(line_no, bytes, defaults));
-        let result = result.and_then(|job| match job {
-            Some(job) => match seen.entry(fingerprint(&job.custom_id)) {
-                std::collections::hash_map::Entry::Occupied(first) => Err(LineError {
-                    line: line_no,
-                    reason: format!(
-                        "duplicate custom_id {:?} (first on line {})",
-                        job.custom_id,
-                        first.get()
-                    ),
-                }),
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(line_no);
-                    Ok(Some(job))
-                }
-            },
-            None => Ok(None),
-        });
-        match result {
+        match line.and_then(|bytes| parse_line(line_no, bytes, defaults)) {
             Ok(Some(job)) => {
-                scan.valid += 1;
-                if !in_shard(shard, &job.custom_id) {
-                    return Ok(true);
-                }
-                if done.contains(&fingerprint(&job.custom_id)) {
-                    scan.already_done += 1;
-                    return Ok(true);
-                }
-                scan.todo += 1;
-                scan.todo_tokens += job.estimate;
-                let entry = scan
-                    .per_budget
-                    .entry((job.model, job.endpoint))
-                    .or_default();
-                entry.0 += 1;
-                entry.1 += job.estimate;
+                short.push(fingerprint(&job.custom_id) as u64);
+                scan.count(&job, shard, done, true);
             }
             Ok(None) => {}
-            Err(error) => {
-                scan.invalid += 1;
-                scan.invalid_lines.insert(error.line);
-                if scan.errors.len() < Scan::MAX_KEPT {
-                    scan.errors.push(error);
-                }
-            }
+            Err(error) => scan.refuse(error),
         }
         Ok(true)
     })?;
+    short.sort_unstable();
+    let suspects: HashSet<u64> = short
+        .windows(2)
+        .filter(|pair| pair[0] == pair[1])
+        .map(|pair| pair[0])
+        .collect();
+    drop(short);
+    if !suspects.is_empty() {
+        // Second pass over the few lines whose fingerprints collide.
+        let mut first: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for_each_line(path, |line_no, line| {
+            let Ok(Ok(Some(job))) = line.map(|bytes| parse_line(line_no, bytes, defaults)) else {
+                return Ok(true);
+            };
+            if !suspects.contains(&(fingerprint(&job.custom_id) as u64)) {
+                return Ok(true);
+            }
+            match first.get(&job.custom_id) {
+                Some(&first_line) => {
+                    scan.count(&job, shard, done, false);
+                    scan.refuse(LineError {
+                        line: line_no,
+                        reason: format!(
+                            "duplicate custom_id {:?} (first on line {first_line})",
+                            job.custom_id
+                        ),
+                    });
+                }
+                None => {
+                    first.insert(job.custom_id, line_no);
+                }
+            }
+            Ok(true)
+        })?;
+        scan.errors.sort_by_key(|e| e.line);
+    }
     Ok(scan)
 }
 
@@ -505,6 +573,36 @@ mod tests {
             assert!(error.reason.contains(why), "{text}: {}", error.reason);
         }
         assert!(parse("   ").unwrap().is_none());
+    }
+
+    #[test]
+    fn duplicates_are_found_and_the_later_line_refused() {
+        let dir = std::env::temp_dir().join(format!("mistral-cli-scan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("in.jsonl");
+        let line = |id: &str| {
+            format!("{{\"custom_id\":\"{id}\",\"body\":{{\"model\":\"m\",\"input\":\"abcd\"}}}}\n")
+        };
+        let text: String = ["a", "b", "a", "c", "b", "a"]
+            .iter()
+            .map(|id| line(id))
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        let scan = scan(&path, &Defaults::default(), None, &Fingerprints::default()).unwrap();
+        assert_eq!((scan.valid, scan.invalid, scan.todo), (3, 3, 3));
+        let reasons: Vec<String> = scan.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            reasons,
+            [
+                "line 3: duplicate custom_id \"a\" (first on line 1)",
+                "line 5: duplicate custom_id \"b\" (first on line 2)",
+                "line 6: duplicate custom_id \"a\" (first on line 1)",
+            ]
+        );
+        assert_eq!(scan.per_budget.values().next(), Some(&(3, 3)));
+        let done = Fingerprints::from_unsorted(vec![fingerprint("c"), fingerprint("c")]);
+        assert_eq!(done.len(), 1);
+        assert!(done.contains(&fingerprint("c")) && !done.contains(&fingerprint("a")));
     }
 
     #[test]

@@ -6,14 +6,13 @@
 //! [`resume`] cuts off; every complete line is a result, and a request whose result
 //! line is complete is never sent again.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, Write};
 use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::input::fingerprint;
+use crate::input::{Fingerprints, fingerprint};
 
 /// Holds the output's exclusive lock for the whole run: a second `mistral` writing the
 /// same file would send every request again and write it twice.
@@ -47,7 +46,7 @@ pub fn lock(path: &Path) -> Result<Lock, String> {
 #[derive(Debug, Default)]
 pub struct Resumed {
     /// Fingerprints of the `custom_id`s that have a result.
-    pub done: HashSet<u128>,
+    pub done: Fingerprints,
     /// Of them, results that are errors.
     pub errors: u64,
     /// Bytes of a torn last line that were cut off.
@@ -72,6 +71,7 @@ pub fn resume(path: &Path) -> Result<Resumed, String> {
     let mut reader = BufReader::with_capacity(1 << 16, &file);
     let mut buf = Vec::new();
     let mut good_end = 0u64;
+    let mut done = Vec::new();
     let mut line_no = 0u64;
     loop {
         buf.clear();
@@ -101,10 +101,11 @@ pub fn resume(path: &Path) -> Result<Resumed, String> {
         if is_error(&value) {
             resumed.errors += 1;
         }
-        resumed.done.insert(fingerprint(id));
+        done.push(fingerprint(id));
         good_end += n as u64;
     }
     drop(reader);
+    resumed.done = Fingerprints::from_unsorted(done);
     if meta.len() > good_end {
         resumed.truncated = meta.len() - good_end;
         file.set_len(good_end)
