@@ -226,3 +226,29 @@ fn keys_ids_and_cancellation() {
     let (_, bytes) = request(&emu, "GET", "/v1/batch/jobs", "", b"");
     assert_eq!(json_of(&bytes)["data"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn inline_requests_need_no_upload() {
+    let emu = Emulator::start(Config::default());
+    let create = json!({"endpoint": "/v1/embeddings", "model": "mistral-embed",
+                        "requests": [{"custom_id": "a", "body": {"input": "x"}},
+                                     {"custom_id": "b", "body": {"input": ["y", "z"]}}]});
+    let (status, bytes) = request(
+        &emu,
+        "POST",
+        "/v1/batch/jobs",
+        "application/json",
+        create.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    let job = json_of(&bytes);
+    assert_eq!(job["total_requests"], 2);
+    let ended = wait_for_end(&emu, job["id"].as_str().unwrap());
+    assert_eq!(ended["job"]["succeeded_requests"], 2);
+    let output = ended["job"]["output_file"].as_str().unwrap();
+    let (_, bytes) = request(&emu, "GET", &format!("/v1/files/{output}/content"), "", b"");
+    let text = String::from_utf8(bytes).unwrap();
+    let b: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(b["custom_id"], "b");
+    assert_eq!(b["response"]["body"]["data"].as_array().unwrap().len(), 2);
+}

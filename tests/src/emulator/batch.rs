@@ -3,8 +3,8 @@
 //! - `POST /v1/files` (multipart: `purpose`, `file`) keeps the file in memory and answers
 //!   its object (`id`, `object: "file"`, `bytes`, `created_at`, `filename`, `purpose`,
 //!   `num_lines`, …); `GET /v1/files`, `GET /v1/files/{id}`, `GET /v1/files/{id}/content`.
-//! - `POST /v1/batch/jobs` (`input_files`, `endpoint`, `model`, `metadata`,
-//!   `timeout_hours`) answers the job `QUEUED`; `GET /v1/batch/jobs[/{id}]`,
+//! - `POST /v1/batch/jobs` (`input_files`, or inline `requests`, `endpoint`, `model`,
+//!   `metadata`, `timeout_hours`) answers the job `QUEUED`; `GET /v1/batch/jobs[/{id}]`,
 //!   `POST /v1/batch/jobs/{id}/cancel`.
 //! - A job waits [`QUEUE_MS`] in `QUEUED`, then runs at [`LINES_PER_TICK`] lines every
 //!   [`TICK_MS`] (`RUNNING`, with `completed_requests`, `succeeded_requests`,
@@ -307,7 +307,19 @@ impl Batches {
         let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
             return Answer::invalid("the body is not a JSON object");
         };
+        // Inline requests (since 2026-01): `requests` instead of `input_files`.
+        let inline: Option<Vec<Bytes>> = match request.get("requests") {
+            Some(Value::Array(items)) if !items.is_empty() => Some(
+                items
+                    .iter()
+                    .map(|item| Bytes::from(item.to_string()))
+                    .collect(),
+            ),
+            Some(_) => return Answer::invalid("requests must be a non-empty list"),
+            None => None,
+        };
         let input_files: Vec<String> = match request.get("input_files") {
+            None if inline.is_some() => Vec::new(),
             Some(Value::Array(ids)) if !ids.is_empty() => {
                 match ids
                     .iter()
@@ -331,7 +343,7 @@ impl Batches {
             .and_then(Value::as_str)
             .map(str::to_string);
         let mut state = self.lock();
-        let mut lines: Vec<Bytes> = Vec::new();
+        let mut lines: Vec<Bytes> = inline.unwrap_or_default();
         for id in &input_files {
             let Some(file) = state.files.get(id) else {
                 return Answer::not_found(&format!("File {id}"));
