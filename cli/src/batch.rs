@@ -140,9 +140,13 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
         output: args.output.clone(),
         defaults,
         models: {
-            let mut models: Vec<String> = scan.per_budget.keys().map(|(m, _)| m.clone()).collect();
-            models.dedup();
-            models
+            let mut counts: std::collections::BTreeMap<&str, u64> = Default::default();
+            for ((model, _), (requests, _)) in &scan.per_budget {
+                *counts.entry(model.as_str()).or_default() += requests;
+            }
+            let mut models: Vec<(&str, u64)> = counts.into_iter().collect();
+            models.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+            models.into_iter().map(|(m, _)| m.to_string()).collect()
         },
         concurrency: args.concurrency,
         skip_lines: Arc::new(scan.invalid_lines.clone()),

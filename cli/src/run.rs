@@ -43,7 +43,8 @@ pub struct Plan {
     pub output: std::path::PathBuf,
     /// Endpoint and model for lines that do not name them.
     pub defaults: Defaults,
-    /// The models of the requests to send (one lane each).
+    /// The models of the requests to send, most requests first (one lane each, up to
+    /// [`MAX_LANES`]).
     pub models: Vec<String>,
     /// `--concurrency` (per model), or `None` to choose it from the limits.
     pub concurrency: Option<usize>,
@@ -247,22 +248,22 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
     };
 
     // One lane per model: budgets of different models are spent in parallel, so a file
-    // sorted by model must not wait for one model's pace before the next starts.
-    let mut models: Vec<String> = plan.models.clone();
-    if models.is_empty() {
-        models.push(String::new());
+    // sorted by model must not wait for one model's pace before the next starts. Every
+    // lane reads the whole input, so past MAX_LANES the models with the fewest requests
+    // share one last lane.
+    let mut named: Vec<String> = plan.models.clone();
+    let shared_lane = named.len() > MAX_LANES || named.is_empty();
+    if shared_lane {
+        named.truncate(MAX_LANES - 1);
     }
-    let lanes: Vec<Arc<Lane>> = models
-        .into_iter()
-        .map(|model| {
-            Arc::new(Lane {
-                model,
-                semaphore: Arc::new(Semaphore::new(initial)),
-                concurrency: AtomicU64::new(initial as u64),
-            })
-        })
+    let mut lanes: Vec<Arc<Lane>> = named
+        .iter()
+        .map(|model| Lane::new(Some(model.clone()), initial))
         .collect();
-    let single = lanes.len() == 1;
+    if shared_lane {
+        lanes.push(Lane::new(None, initial));
+    }
+    let named: Arc<std::collections::HashSet<String>> = Arc::new(named.into_iter().collect());
     let mut readers = Vec::new();
     let mut dispatchers = tokio::task::JoinSet::new();
     for lane in &lanes {
@@ -270,6 +271,7 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
         let plan = plan.clone();
         let done = done.clone();
         let model = lane.model.clone();
+        let named = named.clone();
         readers.push(std::thread::spawn(move || {
             input::for_each_line(&plan.input, |line_no, line| {
                 if plan.skip_lines.contains(&line_no) {
@@ -279,7 +281,11 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
                 else {
                     return Ok(true);
                 };
-                if (!single && job.model != model)
+                let mine = match &model {
+                    Some(model) => job.model == *model,
+                    None => !named.contains(&job.model),
+                };
+                if !mine
                     || !in_shard(plan.shard, &job.custom_id)
                     || done.contains(&fingerprint(&job.custom_id))
                 {
@@ -324,10 +330,9 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
                     let by_memory =
                         (MAX_AUTO_BODY_BYTES / avg_body / lanes.len() as u64).max(2) as usize;
                     for lane in &lanes {
-                        let rate = if single {
-                            c.total_limits().0
-                        } else {
-                            c.limits_of(&lane.model).0
+                        let rate = match &lane.model {
+                            Some(model) => c.limits_of(model).0,
+                            None => c.total_limits().0,
                         };
                         let target = auto_concurrency(rate, stats.calls, latency).min(by_memory);
                         let now = lane.concurrency.load(Ordering::Relaxed) as usize;
@@ -368,12 +373,26 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
     }
 }
 
+/// Most lanes (each reads the whole input).
+pub const MAX_LANES: usize = 8;
+
 /// The requests of one model: its own calls in flight, tuned to its own limits.
 #[derive(Debug)]
 struct Lane {
-    model: String,
+    /// The model, or `None` for every model without a lane of its own.
+    model: Option<String>,
     semaphore: Arc<Semaphore>,
     concurrency: AtomicU64,
+}
+
+impl Lane {
+    fn new(model: Option<String>, permits: usize) -> Arc<Lane> {
+        Arc::new(Lane {
+            model,
+            semaphore: Arc::new(Semaphore::new(permits)),
+            concurrency: AtomicU64::new(permits as u64),
+        })
+    }
 }
 
 /// Starts one task per request of the lane, at most its concurrency at a time, until

@@ -404,3 +404,25 @@ fn dry_run_without_a_probe_uses_what_the_file_store_learned() {
     assert!(text.contains("≈ 5.0s at the known limits"), "{text}");
     assert_eq!(emu.requests_received(), before, "--no-probe sent a request");
 }
+
+#[test]
+fn more_models_than_lanes_are_all_served() {
+    let emu = emulator(MODEL, Limits::new(Some(100), Some(1_000_000)));
+    let dir = temp_dir("many-models");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let mut ids = std::collections::HashSet::new();
+    let mut lines = Vec::new();
+    for m in 0..11 {
+        for i in 0..(3 + m) {
+            let id = format!("m{m}-{i}");
+            lines.push(chat_line(&id, &format!("model-{m}"), "hi"));
+            ids.insert(id);
+        }
+    }
+    write_lines(&input, lines);
+    let out = batch(&emu, &input, &output, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once(&output, &ids);
+    assert_eq!(served(&emu), ids.len());
+}
