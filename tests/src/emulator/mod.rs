@@ -3,7 +3,8 @@
 //!
 //! - Endpoints: `POST /v1/chat/completions` (plain and SSE), `POST /v1/fim/completions`,
 //!   `POST /v1/embeddings`, `POST /v1/moderations`, `POST /v1/chat/moderations`,
-//!   `GET /v1/models` (no rate-limit headers there). Any other path: 404 `no Route
+//!   `GET /v1/models` (no rate-limit headers there); the Batch API's `/v1/files` and
+//!   `/v1/batch/jobs` (module `batch`, not rate limited). Any other path: 404 `no Route
 //!   matched`. Bodies are deterministic. Usage rule: chat `prompt_tokens` = Σ over
 //!   messages of ⌈chars/4⌉ of the text content (a non-text chunk counts 1), at least 1;
 //!   FIM ⌈chars(prompt + suffix)/4⌉; embeddings and moderations Σ ⌈chars/4⌉ over the
@@ -40,6 +41,7 @@
 
 mod api;
 mod background;
+mod batch;
 mod cli;
 mod config;
 mod headers;

@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use super::api::{self, Endpoint};
+use super::batch::{self, Batches};
 use super::config::{Config, Era, Fault, RateLimitBody};
 use super::headers;
 use super::limits::{Models, Refusal, SlotGuard, lock};
@@ -57,6 +58,8 @@ pub(crate) struct Shared {
     queued: Mutex<VecDeque<Fault>>,
     queued_len: AtomicUsize,
     scripted: HashMap<u64, Fault>,
+    /// Files and batch jobs (`/v1/files`, `/v1/batch/jobs`).
+    batches: Batches,
 }
 
 impl Shared {
@@ -74,6 +77,7 @@ impl Shared {
             queued: Mutex::new(VecDeque::new()),
             queued_len: AtomicUsize::new(0),
             scripted: config.faults.iter().copied().collect(),
+            batches: Batches::default(),
             config,
         }
     }
@@ -710,6 +714,9 @@ async fn replacing_fault(
 
 async fn route(shared: &Shared, seq: u64, req: Request<Incoming>, entry: &mut Entry) -> Reply {
     let path = req.uri().path();
+    if batch::handles(path) {
+        return batch_route(shared, seq, req, entry).await;
+    }
     let endpoint = Endpoint::from_path(path);
     let known = endpoint.is_some() || path == "/v1/models";
     if !known {
@@ -740,6 +747,54 @@ async fn route(shared: &Shared, seq: u64, req: Request<Incoming>, entry: &mut En
             entry.outcome = Outcome::NotFound;
             Reply::json(405, &json!({"detail": "Method Not Allowed"}))
         }
+    }
+}
+
+/// `/v1/files` and `/v1/batch/jobs` (see [`batch`]): answered without the limiter.
+async fn batch_route(
+    shared: &Shared,
+    seq: u64,
+    req: Request<Incoming>,
+    entry: &mut Entry,
+) -> Reply {
+    if !bearer(&req).is_some_and(|k| shared.config.keys.contains(&k)) {
+        entry.outcome = Outcome::Unauthorized;
+        return unauthorized(shared.config.era, shared.config.seed, seq);
+    }
+    entry.outcome = Outcome::Listed;
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match read_body(req.into_body(), batch::MAX_UPLOAD_BYTES).await {
+        Ok(b) => b,
+        Err(status) => {
+            return Reply::json(
+                status,
+                &error_body(
+                    "Could not read the request body",
+                    "invalid_request_error",
+                    None,
+                ),
+            );
+        }
+    };
+    let answering = batch::Answering {
+        seed: shared.config.seed,
+        completion_tokens: shared.config.completion_tokens,
+        embedding_dim: shared.config.embedding_dim,
+    };
+    let answer = shared
+        .batches
+        .route(&method, &path, content_type.as_deref(), &body, answering);
+    Reply {
+        status: answer.status,
+        headers: Vec::new(),
+        content_type: answer.content_type,
+        body: Body::full(answer.body),
     }
 }
 

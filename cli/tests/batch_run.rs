@@ -1,0 +1,428 @@
+//! `mistral batch run` against the real emulator on loopback: bad input, per-request
+//! errors, quota and zero allowance, a full disk, dry runs, the shipped sample.
+
+mod common;
+
+use common::*;
+use mistral_tests::Limits;
+use serde_json::{Value, json};
+
+const MODEL: &str = "mistral-small-latest";
+
+#[test]
+fn invalid_lines_and_duplicate_ids_are_refused_before_any_call() {
+    let emu = emulator(MODEL, Limits::new(Some(50), Some(1_000_000)));
+    let dir = temp_dir("invalid");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    write_lines(
+        &input,
+        [
+            chat_line("a", MODEL, "one"),
+            "{not json".to_string(),
+            chat_line("b", MODEL, "two"),
+            json!({"custom_id": "c"}).to_string(),
+            chat_line("a", MODEL, "again"),
+            String::new(),
+            json!({"custom_id": "d", "body": {"messages": [{"role": "user", "content": "x"}]}})
+                .to_string(),
+            chat_line("e", MODEL, "three"),
+        ],
+    );
+    let out = batch(&emu, &input, &output, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 2: not JSON"), "{err}");
+    assert!(err.contains("line 4: no body"), "{err}");
+    assert!(
+        err.contains("line 5: duplicate custom_id \"a\" (first on line 1)"),
+        "{err}"
+    );
+    assert!(err.contains("line 7: no model"), "{err}");
+    assert!(err.contains("nothing was sent"), "{err}");
+    assert_eq!(
+        emu.requests_received(),
+        0,
+        "a call was sent for an invalid file"
+    );
+    assert!(results(&output).0.is_empty());
+
+    // --skip-invalid: the valid lines run, the others are reported, the status says so.
+    let out = batch(&emu, &input, &output, &["--skip-invalid"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("skipping 4 invalid line(s)"), "{err}");
+    let expected = ["a", "b", "e"].iter().map(|s| s.to_string()).collect();
+    let values = assert_each_once(&output, &expected);
+    let a = values.iter().find(|v| v["custom_id"] == "a").unwrap();
+    assert_eq!(a["response"]["status_code"], 200);
+    // The first "a" was sent, not the duplicate.
+    assert!(a["response"]["body"]["choices"][0]["message"]["content"].is_string());
+    assert_eq!(served(&emu), 3);
+}
+
+#[test]
+fn a_permanent_error_is_that_requests_result_and_the_run_goes_on() {
+    let emu = emulator(MODEL, Limits::new(Some(50), Some(1_000_000)));
+    let dir = temp_dir("permanent");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let mut lines: Vec<String> = (0..6)
+        .map(|i| chat_line(&format!("ok-{i}"), MODEL, "hi"))
+        .collect();
+    // Unknown fields are refused by the server with 422 extra_forbidden.
+    lines.insert(
+        3,
+        json!({"custom_id": "bad", "body": {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "unexpected": true}})
+            .to_string(),
+    );
+    write_lines(&input, lines);
+    let out = batch(&emu, &input, &output, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mut expected: std::collections::HashSet<String> =
+        (0..6).map(|i| format!("ok-{i}")).collect();
+    expected.insert("bad".into());
+    let values = assert_each_once(&output, &expected);
+    let bad = values.iter().find(|v| v["custom_id"] == "bad").unwrap();
+    assert_eq!(bad["response"]["status_code"], 422);
+    assert!(
+        bad["error"]["message"].as_str().unwrap().contains("422"),
+        "{bad}"
+    );
+    assert_eq!(summary(&out)["failed"], 1);
+    // Run again: nothing to do, and the status still says an error is in the output.
+    let out = batch(&emu, &input, &output, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nothing to send"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_spent_monthly_quota_stops_cleanly_and_the_run_resumes_later() {
+    // About 20 requests' worth of tokens this month (each costs ~4 + 8 tokens).
+    let limits = Limits {
+        tokens_month: Some(240),
+        ..Limits::new(Some(100), Some(1_000_000))
+    };
+    let emu = emulator(MODEL, limits);
+    let dir = temp_dir("quota");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let expected = chat_input(&input, 60, MODEL);
+    let out = batch(&emu, &input, &output, &["--concurrency", "4"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("monthly quota"), "{err}");
+    assert!(err.contains("run the same command again"), "{err}");
+    let (values, counts) = results(&output);
+    assert!(
+        !values.is_empty() && values.len() < 60,
+        "{} results",
+        values.len()
+    );
+    assert!(
+        values.iter().all(|v| v["response"]["status_code"] == 200),
+        "only successes are written"
+    );
+    assert!(counts.values().all(|n| *n == 1));
+    // The month rolls over: the same command finishes the file.
+    emu.reset_month();
+    emu.set_limits(MODEL, Limits::new(Some(100), Some(1_000_000)));
+    let out = batch(&emu, &input, &output, &["--concurrency", "4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        summary(&out)["already_done"].as_u64(),
+        Some(values.len() as u64)
+    );
+    assert_each_once(&output, &expected);
+}
+
+#[test]
+fn a_zero_allowance_stops_at_once_with_nothing_written() {
+    let emu = emulator(MODEL, Limits::zero());
+    let dir = temp_dir("zero");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    chat_input(&input, 50, MODEL);
+    let out = batch(&emu, &input, &output, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("no allowance"), "{err}");
+    assert!(results(&output).0.is_empty());
+    assert!(
+        emu.requests_received() <= 8,
+        "{} requests sent to a zero allowance",
+        emu.requests_received()
+    );
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_run_resumes_elsewhere() {
+    let emu = emulator(MODEL, Limits::new(Some(200), Some(1_000_000)));
+    let dir = temp_dir("full");
+    let input = dir.join("in.jsonl");
+    let expected = chat_input(&input, 100, MODEL);
+    let full = std::path::Path::new("/dev/full");
+    if !full.exists() {
+        eprintln!("SKIPPED: no /dev/full");
+        return;
+    }
+    let out = batch(&emu, &input, full, &["--concurrency", "4"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot write /dev/full"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    // It stopped at the first failed write, not after sending the whole file.
+    assert!(
+        served(&emu) < 20,
+        "{} requests sent after the disk was full",
+        served(&emu)
+    );
+    let output = dir.join("out.jsonl");
+    let out = batch(&emu, &input, &output, &["--concurrency", "4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once(&output, &expected);
+}
+
+#[test]
+fn dry_run_estimates_time_and_tokens_with_one_probe_per_model() {
+    let emu = emulator(MODEL, Limits::new(Some(10), Some(100_000)));
+    let dir = temp_dir("dry");
+    let input = dir.join("in.jsonl");
+    chat_input(&input, 100, MODEL);
+    let out = mistral(&emu, None)
+        .args(["batch", "run"])
+        .arg(&input)
+        .args(["-o", "/nonexistent/out.jsonl", "--dry-run"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("100 valid request(s)"), "{text}");
+    // 100 requests at 10 per second: about 10 s.
+    assert!(
+        text.contains("≈ 10.0s at the limit") || text.contains("≈ 9.9s"),
+        "{text}"
+    );
+    assert!(text.contains("requests per 1 s: 10"), "{text}");
+    assert_eq!(
+        emu.requests_received(),
+        1,
+        "a dry run sends one probe per model"
+    );
+}
+
+#[test]
+fn the_shipped_sample_runs_against_the_built_in_emulator() {
+    let dir = temp_dir("sample");
+    let output = dir.join("out.jsonl");
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sample.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mistral"))
+        .env_remove("MISTRAL_API_KEY")
+        .env_remove("MISTRAL_BASE_URL")
+        .env_remove("MISTRAL_LIMITER")
+        .args(["--emulator", "batch", "run"])
+        .arg(&sample)
+        .arg("-o")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (values, counts) = results(&output);
+    let lines = std::fs::read_to_string(&sample).unwrap().lines().count();
+    assert_eq!(values.len(), lines);
+    assert!(counts.values().all(|n| *n == 1));
+    for endpoint_object in ["chat.completion", "list"] {
+        assert!(
+            values
+                .iter()
+                .any(|v| v["response"]["body"]["object"] == endpoint_object),
+            "no {endpoint_object} result"
+        );
+    }
+    // Without a key and without --emulator: a clear error, nothing else.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mistral"))
+        .env_remove("MISTRAL_API_KEY")
+        .args(["batch", "run"])
+        .arg(&sample)
+        .arg("-o")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("MISTRAL_API_KEY is not set"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(mistral_tests::DEFAULT_KEY));
+    let _ = Value::Null;
+}
+
+#[test]
+fn ctrl_c_lets_the_calls_in_flight_finish_and_the_run_resumes() {
+    let emu = emulator(MODEL, Limits::new(Some(40), Some(1_000_000)));
+    let dir = temp_dir("sigint");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let expected = chat_input(&input, 200, MODEL);
+    let child = batch_command(&emu, &input, &output, &["--concurrency", "4"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("stopped: interrupted"), "{err}");
+    let (values, _) = results(&output);
+    assert!(
+        !values.is_empty() && values.len() < 200,
+        "{} results",
+        values.len()
+    );
+    // Everything sent was recorded: nothing in flight was abandoned.
+    assert_eq!(served(&emu), values.len(), "a call in flight was dropped");
+    let out = batch(&emu, &input, &output, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once(&output, &expected);
+    assert_eq!(served(&emu), 200);
+}
+
+#[test]
+fn a_file_sorted_by_model_spends_every_models_budget_at_once() {
+    let config = mistral_tests::Config {
+        era: mistral_tests::Era::Late2025,
+        window_secs: 1.0,
+        ..mistral_tests::Config::default()
+    }
+    .model(MODEL, Limits::new(Some(30), Some(1_000_000)))
+    .model("mistral-embed", Limits::new(Some(30), Some(1_000_000)));
+    let emu = mistral_tests::Emulator::start(config);
+    let dir = temp_dir("lanes");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let mut lines: Vec<String> = (0..60)
+        .map(|i| chat_line(&format!("c{i}"), MODEL, "hi"))
+        .collect();
+    lines.extend((0..60).map(|i| {
+        json!({"custom_id": format!("e{i}"), "body": {"model": "mistral-embed", "input": "hi"}})
+            .to_string()
+    }));
+    write_lines(&input, lines);
+    let out = batch(&emu, &input, &output, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = emu.log();
+    let times = |model: &str| -> Vec<std::time::Duration> {
+        log.entries()
+            .iter()
+            .filter(|e| e.admitted() && e.model.as_deref() == Some(model))
+            .filter_map(|e| e.decided)
+            .collect()
+    };
+    let (chat, embed) = (times(MODEL), times("mistral-embed"));
+    assert_eq!((chat.len(), embed.len()), (60, 60));
+    // The embeddings did not wait for the chat requests (2 s at 30/s): the first was
+    // served before half of the chat requests were.
+    let mut chat = chat;
+    chat.sort();
+    let first_embed = embed.iter().min().unwrap();
+    assert!(
+        *first_embed < chat[29],
+        "the second model started at {first_embed:?}, after half of the first ({:?})",
+        chat[29]
+    );
+    assert!(!log.was_any_window_over_limit(), "{:?}", log.violations());
+}
+
+#[test]
+fn a_second_process_on_the_same_output_is_refused() {
+    let emu = emulator(MODEL, Limits::new(Some(20), Some(1_000_000)));
+    let dir = temp_dir("locked");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let expected = chat_input(&input, 60, MODEL);
+    let first = batch_command(&emu, &input, &output, &[]).spawn().unwrap();
+    // Wait for the first to start writing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::metadata(&output).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run wrote nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let second = batch(&emu, &input, &output, &[]);
+    let err = stderr(&second);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("being written by another mistral process"),
+        "{err}"
+    );
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_each_once(&output, &expected);
+    assert_eq!(served(&emu), 60);
+}
+
+#[test]
+fn dry_run_without_a_probe_uses_what_the_file_store_learned() {
+    let emu = emulator(MODEL, Limits::new(Some(20), Some(1_000_000)));
+    let dir = temp_dir("dry-store");
+    let store = format!("file:{}/", dir.display());
+    let input = dir.join("in.jsonl");
+    chat_input(&input, 100, MODEL);
+    let dry = |store: Option<&str>| {
+        let out = mistral(&emu, store)
+            .args(["batch", "run"])
+            .arg(&input)
+            .args(["-o", "/nonexistent/out.jsonl", "--dry-run", "--no-probe"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = dry(Some(&store));
+    assert!(text.contains("limits unknown"), "{text}");
+    assert!(text.contains("time unknown"), "{text}");
+    // One real call teaches the store the limits.
+    let out = mistral(&emu, Some(&store))
+        .args(["limits", "--model", MODEL])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let before = emu.requests_received();
+    let text = dry(Some(&store));
+    assert!(
+        text.contains("learned by the limiter's store: 20.00 requests/s"),
+        "{text}"
+    );
+    // 100 requests at 20 per second.
+    assert!(text.contains("≈ 5.0s at the known limits"), "{text}");
+    assert_eq!(emu.requests_received(), before, "--no-probe sent a request");
+}
+
+#[test]
+fn more_models_than_lanes_are_all_served() {
+    let emu = emulator(MODEL, Limits::new(Some(100), Some(1_000_000)));
+    let dir = temp_dir("many-models");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let mut ids = std::collections::HashSet::new();
+    let mut lines = Vec::new();
+    for m in 0..11 {
+        for i in 0..(3 + m) {
+            let id = format!("m{m}-{i}");
+            lines.push(chat_line(&id, &format!("model-{m}"), "hi"));
+            ids.insert(id);
+        }
+    }
+    write_lines(&input, lines);
+    let out = batch(&emu, &input, &output, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once(&output, &ids);
+    assert_eq!(served(&emu), ids.len());
+}
