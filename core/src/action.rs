@@ -187,6 +187,9 @@ pub enum Signal {
         quota: Quota,
         /// How long this call waits.
         wait: Duration,
+        /// The server said how long (`Retry-After`, a reset header): the wait is its
+        /// word, not this call's own estimate.
+        hinted: bool,
     },
     /// A 429 that did not say which limit.
     RateLimited {

@@ -255,13 +255,15 @@ impl Call {
                 self.ticket = None;
                 // While a probe is out, the answer says "shortly": re-ask at a doubling
                 // interval (up to a quarter of a second) rather than every few ms.
-                let floor = Duration::from_millis(20)
-                    .saturating_mul(1 << self.rechecks.min(4))
-                    .min(Duration::from_millis(250));
-                self.rechecks = self.rechecks.saturating_add(1);
                 let delay = if delay < Duration::from_millis(50) {
+                    let floor = Duration::from_millis(20)
+                        .saturating_mul(1 << self.rechecks.min(4))
+                        .min(Duration::from_millis(250));
+                    self.rechecks = self.rechecks.saturating_add(1);
                     delay.max(floor)
                 } else {
+                    // A pause with an end: the probe after it starts a new count.
+                    self.rechecks = 0;
                     delay
                 };
                 let until = later(now, delay);
@@ -520,7 +522,21 @@ impl Call {
                     Plan::Stop
                 };
                 let wait = plan_wait(&plan).unwrap_or_default();
-                (plan, Signal::WindowSpent { quota, wait })
+                let hinted = matches!(
+                    plan,
+                    Plan::Retry {
+                        why: WaitReason::ServerHint,
+                        ..
+                    }
+                );
+                (
+                    plan,
+                    Signal::WindowSpent {
+                        quota,
+                        wait,
+                        hinted,
+                    },
+                )
             }
             Verdict::WindowSpent { quota } => {
                 self.window_streak += 1;
@@ -530,6 +546,7 @@ impl Call {
                         Signal::WindowSpent {
                             quota,
                             wait: Duration::ZERO,
+                            hinted: false,
                         },
                     );
                 }
@@ -552,7 +569,11 @@ impl Call {
                 };
                 (
                     Plan::Retry { wait, why },
-                    Signal::WindowSpent { quota, wait },
+                    Signal::WindowSpent {
+                        quota,
+                        wait,
+                        hinted: why == WaitReason::ServerHint,
+                    },
                 )
             }
             Verdict::RateLimited => {

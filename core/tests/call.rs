@@ -77,7 +77,7 @@ fn the_429_report_names_the_window_and_the_wait() {
     let run = drive_simple(&RetryPolicy::default(), vec![spent_minute("60"), ok()]);
     let reports = run.reports();
     match reports[0].signal {
-        Signal::WindowSpent { quota, wait } => {
+        Signal::WindowSpent { quota, wait, .. } => {
             assert_eq!(quota.limit, Some(60));
             assert!(wait >= Duration::from_secs(1));
         }

@@ -351,8 +351,11 @@ fn what_one_process_learns_paces_the_others() {
         b.reserve(Instant::now(), &ask("m")),
         Grant::Recheck(_)
     ));
-    // The probe's answer announces 120 per minute: b now paces at one per 0.5 s.
-    a.report(Instant::now(), &headers_report("m", 120, 60));
+    // The probe's answer announces 120 per minute, 1 left: b may send that one at
+    // once, then paces at one per 0.5 s.
+    let mut report = headers_report("m", 120, 60);
+    report.limits.quotas[0].remaining = Some(1);
+    a.report(Instant::now(), &report);
     let state = b.budget("m").unwrap().unwrap();
     assert_eq!(state.source, Source::Headers);
     let first = wait(&b.reserve(Instant::now(), &ask("m")));
