@@ -459,3 +459,43 @@ fn run(name: &str, driver: Driver) {
         failures.join("; ")
     );
 }
+
+/// Configuration values that hold the key (the variables swapped, a key in a query or
+/// in the URL's credentials) are refused by both builders without echoing it.
+#[test]
+fn configuration_errors_never_echo_the_key() {
+    let bad_urls = [
+        KEY.to_owned(),
+        format!("https://api.mistral.ai/v1?api_key={KEY}"),
+        format!("https://user:{KEY}@api.mistral.ai"),
+        format!("ftp://api.mistral.ai/{KEY}?x"),
+        format!("http://{KEY}.example.com"),
+    ];
+    for url in &bad_urls {
+        let blocking = mistral_blocking::Client::builder()
+            .api_key(KEY)
+            .base_url(url.as_str())
+            .build()
+            .expect_err("a bad base URL is refused");
+        let asynchronous = mistral_async::Client::builder()
+            .api_key(KEY)
+            .base_url(url.as_str())
+            .build()
+            .expect_err("a bad base URL is refused");
+        for e in [blocking, asynchronous] {
+            assert!(matches!(e, Error::Config(_)), "{e:?}");
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("SECRET-Qz7Wm3Kp9Xv2Ly"), "{url}: {shown}");
+        }
+    }
+    // Swapped the other way: the URL given as the key is a key (printable ASCII), and the
+    // key as the URL is not a URL.
+    let swapped = mistral_blocking::Client::builder()
+        .api_key("https://api.mistral.ai")
+        .base_url(KEY)
+        .build()
+        .expect_err("the key is not a URL");
+    let shown = format!("{swapped} {swapped:?}");
+    assert!(!shown.contains("SECRET-Qz7Wm3Kp9Xv2Ly"), "{shown}");
+    assert!(shown.contains("swapped"), "{shown}");
+}
