@@ -31,9 +31,17 @@ use crate::fallback::Fallback;
 /// quarter of the limits Redis last showed (or the configured ones), a warning is logged
 /// once per outage, and the connection is retried every few seconds (3 s by default);
 /// when it is back, the shared budgets take over again.
+///
+/// The stand-in starts from the last state Redis returned (what Redis had booked ahead
+/// stays booked), and every new connection (Redis back, or restarted empty) first brings
+/// what this process knows into Redis: a budget Redis lost is restored from it at a
+/// quarter share (it grows back by 1 % of the limit per second, as after a refusal), and
+/// one Redis kept takes the later of each booked time. So neither an outage nor an empty
+/// Redis lets a burst through while other processes still pace on their stand-ins.
 pub struct RedisLimiter {
     client: redis::Client,
     script: redis::Script,
+    join: redis::Script,
     url: String,
     prefix: String,
     config: LimiterConfig,
@@ -99,6 +107,7 @@ impl RedisLimiter {
         Ok(Self {
             client,
             script: redis::Script::new(lua::SCRIPT),
+            join: redis::Script::new(JOIN_SCRIPT),
             url,
             prefix: format!("mistral-limiter:{{{}}}:", crate::store_id(base_url, key)),
             fallback: Fallback::new("redis", config.clone(), DEGRADED_SHARE_PPM),
@@ -212,7 +221,10 @@ impl RedisLimiter {
                     return Err(OpError::Waiting);
                 }
                 match self.connect() {
-                    Ok(conn) => {
+                    Ok(mut conn) => {
+                        // A new connection: Redis may have restarted empty, or this
+                        // process paced in-process meanwhile. Bring in what it knows.
+                        self.rejoin(&mut conn);
                         guard.conn = Some(conn);
                         guard.next_attempt = None;
                     }
@@ -236,6 +248,60 @@ impl RedisLimiter {
             }
         }
         Err(OpError::Waiting)
+    }
+}
+
+/// Brings one process's knowledge of a budget into Redis (see
+/// [`RedisLimiter`]'s docs): a hash that is missing or has never had an answer takes the
+/// state as given (its share already capped); one that exists keeps its own, with the
+/// later of each booked time. KEYS[1] the hash; ARGV[1] the expiry in seconds (0: none);
+/// ARGV[2..18] the 17 fields in [`BudgetState::FIELDS`] order.
+const JOIN_SCRIPT: &str = r"
+local FIELDS = {
+  'seen_us', 'req_tat_us', 'tok_tat_us', 'retry_tat_us', 'req_base_ns', 'tok_base_ns',
+  'source', 'share_ppm', 'pause_until_us', 'block', 'block_until_us', 'calm_after_us',
+  'grown_us', 'probe_until_us', 'meter_start_us', 'meter_count', 'meter_rate_milli',
+}
+local source = redis.call('HGET', KEYS[1], 'source')
+if not source or tonumber(source) == 0 then
+  for i, f in ipairs(FIELDS) do
+    redis.call('HSET', KEYS[1], f, ARGV[i + 1])
+  end
+else
+  for i, f in ipairs(FIELDS) do
+    if f == 'req_tat_us' or f == 'tok_tat_us' or f == 'retry_tat_us'
+        or f == 'pause_until_us' or f == 'calm_after_us' then
+      local theirs = tonumber(redis.call('HGET', KEYS[1], f) or '0') or 0
+      local ours = tonumber(ARGV[i + 1])
+      if ours > theirs then
+        redis.call('HSET', KEYS[1], f, ARGV[i + 1])
+      end
+    end
+  end
+end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+return 1
+";
+
+impl RedisLimiter {
+    /// On a new connection: joins every budget this process knows into Redis (best
+    /// effort: a failure here leaves the budgets as Redis has them).
+    fn rejoin(&self, conn: &mut redis::Connection) {
+        for (model, state) in self.fallback.rejoin_states(None) {
+            let mut invocation = self.join.prepare_invoke();
+            invocation.key(self.key_of(&model));
+            invocation.arg(self.ttl_secs);
+            for field in state.to_fields() {
+                invocation.arg(field);
+            }
+            if let Err(error) = invocation.invoke::<i64>(conn) {
+                tracing::debug!(%error, "could not bring a budget back into Redis");
+                return;
+            }
+        }
     }
 }
 
