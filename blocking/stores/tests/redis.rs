@@ -662,3 +662,86 @@ fn an_unreachable_redis_from_the_start_paces_locally() {
         Err(mistral_core::Error::Config(_))
     ));
 }
+
+fn ten_per_second(server: &RedisServer) -> RedisLimiter {
+    let config = LimiterConfig {
+        default: Some(Limits::requests(10, Duration::from_secs(1))),
+        ..LimiterConfig::default()
+    };
+    RedisLimiter::new(&server.url(), BASE, &ApiKey::new(KEY).unwrap(), config)
+        .unwrap()
+        .with_timeout(Duration::from_millis(200))
+        .with_reconnect_after(Duration::from_millis(100))
+}
+
+fn one() -> Ask {
+    Ask {
+        model: Some("m".into()),
+        tokens: 1,
+        attempt: 1,
+    }
+}
+
+/// Redis killed with a second of slots booked ahead: the stand-in starts from that
+/// schedule (before: from empty budgets, so the next calls went at once while every slot
+/// Redis had given out was still to be spent).
+#[test]
+fn a_fallback_starts_from_the_last_known_state() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let limiter = ten_per_second(&server);
+    let mut last = Duration::ZERO;
+    for _ in 0..10 {
+        last = wait(&limiter.reserve(Instant::now(), &one()));
+    }
+    assert!(last >= Duration::from_millis(850), "{last:?}");
+    server.kill();
+    let first_degraded = wait(&limiter.reserve(Instant::now(), &one()));
+    assert!(limiter.is_degraded());
+    assert!(
+        first_degraded >= Duration::from_millis(700),
+        "the stand-in gave out a slot Redis had already booked: {first_degraded:?}"
+    );
+}
+
+/// Redis restarted empty while this process had a second booked ahead and another one
+/// still paced on its stand-in: the new connection brings the budget back (at a quarter
+/// share), so neither process gets a burst (before: an empty Redis meant a fresh budget
+/// and the next calls went at once).
+#[test]
+fn a_redis_restarted_empty_is_rejoined_without_a_burst() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let a = ten_per_second(&server);
+    let b = ten_per_second(&server);
+    for _ in 0..5 {
+        wait(&a.reserve(Instant::now(), &one()));
+        wait(&b.reserve(Instant::now(), &one()));
+    }
+    server.kill();
+    // B paces on its stand-in meanwhile.
+    wait(&b.reserve(Instant::now(), &one()));
+    assert!(b.is_degraded());
+    server.spawn();
+    let mut conn = server.conn();
+    let exists: bool = redis::cmd("EXISTS").arg(a.key_of("m")).query(&mut conn).unwrap();
+    assert!(!exists, "a restarted Redis is empty");
+    let next = wait(&a.reserve(Instant::now(), &one()));
+    assert!(
+        next >= Duration::from_millis(600),
+        "the empty Redis gave a slot at once: {next:?}"
+    );
+    let share: u64 = redis::cmd("HGET")
+        .arg(a.key_of("m"))
+        .arg("share_ppm")
+        .query(&mut conn)
+        .unwrap();
+    assert!(share <= stores::DEGRADED_SHARE_PPM, "{share}");
+    // B comes back after its reconnect pause and joins the same schedule.
+    std::thread::sleep(Duration::from_millis(150));
+    let b_next = wait(&b.reserve(Instant::now(), &one()));
+    assert!(!b.is_degraded());
+    assert!(b_next > next, "{b_next:?} after {next:?}");
+}
