@@ -264,8 +264,12 @@ impl Call {
         self.redact_info(&mut classified.info);
         let mut headers = headers;
         self.hide_secret_headers(&mut headers);
-        if classified.verdict == Verdict::Success && !self.prepared.stream {
-            let path = self.prepared.request.uri().path();
+        if classified.verdict == Verdict::Success {
+            // A stream's body is read by the driver: only the key is looked for here.
+            let path = match self.prepared.stream {
+                false => Some(self.prepared.request.uri().path()),
+                true => None,
+            };
             if let Err(message) = check_success_body(path, &body, &self.redactor) {
                 // The server answered (and may have billed it), but not with what was
                 // asked: a typed error, never an empty success; not retried.

@@ -62,8 +62,10 @@ impl Success {
 /// endpoints an object with the field their answer cannot lack (`choices` for chat and
 /// FIM completions, `data` for embeddings and the model list, `results` for
 /// moderations). `Err` says what is wrong.
+///
+/// `path` is `None` for a stream, whose body only must not hold the key.
 pub(crate) fn check_success_body(
-    path: &str,
+    path: Option<&str>,
     body: &[u8],
     redactor: &Redactor,
 ) -> Result<(), String> {
@@ -74,6 +76,9 @@ pub(crate) fn check_success_body(
                 .into(),
         );
     }
+    let Some(path) = path else {
+        return Ok(());
+    };
     let required = [
         ("/chat/completions", "choices"),
         ("/fim/completions", "choices"),

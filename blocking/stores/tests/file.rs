@@ -84,7 +84,10 @@ fn a_corrupt_truncated_or_foreign_file_resets_to_the_last_known_state_not_a_fres
         let states = codec::decode(&std::fs::read(&path).unwrap()).expect(what);
         assert_eq!(states.len(), 1, "after {what}");
         let state = states["m"];
-        assert!(state.share_ppm <= stores::DEGRADED_SHARE_PPM, "after {what}: {state:?}");
+        assert!(
+            state.share_ppm <= stores::DEGRADED_SHARE_PPM,
+            "after {what}: {state:?}"
+        );
         assert_eq!(state.source, Source::Configured, "after {what}");
         let second = limiter.reserve(Instant::now(), &ask("m"));
         assert!(wait(&second) > wait(&first), "after {what}");

@@ -726,7 +726,10 @@ fn a_redis_restarted_empty_is_rejoined_without_a_burst() {
     assert!(b.is_degraded());
     server.spawn();
     let mut conn = server.conn();
-    let exists: bool = redis::cmd("EXISTS").arg(a.key_of("m")).query(&mut conn).unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(a.key_of("m"))
+        .query(&mut conn)
+        .unwrap();
     assert!(!exists, "a restarted Redis is empty");
     let next = wait(&a.reserve(Instant::now(), &one()));
     assert!(
