@@ -126,7 +126,7 @@ pub fn call_machine(data: &[u8]) {
             Some(Duration::from_millis(u64::from(b.u16()))),
             Some(Duration::from_millis(u64::from(b.u16()))),
         );
-    let stream = b.byte() % 4 == 0;
+    let stream = b.byte().is_multiple_of(4);
     let target = Target::new(
         "https://api.mistral.ai",
         ApiKey::new(KEY).expect("a valid key"),
@@ -182,11 +182,11 @@ pub fn call_machine(data: &[u8]) {
                 }
                 answer(&mut b, &mut call, &mut now, attempt.id);
             }
-            Action::Wait { until, .. } => {
-                if b.byte() % 4 != 0 || b.is_empty() {
-                    now = now.max(until);
-                }
+            // Usually wake at the instant; sometimes early (harmless by contract).
+            Action::Wait { until, .. } if !b.byte().is_multiple_of(4) || b.is_empty() => {
+                now = now.max(until);
             }
+            Action::Wait { .. } => {}
             Action::Report(report) => {
                 check_no_key(&format!("{report:?}"));
             }
@@ -234,7 +234,7 @@ fn answer(b: &mut Choices<'_>, call: &mut Call, now: &mut Instant, id: mistral_c
             let mut headers = http::HeaderMap::new();
             for _ in 0..b.byte() % 5 {
                 let name = HEADERS[usize::from(b.byte()) % HEADERS.len()];
-                let value = if b.byte() % 2 == 0 {
+                let value = if b.byte().is_multiple_of(2) {
                     VALUES[usize::from(b.byte()) % VALUES.len()]
                         .as_bytes()
                         .to_vec()
@@ -246,7 +246,7 @@ fn answer(b: &mut Choices<'_>, call: &mut Call, now: &mut Instant, id: mistral_c
                     headers.append(name, value);
                 }
             }
-            let body: Bytes = if b.byte() % 2 == 0 {
+            let body: Bytes = if b.byte().is_multiple_of(2) {
                 Bytes::from_static(BODIES[usize::from(b.byte()) % BODIES.len()].as_bytes())
             } else {
                 let n = usize::from(b.u16() % 2048);
