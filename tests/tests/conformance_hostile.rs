@@ -506,3 +506,50 @@ fn configuration_errors_never_echo_the_key() {
     assert!(!shown.contains("SECRET-Qz7Wm3Kp9Xv2Ly"), "{shown}");
     assert!(shown.contains("swapped"), "{shown}");
 }
+
+/// A host name that does not resolve (`a..invalid`: an empty label, refused by the
+/// resolver before any query leaves the machine) is the same error in both clients, a
+/// `Connect` failure retried like one (before: not retried by the blocking client, kind
+/// `Other`; retried by the async one).
+#[test]
+fn a_name_that_does_not_resolve_is_one_error_retried_alike_by_both_clients() {
+    // Plain HTTP, so that the name goes to the resolver (not first to TLS, which refuses
+    // it as a server name).
+    let url = "http://a..invalid";
+    let blocking = mistral_blocking::Client::builder()
+        .api_key(KEY)
+        .base_url(url)
+        .allow_insecure_http(true)
+        .retry_policy(policy().max_attempts(3))
+        .limiter(Arc::new(NoLimiter))
+        .build()
+        .and_then(|c| c.chat(&request()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let asynchronous = runtime.block_on(async {
+        let client = mistral_async::Client::builder()
+            .api_key(KEY)
+            .base_url(url)
+            .allow_insecure_http(true)
+            .retry_policy(policy().max_attempts(3))
+            .limiter(Arc::new(NoLimiter))
+            .build()?;
+        client.chat(&request()).await
+    });
+    let (blocking, asynchronous) = (blocking.map(drop), asynchronous.map(drop));
+    for (driver, outcome) in [("blocking", blocking), ("async", asynchronous)] {
+        match &outcome {
+            Err(Error::Transport {
+                kind: TransportKind::Connect,
+                message,
+                trail,
+            }) => {
+                assert!(message.contains("could not resolve"), "{driver}: {message}");
+                assert_eq!(trail.attempts, 3, "{driver}: {outcome:?}");
+            }
+            other => panic!("{driver}: expected a Connect failure, got {other:?}"),
+        }
+    }
+}
