@@ -503,6 +503,7 @@ fn no_retry_starts_with_under_a_second_left() {
 /// token estimate (its head comes once the answer is generated), a stream's does not;
 /// every bound is cut to what is left of the deadline.
 #[test]
+#[allow(clippy::disallowed_methods)] // a start instant for the call; nothing waits on it
 fn every_attempt_carries_its_phase_bounds() {
     let policy = RetryPolicy::default();
     assert_eq!(

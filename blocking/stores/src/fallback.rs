@@ -74,8 +74,8 @@ impl Fallback {
 
     /// What this process knows of every budget, on the store's clock, for a store that
     /// lost its states or comes back after an outage: the last state the store returned,
-    /// joined with what the stand-in booked since (moved onto the store's clock), at the
-    /// capped share. `store_now_us` is the store's time now, when known; otherwise it is
+    /// joined with what the stand-in booked since (moved onto the store's clock), with
+    /// the share the store last had (see `BudgetState::rejoined` for how it is merged). `store_now_us` is the store's time now, when known; otherwise it is
     /// estimated from the last answer (its time plus the time since).
     pub(crate) fn rejoin_states(&self, store_now_us: Option<u64>) -> Vec<(String, BudgetState)> {
         let inner = self.inner();
@@ -94,10 +94,17 @@ impl Fallback {
                     let local_now =
                         u64::try_from(now.duration_since(*made).as_micros()).unwrap_or(0);
                     best = best.joined(&booked.rebased(local_now, store_now));
+                    // The stand-in's share is its cap, not what the store had.
+                    best.share_ppm = state.share_ppm;
                 }
-                (model.clone(), best.cautious(self.share_cap_ppm))
+                (model.clone(), best)
             })
             .collect()
+    }
+
+    /// The share a stand-in paces at (what a process hands back when it rejoins).
+    pub(crate) fn share_cap_ppm(&self) -> u64 {
+        self.share_cap_ppm
     }
 
     /// The store failed: reserves in the stand-in (made, and the outage logged, at the

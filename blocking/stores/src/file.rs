@@ -237,11 +237,9 @@ impl FileLimiter {
             // A new, replaced or corrupt file, or back from pacing in-process: bring in
             // what this process knows (and booked meanwhile), so that no slot already
             // given out is given out again.
+            let cap = self.fallback.share_cap_ppm();
             for (model, ours) in self.fallback.rejoin_states(Some(now)) {
-                let merged = match states.get(&model) {
-                    Some(theirs) => theirs.joined(&ours),
-                    None => ours,
-                };
+                let merged = BudgetState::rejoined(states.get(&model), &ours, cap);
                 states.insert(model, merged);
             }
         }

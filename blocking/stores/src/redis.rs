@@ -35,8 +35,8 @@ use crate::fallback::Fallback;
 /// The stand-in starts from the last state Redis returned (what Redis had booked ahead
 /// stays booked), and every new connection (Redis back, or restarted empty) first brings
 /// what this process knows into Redis: a budget Redis lost is restored from it at a
-/// quarter share (it grows back by 1 % of the limit per second, as after a refusal), and
-/// one Redis kept takes the later of each booked time. So neither an outage nor an empty
+/// quarter share, and each process that comes back hands back its quarter (up to the
+/// share Redis last had); one Redis kept takes the later of each booked time. So neither an outage nor an empty
 /// Redis lets a burst through while other processes still pace on their stand-ins.
 pub struct RedisLimiter {
     client: redis::Client,
@@ -251,33 +251,51 @@ impl RedisLimiter {
     }
 }
 
-/// Brings one process's knowledge of a budget into Redis (see
-/// [`RedisLimiter`]'s docs): a hash that is missing or has never had an answer takes the
-/// state as given (its share already capped); one that exists keeps its own, with the
-/// later of each booked time. KEYS[1] the hash; ARGV[1] the expiry in seconds (0: none);
-/// ARGV[2..18] the 17 fields in [`BudgetState::FIELDS`] order.
+/// Brings one process's knowledge of a budget into Redis: `BudgetState::rejoined` in
+/// Lua. A hash that is missing or has never had an answer takes the state as given, its
+/// share capped; one that exists keeps its own, with the later of each booked time and
+/// its share raised by the cap (at most to ours). KEYS[1] the hash; ARGV[1] the expiry
+/// in seconds (0: none); ARGV[2] the cap (ppm); ARGV[3..19] the 17 fields in
+/// `BudgetState::FIELDS` order.
 const JOIN_SCRIPT: &str = r"
 local FIELDS = {
   'seen_us', 'req_tat_us', 'tok_tat_us', 'retry_tat_us', 'req_base_ns', 'tok_base_ns',
   'source', 'share_ppm', 'pause_until_us', 'block', 'block_until_us', 'calm_after_us',
   'grown_us', 'probe_until_us', 'meter_start_us', 'meter_count', 'meter_rate_milli',
 }
+local LATER = {
+  req_tat_us = true, tok_tat_us = true, retry_tat_us = true, pause_until_us = true,
+  calm_after_us = true, seen_us = true,
+}
+local cap = tonumber(ARGV[2])
 local source = redis.call('HGET', KEYS[1], 'source')
+local ours = {}
+for i, f in ipairs(FIELDS) do
+  ours[f] = tonumber(ARGV[i + 2])
+end
 if not source or tonumber(source) == 0 then
-  for i, f in ipairs(FIELDS) do
-    redis.call('HSET', KEYS[1], f, ARGV[i + 1])
+  for _, f in ipairs(FIELDS) do
+    local v = ours[f]
+    if f == 'share_ppm' and v > cap then v = cap end
+    if LATER[f] then
+      local theirs = tonumber(redis.call('HGET', KEYS[1], f) or '0') or 0
+      if theirs > v then v = theirs end
+    end
+    redis.call('HSET', KEYS[1], f, string.format('%d', v))
   end
 else
-  for i, f in ipairs(FIELDS) do
-    if f == 'req_tat_us' or f == 'tok_tat_us' or f == 'retry_tat_us'
-        or f == 'pause_until_us' or f == 'calm_after_us' then
-      local theirs = tonumber(redis.call('HGET', KEYS[1], f) or '0') or 0
-      local ours = tonumber(ARGV[i + 1])
-      if ours > theirs then
-        redis.call('HSET', KEYS[1], f, ARGV[i + 1])
-      end
+  for _, f in ipairs(FIELDS) do
+    local theirs = tonumber(redis.call('HGET', KEYS[1], f) or '0') or 0
+    if LATER[f] and ours[f] > theirs then
+      redis.call('HSET', KEYS[1], f, string.format('%d', ours[f]))
     end
   end
+  local share = tonumber(redis.call('HGET', KEYS[1], 'share_ppm') or '0') or 0
+  local most = ours['share_ppm']
+  if share > most then most = share end
+  local raised = share + cap
+  if raised > most then raised = most end
+  redis.call('HSET', KEYS[1], 'share_ppm', string.format('%d', raised))
 end
 local ttl = tonumber(ARGV[1])
 if ttl > 0 then
@@ -294,6 +312,7 @@ impl RedisLimiter {
             let mut invocation = self.join.prepare_invoke();
             invocation.key(self.key_of(&model));
             invocation.arg(self.ttl_secs);
+            invocation.arg(self.fallback.share_cap_ppm());
             for field in state.to_fields() {
                 invocation.arg(field);
             }

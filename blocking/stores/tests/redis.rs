@@ -747,4 +747,11 @@ fn a_redis_restarted_empty_is_rejoined_without_a_burst() {
     let b_next = wait(&b.reserve(Instant::now(), &one()));
     assert!(!b.is_degraded());
     assert!(b_next > next, "{b_next:?} after {next:?}");
+    // B handed back the quarter it paced at on its own.
+    let share: u64 = redis::cmd("HGET")
+        .arg(a.key_of("m"))
+        .arg("share_ppm")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(share, 2 * stores::DEGRADED_SHARE_PPM);
 }

@@ -77,6 +77,34 @@ impl BudgetState {
         s
     }
 
+    /// What a store that may have lost this budget should hold once one process
+    /// brings back what it knows (`ours`, on the store's clock, its share as it knew it):
+    /// a store without it (`theirs` missing or never answered) takes `ours` at
+    /// `share_cap_ppm` — the other processes may still pace on stand-ins of their own at
+    /// that share; a store that has it keeps it with the later of each booked time, and
+    /// its share raised by `share_cap_ppm` (the share this process paced at on its own
+    /// is handed back), at most to `ours`'s. So the budget returns to its full share as
+    /// the processes come back, never faster.
+    pub fn rejoined(theirs: Option<&BudgetState>, ours: &BudgetState, share_cap_ppm: u64) -> Self {
+        match theirs.filter(|t| t.source != Source::Unknown) {
+            None => {
+                let mut s = ours.cautious(share_cap_ppm);
+                if let Some(t) = theirs {
+                    s = s.joined(t);
+                }
+                s
+            }
+            Some(t) => {
+                let mut s = t.joined(ours);
+                s.share_ppm = t
+                    .share_ppm
+                    .saturating_add(share_cap_ppm)
+                    .min(ours.share_ppm.max(t.share_ppm));
+                s
+            }
+        }
+    }
+
     /// The latest time this state has booked (a cell's TAT or the pause).
     pub fn booked_until_us(&self) -> u64 {
         self.req_tat_us
@@ -131,5 +159,26 @@ mod tests {
         assert_eq!(j.source, a.source);
         assert_eq!(j.seen_us, 2_000);
         assert!(j.booked_until_us() >= a.booked_until_us());
+    }
+
+    #[test]
+    fn processes_coming_back_hand_back_their_share_one_by_one() {
+        let ours = paced(1_000);
+        let first = BudgetState::rejoined(None, &ours, 250_000);
+        assert_eq!(first.share_ppm, 250_000);
+        assert_eq!(first.req_tat_us, ours.req_tat_us);
+        let second = BudgetState::rejoined(Some(&first), &ours, 250_000);
+        assert_eq!(second.share_ppm, 500_000);
+        let mut all = second;
+        for _ in 0..5 {
+            all = BudgetState::rejoined(Some(&all), &ours, 250_000);
+        }
+        assert_eq!(all.share_ppm, ours.share_ppm, "never above what was known");
+        // A store that kept a healthy budget keeps its share.
+        let healthy = paced(1_000);
+        assert_eq!(
+            BudgetState::rejoined(Some(&healthy), &ours.cautious(100_000), 250_000).share_ppm,
+            healthy.share_ppm
+        );
     }
 }
