@@ -87,6 +87,8 @@ pub struct SoakReport {
     pub faults: BTreeMap<String, usize>,
     /// 429s the emulator sent (its own refusals and the injected ones).
     pub http_429: usize,
+    /// 429s of the emulator's own limiter (not injected as faults).
+    pub own_429: usize,
     /// Most requests the emulator admitted in any window of its length.
     pub max_in_window: usize,
     /// The limit per window.
@@ -298,6 +300,9 @@ pub fn run_soak(options: &SoakOptions) -> Result<SoakReport, String> {
         }
     }
     report.http_429 = log.count_429();
+    report.own_429 = report
+        .http_429
+        .saturating_sub(log.count_fault(Fault::Ambiguous429) + log.count_fault(Fault::Capacity));
     report.max_in_window =
         log.max_admitted_in_any_window(MODEL, Duration::from_secs_f64(window_secs));
     report.violations = log.violations();
@@ -345,7 +350,11 @@ impl SoakReport {
             "| windows over the limit (emulator) | {} |",
             self.violations.len()
         );
-        let _ = writeln!(s, "| 429s | {} |", self.http_429);
+        let _ = writeln!(
+            s,
+            "| 429s | {} ({} from the emulator's limiter, the rest injected) |",
+            self.http_429, self.own_429
+        );
         let rss: Vec<String> = self
             .peak_rss_kib
             .iter()
@@ -366,5 +375,27 @@ impl SoakReport {
         std::fs::write(dir.join("soak.md"), self.markdown())?;
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(dir.join("soak.json"), json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_told_apart_and_only_a_malformed_200_is_justified() {
+        assert_eq!(
+            error_kind("could not decode the response: expected value"),
+            ("decode (malformed 200)", true)
+        );
+        assert_eq!(
+            error_kind("server error (503) after 3 attempts"),
+            ("server error", false)
+        );
+        assert_eq!(
+            error_kind("deadline of 600.0 s reached"),
+            ("deadline", false)
+        );
+        assert_eq!(error_kind("something new"), ("other", false));
     }
 }
