@@ -20,8 +20,10 @@ pub(crate) enum Exchange {
 }
 
 /// Performs `attempt` within the core's phase bounds: the response head within
-/// [`Attempt::head_timeout`] (the connect timeout is the client's), a non-streamed body
-/// within [`Attempt::body_timeout`] of its head, everything within the attempt's timeout.
+/// [`Attempt::head_timeout`] of the start of the exchange (reqwest gives no instant for
+/// "request sent", so the connection is inside this bound; the connect timeout itself is
+/// the client's, built from the policy's), a non-streamed body within
+/// [`Attempt::body_timeout`] of its head, everything within the attempt's timeout.
 pub(crate) async fn perform(http: &reqwest::Client, mut attempt: Attempt) -> (AttemptId, Exchange) {
     let limit = attempt.timeout.unwrap_or(Duration::MAX); // tokio: MAX is "never"
     let head_limit = attempt.head_timeout.unwrap_or(Duration::MAX);
