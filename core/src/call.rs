@@ -393,12 +393,7 @@ impl Call {
     /// `Sensitive`).
     fn hide_secret_headers(&self, headers: &mut HeaderMap) {
         for value in headers.values_mut() {
-            if self.redactor.holds_secret(value.as_bytes())
-                || self
-                    .redactor
-                    .redact(&String::from_utf8_lossy(value.as_bytes()))
-                    != String::from_utf8_lossy(value.as_bytes())
-            {
+            if self.redactor.may_change(value.as_bytes()) {
                 value.set_sensitive(true);
             }
         }

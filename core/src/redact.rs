@@ -70,6 +70,11 @@ impl Redactor {
         text.map(|t| self.redact(&t))
     }
 
+    /// `true` when [`Redactor::redact`] could change `bytes` (cheap; no allocation).
+    pub fn may_change(&self, bytes: &[u8]) -> bool {
+        may_hold_a_secret(bytes, self.secret.as_deref())
+    }
+
     /// `true` when `bytes` hold the key.
     pub fn holds_secret(&self, bytes: &[u8]) -> bool {
         match &self.secret {
@@ -96,12 +101,28 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// `true` when `haystack` holds `needle` (ASCII, any case), without allocating.
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.len() >= needle.len()
+        && haystack
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// `true` when [`redact`] could change `bytes` (the key, a bearer word, a URL with
+/// credentials or a query): a cheap test before the work, for header values.
+pub fn may_hold_a_secret(bytes: &[u8], secret: Option<&str>) -> bool {
+    secret.is_some_and(|s| contains(bytes, s.as_bytes()))
+        || contains_ignore_case(bytes, b"bearer")
+        || (contains(bytes, b"://") && bytes.iter().any(|&b| b == b'?' || b == b'@'))
+}
+
 /// `Bearer <token>` → `Bearer ***` (any case, any run of spaces, `%20` or `+`).
 fn redact_bearer(text: &str) -> String {
-    let lower = text.to_ascii_lowercase();
-    if !lower.contains("bearer") {
+    if !contains_ignore_case(text.as_bytes(), b"bearer") {
         return text.to_owned();
     }
+    let lower = text.to_ascii_lowercase();
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -205,6 +226,11 @@ mod tests {
             assert!(!out.contains("Secret"), "{out}");
         }
         assert!(r.holds_secret(format!("..{KEY}..").as_bytes()));
+        assert!(r.may_change(format!("x{KEY}").as_bytes()));
+        assert!(r.may_change(b"BeArEr xyz"));
+        assert!(r.may_change(b"https://h/?q"));
+        assert!(!r.may_change(b"https://h/path"));
+        assert!(!r.may_change(b"application/json"));
         assert!(!r.holds_secret(b"nothing"));
         assert_eq!(format!("{r:?}"), "Redactor(key)");
     }
