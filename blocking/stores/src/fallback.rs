@@ -141,7 +141,8 @@ impl Fallback {
                 .iter()
                 .map(|(model, (s, at))| {
                     let since = u64::try_from(made.duration_since(*at).as_micros()).unwrap_or(0);
-                    (model.clone(), s.rebased(s.seen_us.saturating_add(since), 0))
+                    let local = s.rebased(s.seen_us.saturating_add(since), 0);
+                    (model.clone(), own_share_start(local, self.share_cap_ppm))
                 })
                 .collect();
             let budgets = Budgets::from_states(self.config.clone(), states)
@@ -151,6 +152,21 @@ impl Fallback {
         });
         f(local)
     }
+}
+
+/// A stand-in's first slot: the shared schedule's next free one belongs to the whole
+/// fleet, and every process falling back at once would take it. A process pacing at
+/// `cap` of the limit takes the last of the next `1 / cap` slots instead (the next
+/// request slot plus the period at `cap` less the period at the store's share), so the
+/// stand-ins of a fleet falling back together do not each take the same slot.
+fn own_share_start(mut s: BudgetState, cap: u64) -> BudgetState {
+    if s.req_base_ns > 0 && cap > 0 && s.share_ppm > cap {
+        let per_us = |share: u64| u128::from(s.req_base_ns) * 1_000 / u128::from(share);
+        let extra = per_us(cap).saturating_sub(per_us(s.share_ppm));
+        let extra = u64::try_from(extra).unwrap_or(u64::MAX);
+        s.req_tat_us = s.req_tat_us.max(s.seen_us).saturating_add(extra);
+    }
+    s
 }
 
 impl fmt::Debug for Fallback {
