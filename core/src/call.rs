@@ -15,6 +15,11 @@ use crate::request::Prepared;
 use crate::success::{Success, check_success_body, usage_total};
 use crate::verdict::{Classification, Verdict, classify};
 
+/// A call whose 2xx answers are cut this many times ends with the last error instead of
+/// sending the request again (each answer may have been billed); 3 lets a transient cut
+/// be retried twice while a server that always cuts is asked three times, not ten.
+pub const MAX_CUT_SUCCESSES: u32 = 3;
+
 /// One logical API call. Drive it with [`Call::poll`] and the `handle_*` methods.
 #[derive(Debug)]
 pub struct Call {
@@ -32,8 +37,8 @@ pub struct Call {
     last_error: Option<Error>,
     /// Removes the key from everything the network sends back (see [`crate::redact`]).
     redactor: Redactor,
-    /// 2xx responses whose body was cut: the second one ends the call (each may have
-    /// been billed).
+    /// 2xx responses whose body was cut: the [`MAX_CUT_SUCCESSES`]-th ends the call
+    /// (each may have been billed).
     cut_successes: u32,
 }
 
@@ -331,7 +336,9 @@ impl Call {
             attempt: self.attempts,
             correlation_id: None,
         });
-        let plan = if self.policy.retries_transport(error.kind) && self.cut_successes < 2 {
+        let plan = if self.policy.retries_transport(error.kind)
+            && self.cut_successes < MAX_CUT_SUCCESSES
+        {
             Plan::Retry {
                 wait: self.policy.backoff_wait(self.failures, &mut self.rng),
                 why: WaitReason::Backoff,
@@ -356,9 +363,9 @@ impl Call {
     ///   its POST sent again: each attempt may be billed);
     /// - any other status is judged by its head, as if the body were whole
     ///   (classification never depends on the body);
-    /// - otherwise it is the transport error, retried as its kind is — but a second
-    ///   cut 2xx ends the call (the server keeps answering and the answers keep being
-    ///   lost: each may be billed).
+    /// - otherwise it is the transport error, retried as its kind is — but the
+    ///   [`MAX_CUT_SUCCESSES`]-th cut 2xx ends the call (the server keeps answering and
+    ///   the answers keep being lost: each may be billed).
     pub fn handle_cut_body(
         &mut self,
         now: Instant,

@@ -304,13 +304,13 @@ rows! {
         requests: (1, 1),
         within: ms(3_000),
     };
-    // A cut JSON answer: a reset, retried once, then given up (each may be billed).
-    cut_json_is_sent_at_most_twice: Row {
+    // A cut JSON answer: a reset, retried twice, then given up (each may be billed).
+    cut_json_is_sent_at_most_three_times: Row {
         behaviour: || Behaviour::ShortBody { body: chat_completion()[..40].to_owned(), extra: 100 },
         stream: false,
         policy: || policy().max_attempts(10),
         check: |o| transport(TransportKind::Reset)(o),
-        requests: (2, 2),
+        requests: (3, 3),
         within: ms(3_000),
     };
 }
