@@ -5,9 +5,12 @@
 //! give it an atomic read-modify-write: [`LocalLimiter`] (a mutex, the default) here,
 //! a locked file and Redis in the driver crates (`mistral_blocking::stores`). Their pure
 //! halves live here too: the state file's format ([`codec`]), the Redis script and its
-//! arguments ([`lua`]), and the `MISTRAL_LIMITER` setting ([`spec`]).
+//! arguments ([`lua`]), and the `MISTRAL_LIMITER` setting ([`spec`]). How a state moves
+//! between stores (a fallback, a store that lost it) is `BudgetState::rebased`,
+//! `BudgetState::cautious` and `BudgetState::joined`.
 
 pub mod budget;
+mod carry;
 pub mod codec;
 pub mod local;
 pub mod lua;
