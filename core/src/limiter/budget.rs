@@ -14,7 +14,7 @@
 //!   ([`Decision::Late`]). Every booking carries a [`Ticket`]; a booking made before a
 //!   congestion event is void, and its caller, re-checking before it sends
 //!   ([`Reserve::confirm_epoch`]), queues again behind the event.
-//! - [`BudgetState::report`]: learning.
+//! - [`BudgetState::report`] learns:
 //!   - Limits come from the response headers (`window ÷ limit` per unit) unless
 //!     configured; the token estimate is corrected with the real count
 //!     (`TAT += (actual − estimate)·T`, commutative).

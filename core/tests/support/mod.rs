@@ -47,6 +47,7 @@ pub fn ok() -> Answer {
 
 /// What happened, in order, with the virtual time (from the start) it happened at.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a test log, a few hundred events at most
 pub enum Event {
     Reserve,
     Send {
