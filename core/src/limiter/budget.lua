@@ -18,7 +18,7 @@
 --          ARGV[13] used, ARGV[14] signal, ARGV[15] wait_us, ARGV[16] window_us,
 --          ARGV[17] has_remaining (0/1), ARGV[18] req_remaining, ARGV[19] has_ticket
 --          (0/1), ARGV[20] ticket epoch, ARGV[21] ticket seq
--- Returns {kind, value, the 32 fields}: kind 0 go (value: wait us; the ticket is the
+-- Returns {kind, value, the 33 fields}: kind 0 go (value: wait us; the ticket is the
 -- state's epoch and seq), 1 recheck (value: us), 2 closed (value: block), 3 reported,
 -- 4 late (value: us).
 
@@ -46,7 +46,7 @@ local FIELDS = {
   'grown_us', 'probe_until_us', 'meter_start_us', 'meter_count', 'meter_rate_milli',
   'epoch', 'seq', 'credit', 'credit_seq', 'recovering', 'streak', 'rate_milli',
   'max_milli', 'slow_start', 'binding', 'anchor_us', 'spent_us', 'cycle_start_us',
-  'cycle_count', 'windowed',
+  'cycle_count', 'windowed', 'pending',
 }
 
 local function add(a, b)
@@ -143,6 +143,7 @@ local function advance()
       s[f] = sub(s[f], back)
     end
   end
+  if now >= add(s.seen_us, 60 * MICROS) then s.pending = 0 end
   s.seen_us = now
 end
 
@@ -163,6 +164,7 @@ end
 -- BudgetState::book
 local function book(wait)
   s.seq = add(s.seq, 1)
+  s.pending = add(s.pending, 1)
   return { 0, wait }
 end
 
@@ -174,6 +176,7 @@ local function reserve(tokens, retry, within, confirm, confirm_epoch)
     if now < s.block_until_us then return { 2, s.block } end
     s.block_until_us = add(now, BLOCK_MICROS)
   end
+  if confirm and confirm_epoch ~= s.epoch then s.pending = sub(s.pending, 1) end
   if confirm and confirm_epoch == s.epoch then
     return { 0, 0 }
   end
@@ -377,7 +380,7 @@ local function read_remaining(req_limit, req_window_secs, has_remaining, remaini
   if (req_limit > 0 and add(remaining, 1) >= req_limit) or (s.spent_us > 0 and remaining > 0) then
     s.anchor_us = now
   end
-  local credit = sub(remaining, sub(s.seq, seq))
+  local credit = sub(remaining, max(sub(s.seq, seq), s.pending))
   if credit >= 2 then credit = credit - 1 end
   s.credit = credit
   if remaining == 0 then
@@ -489,6 +492,7 @@ local function report()
   if arg(11) == 1 then correct_tokens(arg(12), arg(13)) end
   local signal = arg(14)
   local has_ticket = arg(19) == 1
+  if has_ticket and signal ~= 6 then s.pending = sub(s.pending, 1) end
   local current = (not has_ticket) or arg(20) >= s.epoch
   if signal == 1 then
     if s.source == UNKNOWN then become_learned() end

@@ -220,6 +220,9 @@ pub struct BudgetState {
     /// refill continuously: a fixed window or a sliding log), so the next spent window
     /// is waited out at once; back to 0 when one refills early.
     pub windowed: u64,
+    /// Bookings not answered yet (a report, or a confirmation that found them void,
+    /// settles one); forgotten after a minute without any operation.
+    pub pending: u64,
 }
 
 /// What a reservation decided.
@@ -512,7 +515,7 @@ impl BudgetState {
 
     /// The field names, in the order of [`BudgetState::to_fields`] (the Redis hash's
     /// fields and the Lua script's order).
-    pub const FIELDS: [&'static str; 32] = [
+    pub const FIELDS: [&'static str; 33] = [
         "seen_us",
         "req_tat_us",
         "tok_tat_us",
@@ -545,6 +548,7 @@ impl BudgetState {
         "cycle_start_us",
         "cycle_count",
         "windowed",
+        "pending",
     ];
 
     /// A new budget at `now`, with the user's limits if any.
@@ -571,7 +575,7 @@ impl BudgetState {
     }
 
     /// The fields as integers, in the order of [`BudgetState::FIELDS`].
-    pub fn to_fields(&self) -> [u64; 32] {
+    pub fn to_fields(&self) -> [u64; 33] {
         [
             self.seen_us,
             self.req_tat_us,
@@ -605,13 +609,14 @@ impl BudgetState {
             self.cycle_start_us,
             self.cycle_count,
             self.windowed,
+            self.pending,
         ]
     }
 
     /// The state of [`BudgetState::to_fields`]' integers; `None` when one is out of
     /// range (an unknown source or block, a flag other than 0 or 1, a value above
     /// [`MAX_EXACT`]).
-    pub fn from_fields(f: [u64; 32]) -> Option<Self> {
+    pub fn from_fields(f: [u64; 33]) -> Option<Self> {
         if f.iter().any(|&v| v > MAX_EXACT) {
             return None;
         }
@@ -649,6 +654,7 @@ impl BudgetState {
             cycle_start_us: f[29],
             cycle_count: f[30],
             windowed: flag(f[31])?,
+            pending: f[32],
         })
     }
 
@@ -697,6 +703,10 @@ impl BudgetState {
                 *t = sub(*t, back);
             }
         }
+        if now >= add(self.seen_us, 60 * MICROS) {
+            // A minute without any operation: whatever was pending is gone.
+            self.pending = 0;
+        }
         self.seen_us = now;
     }
 
@@ -734,6 +744,10 @@ impl BudgetState {
             }
             // Let one call probe whether the block has lifted.
             self.block_until_us = add(now, Self::BLOCK_MICROS);
+        }
+        if ask.confirm_epoch.is_some_and(|e| e != self.epoch) {
+            // The booking being confirmed was voided: it will never be answered.
+            self.pending = sub(self.pending, 1);
         }
         if let Some(epoch) = ask.confirm_epoch
             && epoch == self.epoch
@@ -828,6 +842,7 @@ impl BudgetState {
 
     fn book(&mut self, wait_us: u64) -> Decision {
         self.seq = add(self.seq, 1);
+        self.pending = add(self.pending, 1);
         Decision::Go {
             wait_us,
             ticket: Ticket {
@@ -851,6 +866,9 @@ impl BudgetState {
         self.learn_limits(now, op);
         if let Some(used) = op.used_tokens {
             self.correct_tokens(op.estimated_tokens, used);
+        }
+        if op.ticket.is_some() && op.signal != SignalOp::Usage {
+            self.pending = sub(self.pending, 1);
         }
         // A report of a booking made before the last congestion event belongs to that
         // event (a report without a ticket counts as current).
@@ -1065,7 +1083,9 @@ impl BudgetState {
         // Everything booked after this request spends the same `remaining`; of a burst,
         // the last unit is left to pacing (requests booked in one order may reach the
         // server in another).
-        let credit = sub(remaining, sub(self.seq, seq));
+        // Everything booked after it, and everything still out from before it (it may
+        // reach the server later), spends the same `remaining`.
+        let credit = sub(remaining, sub(self.seq, seq).max(self.pending));
         self.credit = if credit >= 2 { credit - 1 } else { credit };
         if remaining == 0 {
             if self.spent_us == 0 {

@@ -73,6 +73,7 @@ impl BudgetState {
         // Tickets stay unique and a booking voided in either stays void.
         s.epoch = s.epoch.max(o.epoch);
         s.seq = s.seq.max(o.seq);
+        s.pending = s.pending.max(o.pending);
         if o.source != Source::Unknown {
             s.share_ppm = s.share_ppm.min(o.share_ppm);
         }
