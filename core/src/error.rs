@@ -291,6 +291,15 @@ pub enum Error {
     /// The client is misconfigured (a bad base URL, the key over plain HTTP…).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Configured limits (`MISTRAL_LIMITS`) that do not parse.
+    #[error(transparent)]
+    Limits(Box<crate::limiter::LimitsError>),
+}
+
+impl From<crate::limiter::LimitsError> for Error {
+    fn from(error: crate::limiter::LimitsError) -> Self {
+        Error::Limits(Box::new(error))
+    }
 }
 
 fn describe_bucket(
@@ -400,6 +409,7 @@ impl Error {
                 | Error::BadRequest { .. }
                 | Error::Key(_)
                 | Error::Config(_)
+                | Error::Limits(_)
         )
     }
 }
