@@ -19,6 +19,12 @@
 //! of the share ([`DEGRADED_SHARE_PPM`]), so four processes falling back at once stay
 //! under the limit; a warning is logged once per outage.
 //!
+//! Each key has a budget of its own unless a [`BudgetId`] names one shared by several
+//! keys (`MISTRAL_LIMITER=…?budget=acme`, or the builders' `budget_id`):
+//! [`limiter_for_budget`]. Per model, a store keeps one small state, and forgets it when
+//! idle: a day unused in the file (dropped at the next write) and in Redis (the hash's
+//! expiry), and in-process as [`LocalLimiter`] documents.
+//!
 //! [`limiter_from_env`] picks one from `MISTRAL_LIMITER` ([`LimiterSpec`]):
 //!
 //! ```no_run

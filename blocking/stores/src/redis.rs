@@ -18,10 +18,10 @@ use crate::DEGRADED_SHARE_PPM;
 use crate::fallback::Fallback;
 
 /// A limiter whose budgets live in Redis, shared by every process on every host that
-/// uses the same Redis, base URL and key.
+/// uses the same Redis, base URL and key (or budget id, [`RedisLimiter::for_budget`]).
 ///
 /// One hash per budget, `mistral-limiter:{<store id>}:<model>` (see
-/// [`crate::store_id`]; the key itself is never stored), holding the fields of
+/// [`crate::scope_store_id`]; neither the key nor the id is stored), holding the fields of
 /// [`BudgetState`]. Each [`Limiter::reserve`] or [`Limiter::report`] is one `EVALSHA` of
 /// [`mistral_core::limiter::lua::SCRIPT`] (loaded on `NOSCRIPT`): atomic, one round
 /// trip, the time read from Redis `TIME` so hosts with skewed clocks still share one

@@ -213,7 +213,7 @@ impl From<&Ask> for Reserve {
 /// The default limiter: in-process, shared by every clone of a client and by every
 /// client handed the same `Arc`, across threads and tasks.
 ///
-/// Its memory is bounded: one [`BudgetState`] (under 200 bytes) per model used, budgets
+/// Its memory is bounded: one [`BudgetState`] (a few hundred bytes) per model used, budgets
 /// unused for [`IDLE_FORGET`] are forgotten (swept at most once a minute), and at most
 /// [`MAX_BUDGETS`] are kept beyond those still holding bookings.
 #[derive(Debug, Default)]
