@@ -10,9 +10,15 @@ use http::{HeaderMap, StatusCode};
 use crate::action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, Ticket, WaitReason};
 use crate::error::{Error, ResponseInfo, Trail, TransportError};
 use crate::policy::RetryPolicy;
+use crate::redact::Redactor;
 use crate::request::Prepared;
-use crate::success::{Success, usage_total};
+use crate::success::{Success, check_success_body, usage_total};
 use crate::verdict::{Classification, Verdict, classify};
+
+/// A call whose 2xx answers are cut this many times ends with the last error instead of
+/// sending the request again (each answer may have been billed); 3 lets a transient cut
+/// be retried twice while a server that always cuts is asked three times, not ten.
+pub const MAX_CUT_SUCCESSES: u32 = 3;
 
 /// One logical API call. Drive it with [`Call::poll`] and the `handle_*` methods.
 #[derive(Debug)]
@@ -35,6 +41,11 @@ pub struct Call {
     confirming: bool,
     /// Re-checks in a row (their interval doubles while a probe is out).
     rechecks: u32,
+    /// Removes the key from everything the network sends back (see [`crate::redact`]).
+    redactor: Redactor,
+    /// 2xx responses whose body was cut: the [`MAX_CUT_SUCCESSES`]-th ends the call
+    /// (each may have been billed).
+    cut_successes: u32,
 }
 
 /// `now + d`, or as far as an `Instant` goes.
@@ -87,7 +98,16 @@ impl Call {
     /// A call of `prepared`, started at `now`. `seed` seeds the jitter, so a fixed seed
     /// gives a reproducible schedule.
     pub fn new(prepared: Prepared, policy: &RetryPolicy, now: Instant, seed: u64) -> Self {
+        let redactor = prepared
+            .request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|k| k.to_str().ok())
+            .and_then(|k| k.strip_prefix("Bearer "))
+            .map_or_else(Redactor::generic, Redactor::of_secret);
         Self {
+            redactor,
+            cut_successes: 0,
             deadline: policy.deadline.and_then(|d| now.checked_add(d)),
             prepared,
             policy: policy.clone(),
@@ -106,9 +126,14 @@ impl Call {
         }
     }
 
-    /// The time an attempt needs at least: a slot later than `deadline − this` is of
-    /// no use to the call.
-    const MIN_ATTEMPT: Duration = Duration::from_secs(1);
+    /// The time an attempt needs at least ([`RetryPolicy::min_attempt_time`], at most a
+    /// tenth of the deadline): a slot later than `deadline − this` is of no use.
+    fn min_attempt(&self) -> Duration {
+        match self.policy.deadline {
+            Some(deadline) => self.policy.min_attempt_time.min(deadline / 10),
+            None => Duration::ZERO,
+        }
+    }
 
     /// HTTP attempts made so far.
     pub fn attempts(&self) -> u32 {
@@ -133,10 +158,10 @@ impl Call {
                         return action;
                     }
                     self.state = State::Reserving;
-                    let within = self.deadline.map(|d| {
-                        d.saturating_duration_since(now)
-                            .saturating_sub(Self::MIN_ATTEMPT)
-                    });
+                    let min_attempt = self.min_attempt();
+                    let within = self
+                        .deadline
+                        .map(|d| d.saturating_duration_since(now).saturating_sub(min_attempt));
                     return Action::Reserve(Ask {
                         model: self.prepared.model.clone(),
                         tokens: self.prepared.token_estimate,
@@ -255,13 +280,15 @@ impl Call {
                 self.ticket = None;
                 // While a probe is out, the answer says "shortly": re-ask at a doubling
                 // interval (up to a quarter of a second) rather than every few ms.
-                let floor = Duration::from_millis(20)
-                    .saturating_mul(1 << self.rechecks.min(4))
-                    .min(Duration::from_millis(250));
-                self.rechecks = self.rechecks.saturating_add(1);
                 let delay = if delay < Duration::from_millis(50) {
+                    let floor = Duration::from_millis(20)
+                        .saturating_mul(1 << self.rechecks.min(4))
+                        .min(Duration::from_millis(250));
+                    self.rechecks = self.rechecks.saturating_add(1);
                     delay.max(floor)
                 } else {
+                    // A pause with an end: the probe after it starts a new count.
+                    self.rechecks = 0;
                     delay
                 };
                 let until = later(now, delay);
@@ -379,7 +406,29 @@ impl Call {
             return;
         }
         let estimate = self.prepared.token_estimate;
-        let classified = classify(status, &headers, &body, Some(estimate));
+        let mut classified = classify(status, &headers, &body, Some(estimate));
+        self.redact_info(&mut classified.info);
+        let mut headers = headers;
+        self.hide_secret_headers(&mut headers);
+        if classified.verdict == Verdict::Success {
+            // A stream's body is read by the driver: only the key is looked for here.
+            let path = match self.prepared.stream {
+                false => Some(self.prepared.request.uri().path()),
+                true => None,
+            };
+            if let Err(message) = check_success_body(path, &body, &self.redactor) {
+                // The server answered (and may have billed it), but not with what was
+                // asked: a typed error, never an empty success; not retried.
+                self.report(&classified.info, Signal::Success, usage_total(&body));
+                let mut info = classified.info;
+                info.excerpt = self.redactor.redact(&crate::verdict::excerpt(&body));
+                self.state = State::Finished(Box::new(Err(Error::Decode {
+                    message,
+                    response: Box::new(info),
+                })));
+                return;
+            }
+        }
         if classified.verdict == Verdict::Success {
             self.window_streak = 0;
             let used = classified
@@ -397,6 +446,7 @@ impl Call {
                 correlation_id: info.correlation_id,
                 attempts: self.attempts,
                 waited: self.waited,
+                redactor: self.redactor.clone(),
             })));
             return;
         }
@@ -428,7 +478,9 @@ impl Call {
             correlation_id: None,
             ticket: self.ticket,
         });
-        let plan = if self.policy.retries_transport(error.kind) {
+        let plan = if self.policy.retries_transport(error.kind)
+            && self.cut_successes < MAX_CUT_SUCCESSES
+        {
             Plan::Retry {
                 wait: self.policy.backoff_wait(self.failures, &mut self.rng),
                 why: WaitReason::Backoff,
@@ -438,10 +490,62 @@ impl Call {
         };
         let error = Error::Transport {
             kind: error.kind,
-            message: error.message,
+            message: self.redactor.redact(&error.message),
             trail: Trail::default(),
         };
         self.settle(now, error, plan);
+    }
+
+    /// Hands in a response whose body failed part way (`error`: a reset, a
+    /// `Content-Length` longer than what came, a body idle timeout): the head and the
+    /// bytes that arrived. The core decides what it was worth:
+    ///
+    /// - a 2xx whose bytes are a complete JSON document is the answer (a server that
+    ///   announces a longer `Content-Length` than it sends, then closes, must not have
+    ///   its POST sent again: each attempt may be billed);
+    /// - any other status is judged by its head, as if the body were whole
+    ///   (classification never depends on the body);
+    /// - otherwise it is the transport error, retried as its kind is — but the
+    ///   [`MAX_CUT_SUCCESSES`]-th cut 2xx ends the call (the server keeps answering and
+    ///   the answers keep being lost: each may be billed).
+    pub fn handle_cut_body(
+        &mut self,
+        now: Instant,
+        id: AttemptId,
+        head: http::response::Parts,
+        partial: Bytes,
+        error: TransportError,
+    ) {
+        if !self.is_current(id) {
+            return;
+        }
+        let complete_json = !partial.is_empty()
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&partial).is_ok();
+        if !head.status.is_success() || (complete_json && !self.prepared.stream) {
+            return self.handle_parts(now, head.status, head.headers, partial);
+        }
+        self.cut_successes += 1;
+        self.handle_transport_error(now, id, error);
+    }
+
+    /// The key out of everything a response sent that an error, a log or a `Display`
+    /// may show.
+    fn redact_info(&self, info: &mut ResponseInfo) {
+        let r = &self.redactor;
+        info.excerpt = r.redact(&info.excerpt);
+        info.message = r.redact_opt(info.message.take());
+        info.code = r.redact_opt(info.code.take());
+        info.correlation_id = r.redact_opt(info.correlation_id.take());
+    }
+
+    /// Marks header values that hold the key as sensitive (their `Debug` prints
+    /// `Sensitive`).
+    fn hide_secret_headers(&self, headers: &mut HeaderMap) {
+        for value in headers.values_mut() {
+            if self.redactor.may_change(value.as_bytes()) {
+                value.set_sensitive(true);
+            }
+        }
     }
 
     fn is_current(&self, id: AttemptId) -> bool {
@@ -460,9 +564,21 @@ impl Call {
             id,
             timeout_at: timeout.map(|t| later(now, t)),
         };
+        let within = |bound: Option<Duration>| match (bound, timeout) {
+            (Some(b), Some(t)) => Some(b.min(t)),
+            (b, t) => b.or(t),
+        };
+        let (stream, tokens) = (self.prepared.stream, self.prepared.token_estimate);
         Attempt {
             id,
             request: self.prepared.request.clone(),
+            connect_timeout: within(Some(self.policy.connect_timeout)),
+            head_timeout: within(self.policy.head_timeout_for(stream, tokens)),
+            body_timeout: if stream {
+                None
+            } else {
+                within(self.policy.body_timeout)
+            },
             timeout,
             stream: self.prepared.stream,
             number: self.attempts,
@@ -470,7 +586,15 @@ impl Call {
     }
 
     fn check_deadline(&mut self, now: Instant) -> Option<Action> {
-        if self.deadline.is_some_and(|d| now >= d) {
+        // A retry with less than `min_attempt_time` (at most a tenth of the deadline)
+        // left could not finish: the call ends now rather than spend a slot of the budget
+        // on it (the first attempt always goes).
+        let margin = if self.attempts == 0 {
+            Duration::ZERO
+        } else {
+            self.min_attempt()
+        };
+        if self.deadline.is_some_and(|d| later(now, margin) >= d) {
             let last = self.last_error.take();
             return Some(Action::Done(Err(self.deadline_error(now, last))));
         }
@@ -520,7 +644,21 @@ impl Call {
                     Plan::Stop
                 };
                 let wait = plan_wait(&plan).unwrap_or_default();
-                (plan, Signal::WindowSpent { quota, wait })
+                let hinted = matches!(
+                    plan,
+                    Plan::Retry {
+                        why: WaitReason::ServerHint,
+                        ..
+                    }
+                );
+                (
+                    plan,
+                    Signal::WindowSpent {
+                        quota,
+                        wait,
+                        hinted,
+                    },
+                )
             }
             Verdict::WindowSpent { quota } => {
                 self.window_streak += 1;
@@ -530,6 +668,7 @@ impl Call {
                         Signal::WindowSpent {
                             quota,
                             wait: Duration::ZERO,
+                            hinted: false,
                         },
                     );
                 }
@@ -552,7 +691,11 @@ impl Call {
                 };
                 (
                     Plan::Retry { wait, why },
-                    Signal::WindowSpent { quota, wait },
+                    Signal::WindowSpent {
+                        quota,
+                        wait,
+                        hinted: why == WaitReason::ServerHint,
+                    },
                 )
             }
             Verdict::RateLimited => {
@@ -609,6 +752,7 @@ impl Call {
             | Verdict::Unauthorized
             | Verdict::Forbidden
             | Verdict::BadRequest
+            | Verdict::Redirect
             | Verdict::Unexpected => (Plan::Stop, Signal::Rejected),
         }
     }
@@ -629,21 +773,8 @@ impl Call {
 
     /// The error a refused attempt would end the call with (its trail filled in later).
     fn error_from(&self, c: Classification, wait: Option<Duration>) -> Error {
-        let key = self
-            .prepared
-            .request
-            .headers()
-            .get(http::header::AUTHORIZATION);
-        let mut info = c.info;
-        if let Some(secret) = key
-            .and_then(|k| k.to_str().ok())
-            .and_then(|k| k.strip_prefix("Bearer "))
-            .filter(|k| !k.is_empty())
-        {
-            // A server that echoes the request must not put the key into our errors.
-            info.excerpt = info.excerpt.replace(secret, "***");
-            info.message = info.message.map(|m| m.replace(secret, "***"));
-        }
+        // `c.info` went through the redaction in `handle_parts`.
+        let info = c.info;
         let response = Box::new(info);
         match c.verdict {
             Verdict::WindowSpent { quota } => Error::RateLimited {
@@ -684,6 +815,10 @@ impl Call {
             Verdict::Forbidden => Error::Forbidden { response },
             Verdict::BadRequest | Verdict::RequestTimeout => Error::BadRequest {
                 details: c.body.map(|b| b.detail).unwrap_or_default(),
+                response,
+            },
+            Verdict::Redirect => Error::Redirect {
+                location: c.location.map(|l| self.redactor.redact(&l)),
                 response,
             },
             Verdict::Success | Verdict::ServerError | Verdict::Unexpected => Error::Server {

@@ -225,7 +225,7 @@ impl Telemetry {
         };
         counter.fetch_add(1, Relaxed);
         let (bucket, window, limit, remaining, wait) = match report.signal {
-            Signal::WindowSpent { quota, wait } => (
+            Signal::WindowSpent { quota, wait, .. } => (
                 Some(quota.bucket.to_string()),
                 Some(quota.window.to_string()),
                 quota.limit,

@@ -168,6 +168,7 @@ fn a_report_flattens_to_the_integers_the_budget_uses() {
         model: Some("m".into()),
         limits,
         signal: Signal::WindowSpent {
+            hinted: true,
             quota: Quota {
                 bucket: Bucket::Requests,
                 window: Window::Seconds(1),

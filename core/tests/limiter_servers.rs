@@ -530,7 +530,7 @@ fn announced_limits_are_used_fully_bursts_included() {
             continue;
         }
         let server = Server::new(semantics, true).latency(2 * MS, 10 * MS);
-        check(name, server, callers, 500, 0.85, 1.15);
+        check(name, server, callers, 500, 0.7, 1.15);
     }
 }
 

@@ -427,3 +427,96 @@ fn concurrency_limit_blocking_threads() {
 fn concurrency_limit_async_tasks() {
     concurrency(Driver::Async);
 }
+
+// ---------------------------------------------------------------------------------------
+// A gateway that refuses the first calls, with no headers: never lost to the limiter
+// ---------------------------------------------------------------------------------------
+
+/// 1 to 8 refusals without headers before the first success, in both body forms, for
+/// both clients: the call keeps retrying within its policy and succeeds on the next
+/// attempt the server admits; a later call goes at once (the budget is not poisoned).
+/// The calls' own backoff is short (10–100 ms) so that the budget's pauses are what is
+/// measured.
+#[test]
+fn consecutive_429s_without_headers_never_lose_the_call() {
+    use mistral_tests::emulator::Fault;
+    std::thread::scope(|s| {
+        for fault in [Fault::Ambiguous429, Fault::Bare1300] {
+            for driver in [Driver::Blocking, Driver::Async] {
+                s.spawn(move || {
+                    for refusals in [1u64, 2, 3, 5, 8] {
+                        let config = Config {
+                            headers: false,
+                            faults: (0..refusals).map(|i| (i, fault)).collect(),
+                            ..Config::default()
+                        }
+                        .model(MODEL, Limits::new(None, None));
+                        let emu = Emulator::start(config);
+                        let started = Instant::now();
+                        let (first, second) = two_calls(driver, &emu.url(), emu.key());
+                        let what = format!("{fault:?} x{refusals}, {driver:?}");
+                        let first =
+                            first.unwrap_or_else(|e| panic!("{what}: the call was lost: {e}"));
+                        assert_eq!(first, refusals as u32 + 1, "{what}: attempts");
+                        assert_eq!(
+                            second.expect("the next call"),
+                            1,
+                            "{what}: a later call goes at once"
+                        );
+                        // The budget's pause between probes doubles from 0.1 s up to 2 s.
+                        assert!(
+                            started.elapsed() < Duration::from_secs(30),
+                            "{what}: {:?}",
+                            started.elapsed()
+                        );
+                        assert_eq!(emu.log().admitted_for(MODEL), 2);
+                    }
+                });
+            }
+        }
+    });
+}
+
+/// Two calls in a row through one fresh client with a short backoff: the attempts each
+/// took.
+fn two_calls(driver: Driver, url: &str, key: &str) -> (Result<u32, String>, Result<u32, String>) {
+    let policy = mistral_core::RetryPolicy::default()
+        .backoff(Duration::from_millis(10), Duration::from_millis(100));
+    match driver {
+        Driver::Blocking => {
+            let client = mistral_blocking::Client::builder()
+                .base_url(url)
+                .api_key(key)
+                .retry_policy(policy)
+                .build()
+                .expect("client");
+            let call = |i| {
+                client
+                    .chat(&request(i))
+                    .map(|r| r.attempts)
+                    .map_err(|e| e.to_string())
+            };
+            (call(0), call(1))
+        }
+        Driver::Async => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let client = mistral_async::Client::builder()
+                    .base_url(url)
+                    .api_key(key)
+                    .retry_policy(policy)
+                    .build()
+                    .expect("client");
+                let first = client.chat(&request(0)).await;
+                let second = client.chat(&request(1)).await;
+                (
+                    first.map(|r| r.attempts).map_err(|e| e.to_string()),
+                    second.map(|r| r.attempts).map_err(|e| e.to_string()),
+                )
+            })
+        }
+    }
+}

@@ -17,6 +17,17 @@ use mistral_core::{ApiKey, Ask, Grant, Limiter, Report};
 use crate::DEGRADED_SHARE_PPM;
 use crate::fallback::Fallback;
 
+/// The open state file, which file it is, and whether this process must bring what it
+/// knows into it at the next transaction.
+struct Handle {
+    file: File,
+    id: Option<FileId>,
+    rejoin: bool,
+}
+
+/// Device and inode: which file a path or an open file is.
+type FileId = (u64, u64);
+
 /// Longest wait for the file's lock before one operation gives up and is paced
 /// in-process (a holder stopped in a debugger must not stall every process).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,7 +55,7 @@ const IDLE_MICROS: u64 = 24 * 3600 * 1_000_000;
 /// SMB may not exclude other hosts.
 pub struct FileLimiter {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Handle>,
     config: LimiterConfig,
     lock_timeout: Duration,
     fallback: Fallback,
@@ -64,12 +75,19 @@ impl FileLimiter {
     pub fn at_path(path: impl AsRef<Path>, config: LimiterConfig) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_dir(dir)?;
+            create_dir(dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
         }
-        let file = open_private(&path)?;
+        let file = open_private(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let id = file_id(&file.metadata()?);
         Ok(Self {
             path,
-            file: Mutex::new(file),
+            file: Mutex::new(Handle {
+                file,
+                id,
+                rejoin: false,
+            }),
             fallback: Fallback::new("file", config.clone(), DEGRADED_SHARE_PPM),
             config,
             lock_timeout: LOCK_TIMEOUT,
@@ -137,20 +155,56 @@ impl FileLimiter {
         self.transact(now_us, |now, budgets| budgets.report(now, report))
     }
 
-    fn handle(&self) -> MutexGuard<'_, File> {
+    fn handle(&self) -> MutexGuard<'_, Handle> {
         self.file.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Lock, read, one operation, write, unlock.
+    /// Whether the path still names the open file. `false` when the file was deleted
+    /// or replaced (another process then made a new one, or will): reopen it.
+    fn still_ours(&self, handle: &Handle) -> bool {
+        match std::fs::metadata(&self.path) {
+            Ok(meta) => handle.id.is_none() || file_id(&meta) == handle.id,
+            Err(_) => false,
+        }
+    }
+
+    /// Opens the path again (creating the file when missing): the budgets must now be
+    /// joined with what this process knows, at the next transaction.
+    fn reopen(&self, handle: &mut Handle) -> io::Result<()> {
+        let file = open_private(&self.path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        handle.id = file_id(&file.metadata()?);
+        handle.file = file;
+        handle.rejoin = true;
+        tracing::warn!(
+            path = %self.path.display(),
+            "the limiter's state file was deleted or replaced; joining the new one with \
+             the budgets this process knows"
+        );
+        Ok(())
+    }
+
+    /// Lock, read, one operation, write, unlock. The file is first checked to be the
+    /// one the path names (a deleted or replaced file is reopened), and checked again
+    /// once locked.
     fn transact<R>(
         &self,
         now_override: Option<u64>,
         op: impl FnOnce(u64, &mut Budgets) -> R,
     ) -> io::Result<R> {
-        let file = self.handle();
-        lock(&file, self.lock_timeout)?;
-        let result = self.locked(&file, now_override, op);
-        let unlocked = file.unlock();
+        let mut handle = self.handle();
+        for _ in 0..3 {
+            if !self.still_ours(&handle) {
+                self.reopen(&mut handle)?;
+            }
+            lock(&handle.file, self.lock_timeout)?;
+            if self.still_ours(&handle) {
+                break;
+            }
+            let _ = handle.file.unlock();
+        }
+        let result = self.locked(&mut handle, now_override, op);
+        let unlocked = handle.file.unlock();
         let r = result?;
         unlocked?;
         Ok(r)
@@ -158,26 +212,42 @@ impl FileLimiter {
 
     fn locked<R>(
         &self,
-        mut file: &File,
+        handle: &mut Handle,
         now_override: Option<u64>,
         op: impl FnOnce(u64, &mut Budgets) -> R,
     ) -> io::Result<R> {
+        let mut file = &handle.file;
         // Read under the lock: every process's operations are ordered by time.
         let now = now_override.unwrap_or_else(wall_clock_us);
         let mut bytes = Vec::with_capacity(1024);
         file.seek(SeekFrom::Start(0))?;
         file.read_to_end(&mut bytes)?;
-        let states = codec::decode(&bytes).unwrap_or_else(|error| {
+        let mut states = codec::decode(&bytes).unwrap_or_else(|error| {
             tracing::warn!(
                 path = %self.path.display(),
                 %error,
-                "the limiter's state file is unreadable; starting from empty budgets"
+                "the limiter's state file is unreadable; resetting it to the budgets this \
+                 process last saw, at a cautious share"
             );
+            handle.rejoin = true;
             HashMap::new()
         });
+        if std::mem::take(&mut handle.rejoin) || self.fallback.is_down() {
+            // A new, replaced or corrupt file, or back from pacing in-process: bring in
+            // what this process knows (and booked meanwhile), so that no slot already
+            // given out is given out again.
+            let cap = self.fallback.share_cap_ppm();
+            for (model, ours) in self.fallback.rejoin_states(Some(now)) {
+                let merged = BudgetState::rejoined(states.get(&model), &ours, cap);
+                states.insert(model, merged);
+            }
+        }
         let mut budgets = Budgets::from_states(self.config.clone(), states);
         let r = op(now, &mut budgets);
         budgets.forget_idle(now, IDLE_MICROS);
+        // Every budget of the file as it is now: what this process restores the file
+        // from if it is lost, and what its stand-in starts from.
+        self.fallback.note(budgets.states());
         let out = codec::encode(budgets.states());
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&out)?;
@@ -226,6 +296,17 @@ impl fmt::Debug for FileLimiter {
             .field("fallback", &self.fallback)
             .finish()
     }
+}
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &std::fs::Metadata) -> Option<FileId> {
+    None
 }
 
 /// Microseconds since the Unix epoch (0 before it).

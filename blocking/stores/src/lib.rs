@@ -175,9 +175,10 @@ pub fn limiter_for_budget(
                 }
                 Some(path) => FileLimiter::at_path(path, config),
             };
+            // The error names the path (open_private's errors carry it).
             Arc::new(
                 opened.map_err(|e| {
-                    Error::Config(format!("cannot open the limiter's state file: {e}"))
+                    Error::Config(format!("cannot open the limiter's state file {e}"))
                 })?,
             )
         }

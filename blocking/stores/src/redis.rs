@@ -33,9 +33,17 @@ use crate::fallback::Fallback;
 /// quarter of the limits Redis last showed (or the configured ones), a warning is logged
 /// once per outage, and the connection is retried every few seconds (3 s by default);
 /// when it is back, the shared budgets take over again.
+///
+/// The stand-in starts from the last state Redis returned (what Redis had booked ahead
+/// stays booked), and every new connection (Redis back, or restarted empty) first brings
+/// what this process knows into Redis: a budget Redis lost is restored from it at a
+/// quarter share, and each process that comes back hands back its quarter (up to the
+/// share Redis last had); one Redis kept takes the later of each booked time. So neither an outage nor an empty
+/// Redis lets a burst through while other processes still pace on their stand-ins.
 pub struct RedisLimiter {
     client: redis::Client,
     script: redis::Script,
+    join: redis::Script,
     url: String,
     prefix: String,
     config: LimiterConfig,
@@ -75,6 +83,15 @@ impl From<OpError> for io::Error {
     fn from(e: OpError) -> Self {
         io::Error::other(e.to_string())
     }
+}
+
+/// [`JOIN_SCRIPT`] with the field names of [`BudgetState::FIELDS`].
+fn join_script() -> String {
+    let names: Vec<String> = BudgetState::FIELDS
+        .iter()
+        .map(|f| format!("'{f}'"))
+        .collect();
+    JOIN_SCRIPT.replace("{FIELDS}", &names.join(", "))
 }
 
 impl RedisLimiter {
@@ -147,6 +164,7 @@ impl RedisLimiter {
         Ok(Self {
             client,
             script: redis::Script::new(lua::SCRIPT),
+            join: redis::Script::new(&join_script()),
             url,
             prefix: format!(
                 "mistral-limiter:{{{}}}:",
@@ -264,7 +282,10 @@ impl RedisLimiter {
                     return Err(OpError::Waiting);
                 }
                 match self.connect() {
-                    Ok(conn) => {
+                    Ok(mut conn) => {
+                        // A new connection: Redis may have restarted empty, or this
+                        // process paced in-process meanwhile. Bring in what it knows.
+                        self.rejoin(&mut conn);
                         guard.conn = Some(conn);
                         guard.next_attempt = None;
                     }
@@ -298,6 +319,75 @@ impl RedisLimiter {
 /// `rediss://` connection of your own with the `redis` crate.
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Brings one process's knowledge of a budget into Redis: `BudgetState::rejoined` in
+/// Lua. A hash that is missing or has never had an answer takes the state as given, its
+/// share capped; one that exists keeps its own, with the later of each booked time and
+/// its share raised by the cap (at most to ours). KEYS[1] the hash; ARGV[1] the expiry
+/// in seconds (0: none); ARGV[2] the cap (ppm); ARGV[3..] the fields in
+/// `BudgetState::FIELDS` order (`{FIELDS}` is replaced by their quoted names).
+const JOIN_SCRIPT: &str = r"
+local FIELDS = { {FIELDS} }
+local LATER = {
+  req_tat_us = true, tok_tat_us = true, retry_tat_us = true, pause_until_us = true,
+  event_us = true, seen_us = true, epoch = true, seq = true,
+}
+local cap = tonumber(ARGV[2])
+local source = redis.call('HGET', KEYS[1], 'source')
+local ours = {}
+for i, f in ipairs(FIELDS) do
+  ours[f] = tonumber(ARGV[i + 2])
+end
+if not source or tonumber(source) == 0 then
+  for _, f in ipairs(FIELDS) do
+    local v = ours[f]
+    if f == 'share_ppm' and v > cap then v = cap end
+    if LATER[f] then
+      local theirs = tonumber(redis.call('HGET', KEYS[1], f) or '0') or 0
+      if theirs > v then v = theirs end
+    end
+    redis.call('HSET', KEYS[1], f, string.format('%d', v))
+  end
+else
+  for _, f in ipairs(FIELDS) do
+    local theirs = tonumber(redis.call('HGET', KEYS[1], f) or '0') or 0
+    if LATER[f] and ours[f] > theirs then
+      redis.call('HSET', KEYS[1], f, string.format('%d', ours[f]))
+    end
+  end
+  local share = tonumber(redis.call('HGET', KEYS[1], 'share_ppm') or '0') or 0
+  local most = ours['share_ppm']
+  if share > most then most = share end
+  local raised = share + cap
+  if raised > most then raised = most end
+  redis.call('HSET', KEYS[1], 'share_ppm', string.format('%d', raised))
+end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+return 1
+";
+
+impl RedisLimiter {
+    /// On a new connection: joins every budget this process knows into Redis (best
+    /// effort: a failure here leaves the budgets as Redis has them).
+    fn rejoin(&self, conn: &mut redis::Connection) {
+        for (model, state) in self.fallback.rejoin_states(None) {
+            let mut invocation = self.join.prepare_invoke();
+            invocation.key(self.key_of(&model));
+            invocation.arg(self.ttl_secs);
+            invocation.arg(self.fallback.share_cap_ppm());
+            for field in state.to_fields() {
+                invocation.arg(field);
+            }
+            if let Err(error) = invocation.invoke::<i64>(conn) {
+                tracing::debug!(%error, "could not bring a budget back into Redis");
+                return;
+            }
+        }
+    }
 }
 
 impl Limiter for RedisLimiter {

@@ -377,7 +377,9 @@ local function read_remaining(req_limit, req_window_secs, has_remaining, remaini
   if (req_limit > 0 and add(remaining, 1) >= req_limit) or (s.spent_us > 0 and remaining > 0) then
     s.anchor_us = now
   end
-  s.credit = sub(sub(remaining, sub(s.seq, seq)), 1)
+  local credit = sub(remaining, sub(s.seq, seq))
+  if credit >= 2 then credit = credit - 1 end
+  s.credit = credit
   if remaining == 0 then
     if s.spent_us == 0 then s.spent_us = now end
     s.credit = 0
@@ -390,6 +392,9 @@ local function read_remaining(req_limit, req_window_secs, has_remaining, remaini
         s.epoch = add(s.epoch, 1)
       end
       s.req_tat_us = max(s.req_tat_us, s.pause_until_us)
+      s.recovering = 1
+      s.streak = 0
+      s.probe_until_us = 0
     end
   else
     s.spent_us = 0
@@ -406,8 +411,8 @@ local function recovery_pause(wait_us, window_us)
     pause = min(mul(pause, 2), cap)
   end
   pause = max(pause, wait_us)
-  if s.source == HEADERS and s.spent_us > 0 and s.anchor_us > 0 and window_us > 0
-    and now >= add(s.spent_us, period) then
+  if s.source == HEADERS and s.anchor_us > 0 and window_us > 0
+    and (s.windowed == 1 or (s.spent_us > 0 and now >= add(s.spent_us, period))) then
     local round = min(sub(add(s.anchor_us, window_us), now), window_us)
     pause = max(pause, round)
   end

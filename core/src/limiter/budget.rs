@@ -14,7 +14,7 @@
 //!   ([`Decision::Late`]). Every booking carries a [`Ticket`]; a booking made before a
 //!   congestion event is void, and its caller, re-checking before it sends
 //!   ([`Reserve::confirm_epoch`]), queues again behind the event.
-//! - [`BudgetState::report`]: learning.
+//! - [`BudgetState::report`] learns:
 //!   - Limits come from the response headers (`window ÷ limit` per unit) unless
 //!     configured; the token estimate is corrected with the real count
 //!     (`TAT += (actual − estimate)·T`, commutative).
@@ -332,7 +332,7 @@ pub enum SignalOp {
     Success,
     /// Refused by a spent window.
     WindowSpent {
-        /// How long the refused call waits, µs.
+        /// How long the server said to wait, µs (0: it did not say).
         wait_us: u64,
         /// The spent window's length, µs (0 for a month).
         window_us: u64,
@@ -434,8 +434,12 @@ impl From<&Report> for ReportOp {
         let (tok_limit, tok_window_secs) = pace(report.limits.tokens());
         let signal = match report.signal {
             Signal::Success => SignalOp::Success,
-            Signal::WindowSpent { wait, quota } => SignalOp::WindowSpent {
-                wait_us: micros(wait),
+            Signal::WindowSpent {
+                wait,
+                quota,
+                hinted,
+            } => SignalOp::WindowSpent {
+                wait_us: if hinted { micros(wait) } else { 0 },
                 window_us: micros(quota.window.duration().unwrap_or_default()),
             },
             // The budget pauses everyone for a wait the server named; a call's own
@@ -1058,10 +1062,11 @@ impl BudgetState {
             // A fresh window, or room again after a spent one: a window starts here.
             self.anchor_us = now;
         }
-        // Everything booked after this request spends the same `remaining`; the last
-        // unit is left to pacing (requests booked in one order may reach the server in
-        // another).
-        self.credit = sub(sub(remaining, sub(self.seq, seq)), 1);
+        // Everything booked after this request spends the same `remaining`; of a burst,
+        // the last unit is left to pacing (requests booked in one order may reach the
+        // server in another).
+        let credit = sub(remaining, sub(self.seq, seq));
+        self.credit = if credit >= 2 { credit - 1 } else { credit };
         if remaining == 0 {
             if self.spent_us == 0 {
                 self.spent_us = now;
@@ -1078,6 +1083,11 @@ impl BudgetState {
                     self.epoch = add(self.epoch, 1);
                 }
                 self.req_tat_us = self.req_tat_us.max(self.pause_until_us);
+                // Then one probe: its answer tells how much the new window offers, and
+                // the callers, not asleep in paced slots, take it at once.
+                self.recovering = 1;
+                self.streak = 0;
+                self.probe_until_us = 0;
             }
         } else {
             self.spent_us = 0;
@@ -1129,10 +1139,9 @@ impl BudgetState {
         }
         let mut pause = pause.max(wait_us);
         if self.source == Source::Headers
-            && self.spent_us > 0
             && self.anchor_us > 0
             && window_us > 0
-            && now >= add(self.spent_us, period)
+            && (self.windowed == 1 || (self.spent_us > 0 && now >= add(self.spent_us, period)))
         {
             // One unit after the window was spent it still refuses: it does not refill
             // continuously. Wait for the window seen to start to come round.

@@ -5,10 +5,12 @@
 //! give it an atomic read-modify-write: [`LocalLimiter`] (a mutex, the default) here,
 //! a locked file and Redis in the driver crates (`mistral_blocking::stores`). Their pure
 //! halves live here too: the state file's format ([`codec`]), the Redis script and its
-//! arguments ([`lua`]), the `MISTRAL_LIMITER` setting ([`spec`]) and the `MISTRAL_LIMITS` one
-//! ([`limits_text`]).
+//! arguments ([`lua`]), the `MISTRAL_LIMITER` setting ([`spec`]) and the `MISTRAL_LIMITS`
+//! one ([`limits_text`]). How a state moves between stores (a fallback, a store that
+//! lost it) is `BudgetState::rebased`, `BudgetState::cautious` and `BudgetState::joined`.
 
 pub mod budget;
+mod carry;
 pub mod codec;
 pub mod limits_text;
 pub mod local;

@@ -41,12 +41,13 @@ pub fn ok() -> Answer {
     respond(
         200,
         &[("mistral-correlation-id", "ok-1")],
-        r#"{"id":"x","usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#,
+        r#"{"id":"x","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#,
     )
 }
 
 /// What happened, in order, with the virtual time (from the start) it happened at.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a test log, a few hundred events at most
 pub enum Event {
     Reserve,
     Send {

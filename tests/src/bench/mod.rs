@@ -20,7 +20,9 @@
 //!   scenario;
 //! - [`micro`]: criterion's numbers for the core, the clients' overhead over their bare
 //!   HTTP libraries, the emulator's throughput;
-//! - [`suite`]: the whole run.
+//! - [`suite`]: the whole run;
+//! - [`soak`]: a long run under random faults of every kind, Redis restarted under four
+//!   processes (`mistral-bench --soak-minutes N`).
 //!
 //! ```no_run
 //! use mistral_tests::bench::{scenario::Size, suite};
@@ -41,6 +43,7 @@ pub mod micro;
 pub mod plot;
 pub mod report;
 pub mod scenario;
+pub mod soak;
 pub mod stores;
 pub mod strategy;
 pub mod suite;

@@ -23,19 +23,28 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
-        let child = Command::new(&program)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let child = spawn(&program, port)?;
         let mut server = RedisServer { child, port };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Kills the server and starts a new one on the same port, empty (no persistence):
+    /// what a Redis restarted under its clients looks like.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let program = find_on_path("redis-server").ok_or("redis-server is not on PATH")?;
+        self.child = spawn(&program, self.port)?;
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let server = self;
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
             if server.ping() {
-                return Ok(server);
+                return Ok(());
             }
             if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(format!("redis-server exited at once ({status})"));
@@ -67,6 +76,17 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(program: &Path, port: u16) -> Result<Child, String> {
+    Command::new(program)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))
 }
 
 /// A fresh path for a state file under `dir` (any older file of that name removed).

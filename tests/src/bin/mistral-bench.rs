@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mistral_tests::bench::child::{CHILD_FLAG, child_main};
+use mistral_tests::bench::soak::{SoakOptions, run_soak};
 use mistral_tests::bench::{Isolation, Options, Size, Strategy, run};
 
 /// Runs every scenario with every strategy against the emulator and writes
@@ -48,6 +49,10 @@ struct Args {
     /// shorter).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Run only the soak, for this many minutes (4 processes, 10 % faults, Redis
+    /// restarted twice), and write soak.md and soak.json.
+    #[arg(long)]
+    soak_minutes: Option<f64>,
 }
 
 fn parse_strategy(text: &str) -> Result<Strategy, String> {
@@ -73,6 +78,22 @@ fn main() -> ExitCode {
             }
         }
     };
+    if let Some(minutes) = args.soak_minutes {
+        let options = SoakOptions::minutes(minutes, isolation);
+        return match run_soak(&options) {
+            Ok(report) => {
+                println!("{}", report.markdown());
+                if let Err(e) = report.write(&args.out) {
+                    eprintln!("[soak] cannot write the report: {e}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("[soak] not run: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = Options {
         size: if args.quick { Size::Quick } else { Size::Full },
         out_dir: args.out,

@@ -280,6 +280,9 @@ pub enum Fault {
     Status422,
     /// 429 `{"message":"Requests rate limit exceeded"}` without any rate-limit header.
     Ambiguous429,
+    /// 429 with the 2026 body (`"code":"1300"`, `"type":"rate_limited"`) and no
+    /// rate-limit header.
+    Bare1300,
     /// 429 `service_tier_capacity_exceeded`, code 3505.
     Capacity,
 }
@@ -295,7 +298,7 @@ impl Fault {
 
     /// Parses a command-line spelling: `500`, `502`, `503`, `504`, `reset`, `close`,
     /// `hang`, `stall:N`, `cut:N`, `malformed`, `delay:MS`, `401`, `400`, `403`, `404`,
-    /// `422`, `429`, `capacity`.
+    /// `422`, `429`, `1300`, `capacity`.
     pub fn parse(text: &str) -> Option<Fault> {
         let lower = text.to_ascii_lowercase();
         let (name, arg) = match lower.split_once(':') {
@@ -321,6 +324,7 @@ impl Fault {
             "404" => Fault::Status404,
             "422" => Fault::Status422,
             "429" | "ambiguous429" => Fault::Ambiguous429,
+            "1300" | "bare1300" => Fault::Bare1300,
             "capacity" | "3505" => Fault::Capacity,
             _ => return None,
         })

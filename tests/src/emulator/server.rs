@@ -697,6 +697,11 @@ async fn replacing_fault(
         Fault::Ambiguous429 => {
             Reply::json(429, &json!({"message": "Requests rate limit exceeded"}))
         }
+        Fault::Bare1300 => Reply::json(
+            429,
+            &json!({"object": "error", "message": "Rate limit exceeded", "type": "rate_limited",
+                    "param": null, "code": "1300", "raw_status_code": 429}),
+        ),
         Fault::Capacity => Reply::json(429, &capacity_body(shared.config.capacity_legacy_body)),
         Fault::DelayMs(_) | Fault::StallAfter(_) | Fault::CutAfter(_) => Reply::json(
             500,
