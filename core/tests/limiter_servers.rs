@@ -27,8 +27,12 @@ enum Semantics {
     Leaky { per_sec: f64 },
     /// A bucket of `capacity`, full at the start, refilled at `per_sec`.
     Bucket { capacity: f64, per_sec: f64 },
-    /// `limit` per window aligned on the start.
-    Fixed { limit: usize, window: u64 },
+    /// `limit` per window; windows start `phase` µs before the run's start.
+    Fixed {
+        limit: usize,
+        window: u64,
+        phase: u64,
+    },
     /// `limit` in any trailing `window`.
     Sliding { limit: usize, window: u64 },
     /// At most `k` in flight.
@@ -101,7 +105,7 @@ impl Server {
         match &self.semantics {
             Semantics::Leaky { per_sec } => ((per_sec * f).round() as u64, 1),
             Semantics::Bucket { per_sec, .. } => ((per_sec * f * 60.0).round() as u64, 60),
-            Semantics::Fixed { limit, window } | Semantics::Sliding { limit, window } => {
+            Semantics::Fixed { limit, window, .. } | Semantics::Sliding { limit, window } => {
                 ((*limit as f64 * f).round() as u64, (*window / S).max(1))
             }
             Semantics::Concurrency { k } => ((*k as f64 * f).round() as u64, 1),
@@ -132,8 +136,13 @@ impl Server {
                 }
                 (ok, self.level.floor() as u64)
             }
-            Semantics::Fixed { limit, window } => {
+            Semantics::Fixed {
+                limit,
+                window,
+                phase,
+            } => {
                 let limit = (*limit as f64 * f).round() as usize;
+                let t = t + *phase;
                 if t >= self.window_start + *window {
                     self.window_start = t / *window * *window;
                     self.window_count = 0;
@@ -348,7 +357,19 @@ fn best(semantics: &Semantics, calls: usize, latency: f64) -> f64 {
     let last_admit = match semantics {
         Semantics::Leaky { per_sec } => (n - 1.0) / per_sec,
         Semantics::Bucket { capacity, per_sec } => ((n - capacity) / per_sec).max(0.0),
-        Semantics::Fixed { limit, window } | Semantics::Sliding { limit, window } => {
+        Semantics::Fixed {
+            limit,
+            window,
+            phase,
+        } => {
+            let first = (*window - phase % *window) as f64 / S as f64;
+            if calls <= *limit {
+                0.0
+            } else {
+                first + ((calls - 1) / limit - 1) as f64 * (*window as f64 / S as f64)
+            }
+        }
+        Semantics::Sliding { limit, window } => {
             ((calls - 1) / limit) as f64 * (*window as f64 / S as f64)
         }
         Semantics::Concurrency { k } => ((calls - 1) / k) as f64 * latency,
@@ -425,6 +446,7 @@ fn unknown_limits_are_learned_under_every_semantics() {
             Semantics::Fixed {
                 limit: 20,
                 window: 2 * S,
+                phase: 0,
             },
             (20 * MS, 40 * MS),
         ),
@@ -482,6 +504,15 @@ fn announced_limits_are_used_fully_bursts_included() {
             Semantics::Fixed {
                 limit: 50,
                 window: 60 * S,
+                phase: 0,
+            },
+        ),
+        (
+            "fixed window 50 per 60 s, started 0.5 s into a window",
+            Semantics::Fixed {
+                limit: 50,
+                window: 60 * S,
+                phase: 500 * MS,
             },
         ),
         (
@@ -510,6 +541,7 @@ fn announced_limits_are_used_fully_bursts_included() {
             Semantics::Fixed {
                 limit: 100,
                 window: 2 * S,
+                phase: 0,
             },
             256,
         ),
