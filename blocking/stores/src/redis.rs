@@ -123,7 +123,8 @@ impl RedisLimiter {
     /// against the system's certificate authorities, or against those of the PEM file a
     /// `ca=<path>` parameter names (`rediss://cache:6380/?ca=/etc/redis/ca.pem`), as a
     /// Redis with a private CA needs; the file is read now, and a missing or malformed
-    /// one is an [`Error::Config`]. Certificate checks cannot be turned off.
+    /// one is an [`Error::Config`]. Certificate checks cannot be turned off (`#insecure`
+    /// is an [`Error::Config`] too).
     pub fn for_budget(
         redis_url: &str,
         base_url: &str,
@@ -133,6 +134,13 @@ impl RedisLimiter {
     ) -> Result<Self, Error> {
         let options = RedisOptions::parse(redis_url)?;
         let url = redact_url(&options.url);
+        if options.url.to_ascii_lowercase().ends_with("#insecure") {
+            return Err(Error::Config(format!(
+                "the limiter's Redis URL ({url}) asks to skip the certificate check \
+                 (`#insecure`), which this client does not do: name the server's CA \
+                 with `?ca=/path/to/ca.pem` instead"
+            )));
+        }
         let bad = |e: &dyn fmt::Display| {
             Error::Config(format!("bad Redis URL for the limiter ({url}): {e}"))
         };

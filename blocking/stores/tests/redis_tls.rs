@@ -200,6 +200,12 @@ fn rediss_checks_the_certificate() {
         Err(Error::Config(message)) => assert!(message.contains("CA file"), "{message}"),
         other => panic!("{other:?}"),
     }
+    // Skipping the check is refused outright, pointing at `ca=`.
+    let insecure = format!("rediss://127.0.0.1:{}/#insecure", redis.port);
+    match RedisLimiter::new(&insecure, BASE, &key, config()) {
+        Err(Error::Config(message)) => assert!(message.contains("ca="), "{message}"),
+        other => panic!("{other:?}"),
+    }
     // A budget id with no store still parses alone.
     assert!(BudgetId::new("acme").is_ok());
 }
