@@ -98,23 +98,23 @@ pub fn state_file_name(id: &str) -> String {
     format!("limiter-{id}.state")
 }
 
-/// The limiter `MISTRAL_LIMITER` names, for `key` at `base_url`, learning every
-/// model's limits from the server: unset or `local` → [`LocalLimiter`], `none` →
+/// The limiter `MISTRAL_LIMITER` names, for `key` at `base_url` (or the budget its
+/// `?budget=` names), with the limits `MISTRAL_LIMITS` sets (unset: every model's are
+/// learned from the server): unset or `local` → [`LocalLimiter`], `none` →
 /// [`NoLimiter`], `file` or `file:/path` → [`FileLimiter`], `redis://…` →
-/// [`RedisLimiter`] (cargo feature `redis`; without it an [`Error::Config`]).
+/// [`RedisLimiter`] (cargo feature `redis`; without it an [`Error::Config`]). A
+/// `MISTRAL_LIMITS` that does not parse is an [`Error::Limits`].
 pub fn limiter_from_env(base_url: &str, key: &ApiKey) -> Result<Arc<dyn Limiter>, Error> {
     let value = std::env::var(mistral_core::limiter::spec::ENV_VAR).ok();
     let (spec, budget) = match value.as_deref() {
         Some(text) => LimiterSpec::parse_with_budget(text)?,
         None => (LimiterSpec::Local, None),
     };
-    limiter_for_budget(
-        &spec,
-        base_url,
-        key,
-        budget.as_ref(),
-        LimiterConfig::default(),
-    )
+    let config = match std::env::var(mistral_core::limiter::LIMITS_VAR) {
+        Ok(text) => mistral_core::limiter::parse_limits(&text)?,
+        Err(_) => LimiterConfig::default(),
+    };
+    limiter_for_budget(&spec, base_url, key, budget.as_ref(), config)
 }
 
 /// The limiter a client built from `resolved` uses: the one given to its builder, else
