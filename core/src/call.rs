@@ -833,11 +833,17 @@ impl Call {
         match plan {
             Plan::Retry { wait, why } if self.attempts < self.policy.max_attempts => {
                 let until = later(now, wait);
-                if self.deadline.is_some_and(|d| until >= d) {
-                    // The wait would end past the deadline: the call ends now with what it
-                    // got (which says when to come back), not with "deadline reached".
+                if let Some(deadline) = self.deadline.filter(|d| until >= *d) {
                     let error = self.with_trail(error, now);
-                    self.state = State::Finished(Box::new(Err(error)));
+                    let result = if later(now, self.min_attempt()) >= deadline {
+                        // No time is left for another attempt: the deadline is reached.
+                        self.deadline_error(now, Some(error))
+                    } else {
+                        // Only the wait would end past it: the call ends now with what it
+                        // got (which says when to come back), not "deadline reached".
+                        error
+                    };
+                    self.state = State::Finished(Box::new(Err(result)));
                     return;
                 }
                 self.ticket = None;
