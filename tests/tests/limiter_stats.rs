@@ -1,7 +1,8 @@
 //! `stats().limiter`: the shared limiter's answers, counted by both clients against a
 //! real emulator. Four calls at once under a budget of 2 per second with a deadline of
-//! 1.8 s (a call keeps 1 s for its attempt, so it may wait 0.8 s): one goes at once, one waits 500 ms for its slot, two cannot start in time and
-//! end at once (`RateLimited { shared: true }`, nothing sent).
+//! 1 s (a call keeps 100 ms of it for its attempt, so it may wait 0.9 s): one goes at
+//! once, one waits 500 ms for its slot, two cannot start in time and end at once
+//! (`RateLimited { shared: true }`, nothing sent).
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,10 @@ fn limits() -> LimiterConfig {
 }
 
 fn policy() -> RetryPolicy {
-    RetryPolicy::default().deadline(Some(Duration::from_millis(1800)))
+    let mut policy = RetryPolicy::default().deadline(Some(Duration::from_secs(1)));
+    // A call keeps this much of its deadline for its attempt: it may wait 0.9 s.
+    policy.min_attempt_time = Duration::from_millis(100);
+    policy
 }
 
 fn request() -> ChatRequest {
