@@ -284,4 +284,25 @@ mod tests {
         assert!(message.contains("MISTRAL_LIMITS entry 2"), "{message}");
         assert!(message.contains("`fortnight`"), "{message}");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_gets_a_typed_error_never_a_panic(
+            text in "[a-z*=;,/0-9tTrsmh .\\-]{0,40}"
+        ) {
+            let _ = parse_limits(&text);
+        }
+
+        #[test]
+        fn what_parses_is_what_was_written(
+            n in 1u64..1_000_000, tokens in 1u64..10_000_000, secs in 1u64..3600
+        ) {
+            let config = parse_limits(&format!("m={n}/{secs}s,{tokens}t/{secs}s")).unwrap();
+            let window = Duration::from_secs(secs);
+            proptest::prop_assert_eq!(
+                config.models["m"],
+                Limits::requests(n, window).with_tokens(tokens, window)
+            );
+        }
+    }
 }
