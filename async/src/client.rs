@@ -155,7 +155,9 @@ impl Client {
             match action {
                 Action::Reserve(ask) => {
                     let at = now();
-                    call.handle_grant(at, inner.limiter.reserve(at, &ask));
+                    let grant = inner.limiter.reserve(at, &ask);
+                    inner.telemetry.observe_grant(&ask, &grant);
+                    call.handle_grant(at, grant);
                 }
                 Action::Send(attempt) => match transport::perform(&inner.http, attempt).await {
                     (id, Exchange::Response(response, body)) => {

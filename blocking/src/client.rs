@@ -186,7 +186,11 @@ impl Client {
             let action = call.poll(now);
             inner.telemetry.observe(&action);
             match action {
-                Action::Reserve(ask) => call.handle_grant(now, inner.limiter.reserve(now, &ask)),
+                Action::Reserve(ask) => {
+                    let grant = inner.limiter.reserve(now, &ask);
+                    inner.telemetry.observe_grant(&ask, &grant);
+                    call.handle_grant(now, grant);
+                }
                 Action::Send(attempt) => match exchange(&inner.agent, &inner.policy, &attempt) {
                     Exchange::Response(head, bytes, stream) => {
                         body = stream;

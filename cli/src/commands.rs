@@ -175,7 +175,7 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
 pub(crate) enum Store {
     File(Box<FileLimiter>),
     Redis {
-        client: redis::Client,
+        client: Box<redis::Client>,
         prefix: String,
         url: String,
     },
@@ -227,11 +227,13 @@ impl Store {
 
 pub(crate) fn store_of(conn: &Connection) -> Option<Result<Store, String>> {
     let value = std::env::var("MISTRAL_LIMITER").ok()?;
-    let spec = LimiterSpec::from_env_value(Some(&value)).ok()?;
+    let (spec, budget) = LimiterSpec::parse_with_budget(&value).ok()?;
     let key = match ApiKey::new(conn.key.as_str()) {
         Ok(k) => k,
         Err(e) => return Some(Err(e.to_string())),
     };
+    // The budget the clients spend: the budget id's when named, else the key's own.
+    let id = mistral_async::stores::scope_store_id(&conn.base_url, &key, budget.as_ref());
     let path = match spec {
         LimiterSpec::File(path) => path,
         LimiterSpec::Redis(url) => {
@@ -244,14 +246,29 @@ pub(crate) fn store_of(conn: &Connection) -> Option<Result<Store, String>> {
                 }
                 None => url.clone(),
             };
+            let options = match mistral_async::stores::RedisOptions::parse(&url) {
+                Ok(options) => options,
+                Err(e) => return Some(Err(e.to_string())),
+            };
+            mistral_async::stores::install_tls_provider();
+            let client = match &options.ca_file {
+                None => redis::Client::open(options.url.as_str()),
+                Some(ca) => match std::fs::read(ca) {
+                    Ok(root_cert) => redis::Client::build_with_tls(
+                        options.url.as_str(),
+                        redis::TlsCertificates {
+                            client_tls: None,
+                            root_cert: Some(root_cert),
+                        },
+                    ),
+                    Err(e) => return Some(Err(format!("cannot read {}: {e}", ca.display()))),
+                },
+            };
             return Some(
-                redis::Client::open(url.as_str())
+                client
                     .map(|client| Store::Redis {
-                        client,
-                        prefix: format!(
-                            "mistral-limiter:{{{}}}:",
-                            mistral_async::stores::store_id(&conn.base_url, &key)
-                        ),
+                        client: Box::new(client),
+                        prefix: format!("mistral-limiter:{{{id}}}:"),
                         url: shown,
                     })
                     .map_err(|e| format!("bad Redis URL: {e}")),
@@ -259,12 +276,15 @@ pub(crate) fn store_of(conn: &Connection) -> Option<Result<Store, String>> {
         }
         _ => return None,
     };
+    let file_name = mistral_async::stores::state_file_name(&id);
     let opened = match path {
-        None => FileLimiter::open(&conn.base_url, &key, LimiterConfig::default()),
-        Some(p) if p.is_dir() || p.to_string_lossy().ends_with('/') => FileLimiter::at_path(
-            p.join(FileLimiter::file_name(&conn.base_url, &key)),
+        None => FileLimiter::at_path(
+            FileLimiter::default_dir().join(file_name),
             LimiterConfig::default(),
         ),
+        Some(p) if p.is_dir() || p.to_string_lossy().ends_with('/') => {
+            FileLimiter::at_path(p.join(file_name), LimiterConfig::default())
+        }
         Some(p) => FileLimiter::at_path(p, LimiterConfig::default()),
     };
     Some(

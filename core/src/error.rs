@@ -333,6 +333,15 @@ pub enum Error {
     /// The client is misconfigured (a bad base URL, the key over plain HTTP…).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Configured limits (`MISTRAL_LIMITS`) that do not parse.
+    #[error(transparent)]
+    Limits(Box<crate::limiter::LimitsError>),
+}
+
+impl From<crate::limiter::LimitsError> for Error {
+    fn from(error: crate::limiter::LimitsError) -> Self {
+        Error::Limits(Box::new(error))
+    }
 }
 
 fn describe_bucket(
@@ -444,6 +453,7 @@ impl Error {
                 | Error::Redirect { .. }
                 | Error::Key(_)
                 | Error::Config(_)
+                | Error::Limits(_)
         )
     }
 }

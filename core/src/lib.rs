@@ -125,5 +125,5 @@ pub use redact::Redactor;
 pub use request::{ApiRequest, Prepared, Target, estimate_tokens};
 pub use settings::{Resolved, Settings};
 pub use success::{Reply, Success};
-pub use telemetry::{RateLimitedCounts, Stats, Telemetry};
+pub use telemetry::{LimiterCounts, RateLimitedCounts, Stats, Telemetry};
 pub use verdict::{Classification, Verdict, classify};

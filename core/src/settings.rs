@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::key::{ApiKey, KeyError};
-use crate::limiter::Limiter;
-use crate::limiter::spec::{ENV_VAR, LimiterSpec};
+use crate::limiter::spec::{BudgetId, ENV_VAR, LimiterSpec};
+use crate::limiter::{LIMITS_VAR, Limiter, LimiterConfig, LimitsError, parse_limits};
 use crate::policy::RetryPolicy;
 use crate::request::{DEFAULT_BASE_URL, Target};
 
@@ -33,6 +33,10 @@ pub struct Settings {
     pub limiter: Option<Arc<dyn Limiter>>,
     /// The limiter's store named by `MISTRAL_LIMITER`, when read from the environment.
     pub limiter_spec: Option<Result<LimiterSpec, Error>>,
+    /// The budget shared by several keys (`budget_id`, or `MISTRAL_LIMITER`'s `?budget=`).
+    pub budget_id: Option<Result<BudgetId, Error>>,
+    /// Configured limits (`limits`, or `MISTRAL_LIMITS`).
+    pub limits: Option<Result<LimiterConfig, LimitsError>>,
     /// Base of the per-call jitter seeds.
     pub seed: Option<u64>,
 }
@@ -50,19 +54,32 @@ pub struct Resolved {
     pub limiter: Option<Arc<dyn Limiter>>,
     /// The store `MISTRAL_LIMITER` names, when set.
     pub limiter_spec: Option<LimiterSpec>,
+    /// The budget shared by several keys, when named (else each key has its own).
+    pub budget_id: Option<BudgetId>,
+    /// Configured limits (empty: learn every model's from the server).
+    pub limits: LimiterConfig,
     /// Base of the jitter seeds, when set.
     pub seed: Option<u64>,
 }
 
 impl Settings {
     /// Settings from the environment, read through `var`: the key from
-    /// `MISTRAL_API_KEY`, the base URL from `MISTRAL_BASE_URL` (when not empty) and the
-    /// limiter's store from `MISTRAL_LIMITER`.
+    /// `MISTRAL_API_KEY`, the base URL from `MISTRAL_BASE_URL` (when not empty), the
+    /// limiter's store and budget id from `MISTRAL_LIMITER` and limits from
+    /// `MISTRAL_LIMITS` ([`crate::limiter::limits_text`]).
     pub fn from_env_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let parsed = var(ENV_VAR).map(|spec| LimiterSpec::parse_with_budget(&spec));
+        let (limiter_spec, budget_id) = match parsed {
+            None => (None, None),
+            Some(Ok((spec, budget))) => (Some(Ok(spec)), budget.map(Ok)),
+            Some(Err(e)) => (Some(Err(e)), None),
+        };
         Self {
             key: var("MISTRAL_API_KEY").map(ApiKey::new),
             base_url: var("MISTRAL_BASE_URL").filter(|url| !url.is_empty()),
-            limiter_spec: var(ENV_VAR).map(|spec| LimiterSpec::parse(&spec)),
+            limiter_spec,
+            budget_id,
+            limits: var(LIMITS_VAR).map(|text| parse_limits(&text)),
             ..Self::default()
         }
     }
@@ -73,7 +90,7 @@ impl Settings {
     }
 
     /// Checks everything: the key (missing or malformed), the base URL (plain HTTP to a
-    /// remote host), the user agent, the limiter spec.
+    /// remote host), the user agent, the limiter spec, the budget id, the limits.
     pub fn resolve(self) -> Result<Resolved, Error> {
         let key = self.key.unwrap_or(Err(KeyError::Missing))?;
         let base_url = self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
@@ -92,6 +109,8 @@ impl Settings {
             policy,
             limiter: self.limiter,
             limiter_spec: self.limiter_spec.transpose()?,
+            budget_id: self.budget_id.transpose()?,
+            limits: self.limits.transpose()?.unwrap_or_default(),
             seed: self.seed,
         })
     }
@@ -141,10 +160,28 @@ macro_rules! builder_setters {
         }
         /// The limiter every call consults before each attempt (default: the store
         /// `MISTRAL_LIMITER` names when built from the environment, else the process-wide
-        /// `LocalLimiter` of this base URL and key, shared by every client built for
-        /// them). Share one limiter between clients that spend the same budget.
+        /// `LocalLimiter` of this base URL and key, or of the `budget_id`, shared by every
+        /// client built for them). Share one limiter between clients that spend the same
+        /// budget. A limiter given here ignores `budget_id` and `limits`.
         pub fn limiter(mut self, limiter: ::std::sync::Arc<dyn $crate::Limiter>) -> Self {
             self.settings.limiter = Some(limiter);
+            self
+        }
+        /// Names the budget this client spends, shared with every client (of any key, in
+        /// any process using the same store) given the same id and base URL: the keys of
+        /// one organisation share Mistral's limits. Overrides `MISTRAL_LIMITER`'s
+        /// `?budget=`. Without one, each key has a budget of its own. Checked by `build`
+        /// (1 to 64 ASCII letters, digits, `.`, `_`, `-`, `:`).
+        pub fn budget_id(mut self, id: impl AsRef<str>) -> Self {
+            self.settings.budget_id = Some($crate::limiter::BudgetId::new(id));
+            self
+        }
+        /// Limits to pace at (per model, and for every other model), never replaced by
+        /// what the server announces. Overrides `MISTRAL_LIMITS`. Default: none, every
+        /// model's limits are learned from the server. In-process, clients of one budget
+        /// share a limiter only when they configure the same limits.
+        pub fn limits(mut self, limits: $crate::LimiterConfig) -> Self {
+            self.settings.limits = Some(Ok(limits));
             self
         }
         /// Base of the per-call jitter seeds, for reproducible schedules in tests
@@ -204,5 +241,57 @@ mod tests {
                 .resolve()
                 .unwrap();
         assert_eq!(empty_url.target.base_url(), DEFAULT_BASE_URL);
+    }
+
+    #[test]
+    fn the_environment_names_a_budget_id_and_limits() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let r = Settings::from_env_vars(env(&[
+            ("MISTRAL_API_KEY", "k"),
+            ("MISTRAL_LIMITER", "redis://h:6379/?budget=acme"),
+            ("MISTRAL_LIMITS", "m=300/60s,500000t/60s;*=60/60s"),
+        ]))
+        .resolve()
+        .unwrap();
+        assert_eq!(r.budget_id, Some(BudgetId::new("acme").unwrap()));
+        assert_eq!(
+            r.limiter_spec,
+            Some(LimiterSpec::Redis("redis://h:6379/".into()))
+        );
+        assert_eq!(
+            r.limits.limits_for("m"),
+            Some(
+                crate::Limits::requests(300, Duration::from_secs(60))
+                    .with_tokens(500_000, Duration::from_secs(60))
+            )
+        );
+        assert!(r.limits.default.is_some());
+        let none = Settings::from_env_vars(env(&[("MISTRAL_API_KEY", "k")]))
+            .resolve()
+            .unwrap();
+        assert_eq!(none.budget_id, None);
+        assert_eq!(none.limits, LimiterConfig::default());
+        let bad = Settings::from_env_vars(env(&[
+            ("MISTRAL_API_KEY", "k"),
+            ("MISTRAL_LIMITS", "m=300"),
+        ]))
+        .resolve()
+        .unwrap_err();
+        assert!(
+            matches!(&bad, Error::Limits(e) if matches!(**e, LimitsError::BadLimit { entry: 1, .. })),
+            "{bad:?}"
+        );
+        let bad_id = Settings::from_env_vars(env(&[
+            ("MISTRAL_API_KEY", "k"),
+            ("MISTRAL_LIMITER", "local?budget=a b"),
+        ]))
+        .resolve();
+        assert!(matches!(bad_id, Err(Error::Config(_))));
     }
 }

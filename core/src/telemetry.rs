@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::action::{Action, Report, Signal};
+use crate::action::{Action, Ask, Grant, Report, Signal};
 use crate::error::Error;
 use crate::ratelimits::RateLimits;
 
@@ -29,7 +29,20 @@ pub struct Telemetry {
     server_errors: AtomicU64,
     transport_errors: AtomicU64,
     waited_micros: AtomicU64,
+    limiter: LimiterCounters,
     last_limits: Mutex<Option<RateLimits>>,
+}
+
+#[derive(Debug, Default)]
+struct LimiterCounters {
+    admitted_at_once: AtomicU64,
+    queued: AtomicU64,
+    admitted_after_wait: AtomicU64,
+    requeued: AtomicU64,
+    rechecks: AtomicU64,
+    refused_deadline: AtomicU64,
+    refused_closed: AtomicU64,
+    queued_micros: AtomicU64,
 }
 
 /// A snapshot of a client's statistics.
@@ -53,6 +66,9 @@ pub struct Stats {
     pub transport_errors: u64,
     /// Time calls spent waiting (backoff, pacing, spent windows), summed over calls.
     pub waited: Duration,
+    /// The shared limiter's answers to this client's calls, all classes together (a
+    /// per-class breakdown will sit beside it when calls have priority classes).
+    pub limiter: LimiterCounts,
     /// The last rate limits a response announced.
     pub last_limits: Option<RateLimits>,
 }
@@ -72,6 +88,38 @@ pub struct RateLimitedCounts {
     pub capacity: u64,
 }
 
+/// What the shared limiter answered a client's reservations (one per attempt, plus one
+/// to confirm a booking after waiting for it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimiterCounts {
+    /// Attempts that could go at once.
+    pub admitted_at_once: u64,
+    /// Attempts told to wait for a booked slot (pacing).
+    pub queued: u64,
+    /// Queued attempts whose slot then held: they went after their wait.
+    pub admitted_after_wait: u64,
+    /// Queued attempts whose booking a congestion event voided while they waited: booked
+    /// again, later.
+    pub requeued: u64,
+    /// Answers "ask again shortly" (the limiter waited for a response to learn from).
+    pub rechecks: u64,
+    /// Calls ended at once because the budget could not admit them within their
+    /// deadline (`Error::RateLimited { shared: true, .. }`, no request sent).
+    pub refused_deadline: u64,
+    /// Attempts refused because the budget is closed (no allowance, monthly quota).
+    pub refused_closed: u64,
+    /// The waits the limiter gave queued and requeued attempts, summed.
+    pub queued_wait: Duration,
+}
+
+impl LimiterCounts {
+    /// The average wait of an attempt admitted after a wait (`None` before the first).
+    pub fn average_wait(&self) -> Option<Duration> {
+        let n = u32::try_from(self.admitted_after_wait).unwrap_or(u32::MAX);
+        (n > 0).then(|| self.queued_wait / n)
+    }
+}
+
 impl RateLimitedCounts {
     /// All 429s.
     pub fn total(&self) -> u64 {
@@ -88,6 +136,44 @@ impl Telemetry {
     /// A call started.
     pub fn call_started(&self) {
         self.calls.fetch_add(1, Relaxed);
+    }
+
+    /// Counts the limiter's answer to `ask`; the driver calls it between
+    /// [`crate::Limiter::reserve`] and [`crate::Call::handle_grant`].
+    pub fn observe_grant(&self, ask: &Ask, grant: &Grant) {
+        let c = &self.limiter;
+        let queued = |after: Duration| {
+            c.queued_micros.fetch_add(
+                u64::try_from(after.as_micros()).unwrap_or(u64::MAX),
+                Relaxed,
+            );
+        };
+        match grant {
+            Grant::Now => &c.admitted_at_once,
+            Grant::After(after) if after.is_zero() => &c.admitted_at_once,
+            Grant::After(after) => {
+                // No booking to confirm: the attempt goes after the wait.
+                queued(*after);
+                c.queued.fetch_add(1, Relaxed);
+                &c.admitted_after_wait
+            }
+            Grant::Slot { after, .. } if after.is_zero() => match ask.confirm {
+                Some(_) => &c.admitted_after_wait,
+                None => &c.admitted_at_once,
+            },
+            Grant::Slot { after, .. } => {
+                queued(*after);
+                match ask.confirm {
+                    Some(_) => &c.requeued,
+                    None => &c.queued,
+                }
+            }
+            Grant::Recheck(_) => &c.rechecks,
+            // Counted when the call ends (a recheck past the deadline ends it too).
+            Grant::Late { .. } => return,
+            Grant::Refused(_) => &c.refused_closed,
+        }
+        .fetch_add(1, Relaxed);
     }
 
     /// Counts and logs one action of a call, before the driver carries it out.
@@ -171,6 +257,9 @@ impl Telemetry {
             }
             Err(error) => {
                 self.failures.fetch_add(1, Relaxed);
+                if matches!(error, Error::RateLimited { shared: true, .. }) {
+                    self.limiter.refused_deadline.fetch_add(1, Relaxed);
+                }
                 tracing::debug!(%error, "mistral: call failed");
                 error.trail().map(|t| t.waited).unwrap_or_default()
             }
@@ -199,6 +288,19 @@ impl Telemetry {
             server_errors: self.server_errors.load(Relaxed),
             transport_errors: self.transport_errors.load(Relaxed),
             waited: Duration::from_micros(self.waited_micros.load(Relaxed)),
+            limiter: {
+                let c = &self.limiter;
+                LimiterCounts {
+                    admitted_at_once: c.admitted_at_once.load(Relaxed),
+                    queued: c.queued.load(Relaxed),
+                    admitted_after_wait: c.admitted_after_wait.load(Relaxed),
+                    requeued: c.requeued.load(Relaxed),
+                    rechecks: c.rechecks.load(Relaxed),
+                    refused_deadline: c.refused_deadline.load(Relaxed),
+                    refused_closed: c.refused_closed.load(Relaxed),
+                    queued_wait: Duration::from_micros(c.queued_micros.load(Relaxed)),
+                }
+            },
             last_limits: self.last_limits.lock().ok().and_then(|l| l.clone()),
         }
     }

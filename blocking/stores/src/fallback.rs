@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use mistral_core::limiter::local::MAX_BUDGETS;
 use mistral_core::limiter::{BudgetState, Budgets, LimiterConfig, LocalLimiter, Source};
 use mistral_core::{Ask, Grant, Limiter, Report};
 
@@ -28,6 +29,21 @@ struct Inner {
     local: Option<(Instant, LocalLimiter)>,
 }
 
+/// Keeps at most [`MAX_BUDGETS`] known states (the oldest answers go first), so a store
+/// used for ever new models does not grow this process's memory without bound.
+fn bound(known: &mut HashMap<String, (BudgetState, Instant)>) {
+    if known.len() <= MAX_BUDGETS {
+        return;
+    }
+    let mut by_age: Vec<(Instant, String)> =
+        known.iter().map(|(m, (_, at))| (*at, m.clone())).collect();
+    by_age.sort_unstable();
+    let excess = known.len() - MAX_BUDGETS;
+    for (_, model) in by_age.into_iter().take(excess) {
+        known.remove(&model);
+    }
+}
+
 impl Fallback {
     pub(crate) fn new(store: &'static str, config: LimiterConfig, share_cap_ppm: u64) -> Self {
         Self {
@@ -48,6 +64,7 @@ impl Fallback {
         inner
             .known
             .insert(model.to_owned(), (*state, Instant::now()));
+        bound(&mut inner.known);
         if let Some((since, _)) = inner.local.take() {
             tracing::info!(
                 store = self.store,
@@ -65,6 +82,7 @@ impl Fallback {
         for (model, state) in states {
             inner.known.insert(model.clone(), (*state, now));
         }
+        bound(&mut inner.known);
     }
 
     /// `true` while the stand-in paces (the store failed and has not answered since).
@@ -175,5 +193,21 @@ impl fmt::Debug for Fallback {
             .field("share_cap_ppm", &self.share_cap_ppm)
             .field("down", &self.is_down())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_known_states_are_bounded_newest_kept() {
+        let fallback = Fallback::new("test", LimiterConfig::default(), 250_000);
+        for i in 0..(MAX_BUDGETS + 50) {
+            fallback.up(&format!("m{i}"), &BudgetState::default());
+        }
+        let inner = fallback.inner();
+        assert_eq!(inner.known.len(), MAX_BUDGETS);
+        assert!(inner.known.contains_key(&format!("m{}", MAX_BUDGETS + 49)));
     }
 }

@@ -19,6 +19,12 @@
 //! of the share ([`DEGRADED_SHARE_PPM`]), so four processes falling back at once stay
 //! under the limit; a warning is logged once per outage.
 //!
+//! Each key has a budget of its own unless a [`BudgetId`] names one shared by several
+//! keys (`MISTRAL_LIMITER=…?budget=acme`, or the builders' `budget_id`):
+//! [`limiter_for_budget`]. Per model, a store keeps one small state, and forgets it when
+//! idle: a day unused in the file (dropped at the next write) and in Redis (the hash's
+//! expiry), and in-process as [`LocalLimiter`] documents.
+//!
 //! [`limiter_from_env`] picks one from `MISTRAL_LIMITER` ([`LimiterSpec`]):
 //!
 //! ```no_run
@@ -44,11 +50,13 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 pub use file::FileLimiter;
-pub use mistral_core::limiter::{LimiterConfig, LimiterSpec, Limits, LocalLimiter};
+pub use mistral_core::limiter::{
+    BudgetId, LimiterConfig, LimiterSpec, Limits, LocalLimiter, RedisOptions,
+};
 use mistral_core::{Resolved, Target};
 
 #[cfg(feature = "redis")]
-pub use self::redis::RedisLimiter;
+pub use self::redis::{RedisLimiter, install_tls_provider};
 
 use mistral_core::{ApiKey, Error, Limiter, NoLimiter};
 
@@ -68,49 +76,102 @@ pub fn store_id(base_url: &str, key: &ApiKey) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The limiter `MISTRAL_LIMITER` names, for `key` at `base_url`, learning every
-/// model's limits from the server: unset or `local` → [`LocalLimiter`], `none` →
+/// The id of the budget `budget` names at `base_url`, shared by every key given it: the
+/// first 16 hex digits of `sha256(`[`BudgetId::preimage`]`)`. Never equal to a key's
+/// own [`store_id`] (the preimages differ), so an id cannot name another key's budget.
+pub fn budget_store_id(base_url: &str, budget: &BudgetId) -> String {
+    let digest = Sha256::digest(budget.preimage(base_url).as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The store id of `budget` when named, else of `key`'s own budget ([`store_id`]).
+pub fn scope_store_id(base_url: &str, key: &ApiKey, budget: Option<&BudgetId>) -> String {
+    match budget {
+        Some(budget) => budget_store_id(base_url, budget),
+        None => store_id(base_url, key),
+    }
+}
+
+/// The name of the state file of the budget with store id `id`, `limiter-<id>.state`
+/// (what [`FileLimiter::file_name`] gives for a key's own budget).
+pub fn state_file_name(id: &str) -> String {
+    format!("limiter-{id}.state")
+}
+
+/// The limiter `MISTRAL_LIMITER` names, for `key` at `base_url` (or the budget its
+/// `?budget=` names), with the limits `MISTRAL_LIMITS` sets (unset: every model's are
+/// learned from the server): unset or `local` → [`LocalLimiter`], `none` →
 /// [`NoLimiter`], `file` or `file:/path` → [`FileLimiter`], `redis://…` →
-/// [`RedisLimiter`] (cargo feature `redis`; without it an [`Error::Config`]).
+/// [`RedisLimiter`] (cargo feature `redis`; without it an [`Error::Config`]). A
+/// `MISTRAL_LIMITS` that does not parse is an [`Error::Limits`].
 pub fn limiter_from_env(base_url: &str, key: &ApiKey) -> Result<Arc<dyn Limiter>, Error> {
     let value = std::env::var(mistral_core::limiter::spec::ENV_VAR).ok();
-    let spec = LimiterSpec::from_env_value(value.as_deref())?;
-    limiter_from_spec(&spec, base_url, key, LimiterConfig::default())
+    let (spec, budget) = match value.as_deref() {
+        Some(text) => LimiterSpec::parse_with_budget(text)?,
+        None => (LimiterSpec::Local, None),
+    };
+    let config = match std::env::var(mistral_core::limiter::LIMITS_VAR) {
+        Ok(text) => mistral_core::limiter::parse_limits(&text)?,
+        Err(_) => LimiterConfig::default(),
+    };
+    limiter_for_budget(&spec, base_url, key, budget.as_ref(), config)
 }
 
 /// The limiter a client built from `resolved` uses: the one given to its builder, else
 /// the store `MISTRAL_LIMITER` names, else the process-wide [`LocalLimiter`] of its base
-/// URL and key.
+/// URL and key; the budget is `resolved.budget_id`'s when named, with `resolved.limits`.
 pub fn limiter_for(resolved: &Resolved) -> Result<Arc<dyn Limiter>, Error> {
     let target = &resolved.target;
+    let budget = resolved.budget_id.as_ref();
     match (&resolved.limiter, &resolved.limiter_spec) {
         (Some(limiter), _) => Ok(Arc::clone(limiter)),
-        (None, Some(spec)) => limiter_from_spec(
+        (None, Some(spec)) => limiter_for_budget(
             spec,
             target.base_url(),
             target.key(),
-            LimiterConfig::default(),
+            budget,
+            resolved.limits.clone(),
         ),
-        (None, None) => Ok(LocalLimiter::shared(target)),
+        (None, None) => Ok(LocalLimiter::shared_budget(
+            target,
+            budget,
+            &resolved.limits,
+        )),
     }
 }
 
-/// The limiter `spec` names, with `config`'s limits (see [`limiter_from_env`]).
+/// The limiter `spec` names for `key`'s own budget, with `config`'s limits (see
+/// [`limiter_from_env`], [`limiter_for_budget`]).
 pub fn limiter_from_spec(
     spec: &LimiterSpec,
     base_url: &str,
     key: &ApiKey,
     config: LimiterConfig,
 ) -> Result<Arc<dyn Limiter>, Error> {
+    limiter_for_budget(spec, base_url, key, None, config)
+}
+
+/// The limiter `spec` names, spending the budget `budget` names (shared by every key
+/// given it, at `base_url`) or, with `None`, `key`'s own; with `config`'s limits. Files
+/// and Redis keys are named after [`scope_store_id`], never the key or the id. In-process,
+/// every client of the same budget and limits shares one [`LocalLimiter`].
+pub fn limiter_for_budget(
+    spec: &LimiterSpec,
+    base_url: &str,
+    key: &ApiKey,
+    budget: Option<&BudgetId>,
+    config: LimiterConfig,
+) -> Result<Arc<dyn Limiter>, Error> {
+    let file_name = || state_file_name(&scope_store_id(base_url, key, budget));
     Ok(match spec {
         LimiterSpec::None => Arc::new(NoLimiter),
         LimiterSpec::File(path) => {
             let opened = match path {
-                None => FileLimiter::open(base_url, key, config),
+                None => FileLimiter::at_path(FileLimiter::default_dir().join(file_name()), config),
                 Some(path)
                     if path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/') =>
                 {
-                    FileLimiter::at_path(path.join(FileLimiter::file_name(base_url, key)), config)
+                    FileLimiter::at_path(path.join(file_name()), config)
                 }
                 Some(path) => FileLimiter::at_path(path, config),
             };
@@ -121,13 +182,12 @@ pub fn limiter_from_spec(
                 })?,
             )
         }
-        LimiterSpec::Redis(url) => redis_limiter(url, base_url, key, config)?,
-        // The default: the process-wide limiter of this server and key, unless limits
-        // are configured (then a limiter of its own with them).
-        _ if config == LimiterConfig::default() => {
-            LocalLimiter::shared(&Target::new(base_url, key.clone(), true)?)
+        LimiterSpec::Redis(url) => redis_limiter(url, base_url, key, budget, config)?,
+        // The default: the process-wide limiter of this server and budget (or key) and
+        // limits.
+        _ => {
+            LocalLimiter::shared_budget(&Target::new(base_url, key.clone(), true)?, budget, &config)
         }
-        _ => Arc::new(LocalLimiter::with_config(config)),
     })
 }
 
@@ -136,9 +196,12 @@ fn redis_limiter(
     url: &str,
     base_url: &str,
     key: &ApiKey,
+    budget: Option<&BudgetId>,
     config: LimiterConfig,
 ) -> Result<Arc<dyn Limiter>, Error> {
-    Ok(Arc::new(RedisLimiter::new(url, base_url, key, config)?))
+    Ok(Arc::new(RedisLimiter::for_budget(
+        url, base_url, key, budget, config,
+    )?))
 }
 
 #[cfg(not(feature = "redis"))]
@@ -146,6 +209,7 @@ fn redis_limiter(
     _url: &str,
     _base_url: &str,
     _key: &ApiKey,
+    _budget: Option<&BudgetId>,
     _config: LimiterConfig,
 ) -> Result<Arc<dyn Limiter>, Error> {
     Err(Error::Config(

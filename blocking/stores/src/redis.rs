@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mistral_core::limiter::budget::Seed;
 use mistral_core::limiter::lua::{self, ScriptReply};
-use mistral_core::limiter::spec::redact_url;
+use mistral_core::limiter::spec::{BudgetId, RedisOptions, redact_url};
 use mistral_core::limiter::{
     BudgetState, Decision, LimiterConfig, ReportOp, Reserve, decision_to_grant,
 };
@@ -18,10 +18,10 @@ use crate::DEGRADED_SHARE_PPM;
 use crate::fallback::Fallback;
 
 /// A limiter whose budgets live in Redis, shared by every process on every host that
-/// uses the same Redis, base URL and key.
+/// uses the same Redis, base URL and key (or budget id, [`RedisLimiter::for_budget`]).
 ///
 /// One hash per budget, `mistral-limiter:{<store id>}:<model>` (see
-/// [`crate::store_id`]; the key itself is never stored), holding the fields of
+/// [`crate::scope_store_id`]; neither the key nor the id is stored), holding the fields of
 /// [`BudgetState`]. Each [`Limiter::reserve`] or [`Limiter::report`] is one `EVALSHA` of
 /// [`mistral_core::limiter::lua::SCRIPT`] (loaded on `NOSCRIPT`): atomic, one round
 /// trip, the time read from Redis `TIME` so hosts with skewed clocks still share one
@@ -112,15 +112,72 @@ impl RedisLimiter {
         key: &ApiKey,
         config: LimiterConfig,
     ) -> Result<Self, Error> {
-        let url = redact_url(redis_url);
-        let client = redis::Client::open(redis_url)
-            .map_err(|e| Error::Config(format!("bad Redis URL for the limiter ({url}): {e}")))?;
+        Self::for_budget(redis_url, base_url, key, None, config)
+    }
+
+    /// The limiter of the budget `budget` names at `base_url` (shared by every key given
+    /// it), or with `None` of `key`'s own, in the Redis at `redis_url` (see
+    /// [`RedisLimiter::new`]; its keys are named after [`crate::scope_store_id`]).
+    ///
+    /// `rediss://` connects over TLS (rustls) and checks the server's certificate
+    /// against the system's certificate authorities, or against those of the PEM file a
+    /// `ca=<path>` parameter names (`rediss://cache:6380/?ca=/etc/redis/ca.pem`), as a
+    /// Redis with a private CA needs; the file is read now, and a missing or malformed
+    /// one is an [`Error::Config`]. Certificate checks cannot be turned off (`#insecure`
+    /// is an [`Error::Config`] too).
+    pub fn for_budget(
+        redis_url: &str,
+        base_url: &str,
+        key: &ApiKey,
+        budget: Option<&BudgetId>,
+        config: LimiterConfig,
+    ) -> Result<Self, Error> {
+        let options = RedisOptions::parse(redis_url)?;
+        let url = redact_url(&options.url);
+        if options.url.to_ascii_lowercase().ends_with("#insecure") {
+            return Err(Error::Config(format!(
+                "the limiter's Redis URL ({url}) asks to skip the certificate check \
+                 (`#insecure`), which this client does not do: name the server's CA \
+                 with `?ca=/path/to/ca.pem` instead"
+            )));
+        }
+        let bad = |e: &dyn fmt::Display| {
+            Error::Config(format!("bad Redis URL for the limiter ({url}): {e}"))
+        };
+        let client = match &options.ca_file {
+            None => redis::Client::open(options.url.as_str()).map_err(|e| bad(&e))?,
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|e| {
+                    Error::Config(format!(
+                        "cannot read the limiter's Redis CA file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(options.url.as_str(), certificates)
+                    .map_err(|e| bad(&e))?
+            }
+        };
+        if options
+            .url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("rediss:")
+        {
+            install_tls_provider();
+        }
         Ok(Self {
             client,
             script: redis::Script::new(lua::SCRIPT),
             join: redis::Script::new(&join_script()),
             url,
-            prefix: format!("mistral-limiter:{{{}}}:", crate::store_id(base_url, key)),
+            prefix: format!(
+                "mistral-limiter:{{{}}}:",
+                crate::scope_store_id(base_url, key, budget)
+            ),
             fallback: Fallback::new("redis", config.clone(), DEGRADED_SHARE_PPM),
             config,
             timeout: Self::DEFAULT_TIMEOUT,
@@ -261,6 +318,15 @@ impl RedisLimiter {
         }
         Err(OpError::Waiting)
     }
+}
+
+/// Installs rustls's `ring` provider as the process's default, unless one is installed
+/// already: the Redis client's TLS asks rustls for the default, which rustls cannot pick
+/// by itself when several providers are compiled in (reqwest brings `aws-lc-rs`). Called
+/// by [`RedisLimiter::for_budget`] for a `rediss://` URL; call it before making a
+/// `rediss://` connection of your own with the `redis` crate.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Brings one process's knowledge of a budget into Redis: `BudgetState::rejoined` in

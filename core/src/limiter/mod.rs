@@ -5,13 +5,14 @@
 //! give it an atomic read-modify-write: [`LocalLimiter`] (a mutex, the default) here,
 //! a locked file and Redis in the driver crates (`mistral_blocking::stores`). Their pure
 //! halves live here too: the state file's format ([`codec`]), the Redis script and its
-//! arguments ([`lua`]), and the `MISTRAL_LIMITER` setting ([`spec`]). How a state moves
-//! between stores (a fallback, a store that lost it) is `BudgetState::rebased`,
-//! `BudgetState::cautious` and `BudgetState::joined`.
+//! arguments ([`lua`]), the `MISTRAL_LIMITER` setting ([`spec`]) and the `MISTRAL_LIMITS`
+//! one ([`limits_text`]). How a state moves between stores (a fallback, a store that
+//! lost it) is `BudgetState::rebased`, `BudgetState::cautious` and `BudgetState::joined`.
 
 pub mod budget;
 mod carry;
 pub mod codec;
+pub mod limits_text;
 pub mod local;
 pub mod lua;
 pub mod spec;
@@ -25,8 +26,9 @@ use crate::error::{Error, ResponseInfo};
 pub use budget::{
     Block, BudgetState, Decision, Limits, MAX_EXACT, ReportOp, Reserve, Seed, SignalOp, Source,
 };
+pub use limits_text::{LIMITS_VAR, LimitsError, parse_limits};
 pub use local::{Budgets, LimiterConfig, LocalLimiter, decision_to_grant};
-pub use spec::LimiterSpec;
+pub use spec::{BudgetId, LimiterSpec, RedisOptions};
 
 /// A limiter shared by every caller of a budget.
 pub trait Limiter: Send + Sync + fmt::Debug {

@@ -9,6 +9,13 @@
 //! | `redis://…`, `rediss://…`, `redis+unix://…`, `unix://…` | Redis, shared by many hosts |
 //!
 //! Keywords are case-insensitive; surrounding whitespace is ignored.
+//!
+//! Any form may end with `?budget=<id>` (`local?budget=acme`, `file?budget=acme`,
+//! `file:/run/mistral/?budget=acme`, `redis://cache:6379/?budget=acme`): the callers of
+//! every key that name the same [`BudgetId`] (at the same base URL) share one budget, as
+//! the keys of one organisation share Mistral's limits. Without it each key has its own.
+//! A Redis URL may also carry `ca=<path to a PEM file>` (see [`RedisOptions`]); every
+//! other query parameter is left in the URL for the Redis client.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -38,9 +45,20 @@ impl LimiterSpec {
         value.map_or(Ok(LimiterSpec::Local), Self::parse)
     }
 
-    /// Parses a spec. The error names the accepted forms; it does not repeat the value
-    /// (a mistyped Redis URL may hold a password).
+    /// Parses a spec, ignoring a `budget=` parameter (see [`LimiterSpec::parse_with_budget`]).
+    /// The error names the accepted forms; it does not repeat the value (a mistyped Redis
+    /// URL may hold a password).
     pub fn parse(text: &str) -> Result<Self, Error> {
+        Self::parse_with_budget(text).map(|(spec, _)| spec)
+    }
+
+    /// Parses a spec and the budget id its `?budget=` parameter names, if any.
+    pub fn parse_with_budget(text: &str) -> Result<(Self, Option<BudgetId>), Error> {
+        let (text, budget) = split_budget(text.trim())?;
+        Ok((Self::parse_store(&text)?, budget))
+    }
+
+    fn parse_store(text: &str) -> Result<Self, Error> {
         let text = text.trim();
         let lower = text.to_ascii_lowercase();
         match lower.as_str() {
@@ -68,6 +86,147 @@ impl LimiterSpec {
             "{ENV_VAR} is not understood: expected `local`, `none`, `file`, \
              `file:/path/to/state` or a `redis://host:port` URL"
         )))
+    }
+}
+
+/// Takes the `budget=` parameter out of `text`'s query (the part after its last `?`),
+/// leaving the other parameters (and no `?` when none is left).
+fn split_budget(text: &str) -> Result<(String, Option<BudgetId>), Error> {
+    let Some(q) = text.rfind('?') else {
+        return Ok((text.to_owned(), None));
+    };
+    let (head, query) = (&text[..q], &text[q + 1..]);
+    let (fragment_start, fragment) = match query.find('#') {
+        Some(h) => (h, &query[h..]),
+        None => (query.len(), ""),
+    };
+    let mut budget = None;
+    let mut kept = Vec::new();
+    for pair in query[..fragment_start].split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((name, value)) if name.eq_ignore_ascii_case("budget") => {
+                if budget.is_some() {
+                    return Err(Error::Config(format!("{ENV_VAR} names `budget=` twice")));
+                }
+                budget = Some(BudgetId::new(value)?);
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let mut rest = head.to_owned();
+    if !kept.is_empty() {
+        rest.push('?');
+        rest.push_str(&kept.join("&"));
+    }
+    rest.push_str(fragment);
+    Ok((rest, budget))
+}
+
+/// The name of a budget shared by several API keys (of one organisation): clients given
+/// the same id (and base URL) share one limiter's budgets whatever their key, in-process,
+/// through a state file or through Redis. The id is not secret, but stores still name
+/// files and keys after a hash of it (with the base URL), never after the id itself.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BudgetId(String);
+
+impl BudgetId {
+    /// Longest id accepted.
+    pub const MAX_LEN: usize = 64;
+
+    /// Checks `id`: 1 to [`BudgetId::MAX_LEN`] ASCII letters, digits, `.`, `_`, `-` or
+    /// `:`. The error does not repeat the text (it may be a key pasted by mistake).
+    pub fn new(id: impl AsRef<str>) -> Result<Self, Error> {
+        let id = id.as_ref();
+        let ok = !id.is_empty()
+            && id.len() <= Self::MAX_LEN
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+        if ok {
+            Ok(Self(id.to_owned()))
+        } else {
+            Err(Error::Config(format!(
+                "a budget id must be 1 to {} ASCII letters, digits, `.`, `_`, `-` or `:` \
+                 (got {} characters)",
+                Self::MAX_LEN,
+                id.chars().count()
+            )))
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What a store hashes to name this budget at `base_url` (trailing `/` ignored):
+    /// `"budget\n" + base_url + "\n" + id`. Distinct from the preimage of a key's own
+    /// budget, so an id can never name another key's budget.
+    pub fn preimage(&self, base_url: &str) -> String {
+        format!("budget\n{}\n{}", base_url.trim_end_matches('/'), self.0)
+    }
+}
+
+impl fmt::Debug for BudgetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BudgetId").field(&self.0).finish()
+    }
+}
+
+impl fmt::Display for BudgetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the stores take out of a Redis URL of [`ENV_VAR`] before handing it to the Redis
+/// client: `ca=<path>` (a PEM file of the certificate authorities a `rediss://` server's
+/// certificate is checked against, instead of the system's; URL-escaped `%20`, `%3F`,
+/// `%26` and `%25` are decoded).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedisOptions {
+    /// The URL left for the Redis client.
+    pub url: String,
+    /// The CA file, when given.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RedisOptions {
+    /// Splits `url`'s `ca=` parameter off (the error does not repeat the URL).
+    pub fn parse(url: &str) -> Result<Self, Error> {
+        let Some(q) = url.find('?') else {
+            return Ok(Self {
+                url: url.to_owned(),
+                ca_file: None,
+            });
+        };
+        let (head, query) = (&url[..q], &url[q + 1..]);
+        let mut ca_file = None;
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some((name, value)) if name.eq_ignore_ascii_case("ca") => {
+                    if value.is_empty() || ca_file.is_some() {
+                        return Err(Error::Config(
+                            "the limiter's Redis URL needs one non-empty `ca=<path>`".to_owned(),
+                        ));
+                    }
+                    let path = value
+                        .replace("%20", " ")
+                        .replace("%3F", "?")
+                        .replace("%26", "&")
+                        .replace("%25", "%");
+                    ca_file = Some(PathBuf::from(path));
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let mut rest = head.to_owned();
+        if !kept.is_empty() {
+            rest.push('?');
+            rest.push_str(&kept.join("&"));
+        }
+        Ok(Self { url: rest, ca_file })
     }
 }
 
@@ -146,6 +305,73 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_budget_id_is_taken_from_any_form() {
+        let p = |s: &str| LimiterSpec::parse_with_budget(s).unwrap();
+        let acme = Some(BudgetId::new("acme").unwrap());
+        assert_eq!(p("local?budget=acme"), (LimiterSpec::Local, acme.clone()));
+        assert_eq!(p("?budget=acme"), (LimiterSpec::Local, acme.clone()));
+        assert_eq!(
+            p("file?budget=acme"),
+            (LimiterSpec::File(None), acme.clone())
+        );
+        assert_eq!(
+            p("file:/run/m/?budget=acme"),
+            (LimiterSpec::File(Some("/run/m/".into())), acme.clone())
+        );
+        assert_eq!(
+            p("redis://h:6379/0?budget=acme"),
+            (LimiterSpec::Redis("redis://h:6379/0".into()), acme.clone())
+        );
+        assert_eq!(
+            p("rediss://h/?protocol=resp3&budget=acme&ca=/etc/ca.pem#x"),
+            (
+                LimiterSpec::Redis("rediss://h/?protocol=resp3&ca=/etc/ca.pem#x".into()),
+                acme.clone()
+            )
+        );
+        assert_eq!(
+            p("redis://h/"),
+            (LimiterSpec::Redis("redis://h/".into()), None)
+        );
+        assert_eq!(
+            LimiterSpec::parse("file?budget=acme").unwrap(),
+            LimiterSpec::File(None)
+        );
+        for bad in [
+            "local?budget=",
+            "file?budget=a/b",
+            "redis://h/?budget=x&budget=y",
+            "local?budget=sk-secret value",
+        ] {
+            match LimiterSpec::parse_with_budget(bad) {
+                Err(Error::Config(message)) => assert!(!message.contains("secret"), "{message}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(BudgetId::new("a".repeat(65)).is_err());
+        assert_ne!(
+            BudgetId::new("acme").unwrap().preimage("https://x/"),
+            BudgetId::new("acme").unwrap().preimage("https://y")
+        );
+        assert_eq!(
+            BudgetId::new("acme").unwrap().preimage("https://x/"),
+            BudgetId::new("acme").unwrap().preimage("https://x")
+        );
+    }
+
+    #[test]
+    fn redis_options_take_the_ca_file_out_of_the_url() {
+        let o = RedisOptions::parse("rediss://h:1/0?ca=/etc/my%20ca.pem&protocol=resp3").unwrap();
+        assert_eq!(o.url, "rediss://h:1/0?protocol=resp3");
+        assert_eq!(o.ca_file, Some(PathBuf::from("/etc/my ca.pem")));
+        let o = RedisOptions::parse("rediss://h:1/0?ca=/a.pem").unwrap();
+        assert_eq!(o.url, "rediss://h:1/0");
+        assert_eq!(RedisOptions::parse("redis://h").unwrap().ca_file, None);
+        assert!(RedisOptions::parse("rediss://h/?ca=").is_err());
+        assert!(RedisOptions::parse("rediss://h/?ca=/a&ca=/b").is_err());
     }
 
     #[test]
