@@ -339,6 +339,9 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
             None => None,
         };
     }
+    if let Some(b) = budgets.get("mistral-small-latest") {
+        assert_eq!(b.pending, 0, "every booking answered or voided: {b:?}");
+    }
     Outcome {
         calls,
         errors,
@@ -562,7 +565,7 @@ fn announced_limits_are_used_fully_bursts_included() {
             continue;
         }
         let server = Server::new(semantics, true).latency(2 * MS, 10 * MS);
-        check(name, server, callers, 500, 0.7, 1.15);
+        check(name, server, callers, 500, 0.6, 1.15);
     }
 }
 
