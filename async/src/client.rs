@@ -8,7 +8,7 @@ use std::time::Instant;
 use mistral_core::{Action, Call, Resolved, Settings, Success, Target, Telemetry};
 use serde::de::DeserializeOwned;
 
-use crate::transport;
+use crate::transport::{self, Exchange};
 use crate::*;
 
 /// `now` on tokio's clock (virtual under a paused test clock), as the core wants it.
@@ -158,11 +158,14 @@ impl Client {
                     call.handle_grant(at, inner.limiter.reserve(at, &ask));
                 }
                 Action::Send(attempt) => match transport::perform(&inner.http, attempt).await {
-                    (id, Ok((response, body))) => {
+                    (id, Exchange::Response(response, body)) => {
                         call.handle_response(now(), id, response);
                         stream = body;
                     }
-                    (id, Err(error)) => call.handle_transport_error(now(), id, error),
+                    (id, Exchange::Cut(head, partial, error)) => {
+                        call.handle_cut_body(now(), id, head, partial, error);
+                    }
+                    (id, Exchange::Failed(error)) => call.handle_transport_error(now(), id, error),
                 },
                 Action::Wait { until, .. } => tokio::time::sleep_until(until.into()).await,
                 Action::Report(report) => inner.limiter.report(now(), &report),

@@ -8,57 +8,89 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use mistral_core::{Attempt, AttemptId, TransportError, TransportKind};
 
-/// What one attempt produced: the response for the call (with an empty body for a stream)
-/// and, for a stream, the response whose body is still to read.
-pub(crate) type Exchange = (http::Response<Bytes>, Option<reqwest::Response>);
+/// What one attempt came to.
+pub(crate) enum Exchange {
+    /// The response for the call (with an empty body for a stream) and, for a stream,
+    /// the response whose body is still to read.
+    Response(http::Response<Bytes>, Option<reqwest::Response>),
+    /// The head came, then the body failed part way: the bytes that arrived and why.
+    Cut(http::response::Parts, Bytes, TransportError),
+    /// No response.
+    Failed(TransportError),
+}
 
-/// Performs `attempt`: sends it and reads the response (the head only for a stream the
-/// caller will read), all within the attempt's timeout.
-pub(crate) async fn perform(
-    http: &reqwest::Client,
-    mut attempt: Attempt,
-) -> (AttemptId, Result<Exchange, TransportError>) {
+/// Performs `attempt` within the core's phase bounds: the response head within
+/// [`Attempt::head_timeout`] (the connect timeout is the client's), a non-streamed body
+/// within [`Attempt::body_timeout`] of its head, everything within the attempt's timeout.
+pub(crate) async fn perform(http: &reqwest::Client, mut attempt: Attempt) -> (AttemptId, Exchange) {
     let limit = attempt.timeout.unwrap_or(Duration::MAX); // tokio: MAX is "never"
+    let head_limit = attempt.head_timeout.unwrap_or(Duration::MAX);
+    let body_limit = attempt.body_timeout.unwrap_or(Duration::MAX);
     let exchange = async {
         let request = std::mem::take(&mut attempt.request);
-        let request = reqwest::Request::try_from(request).map_err(transport_error)?;
-        let mut response = http.execute(request).await.map_err(transport_error)?;
+        let request = match reqwest::Request::try_from(request) {
+            Ok(request) => request,
+            Err(e) => return Exchange::Failed(transport_error(e)),
+        };
+        let mut response = match tokio::time::timeout(head_limit, http.execute(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Exchange::Failed(transport_error(e)),
+            Err(_) => return Exchange::Failed(silent("response head", head_limit)),
+        };
         let mut head = http::Response::new(Bytes::new());
         *head.status_mut() = response.status();
         *head.headers_mut() = std::mem::take(response.headers_mut());
         if attempt.reads_stream(head.status()) {
-            return Ok((head, Some(response)));
+            return Exchange::Response(head, Some(response));
         }
         let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                let message = format!(
-                    "the response body is larger than {} MiB",
-                    MAX_RESPONSE_BYTES >> 20
-                );
-                return Err(TransportError::new(TransportKind::Other, message));
+        let read = tokio::time::timeout(body_limit, async {
+            while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(TransportError::body_too_large());
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|_| Err(silent("response body", body_limit)));
+        match read {
+            Ok(()) => Exchange::Response(head.map(|_| body.freeze()), None),
+            Err(e) if e == TransportError::body_too_large() => Exchange::Failed(e),
+            Err(e) => Exchange::Cut(head.into_parts().0, body.freeze(), e),
         }
-        Ok((head.map(|_| body.freeze()), None))
     };
     let result = tokio::time::timeout(limit, exchange)
         .await
-        .unwrap_or_else(|_| {
-            let message = format!("no response within {:.1} s", limit.as_secs_f64());
-            Err(TransportError::new(TransportKind::Timeout, message))
-        });
+        .unwrap_or_else(|_| Exchange::Failed(silent("response", limit)));
     (attempt.id, result)
 }
 
+fn silent(what: &str, limit: Duration) -> TransportError {
+    let message = format!("no {what} within {:.1} s", limit.as_secs_f64());
+    TransportError::new(TransportKind::Timeout, message)
+}
+
 /// Maps a reqwest error to the core's kinds. The message is the error's chain of causes,
-/// without the URL (reqwest never puts headers, hence the key, in its errors).
+/// without the URL (reqwest never puts headers, hence the key, in its errors; the core
+/// redacts the message anyway).
 pub(crate) fn transport_error(err: reqwest::Error) -> TransportError {
     let kind = kind_of(&err);
     let err = err.without_url();
     let causes = std::iter::successors(Some(&err as &dyn Error), |&e| e.source());
     let message = causes.map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
+    if kind == TransportKind::Connect && is_dns_failure(&message) {
+        return TransportError::dns(message);
+    }
     TransportError::new(kind, message)
+}
+
+/// The resolver's failure, as hyper-util's resolver reports it.
+fn is_dns_failure(message: &str) -> bool {
+    message.contains("dns error")
+        || message.contains("lookup address")
+        || message.contains("Name or service not known")
 }
 
 fn kind_of(err: &reqwest::Error) -> TransportKind {

@@ -52,7 +52,8 @@ impl ChatStream {
     ) -> Result<Self, Error> {
         let (model, id) = (request.model.clone(), head.correlation_id.clone());
         let (tokens, idle) = (request.token_estimate, policy.stream_idle_timeout);
-        let reader = StreamReader::new(model, tokens, &head.limits, id, idle, Instant::now());
+        let reader = StreamReader::new(model, tokens, &head.limits, id, idle, Instant::now())
+            .redacting(head.redactor());
         let (sender, pieces) = mpsc::sync_channel(READ_AHEAD);
         // Without a body (never expected) the sender drops here: the stream is cut.
         if let Some(body) = body {

@@ -17,7 +17,7 @@ use mistral_core::{
 use serde::de::DeserializeOwned;
 
 use crate::chat_stream::ChatStream;
-use crate::exchange::exchange;
+use crate::exchange::{Exchange, exchange};
 
 /// A blocking Mistral API client.
 ///
@@ -188,12 +188,17 @@ impl Client {
             match action {
                 Action::Reserve(ask) => call.handle_grant(now, inner.limiter.reserve(now, &ask)),
                 Action::Send(attempt) => match exchange(&inner.agent, &inner.policy, &attempt) {
-                    Ok((head, bytes, stream)) => {
+                    Exchange::Response(head, bytes, stream) => {
                         body = stream;
                         let response = http::Response::from_parts(head, bytes);
                         call.handle_response(Instant::now(), attempt.id, response);
                     }
-                    Err(error) => call.handle_transport_error(Instant::now(), attempt.id, error),
+                    Exchange::Cut(head, partial, error) => {
+                        call.handle_cut_body(Instant::now(), attempt.id, head, partial, error);
+                    }
+                    Exchange::Failed(error) => {
+                        call.handle_transport_error(Instant::now(), attempt.id, error);
+                    }
                 },
                 Action::Wait { until, .. } => thread::sleep(until.saturating_duration_since(now)),
                 Action::Report(report) => inner.limiter.report(now, &report),

@@ -1,25 +1,32 @@
 //! One HTTP exchange with ureq, and ureq's errors as the core's transport errors.
 
 use mistral_core::request::MAX_RESPONSE_BYTES;
-use std::io;
+use std::io::{self, Read};
 
 use bytes::Bytes;
 use mistral_core::{Attempt, RetryPolicy, TransportError, TransportKind};
 
-/// The response head, the whole body, and for a successful stream (whose body is handed
-/// to the core empty) the unread body.
-pub(crate) type Exchange = (http::response::Parts, Bytes, Option<ureq::Body>);
+/// What one attempt came to.
+pub(crate) enum Exchange {
+    /// The response head and the whole body, and for a successful stream (whose body is
+    /// handed to the core empty) the unread body.
+    Response(http::response::Parts, Bytes, Option<ureq::Body>),
+    /// The head came, then the body failed part way: the bytes that arrived and why.
+    Cut(http::response::Parts, Bytes, TransportError),
+    /// No response.
+    Failed(TransportError),
+}
 
-/// Performs `attempt`. Each phase of a non-streamed attempt (send, wait for the head,
-/// read the body) is bounded by its timeout; a stream attempt only up to its response
-/// head (its body is watched by the stream's idle timeout). The per-read bound of a stream (attempt timeout + idle timeout) never fires
-/// before those; it ends the reader thread of a stream dropped while stalled (with no
-/// attempt timeout, it also bounds each read of the head to the idle timeout).
-pub(crate) fn exchange(
-    agent: &ureq::Agent,
-    policy: &RetryPolicy,
-    attempt: &Attempt,
-) -> Result<Exchange, TransportError> {
+/// Size of one read of a non-streamed body.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Performs `attempt` within the core's phase bounds: connect
+/// ([`Attempt::connect_timeout`]), send (the attempt timeout), the response head
+/// ([`Attempt::head_timeout`]) and a non-streamed body ([`Attempt::body_timeout`]). A
+/// stream attempt only up to its response head (its body is watched by the stream's idle
+/// timeout); the per-read bound of a stream (attempt timeout + idle timeout) never fires
+/// before those, and ends the reader thread of a stream dropped while stalled.
+pub(crate) fn exchange(agent: &ureq::Agent, policy: &RetryPolicy, attempt: &Attempt) -> Exchange {
     let request = attempt.request.clone().map(|body| body.to_vec());
     let timeout = attempt.timeout;
     let read_bound = timeout
@@ -28,33 +35,62 @@ pub(crate) fn exchange(
     let config = agent.configure_request(request);
     // Phase timeouts rather than a global one: with any timeout on name resolution,
     // ureq resolves on a thread of its own for every request (a clone per call). The
-    // resolver's own timeouts bound DNS; the connect timeout is the agent's.
+    // resolver's own timeouts bound DNS.
     let config = config
+        .timeout_connect(attempt.connect_timeout.or(timeout))
         .timeout_send_request(timeout)
         .timeout_send_body(timeout)
-        .timeout_recv_response(timeout);
+        .timeout_recv_response(attempt.head_timeout.or(timeout));
     let request = match attempt.stream {
-        false => config.timeout_recv_body(timeout).build(),
+        false => config
+            .timeout_recv_body(attempt.body_timeout.or(timeout))
+            .build(),
         true => config.timeout_per_read(Some(read_bound)).build(),
     };
-    let (head, body) = agent.run(request).map_err(transport_error)?.into_parts();
+    let (head, body) = match agent.run(request) {
+        Ok(response) => response.into_parts(),
+        Err(error) => return Exchange::Failed(transport_error(error)),
+    };
     if attempt.reads_stream(head.status) {
-        return Ok((head, Bytes::new(), Some(body)));
+        return Exchange::Response(head, Bytes::new(), Some(body));
     }
-    let body = body
+    // Read by hand to keep what arrived when the body fails part way (the core decides
+    // whether a cut body is still an answer).
+    let mut reader = body
         .into_with_config()
-        .limit(MAX_RESPONSE_BYTES as u64)
-        .read_to_vec();
-    Ok((head, body.map_err(transport_error)?.into(), None))
+        .limit(MAX_RESPONSE_BYTES as u64 + 1)
+        .reader();
+    let mut bytes = Vec::new();
+    let mut buf = vec![0; READ_SIZE];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Exchange::Response(head, bytes.into(), None),
+            Ok(n) if bytes.len() + n > MAX_RESPONSE_BYTES => {
+                return Exchange::Failed(TransportError::body_too_large());
+            }
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let error = transport_error(ureq::Error::from(e));
+                if error.message == TransportError::body_too_large().message {
+                    return Exchange::Failed(error);
+                }
+                return Exchange::Cut(head, bytes.into(), error);
+            }
+        }
+    }
 }
 
 /// Maps a ureq error to a transport error. The message is ureq's own text, which never
-/// holds a request header (so never the key).
+/// holds a request header (so never the key); the core redacts it anyway.
 pub(crate) fn transport_error(error: ureq::Error) -> TransportError {
     use {TransportKind::*, io::ErrorKind as K, ureq::Error as E};
     let kind = match &error {
+        E::BodyExceedsLimit(_) => return TransportError::body_too_large(),
+        E::HostNotFound => return TransportError::dns("no address found"),
+        E::Io(e) if is_dns_failure(e) => return TransportError::dns(e),
         E::Timeout(_) => Timeout,
-        E::HostNotFound | E::ConnectionFailed | E::ConnectProxyFailed(_) => Connect,
+        E::ConnectionFailed | E::ConnectProxyFailed(_) => Connect,
         E::Io(e) => match e.kind() {
             K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable => Connect,
             K::AddrNotAvailable | K::NotFound => Connect,
@@ -66,9 +102,15 @@ pub(crate) fn transport_error(error: ureq::Error) -> TransportError {
             _ => Other,
         },
         E::Tls(_) | E::Rustls(_) | E::Pem(_) | E::TlsRequired => Tls,
-        E::Protocol(_) | E::LargeResponseHeader(..) | E::BodyExceedsLimit(_) => Protocol,
+        E::Protocol(_) | E::LargeResponseHeader(..) => Protocol,
         E::TooManyRedirects | E::RedirectFailed => Protocol,
         _ => Other,
     };
     TransportError::new(kind, error.to_string())
+}
+
+/// The resolver's failure, as std reports it (`failed to lookup address information`).
+fn is_dns_failure(e: &io::Error) -> bool {
+    let text = e.to_string();
+    text.contains("lookup address") || text.contains("Name or service not known")
 }

@@ -139,6 +139,14 @@ pub struct Attempt {
     /// Give up on the exchange after this long (connect to the end of a body, or to the
     /// response head of a stream).
     pub timeout: Option<Duration>,
+    /// Give up when no connection is made within this long (at most `timeout`).
+    pub connect_timeout: Option<Duration>,
+    /// Give up when the response head has not arrived this long after the request was
+    /// sent (at most `timeout`).
+    pub head_timeout: Option<Duration>,
+    /// Give up when a non-streamed body has not arrived whole this long after its head
+    /// (at most `timeout`; `None` for a stream, whose reader has its own idle timeout).
+    pub body_timeout: Option<Duration>,
     /// `true` when the request asked for a stream.
     pub stream: bool,
     /// 1 for the first attempt of the call.

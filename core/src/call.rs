@@ -10,8 +10,9 @@ use http::{HeaderMap, StatusCode};
 use crate::action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, Ticket, WaitReason};
 use crate::error::{Error, ResponseInfo, Trail, TransportError};
 use crate::policy::RetryPolicy;
+use crate::redact::Redactor;
 use crate::request::Prepared;
-use crate::success::{Success, usage_total};
+use crate::success::{Success, check_success_body, usage_total};
 use crate::verdict::{Classification, Verdict, classify};
 
 /// One logical API call. Drive it with [`Call::poll`] and the `handle_*` methods.
@@ -35,6 +36,11 @@ pub struct Call {
     confirming: bool,
     /// Re-checks in a row (their interval doubles while a probe is out).
     rechecks: u32,
+    /// Removes the key from everything the network sends back (see [`crate::redact`]).
+    redactor: Redactor,
+    /// 2xx responses whose body was cut: the second one ends the call (each may have
+    /// been billed).
+    cut_successes: u32,
 }
 
 /// `now + d`, or as far as an `Instant` goes.
@@ -87,7 +93,16 @@ impl Call {
     /// A call of `prepared`, started at `now`. `seed` seeds the jitter, so a fixed seed
     /// gives a reproducible schedule.
     pub fn new(prepared: Prepared, policy: &RetryPolicy, now: Instant, seed: u64) -> Self {
+        let redactor = prepared
+            .request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|k| k.to_str().ok())
+            .and_then(|k| k.strip_prefix("Bearer "))
+            .map_or_else(Redactor::generic, Redactor::of_secret);
         Self {
+            redactor,
+            cut_successes: 0,
             deadline: policy.deadline.and_then(|d| now.checked_add(d)),
             prepared,
             policy: policy.clone(),
@@ -379,7 +394,25 @@ impl Call {
             return;
         }
         let estimate = self.prepared.token_estimate;
-        let classified = classify(status, &headers, &body, Some(estimate));
+        let mut classified = classify(status, &headers, &body, Some(estimate));
+        self.redact_info(&mut classified.info);
+        let mut headers = headers;
+        self.hide_secret_headers(&mut headers);
+        if classified.verdict == Verdict::Success && !self.prepared.stream {
+            let path = self.prepared.request.uri().path();
+            if let Err(message) = check_success_body(path, &body, &self.redactor) {
+                // The server answered (and may have billed it), but not with what was
+                // asked: a typed error, never an empty success; not retried.
+                self.report(&classified.info, Signal::Success, usage_total(&body));
+                let mut info = classified.info;
+                info.excerpt = self.redactor.redact(&crate::verdict::excerpt(&body));
+                self.state = State::Finished(Box::new(Err(Error::Decode {
+                    message,
+                    response: Box::new(info),
+                })));
+                return;
+            }
+        }
         if classified.verdict == Verdict::Success {
             self.window_streak = 0;
             let used = classified
@@ -397,6 +430,7 @@ impl Call {
                 correlation_id: info.correlation_id,
                 attempts: self.attempts,
                 waited: self.waited,
+                redactor: self.redactor.clone(),
             })));
             return;
         }
@@ -428,7 +462,7 @@ impl Call {
             correlation_id: None,
             ticket: self.ticket,
         });
-        let plan = if self.policy.retries_transport(error.kind) {
+        let plan = if self.policy.retries_transport(error.kind) && self.cut_successes < 2 {
             Plan::Retry {
                 wait: self.policy.backoff_wait(self.failures, &mut self.rng),
                 why: WaitReason::Backoff,
@@ -438,10 +472,67 @@ impl Call {
         };
         let error = Error::Transport {
             kind: error.kind,
-            message: error.message,
+            message: self.redactor.redact(&error.message),
             trail: Trail::default(),
         };
         self.settle(now, error, plan);
+    }
+
+    /// Hands in a response whose body failed part way (`error`: a reset, a
+    /// `Content-Length` longer than what came, a body idle timeout): the head and the
+    /// bytes that arrived. The core decides what it was worth:
+    ///
+    /// - a 2xx whose bytes are a complete JSON document is the answer (a server that
+    ///   announces a longer `Content-Length` than it sends, then closes, must not have
+    ///   its POST sent again: each attempt may be billed);
+    /// - any other status is judged by its head, as if the body were whole
+    ///   (classification never depends on the body);
+    /// - otherwise it is the transport error, retried as its kind is — but a second
+    ///   cut 2xx ends the call (the server keeps answering and the answers keep being
+    ///   lost: each may be billed).
+    pub fn handle_cut_body(
+        &mut self,
+        now: Instant,
+        id: AttemptId,
+        head: http::response::Parts,
+        partial: Bytes,
+        error: TransportError,
+    ) {
+        if !self.is_current(id) {
+            return;
+        }
+        let complete_json = !partial.is_empty()
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&partial).is_ok();
+        if !head.status.is_success() || (complete_json && !self.prepared.stream) {
+            return self.handle_parts(now, head.status, head.headers, partial);
+        }
+        self.cut_successes += 1;
+        self.handle_transport_error(now, id, error);
+    }
+
+    /// The key out of everything a response sent that an error, a log or a `Display`
+    /// may show.
+    fn redact_info(&self, info: &mut ResponseInfo) {
+        let r = &self.redactor;
+        info.excerpt = r.redact(&info.excerpt);
+        info.message = r.redact_opt(info.message.take());
+        info.code = r.redact_opt(info.code.take());
+        info.correlation_id = r.redact_opt(info.correlation_id.take());
+    }
+
+    /// Marks header values that hold the key as sensitive (their `Debug` prints
+    /// `Sensitive`).
+    fn hide_secret_headers(&self, headers: &mut HeaderMap) {
+        for value in headers.values_mut() {
+            if self.redactor.holds_secret(value.as_bytes())
+                || self
+                    .redactor
+                    .redact(&String::from_utf8_lossy(value.as_bytes()))
+                    != String::from_utf8_lossy(value.as_bytes())
+            {
+                value.set_sensitive(true);
+            }
+        }
     }
 
     fn is_current(&self, id: AttemptId) -> bool {
@@ -460,9 +551,21 @@ impl Call {
             id,
             timeout_at: timeout.map(|t| later(now, t)),
         };
+        let within = |bound: Option<Duration>| match (bound, timeout) {
+            (Some(b), Some(t)) => Some(b.min(t)),
+            (b, t) => b.or(t),
+        };
+        let (stream, tokens) = (self.prepared.stream, self.prepared.token_estimate);
         Attempt {
             id,
             request: self.prepared.request.clone(),
+            connect_timeout: within(Some(self.policy.connect_timeout)),
+            head_timeout: within(self.policy.head_timeout_for(stream, tokens)),
+            body_timeout: if stream {
+                None
+            } else {
+                within(self.policy.body_timeout)
+            },
             timeout,
             stream: self.prepared.stream,
             number: self.attempts,
@@ -470,7 +573,15 @@ impl Call {
     }
 
     fn check_deadline(&mut self, now: Instant) -> Option<Action> {
-        if self.deadline.is_some_and(|d| now >= d) {
+        // A retry with less than `min_attempt_time` left could not finish: the call ends
+        // now rather than spend a slot of the budget on it (the first attempt always
+        // goes).
+        let margin = if self.attempts > 0 {
+            self.policy.min_attempt_time
+        } else {
+            Duration::ZERO
+        };
+        if self.deadline.is_some_and(|d| now + margin >= d) {
             let last = self.last_error.take();
             return Some(Action::Done(Err(self.deadline_error(now, last))));
         }
@@ -609,6 +720,7 @@ impl Call {
             | Verdict::Unauthorized
             | Verdict::Forbidden
             | Verdict::BadRequest
+            | Verdict::Redirect
             | Verdict::Unexpected => (Plan::Stop, Signal::Rejected),
         }
     }
@@ -629,21 +741,8 @@ impl Call {
 
     /// The error a refused attempt would end the call with (its trail filled in later).
     fn error_from(&self, c: Classification, wait: Option<Duration>) -> Error {
-        let key = self
-            .prepared
-            .request
-            .headers()
-            .get(http::header::AUTHORIZATION);
-        let mut info = c.info;
-        if let Some(secret) = key
-            .and_then(|k| k.to_str().ok())
-            .and_then(|k| k.strip_prefix("Bearer "))
-            .filter(|k| !k.is_empty())
-        {
-            // A server that echoes the request must not put the key into our errors.
-            info.excerpt = info.excerpt.replace(secret, "***");
-            info.message = info.message.map(|m| m.replace(secret, "***"));
-        }
+        // `c.info` went through the redaction in `handle_parts`.
+        let info = c.info;
         let response = Box::new(info);
         match c.verdict {
             Verdict::WindowSpent { quota } => Error::RateLimited {
@@ -684,6 +783,10 @@ impl Call {
             Verdict::Forbidden => Error::Forbidden { response },
             Verdict::BadRequest | Verdict::RequestTimeout => Error::BadRequest {
                 details: c.body.map(|b| b.detail).unwrap_or_default(),
+                response,
+            },
+            Verdict::Redirect => Error::Redirect {
+                location: c.location.map(|l| self.redactor.redact(&l)),
                 response,
             },
             Verdict::Success | Verdict::ServerError | Verdict::Unexpected => Error::Server {

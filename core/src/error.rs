@@ -116,6 +116,30 @@ impl TransportError {
             message: message.into(),
         }
     }
+
+    /// A response body larger than the client reads
+    /// ([`crate::request::MAX_RESPONSE_BYTES`]): the same kind and words from both
+    /// clients ([`TransportKind::Protocol`]: not retried — the same request would get the
+    /// same body).
+    pub fn body_too_large() -> Self {
+        Self::new(
+            TransportKind::Protocol,
+            format!(
+                "the response body is larger than the client's limit of {} MiB",
+                crate::request::MAX_RESPONSE_BYTES >> 20
+            ),
+        )
+    }
+
+    /// A host name that did not resolve, in the same kind and words from both clients
+    /// ([`TransportKind::Connect`]: retried like any connection failure, since resolvers
+    /// fail transiently; a misspelt host still ends at the attempts or the deadline).
+    pub fn dns(detail: impl fmt::Display) -> Self {
+        Self::new(
+            TransportKind::Connect,
+            format!("could not resolve the host name: {detail}"),
+        )
+    }
 }
 
 /// How a stream ended badly.
@@ -269,7 +293,25 @@ pub enum Error {
         /// What the last attempt got, if anything.
         last: Option<Box<Error>>,
     },
-    /// A success response whose body did not decode.
+    /// The server answered with a redirect (3xx). Redirects are never followed: the
+    /// `Authorization` header (the key) must not go where a response points. Point the
+    /// base URL at the final address instead.
+    #[error(
+        "redirect refused ({}){}: the client does not follow redirects; set the base URL to \
+         the server's real address{}",
+        response.status,
+        location.as_deref().map(|l| format!(" to {l}")).unwrap_or_default(),
+        response.suffix()
+    )]
+    Redirect {
+        /// Where the response pointed (redacted: no credentials, no query).
+        location: Option<String>,
+        /// The response.
+        response: Box<ResponseInfo>,
+    },
+    /// A success response whose body is not what was asked for: not JSON, not the
+    /// expected shape (a chat completion without `choices`), or holding the API key (a
+    /// proxy echoing the request).
     #[error("could not decode the response: {message}{}", response.suffix())]
     Decode {
         /// What did not decode.
@@ -335,6 +377,7 @@ impl Error {
             | Error::Forbidden { response }
             | Error::BadRequest { response, .. }
             | Error::Server { response, .. }
+            | Error::Redirect { response, .. }
             | Error::Decode { response, .. } => Some(response),
             Error::Deadline { last, .. } => last.as_ref().and_then(|e| e.response()),
             _ => None,
@@ -398,6 +441,7 @@ impl Error {
                 | Error::Unauthorized { .. }
                 | Error::Forbidden { .. }
                 | Error::BadRequest { .. }
+                | Error::Redirect { .. }
                 | Error::Key(_)
                 | Error::Config(_)
         )

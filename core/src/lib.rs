@@ -18,7 +18,9 @@
 //!   Redis stores (`mistral-stores`) run the same arithmetic;
 //! - [`Telemetry`]: statistics and `tracing` events, the same for both clients;
 //! - [`Settings`]: what both clients' builders collect and check;
-//! - [`Error`]: the one error type of both clients.
+//! - [`Error`]: the one error type of both clients;
+//! - [`redact`]: the one redaction every string from the network or the configuration
+//!   goes through before it reaches an error, a log or a `Display`.
 //!
 //! # Driving a call
 //!
@@ -46,7 +48,7 @@
 //!         .body(Bytes::from_static(br#"{"message":"Requests rate limit exceeded"}"#))?,
 //!     http::Response::builder()
 //!         .status(200)
-//!         .body(Bytes::from_static(br#"{"usage":{"total_tokens":12}}"#))?,
+//!         .body(Bytes::from_static(br#"{"choices":[],"usage":{"total_tokens":12}}"#))?,
 //! ]
 //! .into_iter();
 //!
@@ -103,6 +105,7 @@ pub mod models;
 pub mod policy;
 pub mod ratelimits;
 pub mod reader;
+pub mod redact;
 pub mod request;
 pub mod settings;
 pub mod sse;
@@ -118,6 +121,7 @@ pub use limiter::{Limiter, LimiterConfig, Limits, LocalLimiter, NoLimiter};
 pub use policy::{Backoff, RetryPolicy};
 pub use ratelimits::{Bucket, Quota, RateLimits, Window};
 pub use reader::{StreamItem, StreamReader};
+pub use redact::Redactor;
 pub use request::{ApiRequest, Prepared, Target, estimate_tokens};
 pub use settings::{Resolved, Settings};
 pub use success::{Reply, Success};

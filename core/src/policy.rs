@@ -12,7 +12,26 @@
 //! - a server hint (`Retry-After`, `retry-after-ms`, `ratelimitbysize-reset`) is a floor
 //!   under either.
 //!
-//! Never retried: no allowance, monthly quota, 401, 403, other 4xx.
+//! Never retried: no allowance, monthly quota, 401, 403, other 4xx, redirects, a 2xx that
+//! is not the expected answer.
+//!
+//! # Time bounds
+//!
+//! Every phase a silent peer can stretch has its own bound, so a server that accepts the
+//! connection and then says nothing costs seconds to a minute, not the whole deadline:
+//!
+//! | phase | field | default | why this default |
+//! |---|---|---|---|
+//! | connect (DNS, TCP, TLS) | [`RetryPolicy::connect_timeout`] | 10 s | a healthy API connects in well under a second from anywhere |
+//! | the response head | [`RetryPolicy::head_timeout`] + [`RetryPolicy::head_time_per_token`] × the token estimate (non-streamed calls) | 60 s + 25 ms per token | a non-streamed completion sends its head only once the whole answer is generated: 60 s of queueing and prompt processing, plus 25 ms per expected token (40 tokens/s, slower than Mistral's models generate), so 1,000 tokens may take 85 s and `max_tokens` 8,000 up to 260 s; a stream's head comes before generation, so it gets 60 s flat |
+//! | a non-streamed body, from its head to its last byte | [`RetryPolicy::body_timeout`] | 60 s | a non-streamed body is generated before its head is sent, so it comes at network speed: Mistral's answers are kilobytes to a few megabytes. A bound on the whole body, not between reads, also ends a body trickled one byte a second (an idle bound never would) |
+//! | a stream, between two reads | [`RetryPolicy::stream_idle_timeout`] | 60 s | tokens arrive every few tens of milliseconds; Mistral sends nothing else between them |
+//! | the whole attempt | [`RetryPolicy::attempt_timeout`] | 300 s | the longest non-streamed generation worth waiting for |
+//! | the whole call | [`RetryPolicy::deadline`] | 600 s | waits and retries included |
+//!
+//! Each bound is cut to what is left of the deadline, and no retry starts with less
+//! than [`RetryPolicy::min_attempt_time`] (1 s) left: it could not finish, and would only
+//! spend a slot of the budget.
 
 use std::time::Duration;
 
@@ -53,6 +72,22 @@ pub struct RetryPolicy {
     pub attempt_timeout: Option<Duration>,
     /// A stream that sends nothing for this long fails.
     pub stream_idle_timeout: Duration,
+    /// Bound on making a connection (name resolution, TCP and TLS handshakes).
+    pub connect_timeout: Duration,
+    /// Bound on waiting for the response head, from the request sent (a stream's, or
+    /// with [`RetryPolicy::head_time_per_token`] added per expected token, a
+    /// non-streamed call's). `None`: only the attempt timeout.
+    pub head_timeout: Option<Duration>,
+    /// Generation time allowed per token of the request's estimate, added to
+    /// [`RetryPolicy::head_timeout`] for a non-streamed call (whose head comes only once
+    /// the answer is generated).
+    pub head_time_per_token: Duration,
+    /// Bound on reading a non-streamed body, from its head to its last byte (silent or
+    /// trickling peers alike). `None`: only the attempt timeout.
+    pub body_timeout: Option<Duration>,
+    /// No retry starts with less than this left before the deadline (the first attempt
+    /// always starts).
+    pub min_attempt_time: Duration,
     /// Retry when the connection could not be made.
     pub retry_connect: bool,
     /// Retry when the connection was closed or reset before the response.
@@ -84,6 +119,11 @@ impl Default for RetryPolicy {
             deadline: Some(Duration::from_secs(600)),
             attempt_timeout: Some(Duration::from_secs(300)),
             stream_idle_timeout: Duration::from_secs(60),
+            connect_timeout: crate::request::DEFAULT_CONNECT_TIMEOUT,
+            head_timeout: Some(Duration::from_secs(60)),
+            head_time_per_token: Duration::from_millis(25),
+            body_timeout: Some(Duration::from_secs(60)),
+            min_attempt_time: Duration::from_secs(1),
             retry_connect: true,
             retry_reset: true,
             retry_timeout: true,
@@ -135,6 +175,27 @@ impl RetryPolicy {
     pub fn stream_idle_timeout(mut self, timeout: Duration) -> Self {
         self.stream_idle_timeout = timeout;
         self
+    }
+
+    /// Sets [`RetryPolicy::head_timeout`] and [`RetryPolicy::body_timeout`].
+    pub fn silence_timeouts(mut self, head: Option<Duration>, body: Option<Duration>) -> Self {
+        self.head_timeout = head;
+        self.body_timeout = body;
+        self
+    }
+
+    /// The bound on the response head of a request expecting `tokens` tokens (see
+    /// [`RetryPolicy::head_timeout`]).
+    pub fn head_timeout_for(&self, stream: bool, tokens: u64) -> Option<Duration> {
+        let base = self.head_timeout?;
+        if stream {
+            return Some(base);
+        }
+        let per_token = self
+            .head_time_per_token
+            .checked_mul(u32::try_from(tokens).unwrap_or(u32::MAX))
+            .unwrap_or(Duration::MAX);
+        Some(base.saturating_add(per_token))
     }
 
     /// Switches retries of every transport error kind on or off.

@@ -17,6 +17,7 @@ use crate::action::{Report, Signal};
 use crate::error::{Error, StreamFailure};
 use crate::models::{ApiErrorBody, ChatChunk};
 use crate::ratelimits::RateLimits;
+use crate::redact::Redactor;
 use crate::sse::{SseDecoder, SseError, SseEvent, looks_like_error};
 
 /// A stream item that may carry the final token usage.
@@ -49,6 +50,7 @@ pub struct StreamReader<T> {
     used_tokens: Option<u64>,
     correlation_id: Option<String>,
     reported: bool,
+    redactor: Redactor,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -80,8 +82,18 @@ impl<T: StreamItem> StreamReader<T> {
             used_tokens: limits.query_cost,
             correlation_id,
             reported: false,
+            redactor: Redactor::generic(),
             _item: PhantomData,
         }
+    }
+
+    /// Redacts every error of this stream with `redactor` (the call's: see
+    /// [`crate::Success::redactor`]), and fails the stream on an event that holds the
+    /// key (a server echoing the request) instead of handing it out. Without it, only
+    /// the generic patterns of [`crate::redact`] are removed.
+    pub fn redacting(mut self, redactor: &Redactor) -> Self {
+        self.redactor = redactor.clone();
+        self
     }
 
     /// When the stream counts as stalled if no byte arrives before then.
@@ -124,6 +136,10 @@ impl<T: StreamItem> StreamReader<T> {
                 None
             }
             Ok(SseEvent::Data(data)) => {
+                if self.redactor.holds_secret(data.as_bytes()) {
+                    let detail = "an event holds the API key (a server echoing the request?)";
+                    return Some(Err(self.fail(StreamFailure::BadEvent, Some(detail.into()))));
+                }
                 if looks_like_error(&data) {
                     let detail = ApiErrorBody::parse(data.as_bytes()).map(|b| b.summary());
                     return Some(Err(self.fail(StreamFailure::ServerError, detail)));
@@ -176,7 +192,9 @@ impl<T: StreamItem> StreamReader<T> {
 
     fn fail(&mut self, failure: StreamFailure, detail: Option<String>) -> Error {
         self.state = ReadState::Failed;
-        let detail = match (&self.correlation_id, detail) {
+        let detail = self.redactor.redact_opt(detail);
+        let correlation_id = self.redactor.redact_opt(self.correlation_id.clone());
+        let detail = match (&correlation_id, detail) {
             (Some(id), Some(d)) => Some(format!("{d} [correlation id {id}]")),
             (Some(id), None) => Some(format!("correlation id {id}")),
             (None, d) => d,

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::key::ApiKey;
 use crate::models::{ChatRequest, EmbeddingRequest, FimRequest, ModerationRequest, RequestSize};
+use crate::redact::{Redactor, redact_url};
 
 /// The default base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.mistral.ai";
@@ -181,7 +182,11 @@ impl Target {
     /// A target at `base_url`. Refuses to send the key over plain HTTP to anything but
     /// a loopback host unless `allow_insecure_http` is set.
     pub fn new(base_url: &str, key: ApiKey, allow_insecure_http: bool) -> Result<Self, Error> {
-        let base = check_base_url(base_url, allow_insecure_http)?;
+        let base = check_base_url(base_url, allow_insecure_http).map_err(|e| match e {
+            // The URL may hold the key (a key in its query, or the variables swapped).
+            Error::Config(m) => Error::Config(Redactor::new(&key).redact(&m)),
+            e => e,
+        })?;
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
             .map_err(|_| Error::Config("the API key cannot go into a header".into()))?;
         authorization.set_sensitive(true);
@@ -244,13 +249,27 @@ impl Target {
 
 /// Checks a base URL: `http` or `https`, a host, no query; plain `http` only to a
 /// loopback host unless allowed. Returns it without a trailing slash.
+///
+/// Its errors quote the URL only through [`redact_url`] (no credentials, no query), and
+/// a value that is not a URL at all is not quoted (it may be the key, the variables
+/// swapped): only its length is.
 pub fn check_base_url(base_url: &str, allow_insecure_http: bool) -> Result<String, Error> {
-    let uri: http::Uri = base_url
-        .parse()
-        .map_err(|_| Error::Config(format!("the base URL {base_url:?} is not a URL")))?;
+    let not_a_url = || {
+        Error::Config(format!(
+            "the base URL (MISTRAL_BASE_URL or the builder's, {} characters, not shown) is \
+             not a URL: it must start with https:// (are MISTRAL_API_KEY and \
+             MISTRAL_BASE_URL swapped?)",
+            base_url.chars().count()
+        ))
+    };
+    if !base_url.contains("://") {
+        return Err(not_a_url());
+    }
+    let shown = redact_url(base_url);
+    let uri: http::Uri = base_url.parse().map_err(|_| not_a_url())?;
     let host = uri
         .host()
-        .ok_or_else(|| Error::Config(format!("the base URL {base_url:?} has no host")))?;
+        .ok_or_else(|| Error::Config(format!("the base URL {shown:?} has no host")))?;
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(Error::Config(
             "the base URL must not carry credentials (user:password@); the key is sent as a \
@@ -260,7 +279,7 @@ pub fn check_base_url(base_url: &str, allow_insecure_http: bool) -> Result<Strin
     }
     if uri.query().is_some() {
         return Err(Error::Config(format!(
-            "the base URL {base_url:?} must not have a query"
+            "the base URL {shown:?} must not have a query"
         )));
     }
     match uri.scheme_str() {
@@ -274,7 +293,7 @@ pub fn check_base_url(base_url: &str, allow_insecure_http: bool) -> Result<Strin
         }
         _ => {
             return Err(Error::Config(format!(
-                "the base URL {base_url:?} must start with https:// (or http:// for loopback)"
+                "the base URL {shown:?} must start with https:// (or http:// for loopback)"
             )));
         }
     }

@@ -9,7 +9,7 @@ use crate::key::{ApiKey, KeyError};
 use crate::limiter::Limiter;
 use crate::limiter::spec::{ENV_VAR, LimiterSpec};
 use crate::policy::RetryPolicy;
-use crate::request::{DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, Target};
+use crate::request::{DEFAULT_BASE_URL, Target};
 
 /// A client's settings, as its builder collects them. Errors (a malformed key, a bad
 /// limiter spec) are kept and reported by [`Settings::resolve`], never at a request.
@@ -23,7 +23,7 @@ pub struct Settings {
     pub policy: RetryPolicy,
     /// Overrides the policy's attempt timeout.
     pub attempt_timeout: Option<Duration>,
-    /// Connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    /// Connect timeout, overriding the policy's (default [`crate::request::DEFAULT_CONNECT_TIMEOUT`]).
     pub connect_timeout: Option<Duration>,
     /// The `User-Agent` header.
     pub user_agent: Option<String>,
@@ -83,10 +83,13 @@ impl Settings {
         }
         let mut policy = self.policy;
         policy.attempt_timeout = self.attempt_timeout.or(policy.attempt_timeout);
+        if let Some(connect) = self.connect_timeout {
+            policy.connect_timeout = connect;
+        }
         Ok(Resolved {
             target,
+            connect_timeout: policy.connect_timeout,
             policy,
-            connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             limiter: self.limiter,
             limiter_spec: self.limiter_spec.transpose()?,
             seed: self.seed,
@@ -156,6 +159,7 @@ macro_rules! builder_setters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::DEFAULT_CONNECT_TIMEOUT;
 
     #[test]
     fn settings_resolve_with_defaults_and_report_errors() {

@@ -55,7 +55,10 @@ pub enum Verdict {
     BadRequest,
     /// 5xx.
     ServerError,
-    /// 1xx or 3xx: not something this API sends.
+    /// 3xx: a redirect. Never followed (the `Authorization` header must not go where a
+    /// response points); ends the call.
+    Redirect,
+    /// 1xx or another status this API does not send.
     Unexpected,
 }
 
@@ -81,6 +84,8 @@ pub struct Classification {
     pub body: Option<ApiErrorBody>,
     /// Status, correlation id, body excerpt and rate limits.
     pub info: ResponseInfo,
+    /// A redirect's `Location` header, as sent (not yet redacted).
+    pub location: Option<String>,
 }
 
 /// Classifies one response.
@@ -107,6 +112,7 @@ pub fn classify(
         408 => Verdict::RequestTimeout,
         400..=499 => Verdict::BadRequest,
         500..=599 => Verdict::ServerError,
+        300..=399 => Verdict::Redirect,
         _ => Verdict::Unexpected,
     };
     let info = ResponseInfo {
@@ -121,10 +127,15 @@ pub fn classify(
         },
         limits,
     };
+    let location = (verdict == Verdict::Redirect)
+        .then(|| headers.get(http::header::LOCATION))
+        .flatten()
+        .map(|l| bounded(&String::from_utf8_lossy(l.as_bytes()), 256));
     Classification {
         verdict,
         body: parsed,
         info,
+        location,
     }
 }
 

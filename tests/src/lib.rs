@@ -9,6 +9,9 @@
 //!   generated config, free port, an access log to judge by), killed on drop.
 //! - [`raw_http`]: a tiny blocking HTTP/1.1 client over `std::net::TcpStream`, for tests
 //!   that must see the wire as it is (resets, cut streams, stalls).
+//! - [`hostile`]: a hostile HTTP/1.1 server on raw sockets (silent, trickling, echoing
+//!   the key, lying about lengths, oversized, redirecting) for the hostile conformance
+//!   table.
 //! - The `mistral-emulator` binary ([`run_cli`]) serves an emulator until killed.
 //! - [`bench`](mod@bench): the rate-limit benchmark of `cargo xtask bench` (`mistral-bench`).
 //! - [`demo`](mod@demo): the end-to-end demo of `cargo xtask demo` (`mistral-demo`).
@@ -19,6 +22,7 @@ pub mod bench;
 pub mod demo;
 pub mod emulator;
 pub mod nginx;
+pub mod hostile;
 pub mod raw_http;
 
 pub use emulator::*;

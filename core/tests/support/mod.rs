@@ -41,7 +41,7 @@ pub fn ok() -> Answer {
     respond(
         200,
         &[("mistral-correlation-id", "ok-1")],
-        r#"{"id":"x","usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#,
+        r#"{"id":"x","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#,
     )
 }
 

@@ -1,0 +1,235 @@
+//! The one redaction every string from the network or the configuration goes through
+//! before it reaches an error, a log or a `Display`.
+//!
+//! Servers and proxies echo what they received: a 502 page quoting the request head, a
+//! 200 from a captive proxy holding `authorization: Bearer …`, an SSE error event, a
+//! `mistral-correlation-id` header, a URL with `?api_key=…`. The core never lets any of
+//! it through unredacted: [`Redactor::redact`] is applied to response excerpts and
+//! messages (every status), decode errors, stream events and their errors, header
+//! values kept in errors, transport messages, and the configuration errors that quote a
+//! base URL. A [`Redactor`] removes
+//!
+//! - the API key itself, wherever it appears;
+//! - any `Bearer <token>` of 8 characters or more (another key, or ours split oddly);
+//! - the user and password of a URL (`scheme://user:pass@host` → `scheme://***@host`);
+//! - the query of a URL (`https://host/path?key=…` → `https://host/path?***`).
+//!
+//! A 2xx body or event that holds the key is not an answer from Mistral (a proxy or a
+//! test server echoing the request): the call fails with [`crate::Error::Decode`] or
+//! the stream with an error, both redacted, rather than hand the key to the caller.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::key::ApiKey;
+
+/// What to remove: the key of a client (or nothing but the generic patterns).
+///
+/// Cheap to clone. `Debug` never prints the key.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Redactor {
+    secret: Option<Arc<str>>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.secret.is_some() {
+            "Redactor(key)"
+        } else {
+            "Redactor"
+        })
+    }
+}
+
+impl Redactor {
+    /// A redactor of `key` (and of the generic patterns).
+    pub fn new(key: &ApiKey) -> Self {
+        Self::of_secret(key.expose())
+    }
+
+    /// A redactor of `secret` (empty: only the generic patterns).
+    pub fn of_secret(secret: &str) -> Self {
+        Self {
+            secret: (!secret.is_empty()).then(|| Arc::from(secret)),
+        }
+    }
+
+    /// A redactor of the generic patterns only (no key known).
+    pub fn generic() -> Self {
+        Self::default()
+    }
+
+    /// `text` with the key, bearer tokens, URL credentials and URL queries replaced by
+    /// `***`.
+    pub fn redact(&self, text: &str) -> String {
+        redact(text, self.secret.as_deref())
+    }
+
+    /// [`Redactor::redact`] of an optional string.
+    pub fn redact_opt(&self, text: Option<String>) -> Option<String> {
+        text.map(|t| self.redact(&t))
+    }
+
+    /// `true` when `bytes` hold the key.
+    pub fn holds_secret(&self, bytes: &[u8]) -> bool {
+        match &self.secret {
+            Some(s) => contains(bytes, s.as_bytes()),
+            None => false,
+        }
+    }
+}
+
+/// The redaction itself (see the module docs); `secret` is the API key when known.
+pub fn redact(text: &str, secret: Option<&str>) -> String {
+    let mut out = match secret.filter(|s| !s.is_empty()) {
+        Some(s) if text.contains(s) => text.replace(s, "***"),
+        _ => text.to_owned(),
+    };
+    out = redact_bearer(&out);
+    if out.contains("://") {
+        out = redact_urls(&out);
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `Bearer <token>` → `Bearer ***` (any case, any run of spaces, `%20` or `+`).
+fn redact_bearer(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    if !lower.contains("bearer") {
+        return text.to_owned();
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while let Some(found) = lower[i..].find("bearer") {
+        let start = i + found;
+        let mut j = start + "bearer".len();
+        let gap_start = j;
+        loop {
+            if j < bytes.len() && (bytes[j] == b' ' || bytes[j] == b'+' || bytes[j] == b'\t') {
+                j += 1;
+            } else if lower[j..].starts_with("%20") {
+                j += 3;
+            } else {
+                break;
+            }
+        }
+        let token_start = j;
+        while j < bytes.len() && is_token_byte(bytes[j]) {
+            j += 1;
+        }
+        // Tokens are long; a short word after "bearer" is prose (`the bearer of …`).
+        if j >= token_start + 8 && token_start > gap_start {
+            out.push_str(&text[copied..token_start]);
+            out.push_str("***");
+            copied = j;
+        }
+        i = j.max(start + 1);
+        while i < text.len() && !text.is_char_boundary(i) {
+            i += 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=')
+}
+
+/// Every URL in `text` through [`redact_url`]; a URL ends at whitespace or a quote.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        // The scheme: letters, digits, `+`, `-`, `.` before `://`.
+        let scheme_start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..scheme_start]);
+        out.push_str(&redact_url(&rest[scheme_start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A URL with its user and password (`scheme://***@host`) and its query (`?***`)
+/// hidden; the rest (scheme, host, port, path) kept.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let mut out = match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]),
+        None => url.to_owned(),
+    };
+    if let Some(q) = out.find('?') {
+        let fragment = out[q..].find('#').map(|f| q + f);
+        let tail = fragment.map(|f| out[f..].to_owned()).unwrap_or_default();
+        out.truncate(q);
+        out.push_str("?***");
+        out.push_str(&tail);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "sk-Secret-Qz7Wm3Kp9Xv2";
+
+    #[test]
+    fn the_key_goes_wherever_it_is() {
+        let r = Redactor::of_secret(KEY);
+        for text in [
+            format!("authorization: Bearer {KEY}"),
+            format!("{{\"echo\":\"{KEY}\"}}"),
+            format!("x{KEY}y{KEY}"),
+            format!("https://h/p?api_key={KEY}"),
+            format!("bearer%20{KEY}"),
+        ] {
+            let out = r.redact(&text);
+            assert!(!out.contains(KEY), "{out}");
+            assert!(!out.contains("Secret"), "{out}");
+        }
+        assert!(r.holds_secret(format!("..{KEY}..").as_bytes()));
+        assert!(!r.holds_secret(b"nothing"));
+        assert_eq!(format!("{r:?}"), "Redactor(key)");
+    }
+
+    #[test]
+    fn generic_patterns_without_a_key() {
+        let r = Redactor::generic();
+        assert_eq!(
+            r.redact("Authorization: Bearer abc.DEF-123 next"),
+            "Authorization: Bearer *** next"
+        );
+        assert_eq!(r.redact("BEARER   tok12345"), "BEARER   ***");
+        assert_eq!(r.redact("the bearer of news"), "the bearer of news");
+        assert_eq!(r.redact("bearer"), "bearer");
+        assert_eq!(
+            r.redact("see https://u:p@host:1/x?key=v#frag and more"),
+            "see https://***@host:1/x?***#frag and more"
+        );
+        assert_eq!(r.redact("\"http://h/a?b\""), "\"http://h/a?***\"");
+        assert_eq!(r.redact("no urls here"), "no urls here");
+        assert_eq!(redact_url("redis://:p@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redact_url("redis://h:1/x@y"), "redis://h:1/x@y");
+        assert_eq!(redact_url("no scheme"), "no scheme");
+        // Multibyte text around the patterns is kept whole.
+        assert_eq!(r.redact("é bearer é"), "é bearer é");
+        assert_eq!(r.redact("ébearer x1234567"), "ébearer ***");
+    }
+}
