@@ -573,13 +573,12 @@ impl Call {
     }
 
     fn check_deadline(&mut self, now: Instant) -> Option<Action> {
-        // A retry with less than `min_attempt_time` left could not finish: the call ends
-        // now rather than spend a slot of the budget on it (the first attempt always
-        // goes).
-        let margin = if self.attempts > 0 {
-            self.policy.min_attempt_time
-        } else {
-            Duration::ZERO
+        // A retry with less than `min_attempt_time` (at most a tenth of the deadline)
+        // left could not finish: the call ends now rather than spend a slot of the budget
+        // on it (the first attempt always goes).
+        let margin = match (self.attempts, self.policy.deadline) {
+            (0, _) | (_, None) => Duration::ZERO,
+            (_, Some(deadline)) => self.policy.min_attempt_time.min(deadline / 10),
         };
         if self.deadline.is_some_and(|d| now + margin >= d) {
             let last = self.last_error.take();

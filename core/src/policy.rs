@@ -30,8 +30,8 @@
 //! | the whole call | [`RetryPolicy::deadline`] | 600 s | waits and retries included |
 //!
 //! Each bound is cut to what is left of the deadline, and no retry starts with less
-//! than [`RetryPolicy::min_attempt_time`] (1 s) left: it could not finish, and would only
-//! spend a slot of the budget.
+//! than [`RetryPolicy::min_attempt_time`] (1 s, or a tenth of the deadline if less) left:
+//! it could not finish, and would only spend a slot of the budget.
 
 use std::time::Duration;
 
@@ -85,8 +85,8 @@ pub struct RetryPolicy {
     /// Bound on reading a non-streamed body, from its head to its last byte (silent or
     /// trickling peers alike). `None`: only the attempt timeout.
     pub body_timeout: Option<Duration>,
-    /// No retry starts with less than this left before the deadline (the first attempt
-    /// always starts).
+    /// No retry starts with less than this (or a tenth of the deadline, if less) left
+    /// before the deadline: it could not finish. The first attempt always starts.
     pub min_attempt_time: Duration,
     /// Retry when the connection could not be made.
     pub retry_connect: bool,

@@ -533,3 +533,61 @@ fn a_policy_that_ignores_headers_backs_off_instead() {
     assert_eq!(waits[0].1, WaitReason::Backoff);
     assert!(waits[0].0 <= Duration::from_millis(100), "{waits:?}");
 }
+
+/// An attempt that times out with half a second of a 10 s deadline left: the retry could
+/// not finish, so it is not started (and not counted); the call ends with the deadline
+/// and the last error. (Before: a second attempt started with 0.5 s left.)
+#[test]
+fn no_retry_starts_with_under_a_second_left() {
+    let policy = RetryPolicy::default()
+        .deadline(Some(Duration::from_secs(10)))
+        .attempt_timeout(Some(Duration::from_millis(9_500)))
+        .backoff(Duration::from_millis(1), Duration::from_millis(1));
+    let run = drive(&policy, 1, vec![Answer::Hang, Answer::Hang], |_| Grant::Now);
+    assert_eq!(run.sends().len(), 1, "{:?}", run.events);
+    match run.err() {
+        Error::Deadline { trail, last, .. } => {
+            assert_eq!(trail.attempts, 1);
+            assert!(matches!(last.as_deref(), Some(Error::Transport { .. })));
+        }
+        other => panic!("expected the deadline, got {other}"),
+    }
+}
+
+/// The phase bounds of each attempt: the head bound of a non-streamed call grows with its
+/// token estimate (its head comes once the answer is generated), a stream's does not;
+/// every bound is cut to what is left of the deadline.
+#[test]
+fn every_attempt_carries_its_phase_bounds() {
+    let policy = RetryPolicy::default();
+    assert_eq!(
+        policy.head_timeout_for(false, 1_000),
+        Some(Duration::from_secs(85))
+    );
+    assert_eq!(
+        policy.head_timeout_for(true, 1_000),
+        Some(Duration::from_secs(60))
+    );
+    let now = std::time::Instant::now();
+    let short = RetryPolicy::default().deadline(Some(Duration::from_secs(5)));
+    let mut call = mistral_core::Call::new(support::chat_request(false), &short, now, 1);
+    assert!(matches!(call.poll(now), mistral_core::Action::Reserve(_)));
+    call.handle_grant(now, Grant::Now);
+    let mistral_core::Action::Send(attempt) = call.poll(now) else {
+        panic!("expected a send");
+    };
+    assert_eq!(attempt.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(attempt.head_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(attempt.body_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(attempt.connect_timeout, Some(Duration::from_secs(5)));
+    let mut stream =
+        mistral_core::Call::new(support::chat_request(true), &RetryPolicy::default(), now, 1);
+    stream.poll(now);
+    stream.handle_grant(now, Grant::Now);
+    let mistral_core::Action::Send(attempt) = stream.poll(now) else {
+        panic!("expected a send");
+    };
+    assert_eq!(attempt.head_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(attempt.body_timeout, None);
+    assert_eq!(attempt.connect_timeout, Some(Duration::from_secs(10)));
+}

@@ -142,11 +142,18 @@ rows! {
         requests: (1, 1),
         within: ms(4_000),
     };
-    // A retry with under a second left is not started, and not counted.
+    // A retry that could not finish (under a second left, or here, under a tenth of a
+    // 1.3 s deadline: the first attempt's head bound ends at 1.2 s) is not started, and
+    // not counted.
     no_retry_with_under_a_second_left: Row {
         behaviour: || Behaviour::Silent,
         stream: false,
-        policy: || policy().max_attempts(5).deadline(Some(ms(1_300))),
+        policy: || {
+            policy()
+                .max_attempts(5)
+                .deadline(Some(ms(1_300)))
+                .silence_timeouts(Some(ms(1_200)), None)
+        },
         check: |o| match o {
             Err(e @ Error::Deadline { trail, .. }) if trail.attempts == 1 => {
                 e.to_string().contains("1 attempt,").then_some(()).ok_or(format!("{e}"))
