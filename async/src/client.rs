@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use mistral_core::{Action, Call, Resolved, Settings, Success, Target, Telemetry};
+use mistral_core::{Action, Call, CallOptions, Resolved, Settings, Success, Target, Telemetry};
 use serde::de::DeserializeOwned;
 
 use crate::transport::{self, Exchange};
@@ -22,6 +22,8 @@ pub(crate) fn now() -> Instant {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Options over the policy for every call through this handle.
+    options: CallOptions,
 }
 
 struct Inner {
@@ -40,6 +42,7 @@ impl fmt::Debug for Client {
             .field("base_url", &self.inner.target.base_url())
             .field("key", &self.inner.target.key().fingerprint())
             .field("policy", &self.inner.policy)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
@@ -61,37 +64,115 @@ impl Client {
         ClientBuilder::default()
     }
 
+    /// A handle on this client whose every call uses `options` over the client's
+    /// [`RetryPolicy`] (over the options of this handle, for those it sets again). It
+    /// shares the connections, the limiter and the statistics; nothing is built.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use std::time::Duration;
+    /// use mistral_async::{CallOptions, ChatRequest, Message};
+    ///
+    /// let quick = CallOptions::new().deadline(Duration::from_secs(20)).max_attempts(3);
+    /// let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hi")]);
+    /// let reply = client.with_options(quick).chat(request).await?;
+    /// # drop(reply);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_options(&self, options: CallOptions) -> Client {
+        Client {
+            inner: Arc::clone(&self.inner),
+            options: self.options.merged(options),
+        }
+    }
+
+    /// The options this handle's calls use over the client's policy (none for a client
+    /// from its builder).
+    pub fn options(&self) -> CallOptions {
+        self.options
+    }
+
     /// `POST /v1/chat/completions` (never streamed: see [`Client::chat_stream`]).
-    pub async fn chat(&self, request: &ChatRequest) -> Result<Reply<ChatResponse>, Error> {
-        self.fetch(ApiRequest::chat(&request.clone().stream(false))?)
-            .await
+    ///
+    /// Takes the request by value (a `&ChatRequest` converts by cloning it), so the
+    /// future borrows only the client:
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) {
+    /// use futures_util::{StreamExt, stream};
+    /// use mistral_async::{ChatRequest, Message};
+    ///
+    /// let requests = (0..100).map(|i| {
+    ///     ChatRequest::new("mistral-small-latest", vec![Message::user(format!("Say {i}"))])
+    /// });
+    /// let replies: Vec<_> = stream::iter(requests)
+    ///     .map(|req| client.chat(req))
+    ///     .buffer_unordered(32)
+    ///     .collect()
+    ///     .await;
+    /// # drop(replies);
+    /// # }
+    /// ```
+    pub async fn chat(
+        &self,
+        request: impl Into<ChatRequest>,
+    ) -> Result<Reply<ChatResponse>, Error> {
+        let request = ApiRequest::chat(&request.into().stream(false));
+        self.fetch(request?).await
     }
 
     /// `POST /v1/chat/completions` as a stream of chunks.
-    pub async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, Error> {
-        self.open_stream(ApiRequest::chat_stream(request)?).await
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use futures_util::StreamExt;
+    /// use mistral_async::{ChatRequest, Message};
+    ///
+    /// let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hi")]);
+    /// let mut stream = client.chat_stream(request).await?;
+    /// while let Some(chunk) = stream.next().await {
+    ///     print!("{}", chunk?.text().unwrap_or_default());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn chat_stream(&self, request: impl Into<ChatRequest>) -> Result<ChatStream, Error> {
+        let request = ApiRequest::chat(&request.into().stream(true));
+        self.open_stream(request?).await
     }
 
     /// `POST /v1/fim/completions` (never streamed: see [`Client::fim_stream`]).
-    pub async fn fim(&self, request: &FimRequest) -> Result<Reply<ChatResponse>, Error> {
-        self.fetch(ApiRequest::fim(&request.clone().stream(false))?)
-            .await
+    pub async fn fim(&self, request: impl Into<FimRequest>) -> Result<Reply<ChatResponse>, Error> {
+        let request = ApiRequest::fim(&request.into().stream(false));
+        self.fetch(request?).await
     }
 
     /// `POST /v1/fim/completions` as a stream of chunks.
-    pub async fn fim_stream(&self, request: &FimRequest) -> Result<ChatStream, Error> {
-        self.open_stream(ApiRequest::fim_stream(request)?).await
+    pub async fn fim_stream(&self, request: impl Into<FimRequest>) -> Result<ChatStream, Error> {
+        let request = ApiRequest::fim(&request.into().stream(true));
+        self.open_stream(request?).await
     }
 
     /// `POST /v1/embeddings`.
     pub async fn embeddings(
         &self,
-        request: &EmbeddingRequest,
+        request: impl Into<EmbeddingRequest>,
     ) -> Result<Reply<EmbeddingResponse>, Error> {
-        self.fetch(ApiRequest::embeddings(request)?).await
+        let request = ApiRequest::embeddings(&request.into());
+        self.fetch(request?).await
     }
 
     /// `GET /v1/models`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// for model in client.list_models().await?.into_inner().data {
+    ///     println!("{}", model.id);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn list_models(&self) -> Result<Reply<ModelList>, Error> {
         self.fetch(ApiRequest::list_models()).await
     }
@@ -99,9 +180,10 @@ impl Client {
     /// `POST /v1/moderations`.
     pub async fn moderations(
         &self,
-        request: &ModerationRequest,
+        request: impl Into<ModerationRequest>,
     ) -> Result<Reply<ModerationResponse>, Error> {
-        self.fetch(ApiRequest::moderations(request)?).await
+        let request = ApiRequest::moderations(&request.into());
+        self.fetch(request?).await
     }
 
     /// Checks the key with `GET /v1/models`: `Ok` if the server accepts it, otherwise the
@@ -128,13 +210,8 @@ impl Client {
     async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(&request).await?;
         let limiter = Arc::clone(&self.inner.limiter);
-        Ok(ChatStream::open(
-            &request,
-            success,
-            body,
-            &self.inner.policy,
-            limiter,
-        ))
+        let policy = self.options.apply(&self.inner.policy);
+        Ok(ChatStream::open(&request, success, body, &policy, limiter))
     }
 
     /// Drives one call to its end: the success, and for a stream the response whose body
@@ -147,7 +224,8 @@ impl Client {
         let prepared = inner.target.prepare(request)?;
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
         inner.telemetry.call_started();
-        let mut call = Call::new(prepared, &inner.policy, now(), seed);
+        let policy = self.options.apply(&inner.policy);
+        let mut call = Call::new(prepared, &policy, now(), seed);
         let mut stream = None;
         loop {
             let action = call.poll(now());
@@ -224,6 +302,7 @@ impl ClientBuilder {
                 telemetry: Telemetry::new(),
                 seeds: AtomicU64::new(seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
+            options: CallOptions::new(),
         })
     }
 }

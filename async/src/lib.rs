@@ -47,7 +47,8 @@ pub use mistral_core;
 pub use mistral_core::models::*;
 pub use mistral_core::request::DEFAULT_BASE_URL;
 pub use mistral_core::{
-    ApiKey, ApiRequest, Ask, Bucket, Error, Grant, KeyError, Limiter, LimiterConfig, Limits,
-    LocalLimiter, NoLimiter, Quota, RateLimitedCounts, RateLimits, Reply, Report, ResponseInfo,
-    RetryPolicy, Signal, Stats, StreamFailure, Success, Trail, TransportKind, WaitReason, Window,
+    ApiKey, ApiRequest, Ask, Bucket, CallOptions, Error, Grant, KeyError, Limiter, LimiterConfig,
+    Limits, LocalLimiter, NoLimiter, Quota, RateLimitedCounts, RateLimits, Reply, Report,
+    ResponseInfo, RetryPolicy, Signal, Stats, StreamFailure, Success, Trail, TransportKind,
+    WaitReason, Window,
 };

@@ -11,8 +11,8 @@ use mistral_core::models::{
     ModerationRequest, ModerationResponse,
 };
 use mistral_core::{
-    Action, ApiRequest, Call, Error, Limiter, Reply, Resolved, RetryPolicy, Settings, Stats,
-    Success, Target, Telemetry,
+    Action, ApiRequest, Call, CallOptions, Error, Limiter, Reply, Resolved, RetryPolicy, Settings,
+    Stats, Success, Target, Telemetry,
 };
 use serde::de::DeserializeOwned;
 
@@ -26,6 +26,8 @@ use crate::exchange::{Exchange, exchange};
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Options over the policy for every call through this handle.
+    options: CallOptions,
 }
 
 struct Inner {
@@ -83,6 +85,7 @@ impl ClientBuilder {
                 telemetry: Telemetry::new(),
                 seeds: AtomicU64::new(seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
+            options: CallOptions::new(),
         })
     }
 }
@@ -104,35 +107,99 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// `POST /v1/chat/completions`.
-    pub fn chat(&self, request: &ChatRequest) -> Result<Reply<ChatResponse>, Error> {
-        self.reply(&ApiRequest::chat(&request.clone().stream(false))?)
+    /// A handle on this client whose every call uses `options` over the client's
+    /// [`RetryPolicy`] (over the options of this handle, for those it sets again). It
+    /// shares the connections, the limiter and the statistics; nothing is built.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use std::time::Duration;
+    /// use mistral_blocking::{CallOptions, ChatRequest, Message};
+    ///
+    /// let quick = CallOptions::new().deadline(Duration::from_secs(20)).max_attempts(3);
+    /// let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hi")]);
+    /// let reply = client.with_options(quick).chat(request)?;
+    /// # drop(reply);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_options(&self, options: CallOptions) -> Client {
+        Client {
+            inner: Arc::clone(&self.inner),
+            options: self.options.merged(options),
+        }
+    }
+
+    /// The options this handle's calls use over the client's policy (none for a client
+    /// from its builder).
+    pub fn options(&self) -> CallOptions {
+        self.options
+    }
+
+    /// `POST /v1/chat/completions` (never streamed: see [`Client::chat_stream`]).
+    ///
+    /// Takes the request by value; a `&ChatRequest` converts by cloning it.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::{ChatRequest, Message};
+    ///
+    /// let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hi")]);
+    /// let reply = client.chat(request)?;
+    /// println!("{}", reply.text().unwrap_or_default());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn chat(&self, request: impl Into<ChatRequest>) -> Result<Reply<ChatResponse>, Error> {
+        self.reply(&ApiRequest::chat(&request.into().stream(false))?)
     }
 
     /// `POST /v1/chat/completions` as a stream of chunks.
-    pub fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, Error> {
-        self.stream(&ApiRequest::chat_stream(request)?)
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::{ChatRequest, Message};
+    ///
+    /// let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hi")]);
+    /// for chunk in client.chat_stream(request)? {
+    ///     print!("{}", chunk?.text().unwrap_or_default());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn chat_stream(&self, request: impl Into<ChatRequest>) -> Result<ChatStream, Error> {
+        self.stream(&ApiRequest::chat(&request.into().stream(true))?)
     }
 
-    /// `POST /v1/fim/completions` (fill in the middle).
-    pub fn fim(&self, request: &FimRequest) -> Result<Reply<ChatResponse>, Error> {
-        self.reply(&ApiRequest::fim(&request.clone().stream(false))?)
+    /// `POST /v1/fim/completions` (fill in the middle; never streamed: see
+    /// [`Client::fim_stream`]).
+    pub fn fim(&self, request: impl Into<FimRequest>) -> Result<Reply<ChatResponse>, Error> {
+        self.reply(&ApiRequest::fim(&request.into().stream(false))?)
     }
 
     /// `POST /v1/fim/completions` as a stream of chunks.
-    pub fn fim_stream(&self, request: &FimRequest) -> Result<ChatStream, Error> {
-        self.stream(&ApiRequest::fim_stream(request)?)
+    pub fn fim_stream(&self, request: impl Into<FimRequest>) -> Result<ChatStream, Error> {
+        self.stream(&ApiRequest::fim(&request.into().stream(true))?)
     }
 
     /// `POST /v1/embeddings`.
     pub fn embeddings(
         &self,
-        request: &EmbeddingRequest,
+        request: impl Into<EmbeddingRequest>,
     ) -> Result<Reply<EmbeddingResponse>, Error> {
-        self.reply(&ApiRequest::embeddings(request)?)
+        self.reply(&ApiRequest::embeddings(&request.into())?)
     }
 
     /// `GET /v1/models`.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// for model in client.list_models()?.into_inner().data {
+    ///     println!("{}", model.id);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn list_models(&self) -> Result<Reply<ModelList>, Error> {
         self.reply(&ApiRequest::list_models())
     }
@@ -140,9 +207,9 @@ impl Client {
     /// `POST /v1/moderations`.
     pub fn moderations(
         &self,
-        request: &ModerationRequest,
+        request: impl Into<ModerationRequest>,
     ) -> Result<Reply<ModerationResponse>, Error> {
-        self.reply(&ApiRequest::moderations(request)?)
+        self.reply(&ApiRequest::moderations(&request.into())?)
     }
 
     /// Checks the key with `GET /v1/models`: `Ok` or the error (usually
@@ -170,7 +237,8 @@ impl Client {
     fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(request)?;
         let limiter = Arc::clone(&self.inner.limiter);
-        ChatStream::open(request, success, body, &self.inner.policy, limiter)
+        let policy = self.options.apply(&self.inner.policy);
+        ChatStream::open(request, success, body, &policy, limiter)
     }
 
     /// Drives one call of `request` to its end; for a stream, also hands back the body.
@@ -178,7 +246,8 @@ impl Client {
         let inner = &*self.inner;
         let prepared = inner.target.prepare(request)?;
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
-        let mut call = Call::new(prepared, &inner.policy, Instant::now(), seed);
+        let policy = self.options.apply(&inner.policy);
+        let mut call = Call::new(prepared, &policy, Instant::now(), seed);
         inner.telemetry.call_started();
         let mut body = None;
         loop {
@@ -187,7 +256,7 @@ impl Client {
             inner.telemetry.observe(&action);
             match action {
                 Action::Reserve(ask) => call.handle_grant(now, inner.limiter.reserve(now, &ask)),
-                Action::Send(attempt) => match exchange(&inner.agent, &inner.policy, &attempt) {
+                Action::Send(attempt) => match exchange(&inner.agent, &policy, &attempt) {
                     Exchange::Response(head, bytes, stream) => {
                         body = stream;
                         let response = http::Response::from_parts(head, bytes);
@@ -215,6 +284,7 @@ impl fmt::Debug for Client {
             .field("base_url", &self.inner.target.base_url())
             .field("policy", &self.inner.policy)
             .field("limiter", &self.inner.limiter)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }

@@ -78,7 +78,9 @@ fn until_the_first_answer_one_probe_goes_and_the_others_recheck() {
         &report(Signal::Success, req_limits(60, 60, 59), 1, Some(1)),
     );
     assert_eq!(b.source, Source::Headers);
-    let waits: Vec<u64> = (0..60).map(|_| go(b.reserve(50_000, &rv(1, false)))).collect();
+    let waits: Vec<u64> = (0..60)
+        .map(|_| go(b.reserve(50_000, &rv(1, false))))
+        .collect();
     assert_eq!(waits[..58], [0; 58]);
     assert!(waits[59] - waits[58] >= S, "{waits:?}");
 }
@@ -395,7 +397,9 @@ fn announced_remaining_goes_at_once_then_pacing_resumes_one_unit_later() {
     let mut ok = report(Signal::Success, req_limits(50, 60, 49), 1, Some(1));
     ok.ticket = Some(probe);
     b.report(10_000, &ok);
-    let waits: Vec<u64> = (0..52).map(|_| go(b.reserve(10_000, &rv(1, false)))).collect();
+    let waits: Vec<u64> = (0..52)
+        .map(|_| go(b.reserve(10_000, &rv(1, false))))
+        .collect();
     // All but the last of the 49 the server offers go at once (the last is paced:
     // requests may reach the server in another order than they were booked).
     assert_eq!(waits[..48], [0; 48], "the burst the server offers");

@@ -21,8 +21,8 @@
 pub mod bench;
 pub mod demo;
 pub mod emulator;
-pub mod nginx;
 pub mod hostile;
+pub mod nginx;
 pub mod raw_http;
 
 pub use emulator::*;

@@ -373,9 +373,9 @@ fn run_blocking(url: &str, stream: bool, policy: RetryPolicy) -> Outcome {
         .limiter(Arc::new(NoLimiter))
         .build()?;
     if !stream {
-        return client.chat(&request()).map(|r| format!("{r:?}"));
+        return client.chat(request()).map(|r| format!("{r:?}"));
     }
-    let stream = client.chat_stream(&request())?;
+    let stream = client.chat_stream(request())?;
     let head = format!("{:?}", stream.head());
     let mut chunks = Vec::new();
     for chunk in stream {

@@ -1,0 +1,23 @@
+//! The user programs of `tests/examples` (and the README's), run against the emulator.
+
+#[path = "../examples/buffer_unordered.rs"]
+mod buffer_unordered;
+
+use mistral_tests::{Config, Emulator};
+
+#[test]
+fn buffer_unordered_sends_every_request_by_value() {
+    let emu = Emulator::start(Config::default());
+    let client = mistral_async::Client::builder()
+        .api_key(emu.key())
+        .base_url(emu.url())
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let texts = runtime
+        .block_on(buffer_unordered::run(&client, 100))
+        .unwrap();
+    assert_eq!(texts.len(), 100);
+    assert!(texts.iter().all(|t| !t.is_empty()));
+    assert_eq!(emu.log().admitted(), 100);
+}
