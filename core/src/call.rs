@@ -36,12 +36,18 @@ pub struct Call {
     confirming: bool,
     /// Re-checks in a row (their interval doubles while a probe is out).
     rechecks: u32,
+    /// The call has said at WARN that it has been waiting long ([`LONG_CALL`]).
+    warned: bool,
     /// Removes the key from everything the network sends back (see [`crate::redact`]).
     redactor: Redactor,
     /// 2xx responses whose body was cut: the second one ends the call (each may have
     /// been billed).
     cut_successes: u32,
 }
+
+/// How long a call may go (waits, attempts) before it says so at WARN, once: it is
+/// still within its deadline, but a user who sees nothing for this long wonders why.
+pub const LONG_CALL: Duration = Duration::from_secs(30);
 
 /// `now + d`, or as far as an `Instant` goes.
 fn later(now: Instant, d: Duration) -> Instant {
@@ -118,7 +124,27 @@ impl Call {
             ticket: None,
             confirming: false,
             rechecks: 0,
+            warned: false,
         }
+    }
+
+    /// Says once, at WARN, that this call has been going for [`LONG_CALL`] or will have
+    /// by `until` (the end of the wait it starts now), and why it waits.
+    fn warn_if_long(&mut self, until: Instant, why: &dyn std::fmt::Display) {
+        let going = until.saturating_duration_since(self.started);
+        if self.warned || going < LONG_CALL {
+            return;
+        }
+        self.warned = true;
+        tracing::warn!(
+            model = self.prepared.model.as_deref().unwrap_or(""),
+            path = self.prepared.request.uri().path(),
+            attempts = self.attempts,
+            waited_s = going.as_secs_f64(),
+            deadline_s = self.policy.deadline.map(|d| d.as_secs_f64()),
+            reason = %why,
+            "mistral: a call has been waiting long"
+        );
     }
 
     /// The time an attempt needs at least: a slot later than `deadline − this` is of
@@ -170,6 +196,7 @@ impl Call {
                     next,
                 } => {
                     if now < until {
+                        self.warn_if_long(until, &why);
                         self.state = State::Waiting {
                             since,
                             until,
@@ -208,6 +235,7 @@ impl Call {
                         }
                     }
                     _ => {
+                        self.warn_if_long(now, &"in flight");
                         let until = timeout_at.unwrap_or(later(now, Duration::from_secs(86_400)));
                         self.state = State::InFlight { id, timeout_at };
                         return Action::Wait {
