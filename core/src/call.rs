@@ -502,6 +502,7 @@ impl Call {
             kind: error.kind,
             message: self.redactor.redact(&error.message),
             trail: Trail::default(),
+            source: error.cause(&self.redactor),
         };
         self.settle(now, error, plan);
     }
@@ -728,7 +729,7 @@ impl Call {
                 (plan, Signal::Capacity)
             }
             Verdict::ServerError | Verdict::RequestTimeout => {
-                let retryable = matches!(c.info.status, 408 | 500 | 502 | 503 | 504);
+                let retryable = matches!(c.info.status_u16(), Some(408 | 500 | 502 | 503 | 504));
                 let plan = if retryable && self.policy.retry_server_errors {
                     self.backoff_plan(hint)
                 } else {

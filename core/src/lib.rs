@@ -116,7 +116,7 @@ pub mod verdict;
 
 pub use action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, Ticket, WaitReason};
 pub use call::{Call, LONG_CALL};
-pub use error::{Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
+pub use error::{Cause, Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
 pub use key::{ApiKey, KeyError};
 pub use limiter::{Limiter, LimiterConfig, Limits, LocalLimiter, NoLimiter};
 pub use options::CallOptions;
