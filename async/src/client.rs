@@ -143,6 +143,17 @@ impl Client {
     }
 
     /// `POST /v1/fim/completions` (never streamed: see [`Client::fim_stream`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use mistral_async::FimRequest;
+    ///
+    /// let request = FimRequest::new("codestral-latest", "fn add(a: i32, b: i32) -> i32 {").suffix("}");
+    /// let reply = client.fim(request).await?;
+    /// println!("{}", reply.text().unwrap_or_default());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn fim(&self, request: impl Into<FimRequest>) -> Result<Reply<ChatResponse>, Error> {
         let request = ApiRequest::fim(&request.into().stream(false));
         self.fetch(request?).await
@@ -155,6 +166,18 @@ impl Client {
     }
 
     /// `POST /v1/embeddings`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use mistral_async::EmbeddingRequest;
+    ///
+    /// let reply = client
+    ///     .embeddings(EmbeddingRequest::new("mistral-embed", vec!["one", "two"]))
+    ///     .await?;
+    /// println!("{} vectors", reply.vectors().len());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn embeddings(
         &self,
         request: impl Into<EmbeddingRequest>,
@@ -178,6 +201,18 @@ impl Client {
     }
 
     /// `POST /v1/moderations`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use mistral_async::ModerationRequest;
+    ///
+    /// let reply = client
+    ///     .moderations(ModerationRequest::new("mistral-moderation-latest", "some text"))
+    ///     .await?;
+    /// println!("flagged: {}", reply.results.iter().any(|r| r.flagged()));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn moderations(
         &self,
         request: impl Into<ModerationRequest>,
@@ -188,17 +223,50 @@ impl Client {
 
     /// Checks the key with `GET /v1/models`: `Ok` if the server accepts it, otherwise the
     /// error ([`Error::Unauthorized`] for a refused key).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// match client.verify_key().await {
+    ///     Ok(()) => println!("the key works"),
+    ///     Err(mistral_async::Error::Unauthorized { .. }) => eprintln!("check MISTRAL_API_KEY"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn verify_key(&self) -> Result<(), Error> {
         self.run(&ApiRequest::list_models()).await.map(drop)
     }
 
     /// Any call, for endpoints without a typed method: the JSON body of the response,
     /// with the same retries and pacing. The response is read whole (not as a stream).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use mistral_async::ApiRequest;
+    ///
+    /// let body = serde_json::json!({"model": "mistral-small-latest", "messages": []});
+    /// let request = ApiRequest::post_json("/v1/chat/completions", &body)?
+    ///     .for_model("mistral-small-latest", 100);
+    /// let reply = client.send(request).await?;
+    /// println!("{}", reply.value);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn send(&self, request: ApiRequest) -> Result<Reply<serde_json::Value>, Error> {
         self.fetch(request.streaming(false)).await
     }
 
     /// A snapshot of the statistics of this client and its clones.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// let stats = client.stats();
+    /// println!("{} calls, {} attempts, {} 429s, waited {:?}", stats.calls, stats.attempts,
+    ///     stats.rate_limited.total(), stats.waited);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.inner.telemetry.snapshot()
     }
@@ -257,6 +325,23 @@ impl Client {
 
 /// Configures a [`Client`]. Every setting is checked by [`ClientBuilder::build`], so a
 /// bad key or URL fails there, not on the first request.
+///
+/// ```
+/// use std::time::Duration;
+/// use mistral_async::{Client, RetryPolicy};
+///
+/// let client = Client::builder()
+///     .api_key("sk-my-key")
+///     .base_url("http://127.0.0.1:8080") // plain HTTP only to loopback
+///     .retry_policy(RetryPolicy::default().max_attempts(5))
+///     .connect_timeout(Duration::from_secs(5))
+///     .build()?;
+/// # drop(client);
+/// // A bad setting fails here, not at the first request, and never echoes the key.
+/// let error = Client::builder().api_key("sk-my-key\n").build().unwrap_err();
+/// assert!(!error.to_string().contains("sk-my-key"));
+/// # Ok::<(), mistral_async::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ClientBuilder {
     settings: Settings,

@@ -42,6 +42,23 @@ struct Inner {
 
 /// Configures a [`Client`]; see [`Client::builder`]. Errors surface in
 /// [`ClientBuilder::build`], never at the first request.
+///
+/// ```
+/// use std::time::Duration;
+/// use mistral_blocking::{Client, RetryPolicy};
+///
+/// let client = Client::builder()
+///     .api_key("sk-my-key")
+///     .base_url("http://127.0.0.1:8080") // plain HTTP only to loopback
+///     .retry_policy(RetryPolicy::default().max_attempts(5))
+///     .connect_timeout(Duration::from_secs(5))
+///     .build()?;
+/// # drop(client);
+/// // A bad setting fails here, not at the first request, and never echoes the key.
+/// let error = Client::builder().api_key("sk-my-key\n").build().unwrap_err();
+/// assert!(!error.to_string().contains("sk-my-key"));
+/// # Ok::<(), mistral_blocking::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct ClientBuilder {
     settings: Settings,
@@ -173,6 +190,17 @@ impl Client {
 
     /// `POST /v1/fim/completions` (fill in the middle; never streamed: see
     /// [`Client::fim_stream`]).
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::FimRequest;
+    ///
+    /// let request = FimRequest::new("codestral-latest", "fn add(a: i32, b: i32) -> i32 {").suffix("}");
+    /// let reply = client.fim(request)?;
+    /// println!("{}", reply.text().unwrap_or_default());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fim(&self, request: impl Into<FimRequest>) -> Result<Reply<ChatResponse>, Error> {
         self.reply(&ApiRequest::fim(&request.into().stream(false))?)
     }
@@ -183,6 +211,18 @@ impl Client {
     }
 
     /// `POST /v1/embeddings`.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::EmbeddingRequest;
+    ///
+    /// let reply = client
+    ///     .embeddings(EmbeddingRequest::new("mistral-embed", vec!["one", "two"]))
+    ///     ?;
+    /// println!("{} vectors", reply.vectors().len());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn embeddings(
         &self,
         request: impl Into<EmbeddingRequest>,
@@ -205,6 +245,18 @@ impl Client {
     }
 
     /// `POST /v1/moderations`.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::ModerationRequest;
+    ///
+    /// let reply = client
+    ///     .moderations(ModerationRequest::new("mistral-moderation-latest", "some text"))
+    ///     ?;
+    /// println!("flagged: {}", reply.results.iter().any(|r| r.flagged()));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn moderations(
         &self,
         request: impl Into<ModerationRequest>,
@@ -214,6 +266,17 @@ impl Client {
 
     /// Checks the key with `GET /v1/models`: `Ok` or the error (usually
     /// [`Error::Unauthorized`]).
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// match client.verify_key() {
+    ///     Ok(()) => println!("the key works"),
+    ///     Err(mistral_blocking::Error::Unauthorized { .. }) => eprintln!("check MISTRAL_API_KEY"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn verify_key(&self) -> Result<(), Error> {
         self.run(&ApiRequest::list_models()).map(drop)
     }
@@ -221,11 +284,33 @@ impl Client {
     /// Any call, for endpoints without a typed method, with the same retries and pacing:
     /// build it with `ApiRequest::post_json(path, &body)?.for_model(model, estimate)`. The
     /// response is read whole, as JSON (never as a stream: see [`Client::chat_stream`]).
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::ApiRequest;
+    ///
+    /// let body = serde_json::json!({"model": "mistral-small-latest", "messages": []});
+    /// let request = ApiRequest::post_json("/v1/chat/completions", &body)?
+    ///     .for_model("mistral-small-latest", 100);
+    /// let reply = client.send(request)?;
+    /// println!("{}", reply.value);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send(&self, request: ApiRequest) -> Result<Reply<serde_json::Value>, Error> {
         self.reply(&request.streaming(false))
     }
 
     /// A snapshot of this client's (and its clones') statistics.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// let stats = client.stats();
+    /// println!("{} calls, {} attempts, {} 429s, waited {:?}", stats.calls, stats.attempts,
+    ///     stats.rate_limited.total(), stats.waited);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.inner.telemetry.snapshot()
     }
