@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use mistral_core::{Action, Call, CallOptions, Resolved, Settings, Success, Target, Telemetry};
+use mistral_core::{
+    Action, Call, CallOptions, LogTarget, Resolved, Settings, Success, Target, Telemetry,
+};
 use serde::de::DeserializeOwned;
 
 use crate::transport::{self, Exchange};
@@ -288,6 +290,41 @@ impl Client {
         &self,
         request: &ApiRequest,
     ) -> Result<(Success, Option<reqwest::Response>), Error> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            target: "mistral_async",
+            "mistral_call",
+            method = %request.method,
+            path = %request.path,
+            model = request.model.as_deref().unwrap_or(""),
+            attempts = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+        );
+        let outcome = self.drive(request).instrument(span.clone()).await;
+        match &outcome {
+            Ok((success, _, attempts)) => {
+                span.record("attempts", attempts);
+                if let Some(id) = &success.correlation_id {
+                    span.record("correlation_id", id.as_str());
+                }
+            }
+            Err(error) => {
+                if let Some(trail) = error.trail() {
+                    span.record("attempts", trail.attempts);
+                }
+                if let Some(id) = error.correlation_id() {
+                    span.record("correlation_id", id);
+                }
+            }
+        }
+        outcome.map(|(success, body, _)| (success, body))
+    }
+
+    /// The loop of [`Client::run`]: the outcome and the attempts made.
+    async fn drive(
+        &self,
+        request: &ApiRequest,
+    ) -> Result<(Success, Option<reqwest::Response>, u32), Error> {
         let inner = &*self.inner;
         let prepared = inner.target.prepare(request)?;
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
@@ -297,7 +334,7 @@ impl Client {
         let mut stream = None;
         loop {
             let action = call.poll(now());
-            inner.telemetry.observe(&action);
+            inner.telemetry.observe_call(&mut call, &action);
             match action {
                 Action::Reserve(ask) => {
                     let at = now();
@@ -315,7 +352,10 @@ impl Client {
                 },
                 Action::Wait { until, .. } => tokio::time::sleep_until(until.into()).await,
                 Action::Report(report) => inner.limiter.report(now(), &report),
-                Action::Done(result) => return result.map(|success| (success, stream)),
+                Action::Done(result) => {
+                    let attempts = call.attempts();
+                    return result.map(|success| (success, stream, attempts));
+                }
                 // An action this driver does not know yet needs no answer: poll again.
                 _ => {}
             }
@@ -384,7 +424,7 @@ impl ClientBuilder {
                 target,
                 policy,
                 limiter,
-                telemetry: Telemetry::new(),
+                telemetry: Telemetry::for_target(LogTarget::Async),
                 seeds: AtomicU64::new(seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
             options: CallOptions::new(),

@@ -11,8 +11,8 @@ use mistral_core::models::{
     ModerationRequest, ModerationResponse,
 };
 use mistral_core::{
-    Action, ApiRequest, Call, CallOptions, Error, Limiter, Reply, Resolved, RetryPolicy, Settings,
-    Stats, Success, Target, Telemetry,
+    Action, ApiRequest, Call, CallOptions, Error, Limiter, LogTarget, Reply, Resolved, RetryPolicy,
+    Settings, Stats, Success, Target, Telemetry,
 };
 use serde::de::DeserializeOwned;
 
@@ -99,7 +99,7 @@ impl ClientBuilder {
                 target,
                 policy,
                 limiter,
-                telemetry: Telemetry::new(),
+                telemetry: Telemetry::for_target(LogTarget::Blocking),
                 seeds: AtomicU64::new(seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
             options: CallOptions::new(),
@@ -328,6 +328,23 @@ impl Client {
 
     /// Drives one call of `request` to its end; for a stream, also hands back the body.
     fn run(&self, request: &ApiRequest) -> Result<(Success, Option<ureq::Body>), Error> {
+        let span = tracing::info_span!(
+            target: "mistral_blocking",
+            "mistral_call",
+            method = %request.method,
+            path = %request.path,
+            model = request.model.as_deref().unwrap_or(""),
+            attempts = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let outcome = self.drive(request);
+        record_outcome(&span, &outcome);
+        outcome.map(|(success, body, _)| (success, body))
+    }
+
+    /// The loop of [`Client::run`]: the outcome and the attempts made.
+    fn drive(&self, request: &ApiRequest) -> Outcome {
         let inner = &*self.inner;
         let prepared = inner.target.prepare(request)?;
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
@@ -338,7 +355,7 @@ impl Client {
         loop {
             let now = Instant::now();
             let action = call.poll(now);
-            inner.telemetry.observe(&action);
+            inner.telemetry.observe_call(&mut call, &action);
             match action {
                 Action::Reserve(ask) => call.handle_grant(now, inner.limiter.reserve(now, &ask)),
                 Action::Send(attempt) => match exchange(&inner.agent, &policy, &attempt) {
@@ -356,8 +373,34 @@ impl Client {
                 },
                 Action::Wait { until, .. } => thread::sleep(until.saturating_duration_since(now)),
                 Action::Report(report) => inner.limiter.report(now, &report),
-                Action::Done(result) => return result.map(|success| (success, body)),
+                Action::Done(result) => {
+                    let attempts = call.attempts();
+                    return result.map(|success| (success, body, attempts));
+                }
                 _ => return Err(Error::Config("mistral-core sent an unknown action".into())),
+            }
+        }
+    }
+}
+
+/// A call's end, with the attempts it made.
+type Outcome = Result<(Success, Option<ureq::Body>, u32), Error>;
+
+/// Records a call's attempts and correlation id on its span.
+fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
+    match outcome {
+        Ok((success, _, attempts)) => {
+            span.record("attempts", attempts);
+            if let Some(id) = &success.correlation_id {
+                span.record("correlation_id", id.as_str());
+            }
+        }
+        Err(error) => {
+            if let Some(trail) = error.trail() {
+                span.record("attempts", trail.attempts);
+            }
+            if let Some(id) = error.correlation_id() {
+                span.record("correlation_id", id);
             }
         }
     }

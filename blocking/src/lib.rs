@@ -36,6 +36,14 @@
 //!   follows a redirect and never appears in `Debug` output or in an error.
 //!
 //! [ureq]: https://docs.rs/ureq/3
+//!
+//! # Logging
+//!
+//! Events go to `tracing` under the target `mistral_blocking`
+//! (`RUST_LOG=mistral_blocking=debug`), inside an INFO span `mistral_call` per call
+//! with `method`, `path`, `model`, and at its end `attempts` and `correlation_id`: 429s
+//! and calls waiting past [`mistral_core::LONG_CALL`] at WARN, retries, waits and
+//! failures at DEBUG. The key is in none of them.
 
 #![deny(missing_docs)]
 

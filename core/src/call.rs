@@ -36,13 +36,32 @@ pub struct Call {
     confirming: bool,
     /// Re-checks in a row (their interval doubles while a probe is out).
     rechecks: u32,
-    /// The call has said at WARN that it has been waiting long ([`LONG_CALL`]).
+    /// The call has said that it has been waiting long ([`LONG_CALL`]).
     warned: bool,
+    /// What it has to say about it, until [`Call::take_long_call`].
+    long_call: Option<LongCall>,
     /// Removes the key from everything the network sends back (see [`crate::redact`]).
     redactor: Redactor,
     /// 2xx responses whose body was cut: the second one ends the call (each may have
     /// been billed).
     cut_successes: u32,
+}
+
+/// A call that has been going for [`LONG_CALL`] (see [`Call::take_long_call`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LongCall {
+    /// Its model (empty for calls outside any budget).
+    pub model: String,
+    /// Its path.
+    pub path: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// How long it will have gone by the end of the wait it starts.
+    pub going: Duration,
+    /// Its deadline.
+    pub deadline: Option<Duration>,
+    /// Why it waits.
+    pub reason: String,
 }
 
 /// How long a call may go (waits, attempts) before it says so at WARN, once: it is
@@ -125,26 +144,32 @@ impl Call {
             confirming: false,
             rechecks: 0,
             warned: false,
+            long_call: None,
         }
     }
 
-    /// Says once, at WARN, that this call has been going for [`LONG_CALL`] or will have
-    /// by `until` (the end of the wait it starts now), and why it waits.
+    /// Notes once that this call has been going for [`LONG_CALL`] or will have by
+    /// `until` (the end of the wait it starts now), and why it waits; the driver's
+    /// telemetry says it at WARN ([`Call::take_long_call`]).
     fn warn_if_long(&mut self, until: Instant, why: &dyn std::fmt::Display) {
         let going = until.saturating_duration_since(self.started);
         if self.warned || going < LONG_CALL {
             return;
         }
         self.warned = true;
-        tracing::warn!(
-            model = self.prepared.model.as_deref().unwrap_or(""),
-            path = self.prepared.request.uri().path(),
-            attempts = self.attempts,
-            waited_s = going.as_secs_f64(),
-            deadline_s = self.policy.deadline.map(|d| d.as_secs_f64()),
-            reason = %why,
-            "mistral: a call has been waiting long"
-        );
+        self.long_call = Some(LongCall {
+            model: self.prepared.model.clone().unwrap_or_default(),
+            path: self.prepared.request.uri().path().to_owned(),
+            attempts: self.attempts,
+            going,
+            deadline: self.policy.deadline,
+            reason: why.to_string(),
+        });
+    }
+
+    /// That the call has been going for [`LONG_CALL`], once, when it just found so.
+    pub fn take_long_call(&mut self) -> Option<LongCall> {
+        self.long_call.take()
     }
 
     /// The time an attempt needs at least: a slot later than `deadline − this` is of

@@ -115,7 +115,7 @@ pub mod telemetry;
 pub mod verdict;
 
 pub use action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, Ticket, WaitReason};
-pub use call::{Call, LONG_CALL};
+pub use call::{Call, LONG_CALL, LongCall};
 pub use error::{Cause, Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
 pub use key::{ApiKey, KeyError};
 pub use limiter::{Limiter, LimiterConfig, Limits, LocalLimiter, NoLimiter};
@@ -127,5 +127,5 @@ pub use redact::Redactor;
 pub use request::{ApiRequest, Prepared, Target, estimate_tokens};
 pub use settings::{Resolved, Settings};
 pub use success::{Reply, Success};
-pub use telemetry::{RateLimitedCounts, Stats, Telemetry};
+pub use telemetry::{LogTarget, RateLimitedCounts, Stats, Telemetry};
 pub use verdict::{Classification, Verdict, classify};

@@ -595,7 +595,7 @@ fn instance(schema: &Value, rng: &mut XorShift, depth: usize) -> Value {
             let span = (max - min) as u64 + 1;
             json!(min + (rng.next_u64() % span) as i64)
         }
-        "boolean" => json!(rng.next_u64() % 2 == 0),
+        "boolean" => json!(rng.next_u64().is_multiple_of(2)),
         "null" => Value::Null,
         _ => {
             let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(1) as usize;
