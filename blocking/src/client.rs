@@ -59,7 +59,7 @@ struct Inner {
 /// assert!(!error.to_string().contains("sk-my-key"));
 /// # Ok::<(), mistral_blocking::Error>(())
 /// ```
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ClientBuilder {
     settings: Settings,
 }
