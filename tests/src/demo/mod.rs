@@ -425,6 +425,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn both_clients_run_at_once_and_the_ideal_counts_the_burst() {
+        let settings = Settings {
+            server: Server::Emulated {
+                requests: 5,
+                tokens: 150,
+            },
+            model: DEFAULT_MODEL.into(),
+            blocking: 6,
+            tasks: 6,
+            max_tokens: 16,
+        };
+        let outcome = run(&settings).unwrap();
+        let (b, a) = (&outcome.rows[0], &outcome.rows[1]);
+        assert_eq!((b.succeeded, a.succeeded), (6, 6), "{outcome:?}");
+        // Both started with the burst and each was still running when the other began.
+        assert!(b.first_start < Duration::from_millis(500), "{b:?}");
+        assert!(a.first_start < Duration::from_millis(500), "{a:?}");
+        assert!(a.first_start < b.elapsed && b.first_start < a.elapsed);
+        // 12 requests, 5 at once, then 5 per second: 1.4 s at best (not 12 ÷ 5 = 2.4 s).
+        let ideal = outcome.ideal.unwrap();
+        assert!((1.3..1.5).contains(&ideal), "{ideal}");
+        assert_eq!(b.waits.len() + a.waits.len(), 12);
+        let table = outcome.table();
+        assert!(table.contains("burst 5"), "{table}");
+    }
+
+    #[test]
     fn requests_fit_the_server() {
         let mut s = Settings {
             server: Server::Emulated {
