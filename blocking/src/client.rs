@@ -119,7 +119,9 @@ impl Client {
         Self::builder().api_key(key).build()
     }
 
-    /// A builder to configure a client.
+    /// A builder with every setting at its default and no key. It reads no environment
+    /// variable — not `MISTRAL_LIMITER` either, so its clients share an in-process
+    /// limiter only: start from [`ClientBuilder::from_env`] to honour it.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }
