@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use mistral_core::{Action, Call, Resolved, Settings, Success, Target, Telemetry};
+use mistral_core::{
+    Action, Call, CallOptions, LogTarget, Resolved, Settings, Success, Target, Telemetry,
+};
 use serde::de::DeserializeOwned;
 
 use crate::transport::{self, Exchange};
@@ -22,6 +24,8 @@ pub(crate) fn now() -> Instant {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Options over the policy for every call through this handle.
+    options: CallOptions,
 }
 
 struct Inner {
@@ -40,6 +44,7 @@ impl fmt::Debug for Client {
             .field("base_url", &self.inner.target.base_url())
             .field("key", &self.inner.target.key().fingerprint())
             .field("policy", &self.inner.policy)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
@@ -56,67 +61,216 @@ impl Client {
         Self::builder().api_key(key).build()
     }
 
-    /// A builder with every setting at its default and no key.
+    /// A builder with every setting at its default and no key. It reads no environment
+    /// variable — not `MISTRAL_LIMITER` either, so its clients share an in-process
+    /// limiter only: start from [`ClientBuilder::from_env`] to honour it.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }
 
+    /// A handle on this client whose every call uses `options` over the client's
+    /// [`RetryPolicy`] (over the options of this handle, for those it sets again). It
+    /// shares the connections, the limiter and the statistics; nothing is built.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use std::time::Duration;
+    /// use mistral_async::{CallOptions, ChatRequest, Message};
+    ///
+    /// let quick = CallOptions::new().deadline(Duration::from_secs(20)).max_attempts(3);
+    /// let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hi")]);
+    /// let reply = client.with_options(quick).chat(request).await?;
+    /// # drop(reply);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_options(&self, options: CallOptions) -> Client {
+        Client {
+            inner: Arc::clone(&self.inner),
+            options: self.options.merged(options),
+        }
+    }
+
+    /// The options this handle's calls use over the client's policy (none for a client
+    /// from its builder).
+    pub fn options(&self) -> CallOptions {
+        self.options
+    }
+
     /// `POST /v1/chat/completions` (never streamed: see [`Client::chat_stream`]).
-    pub async fn chat(&self, request: &ChatRequest) -> Result<Reply<ChatResponse>, Error> {
-        self.fetch(ApiRequest::chat(&request.clone().stream(false))?)
-            .await
+    ///
+    /// Takes the request by value (a `&ChatRequest` converts by cloning it), so the
+    /// future borrows only the client:
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) {
+    /// use futures_util::{StreamExt, stream};
+    /// use mistral_async::{ChatRequest, Message};
+    ///
+    /// let requests = (0..100).map(|i| {
+    ///     ChatRequest::new("mistral-small-latest", vec![Message::user(format!("Say {i}"))])
+    /// });
+    /// let replies: Vec<_> = stream::iter(requests)
+    ///     .map(|req| client.chat(req))
+    ///     .buffer_unordered(32)
+    ///     .collect()
+    ///     .await;
+    /// # drop(replies);
+    /// # }
+    /// ```
+    pub async fn chat(
+        &self,
+        request: impl Into<ChatRequest>,
+    ) -> Result<Reply<ChatResponse>, Error> {
+        let request = ApiRequest::chat(&request.into().stream(false));
+        self.fetch(request?).await
     }
 
     /// `POST /v1/chat/completions` as a stream of chunks.
-    pub async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, Error> {
-        self.open_stream(ApiRequest::chat_stream(request)?).await
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use futures_util::StreamExt;
+    /// use mistral_async::{ChatRequest, Message};
+    ///
+    /// let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hi")]);
+    /// let mut stream = client.chat_stream(request).await?;
+    /// while let Some(chunk) = stream.next().await {
+    ///     print!("{}", chunk?.text().unwrap_or_default());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn chat_stream(&self, request: impl Into<ChatRequest>) -> Result<ChatStream, Error> {
+        let request = ApiRequest::chat(&request.into().stream(true));
+        self.open_stream(request?).await
     }
 
     /// `POST /v1/fim/completions` (never streamed: see [`Client::fim_stream`]).
-    pub async fn fim(&self, request: &FimRequest) -> Result<Reply<ChatResponse>, Error> {
-        self.fetch(ApiRequest::fim(&request.clone().stream(false))?)
-            .await
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use mistral_async::FimRequest;
+    ///
+    /// let request = FimRequest::new("codestral-latest", "fn add(a: i32, b: i32) -> i32 {").suffix("}");
+    /// let reply = client.fim(request).await?;
+    /// println!("{}", reply.text().unwrap_or_default());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn fim(&self, request: impl Into<FimRequest>) -> Result<Reply<ChatResponse>, Error> {
+        let request = ApiRequest::fim(&request.into().stream(false));
+        self.fetch(request?).await
     }
 
     /// `POST /v1/fim/completions` as a stream of chunks.
-    pub async fn fim_stream(&self, request: &FimRequest) -> Result<ChatStream, Error> {
-        self.open_stream(ApiRequest::fim_stream(request)?).await
+    pub async fn fim_stream(&self, request: impl Into<FimRequest>) -> Result<ChatStream, Error> {
+        let request = ApiRequest::fim(&request.into().stream(true));
+        self.open_stream(request?).await
     }
 
     /// `POST /v1/embeddings`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use mistral_async::EmbeddingRequest;
+    ///
+    /// let reply = client
+    ///     .embeddings(EmbeddingRequest::new("mistral-embed", vec!["one", "two"]))
+    ///     .await?;
+    /// println!("{} vectors", reply.vectors().len());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn embeddings(
         &self,
-        request: &EmbeddingRequest,
+        request: impl Into<EmbeddingRequest>,
     ) -> Result<Reply<EmbeddingResponse>, Error> {
-        self.fetch(ApiRequest::embeddings(request)?).await
+        let request = ApiRequest::embeddings(&request.into());
+        self.fetch(request?).await
     }
 
     /// `GET /v1/models`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// for model in client.list_models().await?.into_inner().data {
+    ///     println!("{}", model.id);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn list_models(&self) -> Result<Reply<ModelList>, Error> {
         self.fetch(ApiRequest::list_models()).await
     }
 
     /// `POST /v1/moderations`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use mistral_async::ModerationRequest;
+    ///
+    /// let reply = client
+    ///     .moderations(ModerationRequest::new("mistral-moderation-latest", "some text"))
+    ///     .await?;
+    /// println!("flagged: {}", reply.results.iter().any(|r| r.flagged()));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn moderations(
         &self,
-        request: &ModerationRequest,
+        request: impl Into<ModerationRequest>,
     ) -> Result<Reply<ModerationResponse>, Error> {
-        self.fetch(ApiRequest::moderations(request)?).await
+        let request = ApiRequest::moderations(&request.into());
+        self.fetch(request?).await
     }
 
     /// Checks the key with `GET /v1/models`: `Ok` if the server accepts it, otherwise the
     /// error ([`Error::Unauthorized`] for a refused key).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// match client.verify_key().await {
+    ///     Ok(()) => println!("the key works"),
+    ///     Err(mistral_async::Error::Unauthorized { .. }) => eprintln!("check MISTRAL_API_KEY"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn verify_key(&self) -> Result<(), Error> {
         self.run(&ApiRequest::list_models()).await.map(drop)
     }
 
     /// Any call, for endpoints without a typed method: the JSON body of the response,
     /// with the same retries and pacing. The response is read whole (not as a stream).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// use mistral_async::ApiRequest;
+    ///
+    /// let body = serde_json::json!({"model": "mistral-small-latest", "messages": []});
+    /// let request = ApiRequest::post_json("/v1/chat/completions", &body)?
+    ///     .for_model("mistral-small-latest", 100);
+    /// let reply = client.send(request).await?;
+    /// println!("{}", reply.value);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn send(&self, request: ApiRequest) -> Result<Reply<serde_json::Value>, Error> {
         self.fetch(request.streaming(false)).await
     }
 
     /// A snapshot of the statistics of this client and its clones.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mistral_async::Client) -> Result<(), mistral_async::Error> {
+    /// let stats = client.stats();
+    /// println!("{} calls, {} attempts, {} 429s, waited {:?}", stats.calls, stats.attempts,
+    ///     stats.rate_limited.total(), stats.waited);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.inner.telemetry.snapshot()
     }
@@ -128,13 +282,8 @@ impl Client {
     async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(&request).await?;
         let limiter = Arc::clone(&self.inner.limiter);
-        Ok(ChatStream::open(
-            &request,
-            success,
-            body,
-            &self.inner.policy,
-            limiter,
-        ))
+        let policy = self.options.apply(&self.inner.policy);
+        Ok(ChatStream::open(&request, success, body, &policy, limiter))
     }
 
     /// Drives one call to its end: the success, and for a stream the response whose body
@@ -143,15 +292,51 @@ impl Client {
         &self,
         request: &ApiRequest,
     ) -> Result<(Success, Option<reqwest::Response>), Error> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            target: "mistral_async",
+            "mistral_call",
+            method = %request.method,
+            path = %request.path,
+            model = request.model.as_deref().unwrap_or(""),
+            attempts = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+        );
+        let outcome = self.drive(request).instrument(span.clone()).await;
+        match &outcome {
+            Ok((success, _, attempts)) => {
+                span.record("attempts", attempts);
+                if let Some(id) = &success.correlation_id {
+                    span.record("correlation_id", id.as_str());
+                }
+            }
+            Err(error) => {
+                if let Some(trail) = error.trail() {
+                    span.record("attempts", trail.attempts);
+                }
+                if let Some(id) = error.correlation_id() {
+                    span.record("correlation_id", id);
+                }
+            }
+        }
+        outcome.map(|(success, body, _)| (success, body))
+    }
+
+    /// The loop of [`Client::run`]: the outcome and the attempts made.
+    async fn drive(
+        &self,
+        request: &ApiRequest,
+    ) -> Result<(Success, Option<reqwest::Response>, u32), Error> {
         let inner = &*self.inner;
         let prepared = inner.target.prepare(request)?;
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
         inner.telemetry.call_started();
-        let mut call = Call::new(prepared, &inner.policy, now(), seed);
+        let policy = self.options.apply(&inner.policy);
+        let mut call = Call::new(prepared, &policy, now(), seed);
         let mut stream = None;
         loop {
             let action = call.poll(now());
-            inner.telemetry.observe(&action);
+            inner.telemetry.observe_call(&mut call, &action);
             match action {
                 Action::Reserve(ask) => {
                     let at = now();
@@ -171,7 +356,10 @@ impl Client {
                 },
                 Action::Wait { until, .. } => tokio::time::sleep_until(until.into()).await,
                 Action::Report(report) => inner.limiter.report(now(), &report),
-                Action::Done(result) => return result.map(|success| (success, stream)),
+                Action::Done(result) => {
+                    let attempts = call.attempts();
+                    return result.map(|success| (success, stream, attempts));
+                }
                 // An action this driver does not know yet needs no answer: poll again.
                 _ => {}
             }
@@ -181,6 +369,23 @@ impl Client {
 
 /// Configures a [`Client`]. Every setting is checked by [`ClientBuilder::build`], so a
 /// bad key or URL fails there, not on the first request.
+///
+/// ```
+/// use std::time::Duration;
+/// use mistral_async::{Client, RetryPolicy};
+///
+/// let client = Client::builder()
+///     .api_key("sk-my-key")
+///     .base_url("http://127.0.0.1:8080") // plain HTTP only to loopback
+///     .retry_policy(RetryPolicy::default().max_attempts(5))
+///     .connect_timeout(Duration::from_secs(5))
+///     .build()?;
+/// # drop(client);
+/// // A bad setting fails here, not at the first request, and never echoes the key.
+/// let error = Client::builder().api_key("sk-my-key\n").build().unwrap_err();
+/// assert!(!error.to_string().contains("sk-my-key"));
+/// # Ok::<(), mistral_async::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ClientBuilder {
     settings: Settings,
@@ -223,9 +428,10 @@ impl ClientBuilder {
                 target,
                 policy,
                 limiter,
-                telemetry: Telemetry::new(),
+                telemetry: Telemetry::for_target(LogTarget::Async),
                 seeds: AtomicU64::new(seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
+            options: CallOptions::new(),
         })
     }
 }

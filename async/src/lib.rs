@@ -29,6 +29,14 @@
 //! - There is one error type, [`Error`], shared with the blocking client. A
 //!   [`ChatStream`] is retried only before its first event; after that a stalled stream
 //!   ends with [`StreamFailure::Idle`] and a cut one with [`StreamFailure::Cut`].
+//!
+//! # Logging
+//!
+//! Events go to `tracing` under the target `mistral_async`
+//! (`RUST_LOG=mistral_async=debug`), inside an INFO span `mistral_call` per call
+//! with `method`, `path`, `model`, and at its end `attempts` and `correlation_id`: 429s
+//! and calls waiting past [`mistral_core::LONG_CALL`] at WARN, retries, waits and
+//! failures at DEBUG. The key is in none of them.
 
 #![deny(missing_docs)]
 
@@ -47,7 +55,8 @@ pub use mistral_core;
 pub use mistral_core::models::*;
 pub use mistral_core::request::DEFAULT_BASE_URL;
 pub use mistral_core::{
-    ApiKey, ApiRequest, Ask, Bucket, Error, Grant, KeyError, Limiter, LimiterConfig, Limits,
-    LocalLimiter, NoLimiter, Quota, RateLimitedCounts, RateLimits, Reply, Report, ResponseInfo,
-    RetryPolicy, Signal, Stats, StreamFailure, Success, Trail, TransportKind, WaitReason, Window,
+    ApiKey, ApiRequest, Ask, Bucket, CallOptions, Error, Grant, KeyError, Limiter, LimiterConfig,
+    Limits, LocalLimiter, NoLimiter, Quota, RateLimitedCounts, RateLimits, Reply, Report,
+    ResponseInfo, RetryPolicy, Signal, Stats, StreamFailure, Success, Trail, TransportKind,
+    WaitReason, Window,
 };

@@ -83,9 +83,9 @@ pub(crate) fn transport_error(err: reqwest::Error) -> TransportError {
     let causes = std::iter::successors(Some(&err as &dyn Error), |&e| e.source());
     let message = causes.map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
     if kind == TransportKind::Connect && is_dns_failure(&message) {
-        return TransportError::dns(message);
+        return TransportError::dns(message).with_source(err);
     }
-    TransportError::new(kind, message)
+    TransportError::new(kind, message).with_source(err)
 }
 
 /// The resolver's failure, as hyper-util's resolver reports it.

@@ -25,7 +25,7 @@ fn run() -> Result<(), Error> {
     };
     let model = std::env::var("MISTRAL_MODEL").unwrap_or_else(|_| "mistral-small-latest".into());
     let client = Client::from_env()?;
-    let reply = client.chat(&ChatRequest::new(model, vec![Message::user(prompt)]))?;
+    let reply = client.chat(ChatRequest::new(model, vec![Message::user(prompt)]))?;
     println!("{}", reply.text().unwrap_or_default());
     Ok(())
 }

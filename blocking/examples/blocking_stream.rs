@@ -27,7 +27,7 @@ fn run() -> Result<(), Error> {
     };
     let model = std::env::var("MISTRAL_MODEL").unwrap_or_else(|_| "mistral-small-latest".into());
     let client = Client::from_env()?;
-    let mut stream = client.chat_stream(&ChatRequest::new(model, vec![Message::user(prompt)]))?;
+    let mut stream = client.chat_stream(ChatRequest::new(model, vec![Message::user(prompt)]))?;
     let mut stdout = std::io::stdout();
     for chunk in stream.by_ref() {
         print!("{}", chunk?.text().unwrap_or_default());

@@ -64,6 +64,7 @@ impl ChatStream {
                     kind: TransportKind::Other,
                     message: format!("could not start the stream reader thread: {e}"),
                     trail: Trail::default(),
+                    source: None,
                 })?;
         }
         Ok(Self {

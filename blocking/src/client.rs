@@ -11,8 +11,8 @@ use mistral_core::models::{
     ModerationRequest, ModerationResponse,
 };
 use mistral_core::{
-    Action, ApiRequest, Call, Error, Limiter, Reply, Resolved, RetryPolicy, Settings, Stats,
-    Success, Target, Telemetry,
+    Action, ApiRequest, Call, CallOptions, Error, Limiter, LogTarget, Reply, Resolved, RetryPolicy,
+    Settings, Stats, Success, Target, Telemetry,
 };
 use serde::de::DeserializeOwned;
 
@@ -26,6 +26,8 @@ use crate::exchange::{Exchange, exchange};
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Options over the policy for every call through this handle.
+    options: CallOptions,
 }
 
 struct Inner {
@@ -40,7 +42,24 @@ struct Inner {
 
 /// Configures a [`Client`]; see [`Client::builder`]. Errors surface in
 /// [`ClientBuilder::build`], never at the first request.
-#[derive(Debug, Default)]
+///
+/// ```
+/// use std::time::Duration;
+/// use mistral_blocking::{Client, RetryPolicy};
+///
+/// let client = Client::builder()
+///     .api_key("sk-my-key")
+///     .base_url("http://127.0.0.1:8080") // plain HTTP only to loopback
+///     .retry_policy(RetryPolicy::default().max_attempts(5))
+///     .connect_timeout(Duration::from_secs(5))
+///     .build()?;
+/// # drop(client);
+/// // A bad setting fails here, not at the first request, and never echoes the key.
+/// let error = Client::builder().api_key("sk-my-key\n").build().unwrap_err();
+/// assert!(!error.to_string().contains("sk-my-key"));
+/// # Ok::<(), mistral_blocking::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
 pub struct ClientBuilder {
     settings: Settings,
 }
@@ -80,9 +99,10 @@ impl ClientBuilder {
                 target,
                 policy,
                 limiter,
-                telemetry: Telemetry::new(),
+                telemetry: Telemetry::for_target(LogTarget::Blocking),
                 seeds: AtomicU64::new(seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
+            options: CallOptions::new(),
         })
     }
 }
@@ -99,54 +119,166 @@ impl Client {
         Self::builder().api_key(key).build()
     }
 
-    /// A builder to configure a client.
+    /// A builder with every setting at its default and no key. It reads no environment
+    /// variable — not `MISTRAL_LIMITER` either, so its clients share an in-process
+    /// limiter only: start from [`ClientBuilder::from_env`] to honour it.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }
 
-    /// `POST /v1/chat/completions`.
-    pub fn chat(&self, request: &ChatRequest) -> Result<Reply<ChatResponse>, Error> {
-        self.reply(&ApiRequest::chat(&request.clone().stream(false))?)
+    /// A handle on this client whose every call uses `options` over the client's
+    /// [`RetryPolicy`] (over the options of this handle, for those it sets again). It
+    /// shares the connections, the limiter and the statistics; nothing is built.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use std::time::Duration;
+    /// use mistral_blocking::{CallOptions, ChatRequest, Message};
+    ///
+    /// let quick = CallOptions::new().deadline(Duration::from_secs(20)).max_attempts(3);
+    /// let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hi")]);
+    /// let reply = client.with_options(quick).chat(request)?;
+    /// # drop(reply);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_options(&self, options: CallOptions) -> Client {
+        Client {
+            inner: Arc::clone(&self.inner),
+            options: self.options.merged(options),
+        }
+    }
+
+    /// The options this handle's calls use over the client's policy (none for a client
+    /// from its builder).
+    pub fn options(&self) -> CallOptions {
+        self.options
+    }
+
+    /// `POST /v1/chat/completions` (never streamed: see [`Client::chat_stream`]).
+    ///
+    /// Takes the request by value; a `&ChatRequest` converts by cloning it.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::{ChatRequest, Message};
+    ///
+    /// let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hi")]);
+    /// let reply = client.chat(request)?;
+    /// println!("{}", reply.text().unwrap_or_default());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn chat(&self, request: impl Into<ChatRequest>) -> Result<Reply<ChatResponse>, Error> {
+        self.reply(&ApiRequest::chat(&request.into().stream(false))?)
     }
 
     /// `POST /v1/chat/completions` as a stream of chunks.
-    pub fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, Error> {
-        self.stream(&ApiRequest::chat_stream(request)?)
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::{ChatRequest, Message};
+    ///
+    /// let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hi")]);
+    /// for chunk in client.chat_stream(request)? {
+    ///     print!("{}", chunk?.text().unwrap_or_default());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn chat_stream(&self, request: impl Into<ChatRequest>) -> Result<ChatStream, Error> {
+        self.stream(&ApiRequest::chat(&request.into().stream(true))?)
     }
 
-    /// `POST /v1/fim/completions` (fill in the middle).
-    pub fn fim(&self, request: &FimRequest) -> Result<Reply<ChatResponse>, Error> {
-        self.reply(&ApiRequest::fim(&request.clone().stream(false))?)
+    /// `POST /v1/fim/completions` (fill in the middle; never streamed: see
+    /// [`Client::fim_stream`]).
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::FimRequest;
+    ///
+    /// let request = FimRequest::new("codestral-latest", "fn add(a: i32, b: i32) -> i32 {").suffix("}");
+    /// let reply = client.fim(request)?;
+    /// println!("{}", reply.text().unwrap_or_default());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn fim(&self, request: impl Into<FimRequest>) -> Result<Reply<ChatResponse>, Error> {
+        self.reply(&ApiRequest::fim(&request.into().stream(false))?)
     }
 
     /// `POST /v1/fim/completions` as a stream of chunks.
-    pub fn fim_stream(&self, request: &FimRequest) -> Result<ChatStream, Error> {
-        self.stream(&ApiRequest::fim_stream(request)?)
+    pub fn fim_stream(&self, request: impl Into<FimRequest>) -> Result<ChatStream, Error> {
+        self.stream(&ApiRequest::fim(&request.into().stream(true))?)
     }
 
     /// `POST /v1/embeddings`.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::EmbeddingRequest;
+    ///
+    /// let reply = client
+    ///     .embeddings(EmbeddingRequest::new("mistral-embed", vec!["one", "two"]))
+    ///     ?;
+    /// println!("{} vectors", reply.vectors().len());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn embeddings(
         &self,
-        request: &EmbeddingRequest,
+        request: impl Into<EmbeddingRequest>,
     ) -> Result<Reply<EmbeddingResponse>, Error> {
-        self.reply(&ApiRequest::embeddings(request)?)
+        self.reply(&ApiRequest::embeddings(&request.into())?)
     }
 
     /// `GET /v1/models`.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// for model in client.list_models()?.into_inner().data {
+    ///     println!("{}", model.id);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn list_models(&self) -> Result<Reply<ModelList>, Error> {
         self.reply(&ApiRequest::list_models())
     }
 
     /// `POST /v1/moderations`.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::ModerationRequest;
+    ///
+    /// let reply = client
+    ///     .moderations(ModerationRequest::new("mistral-moderation-latest", "some text"))
+    ///     ?;
+    /// println!("flagged: {}", reply.results.iter().any(|r| r.flagged()));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn moderations(
         &self,
-        request: &ModerationRequest,
+        request: impl Into<ModerationRequest>,
     ) -> Result<Reply<ModerationResponse>, Error> {
-        self.reply(&ApiRequest::moderations(request)?)
+        self.reply(&ApiRequest::moderations(&request.into())?)
     }
 
     /// Checks the key with `GET /v1/models`: `Ok` or the error (usually
     /// [`Error::Unauthorized`]).
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// match client.verify_key() {
+    ///     Ok(()) => println!("the key works"),
+    ///     Err(mistral_blocking::Error::Unauthorized { .. }) => eprintln!("check MISTRAL_API_KEY"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn verify_key(&self) -> Result<(), Error> {
         self.run(&ApiRequest::list_models()).map(drop)
     }
@@ -154,11 +286,33 @@ impl Client {
     /// Any call, for endpoints without a typed method, with the same retries and pacing:
     /// build it with `ApiRequest::post_json(path, &body)?.for_model(model, estimate)`. The
     /// response is read whole, as JSON (never as a stream: see [`Client::chat_stream`]).
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// use mistral_blocking::ApiRequest;
+    ///
+    /// let body = serde_json::json!({"model": "mistral-small-latest", "messages": []});
+    /// let request = ApiRequest::post_json("/v1/chat/completions", &body)?
+    ///     .for_model("mistral-small-latest", 100);
+    /// let reply = client.send(request)?;
+    /// println!("{}", reply.value);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send(&self, request: ApiRequest) -> Result<Reply<serde_json::Value>, Error> {
         self.reply(&request.streaming(false))
     }
 
     /// A snapshot of this client's (and its clones') statistics.
+    ///
+    /// ```no_run
+    /// # fn demo(client: mistral_blocking::Client) -> Result<(), mistral_blocking::Error> {
+    /// let stats = client.stats();
+    /// println!("{} calls, {} attempts, {} 429s, waited {:?}", stats.calls, stats.attempts,
+    ///     stats.rate_limited.total(), stats.waited);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.inner.telemetry.snapshot()
     }
@@ -170,28 +324,47 @@ impl Client {
     fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(request)?;
         let limiter = Arc::clone(&self.inner.limiter);
-        ChatStream::open(request, success, body, &self.inner.policy, limiter)
+        let policy = self.options.apply(&self.inner.policy);
+        ChatStream::open(request, success, body, &policy, limiter)
     }
 
     /// Drives one call of `request` to its end; for a stream, also hands back the body.
     fn run(&self, request: &ApiRequest) -> Result<(Success, Option<ureq::Body>), Error> {
+        let span = tracing::info_span!(
+            target: "mistral_blocking",
+            "mistral_call",
+            method = %request.method,
+            path = %request.path,
+            model = request.model.as_deref().unwrap_or(""),
+            attempts = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let outcome = self.drive(request);
+        record_outcome(&span, &outcome);
+        outcome.map(|(success, body, _)| (success, body))
+    }
+
+    /// The loop of [`Client::run`]: the outcome and the attempts made.
+    fn drive(&self, request: &ApiRequest) -> Outcome {
         let inner = &*self.inner;
         let prepared = inner.target.prepare(request)?;
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
-        let mut call = Call::new(prepared, &inner.policy, Instant::now(), seed);
+        let policy = self.options.apply(&inner.policy);
+        let mut call = Call::new(prepared, &policy, Instant::now(), seed);
         inner.telemetry.call_started();
         let mut body = None;
         loop {
             let now = Instant::now();
             let action = call.poll(now);
-            inner.telemetry.observe(&action);
+            inner.telemetry.observe_call(&mut call, &action);
             match action {
                 Action::Reserve(ask) => {
                     let grant = inner.limiter.reserve(now, &ask);
                     inner.telemetry.observe_grant(&ask, &grant);
                     call.handle_grant(now, grant);
                 }
-                Action::Send(attempt) => match exchange(&inner.agent, &inner.policy, &attempt) {
+                Action::Send(attempt) => match exchange(&inner.agent, &policy, &attempt) {
                     Exchange::Response(head, bytes, stream) => {
                         body = stream;
                         let response = http::Response::from_parts(head, bytes);
@@ -206,8 +379,34 @@ impl Client {
                 },
                 Action::Wait { until, .. } => thread::sleep(until.saturating_duration_since(now)),
                 Action::Report(report) => inner.limiter.report(now, &report),
-                Action::Done(result) => return result.map(|success| (success, body)),
+                Action::Done(result) => {
+                    let attempts = call.attempts();
+                    return result.map(|success| (success, body, attempts));
+                }
                 _ => return Err(Error::Config("mistral-core sent an unknown action".into())),
+            }
+        }
+    }
+}
+
+/// A call's end, with the attempts it made.
+type Outcome = Result<(Success, Option<ureq::Body>, u32), Error>;
+
+/// Records a call's attempts and correlation id on its span.
+fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
+    match outcome {
+        Ok((success, _, attempts)) => {
+            span.record("attempts", attempts);
+            if let Some(id) = &success.correlation_id {
+                span.record("correlation_id", id.as_str());
+            }
+        }
+        Err(error) => {
+            if let Some(trail) = error.trail() {
+                span.record("attempts", trail.attempts);
+            }
+            if let Some(id) = error.correlation_id() {
+                span.record("correlation_id", id);
             }
         }
     }
@@ -219,6 +418,7 @@ impl fmt::Debug for Client {
             .field("base_url", &self.inner.target.base_url())
             .field("policy", &self.inner.policy)
             .field("limiter", &self.inner.limiter)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }

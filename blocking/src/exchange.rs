@@ -86,9 +86,11 @@ pub(crate) fn exchange(agent: &ureq::Agent, policy: &RetryPolicy, attempt: &Atte
 pub(crate) fn transport_error(error: ureq::Error) -> TransportError {
     use {TransportKind::*, io::ErrorKind as K, ureq::Error as E};
     let kind = match &error {
-        E::BodyExceedsLimit(_) => return TransportError::body_too_large(),
-        E::HostNotFound => return TransportError::dns("no address found"),
-        E::Io(e) if is_dns_failure(e) => return TransportError::dns(e),
+        E::BodyExceedsLimit(_) => return TransportError::body_too_large().with_source(error),
+        E::HostNotFound => return TransportError::dns("no address found").with_source(error),
+        E::Io(e) if is_dns_failure(e) => {
+            return TransportError::dns(e).with_source(error);
+        }
         E::Timeout(_) => Timeout,
         E::ConnectionFailed | E::ConnectProxyFailed(_) => Connect,
         E::Io(e) => match e.kind() {
@@ -106,7 +108,7 @@ pub(crate) fn transport_error(error: ureq::Error) -> TransportError {
         E::TooManyRedirects | E::RedirectFailed => Protocol,
         _ => Other,
     };
-    TransportError::new(kind, error.to_string())
+    TransportError::new(kind, error.to_string()).with_source(error)
 }
 
 /// The resolver's failure, as std reports it (`failed to lookup address information`).

@@ -36,6 +36,14 @@
 //!   follows a redirect and never appears in `Debug` output or in an error.
 //!
 //! [ureq]: https://docs.rs/ureq/3
+//!
+//! # Logging
+//!
+//! Events go to `tracing` under the target `mistral_blocking`
+//! (`RUST_LOG=mistral_blocking=debug`), inside an INFO span `mistral_call` per call
+//! with `method`, `path`, `model`, and at its end `attempts` and `correlation_id`: 429s
+//! and calls waiting past [`mistral_core::LONG_CALL`] at WARN, retries, waits and
+//! failures at DEBUG. The key is in none of them.
 
 #![deny(missing_docs)]
 
@@ -54,7 +62,8 @@ pub use mistral_core;
 pub use mistral_core::models::*;
 pub use mistral_core::request::DEFAULT_BASE_URL;
 pub use mistral_core::{
-    ApiKey, ApiRequest, Ask, Bucket, Error, Grant, KeyError, Limiter, LimiterConfig, Limits,
-    LocalLimiter, NoLimiter, Quota, RateLimitedCounts, RateLimits, Reply, Report, ResponseInfo,
-    RetryPolicy, Signal, Stats, StreamFailure, Success, Trail, TransportKind, WaitReason, Window,
+    ApiKey, ApiRequest, Ask, Bucket, CallOptions, Error, Grant, KeyError, Limiter, LimiterConfig,
+    Limits, LocalLimiter, NoLimiter, Quota, RateLimitedCounts, RateLimits, Reply, Report,
+    ResponseInfo, RetryPolicy, Signal, Stats, StreamFailure, Success, Trail, TransportKind,
+    WaitReason, Window,
 };

@@ -156,7 +156,7 @@ fn a_success_exposes_its_limits_and_sends_the_key_only_to_the_server() {
         CHAT_BODY,
     )]);
     let client = client(&server.url, policy());
-    let reply = client.chat(&chat()).unwrap();
+    let reply = client.chat(chat()).unwrap();
     assert_eq!(reply.text(), Some("Hello!"));
     assert_eq!(reply.attempts, 1);
     assert_eq!(reply.correlation_id.as_deref(), Some("corr-1"));
@@ -195,7 +195,7 @@ fn a_spent_window_is_waited_out_then_retried() {
     let client = client(&server.url, policy());
     let start = Instant::now();
     let reply = client
-        .embeddings(&EmbeddingRequest::new("mistral-embed", "hi"))
+        .embeddings(EmbeddingRequest::new("mistral-embed", "hi"))
         .unwrap();
     let elapsed = start.elapsed();
     assert_eq!(reply.attempts, 2);
@@ -237,7 +237,7 @@ fn a_dead_port_is_a_connect_error_after_every_attempt() {
     };
     let client = client(&url, policy());
     let start = Instant::now();
-    let error = client.chat(&chat()).unwrap_err();
+    let error = client.chat(chat()).unwrap_err();
     match &error {
         Error::Transport { kind, trail, .. } => {
             assert_eq!(*kind, TransportKind::Connect, "{error}");
@@ -264,7 +264,7 @@ fn a_stream_is_retried_before_its_first_event_and_reports_its_usage() {
         .limiter(recorder.clone())
         .build()
         .unwrap();
-    let mut stream = client.chat_stream(&chat()).unwrap();
+    let mut stream = client.chat_stream(chat()).unwrap();
     assert_eq!(stream.head().attempts, 2);
     assert_eq!(stream.head().correlation_id.as_deref(), Some("corr-stream"));
     let mut text = String::new();
@@ -295,7 +295,7 @@ fn a_stream_is_retried_before_its_first_event_and_reports_its_usage() {
 fn a_collected_stream_is_the_whole_response() {
     let server = serve(vec![Step::Send(events(&[HEL, LO, "[DONE]"], true))]);
     let response = client(&server.url, policy())
-        .chat_stream(&chat())
+        .chat_stream(chat())
         .unwrap()
         .collect_response()
         .unwrap();
@@ -311,7 +311,7 @@ fn a_stalled_stream_ends_with_the_idle_error() {
     )]);
     let idle = Duration::from_millis(300);
     let client = client(&server.url, policy().stream_idle_timeout(idle));
-    let mut stream = client.chat_stream(&chat()).unwrap();
+    let mut stream = client.chat_stream(chat()).unwrap();
     assert_eq!(stream.next().unwrap().unwrap().text(), Some("Hel"));
     let start = Instant::now();
     let error = stream.next().unwrap().unwrap_err();
@@ -328,7 +328,7 @@ fn a_stalled_stream_ends_with_the_idle_error() {
 #[test]
 fn a_cut_stream_ends_with_the_cut_error() {
     let server = serve(vec![Step::Send(events(&[HEL], false))]);
-    let mut stream = client(&server.url, policy()).chat_stream(&chat()).unwrap();
+    let mut stream = client(&server.url, policy()).chat_stream(chat()).unwrap();
     assert_eq!(stream.next().unwrap().unwrap().text(), Some("Hel"));
     let error = stream.next().unwrap().unwrap_err();
     assert!(

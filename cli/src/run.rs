@@ -199,7 +199,7 @@ fn judge(custom_id: &str, error: &Error) -> Verdict {
             let code = response.and_then(|r| r.code.as_deref());
             Verdict::Result(output::error_line(
                 custom_id,
-                error.status(),
+                error.status_u16(),
                 body,
                 &error.to_string(),
                 code,

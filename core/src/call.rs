@@ -41,12 +41,37 @@ pub struct Call {
     confirming: bool,
     /// Re-checks in a row (their interval doubles while a probe is out).
     rechecks: u32,
+    /// The call has said that it has been waiting long ([`LONG_CALL`]).
+    warned: bool,
+    /// What it has to say about it, until [`Call::take_long_call`].
+    long_call: Option<LongCall>,
     /// Removes the key from everything the network sends back (see [`crate::redact`]).
     redactor: Redactor,
-    /// 2xx responses whose body was cut: the [`MAX_CUT_SUCCESSES`]-th ends the call
-    /// (each may have been billed).
+    /// 2xx responses whose body was cut: the second one ends the call (each may have
+    /// been billed).
     cut_successes: u32,
 }
+
+/// A call that has been going for [`LONG_CALL`] (see [`Call::take_long_call`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LongCall {
+    /// Its model (empty for calls outside any budget).
+    pub model: String,
+    /// Its path.
+    pub path: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// How long it will have gone by the end of the wait it starts.
+    pub going: Duration,
+    /// Its deadline.
+    pub deadline: Option<Duration>,
+    /// Why it waits.
+    pub reason: String,
+}
+
+/// How long a call may go (waits, attempts) before it says so at WARN, once: it is
+/// still within its deadline, but a user who sees nothing for this long wonders why.
+pub const LONG_CALL: Duration = Duration::from_secs(30);
 
 /// `now + d`, or as far as an `Instant` goes.
 fn later(now: Instant, d: Duration) -> Instant {
@@ -123,6 +148,8 @@ impl Call {
             ticket: None,
             confirming: false,
             rechecks: 0,
+            warned: false,
+            long_call: None,
         }
     }
 
@@ -133,6 +160,30 @@ impl Call {
             Some(deadline) => self.policy.min_attempt_time.min(deadline / 10),
             None => Duration::ZERO,
         }
+    }
+
+    /// Notes once that this call has been going for [`LONG_CALL`] or will have by
+    /// `until` (the end of the wait it starts now), and why it waits; the driver's
+    /// telemetry says it at WARN ([`Call::take_long_call`]).
+    fn warn_if_long(&mut self, until: Instant, why: &dyn std::fmt::Display) {
+        let going = until.saturating_duration_since(self.started);
+        if self.warned || going < LONG_CALL {
+            return;
+        }
+        self.warned = true;
+        self.long_call = Some(LongCall {
+            model: self.prepared.model.clone().unwrap_or_default(),
+            path: self.prepared.request.uri().path().to_owned(),
+            attempts: self.attempts,
+            going,
+            deadline: self.policy.deadline,
+            reason: why.to_string(),
+        });
+    }
+
+    /// That the call has been going for [`LONG_CALL`], once, when it just found so.
+    pub fn take_long_call(&mut self) -> Option<LongCall> {
+        self.long_call.take()
     }
 
     /// HTTP attempts made so far.
@@ -180,6 +231,7 @@ impl Call {
                     next,
                 } => {
                     if now < until {
+                        self.warn_if_long(until, &why);
                         self.state = State::Waiting {
                             since,
                             until,
@@ -218,6 +270,7 @@ impl Call {
                         }
                     }
                     _ => {
+                        self.warn_if_long(now, &"in flight");
                         let until = timeout_at.unwrap_or(later(now, Duration::from_secs(86_400)));
                         self.state = State::InFlight { id, timeout_at };
                         return Action::Wait {
@@ -492,6 +545,7 @@ impl Call {
             kind: error.kind,
             message: self.redactor.redact(&error.message),
             trail: Trail::default(),
+            source: error.cause(&self.redactor),
         };
         self.settle(now, error, plan);
     }
@@ -733,7 +787,7 @@ impl Call {
                 (plan, Signal::Capacity)
             }
             Verdict::ServerError | Verdict::RequestTimeout => {
-                let retryable = matches!(c.info.status, 408 | 500 | 502 | 503 | 504);
+                let retryable = matches!(c.info.status_u16(), Some(408 | 500 | 502 | 503 | 504));
                 let plan = if retryable && self.policy.retry_server_errors {
                     self.backoff_plan(hint)
                 } else {

@@ -1,11 +1,15 @@
 //! The one error type both clients return.
 
 use std::fmt;
+use std::sync::Arc;
+
+use http::StatusCode;
 use std::time::Duration;
 
 use crate::key::KeyError;
 use crate::models::FieldError;
 use crate::ratelimits::{Bucket, RateLimits, Window};
+use crate::redact::Redactor;
 
 /// What a failed call had done before it gave up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,8 +37,9 @@ impl fmt::Display for Trail {
 /// What the server said, kept with every error that came from a response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResponseInfo {
-    /// HTTP status.
-    pub status: u16,
+    /// HTTP status of the response (`None`: no response came — the shared limiter
+    /// ended the call before it was sent).
+    pub status: Option<StatusCode>,
     /// The `mistral-correlation-id` header (what Mistral support asks for).
     pub correlation_id: Option<String>,
     /// The body's `code` field, when it had one.
@@ -50,6 +55,18 @@ pub struct ResponseInfo {
 impl ResponseInfo {
     /// Largest body excerpt kept, in bytes.
     pub const EXCERPT_LIMIT: usize = 512;
+
+    /// The status as a number (`None` without a response), for code written against
+    /// the `u16` status of earlier versions.
+    pub fn status_u16(&self) -> Option<u16> {
+        self.status.map(|s| s.as_u16())
+    }
+
+    /// The status for messages: its number, or `no response`.
+    fn status_text(&self) -> String {
+        self.status_u16()
+            .map_or_else(|| "no response".to_owned(), |s| s.to_string())
+    }
 
     fn suffix(&self) -> String {
         let mut s = String::new();
@@ -99,6 +116,56 @@ impl fmt::Display for TransportKind {
     }
 }
 
+/// The HTTP library's own error under an [`Error::Transport`] (its
+/// [`std::error::Error::source`]): `reqwest::Error`, `ureq::Error` or an `io::Error`,
+/// for [`Cause::get_ref`] and `downcast_ref`. Its `Display` and `Debug` show the
+/// error's text with the key removed; its `source()` is the library error's own.
+///
+/// Two causes always compare equal (an error's equality is what the core decided).
+#[derive(Clone)]
+pub struct Cause {
+    error: Arc<dyn std::error::Error + Send + Sync + 'static>,
+    redactor: Redactor,
+}
+
+impl Cause {
+    /// The library's error, to downcast:
+    /// `cause.get_ref().downcast_ref::<std::io::Error>()`.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.error
+    }
+
+    fn text(&self) -> String {
+        self.redactor.redact(&self.error.to_string())
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Cause").field(&self.text()).finish()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Cause {}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
 /// A failure an HTTP library reported, as the driver maps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportError {
@@ -106,6 +173,9 @@ pub struct TransportError {
     pub kind: TransportKind,
     /// The library's own words (never contains the key: drivers pass only the error text).
     pub message: String,
+    /// The library's error itself, when the driver kept it
+    /// ([`TransportError::with_source`]).
+    pub source: Option<Cause>,
 }
 
 impl TransportError {
@@ -114,7 +184,26 @@ impl TransportError {
         Self {
             kind,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// The same error with the library's own error kept as its source.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Cause {
+            error: Arc::new(source),
+            redactor: Redactor::generic(),
+        });
+        self
+    }
+
+    /// The source as an [`Error::Transport`] carries it, `redactor` removing the key
+    /// from its text.
+    pub fn cause(&self, redactor: &Redactor) -> Option<Cause> {
+        self.source.as_ref().map(|cause| Cause {
+            error: Arc::clone(&cause.error),
+            redactor: redactor.clone(),
+        })
     }
 
     /// A response body larger than the client reads
@@ -254,7 +343,7 @@ pub enum Error {
         response: Box<ResponseInfo>,
     },
     /// The request itself was refused (400, 404, 422 and other 4xx).
-    #[error("bad request ({}){}{}", response.status, response.suffix(), describe_details(details))]
+    #[error("bad request ({}){}{}", response.status_text(), response.suffix(), describe_details(details))]
     BadRequest {
         /// Field-level details of a validation error (422).
         details: Vec<FieldError>,
@@ -262,7 +351,7 @@ pub enum Error {
         response: Box<ResponseInfo>,
     },
     /// The server failed (5xx), even after retries.
-    #[error("server error ({}) after {trail}{}", response.status, response.suffix())]
+    #[error("server error ({}) after {trail}{}", response.status_text(), response.suffix())]
     Server {
         /// Attempts and waiting.
         trail: Trail,
@@ -278,6 +367,9 @@ pub enum Error {
         message: String,
         /// Attempts and waiting.
         trail: Trail,
+        /// The HTTP library's error ([`std::error::Error::source`] of this one), when
+        /// the driver had one.
+        source: Option<Cause>,
     },
     /// The overall deadline passed before the call could succeed.
     #[error(
@@ -299,7 +391,7 @@ pub enum Error {
     #[error(
         "redirect refused ({}){}: the client does not follow redirects; set the base URL to \
          the server's real address{}",
-        response.status,
+        response.status_text(),
         location.as_deref().map(|l| format!(" to {l}")).unwrap_or_default(),
         response.suffix()
     )]
@@ -394,9 +486,33 @@ impl Error {
     }
 
     /// HTTP status of the response the error came from (`None` when no response came,
-    /// as when the shared limiter ended the call before sending).
-    pub fn status(&self) -> Option<u16> {
-        self.response().map(|r| r.status).filter(|&s| s != 0)
+    /// as when the shared limiter ended the call before sending: a refusal by the shared
+    /// budget is `Error::RateLimited { shared: true, .. }` with no status).
+    ///
+    /// ```
+    /// use mistral_core::Error;
+    /// use http::StatusCode;
+    ///
+    /// fn advice(error: &Error) -> &'static str {
+    ///     match error {
+    ///         Error::RateLimited { shared: true, .. } => "our own budget said no: try later",
+    ///         Error::RateLimited { .. } => "the server refused: its window is spent",
+    ///         Error::NoAllowance { .. } | Error::MonthlyQuota { .. } => "check the plan",
+    ///         Error::Unauthorized { .. } => "check MISTRAL_API_KEY",
+    ///         e if e.status() == Some(StatusCode::UNPROCESSABLE_ENTITY) => "fix the request",
+    ///         Error::Transport { .. } => "the network failed",
+    ///         _ => "see the message",
+    ///     }
+    /// }
+    /// assert_eq!(advice(&Error::Config("x".into())), "see the message");
+    /// ```
+    pub fn status(&self) -> Option<StatusCode> {
+        self.response().and_then(|r| r.status)
+    }
+
+    /// [`Error::status`] as a number, for code written against earlier versions.
+    pub fn status_u16(&self) -> Option<u16> {
+        self.status().map(|s| s.as_u16())
     }
 
     /// The `mistral-correlation-id` of the response the error came from.

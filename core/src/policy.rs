@@ -27,7 +27,7 @@
 //! | a non-streamed body, from its head to its last byte | [`RetryPolicy::body_timeout`] | 60 s | a non-streamed body is generated before its head is sent, so it comes at network speed: Mistral's answers are kilobytes to a few megabytes. A bound on the whole body, not between reads, also ends a body trickled one byte a second (an idle bound never would) |
 //! | a stream, between two reads | [`RetryPolicy::stream_idle_timeout`] | 60 s | tokens arrive every few tens of milliseconds; Mistral sends nothing else between them |
 //! | the whole attempt | [`RetryPolicy::attempt_timeout`] | 300 s | the longest non-streamed generation worth waiting for |
-//! | the whole call | [`RetryPolicy::deadline`] | 600 s | waits and retries included |
+//! | the whole call | [`RetryPolicy::deadline`] | 300 s | waits and retries included: what a script's user waits for one answer before wanting an error (a call past [`crate::LONG_CALL`], 30 s, says so at WARN once); per call, [`crate::CallOptions`] |
 //!
 //! Each bound is cut to what is left of the deadline, and no retry starts with less
 //! than [`RetryPolicy::min_attempt_time`] (1 s, or a tenth of the deadline if less) left:
@@ -116,7 +116,7 @@ impl Default for RetryPolicy {
             max_attempts: 10,
             base: Duration::from_millis(500),
             cap: Duration::from_secs(30),
-            deadline: Some(Duration::from_secs(600)),
+            deadline: Some(Duration::from_secs(300)),
             attempt_timeout: Some(Duration::from_secs(300)),
             stream_idle_timeout: Duration::from_secs(60),
             connect_timeout: crate::request::DEFAULT_CONNECT_TIMEOUT,

@@ -117,7 +117,9 @@ impl Settings {
 }
 
 /// The builder setters both clients share: each sets one field of the builder's
-/// `settings: Settings` and hands the builder back.
+/// `settings: Settings` and hands the builder back. An implementation detail of the two
+/// clients, not API: it may change in any release.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! builder_setters {
     () => {

@@ -46,7 +46,7 @@ impl Success {
         serde_json::from_slice(&self.body).map_err(|e| Error::Decode {
             message: self.redactor.redact(&e.to_string()),
             response: Box::new(ResponseInfo {
-                status: self.status.as_u16(),
+                status: Some(self.status),
                 correlation_id: self.correlation_id.clone(),
                 code: None,
                 message: None,

@@ -1,21 +1,62 @@
 //! Statistics and log events of a client, the same for both drivers.
 //!
-//! A driver hands every [`Action`] its calls produce to [`Telemetry::observe`]. That
-//! counts it and emits a `tracing` event: every 429 at WARN (bucket, limit, remaining,
-//! wait, attempt, correlation id), every retry and every wait with its reason at DEBUG.
-//! Nothing logged ever contains the API key or a request header.
+//! A driver hands every [`Action`] its calls produce to [`Telemetry::observe_call`].
+//! That counts it and emits a `tracing` event under the client's own target
+//! ([`LogTarget`]: `mistral_blocking` or `mistral_async`, so
+//! `RUST_LOG=mistral_blocking=debug` shows one client): every 429 at WARN (bucket,
+//! limit, remaining, wait, attempt, correlation id), a call past [`crate::LONG_CALL`] at
+//! WARN once, every retry and every wait with its reason at DEBUG, a failed call at
+//! DEBUG. Nothing logged ever contains the API key or a request header.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::action::{Action, Ask, Grant, Report, Signal};
+use crate::call::Call;
 use crate::error::Error;
 use crate::ratelimits::RateLimits;
+
+/// The `tracing` target a client's events go under.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogTarget {
+    /// `mistral_core::telemetry` (a driver that names none).
+    #[default]
+    Core,
+    /// `mistral_blocking`.
+    Blocking,
+    /// `mistral_async`.
+    Async,
+}
+
+impl LogTarget {
+    /// The target's name, as `RUST_LOG` directives write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogTarget::Core => "mistral_core::telemetry",
+            LogTarget::Blocking => "mistral_blocking",
+            LogTarget::Async => "mistral_async",
+        }
+    }
+}
+
+/// A `tracing` event at `$level` under the [`LogTarget`] `$target` (tracing needs the
+/// target as a literal: one arm per target).
+macro_rules! emit {
+    ($target:expr, $level:ident, $($rest:tt)*) => {
+        match $target {
+            LogTarget::Blocking => tracing::$level!(target: "mistral_blocking", $($rest)*),
+            LogTarget::Async => tracing::$level!(target: "mistral_async", $($rest)*),
+            LogTarget::Core => tracing::$level!(target: "mistral_core::telemetry", $($rest)*),
+        }
+    };
+}
 
 /// Shared, lock-free counters of one client and its clones.
 #[derive(Debug, Default)]
 pub struct Telemetry {
+    target: LogTarget,
     calls: AtomicU64,
     attempts: AtomicU64,
     retries: AtomicU64,
@@ -128,9 +169,41 @@ impl RateLimitedCounts {
 }
 
 impl Telemetry {
-    /// New counters at zero.
+    /// New counters at zero, events under `mistral_core::telemetry`.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// New counters at zero, events under `target`.
+    pub fn for_target(target: LogTarget) -> Self {
+        Self {
+            target,
+            ..Self::default()
+        }
+    }
+
+    /// The target this client's events go under.
+    pub fn target(&self) -> LogTarget {
+        self.target
+    }
+
+    /// [`Telemetry::observe`], and what the call has to say beside its action (that it
+    /// has been going for [`crate::LONG_CALL`]).
+    pub fn observe_call(&self, call: &mut Call, action: &Action) {
+        if let Some(long) = call.take_long_call() {
+            emit!(
+                self.target,
+                warn,
+                model = long.model.as_str(),
+                path = long.path.as_str(),
+                attempts = long.attempts,
+                waited_s = long.going.as_secs_f64(),
+                deadline_s = long.deadline.map(|d| d.as_secs_f64()),
+                reason = long.reason.as_str(),
+                "mistral: a call has been waiting long"
+            );
+        }
+        self.observe(action);
     }
 
     /// A call started.
@@ -183,7 +256,9 @@ impl Telemetry {
                 self.attempts.fetch_add(1, Relaxed);
                 if attempt.number > 1 {
                     self.retries.fetch_add(1, Relaxed);
-                    tracing::debug!(
+                    emit!(
+                        self.target,
+                        debug,
                         attempt = attempt.number,
                         method = %attempt.request.method(),
                         path = attempt.request.uri().path(),
@@ -192,7 +267,7 @@ impl Telemetry {
                 }
             }
             Action::Wait { until: _, why } => {
-                tracing::debug!(reason = %why, "mistral: waiting");
+                emit!(self.target, debug, reason = %why, "mistral: waiting");
             }
             Action::Report(report) => self.observe_report(report),
             Action::Done(result) => self.observe_done(result.as_ref().map(|s| s.waited)),
@@ -218,7 +293,7 @@ impl Telemetry {
             }
             Signal::Transport(kind) => {
                 self.transport_errors.fetch_add(1, Relaxed);
-                tracing::debug!(%kind, attempt = report.attempt, "mistral: no response");
+                emit!(self.target, debug, %kind, attempt = report.attempt, "mistral: no response");
                 return;
             }
             _ => return,
@@ -235,7 +310,9 @@ impl Telemetry {
             Signal::RateLimited { wait, .. } => (None, None, None, None, Some(wait)),
             _ => (None, None, None, None, None),
         };
-        tracing::warn!(
+        emit!(
+            self.target,
+            warn,
             kind = ?report.signal_kind(),
             model = report.model.as_deref().unwrap_or("-"),
             bucket = bucket.as_deref().unwrap_or("unknown"),
@@ -260,7 +337,7 @@ impl Telemetry {
                 if matches!(error, Error::RateLimited { shared: true, .. }) {
                     self.limiter.refused_deadline.fetch_add(1, Relaxed);
                 }
-                tracing::debug!(%error, "mistral: call failed");
+                emit!(self.target, debug, %error, "mistral: call failed");
                 error.trail().map(|t| t.waited).unwrap_or_default()
             }
         };

@@ -116,7 +116,7 @@ pub fn classify(
         _ => Verdict::Unexpected,
     };
     let info = ResponseInfo {
-        status: status.as_u16(),
+        status: Some(status),
         correlation_id: correlation_id(headers, parsed.as_ref()),
         code: parsed.as_ref().and_then(|b| b.code.clone()),
         message: parsed.as_ref().and_then(|b| b.message.clone()),
@@ -469,7 +469,7 @@ mod tests {
             None,
         );
         assert_eq!(c.verdict, Verdict::BadRequest);
-        assert_eq!(c.info.status, 404);
+        assert_eq!(c.info.status_u16(), Some(404));
     }
 
     #[test]

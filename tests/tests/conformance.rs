@@ -363,7 +363,8 @@ fn waited_for_the_reset(o: &Observed) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------
 
 fn is_no_allowance(e: &Error) -> bool {
-    matches!(e, Error::NoAllowance { model: Some(m), .. } if m == MODEL) && e.status() == Some(429)
+    matches!(e, Error::NoAllowance { model: Some(m), .. } if m == MODEL)
+        && e.status_u16() == Some(429)
 }
 
 fn is_monthly_quota(e: &Error) -> bool {
@@ -379,7 +380,7 @@ fn is_monthly_quota(e: &Error) -> bool {
 
 fn is_unauthorized(e: &Error) -> bool {
     matches!(e, Error::Unauthorized { .. })
-        && e.status() == Some(401)
+        && e.status_u16() == Some(401)
         && e.to_string().contains("MISTRAL_API_KEY")
         && support::leaked_piece(&format!("{e}\n{e:?}"), WRONG_KEY).is_none()
 }
@@ -388,7 +389,7 @@ fn is_422_with_details(e: &Error) -> bool {
     let Error::BadRequest { details, response } = e else {
         return false;
     };
-    response.status == 422
+    response.status_u16() == Some(422)
         && details.iter().any(|d| {
             d.kind.as_deref() == Some("extra_forbidden")
                 && d.loc.last().map(String::as_str) == Some(UNKNOWN_FIELD)
@@ -399,7 +400,9 @@ fn is_html_502_after_two(e: &Error) -> bool {
     let Error::Server { trail, response } = e else {
         return false;
     };
-    response.status == 502 && trail.attempts == 2 && response.excerpt.contains("502 Bad Gateway")
+    response.status_u16() == Some(502)
+        && trail.attempts == 2
+        && response.excerpt.contains("502 Bad Gateway")
 }
 
 fn is_connect_after_three(e: &Error) -> bool {
@@ -455,9 +458,9 @@ fn is_deadline_after_timeouts(e: &Error) -> bool {
 fn is_deadline_after_503s(e: &Error) -> bool {
     match e {
         Error::Deadline { deadline, last, .. } => {
-            *deadline == ms(500) && last.as_deref().and_then(Error::status) == Some(503)
+            *deadline == ms(500) && last.as_deref().and_then(Error::status_u16) == Some(503)
         }
-        Error::Server { trail, .. } => e.status() == Some(503) && trail.attempts >= 2,
+        Error::Server { trail, .. } => e.status_u16() == Some(503) && trail.attempts >= 2,
         _ => false,
     }
 }
@@ -466,7 +469,7 @@ fn is_decode(e: &Error) -> bool {
     let Error::Decode { response, .. } = e else {
         return false;
     };
-    response.status == 200 && response.excerpt.contains("chat.completion")
+    response.status_u16() == Some(200) && response.excerpt.contains("chat.completion")
 }
 
 fn is_rate_limited_requests(e: &Error) -> bool {

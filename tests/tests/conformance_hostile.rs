@@ -373,9 +373,9 @@ fn run_blocking(url: &str, stream: bool, policy: RetryPolicy) -> Outcome {
         .limiter(Arc::new(NoLimiter))
         .build()?;
     if !stream {
-        return client.chat(&request()).map(|r| format!("{r:?}"));
+        return client.chat(request()).map(|r| format!("{r:?}"));
     }
-    let stream = client.chat_stream(&request())?;
+    let stream = client.chat_stream(request())?;
     let head = format!("{:?}", stream.head());
     let mut chunks = Vec::new();
     for chunk in stream {
@@ -545,6 +545,7 @@ fn a_name_that_does_not_resolve_is_one_error_retried_alike_by_both_clients() {
                 kind: TransportKind::Connect,
                 message,
                 trail,
+                ..
             }) => {
                 assert!(message.contains("could not resolve"), "{driver}: {message}");
                 assert_eq!(trail.attempts, 3, "{driver}: {outcome:?}");

@@ -120,11 +120,11 @@ fn run_blocking() -> Run {
         .retry_policy(RetryPolicy::no_retries())
         .build()
         .unwrap();
-    warm.chat(&chat()).expect("the warm-up is served");
+    warm.chat(chat()).expect("the warm-up is served");
     let client = builder(KEY).retry_policy(policy()).build().unwrap();
-    let limited = client.chat(&chat()).expect_err("two 429s end the call");
+    let limited = client.chat(chat()).expect_err("two 429s end the call");
     let wrong = builder(WRONG_KEY).retry_policy(policy()).build().unwrap();
-    let refused = wrong.chat(&chat()).expect_err("the key is refused");
+    let refused = wrong.chat(chat()).expect_err("the key is refused");
     // Shows the capture runs at TRACE (`log`'s TRACE records are compiled out: see
     // mistral-blocking's `no-wire-trace` feature).
     tracing::trace!(target: "capture", "trace level captured");

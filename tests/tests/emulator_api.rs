@@ -353,3 +353,139 @@ fn the_log_is_capped_and_says_so() {
     // Inspection requests are not numbered: request 5 is the next one.
     assert_eq!(emu.requests_received(), 5);
 }
+
+fn weather_tool() -> serde_json::Value {
+    json!({"type": "function", "function": {
+        "name": "get_weather",
+        "description": "forecast",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+            },
+            "required": ["city", "days"],
+        },
+    }})
+}
+
+#[test]
+fn a_request_with_tools_gets_a_tool_call_as_mistral_sends_it() {
+    let emu = Emulator::start(Config::default());
+    let mut body = chat("m", "weather in Paris?");
+    body["tools"] = json!([weather_tool()]);
+    let r = raw_http::post(&emu.url(), Some(emu.key()), CHAT, &body).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json().unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let call = &v["choices"][0]["message"]["tool_calls"][0];
+    assert!(call.get("type").is_none(), "{call}");
+    let id = call["id"].as_str().unwrap();
+    assert_eq!(id.len(), 9);
+    assert!(id.chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
+    assert_eq!(call["function"]["name"], "get_weather");
+    let text = call["function"]["arguments"]
+        .as_str()
+        .expect("a JSON string");
+    let args: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert!(
+        args["city"].as_str().is_some_and(|c| !c.is_empty()),
+        "{args}"
+    );
+    let days = args["days"].as_i64().unwrap();
+    assert!((1..=7).contains(&days), "{args}");
+    assert!(["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap()));
+    assert!(args["tags"].as_array().unwrap().len() >= 2);
+    // After the tool's result the model answers in text; with `none` it never calls.
+    body["messages"] = json!([
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": id, "content": "{\"sunny\":true}"},
+    ]);
+    let v = raw_http::post(&emu.url(), Some(emu.key()), CHAT, &body)
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 3
+    );
+    let mut off = chat("m", "weather?");
+    off["tools"] = json!([weather_tool()]);
+    off["tool_choice"] = json!("none");
+    let v = raw_http::post(&emu.url(), Some(emu.key()), CHAT, &off)
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(v["choices"][0]["message"]["tool_calls"].is_null(), "{v}");
+}
+
+#[test]
+fn a_streamed_tool_call_arrives_whole_in_one_delta() {
+    let emu = Emulator::start(Config::default());
+    let mut body = chat("m", "weather?");
+    body["tools"] = json!([weather_tool()]);
+    body["stream"] = json!(true);
+    let r = raw_http::post(&emu.url(), Some(emu.key()), CHAT, &body).unwrap();
+    let text = r.text();
+    let deltas: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let with_calls: Vec<_> = deltas
+        .iter()
+        .filter(|d| !d["choices"][0]["delta"]["tool_calls"].is_null())
+        .collect();
+    assert_eq!(with_calls.len(), 1, "{text}");
+    let call = &with_calls[0]["choices"][0]["delta"]["tool_calls"][0];
+    let args: serde_json::Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["days"].is_i64());
+    assert_eq!(with_calls[0]["choices"][0]["finish_reason"], "tool_calls");
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+}
+
+#[test]
+fn json_mode_answers_valid_json_and_json_schema_an_instance_of_the_schema() {
+    let emu = Emulator::start(Config::default());
+    let mut body = chat("m", "give me json");
+    body["response_format"] = json!({"type": "json_object"});
+    let v = raw_http::post(&emu.url(), Some(emu.key()), CHAT, &body)
+        .unwrap()
+        .json()
+        .unwrap();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(content).expect(content);
+    assert!(parsed.is_object());
+    body["response_format"] = json!({"type": "json_schema", "json_schema": {
+    "name": "person", "strict": true, "schema": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 8},
+            "age": {"type": "integer", "minimum": 18, "maximum": 30},
+            "admin": {"type": "boolean"},
+            "nick": {"type": ["string", "null"]},
+            "kind": {"const": "human"},
+        },
+        "required": ["name", "age", "admin"],
+    }}});
+    let v = raw_http::post(&emu.url(), Some(emu.key()), CHAT, &body)
+        .unwrap()
+        .json()
+        .unwrap();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    let p: serde_json::Value = serde_json::from_str(content).expect(content);
+    assert!(p["name"].as_str().unwrap().chars().count() >= 8, "{p}");
+    assert!((18..=30).contains(&p["age"].as_i64().unwrap()), "{p}");
+    assert!(p["admin"].is_boolean());
+    assert!(p["nick"].is_string());
+    assert_eq!(p["kind"], "human");
+}

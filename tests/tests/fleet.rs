@@ -74,7 +74,7 @@ fn blocking_run(emu: &Emulator, threads: usize, total: usize) -> (Stats, Duratio
                     if i >= total {
                         break;
                     }
-                    let reply = client.chat(&request(i));
+                    let reply = client.chat(request(i));
                     assert!(reply.is_ok(), "request {i} failed: {}", reply.unwrap_err());
                 }
             });

@@ -80,7 +80,7 @@ fn run(driver: Driver, url: &str, key: &str) -> Run {
                                 if i >= CALLS {
                                     break failures;
                                 }
-                                if let Err(e) = client.chat(&request(i)) {
+                                if let Err(e) = client.chat(request(i)) {
                                     failures.push(format!("call {i}: {e}"));
                                 }
                             }

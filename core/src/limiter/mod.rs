@@ -53,7 +53,7 @@ impl Limiter for NoLimiter {
 pub fn closed_error(block: Block, model: &str) -> Error {
     let message = |what: &str| {
         Box::new(ResponseInfo {
-            status: 429,
+            status: None,
             message: Some(format!(
                 "stopped by the shared limiter: an earlier response showed {what}"
             )),

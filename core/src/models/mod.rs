@@ -140,3 +140,17 @@ pub trait RequestSize {
 pub(crate) fn char_count(s: &str) -> usize {
     s.chars().count()
 }
+
+/// A borrowed request converts into an owned one by cloning it, so `client.chat(&request)`
+/// keeps working where the caller needs the request afterwards; pass it by value to
+/// avoid the copy.
+macro_rules! from_ref {
+    ($($t:ty),*) => {$(
+        impl From<&$t> for $t {
+            fn from(request: &$t) -> Self {
+                request.clone()
+            }
+        }
+    )*};
+}
+from_ref!(ChatRequest, FimRequest, EmbeddingRequest, ModerationRequest);

@@ -219,7 +219,7 @@ pub fn overhead_blocking(requests: usize, rounds: usize) -> Result<Overhead, Str
         let start = Instant::now();
         for i in from..from + per_round {
             client
-                .chat(&workload.request(i))
+                .chat(workload.request(i))
                 .map_err(|e| e.to_string())?;
         }
         ours.push(start.elapsed().as_secs_f64() * 1e6 / per_round as f64);

@@ -51,8 +51,10 @@ fn main() -> ExitCode {
         );
     }
     println!(
-        "Time waited is summed over calls (queueing behind the shared limiter included); \
-         the ideal is requests ÷ the request limit."
+        "Waits are per call (queueing behind the shared limiter included); \
+         `ran` is from the burst's start to each client's first call and last answer; \
+         the server's best counts its burst (the emulator's own rules, else the limit with \
+         a fresh window at once)."
     );
     let errors = outcome.errors();
     for row in outcome.rows.iter().filter(|r| r.name != "total") {

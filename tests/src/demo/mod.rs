@@ -4,7 +4,9 @@
 //!
 //! - With neither `MISTRAL_API_KEY` nor `MISTRAL_BASE_URL` set, it starts the emulator
 //!   in-process with a tight limit (5 requests per 1 s window, burst 5, and 150 tokens
-//!   per second, announced in late-2025 headers) and sends 20 + 20 requests: ideally 8 s.
+//!   per second, announced in late-2025 headers) and sends 20 + 20 requests from both clients
+//!   at once (all callers start together); the table compares the time with the
+//!   emulator's own best (its burst of 5 counted).
 //! - With either set, it talks to that server (`MISTRAL_BASE_URL`, default the real
 //!   API) with `MISTRAL_API_KEY` (or, with only a base URL, the emulator's default key,
 //!   for a `cargo xtask emulate` started by hand), model `MISTRAL_MODEL` or
@@ -21,8 +23,8 @@ pub mod progress;
 pub mod summary;
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use mistral_core::models::{ChatRequest, Message};
@@ -115,8 +117,10 @@ pub struct Outcome {
     pub server: String,
     /// Blocking, async and total.
     pub rows: Vec<ClientSummary>,
-    /// The request limit (announced by the server, else configured), if known.
+    /// The request limit (configured for the emulator, else announced), if known.
     pub limit: Option<RequestLimit>,
+    /// The server's own best for the whole burst, in seconds (its burst counted).
+    pub ideal: Option<f64>,
     /// For the emulator: 429s it sent, and whether any window went over its limit.
     pub emulator_check: Option<(usize, bool)>,
 }
@@ -124,7 +128,7 @@ pub struct Outcome {
 impl Outcome {
     /// The closing table.
     pub fn table(&self) -> String {
-        summary::table(&self.rows, self.limit)
+        summary::table(&self.rows, self.limit, self.ideal)
     }
 
     /// Errors returned to callers, all clients together.
@@ -157,10 +161,10 @@ fn live(stats: &Stats, errors: u64) -> Live {
 }
 
 /// A call's result, as the plain progress lines tell it.
-fn describe(result: &Result<u32, Error>, took: Duration) -> String {
+fn describe(result: &Result<(u32, Duration), Error>, took: Duration) -> String {
     match result {
-        Ok(1) => format!("ok, 1 attempt, {:.1} s", took.as_secs_f64()),
-        Ok(n) => format!("ok, {n} attempts, {:.1} s", took.as_secs_f64()),
+        Ok((1, _)) => format!("ok, 1 attempt, {:.1} s", took.as_secs_f64()),
+        Ok((n, _)) => format!("ok, {n} attempts, {:.1} s", took.as_secs_f64()),
         Err(e) => format!("error: {e}"),
     }
 }
@@ -237,18 +241,22 @@ pub fn run(settings: &Settings) -> Result<Outcome, String> {
         ("blocking", settings.blocking as u64),
         ("async", settings.tasks as u64),
     ]));
-    let errors: [Arc<Mutex<Vec<String>>>; 2] = Default::default();
-    let last_end: [Arc<Mutex<Duration>>; 2] = Default::default();
-    let start = Instant::now();
+    let records: [Arc<Mutex<Record>>; 2] = Default::default();
     let done = Arc::new(AtomicBool::new(false));
+    // Every caller waits here, then all start at once: the two clients' calls reach the
+    // shared limiter interleaved, not one client's all before the other's.
+    let gate = Arc::new(std::sync::Barrier::new(
+        settings.blocking + settings.tasks + 1,
+    ));
+    let start = Arc::new(Mutex::new(Instant::now()));
 
     // Refresh the bars' counters while calls wait.
     let ticker = {
-        let (progress, done, errors) = (progress.clone(), done.clone(), errors.clone());
+        let (progress, done, records) = (progress.clone(), done.clone(), records.clone());
         let (b, a) = (blocking.clone(), asynch.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                let count = |i: usize| errors[i].lock().map_or(0, |e| e.len() as u64);
+                let count = |i: usize| records[i].lock().map_or(0, |r| r.errors.len() as u64);
                 progress.update(0, live(&b.stats(), count(0)));
                 progress.update(1, live(&a.stats(), count(1)));
                 std::thread::sleep(Duration::from_millis(200));
@@ -256,51 +264,69 @@ pub fn run(settings: &Settings) -> Result<Outcome, String> {
         })
     };
 
-    let (finished_tx, finished_rx) = mpsc::channel::<()>();
-    for i in 0..settings.blocking {
-        let client = blocking.clone();
-        let request = request(settings, i);
-        let (progress, errors, last_end) = (progress.clone(), errors.clone(), last_end.clone());
-        let finished = finished_tx.clone();
-        std::thread::spawn(move || {
-            let t = Instant::now();
-            let result = client.chat(&request).map(|r| r.attempts);
-            let took = t.elapsed();
-            note(&errors[0], &last_end[0], start, &result);
-            let count = errors[0].lock().map_or(0, |e| e.len() as u64);
-            progress.finished(0, &describe(&result, took), live(&client.stats(), count));
-            let _ = finished.send(());
-        });
-    }
-    drop(finished_tx);
-    runtime.block_on(async {
-        let mut set = tokio::task::JoinSet::new();
-        for i in 0..settings.tasks {
-            let client = asynch.clone();
-            let request = request(settings, settings.blocking + i);
-            let (progress, errors, last_end) = (progress.clone(), errors.clone(), last_end.clone());
-            set.spawn(async move {
+    let mut threads = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..settings.blocking.max(settings.tasks) {
+        if i < settings.blocking {
+            let client = blocking.clone();
+            let request = request(settings, 2 * i);
+            let (progress, records, gate, start) = (
+                progress.clone(),
+                records.clone(),
+                gate.clone(),
+                start.clone(),
+            );
+            threads.push(std::thread::spawn(move || {
+                gate.wait();
                 let t = Instant::now();
-                let result = client.chat(&request).await.map(|r| r.attempts);
+                let result = client.chat(request).map(|r| (r.attempts, r.waited));
                 let took = t.elapsed();
-                note(&errors[1], &last_end[1], start, &result);
-                let count = errors[1].lock().map_or(0, |e| e.len() as u64);
-                progress.finished(1, &describe(&result, took), live(&client.stats(), count));
-            });
+                let count = note(&records[0], &start, t, &result);
+                progress.finished(0, &describe(&result, took), live(&client.stats(), count));
+            }));
         }
-        while set.join_next().await.is_some() {}
+        if i < settings.tasks {
+            let client = asynch.clone();
+            let request = request(settings, 2 * i + 1);
+            let (progress, records, gate, start) = (
+                progress.clone(),
+                records.clone(),
+                gate.clone(),
+                start.clone(),
+            );
+            tasks.push(runtime.spawn(async move {
+                // The barrier blocks: wait on it off the runtime's workers.
+                let _ = tokio::task::spawn_blocking(move || gate.wait()).await;
+                let t = Instant::now();
+                let result = client.chat(request).await.map(|r| (r.attempts, r.waited));
+                let took = t.elapsed();
+                let count = note(&records[1], &start, t, &result);
+                progress.finished(1, &describe(&result, took), live(&client.stats(), count));
+            }));
+        }
+    }
+    if let Ok(mut s) = start.lock() {
+        *s = Instant::now();
+    }
+    gate.wait();
+    for t in threads {
+        let _ = t.join();
+    }
+    runtime.block_on(async {
+        for t in tasks {
+            let _ = t.await;
+        }
     });
-    while finished_rx.recv().is_ok() {}
     done.store(true, Ordering::Relaxed);
     let _ = ticker.join();
     progress.finish();
 
-    let take = |m: &Arc<Mutex<Vec<String>>>| m.lock().map(|e| e.clone()).unwrap_or_default();
-    let end = |m: &Arc<Mutex<Duration>>| m.lock().map(|d| *d).unwrap_or_default();
+    let take = |m: &Arc<Mutex<Record>>| m.lock().map(|r| r.clone()).unwrap_or_default();
     let (bs, as_) = (blocking.stats(), asynch.stats());
+    let (rb, ra) = (take(&records[0]), take(&records[1]));
     let mut rows = vec![
-        ClientSummary::from_stats("blocking", &bs, end(&last_end[0]), take(&errors[0])),
-        ClientSummary::from_stats("async", &as_, end(&last_end[1]), take(&errors[1])),
+        ClientSummary::from_stats("blocking", &bs, rb.span(), rb.waits, rb.errors),
+        ClientSummary::from_stats("async", &as_, ra.span(), ra.waits, ra.errors),
     ];
     rows.push(ClientSummary::total(&rows));
     let announced = [bs.last_limits.as_ref(), as_.last_limits.as_ref()]
@@ -308,17 +334,38 @@ pub fn run(settings: &Settings) -> Result<Outcome, String> {
         .flatten()
         .find_map(|l| l.requests().copied())
         .and_then(|q| {
+            let limit = q.limit.filter(|&l| l > 0)?;
             Some(RequestLimit {
-                limit: q.limit.filter(|&l| l > 0)?,
+                limit,
                 window: q.window.duration()?,
+                burst: limit,
             })
         });
     let configured = match settings.server {
         Server::Emulated { requests, .. } => Some(RequestLimit {
             limit: requests,
             window: Duration::from_secs(1),
+            burst: requests,
         }),
         Server::Remote { .. } => None,
+    };
+    let limit = configured.or(announced);
+    let n = (settings.blocking + settings.tasks) as u64;
+    // The emulator's own best (its bucket's burst, its token limit); for another
+    // server, its request limit with a fresh window at once.
+    let ideal = match &emulator {
+        Some(e) => {
+            let costs: Vec<u64> = (0..n as usize)
+                .map(|i| {
+                    let r = request(settings, i);
+                    (r.prompt_chars() as u64).div_ceil(4).max(1)
+                        + u64::from(settings.max_tokens.min(e.config().completion_tokens))
+                })
+                .collect();
+            let server = crate::bench::best::Server::of_emulator(e.config(), &settings.model);
+            Some(server.best(&costs, n as usize, 0.0).makespan_s())
+        }
+        None => limit.map(|l| l.ideal_secs(n)),
     };
     let emulator_check = emulator.as_ref().map(|e| {
         let log = e.log();
@@ -328,32 +375,81 @@ pub fn run(settings: &Settings) -> Result<Outcome, String> {
     Ok(Outcome {
         server,
         rows,
-        limit: announced.or(configured),
+        limit,
+        ideal,
         emulator_check,
     })
 }
 
-/// Records a call's end and its error, if any.
+/// What one client's calls did: when each started and ended, its wait, its error.
+#[derive(Clone, Debug, Default)]
+struct Record {
+    first_start: Option<Duration>,
+    last_end: Duration,
+    waits: Vec<Duration>,
+    errors: Vec<String>,
+}
+
+impl Record {
+    fn span(&self) -> (Duration, Duration) {
+        (self.first_start.unwrap_or_default(), self.last_end)
+    }
+}
+
+/// Records a call (started at `began`): its span, its wait, its error; the client's
+/// errors so far.
 fn note(
-    errors: &Mutex<Vec<String>>,
-    last_end: &Mutex<Duration>,
-    start: Instant,
-    result: &Result<u32, Error>,
-) {
-    let now = start.elapsed();
-    if let Ok(mut end) = last_end.lock() {
-        *end = (*end).max(now);
+    record: &Mutex<Record>,
+    start: &Mutex<Instant>,
+    began: Instant,
+    result: &Result<(u32, Duration), Error>,
+) -> u64 {
+    let start = start.lock().map(|s| *s).unwrap_or(began);
+    let Ok(mut r) = record.lock() else { return 0 };
+    let from = began.saturating_duration_since(start);
+    r.first_start = Some(r.first_start.map_or(from, |f| f.min(from)));
+    r.last_end = r.last_end.max(start.elapsed());
+    match result {
+        Ok((_, waited)) => r.waits.push(*waited),
+        Err(e) => {
+            r.waits
+                .push(e.trail().map(|t| t.waited).unwrap_or_default());
+            r.errors.push(e.to_string());
+        }
     }
-    if let Err(e) = result
-        && let Ok(mut errors) = errors.lock()
-    {
-        errors.push(e.to_string());
-    }
+    r.errors.len() as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_clients_run_at_once_and_the_ideal_counts_the_burst() {
+        let settings = Settings {
+            server: Server::Emulated {
+                requests: 5,
+                tokens: 150,
+            },
+            model: DEFAULT_MODEL.into(),
+            blocking: 6,
+            tasks: 6,
+            max_tokens: 16,
+        };
+        let outcome = run(&settings).unwrap();
+        let (b, a) = (&outcome.rows[0], &outcome.rows[1]);
+        assert_eq!((b.succeeded, a.succeeded), (6, 6), "{outcome:?}");
+        // Both started with the burst and each was still running when the other began.
+        assert!(b.first_start < Duration::from_millis(500), "{b:?}");
+        assert!(a.first_start < Duration::from_millis(500), "{a:?}");
+        assert!(a.first_start < b.elapsed && b.first_start < a.elapsed);
+        // 12 requests, 5 at once, then 5 per second: 1.4 s at best (not 12 ÷ 5 = 2.4 s).
+        let ideal = outcome.ideal.unwrap();
+        assert!((1.3..1.5).contains(&ideal), "{ideal}");
+        assert_eq!(b.waits.len() + a.waits.len(), 12);
+        let table = outcome.table();
+        assert!(table.contains("burst 5"), "{table}");
+    }
 
     #[test]
     fn requests_fit_the_server() {

@@ -135,6 +135,22 @@ pub(crate) struct Parsed {
     /// Inputs of embeddings and moderations.
     pub inputs: Vec<String>,
     pub dimension: usize,
+    /// What a chat completion answers with (text for every other endpoint).
+    pub answer: Answer,
+}
+
+/// What a chat completion answers with.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Answer {
+    /// Generated words.
+    Text,
+    /// A call of one of the request's tools (`tools` present, `tool_choice` not `none`,
+    /// and the last message not a tool result): the function named by `tool_choice`, or
+    /// the first, with arguments generated from its `parameters` schema.
+    ToolCall { name: String, arguments: Value },
+    /// `response_format` `json_object` (an object) or `json_schema` (an instance of its
+    /// schema).
+    Json(Value),
 }
 
 impl Parsed {
@@ -430,7 +446,13 @@ fn build(
         .and_then(|d| usize::try_from(d).ok())
         .filter(|&d| d > 0 && d <= 8192)
         .unwrap_or(default_dimension.max(1));
+    let answer = if endpoint == Endpoint::Chat {
+        chat_answer(object, content_seed)
+    } else {
+        Answer::Text
+    };
     Parsed {
+        answer,
         endpoint,
         model,
         stream: generates && object.get("stream").and_then(Value::as_bool) == Some(true),
@@ -440,6 +462,181 @@ fn build(
         content_seed,
         inputs,
         dimension,
+    }
+}
+
+/// What a chat request asks to be answered with (see [`Answer`]).
+fn chat_answer(object: &Map<String, Value>, seed: u64) -> Answer {
+    let mut rng = XorShift::new(seed ^ 0x7001);
+    let tools: Vec<&Value> = object
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().collect())
+        .unwrap_or_default();
+    let choice = object.get("tool_choice");
+    let after_tool = object
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        == Some("tool");
+    let forced = matches!(choice.and_then(Value::as_str), Some("any" | "required"));
+    let off = choice.and_then(Value::as_str) == Some("none");
+    if !tools.is_empty() && !off && (!after_tool || forced) {
+        let named = choice
+            .and_then(|c| c.get("function"))
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str);
+        let tool = named
+            .and_then(|n| {
+                tools
+                    .iter()
+                    .find(|t| t["function"]["name"].as_str() == Some(n))
+            })
+            .or(tools.first())
+            .copied();
+        if let Some(function) = tool.and_then(|t| t.get("function")) {
+            let name = function["name"].as_str().unwrap_or("").to_owned();
+            let schema = function.get("parameters").cloned().unwrap_or(json!({}));
+            let mut arguments = instance(&schema, &mut rng, 0);
+            if !arguments.is_object() {
+                arguments = json!({});
+            }
+            return Answer::ToolCall { name, arguments };
+        }
+    }
+    let format = object.get("response_format");
+    match format.and_then(|f| f.get("type")).and_then(Value::as_str) {
+        Some("json_object") => Answer::Json(json!({"answer": word(&mut rng)})),
+        Some("json_schema") => {
+            let schema = format
+                .and_then(|f| f.get("json_schema"))
+                .and_then(|j| j.get("schema"))
+                .cloned()
+                .unwrap_or(json!({"type": "object"}));
+            Answer::Json(instance(&schema, &mut rng, 0))
+        }
+        _ => Answer::Text,
+    }
+}
+
+fn word(rng: &mut XorShift) -> String {
+    VOCABULARY[(rng.next_u64() % VOCABULARY.len() as u64) as usize].to_owned()
+}
+
+/// A value that fits a JSON schema (the common subset: `type` (or a list of them),
+/// `properties`, `required`, `items`, `enum`, `const`, `anyOf`/`oneOf`/`allOf` (the
+/// first), `minimum`/`maximum`, `minItems`, `minLength`); every property is filled.
+fn instance(schema: &Value, rng: &mut XorShift, depth: usize) -> Value {
+    if depth > 8 {
+        return Value::Null;
+    }
+    if let Some(c) = schema.get("const") {
+        return c.clone();
+    }
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        {
+            return instance(first, rng, depth + 1);
+        }
+    }
+    let kind = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ if schema.get("items").is_some() => "array",
+        _ => "string",
+    };
+    match kind {
+        "object" => {
+            let mut out = Map::new();
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (name, sub) in props {
+                    out.insert(name.clone(), instance(sub, rng, depth + 1));
+                }
+            }
+            Value::Object(out)
+        }
+        "array" => {
+            let n = schema
+                .get("minItems")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .max(1);
+            let items = schema.get("items").cloned().unwrap_or(json!({}));
+            Value::Array(
+                (0..n.min(16))
+                    .map(|_| instance(&items, rng, depth + 1))
+                    .collect(),
+            )
+        }
+        "integer" | "number" => {
+            let min = schema.get("minimum").and_then(Value::as_i64).unwrap_or(1);
+            let max = schema
+                .get("maximum")
+                .and_then(Value::as_i64)
+                .unwrap_or(min + 99)
+                .max(min);
+            let span = (max - min) as u64 + 1;
+            json!(min + (rng.next_u64() % span) as i64)
+        }
+        "boolean" => json!(rng.next_u64().is_multiple_of(2)),
+        "null" => Value::Null,
+        _ => {
+            let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(1) as usize;
+            let mut text = word(rng);
+            while text.chars().count() < min {
+                text.push(' ');
+                text.push_str(&word(rng));
+            }
+            json!(text)
+        }
+    }
+}
+
+/// A tool call id as Mistral makes them: 9 characters `[A-Za-z0-9]`.
+fn tool_call_id(seed: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = XorShift::new(seed ^ 0x1d);
+    (0..9)
+        .map(|_| ALPHABET[(rng.next_u64() % ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}
+
+/// The tool calls of a response (no `type` field; `arguments` a JSON string).
+fn tool_calls(parsed: &Parsed) -> Value {
+    match &parsed.answer {
+        Answer::ToolCall { name, arguments } => json!([{
+            "id": tool_call_id(parsed.content_seed),
+            "function": {"name": name, "arguments": arguments.to_string()},
+            "index": 0,
+        }]),
+        _ => Value::Null,
+    }
+}
+
+/// The message text: generated words, or the JSON text of a JSON answer, or empty
+/// beside a tool call.
+fn content(parsed: &Parsed) -> String {
+    match &parsed.answer {
+        Answer::Text => words(parsed).concat(),
+        Answer::Json(v) => v.to_string(),
+        Answer::ToolCall { .. } => String::new(),
     }
 }
 
@@ -475,7 +672,12 @@ fn usage(parsed: &Parsed) -> Value {
 }
 
 fn finish_reason(parsed: &Parsed) -> &'static str {
-    if parsed.truncated { "length" } else { "stop" }
+    match parsed.answer {
+        Answer::ToolCall { .. } => "tool_calls",
+        Answer::Json(_) => "stop",
+        Answer::Text if parsed.truncated => "length",
+        Answer::Text => "stop",
+    }
 }
 
 /// The JSON body of a plain (non-streaming) completion, embedding or moderation.
@@ -490,8 +692,8 @@ pub(crate) fn response(parsed: &Parsed, id: &str, created: u64) -> Value {
                 "index": 0,
                 "message": {
                     "role": "assistant",
-                    "content": words(parsed).concat(),
-                    "tool_calls": null,
+                    "content": content(parsed),
+                    "tool_calls": tool_calls(parsed),
                 },
                 "finish_reason": finish_reason(parsed),
             }],
@@ -579,6 +781,28 @@ pub(crate) fn stream_events(parsed: &Parsed, id: &str, created: u64) -> Vec<Stri
         None,
         0,
     )];
+    match &parsed.answer {
+        Answer::Text => {}
+        // A tool call arrives whole in one delta; a JSON answer in one piece.
+        Answer::ToolCall { .. } => {
+            events.push(chunk(
+                json!({"content": "", "tool_calls": tool_calls(parsed)}),
+                Some(finish_reason(parsed)),
+                Some(usage(parsed)),
+                1,
+            ));
+            return events;
+        }
+        Answer::Json(_) => {
+            events.push(chunk(
+                json!({"content": content(parsed)}),
+                Some(finish_reason(parsed)),
+                Some(usage(parsed)),
+                1,
+            ));
+            return events;
+        }
+    }
     let n = words.len();
     for (i, word) in words.iter().enumerate() {
         if i + 1 < n {

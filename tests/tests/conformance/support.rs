@@ -455,7 +455,7 @@ fn perform_blocking(
 ) -> Result<Got, Error> {
     match work.kind {
         Kind::Chat => {
-            let reply = client.chat(&chat_request(work))?;
+            let reply = client.chat(chat_request(work))?;
             let text = reply.text().unwrap_or_default().to_owned();
             Ok(got_reply(
                 &reply,
@@ -465,7 +465,7 @@ fn perform_blocking(
             ))
         }
         Kind::Stream => {
-            let mut stream = client.chat_stream(&chat_request(work))?;
+            let mut stream = client.chat_stream(chat_request(work))?;
             let mut got = got_stream_head(stream.head());
             for chunk in stream.by_ref() {
                 absorb(&mut got, &chunk?);
@@ -475,7 +475,7 @@ fn perform_blocking(
             Ok(got)
         }
         Kind::Embeddings => {
-            let reply = client.embeddings(&embeddings_request(work))?;
+            let reply = client.embeddings(embeddings_request(work))?;
             Ok(got_reply(
                 &reply,
                 String::new(),
