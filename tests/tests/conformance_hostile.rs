@@ -397,7 +397,7 @@ fn run_async(url: &str, stream: bool, policy: RetryPolicy) -> Outcome {
             .limiter(Arc::new(NoLimiter))
             .build()?;
         if !stream {
-            return client.chat(&request()).await.map(|r| format!("{r:?}"));
+            return client.chat(request()).await.map(|r| format!("{r:?}"));
         }
         let mut stream = client.chat_stream(&request()).await?;
         let head = format!("{stream:?}");
@@ -523,7 +523,7 @@ fn a_name_that_does_not_resolve_is_one_error_retried_alike_by_both_clients() {
         .retry_policy(policy().max_attempts(3))
         .limiter(Arc::new(NoLimiter))
         .build()
-        .and_then(|c| c.chat(&request()));
+        .and_then(|c| c.chat(request()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -536,7 +536,7 @@ fn a_name_that_does_not_resolve_is_one_error_retried_alike_by_both_clients() {
             .retry_policy(policy().max_attempts(3))
             .limiter(Arc::new(NoLimiter))
             .build()?;
-        client.chat(&request()).await
+        client.chat(request()).await
     });
     let (blocking, asynchronous) = (blocking.map(drop), asynchronous.map(drop));
     for (driver, outcome) in [("blocking", blocking), ("async", asynchronous)] {

@@ -120,7 +120,7 @@ fn five_hundred_twelve_tasks_share_one_budget() {
         let tasks: Vec<_> = (0..512)
             .map(|i| {
                 let client = client.clone();
-                tokio::spawn(async move { client.chat(&request(i)).await.map(|_| ()) })
+                tokio::spawn(async move { client.chat(request(i)).await.map(|_| ()) })
             })
             .collect();
         for (i, t) in tasks.into_iter().enumerate() {

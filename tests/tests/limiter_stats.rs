@@ -80,7 +80,7 @@ fn blocking_counts_queued_admitted_and_refused_for_the_deadline() {
     let start = Instant::now();
     let results: Vec<Result<(), Error>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| client.chat(&request()).map(|_| ())))
+            .map(|_| s.spawn(|| client.chat(request()).map(|_| ())))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -108,7 +108,7 @@ fn async_counts_queued_admitted_and_refused_for_the_deadline() {
         let calls: Vec<_> = (0..4)
             .map(|_| {
                 let client = client.clone();
-                tokio::spawn(async move { client.chat(&request()).await.map(|_| ()) })
+                tokio::spawn(async move { client.chat(request()).await.map(|_| ()) })
             })
             .collect();
         let mut results = Vec::new();

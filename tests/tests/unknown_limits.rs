@@ -123,7 +123,7 @@ fn run(driver: Driver, url: &str, key: &str) -> Run {
                                 if i >= CALLS {
                                     break failures;
                                 }
-                                if let Err(e) = client.chat(&request(i)).await {
+                                if let Err(e) = client.chat(request(i)).await {
                                     failures.push(format!("call {i}: {e}"));
                                 }
                             }
@@ -492,7 +492,7 @@ fn two_calls(driver: Driver, url: &str, key: &str) -> (Result<u32, String>, Resu
                 .expect("client");
             let call = |i| {
                 client
-                    .chat(&request(i))
+                    .chat(request(i))
                     .map(|r| r.attempts)
                     .map_err(|e| e.to_string())
             };
@@ -510,8 +510,8 @@ fn two_calls(driver: Driver, url: &str, key: &str) -> (Result<u32, String>, Resu
                     .retry_policy(policy)
                     .build()
                     .expect("client");
-                let first = client.chat(&request(0)).await;
-                let second = client.chat(&request(1)).await;
+                let first = client.chat(request(0)).await;
+                let second = client.chat(request(1)).await;
                 (
                     first.map(|r| r.attempts).map_err(|e| e.to_string()),
                     second.map(|r| r.attempts).map_err(|e| e.to_string()),
