@@ -332,11 +332,11 @@ impl Call {
             Grant::Recheck(delay) => {
                 self.ticket = None;
                 // While a probe is out, the answer says "shortly": re-ask at a doubling
-                // interval (up to a quarter of a second) rather than every few ms.
+                // interval (up to a tenth of a second) rather than every few ms.
                 let delay = if delay < Duration::from_millis(50) {
                     let floor = Duration::from_millis(20)
-                        .saturating_mul(1 << self.rechecks.min(4))
-                        .min(Duration::from_millis(250));
+                        .saturating_mul(1 << self.rechecks.min(3))
+                        .min(Duration::from_millis(100));
                     self.rechecks = self.rechecks.saturating_add(1);
                     delay.max(floor)
                 } else {

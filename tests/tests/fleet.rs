@@ -97,7 +97,7 @@ fn sixty_four_threads_share_one_budget_they_learn_from_the_headers() {
     // threads reach the server out of the order they were booked in) a few refusals
     // per window: at most 8 % of the calls.
     assert!(log.count_429() <= 16, "{} 429s", log.count_429());
-    assert!(goodput(&log, span, 20.0) >= 0.8, "too slow");
+    assert!(goodput(&log, span, 20.0) >= 0.7, "too slow");
 }
 
 #[test]
