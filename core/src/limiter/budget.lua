@@ -18,7 +18,7 @@
 --          ARGV[13] used, ARGV[14] signal, ARGV[15] wait_us, ARGV[16] window_us,
 --          ARGV[17] has_remaining (0/1), ARGV[18] req_remaining, ARGV[19] has_ticket
 --          (0/1), ARGV[20] ticket epoch, ARGV[21] ticket seq
--- Returns {kind, value, the 33 fields}: kind 0 go (value: wait us; the ticket is the
+-- Returns {kind, value, the 34 fields}: kind 0 go (value: wait us; the ticket is the
 -- state's epoch and seq), 1 recheck (value: us), 2 closed (value: block), 3 reported,
 -- 4 late (value: us).
 
@@ -46,7 +46,7 @@ local FIELDS = {
   'grown_us', 'probe_until_us', 'meter_start_us', 'meter_count', 'meter_rate_milli',
   'epoch', 'seq', 'credit', 'credit_seq', 'recovering', 'streak', 'rate_milli',
   'max_milli', 'slow_start', 'binding', 'anchor_us', 'spent_us', 'cycle_start_us',
-  'cycle_count', 'windowed', 'pending',
+  'cycle_count', 'windowed', 'pending', 'fresh_us',
 }
 
 local function add(a, b)
@@ -139,7 +139,7 @@ local function advance()
     local back = s.seen_us - now
     for _, f in ipairs({ 'req_tat_us', 'tok_tat_us', 'retry_tat_us', 'pause_until_us',
       'block_until_us', 'event_us', 'grown_us', 'probe_until_us', 'meter_start_us',
-      'anchor_us', 'spent_us', 'cycle_start_us' }) do
+      'anchor_us', 'spent_us', 'cycle_start_us', 'fresh_us' }) do
       s[f] = sub(s[f], back)
     end
   end
@@ -377,7 +377,10 @@ local function read_remaining(req_limit, req_window_secs, has_remaining, remaini
   if s.spent_us > 0 and remaining > 0 and now < add(s.anchor_us, window_us) then
     s.windowed = 0
   end
-  if (req_limit > 0 and add(remaining, 1) >= req_limit) or (s.spent_us > 0 and remaining > 0) then
+  if req_limit > 0 and add(remaining, 1) >= req_limit then
+    s.anchor_us = now
+    s.fresh_us = now
+  elseif s.spent_us > 0 and remaining > 0 then
     s.anchor_us = now
   end
   local credit = sub(remaining, max(sub(s.seq, seq), s.pending))
@@ -387,9 +390,10 @@ local function read_remaining(req_limit, req_window_secs, has_remaining, remaini
     if s.spent_us == 0 then s.spent_us = now end
     s.credit = 0
     hold_one_unit()
-    if s.windowed == 1 and s.anchor_us > 0 and window_us > 0 then
+    if s.windowed == 1 and s.fresh_us > 0 and window_us > 0
+      and now < add(s.fresh_us, window_us) then
       local margin = idiv(mul(window_us, MARGIN_PPM), FULL_SHARE)
-      local round = min(sub(add(add(s.anchor_us, window_us), margin), now), window_us)
+      local round = min(sub(add(add(s.fresh_us, window_us), margin), now), window_us)
       if add(now, round) > s.pause_until_us then
         s.pause_until_us = add(now, round)
         s.epoch = add(s.epoch, 1)

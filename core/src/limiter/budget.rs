@@ -207,7 +207,8 @@ pub struct BudgetState {
     /// 1 when a caller queued for the request cell since the rate last grew (the rate is
     /// what limits the callers, so raising it is worth a try).
     pub binding: u64,
-    /// Announced: when a response last showed a fresh window (`remaining` ≥ limit − 1).
+    /// Announced: when a window was last seen to start: a fresh one (`remaining` ≥
+    /// limit − 1), or room again after a spent one.
     pub anchor_us: u64,
     /// Announced: when a response first showed `remaining` 0 since the last that
     /// did not (0: not spent).
@@ -223,6 +224,9 @@ pub struct BudgetState {
     /// Bookings not answered yet (a report, or a confirmation that found them void,
     /// settles one); forgotten after a minute without any operation.
     pub pending: u64,
+    /// Announced: when a response last showed a fresh window (`remaining` ≥ limit − 1);
+    /// [`BudgetState::anchor_us`] also moves when room comes back after a spent window.
+    pub fresh_us: u64,
 }
 
 /// What a reservation decided.
@@ -515,7 +519,7 @@ impl BudgetState {
 
     /// The field names, in the order of [`BudgetState::to_fields`] (the Redis hash's
     /// fields and the Lua script's order).
-    pub const FIELDS: [&'static str; 33] = [
+    pub const FIELDS: [&'static str; 34] = [
         "seen_us",
         "req_tat_us",
         "tok_tat_us",
@@ -549,6 +553,7 @@ impl BudgetState {
         "cycle_count",
         "windowed",
         "pending",
+        "fresh_us",
     ];
 
     /// A new budget at `now`, with the user's limits if any.
@@ -575,7 +580,7 @@ impl BudgetState {
     }
 
     /// The fields as integers, in the order of [`BudgetState::FIELDS`].
-    pub fn to_fields(&self) -> [u64; 33] {
+    pub fn to_fields(&self) -> [u64; 34] {
         [
             self.seen_us,
             self.req_tat_us,
@@ -610,13 +615,14 @@ impl BudgetState {
             self.cycle_count,
             self.windowed,
             self.pending,
+            self.fresh_us,
         ]
     }
 
     /// The state of [`BudgetState::to_fields`]' integers; `None` when one is out of
     /// range (an unknown source or block, a flag other than 0 or 1, a value above
     /// [`MAX_EXACT`]).
-    pub fn from_fields(f: [u64; 33]) -> Option<Self> {
+    pub fn from_fields(f: [u64; 34]) -> Option<Self> {
         if f.iter().any(|&v| v > MAX_EXACT) {
             return None;
         }
@@ -655,6 +661,7 @@ impl BudgetState {
             cycle_count: f[30],
             windowed: flag(f[31])?,
             pending: f[32],
+            fresh_us: f[33],
         })
     }
 
@@ -699,6 +706,7 @@ impl BudgetState {
                 &mut self.anchor_us,
                 &mut self.spent_us,
                 &mut self.cycle_start_us,
+                &mut self.fresh_us,
             ] {
                 *t = sub(*t, back);
             }
@@ -1074,10 +1082,13 @@ impl BudgetState {
             // Room again before the window came round: it refills continuously.
             self.windowed = 0;
         }
-        if (op.req_limit > 0 && add(remaining, 1) >= op.req_limit)
-            || (self.spent_us > 0 && remaining > 0)
-        {
-            // A fresh window, or room again after a spent one: a window starts here.
+        if op.req_limit > 0 && add(remaining, 1) >= op.req_limit {
+            // A fresh window starts here.
+            self.anchor_us = now;
+            self.fresh_us = now;
+        } else if self.spent_us > 0 && remaining > 0 {
+            // Room again after a spent window: what comes back now, a sliding log gives
+            // back one window later.
             self.anchor_us = now;
         }
         // Everything booked after this request spends the same `remaining`; of a burst,
@@ -1093,11 +1104,17 @@ impl BudgetState {
             }
             self.credit = 0;
             self.hold_one_unit(now);
-            if self.windowed == 1 && self.anchor_us > 0 && window_us > 0 {
-                // A window that does not refill: nobody goes before it comes round (with
-                // the margin for the clocks), and slots booked before now are void.
+            if self.windowed == 1
+                && self.fresh_us > 0
+                && window_us > 0
+                && now < add(self.fresh_us, window_us)
+            {
+                // A fresh window spent, in a window that does not refill: nobody goes
+                // before it comes round (with the margin for the clocks), and slots
+                // booked before now are void. (Capacity that comes back a little at a
+                // time, as a sliding log's does, is paced one unit at a time instead.)
                 let margin = mul(window_us, Self::MARGIN_PPM) / FULL_SHARE;
-                let round = sub(add(add(self.anchor_us, window_us), margin), now).min(window_us);
+                let round = sub(add(add(self.fresh_us, window_us), margin), now).min(window_us);
                 if add(now, round) > self.pause_until_us {
                     self.pause_until_us = add(now, round);
                     self.epoch = add(self.epoch, 1);

@@ -39,6 +39,7 @@ impl BudgetState {
             &mut s.anchor_us,
             &mut s.spent_us,
             &mut s.cycle_start_us,
+            &mut s.fresh_us,
         ] {
             *t = shift(*t);
         }

@@ -16,7 +16,7 @@
 //!
 //! let args = lua::reserve_args(Some(1_000), 86_400, Seed::default(), &Reserve::new(50));
 //! assert_eq!(args[0], "reserve");
-//! // The script answers [kind, value, the 33 fields]:
+//! // The script answers [kind, value, the 34 fields]:
 //! let mut reply = vec![0, 0];
 //! reply.extend(BudgetState::new(1_000, None).to_fields().map(|v| v as i64));
 //! let reply = lua::decode_reply(&reply).unwrap();
@@ -122,7 +122,7 @@ pub struct ScriptReply {
 #[error("unexpected reply from the limiter script: {0}")]
 pub struct ReplyError(&'static str);
 
-/// Decodes the script's reply: `[kind, value, the 33 fields]`.
+/// Decodes the script's reply: `[kind, value, the 34 fields]`.
 pub fn decode_reply(reply: &[i64]) -> Result<ScriptReply, ReplyError> {
     if reply.len() != 2 + BudgetState::FIELDS.len() {
         return Err(ReplyError("wrong length"));
