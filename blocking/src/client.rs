@@ -410,6 +410,7 @@ impl Client {
 
     /// The loop of [`Client::run`]: the outcome and the attempts made.
     fn drive(&self, request: &ApiRequest) -> Outcome {
+        warn_if_wire_is_traced();
         let inner = &*self.inner;
         let prepared = inner.target.prepare(request)?;
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
@@ -450,6 +451,34 @@ impl Client {
             }
         }
     }
+}
+
+/// The `log` target under which ureq-proto hex-dumps at TRACE every byte it sends, the
+/// request head and so the `Authorization: Bearer <key>` header included. ureq 3 has no
+/// setting to turn that off; filter this target out (`ureq_proto=off`) or turn on the
+/// feature `no-wire-trace`.
+pub const WIRE_DUMP_TARGET: &str = "ureq_proto::util";
+
+/// Whether the warning below was given (once per process).
+static WIRE_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Warns once, at WARN under `mistral_blocking`, when the program's `log` logger would
+/// record ureq-proto's TRACE dump (and with it the key). Never true with the feature
+/// `no-wire-trace` (TRACE compiled out).
+fn warn_if_wire_is_traced() {
+    if WIRE_WARNED.load(Ordering::Relaxed)
+        || !log::log_enabled!(target: WIRE_DUMP_TARGET, log::Level::Trace)
+        || WIRE_WARNED.swap(true, Ordering::Relaxed)
+    {
+        return;
+    }
+    tracing::warn!(
+        target: "mistral_blocking",
+        "mistral: the `log` logger records TRACE for `{WIRE_DUMP_TARGET}`, where ureq-proto \
+         dumps every request head, the Authorization header with the API key included: \
+         filter it out (`ureq_proto=off`) or build with mistral-blocking's feature \
+         `no-wire-trace`"
+    );
 }
 
 /// A call's end, with the attempts it made.
