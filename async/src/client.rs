@@ -51,7 +51,10 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// A client configured from the environment: the key from `MISTRAL_API_KEY`
-    /// (missing: [`KeyError::Missing`]), the base URL from `MISTRAL_BASE_URL` when set.
+    /// (missing: [`KeyError::Missing`](crate::KeyError::Missing)), the base URL from
+    /// `MISTRAL_BASE_URL` (when set and not empty), the limiter's store and budget id from
+    /// `MISTRAL_LIMITER` and limits from `MISTRAL_LIMITS`. The same as
+    /// [`ClientBuilder::from_env`]`().build()`.
     pub fn from_env() -> Result<Self, Error> {
         ClientBuilder::from_env().build()
     }
@@ -63,7 +66,27 @@ impl Client {
 
     /// A builder with every setting at its default and no key. It reads no environment
     /// variable — not `MISTRAL_LIMITER` either, so its clients share an in-process
-    /// limiter only: start from [`ClientBuilder::from_env`] to honour it.
+    /// limiter only: start from [`ClientBuilder::from_env`], or call
+    /// `.limiter_from_env()`, to honour it. A store can also be named in code, built for
+    /// the builder's own base URL and key:
+    ///
+    /// ```no_run
+    /// use mistral_async::{Client, stores::LimiterSpec};
+    ///
+    /// # fn main() -> Result<(), mistral_async::Error> {
+    /// // Every process of this host paces with one budget per model.
+    /// let client = Client::builder().api_key("sk-my-key").file_limiter("/run/mistral/").build()?;
+    /// // The store MISTRAL_LIMITER names, if set (else the in-process default).
+    /// let from_env = Client::builder().api_key("sk-my-key").limiter_from_env().build()?;
+    /// // A fleet (cargo feature `redis`).
+    /// let fleet = Client::builder()
+    ///     .api_key("sk-my-key")
+    ///     .shared_limiter(LimiterSpec::Redis("redis://cache:6379/".into()))
+    ///     .build();
+    /// # drop((client, from_env, fleet));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }
@@ -389,6 +412,8 @@ impl Client {
 #[derive(Clone, Debug, Default)]
 pub struct ClientBuilder {
     settings: Settings,
+    /// The user's own HTTP client, when given.
+    http: Option<reqwest::Client>,
 }
 
 impl ClientBuilder {
@@ -398,10 +423,55 @@ impl ClientBuilder {
     pub fn from_env() -> Self {
         Self {
             settings: Settings::from_env(),
+            http: None,
         }
     }
 
     mistral_core::builder_setters!();
+
+    /// Sends through your own [`reqwest::Client`] — for a proxy, HTTP/2, pool settings,
+    /// your own TLS — instead of the one `build` makes. Start from
+    /// [`http_client_builder`](crate::http_client_builder) (this crate's TLS and no
+    /// redirects) or from `reqwest::Client::builder()` with
+    /// `.redirect(reqwest::redirect::Policy::none())`.
+    ///
+    /// **Redirects.** A redirect must never carry the key on, and reqwest follows up to
+    /// ten by default, per client (there is no per-request setting). A `reqwest::Client`
+    /// does not hand its policy back either, so `build` reads it from the client's
+    /// `Debug` output, which shows any policy but the default: a client that does not
+    /// show `Policy::none()` there — the default, a limit, a custom policy — is refused
+    /// with [`Error::Config`]. (Should a reqwest release show it otherwise, every client
+    /// would be refused, never one let through.) With `Policy::none()` a 3xx ends the
+    /// call with [`Error::Redirect`].
+    ///
+    /// **What still applies.** The base URL check (plain HTTP only to loopback unless
+    /// [`ClientBuilder::allow_insecure_http`]) and the core's timeouts per attempt: the
+    /// response head, the body, the attempt and a stream's idle time. The connect timeout
+    /// is your client's (reqwest sets it per client only), though the head timeout bounds
+    /// it; this builder's [`connect_timeout`](ClientBuilder::connect_timeout) is not used.
+    ///
+    /// ```no_run
+    /// use mistral_async::Client;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let http = mistral_async::http_client_builder()
+    ///     .proxy(reqwest::Proxy::all("http://proxy.internal:3128")?)
+    ///     .pool_max_idle_per_host(16)
+    ///     .build()?;
+    /// let client = Client::builder().api_key("sk-my-key").http_client(http).build()?;
+    /// # drop(client);
+    /// // One that follows redirects is refused.
+    /// let follows = mistral_async::http_client_builder()
+    ///     .redirect(reqwest::redirect::Policy::limited(5))
+    ///     .build()?;
+    /// assert!(Client::builder().api_key("sk-my-key").http_client(follows).build().is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
 
     /// Checks the settings and builds the client.
     pub fn build(self) -> Result<Client, Error> {
@@ -415,13 +485,26 @@ impl ClientBuilder {
             ..
         } = resolved;
         // No redirects: the Authorization header must never follow one.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(connect_timeout)
-            .build();
-        let http = http.map_err(transport::transport_error).map_err(|e| {
-            Error::Config(format!("the HTTP client cannot be built: {}", e.message))
-        })?;
+        let http = match self.http {
+            Some(http) if follows_no_redirect(&http) => http,
+            Some(_) => {
+                return Err(Error::Config(
+                    "the reqwest::Client given to `http_client` may follow redirects (the key \
+                     would go with them): build it with \
+                     `.redirect(reqwest::redirect::Policy::none())`, or start from \
+                     `mistral_async::http_client_builder()`"
+                        .into(),
+                ));
+            }
+            None => {
+                let http = crate::tls::http_client_builder()
+                    .connect_timeout(connect_timeout)
+                    .build();
+                http.map_err(transport::transport_error).map_err(|e| {
+                    Error::Config(format!("the HTTP client cannot be built: {}", e.message))
+                })?
+            }
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -434,4 +517,14 @@ impl ClientBuilder {
             options: CallOptions::new(),
         })
     }
+}
+
+/// Whether `http`'s redirect policy is `Policy::none()`. reqwest has no getter for it;
+/// its `Debug` output shows every policy but the default (`redirect_policy:
+/// "Policy(None)"`), so that is read, and anything else — the default, a limit, a custom
+/// policy, a format this check does not know — counts as following redirects.
+fn follows_no_redirect(http: &reqwest::Client) -> bool {
+    let shown = format!("{http:?}");
+    shown.contains("redirect_policy: \"Policy(None)\"")
+        || shown.contains("redirect_policy: Policy(None)")
 }

@@ -42,6 +42,7 @@
 
 mod client;
 mod streaming;
+mod tls;
 mod transport;
 
 pub use client::{Client, ClientBuilder};
@@ -49,6 +50,7 @@ pub use mistral_core::request::{DEFAULT_CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
 /// The shared limiter's stores: in-process, a locked state file, Redis (feature `redis`).
 pub use mistral_stores as stores;
 pub use streaming::ChatStream;
+pub use tls::{http_client_builder, http_client_builder_with_roots};
 
 /// The sans-IO core this client drives, for what the re-exports above leave out.
 pub use mistral_core;

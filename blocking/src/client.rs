@@ -62,6 +62,8 @@ struct Inner {
 #[derive(Clone, Debug, Default)]
 pub struct ClientBuilder {
     settings: Settings,
+    /// The user's own agent, when given.
+    agent: Option<ureq::Agent>,
 }
 
 impl ClientBuilder {
@@ -71,10 +73,45 @@ impl ClientBuilder {
     pub fn from_env() -> Self {
         Self {
             settings: Settings::from_env(),
+            agent: None,
         }
     }
 
     mistral_core::builder_setters!();
+
+    /// Sends through your own [`ureq::Agent`] — for a proxy, your own CA roots or TLS
+    /// settings — instead of the one `build` makes. Its connections and settings are
+    /// yours, except what every request overrides to keep the client's guarantees:
+    ///
+    /// - redirects are never followed (`max_redirects(0)` on every request: a 3xx ends
+    ///   the call with [`Error::Redirect`], the key goes nowhere else);
+    /// - a 4xx/5xx is a response, not a ureq error (`http_status_as_error(false)`);
+    /// - the core's phase timeouts (connect, send, response head, body, per read of a
+    ///   stream) are set on every request. A `timeout_global` or `timeout_per_call` of
+    ///   your agent still applies on top of them.
+    ///
+    /// The base URL is still checked by `build` (plain HTTP only to loopback unless
+    /// [`ClientBuilder::allow_insecure_http`]); a proxy in your agent sees the requests
+    /// only as your proxy settings say (an `https://` base URL is tunnelled). The agent's
+    /// [`connect_timeout`](ClientBuilder::connect_timeout) is this builder's, per request.
+    ///
+    /// ```no_run
+    /// use mistral_blocking::Client;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let agent = ureq::Agent::config_builder()
+    ///     .proxy(Some(ureq::Proxy::new("http://proxy.internal:3128")?))
+    ///     .build()
+    ///     .new_agent();
+    /// let client = Client::builder().api_key("sk-my-key").agent(agent).build()?;
+    /// # drop(client);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn agent(mut self, agent: ureq::Agent) -> Self {
+        self.agent = Some(agent);
+        self
+    }
 
     /// Builds the client: checks the key, the base URL and the user agent.
     pub fn build(self) -> Result<Client, Error> {
@@ -87,15 +124,18 @@ impl ClientBuilder {
             seed,
             ..
         } = resolved;
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_connect(Some(connect_timeout))
-            .max_idle_connections_per_host(64)
-            .build();
+        let agent = self.agent.unwrap_or_else(|| {
+            let config = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .timeout_connect(Some(connect_timeout))
+                .max_idle_connections_per_host(64)
+                .build();
+            ureq::Agent::new_with_config(config)
+        });
         Ok(Client {
             inner: Arc::new(Inner {
-                agent: ureq::Agent::new_with_config(config),
+                agent,
                 target,
                 policy,
                 limiter,
@@ -108,8 +148,11 @@ impl ClientBuilder {
 }
 
 impl Client {
-    /// A client configured from the environment: `MISTRAL_API_KEY` (required) and
-    /// `MISTRAL_BASE_URL` (when set and not empty).
+    /// A client configured from the environment: the key from `MISTRAL_API_KEY`
+    /// (missing: [`KeyError::Missing`](crate::KeyError::Missing)), the base URL from
+    /// `MISTRAL_BASE_URL` (when set and not empty), the limiter's store and budget id from
+    /// `MISTRAL_LIMITER` and limits from `MISTRAL_LIMITS`. The same as
+    /// [`ClientBuilder::from_env`]`().build()`.
     pub fn from_env() -> Result<Self, Error> {
         ClientBuilder::from_env().build()
     }
@@ -121,7 +164,27 @@ impl Client {
 
     /// A builder with every setting at its default and no key. It reads no environment
     /// variable — not `MISTRAL_LIMITER` either, so its clients share an in-process
-    /// limiter only: start from [`ClientBuilder::from_env`] to honour it.
+    /// limiter only: start from [`ClientBuilder::from_env`], or call
+    /// `.limiter_from_env()`, to honour it. A store can also be named in code, built for
+    /// the builder's own base URL and key:
+    ///
+    /// ```no_run
+    /// use mistral_blocking::{Client, stores::LimiterSpec};
+    ///
+    /// # fn main() -> Result<(), mistral_blocking::Error> {
+    /// // Every process of this host paces with one budget per model.
+    /// let client = Client::builder().api_key("sk-my-key").file_limiter("/run/mistral/").build()?;
+    /// // The store MISTRAL_LIMITER names, if set (else the in-process default).
+    /// let from_env = Client::builder().api_key("sk-my-key").limiter_from_env().build()?;
+    /// // A fleet (cargo feature `redis`).
+    /// let fleet = Client::builder()
+    ///     .api_key("sk-my-key")
+    ///     .shared_limiter(LimiterSpec::Redis("redis://cache:6379/".into()))
+    ///     .build();
+    /// # drop((client, from_env, fleet));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }
@@ -347,6 +410,7 @@ impl Client {
 
     /// The loop of [`Client::run`]: the outcome and the attempts made.
     fn drive(&self, request: &ApiRequest) -> Outcome {
+        warn_if_wire_is_traced();
         let inner = &*self.inner;
         let prepared = inner.target.prepare(request)?;
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
@@ -387,6 +451,34 @@ impl Client {
             }
         }
     }
+}
+
+/// The `log` target under which ureq-proto hex-dumps at TRACE every byte it sends, the
+/// request head and so the `Authorization: Bearer <key>` header included. ureq 3 has no
+/// setting to turn that off; filter this target out (`ureq_proto=off`) or turn on the
+/// feature `no-wire-trace`.
+pub const WIRE_DUMP_TARGET: &str = "ureq_proto::util";
+
+/// Whether the warning below was given (once per process).
+static WIRE_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Warns once, at WARN under `mistral_blocking`, when the program's `log` logger would
+/// record ureq-proto's TRACE dump (and with it the key). Never true with the feature
+/// `no-wire-trace` (TRACE compiled out).
+fn warn_if_wire_is_traced() {
+    if WIRE_WARNED.load(Ordering::Relaxed)
+        || !log::log_enabled!(target: WIRE_DUMP_TARGET, log::Level::Trace)
+        || WIRE_WARNED.swap(true, Ordering::Relaxed)
+    {
+        return;
+    }
+    tracing::warn!(
+        target: "mistral_blocking",
+        "mistral: the `log` logger records TRACE for `{WIRE_DUMP_TARGET}`, where ureq-proto \
+         dumps every request head, the Authorization header with the API key included: \
+         filter it out (`ureq_proto=off`) or build with mistral-blocking's feature \
+         `no-wire-trace`"
+    );
 }
 
 /// A call's end, with the attempts it made.

@@ -36,7 +36,11 @@ pub(crate) fn exchange(agent: &ureq::Agent, policy: &RetryPolicy, attempt: &Atte
     // Phase timeouts rather than a global one: with any timeout on name resolution,
     // ureq resolves on a thread of its own for every request (a clone per call). The
     // resolver's own timeouts bound DNS.
+    // Set on every request, whoever made the agent: never follow a redirect (the key
+    // would go with it), a 4xx/5xx is a response for the core to read.
     let config = config
+        .max_redirects(0)
+        .http_status_as_error(false)
         .timeout_connect(attempt.connect_timeout.or(timeout))
         .timeout_send_request(timeout)
         .timeout_send_body(timeout)

@@ -44,6 +44,17 @@
 //! with `method`, `path`, `model`, and at its end `attempts` and `correlation_id`: 429s
 //! and calls waiting past [`mistral_core::LONG_CALL`] at WARN, retries, waits and
 //! failures at DEBUG. The key is in none of them.
+//!
+//! **ureq-proto's wire dump.** Under this client, ureq-proto hex-dumps every byte it
+//! sends with `log::trace!` under [`WIRE_DUMP_TARGET`] (`ureq_proto::util`): the request
+//! head, **the `Authorization` header with the API key included**, and the body. ureq 3
+//! has no setting to turn it off, so a program whose `log` logger records TRACE for that
+//! target (e.g. `tracing-subscriber` at TRACE, which forwards `log` records, or
+//! `RUST_LOG=trace` with `env_logger`) writes the key to its logs. The client warns once
+//! (WARN, target `mistral_blocking`) when that is so. Filter the target out
+//! (`RUST_LOG=trace,ureq_proto=off`), or turn on the opt-in feature `no-wire-trace`,
+//! which compiles every `log` TRACE record of the whole program out (the application's
+//! own too; `tracing`'s own events are not affected).
 
 #![deny(missing_docs)]
 
@@ -52,7 +63,7 @@ mod client;
 mod exchange;
 
 pub use chat_stream::ChatStream;
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, WIRE_DUMP_TARGET};
 pub use mistral_core::request::{DEFAULT_CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
 /// The shared limiter's stores: in-process, a locked state file, Redis (feature `redis`).
 pub use mistral_stores as stores;

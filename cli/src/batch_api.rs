@@ -390,8 +390,8 @@ fn save_jobs(path: &Path, jobs: &JobsFile) -> Result<(), Stop> {
 }
 
 fn http(conn: &Connection) -> Result<reqwest::Client, Stop> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+    // No redirects, and the async client's TLS (reqwest has no crypto provider of its own).
+    mistral_async::http_client_builder()
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| {

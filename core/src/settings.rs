@@ -68,19 +68,34 @@ impl Settings {
     /// limiter's store and budget id from `MISTRAL_LIMITER` and limits from
     /// `MISTRAL_LIMITS` ([`crate::limiter::limits_text`]).
     pub fn from_env_vars(var: impl Fn(&str) -> Option<String>) -> Self {
-        let parsed = var(ENV_VAR).map(|spec| LimiterSpec::parse_with_budget(&spec));
-        let (limiter_spec, budget_id) = match parsed {
-            None => (None, None),
-            Some(Ok((spec, budget))) => (Some(Ok(spec)), budget.map(Ok)),
-            Some(Err(e)) => (Some(Err(e)), None),
-        };
-        Self {
+        let mut settings = Self {
             key: var("MISTRAL_API_KEY").map(ApiKey::new),
             base_url: var("MISTRAL_BASE_URL").filter(|url| !url.is_empty()),
-            limiter_spec,
-            budget_id,
             limits: var(LIMITS_VAR).map(|text| parse_limits(&text)),
             ..Self::default()
+        };
+        settings.read_limiter_env(var);
+        settings
+    }
+
+    /// Takes the limiter's store from `MISTRAL_LIMITER`, read through `var`, when it is
+    /// set (unset: nothing changes), and its `?budget=` unless a budget id is set already
+    /// (an id given in code wins over the environment's, whatever the order). A value
+    /// that does not parse is kept as an error for [`Settings::resolve`]. The store
+    /// replaces a limiter given before.
+    pub fn read_limiter_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        let Some(text) = var(ENV_VAR) else {
+            return;
+        };
+        self.limiter = None;
+        match LimiterSpec::parse_with_budget(&text) {
+            Ok((spec, budget)) => {
+                self.limiter_spec = Some(Ok(spec));
+                if self.budget_id.is_none() {
+                    self.budget_id = budget.map(Ok);
+                }
+            }
+            Err(e) => self.limiter_spec = Some(Err(e)),
         }
     }
 
@@ -164,9 +179,39 @@ macro_rules! builder_setters {
         /// `MISTRAL_LIMITER` names when built from the environment, else the process-wide
         /// `LocalLimiter` of this base URL and key, or of the `budget_id`, shared by every
         /// client built for them). Share one limiter between clients that spend the same
-        /// budget. A limiter given here ignores `budget_id` and `limits`.
+        /// budget. A limiter given here ignores `budget_id` and `limits`. Of `limiter`,
+        /// `shared_limiter`, `file_limiter` and `limiter_from_env`, the last one called wins.
         pub fn limiter(mut self, limiter: ::std::sync::Arc<dyn $crate::Limiter>) -> Self {
             self.settings.limiter = Some(limiter);
+            self.settings.limiter_spec = None;
+            self
+        }
+        /// The limiter's store, made by `build` for this builder's own base URL and key
+        /// (or `budget_id`) and `limits`, as `MISTRAL_LIMITER` would name it:
+        /// `LimiterSpec::File(Some(dir_or_file))` for the processes of one host,
+        /// `LimiterSpec::Redis(url)` for a fleet (cargo feature `redis`; without it `build`
+        /// fails with `Error::Config`), `LimiterSpec::Local`, `LimiterSpec::None`. A
+        /// store that cannot be opened fails `build`. Replaces a limiter given before.
+        pub fn shared_limiter(mut self, store: $crate::limiter::LimiterSpec) -> Self {
+            self.settings.limiter = None;
+            self.settings.limiter_spec = Some(Ok(store));
+            self
+        }
+        /// A state-file limiter shared by the processes of one host: `path` is the state
+        /// file, or a directory (existing, or ending in `/`) that holds one file per
+        /// budget, named from a hash of the base URL and the key or budget id. The same
+        /// as `shared_limiter(LimiterSpec::File(Some(path)))`.
+        pub fn file_limiter(self, path: impl Into<::std::path::PathBuf>) -> Self {
+            self.shared_limiter($crate::limiter::LimiterSpec::File(Some(path.into())))
+        }
+        /// Takes the limiter's store (and its `?budget=`, unless `budget_id` is set) from
+        /// `MISTRAL_LIMITER` when it is set; when unset, nothing changes. A value that
+        /// does not parse fails `build`. `Client::builder()` reads no environment variable
+        /// unless told to by this; `ClientBuilder::from_env()` already does it.
+        pub fn limiter_from_env(mut self) -> Self {
+            self.settings.read_limiter_env(|name| {
+                ::std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+            });
             self
         }
         /// Names the budget this client spends, shared with every client (of any key, in
@@ -175,6 +220,7 @@ macro_rules! builder_setters {
         /// `?budget=`. Without one, each key has a budget of its own. Checked by `build`
         /// (1 to 64 ASCII letters, digits, `.`, `_`, `-`, `:`).
         pub fn budget_id(mut self, id: impl AsRef<str>) -> Self {
+            // Set over the environment's, whatever the order (see `read_limiter_env`).
             self.settings.budget_id = Some($crate::limiter::BudgetId::new(id));
             self
         }
@@ -243,6 +289,39 @@ mod tests {
                 .resolve()
                 .unwrap();
         assert_eq!(empty_url.target.base_url(), DEFAULT_BASE_URL);
+    }
+
+    #[test]
+    fn the_limiter_env_fills_only_what_code_left_unset() {
+        let env = |name: &str| (name == ENV_VAR).then(|| "file:/tmp/x?budget=env".to_owned());
+        let mut coded = Settings {
+            budget_id: Some(BudgetId::new("code")),
+            ..Settings::default()
+        };
+        coded.read_limiter_env(env);
+        assert_eq!(
+            coded.limiter_spec.unwrap().unwrap(),
+            LimiterSpec::File(Some("/tmp/x".into()))
+        );
+        assert_eq!(
+            coded.budget_id.unwrap().unwrap(),
+            BudgetId::new("code").unwrap()
+        );
+        let mut plain = Settings::default();
+        plain.read_limiter_env(env);
+        assert_eq!(
+            plain.budget_id.unwrap().unwrap(),
+            BudgetId::new("env").unwrap()
+        );
+        let mut unset = Settings {
+            limiter: Some(Arc::new(crate::NoLimiter)),
+            ..Settings::default()
+        };
+        unset.read_limiter_env(|_| None);
+        assert!(unset.limiter.is_some() && unset.limiter_spec.is_none());
+        let mut bad = Settings::default();
+        bad.read_limiter_env(|_| Some("fiel".into()));
+        assert!(matches!(bad.limiter_spec, Some(Err(Error::Config(_)))));
     }
 
     #[test]

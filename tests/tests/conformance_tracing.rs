@@ -125,8 +125,8 @@ fn run_blocking() -> Run {
     let limited = client.chat(chat()).expect_err("two 429s end the call");
     let wrong = builder(WRONG_KEY).retry_policy(policy()).build().unwrap();
     let refused = wrong.chat(chat()).expect_err("the key is refused");
-    // Shows the capture runs at TRACE (`log`'s TRACE records are compiled out: see
-    // mistral-blocking's `no-wire-trace` feature).
+    // Shows the capture runs at TRACE (`log`'s TRACE records are compiled out: this
+    // package turns on mistral-blocking's opt-in `no-wire-trace` feature).
     tracing::trace!(target: "capture", "trace level captured");
     let text = String::from_utf8_lossy(&lock(&buffer)).into_owned();
     Run {
@@ -162,8 +162,8 @@ fn run_async() -> Run {
         let refused = wrong.chat(&chat()).await.expect_err("the key is refused");
         (limited, refused)
     });
-    // Shows the capture runs at TRACE (`log`'s TRACE records are compiled out: see
-    // mistral-blocking's `no-wire-trace` feature).
+    // Shows the capture runs at TRACE (`log`'s TRACE records are compiled out: this
+    // package turns on mistral-blocking's opt-in `no-wire-trace` feature).
     tracing::trace!(target: "capture", "trace level captured");
     let text = String::from_utf8_lossy(&lock(&buffer)).into_owned();
     Run {
@@ -253,8 +253,8 @@ fn blocking_client_logs_no_key_at_any_level() {
     check_lines(&run);
 }
 
-/// Everything but ureq-proto's byte dump (compiled out by default; see above): the client's own
-/// lines, ureq's, rustls'.
+/// Everything but ureq-proto's byte dump (compiled out here by `no-wire-trace`, which
+/// this package turns on; see above): the client's own lines, ureq's, rustls'.
 #[test]
 fn blocking_client_logs_no_key_outside_the_ureq_proto_dump() {
     let _turn = lock(&SERIAL);

@@ -322,7 +322,8 @@ impl RedisLimiter {
 
 /// Installs rustls's `ring` provider as the process's default, unless one is installed
 /// already: the Redis client's TLS asks rustls for the default, which rustls cannot pick
-/// by itself when several providers are compiled in (reqwest brings `aws-lc-rs`). Called
+/// by itself when several providers are compiled in (a program that also enables
+/// reqwest's `rustls` feature brings `aws-lc-rs`). Called
 /// by [`RedisLimiter::for_budget`] for a `rediss://` URL; call it before making a
 /// `rediss://` connection of your own with the `redis` crate.
 pub fn install_tls_provider() {

@@ -254,8 +254,9 @@ pub fn overhead_async(requests: usize, ways: usize, rounds: usize) -> Result<Ove
         .limiter(Arc::new(LocalLimiter::new()))
         .build()
         .map_err(|e| e.to_string())?;
-    let bare = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+    // The same TLS and redirect settings as the client's own (reqwest is built without a
+    // crypto provider of its own).
+    let bare = mistral_async::http_client_builder()
         .build()
         .map_err(|e| e.to_string())?;
     let ways = ways.max(1);
