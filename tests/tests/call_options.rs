@@ -3,38 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use mistral_core::models::{ChatRequest, Message};
 use mistral_core::{CallOptions, Error};
-use mistral_tests::{Config, Emulator, Fault, Limits};
+use mistral_tests::{Config, Emulator, Fault};
 
-const MODEL: &str = "mistral-small-latest";
+mod calls;
 
-fn request() -> ChatRequest {
-    ChatRequest::new(MODEL, vec![Message::user("hello")])
-}
-
-/// One request per minute for [`MODEL`]: after one call, the next waits a minute.
-fn one_a_minute() -> Emulator {
-    let emu = Emulator::start(Config::default());
-    emu.set_limits(MODEL, Limits::new(Some(1), None));
-    emu
-}
-
-fn blocking(emu: &Emulator) -> mistral_blocking::Client {
-    mistral_blocking::Client::builder()
-        .api_key(emu.key())
-        .base_url(emu.url())
-        .build()
-        .unwrap()
-}
-
-fn asynchronous(emu: &Emulator) -> mistral_async::Client {
-    mistral_async::Client::builder()
-        .api_key(emu.key())
-        .base_url(emu.url())
-        .build()
-        .unwrap()
-}
+use calls::*;
 
 fn is_shared_refusal(e: &Error) -> bool {
     matches!(e, Error::RateLimited { shared: true, .. }) && e.status().is_none()

@@ -7,29 +7,9 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mistral_core::models::{ChatRequest, Message};
-use mistral_tests::{Config, Emulator, Limits};
+mod calls;
 
-const MODEL: &str = "mistral-small-latest";
-
-fn request() -> ChatRequest {
-    ChatRequest::new(MODEL, vec![Message::user("hello")])
-}
-
-/// One request per minute for [`MODEL`]: after one call, the next waits a minute.
-fn one_a_minute() -> Emulator {
-    let emu = Emulator::start(Config::default());
-    emu.set_limits(MODEL, Limits::new(Some(1), None));
-    emu
-}
-
-fn asynchronous(emu: &Emulator) -> mistral_async::Client {
-    mistral_async::Client::builder()
-        .api_key(emu.key())
-        .base_url(emu.url())
-        .build()
-        .unwrap()
-}
+use calls::*;
 
 #[derive(Clone, Default)]
 struct Sink(Arc<Mutex<Vec<u8>>>);
