@@ -96,7 +96,10 @@ fn judge(name: &str, emu: &Emulator, children: Vec<Child>, start: Instant) -> Lo
         "{name}: every request admitted"
     );
     assert!(log.violations().is_empty(), "{name}");
-    assert!(log.count_429() <= 8, "{name}: {} 429s", log.count_429());
+    // The limit is not configured: learning that the window does not refill costs two
+    // refusals, and a 2-s window comes round five times in the run (at most one probe
+    // each), with room for a loaded machine's scheduling.
+    assert!(log.count_429() <= 12, "{name}: {} 429s", log.count_429());
     log
 }
 

@@ -437,6 +437,8 @@ local function decrease()
     set_rate(new)
   elseif s.spent_us == 0 then
     s.share_ppm = max(idiv(mul(s.share_ppm, 9), 10), idiv(FULL_SHARE, 20))
+  else
+    s.share_ppm = max(idiv(mul(s.share_ppm, 97), 100), idiv(mul(FULL_SHARE, 7), 10))
   end
 end
 

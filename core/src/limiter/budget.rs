@@ -1204,6 +1204,12 @@ impl BudgetState {
                 if self.spent_us == 0 {
                     // A refusal the model did not expect: someone else spends the budget.
                     self.share_ppm = (mul(self.share_ppm, 9) / 10).max(FULL_SHARE / 20);
+                } else {
+                    // Refused one unit after the window was spent: the requests paced at
+                    // the announced rate reach the server closer together than they left
+                    // (scheduling, the network), or the window does not refill. A little
+                    // more room between them, won back at 1 % per second.
+                    self.share_ppm = (mul(self.share_ppm, 97) / 100).max(FULL_SHARE * 7 / 10);
                 }
             }
         }
