@@ -236,7 +236,18 @@ fn through_nginx(driver: Driver) {
     let nginx = Nginx::start(&bin, emulator.addr(), &LimitReq::per_second(NGINX_RATE))
         .expect("nginx starts");
     let run = run(driver, &nginx.url(), emulator.key());
-    let log = nginx.access_log().expect("nginx's access log");
+    // nginx writes a request's log line after its response: wait until every request
+    // the emulator served is in it.
+    let served = emulator.log().admitted();
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = nginx.access_log().expect("nginx's access log");
+        let ok = log.iter().filter(|e| e.status == 200).count();
+        if ok >= served || std::time::Instant::now() > give_up {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     drop(nginx);
     let chat: Vec<&AccessEntry> = log
         .iter()
@@ -310,8 +321,16 @@ fn nginx_refuses_with_its_html_page_and_nothing_announced() {
     );
     assert!(second.header("retry-after").is_none());
     assert!(second.headers_with_prefix("x-ratelimit").is_empty());
-    let log = nginx.access_log().expect("access log");
-    let statuses: Vec<u16> = log.iter().map(|e| e.status).collect();
+    // nginx writes a request's log line after its response: wait for the third.
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    let statuses = loop {
+        let log = nginx.access_log().expect("access log");
+        let statuses: Vec<u16> = log.iter().map(|e| e.status).collect();
+        if statuses.len() >= 3 || std::time::Instant::now() > give_up {
+            break statuses;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(statuses, [200, 429, 200]);
     assert!(nginx.error_log().contains("limiting requests"));
     assert_eq!(emulator.log().admitted(), 2);
