@@ -122,6 +122,7 @@ fn bench_reserve(c: &mut Criterion) {
         attempt: 1,
         within: None,
         confirm: None,
+        priority: mistral_core::Priority::Default,
     };
     let now = Instant::now();
     c.bench_function("local_limiter_reserve_uncontended", |b| {

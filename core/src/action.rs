@@ -84,6 +84,8 @@ pub struct Ask {
     /// limiter answers "go" if it still holds, or books a new slot if a congestion event
     /// voided it.
     pub confirm: Option<Ticket>,
+    /// The call's priority class: a saturated budget serves higher classes first.
+    pub priority: crate::Priority,
 }
 
 /// A booking in a shared budget: which congestion epoch it was made in, and its number.
@@ -94,6 +96,13 @@ pub struct Ticket {
     pub epoch: u64,
     /// The booking's number in its budget (counts every booking).
     pub seq: u64,
+    /// The budget lane it was booked in (0 is served first; see [`crate::Priority`]).
+    pub lane: u64,
+    /// How far that lane's bookings had been moved back when it was booked (µs in all):
+    /// when it is confirmed, the difference is what it waits more.
+    pub shift: u64,
+    /// When its slot is, µs on the budget's clock.
+    pub slot: u64,
 }
 
 /// The limiter's answer to an [`Ask`].

@@ -219,6 +219,7 @@ impl Call {
                         attempt: self.attempts + 1,
                         within,
                         confirm: self.ticket.filter(|_| self.confirming),
+                        priority: self.policy.priority,
                     });
                 }
                 State::Reserving => {

@@ -12,6 +12,7 @@
 //! - [`classify`] and [`RateLimits`]: what a response means, 429s told apart (a spent
 //!   window, no allowance, a monthly quota, Mistral's capacity);
 //! - [`RetryPolicy`] and [`Call`]: the retry/backoff state machine;
+//! - [`Priority`]: which calls a saturated shared budget serves first;
 //! - [`sse`] and [`StreamReader`]: event streams (idle timeout, cut detection, usage);
 //! - [`limiter`]: the shared limiter's arithmetic (GCRA per model, requests and tokens,
 //!   learning from headers and 429s) and the in-process [`LocalLimiter`]; the file and
@@ -104,6 +105,7 @@ pub mod limiter;
 pub mod models;
 pub mod options;
 pub mod policy;
+pub mod priority;
 pub mod ratelimits;
 pub mod reader;
 pub mod redact;
@@ -121,6 +123,7 @@ pub use key::{ApiKey, KeyError};
 pub use limiter::{Limiter, LimiterConfig, Limits, LocalLimiter, NoLimiter};
 pub use options::CallOptions;
 pub use policy::{Backoff, RetryPolicy};
+pub use priority::{Priority, ReservedShares};
 pub use ratelimits::{Bucket, Quota, RateLimits, Window};
 pub use reader::{StreamItem, StreamReader};
 pub use redact::Redactor;

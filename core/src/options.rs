@@ -35,6 +35,7 @@ pub struct CallOptions {
     deadline: Option<Option<Duration>>,
     max_attempts: Option<u32>,
     attempt_timeout: Option<Option<Duration>>,
+    priority: Option<crate::Priority>,
 }
 
 impl CallOptions {
@@ -71,6 +72,13 @@ impl CallOptions {
         self
     }
 
+    /// The call's priority class in the shared budget: when callers queue, a higher
+    /// class is served first (see [`crate::Priority`]).
+    pub fn priority(mut self, priority: crate::Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
     /// `true` when no option is set.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
@@ -91,6 +99,9 @@ impl CallOptions {
         if let Some(timeout) = self.attempt_timeout {
             p.attempt_timeout = timeout;
         }
+        if let Some(priority) = self.priority {
+            p.priority = priority;
+        }
         Cow::Owned(p)
     }
 
@@ -100,6 +111,7 @@ impl CallOptions {
             deadline: over.deadline.or(self.deadline),
             max_attempts: over.max_attempts.or(self.max_attempts),
             attempt_timeout: over.attempt_timeout.or(self.attempt_timeout),
+            priority: over.priority.or(self.priority),
         }
     }
 }

@@ -108,6 +108,8 @@ pub struct RetryPolicy {
     pub window_aware: bool,
     /// Take `Retry-After` (and friends) as a floor under every wait.
     pub honor_retry_after: bool,
+    /// The calls' priority class in the shared budget ([`crate::Priority`]).
+    pub priority: crate::Priority,
 }
 
 impl Default for RetryPolicy {
@@ -133,6 +135,7 @@ impl Default for RetryPolicy {
             backoff: Backoff::FullJitter,
             window_aware: true,
             honor_retry_after: true,
+            priority: crate::Priority::Default,
         }
     }
 }

@@ -433,7 +433,11 @@ fn a_late_grant_ends_the_call_at_once_with_when_the_budget_could_admit_it() {
 
 #[test]
 fn a_booking_waited_for_is_confirmed_before_sending_and_its_ticket_reported() {
-    let ticket = mistral_core::Ticket { epoch: 3, seq: 9 };
+    let ticket = mistral_core::Ticket {
+        epoch: 3,
+        seq: 9,
+        ..Default::default()
+    };
     let run = drive(&RetryPolicy::default(), 1, vec![ok()], |n| match n {
         0 => Grant::Slot {
             after: Duration::from_millis(400),
@@ -442,7 +446,11 @@ fn a_booking_waited_for_is_confirmed_before_sending_and_its_ticket_reported() {
         // The confirmation: the booking holds.
         _ => Grant::Slot {
             after: Duration::ZERO,
-            ticket: mistral_core::Ticket { epoch: 3, seq: 40 },
+            ticket: mistral_core::Ticket {
+                epoch: 3,
+                seq: 40,
+                ..Default::default()
+            },
         },
     });
     let reserves = run

@@ -151,7 +151,7 @@ fn a_429_pauses_every_caller_lowers_the_rate_once_and_lets_one_probe_go() {
     // Everyone waits the pause, booking nothing; a booking of the old epoch is void.
     assert_eq!(b.reserve(20_000, &rv(1, false)), Decision::Recheck(290_000));
     let confirm = Reserve {
-        confirm_epoch: Some(0),
+        confirm: Some(tickets[0]),
         ..Reserve::new(1)
     };
     assert!(matches!(b.reserve(20_000, &confirm), Decision::Recheck(_)));
@@ -207,6 +207,7 @@ fn no_allowance_closes_the_budget_for_everyone() {
         attempt: 1,
         within: None,
         confirm: None,
+        priority: mistral_core::Priority::Default,
     };
     assert!(matches!(budgets.reserve(0, &ask), Grant::Slot { .. }));
     budgets.report(
@@ -250,6 +251,7 @@ fn monthly_quota_closes_with_the_quota_error() {
         attempt: 1,
         within: None,
         confirm: None,
+        priority: mistral_core::Priority::Default,
     };
     budgets.reserve(0, &ask);
     budgets.report(

@@ -220,6 +220,7 @@ fn a_share_cap_holds_whatever_the_budget_learns() {
         attempt: 1,
         within: None,
         confirm: None,
+        priority: mistral_core::Priority::Default,
     };
     assert_eq!(go_wait(b.decide(0, "m", &rv(1, false))), 0);
     let second = match b.decide(0, "m", &rv(1, false)) {

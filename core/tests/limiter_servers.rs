@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mistral_core::limiter::{Budgets, LimiterConfig};
-use mistral_core::{Action, Call, RetryPolicy};
+use mistral_core::{Action, Call, Priority, RetryPolicy};
 
 const MS: u64 = 1_000;
 const S: u64 = 1_000_000;
@@ -237,34 +237,83 @@ fn micros_after(epoch: Instant, until: Instant) -> u64 {
 }
 
 enum Pending {
+    /// A new call starts (after its caller's pause).
+    Start,
     Poll,
     Arrive(mistral_core::AttemptId),
     Answer(mistral_core::AttemptId, http::Response<Bytes>),
 }
 
+/// One group of callers of a fleet: how many, their class, how many calls in all, and
+/// how long each caller pauses between its calls.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    callers: usize,
+    priority: Priority,
+    calls: usize,
+    think: u64,
+}
+
+/// What one group's calls saw.
+#[derive(Debug, Default)]
+struct GroupOutcome {
+    /// From each call's start to its first attempt's send, µs.
+    waits: Vec<u64>,
+    /// When each call ended, µs.
+    done: Vec<u64>,
+    errors: usize,
+}
+
 /// `calls` chat calls from `callers` callers (each makes calls one after another), every
 /// call a real `Call` with the default policy, all sharing one `Budgets`.
 fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome {
+    let group = Group {
+        callers,
+        priority: Priority::Default,
+        calls,
+        think: 0,
+    };
+    run_groups(server, &[group], seed).0
+}
+
+/// The groups' calls, every one a real `Call` of its group's class, all sharing one
+/// `Budgets`; the fleet's outcome and each group's.
+fn run_groups(server: &mut Server, groups: &[Group], seed: u64) -> (Outcome, Vec<GroupOutcome>) {
     let epoch = Instant::now();
     let at = |us: u64| epoch + Duration::from_micros(us);
     let mut budgets = Budgets::new(LimiterConfig::default());
-    let policy = RetryPolicy::default();
+    let policies: Vec<RetryPolicy> = groups
+        .iter()
+        .map(|g| RetryPolicy {
+            priority: g.priority,
+            ..RetryPolicy::default()
+        })
+        .collect();
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut started = 0;
-    let mut fleet: Vec<Option<(u64, Call, Pending)>> = (0..callers)
-        .map(|i| {
-            (started < calls).then(|| {
-                started += 1;
+    let calls: usize = groups.iter().map(|g| g.calls).sum();
+    let mut started = vec![0usize; groups.len()];
+    let mut outcomes: Vec<GroupOutcome> = groups.iter().map(|_| GroupOutcome::default()).collect();
+    // Per caller: its group, when its call started, whether it has sent yet.
+    let mut owner = Vec::new();
+    let mut fleet: Vec<Option<(u64, Call, Pending)>> = Vec::new();
+    let mut call_start = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        for _ in 0..group.callers {
+            let i = fleet.len();
+            owner.push(g);
+            call_start.push((0u64, false));
+            fleet.push((started[g] < group.calls).then(|| {
+                started[g] += 1;
                 let call = Call::new(
                     support::chat_request(false),
-                    &policy,
+                    &policies[g],
                     epoch,
                     seed + i as u64,
                 );
                 (0, call, Pending::Poll)
-            })
-        })
-        .collect();
+            }));
+        }
+    }
     let (mut errors, mut attempts, mut done, mut last_done) = (0, 0, 0, 0u64);
     let mut first_error = None;
     let mut steps = 0u64;
@@ -275,6 +324,7 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
             .filter(|&i| fleet[i].is_some())
             .min_by_key(|&i| fleet[i].as_ref().unwrap().0)
             .expect("callers left");
+        let g = owner[i];
         let (t, mut call, pending) = fleet[i].take().unwrap();
         assert!(t < 3_600 * S, "virtual time ran past an hour");
         let now = at(t);
@@ -287,6 +337,7 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
                 fleet[i] = Some((t + latency, call, Pending::Answer(id, response)));
                 continue;
             }
+            Pending::Start => call_start[i] = (t, false),
             Pending::Poll => {}
         }
         let next = loop {
@@ -324,20 +375,29 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
                 }
                 Action::Send(attempt) => {
                     attempts += 1;
+                    if !call_start[i].1 {
+                        call_start[i].1 = true;
+                        outcomes[g].waits.push(t - call_start[i].0);
+                    }
                     if server.transit.1 > 0 {
                         let transit = rng.u64(server.transit.0..=server.transit.1);
                         break Some((t + transit, Pending::Arrive(attempt.id)));
                     }
                     let latency = rng.u64(server.latency.0..=server.latency.1);
                     let (ok, remaining) = server.arrive(t, t + latency);
+                    if std::env::var_os("SIM_TRACE_GRANTS").is_some() {
+                        eprintln!("{:>9.3} caller {i} SEND ok={ok}", t as f64 / S as f64);
+                    }
                     let response = server.response(t, ok, remaining);
                     break Some((t + latency, Pending::Answer(attempt.id, response)));
                 }
                 Action::Done(result) => {
                     done += 1;
                     last_done = last_done.max(t);
+                    outcomes[g].done.push(t);
                     if let Err(e) = result {
                         errors += 1;
+                        outcomes[g].errors += 1;
                         first_error.get_or_insert_with(|| e.to_string());
                     }
                     break None;
@@ -347,15 +407,16 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
         };
         fleet[i] = match next {
             Some((t, pending)) => Some((t, call, pending)),
-            None if started < calls => {
-                started += 1;
+            None if started[g] < groups[g].calls => {
+                started[g] += 1;
+                let begin = t + groups[g].think;
                 let call = Call::new(
                     support::chat_request(false),
-                    &policy,
-                    now,
-                    seed + started as u64,
+                    &policies[g],
+                    at(begin),
+                    seed + (i * 100_003 + started[g]) as u64,
                 );
-                Some((t, call, Pending::Poll))
+                Some((begin, call, Pending::Start))
             }
             None => None,
         };
@@ -363,7 +424,7 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
     if let Some(b) = budgets.get("mistral-small-latest") {
         assert_eq!(b.pending, 0, "every booking answered or voided: {b:?}");
     }
-    Outcome {
+    let outcome = Outcome {
         calls,
         errors,
         attempts,
@@ -371,7 +432,8 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
         makespan: last_done as f64 / S as f64,
         first_error,
         admitted: server.admitted.clone(),
-    }
+    };
+    (outcome, outcomes)
 }
 
 /// The server's own best makespan for `calls` calls, seconds: the earliest it admits the
@@ -697,4 +759,141 @@ fn two_429s_without_headers_then_success_never_lose_the_call() {
             t as f64 / S as f64
         );
     }
+}
+
+fn percentile(values: &[u64], p: f64) -> u64 {
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    if v.is_empty() {
+        return 0;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A batch backlog (64 callers, never idle) and a person (one call a second) on one
+/// saturated budget, judged by strict servers: the interactive calls wait about one
+/// pacing interval, not the batch queue's length; with the same calls all of one class
+/// (FIFO) they wait behind the queue. Nothing is lost and the limit holds.
+#[test]
+fn interactive_calls_go_before_a_batch_backlog() {
+    let period = 100 * MS;
+    // The bound on the interactive p99 wait: one pacing interval (and a little for the
+    // confirmations) where the rate is steady; where a window must come round after a
+    // refusal (a sliding log), that round; a learned rate books at most a second ahead
+    // (a higher lane a period further than a lower one), so there is no long queue to
+    // jump, and an interactive call waits at most that second.
+    let cases: Vec<(&str, Semantics, bool, u64)> = vec![
+        (
+            "leaky bucket 10/s, no burst, announced",
+            leaky(10.0),
+            true,
+            period + 20 * MS,
+        ),
+        (
+            "sliding log 20 per 2 s, announced",
+            Semantics::Sliding {
+                limit: 20,
+                window: 2 * S,
+            },
+            true,
+            2 * S,
+        ),
+        (
+            "leaky bucket 10/s, no burst, unknown",
+            leaky(10.0),
+            false,
+            1_200 * MS,
+        ),
+    ];
+    for (name, semantics, announce, bound) in cases {
+        let mut waits = Vec::new();
+        for prioritized in [true, false] {
+            let mut server = Server::new(semantics.clone(), announce);
+            let batch = Group {
+                callers: 64,
+                priority: Priority::Batch,
+                calls: 400,
+                think: 0,
+            };
+            let person = Group {
+                callers: 1,
+                priority: if prioritized {
+                    Priority::Interactive
+                } else {
+                    Priority::Batch
+                },
+                calls: 20,
+                think: S,
+            };
+            let (out, groups) = run_groups(&mut server, &[batch, person], 11);
+            assert_eq!(out.errors, 0, "{name}: {:?}", out.first_error);
+            // The first call starts with the budget (while the first answer is awaited).
+            let later = &groups[1].waits[1..];
+            let p50 = percentile(later, 0.5);
+            let p99 = percentile(later, 0.99);
+            eprintln!(
+                "{name:<42} {}: interactive wait p50 {:.3} s p99 {:.3} s, batch done at {:.1} s, \
+                 {:.3} attempts/call, {} refused",
+                if prioritized {
+                    "priorities"
+                } else {
+                    "FIFO      "
+                },
+                p50 as f64 / S as f64,
+                p99 as f64 / S as f64,
+                groups[0].done.iter().max().copied().unwrap_or(0) as f64 / S as f64,
+                out.attempts_per_call(),
+                out.refused,
+            );
+            assert!(
+                out.attempts_per_call() <= 1.1,
+                "{name}: {:.3} attempts per call",
+                out.attempts_per_call()
+            );
+            waits.push((p50, p99));
+        }
+        let (with, fifo) = (waits[0], waits[1]);
+        assert!(
+            with.1 <= bound,
+            "{name}: interactive p99 wait {} µs",
+            with.1
+        );
+        assert!(
+            !announce || fifo.1 >= 3 * with.1.max(period / 10),
+            "{name}: FIFO should wait behind the queue: {fifo:?} against {with:?}"
+        );
+    }
+}
+
+/// Interactive callers that keep the budget busy on their own do not starve the batch:
+/// it keeps about its reserved share (a tenth).
+#[test]
+fn a_saturating_higher_class_leaves_the_batch_its_reserved_share() {
+    let mut server = Server::new(leaky(10.0), true);
+    let interactive = Group {
+        callers: 32,
+        priority: Priority::Interactive,
+        calls: 300,
+        think: 0,
+    };
+    let batch = Group {
+        callers: 32,
+        priority: Priority::Batch,
+        calls: 300,
+        think: 0,
+    };
+    let (out, groups) = run_groups(&mut server, &[interactive, batch], 5);
+    assert_eq!(out.errors, 0, "{:?}", out.first_error);
+    // While the interactive calls last, the batch's share of what was done.
+    let end = groups[0].done.iter().max().copied().unwrap();
+    let batch_done = groups[1].done.iter().filter(|&&t| t <= end).count();
+    let share = batch_done as f64 / (batch_done + groups[0].done.len()) as f64;
+    eprintln!(
+        "saturating interactive: batch share {share:.3} until {:.1} s, {:.3} attempts/call, {} refused",
+        end as f64 / S as f64,
+        out.attempts_per_call(),
+        out.refused
+    );
+    assert!((0.07..0.3).contains(&share), "batch share {share:.3}");
+    assert!(out.attempts_per_call() <= 1.05);
 }

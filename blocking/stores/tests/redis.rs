@@ -158,6 +158,7 @@ fn config() -> LimiterConfig {
             ),
             ("empty".to_owned(), Limits::default()),
         ]),
+        ..LimiterConfig::default()
     }
 }
 
@@ -413,9 +414,22 @@ fn the_lua_script_computes_what_the_rust_code_computes() {
         };
         let model = models[rng.usize(0..models.len())];
         let op = if rng.bool() {
-            let confirm_epoch = match rng.u8(0..4) {
-                0 => Some(rng.u64(0..4)),
-                1 => Some(big(&mut rng)),
+            let confirm = match rng.u8(0..4) {
+                0 | 1 => Some(mistral_core::Ticket {
+                    epoch: if rng.u8(0..2) == 0 {
+                        rng.u64(0..4)
+                    } else {
+                        big(&mut rng)
+                    },
+                    seq: rng.u64(0..200),
+                    lane: rng.u64(0..4),
+                    shift: if rng.bool() {
+                        rng.u64(0..2_000_000)
+                    } else {
+                        big(&mut rng)
+                    },
+                    slot: t.saturating_add(rng.u64(0..2_000_000)),
+                }),
                 _ => None,
             };
             let within_us = match rng.u8(0..3) {
@@ -426,7 +440,17 @@ fn the_lua_script_computes_what_the_rust_code_computes() {
                 tokens: big(&mut rng),
                 retry: rng.u8(0..4) == 0,
                 within_us,
-                confirm_epoch,
+                confirm,
+                lane: if rng.u8(0..8) == 0 {
+                    big(&mut rng)
+                } else {
+                    rng.u64(0..3)
+                },
+                reserve_ppm: match rng.u8(0..4) {
+                    0 => 0,
+                    1 => big(&mut rng),
+                    _ => 100_000,
+                },
             })
         } else {
             let signal = match rng.u8(0..8) {
@@ -467,6 +491,9 @@ fn the_lua_script_computes_what_the_rust_code_computes() {
                 } else {
                     big(&mut rng)
                 },
+                lane: rng.u64(0..3),
+                shift: rng.u64(0..1_000_000),
+                slot: rng.u64(0..1_000_000),
             });
             let signal = if rng.u8(0..10) == 0 {
                 SignalOp::Usage
@@ -624,6 +651,7 @@ fn redis_killed_mid_run_degrades_to_a_quarter_share_and_recovers() {
         attempt: 1,
         within: None,
         confirm: None,
+        priority: mistral_core::Priority::Default,
     };
     // Each slot's start, from an instant taken just before its call (the call reads
     // Redis's clock a little later, so these are early by at most one call's time).
@@ -715,6 +743,7 @@ fn an_unreachable_redis_from_the_start_paces_locally() {
         attempt: 1,
         within: None,
         confirm: None,
+        priority: mistral_core::Priority::Default,
     };
     let now = Instant::now();
     let waits: Vec<Duration> = (0..4).map(|_| wait(&limiter.reserve(now, &ask))).collect();
@@ -749,6 +778,7 @@ fn one() -> Ask {
         attempt: 1,
         within: None,
         confirm: None,
+        priority: mistral_core::Priority::Default,
     }
 }
 

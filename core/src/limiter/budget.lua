@@ -12,14 +12,16 @@
 -- ARGV[3]  expiry of the hash in seconds (0: none)
 -- ARGV[4..6] seed of a new budget: configured (0/1), req_base_ns, tok_base_ns
 -- reserve: ARGV[7] tokens, ARGV[8] retry (0/1), ARGV[9] within_us, ARGV[10] confirm
---          (0/1), ARGV[11] the confirmed epoch
+--          (0/1), ARGV[11] the confirmed epoch, ARGV[12] the lane, ARGV[13] the lane's
+--          reserved share (ppm), ARGV[14] the confirmed booking's lane, ARGV[15] its
+--          shift, ARGV[16] its slot
 -- report:  ARGV[7] req_limit, ARGV[8] req_window_secs, ARGV[9] tok_limit,
 --          ARGV[10] tok_window_secs, ARGV[11] has_used (0/1), ARGV[12] estimated,
 --          ARGV[13] used, ARGV[14] signal, ARGV[15] wait_us, ARGV[16] window_us,
 --          ARGV[17] has_remaining (0/1), ARGV[18] req_remaining, ARGV[19] has_ticket
 --          (0/1), ARGV[20] ticket epoch, ARGV[21] ticket seq
--- Returns {kind, value, the 34 fields}: kind 0 go (value: wait us; the ticket is the
--- state's epoch and seq), 1 recheck (value: us), 2 closed (value: block), 3 reported,
+-- Returns {kind, value, the 46 fields, the ticket's lane, shift and slot}: kind 0 go
+-- (value: wait us; the ticket is the state's epoch and seq and the last three), 1 recheck (value: us), 2 closed (value: block), 3 reported,
 -- 4 late (value: us).
 
 local MAX = 9007199254740991
@@ -46,8 +48,14 @@ local FIELDS = {
   'grown_us', 'probe_until_us', 'meter_start_us', 'meter_count', 'meter_rate_milli',
   'epoch', 'seq', 'credit', 'credit_seq', 'recovering', 'streak', 'rate_milli',
   'max_milli', 'slow_start', 'binding', 'anchor_us', 'spent_us', 'cycle_start_us',
-  'cycle_count', 'windowed', 'pending', 'fresh_us',
+  'cycle_count', 'windowed', 'pending', 'fresh_us', 'lane0_req_us', 'lane1_req_us',
+  'lane0_tok_us', 'lane1_tok_us', 'shift1_us', 'shift2_us', 'reserve1_us', 'reserve2_us',
+  'ins1_at_us', 'ins1_len_us', 'ins2_at_us', 'ins2_len_us',
 }
+-- The fields before the priority lanes (a hash written before them lacks the rest,
+-- which start at 0).
+local LANELESS_FIELDS = 34
+local LAST_LANE = 2
 
 local function add(a, b)
   local s = a + b
@@ -119,6 +127,7 @@ local function load()
   local s = {}
   for i, f in ipairs(FIELDS) do
     local v = tonumber(values[i])
+    if v == nil and i > LANELESS_FIELDS and values[1] then v = 0 end
     if v == nil or v ~= v or v < 0 or v > MAX or v ~= math.floor(v) then
       return seeded()
     end
@@ -139,7 +148,9 @@ local function advance()
     local back = s.seen_us - now
     for _, f in ipairs({ 'req_tat_us', 'tok_tat_us', 'retry_tat_us', 'pause_until_us',
       'block_until_us', 'event_us', 'grown_us', 'probe_until_us', 'meter_start_us',
-      'anchor_us', 'spent_us', 'cycle_start_us', 'fresh_us' }) do
+      'anchor_us', 'spent_us', 'cycle_start_us', 'fresh_us', 'lane0_req_us', 'lane1_req_us',
+      'lane0_tok_us', 'lane1_tok_us', 'reserve1_us', 'reserve2_us', 'ins1_at_us',
+      'ins2_at_us' }) do
       s[f] = sub(s[f], back)
     end
   end
@@ -161,16 +172,110 @@ local function req_period_us()
   return idiv(period_ns(s.req_base_ns), 1000)
 end
 
+-- BudgetState::lane_req
+local function lane_req(lane)
+  if lane == 0 then return min(min(s.lane0_req_us, s.lane1_req_us), s.req_tat_us) end
+  if lane == 1 then return min(s.lane1_req_us, s.req_tat_us) end
+  return s.req_tat_us
+end
+
+-- BudgetState::lane_tok
+local function lane_tok(lane)
+  if lane == 0 then return min(min(s.lane0_tok_us, s.lane1_tok_us), s.tok_tat_us) end
+  if lane == 1 then return min(s.lane1_tok_us, s.tok_tat_us) end
+  return s.tok_tat_us
+end
+
+-- BudgetState::shift_of
+local function shift_of(lane)
+  if lane == 0 then return 0 end
+  if lane == 1 then return s.shift1_us end
+  return s.shift2_us
+end
+
+-- BudgetState::last_insert
+local function last_insert(lane)
+  if lane == 0 then return 0, 0 end
+  if lane == 1 then return s.ins1_at_us, s.ins1_len_us end
+  return s.ins2_at_us, s.ins2_len_us
+end
+
+-- BudgetState::starving
+local function starving(lane, tokens)
+  local period = req_period_us()
+  local cost = idiv(mul(tokens, period_ns(s.tok_base_ns)), 1000)
+  local unit = max(max(period, cost), 1)
+  local above = max(lane_req(lane - 1), lane_tok(lane - 1))
+  return above > add(now, mul(2, unit))
+end
+
+-- BudgetState::reserve_room
+local function reserve_room(lane, ppm)
+  local cell = s.reserve2_us
+  if lane == 1 then cell = s.reserve1_us end
+  return ppm > 0 and cell <= now
+end
+
+-- BudgetState::take_reserve
+local function take_reserve(lane, unit_us, ppm)
+  local nxt = add(now, idiv(mul(unit_us, FULL_SHARE), max(ppm, 1)))
+  if lane == 1 then s.reserve1_us = nxt else s.reserve2_us = nxt end
+end
+
+-- BudgetState::place
+local function place(lane, start, len, tokens)
+  local fin = add(start, len)
+  local moved = { false, false, false }
+  for j = lane, LAST_LANE do
+    local booked
+    if tokens then booked = lane_tok(j) else booked = lane_req(j) end
+    local new
+    if j == lane then
+      new = fin
+    elseif booked > start then
+      moved[j + 1] = true
+      new = add(booked, len)
+    else
+      new = max(fin, booked)
+    end
+    if tokens then
+      if j == 0 then s.lane0_tok_us = new elseif j == 1 then s.lane1_tok_us = new
+      else s.tok_tat_us = new end
+    else
+      if j == 0 then s.lane0_req_us = new elseif j == 1 then s.lane1_req_us = new
+      else s.req_tat_us = new end
+    end
+  end
+  return moved
+end
+
+-- BudgetState::order_lanes
+local function order_lanes()
+  s.lane1_req_us = min(s.lane1_req_us, s.req_tat_us)
+  s.lane0_req_us = min(s.lane0_req_us, s.lane1_req_us)
+  s.lane1_tok_us = min(s.lane1_tok_us, s.tok_tat_us)
+  s.lane0_tok_us = min(s.lane0_tok_us, s.lane1_tok_us)
+end
+
+-- The booked ticket's lane and shift (appended to the reply).
+local ticket_lane, ticket_shift, ticket_slot = 0, 0, 0
+
 -- BudgetState::book
-local function book(wait)
+local function book(wait, lane)
   s.seq = add(s.seq, 1)
   s.pending = add(s.pending, 1)
+  ticket_lane = lane
+  ticket_shift = shift_of(lane)
+  ticket_slot = add(s.seen_us, wait)
   return { 0, wait }
 end
 
--- BudgetState::reserve
-local function reserve(tokens, retry, within, confirm, confirm_epoch)
+-- BudgetState::reserve_inner
+local function reserve(tokens, retry, within, confirm, confirm_epoch, ask_lane, reserve_ppm,
+    confirm_lane, confirm_shift, confirm_slot)
   if tokens < 1 then tokens = 1 end
+  local lane = min(ask_lane, LAST_LANE)
+  local boost_confirmed = false
   advance()
   if s.block ~= 0 then
     if now < s.block_until_us then return { 2, s.block } end
@@ -178,7 +283,29 @@ local function reserve(tokens, retry, within, confirm, confirm_epoch)
   end
   if confirm and confirm_epoch ~= s.epoch then s.pending = sub(s.pending, 1) end
   if confirm and confirm_epoch == s.epoch then
-    return { 0, 0 }
+    local booked = min(confirm_lane, LAST_LANE)
+    local shift = shift_of(booked)
+    local extra = sub(shift, confirm_shift)
+    local ins_at, ins_len = last_insert(booked)
+    if ins_len > 0 and extra >= ins_len and add(confirm_slot, extra - ins_len) < ins_at then
+      extra = extra - ins_len
+    end
+    ticket_lane = booked
+    ticket_shift = shift
+    ticket_slot = now
+    if extra == 0 then return { 0, 0 } end
+    local boost = booked > 0 and starving(booked, tokens) and reserve_room(booked, reserve_ppm)
+    if not boost then
+      if extra > within then
+        s.pending = sub(s.pending, 1)
+        return { 4, extra }
+      end
+      ticket_slot = add(now, extra)
+      return { 0, extra }
+    end
+    s.pending = sub(s.pending, 1)
+    lane = booked
+    boost_confirmed = true
   end
   local req_ns = period_ns(s.req_base_ns)
   local tok_ns = period_ns(s.tok_base_ns)
@@ -191,48 +318,101 @@ local function reserve(tokens, retry, within, confirm, confirm_epoch)
     if now < s.probe_until_us then return { 1, PROBE_RECHECK_MICROS } end
     s.probe_until_us = add(now, PROBE_TIMEOUT_MICROS)
     if req_ns > 0 then
-      s.req_tat_us = add(max(s.req_tat_us, now), idiv(req_ns, 1000))
+      local fin = add(max(s.req_tat_us, now), idiv(req_ns, 1000))
+      s.req_tat_us = fin
+      s.lane1_req_us = max(s.lane1_req_us, fin)
+      s.lane0_req_us = max(s.lane0_req_us, fin)
     end
     if tok_ns > 0 then
       local cost = idiv(mul(tokens, tok_ns), 1000)
-      s.tok_tat_us = add(max(s.tok_tat_us, now), cost)
+      local fin = add(max(s.tok_tat_us, now), cost)
+      s.tok_tat_us = fin
+      s.lane1_tok_us = max(s.lane1_tok_us, fin)
+      s.lane0_tok_us = max(s.lane0_tok_us, fin)
     end
-    return book(0)
+    return book(0, lane)
   end
   local use_credit = s.credit > 0 and req_ns > 0
-  local start = max(now, s.pause_until_us)
-  if req_ns > 0 and not use_credit then start = max(start, s.req_tat_us) end
-  if tok_ns > 0 then start = max(start, s.tok_tat_us) end
+  local period = idiv(req_ns, 1000)
+  local cost = 0
+  if tok_ns > 0 then cost = idiv(mul(tokens, tok_ns), 1000) end
   local retry_period_us = 50000
   local retry_held = retry and req_ns == 0
-  if retry_held then
-    start = max(start, sub(s.retry_tat_us, mul(10, retry_period_us)))
+  local function start_in(l)
+    local start = now
+    if req_ns > 0 and not use_credit then start = max(start, lane_req(l)) end
+    if tok_ns > 0 then start = max(start, lane_tok(l)) end
+    if retry_held then
+      start = max(start, sub(s.retry_tat_us, mul(10, retry_period_us)))
+    end
+    local floor = max(start, add(now, 1))
+    local queued = l < LAST_LANE and req_ns > 0 and not use_credit
+    if queued and s.req_tat_us > floor and s.req_tat_us > s.pause_until_us then
+      local k = idiv(s.req_tat_us - floor, max(period, 1))
+      return sub(s.req_tat_us, mul(k, period))
+    end
+    start = max(start, s.pause_until_us)
+    floor = max(start, add(now, 1))
+    if queued and s.req_tat_us > floor then
+      local k = idiv(s.req_tat_us - floor, max(period, 1))
+      start = sub(s.req_tat_us, mul(k, period))
+    end
+    return start
+  end
+  local asked_lane = lane
+  if s.source == LEARNED then lane = LAST_LANE end
+  local start = start_in(lane)
+  local boost_new = lane > 0 and lane == asked_lane and (not confirm) and starving(lane, tokens)
+    and reserve_room(lane, reserve_ppm)
+  if boost_confirmed or boost_new then
+    take_reserve(lane, max(period, cost), reserve_ppm)
+    lane = 0
+    start = start_in(0)
   end
   local wait = start - now
   if wait > within then return { 4, wait } end
   if s.source == LEARNED and req_ns > 0 then
-    local period = idiv(req_ns, 1000)
-    local horizon = max(min(max(mul(period, LEARN_HORIZON_PERIODS), idiv(MICROS, 4)), MICROS),
-      period)
+    local periods = sub(LEARN_HORIZON_PERIODS + 1, asked_lane)
+    local horizon = max(min(max(mul(period, periods), idiv(MICROS, 4)), MICROS), period)
     if wait > horizon then return { 1, wait - horizon } end
   end
   if retry_held then
     s.retry_tat_us = add(max(s.retry_tat_us, start), retry_period_us)
   end
+  local moved = { 0, 0, 0 }
   if req_ns > 0 then
     if s.req_tat_us > now then s.binding = 1 end
     if use_credit then
       s.credit = s.credit - 1
-      s.req_tat_us = max(s.req_tat_us, add(start, idiv(req_ns, 1000)))
+      local after = add(start, period)
+      s.req_tat_us = max(s.req_tat_us, after)
+      s.lane1_req_us = max(s.lane1_req_us, after)
+      s.lane0_req_us = max(s.lane0_req_us, after)
     else
-      s.req_tat_us = add(start, idiv(req_ns, 1000))
+      local m = place(lane, start, period, false)
+      for i = 1, 3 do
+        if m[i] then moved[i] = period end
+      end
     end
   end
   if tok_ns > 0 then
-    local cost = idiv(mul(tokens, tok_ns), 1000)
-    s.tok_tat_us = add(max(s.tok_tat_us, start), cost)
+    local tok_start = max(lane_tok(lane), start)
+    local m = place(lane, tok_start, cost, true)
+    for i = 1, 3 do
+      if m[i] then moved[i] = max(moved[i], cost) end
+    end
   end
-  return book(wait)
+  s.shift1_us = add(s.shift1_us, moved[2])
+  s.shift2_us = add(s.shift2_us, moved[3])
+  if moved[2] > 0 then
+    s.ins1_at_us = start
+    s.ins1_len_us = moved[2]
+  end
+  if moved[3] > 0 then
+    s.ins2_at_us = start
+    s.ins2_len_us = moved[3]
+  end
+  return book(wait, lane)
 end
 
 -- BudgetState::set_rate
@@ -252,7 +432,10 @@ local function become_learned()
   s.cycle_start_us = now
   s.cycle_count = 0
   set_rate(LEARN_START_MILLI)
-  s.req_tat_us = max(s.req_tat_us, add(now, req_period_us()))
+  local nxt = add(now, req_period_us())
+  s.req_tat_us = max(s.req_tat_us, nxt)
+  s.lane1_req_us = max(s.lane1_req_us, nxt)
+  s.lane0_req_us = max(s.lane0_req_us, nxt)
 end
 
 -- BudgetState::learn_limits
@@ -527,7 +710,8 @@ end
 
 local out
 if ARGV[1] == 'reserve' then
-  out = reserve(arg(7), arg(8) == 1, arg(9), arg(10) == 1, arg(11))
+  out = reserve(arg(7), arg(8) == 1, arg(9), arg(10) == 1, arg(11), arg(12), arg(13), arg(14),
+    arg(15), arg(16))
 elseif ARGV[1] == 'report' then
   out = report()
 else
@@ -535,12 +719,16 @@ else
 end
 
 -- Store every field as a plain decimal integer (tostring would write 1.7e+15).
+order_lanes()
 local pairs_out = {}
 for _, f in ipairs(FIELDS) do
   pairs_out[#pairs_out + 1] = f
   pairs_out[#pairs_out + 1] = string.format('%.0f', s[f])
   out[#out + 1] = s[f]
 end
+out[#out + 1] = ticket_lane
+out[#out + 1] = ticket_shift
+out[#out + 1] = ticket_slot
 redis.call('HSET', KEYS[1], unpack(pairs_out))
 local ttl = arg(3)
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end

@@ -227,6 +227,40 @@ pub struct BudgetState {
     /// Announced: when a response last showed a fresh window (`remaining` ≥ limit − 1);
     /// [`BudgetState::anchor_us`] also moves when room comes back after a spent window.
     pub fresh_us: u64,
+    /// Priorities: the end of lane 0's request schedule (what the first class has
+    /// booked; the lower lanes' bookings come after it). At most
+    /// [`BudgetState::lane1_req_us`].
+    pub lane0_req_us: u64,
+    /// Priorities: the end of lanes 0 and 1's request schedule. At most
+    /// [`BudgetState::req_tat_us`], the end of every lane's.
+    pub lane1_req_us: u64,
+    /// Priorities: the end of lane 0's token schedule (at most
+    /// [`BudgetState::lane1_tok_us`]).
+    pub lane0_tok_us: u64,
+    /// Priorities: the end of lanes 0 and 1's token schedule (at most
+    /// [`BudgetState::tok_tat_us`]).
+    pub lane1_tok_us: u64,
+    /// Priorities: how far lane 1's bookings have been moved back by higher lanes'
+    /// bookings placed ahead of them, µs in all (a booking's ticket holds the value it
+    /// saw; the difference is what it waits more).
+    pub shift1_us: u64,
+    /// Priorities: the same for lane 2.
+    pub shift2_us: u64,
+    /// Priorities: lane 1's reserved share, a cell at that share of the rate: while it
+    /// is not later than now, a lane-1 booking kept waiting by higher lanes is placed
+    /// in lane 0 instead.
+    pub reserve1_us: u64,
+    /// Priorities: the same for lane 2.
+    pub reserve2_us: u64,
+    /// Priorities: where the latest higher-lane booking placed ahead of lane 1 went; a
+    /// lane-1 booking due before it (its caller late to confirm) was not moved by it.
+    pub ins1_at_us: u64,
+    /// Priorities: how far that booking moved lane 1 back.
+    pub ins1_len_us: u64,
+    /// Priorities: the same as [`BudgetState::ins1_at_us`] for lane 2.
+    pub ins2_at_us: u64,
+    /// Priorities: the same as [`BudgetState::ins1_len_us`] for lane 2.
+    pub ins2_len_us: u64,
 }
 
 /// What a reservation decided.
@@ -259,9 +293,16 @@ pub struct Reserve {
     pub retry: bool,
     /// The longest the caller can wait for its slot, µs ([`MAX_EXACT`]: no limit).
     pub within_us: u64,
-    /// The epoch of the booking being confirmed: the caller waited for a slot booked in
-    /// that epoch and asks whether it still holds.
-    pub confirm_epoch: Option<u64>,
+    /// The booking being confirmed: the caller waited for its slot and asks whether it
+    /// still holds (no congestion event since, not moved back by higher lanes).
+    pub confirm: Option<Ticket>,
+    /// The caller's lane ([`crate::Priority::lane`]): lower lanes are booked after
+    /// higher ones once callers queue. Lanes past the last count as the last.
+    pub lane: u64,
+    /// The lane's reserved share in millionths of the rate
+    /// ([`crate::ReservedShares`]): what it still gets while higher lanes keep it
+    /// waiting.
+    pub reserve_ppm: u64,
 }
 
 impl Reserve {
@@ -271,7 +312,9 @@ impl Reserve {
             tokens,
             retry: false,
             within_us: MAX_EXACT,
-            confirm_epoch: None,
+            confirm: None,
+            lane: 1,
+            reserve_ppm: 0,
         }
     }
 }
@@ -421,6 +464,9 @@ impl ReportOp {
             ticket: self.ticket.map(|t| Ticket {
                 epoch: c(t.epoch),
                 seq: c(t.seq),
+                lane: t.lane.min(BudgetState::LAST_LANE),
+                shift: c(t.shift),
+                slot: c(t.slot),
             }),
         }
     }
@@ -519,7 +565,7 @@ impl BudgetState {
 
     /// The field names, in the order of [`BudgetState::to_fields`] (the Redis hash's
     /// fields and the Lua script's order).
-    pub const FIELDS: [&'static str; 34] = [
+    pub const FIELDS: [&'static str; 46] = [
         "seen_us",
         "req_tat_us",
         "tok_tat_us",
@@ -554,6 +600,18 @@ impl BudgetState {
         "windowed",
         "pending",
         "fresh_us",
+        "lane0_req_us",
+        "lane1_req_us",
+        "lane0_tok_us",
+        "lane1_tok_us",
+        "shift1_us",
+        "shift2_us",
+        "reserve1_us",
+        "reserve2_us",
+        "ins1_at_us",
+        "ins1_len_us",
+        "ins2_at_us",
+        "ins2_len_us",
     ];
 
     /// A new budget at `now`, with the user's limits if any.
@@ -580,7 +638,7 @@ impl BudgetState {
     }
 
     /// The fields as integers, in the order of [`BudgetState::FIELDS`].
-    pub fn to_fields(&self) -> [u64; 34] {
+    pub fn to_fields(&self) -> [u64; 46] {
         [
             self.seen_us,
             self.req_tat_us,
@@ -616,13 +674,25 @@ impl BudgetState {
             self.windowed,
             self.pending,
             self.fresh_us,
+            self.lane0_req_us,
+            self.lane1_req_us,
+            self.lane0_tok_us,
+            self.lane1_tok_us,
+            self.shift1_us,
+            self.shift2_us,
+            self.reserve1_us,
+            self.reserve2_us,
+            self.ins1_at_us,
+            self.ins1_len_us,
+            self.ins2_at_us,
+            self.ins2_len_us,
         ]
     }
 
     /// The state of [`BudgetState::to_fields`]' integers; `None` when one is out of
     /// range (an unknown source or block, a flag other than 0 or 1, a value above
     /// [`MAX_EXACT`]).
-    pub fn from_fields(f: [u64; 34]) -> Option<Self> {
+    pub fn from_fields(f: [u64; 46]) -> Option<Self> {
         if f.iter().any(|&v| v > MAX_EXACT) {
             return None;
         }
@@ -662,6 +732,18 @@ impl BudgetState {
             windowed: flag(f[31])?,
             pending: f[32],
             fresh_us: f[33],
+            lane0_req_us: f[34],
+            lane1_req_us: f[35],
+            lane0_tok_us: f[36],
+            lane1_tok_us: f[37],
+            shift1_us: f[38],
+            shift2_us: f[39],
+            reserve1_us: f[40],
+            reserve2_us: f[41],
+            ins1_at_us: f[42],
+            ins1_len_us: f[43],
+            ins2_at_us: f[44],
+            ins2_len_us: f[45],
         })
     }
 
@@ -707,6 +789,14 @@ impl BudgetState {
                 &mut self.spent_us,
                 &mut self.cycle_start_us,
                 &mut self.fresh_us,
+                &mut self.lane0_req_us,
+                &mut self.lane1_req_us,
+                &mut self.lane0_tok_us,
+                &mut self.lane1_tok_us,
+                &mut self.reserve1_us,
+                &mut self.reserve2_us,
+                &mut self.ins1_at_us,
+                &mut self.ins2_at_us,
             ] {
                 *t = sub(*t, back);
             }
@@ -742,9 +832,17 @@ impl BudgetState {
     /// no request rate is known they also spend a retry budget of 20 per second (burst
     /// 10), so a storm of failures cannot multiply the load.
     pub fn reserve(&mut self, now: u64, ask: &Reserve) -> Decision {
+        let decision = self.reserve_inner(now, ask);
+        self.order_lanes();
+        decision
+    }
+
+    fn reserve_inner(&mut self, now: u64, ask: &Reserve) -> Decision {
         let now = now.min(MAX_EXACT);
         let tokens = ask.tokens.clamp(1, MAX_EXACT);
         let within = ask.within_us.min(MAX_EXACT);
+        let mut lane = ask.lane.min(Self::LAST_LANE);
+        let mut boost_confirmed = false;
         self.advance(now);
         if self.block != Block::None {
             if now < self.block_until_us {
@@ -753,21 +851,61 @@ impl BudgetState {
             // Let one call probe whether the block has lifted.
             self.block_until_us = add(now, Self::BLOCK_MICROS);
         }
-        if ask.confirm_epoch.is_some_and(|e| e != self.epoch) {
+        if ask.confirm.is_some_and(|t| t.epoch != self.epoch) {
             // The booking being confirmed was voided: it will never be answered.
             self.pending = sub(self.pending, 1);
         }
-        if let Some(epoch) = ask.confirm_epoch
-            && epoch == self.epoch
+        if let Some(t) = ask.confirm
+            && t.epoch == self.epoch
         {
-            // The booking holds: no congestion event since it was made.
-            return Decision::Go {
-                wait_us: 0,
-                ticket: Ticket {
-                    epoch: self.epoch,
-                    seq: self.seq,
-                },
-            };
+            let booked = t.lane.min(Self::LAST_LANE);
+            let shift = self.shift_of(booked);
+            let mut extra = sub(shift, t.shift);
+            let (ins_at, ins_len) = self.last_insert(booked);
+            if ins_len > 0 && extra >= ins_len && add(t.slot, extra - ins_len) < ins_at {
+                // Due before the latest booking placed ahead went (its caller is late to
+                // confirm): that one went after it, not ahead.
+                extra -= ins_len;
+            }
+            if extra == 0 {
+                // The booking holds: no congestion event since it was made, and no
+                // higher lane was placed ahead of it.
+                return Decision::Go {
+                    wait_us: 0,
+                    ticket: Ticket {
+                        epoch: self.epoch,
+                        seq: self.seq,
+                        lane: booked,
+                        shift,
+                        slot: now,
+                    },
+                };
+            }
+            // Higher lanes were placed ahead of it: its slot moved back by `extra`.
+            let boost = booked > 0
+                && self.starving(booked, now, tokens)
+                && self.reserve_room(booked, now, ask.reserve_ppm);
+            if !boost {
+                if extra > within {
+                    self.pending = sub(self.pending, 1);
+                    return Decision::Late(extra);
+                }
+                return Decision::Go {
+                    wait_us: extra,
+                    ticket: Ticket {
+                        epoch: self.epoch,
+                        seq: self.seq,
+                        lane: booked,
+                        shift,
+                        slot: add(now, extra),
+                    },
+                };
+            }
+            // Kept waiting while its lane's reserved share has room: the booking is given
+            // up for one in the first lane (below).
+            self.pending = sub(self.pending, 1);
+            lane = booked;
+            boost_confirmed = true;
         }
         let req_ns = self.period_ns(self.req_base_ns);
         let tok_ns = self.period_ns(self.tok_base_ns);
@@ -786,28 +924,78 @@ impl BudgetState {
             // This caller is the probe: it goes now, the others wait for its answer.
             self.probe_until_us = add(now, Self::PROBE_TIMEOUT_MICROS);
             if req_ns > 0 {
-                self.req_tat_us = add(self.req_tat_us.max(now), req_ns / 1000);
+                let end = add(self.req_tat_us.max(now), req_ns / 1000);
+                self.req_tat_us = end;
+                self.lane1_req_us = self.lane1_req_us.max(end);
+                self.lane0_req_us = self.lane0_req_us.max(end);
             }
             if tok_ns > 0 {
                 let cost = mul(tokens, tok_ns) / 1000;
-                self.tok_tat_us = add(self.tok_tat_us.max(now), cost);
+                let end = add(self.tok_tat_us.max(now), cost);
+                self.tok_tat_us = end;
+                self.lane1_tok_us = self.lane1_tok_us.max(end);
+                self.lane0_tok_us = self.lane0_tok_us.max(end);
             }
-            return self.book(0);
+            return self.book(0, lane);
         }
         let use_credit = self.credit > 0 && req_ns > 0;
-        let mut start = now.max(self.pause_until_us);
-        if req_ns > 0 && !use_credit {
-            start = start.max(self.req_tat_us);
-        }
-        if tok_ns > 0 {
-            start = start.max(self.tok_tat_us);
-        }
-        // With a known rate, retries share the paced request cell and cannot add load;
-        // with none, they are held to 20 per second (burst 10).
+        let period = req_ns / 1000;
+        let cost = if tok_ns > 0 {
+            mul(tokens, tok_ns) / 1000
+        } else {
+            0
+        };
         let retry_period_us = 50_000;
         let retry_held = ask.retry && req_ns == 0;
-        if retry_held {
-            start = start.max(sub(self.retry_tat_us, mul(10, retry_period_us)));
+        let start_in = |s: &Self, lane: u64| {
+            let mut start = now;
+            if req_ns > 0 && !use_credit {
+                start = start.max(s.lane_req(lane));
+            }
+            if tok_ns > 0 {
+                start = start.max(s.lane_tok(lane));
+            }
+            if retry_held {
+                start = start.max(sub(s.retry_tat_us, mul(10, retry_period_us)));
+            }
+            // A lower lane's slot due now may have gone already: only later ones move.
+            let floor = start.max(add(now, 1));
+            let queued = lane < Self::LAST_LANE && req_ns > 0 && !use_credit;
+            if queued && s.req_tat_us > floor && s.req_tat_us > s.pause_until_us {
+                // Lower lanes are booked up to `req_tat_us` (past any pause, which then
+                // holds only new bookings), one period apart: take the first of their
+                // slots from `floor` (it moves them back by one), never one between two
+                // of theirs.
+                let k = (s.req_tat_us - floor) / period.max(1);
+                return sub(s.req_tat_us, mul(k, period));
+            }
+            start = start.max(s.pause_until_us);
+            let floor = start.max(add(now, 1));
+            if queued && s.req_tat_us > floor {
+                let k = (s.req_tat_us - floor) / period.max(1);
+                start = sub(s.req_tat_us, mul(k, period));
+            }
+            start
+        };
+        // A learned rate's period changes as it learns, so no slot can be placed
+        // between two booked at another; its lanes differ by how far ahead they may
+        // book instead (below).
+        let asked_lane = lane;
+        if self.source == Source::Learned {
+            lane = Self::LAST_LANE;
+        }
+        let mut start = start_in(self, lane);
+        let boost_new = lane > 0
+            && lane == asked_lane
+            && ask.confirm.is_none()
+            && self.starving(lane, now, tokens)
+            && self.reserve_room(lane, now, ask.reserve_ppm);
+        if boost_confirmed || boost_new {
+            // Moved back by higher lanes while its reserved share has room: this
+            // booking goes in the first lane.
+            self.take_reserve(lane, now, period.max(cost), ask.reserve_ppm);
+            lane = 0;
+            start = start_in(self, 0);
         }
         let wait = start - now;
         if wait > within {
@@ -817,10 +1005,10 @@ impl BudgetState {
             // A learned rate may change soon: book at most a few periods ahead (a caller
             // asleep until a slot booked at a stale rate cannot be moved). The others
             // ask again when their slot comes within reach.
-            let period = req_ns / 1000;
-            let horizon = mul(period, Self::LEARN_HORIZON_PERIODS)
-                .clamp(MICROS / 4, MICROS)
-                .max(period);
+            // Higher lanes may book further ahead: a period more per lane (the
+            // default lane as far as ever).
+            let periods = sub(Self::LEARN_HORIZON_PERIODS + 1, asked_lane);
+            let horizon = mul(period, periods).clamp(MICROS / 4, MICROS).max(period);
             if wait > horizon {
                 return Decision::Recheck(wait - horizon);
             }
@@ -828,27 +1016,165 @@ impl BudgetState {
         if retry_held {
             self.retry_tat_us = add(self.retry_tat_us.max(start), retry_period_us);
         }
+        let mut moved = [0u64; 3];
         if req_ns > 0 {
             if self.req_tat_us > now {
                 self.binding = 1;
             }
             if use_credit {
                 // A request the server said it has room for: it goes at once, and the
-                // first paced one after the burst one unit later.
+                // first paced one after the burst (of any lane) one unit later.
                 self.credit -= 1;
-                self.req_tat_us = self.req_tat_us.max(add(start, req_ns / 1000));
+                let after = add(start, period);
+                self.req_tat_us = self.req_tat_us.max(after);
+                self.lane1_req_us = self.lane1_req_us.max(after);
+                self.lane0_req_us = self.lane0_req_us.max(after);
             } else {
-                self.req_tat_us = add(start, req_ns / 1000);
+                moved = self
+                    .place(lane, start, period, false)
+                    .map(|m| if m { period } else { 0 });
             }
         }
         if tok_ns > 0 {
-            let cost = mul(tokens, tok_ns) / 1000;
-            self.tok_tat_us = add(self.tok_tat_us.max(start), cost);
+            let tok_start = self.lane_tok(lane).max(start);
+            let by_tokens = self.place(lane, tok_start, cost, true);
+            for (m, t) in moved.iter_mut().zip(by_tokens) {
+                if t {
+                    *m = (*m).max(cost);
+                }
+            }
         }
-        self.book(wait)
+        // The lower lanes booked past this one wait as long as it takes in all.
+        self.shift1_us = add(self.shift1_us, moved[1]);
+        self.shift2_us = add(self.shift2_us, moved[2]);
+        if moved[1] > 0 {
+            self.ins1_at_us = start;
+            self.ins1_len_us = moved[1];
+        }
+        if moved[2] > 0 {
+            self.ins2_at_us = start;
+            self.ins2_len_us = moved[2];
+        }
+        self.book(wait, lane)
     }
 
-    fn book(&mut self, wait_us: u64) -> Decision {
+    /// The last lane (the lowest priority).
+    pub const LAST_LANE: u64 = 2;
+
+    /// The end of the request schedule of `lane` and the lanes above it.
+    fn lane_req(&self, lane: u64) -> u64 {
+        match lane {
+            0 => self
+                .lane0_req_us
+                .min(self.lane1_req_us)
+                .min(self.req_tat_us),
+            1 => self.lane1_req_us.min(self.req_tat_us),
+            _ => self.req_tat_us,
+        }
+    }
+
+    /// The end of the token schedule of `lane` and the lanes above it.
+    fn lane_tok(&self, lane: u64) -> u64 {
+        match lane {
+            0 => self
+                .lane0_tok_us
+                .min(self.lane1_tok_us)
+                .min(self.tok_tat_us),
+            1 => self.lane1_tok_us.min(self.tok_tat_us),
+            _ => self.tok_tat_us,
+        }
+    }
+
+    /// How far `lane`'s bookings have been moved back in all.
+    fn shift_of(&self, lane: u64) -> u64 {
+        match lane {
+            0 => 0,
+            1 => self.shift1_us,
+            _ => self.shift2_us,
+        }
+    }
+
+    /// Where the latest booking placed ahead of `lane` went, and how far it moved it.
+    fn last_insert(&self, lane: u64) -> (u64, u64) {
+        match lane {
+            0 => (0, 0),
+            1 => (self.ins1_at_us, self.ins1_len_us),
+            _ => (self.ins2_at_us, self.ins2_len_us),
+        }
+    }
+
+    /// `true` when the lanes above `lane` are booked more than two units (of `tokens`
+    /// tokens) ahead: they keep it waiting.
+    fn starving(&self, lane: u64, now: u64, tokens: u64) -> bool {
+        let period = self.req_period_us();
+        let cost = mul(tokens, self.period_ns(self.tok_base_ns)) / 1000;
+        let unit = period.max(cost).max(1);
+        let above = self.lane_req(lane - 1).max(self.lane_tok(lane - 1));
+        above > add(now, mul(2, unit))
+    }
+
+    /// `true` when `lane`'s reserved share (`ppm`) has room now.
+    fn reserve_room(&self, lane: u64, now: u64, ppm: u64) -> bool {
+        let cell = if lane == 1 {
+            self.reserve1_us
+        } else {
+            self.reserve2_us
+        };
+        ppm > 0 && cell <= now
+    }
+
+    /// Spends one unit (`unit_us` at the full rate) of `lane`'s reserved share.
+    fn take_reserve(&mut self, lane: u64, now: u64, unit_us: u64, ppm: u64) {
+        let next = add(now, mul(unit_us, FULL_SHARE) / ppm.max(1));
+        if lane == 1 {
+            self.reserve1_us = next;
+        } else {
+            self.reserve2_us = next;
+        }
+    }
+
+    /// Books `len` µs of one cell (requests, or tokens when `tokens`) at `start` in
+    /// `lane`: that lane's schedule ends after it; each lower lane booked past `start`
+    /// moves back by `len` (flagged in the answer: its bookings wait that much more), one
+    /// that was not ends after it too.
+    fn place(&mut self, lane: u64, start: u64, len: u64, tokens: bool) -> [bool; 3] {
+        let end = add(start, len);
+        let mut moved = [false; 3];
+        for j in lane..=Self::LAST_LANE {
+            let booked = if tokens {
+                self.lane_tok(j)
+            } else {
+                self.lane_req(j)
+            };
+            let new = if j == lane {
+                end
+            } else if booked > start {
+                moved[j as usize] = true;
+                add(booked, len)
+            } else {
+                end.max(booked)
+            };
+            match (tokens, j) {
+                (false, 0) => self.lane0_req_us = new,
+                (false, 1) => self.lane1_req_us = new,
+                (false, _) => self.req_tat_us = new,
+                (true, 0) => self.lane0_tok_us = new,
+                (true, 1) => self.lane1_tok_us = new,
+                (true, _) => self.tok_tat_us = new,
+            }
+        }
+        moved
+    }
+
+    /// Keeps the lanes' schedule ends in order: lane 0's ≤ lane 1's ≤ every lane's.
+    fn order_lanes(&mut self) {
+        self.lane1_req_us = self.lane1_req_us.min(self.req_tat_us);
+        self.lane0_req_us = self.lane0_req_us.min(self.lane1_req_us);
+        self.lane1_tok_us = self.lane1_tok_us.min(self.tok_tat_us);
+        self.lane0_tok_us = self.lane0_tok_us.min(self.lane1_tok_us);
+    }
+
+    fn book(&mut self, wait_us: u64, lane: u64) -> Decision {
         self.seq = add(self.seq, 1);
         self.pending = add(self.pending, 1);
         Decision::Go {
@@ -856,6 +1182,9 @@ impl BudgetState {
             ticket: Ticket {
                 epoch: self.epoch,
                 seq: self.seq,
+                lane,
+                shift: self.shift_of(lane),
+                slot: add(self.seen_us, wait_us),
             },
         }
     }
@@ -868,6 +1197,11 @@ impl BudgetState {
     /// Learns from one flattened report at `now` (what [`BudgetState::report`] does
     /// after flattening, and what the Lua script mirrors).
     pub fn apply(&mut self, now: u64, op: &ReportOp) {
+        self.apply_inner(now, op);
+        self.order_lanes();
+    }
+
+    fn apply_inner(&mut self, now: u64, op: &ReportOp) {
         let now = now.min(MAX_EXACT);
         let op = &op.clamped();
         self.advance(now);
@@ -971,8 +1305,11 @@ impl BudgetState {
         self.cycle_start_us = now;
         self.cycle_count = 0;
         self.set_rate(Self::LEARN_START_MILLI);
-        // The probe just went: the next request is paced after it.
-        self.req_tat_us = self.req_tat_us.max(add(now, self.req_period_us()));
+        // The probe just went: the next request (of any lane) is paced after it.
+        let next = add(now, self.req_period_us());
+        self.req_tat_us = self.req_tat_us.max(next);
+        self.lane1_req_us = self.lane1_req_us.max(next);
+        self.lane0_req_us = self.lane0_req_us.max(next);
     }
 
     fn set_rate(&mut self, rate_milli: u64) {

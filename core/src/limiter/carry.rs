@@ -40,6 +40,14 @@ impl BudgetState {
             &mut s.spent_us,
             &mut s.cycle_start_us,
             &mut s.fresh_us,
+            &mut s.lane0_req_us,
+            &mut s.lane1_req_us,
+            &mut s.lane0_tok_us,
+            &mut s.lane1_tok_us,
+            &mut s.reserve1_us,
+            &mut s.reserve2_us,
+            &mut s.ins1_at_us,
+            &mut s.ins2_at_us,
         ] {
             *t = shift(*t);
         }
@@ -71,6 +79,20 @@ impl BudgetState {
         s.retry_tat_us = s.retry_tat_us.max(o.retry_tat_us);
         s.pause_until_us = s.pause_until_us.max(o.pause_until_us);
         s.event_us = s.event_us.max(o.event_us);
+        s.lane0_req_us = s.lane0_req_us.max(o.lane0_req_us);
+        s.lane1_req_us = s.lane1_req_us.max(o.lane1_req_us);
+        s.lane0_tok_us = s.lane0_tok_us.max(o.lane0_tok_us);
+        s.lane1_tok_us = s.lane1_tok_us.max(o.lane1_tok_us);
+        s.shift1_us = s.shift1_us.max(o.shift1_us);
+        s.shift2_us = s.shift2_us.max(o.shift2_us);
+        s.reserve1_us = s.reserve1_us.max(o.reserve1_us);
+        s.reserve2_us = s.reserve2_us.max(o.reserve2_us);
+        if o.ins1_at_us > s.ins1_at_us {
+            (s.ins1_at_us, s.ins1_len_us) = (o.ins1_at_us, o.ins1_len_us);
+        }
+        if o.ins2_at_us > s.ins2_at_us {
+            (s.ins2_at_us, s.ins2_len_us) = (o.ins2_at_us, o.ins2_len_us);
+        }
         // Tickets stay unique and a booking voided in either stays void.
         s.epoch = s.epoch.max(o.epoch);
         s.seq = s.seq.max(o.seq);

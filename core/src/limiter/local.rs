@@ -8,6 +8,7 @@ use super::budget::{BudgetState, Decision, Limits, MAX_EXACT, Reserve};
 use super::spec::BudgetId;
 use super::{Limiter, closed_error};
 use crate::action::{Ask, Grant, Report};
+use crate::priority::ReservedShares;
 use crate::request::Target;
 
 /// Limits per model, and for models with none set.
@@ -17,6 +18,9 @@ pub struct LimiterConfig {
     pub default: Option<Limits>,
     /// Limits per model id.
     pub models: HashMap<String, Limits>,
+    /// The share of a saturated budget each class below the first keeps (a tenth for
+    /// [`crate::Priority::Default`] and [`crate::Priority::Batch`] by default).
+    pub reserved: ReservedShares,
 }
 
 impl LimiterConfig {
@@ -29,7 +33,7 @@ impl LimiterConfig {
     fn canonical(&self) -> String {
         let mut models: Vec<_> = self.models.iter().collect();
         models.sort_by(|a, b| a.0.cmp(b.0));
-        format!("{:?}|{models:?}", self.default)
+        format!("{:?}|{models:?}|{:?}", self.default, self.reserved)
     }
 }
 
@@ -154,7 +158,7 @@ impl Budgets {
         let Some(model) = ask.model.as_deref() else {
             return Grant::Now;
         };
-        let decision = self.decide(now_us, model, &Reserve::from(ask));
+        let decision = self.decide(now_us, model, &Reserve::for_ask(ask, &self.config.reserved));
         decision_to_grant(decision, model)
     }
 
@@ -196,7 +200,15 @@ pub fn decision_to_grant(decision: Decision, model: &str) -> Grant {
 }
 
 impl From<&Ask> for Reserve {
+    /// The reservation of `ask` with the default [`ReservedShares`].
     fn from(ask: &Ask) -> Self {
+        Reserve::for_ask(ask, &ReservedShares::default())
+    }
+}
+
+impl Reserve {
+    /// The reservation of `ask`, its class keeping its share of `shares`.
+    pub fn for_ask(ask: &Ask, shares: &ReservedShares) -> Self {
         Reserve {
             tokens: ask.tokens,
             retry: ask.attempt > 1,
@@ -205,7 +217,9 @@ impl From<&Ask> for Reserve {
                     .unwrap_or(MAX_EXACT)
                     .min(MAX_EXACT)
             }),
-            confirm_epoch: ask.confirm.map(|t| t.epoch),
+            confirm: ask.confirm,
+            lane: ask.priority.lane(),
+            reserve_ppm: shares.get(ask.priority),
         }
     }
 }
@@ -377,6 +391,7 @@ mod tests {
             attempt: 1,
             within: None,
             confirm: None,
+            priority: crate::Priority::Default,
         };
         let waits: Vec<_> = (0..3)
             .map(|_| match l1.reserve(t0, &ask) {
@@ -395,6 +410,7 @@ mod tests {
             attempt: 1,
             within: None,
             confirm: None,
+            priority: crate::Priority::Default,
         }
     }
 

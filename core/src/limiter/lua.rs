@@ -16,9 +16,10 @@
 //!
 //! let args = lua::reserve_args(Some(1_000), 86_400, Seed::default(), &Reserve::new(50));
 //! assert_eq!(args[0], "reserve");
-//! // The script answers [kind, value, the 34 fields]:
+//! // The script answers [kind, value, the 46 fields, the ticket's lane, shift, slot]:
 //! let mut reply = vec![0, 0];
 //! reply.extend(BudgetState::new(1_000, None).to_fields().map(|v| v as i64));
+//! reply.extend([1, 0, 1_000]);
 //! let reply = lua::decode_reply(&reply).unwrap();
 //! assert_eq!(reply.state.seen_us, 1_000);
 //! ```
@@ -50,7 +51,8 @@ fn common(op: &str, now_override: Option<u64>, ttl_secs: u64, seed: Seed) -> Vec
 }
 
 /// `ARGV` of a reservation: tokens, retry (0/1), within µs, confirm (0/1), the confirmed
-/// epoch. `seed` makes the budget when the hash does not exist yet; `ttl_secs` is the
+/// epoch, the lane, the lane's reserved share (ppm), the confirmed booking's lane and
+/// shift. `seed` makes the budget when the hash does not exist yet; `ttl_secs` is the
 /// hash's expiry (0: none); `now_override` replaces Redis `TIME` (tests).
 pub fn reserve_args(
     now_override: Option<u64>,
@@ -64,8 +66,13 @@ pub fn reserve_args(
             ask.tokens,
             u64::from(ask.retry),
             ask.within_us,
-            u64::from(ask.confirm_epoch.is_some()),
-            ask.confirm_epoch.unwrap_or(0),
+            u64::from(ask.confirm.is_some()),
+            ask.confirm.map_or(0, |t| t.epoch),
+            ask.lane,
+            ask.reserve_ppm,
+            ask.confirm.map_or(0, |t| t.lane),
+            ask.confirm.map_or(0, |t| t.shift),
+            ask.confirm.map_or(0, |t| t.slot),
         ]
         .map(num),
     );
@@ -122,14 +129,16 @@ pub struct ScriptReply {
 #[error("unexpected reply from the limiter script: {0}")]
 pub struct ReplyError(&'static str);
 
-/// Decodes the script's reply: `[kind, value, the 34 fields]`.
+/// Decodes the script's reply: `[kind, value, the 46 fields, the ticket's lane, shift
+/// and slot]`.
 pub fn decode_reply(reply: &[i64]) -> Result<ScriptReply, ReplyError> {
-    if reply.len() != 2 + BudgetState::FIELDS.len() {
+    if reply.len() != 5 + BudgetState::FIELDS.len() {
         return Err(ReplyError("wrong length"));
     }
+    let n = BudgetState::FIELDS.len();
     let u = |v: i64| u64::try_from(v).map_err(|_| ReplyError("a negative number"));
     let mut fields = [0u64; BudgetState::FIELDS.len()];
-    for (f, &v) in fields.iter_mut().zip(&reply[2..]) {
+    for (f, &v) in fields.iter_mut().zip(&reply[2..2 + n]) {
         *f = u(v)?;
     }
     let state = BudgetState::from_fields(fields).ok_or(ReplyError("a field out of range"))?;
@@ -140,6 +149,9 @@ pub fn decode_reply(reply: &[i64]) -> Result<ScriptReply, ReplyError> {
             ticket: Ticket {
                 epoch: state.epoch,
                 seq: state.seq,
+                lane: u(reply[2 + n])?.min(BudgetState::LAST_LANE),
+                shift: u(reply[3 + n])?,
+                slot: u(reply[4 + n])?,
             },
         }),
         1 => Some(Decision::Recheck(value)),
@@ -191,7 +203,15 @@ mod tests {
             tokens: u64::MAX,
             retry: true,
             within_us: 250,
-            confirm_epoch: Some(3),
+            confirm: Some(Ticket {
+                epoch: 3,
+                seq: 8,
+                lane: 2,
+                shift: 1_500,
+                slot: 42,
+            }),
+            lane: 9,
+            reserve_ppm: 100_000,
         };
         let r = reserve_args(None, 60, seed, &ask);
         assert_eq!(
@@ -207,7 +227,12 @@ mod tests {
                 "1",
                 "250",
                 "1",
-                "3"
+                "3",
+                "9",
+                "100000",
+                "2",
+                "1500",
+                "42"
             ]
         );
         let op = ReportOp {
@@ -222,7 +247,11 @@ mod tests {
                 window_us: 1_000_000,
             },
             req_remaining: Some(4),
-            ticket: Some(Ticket { epoch: 2, seq: 11 }),
+            ticket: Some(Ticket {
+                epoch: 2,
+                seq: 11,
+                ..Ticket::default()
+            }),
         };
         let r = report_args(Some(5), 0, Seed::default(), &op);
         assert_eq!(
@@ -252,12 +281,16 @@ mod tests {
         let reply = |kind: i64, value: i64| {
             let mut r = vec![kind, value];
             r.extend(state.to_fields().map(|v| v as i64));
+            r.extend([2, 700, 9]);
             r
         };
         let d = |r: Vec<i64>| decode_reply(&r).map(|r| r.decision);
         let ticket = Ticket {
             epoch: state.epoch,
             seq: state.seq,
+            lane: 2,
+            shift: 700,
+            slot: 9,
         };
         assert_eq!(
             d(reply(0, 5)),
