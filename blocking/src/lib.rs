@@ -74,7 +74,7 @@ pub use mistral_core::models::*;
 pub use mistral_core::request::DEFAULT_BASE_URL;
 pub use mistral_core::{
     ApiKey, ApiRequest, Ask, Bucket, CallOptions, Error, Grant, KeyError, Limiter, LimiterConfig,
-    Limits, LocalLimiter, NoLimiter, Quota, RateLimitedCounts, RateLimits, Reply, Report,
-    ResponseInfo, RetryPolicy, Signal, Stats, StreamFailure, Success, Trail, TransportKind,
-    WaitReason, Window,
+    Limits, LocalLimiter, NoLimiter, Priority, Quota, RateLimitedCounts, RateLimits, Reply, Report,
+    ReservedShares, ResponseInfo, RetryPolicy, Signal, Stats, StreamFailure, Success, Trail,
+    TransportKind, WaitReason, Window,
 };

@@ -120,6 +120,11 @@ enum Plan {
 }
 
 impl Call {
+    /// The call's priority class in the shared budget.
+    pub fn priority(&self) -> crate::Priority {
+        self.policy.priority
+    }
+
     /// A call of `prepared`, started at `now`. `seed` seeds the jitter, so a fixed seed
     /// gives a reproducible schedule.
     pub fn new(prepared: Prepared, policy: &RetryPolicy, now: Instant, seed: u64) -> Self {

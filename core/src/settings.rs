@@ -23,6 +23,8 @@ pub struct Settings {
     pub policy: RetryPolicy,
     /// Overrides the policy's attempt timeout.
     pub attempt_timeout: Option<Duration>,
+    /// Overrides the policy's priority class.
+    pub priority: Option<crate::Priority>,
     /// Connect timeout, overriding the policy's (default [`crate::request::DEFAULT_CONNECT_TIMEOUT`]).
     pub connect_timeout: Option<Duration>,
     /// The `User-Agent` header.
@@ -115,6 +117,9 @@ impl Settings {
         }
         let mut policy = self.policy;
         policy.attempt_timeout = self.attempt_timeout.or(policy.attempt_timeout);
+        if let Some(priority) = self.priority {
+            policy.priority = priority;
+        }
         if let Some(connect) = self.connect_timeout {
             policy.connect_timeout = connect;
         }
@@ -158,6 +163,13 @@ macro_rules! builder_setters {
         /// end of the body, or to the head of a stream.
         pub fn attempt_timeout(mut self, timeout: ::std::time::Duration) -> Self {
             self.settings.attempt_timeout = Some(timeout);
+            self
+        }
+        /// The priority class of this client's calls in the shared budget (default
+        /// `Priority::Default`; per call: `CallOptions::priority`). When callers queue,
+        /// a higher class is served first; a lower one keeps its reserved share.
+        pub fn priority(mut self, priority: $crate::Priority) -> Self {
+            self.settings.priority = Some(priority);
             self
         }
         /// Timeout for making a connection (default 10 s).

@@ -71,6 +71,8 @@ pub struct Telemetry {
     transport_errors: AtomicU64,
     waited_micros: AtomicU64,
     limiter: LimiterCounters,
+    /// The same per priority class, by lane.
+    by_priority: [LimiterCounters; 3],
     last_limits: Mutex<Option<RateLimits>>,
 }
 
@@ -107,9 +109,11 @@ pub struct Stats {
     pub transport_errors: u64,
     /// Time calls spent waiting (backoff, pacing, spent windows), summed over calls.
     pub waited: Duration,
-    /// The shared limiter's answers to this client's calls, all classes together (a
-    /// per-class breakdown will sit beside it when calls have priority classes).
+    /// The shared limiter's answers to this client's calls, all classes together.
     pub limiter: LimiterCounts,
+    /// The same per priority class, indexed by [`crate::Priority::lane`]
+    /// ([`Stats::limiter_of`]).
+    pub limiter_by_priority: [LimiterCounts; 3],
     /// The last rate limits a response announced.
     pub last_limits: Option<RateLimits>,
 }
@@ -151,6 +155,28 @@ pub struct LimiterCounts {
     pub refused_closed: u64,
     /// The waits the limiter gave queued and requeued attempts, summed.
     pub queued_wait: Duration,
+}
+
+impl LimiterCounters {
+    fn snapshot(&self) -> LimiterCounts {
+        LimiterCounts {
+            admitted_at_once: self.admitted_at_once.load(Relaxed),
+            queued: self.queued.load(Relaxed),
+            admitted_after_wait: self.admitted_after_wait.load(Relaxed),
+            requeued: self.requeued.load(Relaxed),
+            rechecks: self.rechecks.load(Relaxed),
+            refused_deadline: self.refused_deadline.load(Relaxed),
+            refused_closed: self.refused_closed.load(Relaxed),
+            queued_wait: Duration::from_micros(self.queued_micros.load(Relaxed)),
+        }
+    }
+}
+
+impl Stats {
+    /// The shared limiter's answers to this client's calls of class `priority`.
+    pub fn limiter_of(&self, priority: crate::Priority) -> LimiterCounts {
+        self.limiter_by_priority[(priority.lane() as usize).min(2)]
+    }
 }
 
 impl LimiterCounts {
@@ -203,6 +229,12 @@ impl Telemetry {
                 "mistral: a call has been waiting long"
             );
         }
+        if let Action::Done(Err(Error::RateLimited { shared: true, .. })) = action {
+            let lane = (call.priority().lane() as usize).min(2);
+            self.by_priority[lane]
+                .refused_deadline
+                .fetch_add(1, Relaxed);
+        }
         self.observe(action);
     }
 
@@ -214,7 +246,12 @@ impl Telemetry {
     /// Counts the limiter's answer to `ask`; the driver calls it between
     /// [`crate::Limiter::reserve`] and [`crate::Call::handle_grant`].
     pub fn observe_grant(&self, ask: &Ask, grant: &Grant) {
-        let c = &self.limiter;
+        Self::count_grant(&self.limiter, ask, grant);
+        let lane = (ask.priority.lane() as usize).min(2);
+        Self::count_grant(&self.by_priority[lane], ask, grant);
+    }
+
+    fn count_grant(c: &LimiterCounters, ask: &Ask, grant: &Grant) {
         let queued = |after: Duration| {
             c.queued_micros.fetch_add(
                 u64::try_from(after.as_micros()).unwrap_or(u64::MAX),
@@ -365,19 +402,12 @@ impl Telemetry {
             server_errors: self.server_errors.load(Relaxed),
             transport_errors: self.transport_errors.load(Relaxed),
             waited: Duration::from_micros(self.waited_micros.load(Relaxed)),
-            limiter: {
-                let c = &self.limiter;
-                LimiterCounts {
-                    admitted_at_once: c.admitted_at_once.load(Relaxed),
-                    queued: c.queued.load(Relaxed),
-                    admitted_after_wait: c.admitted_after_wait.load(Relaxed),
-                    requeued: c.requeued.load(Relaxed),
-                    rechecks: c.rechecks.load(Relaxed),
-                    refused_deadline: c.refused_deadline.load(Relaxed),
-                    refused_closed: c.refused_closed.load(Relaxed),
-                    queued_wait: Duration::from_micros(c.queued_micros.load(Relaxed)),
-                }
-            },
+            limiter: self.limiter.snapshot(),
+            limiter_by_priority: [
+                self.by_priority[0].snapshot(),
+                self.by_priority[1].snapshot(),
+                self.by_priority[2].snapshot(),
+            ],
             last_limits: self.last_limits.lock().ok().and_then(|l| l.clone()),
         }
     }
