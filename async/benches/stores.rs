@@ -70,6 +70,56 @@ fn redis_server() -> Option<Redis> {
     None
 }
 
+/// A loopback TCP proxy to `port` that delays every chunk Redis sends back by `delay`
+/// (from when it arrived: latency, not a lower throughput). Its threads live as long as
+/// the process.
+fn delaying_proxy(port: u16, delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+                let _ = s_write.shutdown(std::net::Shutdown::Write);
+            });
+            let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+            let mut s_read = server;
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match std::io::Read::read(&mut s_read, &mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+            let mut c_write = client;
+            std::thread::spawn(move || {
+                for (at, bytes) in rx {
+                    let due = at + delay;
+                    let left = due.saturating_duration_since(Instant::now());
+                    std::thread::sleep(left);
+                    if std::io::Write::write_all(&mut c_write, &bytes).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    proxy_port
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -106,7 +156,7 @@ fn measure(name: &str, limiter: Arc<dyn Limiter>) {
     let total = started.elapsed();
     latencies.sort_unstable();
     println!(
-        "{name:<6} p50 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms  ({} reservations, {TASKS} tasks x {ROUNDS} rounds on 2 workers, {:.2} s)",
+        "{name:<9} p50 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms  ({} reservations, {TASKS} tasks x {ROUNDS} rounds on 2 workers, {:.2} s)",
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().unwrap().as_secs_f64() * 1e3,
@@ -128,7 +178,11 @@ fn main() {
             let url = format!("redis://127.0.0.1:{}/", server.1);
             let redis = RedisLimiter::new(&url, BASE, &key, config()).unwrap();
             measure("redis", Arc::new(redis));
+            let slow = delaying_proxy(server.1, Duration::from_millis(1));
+            let url = format!("redis://127.0.0.1:{slow}/");
+            let redis = RedisLimiter::new(&url, BASE, &key, config()).unwrap();
+            measure("redis+1ms", Arc::new(redis));
         }
-        None => println!("redis  skipped: no redis-server"),
+        None => println!("redis     skipped: no redis-server"),
     }
 }
