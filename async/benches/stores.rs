@@ -1,7 +1,9 @@
 //! Reservation latency through each store of the shared limiter, from the async client's
 //! side: 512 tasks on a 2-worker tokio runtime each ask for one slot at the same moment,
 //! for several rounds; a reservation's latency runs from the round's start to its grant
-//! (so a store that blocks the workers shows its queue). Prints p50/p99 per store.
+//! (so a store that blocks the workers, or serializes its callers, shows its queue).
+//! Prints p50/p99 per store; `redis+1ms` is Redis behind a loopback proxy that delays
+//! every reply by 1 ms.
 //!
 //! `cargo bench -p mistral-async --features redis --bench stores` (or
 //! `cargo xtask bench --stores`); Redis is skipped when `redis-server` is not found
@@ -13,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mistral_async::stores::{FileLimiter, LimiterConfig, RedisLimiter};
-use mistral_async::{ApiKey, Ask, Limiter, Limits, LocalLimiter};
+use mistral_async::stores::{AsyncLimiter, FileLimiter, LimiterConfig, RedisLimiter};
+use mistral_async::{ApiKey, Ask, Limits, LocalLimiter};
 
 const TASKS: usize = 512;
 const ROUNDS: usize = 20;
@@ -51,9 +53,20 @@ fn redis_server() -> Option<Redis> {
     let program = std::env::var_os("MISTRAL_TEST_REDIS_SERVER")
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from("/usr/bin/redis-server")).filter(|p| p.exists()))?;
-    let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let child = Command::new(program)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .args(["--appendonly", "no"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -84,7 +97,8 @@ fn delaying_proxy(port: u16, delay: Duration) -> u16 {
             };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
-            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut c_read, &mut s_write);
                 let _ = s_write.shutdown(std::net::Shutdown::Write);
@@ -125,7 +139,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn measure(name: &str, limiter: Arc<dyn Limiter>) {
+fn measure(name: &str, limiter: Arc<dyn AsyncLimiter>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -135,15 +149,15 @@ fn measure(name: &str, limiter: Arc<dyn Limiter>) {
     let started = Instant::now();
     runtime.block_on(async {
         // One warm-up reservation (a connection, a file).
-        limiter.reserve(Instant::now(), &ask());
+        limiter.reserve(Instant::now(), &ask()).await;
         for _ in 0..ROUNDS {
             let start = Instant::now();
             let tasks: Vec<_> = (0..TASKS)
                 .map(|_| {
                     let limiter = Arc::clone(&limiter);
                     tokio::spawn(async move {
-                        // Today's stores: a synchronous call on the worker.
-                        limiter.reserve(Instant::now(), &ask());
+                        let ask = ask();
+                        limiter.reserve(Instant::now(), &ask).await;
                         start.elapsed()
                     })
                 })
@@ -167,7 +181,7 @@ fn measure(name: &str, limiter: Arc<dyn Limiter>) {
 
 fn main() {
     let key = ApiKey::new("sk-bench").unwrap();
-    println!("store reservation latency (sync stores called on the async client's workers)");
+    println!("store reservation latency through the async client's stores (mistral_async::stores)");
     measure("local", Arc::new(LocalLimiter::with_config(config())));
     let dir = std::env::temp_dir().join(format!("mistral-stores-bench-{}", std::process::id()));
     let file = FileLimiter::at_path(dir.join("state"), config()).unwrap();

@@ -41,14 +41,13 @@
 #![deny(missing_docs)]
 
 mod client;
+pub mod stores;
 mod streaming;
 mod tls;
 mod transport;
 
 pub use client::{Client, ClientBuilder};
 pub use mistral_core::request::{DEFAULT_CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
-/// The shared limiter's stores: in-process, a locked state file, Redis (feature `redis`).
-pub use mistral_stores as stores;
 pub use streaming::ChatStream;
 pub use tls::{http_client_builder, http_client_builder_with_roots};
 
