@@ -293,3 +293,49 @@ fn redis_without_the_feature_is_a_config_error_naming_this_crate() {
         other => panic!("{other:?}"),
     }
 }
+
+fn go(d: Decision) -> u64 {
+    match d {
+        Decision::Go { wait_us, .. } => wait_us,
+        other => panic!("expected Go, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_wall_clock_step_neither_stalls_nor_floods() {
+    const S: u64 = 1_000_000;
+    let dir = TempDir::new("clock");
+    let limiter = FileLimiter::at_path(dir.path().join("state"), config(10)).unwrap();
+    let rt = runtime();
+    let at = |t: u64| {
+        go(rt
+            .block_on(limiter.reserve_at(Some(t), "m", &Reserve::new(1)))
+            .unwrap()
+            .0)
+    };
+    let t0 = 1_750_000_000 * S;
+    assert_eq!(at(t0), 0);
+    let period = at(t0);
+    assert!((101_000..103_000).contains(&period), "{period}");
+    // The clock steps back a minute: the next slot keeps its distance (two periods on).
+    assert_eq!(at(t0 - 60 * S), 2 * period);
+    // It steps forward an hour: one goes at once, the rest stay paced, no burst.
+    let later = t0 + 3600 * S;
+    let starts: Vec<u64> = (0..30).map(|_| later + at(later)).collect();
+    assert_eq!(starts[0], later);
+    for w in starts.windows(2) {
+        assert_eq!(w[1] - w[0], period);
+    }
+}
+
+#[test]
+fn a_state_file_that_cannot_be_opened_is_named_in_the_error() {
+    let dir = TempDir::new("unopenable");
+    let path = dir.path().join("a-directory");
+    std::fs::create_dir(&path).unwrap();
+    let error = FileLimiter::at_path(&path, config(10)).unwrap_err();
+    assert!(error.to_string().contains("a-directory"), "{error}");
+    let key = ApiKey::new(KEY).unwrap();
+    let spec = LimiterSpec::File(Some(dir.path().join("missing-parent-is-made/state")));
+    assert!(stores::limiter_from_spec(&spec, BASE, &key, config(10)).is_ok());
+}
