@@ -339,3 +339,72 @@ fn a_state_file_that_cannot_be_opened_is_named_in_the_error() {
     let spec = LimiterSpec::File(Some(dir.path().join("missing-parent-is-made/state")));
     assert!(stores::limiter_from_spec(&spec, BASE, &key, config(10)).is_ok());
 }
+
+/// The most starts in any window of `window_us`.
+fn max_in_window(starts: &[u64], window_us: u64) -> usize {
+    let mut s = starts.to_vec();
+    s.sort_unstable();
+    let (mut best, mut lo) = (0, 0);
+    for hi in 0..s.len() {
+        while s[hi] - s[lo] >= window_us {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+#[test]
+fn real_processes_share_one_budget() {
+    let dir = TempDir::new("processes");
+    let path = dir.path().join("state");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["child_reserves_and_prints_starts", "--exact", "--nocapture"])
+                .env("ASYNC_STORES_TEST_PATH", &path)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut all = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed:\n{stdout}");
+        let starts: Vec<u64> = stdout
+            .lines()
+            .filter_map(|l| l.find("START ").map(|at| &l[at + 6..]))
+            .map(|n| n.trim().parse().unwrap())
+            .collect();
+        assert_eq!(starts.len(), 30, "{stdout}");
+        all.extend(starts);
+    }
+    let max = max_in_window(&all, 1_000_000);
+    eprintln!("4 processes, 120 starts: max {max} in any 1 s (limit 50)");
+    assert!(max <= 50, "{max} starts in one second, limit 50");
+}
+
+/// Child mode of the test above: 30 slots of a 50/s budget as the async client takes
+/// them (reserve, then sleep on tokio's timer until the slot), each slot's start printed.
+#[test]
+fn child_reserves_and_prints_starts() {
+    let Some(path) = std::env::var_os("ASYNC_STORES_TEST_PATH") else {
+        return;
+    };
+    let limiter = FileLimiter::at_path(path, config(50)).unwrap();
+    runtime().block_on(async {
+        for _ in 0..30 {
+            let (d, state) = limiter
+                .reserve_at(None, "m", &Reserve::new(1))
+                .await
+                .unwrap();
+            let wait = go(d);
+            println!("START {}", state.seen_us + wait);
+            tokio::time::sleep(Duration::from_micros(wait)).await;
+        }
+    });
+}

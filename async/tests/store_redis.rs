@@ -417,3 +417,98 @@ fn an_unreachable_redis_from_the_start_paces_locally() {
         other => panic!("{other:?}"),
     }
 }
+
+fn ten_per_second(server: &RedisServer) -> RedisLimiter {
+    RedisLimiter::new(
+        &server.url(),
+        BASE,
+        &ApiKey::new(KEY).unwrap(),
+        per_second(10),
+    )
+    .unwrap()
+    .with_timeout(Duration::from_millis(200))
+    .with_reconnect_after(Duration::from_millis(100))
+}
+
+fn sync_conn(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// Redis killed with a second of slots booked ahead: the stand-in starts from that
+/// schedule, not from an empty budget.
+#[test]
+fn a_fallback_starts_from_the_last_known_state() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let limiter = ten_per_second(&server);
+    runtime().block_on(async {
+        let mut last = Duration::ZERO;
+        for _ in 0..10 {
+            last = wait(&limiter.reserve(Instant::now(), &ask()).await);
+        }
+        assert!(last >= Duration::from_millis(850), "{last:?}");
+        server.kill();
+        let first_degraded = wait(&limiter.reserve(Instant::now(), &ask()).await);
+        assert!(limiter.is_degraded());
+        assert!(
+            first_degraded >= Duration::from_millis(700),
+            "the stand-in gave out a slot Redis had already booked: {first_degraded:?}"
+        );
+    });
+}
+
+/// Redis restarted empty while this process had a second booked ahead and another one
+/// still paced on its stand-in: the new connection brings the budget back (at a quarter
+/// share), so neither gets a burst, and the second hands its quarter back.
+#[test]
+fn a_redis_restarted_empty_is_rejoined_without_a_burst() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let a = ten_per_second(&server);
+    let b = ten_per_second(&server);
+    let rt = runtime();
+    rt.block_on(async {
+        for _ in 0..5 {
+            wait(&a.reserve(Instant::now(), &ask()).await);
+            wait(&b.reserve(Instant::now(), &ask()).await);
+        }
+    });
+    server.kill();
+    rt.block_on(async {
+        wait(&b.reserve(Instant::now(), &ask()).await);
+    });
+    assert!(b.is_degraded());
+    server.spawn();
+    let mut conn = sync_conn(&server);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(a.key_of("m"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(!exists, "a restarted Redis is empty");
+    let next = rt.block_on(async { wait(&a.reserve(Instant::now(), &ask()).await) });
+    assert!(
+        next >= Duration::from_millis(600),
+        "the empty Redis gave a slot at once: {next:?}"
+    );
+    let share: u64 = redis::cmd("HGET")
+        .arg(a.key_of("m"))
+        .arg("share_ppm")
+        .query(&mut conn)
+        .unwrap();
+    assert!(share <= stores::DEGRADED_SHARE_PPM, "{share}");
+    std::thread::sleep(Duration::from_millis(150));
+    let b_next = rt.block_on(async { wait(&b.reserve(Instant::now(), &ask()).await) });
+    assert!(!b.is_degraded());
+    assert!(b_next > next, "{b_next:?} after {next:?}");
+    let share: u64 = redis::cmd("HGET")
+        .arg(a.key_of("m"))
+        .arg("share_ppm")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(share, 2 * stores::DEGRADED_SHARE_PPM);
+}
