@@ -363,10 +363,11 @@ impl Client {
             inner.telemetry.observe_call(&mut call, &action);
             match action {
                 Action::Reserve(ask) => {
-                    let at = now();
-                    let grant = inner.limiter.reserve(at, &ask).await;
+                    let grant = inner.limiter.reserve(now(), &ask).await;
                     inner.telemetry.observe_grant(&ask, &grant);
-                    call.handle_grant(at, grant);
+                    // A store answers after its round trip; its wait counts from then
+                    // (late by at most that trip, never early).
+                    call.handle_grant(now(), grant);
                 }
                 Action::Send(attempt) => match transport::perform(&inner.http, attempt).await {
                     (id, Exchange::Response(response, body)) => {

@@ -22,7 +22,9 @@
 //! ```
 //!
 //! - A [`Client`] is cheap to clone; clones share connections, statistics
-//!   ([`Client::stats`]) and the [`Limiter`].
+//!   ([`Client::stats`]) and the limiter, an [`AsyncLimiter`](stores::AsyncLimiter)
+//!   awaited before every attempt: in-process ([`LocalLimiter`], any [`Limiter`]), or
+//!   one of [`stores`] (a state file, Redis) that never blocks the runtime.
 //! - Every future is `Send`: calls run fine inside `tokio::spawn`.
 //! - Time is tokio's: under a paused clock (`#[tokio::test(start_paused = true)]`) waits
 //!   run in virtual time.
