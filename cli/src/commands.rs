@@ -208,7 +208,12 @@ impl Store {
                 // file that does not decode is read again a few times.
                 let mut last = String::new();
                 for _ in 0..5 {
-                    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+                    let bytes = match std::fs::read(path) {
+                        Ok(bytes) => bytes,
+                        // No file yet: no process has spent this budget.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                        Err(e) => return Err(format!("{}: {e}", path.display())),
+                    };
                     match codec::decode(&bytes) {
                         Ok(states) => return Ok(states.get(model).copied()),
                         Err(e) => last = e.to_string(),
@@ -292,9 +297,9 @@ pub(crate) fn store_of(conn: &Connection) -> Option<Result<Store, String>> {
         }
         _ => return None,
     };
-    let path = state_file_path(path.as_deref(), &id, |p| p.is_dir());
-    if !path.exists() {
-        return Some(Err(format!("no state file at {}", path.display())));
-    }
-    Some(Ok(Store::File(path)))
+    Some(Ok(Store::File(state_file_path(
+        path.as_deref(),
+        &id,
+        |p| p.is_dir(),
+    ))))
 }
