@@ -31,7 +31,7 @@ type FileId = (u64, u64);
 ///
 /// Each [`Limiter::reserve`] or [`Limiter::report`] is one transaction: lock the file
 /// (`flock`, exclusive; the kernel drops it if the holder dies), read it, decode it
-/// ([`codec`]: a corrupt, truncated or foreign file is logged and starts afresh), one
+/// ([`codec`](mistral_core::limiter::codec): a corrupt, truncated or foreign file is logged and starts afresh), one
 /// operation on one budget, write it back, unlock. The lock is never held across a
 /// request or a sleep. Time is the wall clock in microseconds since the Unix epoch, read
 /// under the lock, so every process of the host shares it; a step backwards shifts every

@@ -1,6 +1,6 @@
 //! What the shared limiter's stores compute, for the drivers that do their I/O: the names
 //! of a budget's file and Redis keys, the policy while a store is down ([`Fallback`]),
-//! one state-file transaction on bytes ([`file`]), and the Redis store's connection
+//! one state-file transaction on bytes ([`file`](mod@file)), and the Redis store's connection
 //! policy and join script ([`redis`]).
 //!
 //! A store is one atomic read-modify-write of a budget's state per reservation and per
