@@ -449,3 +449,56 @@ fn child_reserves_and_prints_starts() {
         }
     });
 }
+
+fn headers_report(model: &str, limit: u64, remaining: u64, window: u32) -> mistral_async::Report {
+    use mistral_async::{Bucket, Quota, RateLimits, Signal, Window};
+    mistral_async::Report {
+        model: Some(model.into()),
+        limits: RateLimits {
+            quotas: vec![Quota {
+                bucket: Bucket::Requests,
+                window: Window::Seconds(window),
+                limit: Some(limit),
+                remaining: Some(remaining),
+            }],
+            ..RateLimits::default()
+        },
+        signal: Signal::Success,
+        estimated_tokens: 1,
+        used_tokens: Some(1),
+        attempt: 1,
+        correlation_id: None,
+        ticket: None,
+    }
+}
+
+#[test]
+fn what_one_process_learns_paces_the_others() {
+    let dir = TempDir::new("learn");
+    let path = dir.path().join("state");
+    let a = FileLimiter::at_path(&path, LimiterConfig::default()).unwrap();
+    let b = FileLimiter::at_path(&path, LimiterConfig::default()).unwrap();
+    runtime().block_on(async {
+        // Nothing known: one probe goes, the others re-check.
+        assert_eq!(
+            wait(&a.reserve(Instant::now(), &ask("m")).await),
+            Duration::ZERO
+        );
+        assert!(matches!(
+            b.reserve(Instant::now(), &ask("m")).await,
+            Grant::Recheck(_)
+        ));
+        // The probe's answer, reported through a: 120 per minute, 1 left. b sends that
+        // one at once, then paces at one per 0.5 s.
+        a.report(Instant::now(), &headers_report("m", 120, 1, 60))
+            .await;
+        let state = b.budget("m").await.unwrap().unwrap();
+        assert_eq!(state.source, Source::Headers);
+        let first = wait(&b.reserve(Instant::now(), &ask("m")).await);
+        let second = wait(&b.reserve(Instant::now(), &ask("m")).await);
+        assert!(
+            second - first >= Duration::from_millis(500),
+            "{first:?} {second:?}"
+        );
+    });
+}

@@ -607,3 +607,51 @@ fn child_paces_through_redis_restarts() {
         }
     });
 }
+
+#[test]
+fn a_report_through_redis_teaches_every_limiter_of_the_budget() {
+    use mistral_async::{Bucket, Quota, RateLimits, Signal, Window};
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let key = ApiKey::new(KEY).unwrap();
+    let a = RedisLimiter::new(&server.url(), BASE, &key, LimiterConfig::default()).unwrap();
+    let b = RedisLimiter::new(&server.url(), BASE, &key, LimiterConfig::default()).unwrap();
+    let report = mistral_async::Report {
+        model: Some("m".into()),
+        limits: RateLimits {
+            quotas: vec![Quota {
+                bucket: Bucket::Requests,
+                window: Window::Seconds(60),
+                limit: Some(120),
+                remaining: Some(1),
+            }],
+            ..RateLimits::default()
+        },
+        signal: Signal::Success,
+        estimated_tokens: 1,
+        used_tokens: Some(1),
+        attempt: 1,
+        correlation_id: None,
+        ticket: None,
+    };
+    runtime().block_on(async {
+        assert_eq!(
+            wait(&a.reserve(Instant::now(), &ask()).await),
+            Duration::ZERO
+        );
+        assert!(matches!(
+            b.reserve(Instant::now(), &ask()).await,
+            Grant::Recheck(_)
+        ));
+        a.report(Instant::now(), &report).await;
+        let first = wait(&b.reserve(Instant::now(), &ask()).await);
+        let second = wait(&b.reserve(Instant::now(), &ask()).await);
+        assert!(
+            second - first >= Duration::from_millis(500),
+            "{first:?} {second:?}"
+        );
+        let (_, state) = b.reserve_at(None, "m", &Reserve::new(1)).await.unwrap();
+        assert_eq!(state.source, Source::Headers);
+    });
+}
