@@ -10,6 +10,7 @@ use mistral_core::{
 };
 use serde::de::DeserializeOwned;
 
+use crate::stores::AsyncLimiter;
 use crate::transport::{self, Exchange};
 use crate::*;
 
@@ -32,7 +33,7 @@ struct Inner {
     http: reqwest::Client,
     target: Target,
     policy: RetryPolicy,
-    limiter: Arc<dyn Limiter>,
+    limiter: Arc<dyn AsyncLimiter>,
     telemetry: Telemetry,
     /// The jitter seed of the next call (the builder's seed, plus one per call).
     seeds: AtomicU64,
@@ -362,10 +363,11 @@ impl Client {
             inner.telemetry.observe_call(&mut call, &action);
             match action {
                 Action::Reserve(ask) => {
-                    let at = now();
-                    let grant = inner.limiter.reserve(at, &ask);
+                    let grant = inner.limiter.reserve(now(), &ask).await;
                     inner.telemetry.observe_grant(&ask, &grant);
-                    call.handle_grant(at, grant);
+                    // A store answers after its round trip; its wait counts from then
+                    // (late by at most that trip, never early).
+                    call.handle_grant(now(), grant);
                 }
                 Action::Send(attempt) => match transport::perform(&inner.http, attempt).await {
                     (id, Exchange::Response(response, body)) => {
@@ -378,7 +380,7 @@ impl Client {
                     (id, Exchange::Failed(error)) => call.handle_transport_error(now(), id, error),
                 },
                 Action::Wait { until, .. } => tokio::time::sleep_until(until.into()).await,
-                Action::Report(report) => inner.limiter.report(now(), &report),
+                Action::Report(report) => inner.limiter.report(now(), &report).await,
                 Action::Done(result) => {
                     let attempts = call.attempts();
                     return result.map(|success| (success, stream, attempts));
@@ -411,7 +413,7 @@ impl Client {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct ClientBuilder {
-    settings: Settings,
+    settings: Settings<dyn AsyncLimiter>,
     /// The user's own HTTP client, when given.
     http: Option<reqwest::Client>,
 }
@@ -427,7 +429,7 @@ impl ClientBuilder {
         }
     }
 
-    mistral_core::builder_setters!();
+    mistral_core::builder_setters!(dyn crate::stores::AsyncLimiter);
 
     /// Sends through your own [`reqwest::Client`] — for a proxy, HTTP/2, pool settings,
     /// your own TLS — instead of the one `build` makes. Start from
@@ -476,7 +478,7 @@ impl ClientBuilder {
     /// Checks the settings and builds the client.
     pub fn build(self) -> Result<Client, Error> {
         let resolved = self.settings.resolve()?;
-        let limiter = mistral_stores::limiter_for(&resolved)?;
+        let limiter = crate::stores::limiter_for(&resolved)?;
         let Resolved {
             target,
             policy,

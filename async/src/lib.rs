@@ -22,7 +22,9 @@
 //! ```
 //!
 //! - A [`Client`] is cheap to clone; clones share connections, statistics
-//!   ([`Client::stats`]) and the [`Limiter`].
+//!   ([`Client::stats`]) and the limiter, an [`AsyncLimiter`](stores::AsyncLimiter)
+//!   awaited before every attempt: in-process ([`LocalLimiter`], any [`Limiter`]), or
+//!   one of [`stores`] (a state file, Redis) that never blocks the runtime.
 //! - Every future is `Send`: calls run fine inside `tokio::spawn`.
 //! - Time is tokio's: under a paused clock (`#[tokio::test(start_paused = true)]`) waits
 //!   run in virtual time.
@@ -41,14 +43,13 @@
 #![deny(missing_docs)]
 
 mod client;
+pub mod stores;
 mod streaming;
 mod tls;
 mod transport;
 
 pub use client::{Client, ClientBuilder};
 pub use mistral_core::request::{DEFAULT_CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
-/// The shared limiter's stores: in-process, a locked state file, Redis (feature `redis`).
-pub use mistral_stores as stores;
 pub use streaming::ChatStream;
 pub use tls::{http_client_builder, http_client_builder_with_roots};
 

@@ -8,11 +8,15 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt};
-use mistral_core::{ApiRequest, Error, Limiter, RetryPolicy, StreamReader, Success};
+use mistral_core::{ApiRequest, Error, RetryPolicy, StreamReader, Success};
 
 use crate::client::now;
+use crate::stores::{AsyncLimiter, BoxFuture};
 use crate::transport::transport_error;
 use crate::{ChatChunk, ChatResponse, ChatStreamAccumulator, Usage};
+
+/// What the stream gives next.
+type Next = Option<Result<ChatChunk, Error>>;
 
 /// The chunks of a streamed completion, as they arrive.
 ///
@@ -27,8 +31,11 @@ pub struct ChatStream {
     body: BoxStream<'static, reqwest::Result<Bytes>>,
     reader: StreamReader<ChatChunk>,
     idle: Pin<Box<tokio::time::Sleep>>,
-    limiter: Arc<dyn Limiter>,
+    limiter: Arc<dyn AsyncLimiter>,
     usage: Option<Usage>,
+    /// The report of the stream's end, still going to the limiter, and the item to give
+    /// once it is in.
+    reporting: Option<(BoxFuture<'static, ()>, Next)>,
 }
 
 impl ChatStream {
@@ -39,7 +46,7 @@ impl ChatStream {
         head: Success,
         response: Option<reqwest::Response>,
         policy: &RetryPolicy,
-        limiter: Arc<dyn Limiter>,
+        limiter: Arc<dyn AsyncLimiter>,
     ) -> Self {
         let (model, id) = (request.model.clone(), head.correlation_id.clone());
         let (tokens, idle) = (request.token_estimate, policy.stream_idle_timeout);
@@ -53,6 +60,7 @@ impl ChatStream {
             idle,
             limiter,
             usage: None,
+            reporting: None,
         }
     }
 
@@ -126,12 +134,27 @@ impl Stream for ChatStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some((mut reporting, item)) = this.reporting.take() {
+            if reporting.as_mut().poll(cx).is_pending() {
+                this.reporting = Some((reporting, item));
+                return Poll::Pending;
+            }
+            return Poll::Ready(item);
+        }
         let item = ready!(this.poll_item(cx));
         if let Some(Ok(chunk)) = &item {
             this.usage = chunk.usage.clone().or(this.usage.take());
         }
         if let Some(report) = this.reader.take_report() {
-            this.limiter.report(now(), &report);
+            // The limiter learns the real count before the stream says it is over (at
+            // once for an in-process limiter; a store's round trip is awaited here).
+            let (limiter, at) = (Arc::clone(&this.limiter), now());
+            let mut reporting: BoxFuture<'static, ()> =
+                Box::pin(async move { limiter.report(at, &report).await });
+            if reporting.as_mut().poll(cx).is_pending() {
+                this.reporting = Some((reporting, item));
+                return Poll::Pending;
+            }
         }
         Poll::Ready(item)
     }

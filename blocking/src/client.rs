@@ -116,7 +116,7 @@ impl ClientBuilder {
     /// Builds the client: checks the key, the base URL and the user agent.
     pub fn build(self) -> Result<Client, Error> {
         let resolved = self.settings.resolve()?;
-        let limiter = mistral_stores::limiter_for(&resolved)?;
+        let limiter = crate::stores::limiter_for(&resolved)?;
         let Resolved {
             target,
             policy,

@@ -65,8 +65,7 @@ mod exchange;
 pub use chat_stream::ChatStream;
 pub use client::{Client, ClientBuilder, WIRE_DUMP_TARGET};
 pub use mistral_core::request::{DEFAULT_CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
-/// The shared limiter's stores: in-process, a locked state file, Redis (feature `redis`).
-pub use mistral_stores as stores;
+pub mod stores;
 
 /// The sans-IO core this client drives, for what the re-exports below leave out.
 pub use mistral_core;

@@ -3,7 +3,9 @@
 use std::io::Write;
 
 use mistral_async::mistral_core::limiter::BudgetState;
-use mistral_async::stores::{FileLimiter, LimiterConfig, LimiterSpec};
+use mistral_async::mistral_core::limiter::codec;
+use mistral_async::mistral_core::limiter::store::{redis_key_prefix, state_file_path};
+use mistral_async::stores::LimiterSpec;
 use mistral_async::{ApiKey, ApiRequest, ChatRequest, Message};
 
 use crate::batch::describe_limits;
@@ -173,7 +175,8 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
 
 /// The shared store `MISTRAL_LIMITER` names, to read what the fleet has learned.
 pub(crate) enum Store {
-    File(Box<FileLimiter>),
+    /// The state file, read without its lock (nothing is written).
+    File(std::path::PathBuf),
     Redis {
         client: Box<redis::Client>,
         prefix: String,
@@ -184,7 +187,7 @@ pub(crate) enum Store {
 impl Store {
     pub(crate) fn name(&self) -> String {
         match self {
-            Store::File(file) => file.path().display().to_string(),
+            Store::File(path) => path.display().to_string(),
             Store::Redis { url, .. } => url.clone(),
         }
     }
@@ -200,7 +203,25 @@ impl Store {
     /// `model`'s budget as the store holds it (read only, nothing reserved).
     fn budget(&self, model: &str) -> Result<Option<BudgetState>, String> {
         match self {
-            Store::File(file) => file.budget(model).map_err(|e| e.to_string()),
+            Store::File(path) => {
+                // Read without the lock: a write in progress may show a torn file, so a
+                // file that does not decode is read again a few times.
+                let mut last = String::new();
+                for _ in 0..5 {
+                    let bytes = match std::fs::read(path) {
+                        Ok(bytes) => bytes,
+                        // No file yet: no process has spent this budget.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                        Err(e) => return Err(format!("{}: {e}", path.display())),
+                    };
+                    match codec::decode(&bytes) {
+                        Ok(states) => return Ok(states.get(model).copied()),
+                        Err(e) => last = e.to_string(),
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(format!("the state file does not decode: {last}"))
+            }
             Store::Redis { client, prefix, .. } => {
                 let mut conn = client
                     .get_connection_with_timeout(std::time::Duration::from_secs(2))
@@ -268,7 +289,7 @@ pub(crate) fn store_of(conn: &Connection) -> Option<Result<Store, String>> {
                 client
                     .map(|client| Store::Redis {
                         client: Box::new(client),
-                        prefix: format!("mistral-limiter:{{{id}}}:"),
+                        prefix: redis_key_prefix(&id),
                         url: shown,
                     })
                     .map_err(|e| format!("bad Redis URL: {e}")),
@@ -276,20 +297,9 @@ pub(crate) fn store_of(conn: &Connection) -> Option<Result<Store, String>> {
         }
         _ => return None,
     };
-    let file_name = mistral_async::stores::state_file_name(&id);
-    let opened = match path {
-        None => FileLimiter::at_path(
-            FileLimiter::default_dir().join(file_name),
-            LimiterConfig::default(),
-        ),
-        Some(p) if p.is_dir() || p.to_string_lossy().ends_with('/') => {
-            FileLimiter::at_path(p.join(file_name), LimiterConfig::default())
-        }
-        Some(p) => FileLimiter::at_path(p, LimiterConfig::default()),
-    };
-    Some(
-        opened
-            .map(|f| Store::File(Box::new(f)))
-            .map_err(|e| format!("cannot open the state file: {e}")),
-    )
+    Some(Ok(Store::File(state_file_path(
+        path.as_deref(),
+        &id,
+        |p| p.is_dir(),
+    ))))
 }

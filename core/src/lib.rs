@@ -15,8 +15,8 @@
 //! - [`Priority`]: which calls a saturated shared budget serves first;
 //! - [`sse`] and [`StreamReader`]: event streams (idle timeout, cut detection, usage);
 //! - [`limiter`]: the shared limiter's arithmetic (GCRA per model, requests and tokens,
-//!   learning from headers and 429s) and the in-process [`LocalLimiter`]; the file and
-//!   Redis stores (`mistral-stores`) run the same arithmetic;
+//!   learning from headers and 429s), the in-process [`LocalLimiter`], and what the file
+//!   and Redis stores compute ([`limiter::store`]; each client does their I/O);
 //! - [`Telemetry`]: statistics and `tracing` events, the same for both clients;
 //! - [`Settings`]: what both clients' builders collect and check;
 //! - [`Error`]: the one error type of both clients;

@@ -13,8 +13,11 @@ use crate::request::{DEFAULT_BASE_URL, Target};
 
 /// A client's settings, as its builder collects them. Errors (a malformed key, a bad
 /// limiter spec) are kept and reported by [`Settings::resolve`], never at a request.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
+///
+/// `L` is the limiter interface of the client: [`Limiter`] (synchronous) for the
+/// blocking client, an async one for the async client.
+#[derive(Debug)]
+pub struct Settings<L: ?Sized = dyn Limiter> {
     /// The API key, as validated when it was given.
     pub key: Option<Result<ApiKey, KeyError>>,
     /// The base URL (default [`DEFAULT_BASE_URL`]).
@@ -32,7 +35,7 @@ pub struct Settings {
     /// Allows the key over plain HTTP to a non-loopback host.
     pub allow_insecure_http: bool,
     /// The limiter, when given.
-    pub limiter: Option<Arc<dyn Limiter>>,
+    pub limiter: Option<Arc<L>>,
     /// The limiter's store named by `MISTRAL_LIMITER`, when read from the environment.
     pub limiter_spec: Option<Result<LimiterSpec, Error>>,
     /// The budget shared by several keys (`budget_id`, or `MISTRAL_LIMITER`'s `?budget=`).
@@ -45,7 +48,7 @@ pub struct Settings {
 
 /// Settings checked and completed: what a driver builds its client from.
 #[derive(Debug)]
-pub struct Resolved {
+pub struct Resolved<L: ?Sized = dyn Limiter> {
     /// Where requests go and as whom.
     pub target: Target,
     /// How calls retry (attempt timeout applied).
@@ -53,7 +56,7 @@ pub struct Resolved {
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// The limiter, when given to the builder.
-    pub limiter: Option<Arc<dyn Limiter>>,
+    pub limiter: Option<Arc<L>>,
     /// The store `MISTRAL_LIMITER` names, when set.
     pub limiter_spec: Option<LimiterSpec>,
     /// The budget shared by several keys, when named (else each key has its own).
@@ -64,7 +67,45 @@ pub struct Resolved {
     pub seed: Option<u64>,
 }
 
-impl Settings {
+impl<L: ?Sized> Default for Settings<L> {
+    fn default() -> Self {
+        Self {
+            key: None,
+            base_url: None,
+            policy: RetryPolicy::default(),
+            attempt_timeout: None,
+            connect_timeout: None,
+            user_agent: None,
+            allow_insecure_http: false,
+            limiter: None,
+            limiter_spec: None,
+            budget_id: None,
+            limits: None,
+            seed: None,
+        }
+    }
+}
+
+impl<L: ?Sized> Clone for Settings<L> {
+    fn clone(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            base_url: self.base_url.clone(),
+            policy: self.policy.clone(),
+            attempt_timeout: self.attempt_timeout,
+            connect_timeout: self.connect_timeout,
+            user_agent: self.user_agent.clone(),
+            allow_insecure_http: self.allow_insecure_http,
+            limiter: self.limiter.clone(),
+            limiter_spec: self.limiter_spec.clone(),
+            budget_id: self.budget_id.clone(),
+            limits: self.limits.clone(),
+            seed: self.seed,
+        }
+    }
+}
+
+impl<L: ?Sized> Settings<L> {
     /// Settings from the environment, read through `var`: the key from
     /// `MISTRAL_API_KEY`, the base URL from `MISTRAL_BASE_URL` (when not empty), the
     /// limiter's store and budget id from `MISTRAL_LIMITER` and limits from
@@ -108,7 +149,7 @@ impl Settings {
 
     /// Checks everything: the key (missing or malformed), the base URL (plain HTTP to a
     /// remote host), the user agent, the limiter spec, the budget id, the limits.
-    pub fn resolve(self) -> Result<Resolved, Error> {
+    pub fn resolve(self) -> Result<Resolved<L>, Error> {
         let key = self.key.unwrap_or(Err(KeyError::Missing))?;
         let base_url = self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
         let mut target = Target::new(base_url, key, self.allow_insecure_http)?;
@@ -143,6 +184,9 @@ impl Settings {
 #[macro_export]
 macro_rules! builder_setters {
     () => {
+        $crate::builder_setters!(dyn $crate::Limiter);
+    };
+    ($limiter:ty) => {
         /// The API key (validated now, reported by `build`).
         pub fn api_key(mut self, key: impl Into<String>) -> Self {
             self.settings.key = Some($crate::ApiKey::new(key));
@@ -193,7 +237,7 @@ macro_rules! builder_setters {
         /// client built for them). Share one limiter between clients that spend the same
         /// budget. A limiter given here ignores `budget_id` and `limits`. Of `limiter`,
         /// `shared_limiter`, `file_limiter` and `limiter_from_env`, the last one called wins.
-        pub fn limiter(mut self, limiter: ::std::sync::Arc<dyn $crate::Limiter>) -> Self {
+        pub fn limiter(mut self, limiter: ::std::sync::Arc<$limiter>) -> Self {
             self.settings.limiter = Some(limiter);
             self.settings.limiter_spec = None;
             self
@@ -267,46 +311,51 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        let r = Settings::from_env_vars(env(&[("MISTRAL_API_KEY", "k")]))
+        let r = Settings::<dyn Limiter>::from_env_vars(env(&[("MISTRAL_API_KEY", "k")]))
             .resolve()
             .unwrap();
         assert_eq!(r.target.base_url(), DEFAULT_BASE_URL);
         assert_eq!(r.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert!(r.limiter_spec.is_none());
-        let missing = Settings::from_env_vars(env(&[])).resolve().unwrap_err();
+        let missing = Settings::<dyn Limiter>::from_env_vars(env(&[]))
+            .resolve()
+            .unwrap_err();
         assert_eq!(missing.to_string(), KeyError::Missing.to_string());
-        let bad = Settings::from_env_vars(env(&[("MISTRAL_API_KEY", "k\n")])).resolve();
+        let bad =
+            Settings::<dyn Limiter>::from_env_vars(env(&[("MISTRAL_API_KEY", "k\n")])).resolve();
         assert!(matches!(bad, Err(Error::Key(KeyError::Whitespace { .. }))));
-        let remote = Settings::from_env_vars(env(&[
+        let remote = Settings::<dyn Limiter>::from_env_vars(env(&[
             ("MISTRAL_API_KEY", "k"),
             ("MISTRAL_BASE_URL", "http://example.com"),
         ]))
         .resolve();
         assert!(matches!(remote, Err(Error::Config(_))));
-        let file = Settings::from_env_vars(env(&[
+        let file = Settings::<dyn Limiter>::from_env_vars(env(&[
             ("MISTRAL_API_KEY", "k"),
             ("MISTRAL_LIMITER", "file"),
         ]))
         .resolve()
         .unwrap();
         assert_eq!(file.limiter_spec, Some(LimiterSpec::File(None)));
-        let typo = Settings::from_env_vars(env(&[
+        let typo = Settings::<dyn Limiter>::from_env_vars(env(&[
             ("MISTRAL_API_KEY", "k"),
             ("MISTRAL_LIMITER", "fiel"),
         ]))
         .resolve();
         assert!(matches!(typo, Err(Error::Config(_))));
-        let empty_url =
-            Settings::from_env_vars(env(&[("MISTRAL_API_KEY", "k"), ("MISTRAL_BASE_URL", "")]))
-                .resolve()
-                .unwrap();
+        let empty_url = Settings::<dyn Limiter>::from_env_vars(env(&[
+            ("MISTRAL_API_KEY", "k"),
+            ("MISTRAL_BASE_URL", ""),
+        ]))
+        .resolve()
+        .unwrap();
         assert_eq!(empty_url.target.base_url(), DEFAULT_BASE_URL);
     }
 
     #[test]
     fn the_limiter_env_fills_only_what_code_left_unset() {
         let env = |name: &str| (name == ENV_VAR).then(|| "file:/tmp/x?budget=env".to_owned());
-        let mut coded = Settings {
+        let mut coded: Settings = Settings {
             budget_id: Some(BudgetId::new("code")),
             ..Settings::default()
         };
@@ -319,19 +368,19 @@ mod tests {
             coded.budget_id.unwrap().unwrap(),
             BudgetId::new("code").unwrap()
         );
-        let mut plain = Settings::default();
+        let mut plain: Settings = Settings::default();
         plain.read_limiter_env(env);
         assert_eq!(
             plain.budget_id.unwrap().unwrap(),
             BudgetId::new("env").unwrap()
         );
-        let mut unset = Settings {
+        let mut unset: Settings = Settings {
             limiter: Some(Arc::new(crate::NoLimiter)),
             ..Settings::default()
         };
         unset.read_limiter_env(|_| None);
         assert!(unset.limiter.is_some() && unset.limiter_spec.is_none());
-        let mut bad = Settings::default();
+        let mut bad: Settings = Settings::default();
         bad.read_limiter_env(|_| Some("fiel".into()));
         assert!(matches!(bad.limiter_spec, Some(Err(Error::Config(_)))));
     }
@@ -345,7 +394,7 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        let r = Settings::from_env_vars(env(&[
+        let r = Settings::<dyn Limiter>::from_env_vars(env(&[
             ("MISTRAL_API_KEY", "k"),
             ("MISTRAL_LIMITER", "redis://h:6379/?budget=acme"),
             ("MISTRAL_LIMITS", "m=300/60s,500000t/60s;*=60/60s"),
@@ -365,12 +414,12 @@ mod tests {
             )
         );
         assert!(r.limits.default.is_some());
-        let none = Settings::from_env_vars(env(&[("MISTRAL_API_KEY", "k")]))
+        let none = Settings::<dyn Limiter>::from_env_vars(env(&[("MISTRAL_API_KEY", "k")]))
             .resolve()
             .unwrap();
         assert_eq!(none.budget_id, None);
         assert_eq!(none.limits, LimiterConfig::default());
-        let bad = Settings::from_env_vars(env(&[
+        let bad = Settings::<dyn Limiter>::from_env_vars(env(&[
             ("MISTRAL_API_KEY", "k"),
             ("MISTRAL_LIMITS", "m=300"),
         ]))
@@ -380,7 +429,7 @@ mod tests {
             matches!(&bad, Error::Limits(e) if matches!(**e, LimitsError::BadLimit { entry: 1, .. })),
             "{bad:?}"
         );
-        let bad_id = Settings::from_env_vars(env(&[
+        let bad_id = Settings::<dyn Limiter>::from_env_vars(env(&[
             ("MISTRAL_API_KEY", "k"),
             ("MISTRAL_LIMITER", "local?budget=a b"),
         ]))

@@ -7,6 +7,10 @@
 //!   `report.json` and one SVG per scenario. `ARGS` go to `mistral-bench` (`--quick`
 //!   for a reduced run, `--capacity-table [--scale F]` for issue 9's measured table
 //!   alone, both without criterion; `--grid` for the whole targets grid).
+//! - `bench --stores`: only the shared limiter's stores, from the async client: the
+//!   reservation latency (p50/p99) of 512 tasks on 2 workers through each store
+//!   (`cargo bench -p mistral-async --features redis --bench stores`; Redis with the
+//!   `redis-server` the services step finds), output kept in `target/bench/stores.txt`.
 //! - `demo [ARGS...]`: `mistral-demo` in the dev profile (it reuses the test build).
 
 use std::ffi::OsString;
@@ -33,6 +37,9 @@ pub fn bench(args: &[OsString]) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&out) {
         eprintln!("xtask bench: cannot create {}: {e}", out.display());
         return ExitCode::FAILURE;
+    }
+    if args.iter().any(|a| a == "--stores") {
+        return stores(&out);
     }
     let quick = args.iter().any(|a| a == "--quick");
     let table = args.iter().any(|a| a == "--capacity-table");
@@ -85,6 +92,56 @@ pub fn bench(args: &[OsString]) -> ExitCode {
         started.elapsed().as_secs_f64(),
         out.join("report.md").display()
     );
+    exit_code_of(status)
+}
+
+/// `cargo xtask bench --stores`: the stores' latency bench alone, its output echoed and
+/// kept in `out/stores.txt`.
+fn stores(out: &Path) -> ExitCode {
+    let keep = out.join("stores.txt");
+    let mut cmd = cargo();
+    cmd.args([
+        "bench",
+        "-p",
+        "mistral-async",
+        "--features",
+        "redis",
+        "--bench",
+        "stores",
+    ]);
+    if let Some(redis) = crate::find_on_path("redis-server")
+        .or_else(|| Some(PathBuf::from("/usr/bin/redis-server")).filter(|p| p.exists()))
+    {
+        cmd.env("MISTRAL_TEST_REDIS_SERVER", redis);
+    }
+    cmd.stdout(Stdio::piped());
+    eprintln!("$ {}", display_command(&cmd));
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("xtask bench: could not start cargo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut lines = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            lines.push(line);
+        }
+    }
+    let status = match child.wait() {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("xtask bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = std::fs::write(&keep, lines.join("\n") + "\n") {
+        eprintln!("xtask bench: cannot write {}: {e}", keep.display());
+    } else {
+        eprintln!("xtask bench: store latencies in {}", keep.display());
+    }
     exit_code_of(status)
 }
 

@@ -7,11 +7,22 @@
 //!    core's normal dependency tree (`cargo tree -e normal --prefix none`).
 //! 2. [`missing_disallowed_methods`]: `core/clippy.toml` bans reading the
 //!    clock and sleeping, so clippy (`-D warnings`) rejects them in core.
+//! 3. [`depends_on`]: neither client depends on the other ([`DRIVERS`]): each does
+//!    its own I/O (its limiter stores included) on top of core.
 
 /// Packages that must never be a normal dependency of `mistral-core`.
 pub const BANNED: &[&str] = &[
     "tokio", "ureq", "reqwest", "hyper", "mio", "socket2", "redis",
 ];
+
+/// The two clients: neither may have the other in its normal dependency tree.
+pub const DRIVERS: [&str; 2] = ["mistral-blocking", "mistral-async"];
+
+/// Whether a `cargo tree --prefix none` output lists the package `name`.
+pub fn depends_on(tree: &str, name: &str) -> bool {
+    tree.lines()
+        .any(|line| line.split_whitespace().next() == Some(name))
+}
 
 /// Methods `core/clippy.toml` must list under `disallowed-methods`.
 pub const REQUIRED_DISALLOWED: &[&str] = &[
@@ -187,6 +198,15 @@ bytes v1.12.2
 serde_derive v1.0.229 (proc-macro)
 proc-macro2 v1.0.107 (*)
 ";
+
+    #[test]
+    fn a_driver_listed_in_the_other_drivers_tree_is_found() {
+        let async_tree = "mistral-async v0.1.0 (/w/async)\nmistral-core v0.1.0 (/w/core)\n";
+        assert!(!depends_on(async_tree, DRIVERS[0]));
+        let tangled = format!("{async_tree}mistral-blocking v0.1.0 (/w/blocking)\n");
+        assert!(depends_on(&tangled, DRIVERS[0]));
+        assert!(!depends_on("mistral-blocking-extra v1.0.0\n", DRIVERS[0]));
+    }
 
     #[test]
     fn clean_tree_passes() {

@@ -36,7 +36,9 @@ commands:
   bench [ARGS..]    criterion micro-benchmarks of the core, then every scenario with
                     every retry strategy (cargo run --release -p mistral-tests --bin
                     mistral-bench -- ARGS); writes target/bench/report.md,
-                    report.json and one SVG per scenario; --quick for a reduced run
+                    report.json and one SVG per scenario; --quick for a reduced run;
+                    --stores for the limiter stores' latency alone (512 tasks on 2
+                    workers through local, file and Redis; target/bench/stores.txt)
   emulate [ARGS..]  run the Mistral API emulator:
                     cargo run --release -p mistral-tests --bin mistral-emulator -- ARGS
   help              this text

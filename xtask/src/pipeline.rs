@@ -4,7 +4,8 @@
 //! 1. `fmt`: `cargo fmt --all -- --check`
 //! 2. `clippy`: `cargo clippy --workspace --all-targets --all-features -- -D warnings`
 //! 3. `layering`: `mistral-core` has no I/O dependency (`cargo tree`, default
-//!    and all features) and `core/clippy.toml` bans clocks and sleeps
+//!    and all features), `core/clippy.toml` bans clocks and sleeps, and neither
+//!    client depends on the other
 //! 4. `services`: `redis-server` and `nginx` found, installed with apt-get if possible
 //!    (see [`services`])
 //! 5. `test`: `cargo test --workspace --all-features` (doctests included)
@@ -128,6 +129,32 @@ fn layering_check() -> Result<(), String> {
                 "mistral-core depends on {} (`{shown}`); core must stay sans-IO",
                 banned.join(", ")
             ));
+        }
+    }
+
+    for (driver, other) in [
+        (layering::DRIVERS[0], layering::DRIVERS[1]),
+        (layering::DRIVERS[1], layering::DRIVERS[0]),
+    ] {
+        let mut cmd = cargo();
+        cmd.args(["tree", "-p", driver, "-e", "normal", "--prefix", "none"])
+            .args(["--target", "all", "--all-features"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit());
+        let shown = display_command(&cmd);
+        println!("$ {shown}");
+        let output = cmd
+            .output()
+            .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("`{shown}` failed ({})", output.status));
+        }
+        if layering::depends_on(&String::from_utf8_lossy(&output.stdout), other) {
+            problems.push(format!(
+                "{driver} depends on {other} (`{shown}`); each client does its own I/O on core"
+            ));
+        } else {
+            println!("  ok: {driver} does not depend on {other}");
         }
     }
 

@@ -3,10 +3,12 @@
 //! The drivers consult a [`Limiter`] before every attempt ([`crate::Action::Reserve`])
 //! and feed it every [`Report`]. The arithmetic lives once, in [`budget`]; stores only
 //! give it an atomic read-modify-write: [`LocalLimiter`] (a mutex, the default) here,
-//! a locked file and Redis in the driver crates (`mistral_blocking::stores`). Their pure
-//! halves live here too: the state file's format ([`codec`]), the Redis script and its
-//! arguments ([`lua`]), the `MISTRAL_LIMITER` setting ([`spec`]) and the `MISTRAL_LIMITS`
-//! one ([`limits_text`]). How a state moves between stores (a fallback, a store that
+//! a locked file and Redis in each driver crate, in its own I/O model
+//! (`mistral_blocking::stores`, `mistral_async::stores`). Everything those stores decide
+//! lives here: the state file's format ([`codec`]), the Redis script and its arguments
+//! ([`lua`]), the names of a budget's file and keys, the policy while a store is down and
+//! one file transaction on bytes ([`store`]), the `MISTRAL_LIMITER` setting ([`spec`]) and
+//! the `MISTRAL_LIMITS` one ([`limits_text`]). How a state moves between stores (a fallback, a store that
 //! lost it) is `BudgetState::rebased`, `BudgetState::cautious` and `BudgetState::joined`.
 
 pub mod budget;
@@ -16,6 +18,7 @@ pub mod limits_text;
 pub mod local;
 pub mod lua;
 pub mod spec;
+pub mod store;
 
 use std::fmt;
 use std::time::Instant;

@@ -205,26 +205,64 @@ impl Clock {
     }
 }
 
-/// Builds the limiter a job's store names.
-fn limiter(store: &StoreSpec, url: &str, key: &str) -> Result<Arc<dyn Limiter>, String> {
-    Ok(match store {
-        StoreSpec::None => Arc::new(NoLimiter),
-        StoreSpec::Local => Arc::new(LocalLimiter::new()),
-        StoreSpec::File(path) => Arc::new(
-            mistral_blocking::stores::FileLimiter::at_path(path, LimiterConfig::default())
-                .map_err(|e| format!("file store {}: {e}", path.display()))?,
-        ),
-        StoreSpec::Redis(redis) => {
-            let key = mistral_core::ApiKey::new(key).map_err(|e| e.to_string())?;
-            Arc::new(
-                mistral_blocking::stores::RedisLimiter::new(
-                    redis,
-                    url,
-                    &key,
-                    LimiterConfig::default(),
-                )
-                .map_err(|e| format!("redis store {redis}: {e}"))?,
-            )
+/// The limiter a job's store names, for the client the job runs: each client's own
+/// stores (the async one never blocks its runtime).
+enum JobLimiter {
+    Blocking(Arc<dyn Limiter>),
+    Async(Arc<dyn mistral_async::stores::AsyncLimiter>),
+}
+
+/// Builds the limiter a job's store names, for `runtime`'s client.
+fn limiter(
+    store: &StoreSpec,
+    url: &str,
+    key: &str,
+    runtime: Runtime,
+) -> Result<JobLimiter, String> {
+    let api_key = || mistral_core::ApiKey::new(key).map_err(|e| e.to_string());
+    Ok(match (store, runtime) {
+        (StoreSpec::None, Runtime::Blocking) => JobLimiter::Blocking(Arc::new(NoLimiter)),
+        (StoreSpec::None, Runtime::Async) => JobLimiter::Async(Arc::new(NoLimiter)),
+        (StoreSpec::Local, Runtime::Blocking) => {
+            JobLimiter::Blocking(Arc::new(LocalLimiter::new()))
+        }
+        (StoreSpec::Local, Runtime::Async) => JobLimiter::Async(Arc::new(LocalLimiter::new())),
+        (StoreSpec::File(path), runtime) => {
+            let failed = |e: std::io::Error| format!("file store {}: {e}", path.display());
+            match runtime {
+                Runtime::Blocking => JobLimiter::Blocking(Arc::new(
+                    mistral_blocking::stores::FileLimiter::at_path(path, LimiterConfig::default())
+                        .map_err(failed)?,
+                )),
+                Runtime::Async => JobLimiter::Async(Arc::new(
+                    mistral_async::stores::FileLimiter::at_path(path, LimiterConfig::default())
+                        .map_err(failed)?,
+                )),
+            }
+        }
+        (StoreSpec::Redis(redis), runtime) => {
+            let key = api_key()?;
+            let failed = |e: Error| format!("redis store {redis}: {e}");
+            match runtime {
+                Runtime::Blocking => JobLimiter::Blocking(Arc::new(
+                    mistral_blocking::stores::RedisLimiter::new(
+                        redis,
+                        url,
+                        &key,
+                        LimiterConfig::default(),
+                    )
+                    .map_err(failed)?,
+                )),
+                Runtime::Async => JobLimiter::Async(Arc::new(
+                    mistral_async::stores::RedisLimiter::new(
+                        redis,
+                        url,
+                        &key,
+                        LimiterConfig::default(),
+                    )
+                    .map_err(failed)?,
+                )),
+            }
         }
     })
 }
@@ -273,7 +311,7 @@ impl Shared {
 /// they end with it). CPU and memory are this process's (flagged `process_wide` when
 /// `in_process`, because an emulator or other runs may share it).
 pub fn run_job(job: &Job, in_process: bool) -> JobResult {
-    let limiter = match limiter(&job.store, &job.url, &job.key) {
+    let limiter = match limiter(&job.store, &job.url, &job.key, job.strategy.runtime()) {
         Ok(l) => l,
         Err(e) => {
             return JobResult {
@@ -293,9 +331,9 @@ pub fn run_job(job: &Job, in_process: bool) -> JobResult {
     });
     shared.clock.wait_for_epoch();
     let cpu_before = measure::cpu_time();
-    let counters = match job.strategy.runtime() {
-        Runtime::Blocking => run_blocking(&shared, limiter),
-        Runtime::Async => run_async(&shared, limiter),
+    let counters = match limiter {
+        JobLimiter::Blocking(limiter) => run_blocking(&shared, limiter),
+        JobLimiter::Async(limiter) => run_async(&shared, limiter),
     };
     let counters = match counters {
         Ok(c) => c,
@@ -373,7 +411,10 @@ fn run_blocking(shared: &Arc<Shared>, limiter: Arc<dyn Limiter>) -> Result<Count
     Ok(Counters::from(&client.stats()))
 }
 
-fn run_async(shared: &Arc<Shared>, limiter: Arc<dyn Limiter>) -> Result<Counters, String> {
+fn run_async(
+    shared: &Arc<Shared>,
+    limiter: Arc<dyn mistral_async::stores::AsyncLimiter>,
+) -> Result<Counters, String> {
     let job = &shared.job;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mistral_core::models::{ChatRequest, Message};
-use mistral_core::{Error, Limiter, LocalLimiter, Stats};
+use mistral_core::{Error, LocalLimiter, Stats};
 
 use crate::bench::workload::prompt;
 use crate::emulator::{Config, DEFAULT_KEY, Emulator, Era, Limits, Semantics};
@@ -218,7 +218,7 @@ pub fn run(settings: &Settings) -> Result<Outcome, String> {
     println!();
 
     // One limiter for both clients: they spend one budget, so they pace together.
-    let limiter: Arc<dyn Limiter> = Arc::new(LocalLimiter::new());
+    let limiter = Arc::new(LocalLimiter::new());
     let blocking = mistral_blocking::Client::builder()
         .base_url(base_url.as_str())
         .api_key(key.as_str())

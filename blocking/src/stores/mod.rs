@@ -1,16 +1,20 @@
-//! Stores of the shared limiter beyond the in-process default: one budget per model,
-//! shared by every process of a host ([`FileLimiter`]) or of a fleet ([`RedisLimiter`],
-//! cargo feature `redis`).
+//! The shared limiter's stores, in this client's I/O model (blocking): one budget per
+//! model, shared by every process of a host ([`FileLimiter`], a locked state file) or of
+//! a fleet ([`RedisLimiter`], cargo feature `redis`, a synchronous connection).
 //!
-//! Every store runs the same arithmetic, [`mistral_core::limiter::budget`]; a store only
-//! gives it an atomic read-modify-write of the budget's state, once per reservation and
-//! once per report, and never holds anything across a request or a sleep. Both are short
-//! blocking I/O (a locked file, one Redis round trip), used by both clients: they
-//! re-export this crate as `mistral_blocking::stores` and `mistral_async::stores`.
+//! What a store computes lives in [`mistral_core::limiter`], once for both clients: the
+//! arithmetic ([`budget`](mistral_core::limiter::budget)), the file's format
+//! ([`codec`](mistral_core::limiter::codec)), the Redis script
+//! ([`lua`](mistral_core::limiter::lua)), the names of files and keys and the policy while
+//! a store is down ([`store`](mistral_core::limiter::store)). A store here only does the
+//! I/O: an atomic read-modify-write of the budget's state, once per reservation and once
+//! per report, never held across a request or a sleep. Both block the calling thread for
+//! a moment (a locked file, one Redis round trip); the async client has stores of its own
+//! (`mistral_async::stores`) that never block its runtime.
 //!
 //! | store | shared by | clock | when the store fails |
 //! |---|---|---|---|
-//! | [`LocalLimiter`] (default) | threads and tasks of a process | [`std::time::Instant`] | — |
+//! | [`LocalLimiter`] (default) | threads of a process | [`std::time::Instant`] | — |
 //! | [`FileLimiter`] | processes of one host | the wall clock (a step is absorbed) | a local limiter at a quarter share |
 //! | [`RedisLimiter`] | hosts | Redis `TIME`, one for the fleet | a local limiter at a quarter share, reconnecting |
 //!
@@ -28,81 +32,44 @@
 //! [`limiter_from_env`] picks one from `MISTRAL_LIMITER` ([`LimiterSpec`]):
 //!
 //! ```no_run
-//! use mistral_core::{ApiKey, request::DEFAULT_BASE_URL};
+//! use mistral_blocking::{ApiKey, Client};
 //!
-//! # fn main() -> Result<(), mistral_core::Error> {
+//! # fn main() -> Result<(), mistral_blocking::Error> {
 //! let key = std::env::var("MISTRAL_API_KEY").unwrap_or_default();
 //! // MISTRAL_LIMITER=file  (or redis://cache:6379, or unset for in-process)
-//! let limiter = mistral_stores::limiter_from_env(DEFAULT_BASE_URL, &ApiKey::new(key.as_str())?)?;
-//! // then: Client::builder().api_key(key).limiter(limiter).build()? in either client
-//! # let _ = limiter;
+//! let limiter = mistral_blocking::stores::limiter_from_env(
+//!     "https://api.mistral.ai",
+//!     &ApiKey::new(key.as_str())?,
+//! )?;
+//! let client = Client::builder().api_key(key).limiter(limiter).build()?;
+//! # drop(client);
 //! # Ok(())
 //! # }
 //! ```
 
-mod fallback;
 mod file;
 #[cfg(feature = "redis")]
 mod redis;
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 pub use file::FileLimiter;
+pub use mistral_core::limiter::store::{
+    DEGRADED_SHARE_PPM, budget_store_id, scope_store_id, state_file_name, store_id,
+};
 pub use mistral_core::limiter::{
     BudgetId, LimiterConfig, LimiterSpec, Limits, LocalLimiter, RedisOptions,
 };
-use mistral_core::{Resolved, Target};
+use mistral_core::{ApiKey, Error, Limiter, NoLimiter, Resolved, Target};
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisLimiter, install_tls_provider};
-
-use mistral_core::{ApiKey, Error, Limiter, NoLimiter};
-
-/// The share of its limits a store's local stand-in takes while the store is unreachable,
-/// in millionths: a quarter.
-pub const DEGRADED_SHARE_PPM: u64 = 250_000;
-
-/// The id of the budgets of `key` at `base_url`: the first 16 hex digits of
-/// `sha256(base_url + "\n" + key)`. Names the state file and the Redis keys; the key
-/// itself is never stored.
-pub fn store_id(base_url: &str, key: &ApiKey) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(base_url.trim_end_matches('/').as_bytes());
-    hasher.update(b"\n");
-    hasher.update(key.expose().as_bytes());
-    let digest = hasher.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The id of the budget `budget` names at `base_url`, shared by every key given it: the
-/// first 16 hex digits of `sha256(`[`BudgetId::preimage`]`)`. Never equal to a key's
-/// own [`store_id`] (the preimages differ), so an id cannot name another key's budget.
-pub fn budget_store_id(base_url: &str, budget: &BudgetId) -> String {
-    let digest = Sha256::digest(budget.preimage(base_url).as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The store id of `budget` when named, else of `key`'s own budget ([`store_id`]).
-pub fn scope_store_id(base_url: &str, key: &ApiKey, budget: Option<&BudgetId>) -> String {
-    match budget {
-        Some(budget) => budget_store_id(base_url, budget),
-        None => store_id(base_url, key),
-    }
-}
-
-/// The name of the state file of the budget with store id `id`, `limiter-<id>.state`
-/// (what [`FileLimiter::file_name`] gives for a key's own budget).
-pub fn state_file_name(id: &str) -> String {
-    format!("limiter-{id}.state")
-}
 
 /// The limiter `MISTRAL_LIMITER` names, for `key` at `base_url` (or the budget its
 /// `?budget=` names), with the limits `MISTRAL_LIMITS` sets (unset: every model's are
 /// learned from the server): unset or `local` → [`LocalLimiter`], `none` →
 /// [`NoLimiter`], `file` or `file:/path` → [`FileLimiter`], `redis://…` →
-/// [`RedisLimiter`] (cargo feature `redis`; without it an [`Error::Config`]). A
+/// `RedisLimiter` (cargo feature `redis`; without it an [`Error::Config`]). A
 /// `MISTRAL_LIMITS` that does not parse is an [`Error::Limits`].
 pub fn limiter_from_env(base_url: &str, key: &ApiKey) -> Result<Arc<dyn Limiter>, Error> {
     let value = std::env::var(mistral_core::limiter::spec::ENV_VAR).ok();
@@ -162,22 +129,15 @@ pub fn limiter_for_budget(
     budget: Option<&BudgetId>,
     config: LimiterConfig,
 ) -> Result<Arc<dyn Limiter>, Error> {
-    let file_name = || state_file_name(&scope_store_id(base_url, key, budget));
     Ok(match spec {
         LimiterSpec::None => Arc::new(NoLimiter),
         LimiterSpec::File(path) => {
-            let opened = match path {
-                None => FileLimiter::at_path(FileLimiter::default_dir().join(file_name()), config),
-                Some(path)
-                    if path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/') =>
-                {
-                    FileLimiter::at_path(path.join(file_name()), config)
-                }
-                Some(path) => FileLimiter::at_path(path, config),
-            };
+            let id = scope_store_id(base_url, key, budget);
+            let path =
+                mistral_core::limiter::store::state_file_path(path.as_deref(), &id, |p| p.is_dir());
             // The error names the path (open_private's errors carry it).
             Arc::new(
-                opened.map_err(|e| {
+                FileLimiter::at_path(path, config).map_err(|e| {
                     Error::Config(format!("cannot open the limiter's state file {e}"))
                 })?,
             )

@@ -15,11 +15,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{CHILD_ENV, Logs, TempDir, assert_paced, run_children};
+use mistral_blocking::stores::{self, LimiterSpec, RedisLimiter};
 use mistral_core::limiter::{
     BudgetState, Decision, LimiterConfig, Limits, MAX_EXACT, ReportOp, SignalOp,
 };
 use mistral_core::{ApiKey, Ask, Grant, Limiter};
-use mistral_stores::{self as stores, LimiterSpec, RedisLimiter};
 
 /// A reservation of `tokens` (`retry`: a later attempt), with no time limit.
 #[allow(dead_code)]

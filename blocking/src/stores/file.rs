@@ -1,7 +1,7 @@
 //! The file store: every budget of a key in one small state file, shared by the
-//! processes of one host through an exclusive lock.
+//! processes of one host through an exclusive lock. Only the I/O lives here (open, lock,
+//! read, write); each transaction is [`SharedStore::file_transaction`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -9,13 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mistral_core::limiter::{
-    BudgetState, Budgets, Decision, LimiterConfig, Reserve, codec, decision_to_grant,
-};
+use mistral_core::limiter::store::file::{LOCK_TIMEOUT, lock_pause};
+use mistral_core::limiter::store::{SharedStore, default_state_dir, state_file_name, store_id};
+use mistral_core::limiter::{BudgetState, Budgets, Decision, LimiterConfig, Reserve};
 use mistral_core::{ApiKey, Ask, Grant, Limiter, Report};
-
-use crate::DEGRADED_SHARE_PPM;
-use crate::fallback::Fallback;
 
 /// The open state file, which file it is, and whether this process must bring what it
 /// knows into it at the next transaction.
@@ -28,19 +25,13 @@ struct Handle {
 /// Device and inode: which file a path or an open file is.
 type FileId = (u64, u64);
 
-/// Longest wait for the file's lock before one operation gives up and is paced
-/// in-process (a holder stopped in a debugger must not stall every process).
-const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
-/// Budgets untouched this long are dropped from the file.
-const IDLE_MICROS: u64 = 24 * 3600 * 1_000_000;
-
 /// A limiter whose budgets live in a state file shared by every process of the host
 /// that opens it: one budget per model, paced by the same arithmetic as
 /// [`mistral_core::LocalLimiter`].
 ///
 /// Each [`Limiter::reserve`] or [`Limiter::report`] is one transaction: lock the file
 /// (`flock`, exclusive; the kernel drops it if the holder dies), read it, decode it
-/// ([`codec`]: a corrupt, truncated or foreign file is logged and starts afresh), one
+/// ([`codec`](mistral_core::limiter::codec): a corrupt, truncated or foreign file is logged and starts afresh), one
 /// operation on one budget, write it back, unlock. The lock is never held across a
 /// request or a sleep. Time is the wall clock in microseconds since the Unix epoch, read
 /// under the lock, so every process of the host shares it; a step backwards shifts every
@@ -56,9 +47,8 @@ const IDLE_MICROS: u64 = 24 * 3600 * 1_000_000;
 pub struct FileLimiter {
     path: PathBuf,
     file: Mutex<Handle>,
-    config: LimiterConfig,
     lock_timeout: Duration,
-    fallback: Fallback,
+    store: SharedStore,
 }
 
 impl FileLimiter {
@@ -88,8 +78,7 @@ impl FileLimiter {
                 id,
                 rejoin: false,
             }),
-            fallback: Fallback::new("file", config.clone(), DEGRADED_SHARE_PPM),
-            config,
+            store: SharedStore::new("file", config),
             lock_timeout: LOCK_TIMEOUT,
         })
     }
@@ -105,22 +94,18 @@ impl FileLimiter {
     /// `$XDG_RUNTIME_DIR` (per user, in memory, cleared at logout), else under
     /// `$XDG_CACHE_HOME`, else `~/.cache`, else the system's temporary directory.
     pub fn default_dir() -> PathBuf {
-        let var = |name: &str| {
-            std::env::var_os(name)
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-        };
-        let base = var("XDG_RUNTIME_DIR")
-            .or_else(|| var("XDG_CACHE_HOME"))
-            .or_else(|| var("HOME").map(|home| home.join(".cache")))
-            .unwrap_or_else(std::env::temp_dir);
-        base.join("mistral-limiter")
+        default_state_dir()
     }
 
     /// The state file's name for `key` at `base_url`:
-    /// `limiter-<`[`crate::store_id`]`>.state`. Never contains the key.
+    /// `limiter-<`[`store_id`]`>.state`. Never contains the key.
     pub fn file_name(base_url: &str, key: &ApiKey) -> String {
-        format!("limiter-{}.state", crate::store_id(base_url, key))
+        state_file_name(&store_id(base_url, key))
+    }
+
+    /// `true` while the file cannot be used and calls are paced in-process.
+    pub fn is_degraded(&self) -> bool {
+        self.store.is_down()
     }
 
     /// The state file.
@@ -130,7 +115,9 @@ impl FileLimiter {
 
     /// A copy of `model`'s budget as the file holds it now.
     pub fn budget(&self, model: &str) -> io::Result<Option<BudgetState>> {
-        self.transact(None, |_, budgets| budgets.get(model).copied())
+        self.transact(Instant::now(), None, |_, budgets| {
+            budgets.get(model).copied()
+        })
     }
 
     /// One reservation on the file, at `now_us` (`None`: the wall clock), without the
@@ -142,7 +129,7 @@ impl FileLimiter {
         model: &str,
         ask: &Reserve,
     ) -> io::Result<(Decision, BudgetState)> {
-        self.transact(now_us, |now, budgets| {
+        self.transact(Instant::now(), now_us, |now, budgets| {
             let decision = budgets.decide(now, model, ask);
             (decision, budgets.get(model).copied().unwrap_or_default())
         })
@@ -152,7 +139,9 @@ impl FileLimiter {
     /// in-process fallback. For tests.
     #[doc(hidden)]
     pub fn report_at(&self, now_us: Option<u64>, report: &Report) -> io::Result<()> {
-        self.transact(now_us, |now, budgets| budgets.report(now, report))
+        self.transact(Instant::now(), now_us, |now, budgets| {
+            budgets.report(now, report)
+        })
     }
 
     fn handle(&self) -> MutexGuard<'_, Handle> {
@@ -186,9 +175,11 @@ impl FileLimiter {
 
     /// Lock, read, one operation, write, unlock. The file is first checked to be the
     /// one the path names (a deleted or replaced file is reopened), and checked again
-    /// once locked.
+    /// once locked. `now` is the caller's clock (for the stand-in); the file's is the
+    /// wall clock, read under the lock (`now_override` replaces it, for tests).
     fn transact<R>(
         &self,
+        now: Instant,
         now_override: Option<u64>,
         op: impl FnOnce(u64, &mut Budgets) -> R,
     ) -> io::Result<R> {
@@ -203,7 +194,7 @@ impl FileLimiter {
             }
             let _ = handle.file.unlock();
         }
-        let result = self.locked(&mut handle, now_override, op);
+        let result = self.locked(&mut handle, now, now_override, op);
         let unlocked = handle.file.unlock();
         let r = result?;
         unlocked?;
@@ -213,48 +204,26 @@ impl FileLimiter {
     fn locked<R>(
         &self,
         handle: &mut Handle,
+        now: Instant,
         now_override: Option<u64>,
         op: impl FnOnce(u64, &mut Budgets) -> R,
     ) -> io::Result<R> {
         let mut file = &handle.file;
-        // Read under the lock: every process's operations are ordered by time.
-        let now = now_override.unwrap_or_else(wall_clock_us);
         let mut bytes = Vec::with_capacity(1024);
         file.seek(SeekFrom::Start(0))?;
         file.read_to_end(&mut bytes)?;
-        let mut states = codec::decode(&bytes).unwrap_or_else(|error| {
-            tracing::warn!(
-                path = %self.path.display(),
-                %error,
-                "the limiter's state file is unreadable; resetting it to the budgets this \
-                 process last saw, at a cautious share"
-            );
-            handle.rejoin = true;
-            HashMap::new()
-        });
-        if std::mem::take(&mut handle.rejoin) || self.fallback.is_down() {
-            // A new, replaced or corrupt file, or back from pacing in-process: bring in
-            // what this process knows (and booked meanwhile), so that no slot already
-            // given out is given out again.
-            let cap = self.fallback.share_cap_ppm();
-            for (model, ours) in self.fallback.rejoin_states(Some(now)) {
-                let merged = BudgetState::rejoined(states.get(&model), &ours, cap);
-                states.insert(model, merged);
-            }
-        }
-        let mut budgets = Budgets::from_states(self.config.clone(), states);
-        let r = op(now, &mut budgets);
-        budgets.forget_idle(now, IDLE_MICROS);
-        // Every budget of the file as it is now: what this process restores the file
-        // from if it is lost, and what its stand-in starts from.
-        self.fallback.note(budgets.states());
-        let out = codec::encode(budgets.states());
+        // Read under the lock: every process's operations are ordered by time.
+        let now_us = now_override.unwrap_or_else(wall_clock_us);
+        let rejoin = std::mem::take(&mut handle.rejoin);
+        let written = self
+            .store
+            .file_transaction(now, now_us, &self.path, &bytes, rejoin, op);
         file.seek(SeekFrom::Start(0))?;
-        file.write_all(&out)?;
-        if bytes.len() > out.len() {
-            file.set_len(out.len() as u64)?;
+        file.write_all(&written.bytes)?;
+        if bytes.len() > written.bytes.len() {
+            file.set_len(written.bytes.len() as u64)?;
         }
-        Ok(r)
+        Ok(written.value)
     }
 }
 
@@ -263,12 +232,14 @@ impl Limiter for FileLimiter {
         let Some(model) = ask.model.as_deref() else {
             return Grant::Now;
         };
-        match self.reserve_at(None, model, &Reserve::from(ask)) {
-            Ok((decision, state)) => {
-                self.fallback.up(model, &state);
-                decision_to_grant(decision, model)
-            }
-            Err(error) => self.fallback.reserve(&error, now, ask),
+        let reserve = Reserve::from(ask);
+        let done = self.transact(now, None, |now_us, budgets| {
+            let decision = budgets.decide(now_us, model, &reserve);
+            (decision, budgets.get(model).copied().unwrap_or_default())
+        });
+        match done {
+            Ok((decision, state)) => self.store.reserved(now, model, decision, &state),
+            Err(error) => self.store.reserve_failed(now, &error, ask),
         }
     }
 
@@ -276,13 +247,13 @@ impl Limiter for FileLimiter {
         let Some(model) = report.model.as_deref() else {
             return;
         };
-        let done = self.transact(None, |now_us, budgets| {
+        let done = self.transact(now, None, |now_us, budgets| {
             budgets.report(now_us, report);
             budgets.get(model).copied().unwrap_or_default()
         });
         match done {
-            Ok(state) => self.fallback.up(model, &state),
-            Err(error) => self.fallback.report(&error, now, report),
+            Ok(state) => self.store.reported(now, model, &state),
+            Err(error) => self.store.report_failed(now, &error, report),
         }
     }
 }
@@ -291,9 +262,8 @@ impl fmt::Debug for FileLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileLimiter")
             .field("path", &self.path)
-            .field("config", &self.config)
             .field("lock_timeout", &self.lock_timeout)
-            .field("fallback", &self.fallback)
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -332,12 +302,10 @@ fn lock(file: &File, timeout: Duration) -> io::Result<()> {
                 "the limiter's state file stayed locked too long",
             ));
         }
-        // Holders keep it for tens of microseconds: spin a little, then nap.
         tries += 1;
-        if tries < 64 {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(Duration::from_micros(50 + u64::from(tries.min(1000))));
+        match lock_pause(tries) {
+            None => std::thread::yield_now(),
+            Some(pause) => std::thread::sleep(pause),
         }
     }
 }

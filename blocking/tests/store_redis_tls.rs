@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TempDir;
+use mistral_blocking::stores::{self, BudgetId, LimiterSpec, RedisLimiter};
 use mistral_core::limiter::{Decision, LimiterConfig, Limits, Reserve};
 use mistral_core::{ApiKey, Error};
-use mistral_stores::{self as stores, BudgetId, LimiterSpec, RedisLimiter};
 
 const BASE: &str = "https://api.mistral.ai";
 

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{CHILD_ENV, Logs, TempDir, assert_paced, max_in_window, run_children};
+use mistral_blocking::stores::{self, FileLimiter, LimiterConfig, LimiterSpec, Limits};
 use mistral_core::limiter::{Decision, Source, codec};
 use mistral_core::{
     ApiKey, Ask, Bucket, Grant, Limiter, Quota, RateLimits, Report, Signal, Window,
 };
-use mistral_stores::{self as stores, FileLimiter, LimiterConfig, LimiterSpec, Limits};
 
 /// A reservation of `tokens` (`retry`: a later attempt), with no time limit.
 #[allow(dead_code)]
@@ -441,7 +441,12 @@ fn redis_without_the_feature_is_a_config_error() {
     let key = ApiKey::new(KEY).unwrap();
     let spec = LimiterSpec::parse("redis://127.0.0.1:6379").unwrap();
     match stores::limiter_from_spec(&spec, BASE, &key, LimiterConfig::default()) {
-        Err(mistral_core::Error::Config(m)) => assert!(m.contains("`redis`"), "{m}"),
+        Err(mistral_core::Error::Config(m)) => {
+            assert!(
+                m.contains("`redis`") && m.contains("mistral-blocking"),
+                "{m}"
+            )
+        }
         other => panic!("{other:?}"),
     }
 }

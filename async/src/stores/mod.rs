@@ -1,0 +1,212 @@
+//! The shared limiter's stores, in this client's I/O model (async): one budget per model,
+//! shared by every process of a host ([`FileLimiter`], a locked state file) or of a fleet
+//! ([`RedisLimiter`], cargo feature `redis`), behind the [`AsyncLimiter`] interface the
+//! client awaits.
+//!
+//! Neither blocks the runtime: the file's lock, read and write run on a thread of the
+//! limiter's own, and the Redis store shares one multiplexed connection between every
+//! task (no lock is held while a reply is awaited). What a store computes lives in
+//! [`mistral_core::limiter`], once for both clients: the arithmetic
+//! ([`budget`](mistral_core::limiter::budget)), the file's format
+//! ([`codec`](mistral_core::limiter::codec)), the Redis script
+//! ([`lua`](mistral_core::limiter::lua)), the names of files and keys and the policy while
+//! a store is down ([`store`](mistral_core::limiter::store)); the blocking client has the
+//! same stores on blocking I/O (`mistral_blocking::stores`), and both kinds share one
+//! budget through the same file or Redis.
+//!
+//! | store | shared by | clock | when the store fails |
+//! |---|---|---|---|
+//! | [`LocalLimiter`] (default) | tasks and threads of a process | tokio's | — |
+//! | [`FileLimiter`] | processes of one host | the wall clock (a step is absorbed) | a local limiter at a quarter share |
+//! | [`RedisLimiter`] | hosts | Redis `TIME`, one for the fleet | a local limiter at a quarter share, reconnecting |
+//!
+//! A store that fails never fails open: the calls it would have paced are paced by an
+//! in-process limiter that keeps what the store had taught it (the limits) at a quarter
+//! of the share ([`DEGRADED_SHARE_PPM`]), so four processes falling back at once stay
+//! under the limit; a warning is logged once per outage.
+//!
+//! [`limiter_from_env`] picks one from `MISTRAL_LIMITER` ([`LimiterSpec`]):
+//!
+//! ```no_run
+//! use mistral_async::{ApiKey, Client};
+//!
+//! # fn main() -> Result<(), mistral_async::Error> {
+//! let key = std::env::var("MISTRAL_API_KEY").unwrap_or_default();
+//! // MISTRAL_LIMITER=file  (or redis://cache:6379, or unset for in-process)
+//! let limiter = mistral_async::stores::limiter_from_env(
+//!     "https://api.mistral.ai",
+//!     &ApiKey::new(key.as_str())?,
+//! )?;
+//! let client = Client::builder().api_key(key).limiter(limiter).build()?;
+//! # drop(client);
+//! # Ok(())
+//! # }
+//! ```
+
+mod file;
+#[cfg(feature = "redis")]
+mod redis;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use file::FileLimiter;
+pub use mistral_core::limiter::store::{
+    DEGRADED_SHARE_PPM, budget_store_id, scope_store_id, state_file_name, store_id,
+};
+pub use mistral_core::limiter::{
+    BudgetId, LimiterConfig, LimiterSpec, Limits, LocalLimiter, RedisOptions,
+};
+use mistral_core::{ApiKey, Ask, Error, Grant, Limiter, NoLimiter, Report, Resolved, Target};
+
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisLimiter, install_tls_provider};
+
+/// A boxed future that can move between the runtime's threads.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The shared limiter as the async client consults it: before every attempt
+/// ([`AsyncLimiter::reserve`]) and after every response ([`AsyncLimiter::report`]),
+/// awaited on the runtime, so a store does its I/O without holding a worker thread.
+///
+/// Every [`Limiter`] is one (its answer ready at once), so in-process limiters —
+/// [`LocalLimiter`], [`NoLimiter`], your own — serve both clients, and one
+/// `Arc<LocalLimiter>` can be handed to a blocking and an async client to pace them
+/// together. Such a limiter is called on a worker thread: it must not block (the
+/// blocking client's file and Redis stores do; use this module's instead).
+pub trait AsyncLimiter: Send + Sync + fmt::Debug {
+    /// Reserves a slot for `ask` at `now`; the answer says when to go, counted from
+    /// `now`.
+    fn reserve<'a>(&'a self, now: Instant, ask: &'a Ask) -> BoxFuture<'a, Grant>;
+    /// Learns from what a response showed.
+    fn report<'a>(&'a self, now: Instant, report: &'a Report) -> BoxFuture<'a, ()>;
+}
+
+impl<L: Limiter + ?Sized> AsyncLimiter for L {
+    fn reserve<'a>(&'a self, now: Instant, ask: &'a Ask) -> BoxFuture<'a, Grant> {
+        Box::pin(std::future::ready(Limiter::reserve(self, now, ask)))
+    }
+
+    fn report<'a>(&'a self, now: Instant, report: &'a Report) -> BoxFuture<'a, ()> {
+        Limiter::report(self, now, report);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// The limiter `MISTRAL_LIMITER` names, for `key` at `base_url` (or the budget its
+/// `?budget=` names), with the limits `MISTRAL_LIMITS` sets (unset: every model's are
+/// learned from the server): unset or `local` → [`LocalLimiter`], `none` →
+/// [`NoLimiter`], `file` or `file:/path` → [`FileLimiter`], `redis://…` →
+/// `RedisLimiter` (cargo feature `redis`; without it an [`Error::Config`]). A
+/// `MISTRAL_LIMITS` that does not parse is an [`Error::Limits`].
+pub fn limiter_from_env(base_url: &str, key: &ApiKey) -> Result<Arc<dyn AsyncLimiter>, Error> {
+    let value = std::env::var(mistral_core::limiter::spec::ENV_VAR).ok();
+    let (spec, budget) = match value.as_deref() {
+        Some(text) => LimiterSpec::parse_with_budget(text)?,
+        None => (LimiterSpec::Local, None),
+    };
+    let config = match std::env::var(mistral_core::limiter::LIMITS_VAR) {
+        Ok(text) => mistral_core::limiter::parse_limits(&text)?,
+        Err(_) => LimiterConfig::default(),
+    };
+    limiter_for_budget(&spec, base_url, key, budget.as_ref(), config)
+}
+
+/// The limiter a client built from `resolved` uses: the one given to its builder, else
+/// the store `MISTRAL_LIMITER` names, else the process-wide [`LocalLimiter`] of its base
+/// URL and key; the budget is `resolved.budget_id`'s when named, with `resolved.limits`.
+pub fn limiter_for(resolved: &Resolved<dyn AsyncLimiter>) -> Result<Arc<dyn AsyncLimiter>, Error> {
+    let target = &resolved.target;
+    let budget = resolved.budget_id.as_ref();
+    match (&resolved.limiter, &resolved.limiter_spec) {
+        (Some(limiter), _) => Ok(Arc::clone(limiter)),
+        (None, Some(spec)) => limiter_for_budget(
+            spec,
+            target.base_url(),
+            target.key(),
+            budget,
+            resolved.limits.clone(),
+        ),
+        (None, None) => Ok(LocalLimiter::shared_budget(
+            target,
+            budget,
+            &resolved.limits,
+        )),
+    }
+}
+
+/// The limiter `spec` names for `key`'s own budget, with `config`'s limits (see
+/// [`limiter_from_env`], [`limiter_for_budget`]).
+pub fn limiter_from_spec(
+    spec: &LimiterSpec,
+    base_url: &str,
+    key: &ApiKey,
+    config: LimiterConfig,
+) -> Result<Arc<dyn AsyncLimiter>, Error> {
+    limiter_for_budget(spec, base_url, key, None, config)
+}
+
+/// The limiter `spec` names, spending the budget `budget` names (shared by every key
+/// given it, at `base_url`) or, with `None`, `key`'s own; with `config`'s limits. Files
+/// and Redis keys are named after [`scope_store_id`], never the key or the id. In-process,
+/// every client of the same budget and limits shares one [`LocalLimiter`]. Opening the
+/// state file is done here, once, on the calling thread.
+pub fn limiter_for_budget(
+    spec: &LimiterSpec,
+    base_url: &str,
+    key: &ApiKey,
+    budget: Option<&BudgetId>,
+    config: LimiterConfig,
+) -> Result<Arc<dyn AsyncLimiter>, Error> {
+    Ok(match spec {
+        LimiterSpec::None => Arc::new(NoLimiter),
+        LimiterSpec::File(path) => {
+            let id = scope_store_id(base_url, key, budget);
+            let path =
+                mistral_core::limiter::store::state_file_path(path.as_deref(), &id, |p| p.is_dir());
+            // The error names the path (open_private's errors carry it).
+            Arc::new(
+                FileLimiter::at_path(path, config).map_err(|e| {
+                    Error::Config(format!("cannot open the limiter's state file {e}"))
+                })?,
+            )
+        }
+        LimiterSpec::Redis(url) => redis_limiter(url, base_url, key, budget, config)?,
+        // The default: the process-wide limiter of this server and budget (or key) and
+        // limits.
+        _ => {
+            LocalLimiter::shared_budget(&Target::new(base_url, key.clone(), true)?, budget, &config)
+        }
+    })
+}
+
+#[cfg(feature = "redis")]
+fn redis_limiter(
+    url: &str,
+    base_url: &str,
+    key: &ApiKey,
+    budget: Option<&BudgetId>,
+    config: LimiterConfig,
+) -> Result<Arc<dyn AsyncLimiter>, Error> {
+    Ok(Arc::new(RedisLimiter::for_budget(
+        url, base_url, key, budget, config,
+    )?))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_limiter(
+    _url: &str,
+    _base_url: &str,
+    _key: &ApiKey,
+    _budget: Option<&BudgetId>,
+    _config: LimiterConfig,
+) -> Result<Arc<dyn AsyncLimiter>, Error> {
+    Err(Error::Config(
+        "MISTRAL_LIMITER names a Redis store, but mistral-async was built without its \
+         `redis` cargo feature"
+            .to_owned(),
+    ))
+}
