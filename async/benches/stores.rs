@@ -37,6 +37,7 @@ fn ask() -> Ask {
         attempt: 1,
         within: None,
         confirm: None,
+        priority: mistral_core::Priority::Default,
     }
 }
 

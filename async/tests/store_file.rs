@@ -46,6 +46,7 @@ fn config(per_second: u64) -> LimiterConfig {
     LimiterConfig {
         default: Some(Limits::requests(per_second, Duration::from_secs(1))),
         models: HashMap::new(),
+        ..LimiterConfig::default()
     }
 }
 
@@ -56,6 +57,7 @@ fn ask(model: &str) -> Ask {
         attempt: 1,
         within: None,
         confirm: None,
+        priority: mistral_core::Priority::Default,
     }
 }
 

@@ -17,6 +17,7 @@ fn config() -> LimiterConfig {
     LimiterConfig {
         default: Some(Limits::requests(PER_SECOND, Duration::from_secs(1))),
         models: HashMap::new(),
+        ..LimiterConfig::default()
     }
 }
 

@@ -248,6 +248,7 @@ mod tests {
             attempt: 1,
             within: None,
             confirm: None,
+            priority: crate::Priority::Default,
         }
     }
 
