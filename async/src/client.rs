@@ -10,7 +10,7 @@ use mistral_core::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::transport::{self, Exchange};
+use crate::transport;
 use crate::*;
 
 /// `now` on tokio's clock (virtual under a paused test clock), as the core wants it.
@@ -367,24 +367,17 @@ impl Client {
                     inner.telemetry.observe_grant(&ask, &grant);
                     call.handle_grant(at, grant);
                 }
-                Action::Send(attempt) => match transport::perform(&inner.http, attempt).await {
-                    (id, Exchange::Response(response, body)) => {
-                        call.handle_response(now(), id, response);
-                        stream = body;
-                    }
-                    (id, Exchange::Cut(head, partial, error)) => {
-                        call.handle_cut_body(now(), id, head, partial, error);
-                    }
-                    (id, Exchange::Failed(error)) => call.handle_transport_error(now(), id, error),
-                },
+                Action::Send(attempt) => {
+                    let (id, outcome, body) = transport::perform(&inner.http, attempt).await;
+                    stream = body;
+                    call.handle(now(), id, outcome);
+                }
                 Action::Wait { until, .. } => tokio::time::sleep_until(until.into()).await,
                 Action::Report(report) => inner.limiter.report(now(), &report),
                 Action::Done(result) => {
                     let attempts = call.attempts();
                     return result.map(|success| (success, stream, attempts));
                 }
-                // An action this driver does not know yet needs no answer: poll again.
-                _ => {}
             }
         }
     }

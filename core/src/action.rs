@@ -5,19 +5,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::error::{Error, TransportKind};
+use crate::error::{Error, TransportError, TransportKind};
 use crate::ratelimits::{Bucket, Quota, RateLimits, Window};
 use crate::success::Success;
 
 /// The next thing the driver must do for a call.
+///
+/// Exhaustive on purpose: a driver matches every variant, and a new one is a compile
+/// error in each driver, not a guess at run time.
 #[derive(Debug)]
-#[non_exhaustive]
+#[must_use = "an action is the call's next step: carry it out, then poll again"]
 pub enum Action {
     /// Ask the shared limiter for a slot, then pass its answer to
     /// [`crate::Call::handle_grant`].
     Reserve(Ask),
-    /// Perform this HTTP exchange, then pass the result to [`crate::Call::handle_response`]
-    /// or [`crate::Call::handle_transport_error`].
+    /// Perform this HTTP exchange until [`Attempt::ends_at`], then pass what came of it
+    /// to [`crate::Call::handle`] with [`Attempt::id`].
     Send(Attempt),
     /// Sleep until `until` (waking early is harmless), then poll again.
     Wait {
@@ -99,6 +102,7 @@ pub struct Ticket {
 /// The limiter's answer to an [`Ask`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[must_use = "a grant is the limiter's answer to an Ask: hand it to Call::handle_grant"]
 pub enum Grant {
     /// Go now (a limiter that keeps no bookings).
     Now,
@@ -125,41 +129,97 @@ pub enum Grant {
     Refused(Error),
 }
 
-/// Identifies one attempt, so a late answer to an abandoned one is recognised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AttemptId(pub(crate) u64);
+/// Identifies one attempt of a call, so that a late answer to an abandoned one is
+/// recognised and ignored. It is the attempt's number (1 for the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptId(pub(crate) u32);
+
+impl AttemptId {
+    /// The attempt's number in its call: 1 for the first, 2 for the first retry…
+    pub fn number(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "attempt {}", self.0)
+    }
+}
 
 /// One HTTP exchange to perform.
+///
+/// The attempt ends at one instant, [`Attempt::ends_at`], whatever phase it is in: a
+/// driver gives each phase (connect, send, response head, body) at most what is left
+/// of it ([`Attempt::phase_limit`]), so the phases together never outlast it.
 #[derive(Debug)]
 pub struct Attempt {
-    /// Pass it back with the result.
+    /// Pass it back with the result (its [`AttemptId::number`] is the attempt's number).
     pub id: AttemptId,
     /// The request (its `Authorization` header is marked sensitive).
     pub request: http::Request<Bytes>,
-    /// Give up on the exchange after this long (connect to the end of a body, or to the
-    /// response head of a stream).
-    pub timeout: Option<Duration>,
-    /// Give up when no connection is made within this long (at most `timeout`).
+    /// The instant the exchange must be over by (the end of the body, or of the
+    /// response head of a stream): the attempt timeout from the send, or the call's
+    /// deadline if earlier. `None`: the attempt has no end of its own.
+    pub ends_at: Option<Instant>,
+    /// Give up when no connection is made within this long (see [`Attempt::phase_limit`]).
     pub connect_timeout: Option<Duration>,
     /// Give up when the response head has not arrived this long after the request was
-    /// sent (at most `timeout`).
+    /// sent (see [`Attempt::phase_limit`]).
     pub head_timeout: Option<Duration>,
     /// Give up when a non-streamed body has not arrived whole this long after its head
-    /// (at most `timeout`; `None` for a stream, whose reader has its own idle timeout).
+    /// (`None` for a stream, whose reader has its own idle timeout).
     pub body_timeout: Option<Duration>,
     /// `true` when the request asked for a stream.
     pub stream: bool,
-    /// 1 for the first attempt of the call.
-    pub number: u32,
 }
 
 impl Attempt {
     /// Whether a response with `status` carries an event stream the driver should hand
-    /// to the caller (report the response head with an empty body), rather than a body
-    /// to read in full and hand to [`crate::Call::handle_response`].
+    /// to the caller ([`Outcome::StreamHead`]), rather than a body to read in full
+    /// ([`Outcome::Response`]).
     pub fn reads_stream(&self, status: StatusCode) -> bool {
         self.stream && status.is_success()
     }
+
+    /// What is left of the attempt at `now` (zero once it is over); `None` when it has
+    /// no end of its own.
+    pub fn left(&self, now: Instant) -> Option<Duration> {
+        self.ends_at.map(|end| end.saturating_duration_since(now))
+    }
+
+    /// The limit of a phase that starts at `now` and has its own `bound` (one of the
+    /// attempt's `*_timeout` fields): the shorter of the bound and what is left of the
+    /// attempt. `None`: no limit at all.
+    pub fn phase_limit(&self, now: Instant, bound: Option<Duration>) -> Option<Duration> {
+        match (bound, self.left(now)) {
+            (Some(b), Some(l)) => Some(b.min(l)),
+            (b, l) => b.or(l),
+        }
+    }
+}
+
+/// What came of an [`Attempt`], as the driver hands it to [`crate::Call::handle`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// A response read whole: status, headers and the body.
+    Response(http::Response<Bytes>),
+    /// The head of a response whose body is an event stream the driver reads itself
+    /// (when [`Attempt::reads_stream`] says so).
+    StreamHead(http::response::Parts),
+    /// The head came, then the body failed part way (a reset, a `Content-Length`
+    /// longer than what came, the body timeout): the head, the bytes that arrived and
+    /// the failure. The core decides what they were worth ([`crate::Call::handle`]).
+    Cut {
+        /// The response head.
+        head: http::response::Parts,
+        /// The bytes of the body that arrived.
+        partial: Bytes,
+        /// Why the rest did not.
+        error: TransportError,
+    },
+    /// No response: the HTTP library's failure, mapped to a [`TransportKind`].
+    Failed(TransportError),
 }
 
 /// What a response showed, for the shared limiter.

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, Ticket, WaitReason};
+use crate::action::{
+    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Signal, Ticket, WaitReason,
+};
 use crate::error::{Error, ResponseInfo, Trail, TransportError};
 use crate::policy::RetryPolicy;
 use crate::redact::Redactor;
@@ -20,7 +22,49 @@ use crate::verdict::{Classification, Verdict, classify};
 /// be retried twice while a server that always cuts is asked three times, not ten.
 pub const MAX_CUT_SUCCESSES: u32 = 3;
 
-/// One logical API call. Drive it with [`Call::poll`] and the `handle_*` methods.
+/// One logical API call, through as many HTTP attempts as it takes: a state machine
+/// that decides, and a driver that does the I/O.
+///
+/// # The contract
+///
+/// The driver calls three methods and nothing else changes the call: [`Call::poll`]
+/// says what to do next, [`Call::handle_grant`] hands in the limiter's answer to an
+/// [`Action::Reserve`], and [`Call::handle`] hands in what came of an
+/// [`Action::Send`]. `now` is an argument of all three; the call owns every timer.
+///
+/// A driver:
+///
+/// - MUST poll until [`Action::Done`], and carry out each action before it polls again:
+///   - `Reserve(ask)`: MUST ask the limiter the call shares and hand its answer to
+///     [`Call::handle_grant`] before the next poll (polling with a reservation
+///     outstanding panics);
+///   - `Send(attempt)`: MUST perform the exchange, ending it by
+///     [`Attempt::ends_at`] in every phase ([`Attempt::phase_limit`]), and SHOULD hand
+///     what came of it to [`Call::handle`] with `attempt.id`. A driver that cannot
+///     answer (the exchange is still out) MAY poll instead: the call then waits for its
+///     own attempt timeout and treats the attempt as timed out;
+///   - `Wait { until, .. }`: SHOULD sleep until `until` and poll again. Waking early is
+///     harmless (the call answers with the same wait);
+///   - `Report(report)`: SHOULD hand it to the shared limiter (a driver without one MAY
+///     drop it);
+/// - MUST NOT poll after `Done` (it panics);
+/// - SHOULD pass a `now` from a monotonic clock. A `now` earlier than one the call has
+///   seen is taken as the latest seen: time never goes backwards inside a call, and no
+///   wait is shortened or lengthened by it.
+///
+/// The call, in turn:
+///
+/// - never panics on input: bodies, headers, absurd durations (a `Retry-After` of a
+///   billion seconds, a timeout of [`Duration::MAX`]) or a `now` going backwards; an
+///   instant it cannot represent is taken as far in the future;
+/// - ignores an outcome for any attempt but the one in flight (an attempt it already
+///   timed out, an id from before): a late answer never passes as the current one;
+/// - sends no attempt after its deadline, none before its wait ends, at most
+///   [`RetryPolicy::max_attempts`] in all.
+///
+/// Misuse of the protocol (polling with a reservation outstanding, a grant without a
+/// reservation, polling after `Done`) panics with a message; everything else is an
+/// [`Error`] in `Done`.
 #[derive(Debug)]
 pub struct Call {
     prepared: Prepared,
@@ -47,9 +91,11 @@ pub struct Call {
     long_call: Option<LongCall>,
     /// Removes the key from everything the network sends back (see [`crate::redact`]).
     redactor: Redactor,
-    /// 2xx responses whose body was cut: the second one ends the call (each may have
-    /// been billed).
+    /// 2xx responses whose body was cut: the [`MAX_CUT_SUCCESSES`]-th ends the call
+    /// (each may have been billed).
     cut_successes: u32,
+    /// The latest `now` the call was given: an earlier one is taken as this.
+    latest: Instant,
 }
 
 /// A call that has been going for [`LONG_CALL`] (see [`Call::take_long_call`]).
@@ -73,10 +119,16 @@ pub struct LongCall {
 /// still within its deadline, but a user who sees nothing for this long wonders why.
 pub const LONG_CALL: Duration = Duration::from_secs(30);
 
-/// `now + d`, or as far as an `Instant` goes.
-fn later(now: Instant, d: Duration) -> Instant {
+/// `now + d`; when an `Instant` cannot hold that, the farthest of `now` plus a century,
+/// a year, a day or an hour that it can (an absurd wait stays long, never becomes none).
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    const HOUR: u64 = 3_600;
     now.checked_add(d)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .or_else(|| {
+            [100 * 365 * 24 * HOUR, 365 * 24 * HOUR, 24 * HOUR, HOUR]
+                .into_iter()
+                .find_map(|secs| now.checked_add(Duration::from_secs(secs)))
+        })
         .unwrap_or(now)
 }
 
@@ -98,7 +150,7 @@ enum State {
     /// An attempt is out.
     InFlight {
         id: AttemptId,
-        timeout_at: Option<Instant>,
+        ends_at: Option<Instant>,
     },
     /// The result is ready to hand out.
     Finished(Box<Result<Success, Error>>),
@@ -133,7 +185,8 @@ impl Call {
         Self {
             redactor,
             cut_successes: 0,
-            deadline: policy.deadline.and_then(|d| now.checked_add(d)),
+            latest: now,
+            deadline: policy.deadline.map(|d| later(now, d)),
             prepared,
             policy: policy.clone(),
             rng: fastrand::Rng::with_seed(seed),
@@ -191,6 +244,13 @@ impl Call {
         self.attempts
     }
 
+    /// `now`, or the latest `now` seen if that is later (time never goes backwards
+    /// inside a call).
+    fn clock(&mut self, now: Instant) -> Instant {
+        self.latest = self.latest.max(now);
+        self.latest
+    }
+
     /// The next thing to do. A `now` earlier than a previous one is treated as the
     /// latest seen (time never goes backwards inside a call).
     ///
@@ -199,6 +259,7 @@ impl Call {
     /// When called while a reservation is outstanding (call [`Call::handle_grant`]
     /// first) or after [`Action::Done`] was returned.
     pub fn poll(&mut self, now: Instant) -> Action {
+        let now = self.clock(now);
         if let Some(report) = self.reports.pop_front() {
             return Action::Report(report);
         }
@@ -252,14 +313,13 @@ impl Call {
                     }
                     return Action::Send(self.start_attempt(now));
                 }
-                State::InFlight { id, timeout_at } => match timeout_at {
+                State::InFlight { id, ends_at } => match ends_at {
                     Some(at) if now >= at => {
                         // The core's own timer fired: the attempt is abandoned and a
                         // late answer to it will be ignored.
-                        self.state = State::InFlight { id, timeout_at };
-                        self.handle_transport_error(
+                        self.state = State::InFlight { id, ends_at };
+                        self.failed(
                             now,
-                            id,
                             TransportError::new(
                                 crate::error::TransportKind::Timeout,
                                 "no response within the attempt timeout",
@@ -271,8 +331,8 @@ impl Call {
                     }
                     _ => {
                         self.warn_if_long(now, &"in flight");
-                        let until = timeout_at.unwrap_or(later(now, Duration::from_secs(86_400)));
-                        self.state = State::InFlight { id, timeout_at };
+                        let until = ends_at.unwrap_or(later(now, Duration::from_secs(86_400)));
+                        self.state = State::InFlight { id, ends_at };
                         return Action::Wait {
                             until,
                             why: WaitReason::InFlight,
@@ -291,6 +351,7 @@ impl Call {
     ///
     /// When no reservation is outstanding.
     pub fn handle_grant(&mut self, now: Instant, grant: Grant) {
+        let now = self.clock(now);
         assert!(
             matches!(self.state, State::Reserving),
             "Call::handle_grant without an outstanding Action::Reserve"
@@ -345,7 +406,7 @@ impl Call {
                     delay
                 };
                 let until = later(now, delay);
-                if self.deadline.is_some_and(|d| until > d) {
+                if self.deadline.is_some_and(|d| until >= d) {
                     State::Finished(Box::new(Err(self.late_error(now, delay))))
                 } else {
                     State::Waiting {
@@ -370,7 +431,7 @@ impl Call {
             };
         }
         let until = later(now, delay);
-        if self.deadline.is_some_and(|d| until > d) {
+        if self.deadline.is_some_and(|d| until >= d) {
             self.confirming = false;
             State::Finished(Box::new(Err(self.late_error(now, delay))))
         } else {
@@ -431,33 +492,53 @@ impl Call {
         }
     }
 
-    /// Hands in the response to attempt `id`: the whole body, or for a stream whose
-    /// [`Attempt::reads_stream`] said so, the head with an empty body. An answer to an
-    /// attempt the call no longer waits for is ignored.
-    pub fn handle_response(
-        &mut self,
-        now: Instant,
-        id: AttemptId,
-        response: http::Response<Bytes>,
-    ) {
+    /// Hands in what came of attempt `id` ([`Attempt::id`]): a response read whole, the
+    /// head of a stream, a body cut part way, or a transport failure. An outcome for any
+    /// attempt but the one in flight (one the call already timed out, an id from an
+    /// earlier attempt) is ignored.
+    ///
+    /// A cut body ([`Outcome::Cut`]) is judged by the core:
+    ///
+    /// - a 2xx whose bytes are a complete JSON document is the answer (a server that
+    ///   announces a longer `Content-Length` than it sends, then closes, must not have
+    ///   its POST sent again: each attempt may be billed);
+    /// - any other status is judged by its head, as if the body were whole
+    ///   (classification never depends on the body);
+    /// - otherwise it is the transport error, retried as its kind is — but the
+    ///   [`MAX_CUT_SUCCESSES`]-th cut 2xx ends the call (the server keeps answering and
+    ///   the answers keep being lost: each may be billed).
+    pub fn handle(&mut self, now: Instant, id: AttemptId, outcome: Outcome) {
+        let now = self.clock(now);
         if !self.is_current(id) {
             return;
         }
-        let (parts, body) = response.into_parts();
-        self.handle_parts(now, parts.status, parts.headers, body);
+        match outcome {
+            Outcome::Response(response) => {
+                let (head, body) = response.into_parts();
+                self.answered(now, head.status, head.headers, body);
+            }
+            Outcome::StreamHead(head) => {
+                self.answered(now, head.status, head.headers, Bytes::new())
+            }
+            Outcome::Cut {
+                head,
+                partial,
+                error,
+            } => {
+                let complete_json = !partial.is_empty()
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(&partial).is_ok();
+                if !head.status.is_success() || (complete_json && !self.prepared.stream) {
+                    return self.answered(now, head.status, head.headers, partial);
+                }
+                self.cut_successes += 1;
+                self.failed(now, error);
+            }
+            Outcome::Failed(error) => self.failed(now, error),
+        }
     }
 
-    /// Hands in a response as its parts (see [`Call::handle_response`]).
-    pub fn handle_parts(
-        &mut self,
-        now: Instant,
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
-    ) {
-        if !matches!(self.state, State::InFlight { .. }) {
-            return;
-        }
+    /// The attempt in flight got a response (for a stream: its head, with an empty body).
+    fn answered(&mut self, now: Instant, status: StatusCode, headers: HeaderMap, body: Bytes) {
         let estimate = self.prepared.token_estimate;
         let mut classified = classify(status, &headers, &body, Some(estimate));
         self.redact_info(&mut classified.info);
@@ -514,12 +595,8 @@ impl Call {
         self.settle(now, error, plan);
     }
 
-    /// Hands in a transport failure of attempt `id`. Ignored for an attempt the call no
-    /// longer waits for.
-    pub fn handle_transport_error(&mut self, now: Instant, id: AttemptId, error: TransportError) {
-        if !self.is_current(id) {
-            return;
-        }
+    /// The attempt in flight got no response (or its body was lost).
+    fn failed(&mut self, now: Instant, error: TransportError) {
         self.failures += 1;
         self.reports.push_back(Report {
             model: self.prepared.model.clone(),
@@ -550,38 +627,6 @@ impl Call {
         self.settle(now, error, plan);
     }
 
-    /// Hands in a response whose body failed part way (`error`: a reset, a
-    /// `Content-Length` longer than what came, a body idle timeout): the head and the
-    /// bytes that arrived. The core decides what it was worth:
-    ///
-    /// - a 2xx whose bytes are a complete JSON document is the answer (a server that
-    ///   announces a longer `Content-Length` than it sends, then closes, must not have
-    ///   its POST sent again: each attempt may be billed);
-    /// - any other status is judged by its head, as if the body were whole
-    ///   (classification never depends on the body);
-    /// - otherwise it is the transport error, retried as its kind is — but the
-    ///   [`MAX_CUT_SUCCESSES`]-th cut 2xx ends the call (the server keeps answering and
-    ///   the answers keep being lost: each may be billed).
-    pub fn handle_cut_body(
-        &mut self,
-        now: Instant,
-        id: AttemptId,
-        head: http::response::Parts,
-        partial: Bytes,
-        error: TransportError,
-    ) {
-        if !self.is_current(id) {
-            return;
-        }
-        let complete_json = !partial.is_empty()
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&partial).is_ok();
-        if !head.status.is_success() || (complete_json && !self.prepared.stream) {
-            return self.handle_parts(now, head.status, head.headers, partial);
-        }
-        self.cut_successes += 1;
-        self.handle_transport_error(now, id, error);
-    }
-
     /// The key out of everything a response sent that an error, a log or a `Display`
     /// may show.
     fn redact_info(&self, info: &mut ResponseInfo) {
@@ -608,34 +653,28 @@ impl Call {
 
     fn start_attempt(&mut self, now: Instant) -> Attempt {
         self.attempts += 1;
-        let id = AttemptId(u64::from(self.attempts));
-        let left = self.deadline.map(|d| d.saturating_duration_since(now));
-        let timeout = match (self.policy.attempt_timeout, left) {
-            (Some(t), Some(l)) => Some(t.min(l)),
-            (t, l) => t.or(l),
+        let id = AttemptId(self.attempts);
+        let ends_at = match (
+            self.policy.attempt_timeout.map(|t| later(now, t)),
+            self.deadline,
+        ) {
+            (Some(t), Some(d)) => Some(t.min(d)),
+            (t, d) => t.or(d),
         };
-        self.state = State::InFlight {
-            id,
-            timeout_at: timeout.map(|t| later(now, t)),
-        };
-        let within = |bound: Option<Duration>| match (bound, timeout) {
-            (Some(b), Some(t)) => Some(b.min(t)),
-            (b, t) => b.or(t),
-        };
+        self.state = State::InFlight { id, ends_at };
         let (stream, tokens) = (self.prepared.stream, self.prepared.token_estimate);
         Attempt {
             id,
             request: self.prepared.request.clone(),
-            connect_timeout: within(Some(self.policy.connect_timeout)),
-            head_timeout: within(self.policy.head_timeout_for(stream, tokens)),
+            ends_at,
+            connect_timeout: Some(self.policy.connect_timeout),
+            head_timeout: self.policy.head_timeout_for(stream, tokens),
             body_timeout: if stream {
                 None
             } else {
-                within(self.policy.body_timeout)
+                self.policy.body_timeout
             },
-            timeout,
-            stream: self.prepared.stream,
-            number: self.attempts,
+            stream,
         }
     }
 
@@ -827,7 +866,7 @@ impl Call {
 
     /// The error a refused attempt would end the call with (its trail filled in later).
     fn error_from(&self, c: Classification, wait: Option<Duration>) -> Error {
-        // `c.info` went through the redaction in `handle_parts`.
+        // `c.info` went through the redaction in `Call::answered`.
         let info = c.info;
         let response = Box::new(info);
         match c.verdict {

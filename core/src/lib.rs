@@ -24,14 +24,14 @@
 //!
 //! # Driving a call
 //!
-//! A [`Call`] is polled for an [`Action`] and told what happened through its `handle_*`
-//! methods. `now` is always an argument; the call owns every timer (backoff, attempt
+//! A [`Call`] is polled for an [`Action`], told the limiter's answer with
+//! [`Call::handle_grant`] and what came of an attempt with [`Call::handle`]. `now` is always an argument; the call owns every timer (backoff, attempt
 //! timeout, deadline) and returns instants to sleep until.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use bytes::Bytes;
-//! use mistral_core::{Action, ApiKey, ApiRequest, Call, Grant, RetryPolicy, Target};
+//! use mistral_core::{Action, ApiKey, ApiRequest, Call, Grant, Outcome, RetryPolicy, Target};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let target = Target::new("https://api.mistral.ai", ApiKey::new("my-key")?, false)?;
@@ -62,14 +62,13 @@
 //!         // Perform one HTTP exchange and hand back what came of it.
 //!         Action::Send(attempt) => {
 //!             let response = script.next().expect("the call sent too many attempts");
-//!             call.handle_response(now, attempt.id, response);
+//!             call.handle(now, attempt.id, Outcome::Response(response));
 //!         }
 //!         // Sleep (a real driver sleeps until `until`; waking early is harmless).
 //!         Action::Wait { until, why: _ } => now = until,
 //!         // Feed the shared limiter what the response showed.
 //!         Action::Report(_report) => {}
 //!         Action::Done(result) => break result,
-//!         _ => unreachable!("Action is non-exhaustive"),
 //!     }
 //! };
 //! let success = result?;
@@ -84,17 +83,12 @@
 //!
 //! # The contract
 //!
-//! - Poll until [`Action::Done`]; after each `Reserve` call [`Call::handle_grant`]; after
-//!   each `Send` call [`Call::handle_response`] (or [`Call::handle_parts`]) or
-//!   [`Call::handle_transport_error`] with the attempt's id.
-//! - For a stream, read the response head; when [`Attempt::reads_stream`] says so, hand in
-//!   the head with an empty body and read the events yourself with [`sse::SseDecoder`].
-//! - Answers to attempts the call already gave up on (its own timeout fired) are ignored.
-//! - `Report`s go to the shared limiter; a driver without one may drop them.
-//! - The core never panics on input: bodies, headers, a `now` that goes backwards.
-//!   Misuse of the protocol (polling while a grant is outstanding, polling after `Done`)
-//!   panics with a message.
-//! - No attempt is sent after the deadline; no attempt is sent before its wait ends.
+//! What a driver MUST and SHOULD do, and what the call guarantees in turn, is stated
+//! on [`Call`]. In short: poll until [`Action::Done`]; answer each `Reserve` with
+//! [`Call::handle_grant`] and each `Send` with [`Call::handle`] and the attempt's id;
+//! end every attempt by its [`Attempt::ends_at`]; sleep when told. The core never
+//! panics on input (bodies, headers, absurd durations, a `now` that goes backwards);
+//! misuse of the protocol panics with a message.
 
 pub mod action;
 pub mod call;
@@ -114,7 +108,9 @@ pub mod success;
 pub mod telemetry;
 pub mod verdict;
 
-pub use action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, Ticket, WaitReason};
+pub use action::{
+    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Signal, Ticket, WaitReason,
+};
 pub use call::{Call, LONG_CALL, LongCall};
 pub use error::{Cause, Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
 pub use key::{ApiKey, KeyError};

@@ -98,7 +98,7 @@ impl<T: StreamItem> StreamReader<T> {
 
     /// When the stream counts as stalled if no byte arrives before then.
     pub fn idle_deadline(&self) -> Instant {
-        self.last_bytes + self.idle
+        crate::call::later(self.last_bytes, self.idle)
     }
 
     /// The read timeout to use for the next read at `now` (zero when already stalled).

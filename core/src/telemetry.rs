@@ -53,7 +53,8 @@ macro_rules! emit {
     };
 }
 
-/// Shared, lock-free counters of one client and its clones.
+/// Shared counters of one client and its clones: atomics, and one `Mutex` for the
+/// last rate limits seen (held only to copy them).
 #[derive(Debug, Default)]
 pub struct Telemetry {
     target: LogTarget,
@@ -254,12 +255,12 @@ impl Telemetry {
         match action {
             Action::Send(attempt) => {
                 self.attempts.fetch_add(1, Relaxed);
-                if attempt.number > 1 {
+                if attempt.id.number() > 1 {
                     self.retries.fetch_add(1, Relaxed);
                     emit!(
                         self.target,
                         debug,
-                        attempt = attempt.number,
+                        attempt = attempt.id.number(),
                         method = %attempt.request.method(),
                         path = attempt.request.uri().path(),
                         "mistral: retrying"

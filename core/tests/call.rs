@@ -4,7 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use mistral_core::{Bucket, Error, Grant, RetryPolicy, Signal, TransportKind, WaitReason, Window};
+use mistral_core::{
+    Bucket, Error, Grant, Outcome, RetryPolicy, Signal, TransportKind, WaitReason, Window,
+};
 use support::*;
 
 const GATEWAY_429: &str = r#"{"message":"Requests rate limit exceeded"}"#;
@@ -345,7 +347,7 @@ fn a_hung_attempt_times_out_and_its_late_answer_is_ignored() {
     let Action::Send(first) = call.poll(start) else {
         panic!()
     };
-    assert_eq!(first.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(first.left(start), Some(Duration::from_secs(5)));
     // Polled while in flight: wait for the attempt's timeout.
     let Action::Wait { until, why } = call.poll(start) else {
         panic!()
@@ -371,18 +373,18 @@ fn a_hung_attempt_times_out_and_its_late_answer_is_ignored() {
         .status(200)
         .body(bytes::Bytes::new())
         .unwrap();
-    call.handle_response(retry_at, first.id, late);
-    call.handle_transport_error(
+    call.handle(retry_at, first.id, Outcome::Response(late));
+    call.handle(
         retry_at,
         first.id,
-        TransportError::new(TransportKind::Reset, "late"),
+        Outcome::Failed(TransportError::new(TransportKind::Reset, "late")),
     );
     assert!(matches!(call.poll(retry_at), Action::Reserve(_)));
     call.handle_grant(retry_at, Grant::Now);
     let Action::Send(second) = call.poll(retry_at) else {
         panic!()
     };
-    assert_eq!(second.number, 2);
+    assert_eq!(second.id.number(), 2);
     assert_ne!(second.id, first.id);
 }
 
@@ -577,13 +579,24 @@ fn every_attempt_carries_its_phase_bounds() {
     let mistral_core::Action::Send(attempt) = call.poll(now) else {
         panic!("expected a send");
     };
-    assert_eq!(attempt.timeout, Some(Duration::from_secs(5)));
-    assert_eq!(attempt.head_timeout, Some(Duration::from_secs(5)));
-    assert_eq!(attempt.body_timeout, Some(Duration::from_secs(5)));
-    assert_eq!(attempt.connect_timeout, Some(Duration::from_secs(5)));
+    // The attempt ends at the deadline; each phase gets at most what is left of it.
+    assert_eq!(attempt.ends_at, Some(now + Duration::from_secs(5)));
+    assert_eq!(attempt.left(now), Some(Duration::from_secs(5)));
+    let five = Some(Duration::from_secs(5));
+    assert_eq!(attempt.phase_limit(now, attempt.head_timeout), five);
+    assert_eq!(attempt.phase_limit(now, attempt.body_timeout), five);
+    assert_eq!(attempt.phase_limit(now, attempt.connect_timeout), five);
+    let later = now + Duration::from_secs(4);
+    let one = Some(Duration::from_secs(1));
+    assert_eq!(attempt.phase_limit(later, attempt.body_timeout), one);
+    let past = now + Duration::from_secs(9);
+    assert_eq!(
+        attempt.phase_limit(past, attempt.head_timeout),
+        Some(Duration::ZERO)
+    );
     let mut stream =
         mistral_core::Call::new(support::chat_request(true), &RetryPolicy::default(), now, 1);
-    stream.poll(now);
+    assert!(matches!(stream.poll(now), mistral_core::Action::Reserve(_)));
     stream.handle_grant(now, Grant::Now);
     let mistral_core::Action::Send(attempt) = stream.poll(now) else {
         panic!("expected a send");

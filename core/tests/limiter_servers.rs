@@ -279,7 +279,9 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
         assert!(t < 3_600 * S, "virtual time ran past an hour");
         let now = at(t);
         match pending {
-            Pending::Answer(id, response) => call.handle_response(now, id, response),
+            Pending::Answer(id, response) => {
+                call.handle(now, id, mistral_core::Outcome::Response(response))
+            }
             Pending::Arrive(id) => {
                 let latency = rng.u64(server.latency.0..=server.latency.1);
                 let (ok, remaining) = server.arrive(t, t + latency);
@@ -342,7 +344,6 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
                     }
                     break None;
                 }
-                other => panic!("unexpected action {other:?}"),
             }
         };
         fleet[i] = match next {
@@ -677,10 +678,13 @@ fn two_429s_without_headers_then_success_never_lose_the_call() {
                     let server = Server::new(leaky(1000.0), false);
                     let response = server.response(t, sent > refusals, 0);
                     t += 30 * MS;
-                    call.handle_response(epoch + Duration::from_micros(t), attempt.id, response);
+                    call.handle(
+                        epoch + Duration::from_micros(t),
+                        attempt.id,
+                        mistral_core::Outcome::Response(response),
+                    );
                 }
                 Action::Done(result) => break result,
-                other => panic!("{other:?}"),
             }
         };
         assert!(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mistral_core::{
-    Action, ApiKey, ApiRequest, Call, Error, Grant, Report, RetryPolicy, Success, Target,
+    Action, ApiKey, ApiRequest, Call, Error, Grant, Outcome, Report, RetryPolicy, Success, Target,
     TransportError, TransportKind, WaitReason,
 };
 
@@ -141,8 +141,8 @@ pub fn drive(
                 events.push((
                     now - start,
                     Event::Send {
-                        number: attempt.number,
-                        timeout: attempt.timeout,
+                        number: attempt.id.number(),
+                        timeout: attempt.left(now),
                     },
                 ));
                 match script
@@ -158,12 +158,13 @@ pub fn drive(
                         for (n, v) in headers {
                             b = b.header(n, v);
                         }
-                        call.handle_response(now, attempt.id, b.body(Bytes::from(body)).unwrap());
+                        let response = b.body(Bytes::from(body)).unwrap();
+                        call.handle(now, attempt.id, Outcome::Response(response));
                     }
-                    Answer::Fail(kind) => call.handle_transport_error(
+                    Answer::Fail(kind) => call.handle(
                         now,
                         attempt.id,
-                        TransportError::new(kind, "scripted"),
+                        Outcome::Failed(TransportError::new(kind, "scripted")),
                     ),
                     Answer::Hang => {}
                 }
@@ -180,7 +181,6 @@ pub fn drive(
             }
             Action::Report(r) => events.push((now - start, Event::Report(r))),
             Action::Done(result) => break result,
-            other => panic!("unexpected action {other:?}"),
         }
     };
     Run {
