@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use mistral_core::{
-    Action, Call, CallOptions, LogTarget, Resolved, Settings, Success, Target, Telemetry,
-};
+use mistral_core::{Action, Call, CallOptions, LogTarget, Resolved, Settings, Target, Telemetry};
 use serde::de::DeserializeOwned;
 
 use crate::transport;
@@ -299,7 +297,7 @@ impl Client {
     }
 
     async fn fetch<T: DeserializeOwned>(&self, request: ApiRequest) -> Result<Reply<T>, Error> {
-        self.run(&request).await?.0.into_reply()
+        self.run(&request).await?.0.decode()
     }
 
     async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
@@ -311,10 +309,7 @@ impl Client {
 
     /// Drives one call to its end: the success, and for a stream the response whose body
     /// is still to read.
-    async fn run(
-        &self,
-        request: &ApiRequest,
-    ) -> Result<(Success, Option<reqwest::Response>), Error> {
+    async fn run(&self, request: &ApiRequest) -> Result<(Reply, Option<reqwest::Response>), Error> {
         use tracing::Instrument as _;
         let span = tracing::info_span!(
             target: "mistral_async",
@@ -349,13 +344,13 @@ impl Client {
     async fn drive(
         &self,
         request: &ApiRequest,
-    ) -> Result<(Success, Option<reqwest::Response>, u32), Error> {
+    ) -> Result<(Reply, Option<reqwest::Response>, u32), Error> {
         let inner = &*self.inner;
-        let prepared = inner.target.prepare(request)?;
+
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
         inner.telemetry.call_started();
         let policy = self.options.apply(&inner.policy);
-        let mut call = Call::new(prepared, &policy, now(), seed);
+        let mut call = Call::new(&inner.target, request, &policy, now(), seed)?;
         let mut stream = None;
         loop {
             let action = call.poll(now());

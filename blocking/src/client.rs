@@ -12,7 +12,7 @@ use mistral_core::models::{
 };
 use mistral_core::{
     Action, ApiRequest, Call, CallOptions, Error, Limiter, LogTarget, Reply, Resolved, RetryPolicy,
-    Settings, Stats, Success, Target, Telemetry,
+    Settings, Stats, Target, Telemetry,
 };
 use serde::de::DeserializeOwned;
 
@@ -385,7 +385,7 @@ impl Client {
     }
 
     fn reply<T: DeserializeOwned>(&self, request: &ApiRequest) -> Result<Reply<T>, Error> {
-        self.run(request)?.0.into_reply()
+        self.run(request)?.0.decode()
     }
 
     fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
@@ -396,7 +396,7 @@ impl Client {
     }
 
     /// Drives one call of `request` to its end; for a stream, also hands back the body.
-    fn run(&self, request: &ApiRequest) -> Result<(Success, Option<ureq::Body>), Error> {
+    fn run(&self, request: &ApiRequest) -> Result<(Reply, Option<ureq::Body>), Error> {
         let span = tracing::info_span!(
             target: "mistral_blocking",
             "mistral_call",
@@ -416,10 +416,10 @@ impl Client {
     fn drive(&self, request: &ApiRequest) -> Outcome {
         warn_if_wire_is_traced();
         let inner = &*self.inner;
-        let prepared = inner.target.prepare(request)?;
+
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
         let policy = self.options.apply(&inner.policy);
-        let mut call = Call::new(prepared, &policy, Instant::now(), seed);
+        let mut call = Call::new(&inner.target, request, &policy, Instant::now(), seed)?;
         inner.telemetry.call_started();
         let mut body = None;
         loop {
@@ -477,7 +477,7 @@ fn warn_if_wire_is_traced() {
 }
 
 /// A call's end, with the attempts it made.
-type Outcome = Result<(Success, Option<ureq::Body>, u32), Error>;
+type Outcome = Result<(Reply, Option<ureq::Body>, u32), Error>;
 
 /// Records a call's attempts and correlation id on its span.
 fn record_outcome(span: &tracing::Span, outcome: &Outcome) {

@@ -71,13 +71,9 @@ fn bench_cycle(c: &mut Criterion) {
     )
     .unwrap();
     let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
-    let prepared = target
-        .prepare(
-            &ApiRequest::post_json("/v1/chat/completions", &body)
-                .unwrap()
-                .for_model("m", 10),
-        )
-        .unwrap();
+    let request = ApiRequest::post_json("/v1/chat/completions", &body)
+        .unwrap()
+        .for_model("m", 10);
     let policy = RetryPolicy::default();
     let ok_body = Bytes::from_static(
         br#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
@@ -86,7 +82,7 @@ fn bench_cycle(c: &mut Criterion) {
     let now = Instant::now();
     c.bench_function("call_poll_handle_cycle", |b| {
         b.iter(|| {
-            let mut call = Call::new(prepared.clone(), &policy, now, 1);
+            let mut call = Call::new(&target, &request, &policy, now, 1).unwrap();
             loop {
                 match call.poll(now) {
                     Action::Reserve(_) => call.handle_grant(now, Grant::Now),
@@ -139,7 +135,7 @@ fn bench_reserve(c: &mut Criterion) {
                     let ask = &ask;
                     s.spawn(move || {
                         for _ in 0..per {
-                            let _ = black_box(limiter.reserve(now, ask));
+                            black_box(limiter.reserve(now, ask));
                         }
                     });
                 }

@@ -138,11 +138,10 @@ pub fn call_machine(data: &[u8]) {
         .expect("serializes")
         .for_model("m", u64::from(b.u16()))
         .streaming(stream);
-    let prepared = target.prepare(&request).expect("prepares");
     let start = Instant::now();
     let mut now = start;
     let deadline = policy.deadline.map(|d| start + d);
-    let mut call = Call::new(prepared, &policy, now, u64::from(b.u16()));
+    let mut call = Call::new(&target, &request, &policy, now, u64::from(b.u16())).expect("a call");
     let mut sent = 0u32;
     for _ in 0..10_000 {
         // The clock: jumps forwards, sometimes backwards.

@@ -7,7 +7,7 @@ use http::StatusCode;
 
 use crate::error::{Error, TransportError, TransportKind};
 use crate::ratelimits::{Bucket, Quota, RateLimits, Window};
-use crate::success::Success;
+use crate::reply::Reply;
 
 /// The next thing the driver must do for a call.
 ///
@@ -32,7 +32,7 @@ pub enum Action {
     /// Tell the shared limiter what a response showed, then poll again.
     Report(Report),
     /// The call is over.
-    Done(Result<Success, Error>),
+    Done(Result<Reply, Error>),
 }
 
 /// Why a call waits.
@@ -102,7 +102,6 @@ pub struct Ticket {
 /// The limiter's answer to an [`Ask`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-#[must_use = "a grant is the limiter's answer to an Ask: hand it to Call::handle_grant"]
 pub enum Grant {
     /// Go now (a limiter that keeps no bookings).
     Now,

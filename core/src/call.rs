@@ -13,8 +13,8 @@ use crate::action::{
 use crate::error::{Error, ResponseInfo, Trail, TransportError};
 use crate::policy::RetryPolicy;
 use crate::redact::Redactor;
-use crate::request::Prepared;
-use crate::success::{Success, check_success_body, usage_total};
+use crate::reply::{Reply, check_success_body, usage_total};
+use crate::request::{ApiRequest, Target};
 use crate::verdict::{Classification, Verdict, classify};
 
 /// A call whose 2xx answers are cut this many times ends with the last error instead of
@@ -67,7 +67,11 @@ pub const MAX_CUT_SUCCESSES: u32 = 3;
 /// [`Error`] in `Done`.
 #[derive(Debug)]
 pub struct Call {
-    prepared: Prepared,
+    /// What the call is for (its model, stream flag and token estimate; the body is
+    /// in `request`).
+    api: ApiRequest,
+    /// The HTTP request every attempt sends.
+    request: http::Request<Bytes>,
     policy: RetryPolicy,
     rng: fastrand::Rng,
     started: Instant,
@@ -153,7 +157,7 @@ enum State {
         ends_at: Option<Instant>,
     },
     /// The result is ready to hand out.
-    Finished(Box<Result<Success, Error>>),
+    Finished(Box<Result<Reply, Error>>),
     /// The result was handed out.
     Over,
 }
@@ -172,22 +176,29 @@ enum Plan {
 }
 
 impl Call {
-    /// A call of `prepared`, started at `now`. `seed` seeds the jitter, so a fixed seed
-    /// gives a reproducible schedule.
-    pub fn new(prepared: Prepared, policy: &RetryPolicy, now: Instant, seed: u64) -> Self {
-        let redactor = prepared
-            .request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|k| k.to_str().ok())
-            .and_then(|k| k.strip_prefix("Bearer "))
-            .map_or_else(Redactor::generic, Redactor::of_secret);
-        Self {
+    /// A call of `request` to `target`, started at `now`. `seed` seeds the jitter, so a
+    /// fixed seed gives a reproducible schedule. A request that cannot be rendered as
+    /// HTTP (a path that is not a URI) is [`Error::Config`].
+    pub fn new(
+        target: &Target,
+        request: &ApiRequest,
+        policy: &RetryPolicy,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Self, Error> {
+        let http = target.http_request(request)?;
+        let redactor = Redactor::new(target.key());
+        let api = ApiRequest {
+            body: None,
+            ..request.clone()
+        };
+        Ok(Self {
             redactor,
             cut_successes: 0,
             latest: now,
             deadline: policy.deadline.map(|d| later(now, d)),
-            prepared,
+            api,
+            request: http,
             policy: policy.clone(),
             rng: fastrand::Rng::with_seed(seed),
             started: now,
@@ -203,7 +214,7 @@ impl Call {
             rechecks: 0,
             warned: false,
             long_call: None,
-        }
+        })
     }
 
     /// The time an attempt needs at least ([`RetryPolicy::min_attempt_time`], at most a
@@ -225,8 +236,8 @@ impl Call {
         }
         self.warned = true;
         self.long_call = Some(LongCall {
-            model: self.prepared.model.clone().unwrap_or_default(),
-            path: self.prepared.request.uri().path().to_owned(),
+            model: self.api.model.clone().unwrap_or_default(),
+            path: self.request.uri().path().to_owned(),
             attempts: self.attempts,
             going,
             deadline: self.policy.deadline,
@@ -275,8 +286,8 @@ impl Call {
                         .deadline
                         .map(|d| d.saturating_duration_since(now).saturating_sub(min_attempt));
                     return Action::Reserve(Ask {
-                        model: self.prepared.model.clone(),
-                        tokens: self.prepared.token_estimate,
+                        model: self.api.model.clone(),
+                        tokens: self.api.token_estimate,
                         attempt: self.attempts + 1,
                         within,
                         confirm: self.ticket.filter(|_| self.confirming),
@@ -447,7 +458,7 @@ impl Call {
     /// The call cannot start before its deadline: the shared budget would admit it only
     /// after `after`.
     fn late_error(&mut self, now: Instant, after: Duration) -> Error {
-        let model = self.prepared.model.as_deref().unwrap_or("this model");
+        let model = self.api.model.as_deref().unwrap_or("this model");
         let message = format!(
             "not sent: the shared budget of {model} would admit this call in {:.1} s, \
              past its deadline",
@@ -527,7 +538,7 @@ impl Call {
             } => {
                 let complete_json = !partial.is_empty()
                     && serde_json::from_slice::<serde::de::IgnoredAny>(&partial).is_ok();
-                if !head.status.is_success() || (complete_json && !self.prepared.stream) {
+                if !head.status.is_success() || (complete_json && !self.api.stream) {
                     return self.answered(now, head.status, head.headers, partial);
                 }
                 self.cut_successes += 1;
@@ -539,15 +550,15 @@ impl Call {
 
     /// The attempt in flight got a response (for a stream: its head, with an empty body).
     fn answered(&mut self, now: Instant, status: StatusCode, headers: HeaderMap, body: Bytes) {
-        let estimate = self.prepared.token_estimate;
+        let estimate = self.api.token_estimate;
         let mut classified = classify(status, &headers, &body, Some(estimate));
         self.redact_info(&mut classified.info);
         let mut headers = headers;
         self.hide_secret_headers(&mut headers);
         if classified.verdict == Verdict::Success {
             // A stream's body is read by the driver: only the key is looked for here.
-            let path = match self.prepared.stream {
-                false => Some(self.prepared.request.uri().path()),
+            let path = match self.api.stream {
+                false => Some(self.request.uri().path()),
                 true => None,
             };
             if let Err(message) = check_success_body(path, &body, &self.redactor) {
@@ -572,14 +583,13 @@ impl Call {
                 .or_else(|| usage_total(&body));
             self.report(&classified.info, Signal::Success, used);
             let info = classified.info;
-            self.state = State::Finished(Box::new(Ok(Success {
+            self.state = State::Finished(Box::new(Ok(Reply {
+                value: body,
                 status,
                 headers,
-                body,
                 limits: info.limits,
                 correlation_id: info.correlation_id,
-                attempts: self.attempts,
-                waited: self.waited,
+                trail: self.trail(now),
                 redactor: self.redactor.clone(),
             })));
             return;
@@ -599,10 +609,10 @@ impl Call {
     fn failed(&mut self, now: Instant, error: TransportError) {
         self.failures += 1;
         self.reports.push_back(Report {
-            model: self.prepared.model.clone(),
+            model: self.api.model.clone(),
             limits: Default::default(),
             signal: Signal::Transport(error.kind),
-            estimated_tokens: self.prepared.token_estimate,
+            estimated_tokens: self.api.token_estimate,
             used_tokens: None,
             attempt: self.attempts,
             correlation_id: None,
@@ -662,10 +672,10 @@ impl Call {
             (t, d) => t.or(d),
         };
         self.state = State::InFlight { id, ends_at };
-        let (stream, tokens) = (self.prepared.stream, self.prepared.token_estimate);
+        let (stream, tokens) = (self.api.stream, self.api.token_estimate);
         Attempt {
             id,
-            request: self.prepared.request.clone(),
+            request: self.request.clone(),
             ends_at,
             connect_timeout: Some(self.policy.connect_timeout),
             head_timeout: self.policy.head_timeout_for(stream, tokens),
@@ -712,10 +722,10 @@ impl Call {
 
     fn report(&mut self, info: &ResponseInfo, signal: Signal, used: Option<u64>) {
         self.reports.push_back(Report {
-            model: self.prepared.model.clone(),
+            model: self.api.model.clone(),
             limits: info.limits.clone(),
             signal,
-            estimated_tokens: self.prepared.token_estimate,
+            estimated_tokens: self.api.token_estimate,
             used_tokens: used,
             attempt: self.attempts,
             correlation_id: info.correlation_id.clone(),
@@ -768,7 +778,7 @@ impl Call {
                 let floor = hint.max(limits.reset.filter(|_| p.honor_retry_after));
                 let own = p.window_wait(
                     &quota,
-                    self.prepared.token_estimate,
+                    self.api.token_estimate,
                     self.window_streak,
                     &mut self.rng,
                 );
@@ -891,7 +901,7 @@ impl Call {
                 response,
             },
             Verdict::NoAllowance { quota } => Error::NoAllowance {
-                model: self.prepared.model.clone(),
+                model: self.api.model.clone(),
                 bucket: Some(quota.bucket),
                 response,
             },

@@ -54,7 +54,7 @@
 //!
 //! let start = Instant::now();
 //! let mut now = start; // a virtual clock: it jumps to each wait
-//! let mut call = Call::new(target.prepare(&request)?, &RetryPolicy::default(), now, 42);
+//! let mut call = Call::new(&target, &request, &RetryPolicy::default(), now, 42)?;
 //! let result = loop {
 //!     match call.poll(now) {
 //!         // Ask the shared limiter (here: none, so go at once).
@@ -72,10 +72,10 @@
 //!     }
 //! };
 //! let success = result?;
-//! assert_eq!(success.attempts, 2);
+//! assert_eq!(success.trail.attempts, 2);
 //! // One request per minute-window unit comes back every second: the call waited
 //! // at least that long, not a blind 1–2 s backoff times n.
-//! assert!(success.waited >= Duration::from_secs(1));
+//! assert!(success.trail.waited >= Duration::from_secs(1));
 //! assert!(now - start < Duration::from_secs(2));
 //! # Ok(())
 //! # }
@@ -101,10 +101,10 @@ pub mod policy;
 pub mod ratelimits;
 pub mod reader;
 pub mod redact;
+pub mod reply;
 pub mod request;
 pub mod settings;
 pub mod sse;
-pub mod success;
 pub mod telemetry;
 pub mod verdict;
 
@@ -120,8 +120,8 @@ pub use policy::{Backoff, RetryPolicy};
 pub use ratelimits::{Bucket, Quota, RateLimits, Window};
 pub use reader::{StreamItem, StreamReader};
 pub use redact::Redactor;
-pub use request::{ApiRequest, Prepared, Target, estimate_tokens};
+pub use reply::Reply;
+pub use request::{ApiRequest, Target, estimate_tokens};
 pub use settings::{Resolved, Settings};
-pub use success::{Reply, Success};
 pub use telemetry::{LimiterCounts, LogTarget, RateLimitedCounts, Stats, Telemetry};
 pub use verdict::{Classification, Verdict, classify};

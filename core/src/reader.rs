@@ -88,7 +88,7 @@ impl<T: StreamItem> StreamReader<T> {
     }
 
     /// Redacts every error of this stream with `redactor` (the call's: see
-    /// [`crate::Success::redactor`]), and fails the stream on an event that holds the
+    /// [`crate::Reply::redactor`]), and fails the stream on an event that holds the
     /// key (a server echoing the request) instead of handing it out. Without it, only
     /// the generic patterns of [`crate::redact`] are removed.
     pub fn redacting(mut self, redactor: &Redactor) -> Self {

@@ -271,7 +271,7 @@ impl Telemetry {
                 emit!(self.target, debug, reason = %why, "mistral: waiting");
             }
             Action::Report(report) => self.observe_report(report),
-            Action::Done(result) => self.observe_done(result.as_ref().map(|s| s.waited)),
+            Action::Done(result) => self.observe_done(result.as_ref().map(|s| s.trail.waited)),
             Action::Reserve(_) => {}
         }
     }

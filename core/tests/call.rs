@@ -31,8 +31,8 @@ fn success_first_time_reports_usage() {
     let run = drive_simple(&RetryPolicy::default(), vec![ok()]);
     let reports = run.reports();
     let success = run.result.unwrap();
-    assert_eq!(success.attempts, 1);
-    assert_eq!(success.waited, Duration::ZERO);
+    assert_eq!(success.trail.attempts, 1);
+    assert_eq!(success.trail.waited, Duration::ZERO);
     assert_eq!(success.correlation_id.as_deref(), Some("ok-1"));
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].signal, Signal::Success);
@@ -70,8 +70,8 @@ fn a_spent_minute_window_is_waited_out_not_hammered() {
             .all(|p| p[1] - p[0] >= Duration::from_secs(15))
     );
     let success = run.result.unwrap();
-    assert_eq!(success.attempts, 4);
-    assert!(success.waited >= Duration::from_secs(105));
+    assert_eq!(success.trail.attempts, 4);
+    assert!(success.trail.waited >= Duration::from_secs(105));
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn capacity_is_retried_with_backoff() {
     assert_eq!(waits.len(), 1);
     assert_eq!(waits[0].1, WaitReason::Backoff);
     assert_eq!(run.reports()[0].signal, Signal::Capacity);
-    assert_eq!(run.result.unwrap().attempts, 2);
+    assert_eq!(run.result.unwrap().trail.attempts, 2);
 }
 
 #[test]
@@ -209,7 +209,7 @@ fn server_errors_are_retried_and_501_is_not() {
             &RetryPolicy::default(),
             vec![respond(status, &[], SERVER), ok()],
         );
-        assert_eq!(run.result.unwrap().attempts, 2, "{status}");
+        assert_eq!(run.result.unwrap().trail.attempts, 2, "{status}");
     }
     let run = drive_simple(&RetryPolicy::default(), vec![respond(501, &[], "")]);
     assert!(matches!(run.err(), Error::Server { .. }));
@@ -236,7 +236,7 @@ fn transport_errors_are_retried_unless_switched_off() {
             ok(),
         ],
     );
-    assert_eq!(run.result.unwrap().attempts, 3);
+    assert_eq!(run.result.unwrap().trail.attempts, 3);
     let off = RetryPolicy::default().retry_transport(false);
     let err = drive_simple(&off, vec![Answer::Fail(TransportKind::Connect)]).err();
     assert!(
@@ -337,11 +337,11 @@ fn the_deadline_ends_the_call_with_the_last_refusal() {
 
 #[test]
 fn a_hung_attempt_times_out_and_its_late_answer_is_ignored() {
-    use mistral_core::{Action, Call, TransportError};
+    use mistral_core::{Action, TransportError};
     let policy = RetryPolicy::default().attempt_timeout(Some(Duration::from_secs(5)));
     #[allow(clippy::disallowed_methods)]
     let start = std::time::Instant::now();
-    let mut call = Call::new(chat_request(false), &policy, start, 1);
+    let mut call = chat_call(false, &policy, start, 1);
     assert!(matches!(call.poll(start), Action::Reserve(_)));
     call.handle_grant(start, Grant::Now);
     let Action::Send(first) = call.poll(start) else {
@@ -398,7 +398,7 @@ fn a_pacing_grant_delays_the_send() {
         vec![(Duration::from_millis(750), WaitReason::Pacing)]
     );
     assert_eq!(run.sends(), vec![Duration::from_millis(750)]);
-    assert_eq!(run.result.unwrap().waited, Duration::from_millis(750));
+    assert_eq!(run.result.unwrap().trail.waited, Duration::from_millis(750));
 }
 
 #[test]
@@ -494,10 +494,10 @@ fn the_limiter_is_consulted_before_every_attempt() {
 
 #[test]
 fn a_stream_is_handed_over_only_on_success() {
-    use mistral_core::{Action, Call};
+    use mistral_core::Action;
     #[allow(clippy::disallowed_methods)]
     let now = std::time::Instant::now();
-    let mut call = Call::new(chat_request(true), &RetryPolicy::default(), now, 1);
+    let mut call = chat_call(true, &RetryPolicy::default(), now, 1);
     let _ = call.poll(now);
     call.handle_grant(now, Grant::Now);
     let Action::Send(attempt) = call.poll(now) else {
@@ -573,7 +573,7 @@ fn every_attempt_carries_its_phase_bounds() {
     );
     let now = std::time::Instant::now();
     let short = RetryPolicy::default().deadline(Some(Duration::from_secs(5)));
-    let mut call = mistral_core::Call::new(support::chat_request(false), &short, now, 1);
+    let mut call = support::chat_call(false, &short, now, 1);
     assert!(matches!(call.poll(now), mistral_core::Action::Reserve(_)));
     call.handle_grant(now, Grant::Now);
     let mistral_core::Action::Send(attempt) = call.poll(now) else {
@@ -594,8 +594,7 @@ fn every_attempt_carries_its_phase_bounds() {
         attempt.phase_limit(past, attempt.head_timeout),
         Some(Duration::ZERO)
     );
-    let mut stream =
-        mistral_core::Call::new(support::chat_request(true), &RetryPolicy::default(), now, 1);
+    let mut stream = support::chat_call(true, &RetryPolicy::default(), now, 1);
     assert!(matches!(stream.poll(now), mistral_core::Action::Reserve(_)));
     stream.handle_grant(now, Grant::Now);
     let mistral_core::Action::Send(attempt) = stream.poll(now) else {

@@ -251,7 +251,7 @@ fn monthly_quota_closes_with_the_quota_error() {
         within: None,
         confirm: None,
     };
-    let _ = budgets.reserve(0, &ask);
+    budgets.reserve(0, &ask);
     budgets.report(
         1,
         &report(Signal::MonthlyQuota, RateLimits::default(), 1, Some(0)),

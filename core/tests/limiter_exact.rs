@@ -228,7 +228,7 @@ fn a_share_cap_holds_whatever_the_budget_learns() {
     };
     // 50/s at a quarter: about 12.3 per second, 81 ms apart.
     assert!((80_000..83_000).contains(&second), "{second}");
-    let _ = b.reserve(0, &ask);
+    b.reserve(0, &ask);
     assert_eq!(b.get("m").unwrap().share_ppm, 250_000);
 }
 

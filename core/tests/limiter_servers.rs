@@ -255,12 +255,7 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
         .map(|i| {
             (started < calls).then(|| {
                 started += 1;
-                let call = Call::new(
-                    support::chat_request(false),
-                    &policy,
-                    epoch,
-                    seed + i as u64,
-                );
+                let call = support::chat_call(false, &policy, epoch, seed + i as u64);
                 (0, call, Pending::Poll)
             })
         })
@@ -350,12 +345,7 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
             Some((t, pending)) => Some((t, call, pending)),
             None if started < calls => {
                 started += 1;
-                let call = Call::new(
-                    support::chat_request(false),
-                    &policy,
-                    now,
-                    seed + started as u64,
-                );
+                let call = support::chat_call(false, &policy, now, seed + started as u64);
                 Some((t, call, Pending::Poll))
             }
             None => None,
@@ -652,12 +642,7 @@ fn two_429s_without_headers_then_success_never_lose_the_call() {
         // A gateway that refuses the first `refusals` requests, whatever their spacing.
         let mut budgets = Budgets::new(LimiterConfig::default());
         let epoch = Instant::now();
-        let mut call = Call::new(
-            support::chat_request(false),
-            &RetryPolicy::default(),
-            epoch,
-            3,
-        );
+        let mut call = support::chat_call(false, &RetryPolicy::default(), epoch, 3);
         let mut t = 0u64;
         let mut sent = 0;
         let mut steps = 0;

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mistral_core::{
-    Action, Call, Grant, Outcome, RetryPolicy, TransportError, TransportKind, WaitReason, classify,
+    Action, Grant, Outcome, RetryPolicy, TransportError, TransportKind, WaitReason, classify,
 };
 use proptest::prelude::*;
-use support::chat_request;
+use support::chat_call;
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -100,7 +100,7 @@ proptest! {
         let start = Instant::now() + Duration::from_secs(3600);
         let deadline = policy.deadline.map(|d| start + d);
         let mut clock = start; // the true time, only moves forward
-        let mut call = Call::new(chat_request(false), &policy, start, seed);
+        let mut call = chat_call(false, &policy, start, seed);
         let mut script = script.into_iter();
         let mut grants = grants.into_iter();
         let mut skews = skews.into_iter().cycle();

@@ -12,7 +12,7 @@ use mistral_core::{
     Action, Backoff, Call, Error, Grant, Outcome, RetryPolicy, Ticket, TransportError,
     TransportKind, WaitReason,
 };
-use support::chat_request;
+use support::chat_call;
 
 fn response(status: u16, headers: &[(&str, &str)], body: &str) -> http::Response<Bytes> {
     let mut b = http::Response::builder().status(status);
@@ -60,7 +60,7 @@ fn a_now_going_backwards_neither_shortens_nor_lengthens_a_wait() {
     let t0 = Instant::now();
     let s = Duration::from_secs;
     let policy = RetryPolicy::default().deadline(None);
-    let mut call = Call::new(chat_request(false), &policy, t0, 7);
+    let mut call = chat_call(false, &policy, t0, 7);
     let first = send(&mut call, t0);
     // A 429 saying "in 2 s", handed in at t0 + 1 s.
     let refusal = response(429, &[("retry-after", "2")], r#"{"message":"slow down"}"#);
@@ -95,8 +95,8 @@ fn a_now_going_backwards_neither_shortens_nor_lengthens_a_wait() {
     call.handle(t0, second.id, Outcome::Response(ok()));
     match next(&mut call, t0) {
         Action::Done(Ok(reply)) => {
-            assert_eq!(reply.attempts, 2);
-            assert_eq!(reply.waited, Duration::from_millis(2_500));
+            assert_eq!(reply.trail.attempts, 2);
+            assert_eq!(reply.trail.waited, Duration::from_millis(2_500));
         }
         other => panic!("expected a success, got {other:?}"),
     }
@@ -107,7 +107,7 @@ fn a_late_answer_to_an_earlier_attempt_never_passes_as_the_current_one() {
     let t0 = Instant::now();
     let policy =
         RetryPolicy::default().backoff(Duration::from_millis(10), Duration::from_millis(10));
-    let mut call = Call::new(chat_request(true), &policy, t0, 1);
+    let mut call = chat_call(true, &policy, t0, 1);
     let first = send(&mut call, t0);
     call.handle(
         t0,
@@ -140,7 +140,7 @@ fn a_late_answer_to_an_earlier_attempt_never_passes_as_the_current_one() {
     assert_eq!(wait_of(call.poll(until)).1, WaitReason::InFlight);
     call.handle(until, second.id, Outcome::StreamHead(head(200)));
     match next(&mut call, until) {
-        Action::Done(Ok(reply)) => assert_eq!(reply.attempts, 2),
+        Action::Done(Ok(reply)) => assert_eq!(reply.trail.attempts, 2),
         other => panic!("expected the second attempt's success, got {other:?}"),
     }
 }
@@ -151,7 +151,7 @@ fn an_answer_after_the_call_timed_the_attempt_out_is_ignored() {
     let policy = RetryPolicy::default()
         .attempt_timeout(Some(Duration::from_secs(1)))
         .max_attempts(1);
-    let mut call = Call::new(chat_request(false), &policy, t0, 1);
+    let mut call = chat_call(false, &policy, t0, 1);
     let attempt = send(&mut call, t0);
     let end = attempt.ends_at.expect("an attempt timeout");
     // The driver polls at the end: the call's own timer ends the attempt (and the call).
@@ -172,7 +172,7 @@ fn run(
     start: Instant,
     mut grant: impl FnMut(usize) -> Grant,
     mut answer: impl FnMut(usize) -> Outcome,
-) -> (Result<mistral_core::Success, Error>, Vec<Duration>) {
+) -> (Result<mistral_core::Reply, Error>, Vec<Duration>) {
     let mut now = start;
     let (mut grants, mut sends, mut waits) = (0, 0, Vec::new());
     for _ in 0..1_000 {
@@ -258,7 +258,7 @@ fn does_not_panic_on_bad_instant() {
         for (h, hint) in hints.into_iter().enumerate() {
             for grant in &grants {
                 for stream in [false, true] {
-                    let call = Call::new(chat_request(stream), policy, start, 3);
+                    let call = chat_call(stream, policy, start, 3);
                     let (result, waits) = run(
                         call,
                         start,
@@ -284,7 +284,7 @@ fn does_not_panic_on_bad_instant() {
     let far = start
         .checked_add(Duration::from_secs(100 * 365 * 86_400))
         .unwrap_or(start);
-    let call = Call::new(chat_request(false), &absurd, far, 5);
+    let call = chat_call(false, &absurd, far, 5);
     let (result, waits) = run(
         call,
         far,
