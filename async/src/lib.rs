@@ -59,6 +59,6 @@ pub use mistral_core::request::DEFAULT_BASE_URL;
 pub use mistral_core::{
     ApiKey, ApiRequest, Ask, Bucket, CallOptions, Error, Grant, KeyError, Limiter, LimiterConfig,
     Limits, LocalLimiter, NoLimiter, Quota, RateLimitedCounts, RateLimits, Reply, Report,
-    ResponseInfo, RetryPolicy, Signal, Stats, StreamFailure, Trail, TransportKind, WaitReason,
-    Window,
+    ResponseInfo, Retry, RetryPolicy, Stats, StreamFailure, Trail, TransportKind, Verdict,
+    WaitReason, Window,
 };

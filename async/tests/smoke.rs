@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use mistral_async::{
     ApiRequest, Ask, ChatRequest, Client, Error, Grant, KeyError, Limiter, Message, Report,
-    RetryPolicy, Signal, StreamFailure, TransportKind,
+    RetryPolicy, StreamFailure, TransportKind, Verdict,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -360,10 +360,10 @@ async fn a_stream_delivers_its_chunks_and_usage_and_reports_it() {
     assert_eq!(asks.len(), 1);
     assert_eq!(asks[0].model.as_deref(), Some("mistral-small-latest"));
     let reports = limiter.reports.lock().unwrap().clone();
-    let signals: Vec<_> = reports.iter().map(|r| (r.signal, r.used_tokens)).collect();
+    let signals: Vec<_> = reports.iter().map(|r| (r.verdict, r.used_tokens)).collect();
     assert_eq!(
         signals.last(),
-        Some(&(Signal::Usage, Some(5))),
+        Some(&(Verdict::Usage, Some(5))),
         "the stream corrects the estimate: {signals:?}"
     );
 }

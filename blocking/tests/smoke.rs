@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mistral_blocking::{
     Ask, ChatRequest, Client, EmbeddingRequest, Error, Grant, KeyError, Limiter, Message, Report,
-    RetryPolicy, Signal, StreamFailure, TransportKind,
+    RetryPolicy, StreamFailure, TransportKind, Verdict,
 };
 
 const KEY: &str = "sk-smoke-SECRET";
@@ -279,7 +279,7 @@ fn a_stream_is_retried_before_its_first_event_and_reports_its_usage() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|r| r.signal == Signal::Usage)
+        .filter(|r| r.verdict == Verdict::Usage)
         .cloned()
         .collect();
     assert_eq!(usage.len(), 1);

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::error::{Error, TransportError, TransportKind};
-use crate::ratelimits::{Bucket, Quota, RateLimits, Window};
+use crate::error::{Error, TransportError};
+use crate::ratelimits::{Bucket, RateLimits, Window};
 use crate::reply::Reply;
+use crate::verdict::Verdict;
 
 /// The next thing the driver must do for a call.
 ///
@@ -217,19 +218,25 @@ pub enum Outcome {
         /// Why the rest did not.
         error: TransportError,
     },
-    /// No response: the HTTP library's failure, mapped to a [`TransportKind`].
+    /// No response: the HTTP library's failure, mapped to a [`crate::TransportKind`].
     Failed(TransportError),
 }
 
-/// What a response showed, for the shared limiter.
+/// What an attempt came to, for the shared limiter and the statistics: the same
+/// [`Verdict`] the call acted on, and what it planned to do next.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     /// The budget.
     pub model: Option<String>,
     /// Rate-limit headers of the response (empty for a transport failure).
     pub limits: RateLimits,
-    /// What happened.
-    pub signal: Signal,
+    /// What the attempt came to: the response's classification, a transport failure, or
+    /// ([`Verdict::Usage`]) the real token count of an earlier success.
+    pub verdict: Verdict,
+    /// The retry the call planned after it (`None`: it ends, or it succeeded). The call
+    /// may still end first (its attempts spent, its deadline near). A wait the server
+    /// named has [`WaitReason::ServerHint`].
+    pub retry: Option<Retry>,
     /// Tokens reserved for the attempt.
     pub estimated_tokens: u64,
     /// Tokens the server charged, when known (0 for a refusal).
@@ -242,43 +249,21 @@ pub struct Report {
     pub ticket: Option<Ticket>,
 }
 
-/// What happened to an attempt, as the limiter needs to know it.
+impl Report {
+    /// The wait the server named for the retry (`Retry-After` and friends), if it named
+    /// one: what the shared budget pauses everyone for. A call's own backoff is its own.
+    pub fn server_wait(&self) -> Option<Duration> {
+        self.retry
+            .filter(|r| r.why == WaitReason::ServerHint)
+            .map(|r| r.wait)
+    }
+}
+
+/// A retry a call planned: how long it waits, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Signal {
-    /// Served.
-    Success,
-    /// Refused by a spent window; the call itself waits `wait` before retrying.
-    WindowSpent {
-        /// The spent quota.
-        quota: Quota,
-        /// How long this call waits.
-        wait: Duration,
-        /// The server said how long (`Retry-After`, a reset header): the wait is its
-        /// word, not this call's own estimate.
-        hinted: bool,
-    },
-    /// A 429 that did not say which limit.
-    RateLimited {
-        /// How long this call waits (zero when it gives up).
-        wait: Duration,
-        /// The server said how long (`Retry-After` and friends): the wait is its word,
-        /// not this call's own backoff.
-        hinted: bool,
-    },
-    /// No allowance for the model.
-    NoAllowance,
-    /// Monthly quota spent.
-    MonthlyQuota,
-    /// Mistral was out of capacity (not our limit).
-    Capacity,
-    /// A 5xx.
-    ServerError,
-    /// Any other refusal (4xx) — the server may or may not have counted it.
-    Rejected,
-    /// No response at all.
-    Transport(TransportKind),
-    /// The real token count of an earlier success, known only later (at the end of a
-    /// stream): correct the estimate with it.
-    Usage,
+pub struct Retry {
+    /// How long the call waits before its next attempt.
+    pub wait: Duration,
+    /// Why (a spent window, the server's word, a backoff).
+    pub why: WaitReason,
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::action::{
-    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Signal, Ticket, WaitReason,
+    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, WaitReason,
 };
 use crate::error::{Error, ResponseInfo, Trail, TransportError};
 use crate::policy::RetryPolicy;
@@ -166,13 +166,6 @@ enum State {
 enum Next {
     Reserve,
     Send,
-}
-
-/// How the call goes on after a failed attempt.
-#[derive(Clone, Copy)]
-enum Plan {
-    Retry { wait: Duration, why: WaitReason },
-    Stop,
 }
 
 impl Call {
@@ -564,7 +557,7 @@ impl Call {
             if let Err(message) = check_success_body(path, &body, &self.redactor) {
                 // The server answered (and may have billed it), but not with what was
                 // asked: a typed error, never an empty success; not retried.
-                self.report(&classified.info, Signal::Success, usage_total(&body));
+                self.report(&classified, None, usage_total(&body));
                 let mut info = classified.info;
                 info.excerpt = self.redactor.redact(&crate::verdict::excerpt(&body));
                 self.state = State::Finished(Box::new(Err(Error::Decode {
@@ -581,7 +574,7 @@ impl Call {
                 .limits
                 .query_cost
                 .or_else(|| usage_total(&body));
-            self.report(&classified.info, Signal::Success, used);
+            self.report(&classified, None, used);
             let info = classified.info;
             self.state = State::Finished(Box::new(Ok(Reply {
                 value: body,
@@ -595,46 +588,46 @@ impl Call {
             return;
         }
         self.failures += 1;
-        let (plan, signal) = self.plan_after(&classified);
+        let retry = self.plan_after(&classified);
         let used = match classified.verdict {
             v if v.is_rate_limit() || v == Verdict::Capacity => Some(0),
             _ => None,
         };
-        self.report(&classified.info, signal, used);
-        let error = self.error_from(classified, plan_wait(&plan));
-        self.settle(now, error, plan);
+        self.report(&classified, retry, used);
+        // `classified.info` went through the redaction above.
+        let location = classified.location.take().map(|l| self.redactor.redact(&l));
+        classified.location = location;
+        let error = classified.into_error(self.api.model.as_deref(), retry.map(|r| r.wait));
+        self.settle(now, error, retry);
     }
 
     /// The attempt in flight got no response (or its body was lost).
     fn failed(&mut self, now: Instant, error: TransportError) {
         self.failures += 1;
+        let retry = (self.policy.retries_transport(error.kind)
+            && self.cut_successes < MAX_CUT_SUCCESSES)
+            .then(|| Retry {
+                wait: self.policy.backoff_wait(self.failures, &mut self.rng),
+                why: WaitReason::Backoff,
+            });
         self.reports.push_back(Report {
             model: self.api.model.clone(),
             limits: Default::default(),
-            signal: Signal::Transport(error.kind),
+            verdict: Verdict::Transport(error.kind),
+            retry,
             estimated_tokens: self.api.token_estimate,
             used_tokens: None,
             attempt: self.attempts,
             correlation_id: None,
             ticket: self.ticket,
         });
-        let plan = if self.policy.retries_transport(error.kind)
-            && self.cut_successes < MAX_CUT_SUCCESSES
-        {
-            Plan::Retry {
-                wait: self.policy.backoff_wait(self.failures, &mut self.rng),
-                why: WaitReason::Backoff,
-            }
-        } else {
-            Plan::Stop
-        };
         let error = Error::Transport {
             kind: error.kind,
             message: self.redactor.redact(&error.message),
             trail: Trail::default(),
             source: error.cause(&self.redactor),
         };
-        self.settle(now, error, plan);
+        self.settle(now, error, retry);
     }
 
     /// The key out of everything a response sent that an error, a log or a `Display`
@@ -720,11 +713,13 @@ impl Call {
         }
     }
 
-    fn report(&mut self, info: &ResponseInfo, signal: Signal, used: Option<u64>) {
+    fn report(&mut self, c: &Classification, retry: Option<Retry>, used: Option<u64>) {
+        let info = &c.info;
         self.reports.push_back(Report {
             model: self.api.model.clone(),
             limits: info.limits.clone(),
-            signal,
+            verdict: c.verdict,
+            retry,
             estimated_tokens: self.api.token_estimate,
             used_tokens: used,
             attempt: self.attempts,
@@ -733,48 +728,19 @@ impl Call {
         });
     }
 
-    /// Decides whether and how long to wait after a refused attempt.
-    fn plan_after(&mut self, c: &Classification) -> (Plan, Signal) {
+    /// Decides whether and how long to wait after a refused attempt (`None`: the call
+    /// ends with it).
+    fn plan_after(&mut self, c: &Classification) -> Option<Retry> {
         let limits = &c.info.limits;
         let p = &self.policy;
         let hint = limits.retry_after.filter(|_| p.honor_retry_after);
         match c.verdict {
-            Verdict::WindowSpent { quota } if !p.window_aware => {
-                self.window_streak += 1;
-                let plan = if p.retry_rate_limited {
-                    self.backoff_plan(hint)
-                } else {
-                    Plan::Stop
-                };
-                let wait = plan_wait(&plan).unwrap_or_default();
-                let hinted = matches!(
-                    plan,
-                    Plan::Retry {
-                        why: WaitReason::ServerHint,
-                        ..
-                    }
-                );
-                (
-                    plan,
-                    Signal::WindowSpent {
-                        quota,
-                        wait,
-                        hinted,
-                    },
-                )
-            }
-            Verdict::WindowSpent { quota } => {
-                self.window_streak += 1;
-                if !p.retry_rate_limited {
-                    return (
-                        Plan::Stop,
-                        Signal::WindowSpent {
-                            quota,
-                            wait: Duration::ZERO,
-                            hinted: false,
-                        },
-                    );
-                }
+            Verdict::WindowSpent { .. } | Verdict::RateLimited => self.window_streak += 1,
+            _ => {}
+        }
+        match c.verdict {
+            Verdict::WindowSpent { .. } | Verdict::RateLimited if !p.retry_rate_limited => None,
+            Verdict::WindowSpent { quota } if p.window_aware => {
                 let floor = hint.max(limits.reset.filter(|_| p.honor_retry_after));
                 let own = p.window_wait(
                     &quota,
@@ -782,159 +748,50 @@ impl Call {
                     self.window_streak,
                     &mut self.rng,
                 );
-                let (wait, why) = match floor {
-                    Some(f) if f > own => (f, WaitReason::ServerHint),
-                    _ => (
-                        own,
-                        WaitReason::WindowSpent {
+                Some(match floor {
+                    Some(f) if f > own => Retry {
+                        wait: f,
+                        why: WaitReason::ServerHint,
+                    },
+                    _ => Retry {
+                        wait: own,
+                        why: WaitReason::WindowSpent {
                             bucket: quota.bucket,
                             window: quota.window,
                         },
-                    ),
-                };
-                (
-                    Plan::Retry { wait, why },
-                    Signal::WindowSpent {
-                        quota,
-                        wait,
-                        hinted: why == WaitReason::ServerHint,
                     },
-                )
+                })
             }
-            Verdict::RateLimited => {
-                self.window_streak += 1;
-                if !p.retry_rate_limited {
-                    return (
-                        Plan::Stop,
-                        Signal::RateLimited {
-                            wait: Duration::ZERO,
-                            hinted: false,
-                        },
-                    );
-                }
-                let plan = self.backoff_plan(hint);
-                (
-                    plan,
-                    Signal::RateLimited {
-                        wait: plan_wait(&plan).unwrap_or_default(),
-                        hinted: matches!(
-                            plan,
-                            Plan::Retry {
-                                why: WaitReason::ServerHint,
-                                ..
-                            }
-                        ),
-                    },
-                )
+            Verdict::WindowSpent { .. } | Verdict::RateLimited => Some(self.backoff_plan(hint)),
+            Verdict::Capacity if self.policy.retry_capacity => Some(self.backoff_plan(hint)),
+            Verdict::ServerError | Verdict::RequestTimeout
+                if self.policy.retry_server_errors
+                    && matches!(c.info.status_u16(), Some(408 | 500 | 502 | 503 | 504)) =>
+            {
+                Some(self.backoff_plan(hint))
             }
-            Verdict::Capacity => {
-                let plan = if self.policy.retry_capacity {
-                    self.backoff_plan(hint)
-                } else {
-                    Plan::Stop
-                };
-                (plan, Signal::Capacity)
-            }
-            Verdict::ServerError | Verdict::RequestTimeout => {
-                let retryable = matches!(c.info.status_u16(), Some(408 | 500 | 502 | 503 | 504));
-                let plan = if retryable && self.policy.retry_server_errors {
-                    self.backoff_plan(hint)
-                } else {
-                    Plan::Stop
-                };
-                let signal = if c.verdict == Verdict::ServerError {
-                    Signal::ServerError
-                } else {
-                    Signal::Rejected
-                };
-                (plan, signal)
-            }
-            Verdict::NoAllowance { .. } => (Plan::Stop, Signal::NoAllowance),
-            Verdict::MonthlyQuota { .. } => (Plan::Stop, Signal::MonthlyQuota),
-            Verdict::Success
-            | Verdict::Unauthorized
-            | Verdict::Forbidden
-            | Verdict::BadRequest
-            | Verdict::Redirect
-            | Verdict::Unexpected => (Plan::Stop, Signal::Rejected),
+            _ => None,
         }
     }
 
-    fn backoff_plan(&mut self, hint: Option<Duration>) -> Plan {
+    fn backoff_plan(&mut self, hint: Option<Duration>) -> Retry {
         let backoff = self.policy.backoff_wait(self.failures, &mut self.rng);
         match hint {
-            Some(h) if h >= backoff => Plan::Retry {
+            Some(h) if h >= backoff => Retry {
                 wait: h,
                 why: WaitReason::ServerHint,
             },
-            _ => Plan::Retry {
+            _ => Retry {
                 wait: backoff,
                 why: WaitReason::Backoff,
             },
         }
     }
 
-    /// The error a refused attempt would end the call with (its trail filled in later).
-    fn error_from(&self, c: Classification, wait: Option<Duration>) -> Error {
-        // `c.info` went through the redaction in `Call::answered`.
-        let info = c.info;
-        let response = Box::new(info);
-        match c.verdict {
-            Verdict::WindowSpent { quota } => Error::RateLimited {
-                bucket: Some(quota.bucket),
-                window: Some(quota.window),
-                limit: quota.limit,
-                remaining: quota.remaining,
-                retry_after: wait.or(response.limits.retry_after),
-                shared: false,
-                trail: Trail::default(),
-                response,
-            },
-            Verdict::RateLimited => Error::RateLimited {
-                bucket: None,
-                window: None,
-                limit: None,
-                remaining: None,
-                retry_after: response.limits.retry_after.or(wait),
-                shared: false,
-                trail: Trail::default(),
-                response,
-            },
-            Verdict::NoAllowance { quota } => Error::NoAllowance {
-                model: self.api.model.clone(),
-                bucket: Some(quota.bucket),
-                response,
-            },
-            Verdict::MonthlyQuota { quota } => Error::MonthlyQuota {
-                limit: quota.limit,
-                remaining: quota.remaining,
-                response,
-            },
-            Verdict::Capacity => Error::Capacity {
-                trail: Trail::default(),
-                response,
-            },
-            Verdict::Unauthorized => Error::Unauthorized { response },
-            Verdict::Forbidden => Error::Forbidden { response },
-            Verdict::BadRequest | Verdict::RequestTimeout => Error::BadRequest {
-                details: c.body.map(|b| b.detail).unwrap_or_default(),
-                response,
-            },
-            Verdict::Redirect => Error::Redirect {
-                location: c.location.map(|l| self.redactor.redact(&l)),
-                response,
-            },
-            Verdict::Success | Verdict::ServerError | Verdict::Unexpected => Error::Server {
-                trail: Trail::default(),
-                response,
-            },
-        }
-    }
-
     /// Ends the call with `error`, or schedules the next attempt.
-    fn settle(&mut self, now: Instant, error: Error, plan: Plan) {
-        match plan {
-            Plan::Retry { wait, why } if self.attempts < self.policy.max_attempts => {
+    fn settle(&mut self, now: Instant, error: Error, retry: Option<Retry>) {
+        match retry {
+            Some(Retry { wait, why }) if self.attempts < self.policy.max_attempts => {
                 let until = later(now, wait);
                 if let Some(deadline) = self.deadline.filter(|d| until >= *d) {
                     let error = self.with_trail(error, now);
@@ -975,12 +832,5 @@ impl Call {
             _ => {}
         }
         error
-    }
-}
-
-fn plan_wait(plan: &Plan) -> Option<Duration> {
-    match plan {
-        Plan::Retry { wait, .. } => Some(*wait),
-        Plan::Stop => None,
     }
 }

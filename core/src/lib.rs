@@ -109,7 +109,7 @@ pub mod telemetry;
 pub mod verdict;
 
 pub use action::{
-    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Signal, Ticket, WaitReason,
+    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, WaitReason,
 };
 pub use call::{Call, LONG_CALL, LongCall};
 pub use error::{Cause, Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use mistral_core::{
-    Bucket, Error, Grant, Outcome, RetryPolicy, Signal, TransportKind, WaitReason, Window,
+    Bucket, Error, Grant, Outcome, RetryPolicy, TransportKind, Verdict, WaitReason, Window,
 };
 use support::*;
 
@@ -35,7 +35,7 @@ fn success_first_time_reports_usage() {
     assert_eq!(success.trail.waited, Duration::ZERO);
     assert_eq!(success.correlation_id.as_deref(), Some("ok-1"));
     assert_eq!(reports.len(), 1);
-    assert_eq!(reports[0].signal, Signal::Success);
+    assert_eq!(reports[0].verdict, Verdict::Success);
     assert_eq!(reports[0].used_tokens, Some(12));
     assert_eq!(reports[0].estimated_tokens, 100);
 }
@@ -78,15 +78,15 @@ fn a_spent_minute_window_is_waited_out_not_hammered() {
 fn the_429_report_names_the_window_and_the_wait() {
     let run = drive_simple(&RetryPolicy::default(), vec![spent_minute("60"), ok()]);
     let reports = run.reports();
-    match reports[0].signal {
-        Signal::WindowSpent { quota, wait, .. } => {
+    match (reports[0].verdict, reports[0].retry) {
+        (Verdict::WindowSpent { quota }, Some(retry)) => {
             assert_eq!(quota.limit, Some(60));
-            assert!(wait >= Duration::from_secs(1));
+            assert!(retry.wait >= Duration::from_secs(1));
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(reports[0].used_tokens, Some(0), "a refusal is not charged");
-    assert_eq!(reports[1].signal, Signal::Success);
+    assert_eq!(reports[1].verdict, Verdict::Success);
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn capacity_is_retried_with_backoff() {
     let waits = run.waits();
     assert_eq!(waits.len(), 1);
     assert_eq!(waits[0].1, WaitReason::Backoff);
-    assert_eq!(run.reports()[0].signal, Signal::Capacity);
+    assert_eq!(run.reports()[0].verdict, Verdict::Capacity);
     assert_eq!(run.result.unwrap().trail.attempts, 2);
 }
 
@@ -360,7 +360,7 @@ fn a_hung_attempt_times_out_and_its_late_answer_is_ignored() {
     let Action::Report(report) = call.poll(until) else {
         panic!()
     };
-    assert_eq!(report.signal, Signal::Transport(TransportKind::Timeout));
+    assert_eq!(report.verdict, Verdict::Transport(TransportKind::Timeout));
     let Action::Wait {
         until: retry_at,
         why: WaitReason::Backoff,

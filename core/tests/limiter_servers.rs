@@ -305,7 +305,7 @@ fn run(server: &mut Server, callers: usize, calls: usize, seed: u64) -> Outcome 
                         eprintln!(
                             "{:>9.3} {:?} rate {} max {} ss {} rec {} streak {} pause {:.3} ep {}",
                             t as f64 / S as f64,
-                            report.signal,
+                            report.verdict,
                             b.rate_milli,
                             b.max_milli,
                             b.slow_start,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{CHILD_ENV, Logs, TempDir, assert_paced, max_in_window, run_children};
 use mistral_core::limiter::{Decision, Source, codec};
 use mistral_core::{
-    ApiKey, Ask, Bucket, Grant, Limiter, Quota, RateLimits, Report, Signal, Window,
+    ApiKey, Ask, Bucket, Grant, Limiter, Quota, RateLimits, Report, Verdict, Window,
 };
 use mistral_stores::{self as stores, FileLimiter, LimiterConfig, LimiterSpec, Limits};
 
@@ -337,7 +337,8 @@ fn headers_report(model: &str, limit: u64, window: u32) -> Report {
             }],
             ..RateLimits::default()
         },
-        signal: Signal::Success,
+        verdict: Verdict::Success,
+        retry: None,
         estimated_tokens: 1,
         used_tokens: Some(1),
         attempt: 1,
