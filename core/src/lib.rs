@@ -9,13 +9,17 @@
 //!
 //! - [`models`]: typed requests and responses (serde), lenient when decoding;
 //! - [`ApiKey`], [`ApiRequest`], [`Target`]: request building;
-//! - [`classify`] and [`RateLimits`]: what a response means, 429s told apart (a spent
-//!   window, no allowance, a monthly quota, Mistral's capacity);
-//! - [`RetryPolicy`] and [`Call`]: the retry/backoff state machine;
+//! - [`classify`], [`Verdict`] and [`RateLimits`]: what a response means, 429s told
+//!   apart (a spent window, no allowance, a monthly quota, Mistral's capacity): the one
+//!   word the call acts on, its [`Report`] hands to the limiter and its [`Error`] is
+//!   made from;
+//! - [`RetryPolicy`] and [`Call`]: the retry/backoff state machine, and [`Reply`], the
+//!   answer it ends with;
 //! - [`sse`] and [`StreamReader`]: event streams (idle timeout, cut detection, usage);
 //! - [`limiter`]: the shared limiter's arithmetic (GCRA per model, requests and tokens,
-//!   learning from headers and 429s) and the in-process [`LocalLimiter`]; the file and
-//!   Redis stores (`mistral-stores`) run the same arithmetic;
+//!   learning from headers and 429s, the state file's codec and the Redis script) and
+//!   the in-process [`LocalLimiter`]; the file and Redis stores the clients use run the
+//!   same arithmetic;
 //! - [`Telemetry`]: statistics and `tracing` events, the same for both clients;
 //! - [`Settings`]: what both clients' builders collect and check;
 //! - [`Error`]: the one error type of both clients;
