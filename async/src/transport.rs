@@ -58,7 +58,6 @@ pub(crate) async fn perform(
         .unwrap_or_else(|| Err(silent("response body", body_limit)));
         let outcome = match read {
             Ok(()) => Outcome::Response(http::Response::from_parts(head, body.freeze())),
-            Err(e) if e == TransportError::body_too_large() => Outcome::Failed(e),
             Err(error) => Outcome::Cut {
                 head,
                 partial: body.freeze(),

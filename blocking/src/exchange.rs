@@ -5,6 +5,7 @@ use std::io::{self, Read};
 use std::sync::mpsc;
 use std::time::Instant;
 
+use mistral_core::action::reads_stream;
 use mistral_core::{Attempt, Outcome, RetryPolicy, TransportError, TransportKind};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
@@ -79,7 +80,7 @@ fn stream_head(
             let answer = match agent.run(request) {
                 Ok(response) => {
                     let (head, body) = response.into_parts();
-                    match head.status.is_success() {
+                    match reads_stream(true, head.status) {
                         true => (Outcome::StreamHead(head), Some(body)),
                         false => (read_body(head, body), None),
                     }
@@ -134,14 +135,10 @@ fn read_body(head: http::response::Parts, body: ureq::Body) -> Outcome {
             Ok(n) => bytes.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                let error = transport_error(ureq::Error::from(e));
-                if error.message == TransportError::body_too_large().message {
-                    return Outcome::Failed(error);
-                }
                 return Outcome::Cut {
                     head,
                     partial: bytes.into(),
-                    error,
+                    error: transport_error(ureq::Error::from(e)),
                 };
             }
         }

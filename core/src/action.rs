@@ -179,7 +179,7 @@ impl Attempt {
     /// to the caller ([`Outcome::StreamHead`]), rather than a body to read in full
     /// ([`Outcome::Response`]).
     pub fn reads_stream(&self, status: StatusCode) -> bool {
-        self.stream && status.is_success()
+        reads_stream(self.stream, status)
     }
 
     /// What is left of the attempt at `now` (zero once it is over); `None` when it has
@@ -197,6 +197,12 @@ impl Attempt {
             (b, l) => b.or(l),
         }
     }
+}
+
+/// [`Attempt::reads_stream`] of an attempt that asked for a stream (`stream`), for a
+/// driver that no longer holds the attempt (a thread of its own awaits the head).
+pub fn reads_stream(stream: bool, status: StatusCode) -> bool {
+    stream && status.is_success()
 }
 
 /// What came of an [`Attempt`], as the driver hands it to [`crate::Call::handle`].

@@ -503,6 +503,9 @@ impl Call {
     ///
     /// A cut body ([`Outcome::Cut`]) is judged by the core:
     ///
+    /// - a body the driver stopped reading at [`crate::request::MAX_RESPONSE_BYTES`]
+    ///   ([`TransportError::body_too_large`]) is that error, whatever its status and
+    ///   bytes ([`crate::TransportKind::Protocol`] in both clients, not retried);
     /// - a 2xx whose bytes are a complete JSON document is the answer (a server that
     ///   announces a longer `Content-Length` than it sends, then closes, must not have
     ///   its POST sent again: each attempt may be billed);
@@ -529,6 +532,10 @@ impl Call {
                 partial,
                 error,
             } => {
+                if error.is_body_too_large() {
+                    // Not a cut: the client refuses to read more (not retried).
+                    return self.failed(now, error);
+                }
                 let complete_json = !partial.is_empty()
                     && serde_json::from_slice::<serde::de::IgnoredAny>(&partial).is_ok();
                 if !head.status.is_success() || (complete_json && !self.api.stream) {

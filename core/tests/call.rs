@@ -604,3 +604,58 @@ fn every_attempt_carries_its_phase_bounds() {
     assert_eq!(attempt.body_timeout, None);
     assert_eq!(attempt.connect_timeout, Some(Duration::from_secs(10)));
 }
+
+#[test]
+fn an_oversized_body_is_one_protocol_error_whatever_the_driver_saw() {
+    use mistral_core::{Action, TransportError};
+    // A driver that stopped at the size limit part way into a 2xx whose first bytes
+    // happen to be a complete JSON document: the limit decides, not the bytes.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::Instant::now();
+    for status in [200, 500] {
+        let mut call = chat_call(false, &RetryPolicy::default(), now, 1);
+        assert!(matches!(call.poll(now), Action::Reserve(_)));
+        call.handle_grant(now, Grant::Now);
+        let Action::Send(attempt) = call.poll(now) else {
+            panic!("expected a send");
+        };
+        let head = http::Response::builder()
+            .status(status)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        call.handle(
+            now,
+            attempt.id,
+            Outcome::Cut {
+                head,
+                partial: bytes::Bytes::from_static(br#"{"choices":[]}"#),
+                error: TransportError::body_too_large(),
+            },
+        );
+        let result = loop {
+            match call.poll(now) {
+                Action::Report(_) => {}
+                Action::Done(result) => break result,
+                other => panic!("expected the end, got {other:?}"),
+            }
+        };
+        match result {
+            Err(Error::Transport {
+                kind,
+                message,
+                trail,
+                ..
+            }) => {
+                assert_eq!(kind, TransportKind::Protocol);
+                assert!(
+                    message.contains("larger than the client's limit"),
+                    "{message}"
+                );
+                assert_eq!(trail.attempts, 1, "not retried");
+            }
+            other => panic!("expected the oversized-body error, got {other:?}"),
+        }
+    }
+}
