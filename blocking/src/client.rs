@@ -433,7 +433,7 @@ impl Client {
                     call.handle_grant(now, grant);
                 }
                 Action::Send(attempt) => {
-                    let (outcome, stream) = exchange(&inner.agent, &policy, &attempt);
+                    let (outcome, stream) = exchange(&inner.agent, &attempt);
                     body = stream;
                     call.handle(Instant::now(), attempt.id, outcome);
                 }

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use mistral_core::action::reads_stream;
-use mistral_core::{Attempt, Outcome, RetryPolicy, TransportError, TransportKind};
+use mistral_core::{Attempt, Outcome, TransportError, TransportKind};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
@@ -23,14 +23,10 @@ const READ_SIZE: usize = 16 * 1024;
 /// body, which the stream's idle timeout watches instead: its exchange, up to the
 /// response head, runs on a thread of its own that the driver waits for until the end
 /// of the attempt (past it, the thread is left to end on its phase bounds and its
-/// answer is dropped). The per-read bound of a stream (attempt timeout + idle timeout)
+/// answer is dropped). The per-read bound of a stream ([`Attempt::stream_read_limit`])
 /// never fires before those, and ends the reader thread of a stream dropped while
 /// stalled.
-pub(crate) fn exchange(
-    agent: &ureq::Agent,
-    policy: &RetryPolicy,
-    attempt: &Attempt,
-) -> (Outcome, Option<ureq::Body>) {
+pub(crate) fn exchange(agent: &ureq::Agent, attempt: &Attempt) -> (Outcome, Option<ureq::Body>) {
     let start = Instant::now();
     let request = attempt.request.clone().map(|body| body.to_vec());
     let left = attempt.left(start);
@@ -45,10 +41,9 @@ pub(crate) fn exchange(
         .timeout_send_body(left)
         .timeout_recv_response(attempt.phase_limit(start, attempt.head_timeout));
     if attempt.stream {
-        let read_bound = left
-            .unwrap_or_default()
-            .saturating_add(policy.stream_idle_timeout);
-        let request = config.timeout_per_read(Some(read_bound)).build();
+        let request = config
+            .timeout_per_read(attempt.stream_read_limit(start))
+            .build();
         return stream_head(agent, request, attempt);
     }
     let request = config

@@ -172,30 +172,50 @@ pub struct Attempt {
     pub body_timeout: Option<Duration>,
     /// `true` when the request asked for a stream.
     pub stream: bool,
+    /// A stream's idle timeout (`None` for a non-streamed attempt): its reader fails
+    /// when no byte comes for this long.
+    pub stream_idle: Option<Duration>,
 }
 
 impl Attempt {
     /// Whether a response with `status` carries an event stream the driver should hand
     /// to the caller ([`Outcome::StreamHead`]), rather than a body to read in full
     /// ([`Outcome::Response`]).
+    #[must_use]
     pub fn reads_stream(&self, status: StatusCode) -> bool {
         reads_stream(self.stream, status)
     }
 
     /// What is left of the attempt at `now` (zero once it is over); `None` when it has
     /// no end of its own.
+    #[must_use]
     pub fn left(&self, now: Instant) -> Option<Duration> {
         self.ends_at.map(|end| end.saturating_duration_since(now))
     }
 
     /// The limit of a phase that starts at `now` and has its own `bound` (one of the
     /// attempt's `*_timeout` fields): the shorter of the bound and what is left of the
-    /// attempt. `None`: no limit at all.
+    /// attempt, and never more than a century (an HTTP library adds it to an instant:
+    /// [`Duration::MAX`] would overflow). `None`: no limit at all.
+    #[must_use]
     pub fn phase_limit(&self, now: Instant, bound: Option<Duration>) -> Option<Duration> {
-        match (bound, self.left(now)) {
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+        let limit = match (bound, self.left(now)) {
             (Some(b), Some(l)) => Some(b.min(l)),
             (b, l) => b.or(l),
-        }
+        };
+        limit.map(|l| l.min(CENTURY))
+    }
+
+    /// The bound on one read of a stream's body that starts at `now`: what is left of
+    /// the attempt plus the stream's idle timeout (the reader's own timer fires first;
+    /// this one ends a read left behind by a reader that was dropped), at most a
+    /// century. `None` for an attempt that is not a stream.
+    #[must_use]
+    pub fn stream_read_limit(&self, now: Instant) -> Option<Duration> {
+        let idle = self.stream_idle?;
+        let left = self.left(now).unwrap_or_default();
+        self.phase_limit(now, Some(left.saturating_add(idle)))
     }
 }
 
@@ -258,6 +278,7 @@ pub struct Report {
 impl Report {
     /// The wait the server named for the retry (`Retry-After` and friends), if it named
     /// one: what the shared budget pauses everyone for. A call's own backoff is its own.
+    #[must_use]
     pub fn server_wait(&self) -> Option<Duration> {
         self.retry
             .filter(|r| r.why == WaitReason::ServerHint)

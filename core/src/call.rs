@@ -239,6 +239,7 @@ impl Call {
     }
 
     /// That the call has been going for [`LONG_CALL`], once, when it just found so.
+    #[must_use = "the long call is said once: log it (Telemetry::observe_call does)"]
     pub fn take_long_call(&mut self) -> Option<LongCall> {
         self.long_call.take()
     }
@@ -685,6 +686,7 @@ impl Call {
                 self.policy.body_timeout
             },
             stream,
+            stream_idle: stream.then_some(self.policy.stream_idle_timeout),
         }
     }
 

@@ -298,3 +298,30 @@ fn does_not_panic_on_bad_instant() {
         "{result:?}"
     );
 }
+
+#[test]
+fn a_phase_limit_is_never_past_what_an_instant_can_hold() {
+    let now = Instant::now();
+    let unbounded = RetryPolicy {
+        deadline: None,
+        attempt_timeout: None,
+        connect_timeout: Duration::MAX,
+        head_timeout: Some(Duration::MAX),
+        body_timeout: Some(Duration::MAX),
+        ..RetryPolicy::default()
+    };
+    let mut call = chat_call(false, &unbounded, now, 1);
+    let attempt = send(&mut call, now);
+    assert_eq!(attempt.ends_at, None);
+    for bound in [
+        attempt.connect_timeout,
+        attempt.head_timeout,
+        attempt.body_timeout,
+    ] {
+        let limit = attempt.phase_limit(now, bound).expect("a bound");
+        // What a driver's HTTP library adds to its own clock must not overflow.
+        assert!(now.checked_add(limit).is_some(), "{limit:?}");
+        assert!(limit >= Duration::from_secs(365 * 86_400), "{limit:?}");
+    }
+    assert_eq!(attempt.phase_limit(now, None), None);
+}
