@@ -5,13 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use mistral_core::{
-    Action, Call, CallOptions, LogTarget, Resolved, Settings, Success, Target, Telemetry,
-};
+use mistral_core::{Action, Call, CallOptions, LogTarget, Resolved, Settings, Target, Telemetry};
 use serde::de::DeserializeOwned;
 
 use crate::stores::AsyncLimiter;
-use crate::transport::{self, Exchange};
+use crate::transport;
 use crate::*;
 
 /// `now` on tokio's clock (virtual under a paused test clock), as the core wants it.
@@ -300,7 +298,7 @@ impl Client {
     }
 
     async fn fetch<T: DeserializeOwned>(&self, request: ApiRequest) -> Result<Reply<T>, Error> {
-        self.run(&request).await?.0.into_reply()
+        self.run(&request).await?.0.decode()
     }
 
     async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
@@ -312,10 +310,7 @@ impl Client {
 
     /// Drives one call to its end: the success, and for a stream the response whose body
     /// is still to read.
-    async fn run(
-        &self,
-        request: &ApiRequest,
-    ) -> Result<(Success, Option<reqwest::Response>), Error> {
+    async fn run(&self, request: &ApiRequest) -> Result<(Reply, Option<reqwest::Response>), Error> {
         use tracing::Instrument as _;
         let span = tracing::info_span!(
             target: "mistral_async",
@@ -350,13 +345,13 @@ impl Client {
     async fn drive(
         &self,
         request: &ApiRequest,
-    ) -> Result<(Success, Option<reqwest::Response>, u32), Error> {
+    ) -> Result<(Reply, Option<reqwest::Response>, u32), Error> {
         let inner = &*self.inner;
-        let prepared = inner.target.prepare(request)?;
+
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
         inner.telemetry.call_started();
         let policy = self.options.apply(&inner.policy);
-        let mut call = Call::new(prepared, &policy, now(), seed);
+        let mut call = Call::new(&inner.target, request, &policy, now(), seed)?;
         let mut stream = None;
         loop {
             let action = call.poll(now());
@@ -369,24 +364,17 @@ impl Client {
                     // (late by at most that trip, never early).
                     call.handle_grant(now(), grant);
                 }
-                Action::Send(attempt) => match transport::perform(&inner.http, attempt).await {
-                    (id, Exchange::Response(response, body)) => {
-                        call.handle_response(now(), id, response);
-                        stream = body;
-                    }
-                    (id, Exchange::Cut(head, partial, error)) => {
-                        call.handle_cut_body(now(), id, head, partial, error);
-                    }
-                    (id, Exchange::Failed(error)) => call.handle_transport_error(now(), id, error),
-                },
+                Action::Send(attempt) => {
+                    let (id, outcome, body) = transport::perform(&inner.http, attempt).await;
+                    stream = body;
+                    call.handle(now(), id, outcome);
+                }
                 Action::Wait { until, .. } => tokio::time::sleep_until(until.into()).await,
                 Action::Report(report) => inner.limiter.report(now(), &report).await,
                 Action::Done(result) => {
                     let attempts = call.attempts();
                     return result.map(|success| (success, stream, attempts));
                 }
-                // An action this driver does not know yet needs no answer: poll again.
-                _ => {}
             }
         }
     }

@@ -16,7 +16,7 @@
 //!     let request = ChatRequest::new("mistral-small-latest", vec![Message::user("Hello")]);
 //!     let reply = client.chat(&request).await?;
 //!     println!("{}", reply.text().unwrap_or_default());
-//!     println!("{} attempt(s), limits: {:?}", reply.attempts, reply.limits.requests());
+//!     println!("{} attempt(s), limits: {:?}", reply.trail.attempts, reply.limits.requests());
 //!     Ok(())
 //! }
 //! ```
@@ -60,6 +60,6 @@ pub use mistral_core::request::DEFAULT_BASE_URL;
 pub use mistral_core::{
     ApiKey, ApiRequest, Ask, Bucket, CallOptions, Error, Grant, KeyError, Limiter, LimiterConfig,
     Limits, LocalLimiter, NoLimiter, Priority, Quota, RateLimitedCounts, RateLimits, Reply, Report,
-    ReservedShares, ResponseInfo, RetryPolicy, Signal, Stats, StreamFailure, Success, Trail,
-    TransportKind, WaitReason, Window,
+    ReservedShares, ResponseInfo, Retry, RetryPolicy, Stats, StreamFailure, Trail, TransportKind,
+    Verdict, WaitReason, Window,
 };

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt};
-use mistral_core::{ApiRequest, Error, RetryPolicy, StreamReader, Success};
+use mistral_core::{ApiRequest, Error, Reply, RetryPolicy, StreamReader};
 
 use crate::client::now;
 use crate::stores::{AsyncLimiter, BoxFuture};
@@ -27,7 +27,7 @@ type Next = Option<Result<ChatChunk, Error>>;
 /// retried once the stream is open. When it is over, the real token count goes to the
 /// limiter (a stream dropped before its end reports nothing: the estimate stands).
 pub struct ChatStream {
-    head: Success,
+    head: Reply,
     body: BoxStream<'static, reqwest::Result<Bytes>>,
     reader: StreamReader<ChatChunk>,
     idle: Pin<Box<tokio::time::Sleep>>,
@@ -43,7 +43,7 @@ impl ChatStream {
     /// (none, never expected, reads as a cut stream).
     pub(crate) fn open(
         request: &ApiRequest,
-        head: Success,
+        head: Reply,
         response: Option<reqwest::Response>,
         policy: &RetryPolicy,
         limiter: Arc<dyn AsyncLimiter>,
@@ -67,7 +67,7 @@ impl ChatStream {
     /// The response that opened the stream (its body is empty: its events are this
     /// stream): the limits it announced, its correlation id, the attempts made and the
     /// time waited.
-    pub fn head(&self) -> &Success {
+    pub fn head(&self) -> &Reply {
         &self.head
     }
 

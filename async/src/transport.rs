@@ -5,48 +5,47 @@ use std::error::Error;
 use std::io;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use mistral_core::{Attempt, AttemptId, TransportError, TransportKind};
+use bytes::BytesMut;
+use mistral_core::{Attempt, AttemptId, Outcome, TransportError, TransportKind};
 
-/// What one attempt came to.
-pub(crate) enum Exchange {
-    /// The response for the call (with an empty body for a stream) and, for a stream,
-    /// the response whose body is still to read.
-    Response(http::Response<Bytes>, Option<reqwest::Response>),
-    /// The head came, then the body failed part way: the bytes that arrived and why.
-    Cut(http::response::Parts, Bytes, TransportError),
-    /// No response.
-    Failed(TransportError),
-}
+use crate::client::now;
 
-/// Performs `attempt` within the core's phase bounds: the response head within
-/// [`Attempt::head_timeout`] of the start of the exchange (reqwest gives no instant for
-/// "request sent", so the connection is inside this bound; the connect timeout itself is
-/// the client's, built from the policy's), a non-streamed body within
-/// [`Attempt::body_timeout`] of its head, everything within the attempt's timeout.
-pub(crate) async fn perform(http: &reqwest::Client, mut attempt: Attempt) -> (AttemptId, Exchange) {
-    let limit = attempt.timeout.unwrap_or(Duration::MAX); // tokio: MAX is "never"
-    let head_limit = attempt.head_timeout.unwrap_or(Duration::MAX);
-    let body_limit = attempt.body_timeout.unwrap_or(Duration::MAX);
+/// Performs `attempt`, over by [`Attempt::ends_at`] whatever phase it is in: the
+/// response head within [`Attempt::head_timeout`] of the start of the exchange (reqwest
+/// gives no instant for "request sent", so the connection is inside this bound; the
+/// connect timeout itself is the client's, built from the policy's), a non-streamed body
+/// within [`Attempt::body_timeout`] of its head, each phase within what is left of the
+/// attempt when it starts ([`Attempt::phase_limit`]). What came of it, and for a stream
+/// whose head the core should see ([`Outcome::StreamHead`]) the response whose body is
+/// still to read.
+pub(crate) async fn perform(
+    http: &reqwest::Client,
+    mut attempt: Attempt,
+) -> (AttemptId, Outcome, Option<reqwest::Response>) {
+    let start = now();
+    let (id, ends_at) = (attempt.id, attempt.ends_at);
+    let request = std::mem::take(&mut attempt.request);
     let exchange = async {
-        let request = std::mem::take(&mut attempt.request);
         let request = match reqwest::Request::try_from(request) {
             Ok(request) => request,
-            Err(e) => return Exchange::Failed(transport_error(e)),
+            Err(e) => return (Outcome::Failed(transport_error(e)), None),
         };
-        let mut response = match tokio::time::timeout(head_limit, http.execute(request)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Exchange::Failed(transport_error(e)),
-            Err(_) => return Exchange::Failed(silent("response head", head_limit)),
+        let head_limit = attempt.phase_limit(now(), attempt.head_timeout);
+        let mut response = match within(head_limit, http.execute(request)).await {
+            Some(Ok(response)) => response,
+            Some(Err(e)) => return (Outcome::Failed(transport_error(e)), None),
+            None => return (Outcome::Failed(silent("response head", head_limit)), None),
         };
-        let mut head = http::Response::new(Bytes::new());
+        let mut head = http::Response::new(());
         *head.status_mut() = response.status();
         *head.headers_mut() = std::mem::take(response.headers_mut());
-        if attempt.reads_stream(head.status()) {
-            return Exchange::Response(head, Some(response));
+        let (head, ()) = head.into_parts();
+        if attempt.reads_stream(head.status) {
+            return (Outcome::StreamHead(head), Some(response));
         }
+        let body_limit = attempt.phase_limit(now(), attempt.body_timeout);
         let mut body = BytesMut::new();
-        let read = tokio::time::timeout(body_limit, async {
+        let read = within(body_limit, async {
             while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
                 if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                     return Err(TransportError::body_too_large());
@@ -56,20 +55,41 @@ pub(crate) async fn perform(http: &reqwest::Client, mut attempt: Attempt) -> (At
             Ok(())
         })
         .await
-        .unwrap_or_else(|_| Err(silent("response body", body_limit)));
-        match read {
-            Ok(()) => Exchange::Response(head.map(|_| body.freeze()), None),
-            Err(e) if e == TransportError::body_too_large() => Exchange::Failed(e),
-            Err(e) => Exchange::Cut(head.into_parts().0, body.freeze(), e),
-        }
+        .unwrap_or_else(|| Err(silent("response body", body_limit)));
+        let outcome = match read {
+            Ok(()) => Outcome::Response(http::Response::from_parts(head, body.freeze())),
+            Err(error) => Outcome::Cut {
+                head,
+                partial: body.freeze(),
+                error,
+            },
+        };
+        (outcome, None)
     };
-    let result = tokio::time::timeout(limit, exchange)
-        .await
-        .unwrap_or_else(|_| Exchange::Failed(silent("response", limit)));
-    (attempt.id, result)
+    // The attempt's end bounds the phases together (each bound above is taken from what
+    // is left when its phase starts, so this one fires first only by a hair).
+    let (outcome, stream) = match ends_at {
+        Some(end) => tokio::time::timeout_at(end.into(), exchange)
+            .await
+            .unwrap_or_else(|_| {
+                let limit = end.saturating_duration_since(start);
+                (Outcome::Failed(silent("response", Some(limit))), None)
+            }),
+        None => exchange.await,
+    };
+    (id, outcome, stream)
 }
 
-fn silent(what: &str, limit: Duration) -> TransportError {
+/// `fut`, or `None` when it takes longer than `limit` (no limit: never).
+async fn within<F: std::future::Future>(limit: Option<Duration>, fut: F) -> Option<F::Output> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+fn silent(what: &str, limit: Option<Duration>) -> TransportError {
+    let limit = limit.unwrap_or_default();
     let message = format!("no {what} within {:.1} s", limit.as_secs_f64());
     TransportError::new(TransportKind::Timeout, message)
 }

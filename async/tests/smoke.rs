@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use mistral_async::{
     ApiRequest, Ask, ChatRequest, Client, Error, Grant, KeyError, Limiter, Message, Report,
-    RetryPolicy, Signal, StreamFailure, TransportKind,
+    RetryPolicy, StreamFailure, TransportKind, Verdict,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -163,7 +163,7 @@ async fn a_success_exposes_the_limits_and_counts_in_the_stats() {
     let client = server.client(RetryPolicy::default());
     let reply = client.chat(&chat_request()).await.unwrap();
     assert_eq!(reply.text(), Some("Hi there"));
-    assert_eq!(reply.attempts, 1);
+    assert_eq!(reply.trail.attempts, 1);
     assert_eq!(reply.correlation_id.as_deref(), Some("corr-1"));
     let requests = reply
         .limits
@@ -200,9 +200,13 @@ async fn a_spent_minute_window_is_waited_out_then_retried() {
     let client = server.client(RetryPolicy::default());
     let started = Instant::now();
     let reply = client.chat(&chat_request()).await.unwrap();
-    assert_eq!(reply.attempts, 2);
+    assert_eq!(reply.trail.attempts, 2);
     // 60 per minute: one request comes back every second.
-    assert!(reply.waited >= Duration::from_secs(1), "{:?}", reply.waited);
+    assert!(
+        reply.trail.waited >= Duration::from_secs(1),
+        "{:?}",
+        reply.trail.waited
+    );
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(started.elapsed() < Duration::from_secs(10));
     let stats = client.stats();
@@ -259,7 +263,7 @@ async fn a_connection_closed_before_the_response_is_a_reset_and_retried() {
     .await;
     let client = server.client(quick());
     let reply = client.list_models().await.unwrap();
-    assert_eq!(reply.attempts, 2);
+    assert_eq!(reply.trail.attempts, 2);
     assert_eq!(client.stats().transport_errors, 1);
 
     let server = Server::start(vec![Step::Reply(String::new())]).await;
@@ -348,7 +352,7 @@ async fn a_stream_delivers_its_chunks_and_usage_and_reports_it() {
     assert_eq!(text, "Hello");
     assert_eq!(stream.usage().map(|u| u.total_tokens), Some(5));
     assert_eq!(stream.used_tokens(), Some(5));
-    assert_eq!(stream.head().attempts, 1);
+    assert_eq!(stream.head().trail.attempts, 1);
     assert!(stream.next_chunk().await.is_none());
 
     assert!(server.requests()[0].contains("accept: text/event-stream"));
@@ -356,10 +360,10 @@ async fn a_stream_delivers_its_chunks_and_usage_and_reports_it() {
     assert_eq!(asks.len(), 1);
     assert_eq!(asks[0].model.as_deref(), Some("mistral-small-latest"));
     let reports = limiter.reports.lock().unwrap().clone();
-    let signals: Vec<_> = reports.iter().map(|r| (r.signal, r.used_tokens)).collect();
+    let signals: Vec<_> = reports.iter().map(|r| (r.verdict, r.used_tokens)).collect();
     assert_eq!(
         signals.last(),
-        Some(&(Signal::Usage, Some(5))),
+        Some(&(Verdict::Usage, Some(5))),
         "the stream corrects the estimate: {signals:?}"
     );
 }
@@ -381,7 +385,7 @@ async fn a_stream_is_retried_before_its_first_event() {
         .chat_stream(&chat_request())
         .await
         .unwrap();
-    assert_eq!(stream.head().attempts, 2);
+    assert_eq!(stream.head().trail.attempts, 2);
     let first = stream.next_chunk().await.unwrap().unwrap();
     assert_eq!(first.text(), Some("ok"));
     assert!(stream.next_chunk().await.is_none());
@@ -646,9 +650,9 @@ async fn waits_run_on_tokios_clock() {
     let (real, virtual_start) = (Instant::now(), tokio::time::Instant::now());
     let reply = client.list_models().await.unwrap();
     assert!(
-        reply.waited >= Duration::from_secs(60),
+        reply.trail.waited >= Duration::from_secs(60),
         "{:?}",
-        reply.waited
+        reply.trail.waited
     );
     assert!(virtual_start.elapsed() >= Duration::from_secs(60));
     assert!(

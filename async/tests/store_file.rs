@@ -453,7 +453,7 @@ fn child_reserves_and_prints_starts() {
 }
 
 fn headers_report(model: &str, limit: u64, remaining: u64, window: u32) -> mistral_async::Report {
-    use mistral_async::{Bucket, Quota, RateLimits, Signal, Window};
+    use mistral_async::{Bucket, Quota, RateLimits, Verdict, Window};
     mistral_async::Report {
         model: Some(model.into()),
         limits: RateLimits {
@@ -465,7 +465,8 @@ fn headers_report(model: &str, limit: u64, remaining: u64, window: u32) -> mistr
             }],
             ..RateLimits::default()
         },
-        signal: Signal::Success,
+        verdict: Verdict::Success,
+        retry: None,
         estimated_tokens: 1,
         used_tokens: Some(1),
         attempt: 1,

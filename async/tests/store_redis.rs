@@ -611,7 +611,7 @@ fn child_paces_through_redis_restarts() {
 
 #[test]
 fn a_report_through_redis_teaches_every_limiter_of_the_budget() {
-    use mistral_async::{Bucket, Quota, RateLimits, Signal, Window};
+    use mistral_async::{Bucket, Quota, RateLimits, Verdict, Window};
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -629,7 +629,8 @@ fn a_report_through_redis_teaches_every_limiter_of_the_budget() {
             }],
             ..RateLimits::default()
         },
-        signal: Signal::Success,
+        verdict: Verdict::Success,
+        retry: None,
         estimated_tokens: 1,
         used_tokens: Some(1),
         attempt: 1,

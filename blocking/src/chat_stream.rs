@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use mistral_core::models::{ChatChunk, ChatResponse, ChatStreamAccumulator, Usage};
 use mistral_core::{
-    ApiRequest, Error, Limiter, RetryPolicy, StreamReader, Success, Trail, TransportKind,
+    ApiRequest, Error, Limiter, Reply, RetryPolicy, StreamReader, Trail, TransportKind,
 };
 
 use crate::exchange::transport_error;
@@ -37,7 +37,7 @@ pub struct ChatStream {
     reader: StreamReader<ChatChunk>,
     pieces: Option<Receiver<Piece>>,
     usage: Option<Usage>,
-    head: Success,
+    head: Reply,
     limiter: Arc<dyn Limiter>,
 }
 
@@ -45,7 +45,7 @@ impl ChatStream {
     /// Starts reading `body`, the body of the successful streamed call of `request`.
     pub(crate) fn open(
         request: &ApiRequest,
-        head: Success,
+        head: Reply,
         body: Option<ureq::Body>,
         policy: &RetryPolicy,
         limiter: Arc<dyn Limiter>,
@@ -89,7 +89,7 @@ impl ChatStream {
     /// The response that opened the stream (its body is empty: its events are this
     /// stream): the limits it announced, its correlation id, the attempts made and the
     /// time waited.
-    pub fn head(&self) -> &Success {
+    pub fn head(&self) -> &Reply {
         &self.head
     }
 

@@ -12,12 +12,12 @@ use mistral_core::models::{
 };
 use mistral_core::{
     Action, ApiRequest, Call, CallOptions, Error, Limiter, LogTarget, Reply, Resolved, RetryPolicy,
-    Settings, Stats, Success, Target, Telemetry,
+    Settings, Stats, Target, Telemetry,
 };
 use serde::de::DeserializeOwned;
 
 use crate::chat_stream::ChatStream;
-use crate::exchange::{Exchange, exchange};
+use crate::exchange::{InlineResolver, exchange};
 
 /// A blocking Mistral API client.
 ///
@@ -86,9 +86,12 @@ impl ClientBuilder {
     /// - redirects are never followed (`max_redirects(0)` on every request: a 3xx ends
     ///   the call with [`Error::Redirect`], the key goes nowhere else);
     /// - a 4xx/5xx is a response, not a ureq error (`http_status_as_error(false)`);
-    /// - the core's phase timeouts (connect, send, response head, body, per read of a
-    ///   stream) are set on every request. A `timeout_global` or `timeout_per_call` of
-    ///   your agent still applies on top of them.
+    /// - the core's timeouts are set on every request: the attempt's end (a global
+    ///   timeout of what is left of it; a stream's head is awaited on a thread until
+    ///   then) and each phase's own bound (connect, send, response head, body, per read
+    ///   of a stream). A `timeout_per_call` of your agent still applies on top of them.
+    ///   Your agent resolves host names with its own resolver: ureq's default resolves on
+    ///   a thread of its own for every request when a timeout is set.
     ///
     /// The base URL is still checked by `build` (plain HTTP only to loopback unless
     /// [`ClientBuilder::allow_insecure_http`]); a proxy in your agent sees the requests
@@ -131,7 +134,8 @@ impl ClientBuilder {
                 .timeout_connect(Some(connect_timeout))
                 .max_idle_connections_per_host(64)
                 .build();
-            ureq::Agent::new_with_config(config)
+            let connector = ureq::unversioned::transport::DefaultConnector::new();
+            ureq::Agent::with_parts(config, connector, InlineResolver::default())
         });
         Ok(Client {
             inner: Arc::new(Inner {
@@ -381,7 +385,7 @@ impl Client {
     }
 
     fn reply<T: DeserializeOwned>(&self, request: &ApiRequest) -> Result<Reply<T>, Error> {
-        self.run(request)?.0.into_reply()
+        self.run(request)?.0.decode()
     }
 
     fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
@@ -392,7 +396,7 @@ impl Client {
     }
 
     /// Drives one call of `request` to its end; for a stream, also hands back the body.
-    fn run(&self, request: &ApiRequest) -> Result<(Success, Option<ureq::Body>), Error> {
+    fn run(&self, request: &ApiRequest) -> Result<(Reply, Option<ureq::Body>), Error> {
         let span = tracing::info_span!(
             target: "mistral_blocking",
             "mistral_call",
@@ -412,10 +416,10 @@ impl Client {
     fn drive(&self, request: &ApiRequest) -> Outcome {
         warn_if_wire_is_traced();
         let inner = &*self.inner;
-        let prepared = inner.target.prepare(request)?;
+
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
         let policy = self.options.apply(&inner.policy);
-        let mut call = Call::new(prepared, &policy, Instant::now(), seed);
+        let mut call = Call::new(&inner.target, request, &policy, Instant::now(), seed)?;
         inner.telemetry.call_started();
         let mut body = None;
         loop {
@@ -428,26 +432,17 @@ impl Client {
                     inner.telemetry.observe_grant(&ask, &grant);
                     call.handle_grant(now, grant);
                 }
-                Action::Send(attempt) => match exchange(&inner.agent, &policy, &attempt) {
-                    Exchange::Response(head, bytes, stream) => {
-                        body = stream;
-                        let response = http::Response::from_parts(head, bytes);
-                        call.handle_response(Instant::now(), attempt.id, response);
-                    }
-                    Exchange::Cut(head, partial, error) => {
-                        call.handle_cut_body(Instant::now(), attempt.id, head, partial, error);
-                    }
-                    Exchange::Failed(error) => {
-                        call.handle_transport_error(Instant::now(), attempt.id, error);
-                    }
-                },
+                Action::Send(attempt) => {
+                    let (outcome, stream) = exchange(&inner.agent, &attempt);
+                    body = stream;
+                    call.handle(Instant::now(), attempt.id, outcome);
+                }
                 Action::Wait { until, .. } => thread::sleep(until.saturating_duration_since(now)),
                 Action::Report(report) => inner.limiter.report(now, &report),
                 Action::Done(result) => {
                     let attempts = call.attempts();
                     return result.map(|success| (success, body, attempts));
                 }
-                _ => return Err(Error::Config("mistral-core sent an unknown action".into())),
             }
         }
     }
@@ -482,7 +477,7 @@ fn warn_if_wire_is_traced() {
 }
 
 /// A call's end, with the attempts it made.
-type Outcome = Result<(Success, Option<ureq::Body>, u32), Error>;
+type Outcome = Result<(Reply, Option<ureq::Body>, u32), Error>;
 
 /// Records a call's attempts and correlation id on its span.
 fn record_outcome(span: &tracing::Span, outcome: &Outcome) {

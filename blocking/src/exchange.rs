@@ -2,64 +2,119 @@
 
 use mistral_core::request::MAX_RESPONSE_BYTES;
 use std::io::{self, Read};
+use std::sync::mpsc;
+use std::time::Instant;
 
-use bytes::Bytes;
-use mistral_core::{Attempt, RetryPolicy, TransportError, TransportKind};
-
-/// What one attempt came to.
-pub(crate) enum Exchange {
-    /// The response head and the whole body, and for a successful stream (whose body is
-    /// handed to the core empty) the unread body.
-    Response(http::response::Parts, Bytes, Option<ureq::Body>),
-    /// The head came, then the body failed part way: the bytes that arrived and why.
-    Cut(http::response::Parts, Bytes, TransportError),
-    /// No response.
-    Failed(TransportError),
-}
+use mistral_core::action::reads_stream;
+use mistral_core::{Attempt, Outcome, TransportError, TransportKind};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
 
 /// Size of one read of a non-streamed body.
 const READ_SIZE: usize = 16 * 1024;
 
-/// Performs `attempt` within the core's phase bounds: connect
-/// ([`Attempt::connect_timeout`]), send (the attempt timeout), the response head
-/// ([`Attempt::head_timeout`]) and a non-streamed body ([`Attempt::body_timeout`]). A
-/// stream attempt only up to its response head (its body is watched by the stream's idle
-/// timeout); the per-read bound of a stream (attempt timeout + idle timeout) never fires
-/// before those, and ends the reader thread of a stream dropped while stalled.
-pub(crate) fn exchange(agent: &ureq::Agent, policy: &RetryPolicy, attempt: &Attempt) -> Exchange {
+/// Performs `attempt`, over by [`Attempt::ends_at`] whatever phase it is in: what came
+/// of it, and for a stream whose head the core should see ([`Outcome::StreamHead`]) the
+/// unread body.
+///
+/// A non-streamed attempt runs under a ureq global timeout of what is left of it at the
+/// start (one budget across connect, send, head and body), each phase also within its
+/// own bound ([`Attempt::phase_limit`]). A stream's global timeout would also end its
+/// body, which the stream's idle timeout watches instead: its exchange, up to the
+/// response head, runs on a thread of its own that the driver waits for until the end
+/// of the attempt (past it, the thread is left to end on its phase bounds and its
+/// answer is dropped). The per-read bound of a stream ([`Attempt::stream_read_limit`])
+/// never fires before those, and ends the reader thread of a stream dropped while
+/// stalled.
+pub(crate) fn exchange(agent: &ureq::Agent, attempt: &Attempt) -> (Outcome, Option<ureq::Body>) {
+    let start = Instant::now();
     let request = attempt.request.clone().map(|body| body.to_vec());
-    let timeout = attempt.timeout;
-    let read_bound = timeout
-        .unwrap_or_default()
-        .saturating_add(policy.stream_idle_timeout);
+    let left = attempt.left(start);
     let config = agent.configure_request(request);
-    // Phase timeouts rather than a global one: with any timeout on name resolution,
-    // ureq resolves on a thread of its own for every request (a clone per call). The
-    // resolver's own timeouts bound DNS.
     // Set on every request, whoever made the agent: never follow a redirect (the key
     // would go with it), a 4xx/5xx is a response for the core to read.
     let config = config
         .max_redirects(0)
         .http_status_as_error(false)
-        .timeout_connect(attempt.connect_timeout.or(timeout))
-        .timeout_send_request(timeout)
-        .timeout_send_body(timeout)
-        .timeout_recv_response(attempt.head_timeout.or(timeout));
-    let request = match attempt.stream {
-        false => config
-            .timeout_recv_body(attempt.body_timeout.or(timeout))
-            .build(),
-        true => config.timeout_per_read(Some(read_bound)).build(),
-    };
+        .timeout_connect(attempt.phase_limit(start, attempt.connect_timeout))
+        .timeout_send_request(left)
+        .timeout_send_body(left)
+        .timeout_recv_response(attempt.phase_limit(start, attempt.head_timeout));
+    if attempt.stream {
+        let request = config
+            .timeout_per_read(attempt.stream_read_limit(start))
+            .build();
+        return stream_head(agent, request, attempt);
+    }
+    let request = config
+        .timeout_global(left)
+        .timeout_recv_body(attempt.phase_limit(start, attempt.body_timeout))
+        .build();
     let (head, body) = match agent.run(request) {
         Ok(response) => response.into_parts(),
-        Err(error) => return Exchange::Failed(transport_error(error)),
+        Err(error) => return (Outcome::Failed(transport_error(error)), None),
     };
     if attempt.reads_stream(head.status) {
-        return Exchange::Response(head, Bytes::new(), Some(body));
+        return (Outcome::StreamHead(head), Some(body));
     }
-    // Read by hand to keep what arrived when the body fails part way (the core decides
-    // whether a cut body is still an answer).
+    (read_body(head, body), None)
+}
+
+/// A stream attempt up to its response head (or to the end of the body of a refusal),
+/// on a thread the driver waits for until the attempt's end.
+fn stream_head(
+    agent: &ureq::Agent,
+    request: http::Request<Vec<u8>>,
+    attempt: &Attempt,
+) -> (Outcome, Option<ureq::Body>) {
+    let (sender, receiver) = mpsc::sync_channel(1);
+    let agent = agent.clone();
+    let spawned = std::thread::Builder::new()
+        .name("mistral-attempt".into())
+        .spawn(move || {
+            let answer = match agent.run(request) {
+                Ok(response) => {
+                    let (head, body) = response.into_parts();
+                    match reads_stream(true, head.status) {
+                        true => (Outcome::StreamHead(head), Some(body)),
+                        false => (read_body(head, body), None),
+                    }
+                }
+                Err(error) => (Outcome::Failed(transport_error(error)), None),
+            };
+            // The driver may have given up: then the answer is dropped here.
+            let _ = sender.send(answer);
+        });
+    if let Err(e) = spawned {
+        let message = format!("could not start the attempt thread: {e}");
+        return (
+            Outcome::Failed(TransportError::new(TransportKind::Other, message)),
+            None,
+        );
+    }
+    let answer = match attempt.left(Instant::now()) {
+        Some(left) => receiver.recv_timeout(left).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => TransportError::new(
+                TransportKind::Timeout,
+                format!("no response head within {:.1} s", left.as_secs_f64()),
+            ),
+            mpsc::RecvTimeoutError::Disconnected => disconnected(),
+        }),
+        None => receiver.recv().map_err(|_| disconnected()),
+    };
+    answer.unwrap_or_else(|error| (Outcome::Failed(error), None))
+}
+
+fn disconnected() -> TransportError {
+    TransportError::new(
+        TransportKind::Other,
+        "the attempt thread ended without an answer",
+    )
+}
+
+/// Reads a non-streamed body by hand, to keep what arrived when it fails part way (the
+/// core decides whether a cut body is still an answer).
+fn read_body(head: http::response::Parts, body: ureq::Body) -> Outcome {
     let mut reader = body
         .into_with_config()
         .limit(MAX_RESPONSE_BYTES as u64 + 1)
@@ -68,20 +123,42 @@ pub(crate) fn exchange(agent: &ureq::Agent, policy: &RetryPolicy, attempt: &Atte
     let mut buf = vec![0; READ_SIZE];
     loop {
         match reader.read(&mut buf) {
-            Ok(0) => return Exchange::Response(head, bytes.into(), None),
+            Ok(0) => return Outcome::Response(http::Response::from_parts(head, bytes.into())),
             Ok(n) if bytes.len() + n > MAX_RESPONSE_BYTES => {
-                return Exchange::Failed(TransportError::body_too_large());
+                return Outcome::Failed(TransportError::body_too_large());
             }
             Ok(n) => bytes.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                let error = transport_error(ureq::Error::from(e));
-                if error.message == TransportError::body_too_large().message {
-                    return Exchange::Failed(error);
-                }
-                return Exchange::Cut(head, bytes.into(), error);
+                return Outcome::Cut {
+                    head,
+                    partial: bytes.into(),
+                    error: transport_error(ureq::Error::from(e)),
+                };
             }
         }
+    }
+}
+
+/// The agent's resolver: ureq's own, always called without a timeout, so that it
+/// resolves on the calling thread (with any timeout — the global one included — ureq
+/// resolves on a thread of its own for every request). The system resolver's own
+/// timeouts bound DNS.
+#[derive(Debug, Default)]
+pub(crate) struct InlineResolver(DefaultResolver);
+
+impl Resolver for InlineResolver {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let never = NextTimeout {
+            after: ureq::unversioned::transport::time::Duration::NotHappening,
+            ..timeout
+        };
+        self.0.resolve(uri, config, never)
     }
 }
 

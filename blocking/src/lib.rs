@@ -14,7 +14,7 @@
 //!
 //! let reply = client.chat(&request)?;
 //! println!("{}", reply.text().unwrap_or_default());
-//! println!("after {} attempt(s); limits: {:?}", reply.attempts, reply.limits.requests());
+//! println!("after {} attempt(s); limits: {:?}", reply.trail.attempts, reply.limits.requests());
 //!
 //! for chunk in client.chat_stream(&request)? {
 //!     print!("{}", chunk?.text().unwrap_or_default());
@@ -74,6 +74,6 @@ pub use mistral_core::request::DEFAULT_BASE_URL;
 pub use mistral_core::{
     ApiKey, ApiRequest, Ask, Bucket, CallOptions, Error, Grant, KeyError, Limiter, LimiterConfig,
     Limits, LocalLimiter, NoLimiter, Priority, Quota, RateLimitedCounts, RateLimits, Reply, Report,
-    ReservedShares, ResponseInfo, RetryPolicy, Signal, Stats, StreamFailure, Success, Trail,
-    TransportKind, WaitReason, Window,
+    ReservedShares, ResponseInfo, Retry, RetryPolicy, Stats, StreamFailure, Trail, TransportKind,
+    Verdict, WaitReason, Window,
 };

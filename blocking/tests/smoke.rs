@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mistral_blocking::{
     Ask, ChatRequest, Client, EmbeddingRequest, Error, Grant, KeyError, Limiter, Message, Report,
-    RetryPolicy, Signal, StreamFailure, TransportKind,
+    RetryPolicy, StreamFailure, TransportKind, Verdict,
 };
 
 const KEY: &str = "sk-smoke-SECRET";
@@ -158,7 +158,7 @@ fn a_success_exposes_its_limits_and_sends_the_key_only_to_the_server() {
     let client = client(&server.url, policy());
     let reply = client.chat(chat()).unwrap();
     assert_eq!(reply.text(), Some("Hello!"));
-    assert_eq!(reply.attempts, 1);
+    assert_eq!(reply.trail.attempts, 1);
     assert_eq!(reply.correlation_id.as_deref(), Some("corr-1"));
     let requests = reply.limits.requests().unwrap();
     assert_eq!((requests.limit, requests.remaining), (Some(60), Some(59)));
@@ -198,12 +198,12 @@ fn a_spent_window_is_waited_out_then_retried() {
         .embeddings(EmbeddingRequest::new("mistral-embed", "hi"))
         .unwrap();
     let elapsed = start.elapsed();
-    assert_eq!(reply.attempts, 2);
+    assert_eq!(reply.trail.attempts, 2);
     // 20 per second: one request comes back every 50 ms (plus up to 25 % jitter).
     assert!(
-        reply.waited >= Duration::from_millis(50),
+        reply.trail.waited >= Duration::from_millis(50),
         "{:?}",
-        reply.waited
+        reply.trail.waited
     );
     assert!(elapsed >= Duration::from_millis(50) && elapsed < Duration::from_secs(5));
     let stats = client.stats();
@@ -265,7 +265,7 @@ fn a_stream_is_retried_before_its_first_event_and_reports_its_usage() {
         .build()
         .unwrap();
     let mut stream = client.chat_stream(chat()).unwrap();
-    assert_eq!(stream.head().attempts, 2);
+    assert_eq!(stream.head().trail.attempts, 2);
     assert_eq!(stream.head().correlation_id.as_deref(), Some("corr-stream"));
     let mut text = String::new();
     for chunk in stream.by_ref() {
@@ -279,7 +279,7 @@ fn a_stream_is_retried_before_its_first_event_and_reports_its_usage() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|r| r.signal == Signal::Usage)
+        .filter(|r| r.verdict == Verdict::Usage)
         .cloned()
         .collect();
     assert_eq!(usage.len(), 1);

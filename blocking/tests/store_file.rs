@@ -12,7 +12,7 @@ use common::{CHILD_ENV, Logs, TempDir, assert_paced, max_in_window, run_children
 use mistral_blocking::stores::{self, FileLimiter, LimiterConfig, LimiterSpec, Limits};
 use mistral_core::limiter::{Decision, Source, codec};
 use mistral_core::{
-    ApiKey, Ask, Bucket, Grant, Limiter, Quota, RateLimits, Report, Signal, Window,
+    ApiKey, Ask, Bucket, Grant, Limiter, Quota, RateLimits, Report, Verdict, Window,
 };
 
 /// A reservation of `tokens` (`retry`: a later attempt), with no time limit.
@@ -339,7 +339,8 @@ fn headers_report(model: &str, limit: u64, window: u32) -> Report {
             }],
             ..RateLimits::default()
         },
-        signal: Signal::Success,
+        verdict: Verdict::Success,
+        retry: None,
         estimated_tokens: 1,
         used_tokens: Some(1),
         attempt: 1,

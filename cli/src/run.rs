@@ -523,7 +523,10 @@ async fn call(
         Ok(reply) => {
             // The exchange itself: the time spent waiting for the limiter or a backoff
             // is not latency (counting it would feed concurrency back into itself).
-            let micros = began.elapsed().saturating_sub(reply.waited).as_micros() as u64;
+            let micros = began
+                .elapsed()
+                .saturating_sub(reply.trail.waited)
+                .as_micros() as u64;
             let old = c.latency_us.load(Ordering::Relaxed);
             let new = if old == 0 {
                 micros

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use mistral_core::limiter::{BudgetState, Limits};
 use mistral_core::{
-    Action, ApiKey, ApiRequest, Ask, Call, Grant, Limiter, LimiterConfig, LocalLimiter,
+    Action, ApiKey, ApiRequest, Ask, Call, Grant, Limiter, LimiterConfig, LocalLimiter, Outcome,
     RetryPolicy, Target, classify,
 };
 
@@ -71,13 +71,9 @@ fn bench_cycle(c: &mut Criterion) {
     )
     .unwrap();
     let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
-    let prepared = target
-        .prepare(
-            &ApiRequest::post_json("/v1/chat/completions", &body)
-                .unwrap()
-                .for_model("m", 10),
-        )
-        .unwrap();
+    let request = ApiRequest::post_json("/v1/chat/completions", &body)
+        .unwrap()
+        .for_model("m", 10);
     let policy = RetryPolicy::default();
     let ok_body = Bytes::from_static(
         br#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
@@ -86,12 +82,14 @@ fn bench_cycle(c: &mut Criterion) {
     let now = Instant::now();
     c.bench_function("call_poll_handle_cycle", |b| {
         b.iter(|| {
-            let mut call = Call::new(prepared.clone(), &policy, now, 1);
+            let mut call = Call::new(&target, &request, &policy, now, 1).unwrap();
             loop {
                 match call.poll(now) {
                     Action::Reserve(_) => call.handle_grant(now, Grant::Now),
                     Action::Send(attempt) => {
-                        call.handle_parts(now, http::StatusCode::OK, h.clone(), ok_body.clone());
+                        let mut response = http::Response::new(ok_body.clone());
+                        *response.headers_mut() = h.clone();
+                        call.handle(now, attempt.id, Outcome::Response(response));
                         black_box(attempt.id);
                     }
                     Action::Done(r) => break black_box(r.is_ok()),

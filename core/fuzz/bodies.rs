@@ -11,7 +11,7 @@ use bytes::Bytes;
 use mistral_core::limiter::codec;
 use mistral_core::sse::SseDecoder;
 use mistral_core::{
-    Action, ApiKey, ApiRequest, Call, Grant, Redactor, RetryPolicy, StreamReader, Target,
+    Action, ApiKey, ApiRequest, Call, Grant, Outcome, Redactor, RetryPolicy, StreamReader, Target,
     TransportError, TransportKind,
 };
 
@@ -138,11 +138,10 @@ pub fn call_machine(data: &[u8]) {
         .expect("serializes")
         .for_model("m", u64::from(b.u16()))
         .streaming(stream);
-    let prepared = target.prepare(&request).expect("prepares");
     let start = Instant::now();
     let mut now = start;
     let deadline = policy.deadline.map(|d| start + d);
-    let mut call = Call::new(prepared, &policy, now, u64::from(b.u16()));
+    let mut call = Call::new(&target, &request, &policy, now, u64::from(b.u16())).expect("a call");
     let mut sent = 0u32;
     for _ in 0..10_000 {
         // The clock: jumps forwards, sometimes backwards.
@@ -176,8 +175,10 @@ pub fn call_machine(data: &[u8]) {
                     attempt.body_timeout,
                     attempt.connect_timeout,
                 ] {
-                    if let (Some(b), Some(t)) = (bound, attempt.timeout) {
-                        assert!(b <= t, "a phase bound past the attempt's");
+                    if let (Some(limit), Some(left)) =
+                        (attempt.phase_limit(now, bound), attempt.left(now))
+                    {
+                        assert!(limit <= left, "a phase bound past the attempt's end");
                     }
                 }
                 answer(&mut b, &mut call, &mut now, attempt.id);
@@ -198,7 +199,6 @@ pub fn call_machine(data: &[u8]) {
                 assert_eq!(call.attempts(), sent);
                 return;
             }
-            _ => {}
         }
     }
     panic!("the call did not end within 10,000 steps");
@@ -221,7 +221,11 @@ fn answer(b: &mut Choices<'_>, call: &mut Call, now: &mut Instant, id: mistral_c
             ][usize::from(b.byte()) % 6];
             let n = usize::from(b.byte());
             let message = String::from_utf8_lossy(b.take(n)).into_owned();
-            call.handle_transport_error(*now, id, TransportError::new(kind, message));
+            call.handle(
+                *now,
+                id,
+                Outcome::Failed(TransportError::new(kind, message)),
+            );
         }
         choice => {
             let status = match b.byte() % 4 {
@@ -257,12 +261,20 @@ fn answer(b: &mut Choices<'_>, call: &mut Call, now: &mut Instant, id: mistral_c
                 head.status = status;
                 head.headers = headers;
                 let error = TransportError::new(TransportKind::Reset, "cut");
-                call.handle_cut_body(*now, id, head, body, error);
+                call.handle(
+                    *now,
+                    id,
+                    Outcome::Cut {
+                        head,
+                        partial: body,
+                        error,
+                    },
+                );
             } else {
                 let mut response = http::Response::new(body);
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;
-                call.handle_response(*now, id, response);
+                call.handle(*now, id, Outcome::Response(response));
             }
         }
     }

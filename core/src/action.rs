@@ -5,19 +5,23 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::error::{Error, TransportKind};
-use crate::ratelimits::{Bucket, Quota, RateLimits, Window};
-use crate::success::Success;
+use crate::error::{Error, TransportError};
+use crate::ratelimits::{Bucket, RateLimits, Window};
+use crate::reply::Reply;
+use crate::verdict::Verdict;
 
 /// The next thing the driver must do for a call.
+///
+/// Exhaustive on purpose: a driver matches every variant, and a new one is a compile
+/// error in each driver, not a guess at run time.
 #[derive(Debug)]
-#[non_exhaustive]
+#[must_use = "an action is the call's next step: carry it out, then poll again"]
 pub enum Action {
     /// Ask the shared limiter for a slot, then pass its answer to
     /// [`crate::Call::handle_grant`].
     Reserve(Ask),
-    /// Perform this HTTP exchange, then pass the result to [`crate::Call::handle_response`]
-    /// or [`crate::Call::handle_transport_error`].
+    /// Perform this HTTP exchange until [`Attempt::ends_at`], then pass what came of it
+    /// to [`crate::Call::handle`] with [`Attempt::id`].
     Send(Attempt),
     /// Sleep until `until` (waking early is harmless), then poll again.
     Wait {
@@ -29,7 +33,7 @@ pub enum Action {
     /// Tell the shared limiter what a response showed, then poll again.
     Report(Report),
     /// The call is over.
-    Done(Result<Success, Error>),
+    Done(Result<Reply, Error>),
 }
 
 /// Why a call waits.
@@ -134,52 +138,140 @@ pub enum Grant {
     Refused(Error),
 }
 
-/// Identifies one attempt, so a late answer to an abandoned one is recognised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AttemptId(pub(crate) u64);
+/// Identifies one attempt of a call, so that a late answer to an abandoned one is
+/// recognised and ignored. It is the attempt's number (1 for the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptId(pub(crate) u32);
+
+impl AttemptId {
+    /// The attempt's number in its call: 1 for the first, 2 for the first retry…
+    pub fn number(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "attempt {}", self.0)
+    }
+}
 
 /// One HTTP exchange to perform.
+///
+/// The attempt ends at one instant, [`Attempt::ends_at`], whatever phase it is in: a
+/// driver gives each phase (connect, send, response head, body) at most what is left
+/// of it ([`Attempt::phase_limit`]), so the phases together never outlast it.
 #[derive(Debug)]
 pub struct Attempt {
-    /// Pass it back with the result.
+    /// Pass it back with the result (its [`AttemptId::number`] is the attempt's number).
     pub id: AttemptId,
     /// The request (its `Authorization` header is marked sensitive).
     pub request: http::Request<Bytes>,
-    /// Give up on the exchange after this long (connect to the end of a body, or to the
-    /// response head of a stream).
-    pub timeout: Option<Duration>,
-    /// Give up when no connection is made within this long (at most `timeout`).
+    /// The instant the exchange must be over by (the end of the body, or of the
+    /// response head of a stream): the attempt timeout from the send, or the call's
+    /// deadline if earlier. `None`: the attempt has no end of its own.
+    pub ends_at: Option<Instant>,
+    /// Give up when no connection is made within this long (see [`Attempt::phase_limit`]).
     pub connect_timeout: Option<Duration>,
     /// Give up when the response head has not arrived this long after the request was
-    /// sent (at most `timeout`).
+    /// sent (see [`Attempt::phase_limit`]).
     pub head_timeout: Option<Duration>,
     /// Give up when a non-streamed body has not arrived whole this long after its head
-    /// (at most `timeout`; `None` for a stream, whose reader has its own idle timeout).
+    /// (`None` for a stream, whose reader has its own idle timeout).
     pub body_timeout: Option<Duration>,
     /// `true` when the request asked for a stream.
     pub stream: bool,
-    /// 1 for the first attempt of the call.
-    pub number: u32,
+    /// A stream's idle timeout (`None` for a non-streamed attempt): its reader fails
+    /// when no byte comes for this long.
+    pub stream_idle: Option<Duration>,
 }
 
 impl Attempt {
     /// Whether a response with `status` carries an event stream the driver should hand
-    /// to the caller (report the response head with an empty body), rather than a body
-    /// to read in full and hand to [`crate::Call::handle_response`].
+    /// to the caller ([`Outcome::StreamHead`]), rather than a body to read in full
+    /// ([`Outcome::Response`]).
+    #[must_use]
     pub fn reads_stream(&self, status: StatusCode) -> bool {
-        self.stream && status.is_success()
+        reads_stream(self.stream, status)
+    }
+
+    /// What is left of the attempt at `now` (zero once it is over); `None` when it has
+    /// no end of its own.
+    #[must_use]
+    pub fn left(&self, now: Instant) -> Option<Duration> {
+        self.ends_at.map(|end| end.saturating_duration_since(now))
+    }
+
+    /// The limit of a phase that starts at `now` and has its own `bound` (one of the
+    /// attempt's `*_timeout` fields): the shorter of the bound and what is left of the
+    /// attempt, and never more than a century (an HTTP library adds it to an instant:
+    /// [`Duration::MAX`] would overflow). `None`: no limit at all.
+    #[must_use]
+    pub fn phase_limit(&self, now: Instant, bound: Option<Duration>) -> Option<Duration> {
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+        let limit = match (bound, self.left(now)) {
+            (Some(b), Some(l)) => Some(b.min(l)),
+            (b, l) => b.or(l),
+        };
+        limit.map(|l| l.min(CENTURY))
+    }
+
+    /// The bound on one read of a stream's body that starts at `now`: what is left of
+    /// the attempt plus the stream's idle timeout (the reader's own timer fires first;
+    /// this one ends a read left behind by a reader that was dropped), at most a
+    /// century. `None` for an attempt that is not a stream.
+    #[must_use]
+    pub fn stream_read_limit(&self, now: Instant) -> Option<Duration> {
+        let idle = self.stream_idle?;
+        let left = self.left(now).unwrap_or_default();
+        self.phase_limit(now, Some(left.saturating_add(idle)))
     }
 }
 
-/// What a response showed, for the shared limiter.
+/// [`Attempt::reads_stream`] of an attempt that asked for a stream (`stream`), for a
+/// driver that no longer holds the attempt (a thread of its own awaits the head).
+pub fn reads_stream(stream: bool, status: StatusCode) -> bool {
+    stream && status.is_success()
+}
+
+/// What came of an [`Attempt`], as the driver hands it to [`crate::Call::handle`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// A response read whole: status, headers and the body.
+    Response(http::Response<Bytes>),
+    /// The head of a response whose body is an event stream the driver reads itself
+    /// (when [`Attempt::reads_stream`] says so).
+    StreamHead(http::response::Parts),
+    /// The head came, then the body failed part way (a reset, a `Content-Length`
+    /// longer than what came, the body timeout): the head, the bytes that arrived and
+    /// the failure. The core decides what they were worth ([`crate::Call::handle`]).
+    Cut {
+        /// The response head.
+        head: http::response::Parts,
+        /// The bytes of the body that arrived.
+        partial: Bytes,
+        /// Why the rest did not.
+        error: TransportError,
+    },
+    /// No response: the HTTP library's failure, mapped to a [`crate::TransportKind`].
+    Failed(TransportError),
+}
+
+/// What an attempt came to, for the shared limiter and the statistics: the same
+/// [`Verdict`] the call acted on, and what it planned to do next.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     /// The budget.
     pub model: Option<String>,
     /// Rate-limit headers of the response (empty for a transport failure).
     pub limits: RateLimits,
-    /// What happened.
-    pub signal: Signal,
+    /// What the attempt came to: the response's classification, a transport failure, or
+    /// ([`Verdict::Usage`]) the real token count of an earlier success.
+    pub verdict: Verdict,
+    /// The retry the call planned after it (`None`: it ends, or it succeeded). The call
+    /// may still end first (its attempts spent, its deadline near). A wait the server
+    /// named has [`WaitReason::ServerHint`].
+    pub retry: Option<Retry>,
     /// Tokens reserved for the attempt.
     pub estimated_tokens: u64,
     /// Tokens the server charged, when known (0 for a refusal).
@@ -192,43 +284,22 @@ pub struct Report {
     pub ticket: Option<Ticket>,
 }
 
-/// What happened to an attempt, as the limiter needs to know it.
+impl Report {
+    /// The wait the server named for the retry (`Retry-After` and friends), if it named
+    /// one: what the shared budget pauses everyone for. A call's own backoff is its own.
+    #[must_use]
+    pub fn server_wait(&self) -> Option<Duration> {
+        self.retry
+            .filter(|r| r.why == WaitReason::ServerHint)
+            .map(|r| r.wait)
+    }
+}
+
+/// A retry a call planned: how long it waits, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Signal {
-    /// Served.
-    Success,
-    /// Refused by a spent window; the call itself waits `wait` before retrying.
-    WindowSpent {
-        /// The spent quota.
-        quota: Quota,
-        /// How long this call waits.
-        wait: Duration,
-        /// The server said how long (`Retry-After`, a reset header): the wait is its
-        /// word, not this call's own estimate.
-        hinted: bool,
-    },
-    /// A 429 that did not say which limit.
-    RateLimited {
-        /// How long this call waits (zero when it gives up).
-        wait: Duration,
-        /// The server said how long (`Retry-After` and friends): the wait is its word,
-        /// not this call's own backoff.
-        hinted: bool,
-    },
-    /// No allowance for the model.
-    NoAllowance,
-    /// Monthly quota spent.
-    MonthlyQuota,
-    /// Mistral was out of capacity (not our limit).
-    Capacity,
-    /// A 5xx.
-    ServerError,
-    /// Any other refusal (4xx) — the server may or may not have counted it.
-    Rejected,
-    /// No response at all.
-    Transport(TransportKind),
-    /// The real token count of an earlier success, known only later (at the end of a
-    /// stream): correct the estimate with it.
-    Usage,
+pub struct Retry {
+    /// How long the call waits before its next attempt.
+    pub wait: Duration,
+    /// Why (a spent window, the server's word, a backoff).
+    pub why: WaitReason,
 }

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, Ticket, WaitReason};
+use crate::action::{
+    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, WaitReason,
+};
 use crate::error::{Error, ResponseInfo, Trail, TransportError};
 use crate::policy::RetryPolicy;
 use crate::redact::Redactor;
-use crate::request::Prepared;
-use crate::success::{Success, check_success_body, usage_total};
+use crate::reply::{Reply, check_success_body, usage_total};
+use crate::request::{ApiRequest, Target};
 use crate::verdict::{Classification, Verdict, classify};
 
 /// A call whose 2xx answers are cut this many times ends with the last error instead of
@@ -20,10 +22,56 @@ use crate::verdict::{Classification, Verdict, classify};
 /// be retried twice while a server that always cuts is asked three times, not ten.
 pub const MAX_CUT_SUCCESSES: u32 = 3;
 
-/// One logical API call. Drive it with [`Call::poll`] and the `handle_*` methods.
+/// One logical API call, through as many HTTP attempts as it takes: a state machine
+/// that decides, and a driver that does the I/O.
+///
+/// # The contract
+///
+/// The driver calls three methods and nothing else changes the call: [`Call::poll`]
+/// says what to do next, [`Call::handle_grant`] hands in the limiter's answer to an
+/// [`Action::Reserve`], and [`Call::handle`] hands in what came of an
+/// [`Action::Send`]. `now` is an argument of all three; the call owns every timer.
+///
+/// A driver:
+///
+/// - MUST poll until [`Action::Done`], and carry out each action before it polls again:
+///   - `Reserve(ask)`: MUST ask the limiter the call shares and hand its answer to
+///     [`Call::handle_grant`] before the next poll (polling with a reservation
+///     outstanding panics);
+///   - `Send(attempt)`: MUST perform the exchange, ending it by
+///     [`Attempt::ends_at`] in every phase ([`Attempt::phase_limit`]), and SHOULD hand
+///     what came of it to [`Call::handle`] with `attempt.id`. A driver that cannot
+///     answer (the exchange is still out) MAY poll instead: the call then waits for its
+///     own attempt timeout and treats the attempt as timed out;
+///   - `Wait { until, .. }`: SHOULD sleep until `until` and poll again. Waking early is
+///     harmless (the call answers with the same wait);
+///   - `Report(report)`: SHOULD hand it to the shared limiter (a driver without one MAY
+///     drop it);
+/// - MUST NOT poll after `Done` (it panics);
+/// - SHOULD pass a `now` from a monotonic clock. A `now` earlier than one the call has
+///   seen is taken as the latest seen: time never goes backwards inside a call, and no
+///   wait is shortened or lengthened by it.
+///
+/// The call, in turn:
+///
+/// - never panics on input: bodies, headers, absurd durations (a `Retry-After` of a
+///   billion seconds, a timeout of [`Duration::MAX`]) or a `now` going backwards; an
+///   instant it cannot represent is taken as far in the future;
+/// - ignores an outcome for any attempt but the one in flight (an attempt it already
+///   timed out, an id from before): a late answer never passes as the current one;
+/// - sends no attempt after its deadline, none before its wait ends, at most
+///   [`RetryPolicy::max_attempts`] in all.
+///
+/// Misuse of the protocol (polling with a reservation outstanding, a grant without a
+/// reservation, polling after `Done`) panics with a message; everything else is an
+/// [`Error`] in `Done`.
 #[derive(Debug)]
 pub struct Call {
-    prepared: Prepared,
+    /// What the call is for (its model, stream flag and token estimate; the body is
+    /// in `request`).
+    api: ApiRequest,
+    /// The HTTP request every attempt sends.
+    request: http::Request<Bytes>,
     policy: RetryPolicy,
     rng: fastrand::Rng,
     started: Instant,
@@ -47,9 +95,11 @@ pub struct Call {
     long_call: Option<LongCall>,
     /// Removes the key from everything the network sends back (see [`crate::redact`]).
     redactor: Redactor,
-    /// 2xx responses whose body was cut: the second one ends the call (each may have
-    /// been billed).
+    /// 2xx responses whose body was cut: the [`MAX_CUT_SUCCESSES`]-th ends the call
+    /// (each may have been billed).
     cut_successes: u32,
+    /// The latest `now` the call was given: an earlier one is taken as this.
+    latest: Instant,
 }
 
 /// A call that has been going for [`LONG_CALL`] (see [`Call::take_long_call`]).
@@ -73,10 +123,16 @@ pub struct LongCall {
 /// still within its deadline, but a user who sees nothing for this long wonders why.
 pub const LONG_CALL: Duration = Duration::from_secs(30);
 
-/// `now + d`, or as far as an `Instant` goes.
-fn later(now: Instant, d: Duration) -> Instant {
+/// `now + d`; when an `Instant` cannot hold that, the farthest of `now` plus a century,
+/// a year, a day or an hour that it can (an absurd wait stays long, never becomes none).
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    const HOUR: u64 = 3_600;
     now.checked_add(d)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .or_else(|| {
+            [100 * 365 * 24 * HOUR, 365 * 24 * HOUR, 24 * HOUR, HOUR]
+                .into_iter()
+                .find_map(|secs| now.checked_add(Duration::from_secs(secs)))
+        })
         .unwrap_or(now)
 }
 
@@ -98,10 +154,10 @@ enum State {
     /// An attempt is out.
     InFlight {
         id: AttemptId,
-        timeout_at: Option<Instant>,
+        ends_at: Option<Instant>,
     },
     /// The result is ready to hand out.
-    Finished(Box<Result<Success, Error>>),
+    Finished(Box<Result<Reply, Error>>),
     /// The result was handed out.
     Over,
 }
@@ -112,34 +168,35 @@ enum Next {
     Send,
 }
 
-/// How the call goes on after a failed attempt.
-#[derive(Clone, Copy)]
-enum Plan {
-    Retry { wait: Duration, why: WaitReason },
-    Stop,
-}
-
 impl Call {
     /// The call's priority class in the shared budget.
     pub fn priority(&self) -> crate::Priority {
         self.policy.priority
     }
 
-    /// A call of `prepared`, started at `now`. `seed` seeds the jitter, so a fixed seed
-    /// gives a reproducible schedule.
-    pub fn new(prepared: Prepared, policy: &RetryPolicy, now: Instant, seed: u64) -> Self {
-        let redactor = prepared
-            .request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|k| k.to_str().ok())
-            .and_then(|k| k.strip_prefix("Bearer "))
-            .map_or_else(Redactor::generic, Redactor::of_secret);
-        Self {
+    /// A call of `request` to `target`, started at `now`. `seed` seeds the jitter, so a
+    /// fixed seed gives a reproducible schedule. A request that cannot be rendered as
+    /// HTTP (a path that is not a URI) is [`Error::Config`].
+    pub fn new(
+        target: &Target,
+        request: &ApiRequest,
+        policy: &RetryPolicy,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Self, Error> {
+        let http = target.http_request(request)?;
+        let redactor = Redactor::new(target.key());
+        let api = ApiRequest {
+            body: None,
+            ..request.clone()
+        };
+        Ok(Self {
             redactor,
             cut_successes: 0,
-            deadline: policy.deadline.and_then(|d| now.checked_add(d)),
-            prepared,
+            latest: now,
+            deadline: policy.deadline.map(|d| later(now, d)),
+            api,
+            request: http,
             policy: policy.clone(),
             rng: fastrand::Rng::with_seed(seed),
             started: now,
@@ -155,7 +212,7 @@ impl Call {
             rechecks: 0,
             warned: false,
             long_call: None,
-        }
+        })
     }
 
     /// The time an attempt needs at least ([`RetryPolicy::min_attempt_time`], at most a
@@ -177,8 +234,8 @@ impl Call {
         }
         self.warned = true;
         self.long_call = Some(LongCall {
-            model: self.prepared.model.clone().unwrap_or_default(),
-            path: self.prepared.request.uri().path().to_owned(),
+            model: self.api.model.clone().unwrap_or_default(),
+            path: self.request.uri().path().to_owned(),
             attempts: self.attempts,
             going,
             deadline: self.policy.deadline,
@@ -187,6 +244,7 @@ impl Call {
     }
 
     /// That the call has been going for [`LONG_CALL`], once, when it just found so.
+    #[must_use = "the long call is said once: log it (Telemetry::observe_call does)"]
     pub fn take_long_call(&mut self) -> Option<LongCall> {
         self.long_call.take()
     }
@@ -194,6 +252,13 @@ impl Call {
     /// HTTP attempts made so far.
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// `now`, or the latest `now` seen if that is later (time never goes backwards
+    /// inside a call).
+    fn clock(&mut self, now: Instant) -> Instant {
+        self.latest = self.latest.max(now);
+        self.latest
     }
 
     /// The next thing to do. A `now` earlier than a previous one is treated as the
@@ -204,6 +269,7 @@ impl Call {
     /// When called while a reservation is outstanding (call [`Call::handle_grant`]
     /// first) or after [`Action::Done`] was returned.
     pub fn poll(&mut self, now: Instant) -> Action {
+        let now = self.clock(now);
         if let Some(report) = self.reports.pop_front() {
             return Action::Report(report);
         }
@@ -219,8 +285,8 @@ impl Call {
                         .deadline
                         .map(|d| d.saturating_duration_since(now).saturating_sub(min_attempt));
                     return Action::Reserve(Ask {
-                        model: self.prepared.model.clone(),
-                        tokens: self.prepared.token_estimate,
+                        model: self.api.model.clone(),
+                        tokens: self.api.token_estimate,
                         attempt: self.attempts + 1,
                         within,
                         confirm: self.ticket.filter(|_| self.confirming),
@@ -258,14 +324,13 @@ impl Call {
                     }
                     return Action::Send(self.start_attempt(now));
                 }
-                State::InFlight { id, timeout_at } => match timeout_at {
+                State::InFlight { id, ends_at } => match ends_at {
                     Some(at) if now >= at => {
                         // The core's own timer fired: the attempt is abandoned and a
                         // late answer to it will be ignored.
-                        self.state = State::InFlight { id, timeout_at };
-                        self.handle_transport_error(
+                        self.state = State::InFlight { id, ends_at };
+                        self.failed(
                             now,
-                            id,
                             TransportError::new(
                                 crate::error::TransportKind::Timeout,
                                 "no response within the attempt timeout",
@@ -277,8 +342,8 @@ impl Call {
                     }
                     _ => {
                         self.warn_if_long(now, &"in flight");
-                        let until = timeout_at.unwrap_or(later(now, Duration::from_secs(86_400)));
-                        self.state = State::InFlight { id, timeout_at };
+                        let until = ends_at.unwrap_or(later(now, Duration::from_secs(86_400)));
+                        self.state = State::InFlight { id, ends_at };
                         return Action::Wait {
                             until,
                             why: WaitReason::InFlight,
@@ -297,6 +362,7 @@ impl Call {
     ///
     /// When no reservation is outstanding.
     pub fn handle_grant(&mut self, now: Instant, grant: Grant) {
+        let now = self.clock(now);
         assert!(
             matches!(self.state, State::Reserving),
             "Call::handle_grant without an outstanding Action::Reserve"
@@ -351,7 +417,7 @@ impl Call {
                     delay
                 };
                 let until = later(now, delay);
-                if self.deadline.is_some_and(|d| until > d) {
+                if self.deadline.is_some_and(|d| until >= d) {
                     State::Finished(Box::new(Err(self.late_error(now, delay))))
                 } else {
                     State::Waiting {
@@ -376,7 +442,7 @@ impl Call {
             };
         }
         let until = later(now, delay);
-        if self.deadline.is_some_and(|d| until > d) {
+        if self.deadline.is_some_and(|d| until >= d) {
             self.confirming = false;
             State::Finished(Box::new(Err(self.late_error(now, delay))))
         } else {
@@ -392,7 +458,7 @@ impl Call {
     /// The call cannot start before its deadline: the shared budget would admit it only
     /// after `after`.
     fn late_error(&mut self, now: Instant, after: Duration) -> Error {
-        let model = self.prepared.model.as_deref().unwrap_or("this model");
+        let model = self.api.model.as_deref().unwrap_or("this model");
         let message = format!(
             "not sent: the shared budget of {model} would admit this call in {:.1} s, \
              past its deadline",
@@ -437,48 +503,75 @@ impl Call {
         }
     }
 
-    /// Hands in the response to attempt `id`: the whole body, or for a stream whose
-    /// [`Attempt::reads_stream`] said so, the head with an empty body. An answer to an
-    /// attempt the call no longer waits for is ignored.
-    pub fn handle_response(
-        &mut self,
-        now: Instant,
-        id: AttemptId,
-        response: http::Response<Bytes>,
-    ) {
+    /// Hands in what came of attempt `id` ([`Attempt::id`]): a response read whole, the
+    /// head of a stream, a body cut part way, or a transport failure. An outcome for any
+    /// attempt but the one in flight (one the call already timed out, an id from an
+    /// earlier attempt) is ignored.
+    ///
+    /// A cut body ([`Outcome::Cut`]) is judged by the core:
+    ///
+    /// - a body the driver stopped reading at [`crate::request::MAX_RESPONSE_BYTES`]
+    ///   ([`TransportError::body_too_large`]) is that error, whatever its status and
+    ///   bytes ([`crate::TransportKind::Protocol`] in both clients, not retried);
+    /// - a 2xx whose bytes are a complete JSON document is the answer (a server that
+    ///   announces a longer `Content-Length` than it sends, then closes, must not have
+    ///   its POST sent again: each attempt may be billed);
+    /// - any other status is judged by its head, as if the body were whole
+    ///   (classification never depends on the body);
+    /// - otherwise it is the transport error, retried as its kind is — but the
+    ///   [`MAX_CUT_SUCCESSES`]-th cut 2xx ends the call (the server keeps answering and
+    ///   the answers keep being lost: each may be billed).
+    pub fn handle(&mut self, now: Instant, id: AttemptId, outcome: Outcome) {
+        let now = self.clock(now);
         if !self.is_current(id) {
             return;
         }
-        let (parts, body) = response.into_parts();
-        self.handle_parts(now, parts.status, parts.headers, body);
+        match outcome {
+            Outcome::Response(response) => {
+                let (head, body) = response.into_parts();
+                self.answered(now, head.status, head.headers, body);
+            }
+            Outcome::StreamHead(head) => {
+                self.answered(now, head.status, head.headers, Bytes::new())
+            }
+            Outcome::Cut {
+                head,
+                partial,
+                error,
+            } => {
+                if error.is_body_too_large() {
+                    // Not a cut: the client refuses to read more (not retried).
+                    return self.failed(now, error);
+                }
+                let complete_json = !partial.is_empty()
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(&partial).is_ok();
+                if !head.status.is_success() || (complete_json && !self.api.stream) {
+                    return self.answered(now, head.status, head.headers, partial);
+                }
+                self.cut_successes += 1;
+                self.failed(now, error);
+            }
+            Outcome::Failed(error) => self.failed(now, error),
+        }
     }
 
-    /// Hands in a response as its parts (see [`Call::handle_response`]).
-    pub fn handle_parts(
-        &mut self,
-        now: Instant,
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
-    ) {
-        if !matches!(self.state, State::InFlight { .. }) {
-            return;
-        }
-        let estimate = self.prepared.token_estimate;
+    /// The attempt in flight got a response (for a stream: its head, with an empty body).
+    fn answered(&mut self, now: Instant, status: StatusCode, headers: HeaderMap, body: Bytes) {
+        let estimate = self.api.token_estimate;
         let mut classified = classify(status, &headers, &body, Some(estimate));
         self.redact_info(&mut classified.info);
         let mut headers = headers;
         self.hide_secret_headers(&mut headers);
         if classified.verdict == Verdict::Success {
             // A stream's body is read by the driver: only the key is looked for here.
-            let path = match self.prepared.stream {
-                false => Some(self.prepared.request.uri().path()),
+            let path = match self.api.stream {
+                false => Some(self.request.uri().path()),
                 true => None,
             };
             if let Err(message) = check_success_body(path, &body, &self.redactor) {
                 // The server answered (and may have billed it), but not with what was
                 // asked: a typed error, never an empty success; not retried.
-                self.report(&classified.info, Signal::Success, usage_total(&body));
+                self.report(&classified, None, usage_total(&body));
                 let mut info = classified.info;
                 info.excerpt = self.redactor.redact(&crate::verdict::excerpt(&body));
                 self.state = State::Finished(Box::new(Err(Error::Decode {
@@ -495,97 +588,60 @@ impl Call {
                 .limits
                 .query_cost
                 .or_else(|| usage_total(&body));
-            self.report(&classified.info, Signal::Success, used);
+            self.report(&classified, None, used);
             let info = classified.info;
-            self.state = State::Finished(Box::new(Ok(Success {
+            self.state = State::Finished(Box::new(Ok(Reply {
+                value: body,
                 status,
                 headers,
-                body,
                 limits: info.limits,
                 correlation_id: info.correlation_id,
-                attempts: self.attempts,
-                waited: self.waited,
+                trail: self.trail(now),
                 redactor: self.redactor.clone(),
             })));
             return;
         }
         self.failures += 1;
-        let (plan, signal) = self.plan_after(&classified);
+        let retry = self.plan_after(&classified);
         let used = match classified.verdict {
             v if v.is_rate_limit() || v == Verdict::Capacity => Some(0),
             _ => None,
         };
-        self.report(&classified.info, signal, used);
-        let error = self.error_from(classified, plan_wait(&plan));
-        self.settle(now, error, plan);
+        self.report(&classified, retry, used);
+        // `classified.info` went through the redaction above.
+        let location = classified.location.take().map(|l| self.redactor.redact(&l));
+        classified.location = location;
+        let error = classified.into_error(self.api.model.as_deref(), retry.map(|r| r.wait));
+        self.settle(now, error, retry);
     }
 
-    /// Hands in a transport failure of attempt `id`. Ignored for an attempt the call no
-    /// longer waits for.
-    pub fn handle_transport_error(&mut self, now: Instant, id: AttemptId, error: TransportError) {
-        if !self.is_current(id) {
-            return;
-        }
+    /// The attempt in flight got no response (or its body was lost).
+    fn failed(&mut self, now: Instant, error: TransportError) {
         self.failures += 1;
+        let retry = (self.policy.retries_transport(error.kind)
+            && self.cut_successes < MAX_CUT_SUCCESSES)
+            .then(|| Retry {
+                wait: self.policy.backoff_wait(self.failures, &mut self.rng),
+                why: WaitReason::Backoff,
+            });
         self.reports.push_back(Report {
-            model: self.prepared.model.clone(),
+            model: self.api.model.clone(),
             limits: Default::default(),
-            signal: Signal::Transport(error.kind),
-            estimated_tokens: self.prepared.token_estimate,
+            verdict: Verdict::Transport(error.kind),
+            retry,
+            estimated_tokens: self.api.token_estimate,
             used_tokens: None,
             attempt: self.attempts,
             correlation_id: None,
             ticket: self.ticket,
         });
-        let plan = if self.policy.retries_transport(error.kind)
-            && self.cut_successes < MAX_CUT_SUCCESSES
-        {
-            Plan::Retry {
-                wait: self.policy.backoff_wait(self.failures, &mut self.rng),
-                why: WaitReason::Backoff,
-            }
-        } else {
-            Plan::Stop
-        };
         let error = Error::Transport {
             kind: error.kind,
             message: self.redactor.redact(&error.message),
             trail: Trail::default(),
             source: error.cause(&self.redactor),
         };
-        self.settle(now, error, plan);
-    }
-
-    /// Hands in a response whose body failed part way (`error`: a reset, a
-    /// `Content-Length` longer than what came, a body idle timeout): the head and the
-    /// bytes that arrived. The core decides what it was worth:
-    ///
-    /// - a 2xx whose bytes are a complete JSON document is the answer (a server that
-    ///   announces a longer `Content-Length` than it sends, then closes, must not have
-    ///   its POST sent again: each attempt may be billed);
-    /// - any other status is judged by its head, as if the body were whole
-    ///   (classification never depends on the body);
-    /// - otherwise it is the transport error, retried as its kind is — but the
-    ///   [`MAX_CUT_SUCCESSES`]-th cut 2xx ends the call (the server keeps answering and
-    ///   the answers keep being lost: each may be billed).
-    pub fn handle_cut_body(
-        &mut self,
-        now: Instant,
-        id: AttemptId,
-        head: http::response::Parts,
-        partial: Bytes,
-        error: TransportError,
-    ) {
-        if !self.is_current(id) {
-            return;
-        }
-        let complete_json = !partial.is_empty()
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&partial).is_ok();
-        if !head.status.is_success() || (complete_json && !self.prepared.stream) {
-            return self.handle_parts(now, head.status, head.headers, partial);
-        }
-        self.cut_successes += 1;
-        self.handle_transport_error(now, id, error);
+        self.settle(now, error, retry);
     }
 
     /// The key out of everything a response sent that an error, a log or a `Display`
@@ -614,34 +670,29 @@ impl Call {
 
     fn start_attempt(&mut self, now: Instant) -> Attempt {
         self.attempts += 1;
-        let id = AttemptId(u64::from(self.attempts));
-        let left = self.deadline.map(|d| d.saturating_duration_since(now));
-        let timeout = match (self.policy.attempt_timeout, left) {
-            (Some(t), Some(l)) => Some(t.min(l)),
-            (t, l) => t.or(l),
+        let id = AttemptId(self.attempts);
+        let ends_at = match (
+            self.policy.attempt_timeout.map(|t| later(now, t)),
+            self.deadline,
+        ) {
+            (Some(t), Some(d)) => Some(t.min(d)),
+            (t, d) => t.or(d),
         };
-        self.state = State::InFlight {
-            id,
-            timeout_at: timeout.map(|t| later(now, t)),
-        };
-        let within = |bound: Option<Duration>| match (bound, timeout) {
-            (Some(b), Some(t)) => Some(b.min(t)),
-            (b, t) => b.or(t),
-        };
-        let (stream, tokens) = (self.prepared.stream, self.prepared.token_estimate);
+        self.state = State::InFlight { id, ends_at };
+        let (stream, tokens) = (self.api.stream, self.api.token_estimate);
         Attempt {
             id,
-            request: self.prepared.request.clone(),
-            connect_timeout: within(Some(self.policy.connect_timeout)),
-            head_timeout: within(self.policy.head_timeout_for(stream, tokens)),
+            request: self.request.clone(),
+            ends_at,
+            connect_timeout: Some(self.policy.connect_timeout),
+            head_timeout: self.policy.head_timeout_for(stream, tokens),
             body_timeout: if stream {
                 None
             } else {
-                within(self.policy.body_timeout)
+                self.policy.body_timeout
             },
-            timeout,
-            stream: self.prepared.stream,
-            number: self.attempts,
+            stream,
+            stream_idle: stream.then_some(self.policy.stream_idle_timeout),
         }
     }
 
@@ -677,12 +728,14 @@ impl Call {
         }
     }
 
-    fn report(&mut self, info: &ResponseInfo, signal: Signal, used: Option<u64>) {
+    fn report(&mut self, c: &Classification, retry: Option<Retry>, used: Option<u64>) {
+        let info = &c.info;
         self.reports.push_back(Report {
-            model: self.prepared.model.clone(),
+            model: self.api.model.clone(),
             limits: info.limits.clone(),
-            signal,
-            estimated_tokens: self.prepared.token_estimate,
+            verdict: c.verdict,
+            retry,
+            estimated_tokens: self.api.token_estimate,
             used_tokens: used,
             attempt: self.attempts,
             correlation_id: info.correlation_id.clone(),
@@ -690,208 +743,70 @@ impl Call {
         });
     }
 
-    /// Decides whether and how long to wait after a refused attempt.
-    fn plan_after(&mut self, c: &Classification) -> (Plan, Signal) {
+    /// Decides whether and how long to wait after a refused attempt (`None`: the call
+    /// ends with it).
+    fn plan_after(&mut self, c: &Classification) -> Option<Retry> {
         let limits = &c.info.limits;
         let p = &self.policy;
         let hint = limits.retry_after.filter(|_| p.honor_retry_after);
         match c.verdict {
-            Verdict::WindowSpent { quota } if !p.window_aware => {
-                self.window_streak += 1;
-                let plan = if p.retry_rate_limited {
-                    self.backoff_plan(hint)
-                } else {
-                    Plan::Stop
-                };
-                let wait = plan_wait(&plan).unwrap_or_default();
-                let hinted = matches!(
-                    plan,
-                    Plan::Retry {
-                        why: WaitReason::ServerHint,
-                        ..
-                    }
-                );
-                (
-                    plan,
-                    Signal::WindowSpent {
-                        quota,
-                        wait,
-                        hinted,
-                    },
-                )
-            }
-            Verdict::WindowSpent { quota } => {
-                self.window_streak += 1;
-                if !p.retry_rate_limited {
-                    return (
-                        Plan::Stop,
-                        Signal::WindowSpent {
-                            quota,
-                            wait: Duration::ZERO,
-                            hinted: false,
-                        },
-                    );
-                }
+            Verdict::WindowSpent { .. } | Verdict::RateLimited => self.window_streak += 1,
+            _ => {}
+        }
+        match c.verdict {
+            Verdict::WindowSpent { .. } | Verdict::RateLimited if !p.retry_rate_limited => None,
+            Verdict::WindowSpent { quota } if p.window_aware => {
                 let floor = hint.max(limits.reset.filter(|_| p.honor_retry_after));
                 let own = p.window_wait(
                     &quota,
-                    self.prepared.token_estimate,
+                    self.api.token_estimate,
                     self.window_streak,
                     &mut self.rng,
                 );
-                let (wait, why) = match floor {
-                    Some(f) if f > own => (f, WaitReason::ServerHint),
-                    _ => (
-                        own,
-                        WaitReason::WindowSpent {
+                Some(match floor {
+                    Some(f) if f > own => Retry {
+                        wait: f,
+                        why: WaitReason::ServerHint,
+                    },
+                    _ => Retry {
+                        wait: own,
+                        why: WaitReason::WindowSpent {
                             bucket: quota.bucket,
                             window: quota.window,
                         },
-                    ),
-                };
-                (
-                    Plan::Retry { wait, why },
-                    Signal::WindowSpent {
-                        quota,
-                        wait,
-                        hinted: why == WaitReason::ServerHint,
                     },
-                )
+                })
             }
-            Verdict::RateLimited => {
-                self.window_streak += 1;
-                if !p.retry_rate_limited {
-                    return (
-                        Plan::Stop,
-                        Signal::RateLimited {
-                            wait: Duration::ZERO,
-                            hinted: false,
-                        },
-                    );
-                }
-                let plan = self.backoff_plan(hint);
-                (
-                    plan,
-                    Signal::RateLimited {
-                        wait: plan_wait(&plan).unwrap_or_default(),
-                        hinted: matches!(
-                            plan,
-                            Plan::Retry {
-                                why: WaitReason::ServerHint,
-                                ..
-                            }
-                        ),
-                    },
-                )
+            Verdict::WindowSpent { .. } | Verdict::RateLimited => Some(self.backoff_plan(hint)),
+            Verdict::Capacity if self.policy.retry_capacity => Some(self.backoff_plan(hint)),
+            Verdict::ServerError | Verdict::RequestTimeout
+                if self.policy.retry_server_errors
+                    && matches!(c.info.status_u16(), Some(408 | 500 | 502 | 503 | 504)) =>
+            {
+                Some(self.backoff_plan(hint))
             }
-            Verdict::Capacity => {
-                let plan = if self.policy.retry_capacity {
-                    self.backoff_plan(hint)
-                } else {
-                    Plan::Stop
-                };
-                (plan, Signal::Capacity)
-            }
-            Verdict::ServerError | Verdict::RequestTimeout => {
-                let retryable = matches!(c.info.status_u16(), Some(408 | 500 | 502 | 503 | 504));
-                let plan = if retryable && self.policy.retry_server_errors {
-                    self.backoff_plan(hint)
-                } else {
-                    Plan::Stop
-                };
-                let signal = if c.verdict == Verdict::ServerError {
-                    Signal::ServerError
-                } else {
-                    Signal::Rejected
-                };
-                (plan, signal)
-            }
-            Verdict::NoAllowance { .. } => (Plan::Stop, Signal::NoAllowance),
-            Verdict::MonthlyQuota { .. } => (Plan::Stop, Signal::MonthlyQuota),
-            Verdict::Success
-            | Verdict::Unauthorized
-            | Verdict::Forbidden
-            | Verdict::BadRequest
-            | Verdict::Redirect
-            | Verdict::Unexpected => (Plan::Stop, Signal::Rejected),
+            _ => None,
         }
     }
 
-    fn backoff_plan(&mut self, hint: Option<Duration>) -> Plan {
+    fn backoff_plan(&mut self, hint: Option<Duration>) -> Retry {
         let backoff = self.policy.backoff_wait(self.failures, &mut self.rng);
         match hint {
-            Some(h) if h >= backoff => Plan::Retry {
+            Some(h) if h >= backoff => Retry {
                 wait: h,
                 why: WaitReason::ServerHint,
             },
-            _ => Plan::Retry {
+            _ => Retry {
                 wait: backoff,
                 why: WaitReason::Backoff,
             },
         }
     }
 
-    /// The error a refused attempt would end the call with (its trail filled in later).
-    fn error_from(&self, c: Classification, wait: Option<Duration>) -> Error {
-        // `c.info` went through the redaction in `handle_parts`.
-        let info = c.info;
-        let response = Box::new(info);
-        match c.verdict {
-            Verdict::WindowSpent { quota } => Error::RateLimited {
-                bucket: Some(quota.bucket),
-                window: Some(quota.window),
-                limit: quota.limit,
-                remaining: quota.remaining,
-                retry_after: wait.or(response.limits.retry_after),
-                shared: false,
-                trail: Trail::default(),
-                response,
-            },
-            Verdict::RateLimited => Error::RateLimited {
-                bucket: None,
-                window: None,
-                limit: None,
-                remaining: None,
-                retry_after: response.limits.retry_after.or(wait),
-                shared: false,
-                trail: Trail::default(),
-                response,
-            },
-            Verdict::NoAllowance { quota } => Error::NoAllowance {
-                model: self.prepared.model.clone(),
-                bucket: Some(quota.bucket),
-                response,
-            },
-            Verdict::MonthlyQuota { quota } => Error::MonthlyQuota {
-                limit: quota.limit,
-                remaining: quota.remaining,
-                response,
-            },
-            Verdict::Capacity => Error::Capacity {
-                trail: Trail::default(),
-                response,
-            },
-            Verdict::Unauthorized => Error::Unauthorized { response },
-            Verdict::Forbidden => Error::Forbidden { response },
-            Verdict::BadRequest | Verdict::RequestTimeout => Error::BadRequest {
-                details: c.body.map(|b| b.detail).unwrap_or_default(),
-                response,
-            },
-            Verdict::Redirect => Error::Redirect {
-                location: c.location.map(|l| self.redactor.redact(&l)),
-                response,
-            },
-            Verdict::Success | Verdict::ServerError | Verdict::Unexpected => Error::Server {
-                trail: Trail::default(),
-                response,
-            },
-        }
-    }
-
     /// Ends the call with `error`, or schedules the next attempt.
-    fn settle(&mut self, now: Instant, error: Error, plan: Plan) {
-        match plan {
-            Plan::Retry { wait, why } if self.attempts < self.policy.max_attempts => {
+    fn settle(&mut self, now: Instant, error: Error, retry: Option<Retry>) {
+        match retry {
+            Some(Retry { wait, why }) if self.attempts < self.policy.max_attempts => {
                 let until = later(now, wait);
                 if let Some(deadline) = self.deadline.filter(|d| until >= *d) {
                     let error = self.with_trail(error, now);
@@ -932,12 +847,5 @@ impl Call {
             _ => {}
         }
         error
-    }
-}
-
-fn plan_wait(plan: &Plan) -> Option<Duration> {
-    match plan {
-        Plan::Retry { wait, .. } => Some(*wait),
-        Plan::Stop => None,
     }
 }

@@ -220,6 +220,12 @@ impl TransportError {
         )
     }
 
+    /// Whether this is [`TransportError::body_too_large`] (whichever driver made it).
+    pub fn is_body_too_large(&self) -> bool {
+        let too_large = Self::body_too_large();
+        self.kind == too_large.kind && self.message == too_large.message
+    }
+
     /// A host name that did not resolve, in the same kind and words from both clients
     /// ([`TransportKind::Connect`]: retried like any connection failure, since resolvers
     /// fail transiently; a misspelt host still ends at the attempts or the deadline).

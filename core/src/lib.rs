@@ -9,14 +9,18 @@
 //!
 //! - [`models`]: typed requests and responses (serde), lenient when decoding;
 //! - [`ApiKey`], [`ApiRequest`], [`Target`]: request building;
-//! - [`classify`] and [`RateLimits`]: what a response means, 429s told apart (a spent
-//!   window, no allowance, a monthly quota, Mistral's capacity);
-//! - [`RetryPolicy`] and [`Call`]: the retry/backoff state machine;
+//! - [`classify`], [`Verdict`] and [`RateLimits`]: what a response means, 429s told
+//!   apart (a spent window, no allowance, a monthly quota, Mistral's capacity): the one
+//!   word the call acts on, its [`Report`] hands to the limiter and its [`Error`] is
+//!   made from;
+//! - [`RetryPolicy`] and [`Call`]: the retry/backoff state machine, and [`Reply`], the
+//!   answer it ends with;
 //! - [`Priority`]: which calls a saturated shared budget serves first;
 //! - [`sse`] and [`StreamReader`]: event streams (idle timeout, cut detection, usage);
 //! - [`limiter`]: the shared limiter's arithmetic (GCRA per model, requests and tokens,
 //!   learning from headers and 429s), the in-process [`LocalLimiter`], and what the file
-//!   and Redis stores compute ([`limiter::store`]; each client does their I/O);
+//!   and Redis stores compute ([`limiter::store`]: the state file's codec, the Redis
+//!   script, the fallback; each client does their I/O);
 //! - [`Telemetry`]: statistics and `tracing` events, the same for both clients;
 //! - [`Settings`]: what both clients' builders collect and check;
 //! - [`Error`]: the one error type of both clients;
@@ -25,14 +29,14 @@
 //!
 //! # Driving a call
 //!
-//! A [`Call`] is polled for an [`Action`] and told what happened through its `handle_*`
-//! methods. `now` is always an argument; the call owns every timer (backoff, attempt
+//! A [`Call`] is polled for an [`Action`], told the limiter's answer with
+//! [`Call::handle_grant`] and what came of an attempt with [`Call::handle`]. `now` is always an argument; the call owns every timer (backoff, attempt
 //! timeout, deadline) and returns instants to sleep until.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use bytes::Bytes;
-//! use mistral_core::{Action, ApiKey, ApiRequest, Call, Grant, RetryPolicy, Target};
+//! use mistral_core::{Action, ApiKey, ApiRequest, Call, Grant, Outcome, RetryPolicy, Target};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let target = Target::new("https://api.mistral.ai", ApiKey::new("my-key")?, false)?;
@@ -55,7 +59,7 @@
 //!
 //! let start = Instant::now();
 //! let mut now = start; // a virtual clock: it jumps to each wait
-//! let mut call = Call::new(target.prepare(&request)?, &RetryPolicy::default(), now, 42);
+//! let mut call = Call::new(&target, &request, &RetryPolicy::default(), now, 42)?;
 //! let result = loop {
 //!     match call.poll(now) {
 //!         // Ask the shared limiter (here: none, so go at once).
@@ -63,21 +67,20 @@
 //!         // Perform one HTTP exchange and hand back what came of it.
 //!         Action::Send(attempt) => {
 //!             let response = script.next().expect("the call sent too many attempts");
-//!             call.handle_response(now, attempt.id, response);
+//!             call.handle(now, attempt.id, Outcome::Response(response));
 //!         }
 //!         // Sleep (a real driver sleeps until `until`; waking early is harmless).
 //!         Action::Wait { until, why: _ } => now = until,
 //!         // Feed the shared limiter what the response showed.
 //!         Action::Report(_report) => {}
 //!         Action::Done(result) => break result,
-//!         _ => unreachable!("Action is non-exhaustive"),
 //!     }
 //! };
 //! let success = result?;
-//! assert_eq!(success.attempts, 2);
+//! assert_eq!(success.trail.attempts, 2);
 //! // One request per minute-window unit comes back every second: the call waited
 //! // at least that long, not a blind 1–2 s backoff times n.
-//! assert!(success.waited >= Duration::from_secs(1));
+//! assert!(success.trail.waited >= Duration::from_secs(1));
 //! assert!(now - start < Duration::from_secs(2));
 //! # Ok(())
 //! # }
@@ -85,17 +88,12 @@
 //!
 //! # The contract
 //!
-//! - Poll until [`Action::Done`]; after each `Reserve` call [`Call::handle_grant`]; after
-//!   each `Send` call [`Call::handle_response`] (or [`Call::handle_parts`]) or
-//!   [`Call::handle_transport_error`] with the attempt's id.
-//! - For a stream, read the response head; when [`Attempt::reads_stream`] says so, hand in
-//!   the head with an empty body and read the events yourself with [`sse::SseDecoder`].
-//! - Answers to attempts the call already gave up on (its own timeout fired) are ignored.
-//! - `Report`s go to the shared limiter; a driver without one may drop them.
-//! - The core never panics on input: bodies, headers, a `now` that goes backwards.
-//!   Misuse of the protocol (polling while a grant is outstanding, polling after `Done`)
-//!   panics with a message.
-//! - No attempt is sent after the deadline; no attempt is sent before its wait ends.
+//! What a driver MUST and SHOULD do, and what the call guarantees in turn, is stated
+//! on [`Call`]. In short: poll until [`Action::Done`]; answer each `Reserve` with
+//! [`Call::handle_grant`] and each `Send` with [`Call::handle`] and the attempt's id;
+//! end every attempt by its [`Attempt::ends_at`]; sleep when told. The core never
+//! panics on input (bodies, headers, absurd durations, a `now` that goes backwards);
+//! misuse of the protocol panics with a message.
 
 pub mod action;
 pub mod call;
@@ -109,14 +107,16 @@ pub mod priority;
 pub mod ratelimits;
 pub mod reader;
 pub mod redact;
+pub mod reply;
 pub mod request;
 pub mod settings;
 pub mod sse;
-pub mod success;
 pub mod telemetry;
 pub mod verdict;
 
-pub use action::{Action, Ask, Attempt, AttemptId, Grant, Report, Signal, Ticket, WaitReason};
+pub use action::{
+    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, WaitReason,
+};
 pub use call::{Call, LONG_CALL, LongCall};
 pub use error::{Cause, Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
 pub use key::{ApiKey, KeyError};
@@ -127,8 +127,8 @@ pub use priority::{Priority, ReservedShares};
 pub use ratelimits::{Bucket, Quota, RateLimits, Window};
 pub use reader::{StreamItem, StreamReader};
 pub use redact::Redactor;
-pub use request::{ApiRequest, Prepared, Target, estimate_tokens};
+pub use reply::Reply;
+pub use request::{ApiRequest, Target, estimate_tokens};
 pub use settings::{Resolved, Settings};
-pub use success::{Reply, Success};
 pub use telemetry::{LimiterCounts, LogTarget, RateLimitedCounts, Stats, Telemetry};
 pub use verdict::{Classification, Verdict, classify};

@@ -225,13 +225,14 @@ impl RetryPolicy {
         match self.backoff {
             Backoff::FullJitter => {
                 let ceiling = exponential(self.base, failures).min(self.cap);
-                ceiling.mul_f64(rng.f64())
+                scaled(ceiling, rng.f64())
             }
             Backoff::Exponential { factor, jitter } => {
                 let n = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
                 let grown = self.base.as_secs_f64() * factor.max(1.0).powi(n);
                 let capped = grown.min(self.cap.as_secs_f64());
-                Duration::from_secs_f64(capped) + jitter.mul_f64(rng.f64())
+                let grown = Duration::try_from_secs_f64(capped).unwrap_or(self.cap);
+                grown.saturating_add(scaled(jitter, rng.f64()))
             }
         }
     }
@@ -260,9 +261,16 @@ impl RetryPolicy {
             _ => window,
         };
         let floor = exponential(unit, streak).min(window);
-        let jitter = floor.mul_f64(0.25 * rng.f64());
-        (floor + jitter).min(window.max(floor))
+        let jitter = scaled(floor, 0.25 * rng.f64());
+        floor.saturating_add(jitter).min(window.max(floor))
     }
+}
+
+/// `d × f` for `f` in `[0, 1]`, never panicking (a NaN or an overflow gives `d`).
+fn scaled(d: Duration, f: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * f)
+        .unwrap_or(d)
+        .min(d)
 }
 
 fn exponential(base: Duration, n: u32) -> Duration {

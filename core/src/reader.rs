@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use crate::action::{Report, Signal};
+use crate::action::Report;
 use crate::error::{Error, StreamFailure};
 use crate::models::{ApiErrorBody, ChatChunk};
 use crate::ratelimits::RateLimits;
 use crate::redact::Redactor;
 use crate::sse::{SseDecoder, SseError, SseEvent, looks_like_error};
+use crate::verdict::Verdict;
 
 /// A stream item that may carry the final token usage.
 pub trait StreamItem: DeserializeOwned {
@@ -88,7 +89,7 @@ impl<T: StreamItem> StreamReader<T> {
     }
 
     /// Redacts every error of this stream with `redactor` (the call's: see
-    /// [`crate::Success::redactor`]), and fails the stream on an event that holds the
+    /// [`crate::Reply::redactor`]), and fails the stream on an event that holds the
     /// key (a server echoing the request) instead of handing it out. Without it, only
     /// the generic patterns of [`crate::redact`] are removed.
     pub fn redacting(mut self, redactor: &Redactor) -> Self {
@@ -98,7 +99,7 @@ impl<T: StreamItem> StreamReader<T> {
 
     /// When the stream counts as stalled if no byte arrives before then.
     pub fn idle_deadline(&self) -> Instant {
-        self.last_bytes + self.idle
+        crate::call::later(self.last_bytes, self.idle)
     }
 
     /// The read timeout to use for the next read at `now` (zero when already stalled).
@@ -212,7 +213,8 @@ impl<T: StreamItem> StreamReader<T> {
         Some(Report {
             model: self.model.clone(),
             limits: RateLimits::default(),
-            signal: Signal::Usage,
+            verdict: Verdict::Usage,
+            retry: None,
             estimated_tokens: self.estimated_tokens,
             used_tokens: self.used_tokens,
             attempt: 0,
@@ -262,8 +264,8 @@ mod tests {
             assert_eq!(r.end_of_input(), None);
             let report = r.take_report().unwrap();
             assert_eq!(
-                (report.signal, report.used_tokens),
-                (Signal::Usage, Some(5))
+                (report.verdict, report.used_tokens),
+                (Verdict::Usage, Some(5))
             );
             assert!(r.take_report().is_none());
         }

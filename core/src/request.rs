@@ -1,8 +1,9 @@
 //! Request building: a typed request becomes an [`http::Request`].
 //!
 //! [`ApiRequest`] says what to call (method, path, JSON body, model, token estimate);
-//! [`Target`] says where and as whom (base URL, key, user agent) and turns an
-//! `ApiRequest` into a [`Prepared`] request that a [`crate::Call`] sends.
+//! [`Target`] says where and as whom (base URL, key, user agent). A [`crate::Call`] is
+//! made of both ([`crate::Call::new`]); [`Target::http_request`] renders the HTTP
+//! request it sends.
 
 use std::borrow::Cow;
 
@@ -156,19 +157,6 @@ impl ApiRequest {
     }
 }
 
-/// A request ready to send, with what the call and the limiter need.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    /// The HTTP request (holds the key in its `Authorization` header, marked sensitive).
-    pub request: http::Request<Bytes>,
-    /// `true` for a stream.
-    pub stream: bool,
-    /// The model (rate-limit budget).
-    pub model: Option<String>,
-    /// Tokens expected.
-    pub token_estimate: u64,
-}
-
 /// Where requests go and as whom: base URL, key, user agent.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -215,8 +203,9 @@ impl Target {
         &self.key
     }
 
-    /// Builds the HTTP request for `call`.
-    pub fn prepare(&self, call: &ApiRequest) -> Result<Prepared, Error> {
+    /// The HTTP request for `call` (its `Authorization` header holds the key, marked
+    /// sensitive).
+    pub fn http_request(&self, call: &ApiRequest) -> Result<http::Request<Bytes>, Error> {
         let path = call.path.trim_start_matches('/');
         let uri = format!("{}/{}", self.base, path);
         let mut builder = http::Request::builder()
@@ -235,15 +224,9 @@ impl Target {
         if call.body.is_some() {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
         }
-        let request = builder
+        builder
             .body(call.body.clone().unwrap_or_default())
-            .map_err(|e| Error::Config(format!("invalid request to {path}: {e}")))?;
-        Ok(Prepared {
-            request,
-            stream: call.stream,
-            model: call.model.clone(),
-            token_estimate: call.token_estimate,
-        })
+            .map_err(|e| Error::Config(format!("invalid request to {path}: {e}")))
     }
 }
 
@@ -325,8 +308,7 @@ mod tests {
             ApiRequest::post_json("/v1/chat/completions", &serde_json::json!({"model": "m"}))
                 .unwrap()
                 .for_model("m", 10);
-        let prepared = target.prepare(&call).unwrap();
-        let r = &prepared.request;
+        let r = &target.http_request(&call).unwrap();
         assert_eq!(r.method(), Method::POST);
         assert_eq!(r.uri(), "https://api.mistral.ai/v1/chat/completions");
         assert_eq!(r.headers()[header::AUTHORIZATION], "Bearer sk-test-Secret");
@@ -340,11 +322,8 @@ mod tests {
                 .starts_with("mistral-rs/0.")
         );
         assert_eq!(r.body().as_ref(), br#"{"model":"m"}"#);
-        assert_eq!(prepared.model.as_deref(), Some("m"));
-        assert!(
-            !format!("{prepared:?}").contains("Secret"),
-            "Debug leaks the key"
-        );
+        assert_eq!(call.model.as_deref(), Some("m"));
+        assert!(!format!("{r:?}").contains("Secret"), "Debug leaks the key");
     }
 
     #[test]
@@ -353,7 +332,7 @@ mod tests {
         let call = ApiRequest::post_json("v1/chat/completions", &serde_json::json!({}))
             .unwrap()
             .streaming(true);
-        let r = target.prepare(&call).unwrap().request;
+        let r = target.http_request(&call).unwrap();
         assert_eq!(r.headers()[header::ACCEPT], "text/event-stream");
         assert_eq!(r.uri(), "http://127.0.0.1:8080/v1/chat/completions");
     }
@@ -361,10 +340,7 @@ mod tests {
     #[test]
     fn a_get_has_no_content_type() {
         let target = Target::new("https://api.eu.mistral.ai/base", key(), false).unwrap();
-        let r = target
-            .prepare(&ApiRequest::get("/v1/models"))
-            .unwrap()
-            .request;
+        let r = target.http_request(&ApiRequest::get("/v1/models")).unwrap();
         assert_eq!(r.uri(), "https://api.eu.mistral.ai/base/v1/models");
         assert!(r.headers().get(header::CONTENT_TYPE).is_none());
         assert!(r.body().is_empty());
@@ -440,7 +416,7 @@ mod tests {
             .unwrap()
             .with_user_agent("my-app/1.0")
             .unwrap();
-        let r = t.prepare(&ApiRequest::get("/v1/models")).unwrap().request;
+        let r = t.http_request(&ApiRequest::get("/v1/models")).unwrap();
         assert_eq!(r.headers()[header::USER_AGENT], "my-app/1.0");
         assert!(
             Target::new(DEFAULT_BASE_URL, key(), false)

@@ -12,10 +12,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::action::{Action, Ask, Grant, Report, Signal};
+use crate::action::{Action, Ask, Grant, Report};
 use crate::call::Call;
 use crate::error::Error;
 use crate::ratelimits::RateLimits;
+use crate::verdict::Verdict;
 
 /// The `tracing` target a client's events go under.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,7 +54,8 @@ macro_rules! emit {
     };
 }
 
-/// Shared, lock-free counters of one client and its clones.
+/// Shared counters of one client and its clones: atomics, and one `Mutex` for the
+/// last rate limits seen (held only to copy them).
 #[derive(Debug, Default)]
 pub struct Telemetry {
     target: LogTarget,
@@ -291,12 +293,12 @@ impl Telemetry {
         match action {
             Action::Send(attempt) => {
                 self.attempts.fetch_add(1, Relaxed);
-                if attempt.number > 1 {
+                if attempt.id.number() > 1 {
                     self.retries.fetch_add(1, Relaxed);
                     emit!(
                         self.target,
                         debug,
-                        attempt = attempt.number,
+                        attempt = attempt.id.number(),
                         method = %attempt.request.method(),
                         path = attempt.request.uri().path(),
                         "mistral: retrying"
@@ -307,7 +309,7 @@ impl Telemetry {
                 emit!(self.target, debug, reason = %why, "mistral: waiting");
             }
             Action::Report(report) => self.observe_report(report),
-            Action::Done(result) => self.observe_done(result.as_ref().map(|s| s.waited)),
+            Action::Done(result) => self.observe_done(result.as_ref().map(|s| s.trail.waited)),
             Action::Reserve(_) => {}
         }
     }
@@ -318,17 +320,17 @@ impl Telemetry {
         {
             *last = Some(report.limits.clone());
         }
-        let counter = match report.signal {
-            Signal::WindowSpent { .. } => &self.window_429,
-            Signal::RateLimited { .. } => &self.ambiguous_429,
-            Signal::NoAllowance => &self.no_allowance_429,
-            Signal::MonthlyQuota => &self.monthly_quota_429,
-            Signal::Capacity => &self.capacity_429,
-            Signal::ServerError => {
+        let counter = match report.verdict {
+            Verdict::WindowSpent { .. } => &self.window_429,
+            Verdict::RateLimited => &self.ambiguous_429,
+            Verdict::NoAllowance { .. } => &self.no_allowance_429,
+            Verdict::MonthlyQuota { .. } => &self.monthly_quota_429,
+            Verdict::Capacity => &self.capacity_429,
+            Verdict::ServerError => {
                 self.server_errors.fetch_add(1, Relaxed);
                 return;
             }
-            Signal::Transport(kind) => {
+            Verdict::Transport(kind) => {
                 self.transport_errors.fetch_add(1, Relaxed);
                 emit!(self.target, debug, %kind, attempt = report.attempt, "mistral: no response");
                 return;
@@ -336,27 +338,23 @@ impl Telemetry {
             _ => return,
         };
         counter.fetch_add(1, Relaxed);
-        let (bucket, window, limit, remaining, wait) = match report.signal {
-            Signal::WindowSpent { quota, wait, .. } => (
-                Some(quota.bucket.to_string()),
-                Some(quota.window.to_string()),
-                quota.limit,
-                quota.remaining,
-                Some(wait),
-            ),
-            Signal::RateLimited { wait, .. } => (None, None, None, None, Some(wait)),
-            _ => (None, None, None, None, None),
+        let quota = report.verdict.quota();
+        let wait = report.retry.map_or(Duration::ZERO, |r| r.wait);
+        let (bucket, window) = match quota {
+            Some(q) => (Some(q.bucket.to_string()), Some(q.window.to_string())),
+            None => (None, None),
         };
+        let (limit, remaining) = (quota.and_then(|q| q.limit), quota.and_then(|q| q.remaining));
         emit!(
             self.target,
             warn,
-            kind = ?report.signal_kind(),
+            kind = report.verdict.name(),
             model = report.model.as_deref().unwrap_or("-"),
             bucket = bucket.as_deref().unwrap_or("unknown"),
             window = window.as_deref().unwrap_or("unknown"),
             limit = ?limit,
             remaining = ?remaining,
-            wait_ms = wait.map(|w| w.as_millis() as u64),
+            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             attempt = report.attempt,
             correlation_id = report.correlation_id.as_deref().unwrap_or("-"),
             "mistral: HTTP 429"
@@ -409,24 +407,6 @@ impl Telemetry {
                 self.by_priority[2].snapshot(),
             ],
             last_limits: self.last_limits.lock().ok().and_then(|l| l.clone()),
-        }
-    }
-}
-
-impl Report {
-    /// A short name for the report's signal, for logs.
-    pub fn signal_kind(&self) -> &'static str {
-        match self.signal {
-            Signal::Success => "success",
-            Signal::WindowSpent { .. } => "window_spent",
-            Signal::RateLimited { .. } => "rate_limited",
-            Signal::NoAllowance => "no_allowance",
-            Signal::MonthlyQuota => "monthly_quota",
-            Signal::Capacity => "capacity",
-            Signal::ServerError => "server_error",
-            Signal::Rejected => "rejected",
-            Signal::Transport(_) => "transport",
-            Signal::Usage => "usage",
         }
     }
 }

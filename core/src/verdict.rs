@@ -1,4 +1,5 @@
-//! Classification: every response becomes a [`Verdict`].
+//! What an attempt came to: every response becomes a [`Verdict`] ([`classify`]), and
+//! the same word goes from the call's decision through its report to the limiter.
 //!
 //! The table this implements is `mistral-api.md` §3. For a 429, in order:
 //!
@@ -16,11 +17,16 @@
 
 use http::{HeaderMap, StatusCode};
 
-use crate::error::ResponseInfo;
+use std::time::Duration;
+
+use crate::error::{Error, ResponseInfo, Trail, TransportKind};
 use crate::models::ApiErrorBody;
 use crate::ratelimits::{Quota, RateLimits};
 
-/// What a response means for the call that got it.
+/// What a response (or an attempt without one) means for the call that got it: the one
+/// word [`classify`] gives, the call acts on, and its [`crate::Report`] hands to the
+/// shared limiter. A new kind of response is a new variant here, its rule in
+/// [`classify`], and its error in the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Verdict {
@@ -60,9 +66,45 @@ pub enum Verdict {
     Redirect,
     /// 1xx or another status this API does not send.
     Unexpected,
+    /// No response at all (never from [`classify`]).
+    Transport(TransportKind),
+    /// The real token count of an earlier success, known only later (at the end of a
+    /// stream): the limiter corrects the estimate with it (never from [`classify`]).
+    Usage,
 }
 
 impl Verdict {
+    /// A short name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Success => "success",
+            Verdict::WindowSpent { .. } => "window_spent",
+            Verdict::RateLimited => "rate_limited",
+            Verdict::NoAllowance { .. } => "no_allowance",
+            Verdict::MonthlyQuota { .. } => "monthly_quota",
+            Verdict::Capacity => "capacity",
+            Verdict::Unauthorized => "unauthorized",
+            Verdict::Forbidden => "forbidden",
+            Verdict::RequestTimeout => "request_timeout",
+            Verdict::BadRequest => "bad_request",
+            Verdict::ServerError => "server_error",
+            Verdict::Redirect => "redirect",
+            Verdict::Unexpected => "unexpected",
+            Verdict::Transport(_) => "transport",
+            Verdict::Usage => "usage",
+        }
+    }
+
+    /// The quota the verdict names (a spent window, a zero allowance, the month).
+    pub fn quota(&self) -> Option<Quota> {
+        match self {
+            Verdict::WindowSpent { quota }
+            | Verdict::NoAllowance { quota }
+            | Verdict::MonthlyQuota { quota } => Some(*quota),
+            _ => None,
+        }
+    }
+
     /// `true` for the 429 family that concerns the caller's own limits.
     pub fn is_rate_limit(&self) -> bool {
         matches!(
@@ -86,6 +128,71 @@ pub struct Classification {
     pub info: ResponseInfo,
     /// A redirect's `Location` header, as sent (not yet redacted).
     pub location: Option<String>,
+}
+
+impl Classification {
+    /// The error a refused attempt ends its call with, when it does (its trail is
+    /// filled in by the call): `model` is the call's, `wait` the retry it planned.
+    /// Redact `info` and `location` first (the call does).
+    pub fn into_error(self, model: Option<&str>, wait: Option<Duration>) -> Error {
+        let c = self;
+        let info = c.info;
+        let response = Box::new(info);
+        match c.verdict {
+            Verdict::WindowSpent { quota } => Error::RateLimited {
+                bucket: Some(quota.bucket),
+                window: Some(quota.window),
+                limit: quota.limit,
+                remaining: quota.remaining,
+                retry_after: wait.or(response.limits.retry_after),
+                shared: false,
+                trail: Trail::default(),
+                response,
+            },
+            Verdict::RateLimited => Error::RateLimited {
+                bucket: None,
+                window: None,
+                limit: None,
+                remaining: None,
+                retry_after: response.limits.retry_after.or(wait),
+                shared: false,
+                trail: Trail::default(),
+                response,
+            },
+            Verdict::NoAllowance { quota } => Error::NoAllowance {
+                model: model.map(str::to_owned),
+                bucket: Some(quota.bucket),
+                response,
+            },
+            Verdict::MonthlyQuota { quota } => Error::MonthlyQuota {
+                limit: quota.limit,
+                remaining: quota.remaining,
+                response,
+            },
+            Verdict::Capacity => Error::Capacity {
+                trail: Trail::default(),
+                response,
+            },
+            Verdict::Unauthorized => Error::Unauthorized { response },
+            Verdict::Forbidden => Error::Forbidden { response },
+            Verdict::BadRequest | Verdict::RequestTimeout => Error::BadRequest {
+                details: c.body.map(|b| b.detail).unwrap_or_default(),
+                response,
+            },
+            Verdict::Redirect => Error::Redirect {
+                location: c.location,
+                response,
+            },
+            Verdict::Success
+            | Verdict::ServerError
+            | Verdict::Unexpected
+            | Verdict::Transport(_)
+            | Verdict::Usage => Error::Server {
+                trail: Trail::default(),
+                response,
+            },
+        }
+    }
 }
 
 /// Classifies one response.

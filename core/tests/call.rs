@@ -4,7 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use mistral_core::{Bucket, Error, Grant, RetryPolicy, Signal, TransportKind, WaitReason, Window};
+use mistral_core::{
+    Bucket, Error, Grant, Outcome, RetryPolicy, TransportKind, Verdict, WaitReason, Window,
+};
 use support::*;
 
 const GATEWAY_429: &str = r#"{"message":"Requests rate limit exceeded"}"#;
@@ -29,11 +31,11 @@ fn success_first_time_reports_usage() {
     let run = drive_simple(&RetryPolicy::default(), vec![ok()]);
     let reports = run.reports();
     let success = run.result.unwrap();
-    assert_eq!(success.attempts, 1);
-    assert_eq!(success.waited, Duration::ZERO);
+    assert_eq!(success.trail.attempts, 1);
+    assert_eq!(success.trail.waited, Duration::ZERO);
     assert_eq!(success.correlation_id.as_deref(), Some("ok-1"));
     assert_eq!(reports.len(), 1);
-    assert_eq!(reports[0].signal, Signal::Success);
+    assert_eq!(reports[0].verdict, Verdict::Success);
     assert_eq!(reports[0].used_tokens, Some(12));
     assert_eq!(reports[0].estimated_tokens, 100);
 }
@@ -68,23 +70,23 @@ fn a_spent_minute_window_is_waited_out_not_hammered() {
             .all(|p| p[1] - p[0] >= Duration::from_secs(15))
     );
     let success = run.result.unwrap();
-    assert_eq!(success.attempts, 4);
-    assert!(success.waited >= Duration::from_secs(105));
+    assert_eq!(success.trail.attempts, 4);
+    assert!(success.trail.waited >= Duration::from_secs(105));
 }
 
 #[test]
 fn the_429_report_names_the_window_and_the_wait() {
     let run = drive_simple(&RetryPolicy::default(), vec![spent_minute("60"), ok()]);
     let reports = run.reports();
-    match reports[0].signal {
-        Signal::WindowSpent { quota, wait, .. } => {
+    match (reports[0].verdict, reports[0].retry) {
+        (Verdict::WindowSpent { quota }, Some(retry)) => {
             assert_eq!(quota.limit, Some(60));
-            assert!(wait >= Duration::from_secs(1));
+            assert!(retry.wait >= Duration::from_secs(1));
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(reports[0].used_tokens, Some(0), "a refusal is not charged");
-    assert_eq!(reports[1].signal, Signal::Success);
+    assert_eq!(reports[1].verdict, Verdict::Success);
 }
 
 #[test]
@@ -154,8 +156,8 @@ fn capacity_is_retried_with_backoff() {
     let waits = run.waits();
     assert_eq!(waits.len(), 1);
     assert_eq!(waits[0].1, WaitReason::Backoff);
-    assert_eq!(run.reports()[0].signal, Signal::Capacity);
-    assert_eq!(run.result.unwrap().attempts, 2);
+    assert_eq!(run.reports()[0].verdict, Verdict::Capacity);
+    assert_eq!(run.result.unwrap().trail.attempts, 2);
 }
 
 #[test]
@@ -207,7 +209,7 @@ fn server_errors_are_retried_and_501_is_not() {
             &RetryPolicy::default(),
             vec![respond(status, &[], SERVER), ok()],
         );
-        assert_eq!(run.result.unwrap().attempts, 2, "{status}");
+        assert_eq!(run.result.unwrap().trail.attempts, 2, "{status}");
     }
     let run = drive_simple(&RetryPolicy::default(), vec![respond(501, &[], "")]);
     assert!(matches!(run.err(), Error::Server { .. }));
@@ -234,7 +236,7 @@ fn transport_errors_are_retried_unless_switched_off() {
             ok(),
         ],
     );
-    assert_eq!(run.result.unwrap().attempts, 3);
+    assert_eq!(run.result.unwrap().trail.attempts, 3);
     let off = RetryPolicy::default().retry_transport(false);
     let err = drive_simple(&off, vec![Answer::Fail(TransportKind::Connect)]).err();
     assert!(
@@ -335,17 +337,17 @@ fn the_deadline_ends_the_call_with_the_last_refusal() {
 
 #[test]
 fn a_hung_attempt_times_out_and_its_late_answer_is_ignored() {
-    use mistral_core::{Action, Call, TransportError};
+    use mistral_core::{Action, TransportError};
     let policy = RetryPolicy::default().attempt_timeout(Some(Duration::from_secs(5)));
     #[allow(clippy::disallowed_methods)]
     let start = std::time::Instant::now();
-    let mut call = Call::new(chat_request(false), &policy, start, 1);
+    let mut call = chat_call(false, &policy, start, 1);
     assert!(matches!(call.poll(start), Action::Reserve(_)));
     call.handle_grant(start, Grant::Now);
     let Action::Send(first) = call.poll(start) else {
         panic!()
     };
-    assert_eq!(first.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(first.left(start), Some(Duration::from_secs(5)));
     // Polled while in flight: wait for the attempt's timeout.
     let Action::Wait { until, why } = call.poll(start) else {
         panic!()
@@ -358,7 +360,7 @@ fn a_hung_attempt_times_out_and_its_late_answer_is_ignored() {
     let Action::Report(report) = call.poll(until) else {
         panic!()
     };
-    assert_eq!(report.signal, Signal::Transport(TransportKind::Timeout));
+    assert_eq!(report.verdict, Verdict::Transport(TransportKind::Timeout));
     let Action::Wait {
         until: retry_at,
         why: WaitReason::Backoff,
@@ -371,18 +373,18 @@ fn a_hung_attempt_times_out_and_its_late_answer_is_ignored() {
         .status(200)
         .body(bytes::Bytes::new())
         .unwrap();
-    call.handle_response(retry_at, first.id, late);
-    call.handle_transport_error(
+    call.handle(retry_at, first.id, Outcome::Response(late));
+    call.handle(
         retry_at,
         first.id,
-        TransportError::new(TransportKind::Reset, "late"),
+        Outcome::Failed(TransportError::new(TransportKind::Reset, "late")),
     );
     assert!(matches!(call.poll(retry_at), Action::Reserve(_)));
     call.handle_grant(retry_at, Grant::Now);
     let Action::Send(second) = call.poll(retry_at) else {
         panic!()
     };
-    assert_eq!(second.number, 2);
+    assert_eq!(second.id.number(), 2);
     assert_ne!(second.id, first.id);
 }
 
@@ -396,7 +398,7 @@ fn a_pacing_grant_delays_the_send() {
         vec![(Duration::from_millis(750), WaitReason::Pacing)]
     );
     assert_eq!(run.sends(), vec![Duration::from_millis(750)]);
-    assert_eq!(run.result.unwrap().waited, Duration::from_millis(750));
+    assert_eq!(run.result.unwrap().trail.waited, Duration::from_millis(750));
 }
 
 #[test]
@@ -500,10 +502,10 @@ fn the_limiter_is_consulted_before_every_attempt() {
 
 #[test]
 fn a_stream_is_handed_over_only_on_success() {
-    use mistral_core::{Action, Call};
+    use mistral_core::Action;
     #[allow(clippy::disallowed_methods)]
     let now = std::time::Instant::now();
-    let mut call = Call::new(chat_request(true), &RetryPolicy::default(), now, 1);
+    let mut call = chat_call(true, &RetryPolicy::default(), now, 1);
     let _ = call.poll(now);
     call.handle_grant(now, Grant::Now);
     let Action::Send(attempt) = call.poll(now) else {
@@ -579,19 +581,29 @@ fn every_attempt_carries_its_phase_bounds() {
     );
     let now = std::time::Instant::now();
     let short = RetryPolicy::default().deadline(Some(Duration::from_secs(5)));
-    let mut call = mistral_core::Call::new(support::chat_request(false), &short, now, 1);
+    let mut call = support::chat_call(false, &short, now, 1);
     assert!(matches!(call.poll(now), mistral_core::Action::Reserve(_)));
     call.handle_grant(now, Grant::Now);
     let mistral_core::Action::Send(attempt) = call.poll(now) else {
         panic!("expected a send");
     };
-    assert_eq!(attempt.timeout, Some(Duration::from_secs(5)));
-    assert_eq!(attempt.head_timeout, Some(Duration::from_secs(5)));
-    assert_eq!(attempt.body_timeout, Some(Duration::from_secs(5)));
-    assert_eq!(attempt.connect_timeout, Some(Duration::from_secs(5)));
-    let mut stream =
-        mistral_core::Call::new(support::chat_request(true), &RetryPolicy::default(), now, 1);
-    stream.poll(now);
+    // The attempt ends at the deadline; each phase gets at most what is left of it.
+    assert_eq!(attempt.ends_at, Some(now + Duration::from_secs(5)));
+    assert_eq!(attempt.left(now), Some(Duration::from_secs(5)));
+    let five = Some(Duration::from_secs(5));
+    assert_eq!(attempt.phase_limit(now, attempt.head_timeout), five);
+    assert_eq!(attempt.phase_limit(now, attempt.body_timeout), five);
+    assert_eq!(attempt.phase_limit(now, attempt.connect_timeout), five);
+    let later = now + Duration::from_secs(4);
+    let one = Some(Duration::from_secs(1));
+    assert_eq!(attempt.phase_limit(later, attempt.body_timeout), one);
+    let past = now + Duration::from_secs(9);
+    assert_eq!(
+        attempt.phase_limit(past, attempt.head_timeout),
+        Some(Duration::ZERO)
+    );
+    let mut stream = support::chat_call(true, &RetryPolicy::default(), now, 1);
+    assert!(matches!(stream.poll(now), mistral_core::Action::Reserve(_)));
     stream.handle_grant(now, Grant::Now);
     let mistral_core::Action::Send(attempt) = stream.poll(now) else {
         panic!("expected a send");
@@ -599,4 +611,59 @@ fn every_attempt_carries_its_phase_bounds() {
     assert_eq!(attempt.head_timeout, Some(Duration::from_secs(60)));
     assert_eq!(attempt.body_timeout, None);
     assert_eq!(attempt.connect_timeout, Some(Duration::from_secs(10)));
+}
+
+#[test]
+fn an_oversized_body_is_one_protocol_error_whatever_the_driver_saw() {
+    use mistral_core::{Action, TransportError};
+    // A driver that stopped at the size limit part way into a 2xx whose first bytes
+    // happen to be a complete JSON document: the limit decides, not the bytes.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::Instant::now();
+    for status in [200, 500] {
+        let mut call = chat_call(false, &RetryPolicy::default(), now, 1);
+        assert!(matches!(call.poll(now), Action::Reserve(_)));
+        call.handle_grant(now, Grant::Now);
+        let Action::Send(attempt) = call.poll(now) else {
+            panic!("expected a send");
+        };
+        let head = http::Response::builder()
+            .status(status)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        call.handle(
+            now,
+            attempt.id,
+            Outcome::Cut {
+                head,
+                partial: bytes::Bytes::from_static(br#"{"choices":[]}"#),
+                error: TransportError::body_too_large(),
+            },
+        );
+        let result = loop {
+            match call.poll(now) {
+                Action::Report(_) => {}
+                Action::Done(result) => break result,
+                other => panic!("expected the end, got {other:?}"),
+            }
+        };
+        match result {
+            Err(Error::Transport {
+                kind,
+                message,
+                trail,
+                ..
+            }) => {
+                assert_eq!(kind, TransportKind::Protocol);
+                assert!(
+                    message.contains("larger than the client's limit"),
+                    "{message}"
+                );
+                assert_eq!(trail.attempts, 1, "not retried");
+            }
+            other => panic!("expected the oversized-body error, got {other:?}"),
+        }
+    }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 use mistral_core::limiter::{
     Block, BudgetState, Budgets, Decision, LimiterConfig, Limits, Reserve, Source,
 };
-use mistral_core::{Ask, Bucket, Grant, Quota, RateLimits, Report, Signal, Ticket, Window};
+use mistral_core::{
+    Ask, Bucket, Grant, Quota, RateLimits, Report, Retry, Ticket, Verdict, WaitReason, Window,
+};
 
 /// A reservation of `tokens` (`retry`: a later attempt), with no time limit.
 #[allow(dead_code)]
@@ -18,11 +20,37 @@ fn rv(tokens: u64, retry: bool) -> mistral_core::limiter::Reserve {
 
 const S: u64 = 1_000_000;
 
+/// What an attempt came to, and the retry its call planned (for the two that name one).
+type Signal = (Verdict, Option<Retry>);
+
+fn only(verdict: Verdict) -> Signal {
+    (verdict, None)
+}
+
+/// A wait the server named.
+fn hinted(wait: Duration) -> Option<Retry> {
+    Some(Retry {
+        wait,
+        why: WaitReason::ServerHint,
+    })
+}
+
+/// A quota of `bucket` over `window`, spent.
+fn spent_quota(bucket: Bucket, window: Window) -> Quota {
+    Quota {
+        bucket,
+        window,
+        limit: Some(0),
+        remaining: Some(0),
+    }
+}
+
 fn report(signal: Signal, limits: RateLimits, est: u64, used: Option<u64>) -> Report {
     Report {
         model: Some("m".into()),
         limits,
-        signal,
+        verdict: signal.0,
+        retry: signal.1,
         estimated_tokens: est,
         used_tokens: used,
         attempt: 1,
@@ -75,7 +103,7 @@ fn until_the_first_answer_one_probe_goes_and_the_others_recheck() {
     // less what is still out, then one per second.
     b.report(
         50_000,
-        &report(Signal::Success, req_limits(60, 60, 59), 1, Some(1)),
+        &report(only(Verdict::Success), req_limits(60, 60, 59), 1, Some(1)),
     );
     assert_eq!(b.source, Source::Headers);
     let waits: Vec<u64> = (0..60)
@@ -108,7 +136,12 @@ fn tokens_are_paced_corrected_and_large_requests_wait_without_hanging() {
     // The first used only 100 of its 500: 400 tokens come back.
     b.report(
         0,
-        &report(Signal::Success, RateLimits::default(), 500, Some(100)),
+        &report(
+            only(Verdict::Success),
+            RateLimits::default(),
+            500,
+            Some(100),
+        ),
     );
     let third = go(b.reserve(0, &rv(1, false)));
     assert!((600_000..620_000).contains(&third), "{third}");
@@ -135,11 +168,10 @@ fn a_429_pauses_every_caller_lowers_the_rate_once_and_lets_one_probe_go() {
         limit: Some(100),
         remaining: Some(0),
     };
-    let spent = Signal::WindowSpent {
-        hinted: true,
-        quota,
-        wait: Duration::from_millis(300),
-    };
+    let spent = (
+        Verdict::WindowSpent { quota },
+        hinted(Duration::from_millis(300)),
+    );
     // Three callers booked before the event are refused in it.
     for (t, ticket) in [10_000, 12_000, 15_000].into_iter().zip(&tickets) {
         let mut r = report(spent, RateLimits::default(), 1, Some(0));
@@ -164,7 +196,7 @@ fn a_429_pauses_every_caller_lowers_the_rate_once_and_lets_one_probe_go() {
         b.reserve(311_000, &rv(1, false)),
         Decision::Recheck(_)
     ));
-    let mut ok = report(Signal::Success, RateLimits::default(), 1, Some(1));
+    let mut ok = report(only(Verdict::Success), RateLimits::default(), 1, Some(1));
     ok.ticket = Some(probe);
     b.report(340_000, &ok);
     assert_eq!(b.recovering, 0, "the probe got through: pacing resumes");
@@ -188,7 +220,7 @@ fn the_rate_grows_back_without_refusals() {
     for i in 1..=100 {
         b.report(
             i * S / 10,
-            &report(Signal::Success, RateLimits::default(), 1, Some(1)),
+            &report(only(Verdict::Success), RateLimits::default(), 1, Some(1)),
         );
     }
     assert!(
@@ -212,7 +244,14 @@ fn no_allowance_closes_the_budget_for_everyone() {
     assert!(matches!(budgets.reserve(0, &ask), Grant::Slot { .. }));
     budgets.report(
         10,
-        &report(Signal::NoAllowance, RateLimits::default(), 1, Some(0)),
+        &report(
+            only(Verdict::NoAllowance {
+                quota: spent_quota(Bucket::Requests, Window::MINUTE),
+            }),
+            RateLimits::default(),
+            1,
+            Some(0),
+        ),
     );
     for _ in 0..3 {
         match budgets.reserve(20, &ask) {
@@ -256,7 +295,14 @@ fn monthly_quota_closes_with_the_quota_error() {
     budgets.reserve(0, &ask);
     budgets.report(
         1,
-        &report(Signal::MonthlyQuota, RateLimits::default(), 1, Some(0)),
+        &report(
+            only(Verdict::MonthlyQuota {
+                quota: spent_quota(Bucket::Tokens, Window::Month),
+            }),
+            RateLimits::default(),
+            1,
+            Some(0),
+        ),
     );
     assert!(matches!(
         budgets.reserve(2, &ask),
@@ -306,7 +352,7 @@ fn a_failed_probe_releases_the_budget_at_once() {
     // The probe got a 503: nothing learned, but the next caller need not wait 2 s.
     b.report(
         5_000,
-        &report(Signal::ServerError, RateLimits::default(), 1, None),
+        &report(only(Verdict::ServerError), RateLimits::default(), 1, None),
     );
     assert_eq!(b.source, Source::Unknown);
     assert_eq!(go(b.reserve(6_000, &rv(1, true))), 0);
@@ -319,7 +365,7 @@ fn a_window_left_empty_by_a_success_holds_everyone_one_unit() {
     // Another program took the rest: our success shows nothing left.
     b.report(
         1_000,
-        &report(Signal::Success, req_limits(10, 1, 0), 1, Some(1)),
+        &report(only(Verdict::Success), req_limits(10, 1, 0), 1, Some(1)),
     );
     let next = go(b.reserve(2_000, &rv(1, false)));
     assert!(2_000 + next >= 1_000 + 100_000, "not held: {next}");
@@ -328,7 +374,7 @@ fn a_window_left_empty_by_a_success_holds_everyone_one_unit() {
     c.reserve(0, &rv(1, false));
     c.report(
         1_000,
-        &report(Signal::Success, req_limits(10, 1, 5), 1, Some(1)),
+        &report(only(Verdict::Success), req_limits(10, 1, 5), 1, Some(1)),
     );
     assert!(go(c.reserve(200_000, &rv(1, false))) == 0);
 }
@@ -349,10 +395,7 @@ fn the_pause_is_the_events_not_the_longest_backoff_of_its_callers() {
         Decision::Go { ticket, .. } => ticket,
         other => panic!("{other:?}"),
     };
-    let rl = |ms| Signal::RateLimited {
-        hinted: true,
-        wait: Duration::from_millis(ms),
-    };
+    let rl = |ms| (Verdict::RateLimited, hinted(Duration::from_millis(ms)));
     let mut first = report(rl(200), RateLimits::default(), 1, Some(0));
     first.ticket = Some(ticket);
     b.report(0, &first);
@@ -398,7 +441,7 @@ fn announced_remaining_goes_at_once_then_pacing_resumes_one_unit_later() {
         other => panic!("{other:?}"),
     };
     // 50 per minute, 49 left after the probe.
-    let mut ok = report(Signal::Success, req_limits(50, 60, 49), 1, Some(1));
+    let mut ok = report(only(Verdict::Success), req_limits(50, 60, 49), 1, Some(1));
     ok.ticket = Some(probe);
     b.report(10_000, &ok);
     let waits: Vec<u64> = (0..52)

@@ -8,7 +8,7 @@ use mistral_core::limiter::{
     Block, BudgetState, Budgets, Decision, LimiterConfig, Limits, MAX_EXACT, ReportOp, Seed,
     SignalOp, Source,
 };
-use mistral_core::{Ask, Bucket, Quota, RateLimits, Report, Signal, Window};
+use mistral_core::{Ask, Bucket, Quota, RateLimits, Report, Retry, Verdict, WaitReason, Window};
 use proptest::prelude::*;
 
 /// A reservation of `tokens` (`retry`: a later attempt), with no time limit.
@@ -167,16 +167,18 @@ fn a_report_flattens_to_the_integers_the_budget_uses() {
     let report = Report {
         model: Some("m".into()),
         limits,
-        signal: Signal::WindowSpent {
-            hinted: true,
+        verdict: Verdict::WindowSpent {
             quota: Quota {
                 bucket: Bucket::Requests,
                 window: Window::Seconds(1),
                 limit: Some(5),
                 remaining: Some(0),
             },
-            wait: Duration::from_millis(250),
         },
+        retry: Some(Retry {
+            wait: Duration::from_millis(250),
+            why: WaitReason::ServerHint,
+        }),
         estimated_tokens: u64::MAX,
         used_tokens: Some(0),
         attempt: 2,
@@ -201,7 +203,7 @@ fn a_report_flattens_to_the_integers_the_budget_uses() {
         }
     );
     let usage = Report {
-        signal: Signal::Usage,
+        verdict: Verdict::Usage,
         ..report
     };
     assert_eq!(ReportOp::from(&usage).signal, SignalOp::Usage);

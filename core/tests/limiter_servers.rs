@@ -304,12 +304,7 @@ fn run_groups(server: &mut Server, groups: &[Group], seed: u64) -> (Outcome, Vec
             call_start.push((0u64, false));
             fleet.push((started[g] < group.calls).then(|| {
                 started[g] += 1;
-                let call = Call::new(
-                    support::chat_request(false),
-                    &policies[g],
-                    epoch,
-                    seed + i as u64,
-                );
+                let call = support::chat_call(false, &policies[g], epoch, seed + i as u64);
                 (0, call, Pending::Poll)
             }));
         }
@@ -329,7 +324,9 @@ fn run_groups(server: &mut Server, groups: &[Group], seed: u64) -> (Outcome, Vec
         assert!(t < 3_600 * S, "virtual time ran past an hour");
         let now = at(t);
         match pending {
-            Pending::Answer(id, response) => call.handle_response(now, id, response),
+            Pending::Answer(id, response) => {
+                call.handle(now, id, mistral_core::Outcome::Response(response))
+            }
             Pending::Arrive(id) => {
                 let latency = rng.u64(server.latency.0..=server.latency.1);
                 let (ok, remaining) = server.arrive(t, t + latency);
@@ -359,7 +356,7 @@ fn run_groups(server: &mut Server, groups: &[Group], seed: u64) -> (Outcome, Vec
                         eprintln!(
                             "{:>9.3} {:?} rate {} max {} ss {} rec {} streak {} pause {:.3} ep {}",
                             t as f64 / S as f64,
-                            report.signal,
+                            report.verdict,
                             b.rate_milli,
                             b.max_milli,
                             b.slow_start,
@@ -402,7 +399,6 @@ fn run_groups(server: &mut Server, groups: &[Group], seed: u64) -> (Outcome, Vec
                     }
                     break None;
                 }
-                other => panic!("unexpected action {other:?}"),
             }
         };
         fleet[i] = match next {
@@ -410,8 +406,8 @@ fn run_groups(server: &mut Server, groups: &[Group], seed: u64) -> (Outcome, Vec
             None if started[g] < groups[g].calls => {
                 started[g] += 1;
                 let begin = t + groups[g].think;
-                let call = Call::new(
-                    support::chat_request(false),
+                let call = support::chat_call(
+                    false,
                     &policies[g],
                     at(begin),
                     seed + (i * 100_003 + started[g]) as u64,
@@ -713,12 +709,7 @@ fn two_429s_without_headers_then_success_never_lose_the_call() {
         // A gateway that refuses the first `refusals` requests, whatever their spacing.
         let mut budgets = Budgets::new(LimiterConfig::default());
         let epoch = Instant::now();
-        let mut call = Call::new(
-            support::chat_request(false),
-            &RetryPolicy::default(),
-            epoch,
-            3,
-        );
+        let mut call = support::chat_call(false, &RetryPolicy::default(), epoch, 3);
         let mut t = 0u64;
         let mut sent = 0;
         let mut steps = 0;
@@ -739,10 +730,13 @@ fn two_429s_without_headers_then_success_never_lose_the_call() {
                     let server = Server::new(leaky(1000.0), false);
                     let response = server.response(t, sent > refusals, 0);
                     t += 30 * MS;
-                    call.handle_response(epoch + Duration::from_micros(t), attempt.id, response);
+                    call.handle(
+                        epoch + Duration::from_micros(t),
+                        attempt.id,
+                        mistral_core::Outcome::Response(response),
+                    );
                 }
                 Action::Done(result) => break result,
-                other => panic!("{other:?}"),
             }
         };
         assert!(

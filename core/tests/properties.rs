@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mistral_core::{
-    Action, Call, Grant, RetryPolicy, TransportError, TransportKind, WaitReason, classify,
+    Action, Grant, Outcome, RetryPolicy, TransportError, TransportKind, WaitReason, classify,
 };
 use proptest::prelude::*;
-use support::chat_request;
+use support::chat_call;
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -100,7 +100,7 @@ proptest! {
         let start = Instant::now() + Duration::from_secs(3600);
         let deadline = policy.deadline.map(|d| start + d);
         let mut clock = start; // the true time, only moves forward
-        let mut call = Call::new(chat_request(false), &policy, start, seed);
+        let mut call = chat_call(false, &policy, start, seed);
         let mut script = script.into_iter();
         let mut grants = grants.into_iter();
         let mut skews = skews.into_iter().cycle();
@@ -130,11 +130,11 @@ proptest! {
                                     b = b.header(n, v);
                                 }
                             }
-                            call.handle_response(now, attempt.id, b.body(Bytes::from(body)).unwrap());
+                            call.handle(now, attempt.id, Outcome::Response(b.body(Bytes::from(body)).unwrap()));
                         }
-                        Step::Fail(k) => call.handle_transport_error(now, attempt.id, TransportError::new(kind(k), "x")),
+                        Step::Fail(k) => call.handle(now, attempt.id, Outcome::Failed(TransportError::new(kind(k), "x"))),
                         // Without any timeout a hung attempt waits forever, by design.
-                        Step::Hang if attempt.timeout.is_none() => call.handle_transport_error(now, attempt.id, TransportError::new(TransportKind::Reset, "x")),
+                        Step::Hang if attempt.ends_at.is_none() => call.handle(now, attempt.id, Outcome::Failed(TransportError::new(TransportKind::Reset, "x"))),
                         Step::Hang => {}
                     }
                 }
@@ -151,7 +151,6 @@ proptest! {
                     }
                     return Ok(());
                 }
-                _ => {}
             }
         }
         prop_assert!(false, "the call never ended");

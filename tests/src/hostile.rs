@@ -29,6 +29,19 @@ pub enum Behaviour {
         /// The pause between two bytes.
         every: Duration,
     },
+    /// Says nothing for `head_after`, then sends a 200 head announcing `body` (of
+    /// `content_type`) and the body one byte every `every`: each phase within a bound of
+    /// its own, all of them together past an attempt's.
+    Slow {
+        /// The silence before the head.
+        head_after: Duration,
+        /// The body's `Content-Type`.
+        content_type: &'static str,
+        /// The body, sent byte by byte.
+        body: Vec<u8>,
+        /// The pause between two bytes.
+        every: Duration,
+    },
     /// Sends these bytes as the whole response.
     Raw(Vec<u8>),
     /// Answers `status` with the request (head and body, so `authorization: Bearer <key>`)
@@ -244,6 +257,23 @@ fn serve(mut stream: TcpStream, behaviour: &Behaviour, shared: &Shared) -> io::R
             }
             Behaviour::Trickle { body, every } => {
                 stream.write_all(&head(200, "application/json", body.len(), &[]))?;
+                for byte in body {
+                    if !pause(stop, *every) {
+                        return Ok(());
+                    }
+                    stream.write_all(&[*byte])?;
+                }
+            }
+            Behaviour::Slow {
+                head_after,
+                content_type,
+                body,
+                every,
+            } => {
+                if !pause(stop, *head_after) {
+                    return Ok(());
+                }
+                stream.write_all(&head(200, content_type, body.len(), &[]))?;
                 for byte in body {
                     if !pause(stop, *every) {
                         return Ok(());

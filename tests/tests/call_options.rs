@@ -64,13 +64,13 @@ fn max_attempts_per_call_on_both_clients() {
     assert_eq!(error.trail().map(|t| t.attempts), Some(1), "{error:?}");
     // Without it, the client retries the same fault.
     emu.push_fault(Fault::Http503);
-    assert_eq!(b.chat(request()).unwrap().attempts, 2);
+    assert_eq!(b.chat(request()).unwrap().trail.attempts, 2);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         emu.push_fault(Fault::Http503);
         let error = a.with_options(once).chat(request()).await.unwrap_err();
         assert!(matches!(error, Error::Server { .. }), "{error:?}");
         emu.push_fault(Fault::Http503);
-        assert_eq!(a.chat(request()).await.unwrap().attempts, 2);
+        assert_eq!(a.chat(request()).await.unwrap().trail.attempts, 2);
     });
 }

@@ -48,6 +48,14 @@ fn policy() -> RetryPolicy {
         .silence_timeouts(Some(ms(400)), Some(ms(600)))
 }
 
+/// One attempt of 2 s whose phases have bounds of 5 s each.
+fn one_slow_attempt() -> RetryPolicy {
+    policy()
+        .max_attempts(1)
+        .attempt_timeout(Some(ms(2_000)))
+        .silence_timeouts(Some(ms(5_000)), Some(ms(5_000)))
+}
+
 fn chat_completion() -> String {
     serde_json::json!({
         "id": "cmpl-1", "object": "chat.completion", "created": 1, "model": MODEL,
@@ -141,6 +149,36 @@ rows! {
         check: |o| transport(TransportKind::Timeout)(o),
         requests: (1, 1),
         within: ms(4_000),
+    };
+    // A head after 1.6 s and a body trickled after it, each within its own 5 s bound:
+    // the attempt's 2 s end ends it, whatever phase it is in (giving each phase the whole
+    // timeout, the blocking client once took 3.6 s).
+    attempt_ends_at_its_timeout_across_phases: Row {
+        behaviour: || Behaviour::Slow {
+            head_after: ms(1_600),
+            content_type: "application/json",
+            body: chat_completion().into_bytes(),
+            every: ms(200),
+        },
+        stream: false,
+        policy: || one_slow_attempt(),
+        check: |o| transport(TransportKind::Timeout)(o),
+        requests: (1, 1),
+        within: ms(3_000),
+    };
+    // A stream's head after 3 s, within its own 5 s bound: the attempt's 2 s end ends it.
+    stream_attempt_ends_at_its_timeout: Row {
+        behaviour: || Behaviour::Slow {
+            head_after: ms(3_000),
+            content_type: "text/event-stream",
+            body: b"data: [DONE]\n\n".to_vec(),
+            every: ms(1),
+        },
+        stream: true,
+        policy: || one_slow_attempt(),
+        check: |o| transport(TransportKind::Timeout)(o),
+        requests: (1, 1),
+        within: ms(2_800),
     };
     // A retry that could not finish (under a second left, or here, under a tenth of a
     // 1.3 s deadline: the first attempt's head bound ends at 1.2 s) is not started, and

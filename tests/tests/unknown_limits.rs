@@ -512,7 +512,7 @@ fn two_calls(driver: Driver, url: &str, key: &str) -> (Result<u32, String>, Resu
             let call = |i| {
                 client
                     .chat(request(i))
-                    .map(|r| r.attempts)
+                    .map(|r| r.trail.attempts)
                     .map_err(|e| e.to_string())
             };
             (call(0), call(1))
@@ -532,8 +532,8 @@ fn two_calls(driver: Driver, url: &str, key: &str) -> (Result<u32, String>, Resu
                 let first = client.chat(request(0)).await;
                 let second = client.chat(request(1)).await;
                 (
-                    first.map(|r| r.attempts).map_err(|e| e.to_string()),
-                    second.map(|r| r.attempts).map_err(|e| e.to_string()),
+                    first.map(|r| r.trail.attempts).map_err(|e| e.to_string()),
+                    second.map(|r| r.trail.attempts).map_err(|e| e.to_string()),
                 )
             })
         }

@@ -64,7 +64,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::{Report, Signal, Ticket};
+use crate::action::{Report, Ticket};
+use crate::verdict::Verdict;
 
 const MICROS: u64 = 1_000_000;
 const FULL_SHARE: u64 = 1_000_000;
@@ -485,24 +486,19 @@ impl From<&Report> for ReportOp {
         };
         let (req_limit, req_window_secs) = pace(report.limits.requests());
         let (tok_limit, tok_window_secs) = pace(report.limits.tokens());
-        let signal = match report.signal {
-            Signal::Success => SignalOp::Success,
-            Signal::WindowSpent {
-                wait,
-                quota,
-                hinted,
-            } => SignalOp::WindowSpent {
-                wait_us: if hinted { micros(wait) } else { 0 },
+        // The budget pauses everyone for a wait the server named; a call's own backoff
+        // is its own.
+        let hinted = report.server_wait().map_or(0, micros);
+        let signal = match report.verdict {
+            Verdict::Success => SignalOp::Success,
+            Verdict::WindowSpent { quota } => SignalOp::WindowSpent {
+                wait_us: hinted,
                 window_us: micros(quota.window.duration().unwrap_or_default()),
             },
-            // The budget pauses everyone for a wait the server named; a call's own
-            // backoff is its own.
-            Signal::RateLimited { wait, hinted } => SignalOp::RateLimited {
-                wait_us: if hinted { micros(wait) } else { 0 },
-            },
-            Signal::NoAllowance => SignalOp::NoAllowance,
-            Signal::MonthlyQuota => SignalOp::MonthlyQuota,
-            Signal::Usage => SignalOp::Usage,
+            Verdict::RateLimited => SignalOp::RateLimited { wait_us: hinted },
+            Verdict::NoAllowance { .. } => SignalOp::NoAllowance,
+            Verdict::MonthlyQuota { .. } => SignalOp::MonthlyQuota,
+            Verdict::Usage => SignalOp::Usage,
             _ => SignalOp::Other,
         };
         ReportOp {

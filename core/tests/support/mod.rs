@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mistral_core::{
-    Action, ApiKey, ApiRequest, Call, Error, Grant, Report, RetryPolicy, Success, Target,
+    Action, ApiKey, ApiRequest, Call, Error, Grant, Outcome, Reply, Report, RetryPolicy, Target,
     TransportError, TransportKind, WaitReason,
 };
 
@@ -62,7 +62,7 @@ pub enum Event {
 }
 
 pub struct Run {
-    pub result: Result<Success, Error>,
+    pub result: Result<Reply, Error>,
     pub events: Vec<(Duration, Event)>,
     pub elapsed: Duration,
 }
@@ -104,14 +104,21 @@ impl Run {
     }
 }
 
-pub fn chat_request(stream: bool) -> mistral_core::Prepared {
-    let target = Target::new("https://api.mistral.ai", ApiKey::new(KEY).unwrap(), false).unwrap();
+pub fn target() -> Target {
+    Target::new("https://api.mistral.ai", ApiKey::new(KEY).unwrap(), false).unwrap()
+}
+
+pub fn chat_request(stream: bool) -> ApiRequest {
     let body = serde_json::json!({"model": "mistral-small-latest", "messages": [{"role": "user", "content": "hi"}]});
-    let request = ApiRequest::post_json("/v1/chat/completions", &body)
+    ApiRequest::post_json("/v1/chat/completions", &body)
         .unwrap()
         .for_model("mistral-small-latest", 100)
-        .streaming(stream);
-    target.prepare(&request).unwrap()
+        .streaming(stream)
+}
+
+/// A call of [`chat_request`] to [`target`].
+pub fn chat_call(stream: bool, policy: &RetryPolicy, now: Instant, seed: u64) -> Call {
+    Call::new(&target(), &chat_request(stream), policy, now, seed).unwrap()
 }
 
 /// Drives a call over `script` with `grant` answering every reservation.
@@ -123,7 +130,7 @@ pub fn drive(
 ) -> Run {
     let start = Instant::now();
     let mut now = start;
-    let mut call = Call::new(chat_request(false), policy, now, seed);
+    let mut call = chat_call(false, policy, now, seed);
     let mut script = script.into_iter();
     let mut events = Vec::new();
     let mut reservations = 0;
@@ -141,8 +148,8 @@ pub fn drive(
                 events.push((
                     now - start,
                     Event::Send {
-                        number: attempt.number,
-                        timeout: attempt.timeout,
+                        number: attempt.id.number(),
+                        timeout: attempt.left(now),
                     },
                 ));
                 match script
@@ -158,12 +165,13 @@ pub fn drive(
                         for (n, v) in headers {
                             b = b.header(n, v);
                         }
-                        call.handle_response(now, attempt.id, b.body(Bytes::from(body)).unwrap());
+                        let response = b.body(Bytes::from(body)).unwrap();
+                        call.handle(now, attempt.id, Outcome::Response(response));
                     }
-                    Answer::Fail(kind) => call.handle_transport_error(
+                    Answer::Fail(kind) => call.handle(
                         now,
                         attempt.id,
-                        TransportError::new(kind, "scripted"),
+                        Outcome::Failed(TransportError::new(kind, "scripted")),
                     ),
                     Answer::Hang => {}
                 }
@@ -180,7 +188,6 @@ pub fn drive(
             }
             Action::Report(r) => events.push((now - start, Event::Report(r))),
             Action::Done(result) => break result,
-            other => panic!("unexpected action {other:?}"),
         }
     };
     Run {

@@ -393,7 +393,7 @@ fn run_blocking(shared: &Arc<Shared>, limiter: Arc<dyn Limiter>) -> Result<Count
                 while let Some(index) = shared.take() {
                     let request = shared.job.workload.request(index);
                     let start = shared.clock.now_us();
-                    let outcome = client.chat(&request).map(|reply| reply.attempts);
+                    let outcome = client.chat(&request).map(|reply| reply.trail.attempts);
                     shared.record(index, start, outcome);
                 }
                 let _ = done.send(());
@@ -440,7 +440,10 @@ fn run_async(
                 while let Some(index) = shared.take() {
                     let request = shared.job.workload.request(index);
                     let start = shared.clock.now_us();
-                    let outcome = client.chat(&request).await.map(|reply| reply.attempts);
+                    let outcome = client
+                        .chat(&request)
+                        .await
+                        .map(|reply| reply.trail.attempts);
                     shared.record(index, start, outcome);
                 }
             });

@@ -279,7 +279,9 @@ pub fn run(settings: &Settings) -> Result<Outcome, String> {
             threads.push(std::thread::spawn(move || {
                 gate.wait();
                 let t = Instant::now();
-                let result = client.chat(request).map(|r| (r.attempts, r.waited));
+                let result = client
+                    .chat(request)
+                    .map(|r| (r.trail.attempts, r.trail.waited));
                 let took = t.elapsed();
                 let count = note(&records[0], &start, t, &result);
                 progress.finished(0, &describe(&result, took), live(&client.stats(), count));
@@ -298,7 +300,10 @@ pub fn run(settings: &Settings) -> Result<Outcome, String> {
                 // The barrier blocks: wait on it off the runtime's workers.
                 let _ = tokio::task::spawn_blocking(move || gate.wait()).await;
                 let t = Instant::now();
-                let result = client.chat(request).await.map(|r| (r.attempts, r.waited));
+                let result = client
+                    .chat(request)
+                    .await
+                    .map(|r| (r.trail.attempts, r.trail.waited));
                 let took = t.elapsed();
                 let count = note(&records[1], &start, t, &result);
                 progress.finished(1, &describe(&result, took), live(&client.stats(), count));

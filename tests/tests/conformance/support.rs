@@ -313,16 +313,16 @@ fn got_reply<T>(reply: &Reply<T>, text: String, items: usize, usage: Option<Usag
         items,
         usage,
         usage_first_at: None,
-        attempts: reply.attempts,
-        waited: reply.waited,
+        attempts: reply.trail.attempts,
+        waited: reply.trail.waited,
         limits: reply.limits.clone(),
     }
 }
 
-fn got_stream_head(head: &mistral_core::Success) -> Got {
+fn got_stream_head(head: &mistral_core::Reply) -> Got {
     Got {
-        attempts: head.attempts,
-        waited: head.waited,
+        attempts: head.trail.attempts,
+        waited: head.trail.waited,
         limits: head.limits.clone(),
         ..Got::default()
     }

@@ -1,56 +1,91 @@
-//! A successful response and its typed decoding.
-
-use std::time::Duration;
+//! A call's answer: [`Reply`], the 2xx response as it came or decoded, with what the call
+//! went through to get it; and the checks a 2xx body must pass to count as one.
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, ResponseInfo};
+use crate::error::{Error, ResponseInfo, Trail};
 use crate::ratelimits::RateLimits;
 use crate::redact::Redactor;
 use crate::verdict::excerpt;
 
-/// A 2xx response, with what the call went through to get it.
-#[derive(Debug, Clone)]
-pub struct Success {
+/// A call's answer: a 2xx response and what the call went through to get it (the same
+/// [`Trail`] an error carries). `Reply<Bytes>` (the default) is the body as it came, the
+/// one a call ends with; [`Reply::decode`] turns it into a `Reply<T>` of the typed
+/// answer, which dereferences to the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply<T = Bytes> {
+    /// The body: as it came (empty for a stream, whose events the driver reads), or
+    /// decoded.
+    pub value: T,
     /// HTTP status.
     pub status: StatusCode,
-    /// Response headers.
+    /// Response headers (a value that holds the key is marked sensitive).
     pub headers: HeaderMap,
-    /// The body (empty for a stream: its events are read by the driver).
-    pub body: Bytes,
-    /// Rate limits the response announced.
+    /// Rate limits the response announced (limit and remaining per bucket).
     pub limits: RateLimits,
     /// The `mistral-correlation-id`.
     pub correlation_id: Option<String>,
-    /// HTTP attempts made.
-    pub attempts: u32,
-    /// Time spent waiting before the successful attempt.
-    pub waited: Duration,
+    /// Attempts made, time waited before the successful one, time from the start of the
+    /// call to its answer.
+    pub trail: Trail,
     /// The call's redaction, for errors decoding or streaming this response.
     pub(crate) redactor: Redactor,
 }
 
-impl Success {
+impl<T> Reply<T> {
     /// The redaction of the call that got this response: a driver hands it to the
     /// [`crate::StreamReader`] of a stream ([`crate::StreamReader::redacting`]).
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
     }
 
-    /// Decodes the body as `T`. A body that does not decode is [`Error::Decode`], with
-    /// an excerpt of the body.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+    /// The value, without the rest.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+
+    /// The same reply around another value.
+    fn with<U>(self, value: U) -> Reply<U> {
+        Reply {
+            value,
+            status: self.status,
+            headers: self.headers,
+            limits: self.limits,
+            correlation_id: self.correlation_id,
+            trail: self.trail,
+            redactor: self.redactor,
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Reply<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl Reply<Bytes> {
+    /// Decodes the body as `T`, keeping the rest. A body that does not decode is
+    /// [`Error::Decode`], with an excerpt of the body.
+    pub fn decode<T: DeserializeOwned>(self) -> Result<Reply<T>, Error> {
+        let value = self.decode_value()?;
+        Ok(self.with(value))
+    }
+
+    /// Decodes the body as `T` (see [`Reply::decode`]), without the rest.
+    pub fn decode_value<T: DeserializeOwned>(&self) -> Result<T, Error> {
         // serde's messages quote the values they refused: redacted like the excerpt.
-        serde_json::from_slice(&self.body).map_err(|e| Error::Decode {
+        serde_json::from_slice(&self.value).map_err(|e| Error::Decode {
             message: self.redactor.redact(&e.to_string()),
             response: Box::new(ResponseInfo {
                 status: Some(self.status),
                 correlation_id: self.correlation_id.clone(),
                 code: None,
                 message: None,
-                excerpt: self.redactor.redact(&excerpt(&self.body)),
+                excerpt: self.redactor.redact(&excerpt(&self.value)),
                 limits: self.limits.clone(),
             }),
         })
@@ -139,48 +174,4 @@ pub(crate) fn usage_total(body: &[u8]) -> Option<u64> {
         .ok()?
         .usage?
         .total_tokens
-}
-
-/// A decoded response with what it took to get it: the limits the server announced,
-/// the correlation id, attempts and time waited. Dereferences to the value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply<T> {
-    /// The decoded body.
-    pub value: T,
-    /// Rate limits the response announced (limit and remaining per bucket).
-    pub limits: RateLimits,
-    /// The `mistral-correlation-id`.
-    pub correlation_id: Option<String>,
-    /// HTTP attempts made.
-    pub attempts: u32,
-    /// Time spent waiting before the successful attempt.
-    pub waited: Duration,
-}
-
-impl<T> Reply<T> {
-    /// The decoded body, without the rest.
-    pub fn into_inner(self) -> T {
-        self.value
-    }
-}
-
-impl<T> std::ops::Deref for Reply<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.value
-    }
-}
-
-impl Success {
-    /// Decodes the body into a [`Reply`].
-    pub fn into_reply<T: DeserializeOwned>(self) -> Result<Reply<T>, Error> {
-        let value = self.decode()?;
-        Ok(Reply {
-            value,
-            limits: self.limits,
-            correlation_id: self.correlation_id,
-            attempts: self.attempts,
-            waited: self.waited,
-        })
-    }
 }
