@@ -5,6 +5,7 @@
 //! so a typo does not silently fall back to a default.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,10 @@ pub const DEFAULT_KEY: &str = "test-key-0123456789";
 pub enum Era {
     /// `x-ratelimitbysize-*` and `ratelimitbysize-*` headers (token windows only, the
     /// only era with a `ratelimitbysize-reset` header); 401 with `{"message","request_id"}`
-    /// and `Www-Authenticate: Key`; 429 gateway body by default.
+    /// and `Www-Authenticate: Key`; 429 gateway body by default. The captured names say
+    /// `minute`; a token window other than a minute is named for its length
+    /// (`x-ratelimitbysize-limit-10-second`) and the bare `ratelimitbysize-limit` /
+    /// `-remaining` pair, which means a minute, is not sent.
     #[serde(rename = "early-2025", alias = "Early2025", alias = "early2025")]
     Early2025,
     /// `x-ratelimit-{limit,remaining}-tokens-{minute,month}` and
@@ -61,6 +65,19 @@ impl Era {
             Era::Early2025 | Era::Mid2025 => RateLimitBody::Gateway,
             Era::Late2025 | Era::Y2026 => RateLimitBody::Code1300,
         }
+    }
+}
+
+impl fmt::Display for Era {
+    /// The command-line spelling [`Era::parse`] reads back: `early-2025`, `mid-2025`,
+    /// `late-2025`, `2026`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Era::Early2025 => "early-2025",
+            Era::Mid2025 => "mid-2025",
+            Era::Late2025 => "late-2025",
+            Era::Y2026 => "2026",
+        })
     }
 }
 
@@ -108,6 +125,19 @@ impl Semantics {
             }
             _ => None,
         }
+    }
+}
+
+impl fmt::Display for Semantics {
+    /// The command-line spelling [`Semantics::parse`] reads back: `bucket`,
+    /// `fixed-window`, `sliding-log`, `leaky`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Semantics::Bucket => "bucket",
+            Semantics::FixedWindow => "fixed-window",
+            Semantics::SlidingLog => "sliding-log",
+            Semantics::Leaky => "leaky",
+        })
     }
 }
 

@@ -1,10 +1,13 @@
 //! Rate-limit header names and values per era (`mistral-api.md` §2).
 //!
-//! Every era whose names carry a window names the configured one (`minute` only for 60
-//! s; `10-second`, `5-minute` otherwise), except early 2025, whose captured names only
-//! ever say `minute` (`x-ratelimitbysize-*-minute` and the bare `ratelimitbysize-*`):
-//! that era is only faithful with a one-minute token window. Late 2025 names its
-//! request window in seconds whatever its length (`-req-60-second`), as captured.
+//! Every era names the window it really has, so a client that believes the headers paces
+//! at the real rate: `minute` only for 60 s, else the window's length (`1-second`,
+//! `10-second`, `5-minute`, [`window_name`]). Late 2025 names its request window in
+//! seconds whatever its length (`-req-60-second`), as captured. Early 2025's captured
+//! names say `minute` (`x-ratelimitbysize-*-minute`, and the bare `ratelimitbysize-limit`
+//! and `-remaining`, which mean a minute); with another window it sends
+//! `x-ratelimitbysize-*-N-second` (or `-N-minute`) and leaves the bare pair out, keeping
+//! `ratelimitbysize-reset` (seconds until the window resets, whatever its length).
 
 use std::time::Duration;
 
@@ -50,10 +53,13 @@ fn request_names(era: Era, window: Duration) -> Option<(String, String)> {
 
 fn token_names(era: Era, window: Duration) -> (String, String) {
     match era {
-        Era::Early2025 => (
-            "x-ratelimitbysize-limit-minute".into(),
-            "x-ratelimitbysize-remaining-minute".into(),
-        ),
+        Era::Early2025 => {
+            let w = window_name(window);
+            (
+                format!("x-ratelimitbysize-limit-{w}"),
+                format!("x-ratelimitbysize-remaining-{w}"),
+            )
+        }
         Era::Mid2025 | Era::Y2026 | Era::Late2025 => {
             let w = window_name(window);
             (
@@ -96,8 +102,11 @@ fn push_tokens(out: &mut Headers, era: Era, m: &MeterView, limit: u64, remaining
     out.push((l, limit.to_string()));
     out.push((r, remaining.to_string()));
     if era == Era::Early2025 {
-        out.push(("ratelimitbysize-limit".into(), limit.to_string()));
-        out.push(("ratelimitbysize-remaining".into(), remaining.to_string()));
+        // The bare pair means "per minute": sent only when the window is one.
+        if window_name(m.window) == "minute" {
+            out.push(("ratelimitbysize-limit".into(), limit.to_string()));
+            out.push(("ratelimitbysize-remaining".into(), remaining.to_string()));
+        }
         let reset = m.reset_in.as_secs_f64().ceil() as u64;
         out.push(("ratelimitbysize-reset".into(), reset.to_string()));
     }
@@ -253,6 +262,70 @@ mod tests {
             h[1],
             ("x-ratelimit-remaining-req-6-second".into(), "0".into())
         );
+        let h = success(Era::Late2025, &view(1), 12);
+        assert_eq!(names(&h)[0], "x-ratelimit-limit-req-1-second");
+        assert_eq!(names(&h)[2], "x-ratelimit-limit-tokens-1-second");
+    }
+
+    #[test]
+    fn every_era_names_the_real_window() {
+        for era in [Era::Early2025, Era::Mid2025, Era::Late2025, Era::Y2026] {
+            for secs in [1, 10, 30, 90, 300] {
+                for refusal in [None, Some(Refusal::Requests), Some(Refusal::Tokens)] {
+                    let h = match refusal {
+                        None => success(era, &view(secs), 12),
+                        Some(r) => refused(era, &view(secs), r),
+                    };
+                    let w = window_name(Duration::from_secs(secs));
+                    // Late 2025's request pair counts in seconds (`-req-300-second`).
+                    let in_seconds = format!("-{secs}-second");
+                    let real = |name: &str| {
+                        name.ends_with(&format!("-{w}")) || name.ends_with(&in_seconds)
+                    };
+                    for name in names(&h) {
+                        assert!(
+                            !name.contains("minute") || real(name),
+                            "{era:?}, a {secs}-s window: {name}"
+                        );
+                        assert!(
+                            real(name)
+                                || name.ends_with("-month")
+                                || name.ends_with("query-cost")
+                                || name == "ratelimitbysize-reset",
+                            "{era:?}, a {secs}-s window: {name} names no window"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn early_2025_keeps_its_captured_names_for_a_minute_only() {
+        let h = success(Era::Early2025, &view(60), 12);
+        for name in [
+            "x-ratelimitbysize-limit-minute",
+            "x-ratelimitbysize-remaining-minute",
+            "ratelimitbysize-limit",
+            "ratelimitbysize-remaining",
+            "ratelimitbysize-reset",
+        ] {
+            assert!(names(&h).contains(&name), "{name}: {h:?}");
+        }
+        let h = success(Era::Early2025, &view(1), 12);
+        assert_eq!(
+            names(&h),
+            [
+                "x-ratelimitbysize-limit-1-second",
+                "x-ratelimitbysize-remaining-1-second",
+                "ratelimitbysize-reset",
+                "x-ratelimitbysize-limit-month",
+                "x-ratelimitbysize-remaining-month",
+                "ratelimitbysize-query-cost",
+            ]
+        );
+        let h = refused(Era::Early2025, &view(10), Refusal::Tokens);
+        assert!(h.contains(&("x-ratelimitbysize-remaining-10-second".into(), "0".into())));
     }
 
     #[test]

@@ -74,7 +74,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-pub use cli::{Cli, USAGE, parse_args, run_cli};
+pub use cli::{Cli, help, parse_args, run_cli};
 pub use config::{
     Change, Config, DEFAULT_KEY, EffectiveLimits, Era, Fault, Limits, RateLimitBody, Semantics,
 };

@@ -210,7 +210,10 @@ fn early_era_uses_the_gateway_body_and_reset_header() {
         r.json().unwrap(),
         json!({"message": "Requests rate limit exceeded"})
     );
-    assert_eq!(r.header("x-ratelimitbysize-remaining-minute"), Some("0"));
+    // A 30-s window is named for its length, and the bare pair (a minute) is left out.
+    assert_eq!(r.header("x-ratelimitbysize-remaining-30-second"), Some("0"));
+    assert_eq!(r.header("x-ratelimitbysize-remaining-minute"), None);
+    assert_eq!(r.header("ratelimitbysize-remaining"), None);
     let reset: u64 = r
         .header("ratelimitbysize-reset")
         .and_then(|v| v.parse().ok())

@@ -79,10 +79,10 @@ fn tiny_month() -> Config {
     )
 }
 
-/// Early 2025: token headers named `minute` plus `ratelimitbysize-reset`; 1,200 tokens
-/// per fixed 1-second window. The warm-up (1,204 tokens) spends the window; the reset
-/// header then says 1 s, which the client must wait (its own estimate, 60 s × 6 / 1,200 =
-/// 300 ms, is less).
+/// Early 2025: `x-ratelimitbysize-*` token headers plus `ratelimitbysize-reset`; 1,200
+/// tokens per fixed 1-second window (named `-1-second`). The warm-up (1,204 tokens)
+/// spends the window; the reset header then says 1 s, which the client must wait (its
+/// own estimate, 1 s × 6 / 1,200 = 5 ms, is less).
 fn early_2025() -> Config {
     Config {
         era: Era::Early2025,
