@@ -511,6 +511,8 @@ mod tests {
                 path: "/v1/chat/completions".into(),
                 model: Some(super::super::scenario::MODEL.into()),
                 key_hash: None,
+                user_agent: None,
+                accept: None,
                 stream: false,
                 tokens: 26,
                 status: 200,

@@ -82,6 +82,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     path: "/v1/chat/completions".into(),
                     model: Some(model.clone()),
                     key_hash: None,
+                    user_agent: None,
+                    accept: None,
                     stream: false,
                     tokens: if admitted { cost } else { 0 },
                     status: if admitted { 200 } else { 429 },

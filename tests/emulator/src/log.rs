@@ -67,6 +67,10 @@ pub struct Entry {
     pub model: Option<String>,
     /// FNV-1a hash (16 hex digits) of the presented key; never the key itself.
     pub key_hash: Option<String>,
+    /// The `User-Agent` header, when sent.
+    pub user_agent: Option<String>,
+    /// The `Accept` header, when sent.
+    pub accept: Option<String>,
     /// Whether a stream was requested.
     pub stream: bool,
     /// Tokens charged to the limits (0 unless admitted).
@@ -574,6 +578,8 @@ mod tests {
             path: "/v1/chat/completions".into(),
             model: Some("m".into()),
             key_hash: None,
+            user_agent: None,
+            accept: None,
             stream: false,
             tokens,
             status: 200,

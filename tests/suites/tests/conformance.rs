@@ -20,7 +20,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use mistral_core::{Bucket, Error, RetryPolicy, StreamFailure, TransportKind, Window};
+use mistral_core::{Bucket, Error, RetryPolicy, Signal, StreamFailure, TransportKind, Window};
 use mistral_emulator::{Config, Era, Fault, Limits, Semantics};
 use support::{
     Expect, Got, Key, MODEL, Observed, Scenario, Target, UNKNOWN_FIELD, Want, Work, same,
@@ -185,6 +185,105 @@ fn chat_answered(g: &Got) -> Result<(), String> {
     Ok(())
 }
 
+/// As [`chat_answered`], and the reply exposes the limits the emulator announced (its
+/// default: 300 requests and 500,000 tokens a minute, one of each just spent).
+fn answered_with_its_limits(g: &Got) -> Result<(), String> {
+    chat_answered(g)?;
+    let requests = g.limits.requests().ok_or("no request limit exposed")?;
+    ensure!(
+        (requests.limit, requests.remaining) == (Some(300), Some(299)),
+        "requests {requests:?}"
+    );
+    let tokens = g.limits.tokens().ok_or("no token limit exposed")?;
+    ensure!(
+        (tokens.limit, tokens.remaining) == (Some(500_000), Some(500_000 - 18)),
+        "tokens {tokens:?}"
+    );
+    Ok(())
+}
+
+/// The client's statistics keep the limits of its last response.
+fn kept_the_last_limits(o: &Observed) -> Result<(), String> {
+    let last = o.stats.last_limits.as_ref().ok_or("no last limits kept")?;
+    let requests = last.requests().ok_or("no request limit kept")?;
+    ensure!(requests.limit == Some(300), "last limits {last:?}");
+    Ok(())
+}
+
+/// A `send` of a chat body: the emulator parsed the body as given (model and prompt, so
+/// 2 + 16 tokens charged on the chat path), and the JSON came back whole.
+fn sent_chat_answered(g: &Got) -> Result<(), String> {
+    chat_answered(g)
+}
+
+/// The body a `send` posted arrived as given: the emulator read its model and charged its
+/// prompt on the path it named.
+fn body_arrived_as_given(o: &Observed) -> Result<(), String> {
+    let measured = o.measured_entries();
+    let entry = measured.first().ok_or("the call never arrived")?;
+    ensure!(
+        entry.method == "POST" && entry.path == support::CHAT_PATH,
+        "{} {}",
+        entry.method,
+        entry.path
+    );
+    ensure!(
+        entry.model.as_deref() == Some(MODEL) && entry.tokens == 18,
+        "model {:?}, {} tokens",
+        entry.model,
+        entry.tokens
+    );
+    Ok(())
+}
+
+/// A collected stream is the whole response: the 16 words and the usage.
+fn collected(g: &Got) -> Result<(), String> {
+    let words = g.text.split_whitespace().count();
+    ensure!(words == 16, "{words} words in {:?}", g.text);
+    ensure!(g.items == 1, "{} choices", g.items);
+    let usage = g.usage.as_ref().ok_or("no usage")?;
+    ensure!(usage.total_tokens == 18, "usage {usage:?}");
+    Ok(())
+}
+
+/// The stream asked its limiter once, for its model, and its last report is the usage the
+/// stream announced (18 tokens), correcting the estimate made before it.
+fn reported_the_streams_usage(o: &Observed) -> Result<(), String> {
+    ensure!(o.asks.len() == 1, "{} asks: {:?}", o.asks.len(), o.asks);
+    ensure!(
+        o.asks[0].model.as_deref() == Some(MODEL),
+        "asked for {:?}",
+        o.asks[0].model
+    );
+    let last = o.reports.last().ok_or("nothing reported")?;
+    ensure!(
+        last.signal == Signal::Usage && last.used_tokens == Some(18),
+        "reports: {:?}",
+        o.reports
+    );
+    let usages = o
+        .reports
+        .iter()
+        .filter(|r| r.signal == Signal::Usage)
+        .count();
+    ensure!(usages == 1, "{usages} usage reports: {:?}", o.reports);
+    Ok(())
+}
+
+/// The key check went as `GET /v1/models`, once.
+fn checked_the_key_on_models(o: &Observed) -> Result<(), String> {
+    let measured = o.measured_entries();
+    ensure!(measured.len() == 1, "{} requests", measured.len());
+    let entry = measured[0];
+    ensure!(
+        entry.method == "GET" && entry.path == "/v1/models",
+        "{} {}",
+        entry.method,
+        entry.path
+    );
+    Ok(())
+}
+
 /// The same for a chat of `max_tokens` 4: 2 + 4 tokens.
 fn short_chat_answered(g: &Got) -> Result<(), String> {
     let usage = g.usage.as_ref().ok_or("no usage")?;
@@ -221,6 +320,12 @@ fn streamed(g: &Got) -> Result<(), String> {
             usage.total_tokens
         ) == (2, 16, 18),
         "usage {usage:?}"
+    );
+    ensure!(
+        g.used_tokens == Some(usage.total_tokens),
+        "the stream says {:?} tokens used, its usage {}",
+        g.used_tokens,
+        usage.total_tokens
     );
     Ok(())
 }
@@ -497,6 +602,7 @@ const BASE: Scenario = Scenario {
     target: Target::Emulator,
     work: Work::chat(),
     policy: same,
+    record_limiter: false,
     expect: Expect {
         outcome: Want::Ok(chat_answered),
         attempts: 1..=1,
@@ -528,6 +634,21 @@ const fn retried_once(
 static SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "success",
+        expect: Expect {
+            outcome: Want::Ok(answered_with_its_limits),
+            check: Some(kept_the_last_limits),
+            ..BASE.expect
+        },
+        ..BASE
+    },
+    Scenario {
+        name: "send_posts_its_json_as_given",
+        work: Work::send_chat(),
+        expect: Expect {
+            outcome: Want::Ok(sent_chat_answered),
+            check: Some(body_arrived_as_given),
+            ..BASE.expect
+        },
         ..BASE
     },
     Scenario {
@@ -612,6 +733,18 @@ static SCENARIOS: &[Scenario] = &[
         ..BASE
     },
     Scenario {
+        name: "verify_key_refused_names_the_variable_not_retried",
+        key: Key::Other(WRONG_KEY),
+        work: Work::verify_key(),
+        expect: Expect {
+            outcome: Want::Err("Unauthorized naming MISTRAL_API_KEY", is_unauthorized),
+            attempts: 1..=1,
+            time: AT_ONCE,
+            check: Some(checked_the_key_on_models),
+        },
+        ..BASE
+    },
+    Scenario {
         name: "unknown_field_is_bad_request_with_details",
         work: Work::send_unknown_field(),
         expect: Expect {
@@ -669,6 +802,26 @@ static SCENARIOS: &[Scenario] = &[
         work: Work::stream(),
         expect: Expect {
             outcome: Want::Ok(streamed),
+            ..BASE.expect
+        },
+        ..BASE
+    },
+    Scenario {
+        name: "stream_reports_its_usage_to_the_limiter",
+        work: Work::stream(),
+        record_limiter: true,
+        expect: Expect {
+            outcome: Want::Ok(streamed),
+            check: Some(reported_the_streams_usage),
+            ..BASE.expect
+        },
+        ..BASE
+    },
+    Scenario {
+        name: "stream_collected_is_the_whole_response",
+        work: Work::stream_collected(),
+        expect: Expect {
+            outcome: Want::Ok(collected),
             ..BASE.expect
         },
         ..BASE
@@ -856,6 +1009,7 @@ macro_rules! conformance {
 
 conformance! {
     success,
+    send_posts_its_json_as_given,
     embeddings_success,
     ambiguous_429_then_success,
     spent_window_waited_out_not_retried_early,
@@ -864,6 +1018,7 @@ conformance! {
     monthly_quota_ends_at_once,
     capacity_retried_then_success,
     unauthorized_names_the_variable_not_the_key,
+    verify_key_refused_names_the_variable_not_retried,
     unknown_field_is_bad_request_with_details,
     http_500_retried_then_success,
     http_502_html_retried_then_success,
@@ -871,6 +1026,8 @@ conformance! {
     html_error_surfaced_when_retries_exhausted,
     connection_refused_is_transport_connect,
     stream_success,
+    stream_reports_its_usage_to_the_limiter,
+    stream_collected_is_the_whole_response,
     ambiguous_429_before_stream_then_stream,
     stalled_stream_fails_idle,
     cut_stream_fails_cut,
@@ -921,4 +1078,24 @@ fn a_broken_promise_is_caught() {
     let observed = support::run_async(&slow);
     let failures = support::verify(&slow, &observed);
     assert_eq!(failures.len(), 2, "{failures:?}");
+    // The checks every row gets: the key in the client's Debug, a stream that yields
+    // after its error, a success without its correlation id.
+    let mut observed = support::run_blocking(scenario("success"));
+    assert!(support::verify(scenario("success"), &observed).is_empty());
+    observed.client_debug = format!("Client {{ key: {:?} }}", observed.key);
+    observed.ended_after_error = Some(false);
+    if let Ok(got) = &mut observed.outcome {
+        got.correlation_id = None;
+    }
+    let failures = support::verify(scenario("success"), &observed);
+    for expected in [
+        "the key (",
+        "the stream yielded again",
+        "the success does not carry",
+    ] {
+        assert!(
+            failures.iter().any(|f| f.starts_with(expected)),
+            "{expected}: {failures:?}"
+        );
+    }
 }

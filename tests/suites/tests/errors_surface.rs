@@ -1,11 +1,12 @@
 //! What a user matches on: `source()` chains under transport errors, `StatusCode`
-//! statuses, both clients alike, against real sockets on loopback.
+//! statuses, both clients alike, against real sockets on loopback; and the builders'
+//! construction errors, the same on both clients.
 
 use std::error::Error as _;
 
 use http::StatusCode;
 use mistral_core::models::{ChatRequest, Message};
-use mistral_core::{CallOptions, Error, TransportKind};
+use mistral_core::{CallOptions, Error, KeyError, TransportKind};
 use mistral_emulator::{Config, Emulator};
 
 fn request() -> ChatRequest {
@@ -104,4 +105,117 @@ fn statuses_are_status_codes_on_both_clients() {
         .unwrap();
     let reply = client.chat(request()).unwrap();
     assert_eq!(reply.text().map(str::is_empty), Some(false));
+}
+
+/// Both builders refuse the same configurations with the same errors at `build`, and
+/// neither shows the key in its `Debug`: no key, a key with whitespace, plain HTTP to a
+/// remote host (unless allowed), a user agent that is not a header value.
+#[test]
+fn construction_errors_are_the_same_on_both_clients() {
+    const SECRET: &str = "sk-construction-SECRET-key";
+    /// A case: its name, what both builders give, the error it must be.
+    type Case = (
+        &'static str,
+        fn() -> [Result<(), Error>; 2],
+        fn(&Error) -> bool,
+    );
+    let cases: [Case; 5] = [
+        (
+            "no key",
+            || {
+                [
+                    mistral_blocking::Client::builder().build().map(drop),
+                    mistral_async::Client::builder().build().map(drop),
+                ]
+            },
+            |e| *e == Error::Key(KeyError::Missing),
+        ),
+        (
+            "a key with whitespace",
+            || {
+                [
+                    mistral_blocking::Client::new("two words").map(drop),
+                    mistral_async::Client::new("two words").map(drop),
+                ]
+            },
+            |e| matches!(e, Error::Key(KeyError::Whitespace { .. })),
+        ),
+        (
+            "plain HTTP to a remote host",
+            || {
+                [
+                    mistral_blocking::Client::builder()
+                        .api_key(SECRET)
+                        .base_url("http://api.example.com")
+                        .build()
+                        .map(drop),
+                    mistral_async::Client::builder()
+                        .api_key(SECRET)
+                        .base_url("http://api.example.com")
+                        .build()
+                        .map(drop),
+                ]
+            },
+            |e| matches!(e, Error::Config(_)),
+        ),
+        (
+            "a user agent with a line break",
+            || {
+                [
+                    mistral_blocking::Client::builder()
+                        .api_key(SECRET)
+                        .user_agent("bad\nagent")
+                        .build()
+                        .map(drop),
+                    mistral_async::Client::builder()
+                        .api_key(SECRET)
+                        .user_agent("bad\nagent")
+                        .build()
+                        .map(drop),
+                ]
+            },
+            |e| matches!(e, Error::Config(_)),
+        ),
+        (
+            "plain HTTP allowed on purpose",
+            || {
+                [
+                    mistral_blocking::Client::builder()
+                        .api_key(SECRET)
+                        .base_url("http://api.example.com")
+                        .allow_insecure_http(true)
+                        .build()
+                        .map(drop),
+                    mistral_async::Client::builder()
+                        .api_key(SECRET)
+                        .base_url("http://api.example.com")
+                        .allow_insecure_http(true)
+                        .build()
+                        .map(drop),
+                ]
+            },
+            |_| false,
+        ),
+    ];
+    for (case, build, expected) in cases {
+        for (client, built) in ["blocking", "async"].into_iter().zip(build()) {
+            match built {
+                Ok(()) => assert_eq!(case, "plain HTTP allowed on purpose", "{client}"),
+                Err(e) => {
+                    assert!(expected(&e), "{case}, {client}: {e:?}");
+                    assert!(!format!("{e} {e:?}").contains(SECRET), "{case}: {e:?}");
+                }
+            }
+        }
+    }
+    let blocking = mistral_blocking::Client::builder().api_key(SECRET);
+    let asynchronous = mistral_async::Client::builder().api_key(SECRET);
+    for shown in [
+        format!("{blocking:?}"),
+        format!("{asynchronous:?}"),
+        format!("{:?}", blocking.build().unwrap()),
+        format!("{:?}", asynchronous.build().unwrap()),
+    ] {
+        assert!(!shown.contains(SECRET), "{shown}");
+    }
 }

@@ -2,7 +2,8 @@
 //! real emulator. Four calls at once under a budget of 2 per second with a deadline of
 //! 1 s (a call keeps 100 ms of it for its attempt, so it may wait 0.9 s): one goes at
 //! once, one waits 500 ms for its slot, two cannot start in time and end at once
-//! (`RateLimited { shared: true }`, nothing sent).
+//! (`RateLimited { shared: true }`, nothing sent). And a clone shares its client's
+//! statistics.
 
 use std::time::{Duration, Instant};
 
@@ -118,4 +119,39 @@ fn async_counts_queued_admitted_and_refused_for_the_deadline() {
         results
     });
     check("async", &results, client.stats().limiter, &emu);
+}
+
+/// A clone is a handle on the same client: a call through it counts in the original's
+/// statistics, on both clients.
+#[test]
+fn clones_share_their_statistics_on_both_clients() {
+    let emu = Emulator::start(Config::default());
+    let blocking = mistral_blocking::Client::builder()
+        .api_key(emu.key())
+        .base_url(emu.url())
+        .build()
+        .unwrap();
+    blocking.clone().chat(request()).unwrap();
+    let stats = blocking.stats();
+    assert_eq!(
+        (stats.calls, stats.successes),
+        (1, 1),
+        "blocking: {stats:?}"
+    );
+
+    let asynchronous = mistral_async::Client::builder()
+        .api_key(emu.key())
+        .base_url(emu.url())
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clone = asynchronous.clone();
+    runtime
+        .block_on(async move { clone.chat(request()).await.map(drop) })
+        .unwrap();
+    let stats = asynchronous.stats();
+    assert_eq!((stats.calls, stats.successes), (1, 1), "async: {stats:?}");
 }

@@ -47,6 +47,8 @@ pub(super) async fn handle(
         path: req.uri().path().to_string(),
         model: None,
         key_hash: bearer(&req).map(|k| format!("{:016x}", fnv1a(k.as_bytes()))),
+        user_agent: header_text(&req, http::header::USER_AGENT),
+        accept: header_text(&req, http::header::ACCEPT),
         stream: false,
         tokens: 0,
         status: 0,
@@ -352,6 +354,11 @@ async fn inference(
     }
     reply.body.guard = guard;
     reply
+}
+
+/// A request header as text, if sent and printable.
+fn header_text(req: &Request<Incoming>, name: http::header::HeaderName) -> Option<String> {
+    Some(req.headers().get(name)?.to_str().ok()?.to_string())
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<String> {

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use mistral_core::models::{ChatChunk, ChatRequest, EmbeddingRequest, Message, Usage};
 use mistral_core::{
-    ApiRequest, Error, NoLimiter, RateLimits, Reply, RetryPolicy, Stats, estimate_tokens,
+    ApiRequest, Ask, Error, Grant, Limiter, NoLimiter, RateLimits, Reply, Report, RetryPolicy,
+    Stats, estimate_tokens,
 };
 use mistral_emulator::{Config, Emulator, Entry, Fault, Log, Source};
 
@@ -74,6 +75,12 @@ pub enum Kind {
     Embeddings,
     /// `client.send` of a chat body with an [`UNKNOWN_FIELD`].
     SendUnknownField,
+    /// `client.send` of a plain chat body, as JSON of the caller's.
+    SendChat,
+    /// `client.chat_stream`, collected into one response (`collect_response`).
+    StreamCollected,
+    /// `client.verify_key` (`GET /v1/models`, nothing returned).
+    VerifyKey,
 }
 
 /// One call: its kind, the length of its prompt and its `max_tokens`.
@@ -114,6 +121,21 @@ impl Work {
     /// A generic `send` of a chat body with an unknown field.
     pub const fn send_unknown_field() -> Work {
         Work::of(Kind::SendUnknownField)
+    }
+
+    /// A generic `send` of a plain chat body.
+    pub const fn send_chat() -> Work {
+        Work::of(Kind::SendChat)
+    }
+
+    /// A streamed chat call collected into one response.
+    pub const fn stream_collected() -> Work {
+        Work::of(Kind::StreamCollected)
+    }
+
+    /// A key check.
+    pub const fn verify_key() -> Work {
+        Work::of(Kind::VerifyKey)
     }
 
     /// The same call with a prompt of `chars` characters.
@@ -197,8 +219,41 @@ pub struct Scenario {
     pub work: Work,
     /// Changes to [`base_policy`].
     pub policy: fn(RetryPolicy) -> RetryPolicy,
+    /// The measured client gets a [`Recorder`] as its limiter (no pacing), so that the
+    /// checks see what the client asked and told it; else the client's default limiter.
+    pub record_limiter: bool,
     /// What must come of it.
     pub expect: Expect,
+}
+
+/// A limiter that admits every call at once and records what it was asked and told.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    asks: std::sync::Mutex<Vec<Ask>>,
+    reports: std::sync::Mutex<Vec<Report>>,
+}
+
+impl Limiter for Recorder {
+    fn reserve(&self, _now: Instant, ask: &Ask) -> Grant {
+        self.asks.lock().expect("not poisoned").push(ask.clone());
+        Grant::Now
+    }
+
+    fn report(&self, _now: Instant, report: &Report) {
+        self.reports
+            .lock()
+            .expect("not poisoned")
+            .push(report.clone());
+    }
+}
+
+impl Recorder {
+    fn taken(&self) -> (Vec<Ask>, Vec<Report>) {
+        (
+            std::mem::take(&mut self.asks.lock().expect("not poisoned")),
+            std::mem::take(&mut self.reports.lock().expect("not poisoned")),
+        )
+    }
 }
 
 /// The retry policy of every scenario before its tweaks: quick backoff (20 ms base,
@@ -234,6 +289,10 @@ pub struct Got {
     pub waited: Duration,
     /// Rate limits the response announced.
     pub limits: RateLimits,
+    /// The response's `mistral-correlation-id`.
+    pub correlation_id: Option<String>,
+    /// A stream: the tokens it says were used (`used_tokens`).
+    pub used_tokens: Option<u64>,
 }
 
 /// What running a scenario with one client showed.
@@ -257,6 +316,27 @@ pub struct Observed {
     pub log: Option<Log>,
     /// The key the measured client presented.
     pub key: String,
+    /// The measured client's `Debug` output.
+    pub client_debug: String,
+    /// A stream that failed: whether it then yielded nothing more (`None`: no stream
+    /// failed).
+    pub ended_after_error: Option<bool>,
+    /// With [`Scenario::record_limiter`]: what the client asked its limiter.
+    pub asks: Vec<Ask>,
+    /// With [`Scenario::record_limiter`]: what the client reported to its limiter.
+    pub reports: Vec<Report>,
+}
+
+/// What the measured call showed on its way: stream chunks, a failed stream's end, its
+/// wall time.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Wall time of the measured call (a stream: to its end).
+    pub elapsed: Duration,
+    /// Stream chunks handed out before the outcome (also when the stream failed).
+    pub chunks: usize,
+    /// A stream that failed: whether the next poll said it had ended.
+    pub ended_after_error: Option<bool>,
 }
 
 impl Observed {
@@ -316,6 +396,8 @@ fn got_reply<T>(reply: &Reply<T>, text: String, items: usize, usage: Option<Usag
         attempts: reply.attempts,
         waited: reply.waited,
         limits: reply.limits.clone(),
+        correlation_id: reply.correlation_id.clone(),
+        used_tokens: None,
     }
 }
 
@@ -324,7 +406,40 @@ fn got_stream_head(head: &mistral_core::Success) -> Got {
         attempts: head.attempts,
         waited: head.waited,
         limits: head.limits.clone(),
+        correlation_id: head.correlation_id.clone(),
         ..Got::default()
+    }
+}
+
+fn send_chat_request(work: &Work) -> ApiRequest {
+    let body = serde_json::json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt_text(work.prompt_chars)}],
+    });
+    ApiRequest::post_json(CHAT_PATH, &body)
+        .expect("a JSON body serializes")
+        .for_model(MODEL, estimate_tokens(work.prompt_chars, work.max_tokens))
+}
+
+/// What a `send` of a chat body got back: the first choice's text, the choices, the usage.
+fn got_sent_chat(reply: &Reply<serde_json::Value>) -> Got {
+    let value = &reply.value;
+    let text = value["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let items = value["choices"].as_array().map_or(0, Vec::len);
+    let usage = serde_json::from_value(value["usage"].clone()).ok();
+    got_reply(reply, text, items, usage)
+}
+
+/// What a collected stream got back, after its head.
+fn got_collected(head: Got, response: &mistral_core::models::ChatResponse) -> Got {
+    Got {
+        text: response.text().unwrap_or_default().to_owned(),
+        items: response.choices.len(),
+        usage: response.usage.clone(),
+        ..head
     }
 }
 
@@ -390,21 +505,25 @@ impl Stage {
         &self,
         driver: Driver,
         outcome: Result<Got, Error>,
-        chunks: usize,
-        elapsed: Duration,
+        seen: Seen,
         stats: Stats,
         warmup_attempts: u64,
+        client_debug: String,
     ) -> Observed {
         Observed {
             driver,
             attempts: u32::try_from(stats.attempts).unwrap_or(u32::MAX),
             outcome,
-            chunks,
-            elapsed,
+            chunks: seen.chunks,
+            elapsed: seen.elapsed,
             stats,
             warmup_attempts,
             log: self.emulator.as_ref().map(Emulator::log),
             key: self.key.clone(),
+            client_debug,
+            ended_after_error: seen.ended_after_error,
+            asks: Vec::new(),
+            reports: Vec::new(),
         }
     }
 }
@@ -425,33 +544,38 @@ pub fn run_blocking(s: &Scenario) -> Observed {
         .build()
         .expect("the client builds");
     for work in s.warmup {
-        if let Err(e) = perform_blocking(&warm, work, &mut 0) {
+        if let Err(e) = perform_blocking(&warm, work, &mut Seen::default()) {
             panic!("{}: a warm-up call failed: {e}", s.name);
         }
     }
     stage.push_faults(s);
-    let client = builder(&stage.key, (s.policy)(base_policy()))
-        .build()
-        .expect("the client builds");
-    let mut chunks = 0;
+    let recorder = Arc::new(Recorder::default());
+    let mut measured = builder(&stage.key, (s.policy)(base_policy()));
+    if s.record_limiter {
+        measured = measured.limiter(recorder.clone());
+    }
+    let client = measured.build().expect("the client builds");
+    let mut seen = Seen::default();
     let start = Instant::now();
-    let outcome = perform_blocking(&client, &s.work, &mut chunks);
-    let elapsed = start.elapsed();
+    let outcome = perform_blocking(&client, &s.work, &mut seen);
+    seen.elapsed = start.elapsed();
     let warmup = warm.stats().attempts;
-    stage.observed(
+    let mut observed = stage.observed(
         Driver::Blocking,
         outcome,
-        chunks,
-        elapsed,
+        seen,
         client.stats(),
         warmup,
-    )
+        format!("{client:?}"),
+    );
+    (observed.asks, observed.reports) = recorder.taken();
+    observed
 }
 
 fn perform_blocking(
     client: &mistral_blocking::Client,
     work: &Work,
-    chunks: &mut usize,
+    seen: &mut Seen,
 ) -> Result<Got, Error> {
     match work.kind {
         Kind::Chat => {
@@ -467,12 +591,24 @@ fn perform_blocking(
         Kind::Stream => {
             let mut stream = client.chat_stream(chat_request(work))?;
             let mut got = got_stream_head(stream.head());
-            for chunk in stream.by_ref() {
-                absorb(&mut got, &chunk?);
-                *chunks += 1;
+            while let Some(chunk) = stream.next() {
+                match chunk {
+                    Ok(chunk) => absorb(&mut got, &chunk),
+                    Err(e) => {
+                        seen.ended_after_error = Some(stream.next().is_none());
+                        return Err(e);
+                    }
+                }
+                seen.chunks += 1;
             }
             got.usage = stream.usage().cloned();
+            got.used_tokens = stream.used_tokens();
             Ok(got)
+        }
+        Kind::StreamCollected => {
+            let stream = client.chat_stream(chat_request(work))?;
+            let head = got_stream_head(stream.head());
+            Ok(got_collected(head, &stream.collect_response()?))
         }
         Kind::Embeddings => {
             let reply = client.embeddings(embeddings_request(work))?;
@@ -487,6 +623,19 @@ fn perform_blocking(
             let reply = client.send(unknown_field_request(work))?;
             Ok(got_reply(&reply, reply.value.to_string(), 1, None))
         }
+        Kind::SendChat => Ok(got_sent_chat(&client.send(send_chat_request(work))?)),
+        Kind::VerifyKey => {
+            client.verify_key()?;
+            Ok(verified(client.stats().attempts))
+        }
+    }
+}
+
+/// What a key check that passed got back: nothing but its attempts (the statistics').
+fn verified(attempts: u64) -> Got {
+    Got {
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        ..Got::default()
     }
 }
 
@@ -511,34 +660,39 @@ pub fn run_async(s: &Scenario) -> Observed {
             .build()
             .expect("the client builds");
         for work in s.warmup {
-            if let Err(e) = perform_async(&warm, work, &mut 0).await {
+            if let Err(e) = perform_async(&warm, work, &mut Seen::default()).await {
                 panic!("{}: a warm-up call failed: {e}", s.name);
             }
         }
         stage.push_faults(s);
-        let client = builder(&stage.key, (s.policy)(base_policy()))
-            .build()
-            .expect("the client builds");
-        let mut chunks = 0;
+        let recorder = Arc::new(Recorder::default());
+        let mut measured = builder(&stage.key, (s.policy)(base_policy()));
+        if s.record_limiter {
+            measured = measured.limiter(recorder.clone());
+        }
+        let client = measured.build().expect("the client builds");
+        let mut seen = Seen::default();
         let start = Instant::now();
-        let outcome = perform_async(&client, &s.work, &mut chunks).await;
-        let elapsed = start.elapsed();
+        let outcome = perform_async(&client, &s.work, &mut seen).await;
+        seen.elapsed = start.elapsed();
         let warmup = warm.stats().attempts;
-        stage.observed(
+        let mut observed = stage.observed(
             Driver::Async,
             outcome,
-            chunks,
-            elapsed,
+            seen,
             client.stats(),
             warmup,
-        )
+            format!("{client:?}"),
+        );
+        (observed.asks, observed.reports) = recorder.taken();
+        observed
     })
 }
 
 async fn perform_async(
     client: &mistral_async::Client,
     work: &Work,
-    chunks: &mut usize,
+    seen: &mut Seen,
 ) -> Result<Got, Error> {
     match work.kind {
         Kind::Chat => {
@@ -555,11 +709,23 @@ async fn perform_async(
             let mut stream = client.chat_stream(&chat_request(work)).await?;
             let mut got = got_stream_head(stream.head());
             while let Some(chunk) = stream.next_chunk().await {
-                absorb(&mut got, &chunk?);
-                *chunks += 1;
+                match chunk {
+                    Ok(chunk) => absorb(&mut got, &chunk),
+                    Err(e) => {
+                        seen.ended_after_error = Some(stream.next_chunk().await.is_none());
+                        return Err(e);
+                    }
+                }
+                seen.chunks += 1;
             }
             got.usage = stream.usage().cloned();
+            got.used_tokens = stream.used_tokens();
             Ok(got)
+        }
+        Kind::StreamCollected => {
+            let stream = client.chat_stream(&chat_request(work)).await?;
+            let head = got_stream_head(stream.head());
+            Ok(got_collected(head, &stream.collect_response().await?))
         }
         Kind::Embeddings => {
             let reply = client.embeddings(&embeddings_request(work)).await?;
@@ -574,13 +740,21 @@ async fn perform_async(
             let reply = client.send(unknown_field_request(work)).await?;
             Ok(got_reply(&reply, reply.value.to_string(), 1, None))
         }
+        Kind::SendChat => Ok(got_sent_chat(&client.send(send_chat_request(work)).await?)),
+        Kind::VerifyKey => {
+            client.verify_key().await?;
+            Ok(verified(client.stats().attempts))
+        }
     }
 }
 
 /// Every check of `s` against `o`: the expected outcome, attempts and time, then what
 /// holds for every scenario (the attempts the client reports are the attempts it made and
-/// the attempts the server saw; the key is in no error; no limit was exceeded), then the
-/// scenario's own checks. Returns every failure found.
+/// the attempts the server saw; the key is in no error and not in the client's `Debug`; a
+/// failed stream yields nothing more; a success from the emulator carries its correlation
+/// id; every request goes with the client's `User-Agent`, a stream's asking for an event
+/// stream; no limit was exceeded), then the scenario's own checks. Returns every failure
+/// found.
 pub fn verify(s: &Scenario, o: &Observed) -> Vec<String> {
     let mut failures = Vec::new();
     let e = &s.expect;
@@ -633,6 +807,42 @@ pub fn verify(s: &Scenario, o: &Observed) -> Vec<String> {
         let text = format!("{error}\n{error:?}");
         if let Some(piece) = leaked_piece(&text, &o.key) {
             failures.push(format!("the key ({piece:?}) appears in the error: {text}"));
+        }
+    }
+    if let Some(piece) = leaked_piece(&o.client_debug, &o.key) {
+        failures.push(format!(
+            "the key ({piece:?}) appears in the client's Debug: {}",
+            o.client_debug
+        ));
+    }
+    if o.ended_after_error == Some(false) {
+        failures.push("the stream yielded again after its error".to_owned());
+    }
+    if let Ok(got) = &o.outcome
+        && s.target == Target::Emulator
+        && s.work.kind != Kind::VerifyKey
+        && got.correlation_id.as_deref().is_none_or(str::is_empty)
+    {
+        failures.push("the success does not carry the mistral-correlation-id".to_owned());
+    }
+    let streamed = matches!(s.work.kind, Kind::Stream | Kind::StreamCollected);
+    for entry in o.measured_entries() {
+        let agent = entry.user_agent.as_deref().unwrap_or_default();
+        if !agent.starts_with("mistral-rs/") {
+            failures.push(format!(
+                "request {} went with User-Agent {agent:?}",
+                entry.seq
+            ));
+        }
+        let accept = entry.accept.as_deref();
+        // A replacing fault answers before the body is read: only an admitted request
+        // says what its body asked for.
+        let unstreamed = entry.admitted() && !entry.stream;
+        if streamed && (unstreamed || accept != Some("text/event-stream")) {
+            failures.push(format!(
+                "stream request {} asked for no stream (stream {}, Accept {accept:?})",
+                entry.seq, entry.stream
+            ));
         }
     }
     if let Some(log) = &o.log {
