@@ -1,7 +1,7 @@
 //! ureq-proto's TRACE dump of the request head (which holds the key) and the warning the
 //! client gives when a logger would record it. Without the feature `no-wire-trace` the
 //! dump is live: the client must warn once. With it (as when this package is built with
-//! mistral-tests, which turns it on), nothing of the dump and no warning may appear.
+//! mistral-suites, mistral-bench or mistral-demo, which turn it on), nothing of the dump and no warning may appear.
 
 use std::io::{self, Read, Write};
 use std::net::TcpListener;

@@ -205,7 +205,7 @@ pub struct Connection {
     pub key: String,
     /// The built-in emulator, kept alive for the run.
     #[cfg(feature = "emulator")]
-    _emulator: Option<mistral_tests::Emulator>,
+    _emulator: Option<mistral_emulator::Emulator>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -220,13 +220,13 @@ fn connect(emulator: bool) -> Result<Connection, String> {
     if emulator {
         #[cfg(feature = "emulator")]
         {
-            let config = mistral_tests::Config {
-                era: mistral_tests::Era::Late2025,
+            let config = mistral_emulator::Config {
+                era: mistral_emulator::Era::Late2025,
                 window_secs: 1.0,
-                default_limits: mistral_tests::Limits::new(Some(5), Some(20_000)),
-                ..mistral_tests::Config::default()
+                default_limits: mistral_emulator::Limits::new(Some(5), Some(20_000)),
+                ..mistral_emulator::Config::default()
             };
-            let emulator = mistral_tests::Emulator::try_start(config)
+            let emulator = mistral_emulator::Emulator::try_start(config)
                 .map_err(|e| format!("the built-in emulator could not start: {e}"))?;
             eprintln!(
                 "mistral: using the built-in emulator at {} (5 requests and 20,000 tokens per second; answers are generated)",

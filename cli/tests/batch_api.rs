@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mistral_tests::Limits;
+use mistral_emulator::Limits;
 use serde_json::{Value, json};
 
 const MODEL: &str = "mistral-small-latest";
@@ -32,7 +32,7 @@ fn mixed_input(path: &std::path::Path) -> HashSet<String> {
     ids
 }
 
-fn jobs(emu: &mistral_tests::Emulator) -> Vec<Value> {
+fn jobs(emu: &mistral_emulator::Emulator) -> Vec<Value> {
     let response = reqwest_blocking_get(&format!("{}/v1/batch/jobs", emu.url()), emu.key());
     response["data"].as_array().cloned().unwrap_or_default()
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mistral_tests::Limits;
+use mistral_emulator::Limits;
 use serde_json::{Value, json};
 
 const MODEL: &str = "mistral-small-latest";
@@ -254,7 +254,7 @@ fn the_shipped_sample_runs_against_the_built_in_emulator() {
         "{}",
         stderr(&out)
     );
-    assert!(!stderr(&out).contains(mistral_tests::DEFAULT_KEY));
+    assert!(!stderr(&out).contains(mistral_emulator::DEFAULT_KEY));
     let _ = Value::Null;
 }
 
@@ -294,14 +294,14 @@ fn ctrl_c_lets_the_calls_in_flight_finish_and_the_run_resumes() {
 
 #[test]
 fn a_file_sorted_by_model_spends_every_models_budget_at_once() {
-    let config = mistral_tests::Config {
-        era: mistral_tests::Era::Late2025,
+    let config = mistral_emulator::Config {
+        era: mistral_emulator::Era::Late2025,
         window_secs: 1.0,
-        ..mistral_tests::Config::default()
+        ..mistral_emulator::Config::default()
     }
     .model(MODEL, Limits::new(Some(30), Some(1_000_000)))
     .model("mistral-embed", Limits::new(Some(30), Some(1_000_000)));
-    let emu = mistral_tests::Emulator::start(config);
+    let emu = mistral_emulator::Emulator::start(config);
     let dir = temp_dir("lanes");
     let input = dir.join("in.jsonl");
     let output = dir.join("out.jsonl");

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mistral_tests::Limits;
+use mistral_emulator::Limits;
 
 const MODEL: &str = "mistral-small-latest";
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use mistral_tests::Limits;
+use mistral_emulator::Limits;
 
 const MODEL: &str = "mistral-small-latest";
 

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use mistral_tests::Limits;
+use mistral_emulator::Limits;
 
 const MODEL: &str = "mistral-small-latest";
 

@@ -67,7 +67,7 @@ pub fn bench(args: &[OsString]) -> ExitCode {
         "run",
         "--release",
         "-p",
-        "mistral-tests",
+        "mistral-bench",
         "--bin",
         "mistral-bench",
         "--",
@@ -176,7 +176,7 @@ fn run_criterion(keep: &Path) -> Result<(), String> {
 /// `cargo xtask demo ARGS...`: `mistral-demo` in the dev profile, its exit code kept.
 pub fn demo(args: &[OsString]) -> ExitCode {
     let mut cmd = cargo();
-    cmd.args(["run", "-p", "mistral-tests", "--bin", "mistral-demo", "--"]);
+    cmd.args(["run", "-p", "mistral-demo", "--bin", "mistral-demo", "--"]);
     cmd.args(args);
     match cmd.status() {
         Ok(status) => exit_code_of(status),

@@ -1,6 +1,7 @@
-//! The layering check: `mistral-core` stays sans-IO.
+//! The layering check: `mistral-core` stays sans-IO, and the emulator stays apart
+//! from the clients it judges.
 //!
-//! Two guards, both decided here from plain text so they can be unit-tested
+//! Three guards, all decided here from plain text so they can be unit-tested
 //! (and shown to fail) without running cargo:
 //!
 //! 1. [`banned_packages`]: no I/O runtime or HTTP/Redis client anywhere in
@@ -9,6 +10,9 @@
 //!    clock and sleeping, so clippy (`-D warnings`) rejects them in core.
 //! 3. [`depends_on`]: neither client depends on the other ([`DRIVERS`]): each does
 //!    its own I/O (its limiter stores included) on top of core.
+//! 4. [`emulator_banned_packages`]: `mistral-emulator`'s normal dependency tree holds
+//!    no client crate (its rate limiting is its own, never the core's) and none of the
+//!    bench's or the demo's heavy crates (`cargo xtask emulate` builds it alone).
 
 /// Packages that must never be a normal dependency of `mistral-core`.
 pub const BANNED: &[&str] = &[
@@ -24,6 +28,20 @@ pub fn depends_on(tree: &str, name: &str) -> bool {
         .any(|line| line.split_whitespace().next() == Some(name))
 }
 
+/// Packages that must never be a normal dependency of `mistral-emulator`: the client
+/// crates and their HTTP clients, and what only the bench and the demo need.
+pub const EMULATOR_BANNED: &[&str] = &[
+    "mistral-core",
+    "mistral-blocking",
+    "mistral-async",
+    "mistral-stores",
+    "ureq",
+    "reqwest",
+    "redis",
+    "plotters",
+    "indicatif",
+];
+
 /// Methods `core/clippy.toml` must list under `disallowed-methods`.
 pub const REQUIRED_DISALLOWED: &[&str] = &[
     "std::time::Instant::now",
@@ -38,11 +56,23 @@ pub const REQUIRED_DISALLOWED: &[&str] = &[
 /// compared exactly, so `tokio-macros` alone does not trip it (it would come
 /// with `tokio` anyway).
 pub fn banned_packages(tree: &str) -> Vec<String> {
+    banned_in(tree, BANNED)
+}
+
+/// The lines of `mistral-emulator`'s `cargo tree --prefix none` output whose package is
+/// in [`EMULATOR_BANNED`] (the root line, `mistral-emulator` itself, never matches).
+pub fn emulator_banned_packages(tree: &str) -> Vec<String> {
+    banned_in(tree, EMULATOR_BANNED)
+}
+
+/// The lines of a `cargo tree --prefix none` output whose package is in `banned`,
+/// deduplicated, names compared exactly.
+fn banned_in(tree: &str, banned: &[&str]) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     for line in tree.lines() {
         let mut words = line.split_whitespace();
         let Some(name) = words.next() else { continue };
-        if !BANNED.contains(&name) {
+        if !banned.contains(&name) {
             continue;
         }
         let entry = match words.next() {
@@ -232,6 +262,36 @@ proc-macro2 v1.0.107 (*)
     fn names_are_matched_exactly() {
         let tree = "tokio-macros v2.0.0 (proc-macro)\nhyper-util v0.1.0\nmy-redis-ish v1.0.0\n";
         assert!(banned_packages(tree).is_empty());
+    }
+
+    const EMULATOR_TREE: &str = "\
+mistral-emulator v0.1.0 (/work/main/tests/emulator)
+hyper v1.8.1
+tokio v1.48.0
+serde_json v1.0.145
+clap v4.5.53
+";
+
+    #[test]
+    fn an_emulator_with_servers_only_passes() {
+        assert!(emulator_banned_packages(EMULATOR_TREE).is_empty());
+    }
+
+    #[test]
+    fn an_emulator_on_a_client_crate_fails() {
+        for name in EMULATOR_BANNED {
+            let tree = format!("{EMULATOR_TREE}{name} v0.1.0 (/work/main/x)\n");
+            assert_eq!(
+                emulator_banned_packages(&tree),
+                [format!("{name} v0.1.0")],
+                "{name}"
+            );
+        }
+        // The core's own ban list is not the emulator's: hyper and tokio are its server.
+        assert_eq!(
+            banned_packages(EMULATOR_TREE),
+            ["hyper v1.8.1", "tokio v1.48.0"]
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   `target/bench/`. See [`bench`](mod@bench).
 //! - `demo [ARGS...]`: `mistral-demo` (dev profile): a burst through both clients with
 //!   live progress, against the emulator or `MISTRAL_BASE_URL` / `MISTRAL_API_KEY`.
-//! - `emulate [ARGS...]`: runs the Mistral API emulator in release mode.
+//! - `emulate [ARGS...]`: runs the Mistral API emulator in release mode (package
+//!   `mistral-emulator` alone: no client crate is built).
 
 mod bench;
 mod layering;
@@ -30,17 +31,17 @@ commands:
                     services (redis-server, nginx; installed with apt-get when
                     missing and root), cargo test --workspace --all-features
   demo [ARGS..]     a burst of chat requests through the blocking and the async
-                    client with live progress (cargo run -p mistral-tests --bin
-                    mistral-demo -- ARGS): the emulator, or MISTRAL_BASE_URL /
-                    MISTRAL_API_KEY / MISTRAL_MODEL when set
+                    client with live progress (cargo run -p mistral-demo -- ARGS):
+                    the emulator, or MISTRAL_BASE_URL / MISTRAL_API_KEY /
+                    MISTRAL_MODEL when set
   bench [ARGS..]    criterion micro-benchmarks of the core, then every scenario with
-                    every retry strategy (cargo run --release -p mistral-tests --bin
-                    mistral-bench -- ARGS); writes target/bench/report.md,
+                    every retry strategy (cargo run --release -p mistral-bench --
+                    ARGS); writes target/bench/report.md,
                     report.json and one SVG per scenario; --quick for a reduced run;
                     --stores for the limiter stores' latency alone (512 tasks on 2
                     workers through local, file and Redis; target/bench/stores.txt)
-  emulate [ARGS..]  run the Mistral API emulator:
-                    cargo run --release -p mistral-tests --bin mistral-emulator -- ARGS
+  emulate [ARGS..]  run the Mistral API emulator (builds only package
+                    mistral-emulator): cargo run --release -p mistral-emulator -- ARGS
   help              this text
 
 environment:
@@ -85,7 +86,7 @@ fn emulate(args: &[OsString]) -> ExitCode {
         "run",
         "--release",
         "-p",
-        "mistral-tests",
+        "mistral-emulator",
         "--bin",
         "mistral-emulator",
         "--",

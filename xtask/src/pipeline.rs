@@ -4,8 +4,8 @@
 //! 1. `fmt`: `cargo fmt --all -- --check`
 //! 2. `clippy`: `cargo clippy --workspace --all-targets --all-features -- -D warnings`
 //! 3. `layering`: `mistral-core` has no I/O dependency (`cargo tree`, default
-//!    and all features), `core/clippy.toml` bans clocks and sleeps, and neither
-//!    client depends on the other
+//!    and all features), `core/clippy.toml` bans clocks and sleeps, neither client
+//!    depends on the other, and `mistral-emulator` depends on no client crate
 //! 4. `services`: `redis-server` and `nginx` found, installed with apt-get if possible
 //!    (see [`services`])
 //! 5. `test`: `cargo test --workspace --all-features` (doctests included)
@@ -93,30 +93,7 @@ fn layering_check() -> Result<(), String> {
     let mut problems = Vec::new();
 
     for features in [&[][..], &["--all-features"][..]] {
-        let mut cmd = cargo();
-        cmd.args([
-            "tree",
-            "-p",
-            "mistral-core",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--target",
-            "all",
-        ])
-        .args(features)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
-        let shown = display_command(&cmd);
-        println!("$ {shown}");
-        let output = cmd
-            .output()
-            .map_err(|e| format!("could not start `{shown}`: {e}"))?;
-        if !output.status.success() {
-            return Err(format!("`{shown}` failed ({})", output.status));
-        }
-        let tree = String::from_utf8_lossy(&output.stdout);
+        let (tree, shown) = normal_tree("mistral-core", features)?;
         let banned = layering::banned_packages(&tree);
         if banned.is_empty() {
             println!(
@@ -158,6 +135,22 @@ fn layering_check() -> Result<(), String> {
         }
     }
 
+    let (tree, shown) = normal_tree("mistral-emulator", &["--all-features"])?;
+    let banned = layering::emulator_banned_packages(&tree);
+    if banned.is_empty() {
+        println!(
+            "  ok: mistral-emulator: {} packages, none of {}",
+            layering::package_count(&tree),
+            layering::EMULATOR_BANNED.join(", ")
+        );
+    } else {
+        problems.push(format!(
+            "mistral-emulator depends on {} (`{shown}`); the emulator must not use the \
+             clients it judges",
+            banned.join(", ")
+        ));
+    }
+
     let clippy_toml = workspace_root().join("core/clippy.toml");
     match std::fs::read_to_string(&clippy_toml) {
         Err(e) => problems.push(format!("cannot read {}: {e}", clippy_toml.display())),
@@ -182,6 +175,27 @@ fn layering_check() -> Result<(), String> {
         }
         Err(problems.join("; "))
     }
+}
+
+/// `cargo tree -p PACKAGE -e normal --prefix none --target all FEATURES`: its output and
+/// the command as shown.
+fn normal_tree(package: &str, features: &[&str]) -> Result<(String, String), String> {
+    let mut cmd = cargo();
+    cmd.args([
+        "tree", "-p", package, "-e", "normal", "--prefix", "none", "--target", "all",
+    ])
+    .args(features)
+    .stdin(Stdio::null())
+    .stderr(Stdio::inherit());
+    let shown = display_command(&cmd);
+    println!("$ {shown}");
+    let output = cmd
+        .output()
+        .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("`{shown}` failed ({})", output.status));
+    }
+    Ok((String::from_utf8_lossy(&output.stdout).into_owned(), shown))
 }
 
 struct Failed {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 
-use mistral_tests::{Config, Emulator, Era, Limits};
+use mistral_emulator::{Config, Emulator, Era, Limits};
 use serde_json::{Value, json};
 
 /// Heavy tests run one at a time (the machine has two cores).

@@ -1,0 +1,116 @@
+//! `mistral-bench`: the rate-limit benchmark (see `mistral_bench`).
+//!
+//! `cargo xtask bench` runs it in release mode after the core's criterion benchmarks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mistral_bench::child::{CHILD_FLAG, child_main};
+use mistral_bench::soak::{SoakOptions, run_soak};
+use mistral_bench::{Isolation, Options, Size, Strategy, run};
+
+/// Runs every scenario with every strategy against the emulator and writes
+/// report.md, report.json and one SVG plot per scenario.
+#[derive(Debug, Parser)]
+#[command(name = "mistral-bench", version)]
+struct Args {
+    /// A reduced run (under a minute): smaller workloads, fewer strategies.
+    #[arg(long)]
+    quick: bool,
+    /// Where the report and the plots go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Only scenarios whose id starts with one of these (S1, S2, S5, S5-bucket...).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Only these strategies (ours-blocking, ours-async, seed-fix, official-sdk,
+    /// best-practice).
+    #[arg(long, value_delimiter = ',', value_parser = parse_strategy)]
+    strategies: Vec<Strategy>,
+    /// Criterion output of the core's micro-benchmarks, to parse into the report.
+    #[arg(long)]
+    criterion: Option<PathBuf>,
+    /// Skip the overhead and emulator-throughput measurements.
+    #[arg(long)]
+    no_micro: bool,
+    /// Run the clients on threads of this process instead of child processes.
+    #[arg(long)]
+    in_process: bool,
+    /// The whole targets grid (2, 10, 50 requests/s × 1, 8, 32, 128 callers × announced
+    /// and every unknown semantics; over an hour) instead of its sample.
+    #[arg(long)]
+    grid: bool,
+    /// Run issue 9's measured table alone (rows (a)–(f); (e) and (f) take 1.5–2.5
+    /// minutes each at full scale).
+    #[arg(long)]
+    capacity_table: bool,
+    /// Scale of the table's windows and service times (1.0: as measured; 0.1: ten times
+    /// shorter).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Run only the soak, for this many minutes (4 processes, 10 % faults, Redis
+    /// restarted twice), and write soak.md and soak.json.
+    #[arg(long)]
+    soak_minutes: Option<f64>,
+}
+
+fn parse_strategy(text: &str) -> Result<Strategy, String> {
+    Strategy::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown strategy {text:?} (one of {})", names.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(CHILD_FLAG) {
+        child_main();
+    }
+    let args = Args::parse();
+    let isolation = if args.in_process {
+        Isolation::InProcess
+    } else {
+        match std::env::current_exe() {
+            Ok(exe) => Isolation::Children(exe),
+            Err(e) => {
+                eprintln!("[bench] cannot find this executable ({e}); running in-process");
+                Isolation::InProcess
+            }
+        }
+    };
+    if let Some(minutes) = args.soak_minutes {
+        let options = SoakOptions::minutes(minutes, isolation);
+        return match run_soak(&options) {
+            Ok(report) => {
+                println!("{}", report.markdown());
+                if let Err(e) = report.write(&args.out) {
+                    eprintln!("[soak] cannot write the report: {e}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("[soak] not run: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let options = Options {
+        size: if args.quick { Size::Quick } else { Size::Full },
+        out_dir: args.out,
+        isolation,
+        scenarios: args.only,
+        strategies: args.strategies,
+        criterion: args.criterion,
+        micro: !args.no_micro && !args.capacity_table,
+        plots: true,
+        grid: args.grid,
+        capacity_table: args.capacity_table.then_some(args.scale),
+    };
+    let report = run(&options);
+    println!("{}", report.table());
+    let missed = report.checks().filter(|(_, c)| !c.met).count();
+    if missed > 0 {
+        eprintln!("[bench] {missed} target check(s) missed: see the report's Targets section");
+    }
+    ExitCode::SUCCESS
+}

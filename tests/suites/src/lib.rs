@@ -1,0 +1,29 @@
+//! `mistral-suites`: the suites that judge both clients against real servers on
+//! loopback. The suites are this package's `tests/` (one test binary each), the user
+//! programs its `examples/`; the library holds what only they use.
+//!
+//! - `tests/conformance.rs`: the conformance table, every row run on the blocking and the
+//!   async client against the emulator (`tests/conformance/support.rs` drives both);
+//!   `conformance_hostile.rs` the same against [`hostile`] servers;
+//!   `conformance_tracing.rs` what each client logs.
+//! - `fleet*.rs`: many threads, tasks and processes sharing one budget through the
+//!   limiter's stores (file, Redis).
+//! - `unknown_limits.rs`: servers that announce nothing, a real nginx `limit_req` among
+//!   them.
+//! - `user_programs.rs`: the programs of `examples/` (the README's patterns) run
+//!   against the emulator.
+//! - The rest, one behaviour each: per-call options, the errors' surface, the limiter's
+//!   statistics, a long call's WARN, a client on an HTTP client of the user's, TLS roots,
+//!   tracing targets.
+//!
+//! The emulator, the nginx front and the wire-level client come from
+//! `mistral-emulator`.
+
+#![warn(missing_docs)]
+
+pub mod hostile;
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeExamples;
