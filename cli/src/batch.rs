@@ -157,7 +157,12 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
     let earlier_errors = resumed.errors;
     let outcome = match via {
         Via::BatchApi => crate::batch_api::run(conn, &args, plan, resumed, progress.clone()).await,
-        _ => run::run(conn.client.clone(), plan, resumed, progress.clone()).await,
+        _ => {
+            let client = conn
+                .client
+                .with_options(mistral_async::CallOptions::new().priority(args.priority));
+            run::run(client, plan, resumed, progress.clone()).await
+        }
     };
     progress.finish();
     let stats = conn.client.stats();

@@ -147,12 +147,23 @@ pub struct BatchArgs {
     /// With --via batch-api: seconds between job status checks.
     #[arg(long, default_value_t = 1.0)]
     pub poll_interval: f64,
+    /// The requests' priority class in the shared budget: interactive, default or
+    /// batch. Batch work yields to the other programs spending the same budget
+    /// (MISTRAL_LIMITER) and keeps a tenth of it while they keep it busy.
+    #[arg(long, default_value = "batch", value_parser = parse_priority)]
+    pub priority: mistral_async::Priority,
     /// No progress display.
     #[arg(short, long)]
     pub quiet: bool,
     /// Also print the closing summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Parses a priority class's name (`interactive`, `default`, `batch`).
+pub fn parse_priority(text: &str) -> Result<mistral_async::Priority, String> {
+    mistral_async::Priority::parse(text)
+        .ok_or_else(|| format!("unknown priority {text:?} (interactive, default or batch)"))
 }
 
 /// Parses `90`, `90s`, `15m`, `2h`, `1d`.

@@ -426,3 +426,22 @@ fn more_models_than_lanes_are_all_served() {
     assert_each_once(&output, &ids);
     assert_eq!(served(&emu), ids.len());
 }
+
+#[test]
+fn a_priority_class_is_named_or_refused_before_any_call() {
+    let emu = emulator(MODEL, Limits::new(Some(50), Some(1_000_000)));
+    let dir = temp_dir("priority");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    write_lines(&input, [chat_line("a", MODEL, "one")]);
+    let out = batch(&emu, &input, &output, &["--priority", "urgent"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown priority \"urgent\""), "{err}");
+    assert_eq!(emu.requests_received(), 0);
+    let out = batch(&emu, &input, &output, &["--priority", "interactive"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = ["a"].iter().map(|s| s.to_string()).collect();
+    assert_each_once(&output, &expected);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -180,6 +180,7 @@ fn a_large_input_streams_in_flat_memory() {
     let size_mib = size as f64 / (1024.0 * 1024.0);
     eprintln!("input {size_mib:.0} MiB, peak RSS {peak_mib:.1} MiB");
     assert!(peak > 0, "the memory was never read");
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         peak_mib < size_mib / 2.0,
         "peak RSS {peak_mib:.1} MiB for a {size_mib:.0} MiB input"

@@ -5,7 +5,8 @@
 //!   `target/bench/criterion.txt`), then `mistral-bench` in release mode, which runs
 //!   every scenario with every strategy and writes `target/bench/report.md`,
 //!   `report.json` and one SVG per scenario. `ARGS` go to `mistral-bench` (`--quick`
-//!   for a reduced run, `--capacity-table [--scale F]` for issue 9's measured table
+//!   for a reduced run, `--capacity-table [--scale F]` for issue 9's measured table,
+//!   `--priorities` for issue 13's mixed scenario (a batch backlog and a person)
 //!   alone, both without criterion; `--grid` for the whole targets grid).
 //! - `bench --stores`: only the shared limiter's stores, from the async client: the
 //!   reservation latency (p50/p99) of 512 tasks on 2 workers through each store
@@ -42,13 +43,19 @@ pub fn bench(args: &[OsString]) -> ExitCode {
         return stores(&out);
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let table = args.iter().any(|a| a == "--capacity-table");
+    let table = args
+        .iter()
+        .any(|a| a == "--capacity-table" || a == "--priorities");
     let criterion = out.join("criterion.txt");
     let mut criterion_arg = None;
     if quick || table {
         eprintln!(
             "xtask bench: {}, so no criterion micro-benchmarks",
-            if table { "--capacity-table" } else { "--quick" }
+            if table {
+                "--capacity-table or --priorities"
+            } else {
+                "--quick"
+            }
         );
     } else {
         let t = Instant::now();

@@ -38,7 +38,9 @@ commands:
                     every retry strategy (cargo run --release -p mistral-bench --
                     ARGS); writes target/bench/report.md,
                     report.json and one SVG per scenario; --quick for a reduced run;
-                    --stores for the limiter stores' latency alone (512 tasks on 2
+                    --priorities for the mixed scenario alone (a batch backlog
+                    and a person; target/bench/priorities.md); --stores for the
+                    limiter stores' latency alone (512 tasks on 2
                     workers through local, file and Redis; target/bench/stores.txt)
   emulate [ARGS..]  run the Mistral API emulator (builds only package
                     mistral-emulator): cargo run --release -p mistral-emulator -- ARGS

@@ -43,6 +43,7 @@ pub mod measure;
 pub mod metrics;
 pub mod micro;
 pub mod plot;
+pub mod priorities;
 pub mod report;
 pub mod scenario;
 pub mod soak;

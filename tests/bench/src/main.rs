@@ -49,6 +49,11 @@ struct Args {
     /// shorter).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// Run only the mixed scenario (a batch backlog and a person on one saturated budget:
+    /// ours with and without priorities, and the uncoordinated baselines) and write
+    /// priorities.md.
+    #[arg(long)]
+    priorities: bool,
     /// Run only the soak, for this many minutes (4 processes, 10 % faults, Redis
     /// restarted twice), and write soak.md and soak.json.
     #[arg(long)]
@@ -78,6 +83,10 @@ fn main() -> ExitCode {
             }
         }
     };
+    if args.priorities {
+        println!("{}", mistral_bench::priorities::run(&args.out));
+        return ExitCode::SUCCESS;
+    }
     if let Some(minutes) = args.soak_minutes {
         let options = SoakOptions::minutes(minutes, isolation);
         return match run_soak(&options) {
