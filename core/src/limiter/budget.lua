@@ -1,6 +1,7 @@
 -- The shared budget of one model in Redis: BudgetState::reserve / BudgetState::apply of
--- mistral-core's budget.rs, line for line. Keep the two in step; the Redis store's tests
--- (blocking/stores/tests/redis.rs) run both on the same vectors and compare every field.
+-- mistral-core's limiter/budget.rs and limiter/budget/*.rs, line for line. Keep the two
+-- in step; the blocking client's store tests (blocking/tests/store_redis.rs) run both on
+-- the same vectors and compare every field.
 --
 -- Lua numbers are doubles. Every value stays an integer at or below MAX (2^53 - 1), and
 -- only these operations are used, each exact: add/mul saturating at MAX, sub floored at
