@@ -150,7 +150,7 @@ fn measure(name: &str, limiter: Arc<dyn AsyncLimiter>) {
     let started = Instant::now();
     runtime.block_on(async {
         // One warm-up reservation (a connection, a file).
-        limiter.reserve(Instant::now(), &ask()).await;
+        let _booked = limiter.reserve(Instant::now(), &ask()).await;
         for _ in 0..ROUNDS {
             let start = Instant::now();
             let tasks: Vec<_> = (0..TASKS)
@@ -158,7 +158,7 @@ fn measure(name: &str, limiter: Arc<dyn AsyncLimiter>) {
                     let limiter = Arc::clone(&limiter);
                     tokio::spawn(async move {
                         let ask = ask();
-                        limiter.reserve(Instant::now(), &ask).await;
+                        let _booked = limiter.reserve(Instant::now(), &ask).await;
                         start.elapsed()
                     })
                 })

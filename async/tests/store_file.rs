@@ -199,7 +199,7 @@ fn a_corrupt_file_resets_to_the_last_known_state_not_a_fresh_one() {
     let limiter = FileLimiter::at_path(&path, config(10)).unwrap();
     rt.block_on(async {
         for _ in 0..3 {
-            limiter.reserve(Instant::now(), &ask("m")).await;
+            let _booked = limiter.reserve(Instant::now(), &ask("m")).await;
         }
         let good = std::fs::read(&path).unwrap();
         std::fs::write(&path, &good[..good.len() - 9]).unwrap();
@@ -223,7 +223,7 @@ fn a_lock_held_too_long_degrades_to_a_quarter_share_and_recovers() {
         .unwrap()
         .with_lock_timeout(Duration::from_millis(30));
     rt.block_on(async {
-        limiter.reserve(Instant::now(), &ask("m")).await;
+        let _booked = limiter.reserve(Instant::now(), &ask("m")).await;
         let holder = File::options().read(true).write(true).open(&path).unwrap();
         holder.lock().unwrap();
         let now = Instant::now();
@@ -242,7 +242,7 @@ fn a_lock_held_too_long_degrades_to_a_quarter_share_and_recovers() {
         }
         holder.unlock().unwrap();
         let before = limiter.budget("m").await.unwrap().unwrap().req_tat_us;
-        limiter.reserve(Instant::now(), &ask("m")).await;
+        let _booked = limiter.reserve(Instant::now(), &ask("m")).await;
         assert!(!limiter.is_degraded());
         assert!(limiter.budget("m").await.unwrap().unwrap().req_tat_us > before);
     });
@@ -261,7 +261,7 @@ fn the_spec_builds_the_named_store() {
     )
     .unwrap();
     assert!(format!("{file:?}").contains("FileLimiter"));
-    rt.block_on(file.reserve(Instant::now(), &ask("m")));
+    let _booked = rt.block_on(file.reserve(Instant::now(), &ask("m")));
     let expected = dir.path().join(FileLimiter::file_name(BASE, &key));
     assert!(
         expected.exists(),

@@ -234,7 +234,7 @@ fn a_slow_redis_stalls_neither_the_tasks_nor_the_runtime() {
     let rt = runtime();
     let (took, grants, ticks, gap) = rt.block_on(async {
         // The connection first (its handshake and the script's load are round trips too).
-        limiter.reserve(Instant::now(), &ask()).await;
+        let _booked = limiter.reserve(Instant::now(), &ask()).await;
         let (tick_count, longest) = (
             Arc::new(AtomicU32::new(0)),
             Arc::new(std::sync::Mutex::new(Duration::ZERO)),
@@ -350,7 +350,7 @@ fn redis_killed_mid_run_degrades_to_a_quarter_share_and_recovers() {
     let rt = runtime();
     rt.block_on(async {
         for _ in 0..5 {
-            limiter.reserve(Instant::now(), &ask()).await;
+            let _booked = limiter.reserve(Instant::now(), &ask()).await;
         }
         assert!(!limiter.is_degraded());
         server.kill();
@@ -370,7 +370,7 @@ fn redis_killed_mid_run_degrades_to_a_quarter_share_and_recovers() {
         }
         server.spawn();
         tokio::time::sleep(Duration::from_millis(350)).await;
-        limiter.reserve(Instant::now(), &ask()).await;
+        let _booked = limiter.reserve(Instant::now(), &ask()).await;
         assert!(!limiter.is_degraded());
         // Redis restarted empty: this process brought the budget back (at a quarter).
         let (_, state) = limiter

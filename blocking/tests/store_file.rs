@@ -75,7 +75,7 @@ fn a_corrupt_truncated_or_foreign_file_resets_to_the_last_known_state_not_a_fres
     let limiter = FileLimiter::at_path(&path, config(10)).unwrap();
     let (_guard, logs) = Logs::capture();
     for _ in 0..3 {
-        limiter.reserve(Instant::now(), &ask("m"));
+        let _booked = limiter.reserve(Instant::now(), &ask("m"));
     }
     let good = std::fs::read(&path).unwrap();
     assert_eq!(codec::decode(&good).unwrap().len(), 1);
@@ -143,7 +143,7 @@ fn the_file_is_private_and_its_name_does_not_contain_the_key() {
 
     let path = dir.path().join("nested").join(&name);
     let limiter = FileLimiter::at_path(&path, config(10)).unwrap();
-    limiter.reserve(Instant::now(), &ask("mistral-small"));
+    let _booked = limiter.reserve(Instant::now(), &ask("mistral-small"));
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "file mode {mode:o}");
     let dir_mode = std::fs::metadata(path.parent().unwrap())
@@ -405,7 +405,7 @@ fn a_lock_held_too_long_degrades_to_a_quarter_share_and_recovers() {
     holder.unlock().unwrap();
     // The file works again: back to the shared budget.
     let before = limiter.budget("m").unwrap().unwrap().req_tat_us;
-    limiter.reserve(Instant::now(), &ask("m"));
+    let _booked = limiter.reserve(Instant::now(), &ask("m"));
     assert!(limiter.budget("m").unwrap().unwrap().req_tat_us > before);
     assert_eq!(logs.count("INFO", "is back"), 1, "{}", logs.text());
 }
@@ -422,7 +422,7 @@ fn the_spec_builds_the_named_store() {
     )
     .unwrap();
     assert!(format!("{file:?}").contains("FileLimiter"));
-    file.reserve(Instant::now(), &ask("m"));
+    let _booked = file.reserve(Instant::now(), &ask("m"));
     let expected = dir.path().join(FileLimiter::file_name(BASE, &key));
     assert!(
         expected.exists(),

@@ -703,7 +703,7 @@ fn redis_killed_mid_run_degrades_to_a_quarter_share_and_recovers() {
 
     server.spawn();
     std::thread::sleep(Duration::from_millis(350));
-    limiter.reserve(Instant::now(), &ask);
+    let _grant = limiter.reserve(Instant::now(), &ask);
     assert!(!limiter.is_degraded(), "{}", logs.text());
     assert_eq!(logs.count("INFO", "is back"), 1, "{}", logs.text());
     let mut conn = server.conn();
@@ -714,8 +714,8 @@ fn redis_killed_mid_run_degrades_to_a_quarter_share_and_recovers() {
     assert!(exists, "the budget is in Redis again");
     // A second outage is logged again, once.
     server.kill();
-    limiter.reserve(Instant::now(), &ask);
-    limiter.reserve(Instant::now(), &ask);
+    let _grant = limiter.reserve(Instant::now(), &ask);
+    let _grant = limiter.reserve(Instant::now(), &ask);
     assert_eq!(logs.count("WARN", "store failed"), 2, "{}", logs.text());
 }
 

@@ -136,7 +136,7 @@ fn bench_reserve(c: &mut Criterion) {
                     let ask = &ask;
                     s.spawn(move || {
                         for _ in 0..per {
-                            black_box(limiter.reserve(now, ask));
+                            let _grant = black_box(limiter.reserve(now, ask));
                         }
                     });
                 }

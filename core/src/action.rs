@@ -109,9 +109,10 @@ pub struct Ticket {
     pub slot: u64,
 }
 
-/// The limiter's answer to an [`Ask`].
+/// The limiter's answer to an [`Ask`]: it must reach [`crate::Call::handle_grant`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[must_use = "a grant must be handed to the call (Call::handle_grant), or its booking is lost"]
 pub enum Grant {
     /// Go now (a limiter that keeps no bookings).
     Now,

@@ -292,7 +292,7 @@ fn monthly_quota_closes_with_the_quota_error() {
         confirm: None,
         priority: mistral_core::Priority::Default,
     };
-    budgets.reserve(0, &ask);
+    let _booked = budgets.reserve(0, &ask);
     budgets.report(
         1,
         &report(
@@ -371,7 +371,7 @@ fn a_window_left_empty_by_a_success_holds_everyone_one_unit() {
     assert!(2_000 + next >= 1_000 + 100_000, "not held: {next}");
     // With something left, no hold beyond the pacing.
     let mut c = BudgetState::new(0, Some(Limits::requests(10, Duration::from_secs(1))));
-    c.reserve(0, &rv(1, false));
+    let _booked = c.reserve(0, &rv(1, false));
     c.report(
         1_000,
         &report(only(Verdict::Success), req_limits(10, 1, 5), 1, Some(1)),

@@ -127,7 +127,7 @@ fn the_split_period_matches_the_exact_ratio() {
                 Some(Limits::requests(limit, Duration::from_secs(window))),
             );
             s.share_ppm = share;
-            s.reserve(0, &rv(1, false));
+            let _booked = s.reserve(0, &rv(1, false));
             let got = s.req_tat_us as f64;
             let exact = window as f64 * 1e6 / limit as f64 / (share as f64 / 1e6) / 0.985;
             // The tat holds whole microseconds.
@@ -231,14 +231,14 @@ fn a_share_cap_holds_whatever_the_budget_learns() {
     };
     // 50/s at a quarter: about 12.3 per second, 81 ms apart.
     assert!((80_000..83_000).contains(&second), "{second}");
-    b.reserve(0, &ask);
+    let _booked = b.reserve(0, &ask);
     assert_eq!(b.get("m").unwrap().share_ppm, 250_000);
 }
 
 #[test]
 fn restarted_keeps_what_was_learned_and_nothing_else() {
     let mut s = BudgetState::new(5_000_000, None);
-    s.reserve(5_000_000, &rv(1, false));
+    let _booked = s.reserve(5_000_000, &rv(1, false));
     s.source = Source::Headers;
     s.req_base_ns = 1_000_000_000;
     s.share_ppm = 700_000;

@@ -283,6 +283,7 @@ pub struct BudgetState {
 
 /// What a reservation decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a decision books a slot (or says when to ask again): act on it"]
 pub enum Decision {
     /// A slot is booked: it starts `wait_us` microseconds from now (0: go now).
     Go {

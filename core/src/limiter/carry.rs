@@ -154,7 +154,7 @@ mod tests {
         // 10 requests per second: 100 ms apart.
         let mut s = BudgetState::new(now, Some(Limits::requests(10, Duration::from_secs(1))));
         for _ in 0..5 {
-            s.reserve(now, &super::super::budget::Reserve::new(1));
+            let _booked = s.reserve(now, &super::super::budget::Reserve::new(1));
         }
         s
     }
@@ -180,7 +180,7 @@ mod tests {
     fn joined_takes_the_later_schedule_and_the_smaller_share() {
         let a = paced(1_000).cautious(250_000);
         let mut b = paced(1_000);
-        b.reserve(1_000, &super::super::budget::Reserve::new(1));
+        let _booked = b.reserve(1_000, &super::super::budget::Reserve::new(1));
         let j = a.joined(&b);
         assert_eq!(j.req_tat_us, b.req_tat_us);
         assert_eq!(j.share_ppm, 250_000);

@@ -128,9 +128,9 @@ mod tests {
 
     fn sample() -> HashMap<String, BudgetState> {
         let mut a = BudgetState::new(1_700_000_000_000_000, None);
-        a.reserve(1_700_000_000_000_000, &Reserve::new(10));
+        let _booked = a.reserve(1_700_000_000_000_000, &Reserve::new(10));
         let mut b = BudgetState::new(5, Some(Limits::requests(50, Duration::from_secs(1))));
-        b.reserve(
+        let _booked = b.reserve(
             6,
             &Reserve {
                 retry: true,

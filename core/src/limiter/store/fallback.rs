@@ -262,7 +262,7 @@ mod tests {
             Some(Limits::requests(10, Duration::from_secs(1))),
         );
         for _ in 0..5 {
-            state.reserve(1_000_000, &crate::limiter::Reserve::new(1));
+            let _booked = state.reserve(1_000_000, &crate::limiter::Reserve::new(1));
         }
         fallback.up(t0, "m", &state);
         assert!(!fallback.is_down());
