@@ -23,6 +23,25 @@
 
 pub mod hostile;
 
+use mistral_emulator::redis_server::RedisServer;
+
+/// A private `redis-server` for a test, or `None` (with a note on stderr) when there is
+/// none to start. Under `CI` a missing Redis fails the test instead: `cargo xtask test`
+/// installs one, so a skip there would hide a missing install step.
+pub fn redis_or_skip(what: &str) -> Option<RedisServer> {
+    match RedisServer::start() {
+        Ok(server) => Some(server),
+        Err(why) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is required in CI: {why}"
+            );
+            eprintln!("\n*** SKIP: {why}; {what} was not tested. ***\n");
+            None
+        }
+    }
+}
+
 /// The README's examples, compiled as doctests so they cannot rot.
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]

@@ -5,7 +5,6 @@
 //! the batch keeps the rest, the limit holds, nothing is lost. The children are this test
 //! binary re-run in child mode.
 
-use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -214,60 +213,12 @@ fn four_processes_through_the_file_store() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A redis-server of this test on a free loopback port, stopped on drop.
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> Option<Redis> {
-    let server =
-        std::env::var("MISTRAL_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new(&server)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is required in CI: {e}"
-            );
-            eprintln!("SKIPPED: redis-server not found ({e}); `cargo xtask test` installs it");
-            return None;
-        }
-    };
-    let redis = Redis(child, port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(redis)
-}
-
 #[test]
 fn four_processes_through_the_redis_store() {
-    let Some(redis) = start_redis() else { return };
-    run_processes("redis store", &format!("redis://127.0.0.1:{}/", redis.1));
+    let Some(redis) = mistral_suites::redis_or_skip("priorities through Redis") else {
+        return;
+    };
+    run_processes("redis store", &redis.url());
 }
 
 /// One process, the async client, 512 batch tasks and one interactive task on one

@@ -1,9 +1,8 @@
 //! Four OS processes, one budget: the file store and the Redis store, each judged by the
 //! emulator's log. The children are this test binary re-run in child mode.
 
-use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mistral_emulator::{Config, Era, Limits, Semantics};
 use mistral_emulator::{Emulator, Log};
@@ -114,63 +113,13 @@ fn four_processes_share_the_file_store() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A redis-server of this test on a free loopback port, stopped on drop.
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> Option<Redis> {
-    let server =
-        std::env::var("MISTRAL_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new(&server)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is required in CI: {e}"
-            );
-            eprintln!("SKIPPED: redis-server not found ({e}); `cargo xtask test` installs it");
-            return None;
-        }
-    };
-    let redis = Redis(child, port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(redis)
-}
-
 #[test]
 fn four_processes_share_the_redis_store() {
-    let Some(redis) = start_redis() else { return };
+    let Some(redis) = mistral_suites::redis_or_skip("the 4-process Redis fleet") else {
+        return;
+    };
     let emu = emulator();
     let start = Instant::now();
-    let children = spawn_children(&emu, &format!("redis://127.0.0.1:{}/", redis.1));
+    let children = spawn_children(&emu, &redis.url());
     judge("redis store", &emu, children, start);
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use mistral_core::ApiKey;
 use mistral_core::limiter::{Decision, LimiterConfig, Limits, Reserve};
-use mistral_emulator::redis_server::RedisServer;
 
 const BASE: &str = "https://api.mistral.ai";
 const PER_SECOND: u64 = 50;
@@ -98,13 +97,8 @@ fn a_blocking_and_an_async_client_share_one_state_file() {
 
 #[test]
 fn a_blocking_and_an_async_client_share_one_redis_budget() {
-    let server = match RedisServer::start() {
-        Ok(server) => server,
-        Err(why) => {
-            assert!(std::env::var_os("CI").is_none(), "{why}");
-            eprintln!("\n*** SKIP: {why}; the two clients' Redis stores were not tested. ***\n");
-            return;
-        }
+    let Some(server) = mistral_suites::redis_or_skip("the two clients' Redis stores") else {
+        return;
     };
     let key = ApiKey::new("sk-both-clients-0123456789").unwrap();
     let blocking = Arc::new(
