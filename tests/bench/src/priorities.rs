@@ -69,13 +69,13 @@ pub struct Outcome {
     pub person: Vec<Duration>,
     /// Interactive calls that failed.
     pub person_errors: usize,
-    /// Batch calls done, and failed.
+    /// Batch calls that succeeded.
     pub batch_done: usize,
     /// Batch calls that failed.
     pub batch_errors: usize,
     /// From the first call to the last answer.
     pub span: Duration,
-    /// Requests the server admitted, and refused with 429.
+    /// Requests the server admitted.
     pub admitted: usize,
     /// 429s the server sent.
     pub refused: usize,
