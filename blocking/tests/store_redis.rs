@@ -392,7 +392,7 @@ fn the_lua_script_computes_what_the_rust_code_computes() {
         compare(&limiter, &mut rust, model, t, op);
     }
 
-    // Random vectors: times drifting forward with occasional steps back, values from
+    // Random vectors: times drifting forward with occasional steps back (small and large), values from
     // small to absurd, every kind of report.
     let mut rng = fastrand::Rng::with_seed(0x5eed);
     let models = [
@@ -410,6 +410,8 @@ fn the_lua_script_computes_what_the_rust_code_computes() {
         t = match rng.u8(0..20) {
             0 => t.saturating_sub(rng.u64(0..100 * S)),
             1 => t + rng.u64(0..1_000 * S),
+            // Callers racing (under a second back) and steps either side of that.
+            2 => t.saturating_sub(rng.u64(0..2 * S)),
             _ => t + rng.u64(0..50_000),
         };
         let model = models[rng.usize(0..models.len())];

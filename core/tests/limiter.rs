@@ -324,6 +324,41 @@ fn a_clock_stepped_back_neither_stalls_nor_floods() {
 }
 
 #[test]
+fn callers_racing_for_the_budget_do_not_move_its_clock_back() {
+    // Callers read the clock, then take their turn: one that read it a little earlier
+    // arrives with a `now` a few milliseconds behind the latest. That is not a clock
+    // step: it counts as the latest, and the schedule stays where it is.
+    let period = {
+        let mut b = BudgetState::new(0, Some(Limits::requests(10, Duration::from_secs(1))));
+        let _first = go(b.reserve(0, &rv(1, false)));
+        go(b.reserve(0, &rv(1, false)))
+    };
+    let mut b = BudgetState::new(0, Some(Limits::requests(10, Duration::from_secs(1))));
+    assert_eq!(go(b.reserve(100_000, &rv(1, false))), 0);
+    // Its wait runs from its turn, which came after the first one's.
+    let second = 100_000 + go(b.reserve(95_000, &rv(1, false)));
+    let third = 101_000 + go(b.reserve(101_000, &rv(1, false)));
+    assert!(second >= 100_000 + period, "second at {second} µs");
+    assert!(
+        third >= 100_000 + 2 * period,
+        "third at {third} µs: the schedule moved back"
+    );
+    // What was learned about the window keeps its time.
+    let mut b = BudgetState::new(0, None);
+    let _probe = go(b.reserve(0, &rv(1, false)));
+    b.report(
+        5_000,
+        &report(only(Verdict::Success), req_limits(100, 2, 99), 1, Some(1)),
+    );
+    assert_eq!(b.anchor_us, 5_000);
+    b.report(
+        4_000,
+        &report(only(Verdict::Success), req_limits(100, 2, 98), 1, Some(1)),
+    );
+    assert_eq!(b.anchor_us, 5_000, "the window's start moved");
+}
+
+#[test]
 fn retries_spend_a_retry_budget() {
     let mut b = BudgetState::new(0, None);
     b.source = Source::Learned; // no limits known: first attempts go at once
@@ -452,4 +487,74 @@ fn announced_remaining_goes_at_once_then_pacing_resumes_one_unit_later() {
     assert_eq!(waits[..48], [0; 48], "the burst the server offers");
     assert!(waits[48] >= 1_200_000, "then one unit later: {}", waits[48]);
     assert!(waits[49] - waits[48] >= 1_200_000, "paced: {waits:?}");
+}
+
+#[test]
+fn a_spent_window_answered_out_of_order_is_still_spent() {
+    // 100 per 2 s, a fixed window. The probe's answer offers 99 more.
+    let mut b = BudgetState::new(0, None);
+    let ticket = |d: Decision| match d {
+        Decision::Go { ticket, .. } => ticket,
+        other => panic!("{other:?}"),
+    };
+    let probe = ticket(b.reserve(0, &rv(1, false)));
+    let mut ok = report(only(Verdict::Success), req_limits(100, 2, 99), 1, Some(1));
+    ok.ticket = Some(probe);
+    b.report(10_000, &ok);
+    let burst: Vec<Ticket> = (0..100)
+        .map(|_| ticket(b.reserve(10_000, &rv(1, false))))
+        .collect();
+    // The server counted the burst in another order than it was booked: the answer of a
+    // later booking (1 left) comes back before the one of an earlier booking (0 left),
+    // and after it the answer of a still later booking that the server counted early
+    // (5 left): it is not room again, only an old word.
+    for (at, t, left) in [
+        (50_000, burst[97], 1),
+        (51_000, burst[96], 0),
+        (52_000, burst[98], 5),
+    ] {
+        let mut ok = report(only(Verdict::Success), req_limits(100, 2, left), 1, Some(1));
+        ok.ticket = Some(t);
+        b.report(at, &ok);
+    }
+    assert!(b.spent_us > 0, "the window is spent, whatever the order");
+    // A paced booking is refused.
+    let spent = (
+        Verdict::WindowSpent {
+            quota: Quota {
+                bucket: Bucket::Requests,
+                window: Window::Seconds(2),
+                limit: Some(100),
+                remaining: Some(0),
+            },
+        },
+        None,
+    );
+    let mut refused = report(spent, req_limits(100, 2, 0), 1, Some(0));
+    refused.ticket = Some(burst[99]);
+    b.report(73_000, &refused);
+    assert!(
+        b.share_ppm >= 970_000,
+        "a spent window, not a stranger: {}",
+        b.share_ppm
+    );
+    // Refused one unit after the window was spent: it does not refill continuously.
+    let mut at = 73_000;
+    let next = loop {
+        match b.reserve(at, &rv(1, false)) {
+            Decision::Recheck(us) => at += us,
+            Decision::Go { wait_us, .. } => break at + wait_us,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Everyone waits for the window seen to start (at 10 ms) to come round, not for a
+    // doubling probe pause.
+    assert!(
+        next >= 2_010_000,
+        "probe at {next} µs, before the window came round"
+    );
+    assert!(
+        next <= 2_200_000,
+        "probe at {next} µs, long after the window came round"
+    );
 }

@@ -37,6 +37,7 @@ local LEARN_MIN_MILLI = 10
 local LEARN_MAX_MILLI = 100000000
 local SLOW_START_STEP_MICROS = 100000
 local PROBE_PAUSE_CAP_MICROS = 2 * MICROS
+local CLOCK_STEP_MICROS = MICROS
 local LEARN_HORIZON_PERIODS = 4
 
 -- Source: 0 unknown, 1 configured, 2 headers, 3 learned. Block: 0 none, 1 no
@@ -145,6 +146,10 @@ local s = load()
 
 -- BudgetState::advance
 local function advance()
+  if now < s.seen_us and s.seen_us - now < CLOCK_STEP_MICROS then
+    now = s.seen_us
+    return
+  end
   if now < s.seen_us then
     local back = s.seen_us - now
     for _, f in ipairs({ 'req_tat_us', 'tok_tat_us', 'retry_tat_us', 'pause_until_us',
@@ -555,8 +560,11 @@ local function read_remaining(req_limit, req_window_secs, has_remaining, remaini
   if not has_remaining then return end
   local seq = s.seq
   if has_ticket then seq = ticket_seq end
-  if seq < s.credit_seq then return end
-  s.credit_seq = seq
+  if seq < s.credit_seq then
+    if remaining > 0 or s.credit > 1 then return end
+  else
+    s.credit_seq = seq
+  end
   local window_us = mul(req_window_secs, MICROS)
   if s.spent_us > 0 and remaining > 0 and now < add(s.anchor_us, window_us) then
     s.windowed = 0
@@ -573,6 +581,7 @@ local function read_remaining(req_limit, req_window_secs, has_remaining, remaini
   if remaining == 0 then
     if s.spent_us == 0 then s.spent_us = now end
     s.credit = 0
+    s.credit_seq = max(s.credit_seq, s.seq)
     hold_one_unit()
     if s.windowed == 1 and s.fresh_us > 0 and window_us > 0
       and now < add(s.fresh_us, window_us) then

@@ -430,6 +430,10 @@ impl BudgetState {
     /// The longest pause between two refused probes of a learned rate (unless one
     /// request's period is longer).
     pub const PROBE_PAUSE_CAP_MICROS: u64 = 2 * MICROS;
+    /// A `now` at least this far behind the latest one seen is the clock stepped back;
+    /// less is a caller that read the clock before another one took its turn, and it
+    /// counts as the latest.
+    pub const CLOCK_STEP_MICROS: u64 = MICROS;
 
     /// A new budget at `now`, with the user's limits if any.
     pub fn new(now_us: u64, limits: Option<Limits>) -> Self {
@@ -471,10 +475,16 @@ impl BudgetState {
         s
     }
 
-    /// A clock stepped backwards shifts every stored time by the step, so waits keep
-    /// their length (no stall); a clock stepped forwards finds the cells idle, and idle
-    /// cells admit one request at a time (no flood) unless the server announced more.
-    fn advance(&mut self, now: u64) {
+    /// The `now` the operation runs at. One a little behind the latest seen (callers
+    /// racing for the budget) counts as the latest. A clock stepped backwards (by
+    /// [`Self::CLOCK_STEP_MICROS`] or more) shifts every stored time by the step, so
+    /// waits keep their length (no stall); a clock stepped forwards finds the cells
+    /// idle, and idle cells admit one request at a time (no flood) unless the server
+    /// announced more.
+    fn advance(&mut self, now: u64) -> u64 {
+        if now < self.seen_us && self.seen_us - now < Self::CLOCK_STEP_MICROS {
+            return self.seen_us;
+        }
         if now < self.seen_us {
             let back = self.seen_us - now;
             for t in [
@@ -508,6 +518,7 @@ impl BudgetState {
             self.pending = 0;
         }
         self.seen_us = now;
+        now
     }
 
     /// Effective nanoseconds per unit: the base period stretched by the share and the
@@ -545,7 +556,7 @@ impl BudgetState {
         let within = ask.within_us.min(MAX_EXACT);
         let mut lane = ask.lane.min(Self::LAST_LANE);
         let mut boost_confirmed = false;
-        self.advance(now);
+        let now = self.advance(now);
         if self.block != Block::None {
             if now < self.block_until_us {
                 return Decision::Closed(self.block);
@@ -790,7 +801,7 @@ impl BudgetState {
     fn apply_inner(&mut self, now: u64, op: &ReportOp) {
         let now = now.min(MAX_EXACT);
         let op = &op.clamped();
-        self.advance(now);
+        let now = self.advance(now);
         self.learn_limits(now, op);
         if let Some(used) = op.used_tokens {
             self.correct_tokens(op.estimated_tokens, used);

@@ -184,6 +184,8 @@ mod tests {
         assert!(SCRIPT.contains("ARGV[1] == 'report'"));
         assert!(SCRIPT.contains(&format!("local MAX = {MAX_EXACT}")));
         assert!(SCRIPT.contains(&format!("local MARGIN_PPM = {}", BudgetState::MARGIN_PPM)));
+        assert_eq!(BudgetState::CLOCK_STEP_MICROS, 1_000_000);
+        assert!(SCRIPT.contains("local CLOCK_STEP_MICROS = MICROS"));
         assert!(SCRIPT.contains(&format!(
             "local PROBE_RECHECK_MICROS = {}",
             BudgetState::PROBE_RECHECK_MICROS

@@ -15,9 +15,16 @@ impl BudgetState {
         // latest word (a report without a ticket counts as the latest).
         let seq = op.ticket.map_or(self.seq, |t| t.seq);
         if seq < self.credit_seq {
-            return;
+            // An earlier booking's answer, except when it says nothing is left and
+            // nothing is left of the latest word's credit either: the server counted
+            // that request after the latest one (within a window `remaining` only
+            // falls), so the window is spent now.
+            if remaining > 0 || self.credit > 1 {
+                return;
+            }
+        } else {
+            self.credit_seq = seq;
         }
-        self.credit_seq = seq;
         let window_us = mul(op.req_window_secs, MICROS);
         if self.spent_us > 0 && remaining > 0 && now < add(self.anchor_us, window_us) {
             // Room again before the window came round: it refills continuously.
@@ -44,6 +51,9 @@ impl BudgetState {
                 self.spent_us = now;
             }
             self.credit = 0;
+            // Only a booking made after this answer can show room again: an earlier
+            // one's answer with room left was counted before this one.
+            self.credit_seq = self.credit_seq.max(self.seq);
             self.hold_one_unit(now);
             if self.windowed == 1
                 && self.fresh_us > 0
