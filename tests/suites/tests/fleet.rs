@@ -137,10 +137,11 @@ fn five_hundred_twelve_tasks_share_one_budget() {
     // out: a refusal or two per window at most while that is learned (≤ 1.02 attempts
     // per call).
     assert!(log.count_429() <= 10, "{} 429s", log.count_429());
-    // The server's best is 10 s (five windows, then 12 in the sixth), 0.98 of the limit
-    // here; callers racing for the budget used to move its clock back, which lost a
-    // window (0.85).
-    assert!(goodput(&log, span, 50.0) >= 0.9, "too slow");
+    // The server's best is 10 s (five windows, then 12 in the sixth): 0.98 of the limit
+    // here, 0.92 on a loaded machine (a refusal handled before the answer that spent the
+    // window reads as another program's and widens the pacing by a tenth). Callers
+    // racing for the budget used to move its clock back, which lost a window (0.85).
+    assert!(goodput(&log, span, 50.0) >= 0.88, "too slow");
 }
 
 #[test]
