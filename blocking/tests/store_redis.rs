@@ -227,6 +227,7 @@ fn report_spent(
         used_tokens: used,
         signal,
         req_remaining: req_spent.then_some(0),
+        tok_remaining: (tok.0 > 0).then_some(tok.0 / 2),
         ticket: None,
     })
 }
@@ -486,6 +487,12 @@ fn the_lua_script_computes_what_the_rust_code_computes() {
                 2 => Some(big(&mut rng)),
                 _ => None,
             };
+            let tok_remaining = match rng.u8(0..4) {
+                0 => Some(0),
+                1 => Some(rng.u64(0..2_000_000)),
+                2 => Some(big(&mut rng)),
+                _ => None,
+            };
             let ticket = rng.bool().then(|| mistral_core::Ticket {
                 epoch: rng.u64(0..4),
                 seq: if rng.bool() {
@@ -512,6 +519,7 @@ fn the_lua_script_computes_what_the_rust_code_computes() {
                 used_tokens: used,
                 signal,
                 req_remaining: remaining,
+                tok_remaining,
                 ticket,
             })
         };

@@ -558,3 +558,130 @@ fn a_spent_window_answered_out_of_order_is_still_spent() {
         "probe at {next} µs, long after the window came round"
     );
 }
+
+/// Announced request and token quotas of one minute with what they have left.
+fn req_tok_limits(req: (u64, u64), tok: (u64, u64)) -> RateLimits {
+    let quota = |bucket, (limit, remaining)| Quota {
+        bucket,
+        window: Window::Seconds(60),
+        limit: Some(limit),
+        remaining: Some(remaining),
+    };
+    RateLimits {
+        quotas: vec![quota(Bucket::Requests, req), quota(Bucket::Tokens, tok)],
+        ..RateLimits::default()
+    }
+}
+
+#[test]
+fn announced_tokens_remaining_go_at_once_then_tokens_are_paced() {
+    // 1,000 requests and 500,000 tokens a minute; calls of 50,000 tokens. Paced from
+    // the start, one would go every 6 s; the server says 450,000 tokens are left.
+    let mut b = BudgetState::new(0, None);
+    let probe = match b.reserve(0, &rv(50_000, false)) {
+        Decision::Go { ticket, .. } => ticket,
+        other => panic!("{other:?}"),
+    };
+    let mut ok = report(
+        only(Verdict::Success),
+        req_tok_limits((1000, 999), (500_000, 450_000)),
+        50_000,
+        Some(50_000),
+    );
+    ok.ticket = Some(probe);
+    b.report(10_000, &ok);
+    let waits: Vec<u64> = (0..10)
+        .map(|_| go(b.reserve(10_000, &rv(50_000, false))))
+        .collect();
+    // All but the last call's worth of what is left go at once.
+    assert_eq!(
+        waits[..8],
+        [0; 8],
+        "the tokens the server offers: {waits:?}"
+    );
+    assert!(waits[8] >= 6 * S, "then paced: {waits:?}");
+    assert!(waits[9] - waits[8] >= 6 * S, "paced: {waits:?}");
+}
+
+#[test]
+fn token_credit_counts_what_is_still_out_and_ends_at_a_refusal() {
+    let booked = |b: &mut BudgetState, tokens| match b.reserve(10_000, &rv(tokens, false)) {
+        Decision::Go { ticket, wait_us } => (ticket, wait_us),
+        other => panic!("{other:?}"),
+    };
+    let mut b = BudgetState::new(0, None);
+    let (probe, _) = booked(&mut b, 50_000);
+    let mut ok = report(
+        only(Verdict::Success),
+        req_tok_limits((1000, 999), (500_000, 450_000)),
+        50_000,
+        Some(50_000),
+    );
+    ok.ticket = Some(probe);
+    b.report(10_000, &ok);
+    // Four go on the credit; the first one's answer shows the server counted it.
+    let out: Vec<Ticket> = (0..4).map(|_| booked(&mut b, 50_000).0).collect();
+    let mut first = report(
+        only(Verdict::Success),
+        req_tok_limits((1000, 998), (500_000, 400_000)),
+        50_000,
+        Some(50_000),
+    );
+    first.ticket = Some(out[0]);
+    b.report(15_000, &first);
+    // 400,000 less the 3 still out less one call left to pacing: 4 more at once.
+    let waits: Vec<u64> = (0..5).map(|_| booked(&mut b, 50_000).1).collect();
+    assert_eq!(waits[..4], [0; 4], "{waits:?}");
+    assert!(waits[4] > 0, "{waits:?}");
+    // Nothing left: no credit.
+    let mut none = report(
+        only(Verdict::Success),
+        req_tok_limits((1000, 990), (500_000, 0)),
+        50_000,
+        Some(50_000),
+    );
+    none.ticket = Some(out[3]);
+    b.report(20_000, &none);
+    assert_eq!(b.tok_credit, 0);
+    // A refusal ends any credit.
+    let mut c = BudgetState::new(0, None);
+    let (probe, _) = booked(&mut c, 1_000);
+    ok.ticket = Some(probe);
+    c.report(10_000, &ok);
+    assert!(c.tok_credit > 0);
+    let spent = (
+        Verdict::WindowSpent {
+            quota: Quota {
+                bucket: Bucket::Tokens,
+                window: Window::Seconds(60),
+                limit: Some(500_000),
+                remaining: Some(0),
+            },
+        },
+        None,
+    );
+    c.report(
+        20_000,
+        &report(spent, RateLimits::default(), 1_000, Some(0)),
+    );
+    assert_eq!(c.tok_credit, 0, "a refusal ends the credit");
+}
+
+#[test]
+fn configured_tokens_are_never_burst() {
+    // Limits the user configured are paced, whatever the server says is left.
+    let limits = Limits::requests(1000, Duration::from_secs(60))
+        .with_tokens(500_000, Duration::from_secs(60));
+    let mut b = BudgetState::new(0, Some(limits));
+    assert_eq!(go(b.reserve(0, &rv(50_000, false))), 0);
+    b.report(
+        10_000,
+        &report(
+            only(Verdict::Success),
+            req_tok_limits((1000, 999), (500_000, 450_000)),
+            50_000,
+            Some(50_000),
+        ),
+    );
+    assert!(go(b.reserve(10_000, &rv(50_000, false))) >= 5 * S);
+}

@@ -76,6 +76,7 @@ fn op() -> impl Strategy<Value = Op> {
                     used_tokens: used,
                     signal,
                     req_remaining: (rl % 2 == 0).then_some(0),
+                    tok_remaining: (tl % 3 != 0).then_some(est),
                     ticket: None,
                 }
             )),
@@ -199,6 +200,7 @@ fn a_report_flattens_to_the_integers_the_budget_uses() {
                 window_us: 1_000_000
             },
             req_remaining: Some(0),
+            tok_remaining: None,
             ticket: None,
         }
     );

@@ -20,8 +20,9 @@
 --          ARGV[10] tok_window_secs, ARGV[11] has_used (0/1), ARGV[12] estimated,
 --          ARGV[13] used, ARGV[14] signal, ARGV[15] wait_us, ARGV[16] window_us,
 --          ARGV[17] has_remaining (0/1), ARGV[18] req_remaining, ARGV[19] has_ticket
---          (0/1), ARGV[20] ticket epoch, ARGV[21] ticket seq
--- Returns {kind, value, the 46 fields, the ticket's lane, shift and slot}: kind 0 go
+--          (0/1), ARGV[20] ticket epoch, ARGV[21] ticket seq, ARGV[22] has token
+--          remaining (0/1), ARGV[23] tok_remaining
+-- Returns {kind, value, the 47 fields, the ticket's lane, shift and slot}: kind 0 go
 -- (value: wait us; the ticket is the state's epoch and seq and the last three), 1 recheck (value: us), 2 closed (value: block), 3 reported,
 -- 4 late (value: us).
 
@@ -52,7 +53,7 @@ local FIELDS = {
   'max_milli', 'slow_start', 'binding', 'anchor_us', 'spent_us', 'cycle_start_us',
   'cycle_count', 'windowed', 'pending', 'fresh_us', 'lane0_req_us', 'lane1_req_us',
   'lane0_tok_us', 'lane1_tok_us', 'shift1_us', 'shift2_us', 'reserve1_us', 'reserve2_us',
-  'ins1_at_us', 'ins1_len_us', 'ins2_at_us', 'ins2_len_us',
+  'ins1_at_us', 'ins1_len_us', 'ins2_at_us', 'ins2_len_us', 'tok_credit',
 }
 -- The fields before the priority lanes (a hash written before them lacks the rest,
 -- which start at 0).
@@ -339,6 +340,7 @@ local function reserve(tokens, retry, within, confirm, confirm_epoch, ask_lane, 
     return book(0, lane)
   end
   local use_credit = s.credit > 0 and req_ns > 0
+  local use_tok_credit = tok_ns > 0 and s.tok_credit >= tokens
   local period = idiv(req_ns, 1000)
   local cost = 0
   if tok_ns > 0 then cost = idiv(mul(tokens, tok_ns), 1000) end
@@ -347,7 +349,7 @@ local function reserve(tokens, retry, within, confirm, confirm_epoch, ask_lane, 
   local function start_in(l)
     local start = now
     if req_ns > 0 and not use_credit then start = max(start, lane_req(l)) end
-    if tok_ns > 0 then start = max(start, lane_tok(l)) end
+    if tok_ns > 0 and not use_tok_credit then start = max(start, lane_tok(l)) end
     if retry_held then
       start = max(start, sub(s.retry_tat_us, mul(10, retry_period_us)))
     end
@@ -401,7 +403,13 @@ local function reserve(tokens, retry, within, confirm, confirm_epoch, ask_lane, 
       end
     end
   end
-  if tok_ns > 0 then
+  if use_tok_credit then
+    s.tok_credit = s.tok_credit - tokens
+    local after = add(start, cost)
+    s.tok_tat_us = max(s.tok_tat_us, after)
+    s.lane1_tok_us = max(s.lane1_tok_us, after)
+    s.lane0_tok_us = max(s.lane0_tok_us, after)
+  elseif tok_ns > 0 then
     local tok_start = max(lane_tok(lane), start)
     local m = place(lane, tok_start, cost, true)
     for i = 1, 3 do
@@ -554,6 +562,22 @@ local function hold_one_unit()
   end
 end
 
+-- BudgetState::read_token_remaining
+local function read_token_remaining(has_remaining, remaining, has_req_remaining, has_ticket,
+  ticket_seq, estimated)
+  if not has_remaining then return end
+  if s.tok_base_ns == 0 then return end
+  local seq = s.seq
+  if has_ticket then seq = ticket_seq end
+  if seq < s.credit_seq then
+    if remaining == 0 then s.tok_credit = 0 end
+    return
+  end
+  if not has_req_remaining then s.credit_seq = seq end
+  local out = add(max(sub(s.seq, seq), s.pending), 1)
+  s.tok_credit = sub(remaining, mul(out, max(estimated, 1)))
+end
+
 -- BudgetState::read_remaining
 local function read_remaining(req_limit, req_window_secs, has_remaining, remaining, has_ticket,
   ticket_seq)
@@ -638,6 +662,7 @@ end
 -- BudgetState::refusal
 local function refusal(wait_us, window_us, current)
   s.credit = 0
+  s.tok_credit = 0
   if not current then return end
   if s.recovering == 1 then
     s.streak = add(s.streak, 1)
@@ -681,6 +706,8 @@ end
 -- BudgetState::close
 local function close(block)
   s.block = block
+  s.credit = 0
+  s.tok_credit = 0
   s.block_until_us = add(now, BLOCK_MICROS)
 end
 
@@ -701,6 +728,7 @@ local function report()
     s.cycle_count = add(s.cycle_count, 1)
     grow()
     if s.source == HEADERS then
+      read_token_remaining(arg(22) == 1, arg(23), arg(17) == 1, has_ticket, arg(21), arg(12))
       read_remaining(arg(7), arg(8), arg(17) == 1, arg(18), has_ticket, arg(21))
     end
   elseif signal == 2 then

@@ -279,6 +279,11 @@ pub struct BudgetState {
     pub ins2_at_us: u64,
     /// Priorities: the same as [`BudgetState::ins1_len_us`] for lane 2.
     pub ins2_len_us: u64,
+    /// Tokens that may start at once (announced limits only): the tokens `remaining`
+    /// the server announced, less an estimate for every reservation still out or booked
+    /// after the request that showed it, less one request's worth left to pacing.
+    #[serde(default)]
+    pub tok_credit: u64,
 }
 
 /// What a reservation decided.
@@ -652,6 +657,8 @@ impl BudgetState {
             return self.book(0, lane);
         }
         let use_credit = self.credit > 0 && req_ns > 0;
+        // Tokens the server said it has room for go at once too.
+        let use_tok_credit = tok_ns > 0 && self.tok_credit >= tokens;
         let period = req_ns / 1000;
         let cost = if tok_ns > 0 {
             mul(tokens, tok_ns) / 1000
@@ -665,7 +672,7 @@ impl BudgetState {
             if req_ns > 0 && !use_credit {
                 start = start.max(s.lane_req(lane));
             }
-            if tok_ns > 0 {
+            if tok_ns > 0 && !use_tok_credit {
                 start = start.max(s.lane_tok(lane));
             }
             if retry_held {
@@ -748,7 +755,15 @@ impl BudgetState {
                     .map(|m| if m { period } else { 0 });
             }
         }
-        if tok_ns > 0 {
+        if use_tok_credit {
+            // As with requests: the burst goes at once, and the first paced booking
+            // after it starts one request's tokens later.
+            self.tok_credit -= tokens;
+            let after = add(start, cost);
+            self.tok_tat_us = self.tok_tat_us.max(after);
+            self.lane1_tok_us = self.lane1_tok_us.max(after);
+            self.lane0_tok_us = self.lane0_tok_us.max(after);
+        } else if tok_ns > 0 {
             let tok_start = self.lane_tok(lane).max(start);
             let by_tokens = self.place(lane, tok_start, cost, true);
             for (m, t) in moved.iter_mut().zip(by_tokens) {
@@ -828,6 +843,7 @@ impl BudgetState {
                 self.cycle_count = add(self.cycle_count, 1);
                 self.grow(now);
                 if self.source == Source::Headers {
+                    self.read_token_remaining(op);
                     self.read_remaining(now, op);
                 }
             }

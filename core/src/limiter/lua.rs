@@ -16,7 +16,7 @@
 //!
 //! let args = lua::reserve_args(Some(1_000), 86_400, Seed::default(), &Reserve::new(50));
 //! assert_eq!(args[0], "reserve");
-//! // The script answers [kind, value, the 46 fields, the ticket's lane, shift, slot]:
+//! // The script answers [kind, value, the 47 fields, the ticket's lane, shift, slot]:
 //! let mut reply = vec![0, 0];
 //! reply.extend(BudgetState::new(1_000, None).to_fields().map(|v| v as i64));
 //! reply.extend([1, 0, 1_000]);
@@ -109,6 +109,8 @@ pub fn report_args(
             u64::from(op.ticket.is_some()),
             op.ticket.map_or(0, |t| t.epoch),
             op.ticket.map_or(0, |t| t.seq),
+            u64::from(op.tok_remaining.is_some()),
+            op.tok_remaining.unwrap_or(0),
         ]
         .map(num),
     );
@@ -129,7 +131,7 @@ pub struct ScriptReply {
 #[error("unexpected reply from the limiter script: {0}")]
 pub struct ReplyError(&'static str);
 
-/// Decodes the script's reply: `[kind, value, the 46 fields, the ticket's lane, shift
+/// Decodes the script's reply: `[kind, value, the 47 fields, the ticket's lane, shift
 /// and slot]`.
 pub fn decode_reply(reply: &[i64]) -> Result<ScriptReply, ReplyError> {
     if reply.len() != 5 + BudgetState::FIELDS.len() {
@@ -249,6 +251,7 @@ mod tests {
                 window_us: 1_000_000,
             },
             req_remaining: Some(4),
+            tok_remaining: Some(4_000),
             ticket: Some(Ticket {
                 epoch: 2,
                 seq: 11,
@@ -260,20 +263,23 @@ mod tests {
             r,
             [
                 "report", "5", "0", "0", "0", "0", "60", "60", "0", "0", "1", "10", "7", "2",
-                "300", "1000000", "1", "4", "1", "2", "11"
+                "300", "1000000", "1", "4", "1", "2", "11", "1", "4000"
             ]
         );
         let none = ReportOp {
             used_tokens: None,
             signal: SignalOp::RateLimited { wait_us: 9 },
             req_remaining: None,
+            tok_remaining: None,
             ticket: None,
             ..op
         };
         let r = report_args(Some(5), 0, Seed::default(), &none);
         assert_eq!(
             &r[10..],
-            ["0", "10", "0", "3", "9", "0", "0", "0", "0", "0", "0"]
+            [
+                "0", "10", "0", "3", "9", "0", "0", "0", "0", "0", "0", "0", "0"
+            ]
         );
     }
 

@@ -82,12 +82,41 @@ impl BudgetState {
         }
     }
 
+    /// What a success's token `remaining` says (announced limits only): how many tokens
+    /// may go at once. Read before [`BudgetState::read_remaining`], which moves
+    /// `credit_seq`.
+    pub(super) fn read_token_remaining(&mut self, op: &ReportOp) {
+        let Some(remaining) = op.tok_remaining else {
+            return;
+        };
+        if self.tok_base_ns == 0 {
+            return;
+        }
+        let seq = op.ticket.map_or(self.seq, |t| t.seq);
+        if seq < self.credit_seq {
+            // An earlier booking's answer: only "nothing left" is news.
+            if remaining == 0 {
+                self.tok_credit = 0;
+            }
+            return;
+        }
+        if op.req_remaining.is_none() {
+            self.credit_seq = seq;
+        }
+        // Everything booked after this request and everything still out spends the same
+        // `remaining`, each about as much as this request; one request's worth is left
+        // to pacing.
+        let out = add(sub(self.seq, seq).max(self.pending), 1);
+        self.tok_credit = sub(remaining, mul(out, op.estimated_tokens.max(1)));
+    }
+
     /// A refusal: the first of a congestion event pauses everyone, voids earlier
     /// bookings, lowers the rate or the share and starts a recovery (one probe at a
     /// time); a refused probe doubles the pause; a refusal of a booking made before the
     /// event changes nothing.
     pub(super) fn refusal(&mut self, now: u64, wait_us: u64, window_us: u64, current: bool) {
         self.credit = 0;
+        self.tok_credit = 0;
         if !current {
             return;
         }
@@ -202,6 +231,8 @@ impl BudgetState {
 
     pub(super) fn close(&mut self, now: u64, block: Block) {
         self.block = block;
+        self.credit = 0;
+        self.tok_credit = 0;
         self.block_until_us = add(now, Self::BLOCK_MICROS);
     }
 }

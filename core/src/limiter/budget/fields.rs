@@ -6,7 +6,7 @@ use super::{Block, BudgetState, MAX_EXACT, Source};
 impl BudgetState {
     /// The field names, in the order of [`BudgetState::to_fields`] (the Redis hash's
     /// fields and the Lua script's order).
-    pub const FIELDS: [&'static str; 46] = [
+    pub const FIELDS: [&'static str; 47] = [
         "seen_us",
         "req_tat_us",
         "tok_tat_us",
@@ -53,10 +53,11 @@ impl BudgetState {
         "ins1_len_us",
         "ins2_at_us",
         "ins2_len_us",
+        "tok_credit",
     ];
 
     /// The fields as integers, in the order of [`BudgetState::FIELDS`].
-    pub fn to_fields(&self) -> [u64; 46] {
+    pub fn to_fields(&self) -> [u64; 47] {
         [
             self.seen_us,
             self.req_tat_us,
@@ -104,13 +105,14 @@ impl BudgetState {
             self.ins1_len_us,
             self.ins2_at_us,
             self.ins2_len_us,
+            self.tok_credit,
         ]
     }
 
     /// The state of [`BudgetState::to_fields`]' integers; `None` when one is out of
     /// range (an unknown source or block, a flag other than 0 or 1, a value above
     /// [`MAX_EXACT`]).
-    pub fn from_fields(f: [u64; 46]) -> Option<Self> {
+    pub fn from_fields(f: [u64; 47]) -> Option<Self> {
         if f.iter().any(|&v| v > MAX_EXACT) {
             return None;
         }
@@ -162,6 +164,7 @@ impl BudgetState {
             ins1_len_us: f[43],
             ins2_at_us: f[44],
             ins2_len_us: f[45],
+            tok_credit: f[46],
         })
     }
 

@@ -68,6 +68,9 @@ pub struct ReportOp {
     pub signal: SignalOp,
     /// What the response's request quota had left (`remaining`), when it said.
     pub req_remaining: Option<u64>,
+    /// What the response's token quota (of the window in [`ReportOp::tok_limit`]) had
+    /// left, when it said.
+    pub tok_remaining: Option<u64>,
     /// The booking the attempt went on, when the limiter gave one.
     pub ticket: Option<Ticket>,
 }
@@ -94,6 +97,7 @@ impl ReportOp {
                 other => other,
             },
             req_remaining: self.req_remaining.map(c),
+            tok_remaining: self.tok_remaining.map(c),
             ticket: self.ticket.map(|t| Ticket {
                 epoch: c(t.epoch),
                 seq: c(t.seq),
@@ -144,6 +148,11 @@ impl From<&Report> for ReportOp {
             req_remaining: report
                 .limits
                 .requests()
+                .and_then(|q| q.remaining)
+                .map(|r| r.min(MAX_EXACT)),
+            tok_remaining: report
+                .limits
+                .tokens()
                 .and_then(|q| q.remaining)
                 .map(|r| r.min(MAX_EXACT)),
             ticket: report.ticket,
