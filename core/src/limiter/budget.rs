@@ -9,7 +9,8 @@
 //!   cost·T`). A request larger than the bucket pushes the TAT further (debt): it waits
 //!   for its turn, never hangs. When the server announced how many requests remain, that
 //!   many go at once ([`BudgetState::credit`]: the burst the server itself offers), and
-//!   pacing resumes one unit after. A reservation that could not start within the
+//!   pacing resumes one unit after; the tokens it says remain go at once the same way
+//!   ([`BudgetState::tok_credit`]). A reservation that could not start within the
 //!   caller's time ([`Reserve::within_us`]) books nothing and says when it could
 //!   ([`Decision::Late`]). Every booking carries a [`Ticket`]; a booking made before a
 //!   congestion event is void, and its caller, re-checking before it sends
