@@ -71,6 +71,25 @@ fn req_limits(limit: u64, secs: u32, remaining: u64) -> RateLimits {
     }
 }
 
+/// A budget whose first booking (a probe of `tokens`) was answered at 10 ms with
+/// `limits`, all of the probe's tokens used.
+fn answered(limits: RateLimits, tokens: u64) -> BudgetState {
+    let mut b = BudgetState::new(0, None);
+    let probe = ticket(b.reserve(0, &rv(tokens, false)));
+    let mut ok = report(only(Verdict::Success), limits, tokens, Some(tokens));
+    ok.ticket = Some(probe);
+    b.report(10_000, &ok);
+    b
+}
+
+/// The ticket of a booking that must go.
+fn ticket(d: Decision) -> Ticket {
+    match d {
+        Decision::Go { ticket, .. } => ticket,
+        other => panic!("expected Go, got {other:?}"),
+    }
+}
+
 fn go(d: Decision) -> u64 {
     match d {
         Decision::Go { wait_us: us, .. } => us,
@@ -157,10 +176,7 @@ fn tokens_are_paced_corrected_and_large_requests_wait_without_hanging() {
 fn a_429_pauses_every_caller_lowers_the_rate_once_and_lets_one_probe_go() {
     let mut b = BudgetState::new(0, Some(Limits::requests(100, Duration::from_secs(1))));
     let tickets: Vec<Ticket> = (0..10)
-        .map(|_| match b.reserve(0, &rv(1, false)) {
-            Decision::Go { ticket, .. } => ticket,
-            other => panic!("{other:?}"),
-        })
+        .map(|_| ticket(b.reserve(0, &rv(1, false))))
         .collect();
     let quota = Quota {
         bucket: Bucket::Requests,
@@ -426,10 +442,7 @@ fn with_a_known_rate_retries_are_paced_like_first_attempts() {
 #[test]
 fn the_pause_is_the_events_not_the_longest_backoff_of_its_callers() {
     let mut b = BudgetState::new(0, Some(Limits::requests(100, Duration::from_secs(1))));
-    let ticket = match b.reserve(0, &rv(1, false)) {
-        Decision::Go { ticket, .. } => ticket,
-        other => panic!("{other:?}"),
-    };
+    let ticket = ticket(b.reserve(0, &rv(1, false)));
     let rl = |ms| (Verdict::RateLimited, hinted(Duration::from_millis(ms)));
     let mut first = report(rl(200), RateLimits::default(), 1, Some(0));
     first.ticket = Some(ticket);
@@ -470,15 +483,8 @@ fn a_slot_the_caller_cannot_use_in_time_is_not_booked() {
 
 #[test]
 fn announced_remaining_goes_at_once_then_pacing_resumes_one_unit_later() {
-    let mut b = BudgetState::new(0, None);
-    let probe = match b.reserve(0, &rv(1, false)) {
-        Decision::Go { ticket, .. } => ticket,
-        other => panic!("{other:?}"),
-    };
     // 50 per minute, 49 left after the probe.
-    let mut ok = report(only(Verdict::Success), req_limits(50, 60, 49), 1, Some(1));
-    ok.ticket = Some(probe);
-    b.report(10_000, &ok);
+    let mut b = answered(req_limits(50, 60, 49), 1);
     let waits: Vec<u64> = (0..52)
         .map(|_| go(b.reserve(10_000, &rv(1, false))))
         .collect();
@@ -492,15 +498,7 @@ fn announced_remaining_goes_at_once_then_pacing_resumes_one_unit_later() {
 #[test]
 fn a_spent_window_answered_out_of_order_is_still_spent() {
     // 100 per 2 s, a fixed window. The probe's answer offers 99 more.
-    let mut b = BudgetState::new(0, None);
-    let ticket = |d: Decision| match d {
-        Decision::Go { ticket, .. } => ticket,
-        other => panic!("{other:?}"),
-    };
-    let probe = ticket(b.reserve(0, &rv(1, false)));
-    let mut ok = report(only(Verdict::Success), req_limits(100, 2, 99), 1, Some(1));
-    ok.ticket = Some(probe);
-    b.report(10_000, &ok);
+    let mut b = answered(req_limits(100, 2, 99), 1);
     let burst: Vec<Ticket> = (0..100)
         .map(|_| ticket(b.reserve(10_000, &rv(1, false))))
         .collect();
@@ -577,19 +575,7 @@ fn req_tok_limits(req: (u64, u64), tok: (u64, u64)) -> RateLimits {
 fn announced_tokens_remaining_go_at_once_then_tokens_are_paced() {
     // 1,000 requests and 500,000 tokens a minute; calls of 50,000 tokens. Paced from
     // the start, one would go every 6 s; the server says 450,000 tokens are left.
-    let mut b = BudgetState::new(0, None);
-    let probe = match b.reserve(0, &rv(50_000, false)) {
-        Decision::Go { ticket, .. } => ticket,
-        other => panic!("{other:?}"),
-    };
-    let mut ok = report(
-        only(Verdict::Success),
-        req_tok_limits((1000, 999), (500_000, 450_000)),
-        50_000,
-        Some(50_000),
-    );
-    ok.ticket = Some(probe);
-    b.report(10_000, &ok);
+    let mut b = answered(req_tok_limits((1000, 999), (500_000, 450_000)), 50_000);
     let waits: Vec<u64> = (0..10)
         .map(|_| go(b.reserve(10_000, &rv(50_000, false))))
         .collect();
@@ -605,49 +591,33 @@ fn announced_tokens_remaining_go_at_once_then_tokens_are_paced() {
 
 #[test]
 fn token_credit_counts_what_is_still_out_and_ends_at_a_refusal() {
-    let booked = |b: &mut BudgetState, tokens| match b.reserve(10_000, &rv(tokens, false)) {
-        Decision::Go { ticket, wait_us } => (ticket, wait_us),
-        other => panic!("{other:?}"),
+    // A success of 50,000 tokens on `ticket`, with what the quotas had left.
+    let ok = |req_left, tok_left, ticket| Report {
+        ticket: Some(ticket),
+        ..report(
+            only(Verdict::Success),
+            req_tok_limits((1000, req_left), (500_000, tok_left)),
+            50_000,
+            Some(50_000),
+        )
     };
-    let mut b = BudgetState::new(0, None);
-    let (probe, _) = booked(&mut b, 50_000);
-    let mut ok = report(
-        only(Verdict::Success),
-        req_tok_limits((1000, 999), (500_000, 450_000)),
-        50_000,
-        Some(50_000),
-    );
-    ok.ticket = Some(probe);
-    b.report(10_000, &ok);
+    let mut b = answered(req_tok_limits((1000, 999), (500_000, 450_000)), 50_000);
     // Four go on the credit; the first one's answer shows the server counted it.
-    let out: Vec<Ticket> = (0..4).map(|_| booked(&mut b, 50_000).0).collect();
-    let mut first = report(
-        only(Verdict::Success),
-        req_tok_limits((1000, 998), (500_000, 400_000)),
-        50_000,
-        Some(50_000),
-    );
-    first.ticket = Some(out[0]);
-    b.report(15_000, &first);
+    let out: Vec<Ticket> = (0..4)
+        .map(|_| ticket(b.reserve(10_000, &rv(50_000, false))))
+        .collect();
+    b.report(15_000, &ok(998, 400_000, out[0]));
     // 400,000 less the 3 still out less one call left to pacing: 4 more at once.
-    let waits: Vec<u64> = (0..5).map(|_| booked(&mut b, 50_000).1).collect();
+    let waits: Vec<u64> = (0..5)
+        .map(|_| go(b.reserve(15_000, &rv(50_000, false))))
+        .collect();
     assert_eq!(waits[..4], [0; 4], "{waits:?}");
     assert!(waits[4] > 0, "{waits:?}");
     // Nothing left: no credit.
-    let mut none = report(
-        only(Verdict::Success),
-        req_tok_limits((1000, 990), (500_000, 0)),
-        50_000,
-        Some(50_000),
-    );
-    none.ticket = Some(out[3]);
-    b.report(20_000, &none);
+    b.report(20_000, &ok(990, 0, out[3]));
     assert_eq!(b.tok_credit, 0);
     // A refusal ends any credit.
-    let mut c = BudgetState::new(0, None);
-    let (probe, _) = booked(&mut c, 1_000);
-    ok.ticket = Some(probe);
-    c.report(10_000, &ok);
+    let mut c = answered(req_tok_limits((1000, 999), (500_000, 450_000)), 1_000);
     assert!(c.tok_credit > 0);
     let spent = (
         Verdict::WindowSpent {
