@@ -655,3 +655,67 @@ fn configured_tokens_are_never_burst() {
     );
     assert!(go(b.reserve(10_000, &rv(50_000, false))) >= 5 * S);
 }
+
+#[test]
+fn an_early_confirm_holds_the_booking_until_its_slot() {
+    // 1 per second: the fifth booking is 4 s away.
+    let mut b = BudgetState::new(0, Some(Limits::requests(1, Duration::from_secs(1))));
+    let tickets: Vec<Ticket> = (0..5)
+        .map(|_| ticket(b.reserve(0, &rv(1, false))))
+        .collect();
+    let last = tickets[4];
+    let (seq, pending) = (b.seq, b.pending);
+    // Confirmed after a second of sleep: the rest of the wait, nothing booked again.
+    let confirm = Reserve {
+        confirm: Some(last),
+        ..Reserve::new(1)
+    };
+    match b.reserve(S, &confirm) {
+        Decision::Go { wait_us, ticket } => {
+            assert_eq!(S + wait_us, last.slot, "the rest of the wait");
+            assert_eq!((ticket.shift, ticket.slot), (last.shift, last.slot));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        (b.seq, b.pending),
+        (seq, pending),
+        "nothing booked or released"
+    );
+    // At its slot, it goes.
+    assert_eq!(go(b.reserve(last.slot, &confirm)), 0);
+}
+
+#[test]
+fn an_announced_limit_that_rises_voids_the_bookings_made_at_the_old_rate() {
+    // 10 per second announced; 30 booked (3 s of slots).
+    let mut b = answered(req_limits(10, 1, 0), 1);
+    let booked: Vec<Ticket> = (0..30)
+        .map(|_| ticket(b.reserve(20_000, &rv(1, false))))
+        .collect();
+    let far = booked[29];
+    assert!(far.slot > 2 * S, "{}", far.slot);
+    // The next answer announces 20 per second.
+    let mut ok = report(only(Verdict::Success), req_limits(20, 1, 0), 1, Some(1));
+    ok.ticket = Some(booked[0]);
+    b.report(120_000, &ok);
+    // The far booking, confirming early, is void: it queues again, at the new rate and
+    // from now, not behind the old schedule.
+    let confirm = Reserve {
+        confirm: Some(far),
+        ..Reserve::new(1)
+    };
+    let again = 1_120_000 + go(b.reserve(1_120_000, &confirm));
+    assert!(
+        again < far.slot,
+        "queued again at {again} µs, booked at {}",
+        far.slot
+    );
+    // A limit that stays or falls voids nothing.
+    let epoch = b.epoch;
+    b.report(1_200_000, &ok);
+    let mut lower = report(only(Verdict::Success), req_limits(15, 1, 0), 1, Some(1));
+    lower.ticket = Some(booked[1]);
+    b.report(1_300_000, &lower);
+    assert_eq!(b.epoch, epoch);
+}
