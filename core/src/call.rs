@@ -22,11 +22,6 @@ use crate::verdict::{Classification, Verdict, classify};
 /// be retried twice while a server that always cuts is asked three times, not ten.
 pub const MAX_CUT_SUCCESSES: u32 = 3;
 
-/// The longest a call sleeps towards a booked slot before it confirms the booking again:
-/// a booking voided meanwhile (a congestion event, an announced limit that rose) is
-/// noticed within this, and the call queues again at once.
-pub const CONFIRM_EVERY: Duration = Duration::from_secs(1);
-
 /// One logical API call, through as many HTTP attempts as it takes: a state machine
 /// that decides, and a driver that does the I/O.
 ///
@@ -386,30 +381,20 @@ impl Call {
                 self.pace(now, delay, Next::Send)
             }
             Grant::Slot { after, ticket } => {
-                // A confirmed booking keeps its own number (the answer quotes the
-                // budget's latest), and its own ticket when it goes now; anything else is
-                // a new booking.
-                let own = self
-                    .ticket
-                    .filter(|t| confirming && t.epoch == ticket.epoch);
-                self.ticket = match own {
-                    Some(own) if after.is_zero() => Some(own),
-                    Some(own) => Some(Ticket {
-                        seq: own.seq,
-                        ..ticket
-                    }),
-                    None => Some(ticket),
-                };
+                // A confirmed booking keeps its own ticket (the answer quotes the budget's
+                // latest); anything else is a new booking.
+                let confirmed = confirming
+                    && after.is_zero()
+                    && self.ticket.is_some_and(|t| t.epoch == ticket.epoch);
+                if !confirmed {
+                    self.ticket = Some(ticket);
+                }
                 if after.is_zero() {
                     State::Ready
                 } else {
-                    // Sleep, then confirm the booking: a congestion event or a raised
-                    // limit meanwhile voids it. A long wait is slept in parts, each
-                    // ending in a confirmation, so a void booking is noticed early.
+                    // Sleep, then confirm the booking: a congestion event meanwhile voids it.
                     self.confirming = true;
-                    // Said once, of the whole wait, not of its first part.
-                    self.warn_if_long(later(now, after), &WaitReason::Pacing);
-                    self.pace(now, after.min(CONFIRM_EVERY), Next::Reserve)
+                    self.pace(now, after, Next::Reserve)
                 }
             }
             Grant::Late { after } => {

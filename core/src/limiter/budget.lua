@@ -300,11 +300,6 @@ local function reserve(tokens, retry, within, confirm, confirm_epoch, ask_lane, 
     ticket_lane = booked
     ticket_shift = shift
     ticket_slot = now
-    if now < confirm_slot then
-      ticket_shift = confirm_shift
-      ticket_slot = confirm_slot
-      return { 0, confirm_slot - now }
-    end
     if extra == 0 then return { 0, 0 } end
     local boost = booked > 0 and starving(booked, tokens) and reserve_room(booked, reserve_ppm)
     if not boost then
@@ -458,9 +453,8 @@ local function become_learned()
 end
 
 -- BudgetState::learn_limits
-local function learn_limits(req_limit, req_window_secs, tok_limit, tok_window_secs, estimated)
+local function learn_limits(req_limit, req_window_secs, tok_limit, tok_window_secs)
   if s.source == CONFIGURED then return end
-  local old_req, old_tok = s.req_base_ns, s.tok_base_ns
   local learned = false
   if req_limit > 0 then
     s.req_base_ns = idiv(mul(req_window_secs, 1000000000), req_limit)
@@ -469,15 +463,6 @@ local function learn_limits(req_limit, req_window_secs, tok_limit, tok_window_se
   if tok_limit > 0 then
     s.tok_base_ns = idiv(mul(tok_window_secs, 1000000000), tok_limit)
     learned = true
-  end
-  local function rose(old, new)
-    return old > 0 and new > 0 and mul(new, 10) < mul(old, 9)
-  end
-  if s.source == HEADERS and (rose(old_req, s.req_base_ns) or rose(old_tok, s.tok_base_ns)) then
-    s.epoch = add(s.epoch, 1)
-    s.req_tat_us = min(s.req_tat_us, add(now, req_period_us()))
-    local cost = idiv(mul(estimated, period_ns(s.tok_base_ns)), 1000)
-    s.tok_tat_us = min(s.tok_tat_us, add(now, cost))
   end
   if learned and s.source ~= HEADERS then
     if s.source == LEARNED and req_limit == 0 then s.req_base_ns = 0 end
@@ -629,7 +614,6 @@ local function read_remaining(req_limit, req_window_secs, has_remaining, remaini
       if add(now, round) > s.pause_until_us then
         s.pause_until_us = add(now, round)
         s.epoch = add(s.epoch, 1)
-        s.req_tat_us = s.pause_until_us
       end
       s.req_tat_us = max(s.req_tat_us, s.pause_until_us)
       s.recovering = 1
@@ -730,7 +714,7 @@ end
 -- BudgetState::apply
 local function report()
   advance()
-  learn_limits(arg(7), arg(8), arg(9), arg(10), arg(12))
+  learn_limits(arg(7), arg(8), arg(9), arg(10))
   if arg(11) == 1 then correct_tokens(arg(12), arg(13)) end
   local signal = arg(14)
   local has_ticket = arg(19) == 1

@@ -36,9 +36,7 @@
 //!   - Announced limits are paced at the announced rate; `remaining` is the truth (other
 //!     programs spend the same budget): `remaining` 0 holds everyone one unit, a refusal
 //!     the model did not expect lowers the share by 10 %, and the share creeps back by
-//!     1 % per second. An announced limit that rises by more than a tenth voids the
-//!     bookings made at the old rate (their callers confirm at least once a second and
-//!     queue again). After a spent window refuses a probe one unit later (the window
+//!     1 % per second. After a spent window refuses a probe one unit later (the window
 //!     does not refill continuously: a fixed window or a sliding log), everyone waits
 //!     for the window seen to start ([`BudgetState::anchor_us`]) to come round again.
 //!   - A learned rate books at most [`BudgetState::LEARN_HORIZON_PERIODS`] ahead: the
@@ -321,9 +319,7 @@ pub struct Reserve {
     /// The longest the caller can wait for its slot, µs ([`MAX_EXACT`]: no limit).
     pub within_us: u64,
     /// The booking being confirmed: the caller waited for its slot and asks whether it
-    /// still holds (no congestion event since, not moved back by higher lanes). Asked
-    /// before the slot (a caller sleeping a long wait in parts), a booking that holds
-    /// answers the rest of its wait.
+    /// still holds (no congestion event since, not moved back by higher lanes).
     pub confirm: Option<Ticket>,
     /// The caller's lane ([`crate::Priority::lane`]): lower lanes are booked after
     /// higher ones once callers queue. Lanes past the last count as the last.
@@ -589,22 +585,6 @@ impl BudgetState {
                 // Due before the latest booking placed ahead went (its caller is late to
                 // confirm): that one went after it, not ahead.
                 extra -= ins_len;
-            }
-            let slot = t.slot.min(MAX_EXACT);
-            if now < slot {
-                // An early confirm (a caller sleeps a long wait in parts, to notice a
-                // void booking): it holds as it was booked, until its slot; what
-                // happened to it meanwhile is settled there.
-                return Decision::Go {
-                    wait_us: slot - now,
-                    ticket: Ticket {
-                        epoch: self.epoch,
-                        seq: self.seq,
-                        lane: booked,
-                        shift: t.shift.min(MAX_EXACT),
-                        slot,
-                    },
-                };
             }
             if extra == 0 {
                 // The booking holds: no congestion event since it was made, and no
@@ -894,7 +874,6 @@ impl BudgetState {
         if self.source == Source::Configured {
             return;
         }
-        let (old_req, old_tok) = (self.req_base_ns, self.tok_base_ns);
         let mut learned = false;
         // A limit of 0 announces nothing (the script tests `limit > 0` the same way).
         if let Some(base) = mul(op.req_window_secs, 1_000_000_000).checked_div(op.req_limit) {
@@ -904,19 +883,6 @@ impl BudgetState {
         if let Some(base) = mul(op.tok_window_secs, 1_000_000_000).checked_div(op.tok_limit) {
             self.tok_base_ns = base;
             learned = true;
-        }
-        let rose = |old: u64, new: u64| old > 0 && new > 0 && mul(new, 10) < mul(old, 9);
-        if self.source == Source::Headers
-            && (rose(old_req, self.req_base_ns) || rose(old_tok, self.tok_base_ns))
-        {
-            // The announced limit rose by more than a tenth: bookings made at the old
-            // rate are void (their callers, confirming, queue again at the new one), and
-            // the schedule starts again one unit from now.
-            self.epoch = add(self.epoch, 1);
-            let unit = self.req_period_us();
-            self.req_tat_us = self.req_tat_us.min(add(now, unit));
-            let cost = mul(op.estimated_tokens, self.period_ns(self.tok_base_ns)) / 1000;
-            self.tok_tat_us = self.tok_tat_us.min(add(now, cost));
         }
         if learned && self.source != Source::Headers {
             if self.source == Source::Learned && op.req_limit == 0 {

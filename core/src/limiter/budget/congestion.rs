@@ -69,8 +69,6 @@ impl BudgetState {
                 if add(now, round) > self.pause_until_us {
                     self.pause_until_us = add(now, round);
                     self.epoch = add(self.epoch, 1);
-                    // The void bookings queue again on a fresh schedule after it.
-                    self.req_tat_us = self.pause_until_us;
                 }
                 self.req_tat_us = self.req_tat_us.max(self.pause_until_us);
                 // Then one probe: its answer tells how much the new window offers, and
