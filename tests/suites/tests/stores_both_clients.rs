@@ -49,6 +49,50 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The start of 40 reservations of one request: 2 threads × 10 through `$blocking`
+/// and 20 tasks through `$asynch`, all at once.
+macro_rules! starts_from_both {
+    ($blocking:expr, $asynch:expr) => {{
+        let (blocking, asynch) = (&$blocking, &$asynch);
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let limiter = Arc::clone(&blocking);
+                std::thread::spawn(move || {
+                    (0..10)
+                        .map(|_| {
+                            let (d, s) = limiter.reserve_at(None, "m", &Reserve::new(1)).unwrap();
+                            start(d, s.seen_us)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut starts: Vec<u64> = runtime().block_on(async {
+            let tasks: Vec<_> = (0..20)
+                .map(|_| {
+                    let limiter = Arc::clone(&asynch);
+                    tokio::spawn(async move {
+                        let (d, s) = limiter
+                            .reserve_at(None, "m", &Reserve::new(1))
+                            .await
+                            .unwrap();
+                        start(d, s.seen_us)
+                    })
+                })
+                .collect();
+            let mut starts = Vec::new();
+            for t in tasks {
+                starts.push(t.await.unwrap());
+            }
+            starts
+        });
+        for t in threads {
+            starts.extend(t.join().unwrap());
+        }
+        starts
+    }};
+}
+
 #[test]
 fn a_blocking_and_an_async_client_share_one_state_file() {
     let dir = std::env::temp_dir().join(format!("mistral-both-{}", std::process::id()));
@@ -56,41 +100,7 @@ fn a_blocking_and_an_async_client_share_one_state_file() {
     let blocking =
         Arc::new(mistral_blocking::stores::FileLimiter::at_path(&path, config()).unwrap());
     let asynch = Arc::new(mistral_async::stores::FileLimiter::at_path(&path, config()).unwrap());
-    let threads: Vec<_> = (0..2)
-        .map(|_| {
-            let limiter = Arc::clone(&blocking);
-            std::thread::spawn(move || {
-                (0..10)
-                    .map(|_| {
-                        let (d, s) = limiter.reserve_at(None, "m", &Reserve::new(1)).unwrap();
-                        start(d, s.seen_us)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut starts: Vec<u64> = runtime().block_on(async {
-        let tasks: Vec<_> = (0..20)
-            .map(|_| {
-                let limiter = Arc::clone(&asynch);
-                tokio::spawn(async move {
-                    let (d, s) = limiter
-                        .reserve_at(None, "m", &Reserve::new(1))
-                        .await
-                        .unwrap();
-                    start(d, s.seen_us)
-                })
-            })
-            .collect();
-        let mut starts = Vec::new();
-        for t in tasks {
-            starts.push(t.await.unwrap());
-        }
-        starts
-    });
-    for t in threads {
-        starts.extend(t.join().unwrap());
-    }
+    let starts = starts_from_both!(blocking, asynch);
     let _ = std::fs::remove_dir_all(&dir);
     assert_one_schedule(starts);
 }
@@ -108,40 +118,6 @@ fn a_blocking_and_an_async_client_share_one_redis_budget() {
         mistral_async::stores::RedisLimiter::new(&server.url(), BASE, &key, config()).unwrap(),
     );
     assert_eq!(blocking.key_of("m"), asynch.key_of("m"));
-    let threads: Vec<_> = (0..2)
-        .map(|_| {
-            let limiter = Arc::clone(&blocking);
-            std::thread::spawn(move || {
-                (0..10)
-                    .map(|_| {
-                        let (d, s) = limiter.reserve_at(None, "m", &Reserve::new(1)).unwrap();
-                        start(d, s.seen_us)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut starts: Vec<u64> = runtime().block_on(async {
-        let tasks: Vec<_> = (0..20)
-            .map(|_| {
-                let limiter = Arc::clone(&asynch);
-                tokio::spawn(async move {
-                    let (d, s) = limiter
-                        .reserve_at(None, "m", &Reserve::new(1))
-                        .await
-                        .unwrap();
-                    start(d, s.seen_us)
-                })
-            })
-            .collect();
-        let mut starts = Vec::new();
-        for t in tasks {
-            starts.push(t.await.unwrap());
-        }
-        starts
-    });
-    for t in threads {
-        starts.extend(t.join().unwrap());
-    }
+    let starts = starts_from_both!(blocking, asynch);
     assert_one_schedule(starts);
 }
