@@ -7,6 +7,8 @@ use std::time::Instant;
 use mistral_emulator::{Config, Era, Limits, Semantics};
 use mistral_emulator::{Emulator, Log};
 
+mod children;
+
 const MODEL: &str = "mistral-small-latest";
 const CHILD: &str = "MISTRAL_FLEET_CHILD";
 const PER_CHILD: usize = 40;
@@ -18,24 +20,7 @@ fn child_worker() {
     if std::env::var_os(CHILD).is_none() {
         return;
     }
-    let client = mistral_blocking::Client::from_env().expect("client from the environment");
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| {
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < PER_CHILD {
-                    let request = mistral_core::models::ChatRequest::new(
-                        MODEL,
-                        vec![mistral_core::models::Message::user("hello")],
-                    )
-                    .max_tokens(16);
-                    if let Err(e) = client.chat(&request) {
-                        panic!("child request failed: {e}");
-                    }
-                }
-            });
-        }
-    });
+    let _client = children::chats_from_env(MODEL, 4, PER_CHILD);
 }
 
 fn emulator() -> Emulator {
