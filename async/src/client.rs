@@ -358,11 +358,14 @@ impl Client {
             inner.telemetry.observe_call(&mut call, &action);
             match action {
                 Action::Reserve(ask) => {
-                    let grant = inner.limiter.reserve(now(), &ask).await;
-                    inner.telemetry.observe_grant(&ask, &grant);
+                    let asked = now();
+                    let grant = inner.limiter.admit(&ask).await;
                     // A store answers after its round trip; its wait counts from then
                     // (late by at most that trip, never early).
-                    call.handle_grant(now(), grant);
+                    let answered = now();
+                    let waited = answered.saturating_duration_since(asked);
+                    inner.telemetry.observe_grant(&ask, &grant, waited);
+                    call.handle_grant(answered, grant);
                 }
                 Action::Send(attempt) => {
                     let (id, outcome, body) = transport::perform(&inner.http, attempt).await;

@@ -58,8 +58,12 @@ pub use mistral_core;
 pub use mistral_core::models::*;
 pub use mistral_core::request::DEFAULT_BASE_URL;
 pub use mistral_core::{
-    ApiKey, ApiRequest, Ask, Bucket, CallOptions, Error, Grant, KeyError, Limiter, LimiterConfig,
-    Limits, LocalLimiter, NoLimiter, Priority, Quota, RateLimitedCounts, RateLimits, Reply, Report,
-    ReservedShares, ResponseInfo, Retry, RetryPolicy, Stats, StreamFailure, Trail, TransportKind,
-    Verdict, WaitReason, Window,
+    Admit, ApiKey, ApiRequest, Ask, Bucket, CallOptions, Error, Grant, KeyError, Limiter,
+    LimiterConfig, Limits, NoLimiter, Place, Priority, Quota, RateLimitedCounts, RateLimits, Reply,
+    Report, ReservedShares, ResponseInfo, Retry, RetryPolicy, Stats, StreamFailure, Trail,
+    TransportKind, Verdict, WaitReason, Window,
 };
+/// The shared limiter: its arithmetic, its line of waiting callers, its stores'
+/// decisions.
+pub use mistral_limiter;
+pub use mistral_limiter::LocalLimiter;

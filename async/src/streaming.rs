@@ -50,8 +50,8 @@ impl ChatStream {
     ) -> Self {
         let (model, id) = (request.model.clone(), head.correlation_id.clone());
         let (tokens, idle) = (request.token_estimate, policy.stream_idle_timeout);
-        let reader = StreamReader::new(model, tokens, &head.limits, id, idle, now())
-            .redacting(head.redactor());
+        let reader =
+            StreamReader::new(model, tokens, &head.limits, id, idle, now()).of_reply(&head);
         let idle = Box::pin(tokio::time::sleep_until(reader.idle_deadline().into()));
         Self {
             head,

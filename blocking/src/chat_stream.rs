@@ -53,7 +53,7 @@ impl ChatStream {
         let (model, id) = (request.model.clone(), head.correlation_id.clone());
         let (tokens, idle) = (request.token_estimate, policy.stream_idle_timeout);
         let reader = StreamReader::new(model, tokens, &head.limits, id, idle, Instant::now())
-            .redacting(head.redactor());
+            .of_reply(&head);
         let (sender, pieces) = mpsc::sync_channel(READ_AHEAD);
         // Without a body (never expected) the sender drops here: the stream is cut.
         if let Some(body) = body {

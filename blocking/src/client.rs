@@ -16,6 +16,7 @@ use mistral_core::{
 };
 use serde::de::DeserializeOwned;
 
+use crate::admission::admit;
 use crate::chat_stream::ChatStream;
 use crate::exchange::{InlineResolver, exchange};
 
@@ -428,9 +429,11 @@ impl Client {
             inner.telemetry.observe_call(&mut call, &action);
             match action {
                 Action::Reserve(ask) => {
-                    let grant = inner.limiter.reserve(now, &ask);
-                    inner.telemetry.observe_grant(&ask, &grant);
-                    call.handle_grant(now, grant);
+                    let grant = admit(&*inner.limiter, &ask);
+                    let answered = Instant::now();
+                    let waited = answered.saturating_duration_since(now);
+                    inner.telemetry.observe_grant(&ask, &grant, waited);
+                    call.handle_grant(answered, grant);
                 }
                 Action::Send(attempt) => {
                     let (outcome, stream) = exchange(&inner.agent, &attempt);

@@ -2,9 +2,9 @@
 
 use std::io::Write;
 
-use mistral_async::mistral_core::limiter::BudgetState;
-use mistral_async::mistral_core::limiter::codec;
-use mistral_async::mistral_core::limiter::store::{redis_key_prefix, state_file_path};
+use mistral_async::mistral_limiter::BudgetState;
+use mistral_async::mistral_limiter::store::codec;
+use mistral_async::mistral_limiter::store::{redis_key, state_file_path};
 use mistral_async::stores::LimiterSpec;
 use mistral_async::{ApiKey, ApiRequest, ChatRequest, Message};
 
@@ -143,9 +143,9 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
         match &store {
             Some(Ok(store)) => match store.budget(model) {
                 Ok(Some(state)) => {
-                    let per_sec = |ns: u64| {
-                        if ns > 0 {
-                            format!("{:.2}/s", 1e9 / ns as f64)
+                    let per_sec = |us: f64| {
+                        if us > 0.0 {
+                            format!("{:.2}/s", 1e6 / us)
                         } else {
                             "unknown".into()
                         }
@@ -153,9 +153,9 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
                     println!(
                         "  shared budget ({}): requests {}, tokens {}, this fleet's share {:.0}% of the limit",
                         store.name(),
-                        per_sec(state.req_base_ns),
-                        per_sec(state.tok_base_ns),
-                        state.share_ppm as f64 / 10_000.0
+                        per_sec(state.req_us),
+                        per_sec(state.tok_us),
+                        state.share * 100.0
                     );
                 }
                 Ok(None) => println!("  shared budget ({}): nothing learned yet", store.name()),
@@ -179,7 +179,8 @@ pub(crate) enum Store {
     File(std::path::PathBuf),
     Redis {
         client: Box<redis::Client>,
-        prefix: String,
+        /// The store id its keys are named after.
+        id: String,
         url: String,
     },
 }
@@ -195,8 +196,8 @@ impl Store {
     /// Requests and tokens per second `model`'s budget has learned (at the full limit).
     pub(crate) fn rates(&self, model: &str) -> Option<(Option<f64>, Option<f64>)> {
         let state = self.budget(model).ok()??;
-        let per_sec = |ns: u64| (ns > 0).then(|| 1e9 / ns as f64);
-        let rates = (per_sec(state.req_base_ns), per_sec(state.tok_base_ns));
+        let per_sec = |us: f64| (us > 0.0).then(|| 1e6 / us);
+        let rates = (per_sec(state.req_us), per_sec(state.tok_us));
         (rates != (None, None)).then_some(rates)
     }
 
@@ -215,32 +216,27 @@ impl Store {
                         Err(e) => return Err(format!("{}: {e}", path.display())),
                     };
                     match codec::decode(&bytes) {
-                        Ok(states) => return Ok(states.get(model).copied()),
+                        Ok(mut states) => return Ok(states.remove(model)),
                         Err(e) => last = e.to_string(),
                     }
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 Err(format!("the state file does not decode: {last}"))
             }
-            Store::Redis { client, prefix, .. } => {
+            Store::Redis { client, id, .. } => {
                 let mut conn = client
                     .get_connection_with_timeout(std::time::Duration::from_secs(2))
                     .map_err(|e| e.to_string())?;
-                let values: Vec<Option<u64>> = redis::cmd("HMGET")
-                    .arg(format!("{prefix}{model}"))
-                    .arg(&BudgetState::FIELDS[..])
+                let value: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(redis_key(id, model))
                     .query(&mut conn)
                     .map_err(|e| e.to_string())?;
-                if values.iter().all(Option::is_none) {
-                    return Ok(None);
+                match value {
+                    None => Ok(None),
+                    Some(bytes) => codec::decode_value(&bytes, model)
+                        .map(Some)
+                        .map_err(|e| format!("the budget does not decode: {e}")),
                 }
-                let fields: Vec<u64> = values.into_iter().map(Option::unwrap_or_default).collect();
-                let fields = fields
-                    .try_into()
-                    .map_err(|_| "the budget has an unexpected shape".to_string())?;
-                BudgetState::from_fields(fields)
-                    .map(Some)
-                    .ok_or_else(|| "the budget holds values out of range".to_string())
             }
         }
     }
@@ -289,7 +285,7 @@ pub(crate) fn store_of(conn: &Connection) -> Option<Result<Store, String>> {
                 client
                     .map(|client| Store::Redis {
                         client: Box::new(client),
-                        prefix: redis_key_prefix(&id),
+                        id: id.clone(),
                         url: shown,
                     })
                     .map_err(|e| format!("bad Redis URL: {e}")),

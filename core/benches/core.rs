@@ -1,18 +1,15 @@
-//! Micro-benchmarks of the core's decisions: classifying a 429, one poll/handle cycle,
-//! a limiter reservation uncontended and with 8 threads.
+//! Micro-benchmarks of the core's decisions: classifying a 429, one poll/handle cycle
+//! (the limiter's own are in `limiter/benches`).
 
 #![allow(missing_docs, clippy::disallowed_methods)]
 
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use mistral_core::limiter::{BudgetState, Limits};
 use mistral_core::{
-    Action, ApiKey, ApiRequest, Ask, Call, Grant, Limiter, LimiterConfig, LocalLimiter, Outcome,
-    RetryPolicy, Target, classify,
+    Action, ApiKey, ApiRequest, Call, Grant, Outcome, RetryPolicy, Target, classify,
 };
 
 const BODY: &[u8] = br#"{"object":"error","message":"Rate limit exceeded","type":"rate_limited","param":null,"code":"1300","raw_status_code":429}"#;
@@ -100,51 +97,5 @@ fn bench_cycle(c: &mut Criterion) {
     });
 }
 
-fn bench_reserve(c: &mut Criterion) {
-    let mut state = BudgetState::new(0, Some(Limits::requests(1_000_000, Duration::from_secs(1))));
-    let mut t = 0u64;
-    c.bench_function("budget_reserve_pure", |b| {
-        b.iter(|| {
-            t += 1;
-            black_box(state.reserve(black_box(t), &mistral_core::limiter::Reserve::new(10)))
-        })
-    });
-    let config = LimiterConfig {
-        default: Some(Limits::requests(1_000_000_000, Duration::from_secs(1))),
-        ..LimiterConfig::default()
-    };
-    let limiter = Arc::new(LocalLimiter::with_config(config));
-    let ask = Ask {
-        model: Some("m".into()),
-        tokens: 10,
-        attempt: 1,
-        within: None,
-        confirm: None,
-        priority: mistral_core::Priority::Default,
-    };
-    let now = Instant::now();
-    c.bench_function("local_limiter_reserve_uncontended", |b| {
-        b.iter(|| black_box(limiter.reserve(now, &ask)))
-    });
-    c.bench_function("local_limiter_reserve_8_threads", |b| {
-        b.iter_custom(|iters| {
-            let per = iters / 8 + 1;
-            let start = Instant::now();
-            std::thread::scope(|s| {
-                for _ in 0..8 {
-                    let limiter = &limiter;
-                    let ask = &ask;
-                    s.spawn(move || {
-                        for _ in 0..per {
-                            let _grant = black_box(limiter.reserve(now, ask));
-                        }
-                    });
-                }
-            });
-            start.elapsed()
-        })
-    });
-}
-
-criterion_group!(benches, bench_classify, bench_cycle, bench_reserve);
+criterion_group!(benches, bench_classify, bench_cycle);
 criterion_main!(benches);

@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mistral_core::limiter::codec;
 use mistral_core::sse::SseDecoder;
 use mistral_core::{
     Action, ApiKey, ApiRequest, Call, Grant, Outcome, Redactor, RetryPolicy, StreamReader, Target,
@@ -157,9 +156,17 @@ pub fn call_machine(data: &[u8]) {
         match call.poll(now) {
             Action::Reserve(_) => {
                 let grant = match b.byte() % 6 {
-                    1 => Grant::After(Duration::from_millis(u64::from(b.u16()))),
-                    2 => Grant::Recheck(Duration::from_millis(u64::from(b.byte()) + 1)),
-                    3 => Grant::After(Duration::from_secs(u64::from(b.u16()) * 1000)),
+                    1 => Grant::Go {
+                        after: Duration::from_millis(u64::from(b.u16())),
+                        ticket: Default::default(),
+                    },
+                    2 => Grant::Late {
+                        after: Duration::from_millis(u64::from(b.byte()) + 1),
+                    },
+                    3 => Grant::Go {
+                        after: Duration::from_secs(u64::from(b.u16()) * 1000),
+                        ticket: Default::default(),
+                    },
                     _ => Grant::Now,
                 };
                 call.handle_grant(now, grant);
@@ -329,26 +336,6 @@ fn decode_all(pieces: &[&[u8]]) -> Vec<String> {
         events.push(format!("{event:?}"));
     }
     events
-}
-
-/// The state file's codec over arbitrary bytes: an error or states, never a panic; what
-/// decodes encodes back to the same states.
-pub fn state_codec(data: &[u8]) {
-    if let Ok(states) = codec::decode(data) {
-        let again = codec::decode(&codec::encode(&states)).expect("what encodes decodes");
-        assert_eq!(again, states);
-    }
-    // The same bytes behind a valid header, so the payload itself is fuzzed too.
-    let mut framed = codec::MAGIC.to_vec();
-    framed.push(codec::VERSION);
-    framed.extend_from_slice(&[0; 3]);
-    framed.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_le_bytes());
-    framed.extend_from_slice(&crc32fast_hash(data).to_le_bytes());
-    framed.extend_from_slice(data);
-    if let Ok(states) = codec::decode(&framed) {
-        let again = codec::decode(&codec::encode(&states)).expect("what encodes decodes");
-        assert_eq!(again, states);
-    }
 }
 
 /// CRC-32 (IEEE), bit by bit (the fuzz bodies need no crate of their own for it).

@@ -17,7 +17,8 @@ use crate::verdict::Verdict;
 #[derive(Debug)]
 #[must_use = "an action is the call's next step: carry it out, then poll again"]
 pub enum Action {
-    /// Ask the shared limiter for a slot, then pass its answer to
+    /// Ask the shared limiter to admit the attempt (the driver waits in the limiter's
+    /// queue until it answers: see [`crate::limiter::Limiter`]), then pass its answer to
     /// [`crate::Call::handle_grant`].
     Reserve(Ask),
     /// Perform this HTTP exchange until [`Attempt::ends_at`], then pass what came of it
@@ -40,7 +41,8 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WaitReason {
-    /// The shared limiter paces this call to keep the budget under its limit.
+    /// The shared limiter admitted this call for a moment just ahead (its short
+    /// horizon): the capacity it took is there then.
     Pacing,
     /// Backoff after a failure that said nothing about when to come back.
     Backoff,
@@ -71,70 +73,81 @@ impl std::fmt::Display for WaitReason {
     }
 }
 
-/// A request for a slot in the shared budget.
+/// A request for admission to the shared budget: what the call would spend and how long
+/// it can wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ask {
-    /// The budget: the model (`None` for calls outside any budget, such as `/v1/models`).
+    /// The budget: the model (`None` for calls outside any, such as `/v1/models`).
     pub model: Option<String>,
-    /// Tokens the request is expected to use.
+    /// Tokens the request is expected to use by the fixed rule of
+    /// [`crate::estimate_tokens`]; a limiter that learns estimates starts from
+    /// [`Ask::size`] instead.
     pub tokens: u64,
+    /// The request's size, for a limiter that learns its own token estimates.
+    pub size: Sizing,
     /// Which attempt of its call this is for (1 for the first; later ones are retries).
     pub attempt: u32,
-    /// The longest the call can wait for its slot (its deadline, less the time an
-    /// attempt needs); `None`: no limit. A limiter books nothing it cannot serve within
-    /// it and answers [`Grant::Late`].
+    /// The longest the call can wait to be admitted (its deadline, less the time an
+    /// attempt needs); `None`: no limit. A limiter that cannot admit the call within it
+    /// answers [`Grant::Late`], at once when it foresees it.
     pub within: Option<Duration>,
-    /// The booking this call waited for, when it asks to confirm it before sending: the
-    /// limiter answers "go" if it still holds, or books a new slot if a congestion event
-    /// voided it.
-    pub confirm: Option<Ticket>,
     /// The call's priority class: a saturated budget serves higher classes first.
     pub priority: crate::Priority,
 }
 
-/// A booking in a shared budget: which congestion epoch it was made in, and its number.
-/// A booking of an earlier epoch than the budget's is void.
+/// What a request is made of, as far as its token cost goes: the characters of its
+/// prompt and the completion it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sizing {
+    /// Characters of text input (every message, tool descriptions, a FIM prompt and
+    /// suffix, embedding inputs).
+    pub prompt_chars: u64,
+    /// The request's `max_tokens`; `Some(0)` for endpoints that generate nothing
+    /// (embeddings, moderations); `None` when a generating request leaves it unset.
+    pub max_tokens: Option<u64>,
+}
+
+/// An admission to a shared budget: what the attempt's report quotes so the budget can
+/// tell which of its words came after which, and what the attempt was charged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Ticket {
-    /// The budget's congestion epoch when the slot was booked.
+    /// The budget's congestion epoch at admission: a refusal of an attempt admitted
+    /// before a congestion event belongs to that event.
     pub epoch: u64,
-    /// The booking's number in its budget (counts every booking).
+    /// The admission's number in its budget (counts every admission).
     pub seq: u64,
-    /// The budget lane it was booked in (0 is served first; see [`crate::Priority`]).
+    /// Tokens the budget charged for the attempt (its estimate, corrected by the
+    /// answer's `usage`).
+    pub tokens: u64,
+    /// Tokens the budget had charged in all, this admission's included: what was
+    /// admitted after it is the difference.
+    pub tok_mark: u64,
+    /// The lane (priority class) it was admitted in (0 is served first).
     pub lane: u64,
-    /// How far that lane's bookings had been moved back when it was booked (µs in all):
-    /// when it is confirmed, the difference is what it waits more.
-    pub shift: u64,
-    /// When its slot is, µs on the budget's clock.
-    pub slot: u64,
 }
 
 /// The limiter's answer to an [`Ask`]: it must reach [`crate::Call::handle_grant`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-#[must_use = "a grant must be handed to the call (Call::handle_grant), or its booking is lost"]
+#[must_use = "a grant must be handed to the call (Call::handle_grant)"]
 pub enum Grant {
-    /// Go now (a limiter that keeps no bookings).
+    /// Go now (a limiter that keeps no budget).
     Now,
-    /// The slot is reserved; go after this long (a limiter that keeps no bookings).
-    After(Duration),
-    /// A slot is booked: go after `after`. After a wait, confirm it first (the call asks
-    /// again with [`Ask::confirm`]); quote the ticket in the attempt's report.
-    Slot {
-        /// How long until the slot.
+    /// Admitted: go after `after` (at most the limiter's short horizon, a few
+    /// milliseconds: capacity is never held far ahead). Quote the ticket in the
+    /// attempt's report.
+    Go {
+        /// How long until the capacity taken is there.
         after: Duration,
-        /// The booking.
+        /// The admission.
         ticket: Ticket,
     },
-    /// Nothing is booked: the budget cannot start this call within [`Ask::within`]; it
-    /// could after this long.
+    /// Not admitted: the budget cannot start this call within [`Ask::within`]; it
+    /// could after about this long.
     Late {
         /// When the budget could admit the call.
         after: Duration,
     },
-    /// Nothing is reserved yet (the limiter waits for information): ask again after
-    /// this long.
-    Recheck(Duration),
     /// The budget cannot serve this call (no allowance, monthly quota): end it.
     Refused(Error),
 }
@@ -281,8 +294,23 @@ pub struct Report {
     pub attempt: u32,
     /// The response's `mistral-correlation-id`.
     pub correlation_id: Option<String>,
-    /// The booking the attempt went on, when the limiter gave one.
+    /// The admission the attempt went on, when the limiter gave one.
     pub ticket: Option<Ticket>,
+    /// What the server said the request used (`usage`), when it said.
+    pub usage: Option<TokenUsage>,
+    /// The request's size (what its token estimate was made from).
+    pub size: Sizing,
+}
+
+/// The `usage` a response reported: tokens of the prompt and of the completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenUsage {
+    /// `usage.prompt_tokens`.
+    pub prompt_tokens: u64,
+    /// `usage.completion_tokens`.
+    pub completion_tokens: u64,
+    /// `usage.total_tokens`.
+    pub total_tokens: u64,
 }
 
 impl Report {

@@ -8,12 +8,12 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::action::{
-    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, WaitReason,
+    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, TokenUsage, WaitReason,
 };
 use crate::error::{Error, ResponseInfo, Trail, TransportError};
 use crate::policy::RetryPolicy;
 use crate::redact::Redactor;
-use crate::reply::{Reply, check_success_body, usage_total};
+use crate::reply::{Reply, check_success_body, usage_of};
 use crate::request::{ApiRequest, Target};
 use crate::verdict::{Classification, Verdict, classify};
 
@@ -83,12 +83,8 @@ pub struct Call {
     waited: Duration,
     reports: VecDeque<Report>,
     last_error: Option<Error>,
-    /// The booking the next attempt goes on.
+    /// The admission the attempt in flight (or about to go) went on.
     ticket: Option<Ticket>,
-    /// The next reservation confirms [`Call::ticket`] (the call waited for its slot).
-    confirming: bool,
-    /// Re-checks in a row (their interval doubles while a probe is out).
-    rechecks: u32,
     /// The call has said that it has been waiting long ([`LONG_CALL`]).
     warned: bool,
     /// What it has to say about it, until [`Call::take_long_call`].
@@ -140,8 +136,9 @@ pub(crate) fn later(now: Instant, d: Duration) -> Instant {
 enum State {
     /// Must ask the limiter before the next attempt.
     Reserve,
-    /// Waiting for [`Call::handle_grant`].
-    Reserving,
+    /// Waiting for [`Call::handle_grant`] since then (the time in the limiter's line
+    /// counts as waited).
+    Reserving { since: Instant },
     /// Sleeping until `until`, then `next`.
     Waiting {
         since: Instant,
@@ -208,8 +205,6 @@ impl Call {
             reports: VecDeque::new(),
             last_error: None,
             ticket: None,
-            confirming: false,
-            rechecks: 0,
             warned: false,
             long_call: None,
         })
@@ -279,7 +274,7 @@ impl Call {
                     if let Some(action) = self.check_deadline(now) {
                         return action;
                     }
-                    self.state = State::Reserving;
+                    self.state = State::Reserving { since: now };
                     let min_attempt = self.min_attempt();
                     let within = self
                         .deadline
@@ -287,13 +282,13 @@ impl Call {
                     return Action::Reserve(Ask {
                         model: self.api.model.clone(),
                         tokens: self.api.token_estimate,
+                        size: self.api.size,
                         attempt: self.attempts + 1,
                         within,
-                        confirm: self.ticket.filter(|_| self.confirming),
                         priority: self.policy.priority,
                     });
                 }
-                State::Reserving => {
+                State::Reserving { .. } => {
                     panic!("Call::poll while a reservation is outstanding: call handle_grant first")
                 }
                 State::Waiting {
@@ -356,103 +351,47 @@ impl Call {
         }
     }
 
-    /// Hands in the limiter's answer to the last [`Action::Reserve`].
+    /// Hands in the limiter's answer to the last [`Action::Reserve`]. The time since the
+    /// reservation was asked (the call waited in the limiter's line) counts as waited.
     ///
     /// # Panics
     ///
     /// When no reservation is outstanding.
     pub fn handle_grant(&mut self, now: Instant, grant: Grant) {
         let now = self.clock(now);
-        assert!(
-            matches!(self.state, State::Reserving),
-            "Call::handle_grant without an outstanding Action::Reserve"
-        );
-        let confirming = std::mem::take(&mut self.confirming);
-        if !matches!(grant, Grant::Recheck(_)) {
-            self.rechecks = 0;
-        }
+        let State::Reserving { since } = self.state else {
+            panic!("Call::handle_grant without an outstanding Action::Reserve");
+        };
+        self.waited += now.saturating_duration_since(since);
         self.state = match grant {
             Grant::Now => {
                 self.ticket = None;
                 State::Ready
             }
-            Grant::After(delay) => {
-                self.ticket = None;
-                self.pace(now, delay, Next::Send)
-            }
-            Grant::Slot { after, ticket } => {
-                // A confirmed booking keeps its own ticket (the answer quotes the budget's
-                // latest); anything else is a new booking.
-                let confirmed = confirming
-                    && after.is_zero()
-                    && self.ticket.is_some_and(|t| t.epoch == ticket.epoch);
-                if !confirmed {
-                    self.ticket = Some(ticket);
-                }
+            Grant::Go { after, ticket } => {
+                self.ticket = Some(ticket);
+                let until = later(now, after);
                 if after.is_zero() {
                     State::Ready
+                } else if self.deadline.is_some_and(|d| until >= d) {
+                    // A limiter that admits for past the deadline: of no use.
+                    self.ticket = None;
+                    State::Finished(Box::new(Err(self.late_error(now, after))))
                 } else {
-                    // Sleep, then confirm the booking: a congestion event meanwhile voids it.
-                    self.confirming = true;
-                    self.pace(now, after, Next::Reserve)
+                    State::Waiting {
+                        since: now,
+                        until,
+                        why: WaitReason::Pacing,
+                        next: Next::Send,
+                    }
                 }
             }
             Grant::Late { after } => {
                 self.ticket = None;
                 State::Finished(Box::new(Err(self.late_error(now, after))))
             }
-            Grant::Recheck(delay) => {
-                self.ticket = None;
-                // While a probe is out, the answer says "shortly": re-ask at a doubling
-                // interval (up to a tenth of a second) rather than every few ms.
-                let delay = if delay < Duration::from_millis(50) {
-                    let floor = Duration::from_millis(20)
-                        .saturating_mul(1 << self.rechecks.min(3))
-                        .min(Duration::from_millis(100));
-                    self.rechecks = self.rechecks.saturating_add(1);
-                    delay.max(floor)
-                } else {
-                    // A pause with an end: the probe after it starts a new count.
-                    self.rechecks = 0;
-                    delay
-                };
-                let until = later(now, delay);
-                if self.deadline.is_some_and(|d| until >= d) {
-                    State::Finished(Box::new(Err(self.late_error(now, delay))))
-                } else {
-                    State::Waiting {
-                        since: now,
-                        until,
-                        why: WaitReason::Pacing,
-                        next: Next::Reserve,
-                    }
-                }
-            }
             Grant::Refused(error) => State::Finished(Box::new(Err(error))),
         };
-    }
-
-    /// Waits `delay` for a paced slot, then goes on with `next`; a slot past the
-    /// deadline ends the call.
-    fn pace(&mut self, now: Instant, delay: Duration, next: Next) -> State {
-        if delay.is_zero() {
-            return match next {
-                Next::Send => State::Ready,
-                Next::Reserve => State::Reserve,
-            };
-        }
-        let until = later(now, delay);
-        if self.deadline.is_some_and(|d| until >= d) {
-            self.confirming = false;
-            State::Finished(Box::new(Err(self.late_error(now, delay))))
-        } else {
-            State::Waiting {
-                since: now,
-                until,
-                why: WaitReason::Pacing,
-                next,
-            }
-        }
     }
 
     /// The call cannot start before its deadline: the shared budget would admit it only
@@ -571,7 +510,8 @@ impl Call {
             if let Err(message) = check_success_body(path, &body, &self.redactor) {
                 // The server answered (and may have billed it), but not with what was
                 // asked: a typed error, never an empty success; not retried.
-                self.report(&classified, None, usage_total(&body));
+                let usage = usage_of(&body);
+                self.report(&classified, None, usage.map(|u| u.total_tokens), usage);
                 let mut info = classified.info;
                 info.excerpt = self.redactor.redact(&crate::verdict::excerpt(&body));
                 self.state = State::Finished(Box::new(Err(Error::Decode {
@@ -583,12 +523,13 @@ impl Call {
         }
         if classified.verdict == Verdict::Success {
             self.window_streak = 0;
+            let usage = usage_of(&body);
             let used = classified
                 .info
                 .limits
                 .query_cost
-                .or_else(|| usage_total(&body));
-            self.report(&classified, None, used);
+                .or(usage.map(|u| u.total_tokens));
+            self.report(&classified, None, used, usage);
             let info = classified.info;
             self.state = State::Finished(Box::new(Ok(Reply {
                 value: body,
@@ -598,6 +539,7 @@ impl Call {
                 correlation_id: info.correlation_id,
                 trail: self.trail(now),
                 redactor: self.redactor.clone(),
+                admission: (self.ticket, self.api.size),
             })));
             return;
         }
@@ -607,7 +549,7 @@ impl Call {
             v if v.is_rate_limit() || v == Verdict::Capacity => Some(0),
             _ => None,
         };
-        self.report(&classified, retry, used);
+        self.report(&classified, retry, used, None);
         // `classified.info` went through the redaction above.
         let location = classified.location.take().map(|l| self.redactor.redact(&l));
         classified.location = location;
@@ -634,6 +576,8 @@ impl Call {
             attempt: self.attempts,
             correlation_id: None,
             ticket: self.ticket,
+            usage: None,
+            size: self.api.size,
         });
         let error = Error::Transport {
             kind: error.kind,
@@ -728,7 +672,13 @@ impl Call {
         }
     }
 
-    fn report(&mut self, c: &Classification, retry: Option<Retry>, used: Option<u64>) {
+    fn report(
+        &mut self,
+        c: &Classification,
+        retry: Option<Retry>,
+        used: Option<u64>,
+        usage: Option<TokenUsage>,
+    ) {
         let info = &c.info;
         self.reports.push_back(Report {
             model: self.api.model.clone(),
@@ -740,6 +690,8 @@ impl Call {
             attempt: self.attempts,
             correlation_id: info.correlation_id.clone(),
             ticket: self.ticket,
+            usage,
+            size: self.api.size,
         });
     }
 

@@ -115,12 +115,13 @@ pub mod telemetry;
 pub mod verdict;
 
 pub use action::{
-    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, WaitReason,
+    Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Sizing, Ticket, TokenUsage,
+    WaitReason,
 };
 pub use call::{Call, LONG_CALL, LongCall};
 pub use error::{Cause, Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
 pub use key::{ApiKey, KeyError};
-pub use limiter::{Limiter, LimiterConfig, Limits, LocalLimiter, NoLimiter};
+pub use limiter::{Admit, Limiter, LimiterConfig, Limits, NoLimiter, Place};
 pub use options::CallOptions;
 pub use policy::{Backoff, RetryPolicy};
 pub use priority::{Priority, ReservedShares};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use crate::action::Report;
+use crate::action::{Report, Sizing, Ticket, TokenUsage};
 use crate::error::{Error, StreamFailure};
 use crate::models::{ApiErrorBody, ChatChunk};
 use crate::ratelimits::RateLimits;
@@ -25,17 +25,41 @@ use crate::verdict::Verdict;
 pub trait StreamItem: DeserializeOwned {
     /// `usage.total_tokens`, when this item carries it (the last chunk does).
     fn total_tokens(&self) -> Option<u64>;
+    /// The whole `usage` (prompt and completion tokens), when this item carries it.
+    fn usage(&self) -> Option<TokenUsage> {
+        self.total_tokens().map(|total_tokens| TokenUsage {
+            total_tokens,
+            ..TokenUsage::default()
+        })
+    }
 }
 
 impl StreamItem for ChatChunk {
     fn total_tokens(&self) -> Option<u64> {
         self.usage.as_ref().map(|u| u.total())
     }
+    fn usage(&self) -> Option<TokenUsage> {
+        let u = self.usage.as_ref()?;
+        Some(TokenUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total(),
+        })
+    }
 }
 
 impl StreamItem for serde_json::Value {
     fn total_tokens(&self) -> Option<u64> {
         self.get("usage")?.get("total_tokens")?.as_u64()
+    }
+    fn usage(&self) -> Option<TokenUsage> {
+        let u = self.get("usage")?;
+        let field = |name: &str| u.get(name).and_then(serde_json::Value::as_u64);
+        Some(TokenUsage {
+            prompt_tokens: field("prompt_tokens").unwrap_or(0),
+            completion_tokens: field("completion_tokens").unwrap_or(0),
+            total_tokens: field("total_tokens")?,
+        })
     }
 }
 
@@ -49,6 +73,9 @@ pub struct StreamReader<T> {
     model: Option<String>,
     estimated_tokens: u64,
     used_tokens: Option<u64>,
+    usage: Option<TokenUsage>,
+    ticket: Option<Ticket>,
+    size: Sizing,
     correlation_id: Option<String>,
     reported: bool,
     redactor: Redactor,
@@ -81,6 +108,9 @@ impl<T: StreamItem> StreamReader<T> {
             model,
             estimated_tokens,
             used_tokens: limits.query_cost,
+            usage: None,
+            ticket: None,
+            size: Sizing::default(),
             correlation_id,
             reported: false,
             redactor: Redactor::generic(),
@@ -95,6 +125,15 @@ impl<T: StreamItem> StreamReader<T> {
     pub fn redacting(mut self, redactor: &Redactor) -> Self {
         self.redactor = redactor.clone();
         self
+    }
+
+    /// Reads the stream of `reply` (the head of a streamed call): its errors redacted as
+    /// the call's ([`StreamReader::redacting`]), its usage reported against the shared
+    /// limiter's admission the call went on.
+    pub fn of_reply<V>(self, reply: &crate::Reply<V>) -> Self {
+        let mut reader = self.redacting(&reply.redactor);
+        (reader.ticket, reader.size) = reply.admission;
+        reader
     }
 
     /// When the stream counts as stalled if no byte arrives before then.
@@ -147,8 +186,9 @@ impl<T: StreamItem> StreamReader<T> {
                 }
                 Some(match serde_json::from_str::<T>(&data) {
                     Ok(item) => {
-                        if let Some(total) = item.total_tokens() {
-                            self.used_tokens = Some(total);
+                        if let Some(usage) = item.usage() {
+                            self.used_tokens = Some(usage.total_tokens);
+                            self.usage = Some(usage);
                         }
                         Ok(item)
                     }
@@ -219,7 +259,9 @@ impl<T: StreamItem> StreamReader<T> {
             used_tokens: self.used_tokens,
             attempt: 0,
             correlation_id: self.correlation_id.clone(),
-            ticket: None,
+            ticket: self.ticket,
+            usage: self.usage,
+            size: self.size,
         })
     }
 }

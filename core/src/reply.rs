@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::action::{Sizing, Ticket, TokenUsage};
 use crate::error::{Error, ResponseInfo, Trail};
 use crate::ratelimits::RateLimits;
 use crate::redact::Redactor;
@@ -32,6 +33,9 @@ pub struct Reply<T = Bytes> {
     pub trail: Trail,
     /// The call's redaction, for errors decoding or streaming this response.
     pub(crate) redactor: Redactor,
+    /// The admission the successful attempt went on, and the request's size (for the
+    /// usage a stream reports at its end).
+    pub(crate) admission: (Option<Ticket>, Sizing),
 }
 
 impl<T> Reply<T> {
@@ -39,6 +43,11 @@ impl<T> Reply<T> {
     /// [`crate::StreamReader`] of a stream ([`crate::StreamReader::redacting`]).
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
+    }
+
+    /// The shared limiter's admission the successful attempt went on, if any.
+    pub fn ticket(&self) -> Option<Ticket> {
+        self.admission.0
     }
 
     /// The value, without the rest.
@@ -56,6 +65,7 @@ impl<T> Reply<T> {
             correlation_id: self.correlation_id,
             trail: self.trail,
             redactor: self.redactor,
+            admission: self.admission,
         }
     }
 }
@@ -160,18 +170,24 @@ fn kind_of(value: &serde_json::Value) -> &'static str {
     }
 }
 
-/// Tokens a success body reports in `usage.total_tokens`, read without decoding the rest.
-pub(crate) fn usage_total(body: &[u8]) -> Option<u64> {
+/// The `usage` a success body reports, read without decoding the rest (`None` when it
+/// has no `usage` with a `total_tokens`).
+pub(crate) fn usage_of(body: &[u8]) -> Option<TokenUsage> {
     #[derive(serde::Deserialize)]
-    struct Usage {
+    struct Raw {
+        prompt_tokens: Option<u64>,
+        completion_tokens: Option<u64>,
         total_tokens: Option<u64>,
     }
     #[derive(serde::Deserialize)]
     struct Envelope {
-        usage: Option<Usage>,
+        usage: Option<Raw>,
     }
-    serde_json::from_slice::<Envelope>(body)
-        .ok()?
-        .usage?
-        .total_tokens
+    let raw = serde_json::from_slice::<Envelope>(body).ok()?.usage?;
+    let total = raw.total_tokens?;
+    Some(TokenUsage {
+        prompt_tokens: raw.prompt_tokens.unwrap_or(0),
+        completion_tokens: raw.completion_tokens.unwrap_or(0),
+        total_tokens: total,
+    })
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, header};
 use serde::Serialize;
 
+use crate::action::Sizing;
 use crate::error::Error;
 use crate::key::ApiKey;
 use crate::models::{ChatRequest, EmbeddingRequest, FimRequest, ModerationRequest, RequestSize};
@@ -60,6 +61,9 @@ pub struct ApiRequest {
     pub model: Option<String>,
     /// Tokens the call is expected to use (see [`estimate_tokens`]).
     pub token_estimate: u64,
+    /// What the estimate was made from (a limiter that learns its own estimates starts
+    /// from it).
+    pub size: Sizing,
 }
 
 impl ApiRequest {
@@ -77,6 +81,7 @@ impl ApiRequest {
             stream: false,
             model: None,
             token_estimate: 0,
+            size: Sizing::default(),
         })
     }
 
@@ -89,6 +94,7 @@ impl ApiRequest {
             stream: false,
             model: None,
             token_estimate: 0,
+            size: Sizing::default(),
         }
     }
 
@@ -133,14 +139,20 @@ impl ApiRequest {
         model: &str,
         generates: bool,
     ) -> Result<Self, Error> {
-        let estimate = if generates {
-            estimate_tokens(request.prompt_chars(), request.max_tokens())
+        let max_tokens = if generates {
+            request.max_tokens()
         } else {
-            estimate_tokens(request.prompt_chars(), Some(0))
+            Some(0)
         };
-        Ok(Self::post_json(path, request)?
+        let estimate = estimate_tokens(request.prompt_chars(), max_tokens);
+        let mut api = Self::post_json(path, request)?
             .for_model(model, estimate)
-            .streaming(request.is_stream()))
+            .streaming(request.is_stream());
+        api.size = Sizing {
+            prompt_chars: request.prompt_chars() as u64,
+            max_tokens: max_tokens.map(u64::from),
+        };
+        Ok(api)
     }
 
     /// Names the model (the rate-limit budget) and the token estimate.
@@ -396,6 +408,27 @@ mod tests {
         assert_eq!(
             (emb.path.as_ref(), emb.token_estimate),
             ("/v1/embeddings", 2)
+        );
+        // What a limiter learning its own estimates starts from: the prompt's characters
+        // and the completion allowed (none for an endpoint that generates nothing).
+        assert_eq!(
+            emb.size,
+            Sizing {
+                prompt_chars: 5,
+                max_tokens: Some(0)
+            }
+        );
+        let chat = ApiRequest::chat(&ChatRequest::new(
+            "m",
+            vec![crate::models::Message::user("hello there")],
+        ))
+        .unwrap();
+        assert_eq!(
+            chat.size,
+            Sizing {
+                prompt_chars: 11,
+                max_tokens: None
+            }
         );
         assert_eq!(ApiRequest::list_models().model, None);
     }

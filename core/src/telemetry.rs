@@ -82,9 +82,6 @@ pub struct Telemetry {
 struct LimiterCounters {
     admitted_at_once: AtomicU64,
     queued: AtomicU64,
-    admitted_after_wait: AtomicU64,
-    requeued: AtomicU64,
-    rechecks: AtomicU64,
     refused_deadline: AtomicU64,
     refused_closed: AtomicU64,
     queued_micros: AtomicU64,
@@ -135,27 +132,20 @@ pub struct RateLimitedCounts {
     pub capacity: u64,
 }
 
-/// What the shared limiter answered a client's reservations (one per attempt, plus one
-/// to confirm a booking after waiting for it).
+/// What the shared limiter answered a client's attempts (one answer per attempt).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimiterCounts {
-    /// Attempts that could go at once.
+    /// Attempts admitted at once (within the limiter's short horizon, without waiting
+    /// in line).
     pub admitted_at_once: u64,
-    /// Attempts told to wait for a booked slot (pacing).
+    /// Attempts admitted after waiting in the limiter's line (pacing).
     pub queued: u64,
-    /// Queued attempts whose slot then held: they went after their wait.
-    pub admitted_after_wait: u64,
-    /// Queued attempts whose booking a congestion event voided while they waited: booked
-    /// again, later.
-    pub requeued: u64,
-    /// Answers "ask again shortly" (the limiter waited for a response to learn from).
-    pub rechecks: u64,
-    /// Calls ended at once because the budget could not admit them within their
-    /// deadline (`Error::RateLimited { shared: true, .. }`, no request sent).
+    /// Calls ended because the budget could not admit them within their deadline
+    /// (`Error::RateLimited { shared: true, .. }`, no request sent).
     pub refused_deadline: u64,
     /// Attempts refused because the budget is closed (no allowance, monthly quota).
     pub refused_closed: u64,
-    /// The waits the limiter gave queued and requeued attempts, summed.
+    /// The time queued attempts spent in line, summed.
     pub queued_wait: Duration,
 }
 
@@ -164,9 +154,6 @@ impl LimiterCounters {
         LimiterCounts {
             admitted_at_once: self.admitted_at_once.load(Relaxed),
             queued: self.queued.load(Relaxed),
-            admitted_after_wait: self.admitted_after_wait.load(Relaxed),
-            requeued: self.requeued.load(Relaxed),
-            rechecks: self.rechecks.load(Relaxed),
             refused_deadline: self.refused_deadline.load(Relaxed),
             refused_closed: self.refused_closed.load(Relaxed),
             queued_wait: Duration::from_micros(self.queued_micros.load(Relaxed)),
@@ -182,9 +169,10 @@ impl Stats {
 }
 
 impl LimiterCounts {
-    /// The average wait of an attempt admitted after a wait (`None` before the first).
+    /// The average time in line of an attempt admitted after waiting (`None` before
+    /// the first).
     pub fn average_wait(&self) -> Option<Duration> {
-        let n = u32::try_from(self.admitted_after_wait).unwrap_or(u32::MAX);
+        let n = u32::try_from(self.queued).unwrap_or(u32::MAX);
         (n > 0).then(|| self.queued_wait / n)
     }
 }
@@ -245,45 +233,32 @@ impl Telemetry {
         self.calls.fetch_add(1, Relaxed);
     }
 
-    /// Counts the limiter's answer to `ask`; the driver calls it between
-    /// [`crate::Limiter::reserve`] and [`crate::Call::handle_grant`].
-    pub fn observe_grant(&self, ask: &Ask, grant: &Grant) {
-        Self::count_grant(&self.limiter, ask, grant);
+    /// Counts the limiter's answer to `ask`, given after `waited` in its line; the driver
+    /// calls it between the limiter's answer and [`crate::Call::handle_grant`].
+    pub fn observe_grant(&self, ask: &Ask, grant: &Grant, waited: Duration) {
+        Self::count_grant(&self.limiter, grant, waited);
         let lane = (ask.priority.lane() as usize).min(2);
-        Self::count_grant(&self.by_priority[lane], ask, grant);
+        Self::count_grant(&self.by_priority[lane], grant, waited);
     }
 
-    fn count_grant(c: &LimiterCounters, ask: &Ask, grant: &Grant) {
-        let queued = |after: Duration| {
-            c.queued_micros.fetch_add(
-                u64::try_from(after.as_micros()).unwrap_or(u64::MAX),
-                Relaxed,
-            );
-        };
+    fn count_grant(c: &LimiterCounters, grant: &Grant, waited: Duration) {
+        /// Less than this in line is "at once": the time one poll takes.
+        const AT_ONCE: Duration = Duration::from_millis(1);
         match grant {
             Grant::Now => &c.admitted_at_once,
-            Grant::After(after) if after.is_zero() => &c.admitted_at_once,
-            Grant::After(after) => {
-                // No booking to confirm: the attempt goes after the wait.
-                queued(*after);
-                c.queued.fetch_add(1, Relaxed);
-                &c.admitted_after_wait
+            Grant::Go { .. } if waited < AT_ONCE => &c.admitted_at_once,
+            Grant::Go { .. } => {
+                c.queued_micros.fetch_add(
+                    u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+                    Relaxed,
+                );
+                &c.queued
             }
-            Grant::Slot { after, .. } if after.is_zero() => match ask.confirm {
-                Some(_) => &c.admitted_after_wait,
-                None => &c.admitted_at_once,
-            },
-            Grant::Slot { after, .. } => {
-                queued(*after);
-                match ask.confirm {
-                    Some(_) => &c.requeued,
-                    None => &c.queued,
-                }
-            }
-            Grant::Recheck(_) => &c.rechecks,
-            // Counted when the call ends (a recheck past the deadline ends it too).
+            // Counted when the call ends.
             Grant::Late { .. } => return,
             Grant::Refused(_) => &c.refused_closed,
+            #[allow(unreachable_patterns)]
+            _ => return,
         }
         .fetch_add(1, Relaxed);
     }

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use mistral_core::{
-    Bucket, Error, Grant, Outcome, RetryPolicy, TransportKind, Verdict, WaitReason, Window,
+    Bucket, Error, Grant, Outcome, RetryPolicy, Ticket, TransportKind, Verdict, WaitReason, Window,
 };
 use support::*;
 
@@ -390,8 +390,9 @@ fn a_hung_attempt_times_out_and_its_late_answer_is_ignored() {
 
 #[test]
 fn a_pacing_grant_delays_the_send() {
-    let run = drive(&RetryPolicy::default(), 1, vec![ok()], |_| {
-        Grant::After(Duration::from_millis(750))
+    let run = drive(&RetryPolicy::default(), 1, vec![ok()], |_| Grant::Go {
+        after: Duration::from_millis(750),
+        ticket: Ticket::default(),
     });
     assert_eq!(
         run.waits(),
@@ -404,8 +405,9 @@ fn a_pacing_grant_delays_the_send() {
 #[test]
 fn a_pacing_grant_past_the_deadline_ends_the_call_without_sending() {
     let policy = RetryPolicy::default().deadline(Some(Duration::from_secs(10)));
-    let run = drive(&policy, 1, vec![], |_| {
-        Grant::After(Duration::from_secs(11))
+    let run = drive(&policy, 1, vec![], |_| Grant::Go {
+        after: Duration::from_secs(11),
+        ticket: Ticket::default(),
     });
     assert!(run.sends().is_empty());
     // Refused by the shared budget, not by the server: it says so and when to come back.
@@ -434,39 +436,60 @@ fn a_late_grant_ends_the_call_at_once_with_when_the_budget_could_admit_it() {
 }
 
 #[test]
-fn a_booking_waited_for_is_confirmed_before_sending_and_its_ticket_reported() {
-    let ticket = mistral_core::Ticket {
+fn the_admissions_ticket_is_reported_and_the_time_in_line_counts_as_waited() {
+    use mistral_core::Action;
+    #[allow(clippy::disallowed_methods)]
+    let t0 = std::time::Instant::now();
+    let ticket = Ticket {
         epoch: 3,
         seq: 9,
-        ..Default::default()
+        tokens: 40,
+        tok_mark: 400,
+        lane: 1,
     };
-    let run = drive(&RetryPolicy::default(), 1, vec![ok()], |n| match n {
-        0 => Grant::Slot {
-            after: Duration::from_millis(400),
+    let mut call = chat_call(false, &RetryPolicy::default(), t0, 1);
+    let Action::Reserve(_) = call.poll(t0) else {
+        panic!("a call asks the limiter first")
+    };
+    // The limiter kept the call in its line for 400 ms, then admitted it.
+    let admitted = t0 + Duration::from_millis(400);
+    call.handle_grant(
+        admitted,
+        Grant::Go {
+            after: Duration::ZERO,
             ticket,
         },
-        // The confirmation: the booking holds.
-        _ => Grant::Slot {
-            after: Duration::ZERO,
-            ticket: mistral_core::Ticket {
-                epoch: 3,
-                seq: 40,
-                ..Default::default()
-            },
-        },
-    });
-    let reserves = run
-        .events
-        .iter()
-        .filter(|(_, e)| matches!(e, Event::Reserve))
-        .count();
-    assert_eq!(reserves, 2, "reserved, then confirmed");
-    assert_eq!(run.sends(), vec![Duration::from_millis(400)]);
-    assert_eq!(
-        run.reports()[0].ticket,
-        Some(ticket),
-        "the booking's own ticket"
     );
+    let Action::Send(attempt) = call.poll(admitted) else {
+        panic!("admitted: it sends")
+    };
+    let Answer::Respond {
+        status,
+        headers,
+        body,
+    } = ok()
+    else {
+        unreachable!()
+    };
+    let mut response = http::Response::builder().status(status);
+    for (n, v) in headers {
+        response = response.header(n, v);
+    }
+    call.handle(
+        admitted,
+        attempt.id,
+        Outcome::Response(response.body(bytes::Bytes::from(body)).unwrap()),
+    );
+    let Action::Report(report) = call.poll(admitted) else {
+        panic!("a report after the answer")
+    };
+    assert_eq!(report.ticket, Some(ticket));
+    assert_eq!(report.usage.map(|u| u.completion_tokens), Some(7));
+    let Action::Done(Ok(reply)) = call.poll(admitted) else {
+        panic!()
+    };
+    assert_eq!(reply.trail.waited, Duration::from_millis(400));
+    assert_eq!(reply.ticket(), Some(ticket));
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies (`core/fuzz/bodies.rs`: the whole `Call` machine, the SSE
-//! decoder, the state-file codec) as a bounded proptest, so the normal test suite runs
+//! decoder) as a bounded proptest, so the normal test suite runs
 //! them on every change; `cargo fuzz run <target>` in `core/` runs them unbounded.
 
 #[path = "../fuzz/bodies.rs"]
@@ -19,11 +19,6 @@ proptest! {
     fn the_sse_decoder_survives_any_bytes(data in prop::collection::vec(any::<u8>(), 0..1_500)) {
         bodies::sse_decoder(&data);
     }
-
-    #[test]
-    fn the_state_codec_survives_any_bytes(data in prop::collection::vec(any::<u8>(), 0..600)) {
-        bodies::state_codec(&data);
-    }
 }
 
 /// Inputs shaped like real traffic, which random bytes rarely reach.
@@ -31,7 +26,6 @@ proptest! {
 fn seeds() {
     let sse = b"data: {\"id\":\"a\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[]}\n\ndata: {\"object\":\"error\",\"message\":\"Bearer sk-FUZZ-SECRET-Qz7Wm3Kp9Xv2Ly\"}\n\ndata: [DONE]\n\n";
     bodies::sse_decoder(sse);
-    bodies::state_codec(br#"{"m":{"seen_us":1}}"#);
     for seed in 0u8..=255 {
         let script: Vec<u8> = (0..400u32)
             .map(|i| seed.wrapping_mul(31).wrapping_add((i * 7) as u8))

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mistral_core::{
-    Action, Grant, Outcome, RetryPolicy, TransportError, TransportKind, WaitReason, classify,
+    Action, Grant, Outcome, RetryPolicy, Ticket, TransportError, TransportKind, WaitReason,
+    classify,
 };
 use proptest::prelude::*;
 use support::chat_call;
@@ -114,7 +115,7 @@ proptest! {
             match call.poll(now) {
                 Action::Reserve(_) => {
                     let g = grants.next().unwrap_or(0);
-                    call.handle_grant(now, if g % 3 == 0 { Grant::Now } else { Grant::After(Duration::from_millis(g)) });
+                    call.handle_grant(now, if g % 3 == 0 { Grant::Now } else { Grant::Go { after: Duration::from_millis(g), ticket: Ticket::default() } });
                 }
                 Action::Send(attempt) => {
                     sends += 1;

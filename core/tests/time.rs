@@ -78,7 +78,13 @@ fn a_now_going_backwards_neither_shortens_nor_lengthens_a_wait() {
     assert!(matches!(call.poll(t0 + s(3)), Action::Reserve(_)));
     // A pacing grant handed in with a `now` 3 s in the past counts from the latest
     // instant seen: the wait ends 500 ms after t0 + 3 s, not after t0.
-    call.handle_grant(t0, Grant::After(Duration::from_millis(500)));
+    call.handle_grant(
+        t0,
+        Grant::Go {
+            after: Duration::from_millis(500),
+            ticket: Ticket::default(),
+        },
+    );
     let (until, why) = wait_of(call.poll(t0));
     assert_eq!(
         (until, why),
@@ -245,9 +251,7 @@ fn does_not_panic_on_bad_instant() {
         ],
     ];
     let grants = [
-        Grant::After(huge),
-        Grant::Recheck(huge),
-        Grant::Slot {
+        Grant::Go {
             after: huge,
             ticket: Ticket::default(),
         },
@@ -288,7 +292,10 @@ fn does_not_panic_on_bad_instant() {
     let (result, waits) = run(
         call,
         far,
-        |_| Grant::After(huge),
+        |_| Grant::Go {
+            after: huge,
+            ticket: Ticket::default(),
+        },
         |_| Outcome::Response(ok()),
     );
     // A slot no earlier than the deadline ends the call at once, without a wait.

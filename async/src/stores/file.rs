@@ -1,7 +1,7 @@
 //! The file store for the async client: every budget of a key in one small state file,
 //! shared by the processes of one host through an exclusive lock, locked, read and written
 //! on a thread of the limiter's own, never on the runtime's workers. Each transaction is
-//! [`SharedStore::file_transaction`].
+//! [`SharedStore::file_transaction`]; who asks the file when is this process's line.
 
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -10,67 +10,67 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mistral_core::limiter::store::file::{LOCK_TIMEOUT, lock_pause};
-use mistral_core::limiter::store::{SharedStore, default_state_dir, state_file_name, store_id};
-use mistral_core::limiter::{BudgetState, Budgets, Decision, LimiterConfig, Reserve};
+use mistral_core::limiter::LimiterConfig;
 use mistral_core::{ApiKey, Ask, Grant, Report};
+use mistral_limiter::store::file::{LOCK_TIMEOUT, lock_pause};
+use mistral_limiter::store::{SharedStore, StoreOps, default_state_dir, state_file_name, store_id};
+use mistral_limiter::{AdmitAnswer, BudgetState, LineView};
 use tokio::sync::oneshot;
 
+use super::queued::{AsyncQueued, AsyncStoreIo};
 use super::{AsyncLimiter, BoxFuture};
 use crate::client::now;
 
 /// The most operations one transaction (one lock of the file) carries.
 const BATCH: usize = 256;
 
+/// A caller that fits within this long is admitted (a file operation and a task's
+/// wake-up take well under it).
+pub const FILE_HORIZON: Duration = Duration::from_millis(2);
+
+/// The head of this process's line asks the file again at least this often: capacity
+/// freed by another process is noticed within it.
+pub const FILE_ASK_GAP: Duration = Duration::from_millis(100);
+
 /// A limiter whose budgets live in a state file shared by every process of the host
-/// that opens it (either client's): one budget per model, paced by the same arithmetic as
-/// [`mistral_core::LocalLimiter`].
+/// that opens it (either client's): one budget per model, admitted by the same
+/// arithmetic as [`mistral_limiter::LocalLimiter`].
 ///
-/// Each [`AsyncLimiter::reserve`] or [`AsyncLimiter::report`] is queued to the
-/// limiter's own thread, which runs transactions: lock the file (`flock`, exclusive; the
-/// kernel drops it if the holder dies), read it, decode it (a corrupt, truncated or
-/// foreign file is logged and starts afresh), the operations queued meanwhile (at most
-/// 256) one after the other, write it back, unlock. The task awaits the answer; the
-/// runtime's workers never wait for the lock, even while another process holds it. The
-/// lock is never held across a request or a sleep. Time is the wall clock in
-/// microseconds since the Unix epoch, read under the lock, so every process of the host
-/// shares it; a step backwards shifts every stored time with it (no stall) and a step
-/// forwards finds idle cells that admit one at a time (no flood). The configured limits
-/// ([`LimiterConfig`]) belong to each process and seed a budget the file does not hold
-/// yet; the file holds only states.
+/// The tasks of this process wait in its own line; only the head of a budget's line
+/// asks the file, for itself and the tasks behind it, and reports go with the next
+/// operation. Operations are queued to the limiter's own thread, which runs
+/// transactions: lock the file (`flock`, exclusive; the kernel drops it if the holder
+/// dies), read it, decode it (a corrupt, truncated or foreign file is logged and starts
+/// from what this process knows), the operations queued meanwhile (at most 256), write
+/// it back, unlock. The runtime's workers never wait for the lock, even while another
+/// process holds it, and the lock is never held across a request or a sleep. Time is
+/// the wall clock in microseconds since the Unix epoch, read under the lock, so every
+/// process of the host shares it. The configured limits ([`LimiterConfig`]) belong to
+/// each process and seed a budget the file does not hold yet.
 ///
 /// If the file cannot be read or written (or its lock is held past two seconds,
-/// [`FileLimiter::with_lock_timeout`]), the call is paced in-process at a quarter of the
-/// known limits and a warning is logged once until the file works again. Keep the file
-/// on a local disk: `flock` over NFS or SMB may not exclude other hosts.
+/// [`FileLimiter::with_lock_timeout`]), the call is admitted in-process at a quarter of
+/// the known limits and a warning is logged once until the file works again. Keep the
+/// file on a local disk: `flock` over NFS or SMB may not exclude other hosts.
 pub struct FileLimiter {
+    queued: AsyncQueued<FileIo>,
+}
+
+/// The state file's thread, and what it shares with the tasks.
+struct FileIo {
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
     store: Arc<SharedStore>,
     lock_timeout: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// One operation for the file's thread.
-enum Op {
-    Reserve(String, Reserve),
-    Report(Box<Report>),
-    Get(String),
-}
-
-/// What an operation found.
-enum Done {
-    Reserved(Decision, BudgetState),
-    Reported(BudgetState),
-    Got(Option<BudgetState>),
-}
-
 struct Job {
-    op: Op,
+    ops: StoreOps,
     /// The caller's clock when it asked (for the stand-in).
     now: Instant,
     /// Replaces the wall clock (tests); such a job has a transaction of its own.
     now_override: Option<u64>,
-    reply: oneshot::Sender<io::Result<Done>>,
+    reply: oneshot::Sender<io::Result<AdmitAnswer>>,
 }
 
 /// The open state file, which file it is, and whether this process must bring what it
@@ -112,95 +112,91 @@ impl FileLimiter {
             id,
             rejoin: false,
         };
-        let store = Arc::new(SharedStore::new("file", config));
+        let store = Arc::new(SharedStore::new("file", config.clone()));
         let lock_timeout = Arc::new(std::sync::atomic::AtomicU64::new(micros(LOCK_TIMEOUT)));
         let (jobs, queue) = mpsc::channel();
         let (thread_store, thread_timeout) = (Arc::clone(&store), Arc::clone(&lock_timeout));
         std::thread::Builder::new()
             .name("mistral-limiter-file".into())
             .spawn(move || serve(handle, &thread_store, &thread_timeout, &queue))?;
-        Ok(Self {
+        let io = FileIo {
             path,
             jobs,
             store,
             lock_timeout,
+        };
+        Ok(Self {
+            queued: AsyncQueued::new(io, &config, fastrand::u64(..), FILE_HORIZON, FILE_ASK_GAP),
         })
     }
 
-    /// Sets how long an operation waits for the file's lock before it is paced
+    /// Sets how long an operation waits for the file's lock before it is admitted
     /// in-process instead (default 2 s).
     pub fn with_lock_timeout(self, timeout: Duration) -> Self {
-        self.lock_timeout
+        self.queued
+            .store()
+            .lock_timeout
             .store(micros(timeout), std::sync::atomic::Ordering::Relaxed);
         self
     }
 
     /// Where [`FileLimiter::open`] keeps state files (see
-    /// [`mistral_core::limiter::store::default_state_dir`]).
+    /// [`mistral_limiter::store::default_state_dir`]).
     pub fn default_dir() -> PathBuf {
         default_state_dir()
     }
 
-    /// The state file's name for `key` at `base_url`: `limiter-<`[`store_id`]`>.state`.
-    /// Never contains the key.
+    /// The state file's name for `key` at `base_url`:
+    /// `limiter-<`[`store_id`]`>.state`. Never contains the key.
     pub fn file_name(base_url: &str, key: &ApiKey) -> String {
         state_file_name(&store_id(base_url, key))
     }
 
     /// The state file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.queued.store().path
     }
 
-    /// `true` while the file cannot be used and calls are paced in-process.
+    /// `true` while the file cannot be used and calls are admitted in-process.
     pub fn is_degraded(&self) -> bool {
-        self.store.is_down()
+        self.queued.store().store.is_down()
+    }
+
+    /// `model`'s line in this process as it is now.
+    pub fn line(&self, model: &str) -> LineView {
+        self.queued.line(model)
     }
 
     /// A copy of `model`'s budget as the file holds it now.
     pub async fn budget(&self, model: &str) -> io::Result<Option<BudgetState>> {
-        match self.run(now(), None, Op::Get(model.to_owned())).await? {
-            Done::Got(state) => Ok(state),
-            _ => Err(io::Error::other(
-                "the file's thread answered another operation",
-            )),
-        }
+        let ops = StoreOps {
+            model: model.to_owned(),
+            ..StoreOps::default()
+        };
+        // An empty operation reads the budget (and keeps it).
+        self.queued.store().send(now(), None, ops).await?;
+        Ok(self.queued.store().store.fallback().known(model))
     }
 
-    /// One reservation on the file, at `now_us` (`None`: the wall clock), without the
-    /// in-process fallback: the decision and the budget after it. For tests.
+    /// One operation on the file at `now_us` (`None`: the wall clock), without the
+    /// in-process fallback: its answer. For tests.
     #[doc(hidden)]
-    pub async fn reserve_at(
+    pub async fn run_at(&self, now_us: Option<u64>, ops: &StoreOps) -> io::Result<AdmitAnswer> {
+        self.queued.store().send(now(), now_us, ops.clone()).await
+    }
+}
+
+impl FileIo {
+    /// Queues `ops` to the file's thread and awaits its answer.
+    async fn send(
         &self,
-        now_us: Option<u64>,
-        model: &str,
-        ask: &Reserve,
-    ) -> io::Result<(Decision, BudgetState)> {
-        match self
-            .run(now(), now_us, Op::Reserve(model.to_owned(), *ask))
-            .await?
-        {
-            Done::Reserved(decision, state) => Ok((decision, state)),
-            _ => Err(io::Error::other(
-                "the file's thread answered another operation",
-            )),
-        }
-    }
-
-    /// One report on the file, at `now_us` (`None`: the wall clock), without the
-    /// in-process fallback. For tests.
-    #[doc(hidden)]
-    pub async fn report_at(&self, now_us: Option<u64>, report: &Report) -> io::Result<()> {
-        self.run(now(), now_us, Op::Report(Box::new(report.clone())))
-            .await
-            .map(drop)
-    }
-
-    /// Queues `op` to the file's thread and awaits its answer.
-    async fn run(&self, now: Instant, now_override: Option<u64>, op: Op) -> io::Result<Done> {
+        now: Instant,
+        now_override: Option<u64>,
+        ops: StoreOps,
+    ) -> io::Result<AdmitAnswer> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            op,
+            ops,
             now,
             now_override,
             reply,
@@ -214,51 +210,38 @@ impl FileLimiter {
     }
 }
 
-impl AsyncLimiter for FileLimiter {
-    fn reserve<'a>(&'a self, now: Instant, ask: &'a Ask) -> BoxFuture<'a, Grant> {
+impl AsyncStoreIo for FileIo {
+    fn run(&self, now: Instant, ops: StoreOps) -> BoxFuture<'_, AdmitAnswer> {
         Box::pin(async move {
-            let Some(model) = ask.model.as_deref() else {
-                return Grant::Now;
-            };
-            let op = Op::Reserve(model.to_owned(), Reserve::from(ask));
-            match self.run(now, None, op).await {
-                Ok(Done::Reserved(decision, state)) => {
-                    self.store.reserved(now, model, decision, &state)
-                }
-                Ok(_) => self.store.reserve_failed(
-                    now,
-                    &"the file's thread answered another operation",
-                    ask,
-                ),
-                Err(error) => self.store.reserve_failed(now, &error, ask),
+            match self.send(now, None, ops.clone()).await {
+                Ok(answer) => answer,
+                Err(error) => self.store.failed(now, &error, &ops),
             }
         })
     }
+}
+
+impl AsyncLimiter for FileLimiter {
+    fn admit<'a>(&'a self, ask: &'a Ask) -> BoxFuture<'a, Grant> {
+        self.queued.admit(ask)
+    }
 
     fn report<'a>(&'a self, now: Instant, report: &'a Report) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let Some(model) = report.model.as_deref() else {
-                return;
-            };
-            match self
-                .run(now, None, Op::Report(Box::new(report.clone())))
-                .await
-            {
-                Ok(Done::Reported(state)) => self.store.reported(now, model, &state),
-                Ok(_) => self.store.report_failed(
-                    now,
-                    &"the file's thread answered another operation",
-                    report,
-                ),
-                Err(error) => self.store.report_failed(now, &error, report),
-            }
-        })
+        self.queued.report(now, report)
     }
 }
 
 impl fmt::Debug for FileLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileLimiter")
+            .field("io", self.queued.store())
+            .finish()
+    }
+}
+
+impl fmt::Debug for FileIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileIo")
             .field("path", &self.path)
             .field("store", &self.store)
             .finish_non_exhaustive()
@@ -297,7 +280,7 @@ fn serve(
     }
 }
 
-/// One transaction for `batch`: every job answered, with its result or the error.
+/// One transaction for `batch`: every job answered, with its answer or the error.
 fn transaction(
     handle: &mut Handle,
     store: &SharedStore,
@@ -307,34 +290,12 @@ fn transaction(
     let timeout = Duration::from_micros(lock_timeout.load(std::sync::atomic::Ordering::Relaxed));
     let now = batch.iter().map(|j| j.now).max().unwrap_or_else(now);
     let now_override = batch.first().and_then(|j| j.now_override);
-    let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, j.reply)).unzip();
-    let result = transact(
-        handle,
-        store,
-        timeout,
-        now,
-        now_override,
-        |now_us, budgets| {
-            ops.into_iter()
-                .map(|op| match op {
-                    Op::Reserve(model, ask) => {
-                        let decision = budgets.decide(now_us, &model, &ask);
-                        Done::Reserved(decision, budgets.get(&model).copied().unwrap_or_default())
-                    }
-                    Op::Report(report) => {
-                        budgets.report(now_us, &report);
-                        let model = report.model.as_deref().unwrap_or_default();
-                        Done::Reported(budgets.get(model).copied().unwrap_or_default())
-                    }
-                    Op::Get(model) => Done::Got(budgets.get(&model).copied()),
-                })
-                .collect::<Vec<_>>()
-        },
-    );
-    match result {
-        Ok(done) => {
-            for (reply, done) in replies.into_iter().zip(done) {
-                let _ = reply.send(Ok(done));
+    let (ops, replies): (Vec<StoreOps>, Vec<_>) =
+        batch.into_iter().map(|j| (j.ops, j.reply)).unzip();
+    match transact(handle, store, timeout, now, now_override, &ops) {
+        Ok(answers) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
             }
         }
         Err(error) => {
@@ -373,14 +334,14 @@ fn reopen(handle: &mut Handle) -> io::Result<()> {
 /// Lock, read, the operations, write, unlock. The file is first checked to be the one
 /// the path names (a deleted or replaced file is reopened), and checked again once
 /// locked.
-fn transact<R>(
+fn transact(
     handle: &mut Handle,
     store: &SharedStore,
     lock_timeout: Duration,
     now: Instant,
     now_override: Option<u64>,
-    op: impl FnOnce(u64, &mut Budgets) -> R,
-) -> io::Result<R> {
+    ops: &[StoreOps],
+) -> io::Result<Vec<AdmitAnswer>> {
     for _ in 0..3 {
         if !still_ours(handle) {
             reopen(handle)?;
@@ -391,20 +352,20 @@ fn transact<R>(
         }
         let _ = handle.file.unlock();
     }
-    let result = locked(handle, store, now, now_override, op);
+    let result = locked(handle, store, now, now_override, ops);
     let unlocked = handle.file.unlock();
     let r = result?;
     unlocked?;
     Ok(r)
 }
 
-fn locked<R>(
+fn locked(
     handle: &mut Handle,
     store: &SharedStore,
     now: Instant,
     now_override: Option<u64>,
-    op: impl FnOnce(u64, &mut Budgets) -> R,
-) -> io::Result<R> {
+    ops: &[StoreOps],
+) -> io::Result<Vec<AdmitAnswer>> {
     let mut file = &handle.file;
     let mut bytes = Vec::with_capacity(1024);
     file.seek(SeekFrom::Start(0))?;
@@ -412,13 +373,13 @@ fn locked<R>(
     // Read under the lock: every process's operations are ordered by time.
     let now_us = now_override.unwrap_or_else(wall_clock_us);
     let rejoin = std::mem::take(&mut handle.rejoin);
-    let written = store.file_transaction(now, now_us, &handle.path, &bytes, rejoin, op);
+    let written = store.file_transaction(now, now_us, &handle.path, &bytes, rejoin, ops);
     file.seek(SeekFrom::Start(0))?;
     file.write_all(&written.bytes)?;
     if bytes.len() > written.bytes.len() {
         file.set_len(written.bytes.len() as u64)?;
     }
-    Ok(written.value)
+    Ok(written.answers)
 }
 
 #[cfg(unix)]

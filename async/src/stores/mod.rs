@@ -1,29 +1,31 @@
 //! The shared limiter's stores, in this client's I/O model (async): one budget per model,
 //! shared by every process of a host ([`FileLimiter`], a locked state file) or of a fleet
-//! ([`RedisLimiter`], cargo feature `redis`), behind the [`AsyncLimiter`] interface the
+//! (`RedisLimiter`, cargo feature `redis`), behind the [`AsyncLimiter`] interface the
 //! client awaits.
 //!
-//! Neither blocks the runtime: the file's lock, read and write run on a thread of the
-//! limiter's own, and the Redis store shares one multiplexed connection between every
-//! task (no lock is held while a reply is awaited). What a store computes lives in
-//! [`mistral_core::limiter`], once for both clients: the arithmetic
-//! ([`budget`](mistral_core::limiter::budget)), the file's format
-//! ([`codec`](mistral_core::limiter::codec)), the Redis script
-//! ([`lua`](mistral_core::limiter::lua)), the names of files and keys and the policy while
-//! a store is down ([`store`](mistral_core::limiter::store)); the blocking client has the
-//! same stores on blocking I/O (`mistral_blocking::stores`), and both kinds share one
-//! budget through the same file or Redis.
+//! A task waits for its turn in this process's line without holding a worker; only the
+//! head of a budget's line asks the store, for itself and the tasks behind it, and
+//! reports go with the next operation. Neither store blocks the runtime: the file's
+//! lock, read and write run on the runtime's blocking threads, and the Redis store
+//! shares one multiplexed connection between every task. What a store computes lives
+//! in [`mistral_limiter`], once for both clients: the arithmetic
+//! ([`budget`](mistral_limiter::budget)), the line ([`Line`](mistral_limiter::Line)),
+//! the encoding ([`codec`](mistral_limiter::store::codec)), the Redis compare-and-set
+//! round ([`redis`](mistral_limiter::store::redis)), the names of files and keys and the
+//! policy while a store is down ([`store`](mistral_limiter::store)); the blocking client
+//! has the same stores on blocking I/O (`mistral_blocking::stores`), and both kinds
+//! share one budget through the same file or Redis.
 //!
 //! | store | shared by | clock | when the store fails |
 //! |---|---|---|---|
 //! | [`LocalLimiter`] (default) | tasks and threads of a process | tokio's | — |
-//! | [`FileLimiter`] | processes of one host | the wall clock (a step is absorbed) | a local limiter at a quarter share |
-//! | [`RedisLimiter`] | hosts | Redis `TIME`, one for the fleet | a local limiter at a quarter share, reconnecting |
+//! | [`FileLimiter`] | processes of one host | the wall clock (a step is absorbed) | in-process at a quarter share |
+//! | `RedisLimiter` | hosts | Redis `TIME`, one for the fleet | in-process at a quarter share, reconnecting |
 //!
-//! A store that fails never fails open: the calls it would have paced are paced by an
-//! in-process limiter that keeps what the store had taught it (the limits) at a quarter
-//! of the share ([`DEGRADED_SHARE_PPM`]), so four processes falling back at once stay
-//! under the limit; a warning is logged once per outage.
+//! A store that fails never fails open: the calls it would have admitted are admitted
+//! in-process, from the level the store last had, at a quarter of the share
+//! ([`DEGRADED_SHARE`]), so four processes falling back at once stay under the limit; a
+//! warning is logged once per outage.
 //!
 //! [`limiter_from_env`] picks one from `MISTRAL_LIMITER` ([`LimiterSpec`]):
 //!
@@ -44,6 +46,7 @@
 //! ```
 
 mod file;
+mod queued;
 #[cfg(feature = "redis")]
 mod redis;
 
@@ -51,48 +54,108 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
 
 pub use file::FileLimiter;
-pub use mistral_core::limiter::store::{
-    DEGRADED_SHARE_PPM, budget_store_id, scope_store_id, state_file_name, store_id,
-};
-pub use mistral_core::limiter::{
-    BudgetId, LimiterConfig, LimiterSpec, Limits, LocalLimiter, RedisOptions,
-};
+use mistral_core::limiter::{Admit, Place};
+pub use mistral_core::limiter::{BudgetId, LimiterConfig, LimiterSpec, Limits, RedisOptions};
 use mistral_core::{ApiKey, Ask, Error, Grant, Limiter, NoLimiter, Report, Resolved, Target};
+pub use mistral_limiter::LocalLimiter;
+pub use mistral_limiter::store::{
+    DEGRADED_SHARE, budget_store_id, scope_store_id, state_file_name, store_id,
+};
+use tokio::time::Sleep;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisLimiter, install_tls_provider};
+
+use crate::client::now;
 
 /// A boxed future that can move between the runtime's threads.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The shared limiter as the async client consults it: before every attempt
-/// ([`AsyncLimiter::reserve`]) and after every response ([`AsyncLimiter::report`]),
-/// awaited on the runtime, so a store does its I/O without holding a worker thread.
+/// ([`AsyncLimiter::admit`], which resolves once the limiter lets the attempt go) and
+/// after every response ([`AsyncLimiter::report`]), awaited on the runtime, so a store
+/// does its I/O without holding a worker thread.
 ///
-/// Every [`Limiter`] is one (its answer ready at once), so in-process limiters —
-/// [`LocalLimiter`], [`NoLimiter`], your own — serve both clients, and one
-/// `Arc<LocalLimiter>` can be handed to a blocking and an async client to pace them
-/// together. Such a limiter is called on a worker thread: it must not block (the
-/// blocking client's file and Redis stores do; use this module's instead).
+/// Every [`Limiter`] is one: the task waits in its line, woken by the limiter or at the
+/// instant it names, so in-process limiters — [`LocalLimiter`], [`NoLimiter`], your own
+/// — serve both clients, and one `Arc<LocalLimiter>` can be handed to a blocking and an
+/// async client to pace them together. Such a limiter is polled on a worker thread: it
+/// must not block (the blocking client's file and Redis stores do; use this module's
+/// instead).
 pub trait AsyncLimiter: Send + Sync + fmt::Debug {
-    /// Reserves a slot for `ask` at `now`; the answer says when to go, counted from
-    /// `now`.
-    fn reserve<'a>(&'a self, now: Instant, ask: &'a Ask) -> BoxFuture<'a, Grant>;
+    /// The limiter's answer to `ask`: it resolves once the attempt may go (or will not).
+    /// Dropping the future gives up the place in line.
+    fn admit<'a>(&'a self, ask: &'a Ask) -> BoxFuture<'a, Grant>;
     /// Learns from what a response showed.
-    fn report<'a>(&'a self, now: Instant, report: &'a Report) -> BoxFuture<'a, ()>;
+    fn report<'a>(&'a self, now: std::time::Instant, report: &'a Report) -> BoxFuture<'a, ()>;
 }
 
 impl<L: Limiter + ?Sized> AsyncLimiter for L {
-    fn reserve<'a>(&'a self, now: Instant, ask: &'a Ask) -> BoxFuture<'a, Grant> {
-        Box::pin(std::future::ready(Limiter::reserve(self, now, ask)))
+    fn admit<'a>(&'a self, ask: &'a Ask) -> BoxFuture<'a, Grant> {
+        Box::pin(Waiting::new(self, ask))
     }
 
-    fn report<'a>(&'a self, now: Instant, report: &'a Report) -> BoxFuture<'a, ()> {
+    fn report<'a>(&'a self, now: std::time::Instant, report: &'a Report) -> BoxFuture<'a, ()> {
         Limiter::report(self, now, report);
         Box::pin(std::future::ready(()))
+    }
+}
+
+/// A task waiting in an in-process limiter's line: polls it with the task's waker, and
+/// sleeps until woken or until the instant it names.
+struct Waiting<'a, L: ?Sized + Limiter> {
+    limiter: &'a L,
+    ask: &'a Ask,
+    place: Place,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<'a, L: ?Sized + Limiter> Waiting<'a, L> {
+    fn new(limiter: &'a L, ask: &'a Ask) -> Self {
+        Waiting {
+            limiter,
+            ask,
+            place: Place::new(),
+            sleep: None,
+        }
+    }
+}
+
+impl<L: ?Sized + Limiter> Future for Waiting<'_, L> {
+    type Output = Grant;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Grant> {
+        let this = &mut *self;
+        loop {
+            match this
+                .limiter
+                .poll_admit(now(), &mut this.place, this.ask, cx.waker())
+            {
+                Admit::Ready(grant) => {
+                    this.limiter.leave(&mut this.place);
+                    return Poll::Ready(grant);
+                }
+                Admit::Pending { until } => {
+                    let deadline = tokio::time::Instant::from_std(until);
+                    let sleep = this
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    sleep.as_mut().reset(deadline);
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<L: ?Sized + Limiter> Drop for Waiting<'_, L> {
+    fn drop(&mut self) {
+        self.limiter.leave(&mut self.place);
     }
 }
 
@@ -166,7 +229,7 @@ pub fn limiter_for_budget(
         LimiterSpec::File(path) => {
             let id = scope_store_id(base_url, key, budget);
             let path =
-                mistral_core::limiter::store::state_file_path(path.as_deref(), &id, |p| p.is_dir());
+                mistral_limiter::store::state_file_path(path.as_deref(), &id, |p| p.is_dir());
             // The error names the path (open_private's errors carry it).
             Arc::new(
                 FileLimiter::at_path(path, config).map_err(|e| {

@@ -1,53 +1,61 @@
-//! The Redis store for the async client: every budget in a Redis hash, updated by one
-//! Lua script that reads Redis `TIME`, over one multiplexed connection that every task
-//! shares. Only the connection lives here; the script, its arguments, the join script
-//! and the reconnection policy are [`mistral_core::limiter::store::redis`]'s.
+//! The Redis store for the async client: every budget in one Redis key, changed by
+//! compare-and-set rounds whose arithmetic is the limiter crate's Rust, on Redis `TIME`,
+//! over one multiplexed connection that every task shares. Only the connection lives
+//! here; the rounds, the script and the reconnection policy are
+//! [`mistral_limiter::store::redis`]'s.
 
 use std::fmt;
-use std::io;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mistral_core::limiter::lua::{self, ScriptReply};
-use mistral_core::limiter::spec::BudgetId;
-use mistral_core::limiter::store::redis::{
-    self as policy, Reconnect, RedisTarget, join_script, run_again_on_new_connection,
-};
-use mistral_core::limiter::store::{SharedStore, redis_key_prefix, scope_store_id};
-use mistral_core::limiter::{BudgetState, Decision, LimiterConfig, ReportOp, Reserve};
+use mistral_core::limiter::{BudgetId, LimiterConfig};
 use mistral_core::{ApiKey, Ask, Error, Grant, Report};
+use mistral_limiter::store::redis::{
+    self as policy, CAS_SCRIPT, CasCall, CasReply, Reconnect, RedisRound, RedisStep, RedisTarget,
+};
+use mistral_limiter::store::{SharedStore, StoreOps, redis_key, scope_store_id};
+use mistral_limiter::{AdmitAnswer, LineView};
 use redis::aio::MultiplexedConnection;
 
+use super::queued::{AsyncQueued, AsyncStoreIo};
 use super::{AsyncLimiter, BoxFuture};
 use crate::client::now;
+
+/// The head of this process's line asks Redis again at least this often: capacity freed
+/// by another process is noticed within it.
+pub const REDIS_ASK_GAP: Duration = Duration::from_millis(100);
 
 /// A limiter whose budgets live in Redis, shared by every process on every host that
 /// uses the same Redis, base URL and key (or budget id, [`RedisLimiter::for_budget`]),
 /// blocking and async clients alike.
 ///
-/// One hash per budget, `mistral-limiter:{<store id>}:<model>` (see
-/// [`super::scope_store_id`]; neither the key nor the id is stored), holding the fields
-/// of [`BudgetState`]. Each [`AsyncLimiter::reserve`] or [`AsyncLimiter::report`] is one
-/// `EVALSHA` of [`mistral_core::limiter::lua::SCRIPT`] (loaded on `NOSCRIPT`): atomic,
-/// one round trip, the time read from Redis `TIME` so hosts with skewed clocks still
-/// share one schedule.
+/// One key per budget, `mistral-limiter:{<store id>}:<model>` (see
+/// [`super::scope_store_id`]; neither the API key nor the id is stored), holding the
+/// encoded [`mistral_limiter::BudgetState`]. The tasks of this process wait in its own
+/// line; the head of a budget's line asks Redis for itself and the tasks behind it, and
+/// reports go with the next operation. An operation is a compare-and-set round
+/// ([`RedisRound`]): the value and Redis `TIME` are read, the new value computed here,
+/// and set only if nobody changed it meanwhile, so hosts with skewed clocks still share
+/// one budget.
 ///
-/// Every task shares one multiplexed connection: their scripts are pipelined on it and
-/// each task awaits its own reply, so a slow Redis delays each reservation by its round
-/// trip, not by the queue of every task before it, and no worker thread waits. The
+/// Every task shares one multiplexed connection, and no worker thread waits. The
 /// connection is made lazily (by one task while the others wait for it), with short
 /// timeouts (500 ms by default). When Redis cannot be reached the limiter never fails
-/// open: calls are paced in-process at a quarter of the limits Redis last showed (or the
-/// configured ones), a warning is logged once per outage, and the connection is retried
-/// every few seconds (3 s by default); when it is back, the shared budgets take over
-/// again, after this process has brought what it knows (and booked meanwhile) back
-/// into Redis, as the blocking client's store does.
+/// open: calls are admitted in-process at a quarter of the limits Redis last showed (or
+/// the configured ones), from the level Redis last had, a warning is logged once per
+/// outage, and the connection is retried every few seconds (3 s by default). When Redis
+/// answers again, what the stand-in admitted is merged into its state first; a budget
+/// Redis lost (restarted empty) is given back what this process knew of it.
 pub struct RedisLimiter {
+    queued: AsyncQueued<RedisIo>,
+}
+
+/// The connection.
+struct RedisIo {
     client: redis::Client,
     script: redis::Script,
-    join: redis::Script,
     url: String,
-    prefix: String,
+    id: String,
     timeout: Duration,
     conn: Mutex<Conn>,
     /// Held by the one task making a new connection.
@@ -63,27 +71,20 @@ struct Conn {
     gate: Reconnect,
 }
 
-/// Why one operation did not reach the script.
-enum OpError {
+/// Why one call did not reach the script.
+#[derive(Debug)]
+enum CallError {
     /// A connection was refused recently; not retried yet.
     Waiting,
     Redis(redis::RedisError),
-    Reply(lua::ReplyError),
 }
 
-impl fmt::Display for OpError {
+impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OpError::Waiting => f.write_str("waiting to reconnect"),
-            OpError::Redis(e) => write!(f, "{e}"),
-            OpError::Reply(e) => write!(f, "{e}"),
+            CallError::Waiting => f.write_str("waiting to reconnect"),
+            CallError::Redis(e) => write!(f, "{e}"),
         }
-    }
-}
-
-impl From<OpError> for io::Error {
-    fn from(e: OpError) -> Self {
-        io::Error::other(e.to_string())
     }
 }
 
@@ -92,13 +93,13 @@ impl RedisLimiter {
     pub const DEFAULT_TIMEOUT: Duration = policy::DEFAULT_TIMEOUT;
     /// Default pause between connection attempts while Redis is unreachable.
     pub const DEFAULT_RECONNECT_AFTER: Duration = policy::DEFAULT_RECONNECT_AFTER;
-    /// How long a budget's hash outlives its last use.
+    /// How long a budget's key outlives its last use.
     pub const TTL: Duration = policy::TTL;
 
     /// The limiter of `key` at `base_url`, in the Redis at `redis_url`
     /// (`redis://[:password@]host[:port][/db]`, `rediss://…`, `redis+unix:///path`).
     /// Fails only on a malformed URL: the connection is made at the first call, and
-    /// while it cannot be, calls are paced in-process.
+    /// while it cannot be, calls are admitted in-process.
     pub fn new(
         redis_url: &str,
         base_url: &str,
@@ -141,13 +142,12 @@ impl RedisLimiter {
         if target.tls {
             install_tls_provider();
         }
-        Ok(Self {
+        let io = RedisIo {
             client,
-            script: redis::Script::new(lua::SCRIPT),
-            join: redis::Script::new(&join_script()),
+            script: redis::Script::new(CAS_SCRIPT),
             url: target.shown,
-            prefix: redis_key_prefix(&scope_store_id(base_url, key, budget)),
-            store: SharedStore::new("redis", config),
+            id: scope_store_id(base_url, key, budget),
+            store: SharedStore::new("redis", config.clone()),
             timeout: Self::DEFAULT_TIMEOUT,
             conn: Mutex::new(Conn {
                 conn: None,
@@ -155,62 +155,68 @@ impl RedisLimiter {
                 gate: Reconnect::new(Self::DEFAULT_RECONNECT_AFTER),
             }),
             connecting: tokio::sync::Mutex::new(()),
-        })
+        };
+        Ok(Self::around(io))
+    }
+
+    fn around(io: RedisIo) -> Self {
+        let config = io.store.config().clone();
+        RedisLimiter {
+            queued: AsyncQueued::new(
+                io,
+                &config,
+                fastrand::u64(..),
+                policy::HORIZON,
+                REDIS_ASK_GAP,
+            ),
+        }
     }
 
     /// Sets the connect and response timeout (default [`Self::DEFAULT_TIMEOUT`]).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout.max(Duration::from_millis(1));
-        self
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        let io = self.queued.into_store();
+        Self::around(RedisIo {
+            timeout: timeout.max(Duration::from_millis(1)),
+            ..io
+        })
     }
 
     /// Sets the pause between connection attempts while Redis is unreachable (default
     /// [`Self::DEFAULT_RECONNECT_AFTER`]).
-    pub fn with_reconnect_after(mut self, pause: Duration) -> Self {
-        self.conn.get_mut().unwrap_or_else(|e| e.into_inner()).gate = Reconnect::new(pause);
-        self
+    pub fn with_reconnect_after(self, pause: Duration) -> Self {
+        let io = self.queued.into_store();
+        io.conn().gate = Reconnect::new(pause);
+        Self::around(io)
     }
 
     /// The Redis key of `model`'s budget.
     pub fn key_of(&self, model: &str) -> String {
-        format!("{}{model}", self.prefix)
+        redis_key(&self.queued.store().id, model)
     }
 
-    /// `true` while Redis is unreachable and calls are paced in-process.
+    /// `true` while Redis is unreachable and calls are admitted in-process.
     pub fn is_degraded(&self) -> bool {
-        self.store.is_down()
+        self.queued.store().store.is_down()
     }
 
-    /// One reservation through the script, at `now_us` (`None`: Redis `TIME`), without
-    /// the in-process fallback: the decision and the budget after it. For tests.
+    /// `model`'s line in this process as it is now.
+    pub fn line(&self, model: &str) -> LineView {
+        self.queued.line(model)
+    }
+
+    /// One operation through Redis, without the in-process fallback: its answer. For
+    /// tests.
     #[doc(hidden)]
-    pub async fn reserve_at(
-        &self,
-        now_us: Option<u64>,
-        model: &str,
-        ask: &Reserve,
-    ) -> io::Result<(Decision, BudgetState)> {
-        let args = self.store.reserve_args(now_us, model, ask);
-        let reply = self.run(now(), model, &args).await?;
-        let decision = reply.decision.ok_or_else(|| {
-            io::Error::other("the limiter script answered a reservation as a report")
-        })?;
-        Ok((decision, reply.state))
+    pub async fn run_direct(&self, ops: &StoreOps) -> Result<AdmitAnswer, String> {
+        self.queued
+            .store()
+            .round(now(), ops.clone())
+            .await
+            .map_err(|e| e.to_string())
     }
+}
 
-    /// One report through the script, at `now_us` (`None`: Redis `TIME`), without the
-    /// in-process fallback: the budget after it. For tests.
-    #[doc(hidden)]
-    pub async fn report_at(
-        &self,
-        now_us: Option<u64>,
-        model: &str,
-        op: &ReportOp,
-    ) -> io::Result<BudgetState> {
-        let args = self.store.report_args(now_us, model, op);
-        Ok(self.run(now(), model, &args).await?.state)
-    }
-
+impl RedisIo {
     fn conn(&self) -> MutexGuard<'_, Conn> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -233,7 +239,7 @@ impl RedisLimiter {
     async fn connection(
         &self,
         now: Instant,
-    ) -> Result<(u64, MultiplexedConnection, bool), OpError> {
+    ) -> Result<(u64, MultiplexedConnection, bool), CallError> {
         if let Some((made, conn)) = self.current() {
             return Ok((made, conn, true));
         }
@@ -242,7 +248,7 @@ impl RedisLimiter {
             return Ok((made, conn, true));
         }
         if !self.conn().gate.may_try(now) {
-            return Err(OpError::Waiting);
+            return Err(CallError::Waiting);
         }
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
@@ -252,10 +258,7 @@ impl RedisLimiter {
             .get_multiplexed_async_connection_with_config(&config)
             .await
         {
-            Ok(mut conn) => {
-                // A new connection: Redis may have restarted empty, or this process
-                // paced in-process meanwhile. Bring in what it knows.
-                self.rejoin(now, &mut conn).await;
+            Ok(conn) => {
                 let mut guard = self.conn();
                 guard.made += 1;
                 let made = guard.made;
@@ -265,53 +268,60 @@ impl RedisLimiter {
             }
             Err(e) => {
                 self.conn().gate.failed(now);
-                Err(OpError::Redis(e))
+                Err(CallError::Redis(e))
             }
         }
     }
 
-    /// Runs the script on `model`'s budget, on the shared connection or a new one. A
-    /// connection found dropped (Redis restarted) is replaced once at once.
-    async fn run(
-        &self,
-        now: Instant,
-        model: &str,
-        args: &[String],
-    ) -> Result<ScriptReply, OpError> {
+    /// One script call, on the shared connection or a new one. A connection found
+    /// dropped (Redis restarted) is replaced once at once.
+    async fn call(&self, now: Instant, call: &CasCall) -> Result<CasReply, CallError> {
         let mut invocation = self.script.prepare_invoke();
-        invocation.key(self.key_of(model));
-        for arg in args {
-            invocation.arg(arg.as_str());
+        invocation.key(call.key.as_str());
+        for arg in &call.args {
+            invocation.arg(arg.as_slice());
         }
         for _ in 0..2 {
             let (made, mut conn, reused) = self.connection(now).await?;
-            match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
-                Ok(reply) => return lua::decode_reply(&reply).map_err(OpError::Reply),
+            match invocation
+                .invoke_async::<(i64, Vec<u8>, u64, u64)>(&mut conn)
+                .await
+            {
+                Ok((flag, current, secs, micros)) => {
+                    return Ok(CasReply::from_parts(flag, current, secs, micros));
+                }
                 Err(e) => {
                     self.drop_conn(made);
-                    if !run_again_on_new_connection(reused, e.is_connection_dropped()) {
-                        return Err(OpError::Redis(e));
+                    if !(reused && e.is_connection_dropped()) {
+                        return Err(CallError::Redis(e));
                     }
                 }
             }
         }
-        Err(OpError::Waiting)
+        Err(CallError::Waiting)
     }
 
-    /// On a new connection: joins every budget this process knows into Redis (best
-    /// effort: a failure here leaves the budgets as Redis has them).
-    async fn rejoin(&self, now: Instant, conn: &mut MultiplexedConnection) {
-        for (model, state) in self.store.rejoin_states(now, None) {
-            let mut invocation = self.join.prepare_invoke();
-            invocation.key(self.key_of(&model));
-            for arg in self.store.join_args(&state) {
-                invocation.arg(arg);
-            }
-            if let Err(error) = invocation.invoke_async::<i64>(conn).await {
-                tracing::debug!(%error, "could not bring a budget back into Redis");
-                return;
+    /// One round of `ops` on Redis.
+    async fn round(&self, now: Instant, ops: StoreOps) -> Result<AdmitAnswer, CallError> {
+        let (mut round, mut call) = RedisRound::start(&self.id, ops);
+        loop {
+            let reply = self.call(now, &call).await?;
+            match round.reply(&self.store, crate::client::now(), reply) {
+                RedisStep::Call(next) => call = next,
+                RedisStep::Done(answer) => return Ok(answer),
             }
         }
+    }
+}
+
+impl AsyncStoreIo for RedisIo {
+    fn run(&self, now: Instant, ops: StoreOps) -> BoxFuture<'_, AdmitAnswer> {
+        Box::pin(async move {
+            match self.round(now, ops.clone()).await {
+                Ok(answer) => answer,
+                Err(error) => self.store.failed(crate::client::now(), &error, &ops),
+            }
+        })
     }
 }
 
@@ -325,44 +335,32 @@ pub fn install_tls_provider() {
 }
 
 impl AsyncLimiter for RedisLimiter {
-    fn reserve<'a>(&'a self, now: Instant, ask: &'a Ask) -> BoxFuture<'a, Grant> {
-        Box::pin(async move {
-            let Some(model) = ask.model.as_deref() else {
-                return Grant::Now;
-            };
-            let args = self.store.reserve_args(None, model, &Reserve::from(ask));
-            let reply = self.run(now, model, &args).await;
-            let reply = reply
-                .as_ref()
-                .map(|r| *r)
-                .map_err(|e| e as &dyn fmt::Display);
-            self.store.script_reserved(now, ask, model, reply)
-        })
+    fn admit<'a>(&'a self, ask: &'a Ask) -> BoxFuture<'a, Grant> {
+        self.queued.admit(ask)
     }
 
     fn report<'a>(&'a self, now: Instant, report: &'a Report) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let Some(model) = report.model.as_deref() else {
-                return;
-            };
-            let args = self.store.report_args(None, model, &ReportOp::from(report));
-            let reply = self.run(now, model, &args).await;
-            let reply = reply
-                .as_ref()
-                .map(|r| *r)
-                .map_err(|e| e as &dyn fmt::Display);
-            self.store.script_reported(now, report, model, reply);
-        })
+        self.queued.report(now, report)
     }
 }
 
 impl fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let io = self.queued.store();
         f.debug_struct("RedisLimiter")
+            .field("url", &io.url)
+            .field("id", &io.id)
+            .field("timeout", &io.timeout)
+            .field("store", &io.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for RedisIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisIo")
             .field("url", &self.url)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .field("store", &self.store)
+            .field("id", &self.id)
             .finish_non_exhaustive()
     }
 }

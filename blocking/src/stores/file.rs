@@ -1,18 +1,29 @@
 //! The file store: every budget of a key in one small state file, shared by the
 //! processes of one host through an exclusive lock. Only the I/O lives here (open, lock,
-//! read, write); each transaction is [`SharedStore::file_transaction`].
+//! read, write); each transaction is [`SharedStore::file_transaction`], and who asks the
+//! file when is this process's line ([`Queued`]).
 
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mistral_core::limiter::store::file::{LOCK_TIMEOUT, lock_pause};
-use mistral_core::limiter::store::{SharedStore, default_state_dir, state_file_name, store_id};
-use mistral_core::limiter::{BudgetState, Budgets, Decision, LimiterConfig, Reserve};
-use mistral_core::{ApiKey, Ask, Grant, Limiter, Report};
+use mistral_core::limiter::{Admit, LimiterConfig, Place};
+use mistral_core::{ApiKey, Ask, Limiter, Report};
+use mistral_limiter::store::file::{LOCK_TIMEOUT, lock_pause};
+use mistral_limiter::store::{SharedStore, StoreOps, default_state_dir, state_file_name, store_id};
+use mistral_limiter::{AdmitAnswer, BudgetState, LineView, Queued, StoreIo};
+
+/// A caller that fits within this long is admitted (a file operation and a thread's
+/// wake-up take well under it).
+pub const FILE_HORIZON: Duration = Duration::from_millis(2);
+
+/// The head of this process's line asks the file again at least this often: capacity
+/// freed by another process is noticed within it.
+pub const FILE_ASK_GAP: Duration = Duration::from_millis(100);
 
 /// The open state file, which file it is, and whether this process must bring what it
 /// knows into it at the next transaction.
@@ -26,25 +37,31 @@ struct Handle {
 type FileId = (u64, u64);
 
 /// A limiter whose budgets live in a state file shared by every process of the host
-/// that opens it: one budget per model, paced by the same arithmetic as
-/// [`mistral_core::LocalLimiter`].
+/// that opens it: one budget per model, admitted by the same arithmetic as
+/// [`mistral_limiter::LocalLimiter`].
 ///
-/// Each [`Limiter::reserve`] or [`Limiter::report`] is one transaction: lock the file
-/// (`flock`, exclusive; the kernel drops it if the holder dies), read it, decode it
-/// ([`codec`](mistral_core::limiter::codec): a corrupt, truncated or foreign file is logged and starts afresh), one
-/// operation on one budget, write it back, unlock. The lock is never held across a
-/// request or a sleep. Time is the wall clock in microseconds since the Unix epoch, read
-/// under the lock, so every process of the host shares it; a step backwards shifts every
-/// stored time with it (no stall) and a step forwards finds idle cells that admit one at
-/// a time (no flood). The configured limits ([`LimiterConfig`]) belong to each process
-/// and seed a budget the file does not hold yet; the file holds only states.
+/// The callers of this process wait in its own line; only the head of a budget's line
+/// asks the file, for itself and the callers behind it, and every report is one
+/// transaction: lock the file (`flock`, exclusive; the kernel drops it if the holder
+/// dies), read it, decode it ([`codec`](mistral_limiter::store::codec): a corrupt,
+/// truncated or foreign file is logged and starts from what this process knows), run the
+/// operation, write it back, unlock. The lock is never held across a request or a sleep.
+/// Time is the wall clock in microseconds since the Unix epoch, read under the lock, so
+/// every process of the host shares it; a step backwards shifts every stored time with
+/// it (no stall) and a step forwards finds full cells (as after an idle time). The
+/// configured limits ([`LimiterConfig`]) belong to each process and seed a budget the
+/// file does not hold yet; the file holds only states.
 ///
 /// If the file cannot be read or written (or its lock is held past two seconds,
-/// [`FileLimiter::with_lock_timeout`]), the
-/// call is paced in-process at a quarter of the known limits and a warning is logged
-/// once until the file works again. Keep the file on a local disk: `flock` over NFS or
-/// SMB may not exclude other hosts.
+/// [`FileLimiter::with_lock_timeout`]), the call is admitted in-process at a quarter of
+/// the known limits and a warning is logged once until the file works again. Keep the
+/// file on a local disk: `flock` over NFS or SMB may not exclude other hosts.
 pub struct FileLimiter {
+    queued: Queued<FileIo>,
+}
+
+/// The state file's I/O.
+struct FileIo {
     path: PathBuf,
     file: Mutex<Handle>,
     lock_timeout: Duration,
@@ -63,7 +80,11 @@ impl FileLimiter {
     /// The limiter whose state file is `path` (created, with its directory, when
     /// missing). Every process that opens the same path shares the budgets.
     pub fn at_path(path: impl AsRef<Path>, config: LimiterConfig) -> io::Result<Self> {
-        let path = path.as_ref().to_path_buf();
+        Self::build(path.as_ref(), config, LOCK_TIMEOUT)
+    }
+
+    fn build(path: &Path, config: LimiterConfig, lock_timeout: Duration) -> io::Result<Self> {
+        let path = path.to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dir(dir)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
@@ -71,7 +92,9 @@ impl FileLimiter {
         let file = open_private(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let id = file_id(&file.metadata()?);
-        Ok(Self {
+        let line =
+            Queued::<FileIo>::line_config(&config, fastrand::u64(..), FILE_HORIZON, FILE_ASK_GAP);
+        let io = FileIo {
             path,
             file: Mutex::new(Handle {
                 file,
@@ -79,15 +102,32 @@ impl FileLimiter {
                 rejoin: false,
             }),
             store: SharedStore::new("file", config),
-            lock_timeout: LOCK_TIMEOUT,
+            lock_timeout,
+        };
+        Ok(Self {
+            queued: Queued::new(io, line),
         })
     }
 
-    /// Sets how long an operation waits for the file's lock before it is paced
+    /// Sets how long an operation waits for the file's lock before it is admitted
     /// in-process instead (default 2 s).
-    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = timeout;
-        self
+    pub fn with_lock_timeout(self, timeout: Duration) -> Self {
+        let io = self.queued.into_store();
+        let line = Queued::<FileIo>::line_config(
+            io.store.config(),
+            fastrand::u64(..),
+            FILE_HORIZON,
+            FILE_ASK_GAP,
+        );
+        Self {
+            queued: Queued::new(
+                FileIo {
+                    lock_timeout: timeout,
+                    ..io
+                },
+                line,
+            ),
+        }
     }
 
     /// Where [`FileLimiter::open`] keeps state files: `mistral-limiter` under
@@ -103,47 +143,65 @@ impl FileLimiter {
         state_file_name(&store_id(base_url, key))
     }
 
-    /// `true` while the file cannot be used and calls are paced in-process.
+    /// `true` while the file cannot be used and calls are admitted in-process.
     pub fn is_degraded(&self) -> bool {
-        self.store.is_down()
+        self.queued.store().store.is_down()
     }
 
     /// The state file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.queued.store().path
+    }
+
+    /// `model`'s line in this process as it is now.
+    pub fn line(&self, model: &str) -> LineView {
+        self.queued.line(model)
     }
 
     /// A copy of `model`'s budget as the file holds it now.
     pub fn budget(&self, model: &str) -> io::Result<Option<BudgetState>> {
-        self.transact(Instant::now(), None, |_, budgets| {
-            budgets.get(model).copied()
-        })
+        let io = self.queued.store();
+        let mut handle = io.handle();
+        let bytes = io.locked_read(&mut handle)?;
+        Ok(mistral_limiter::store::codec::decode(&bytes)
+            .ok()
+            .and_then(|mut states| states.remove(model)))
     }
 
-    /// One reservation on the file, at `now_us` (`None`: the wall clock), without the
-    /// in-process fallback: the decision and the budget after it. For tests.
+    /// One operation on the file at `now_us` (`None`: the wall clock), without the
+    /// in-process fallback: its answer. For tests.
     #[doc(hidden)]
-    pub fn reserve_at(
-        &self,
-        now_us: Option<u64>,
-        model: &str,
-        ask: &Reserve,
-    ) -> io::Result<(Decision, BudgetState)> {
-        self.transact(Instant::now(), now_us, |now, budgets| {
-            let decision = budgets.decide(now, model, ask);
-            (decision, budgets.get(model).copied().unwrap_or_default())
-        })
+    pub fn run_at(&self, now_us: Option<u64>, ops: &StoreOps) -> io::Result<AdmitAnswer> {
+        self.queued
+            .store()
+            .transact(Instant::now(), now_us, std::slice::from_ref(ops))
+            .map(|mut answers| answers.remove(0))
     }
+}
 
-    /// One report on the file, at `now_us` (`None`: the wall clock), without the
-    /// in-process fallback. For tests.
-    #[doc(hidden)]
-    pub fn report_at(&self, now_us: Option<u64>, report: &Report) -> io::Result<()> {
-        self.transact(Instant::now(), now_us, |now, budgets| {
-            budgets.report(now, report)
-        })
+impl Limiter for FileLimiter {
+    fn poll_admit(&self, now: Instant, place: &mut Place, ask: &Ask, waker: &Waker) -> Admit {
+        self.queued.poll_admit(now, place, ask, waker)
     }
+    fn leave(&self, place: &mut Place) {
+        self.queued.leave(place);
+    }
+    fn report(&self, now: Instant, report: &Report) {
+        self.queued.report(now, report);
+    }
+}
 
+impl StoreIo for FileIo {
+    fn run(&self, now: Instant, ops: &StoreOps) -> (AdmitAnswer, Instant) {
+        let answer = match self.transact(now, None, std::slice::from_ref(ops)) {
+            Ok(mut answers) => answers.remove(0),
+            Err(error) => self.store.failed(now, &error, ops),
+        };
+        (answer, Instant::now())
+    }
+}
+
+impl FileIo {
     fn handle(&self) -> MutexGuard<'_, Handle> {
         self.file.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -173,94 +231,92 @@ impl FileLimiter {
         Ok(())
     }
 
-    /// Lock, read, one operation, write, unlock. The file is first checked to be the
-    /// one the path names (a deleted or replaced file is reopened), and checked again
-    /// once locked. `now` is the caller's clock (for the stand-in); the file's is the
-    /// wall clock, read under the lock (`now_override` replaces it, for tests).
-    fn transact<R>(
-        &self,
-        now: Instant,
-        now_override: Option<u64>,
-        op: impl FnOnce(u64, &mut Budgets) -> R,
-    ) -> io::Result<R> {
-        let mut handle = self.handle();
+    /// Locks the file that the path names (a deleted or replaced file is reopened, and
+    /// checked again once locked).
+    fn lock_current(&self, handle: &mut Handle) -> io::Result<()> {
         for _ in 0..3 {
-            if !self.still_ours(&handle) {
-                self.reopen(&mut handle)?;
+            if !self.still_ours(handle) {
+                self.reopen(handle)?;
             }
             lock(&handle.file, self.lock_timeout)?;
-            if self.still_ours(&handle) {
-                break;
+            if self.still_ours(handle) {
+                return Ok(());
             }
             let _ = handle.file.unlock();
         }
-        let result = self.locked(&mut handle, now, now_override, op);
+        Ok(())
+    }
+
+    /// The file's bytes, read under its lock.
+    fn locked_read(&self, handle: &mut Handle) -> io::Result<Vec<u8>> {
+        self.lock_current(handle)?;
+        let bytes = read_all(&handle.file);
+        let unlocked = handle.file.unlock();
+        let bytes = bytes?;
+        unlocked?;
+        Ok(bytes)
+    }
+
+    /// Lock, read, the operations, write, unlock. `now` is the caller's clock (for the
+    /// stand-in); the file's is the wall clock, read under the lock (`now_override`
+    /// replaces it, for tests).
+    fn transact(
+        &self,
+        now: Instant,
+        now_override: Option<u64>,
+        ops: &[StoreOps],
+    ) -> io::Result<Vec<AdmitAnswer>> {
+        let mut handle = self.handle();
+        self.lock_current(&mut handle)?;
+        let result = self.locked(&mut handle, now, now_override, ops);
         let unlocked = handle.file.unlock();
         let r = result?;
         unlocked?;
         Ok(r)
     }
 
-    fn locked<R>(
+    fn locked(
         &self,
         handle: &mut Handle,
         now: Instant,
         now_override: Option<u64>,
-        op: impl FnOnce(u64, &mut Budgets) -> R,
-    ) -> io::Result<R> {
+        ops: &[StoreOps],
+    ) -> io::Result<Vec<AdmitAnswer>> {
         let mut file = &handle.file;
-        let mut bytes = Vec::with_capacity(1024);
-        file.seek(SeekFrom::Start(0))?;
-        file.read_to_end(&mut bytes)?;
+        let bytes = read_all(file)?;
         // Read under the lock: every process's operations are ordered by time.
         let now_us = now_override.unwrap_or_else(wall_clock_us);
         let rejoin = std::mem::take(&mut handle.rejoin);
         let written = self
             .store
-            .file_transaction(now, now_us, &self.path, &bytes, rejoin, op);
+            .file_transaction(now, now_us, &self.path, &bytes, rejoin, ops);
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&written.bytes)?;
         if bytes.len() > written.bytes.len() {
             file.set_len(written.bytes.len() as u64)?;
         }
-        Ok(written.value)
+        Ok(written.answers)
     }
 }
 
-impl Limiter for FileLimiter {
-    fn reserve(&self, now: Instant, ask: &Ask) -> Grant {
-        let Some(model) = ask.model.as_deref() else {
-            return Grant::Now;
-        };
-        let reserve = Reserve::from(ask);
-        let done = self.transact(now, None, |now_us, budgets| {
-            let decision = budgets.decide(now_us, model, &reserve);
-            (decision, budgets.get(model).copied().unwrap_or_default())
-        });
-        match done {
-            Ok((decision, state)) => self.store.reserved(now, model, decision, &state),
-            Err(error) => self.store.reserve_failed(now, &error, ask),
-        }
-    }
-
-    fn report(&self, now: Instant, report: &Report) {
-        let Some(model) = report.model.as_deref() else {
-            return;
-        };
-        let done = self.transact(now, None, |now_us, budgets| {
-            budgets.report(now_us, report);
-            budgets.get(model).copied().unwrap_or_default()
-        });
-        match done {
-            Ok(state) => self.store.reported(now, model, &state),
-            Err(error) => self.store.report_failed(now, &error, report),
-        }
-    }
+fn read_all(mut file: &File) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(1024);
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 impl fmt::Debug for FileLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileLimiter")
+            .field("io", self.queued.store())
+            .finish()
+    }
+}
+
+impl fmt::Debug for FileIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileIo")
             .field("path", &self.path)
             .field("lock_timeout", &self.lock_timeout)
             .field("store", &self.store)

@@ -2,31 +2,33 @@
 //! model, shared by every process of a host ([`FileLimiter`], a locked state file) or of
 //! a fleet ([`RedisLimiter`], cargo feature `redis`, a synchronous connection).
 //!
-//! What a store computes lives in [`mistral_core::limiter`], once for both clients: the
-//! arithmetic ([`budget`](mistral_core::limiter::budget)), the file's format
-//! ([`codec`](mistral_core::limiter::codec)), the Redis script
-//! ([`lua`](mistral_core::limiter::lua)), the names of files and keys and the policy while
-//! a store is down ([`store`](mistral_core::limiter::store)). A store here only does the
-//! I/O: an atomic read-modify-write of the budget's state, once per reservation and once
-//! per report, never held across a request or a sleep. Both block the calling thread for
-//! a moment (a locked file, one Redis round trip); the async client has stores of its own
+//! What a store computes lives in [`mistral_limiter`], once for both clients: the
+//! arithmetic ([`budget`](mistral_limiter::budget)), the line of callers waiting in this
+//! process ([`Queued`](mistral_limiter::Queued)), the encoding
+//! ([`codec`](mistral_limiter::store::codec)), the Redis compare-and-set round
+//! ([`redis`](mistral_limiter::store::redis)), the names of files and keys and the policy
+//! while a store is down ([`store`](mistral_limiter::store)). A store here only does the
+//! I/O: an atomic read-modify-write of a budget's state, asked by the head of this
+//! process's line (for itself and the callers behind it) and for reports, never held
+//! across a request or a sleep. Both block the calling thread for a moment (a locked
+//! file, a Redis round trip); the async client has stores of its own
 //! (`mistral_async::stores`) that never block its runtime.
 //!
 //! | store | shared by | clock | when the store fails |
 //! |---|---|---|---|
 //! | [`LocalLimiter`] (default) | threads of a process | [`std::time::Instant`] | — |
-//! | [`FileLimiter`] | processes of one host | the wall clock (a step is absorbed) | a local limiter at a quarter share |
-//! | [`RedisLimiter`] | hosts | Redis `TIME`, one for the fleet | a local limiter at a quarter share, reconnecting |
+//! | [`FileLimiter`] | processes of one host | the wall clock (a step is absorbed) | in-process at a quarter share |
+//! | `RedisLimiter` | hosts | Redis `TIME`, one for the fleet | in-process at a quarter share, reconnecting |
 //!
-//! A store that fails never fails open: the calls it would have paced are paced by an
-//! in-process limiter that keeps what the store had taught it (the limits) at a quarter
-//! of the share ([`DEGRADED_SHARE_PPM`]), so four processes falling back at once stay
-//! under the limit; a warning is logged once per outage.
+//! A store that fails never fails open: the calls it would have admitted are admitted
+//! in-process, from the level the store last had, at a quarter of the share
+//! ([`DEGRADED_SHARE`]), so four processes falling back at once stay under the limit; a
+//! warning is logged once per outage.
 //!
 //! Each key has a budget of its own unless a [`BudgetId`] names one shared by several
 //! keys (`MISTRAL_LIMITER=…?budget=acme`, or the builders' `budget_id`):
 //! [`limiter_for_budget`]. Per model, a store keeps one small state, and forgets it when
-//! idle: a day unused in the file (dropped at the next write) and in Redis (the hash's
+//! idle: a day unused in the file (dropped at the next write) and in Redis (the key's
 //! expiry), and in-process as [`LocalLimiter`] documents.
 //!
 //! [`limiter_from_env`] picks one from `MISTRAL_LIMITER` ([`LimiterSpec`]):
@@ -53,14 +55,14 @@ mod redis;
 
 use std::sync::Arc;
 
+pub use crate::admission::admit;
 pub use file::FileLimiter;
-pub use mistral_core::limiter::store::{
-    DEGRADED_SHARE_PPM, budget_store_id, scope_store_id, state_file_name, store_id,
-};
-pub use mistral_core::limiter::{
-    BudgetId, LimiterConfig, LimiterSpec, Limits, LocalLimiter, RedisOptions,
-};
+pub use mistral_core::limiter::{BudgetId, LimiterConfig, LimiterSpec, Limits, RedisOptions};
 use mistral_core::{ApiKey, Error, Limiter, NoLimiter, Resolved, Target};
+pub use mistral_limiter::LocalLimiter;
+pub use mistral_limiter::store::{
+    DEGRADED_SHARE, budget_store_id, scope_store_id, state_file_name, store_id,
+};
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisLimiter, install_tls_provider};
@@ -134,7 +136,7 @@ pub fn limiter_for_budget(
         LimiterSpec::File(path) => {
             let id = scope_store_id(base_url, key, budget);
             let path =
-                mistral_core::limiter::store::state_file_path(path.as_deref(), &id, |p| p.is_dir());
+                mistral_limiter::store::state_file_path(path.as_deref(), &id, |p| p.is_dir());
             // The error names the path (open_private's errors carry it).
             Arc::new(
                 FileLimiter::at_path(path, config).map_err(|e| {

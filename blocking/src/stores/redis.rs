@@ -1,53 +1,56 @@
-//! The Redis store: every budget in a Redis hash, updated by one Lua script that reads
-//! Redis `TIME`, so a fleet of hosts shares one budget and one clock. Only the connection
-//! lives here; the script, its arguments, the join script and the reconnection policy
-//! are [`mistral_core::limiter::store::redis`]'s.
+//! The Redis store: every budget in one Redis key, changed by compare-and-set rounds
+//! whose arithmetic is the limiter crate's Rust, on Redis `TIME`, so a fleet of hosts
+//! shares one budget and one clock. Only the connection lives here; the rounds, the
+//! script and the reconnection policy are [`mistral_limiter::store::redis`]'s.
 
 use std::fmt;
-use std::io;
 use std::sync::{Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use mistral_core::limiter::lua::{self, ScriptReply};
-use mistral_core::limiter::spec::BudgetId;
-use mistral_core::limiter::store::redis::{
-    self as policy, Reconnect, RedisTarget, join_script, run_again_on_new_connection,
+use mistral_core::limiter::{Admit, BudgetId, LimiterConfig, Place};
+use mistral_core::{ApiKey, Ask, Error, Limiter, Report};
+use mistral_limiter::store::redis::{
+    self as policy, CAS_SCRIPT, CasCall, CasReply, Reconnect, RedisRound, RedisStep, RedisTarget,
 };
-use mistral_core::limiter::store::{SharedStore, redis_key_prefix, scope_store_id};
-use mistral_core::limiter::{BudgetState, Decision, LimiterConfig, ReportOp, Reserve};
-use mistral_core::{ApiKey, Ask, Error, Grant, Limiter, Report};
+use mistral_limiter::store::{SharedStore, StoreOps, redis_key, scope_store_id};
+use mistral_limiter::{AdmitAnswer, LineView, Queued, StoreIo};
+
+/// The head of this process's line asks Redis again at least this often: capacity freed
+/// by another process is noticed within it.
+pub const REDIS_ASK_GAP: Duration = Duration::from_millis(100);
 
 /// A limiter whose budgets live in Redis, shared by every process on every host that
 /// uses the same Redis, base URL and key (or budget id, [`RedisLimiter::for_budget`]).
 ///
-/// One hash per budget, `mistral-limiter:{<store id>}:<model>` (see
-/// [`super::scope_store_id`]; neither the key nor the id is stored), holding the fields of
-/// [`BudgetState`]. Each [`Limiter::reserve`] or [`Limiter::report`] is one `EVALSHA` of
-/// [`mistral_core::limiter::lua::SCRIPT`] (loaded on `NOSCRIPT`): atomic, one round
-/// trip, the time read from Redis `TIME` so hosts with skewed clocks still share one
-/// schedule. The script computes exactly what [`BudgetState::reserve`] and
-/// [`BudgetState::apply`] compute. Hashes expire after a day unused.
+/// One key per budget, `mistral-limiter:{<store id>}:<model>` (see
+/// [`super::scope_store_id`]; neither the API key nor the id is stored), holding the
+/// encoded [`mistral_limiter::BudgetState`]. The callers of this process wait in its
+/// own line; the head of a budget's line asks Redis for itself and the callers behind
+/// it, and reports go with the next operation. An operation is a compare-and-set round
+/// ([`RedisRound`]): the value and Redis `TIME` are read, the new value computed here,
+/// and set only if nobody changed it meanwhile (else computed again from the newer
+/// one), so hosts with skewed clocks still share one budget. Keys expire after a day
+/// unused.
 ///
-/// One synchronous connection, used by one caller at a time (a mutex): each call blocks
-/// its thread for one round trip. The connection is made lazily, with short timeouts
-/// (500 ms by default). When Redis
-/// cannot be reached the limiter never fails open: calls are paced in-process at a
-/// quarter of the limits Redis last showed (or the configured ones), a warning is logged
-/// once per outage, and the connection is retried every few seconds (3 s by default);
-/// when it is back, the shared budgets take over again.
-///
-/// The stand-in starts from the last state Redis returned (what Redis had booked ahead
-/// stays booked), and every new connection (Redis back, or restarted empty) first brings
-/// what this process knows into Redis: a budget Redis lost is restored from it at a
-/// quarter share, and each process that comes back hands back its quarter (up to the
-/// share Redis last had); one Redis kept takes the later of each booked time. So
-/// neither an outage nor an empty Redis lets a burst through while other processes still pace on their stand-ins.
+/// One synchronous connection, used by one operation at a time (a mutex). The
+/// connection is made lazily, with short timeouts (500 ms by default). When Redis cannot
+/// be reached the limiter never fails open: calls are admitted in-process at a quarter
+/// of the limits Redis last showed (or the configured ones), from the level Redis last
+/// had, a warning is logged once per outage, and the connection is retried every few
+/// seconds (3 s by default). When Redis answers again, what the stand-in admitted is
+/// merged into its state first; a budget Redis lost (restarted empty) is given back
+/// what this process knew of it.
 pub struct RedisLimiter {
+    queued: Queued<RedisIo>,
+}
+
+/// The Redis connection.
+struct RedisIo {
     client: redis::Client,
     script: redis::Script,
-    join: redis::Script,
     url: String,
-    prefix: String,
+    id: String,
     timeout: Duration,
     conn: Mutex<Conn>,
     store: SharedStore,
@@ -59,27 +62,20 @@ struct Conn {
     gate: Reconnect,
 }
 
-/// Why one operation did not reach the script.
-enum OpError {
+/// Why one call did not reach the script.
+#[derive(Debug)]
+enum CallError {
     /// A connection was refused recently; not retried yet.
     Waiting,
     Redis(redis::RedisError),
-    Reply(lua::ReplyError),
 }
 
-impl fmt::Display for OpError {
+impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OpError::Waiting => f.write_str("waiting to reconnect"),
-            OpError::Redis(e) => write!(f, "{e}"),
-            OpError::Reply(e) => write!(f, "{e}"),
+            CallError::Waiting => f.write_str("waiting to reconnect"),
+            CallError::Redis(e) => write!(f, "{e}"),
         }
-    }
-}
-
-impl From<OpError> for io::Error {
-    fn from(e: OpError) -> Self {
-        io::Error::other(e.to_string())
     }
 }
 
@@ -88,13 +84,13 @@ impl RedisLimiter {
     pub const DEFAULT_TIMEOUT: Duration = policy::DEFAULT_TIMEOUT;
     /// Default pause between connection attempts while Redis is unreachable.
     pub const DEFAULT_RECONNECT_AFTER: Duration = policy::DEFAULT_RECONNECT_AFTER;
-    /// How long a budget's hash outlives its last use.
+    /// How long a budget's key outlives its last use.
     pub const TTL: Duration = policy::TTL;
 
     /// The limiter of `key` at `base_url`, in the Redis at `redis_url`
     /// (`redis://[:password@]host[:port][/db]`, `rediss://…`, `redis+unix:///path`).
     /// Fails only on a malformed URL: the connection is made at the first call, and
-    /// while it cannot be, calls are paced in-process.
+    /// while it cannot be, calls are admitted in-process.
     pub fn new(
         redis_url: &str,
         base_url: &str,
@@ -137,74 +133,86 @@ impl RedisLimiter {
         if target.tls {
             install_tls_provider();
         }
-        Ok(Self {
+        let line = Queued::<RedisIo>::line_config(
+            &config,
+            fastrand::u64(..),
+            policy::HORIZON,
+            REDIS_ASK_GAP,
+        );
+        let io = RedisIo {
             client,
-            script: redis::Script::new(lua::SCRIPT),
-            join: redis::Script::new(&join_script()),
+            script: redis::Script::new(CAS_SCRIPT),
             url: target.shown,
-            prefix: redis_key_prefix(&scope_store_id(base_url, key, budget)),
+            id: scope_store_id(base_url, key, budget),
             store: SharedStore::new("redis", config),
             timeout: Self::DEFAULT_TIMEOUT,
             conn: Mutex::new(Conn {
                 conn: None,
                 gate: Reconnect::new(Self::DEFAULT_RECONNECT_AFTER),
             }),
+        };
+        Ok(Self {
+            queued: Queued::new(io, line),
         })
     }
 
+    fn map_io(self, f: impl FnOnce(RedisIo) -> RedisIo) -> Self {
+        let io = f(self.queued.into_store());
+        let line = Queued::<RedisIo>::line_config(
+            io.store.config(),
+            fastrand::u64(..),
+            policy::HORIZON,
+            REDIS_ASK_GAP,
+        );
+        Self {
+            queued: Queued::new(io, line),
+        }
+    }
+
     /// Sets the connect, read and write timeout (default [`Self::DEFAULT_TIMEOUT`]).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout.max(Duration::from_millis(1));
-        self
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        self.map_io(|io| RedisIo {
+            timeout: timeout.max(Duration::from_millis(1)),
+            ..io
+        })
     }
 
     /// Sets the pause between connection attempts while Redis is unreachable (default
     /// [`Self::DEFAULT_RECONNECT_AFTER`]).
-    pub fn with_reconnect_after(mut self, pause: Duration) -> Self {
-        self.conn.get_mut().unwrap_or_else(|e| e.into_inner()).gate = Reconnect::new(pause);
-        self
+    pub fn with_reconnect_after(self, pause: Duration) -> Self {
+        self.map_io(|io| {
+            io.conn.lock().unwrap_or_else(|e| e.into_inner()).gate = Reconnect::new(pause);
+            io
+        })
     }
 
     /// The Redis key of `model`'s budget.
     pub fn key_of(&self, model: &str) -> String {
-        format!("{}{model}", self.prefix)
+        redis_key(&self.queued.store().id, model)
     }
 
-    /// `true` while Redis is unreachable and calls are paced in-process.
+    /// `true` while Redis is unreachable and calls are admitted in-process.
     pub fn is_degraded(&self) -> bool {
-        self.store.is_down()
+        self.queued.store().store.is_down()
     }
 
-    /// One reservation through the script, at `now_us` (`None`: Redis `TIME`), without
-    /// the in-process fallback: the decision and the budget after it. For tests.
+    /// `model`'s line in this process as it is now.
+    pub fn line(&self, model: &str) -> LineView {
+        self.queued.line(model)
+    }
+
+    /// One operation through Redis, without the in-process fallback: its answer. For
+    /// tests.
     #[doc(hidden)]
-    pub fn reserve_at(
-        &self,
-        now_us: Option<u64>,
-        model: &str,
-        ask: &Reserve,
-    ) -> io::Result<(Decision, BudgetState)> {
-        let args = self.store.reserve_args(now_us, model, ask);
-        let reply = self.run(Instant::now(), model, &args)?;
-        let decision = reply.decision.ok_or_else(|| {
-            io::Error::other("the limiter script answered a reservation as a report")
-        })?;
-        Ok((decision, reply.state))
+    pub fn run_direct(&self, ops: &StoreOps) -> Result<AdmitAnswer, String> {
+        self.queued
+            .store()
+            .round(Instant::now(), ops.clone())
+            .map_err(|e| e.to_string())
     }
+}
 
-    /// One report through the script, at `now_us` (`None`: Redis `TIME`), without the
-    /// in-process fallback: the budget after it. For tests.
-    #[doc(hidden)]
-    pub fn report_at(
-        &self,
-        now_us: Option<u64>,
-        model: &str,
-        op: &ReportOp,
-    ) -> io::Result<BudgetState> {
-        let args = self.store.report_args(now_us, model, op);
-        Ok(self.run(Instant::now(), model, &args)?.state)
-    }
-
+impl RedisIo {
     fn conn(&self) -> MutexGuard<'_, Conn> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -216,114 +224,114 @@ impl RedisLimiter {
         Ok(conn)
     }
 
-    /// Runs the script on `model`'s budget: on the open connection, or a new one (when
-    /// the reconnection gate allows). A connection found dropped (Redis restarted) is
-    /// replaced once at once.
-    fn run(&self, now: Instant, model: &str, args: &[String]) -> Result<ScriptReply, OpError> {
-        let mut invocation = self.script.prepare_invoke();
-        invocation.key(self.key_of(model));
-        for arg in args {
-            invocation.arg(arg.as_str());
-        }
+    /// One round of `ops` on Redis (the rounds' calls on one connection, held for the
+    /// round).
+    fn round(&self, now: Instant, ops: StoreOps) -> Result<AdmitAnswer, CallError> {
         let mut guard = self.conn();
+        let (mut round, mut call) = RedisRound::start(&self.id, ops);
+        loop {
+            let reply = self.call(&mut guard, now, &call)?;
+            match round.reply(&self.store, Instant::now(), reply) {
+                RedisStep::Call(next) => call = next,
+                RedisStep::Done(answer) => return Ok(answer),
+            }
+        }
+    }
+
+    /// One script call: on the open connection, or a new one (when the reconnection
+    /// gate allows). A connection found dropped (Redis restarted) is replaced once at
+    /// once.
+    fn call(&self, guard: &mut Conn, now: Instant, call: &CasCall) -> Result<CasReply, CallError> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(call.key.as_str());
+        for arg in &call.args {
+            invocation.arg(arg.as_slice());
+        }
         for _ in 0..2 {
             let reused = guard.conn.is_some();
             if !reused {
                 if !guard.gate.may_try(now) {
-                    return Err(OpError::Waiting);
+                    return Err(CallError::Waiting);
                 }
                 match self.connect() {
-                    Ok(mut conn) => {
-                        // A new connection: Redis may have restarted empty, or this
-                        // process paced in-process meanwhile. Bring in what it knows.
-                        self.rejoin(now, &mut conn);
+                    Ok(conn) => {
                         guard.conn = Some(conn);
                         guard.gate.connected();
                     }
                     Err(e) => {
                         guard.gate.failed(now);
-                        return Err(OpError::Redis(e));
+                        return Err(CallError::Redis(e));
                     }
                 }
             }
             let Some(conn) = guard.conn.as_mut() else {
-                return Err(OpError::Waiting);
+                return Err(CallError::Waiting);
             };
-            match invocation.invoke::<Vec<i64>>(conn) {
-                Ok(reply) => return lua::decode_reply(&reply).map_err(OpError::Reply),
+            match invocation.invoke::<(i64, Vec<u8>, u64, u64)>(conn) {
+                Ok((flag, current, secs, micros)) => {
+                    return Ok(CasReply::from_parts(flag, current, secs, micros));
+                }
                 Err(e) => {
                     guard.conn = None;
-                    if !run_again_on_new_connection(reused, e.is_connection_dropped()) {
-                        return Err(OpError::Redis(e));
+                    if !(reused && e.is_connection_dropped()) {
+                        return Err(CallError::Redis(e));
                     }
                 }
             }
         }
-        Err(OpError::Waiting)
+        Err(CallError::Waiting)
     }
+}
 
-    /// On a new connection: joins every budget this process knows into Redis (best
-    /// effort: a failure here leaves the budgets as Redis has them).
-    fn rejoin(&self, now: Instant, conn: &mut redis::Connection) {
-        for (model, state) in self.store.rejoin_states(now, None) {
-            let mut invocation = self.join.prepare_invoke();
-            invocation.key(self.key_of(&model));
-            for arg in self.store.join_args(&state) {
-                invocation.arg(arg);
-            }
-            if let Err(error) = invocation.invoke::<i64>(conn) {
-                tracing::debug!(%error, "could not bring a budget back into Redis");
-                return;
-            }
-        }
+impl StoreIo for RedisIo {
+    fn run(&self, now: Instant, ops: &StoreOps) -> (AdmitAnswer, Instant) {
+        let answer = match self.round(now, ops.clone()) {
+            Ok(answer) => answer,
+            Err(error) => self.store.failed(Instant::now(), &error, ops),
+        };
+        (answer, Instant::now())
     }
 }
 
 /// Installs rustls's `ring` provider as the process's default, unless one is installed
 /// already: the Redis client's TLS asks rustls for the default, which rustls cannot pick
 /// by itself when several providers are compiled in (a program that also enables
-/// reqwest's `rustls` feature brings `aws-lc-rs`). Called
-/// by [`RedisLimiter::for_budget`] for a `rediss://` URL; call it before making a
-/// `rediss://` connection of your own with the `redis` crate.
+/// reqwest's `rustls` feature brings `aws-lc-rs`). Called by [`RedisLimiter::for_budget`]
+/// for a `rediss://` URL; call it before making a `rediss://` connection of your own
+/// with the `redis` crate.
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 impl Limiter for RedisLimiter {
-    fn reserve(&self, now: Instant, ask: &Ask) -> Grant {
-        let Some(model) = ask.model.as_deref() else {
-            return Grant::Now;
-        };
-        let args = self.store.reserve_args(None, model, &Reserve::from(ask));
-        let reply = self.run(now, model, &args);
-        let reply = reply
-            .as_ref()
-            .map(|r| *r)
-            .map_err(|e| e as &dyn fmt::Display);
-        self.store.script_reserved(now, ask, model, reply)
+    fn poll_admit(&self, now: Instant, place: &mut Place, ask: &Ask, waker: &Waker) -> Admit {
+        self.queued.poll_admit(now, place, ask, waker)
     }
-
+    fn leave(&self, place: &mut Place) {
+        self.queued.leave(place);
+    }
     fn report(&self, now: Instant, report: &Report) {
-        let Some(model) = report.model.as_deref() else {
-            return;
-        };
-        let args = self.store.report_args(None, model, &ReportOp::from(report));
-        let reply = self.run(now, model, &args);
-        let reply = reply
-            .as_ref()
-            .map(|r| *r)
-            .map_err(|e| e as &dyn fmt::Display);
-        self.store.script_reported(now, report, model, reply);
+        self.queued.report(now, report);
     }
 }
 
 impl fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let io = self.queued.store();
         f.debug_struct("RedisLimiter")
+            .field("url", &io.url)
+            .field("id", &io.id)
+            .field("timeout", &io.timeout)
+            .field("store", &io.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for RedisIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisIo")
             .field("url", &self.url)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .field("store", &self.store)
+            .field("id", &self.id)
             .finish_non_exhaustive()
     }
 }

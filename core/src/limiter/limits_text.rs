@@ -14,12 +14,11 @@
 //! - Whitespace around every part is ignored; an empty value sets nothing.
 //!
 //! A model with configured limits keeps them whatever the server announces (see
-//! [`super::budget::Seed::configured`]).
+//! [`super::Limits`]).
 
 use std::time::Duration;
 
-use super::budget::Limits;
-use super::local::LimiterConfig;
+use super::{LimiterConfig, Limits};
 
 /// The environment variable both clients' `from_env` read limits from.
 pub const LIMITS_VAR: &str = "MISTRAL_LIMITS";

@@ -2,7 +2,7 @@
 //!
 //! | value | store |
 //! |---|---|
-//! | unset, empty, `local` | in-process ([`super::LocalLimiter`], the default) |
+//! | unset, empty, `local` | in-process (`mistral_limiter::LocalLimiter`, the default) |
 //! | `none`, `off` | no limiter ([`super::NoLimiter`]) |
 //! | `file` | a state file shared by the processes of one host, in the user's runtime or cache directory |
 //! | `file:/path/to/state` | the same, at that path (a directory: a file named for the budget inside it) |

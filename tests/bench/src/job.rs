@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mistral_core::limiter::LimiterConfig;
-use mistral_core::{Error, Limiter, LocalLimiter, NoLimiter, Stats};
+use mistral_core::{Error, Limiter, NoLimiter, Stats};
+use mistral_limiter::LocalLimiter;
 use serde::{Deserialize, Serialize};
 
 use super::measure;

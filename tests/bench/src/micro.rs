@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mistral_core::LocalLimiter;
 use mistral_core::models::ChatResponse;
+use mistral_limiter::LocalLimiter;
 use serde::{Deserialize, Serialize};
 
 use super::workload::Workload;

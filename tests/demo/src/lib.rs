@@ -30,7 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mistral_core::models::{ChatRequest, Message};
-use mistral_core::{Error, LocalLimiter, Stats};
+use mistral_core::{Error, Stats};
+use mistral_limiter::LocalLimiter;
 
 use mistral_emulator::{Config, DEFAULT_KEY, Emulator, Era, Limits, Semantics};
 use progress::{Live, Progress};

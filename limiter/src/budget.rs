@@ -1,0 +1,691 @@
+//! The shared budget of one model: its state, declared once, and the two operations
+//! every store runs on it atomically.
+//!
+//! # Admission, not booking
+//!
+//! The budget keeps its level, not a schedule: one GCRA cell for requests and one for
+//! tokens (`TAT' = max(TAT, t) + cost·T`, a cell holding up to its capacity at once), and
+//! admits a caller only when the capacity it needs is there now, or within a short
+//! horizon (about one store round trip). Nobody holds a slot far ahead, so whatever frees
+//! capacity (an estimate corrected by `usage`, a raised limit, `remaining` above the
+//! model, a window that opened, a lost caller) is the next caller's at once.
+//!
+//! - [`BudgetState::admit`] takes the first waiters of one process's line
+//!   ([`AdmitOp`]): in their order (priority class, then arrival), it admits each that
+//!   fits, stopping at the first that does not (which then waits for the capacity it
+//!   needs). A lower class whose reserved share is due goes ahead of higher ones
+//!   ([`AdmitOp::reserve_ppm`]), so it is never starved. Callers of a higher class
+//!   waiting in other processes are seen in their processes' demand records
+//!   ([`ProcRecord`]): a lower class leaves them the capacity they need.
+//! - [`BudgetState::report`] learns from a response: the limits announced, the
+//!   `remaining` the server reports (the truth about a budget other programs spend too),
+//!   the tokens really used (the difference credited or charged at once), refusals
+//!   (a congestion event that pauses everyone once), a closed budget.
+//!
+//! Where the limits come from ([`Source`]): configured by the user (paced, never burst),
+//! announced by the server (the announced window's worth may go at once, as the server
+//! itself allows; `remaining` sets the level), learned from 429s when nothing is
+//! announced (a rate, paced), or not known yet (one probe at a time until the first
+//! answer tells).
+//!
+//! # Where each part is
+//!
+//! This file: the state and admission. `announced`: limits and `remaining` from
+//! headers, spent windows. `congestion`: refusals, recovery, closing. `learned`: a rate
+//! learned from 429s. `estimate`: token estimates learned from `usage`.
+
+mod announced;
+mod congestion;
+mod estimate;
+mod learned;
+
+use mistral_core::Ticket;
+use mistral_core::limiter::{Block, Limits};
+use serde::{Deserialize, Serialize};
+
+use crate::op::{AdmitAnswer, AdmitOp, Binding, Candidate, Decision, ReportOp, Signal};
+use crate::record::{Clocked, Join, Joinable};
+
+pub(crate) const MICROS: u64 = 1_000_000;
+
+/// Where a budget's limits came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Source {
+    /// Nothing known yet: the first response will tell.
+    #[default]
+    Unknown,
+    /// Set by the user.
+    Configured,
+    /// Announced by the server's headers.
+    Headers,
+    /// The server announces nothing: learned from 429s.
+    Learned,
+}
+
+impl Joinable for Source {
+    fn join(_rule: Join, mine: &Self, theirs: &Self, mine_newer: bool) -> Self {
+        if mine_newer { *mine } else { *theirs }
+    }
+}
+
+impl Joinable for Block {
+    fn join(_rule: Join, mine: &Self, theirs: &Self, mine_newer: bool) -> Self {
+        if mine_newer { *mine } else { *theirs }
+    }
+}
+
+/// One process's demand on a budget: how many of its callers wait in each lane, until
+/// when the record holds (a process that stops asking is forgotten when it lapses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProcRecord {
+    /// The process's (limiter instance's) id.
+    pub id: u64,
+    /// The record holds until then, µs on the store's clock.
+    pub until_us: u64,
+    /// Callers waiting, per lane.
+    pub waiting: [u64; 3],
+}
+
+impl Joinable for Vec<ProcRecord> {
+    fn join(_rule: Join, mine: &Self, theirs: &Self, _mine_newer: bool) -> Self {
+        let mut out = mine.clone();
+        for t in theirs {
+            match out.iter_mut().find(|m| m.id == t.id) {
+                Some(m) if m.until_us < t.until_us => *m = *t,
+                Some(_) => {}
+                None => out.push(*t),
+            }
+        }
+        out
+    }
+}
+
+impl Clocked for Vec<ProcRecord> {
+    fn shifted(&self, shift: u64, forward: bool) -> Self {
+        self.iter()
+            .map(|p| ProcRecord {
+                until_us: p.until_us.shifted(shift, forward),
+                ..*p
+            })
+            .collect()
+    }
+}
+
+crate::shared_record! {
+    /// The state of one model's budget, shared by every caller of every process that
+    /// spends it. Times are µs on the store's clock (0: never); periods are µs per unit.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct BudgetState {
+        /// The latest `now` seen (a clock that steps back is noticed against it).
+        seen_us: u64 => Max, time;
+        /// Where the limits came from.
+        source: Source => Newer;
+        /// µs per request at the full limit (0: no request limit known).
+        req_us: f64 => Newer;
+        /// Requests that may go at once (the cell's capacity, at least 1).
+        req_cap: f64 => Newer;
+        /// µs per token at the full limit (0: no token limit known).
+        tok_us: f64 => Newer;
+        /// Tokens that may go at once (the cell's capacity).
+        tok_cap: f64 => Newer;
+        /// The share of the limits this fleet takes (lowered by refusals the model did not
+        /// expect: another program spends the same budget), at most 1.
+        share: f64 => Min;
+        /// Theoretical arrival time of the request cell.
+        req_tat_us: u64 => Max, time;
+        /// Theoretical arrival time of the token cell.
+        tok_tat_us: u64 => Max, time;
+        /// Nobody is admitted before then (a refusal, a spent window).
+        pause_until_us: u64 => Max, time;
+        /// While probing (limits unknown, recovering, a closed budget lapsing): the probe
+        /// out is given up on then.
+        probe_until_us: u64 => Max, time;
+        /// 1 while recovering from a congestion event: one probe at a time.
+        recovering: u64 => Max;
+        /// Probes refused in a row during this recovery.
+        streak: u64 => Max;
+        /// When the last congestion event started.
+        event_us: u64 => Max, time;
+        /// Congestion events so far: a refusal of an attempt admitted in an earlier epoch
+        /// belongs to an event already counted.
+        epoch: u64 => Max;
+        /// Admissions so far (the last one's [`Ticket::seq`]).
+        seq: u64 => Max;
+        /// Tokens charged by every admission so far (the last one's [`Ticket::tok_mark`]).
+        tok_mark: u64 => Max;
+        /// The admission whose answer's `remaining` set the level last.
+        obs_seq: u64 => Max;
+        /// Admitted attempts not answered yet (forgotten after a minute without any
+        /// operation).
+        out: u64 => Max;
+        /// Why the budget is closed, if it is.
+        block: Block => Newer;
+        /// Until when it is closed.
+        block_until_us: u64 => Max, time;
+        /// Per lane: the reserved share's cell (a lower lane that went ahead of waiting
+        /// higher ones is charged `cost ÷ share` here; its share is due when this is past).
+        lane_share_us: [u64; 3] => Max, time;
+        /// The processes that have callers waiting.
+        procs: Vec<ProcRecord> => Union, time;
+        /// Completion samples seen (`usage.completion_tokens`).
+        comp_n: u64 => Max;
+        /// Completion tokens, moving average.
+        comp_mean: f64 => Newer;
+        /// Completion tokens, moving mean absolute deviation.
+        comp_dev: f64 => Newer;
+        /// Prompt samples seen (characters against `usage.prompt_tokens`).
+        cpt_n: u64 => Max;
+        /// Prompt characters per token, moving average.
+        cpt: f64 => Newer;
+        /// Learned: the request rate, per second (0: none).
+        rate: f64 => Newer;
+        /// Learned: the rate the last congestion event refused.
+        max_rate: f64 => Newer;
+        /// Learned: 1 until the first congestion event (the rate doubles).
+        slow_start: u64 => Newer;
+        /// Learned: 1 when a caller had to wait since the rate last grew.
+        binding: u64 => Max;
+        /// When the rate or the share last grew.
+        grown_us: u64 => Newer, time;
+        /// Learned: start of the success meter's interval.
+        meter_start_us: u64 => Newer, time;
+        /// Learned: successes in the meter's interval.
+        meter_count: u64 => Newer;
+        /// Learned: successes per second in the last full interval.
+        meter_rate: f64 => Newer;
+        /// Learned: start of the current delivery cycle (since the last recovery).
+        cycle_start_us: u64 => Newer, time;
+        /// Learned: successes in the current delivery cycle.
+        cycle_count: u64 => Newer;
+        /// Announced: 1 once a spent window refused a probe one unit later (it does not
+        /// refill continuously: a fixed window or a sliding log).
+        windowed: u64 => Newer;
+        /// Announced: when a window was last seen to start.
+        anchor_us: u64 => Newer, time;
+        /// Announced: when a response first showed `remaining` 0 since the last that did
+        /// not (0: not spent).
+        spent_us: u64 => Newer, time;
+        /// Announced: when a response last showed a fresh window.
+        fresh_us: u64 => Newer, time;
+    }
+}
+
+impl Default for BudgetState {
+    fn default() -> Self {
+        BudgetState {
+            seen_us: 0,
+            source: Source::Unknown,
+            req_us: 0.0,
+            req_cap: 1.0,
+            tok_us: 0.0,
+            tok_cap: 1.0,
+            share: 1.0,
+            req_tat_us: 0,
+            tok_tat_us: 0,
+            pause_until_us: 0,
+            probe_until_us: 0,
+            recovering: 0,
+            streak: 0,
+            event_us: 0,
+            epoch: 0,
+            seq: 0,
+            tok_mark: 0,
+            obs_seq: 0,
+            out: 0,
+            block: Block::None,
+            block_until_us: 0,
+            lane_share_us: [0; 3],
+            procs: Vec::new(),
+            comp_n: 0,
+            comp_mean: 0.0,
+            comp_dev: 0.0,
+            cpt_n: 0,
+            cpt: 0.0,
+            rate: 0.0,
+            max_rate: 0.0,
+            slow_start: 0,
+            binding: 0,
+            grown_us: 0,
+            meter_start_us: 0,
+            meter_count: 0,
+            meter_rate: 0.0,
+            cycle_start_us: 0,
+            cycle_count: 0,
+            windowed: 0,
+            anchor_us: 0,
+            spent_us: 0,
+            fresh_us: 0,
+        }
+    }
+}
+
+/// The most processes a budget keeps demand records for (the ones that lapse first go).
+pub const MAX_PROCS: usize = 64;
+
+impl BudgetState {
+    /// How long a closed budget stays closed before one call may probe again.
+    pub const BLOCK_US: u64 = 600 * MICROS;
+    /// How long a probe may stay unanswered before another goes.
+    pub const PROBE_TIMEOUT_US: u64 = 2 * MICROS;
+    /// Margin under an announced or configured rate, in parts of one (requests paced at
+    /// the rate reach the server a little closer together than they left).
+    pub const MARGIN: f64 = 0.015;
+    /// A `now` at least this far behind the latest one seen is the clock stepped back;
+    /// less is a caller that read the clock before another one took its turn, and it
+    /// counts as the latest.
+    pub const CLOCK_STEP_US: u64 = MICROS;
+    /// How long a demand record outlives its process's next planned ask.
+    pub const DEMAND_GRACE_US: u64 = 250_000;
+
+    /// A new budget at `now`, with the user's limits if any.
+    pub fn new(now_us: u64, limits: Option<Limits>) -> Self {
+        let mut s = BudgetState {
+            seen_us: now_us,
+            grown_us: now_us,
+            meter_start_us: now_us,
+            ..BudgetState::default()
+        };
+        if let Some(limits) = limits {
+            s.source = Source::Configured;
+            if let Some((limit, window)) = limits.requests.filter(|(l, _)| *l > 0) {
+                s.req_us = window.as_micros() as f64 / limit as f64;
+            }
+            if let Some((limit, window)) = limits.tokens.filter(|(l, _)| *l > 0) {
+                s.tok_us = window.as_micros() as f64 / limit as f64;
+            }
+        }
+        s
+    }
+
+    /// A new budget at `now` that keeps what this one learned (limits, where they came
+    /// from, the share, a learned rate, the estimates) and none of its level, pause or
+    /// block: for a store's local stand-in, on its own clock.
+    pub fn restarted(&self, now_us: u64) -> Self {
+        BudgetState {
+            seen_us: now_us,
+            source: self.source,
+            req_us: self.req_us,
+            req_cap: self.req_cap,
+            tok_us: self.tok_us,
+            tok_cap: self.tok_cap,
+            share: self.share,
+            comp_n: self.comp_n,
+            comp_mean: self.comp_mean,
+            comp_dev: self.comp_dev,
+            cpt_n: self.cpt_n,
+            cpt: self.cpt,
+            rate: self.rate,
+            max_rate: self.max_rate,
+            windowed: self.windowed,
+            grown_us: now_us,
+            meter_start_us: now_us,
+            cycle_start_us: now_us,
+            ..BudgetState::default()
+        }
+    }
+
+    /// The same budget on another clock: every time moved so that `from_us` of this
+    /// state's clock falls on `to_us`.
+    pub fn rebased(&self, from_us: u64, to_us: u64) -> Self {
+        let mut s = self.clone();
+        if to_us >= from_us {
+            s.shift_times(to_us - from_us, true);
+        } else {
+            s.shift_times(from_us - to_us, false);
+        }
+        s
+    }
+
+    /// Whether every value is one this arithmetic can have made (a state read from a
+    /// store is checked before it is used).
+    pub fn is_valid(&self) -> bool {
+        let finite = |v: f64| v.is_finite() && v >= 0.0;
+        [
+            self.req_us,
+            self.req_cap,
+            self.tok_us,
+            self.tok_cap,
+            self.share,
+            self.comp_mean,
+            self.comp_dev,
+            self.cpt,
+            self.rate,
+            self.max_rate,
+            self.meter_rate,
+        ]
+        .into_iter()
+        .all(finite)
+            && self.share <= 1.0
+            && self.req_cap >= 1.0
+            && self.tok_cap >= 1.0
+            && self.procs.len() <= 4 * MAX_PROCS
+    }
+
+    /// The `now` an operation runs at. One a little behind the latest seen (callers
+    /// racing for the budget) counts as the latest. A clock stepped backwards (by
+    /// [`Self::CLOCK_STEP_US`] or more) shifts every stored time by the step, so waits
+    /// keep their length; a clock stepped forwards finds the cells full, as after an
+    /// idle time.
+    fn advance(&mut self, now: u64) -> u64 {
+        if now < self.seen_us {
+            let back = self.seen_us - now;
+            if back < Self::CLOCK_STEP_US {
+                return self.seen_us;
+            }
+            self.shift_times(back, false);
+        }
+        if now >= self.seen_us.saturating_add(60 * MICROS) {
+            // A minute without any operation: whatever was out is gone.
+            self.out = 0;
+        }
+        self.seen_us = now;
+        now
+    }
+
+    /// The effective share: the fleet's share less the margin (announced and configured
+    /// limits only).
+    fn eff(&self) -> f64 {
+        match self.source {
+            Source::Learned => 1.0,
+            _ => (self.share * (1.0 - Self::MARGIN)).max(0.01),
+        }
+    }
+
+    /// µs per request at the current pace (0: no request limit).
+    pub fn req_period_us(&self) -> f64 {
+        if self.req_us > 0.0 {
+            self.req_us / self.eff()
+        } else {
+            0.0
+        }
+    }
+
+    /// µs per token at the current pace (0: no token limit).
+    pub fn tok_period_us(&self) -> f64 {
+        if self.tok_us > 0.0 {
+            self.tok_us / self.eff()
+        } else {
+            0.0
+        }
+    }
+
+    /// Whether calls go one probe at a time: the limits are unknown, or the budget
+    /// recovers from a congestion event.
+    fn probing(&self) -> bool {
+        self.source == Source::Unknown || self.recovering == 1
+    }
+
+    /// The earliest time a request of `tokens` fits, with `hold_req` requests and
+    /// `hold_tok` tokens kept for others; and what binds it.
+    fn fit_time(&self, now: u64, tokens: u64, hold_req: f64, hold_tok: f64) -> (u64, Binding) {
+        let mut fit = now;
+        let mut binding = Binding::None;
+        let rp = self.req_period_us();
+        if rp > 0.0 {
+            let need = 1.0 + hold_req;
+            let at = self.req_tat_us as f64 + (need - self.req_cap) * rp;
+            let at = at.max(0.0) as u64;
+            if at > fit {
+                fit = at;
+                binding = if hold_req > 0.0 {
+                    Binding::Priority
+                } else {
+                    Binding::Requests
+                };
+            }
+        }
+        let tp = self.tok_period_us();
+        if tp > 0.0 {
+            let cost = tokens as f64;
+            let at = if cost > self.tok_cap {
+                // Larger than the cell: it goes when the cell is full, and leaves a debt.
+                self.tok_tat_us as f64 + hold_tok * tp
+            } else {
+                self.tok_tat_us as f64 + (cost + hold_tok - self.tok_cap) * tp
+            };
+            let at = at.max(0.0) as u64;
+            if at > fit {
+                fit = at;
+                binding = if hold_tok > 0.0 && binding != Binding::Requests {
+                    Binding::Priority
+                } else {
+                    Binding::Tokens
+                };
+            }
+        }
+        if self.pause_until_us > fit {
+            fit = self.pause_until_us;
+            binding = Binding::Pause;
+        }
+        (fit, binding)
+    }
+
+    /// Takes one request of `tokens` from the cells at `at` (its admission time).
+    fn take(&mut self, at: u64, tokens: u64) {
+        let rp = self.req_period_us();
+        if rp > 0.0 {
+            self.req_tat_us = (self.req_tat_us.max(at) as f64 + rp).ceil() as u64;
+        }
+        let tp = self.tok_period_us();
+        if tp > 0.0 {
+            self.tok_tat_us = (self.tok_tat_us.max(at) as f64 + tokens as f64 * tp).ceil() as u64;
+        }
+    }
+
+    /// µs one request of `tokens` takes at the current pace: the longer of its request
+    /// and its tokens (0: no limit known).
+    fn unit_us(&self, tokens: u64) -> f64 {
+        self.req_period_us()
+            .max(tokens as f64 * self.tok_period_us())
+    }
+
+    /// Admits what it can of `op`'s candidates at `now` (see the module docs).
+    pub fn admit(&mut self, now: u64, op: &AdmitOp) -> AdmitAnswer {
+        let now = self.advance(now);
+        let n = op.candidates.len();
+        self.procs.retain(|p| p.until_us > now);
+        if self.block != Block::None {
+            if now < self.block_until_us {
+                let mut answer = AdmitAnswer::waiting(n, self.block_until_us - now);
+                answer.decisions = vec![Decision::Closed(self.block); n];
+                return answer;
+            }
+            // Let one call probe whether the block has lifted.
+            self.block_until_us = now.saturating_add(Self::BLOCK_US);
+            self.probe_until_us = 0;
+            self.recovering = 1;
+        }
+        let tokens: Vec<u64> = op.candidates.iter().map(|c| self.estimate(c)).collect();
+        let mut others = [0u64; 3];
+        for p in self.procs.iter().filter(|p| p.id != op.proc_id) {
+            for (o, w) in others.iter_mut().zip(p.waiting) {
+                *o = o.saturating_add(w);
+            }
+        }
+        let mean_tokens = self.mean_tokens();
+        let mut decisions = vec![Decision::Wait; n];
+        let mut admitted = [0u64; 3];
+        let mut next_in_us = 0;
+        let mut binding = Binding::None;
+        loop {
+            let waiting = |d: &[Decision], i: usize| d[i] == Decision::Wait;
+            let Some(first) = (0..n).find(|i| waiting(&decisions, *i)) else {
+                break;
+            };
+            let first_lane = op.candidates[first].lane.min(2);
+            // A lower lane whose reserved share is due goes ahead of higher ones.
+            let share_pick = (first_lane + 1..3).find_map(|lane| {
+                let due =
+                    op.reserve_ppm[lane as usize] > 0 && self.lane_share_us[lane as usize] <= now;
+                let i = (0..n)
+                    .find(|i| waiting(&decisions, *i) && op.candidates[*i].lane.min(2) == lane);
+                i.filter(|_| due)
+            });
+            let pick = share_pick.unwrap_or(first);
+            let c: &Candidate = &op.candidates[pick];
+            let lane = c.lane.min(2) as usize;
+            let others_higher: u64 = others[..lane].iter().sum();
+            let share_due = op.reserve_ppm[lane] > 0 && self.lane_share_us[lane] <= now;
+            let hold_req = if share_due { 0 } else { others_higher };
+            let (mut fit, mut bind) = self.fit_time(
+                now,
+                tokens[pick],
+                hold_req as f64,
+                hold_req as f64 * mean_tokens,
+            );
+            if self.probing() && self.probe_until_us > now {
+                // A probe is out: wait for its answer (or its timeout).
+                fit = fit.max(self.probe_until_us);
+                bind = Binding::Probe;
+            }
+            if fit > now {
+                self.binding = 1;
+            }
+            let wait = fit - now;
+            if wait > c.within_us {
+                decisions[pick] = Decision::Late { after_us: wait };
+                continue;
+            }
+            if wait > op.horizon_us {
+                next_in_us = wait;
+                binding = bind;
+                break;
+            }
+            self.take(fit, tokens[pick]);
+            self.seq += 1;
+            self.tok_mark = self.tok_mark.saturating_add(tokens[pick]);
+            self.out += 1;
+            decisions[pick] = Decision::Go {
+                wait_us: wait,
+                ticket: Ticket {
+                    epoch: self.epoch,
+                    seq: self.seq,
+                    tokens: tokens[pick],
+                    tok_mark: self.tok_mark,
+                    lane: lane as u64,
+                },
+            };
+            admitted[lane] += 1;
+            let contention = others_higher > 0
+                || (0..n)
+                    .any(|i| waiting(&decisions, i) && op.candidates[i].lane.min(2) < lane as u64);
+            if contention && lane > 0 && op.reserve_ppm[lane] > 0 {
+                let cost = self.unit_us(tokens[pick]) * 1e6 / op.reserve_ppm[lane] as f64;
+                let from = self.lane_share_us[lane].max(now);
+                self.lane_share_us[lane] = from.saturating_add(cost as u64);
+            }
+            if self.probing() {
+                // This one is the probe: the others wait for its answer.
+                self.probe_until_us = now.saturating_add(Self::PROBE_TIMEOUT_US);
+                if (0..n).any(|i| decisions[i] == Decision::Wait) {
+                    next_in_us = Self::PROBE_TIMEOUT_US;
+                    binding = Binding::Probe;
+                }
+                break;
+            }
+        }
+        self.record_demand(now, op, admitted, next_in_us);
+        AdmitAnswer {
+            decisions,
+            next_in_us,
+            unit_us: self.unit_us(mean_tokens as u64).ceil() as u64,
+            binding,
+        }
+    }
+
+    /// Keeps `op`'s process's demand record: its callers still waiting, per lane.
+    fn record_demand(&mut self, now: u64, op: &AdmitOp, admitted: [u64; 3], next_in_us: u64) {
+        let mut waiting = op.waiting;
+        for (w, a) in waiting.iter_mut().zip(admitted) {
+            *w = w.saturating_sub(a);
+        }
+        self.procs.retain(|p| p.id != op.proc_id);
+        if waiting.iter().any(|w| *w > 0) {
+            let next = next_in_us.min(op.ask_gap_us).max(1);
+            self.procs.push(ProcRecord {
+                id: op.proc_id,
+                until_us: now
+                    .saturating_add(next)
+                    .saturating_add(Self::DEMAND_GRACE_US),
+                waiting,
+            });
+            if self.procs.len() > MAX_PROCS {
+                self.procs.sort_by_key(|p| std::cmp::Reverse(p.until_us));
+                self.procs.truncate(MAX_PROCS);
+            }
+        }
+    }
+
+    /// Learns from one response report at `now` (see the module docs).
+    pub fn report(&mut self, now: u64, op: &ReportOp) {
+        let now = self.advance(now);
+        self.learn_limits(now, op);
+        self.learn_estimates(op);
+        self.correct_tokens(op);
+        if op.ticket.is_some() && op.signal != Signal::Usage {
+            self.out = self.out.saturating_sub(1);
+        }
+        // A refusal of an attempt admitted before the last congestion event belongs to
+        // that event (a report without a ticket counts as current).
+        let current = op.ticket.is_none_or(|t| t.epoch >= self.epoch);
+        match op.signal {
+            Signal::Success => {
+                if self.source == Source::Unknown {
+                    // The first answer carried no limits: learn the rate.
+                    self.become_learned(now);
+                }
+                self.block = Block::None;
+                self.meter(now);
+                if self.recovering == 1 {
+                    self.end_recovery(now);
+                }
+                self.cycle_count += 1;
+                self.grow(now);
+                if self.source == Source::Headers {
+                    self.read_remaining(now, op);
+                }
+            }
+            Signal::WindowSpent {
+                wait_us,
+                window_us,
+                tokens,
+            } => {
+                if self.source == Source::Headers {
+                    self.read_levels(now, op);
+                }
+                self.refusal(now, wait_us, window_us, tokens, current);
+            }
+            Signal::RateLimited { wait_us } => {
+                if self.source == Source::Unknown {
+                    self.become_learned(now);
+                }
+                self.refusal(now, wait_us, 0, false, current);
+            }
+            Signal::NoAllowance => self.close(now, Block::NoAllowance),
+            Signal::MonthlyQuota => self.close(now, Block::MonthlyQuota),
+            Signal::Usage => {}
+            Signal::Other => {
+                // A probe that failed for another reason (a 5xx, a reset) is back: the
+                // next caller may probe at once.
+                if self.probing() {
+                    self.probe_until_us = now;
+                }
+            }
+        }
+    }
+
+    /// The tokens `op`'s answer says the attempt used, against what it was charged: the
+    /// difference is given back (or taken) at once.
+    fn correct_tokens(&mut self, op: &ReportOp) {
+        let Some(used) = op.used_tokens else {
+            return;
+        };
+        let tp = self.tok_period_us();
+        if tp <= 0.0 {
+            return;
+        }
+        let charged = op.ticket.map_or(op.estimated_tokens, |t| t.tokens);
+        let delta = (used as f64 - charged as f64) * tp;
+        self.tok_tat_us = (self.tok_tat_us as f64 + delta).max(0.0) as u64;
+    }
+}

@@ -1,0 +1,140 @@
+//! Limits announced in the headers, and what `remaining` says: the level of the cells
+//! (the server's word beats the model: other programs spend the same budget), a window
+//! spent, a fresh one.
+
+use super::{BudgetState, MICROS, Source};
+use crate::op::ReportOp;
+
+impl BudgetState {
+    /// Limits announced in `op`'s headers replace what the budget knew (unless the user
+    /// configured them): a request or token limit per window gives the pace
+    /// (`window ÷ limit` per unit) and the capacity (a window's worth may go at once, as
+    /// the server itself allows).
+    pub(super) fn learn_limits(&mut self, now: u64, op: &ReportOp) {
+        if self.source == Source::Configured {
+            return;
+        }
+        let mut announced = false;
+        if op.req_limit > 0 && op.req_window_secs > 0 {
+            self.req_us = (op.req_window_secs * MICROS) as f64 / op.req_limit as f64;
+            self.req_cap = op.req_limit as f64;
+            announced = true;
+        }
+        if op.tok_limit > 0 && op.tok_window_secs > 0 {
+            self.tok_us = (op.tok_window_secs * MICROS) as f64 / op.tok_limit as f64;
+            self.tok_cap = op.tok_limit as f64;
+            announced = true;
+        }
+        if announced && self.source != Source::Headers {
+            if self.source == Source::Learned && op.req_limit == 0 {
+                // Only tokens announced: the learned request rate no longer applies.
+                self.req_us = 0.0;
+                self.req_cap = 1.0;
+            }
+            if self.source == Source::Unknown {
+                // The first answer: the level is what its `remaining` says (below); until
+                // then, the cells start full.
+                self.req_tat_us = self.req_tat_us.min(now);
+                self.tok_tat_us = self.tok_tat_us.min(now);
+            }
+            self.source = Source::Headers;
+            self.share = 1.0;
+            self.grown_us = now;
+        }
+    }
+
+    /// What the cells hold now by `op`'s `remaining`: the server counted the attempt
+    /// and, at most, what was admitted before it; everything admitted after it, and
+    /// everything still out, may not be counted yet, so it is taken off what remains.
+    /// The latest admission's answer sets the level either way (the budget may have more
+    /// room than the model thought: an estimate too high, a window that opened);
+    /// an earlier one's only lowers it.
+    pub(super) fn read_levels(&mut self, now: u64, op: &ReportOp) {
+        let seq = op.ticket.map_or(self.seq, |t| t.seq);
+        let latest = seq >= self.obs_seq;
+        let rp = self.req_period_us();
+        if let (Some(remaining), true) = (op.req_remaining, rp > 0.0) {
+            let after = self.seq.saturating_sub(seq).max(self.out) as f64;
+            let used = (self.req_cap - remaining as f64 + after).max(0.0);
+            let level = (now as f64 + used * rp) as u64;
+            self.req_tat_us = if latest {
+                level
+            } else {
+                self.req_tat_us.max(level)
+            };
+        }
+        let tp = self.tok_period_us();
+        if let (Some(remaining), true) = (op.tok_remaining, tp > 0.0) {
+            let mark = op.ticket.map_or(self.tok_mark, |t| t.tok_mark);
+            let after = self.tok_mark.saturating_sub(mark) as f64;
+            // Still out from before it: about this attempt's tokens each.
+            let before_out = self.out.saturating_sub(self.seq.saturating_sub(seq)) as f64
+                * op.ticket.map_or(op.estimated_tokens, |t| t.tokens) as f64;
+            let used = (self.tok_cap - remaining as f64 + after + before_out).max(0.0);
+            let level = (now as f64 + used * tp) as u64;
+            self.tok_tat_us = if latest {
+                level
+            } else {
+                self.tok_tat_us.max(level)
+            };
+        }
+        if latest {
+            self.obs_seq = seq;
+        }
+    }
+
+    /// What a success's `remaining` says (announced limits only): the level, and
+    /// whether the request window is spent or fresh.
+    pub(super) fn read_remaining(&mut self, now: u64, op: &ReportOp) {
+        self.read_levels(now, op);
+        let Some(remaining) = op.req_remaining else {
+            return;
+        };
+        let seq = op.ticket.map_or(self.seq, |t| t.seq);
+        let window_us = op.req_window_secs.saturating_mul(MICROS);
+        if self.spent_us > 0 && remaining > 0 && now < self.anchor_us.saturating_add(window_us) {
+            // Room again before the window came round: it refills continuously.
+            self.windowed = 0;
+        }
+        if op.req_limit > 0 && remaining + 1 >= op.req_limit {
+            // A fresh window starts here.
+            self.anchor_us = now;
+            self.fresh_us = now;
+        } else if self.spent_us > 0 && remaining > 0 && seq >= self.obs_seq {
+            // Room again after a spent window: what comes back now, a sliding log gives
+            // back one window later.
+            self.anchor_us = now;
+        }
+        if remaining > 0 {
+            if seq >= self.obs_seq {
+                self.spent_us = 0;
+            }
+            return;
+        }
+        if self.spent_us == 0 {
+            self.spent_us = now;
+        }
+        if self.windowed == 1
+            && self.fresh_us > 0
+            && window_us > 0
+            && now < self.fresh_us.saturating_add(window_us)
+        {
+            // A fresh window spent, in a window that does not refill: nobody goes before
+            // it comes round (with a margin for the clocks); then one probe tells what
+            // the new window offers, and the cells start full.
+            let margin = (window_us as f64 * Self::MARGIN) as u64;
+            let round = (self.fresh_us + window_us + margin)
+                .saturating_sub(now)
+                .min(window_us);
+            let until = now.saturating_add(round);
+            if until > self.pause_until_us {
+                self.pause_until_us = until;
+                self.epoch += 1;
+            }
+            self.req_tat_us = self.req_tat_us.min(self.pause_until_us);
+            self.recovering = 1;
+            self.streak = 0;
+            self.probe_until_us = 0;
+        }
+    }
+}

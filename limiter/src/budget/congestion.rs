@@ -1,0 +1,133 @@
+//! Refusals: congestion events (pause everyone once, lower the rate or the share, one
+//! probe at a time until one succeeds), their recovery, and closing the budget.
+
+use mistral_core::limiter::Block;
+
+use super::{BudgetState, MICROS, Source};
+
+impl BudgetState {
+    /// The longest pause between two refused probes (unless one unit is longer).
+    pub const PROBE_PAUSE_CAP_US: u64 = 2 * MICROS;
+
+    /// A refusal: the first of a congestion event pauses everyone, lowers the rate or
+    /// the share and starts a recovery (one probe at a time); a refused probe doubles
+    /// the pause; a refusal of an attempt admitted before the event changes nothing.
+    pub(super) fn refusal(
+        &mut self,
+        now: u64,
+        wait_us: u64,
+        window_us: u64,
+        tokens: bool,
+        current: bool,
+    ) {
+        if !current {
+            return;
+        }
+        if self.recovering == 1 {
+            self.streak += 1;
+            self.probe_until_us = now;
+        } else {
+            self.epoch += 1;
+            self.recovering = 1;
+            self.streak = 0;
+            self.probe_until_us = now;
+            self.event_us = now;
+            self.decrease(now);
+        }
+        if self.source == Source::Headers
+            && self.spent_us > 0
+            && window_us > 0
+            && now >= self.spent_us.saturating_add(self.req_period_us() as u64)
+        {
+            // One unit after the window was spent it still refuses.
+            self.windowed = 1;
+        }
+        let pause = self.recovery_pause(now, wait_us, window_us);
+        self.pause_until_us = self.pause_until_us.max(now.saturating_add(pause));
+        // The refused cell is empty: after the pause, one unit comes back at a time
+        // (the probe's answer tells the real level).
+        let rp = self.req_period_us();
+        if rp > 0.0 && !tokens {
+            let empty = self.pause_until_us as f64 + (self.req_cap - 1.0) * rp;
+            self.req_tat_us = self.req_tat_us.max(empty as u64);
+        }
+        let tp = self.tok_period_us();
+        if tp > 0.0 && tokens {
+            let empty = now as f64 + self.tok_cap * tp;
+            self.tok_tat_us = self.tok_tat_us.max(empty as u64);
+        }
+    }
+
+    /// How long everyone waits before the next probe.
+    fn recovery_pause(&self, now: u64, wait_us: u64, window_us: u64) -> u64 {
+        let period = self.req_period_us() as u64;
+        let base = period.max(MICROS / 10);
+        let cap = period.max(Self::PROBE_PAUSE_CAP_US);
+        let mut pause = base;
+        for _ in 0..self.streak.min(32) {
+            pause = pause.saturating_mul(2).min(cap);
+        }
+        let mut pause = pause.max(wait_us);
+        if self.source == Source::Headers
+            && self.anchor_us > 0
+            && window_us > 0
+            && (self.windowed == 1
+                || (self.spent_us > 0 && now >= self.spent_us.saturating_add(period)))
+        {
+            // One unit after the window was spent it still refuses: it does not refill
+            // continuously. Wait for the window seen to start to come round.
+            let round = self
+                .anchor_us
+                .saturating_add(window_us)
+                .saturating_sub(now)
+                .min(window_us);
+            pause = pause.max(round);
+        }
+        pause.min(Self::BLOCK_US)
+    }
+
+    fn decrease(&mut self, now: u64) {
+        match self.source {
+            Source::Learned => self.learned_decrease(now),
+            _ => {
+                self.share = if self.spent_us == 0 {
+                    // A refusal the model did not expect: someone else spends the budget.
+                    (self.share * 0.9).max(0.05)
+                } else {
+                    // Refused one unit after the window was spent: paced requests reach the
+                    // server closer together than they left, or the window does not
+                    // refill. A little more room, won back at 1 % per second.
+                    (self.share * 0.97).max(0.7)
+                };
+            }
+        }
+    }
+
+    /// A success while recovering: the event is over. When capacity took more than a
+    /// second to come back (a window, not a rate), what the cycle delivered becomes the
+    /// learned rate.
+    pub(super) fn end_recovery(&mut self, now: u64) {
+        self.recovering = 0;
+        self.streak = 0;
+        self.probe_until_us = 0;
+        if self.source != Source::Learned {
+            return;
+        }
+        let span = now.saturating_sub(self.cycle_start_us);
+        if now.saturating_sub(self.event_us) >= MICROS && span >= MICROS && self.cycle_count > 0 {
+            let cycle = self.cycle_count as f64 * MICROS as f64 / span as f64;
+            if cycle < self.rate {
+                self.set_rate(cycle);
+                self.max_rate = self.max_rate.min(self.rate / 0.9);
+            }
+        }
+        self.cycle_start_us = now;
+        self.cycle_count = 0;
+    }
+
+    /// A zero allowance or a spent monthly quota: closed for everyone for a while.
+    pub(super) fn close(&mut self, now: u64, block: Block) {
+        self.block = block;
+        self.block_until_us = now.saturating_add(Self::BLOCK_US);
+    }
+}

@@ -1,0 +1,494 @@
+//! One process's line of callers waiting to be admitted: per budget (model), ordered by
+//! priority class, then arrival. Only its head asks the shared budget, for itself and the
+//! callers right behind it (one store operation admits as many as fit); the others wait
+//! without holding any capacity, and are woken when their turn may have come.
+//!
+//! [`Line`] is pure: it takes `now`, keeps [`Waker`]s and never sleeps. Whoever holds it
+//! (behind a mutex) calls [`Line::poll`] for a caller; an [`Step::Ask`] is a store
+//! operation to run, for that caller, whose answer goes to [`Line::finish`] (or, if the
+//! store failed, [`Line::abandon`]); a report that may have freed capacity calls
+//! [`Line::wake`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use mistral_core::limiter::{Place, closed_error};
+use mistral_core::{Ask, Grant};
+
+use crate::op::{AdmitAnswer, AdmitOp, Binding, Candidate, Decision, ReportOp};
+
+/// How many callers one store operation may admit at most.
+pub const BATCH: usize = 16;
+
+/// A waiter that has not polled for this long past the instant it was told is taken as
+/// gone (its caller stopped without leaving the line).
+const STALE_AFTER: Duration = Duration::from_secs(2);
+
+/// The longest a caller that is not at the head waits before it polls again (to notice
+/// its deadline or a head that went away).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// The longest a store operation may be out before another caller may start one (the
+/// caller running it was dropped mid-way).
+const OP_STALL: Duration = Duration::from_secs(5);
+
+/// How the line asks its budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineConfig {
+    /// This process's (limiter instance's) id in the budgets' demand records.
+    pub proc_id: u64,
+    /// A caller that fits within this long is admitted: about one store round trip plus
+    /// a timer's slack.
+    pub horizon: Duration,
+    /// The longest the head waits before it asks again (capacity freed in another
+    /// process is noticed within this long; this process's reports wake it at once).
+    pub ask_gap: Duration,
+    /// Each lane's reserved share, in millionths.
+    pub reserve_ppm: [u64; 3],
+}
+
+/// What a caller must do after [`Line::poll`].
+#[derive(Debug)]
+#[must_use = "a step is the caller's next move"]
+pub enum Step {
+    /// The answer: hand it to the call.
+    Ready(Grant),
+    /// Wait until woken, or until `until` at the latest, then poll again.
+    Pending {
+        /// The latest instant to poll again.
+        until: Instant,
+    },
+    /// Run this store operation for the budget, then hand its answer to
+    /// [`Line::finish`] and poll again.
+    Ask(Batch),
+}
+
+/// A store operation the line asks for: admit the first of one budget's waiters (after
+/// the reports that came meanwhile).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The budget.
+    pub model: String,
+    /// Reports of this process not yet given to the store: run them first.
+    pub reports: Vec<ReportOp>,
+    /// The operation.
+    pub op: AdmitOp,
+    /// The waiters, in the order of [`AdmitOp::candidates`].
+    ids: Vec<u64>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    model: String,
+    key: (u64, u64, u64),
+    candidate: Candidate,
+    deadline: Option<Instant>,
+    waker: Option<Waker>,
+    result: Option<Grant>,
+    told: Instant,
+}
+
+#[derive(Debug, Default)]
+struct ModelLine {
+    /// Waiting callers without an answer: (lane, arrival, id).
+    order: BTreeSet<(u64, u64, u64)>,
+    /// A store operation is out since then.
+    asking: Option<Instant>,
+    /// The head asks again then (earlier when woken).
+    head_at: Option<Instant>,
+    /// µs one caller takes at the budget's pace, by its last answer.
+    unit_us: u64,
+    /// What kept the head waiting at the last answer.
+    binding: Binding,
+    /// Reports waiting for the next store operation.
+    reports: Vec<ReportOp>,
+}
+
+/// A snapshot of one budget's line, for logs and statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LineView {
+    /// Callers waiting, per lane.
+    pub waiting: [u64; 3],
+    /// When the head asks again.
+    pub head_at: Option<Instant>,
+    /// What kept the head waiting at the last answer.
+    pub binding: Binding,
+    /// µs one caller takes at the budget's pace (0: no limit known).
+    pub unit_us: u64,
+}
+
+/// One process's lines, every budget's (see the module docs).
+#[derive(Debug)]
+pub struct Line {
+    config: LineConfig,
+    next: u64,
+    waiters: HashMap<u64, Waiter>,
+    models: HashMap<String, ModelLine>,
+}
+
+impl Line {
+    /// An empty line.
+    pub fn new(config: LineConfig) -> Self {
+        Line {
+            config,
+            next: 0,
+            waiters: HashMap::new(),
+            models: HashMap::new(),
+        }
+    }
+
+    /// How this line asks.
+    pub fn config(&self) -> &LineConfig {
+        &self.config
+    }
+
+    /// Callers waiting in all lines.
+    pub fn len(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Whether nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.waiters.is_empty()
+    }
+
+    /// One budget's line as it is now.
+    pub fn view(&self, model: &str) -> LineView {
+        let Some(m) = self.models.get(model) else {
+            return LineView::default();
+        };
+        let mut waiting = [0; 3];
+        for (lane, _, _) in &m.order {
+            waiting[(*lane).min(2) as usize] += 1;
+        }
+        LineView {
+            waiting,
+            head_at: m.head_at,
+            binding: m.binding,
+            unit_us: m.unit_us,
+        }
+    }
+
+    /// The budgets that have a line.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+
+    /// The next step of the caller holding `place` (a new place joins the line), at
+    /// `now`; `waker` is woken when its turn may have come.
+    pub fn poll(&mut self, now: Instant, place: &mut Place, ask: &Ask, waker: &Waker) -> Step {
+        let id = match place.id().filter(|id| self.waiters.contains_key(id)) {
+            Some(id) => id,
+            None => {
+                let Some(model) = ask.model.clone() else {
+                    return Step::Ready(Grant::Now);
+                };
+                self.join(now, place, model, ask)
+            }
+        };
+        let waiter = self.waiters.get_mut(&id).expect("joined");
+        waiter.told = now;
+        if let Some(result) = waiter.result.take() {
+            self.remove(id);
+            place.take();
+            return Step::Ready(result);
+        }
+        if waiter.waker.as_ref().is_none_or(|w| !w.will_wake(waker)) {
+            waiter.waker = Some(waker.clone());
+        }
+        let deadline = waiter.deadline;
+        let model = waiter.model.clone();
+        self.drop_stale(now, &model);
+        let m = self.models.get_mut(&model).expect("a waiter's line");
+        if let Some(since) = m.asking {
+            if now < since + OP_STALL {
+                return Step::Pending {
+                    until: now + IDLE_POLL,
+                };
+            }
+            m.asking = None;
+        }
+        let position = m.order.iter().position(|(_, _, w)| *w == id).unwrap_or(0);
+        let head_at = m.head_at.unwrap_or(now).max(now);
+        if position > 0 {
+            // Further back: its turn comes after the ones ahead.
+            let expected =
+                head_at + Duration::from_micros(m.unit_us.saturating_mul(position as u64));
+            if let Some(deadline) = deadline
+                && m.unit_us > 0
+                && expected > deadline
+            {
+                let after = expected - now;
+                self.remove(id);
+                place.take();
+                return Step::Ready(Grant::Late { after });
+            }
+            let until = expected.min(now + IDLE_POLL);
+            let until = deadline.map_or(until, |d| until.min(d));
+            return Step::Pending {
+                until: until.max(now),
+            };
+        }
+        if let Some(deadline) = deadline
+            && now >= deadline
+        {
+            let after = head_at.saturating_duration_since(now);
+            self.remove(id);
+            place.take();
+            return Step::Ready(Grant::Late { after });
+        }
+        if head_at > now {
+            let until = head_at.min(now + IDLE_POLL);
+            let until = deadline.map_or(until, |d| until.min(d));
+            return Step::Pending { until };
+        }
+        Step::Ask(self.batch(now, &model))
+    }
+
+    fn join(&mut self, now: Instant, place: &mut Place, model: String, ask: &Ask) -> u64 {
+        self.next += 1;
+        let id = self.next;
+        let lane = ask.priority.lane().min(2);
+        let key = (lane, id, id);
+        let within_us = ask.within.map_or(u64::MAX, |d| {
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+        });
+        let m = self.models.entry(model.clone()).or_default();
+        if m.order.is_empty() {
+            // The first caller of an idle line asks at once.
+            m.head_at = None;
+        }
+        m.order.insert(key);
+        self.waiters.insert(
+            id,
+            Waiter {
+                model,
+                key,
+                candidate: Candidate {
+                    lane,
+                    size: ask.size,
+                    tokens: ask.tokens,
+                    within_us,
+                },
+                deadline: ask.within.and_then(|w| now.checked_add(w)),
+                waker: None,
+                result: None,
+                told: now,
+            },
+        );
+        place.set(id);
+        id
+    }
+
+    fn batch(&mut self, now: Instant, model: &str) -> Batch {
+        let m = self.models.get_mut(model).expect("a line");
+        m.asking = Some(now);
+        let mut ids: Vec<u64> = m.order.iter().take(BATCH).map(|k| k.2).collect();
+        for lane in 0..3 {
+            if let Some(first) = m.order.iter().find(|k| k.0 == lane)
+                && !ids.contains(&first.2)
+            {
+                ids.push(first.2);
+            }
+        }
+        let mut waiting = [0u64; 3];
+        for (lane, _, _) in &m.order {
+            waiting[(*lane).min(2) as usize] += 1;
+        }
+        ids.sort_by_key(|id| self.waiters[id].key);
+        let candidates = ids
+            .iter()
+            .map(|id| {
+                let w = &self.waiters[id];
+                let mut c = w.candidate;
+                c.within_us = w.deadline.map_or(u64::MAX, |d| {
+                    u64::try_from(d.saturating_duration_since(now).as_micros()).unwrap_or(u64::MAX)
+                });
+                c
+            })
+            .collect();
+        let reports = std::mem::take(&mut m.reports);
+        Batch {
+            model: model.to_owned(),
+            reports,
+            op: AdmitOp {
+                proc_id: self.config.proc_id,
+                waiting,
+                candidates,
+                horizon_us: micros(self.config.horizon),
+                ask_gap_us: micros(self.config.ask_gap),
+                reserve_ppm: self.config.reserve_ppm,
+            },
+            ids,
+        }
+    }
+
+    /// The answer to `batch`, given at `now`: admitted callers get their grant and are
+    /// woken, the head waits for the capacity it needs (or the next ask). `true` when
+    /// reports came meanwhile: the caller keeps the store operation and runs them
+    /// ([`Line::take_reports`], then [`Line::end_reports`]).
+    #[must_use = "reports that came meanwhile must be run"]
+    pub fn finish(&mut self, now: Instant, batch: Batch, answer: &AdmitAnswer) -> bool {
+        let Some(m) = self.models.get_mut(&batch.model) else {
+            return false;
+        };
+        let flush = !m.reports.is_empty();
+        m.asking = if flush { Some(now) } else { None };
+        m.unit_us = answer.unit_us;
+        m.binding = answer.binding;
+        for (id, decision) in batch.ids.iter().zip(&answer.decisions) {
+            let Some(w) = self.waiters.get_mut(id) else {
+                continue;
+            };
+            let result = match *decision {
+                Decision::Go { wait_us, ticket } => Grant::Go {
+                    after: Duration::from_micros(wait_us),
+                    ticket,
+                },
+                Decision::Late { after_us } => Grant::Late {
+                    after: Duration::from_micros(after_us),
+                },
+                Decision::Closed(block) => Grant::Refused(closed_error(block, &batch.model)),
+                Decision::Wait => continue,
+            };
+            m.order.remove(&w.key);
+            w.result = Some(result);
+            if let Some(waker) = &w.waker {
+                waker.wake_by_ref();
+            }
+        }
+        let wait = Duration::from_micros(answer.next_in_us).saturating_sub(self.config.horizon);
+        m.head_at = Some(now + wait.min(self.config.ask_gap));
+        if answer.next_in_us == 0 {
+            m.head_at = None;
+        }
+        self.wake_head(&batch.model, now);
+        flush
+    }
+
+    /// A report for `model`'s budget, to run at the next store operation. `true` when no
+    /// operation is out: the caller runs one now (it holds the operation until
+    /// [`Line::end_reports`]).
+    #[must_use = "when true, the caller must run the reports"]
+    pub fn add_report(&mut self, now: Instant, model: &str, report: ReportOp) -> bool {
+        let m = self.models.entry(model.to_owned()).or_default();
+        m.reports.push(report);
+        if m.asking.is_some_and(|since| now < since + OP_STALL) {
+            return false;
+        }
+        m.asking = Some(now);
+        true
+    }
+
+    /// The reports waiting for `model`'s next store operation (the caller holds it).
+    pub fn take_reports(&mut self, model: &str) -> Vec<ReportOp> {
+        self.models
+            .get_mut(model)
+            .map(|m| std::mem::take(&mut m.reports))
+            .unwrap_or_default()
+    }
+
+    /// The reports are run (at `now`): the operation is released, and the head asks
+    /// again at once (they may have freed capacity).
+    pub fn end_reports(&mut self, now: Instant, model: &str) {
+        if let Some(m) = self.models.get_mut(model) {
+            m.asking = None;
+            if m.order.is_empty() && m.reports.is_empty() {
+                self.models.remove(model);
+                return;
+            }
+        }
+        self.wake(model, now);
+    }
+
+    /// The store operation out for `model` was given up (its caller went away): nobody
+    /// was admitted by it; the head may ask again after `retry`.
+    pub fn abandon(&mut self, now: Instant, model: &str, retry: Duration) {
+        if let Some(m) = self.models.get_mut(model) {
+            m.asking = None;
+            m.head_at = Some(now + retry);
+        }
+        self.wake_head(model, now);
+    }
+
+    /// Something may have freed capacity in `model`'s budget (a report): its head asks
+    /// again at once.
+    pub fn wake(&mut self, model: &str, now: Instant) {
+        if let Some(m) = self.models.get_mut(model) {
+            m.head_at = Some(now);
+        }
+        self.wake_head(model, now);
+    }
+
+    /// Every head asks again at once (a store came back).
+    pub fn wake_all(&mut self, now: Instant) {
+        let models: Vec<String> = self.models.keys().cloned().collect();
+        for model in models {
+            self.wake(&model, now);
+        }
+    }
+
+    fn wake_head(&mut self, model: &str, now: Instant) {
+        let Some(m) = self.models.get(model) else {
+            return;
+        };
+        if m.head_at.is_some_and(|at| at > now) {
+            return;
+        }
+        if let Some((_, _, id)) = m.order.first()
+            && let Some(w) = self.waiters.get(id)
+            && let Some(waker) = &w.waker
+        {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// The caller holding `place` leaves the line (the one behind it, if it was the head,
+    /// is woken: a spurious wake is harmless).
+    pub fn leave(&mut self, place: &mut Place) {
+        if let Some(id) = place.take()
+            && let Some(model) = self.remove(id)
+            && let Some(m) = self.models.get(&model)
+            && let Some((_, _, first)) = m.order.first()
+            && let Some(waker) = self.waiters.get(first).and_then(|w| w.waker.as_ref())
+        {
+            waker.wake_by_ref();
+        }
+    }
+
+    fn remove(&mut self, id: u64) -> Option<String> {
+        let w = self.waiters.remove(&id)?;
+        if let Some(m) = self.models.get_mut(&w.model) {
+            m.order.remove(&w.key);
+            if m.order.is_empty() && m.asking.is_none() && m.reports.is_empty() {
+                self.models.remove(&w.model);
+            }
+        }
+        Some(w.model)
+    }
+
+    /// Removes waiters of `model` that stopped polling (their caller is gone).
+    fn drop_stale(&mut self, now: Instant, model: &str) {
+        let Some(m) = self.models.get(model) else {
+            return;
+        };
+        let stale: Vec<u64> = m
+            .order
+            .iter()
+            .map(|k| k.2)
+            .filter(|id| {
+                self.waiters
+                    .get(id)
+                    .is_some_and(|w| now > w.told + IDLE_POLL + STALE_AFTER)
+            })
+            .collect();
+        for id in stale {
+            self.remove(id);
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,308 @@
+//! The Redis store's decisions, for the drivers that hold its connection: which URLs are
+//! taken, when to try a new connection while Redis is down, and one operation as a
+//! compare-and-set round on one key per budget ([`RedisRound`]).
+//!
+//! Redis runs no arithmetic: [`CAS_SCRIPT`] reads the key and Redis `TIME` and, when
+//! asked, replaces the value only if it is still the one read. This crate's Rust
+//! computes the new value in between, on Redis's clock, so every process of the fleet
+//! runs the same arithmetic on one clock, and there is no second implementation to keep
+//! in step. A round is a read, then compare-and-set attempts until one lands (each
+//! failed one returns the current value, so it costs one more round trip), at most
+//! [`MAX_TRIES`]; past that the stand-in answers.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mistral_core::Error;
+use mistral_core::limiter::RedisOptions;
+
+use super::{IDLE, SharedStore, StoreOps, codec};
+use crate::op::AdmitAnswer;
+
+/// Default connect, read and write timeout of one Redis operation.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default pause between connection attempts while Redis is unreachable.
+pub const DEFAULT_RECONNECT_AFTER: Duration = Duration::from_secs(3);
+/// How long a budget's key outlives its last use (its expiry, renewed by every write).
+pub const TTL: Duration = IDLE;
+/// A caller that fits within this long is admitted through Redis: a few round trips on
+/// a local network, and a thread's or a task's wake-up.
+pub const HORIZON: Duration = Duration::from_millis(5);
+/// Compare-and-set attempts of one operation before the stand-in answers it.
+pub const MAX_TRIES: u32 = 16;
+
+/// Reads `KEYS[1]` and Redis `TIME`; with `ARGV[1] == '1'`, when the key's value is still
+/// `ARGV[2]` (the empty string for a missing key), sets it to `ARGV[3]` with an expiry of
+/// `ARGV[4]` ms. Returns `{1 if set else 0, the value (when not set), seconds,
+/// microseconds}`.
+pub const CAS_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local cur = redis.call('GET', KEYS[1]) or ''
+if ARGV[1] == '1' and cur == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  return {1, '', t[1], t[2]}
+end
+return {0, cur, t[1], t[2]}
+";
+
+/// A Redis URL checked for the limiter: what to connect to, how to show it, and the CA
+/// file a `rediss://` connection checks the server against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// The URL to connect to (without `ca=`).
+    pub url: String,
+    /// The URL without its password, for logs and errors.
+    pub shown: String,
+    /// The PEM file of the certificate authorities to trust (`?ca=<path>`), when named.
+    pub ca_file: Option<PathBuf>,
+    /// `true` for `rediss://` (TLS).
+    pub tls: bool,
+}
+
+impl RedisTarget {
+    /// Checks `redis_url` (`redis://[:password@]host[:port][/db]`, `rediss://…`,
+    /// `redis+unix:///path`, with an optional `?ca=<path>`): certificate checks cannot be
+    /// turned off, so `#insecure` is an [`Error::Config`]; so is a malformed `ca=`. The
+    /// rest of the URL is checked by the Redis client when the driver opens it.
+    pub fn parse(redis_url: &str) -> Result<Self, Error> {
+        let options = RedisOptions::parse(redis_url)?;
+        let shown = mistral_core::redact::redact_url(&options.url);
+        if options.url.to_ascii_lowercase().ends_with("#insecure") {
+            return Err(Error::Config(format!(
+                "the limiter's Redis URL ({shown}) asks to skip the certificate check \
+                 (`#insecure`), which this client does not do: name the server's CA \
+                 with `?ca=/path/to/ca.pem` instead"
+            )));
+        }
+        let tls = options
+            .url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("rediss:");
+        Ok(Self {
+            url: options.url,
+            shown,
+            ca_file: options.ca_file,
+            tls,
+        })
+    }
+
+    /// The error of a URL the Redis client refused (`error`, which never holds the
+    /// password the URL may have).
+    pub fn bad_url(&self, error: &dyn std::fmt::Display) -> Error {
+        Error::Config(format!(
+            "bad Redis URL for the limiter ({}): {error}",
+            self.shown
+        ))
+    }
+
+    /// The error of a CA file that cannot be read.
+    pub fn bad_ca_file(&self, error: &dyn std::fmt::Display) -> Error {
+        let path = self.ca_file.as_deref().unwrap_or(std::path::Path::new(""));
+        Error::Config(format!(
+            "cannot read the limiter's Redis CA file {}: {error}",
+            path.display()
+        ))
+    }
+}
+
+/// When a driver may try a new Redis connection: at once, then, after a failed attempt,
+/// not before a pause has passed (so a Redis that is down costs one connect timeout per
+/// pause, not one per call).
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    pause: Duration,
+    next_attempt: Option<Instant>,
+}
+
+impl Reconnect {
+    /// A gate with `pause` between failed attempts.
+    pub fn new(pause: Duration) -> Self {
+        Self {
+            pause,
+            next_attempt: None,
+        }
+    }
+
+    /// Whether a connection may be tried at `now`.
+    pub fn may_try(&self, now: Instant) -> bool {
+        self.next_attempt.is_none_or(|t| now >= t)
+    }
+
+    /// A connection attempt failed at `now`.
+    pub fn failed(&mut self, now: Instant) {
+        self.next_attempt = Some(now.checked_add(self.pause).unwrap_or(now));
+    }
+
+    /// A connection was made.
+    pub fn connected(&mut self) {
+        self.next_attempt = None;
+    }
+}
+
+/// One [`CAS_SCRIPT`] call to make: `EVALSHA <sha> 1 key write expected new ttl_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasCall {
+    /// The budget's key.
+    pub key: String,
+    /// `ARGV`: `"1"` to set (else only read), the value expected, the new value, the
+    /// expiry in ms.
+    pub args: [Vec<u8>; 4],
+}
+
+/// What [`CAS_SCRIPT`] answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasReply {
+    /// The value was set.
+    pub stored: bool,
+    /// The key's value when it was not set (empty: no key).
+    pub current: Vec<u8>,
+    /// Redis `TIME` in µs.
+    pub now_us: u64,
+}
+
+impl CasReply {
+    /// The reply from the script's four elements: the flag, the value, `TIME`'s seconds
+    /// and microseconds (as Redis returns them: integers or their decimal text).
+    pub fn from_parts(flag: i64, current: Vec<u8>, secs: u64, micros: u64) -> Self {
+        CasReply {
+            stored: flag == 1,
+            current,
+            now_us: secs.saturating_mul(1_000_000).saturating_add(micros),
+        }
+    }
+}
+
+/// What a driver does next in a [`RedisRound`].
+#[derive(Debug)]
+#[must_use = "a step is the driver's next move"]
+pub enum RedisStep {
+    /// Call the script with this and hand its reply to [`RedisRound::reply`].
+    Call(CasCall),
+    /// The operation is done: its answer.
+    Done(AdmitAnswer),
+}
+
+/// One store operation on Redis, as compare-and-set rounds (see the module docs).
+#[derive(Debug)]
+pub struct RedisRound {
+    key: String,
+    ops: StoreOps,
+    tries: u32,
+    /// The state and answer of the value last sent, until Redis says it was set.
+    sent: Option<(crate::budget::BudgetState, AdmitAnswer)>,
+}
+
+impl RedisRound {
+    /// `ops` on the store with id `store_id`; the first call reads the key.
+    pub fn start(store_id: &str, ops: StoreOps) -> (Self, CasCall) {
+        let key = super::redis_key(store_id, &ops.model);
+        let call = CasCall {
+            key: key.clone(),
+            args: [b"0".to_vec(), Vec::new(), Vec::new(), b"0".to_vec()],
+        };
+        let round = RedisRound {
+            key,
+            ops,
+            tries: 0,
+            sent: None,
+        };
+        (round, call)
+    }
+
+    /// The operation this round runs.
+    pub fn ops(&self) -> &StoreOps {
+        &self.ops
+    }
+
+    /// Redis answered the last call at `now`: the next call, or the answer.
+    pub fn reply(&mut self, store: &SharedStore, now: Instant, reply: CasReply) -> RedisStep {
+        if reply.stored
+            && let Some((state, answer)) = self.sent.take()
+        {
+            store.up(now, &self.ops.model, &state);
+            return RedisStep::Done(answer);
+        }
+        self.tries += 1;
+        if self.tries > MAX_TRIES {
+            return RedisStep::Done(store.failed(
+                now,
+                &"too many concurrent changes of one budget",
+                &self.ops,
+            ));
+        }
+        let model = &self.ops.model;
+        let (stored, lost) = if reply.current.is_empty() {
+            (None, true)
+        } else {
+            match codec::decode_value(&reply.current, model) {
+                Ok(state) => (Some(state), false),
+                Err(error) => {
+                    tracing::warn!(
+                        key = self.key.as_str(),
+                        %error,
+                        "the limiter's Redis value is unreadable; replacing it with what \
+                         this process last saw, at a cautious share"
+                    );
+                    (None, true)
+                }
+            }
+        };
+        let mut state = store.starting_state(now, reply.now_us, model, stored, lost);
+        let answer = self.ops.apply(reply.now_us, &mut state);
+        let ttl_ms = u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX);
+        let call = CasCall {
+            key: self.key.clone(),
+            args: [
+                b"1".to_vec(),
+                reply.current,
+                codec::encode_value(&state),
+                ttl_ms.to_string().into_bytes(),
+            ],
+        };
+        self.sent = Some((state, answer));
+        RedisStep::Call(call)
+    }
+
+    /// The call failed (`error`): the stand-in's answer.
+    pub fn failed(
+        self,
+        store: &SharedStore,
+        now: Instant,
+        error: &dyn std::fmt::Display,
+    ) -> AdmitAnswer {
+        store.failed(now, error, &self.ops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)]
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_shown_without_passwords() {
+        let t = RedisTarget::parse("rediss://:pw@h:6380/0?ca=/etc/ca.pem").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.url, "rediss://:pw@h:6380/0");
+        assert!(!t.shown.contains("pw"));
+        assert_eq!(t.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(!RedisTarget::parse("redis://h").unwrap().tls);
+        match RedisTarget::parse("rediss://:pw@h/#insecure") {
+            Err(Error::Config(m)) => assert!(m.contains("insecure") && !m.contains("pw"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_connection_waits_out_the_pause() {
+        let t0 = Instant::now();
+        let mut gate = Reconnect::new(Duration::from_secs(3));
+        assert!(gate.may_try(t0));
+        gate.failed(t0);
+        assert!(!gate.may_try(t0 + Duration::from_secs(2)));
+        assert!(gate.may_try(t0 + Duration::from_secs(3)));
+        gate.connected();
+        assert!(gate.may_try(t0));
+    }
+}
