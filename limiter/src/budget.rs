@@ -131,6 +131,9 @@ crate::shared_record! {
         /// The share of the limits this fleet takes (lowered by refusals the model did not
         /// expect: another program spends the same budget), at most 1.
         share: f64 => Min;
+        /// How fast the share grows back, per second (a hundredth, or faster after a store
+        /// that lost the budget was given it back at a cautious share).
+        share_rate: f64 => Max;
         /// Theoretical arrival time of the request cell.
         req_tat_us: u64 => Max, time;
         /// Theoretical arrival time of the token cell.
@@ -220,6 +223,7 @@ impl Default for BudgetState {
             tok_us: 0.0,
             tok_cap: 1.0,
             share: 1.0,
+            share_rate: Self::SHARE_RATE,
             req_tat_us: 0,
             tok_tat_us: 0,
             pause_until_us: 0,
@@ -274,6 +278,12 @@ impl BudgetState {
     /// less is a caller that read the clock before another one took its turn, and it
     /// counts as the latest.
     pub const CLOCK_STEP_US: u64 = MICROS;
+    /// How fast a lowered share grows back, per second.
+    pub const SHARE_RATE: f64 = 0.01;
+    /// How fast the share grows back after a store that lost the budget was given it
+    /// back at a cautious share: in about three seconds (the other processes' stand-ins
+    /// reach the store again within that).
+    pub const REJOIN_SHARE_RATE: f64 = 0.25;
     /// How long a demand record outlives its process's next planned ask.
     pub const DEMAND_GRACE_US: u64 = 250_000;
 
@@ -309,6 +319,7 @@ impl BudgetState {
             tok_us: self.tok_us,
             tok_cap: self.tok_cap,
             share: self.share,
+            share_rate: self.share_rate,
             comp_n: self.comp_n,
             comp_mean: self.comp_mean,
             comp_dev: self.comp_dev,
@@ -322,6 +333,17 @@ impl BudgetState {
             cycle_start_us: now_us,
             ..BudgetState::default()
         }
+    }
+
+    /// This budget as a store that lost it restarts from: its level kept, its share at
+    /// most `cap` (other processes may still admit on stand-ins of their own), growing
+    /// back at [`Self::REJOIN_SHARE_RATE`].
+    pub fn rejoined(mut self, cap: f64) -> Self {
+        if self.share > cap {
+            self.share = cap;
+            self.share_rate = Self::REJOIN_SHARE_RATE;
+        }
+        self
     }
 
     /// The same budget on another clock: every time moved so that `from_us` of this
@@ -346,6 +368,7 @@ impl BudgetState {
             self.tok_us,
             self.tok_cap,
             self.share,
+            self.share_rate,
             self.comp_mean,
             self.comp_dev,
             self.cpt,

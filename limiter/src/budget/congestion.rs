@@ -87,6 +87,7 @@ impl BudgetState {
     }
 
     fn decrease(&mut self, now: u64) {
+        self.share_rate = Self::SHARE_RATE;
         match self.source {
             Source::Learned => self.learned_decrease(now),
             _ => {

@@ -53,7 +53,7 @@ impl BudgetState {
 
     /// Tokens an average request is charged: what a caller of another process is
     /// assumed to need when its capacity is kept for it.
-    pub(super) fn mean_tokens(&self) -> f64 {
+    pub(crate) fn mean_tokens(&self) -> f64 {
         let completion = if self.comp_n >= Self::MIN_SAMPLES {
             self.comp_mean
         } else {

@@ -123,8 +123,12 @@ impl BudgetState {
             return;
         }
         if elapsed >= MICROS / 10 && self.share < 1.0 {
-            self.share = (self.share + elapsed as f64 / 100.0 / MICROS as f64).min(1.0);
+            let rate = self.share_rate.max(Self::SHARE_RATE);
+            self.share = (self.share + rate * elapsed as f64 / MICROS as f64).min(1.0);
             self.grown_us = now;
+        }
+        if self.share >= 1.0 {
+            self.share_rate = Self::SHARE_RATE;
         }
     }
 }

@@ -161,7 +161,8 @@ impl Fallback {
                 .iter()
                 .map(|(model, (s, at))| {
                     let since = micros_between(*at, now);
-                    (model.clone(), s.rebased(s.seen_us.saturating_add(since), 0))
+                    let local = s.rebased(s.seen_us.saturating_add(since), 0);
+                    (model.clone(), own_share_start(local, self.share_cap))
                 })
                 .collect();
             let budgets =
@@ -171,6 +172,27 @@ impl Fallback {
         let now_us = micros_between(*made, now);
         ops.run(now_us, budgets)
     }
+}
+
+/// A stand-in's first admission: the capacity the shared budget frees next belongs to
+/// the whole fleet, and every process falling back at once would take it. A process
+/// admitting at `cap` of the limit takes the last of the next `1 / cap` units instead
+/// (its cells' levels moved on by the unit at `cap` less the unit at the store's share),
+/// so the stand-ins of a fleet falling back together do not each take the same one.
+fn own_share_start(mut s: BudgetState, cap: f64) -> BudgetState {
+    if cap > 0.0 && s.share > cap {
+        let now = s.seen_us;
+        let (rp, tp) = (s.req_period_us(), s.tok_period_us());
+        let factor = s.share / cap - 1.0;
+        if rp > 0.0 {
+            s.req_tat_us = s.req_tat_us.max(now) + (rp * factor) as u64;
+        }
+        if tp > 0.0 {
+            let unit = s.tok_cap.min(s.mean_tokens());
+            s.tok_tat_us = s.tok_tat_us.max(now) + (tp * unit * factor) as u64;
+        }
+    }
+    s
 }
 
 /// Keeps at most [`MAX_BUDGETS`] known states (the oldest answers go first).

@@ -211,14 +211,23 @@ impl SharedStore {
         let ours = (lost || stored.is_none() || self.is_down())
             .then(|| self.fallback.rejoin_state(now, model, Some(now_us)))
             .flatten();
+        let cap = self.fallback.share_cap();
         match (stored, ours) {
-            (Some(theirs), Some(ours)) => theirs.joined(&ours),
+            (Some(theirs), Some(ours)) => {
+                let mut merged = theirs.joined(&ours);
+                if self.is_down() {
+                    // Back from an outage: this process hands back the share its stand-in
+                    // took, up to what the store had before.
+                    merged.share = (theirs.share + cap).min(theirs.share.max(ours.share));
+                }
+                merged
+            }
             (Some(theirs), None) => theirs,
-            (None, Some(mut ours)) => {
+            (None, Some(ours)) => {
                 // A store that lost the budget: the others may still admit on stand-ins of
-                // their own, so this one starts at a cautious share, growing back.
-                ours.share = ours.share.min(self.fallback.share_cap());
-                ours
+                // their own (until their next attempt to reach the store), so it restarts
+                // at the stand-ins' share and grows back within a few seconds.
+                ours.rejoined(cap)
             }
             (None, None) => self.fresh(model, now_us),
         }

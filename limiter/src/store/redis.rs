@@ -28,8 +28,10 @@ pub const TTL: Duration = IDLE;
 /// A caller that fits within this long is admitted through Redis: a few round trips on
 /// a local network, and a thread's or a task's wake-up.
 pub const HORIZON: Duration = Duration::from_millis(5);
-/// Compare-and-set attempts of one operation before the stand-in answers it.
-pub const MAX_TRIES: u32 = 16;
+/// Compare-and-set attempts of one operation before it gives up (nobody admitted, the
+/// head asks again shortly): every failed attempt means another process changed the
+/// budget, so Redis is up and the stand-in must not admit.
+pub const MAX_TRIES: u32 = 64;
 
 /// Reads `KEYS[1]` and Redis `TIME`; with `ARGV[1] == '1'`, when the key's value is still
 /// `ARGV[2]` (the empty string for a missing key), sets it to `ARGV[3]` with an expiry of
@@ -225,11 +227,12 @@ impl RedisRound {
         }
         self.tries += 1;
         if self.tries > MAX_TRIES {
-            return RedisStep::Done(store.failed(
-                now,
-                &"too many concurrent changes of one budget",
-                &self.ops,
-            ));
+            tracing::debug!(
+                key = self.key.as_str(),
+                "too many concurrent changes of one budget; asking again shortly"
+            );
+            let n = self.ops.admit.as_ref().map_or(0, |op| op.candidates.len());
+            return RedisStep::Done(AdmitAnswer::waiting(n, 1_000));
         }
         let model = &self.ops.model;
         let (stored, lost) = if reply.current.is_empty() {
