@@ -224,10 +224,11 @@ impl Line {
                 place.take();
                 return Step::Ready(Grant::Late { after });
             }
-            let until = expected.min(now + IDLE_POLL);
-            let until = deadline.map_or(until, |d| until.min(d));
+            // It is woken when its turn may have come; until then it only checks its
+            // deadline and that the line still moves.
+            let until = deadline.map_or(now + IDLE_POLL, |d| d.min(now + IDLE_POLL));
             return Step::Pending {
-                until: until.max(now),
+                until: until.max(now + Duration::from_micros(1)),
             };
         }
         if let Some(deadline) = deadline
@@ -363,7 +364,9 @@ impl Line {
         if answer.next_in_us == 0 {
             m.head_at = None;
         }
-        self.wake_head(&batch.model, now);
+        // The head (the caller that asked, or the one after those admitted) learns when to
+        // ask again.
+        self.wake_first(&batch.model);
         flush
     }
 
@@ -426,6 +429,15 @@ impl Line {
         let models: Vec<String> = self.models.keys().cloned().collect();
         for model in models {
             self.wake(&model, now);
+        }
+    }
+
+    fn wake_first(&self, model: &str) {
+        if let Some(m) = self.models.get(model)
+            && let Some((_, _, id)) = m.order.first()
+            && let Some(waker) = self.waiters.get(id).and_then(|w| w.waker.as_ref())
+        {
+            waker.wake_by_ref();
         }
     }
 

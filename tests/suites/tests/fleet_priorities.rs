@@ -76,10 +76,10 @@ fn child_worker() {
     });
     let stats = client.stats().limiter_of(priority);
     println!(
-        "done {} queued {} after_wait {}",
+        "done {} queued {} at_once {}",
         done.into_inner(),
         stats.queued,
-        stats.admitted_after_wait
+        stats.admitted_at_once
     );
 }
 

@@ -234,10 +234,18 @@ pub struct Recorder {
 }
 
 impl Limiter for Recorder {
-    fn reserve(&self, _now: Instant, ask: &Ask) -> Grant {
+    fn poll_admit(
+        &self,
+        _now: Instant,
+        _place: &mut mistral_core::Place,
+        ask: &Ask,
+        _waker: &std::task::Waker,
+    ) -> mistral_core::Admit {
         self.asks.lock().expect("not poisoned").push(ask.clone());
-        Grant::Now
+        mistral_core::Admit::Ready(Grant::Now)
     }
+
+    fn leave(&self, _place: &mut mistral_core::Place) {}
 
     fn report(&self, _now: Instant, report: &Report) {
         self.reports
