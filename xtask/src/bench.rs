@@ -1,7 +1,8 @@
 //! `cargo xtask bench` and `cargo xtask demo`.
 //!
-//! - `bench [ARGS...]`: the core's criterion micro-benchmarks (`cargo bench -p
-//!   mistral-core --bench core -- --warm-up-time 1 --measurement-time 2`, output kept in
+//! - `bench [ARGS...]`: the core's and the limiter's criterion micro-benchmarks (`cargo
+//!   bench -p mistral-core --bench core` and `-p mistral-limiter --bench limiter`, with
+//!   `-- --warm-up-time 1 --measurement-time 2`, output kept in
 //!   `target/bench/criterion.txt`), then `mistral-bench` in release mode, which runs
 //!   every scenario with every strategy and writes `target/bench/report.md`,
 //!   `report.json` and one SVG per scenario. `ARGS` go to `mistral-bench` (`--quick`
@@ -152,32 +153,33 @@ fn stores(out: &Path) -> ExitCode {
     exit_code_of(status)
 }
 
-/// Runs the core's criterion benchmarks, echoing their output to stderr and keeping
-/// stdout (where criterion prints its `time:` lines) in `keep`.
+/// Runs the core's and the limiter's criterion benchmarks, echoing their output to
+/// stderr and keeping stdout (where criterion prints its `time:` lines) in `keep`.
 fn run_criterion(keep: &Path) -> Result<(), String> {
-    let mut cmd = cargo();
-    cmd.args(["bench", "-p", "mistral-core", "--bench", "core", "--"]);
-    cmd.args(CRITERION_ARGS);
-    cmd.stdout(Stdio::piped());
-    eprintln!("$ {}", display_command(&cmd));
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start cargo: {e}"))?;
     let mut file =
         File::create(keep).map_err(|e| format!("cannot create {}: {e}", keep.display()))?;
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let line = line.map_err(|e| format!("reading criterion's output: {e}"))?;
-            eprintln!("{line}");
-            writeln!(file, "{line}").map_err(|e| format!("writing {}: {e}", keep.display()))?;
+    for (package, bench) in [("mistral-core", "core"), ("mistral-limiter", "limiter")] {
+        let mut cmd = cargo();
+        cmd.args(["bench", "-p", package, "--bench", bench, "--"]);
+        cmd.args(CRITERION_ARGS);
+        cmd.stdout(Stdio::piped());
+        eprintln!("$ {}", display_command(&cmd));
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start cargo: {e}"))?;
+        if let Some(stdout) = child.stdout.take() {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.map_err(|e| format!("reading criterion's output: {e}"))?;
+                eprintln!("{line}");
+                writeln!(file, "{line}").map_err(|e| format!("writing {}: {e}", keep.display()))?;
+            }
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("cargo bench -p {package} ended with {status}"));
         }
     }
-    let status = child.wait().map_err(|e| e.to_string())?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("cargo bench ended with {status}"))
-    }
+    Ok(())
 }
 
 /// `cargo xtask demo ARGS...`: `mistral-demo` in the dev profile, its exit code kept.

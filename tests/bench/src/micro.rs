@@ -106,9 +106,9 @@ fn aim_of(name: &str) -> (Option<f64>, Option<String>) {
         "classify_429_with_headers" | "call_poll_handle_cycle" => {
             (Some(1000.0), Some("< 1 µs per decision".into()))
         }
-        "budget_reserve_pure" | "local_limiter_reserve_uncontended" => (
-            Some(200.0),
-            Some("< 200 ns per uncontended reservation".into()),
+        "budget_admit_pure" | "local_limiter_admit_uncontended" => (
+            Some(1000.0),
+            Some("< 1 µs per uncontended admission".into()),
         ),
         _ => (None, None),
     }
@@ -387,8 +387,8 @@ classify_429_with_headers
                         change: [-1.0% +0.2% +1.3%] (p = 0.70 > 0.05)
 Found 3 outliers among 100 measurements (3.00%)
   3 (3.00%) high mild
-budget_reserve_pure     time:   [18.551 ns 18.632 ns 18.722 ns]
-local_limiter_reserve_8_threads
+budget_admit_pure       time:   [18.551 ns 18.632 ns 18.722 ns]
+local_limiter_admit_8_threads
                         time:   [\u{1b}[2m1.0 ms\u{1b}[0m \u{1b}[1m1.5 ms\u{1b}[0m 2.0 ms]
 ";
         let benches = parse_criterion(text);
@@ -396,10 +396,10 @@ local_limiter_reserve_8_threads
         assert_eq!(benches[0].name, "classify_429_with_headers");
         assert!((benches[0].ns - 2200.3).abs() < 1e-6);
         assert_eq!(benches[0].met(), Some(false));
-        assert_eq!(benches[1].name, "budget_reserve_pure");
+        assert_eq!(benches[1].name, "budget_admit_pure");
         assert!((benches[1].ns - 18.632).abs() < 1e-9);
         assert_eq!(benches[1].met(), Some(true));
-        assert_eq!(benches[2].name, "local_limiter_reserve_8_threads");
+        assert_eq!(benches[2].name, "local_limiter_admit_8_threads");
         assert!((benches[2].ns - 1.5e6).abs() < 1e-3);
         assert_eq!(benches[2].met(), None);
     }

@@ -1,0 +1,97 @@
+//! Micro-benchmarks of the limiter's decisions: one admission on a budget's state (the
+//! arithmetic every store runs), and one admission through the in-process limiter (its
+//! line and its mutex), uncontended and with 8 threads.
+
+#![allow(missing_docs, clippy::disallowed_methods)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mistral_core::limiter::{Admit, Limiter, LimiterConfig, Limits, Place};
+use mistral_core::{Ask, Priority};
+use mistral_limiter::{AdmitOp, BudgetState, Candidate, LocalLimiter};
+
+struct Nobody;
+
+impl Wake for Nobody {
+    fn wake(self: Arc<Self>) {}
+}
+
+fn ask() -> Ask {
+    Ask {
+        model: Some("m".into()),
+        tokens: 10,
+        size: Default::default(),
+        attempt: 1,
+        within: None,
+        priority: Priority::Default,
+    }
+}
+
+fn bench_admit(c: &mut Criterion) {
+    let mut state = BudgetState::new(
+        0,
+        Some(Limits::requests(1_000_000_000, Duration::from_secs(1))),
+    );
+    let op = AdmitOp {
+        proc_id: 1,
+        waiting: [0, 1, 0],
+        candidates: vec![Candidate {
+            lane: 1,
+            size: Default::default(),
+            tokens: 10,
+            within_us: u64::MAX,
+        }],
+        horizon_us: 2_000,
+        ask_gap_us: 1_000_000,
+        reserve_ppm: [0, 100_000, 100_000],
+    };
+    let mut t = 0u64;
+    c.bench_function("budget_admit_pure", |b| {
+        b.iter(|| {
+            t += 1;
+            black_box(state.admit(black_box(t), &op))
+        })
+    });
+    let config = LimiterConfig {
+        default: Some(Limits::requests(1_000_000_000, Duration::from_secs(1))),
+        ..LimiterConfig::default()
+    };
+    let limiter = Arc::new(LocalLimiter::with_config(config));
+    let waker = Waker::from(Arc::new(Nobody));
+    let ask = ask();
+    let admit = |limiter: &LocalLimiter, now: Instant| {
+        let mut place = Place::new();
+        let admitted = limiter.poll_admit(now, &mut place, &ask, &waker);
+        limiter.leave(&mut place);
+        matches!(admitted, Admit::Ready(_))
+    };
+    let now = Instant::now();
+    c.bench_function("local_limiter_admit_uncontended", |b| {
+        b.iter(|| black_box(admit(&limiter, now)))
+    });
+    c.bench_function("local_limiter_admit_8_threads", |b| {
+        b.iter_custom(|iters| {
+            let per = iters / 8 + 1;
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    let limiter = &limiter;
+                    let admit = &admit;
+                    s.spawn(move || {
+                        for _ in 0..per {
+                            black_box(admit(limiter, now));
+                        }
+                    });
+                }
+            });
+            start.elapsed() / 8
+        })
+    });
+}
+
+criterion_group!(benches, bench_admit);
+criterion_main!(benches);

@@ -1,0 +1,453 @@
+//! The budget's decisions, one by one, on its pure state and on the in-process limiter:
+//! admission at the moment of sending, the server's word, estimates that learn, priority
+//! lanes within and across processes, deadlines, the clock, the merge of two versions.
+
+#![allow(clippy::disallowed_methods)]
+
+use std::sync::{Arc, Mutex};
+use std::task::{Wake, Waker};
+use std::time::{Duration, Instant};
+
+use mistral_core::limiter::{Admit, Limiter, LimiterConfig, Limits, Place};
+use mistral_core::{
+    Ask, Bucket, Grant, Priority, Quota, RateLimits, Report, Sizing, Ticket, TokenUsage, Verdict,
+    Window,
+};
+use mistral_limiter::{
+    AdmitAnswer, AdmitOp, BudgetState, Candidate, Decision, LocalLimiter, ReportOp, Signal, Source,
+};
+
+const S: u64 = 1_000_000;
+const MS: u64 = 1_000;
+
+fn candidate(lane: u64, tokens: u64) -> Candidate {
+    Candidate {
+        lane,
+        size: Sizing::default(),
+        tokens,
+        within_us: u64::MAX,
+    }
+}
+
+fn op(proc_id: u64, candidates: Vec<Candidate>) -> AdmitOp {
+    let mut waiting = [0; 3];
+    for c in &candidates {
+        waiting[c.lane as usize] += 1;
+    }
+    AdmitOp {
+        proc_id,
+        waiting,
+        candidates,
+        horizon_us: 2 * MS,
+        ask_gap_us: S,
+        reserve_ppm: [0, 100_000, 100_000],
+    }
+}
+
+fn admitted(answer: &AdmitAnswer) -> usize {
+    answer
+        .decisions
+        .iter()
+        .filter(|d| matches!(d, Decision::Go { .. }))
+        .count()
+}
+
+fn ticket_of(d: Decision) -> Ticket {
+    match d {
+        Decision::Go { ticket, .. } => ticket,
+        other => panic!("expected Go, got {other:?}"),
+    }
+}
+
+/// What a 2026 response says: a request and a token bucket per minute, and what is left.
+fn announced(req: (u64, u64), tok: (u64, u64), ticket: Option<Ticket>, used: u64) -> ReportOp {
+    ReportOp {
+        signal: Signal::Success,
+        req_limit: req.0,
+        req_window_secs: 60,
+        req_remaining: Some(req.1),
+        tok_limit: tok.0,
+        tok_window_secs: 60,
+        tok_remaining: Some(tok.1),
+        estimated_tokens: ticket.map_or(used, |t| t.tokens),
+        used_tokens: Some(used),
+        ticket,
+        ..ReportOp::default()
+    }
+}
+
+#[test]
+fn the_first_caller_probes_and_the_announced_remaining_goes_at_once() {
+    let mut b = BudgetState::new(0, None);
+    let first = b.admit(0, &op(1, (0..16).map(|_| candidate(1, 10)).collect()));
+    // Nothing known: one probe, the others wait for its answer.
+    assert_eq!(admitted(&first), 1, "{first:?}");
+    let probe = ticket_of(first.decisions[0]);
+    // Its answer: 60 requests a minute, 59 left; 50,000 tokens, 49,990 left.
+    b.report(
+        300 * MS,
+        &announced((60, 59), (50_000, 49_990), Some(probe), 10),
+    );
+    assert_eq!(b.source, Source::Headers);
+    let mut burst = 0;
+    for _ in 0..4 {
+        burst += admitted(&b.admit(
+            300 * MS,
+            &op(1, (0..16).map(|_| candidate(1, 10)).collect()),
+        ));
+    }
+    assert_eq!(burst, 59, "the server's own burst");
+    // Then paced: the next goes about a second later (60 a minute), not at once.
+    let rest = b.admit(300 * MS, &op(1, vec![candidate(1, 10)]));
+    assert_eq!(admitted(&rest), 0);
+    assert!(rest.next_in_us > 900 * MS, "{rest:?}");
+}
+
+#[test]
+fn remaining_counts_what_was_admitted_after_the_answer_s_request() {
+    let mut b = BudgetState::new(0, None);
+    let probe = ticket_of(b.admit(0, &op(1, vec![candidate(1, 1)])).decisions[0]);
+    b.report(
+        10 * MS,
+        &announced((60, 59), (1_000_000, 999_000), Some(probe), 1),
+    );
+    // 20 go at once; the answer of the first of them says 58 remain, which the other 19
+    // (still out, maybe not counted yet) spend too: 39 more, not 58.
+    let twenty = b.admit(10 * MS, &op(1, (0..20).map(|_| candidate(1, 1)).collect()));
+    assert_eq!(admitted(&twenty), 20);
+    let first = ticket_of(twenty.decisions[0]);
+    b.report(
+        20 * MS,
+        &announced((60, 58), (1_000_000, 998_000), Some(first), 1),
+    );
+    let mut more = 0;
+    for _ in 0..10 {
+        more += admitted(&b.admit(20 * MS, &op(1, (0..16).map(|_| candidate(1, 1)).collect())));
+    }
+    assert!((38..=40).contains(&more), "{more}");
+}
+
+#[test]
+fn tokens_an_answer_did_not_use_go_to_the_next_caller_at_once() {
+    // A token limit only: 6,000 a minute (100 a second), a full cell at the start.
+    let limits = Limits {
+        requests: None,
+        tokens: Some((6_000, Duration::from_secs(60))),
+    };
+    let mut b = BudgetState::new(0, Some(limits));
+    // Configured limits are paced, never burst: one of 3,000 tokens goes, the next waits
+    // about 30 s for its 3,000.
+    let big = Candidate {
+        size: Sizing {
+            prompt_chars: 3_000,
+            max_tokens: Some(2_000),
+        },
+        ..candidate(1, 0)
+    };
+    let first = b.admit(0, &op(1, vec![big]));
+    let ticket = ticket_of(first.decisions[0]);
+    assert_eq!(
+        ticket.tokens,
+        1_000 + 2_000,
+        "3 chars a token, and max_tokens"
+    );
+    let waiting = b.admit(0, &op(1, vec![big]));
+    assert_eq!(admitted(&waiting), 0);
+    assert!(waiting.next_in_us > 25 * S, "{waiting:?}");
+    // Its answer used 400 tokens: the 2,600 it did not use are given back now.
+    let used = ReportOp {
+        signal: Signal::Success,
+        estimated_tokens: ticket.tokens,
+        used_tokens: Some(400),
+        prompt_tokens: Some(350),
+        completion_tokens: Some(50),
+        size: big.size,
+        ticket: Some(ticket),
+        ..ReportOp::default()
+    };
+    b.report(S, &used);
+    let sooner = b.admit(S, &op(1, vec![big]));
+    assert!(
+        sooner.next_in_us + S < waiting.next_in_us / 2,
+        "{} then {}",
+        waiting.next_in_us,
+        sooner.next_in_us
+    );
+}
+
+#[test]
+fn estimates_learn_from_usage_and_max_tokens_bounds_them() {
+    let mut b = BudgetState::new(0, Some(Limits::requests(1_000, Duration::from_secs(1))));
+    let unset = Candidate {
+        size: Sizing {
+            prompt_chars: 4_000,
+            max_tokens: None,
+        },
+        ..candidate(1, 0)
+    };
+    // Cautious until seen: 3 characters a token, 256 for the completion.
+    assert_eq!(b.estimate(&unset), 1_334 + 256);
+    for _ in 0..20 {
+        b.report(
+            S,
+            &ReportOp {
+                signal: Signal::Success,
+                used_tokens: Some(1_000 + 100),
+                prompt_tokens: Some(1_000),
+                completion_tokens: Some(100),
+                size: unset.size,
+                ..ReportOp::default()
+            },
+        );
+    }
+    // Learned: 4 characters a token (a tenth fewer counted), and completions of 100.
+    let learned = b.estimate(&unset);
+    assert!((1_110..=1_250).contains(&learned), "{learned}");
+    // With max_tokens, never more than it allows.
+    let bounded = Candidate {
+        size: Sizing {
+            prompt_chars: 4_000,
+            max_tokens: Some(20),
+        },
+        ..candidate(1, 0)
+    };
+    assert!(
+        b.estimate(&bounded) <= 1_112 + 20,
+        "{}",
+        b.estimate(&bounded)
+    );
+    assert!(b.estimate(&bounded) >= 1_112, "{}", b.estimate(&bounded));
+}
+
+#[test]
+fn a_refusal_pauses_everyone_once_and_older_refusals_change_nothing() {
+    let mut b = BudgetState::new(0, None);
+    let probe = ticket_of(b.admit(0, &op(1, vec![candidate(1, 1)])).decisions[0]);
+    b.report(
+        10 * MS,
+        &announced((600, 599), (1_000_000, 999_000), Some(probe), 1),
+    );
+    let burst = b.admit(10 * MS, &op(1, (0..10).map(|_| candidate(1, 1)).collect()));
+    let tickets: Vec<Ticket> = burst.decisions.iter().map(|d| ticket_of(*d)).collect();
+    let refused = |t: Ticket| ReportOp {
+        signal: Signal::RateLimited { wait_us: 0 },
+        used_tokens: Some(0),
+        ticket: Some(t),
+        ..ReportOp::default()
+    };
+    b.report(20 * MS, &refused(tickets[0]));
+    let (epoch, pause) = (b.epoch, b.pause_until_us);
+    assert_eq!(epoch, 1);
+    assert!(pause > 20 * MS);
+    // The others of the same burst were admitted before the event: theirs are its.
+    for t in &tickets[1..] {
+        b.report(21 * MS, &refused(*t));
+    }
+    assert_eq!((b.epoch, b.pause_until_us), (epoch, pause));
+    // Nobody goes during the pause; then one probe at a time.
+    assert_eq!(
+        admitted(&b.admit(25 * MS, &op(1, vec![candidate(1, 1)]))),
+        0
+    );
+    let after = b.admit(pause, &op(1, (0..4).map(|_| candidate(1, 1)).collect()));
+    assert_eq!(admitted(&after), 1, "{after:?}");
+}
+
+#[test]
+fn a_caller_that_cannot_go_within_its_deadline_is_late_at_once() {
+    let mut b = BudgetState::new(0, Some(Limits::requests(1, Duration::from_secs(10))));
+    assert_eq!(admitted(&b.admit(0, &op(1, vec![candidate(1, 1)]))), 1);
+    let hurried = Candidate {
+        within_us: S,
+        ..candidate(1, 1)
+    };
+    let answer = b.admit(0, &op(1, vec![hurried, candidate(1, 1)]));
+    match answer.decisions[0] {
+        Decision::Late { after_us } => assert!(after_us > 9 * S, "{after_us}"),
+        other => panic!("{other:?}"),
+    }
+    // The one behind it keeps its place.
+    assert_eq!(answer.decisions[1], Decision::Wait);
+}
+
+#[test]
+fn another_process_s_interactive_callers_go_before_this_one_s_batch() {
+    let mut b = BudgetState::new(0, Some(Limits::requests(10, Duration::from_secs(1))));
+    // Process 2 has 3 interactive callers waiting (its head asked and was told to wait).
+    let mut theirs = op(2, (0..3).map(|_| candidate(0, 1)).collect());
+    theirs.candidates.truncate(0);
+    theirs.waiting = [3, 0, 0];
+    b.admit(0, &theirs);
+    // Process 1's batch head (no reserved share here): the capacity the interactive ones
+    // need is kept for them.
+    let mut batch = op(1, vec![candidate(2, 1)]);
+    batch.reserve_ppm = [0; 3];
+    let ours = b.admit(0, &batch);
+    assert_eq!(admitted(&ours), 0, "{ours:?}");
+    assert!(ours.next_in_us >= 250 * MS, "{ours:?}");
+    // Process 2's callers then go in turn, first.
+    let mut first = op(2, vec![candidate(0, 1)]);
+    first.waiting = [3, 0, 0];
+    assert_eq!(admitted(&b.admit(0, &first)), 1);
+}
+
+#[test]
+fn a_lower_lane_keeps_its_reserved_share_under_a_saturating_higher_one() {
+    let mut b = BudgetState::new(0, Some(Limits::requests(10, Duration::from_secs(1))));
+    let (mut interactive, mut batch) = (0, 0);
+    let mut t = 0;
+    while t < 60 * S {
+        // One interactive and one batch caller always wait at the head of the line.
+        let answer = b.admit(t, &op(1, vec![candidate(0, 1), candidate(2, 1)]));
+        for (d, lane) in answer.decisions.iter().zip([0, 2]) {
+            if matches!(d, Decision::Go { .. }) {
+                if lane == 0 {
+                    interactive += 1;
+                } else {
+                    batch += 1;
+                }
+            }
+        }
+        t += answer.next_in_us.max(MS);
+    }
+    let share = batch as f64 / (batch + interactive) as f64;
+    assert!((0.07..0.14).contains(&share), "batch share {share:.3}");
+}
+
+#[test]
+fn callers_racing_for_the_budget_do_not_move_its_clock_back() {
+    let mut b = BudgetState::new(0, Some(Limits::requests(10, Duration::from_secs(1))));
+    b.admit(1_000 * MS, &op(1, vec![candidate(1, 1)]));
+    // A caller that read the clock 3 ms before another took its turn: the same level.
+    let late = b.admit(997 * MS, &op(1, vec![candidate(1, 1)]));
+    assert_eq!(admitted(&late), 0);
+    assert!(late.next_in_us >= 100 * MS, "{late:?}");
+    assert_eq!(b.seen_us, 1_000 * MS);
+}
+
+#[test]
+fn two_versions_of_a_budget_merge_by_their_declared_rules() {
+    let mut ours = BudgetState::new(5 * S, Some(Limits::requests(10, Duration::from_secs(1))));
+    ours.req_tat_us = 9 * S;
+    ours.share = 0.25;
+    ours.seq = 40;
+    let mut theirs = ours.clone();
+    theirs.seen_us = 6 * S;
+    theirs.req_tat_us = 7 * S;
+    theirs.share = 1.0;
+    theirs.seq = 50;
+    let merged = ours.joined(&theirs);
+    // The later level (no capacity given twice), the cautious share, the larger count.
+    assert_eq!(merged.req_tat_us, 9 * S);
+    assert_eq!(merged.share, 0.25);
+    assert_eq!(merged.seq, 50);
+    assert_eq!(merged.seen_us, 6 * S);
+    // Every field is declared with a rule, and the times move with the clock.
+    assert!(BudgetState::FIELDS.len() >= 40);
+    let moved = merged.rebased(6 * S, 106 * S);
+    assert_eq!(moved.req_tat_us, 109 * S);
+}
+
+/// Notes wakes.
+struct Count(Mutex<usize>);
+
+impl Wake for Count {
+    fn wake(self: Arc<Self>) {
+        *self.0.lock().unwrap() += 1;
+    }
+}
+
+fn ask(priority: Priority) -> Ask {
+    Ask {
+        model: Some("m".into()),
+        tokens: 1,
+        size: Sizing::default(),
+        attempt: 1,
+        within: None,
+        priority,
+    }
+}
+
+fn headers(limit: u64, remaining: u64) -> RateLimits {
+    RateLimits {
+        quotas: vec![Quota {
+            bucket: Bucket::Requests,
+            window: Window::Seconds(60),
+            limit: Some(limit),
+            remaining: Some(remaining),
+        }],
+        ..RateLimits::default()
+    }
+}
+
+fn success(ticket: Option<Ticket>, limits: RateLimits) -> Report {
+    Report {
+        model: Some("m".into()),
+        limits,
+        verdict: Verdict::Success,
+        retry: None,
+        estimated_tokens: 1,
+        used_tokens: Some(1),
+        attempt: 1,
+        correlation_id: None,
+        ticket,
+        usage: Some(TokenUsage {
+            prompt_tokens: 1,
+            completion_tokens: 0,
+            total_tokens: 1,
+        }),
+        size: Sizing::default(),
+    }
+}
+
+/// The line in one process: the interactive caller that arrives behind a batch backlog
+/// is the next to go, and a raised limit reaches the callers already waiting at once.
+#[test]
+fn the_line_serves_classes_in_order_and_a_raised_limit_reaches_it_at_once() {
+    let limiter = LocalLimiter::with_config(LimiterConfig::default());
+    let t0 = Instant::now();
+    let wakes = Arc::new(Count(Mutex::new(0)));
+    let waker = Waker::from(Arc::clone(&wakes));
+    // The probe goes; its answer announces 6 a minute, none left.
+    let mut probe = Place::new();
+    let Admit::Ready(Grant::Go { ticket, .. }) =
+        limiter.poll_admit(t0, &mut probe, &ask(Priority::Batch), &waker)
+    else {
+        panic!("the first caller probes")
+    };
+    limiter.leave(&mut probe);
+    limiter.report(t0, &success(Some(ticket), headers(6, 0)));
+    // Five batch callers, then a person, all waiting.
+    let mut batch: Vec<Place> = (0..5).map(|_| Place::new()).collect();
+    for place in &mut batch {
+        let answer = limiter.poll_admit(t0, place, &ask(Priority::Batch), &waker);
+        assert!(matches!(answer, Admit::Pending { .. }), "{answer:?}");
+    }
+    let mut person = Place::new();
+    let answer = limiter.poll_admit(t0, &mut person, &ask(Priority::Interactive), &waker);
+    assert!(matches!(answer, Admit::Pending { .. }), "{answer:?}");
+    // The person is the head now, waiting for a unit (10 s) of the request limit.
+    let view = limiter.line("m");
+    assert_eq!(view.waiting, [1, 0, 5]);
+    assert_eq!(view.binding, mistral_limiter::Binding::Requests, "{view:?}");
+    assert!(view.unit_us > 9 * S, "{view:?}");
+    // The tier changes: 600 a minute, 590 left. The head is woken and goes at once; the
+    // batch callers follow, none of them stuck behind a slot booked at the old rate.
+    let before = *wakes.0.lock().unwrap();
+    let t1 = t0 + Duration::from_millis(100);
+    limiter.report(t1, &success(None, headers(600, 590)));
+    assert!(*wakes.0.lock().unwrap() > before, "the head was woken");
+    let answer = limiter.poll_admit(t1, &mut person, &ask(Priority::Interactive), &waker);
+    assert!(
+        matches!(answer, Admit::Ready(Grant::Go { .. })),
+        "{answer:?}"
+    );
+    for place in &mut batch {
+        let answer = limiter.poll_admit(t1, place, &ask(Priority::Batch), &waker);
+        assert!(
+            matches!(answer, Admit::Ready(Grant::Go { .. })),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(limiter.line("m").waiting, [0, 0, 0]);
+}
