@@ -1,7 +1,9 @@
-//! Reservation latency through each store of the shared limiter, from the async client's
-//! side: 512 tasks on a 2-worker tokio runtime each ask for one slot at the same moment,
-//! for several rounds; a reservation's latency runs from the round's start to its grant
-//! (so a store that blocks the workers, or serializes its callers, shows its queue).
+//! Admission latency through each store of the shared limiter, from the async client's
+//! side: 512 tasks on a 2-worker tokio runtime each ask to be admitted at the same moment,
+//! for several rounds, on a budget far above what they ask (so every one is admitted as
+//! soon as its line reaches it); an admission's latency runs from the round's start to
+//! its grant (so a store that blocks the workers, or serializes its callers, shows its
+//! queue: a line admits up to `mistral_limiter::line::BATCH` callers per store operation).
 //! Prints p50/p99 per store; `redis+1ms` is Redis behind a loopback proxy that delays
 //! every reply by 1 ms.
 //!
@@ -16,14 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mistral_async::stores::{AsyncLimiter, FileLimiter, LimiterConfig, RedisLimiter};
-use mistral_async::{ApiKey, Ask, Limits, LocalLimiter};
+use mistral_async::{ApiKey, Ask, Grant, Limits, LocalLimiter, Priority};
+use mistral_core::Sizing;
 
 const TASKS: usize = 512;
 const ROUNDS: usize = 20;
 const BASE: &str = "http://127.0.0.1:9";
 
 fn config() -> LimiterConfig {
-    // Far above what the bench asks, so every grant is a slot at once.
+    // Far above what the bench asks, so every caller is admitted when its line reaches it.
     LimiterConfig {
         default: Some(Limits::requests(1_000_000_000, Duration::from_secs(1))),
         ..LimiterConfig::default()
@@ -34,10 +37,10 @@ fn ask() -> Ask {
     Ask {
         model: Some("m".into()),
         tokens: 1,
+        size: Sizing::default(),
         attempt: 1,
         within: None,
-        confirm: None,
-        priority: mistral_core::Priority::Default,
+        priority: Priority::Default,
     }
 }
 
@@ -135,6 +138,15 @@ fn delaying_proxy(port: u16, delay: Duration) -> u16 {
     proxy_port
 }
 
+/// One admission of a call of `m`; anything else than "go" is the store failing the bench.
+async fn admit(limiter: &dyn AsyncLimiter) {
+    let ask = ask();
+    match limiter.admit(&ask).await {
+        Grant::Go { .. } => {}
+        other => panic!("expected an admission, got {other:?}"),
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -149,16 +161,15 @@ fn measure(name: &str, limiter: Arc<dyn AsyncLimiter>) {
     let mut latencies = Vec::with_capacity(TASKS * ROUNDS);
     let started = Instant::now();
     runtime.block_on(async {
-        // One warm-up reservation (a connection, a file).
-        let _booked = limiter.reserve(Instant::now(), &ask()).await;
+        // One warm-up admission (a connection, a file).
+        admit(&*limiter).await;
         for _ in 0..ROUNDS {
             let start = Instant::now();
             let tasks: Vec<_> = (0..TASKS)
                 .map(|_| {
                     let limiter = Arc::clone(&limiter);
                     tokio::spawn(async move {
-                        let ask = ask();
-                        let _booked = limiter.reserve(Instant::now(), &ask).await;
+                        admit(&*limiter).await;
                         start.elapsed()
                     })
                 })
@@ -171,7 +182,7 @@ fn measure(name: &str, limiter: Arc<dyn AsyncLimiter>) {
     let total = started.elapsed();
     latencies.sort_unstable();
     println!(
-        "{name:<9} p50 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms  ({} reservations, {TASKS} tasks x {ROUNDS} rounds on 2 workers, {:.2} s)",
+        "{name:<9} p50 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms  ({} admissions, {TASKS} tasks x {ROUNDS} rounds on 2 workers, {:.2} s)",
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().unwrap().as_secs_f64() * 1e3,
@@ -182,7 +193,7 @@ fn measure(name: &str, limiter: Arc<dyn AsyncLimiter>) {
 
 fn main() {
     let key = ApiKey::new("sk-bench").unwrap();
-    println!("store reservation latency through the async client's stores (mistral_async::stores)");
+    println!("admission latency through the async client's stores (mistral_async::stores)");
     measure("local", Arc::new(LocalLimiter::with_config(config())));
     let dir = std::env::temp_dir().join(format!("mistral-stores-bench-{}", std::process::id()));
     let file = FileLimiter::at_path(dir.join("state"), config()).unwrap();

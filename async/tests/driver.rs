@@ -294,13 +294,29 @@ async fn calls_run_inside_spawned_tasks_sharing_one_client() {
 
 #[tokio::test(start_paused = true)]
 async fn waits_run_on_tokios_clock() {
-    /// Paces every call by a minute.
-    #[derive(Debug)]
-    struct MinutePacing;
+    /// Keeps every call in line for a minute.
+    #[derive(Debug, Default)]
+    struct MinutePacing(std::sync::Mutex<Option<Instant>>);
     impl Limiter for MinutePacing {
-        fn reserve(&self, _now: Instant, _ask: &Ask) -> Grant {
-            Grant::After(Duration::from_secs(60))
+        fn poll_admit(
+            &self,
+            now: Instant,
+            _place: &mut mistral_async::Place,
+            _ask: &Ask,
+            _waker: &std::task::Waker,
+        ) -> mistral_async::Admit {
+            let until = *self
+                .0
+                .lock()
+                .unwrap()
+                .get_or_insert(now + Duration::from_secs(60));
+            if now >= until {
+                mistral_async::Admit::Ready(Grant::Now)
+            } else {
+                mistral_async::Admit::Pending { until }
+            }
         }
+        fn leave(&self, _place: &mut mistral_async::Place) {}
         fn report(&self, _now: Instant, _report: &Report) {}
     }
     let server = Server::start(vec![Step::Reply(response(
@@ -316,7 +332,7 @@ async fn waits_run_on_tokios_clock() {
         .api_key("test-key")
         .base_url(&server.base_url)
         .retry_policy(policy)
-        .limiter(Arc::new(MinutePacing))
+        .limiter(Arc::new(MinutePacing::default()))
         .build()
         .unwrap();
     let (real, virtual_start) = (Instant::now(), tokio::time::Instant::now());

@@ -12,9 +12,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mistral_async::stores::{self, BudgetId, LimiterSpec, RedisLimiter};
-use mistral_core::limiter::{Decision, LimiterConfig, Limits, Reserve};
-use mistral_core::{ApiKey, Error};
+use mistral_async::stores::{self, AsyncLimiter, BudgetId, LimiterSpec, RedisLimiter};
+use mistral_core::limiter::{LimiterConfig, Limits};
+use mistral_core::{ApiKey, Ask, Error, Grant, Priority, Sizing};
+use mistral_limiter::store::StoreOps;
+use mistral_limiter::{AdmitOp, Candidate, Decision};
 
 const BASE: &str = "https://api.mistral.ai";
 
@@ -157,10 +159,35 @@ fn config() -> LimiterConfig {
     }
 }
 
-fn wait_us(decision: Decision) -> u64 {
-    match decision {
-        Decision::Go { wait_us, .. } => wait_us,
-        other => panic!("expected Go, got {other:?}"),
+fn ask() -> Ask {
+    Ask {
+        model: Some("m".into()),
+        tokens: 1,
+        size: Sizing::default(),
+        attempt: 1,
+        within: None,
+        priority: Priority::Default,
+    }
+}
+
+/// One caller of `m` at the head of a line, as the client's line asks for it.
+fn one_caller() -> StoreOps {
+    StoreOps {
+        model: "m".into(),
+        reports: Vec::new(),
+        admit: Some(AdmitOp {
+            proc_id: 1,
+            waiting: [0, 1, 0],
+            candidates: vec![Candidate {
+                lane: Priority::Default.lane(),
+                size: Sizing::default(),
+                tokens: 1,
+                within_us: u64::MAX,
+            }],
+            horizon_us: 5_000,
+            ask_gap_us: 100_000,
+            reserve_ppm: [0; 3],
+        }),
     }
 }
 
@@ -185,21 +212,43 @@ fn rediss_with_the_servers_ca_shares_one_budget_over_tls() {
     let b = RedisLimiter::for_budget(redis_url, BASE, &key_b, budget.as_ref(), config()).unwrap();
     assert_eq!(a.key_of("m"), b.key_of("m"));
     assert!(!a.key_of("m").contains("acme") && !a.key_of("m").contains("sk-key"));
-    let ask = Reserve::new(1);
-    let mut waits = Vec::new();
-    for limiter in [&a, &b, &a, &b] {
-        let (decision, _) = block_on(limiter.reserve_at(Some(1_000_000), "m", &ask))
-            .expect("the script runs over TLS");
-        waits.push(wait_us(decision));
-    }
-    // One budget at 10 per second: each booking 100 ms (and a safety margin) after the
-    // one before, whichever key booked it.
-    assert_eq!(waits[0], 0, "{waits:?}");
-    for pair in waits.windows(2) {
-        let gap = pair[1] - pair[0];
-        assert!((100_000..110_000).contains(&gap), "{waits:?}");
-    }
+    let (starts, seqs) = block_on(async {
+        // The compare-and-set round runs over TLS (no in-process fallback here) ...
+        let answer = a
+            .run_direct(&one_caller())
+            .await
+            .expect("the round runs over TLS");
+        assert!(
+            matches!(answer.decisions[..], [Decision::Go { .. }]),
+            "{answer:?}"
+        );
+        // ... and so do the clients' admissions, alternating between the keys.
+        let mut starts = Vec::new();
+        let mut seqs = Vec::new();
+        for limiter in [&b, &a, &b, &a] {
+            let ask = ask();
+            match limiter.admit(&ask).await {
+                Grant::Go { after, ticket } => {
+                    assert!(after <= Duration::from_millis(10), "{after:?}");
+                    starts.push(Instant::now() + after);
+                    seqs.push(ticket.seq);
+                }
+                other => panic!("expected an admission, got {other:?}"),
+            }
+        }
+        (starts, seqs)
+    });
     assert!(!a.is_degraded() && !b.is_degraded());
+    // One budget at 10 per second: numbered in one sequence, each admission about
+    // 100 ms (and a safety margin) after the one before, whichever key made it.
+    assert_eq!(seqs, [2, 3, 4, 5]);
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(90) && gap < Duration::from_secs(1),
+            "{gap:?} apart"
+        );
+    }
 
     // Through the factory the clients use, too.
     let limiter = stores::limiter_for_budget(&spec, BASE, &key_a, budget.as_ref(), config());
@@ -217,13 +266,18 @@ fn rediss_checks_the_certificate() {
     let limiter = RedisLimiter::new(&url, BASE, &key, config())
         .unwrap()
         .with_timeout(Duration::from_secs(2));
-    let refused = block_on(limiter.reserve_at(Some(1_000_000), "m", &Reserve::new(1)));
-    let message = refused.expect_err("an unknown CA must fail").to_string();
+    let refused = block_on(limiter.run_direct(&one_caller()));
+    let message = refused.expect_err("an unknown CA must fail");
     assert!(
         message.to_ascii_lowercase().contains("certificate")
             || message.to_ascii_lowercase().contains("issuer"),
         "{message}"
     );
+    // Through the client's admission, the limiter falls back in-process instead (never
+    // unlimited, never over the unchecked connection).
+    let grant = block_on(async { limiter.admit(&ask()).await });
+    assert!(matches!(grant, Grant::Go { .. }), "{grant:?}");
+    assert!(limiter.is_degraded());
     // A CA file that is not there is a configuration error at once.
     let missing = format!("rediss://127.0.0.1:{}/?ca=/nonexistent/ca.pem", redis.port);
     match RedisLimiter::new(&missing, BASE, &key, config()) {

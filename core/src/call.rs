@@ -107,8 +107,10 @@ pub struct LongCall {
     pub path: String,
     /// Attempts made so far.
     pub attempts: u32,
-    /// How long it will have gone by the end of the wait it starts.
+    /// How long it has been going.
     pub going: Duration,
+    /// When it found so (the call's clock).
+    pub at: Instant,
     /// Its deadline.
     pub deadline: Option<Duration>,
     /// Why it waits.
@@ -219,11 +221,11 @@ impl Call {
         }
     }
 
-    /// Notes once that this call has been going for [`LONG_CALL`] or will have by
-    /// `until` (the end of the wait it starts now), and why it waits; the driver's
-    /// telemetry says it at WARN ([`Call::take_long_call`]).
-    fn warn_if_long(&mut self, until: Instant, why: &dyn std::fmt::Display) {
-        let going = until.saturating_duration_since(self.started);
+    /// Notes once that this call has been going for [`LONG_CALL`] by `now` (time really
+    /// spent, not a wait it plans), and why it waits; the driver's telemetry says it at
+    /// WARN ([`Call::take_long_call`]).
+    fn warn_if_long(&mut self, now: Instant, why: &dyn std::fmt::Display) {
+        let going = now.saturating_duration_since(self.started);
         if self.warned || going < LONG_CALL {
             return;
         }
@@ -233,6 +235,7 @@ impl Call {
             path: self.request.uri().path().to_owned(),
             attempts: self.attempts,
             going,
+            at: now,
             deadline: self.policy.deadline,
             reason: why.to_string(),
         });
@@ -298,7 +301,7 @@ impl Call {
                     next,
                 } => {
                     if now < until {
-                        self.warn_if_long(until, &why);
+                        self.warn_if_long(now, &why);
                         self.state = State::Waiting {
                             since,
                             until,

@@ -76,7 +76,13 @@ pub struct Telemetry {
     /// The same per priority class, by lane.
     by_priority: [LimiterCounters; 3],
     last_limits: Mutex<Option<RateLimits>>,
+    /// When the last long-call WARN was said, and how many long calls were not said since.
+    long_calls: Mutex<(Option<std::time::Instant>, u64)>,
 }
+
+/// At most one "a call has been waiting long" WARN per client this often; the calls
+/// found long meanwhile are counted in the next one (and each said at DEBUG).
+pub const LONG_CALL_WARN_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 struct LimiterCounters {
@@ -207,17 +213,41 @@ impl Telemetry {
     /// has been going for [`crate::LONG_CALL`]).
     pub fn observe_call(&self, call: &mut Call, action: &Action) {
         if let Some(long) = call.take_long_call() {
-            emit!(
-                self.target,
-                warn,
-                model = long.model.as_str(),
-                path = long.path.as_str(),
-                attempts = long.attempts,
-                waited_s = long.going.as_secs_f64(),
-                deadline_s = long.deadline.map(|d| d.as_secs_f64()),
-                reason = long.reason.as_str(),
-                "mistral: a call has been waiting long"
-            );
+            let others = {
+                let mut guard = self.long_calls.lock().unwrap_or_else(|e| e.into_inner());
+                let (last, suppressed) = &mut *guard;
+                let due = last
+                    .is_none_or(|l| long.at.saturating_duration_since(l) >= LONG_CALL_WARN_EVERY);
+                if due {
+                    *last = Some(long.at);
+                    Some(std::mem::take(suppressed))
+                } else {
+                    *suppressed += 1;
+                    None
+                }
+            };
+            match others {
+                Some(others) => emit!(
+                    self.target,
+                    warn,
+                    model = long.model.as_str(),
+                    path = long.path.as_str(),
+                    attempts = long.attempts,
+                    waited_s = long.going.as_secs_f64(),
+                    deadline_s = long.deadline.map(|d| d.as_secs_f64()),
+                    reason = long.reason.as_str(),
+                    others_since_last_warning = others,
+                    "mistral: a call has been waiting long"
+                ),
+                None => emit!(
+                    self.target,
+                    debug,
+                    model = long.model.as_str(),
+                    waited_s = long.going.as_secs_f64(),
+                    reason = long.reason.as_str(),
+                    "mistral: a call has been waiting long"
+                ),
+            }
         }
         if let Action::Done(Err(Error::RateLimited { shared: true, .. })) = action {
             let lane = (call.priority().lane() as usize).min(2);
@@ -236,6 +266,20 @@ impl Telemetry {
     /// Counts the limiter's answer to `ask`, given after `waited` in its line; the driver
     /// calls it between the limiter's answer and [`crate::Call::handle_grant`].
     pub fn observe_grant(&self, ask: &Ask, grant: &Grant, waited: Duration) {
+        if let Grant::Go { after, .. } = grant
+            && waited >= Duration::from_millis(1)
+        {
+            emit!(
+                self.target,
+                debug,
+                model = ask.model.as_deref().unwrap_or(""),
+                priority = ask.priority.name(),
+                attempt = ask.attempt,
+                waited_ms = waited.as_secs_f64() * 1e3,
+                then_ms = after.as_secs_f64() * 1e3,
+                "mistral: admitted by the shared limiter after waiting in line"
+            );
+        }
         Self::count_grant(&self.limiter, grant, waited);
         let lane = (ask.priority.lane() as usize).min(2);
         Self::count_grant(&self.by_priority[lane], grant, waited);

@@ -19,7 +19,7 @@ use mistral_core::{Ask, Grant};
 use crate::op::{AdmitAnswer, AdmitOp, Binding, Candidate, Decision, ReportOp};
 
 /// How many callers one store operation may admit at most.
-pub const BATCH: usize = 16;
+pub const BATCH: usize = 64;
 
 /// A waiter that has not polled for this long past the instant it was told is taken as
 /// gone (its caller stopped without leaving the line).
@@ -32,6 +32,16 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// The longest a store operation may be out before another caller may start one (the
 /// caller running it was dropped mid-way).
 const OP_STALL: Duration = Duration::from_secs(5);
+
+/// A caller admitted after waiting in line this long is said at WARN (at most once a
+/// minute per process, with how many others waited as long since).
+pub const LONG_WAIT: Duration = Duration::from_secs(30);
+
+/// A budget's line is summed up at INFO once its head has waited this long.
+pub const SUMMARY_AFTER: Duration = Duration::from_secs(1);
+
+/// A budget whose callers queue is summed up at INFO at most this often.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// How the line asks its budgets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +90,7 @@ pub struct Batch {
 
 #[derive(Debug)]
 struct Waiter {
+    joined: Instant,
     model: String,
     key: (u64, u64, u64),
     candidate: Candidate,
@@ -103,6 +114,8 @@ struct ModelLine {
     binding: Binding,
     /// Reports waiting for the next store operation.
     reports: Vec<ReportOp>,
+    /// When this budget's line was last summed up at INFO.
+    said: Option<Instant>,
 }
 
 /// A snapshot of one budget's line, for logs and statistics.
@@ -122,6 +135,8 @@ pub struct LineView {
 #[derive(Debug)]
 pub struct Line {
     config: LineConfig,
+    /// When a long wait was last said at WARN, and the long waits not said since.
+    long_waits: (Option<Instant>, u64),
     next: u64,
     waiters: HashMap<u64, Waiter>,
     models: HashMap<String, ModelLine>,
@@ -132,6 +147,7 @@ impl Line {
     pub fn new(config: LineConfig) -> Self {
         Line {
             config,
+            long_waits: (None, 0),
             next: 0,
             waiters: HashMap::new(),
             models: HashMap::new(),
@@ -264,6 +280,7 @@ impl Line {
         self.waiters.insert(
             id,
             Waiter {
+                joined: now,
                 model,
                 key,
                 candidate: Candidate {
@@ -336,6 +353,7 @@ impl Line {
         };
         let flush = !m.reports.is_empty();
         m.asking = if flush { Some(now) } else { None };
+        let (mut long, mut longest) = (0u64, Duration::ZERO);
         m.unit_us = answer.unit_us;
         m.binding = answer.binding;
         for (id, decision) in batch.ids.iter().zip(&answer.decisions) {
@@ -358,6 +376,11 @@ impl Line {
             if let Some(waker) = &w.waker {
                 waker.wake_by_ref();
             }
+            let waited = now.saturating_duration_since(w.joined);
+            if waited >= LONG_WAIT {
+                longest = longest.max(waited);
+                long += 1;
+            }
         }
         let wait = Duration::from_micros(answer.next_in_us).saturating_sub(self.config.horizon);
         m.head_at = Some(now + wait.min(self.config.ask_gap));
@@ -367,6 +390,7 @@ impl Line {
         // The head (the caller that asked, or the one after those admitted) learns when to
         // ask again.
         self.wake_first(&batch.model);
+        self.say(now, &batch.model, answer, long, longest);
         flush
     }
 
@@ -405,6 +429,75 @@ impl Line {
         self.wake(model, now);
     }
 
+    /// What a store's answer says to a person watching the logs: at INFO, at most every
+    /// [`SUMMARY_EVERY`] per budget and once the head has waited [`SUMMARY_AFTER`], that
+    /// callers queue (how many per class, what keeps
+    /// them, the pace, when the next goes); at WARN, at most once a minute, that callers
+    /// were admitted after waiting [`LONG_WAIT`] or more.
+    fn say(
+        &mut self,
+        now: Instant,
+        model: &str,
+        answer: &AdmitAnswer,
+        long: u64,
+        longest: Duration,
+    ) {
+        if long > 0 {
+            let (last, others) = &mut self.long_waits;
+            if last.is_none_or(|l| now.saturating_duration_since(l) >= Duration::from_secs(60)) {
+                tracing::warn!(
+                    model,
+                    callers = long,
+                    longest_s = longest.as_secs_f64(),
+                    others_since_last_warning = *others,
+                    binding = answer.binding.name(),
+                    "mistral: callers waited long in the shared limiter's line"
+                );
+                *last = Some(now);
+                *others = 0;
+            } else {
+                *others += long;
+            }
+        }
+        let view = self.view(model);
+        let queued: u64 = view.waiting.iter().sum();
+        let Some(m) = self.models.get(model) else {
+            return;
+        };
+        // Only callers that keep queueing (the head has waited a second) are worth a line.
+        let head_since = m
+            .order
+            .first()
+            .and_then(|k| self.waiters.get(&k.2))
+            .map(|w| w.joined);
+        let Some(m) = self.models.get_mut(model) else {
+            return;
+        };
+        if queued == 0
+            || answer.next_in_us == 0
+            || head_since.is_none_or(|j| now.saturating_duration_since(j) < SUMMARY_AFTER)
+        {
+            return;
+        }
+        if m.said
+            .is_some_and(|at| now.saturating_duration_since(at) < SUMMARY_EVERY)
+        {
+            return;
+        }
+        m.said = Some(now);
+        let per_second = (answer.unit_us > 0).then(|| 1e6 / answer.unit_us as f64);
+        tracing::info!(
+            model,
+            interactive = view.waiting[0],
+            default = view.waiting[1],
+            batch = view.waiting[2],
+            binding = answer.binding.name(),
+            calls_per_second = per_second,
+            next_in_ms = answer.next_in_us as f64 / 1e3,
+            "mistral: callers wait for the shared budget"
+        );
+    }
+
     /// The store operation out for `model` was given up (its caller went away): nobody
     /// was admitted by it; the head may ask again after `retry`.
     pub fn abandon(&mut self, now: Instant, model: &str, retry: Duration) {
@@ -412,7 +505,9 @@ impl Line {
             m.asking = None;
             m.head_at = Some(now + retry);
         }
-        self.wake_head(model, now);
+        // The head learns when to ask again (it may have been told to wait for this
+        // operation).
+        self.wake_first(model);
     }
 
     /// Something may have freed capacity in `model`'s budget (a report): its head asks

@@ -24,8 +24,11 @@ impl Write for Sink {
     }
 }
 
+/// A call that will wait a minute for the shared budget: within a second the budget's
+/// line is summed up at INFO, once (how many wait in which class, what binds, the pace,
+/// when the next goes), and nothing is said at WARN: nothing has been waited yet.
 #[test]
-fn a_call_that_will_wait_past_30_s_says_so_at_warn() {
+fn callers_waiting_for_the_budget_are_summed_up_at_info_and_only_real_waits_warn() {
     let emu = one_a_minute();
     let client = asynchronous(&emu);
     let sink = Sink::default();
@@ -42,19 +45,29 @@ fn a_call_that_will_wait_past_30_s_says_so_at_warn() {
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
             client.chat(request()).await.unwrap();
-            let waiting = tokio::time::timeout(Duration::from_secs(2), client.chat(request()));
-            assert!(
-                waiting.await.is_err(),
-                "the second call waits for the window"
-            );
+            let waiting = tokio::time::timeout(Duration::from_secs(2), async {
+                // Three callers queue behind the spent minute.
+                let (a, b, c) = tokio::join!(
+                    client.chat(request()),
+                    client.chat(request()),
+                    client.chat(request())
+                );
+                (a.is_ok(), b.is_ok(), c.is_ok())
+            });
+            assert!(waiting.await.is_err(), "the calls wait for the window");
         });
     });
     let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-    let warns: Vec<_> = text
+    let summaries: Vec<_> = text
         .lines()
-        .filter(|l| l.contains("WARN") && l.contains("has been waiting long"))
+        .filter(|l| l.contains("INFO") && l.contains("callers wait for the shared budget"))
         .collect();
-    assert_eq!(warns.len(), 1, "{text}");
-    assert!(warns[0].contains(MODEL), "{}", warns[0]);
+    assert_eq!(summaries.len(), 1, "{text}");
+    let line = summaries[0];
+    assert!(line.contains(MODEL), "{line}");
+    assert!(line.contains("binding=\"requests\""), "{line}");
+    assert!(line.contains("default=3"), "{line}");
+    let warns = text.lines().filter(|l| l.contains("WARN")).count();
+    assert_eq!(warns, 0, "{text}");
     assert!(!text.contains(emu.key()));
 }
