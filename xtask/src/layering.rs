@@ -1,5 +1,5 @@
-//! The layering check: `mistral-core` stays sans-IO, and the emulator stays apart
-//! from the clients it judges.
+//! The layering check: `mistral-core` and `mistral-limiter` stay sans-IO, and the
+//! emulator stays apart from the clients it judges.
 //!
 //! Three guards, all decided here from plain text so they can be unit-tested
 //! (and shown to fail) without running cargo:
@@ -14,7 +14,11 @@
 //!    no client crate (its rate limiting is its own, never the core's) and none of the
 //!    bench's or the demo's heavy crates (`cargo xtask emulate` builds it alone).
 
-/// Packages that must never be a normal dependency of `mistral-core`.
+/// The sans-IO packages: none may have a [`BANNED`] package in its normal tree.
+pub const SANS_IO: [&str; 2] = ["mistral-core", "mistral-limiter"];
+
+/// Packages that must never be a normal dependency of `mistral-core` or
+/// `mistral-limiter`.
 pub const BANNED: &[&str] = &[
     "tokio", "ureq", "reqwest", "hyper", "mio", "socket2", "redis",
 ];
@@ -32,6 +36,7 @@ pub fn depends_on(tree: &str, name: &str) -> bool {
 /// crates and their HTTP clients, and what only the bench and the demo need.
 pub const EMULATOR_BANNED: &[&str] = &[
     "mistral-core",
+    "mistral-limiter",
     "mistral-blocking",
     "mistral-async",
     "mistral-stores",

@@ -3,8 +3,9 @@
 //!
 //! 1. `fmt`: `cargo fmt --all -- --check`
 //! 2. `clippy`: `cargo clippy --workspace --all-targets --all-features -- -D warnings`
-//! 3. `layering`: `mistral-core` has no I/O dependency (`cargo tree`, default
-//!    and all features), `core/clippy.toml` bans clocks and sleeps, neither client
+//! 3. `layering`: `mistral-core` and `mistral-limiter` have no I/O dependency
+//!    (`cargo tree`, default and all features), their `clippy.toml` bans clocks and
+//!    sleeps, neither client
 //!    depends on the other, and `mistral-emulator` depends on no client crate
 //! 4. `services`: `redis-server` and `nginx` found, installed with apt-get if possible
 //!    (see [`services`])
@@ -92,20 +93,22 @@ fn run_cargo(args: &[&str], configure: impl FnOnce(&mut Command)) -> Result<(), 
 fn layering_check() -> Result<(), String> {
     let mut problems = Vec::new();
 
-    for features in [&[][..], &["--all-features"][..]] {
-        let (tree, shown) = normal_tree("mistral-core", features)?;
-        let banned = layering::banned_packages(&tree);
-        if banned.is_empty() {
-            println!(
-                "  ok: {} packages, none of {}",
-                layering::package_count(&tree),
-                layering::BANNED.join(", ")
-            );
-        } else {
-            problems.push(format!(
-                "mistral-core depends on {} (`{shown}`); core must stay sans-IO",
-                banned.join(", ")
-            ));
+    for package in layering::SANS_IO {
+        for features in [&[][..], &["--all-features"][..]] {
+            let (tree, shown) = normal_tree(package, features)?;
+            let banned = layering::banned_packages(&tree);
+            if banned.is_empty() {
+                println!(
+                    "  ok: {package}: {} packages, none of {}",
+                    layering::package_count(&tree),
+                    layering::BANNED.join(", ")
+                );
+            } else {
+                problems.push(format!(
+                    "{package} depends on {} (`{shown}`); it must stay sans-IO",
+                    banned.join(", ")
+                ));
+            }
         }
     }
 
@@ -151,20 +154,22 @@ fn layering_check() -> Result<(), String> {
         ));
     }
 
-    let clippy_toml = workspace_root().join("core/clippy.toml");
-    match std::fs::read_to_string(&clippy_toml) {
-        Err(e) => problems.push(format!("cannot read {}: {e}", clippy_toml.display())),
-        Ok(text) => match layering::missing_disallowed_methods(&text) {
-            Err(e) => problems.push(format!("{}: {e}", clippy_toml.display())),
-            Ok(missing) if missing.is_empty() => println!(
-                "  ok: core/clippy.toml bans {}",
-                layering::REQUIRED_DISALLOWED.join(", ")
-            ),
-            Ok(missing) => problems.push(format!(
-                "core/clippy.toml does not ban {} in `disallowed-methods`",
-                missing.join(", ")
-            )),
-        },
+    for dir in ["core", "limiter"] {
+        let clippy_toml = workspace_root().join(dir).join("clippy.toml");
+        match std::fs::read_to_string(&clippy_toml) {
+            Err(e) => problems.push(format!("cannot read {}: {e}", clippy_toml.display())),
+            Ok(text) => match layering::missing_disallowed_methods(&text) {
+                Err(e) => problems.push(format!("{}: {e}", clippy_toml.display())),
+                Ok(missing) if missing.is_empty() => println!(
+                    "  ok: {dir}/clippy.toml bans {}",
+                    layering::REQUIRED_DISALLOWED.join(", ")
+                ),
+                Ok(missing) => problems.push(format!(
+                    "{dir}/clippy.toml does not ban {} in `disallowed-methods`",
+                    missing.join(", ")
+                )),
+            },
+        }
     }
 
     if problems.is_empty() {

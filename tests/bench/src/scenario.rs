@@ -163,11 +163,9 @@ impl Scenario {
 
     /// Tokens the server charges for each request of the workload, in order.
     pub fn costs(&self) -> Vec<u64> {
-        let mut out = Vec::with_capacity(self.workload.len());
-        for p in &self.workload.phases {
-            out.extend(std::iter::repeat_n(p.tokens_per_request(), p.count));
-        }
-        out
+        (0..self.workload.len())
+            .map(|i| self.workload.tokens_of(i))
+            .collect()
     }
 
     /// The server's best for the whole workload from callers of `strategy`, starting at
@@ -470,10 +468,12 @@ pub fn all(size: Size) -> Vec<Scenario> {
             Phase {
                 count: count * 3 / 4,
                 prompt_chars: SHORT,
+                varied: false,
             },
             Phase {
                 count: count - count * 3 / 4,
                 prompt_chars: LONG,
+                varied: false,
             },
         ],
     };
@@ -582,6 +582,35 @@ pub fn all(size: Size) -> Vec<Scenario> {
     if !quick {
         out.push(background_from(4.0, 0.5));
     }
+
+    // S11: Mistral's 2026 limits as announced (a request and a token bucket, full at the
+    // start; the minute scaled down to 6 s), prompts of 200 to 3,200 characters,
+    // `max_tokens` unset on half, answers of 66 to 154 tokens the client cannot know.
+    let s11_limits = Limits::new(Some(200), Some(12_000));
+    let s11_rates = Rates {
+        requests: Some(200.0 / 6.0),
+        tokens: Some(2_000.0),
+    };
+    let mut s11_config = config(Era::Y2026, Semantics::Bucket, 6.0, s11_limits);
+    s11_config.completion_tokens = super::workload::Varied::COMPLETION;
+    s11_config.completion_spread = super::workload::Varied::SPREAD;
+    out.push(scenario(
+        "S11",
+        "Mistral's 2026 request and token buckets, prompts of every size, max_tokens unset on half",
+        s11_config,
+        s11_rates,
+        s11_rates,
+        Workload {
+            model: MODEL.into(),
+            phases: vec![Phase {
+                count: n(240, 120),
+                prompt_chars: 1_700,
+                varied: true,
+            }],
+        },
+        (1, StoreKind::Local),
+        Targets::announced(),
+    ));
 
     out.extend(grid_sample(size));
     out
@@ -731,6 +760,7 @@ mod tests {
             "S9-doubled",
             "S9-halved",
             "S10-background",
+            "S11",
         ] {
             assert!(ids.contains(&id), "{id} missing from {ids:?}");
         }

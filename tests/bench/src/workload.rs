@@ -17,12 +17,33 @@ pub struct Phase {
     pub count: usize,
     /// Characters of each request's one user message.
     pub prompt_chars: usize,
+    /// Requests of every size instead ([`Varied`]): prompts of 200 to 3,200 characters,
+    /// `max_tokens` unset on every other one, answers the client cannot know in advance.
+    #[serde(default)]
+    pub varied: bool,
+}
+
+/// What the emulator answers a varied request with: completions of about
+/// [`Varied::COMPLETION`] tokens, varied by [`Varied::SPREAD`] by a hash of the prompt.
+#[derive(Debug)]
+pub struct Varied;
+
+impl Varied {
+    /// The emulator's `completion_tokens` for a varied workload.
+    pub const COMPLETION: u32 = 110;
+    /// The emulator's `completion_spread` for a varied workload (40 to 154 tokens).
+    pub const SPREAD: f64 = 0.4;
+    /// `max_tokens` of the varied requests that set it.
+    pub const MAX_TOKENS: u32 = 300;
 }
 
 impl Phase {
     /// Tokens the emulator charges for one request of this phase
-    /// (`⌈chars ÷ 4⌉ + max_tokens`).
+    /// (`⌈chars ÷ 4⌉ + max_tokens`); for a varied phase, its mean.
     pub fn tokens_per_request(&self) -> u64 {
+        if self.varied {
+            return 1700 / 4 + u64::from(Varied::COMPLETION);
+        }
         (self.prompt_chars as u64).div_ceil(4).max(1) + u64::from(MAX_TOKENS)
     }
 }
@@ -53,6 +74,7 @@ impl Workload {
             phases: vec![Phase {
                 count,
                 prompt_chars,
+                varied: false,
             }],
         }
     }
@@ -69,10 +91,44 @@ impl Workload {
 
     /// Tokens charged for the whole workload.
     pub fn tokens(&self) -> u64 {
-        self.phases
-            .iter()
-            .map(|p| p.count as u64 * p.tokens_per_request())
-            .sum()
+        (0..self.len()).map(|i| self.tokens_of(i)).sum()
+    }
+
+    /// The phase of request `index`.
+    fn phase_of(&self, index: usize) -> Option<&Phase> {
+        let mut left = index;
+        for p in &self.phases {
+            if left < p.count {
+                return Some(p);
+            }
+            left -= p.count;
+        }
+        self.phases.last()
+    }
+
+    /// Tokens the emulator charges for request `index` (its prompt's `⌈chars ÷ 4⌉` and
+    /// its completion).
+    pub fn tokens_of(&self, index: usize) -> u64 {
+        let Some(phase) = self.phase_of(index) else {
+            return 1;
+        };
+        if !phase.varied {
+            return phase.tokens_per_request();
+        }
+        let chars = self.prompt_chars(index);
+        let text = prompt(index, chars);
+        let natural =
+            mistral_emulator::natural_completion(&text, Varied::COMPLETION, Varied::SPREAD);
+        let max = self.max_tokens_of(index).map_or(u64::MAX, u64::from);
+        (chars as u64).div_ceil(4).max(1) + natural.min(max)
+    }
+
+    /// `max_tokens` of request `index`.
+    pub fn max_tokens_of(&self, index: usize) -> Option<u32> {
+        match self.phase_of(index) {
+            Some(p) if p.varied => (index % 2 == 1).then_some(Varied::MAX_TOKENS),
+            _ => Some(MAX_TOKENS),
+        }
     }
 
     /// The same workload with about `count` requests in total, phases kept in
@@ -88,7 +144,7 @@ impl Workload {
                 } else {
                     ((p.count * count) as f64 / total as f64).round().max(1.0) as usize
                 },
-                prompt_chars: p.prompt_chars,
+                ..*p
             })
             .collect();
         Workload {
@@ -97,23 +153,28 @@ impl Workload {
         }
     }
 
-    /// Prompt size of request `index`.
+    /// Prompt size of request `index` (of a varied phase: 200 to 3,200 characters, by a
+    /// hash of the index).
     pub fn prompt_chars(&self, index: usize) -> usize {
-        let mut left = index;
-        for p in &self.phases {
-            if left < p.count {
-                return p.prompt_chars;
+        match self.phase_of(index) {
+            Some(p) if p.varied => {
+                let h = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+                200 + (h % 3_001) as usize
             }
-            left -= p.count;
+            Some(p) => p.prompt_chars,
+            None => 16,
         }
-        self.phases.last().map_or(16, |p| p.prompt_chars)
     }
 
     /// Request `index`: one user message of exactly [`Workload::prompt_chars`]
-    /// characters, `max_tokens` [`MAX_TOKENS`].
+    /// characters, `max_tokens` [`Workload::max_tokens_of`].
     pub fn request(&self, index: usize) -> ChatRequest {
         let text = prompt(index, self.prompt_chars(index));
-        ChatRequest::new(self.model.as_str(), vec![Message::user(text)]).max_tokens(MAX_TOKENS)
+        let request = ChatRequest::new(self.model.as_str(), vec![Message::user(text)]);
+        match self.max_tokens_of(index) {
+            Some(max) => request.max_tokens(max),
+            None => request,
+        }
     }
 
     /// The shortest time the workload can take at `rates`: each phase at the rate of the
@@ -181,10 +242,12 @@ mod tests {
                 Phase {
                     count: 1500,
                     prompt_chars: 40,
+                    varied: false,
                 },
                 Phase {
                     count: 500,
                     prompt_chars: 480,
+                    varied: false,
                 },
             ],
         }

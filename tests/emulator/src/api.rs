@@ -287,14 +287,46 @@ fn content_tokens(content: Option<&Value>, text: &mut String) -> u64 {
     }
 }
 
+/// The natural length of completions: `tokens`, varied by `spread` (a fraction) by a
+/// hash of the prompt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Completion {
+    pub tokens: u32,
+    pub spread: f64,
+}
+
+impl From<u32> for Completion {
+    fn from(tokens: u32) -> Self {
+        Completion {
+            tokens,
+            spread: 0.0,
+        }
+    }
+}
+
+/// The natural length of the completion of a prompt whose text is `text`: `tokens`,
+/// varied by `spread` (a fraction, 0 to 1) by a hash of the text (the same prompt, the
+/// same length), at least 1 when varied.
+pub fn natural_completion(text: &str, tokens: u32, spread: f64) -> u64 {
+    if spread > 0.0 {
+        let base = f64::from(tokens);
+        let spread = spread.min(1.0);
+        let u = (fnv1a(text.as_bytes()) % 10_000) as f64 / 10_000.0;
+        (base * (1.0 - spread + 2.0 * spread * u)).round().max(1.0) as u64
+    } else {
+        u64::from(tokens)
+    }
+}
+
 /// Validates a body for `endpoint`. `completion_len` is the natural completion length,
 /// `default_dimension` the embedding size when the request does not say.
 pub(crate) fn parse(
     endpoint: Endpoint,
     body: &[u8],
-    completion_len: u32,
+    completion_len: impl Into<Completion>,
     default_dimension: usize,
 ) -> Result<Parsed, Invalid> {
+    let completion_len = completion_len.into();
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -377,7 +409,7 @@ fn build(
     endpoint: Endpoint,
     object: &Map<String, Value>,
     model: String,
-    completion_len: u32,
+    completion_len: Completion,
     default_dimension: usize,
 ) -> Parsed {
     let mut text = String::new();
@@ -430,7 +462,7 @@ fn build(
     .max(1);
     let generates = matches!(endpoint, Endpoint::Chat | Endpoint::Fim);
     let max_tokens = object.get("max_tokens").and_then(Value::as_u64);
-    let natural = u64::from(completion_len);
+    let natural = natural_completion(&text, completion_len.tokens, completion_len.spread);
     let completion_tokens = if generates {
         max_tokens.map_or(natural, |m| m.min(natural))
     } else {

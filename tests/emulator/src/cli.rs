@@ -133,6 +133,10 @@ struct Args {
     /// Natural completion length, tokens.
     #[arg(long, value_name = "N", default_value_t = defaults().completion_tokens)]
     completion_tokens: u32,
+    /// How much a completion's length varies around --completion-tokens, by a hash of
+    /// the prompt (0: not at all; 0.6: from 40 % to 160 %).
+    #[arg(long, value_name = "F", default_value_t = defaults().completion_spread, value_parser = fraction)]
+    completion_spread: f64,
     /// Delay between SSE events, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = defaults().stream_chunk_delay_ms)]
     stream_delay_ms: u64,
@@ -391,6 +395,9 @@ fn apply(matches: &ArgMatches, args: Args, c: &mut Config) {
     }
     if given("completion_tokens") {
         c.completion_tokens = args.completion_tokens;
+    }
+    if given("completion_spread") {
+        c.completion_spread = args.completion_spread;
     }
     if given("stream_delay_ms") {
         c.stream_chunk_delay_ms = args.stream_delay_ms;

@@ -415,6 +415,10 @@ pub struct Config {
     pub embedding_dim: usize,
     /// Natural length of a completion in tokens (default 16); `max_tokens` caps it.
     pub completion_tokens: u32,
+    /// How much a completion's natural length varies around `completion_tokens`, as a
+    /// fraction (0: every completion has that length; 0.6: from 40 % to 160 % of it, by a
+    /// hash of the prompt, so the client cannot know it in advance). Default 0.
+    pub completion_spread: f64,
     /// Delay between SSE events, in milliseconds (default 0).
     pub stream_chunk_delay_ms: u64,
     /// Service time of every admitted inference request, in milliseconds: the response
@@ -460,6 +464,7 @@ impl Default for Config {
             random_faults: Vec::new(),
             embedding_dim: 16,
             completion_tokens: 16,
+            completion_spread: 0.0,
             stream_chunk_delay_ms: 0,
             latency_ms: 0,
             latency_jitter_ms: 0,

@@ -75,6 +75,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+pub use api::natural_completion;
 pub use cli::{Cli, help, parse_args, run_cli};
 pub use config::{
     Change, Config, DEFAULT_KEY, EffectiveLimits, Era, Fault, Limits, RateLimitBody, Semantics,

@@ -267,7 +267,10 @@ async fn inference(
     let parsed = match api::parse(
         endpoint,
         &bytes,
-        config.completion_tokens,
+        api::Completion {
+            tokens: config.completion_tokens,
+            spread: config.completion_spread,
+        },
         config.embedding_dim,
     ) {
         Ok(p) => p,
