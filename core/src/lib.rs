@@ -17,10 +17,11 @@
 //!   answer it ends with;
 //! - [`Priority`]: which calls a saturated shared budget serves first;
 //! - [`sse`] and [`StreamReader`]: event streams (idle timeout, cut detection, usage);
-//! - [`limiter`]: the shared limiter's arithmetic (GCRA per model, requests and tokens,
-//!   learning from headers and 429s), the in-process [`LocalLimiter`], and what the file
-//!   and Redis stores compute ([`limiter::store`]: the state file's codec, the Redis
-//!   script, the fallback; each client does their I/O);
+//! - [`limiter`]: the shared limiter's protocol ([`Limiter`]: a call waits in the
+//!   limiter's line until it may go, polled with a waker) and its configuration
+//!   ([`LimiterConfig`], `MISTRAL_LIMITER`, `MISTRAL_LIMITS`); the limiter itself (the
+//!   budget's arithmetic, the line, what its stores decide) is the `mistral-limiter`
+//!   crate;
 //! - [`Telemetry`]: statistics and `tracing` events, the same for both clients;
 //! - [`Settings`]: what both clients' builders collect and check;
 //! - [`Error`]: the one error type of both clients;
@@ -62,7 +63,8 @@
 //! let mut call = Call::new(&target, &request, &RetryPolicy::default(), now, 42)?;
 //! let result = loop {
 //!     match call.poll(now) {
-//!         // Ask the shared limiter (here: none, so go at once).
+//!         // Ask the shared limiter to admit it (here: none, so go at once; a driver
+//!         // waits in the limiter's line: `Limiter::poll_admit`).
 //!         Action::Reserve(_ask) => call.handle_grant(now, Grant::Now),
 //!         // Perform one HTTP exchange and hand back what came of it.
 //!         Action::Send(attempt) => {

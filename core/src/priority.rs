@@ -3,15 +3,17 @@
 //!
 //! Every call has a [`Priority`] (per client, and per call through
 //! [`crate::CallOptions::priority`]). While a budget has room, every class uses it in
-//! arrival order. Once callers queue, a higher class is booked ahead of the lower classes'
-//! queued bookings (they move back by the time it takes), so an interactive call waits at
-//! most about one pacing interval however long the batch queue is; a lower class kept
-//! waiting still gets its [`ReservedShares`] of the budget (by default a tenth for
-//! [`Priority::Default`] and for [`Priority::Batch`]), so it is never starved.
+//! arrival order. Once callers queue, each process's line of waiting callers serves
+//! higher classes first, and the shared budget knows how many of each class wait in
+//! every process, so a lower class leaves the capacity a higher one needs: an
+//! interactive call waits at most about one pacing interval however long the batch queue
+//! is. A lower class kept waiting still gets its [`ReservedShares`] of the budget (by
+//! default a tenth for [`Priority::Default`] and for [`Priority::Batch`]), so it is never
+//! starved.
 //!
-//! This is decided in the budget's arithmetic ([`crate::limiter::budget`]), so the same
-//! rule holds in one process, across processes (the file store) and across hosts (the
-//! Redis script on Redis `TIME`), atomically, with no queue held by any one process.
+//! This is decided by the limiter (the `mistral-limiter` crate), so the same rule holds
+//! in one process, across processes (the file store) and across hosts (Redis, on Redis
+//! `TIME`).
 //!
 //! ```
 //! use mistral_core::{CallOptions, Priority};

@@ -2,8 +2,8 @@
 //! merging two versions of one budget ([`Join`]) and whether it is a time on the store's
 //! clock. From that one declaration ([`shared_record!`](crate::shared_record)) follow the
 //! Rust type, its encoding (serde, every field defaulted so that a state written by an
-//! older version still loads), the merge of two versions ([`BudgetState::joined`]
-//! (crate::BudgetState::joined)), the move onto another clock
+//! older version still loads), the merge of two versions
+//! ([`BudgetState::joined`](crate::BudgetState::joined)), the move onto another clock
 //! ([`BudgetState::rebased`](crate::BudgetState::rebased)) and the list of fields with
 //! their rules ([`BudgetState::FIELDS`](crate::BudgetState::FIELDS)).
 //!
