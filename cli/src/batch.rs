@@ -153,14 +153,16 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
         shard: args.shard,
         todo: scan.todo,
         todo_tokens: scan.todo_tokens,
+        retry_unknown: args.retry_unknown,
     };
     let earlier_errors = resumed.errors;
     let outcome = match via {
         Via::BatchApi => crate::batch_api::run(conn, &args, plan, resumed, progress.clone()).await,
         _ => {
-            let client = conn
-                .client
-                .with_options(mistral_async::CallOptions::new().priority(args.priority));
+            let options = mistral_async::CallOptions::new()
+                .priority(args.priority)
+                .retry_unknown_outcome(args.retry_unknown);
+            let client = conn.client.with_options(options);
             run::run(client, plan, resumed, progress.clone()).await
         }
     };
@@ -169,6 +171,7 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
     let c = &outcome.counters;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let (succeeded, failed, transient) = (load(&c.succeeded), load(&c.failed), load(&c.transient));
+    let unknown = load(&c.unknown);
     let written = succeeded + failed;
     let secs = outcome.elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
@@ -206,6 +209,14 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
         "  {succeeded} succeeded, {failed} error result(s) written, {transient} left for a later run; {} already answered before this run",
         scan.already_done
     );
+    if unknown > 0 {
+        eprintln!(
+            "  {unknown} of the error results have an unknown outcome (sent, no answer: the server \
+             may have run them, so they were not sent again; error code \"{}\"); --retry-unknown \
+             sends such requests again",
+            run::OUTCOME_UNKNOWN_CODE
+        );
+    }
     eprintln!(
         "  {} × 429 absorbed, {} retries, {} tokens reported by usage; output {}",
         stats.rate_limited.total(),
@@ -230,6 +241,7 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
             "invalid": scan.invalid,
             "succeeded": succeeded,
             "failed": failed,
+            "outcome_unknown": unknown,
             "transient": transient,
             "elapsed_secs": secs,
             "rate_per_sec": rate,

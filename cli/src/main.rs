@@ -152,6 +152,14 @@ pub struct BatchArgs {
     /// (MISTRAL_LIMITER) and keeps a tenth of it while they keep it busy.
     #[arg(long, default_value = "batch", value_parser = parse_priority)]
     pub priority: mistral_async::Priority,
+    /// Send again a request whose outcome is unknown: it was sent and no answer came
+    /// (the connection closed, reset or silent), so the server may have run it and
+    /// billed it. Without this flag such a request is sent once: its result is an error
+    /// line with the code "outcome_unknown", and later runs skip it like any result.
+    /// With it, the client retries it, and one still without an answer is left for a
+    /// later run (which sends it again).
+    #[arg(long)]
+    pub retry_unknown: bool,
     /// No progress display.
     #[arg(short, long)]
     pub quiet: bool,

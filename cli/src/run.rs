@@ -56,6 +56,10 @@ pub struct Plan {
     pub todo: u64,
     /// Estimated tokens of those requests.
     pub todo_tokens: u64,
+    /// `--retry-unknown`: the client sends again a request whose outcome is unknown, and
+    /// one still unknown after its attempts is left for a later run (which sends it
+    /// again) instead of being written as an error.
+    pub retry_unknown: bool,
 }
 
 /// Counters shared by the tasks, the writer and the progress display.
@@ -65,8 +69,11 @@ pub struct Counters {
     pub started: AtomicU64,
     /// Successes written.
     pub succeeded: AtomicU64,
-    /// Error results written (per-request permanent errors).
+    /// Error results written (per-request permanent errors, unknown outcomes).
     pub failed: AtomicU64,
+    /// Of the error results, requests whose outcome is unknown (sent, no answer: the
+    /// server may have run them), written as errors rather than sent again.
+    pub unknown: AtomicU64,
     /// Requests that failed transiently (retries exhausted): not written.
     pub transient: AtomicU64,
     /// Transient failures since the last success.
@@ -150,6 +157,8 @@ pub struct Outcome {
 
 struct Shared {
     counters: Arc<Counters>,
+    /// [`Plan::retry_unknown`].
+    retry_unknown: bool,
     stop: Mutex<Option<Stop>>,
     /// Turns `true` once, when the run is to stop: every dispatcher watches it.
     stopped: tokio::sync::watch::Sender<bool>,
@@ -173,21 +182,37 @@ impl Shared {
 struct Finished {
     line: Option<String>,
     ok: bool,
+    /// An error line for a request whose outcome is unknown.
+    unknown: bool,
     _permit: OwnedSemaphorePermit,
 }
+
+/// The `error.code` of a result line whose request's outcome is unknown (no status: no
+/// answer came).
+pub const OUTCOME_UNKNOWN_CODE: &str = "outcome_unknown";
 
 /// What a request's failure means for the run.
 enum Verdict {
     /// Written as the request's result.
     Result(String),
+    /// Written as the request's result: its outcome is unknown (sent, no answer; the
+    /// server may have run it), so it is not sent again, now or by a later run.
+    Unknown(String),
     /// Stops the run; nothing written.
     Fatal(String),
     /// Left for a later run; nothing written.
     Transient(String),
 }
 
-fn judge(custom_id: &str, error: &Error) -> Verdict {
+fn judge(custom_id: &str, error: &Error, retry_unknown: bool) -> Verdict {
     match error {
+        e if e.is_outcome_unknown() && !retry_unknown => Verdict::Unknown(output::error_line(
+            custom_id,
+            None,
+            Value::Null,
+            &format!("{e}; run with --retry-unknown to send such requests again"),
+            Some(OUTCOME_UNKNOWN_CODE),
+        )),
         Error::BadRequest { .. } | Error::Forbidden { .. } => {
             let response = error.response();
             let body = response
@@ -219,6 +244,7 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
     let started = Instant::now();
     let shared = Arc::new(Shared {
         counters: Arc::new(Counters::default()),
+        retry_unknown: plan.retry_unknown,
         stop: Mutex::new(None),
         stopped: tokio::sync::watch::Sender::new(false),
     });
@@ -553,13 +579,21 @@ async fn call(
             Some(Finished {
                 line: Some(output::success_line(&job.custom_id, 200, reply.value)),
                 ok: true,
+                unknown: false,
                 _permit: permit,
             })
         }
-        Err(error) => match judge(&job.custom_id, &error) {
+        Err(error) => match judge(&job.custom_id, &error, shared.retry_unknown) {
             Verdict::Result(line) => Some(Finished {
                 line: Some(line),
                 ok: false,
+                unknown: false,
+                _permit: permit,
+            }),
+            Verdict::Unknown(line) => Some(Finished {
+                line: Some(line),
+                ok: false,
+                unknown: true,
                 _permit: permit,
             }),
             Verdict::Fatal(message) => {
@@ -617,6 +651,9 @@ fn write_results(path: &std::path::Path, rx: std::sync::mpsc::Receiver<Finished>
                         c.succeeded.fetch_add(1, Ordering::Relaxed);
                     } else {
                         c.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if finished.unknown {
+                        c.unknown.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }

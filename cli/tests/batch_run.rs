@@ -445,3 +445,84 @@ fn a_priority_class_is_named_or_refused_before_any_call() {
     assert_each_once(&output, &expected);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A server that reads a request and then drops the connection may have run it: the
+/// batch tool sends it once, writes an error line saying its outcome is unknown (code
+/// `outcome_unknown`, no response), and a later run does not send it again. Only with
+/// `--retry-unknown` is it sent again. (Before: each was sent up to ten times.)
+#[test]
+fn a_request_whose_outcome_is_unknown_is_sent_once_unless_told() {
+    let emu = emulator(MODEL, Limits::new(Some(50), Some(1_000_000)));
+    let dir = temp_dir("unknown-outcome");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let ids = chat_input(&input, 6, MODEL);
+    // The first two requests are read, then their connections closed / reset.
+    emu.push_fault(mistral_emulator::Fault::Close);
+    emu.push_fault(mistral_emulator::Fault::Reset);
+    let out = batch(&emu, &input, &output, &["--concurrency", "1"]);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "complete, with error results: {err}"
+    );
+    assert_eq!(
+        emu.requests_received(),
+        6,
+        "a request was sent twice: {err}"
+    );
+    let values = assert_each_once(&output, &ids);
+    let unknown: Vec<&Value> = values
+        .iter()
+        .filter(|v| v["error"]["code"] == "outcome_unknown")
+        .collect();
+    assert_eq!(unknown.len(), 2, "{values:?}");
+    for line in &unknown {
+        assert!(line["response"].is_null(), "{line}");
+        let message = line["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("outcome unknown"), "{message}");
+        assert!(message.contains("--retry-unknown"), "{message}");
+        assert!(!message.contains(emu.key()), "{message}");
+    }
+    let s = summary(&out);
+    assert_eq!(
+        (s["succeeded"].as_u64(), s["failed"].as_u64()),
+        (Some(4), Some(2)),
+        "{s}"
+    );
+    assert_eq!(s["outcome_unknown"].as_u64(), Some(2), "{s}");
+    assert_eq!(s["transient"].as_u64(), Some(0), "{s}");
+    assert!(err.contains("unknown outcome"), "{err}");
+
+    // Run again: every request has its result, nothing is sent.
+    let again = batch(&emu, &input, &output, &["--concurrency", "1"]);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert_eq!(emu.requests_received(), 6);
+
+    // Told to: the two are sent again and answered.
+    let told = dir.join("told.jsonl");
+    emu.push_fault(mistral_emulator::Fault::Close);
+    emu.push_fault(mistral_emulator::Fault::Reset);
+    let out = batch(
+        &emu,
+        &input,
+        &told,
+        &["--concurrency", "1", "--retry-unknown"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(emu.requests_received(), 6 + 8, "{err}");
+    let values = assert_each_once(&told, &ids);
+    assert!(
+        values.iter().all(|v| v["response"]["status_code"] == 200),
+        "{values:?}"
+    );
+    let s = summary(&out);
+    assert_eq!(
+        (s["succeeded"].as_u64(), s["outcome_unknown"].as_u64()),
+        (Some(6), Some(0)),
+        "{s}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode};
 use crate::action::{
     Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, WaitReason,
 };
-use crate::error::{Error, ResponseInfo, Trail, TransportError};
+use crate::error::{Delivery, Error, ResponseInfo, Trail, TransportError};
 use crate::policy::RetryPolicy;
 use crate::redact::Redactor;
 use crate::reply::{Reply, check_success_body, usage_total};
@@ -100,6 +100,12 @@ pub struct Call {
     cut_successes: u32,
     /// The latest `now` the call was given: an earlier one is taken as this.
     latest: Instant,
+    /// The next attempt sends again a request whose outcome was unknown (allowed by
+    /// [`RetryPolicy::retry_unknown_outcome`]).
+    resending_unknown: bool,
+    /// An attempt just started sends again a request whose outcome was unknown, until
+    /// [`Call::take_unknown_resend`].
+    unknown_resend: bool,
 }
 
 /// A call that has been going for [`LONG_CALL`] (see [`Call::take_long_call`]).
@@ -212,6 +218,8 @@ impl Call {
             rechecks: 0,
             warned: false,
             long_call: None,
+            resending_unknown: false,
+            unknown_resend: false,
         })
     }
 
@@ -247,6 +255,14 @@ impl Call {
     #[must_use = "the long call is said once: log it (Telemetry::observe_call does)"]
     pub fn take_long_call(&mut self) -> Option<LongCall> {
         self.long_call.take()
+    }
+
+    /// Whether the attempt just handed out sends again a request whose outcome was
+    /// unknown ([`RetryPolicy::retry_unknown_outcome`]), once: the driver's telemetry
+    /// counts it ([`crate::Stats::unknown_outcome_resent`]).
+    #[must_use = "the resend is said once: count it (Telemetry::observe_call does)"]
+    pub fn take_unknown_resend(&mut self) -> bool {
+        std::mem::take(&mut self.unknown_resend)
     }
 
     /// HTTP attempts made so far.
@@ -548,7 +564,18 @@ impl Call {
                 if !head.status.is_success() || (complete_json && !self.api.stream) {
                     return self.answered(now, head.status, head.headers, partial);
                 }
+                // The server answered, so it ran the request: what it answered is lost.
                 self.cut_successes += 1;
+                let message = format!(
+                    "the {} response's body was cut after {} bytes: {}",
+                    head.status,
+                    partial.len(),
+                    error.message
+                );
+                let error = TransportError {
+                    message,
+                    ..error.with_delivery(Delivery::MaybeDelivered)
+                };
                 self.failed(now, error);
             }
             Outcome::Failed(error) => self.failed(now, error),
@@ -616,14 +643,28 @@ impl Call {
     }
 
     /// The attempt in flight got no response (or its body was lost).
+    ///
+    /// What may be sent again depends on how far the request got
+    /// ([`TransportError::delivery`]): one that never reached the server is retried as
+    /// its kind is, one that may have reached
+    /// it is retried only when it is idempotent or the policy allows it
+    /// ([`RetryPolicy::retry_unknown_outcome`]); otherwise the call ends with
+    /// [`Error::OutcomeUnknown`].
     fn failed(&mut self, now: Instant, error: TransportError) {
         self.failures += 1;
+        let not_sent = error.delivery == Delivery::NotSent;
+        // The server may have run it, and another sending may run it again. (A body
+        // too large to read is an answer whose head came: that error, never retried.)
+        let unknown =
+            !not_sent && !self.request.method().is_idempotent() && !error.is_body_too_large();
         let retry = (self.policy.retries_transport(error.kind)
-            && self.cut_successes < MAX_CUT_SUCCESSES)
+            && self.cut_successes < MAX_CUT_SUCCESSES
+            && (!unknown || self.policy.retry_unknown_outcome))
             .then(|| Retry {
                 wait: self.policy.backoff_wait(self.failures, &mut self.rng),
                 why: WaitReason::Backoff,
             });
+        self.resending_unknown = unknown && retry.is_some();
         self.reports.push_back(Report {
             model: self.api.model.clone(),
             limits: Default::default(),
@@ -635,11 +676,22 @@ impl Call {
             correlation_id: None,
             ticket: self.ticket,
         });
-        let error = Error::Transport {
-            kind: error.kind,
-            message: self.redactor.redact(&error.message),
-            trail: Trail::default(),
-            source: error.cause(&self.redactor),
+        let (kind, message) = (error.kind, self.redactor.redact(&error.message));
+        let source = error.cause(&self.redactor);
+        let error = match unknown {
+            true => Error::OutcomeUnknown {
+                kind,
+                message,
+                retry_after: Some(self.policy.backoff_ceiling(self.failures)),
+                trail: Trail::default(),
+                source,
+            },
+            false => Error::Transport {
+                kind,
+                message,
+                trail: Trail::default(),
+                source,
+            },
         };
         self.settle(now, error, retry);
     }
@@ -670,6 +722,7 @@ impl Call {
 
     fn start_attempt(&mut self, now: Instant) -> Attempt {
         self.attempts += 1;
+        self.unknown_resend = std::mem::take(&mut self.resending_unknown);
         let id = AttemptId(self.attempts);
         let ends_at = match (
             self.policy.attempt_timeout.map(|t| later(now, t)),
@@ -843,7 +896,8 @@ impl Call {
             Error::RateLimited { trail, .. }
             | Error::Capacity { trail, .. }
             | Error::Server { trail, .. }
-            | Error::Transport { trail, .. } => *trail = new,
+            | Error::Transport { trail, .. }
+            | Error::OutcomeUnknown { trail, .. } => *trail = new,
             _ => {}
         }
         error

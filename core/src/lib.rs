@@ -118,7 +118,9 @@ pub use action::{
     Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, WaitReason,
 };
 pub use call::{Call, LONG_CALL, LongCall};
-pub use error::{Cause, Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
+pub use error::{
+    Cause, Delivery, Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind,
+};
 pub use key::{ApiKey, KeyError};
 pub use limiter::{Limiter, LimiterConfig, Limits, LocalLimiter, NoLimiter};
 pub use options::CallOptions;

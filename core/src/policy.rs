@@ -13,7 +13,10 @@
 //!   under either.
 //!
 //! Never retried: no allowance, monthly quota, 401, 403, other 4xx, redirects, a 2xx that
-//! is not the expected answer.
+//! is not the expected answer. Not retried unless allowed
+//! ([`RetryPolicy::retry_unknown_outcome`]): a request that is not idempotent (every
+//! `POST`) whose attempt may have reached the server and got no answer — its outcome is
+//! unknown ([`crate::Error::OutcomeUnknown`]).
 //!
 //! # Time bounds
 //!
@@ -94,6 +97,16 @@ pub struct RetryPolicy {
     pub retry_reset: bool,
     /// Retry when an attempt timed out.
     pub retry_timeout: bool,
+    /// Send a request that is not idempotent (every `POST`) again after an attempt whose
+    /// outcome is unknown: the request was written and no answer came (the connection
+    /// closed, reset or silent), or a success's body was cut. Off by default: the server
+    /// may have run it, and each sending may run (and bill) it once more, so the call
+    /// ends with [`crate::Error::OutcomeUnknown`] (RFC 9110 §9.2.2; the official SDKs
+    /// send once by default too). On, such attempts are retried as their kind is
+    /// ([`RetryPolicy::retry_reset`], [`RetryPolicy::retry_timeout`]). Idempotent
+    /// requests (`GET /v1/models`) and requests that never reached the server are
+    /// retried either way.
+    pub retry_unknown_outcome: bool,
     /// Retry 500, 502, 503, 504 and 408.
     pub retry_server_errors: bool,
     /// Retry Mistral capacity refusals (`3505`).
@@ -129,6 +142,7 @@ impl Default for RetryPolicy {
             retry_connect: true,
             retry_reset: true,
             retry_timeout: true,
+            retry_unknown_outcome: false,
             retry_server_errors: true,
             retry_capacity: true,
             retry_rate_limited: true,
@@ -207,6 +221,19 @@ impl RetryPolicy {
         self.retry_reset = on;
         self.retry_timeout = on;
         self
+    }
+
+    /// Sets [`RetryPolicy::retry_unknown_outcome`].
+    pub fn retry_unknown_outcome(mut self, on: bool) -> Self {
+        self.retry_unknown_outcome = on;
+        self
+    }
+
+    /// The backoff's ceiling after `failures` failed attempts (1 for the first),
+    /// `min(cap, base·2^(failures−1))` without jitter: when a call that stopped could
+    /// sensibly be tried again.
+    pub fn backoff_ceiling(&self, failures: u32) -> Duration {
+        exponential(self.base, failures).min(self.cap)
     }
 
     /// Whether a transport failure of `kind` is retried.

@@ -71,6 +71,8 @@ pub struct Telemetry {
     capacity_429: AtomicU64,
     server_errors: AtomicU64,
     transport_errors: AtomicU64,
+    outcome_unknown: AtomicU64,
+    unknown_outcome_resent: AtomicU64,
     waited_micros: AtomicU64,
     limiter: LimiterCounters,
     /// The same per priority class, by lane.
@@ -109,6 +111,14 @@ pub struct Stats {
     pub server_errors: u64,
     /// Attempts that got no response.
     pub transport_errors: u64,
+    /// Calls that ended with [`Error::OutcomeUnknown`] (also as a deadline's last
+    /// error): their request was sent, no answer came, and it was not sent again since
+    /// the server may have run it.
+    pub outcome_unknown: u64,
+    /// Attempts that sent again a request whose previous attempt's outcome was unknown,
+    /// as [`crate::RetryPolicy::retry_unknown_outcome`] allowed: each may have run the
+    /// request once more.
+    pub unknown_outcome_resent: u64,
     /// Time calls spent waiting (backoff, pacing, spent windows), summed over calls.
     pub waited: Duration,
     /// The shared limiter's answers to this client's calls, all classes together.
@@ -236,6 +246,9 @@ impl Telemetry {
             self.by_priority[lane]
                 .refused_deadline
                 .fetch_add(1, Relaxed);
+        }
+        if call.take_unknown_resend() {
+            self.unknown_outcome_resent.fetch_add(1, Relaxed);
         }
         self.observe(action);
     }
@@ -369,6 +382,9 @@ impl Telemetry {
             }
             Err(error) => {
                 self.failures.fetch_add(1, Relaxed);
+                if error.is_outcome_unknown() {
+                    self.outcome_unknown.fetch_add(1, Relaxed);
+                }
                 if matches!(error, Error::RateLimited { shared: true, .. }) {
                     self.limiter.refused_deadline.fetch_add(1, Relaxed);
                 }
@@ -399,6 +415,8 @@ impl Telemetry {
             },
             server_errors: self.server_errors.load(Relaxed),
             transport_errors: self.transport_errors.load(Relaxed),
+            outcome_unknown: self.outcome_unknown.load(Relaxed),
+            unknown_outcome_resent: self.unknown_outcome_resent.load(Relaxed),
             waited: Duration::from_micros(self.waited_micros.load(Relaxed)),
             limiter: self.limiter.snapshot(),
             limiter_by_priority: [
