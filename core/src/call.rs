@@ -100,6 +100,9 @@ pub struct Call {
     cut_successes: u32,
     /// The latest `now` the call was given: an earlier one is taken as this.
     latest: Instant,
+    /// Attempts in a row that failed before their request reached the server
+    /// ([`RetryPolicy::max_unreachable`]).
+    unreachable: u32,
     /// The next attempt sends again a request whose outcome was unknown (allowed by
     /// [`RetryPolicy::retry_unknown_outcome`]).
     resending_unknown: bool,
@@ -121,7 +124,7 @@ pub struct LongCall {
     pub going: Duration,
     /// Its deadline.
     pub deadline: Option<Duration>,
-    /// Why it waits.
+    /// Why it waits, and what the last attempt got when one failed.
     pub reason: String,
 }
 
@@ -218,6 +221,7 @@ impl Call {
             rechecks: 0,
             warned: false,
             long_call: None,
+            unreachable: 0,
             resending_unknown: false,
             unknown_resend: false,
         })
@@ -247,7 +251,11 @@ impl Call {
             attempts: self.attempts,
             going,
             deadline: self.policy.deadline,
-            reason: why.to_string(),
+            // Why it waits, and what the last attempt got (a backoff after what).
+            reason: match &self.last_error {
+                Some(last) => format!("{why}; last attempt: {last}"),
+                None => why.to_string(),
+            },
         });
     }
 
@@ -263,6 +271,12 @@ impl Call {
     #[must_use = "the resend is said once: count it (Telemetry::observe_call does)"]
     pub fn take_unknown_resend(&mut self) -> bool {
         std::mem::take(&mut self.unknown_resend)
+    }
+
+    /// The server the call sends to, as `host[:port]` (the base URL's authority: never
+    /// a credential, which a base URL may not hold).
+    pub fn server(&self) -> &str {
+        self.request.uri().authority().map_or("", |a| a.as_str())
     }
 
     /// HTTP attempts made so far.
@@ -584,6 +598,7 @@ impl Call {
 
     /// The attempt in flight got a response (for a stream: its head, with an empty body).
     fn answered(&mut self, now: Instant, status: StatusCode, headers: HeaderMap, body: Bytes) {
+        self.unreachable = 0;
         let estimate = self.api.token_estimate;
         let mut classified = classify(status, &headers, &body, Some(estimate));
         self.redact_info(&mut classified.info);
@@ -645,21 +660,23 @@ impl Call {
     /// The attempt in flight got no response (or its body was lost).
     ///
     /// What may be sent again depends on how far the request got
-    /// ([`TransportError::delivery`]): one that never reached the server is retried as
-    /// its kind is, one that may have reached
+    /// ([`TransportError::delivery`]): one that never reached the server is retried (at
+    /// most [`RetryPolicy::max_unreachable`] times in a row), one that may have reached
     /// it is retried only when it is idempotent or the policy allows it
     /// ([`RetryPolicy::retry_unknown_outcome`]); otherwise the call ends with
     /// [`Error::OutcomeUnknown`].
     fn failed(&mut self, now: Instant, error: TransportError) {
         self.failures += 1;
         let not_sent = error.delivery == Delivery::NotSent;
+        self.unreachable = if not_sent { self.unreachable + 1 } else { 0 };
         // The server may have run it, and another sending may run it again. (A body
         // too large to read is an answer whose head came: that error, never retried.)
         let unknown =
             !not_sent && !self.request.method().is_idempotent() && !error.is_body_too_large();
         let retry = (self.policy.retries_transport(error.kind)
             && self.cut_successes < MAX_CUT_SUCCESSES
-            && (!unknown || self.policy.retry_unknown_outcome))
+            && (!unknown || self.policy.retry_unknown_outcome)
+            && (!not_sent || self.unreachable < self.policy.max_unreachable))
             .then(|| Retry {
                 wait: self.policy.backoff_wait(self.failures, &mut self.rng),
                 why: WaitReason::Backoff,

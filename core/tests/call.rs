@@ -338,7 +338,8 @@ fn the_deadline_ends_the_call_with_the_last_refusal() {
 
 /// A chat (a `POST`) whose request may have reached the server — reset, closed or
 /// silent after it was written — is not sent again by default: the call ends with
-/// `OutcomeUnknown`, saying when it could be tried again.
+/// `OutcomeUnknown`, saying when it could be tried again. One that never reached it is
+/// retried, but only `max_unreachable` times in a row.
 #[test]
 fn a_request_that_may_have_run_is_not_sent_again_by_default() {
     for kind in [
@@ -396,6 +397,40 @@ fn a_request_that_may_have_run_is_not_sent_again_by_default() {
         vec![Answer::Fail(TransportKind::Reset); 2],
     );
     assert!(matches!(run.err(), Error::OutcomeUnknown { trail, .. } if trail.attempts == 2));
+}
+
+/// A connection that cannot be made fails fast: `max_unreachable` attempts (3 by
+/// default), a short backoff between them, whatever `max_attempts` says; and a
+/// response in between starts the count again.
+#[test]
+fn an_unreachable_server_is_reported_after_a_few_quick_attempts() {
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![Answer::Fail(TransportKind::Connect); 10],
+    );
+    assert_eq!(run.sends().len(), 3);
+    let waited: Duration = run.waits().iter().map(|(d, _)| *d).sum();
+    assert!(waited <= Duration::from_millis(1_500), "{waited:?}");
+    assert!(matches!(
+        run.err(),
+        Error::Transport { kind: TransportKind::Connect, trail, .. } if trail.attempts == 3
+    ));
+    // Two refusals, a 503 (the server is there), two refusals, then an answer.
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![
+            Answer::Fail(TransportKind::Connect),
+            Answer::Fail(TransportKind::Connect),
+            respond(503, &[], SERVER),
+            Answer::Fail(TransportKind::Connect),
+            Answer::Fail(TransportKind::Connect),
+            ok(),
+        ],
+    );
+    assert_eq!(run.result.unwrap().trail.attempts, 6);
+    let one = RetryPolicy::default().max_unreachable(1);
+    let run = drive_simple(&one, vec![Answer::Fail(TransportKind::Connect), ok()]);
+    assert_eq!(run.sends().len(), 1);
 }
 
 #[test]

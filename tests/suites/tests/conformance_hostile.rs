@@ -771,3 +771,72 @@ fn a_pooled_connection_the_server_closed_is_not_an_unknown_outcome() {
         assert_eq!(stats.outcome_unknown, 0, "{driver:?}");
     }
 }
+
+/// A dead server fails fast, under the default policy: a refused connection
+/// (`http://127.0.0.1:1`) or a name that does not resolve is reported within a few
+/// seconds (three attempts a short backoff apart, not the ten of the retry budget:
+/// 35–61 s before), by both clients, and a WARN names the server and the cause.
+#[test]
+fn a_dead_server_is_reported_within_seconds_and_the_warn_names_the_cause() {
+    let log = capture();
+    const BOUND: Duration = Duration::from_secs(5);
+    for (url, cause) in [
+        ("http://127.0.0.1:1", "refused"),
+        ("http://mistral-dead..invalid", "could not resolve"),
+    ] {
+        for driver in [Driver::Blocking, Driver::Async] {
+            let started = Instant::now();
+            let outcome = match driver {
+                Driver::Blocking => mistral_blocking::Client::builder()
+                    .api_key(KEY)
+                    .base_url(url)
+                    .allow_insecure_http(true)
+                    .build()
+                    .and_then(|c| c.chat(request()))
+                    .map(drop),
+                Driver::Async => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(async {
+                        let client = mistral_async::Client::builder()
+                            .api_key(KEY)
+                            .base_url(url)
+                            .allow_insecure_http(true)
+                            .build()?;
+                        client.chat(request()).await.map(drop)
+                    }),
+            };
+            let elapsed = started.elapsed();
+            eprintln!("{driver:?} {url}: reported after {elapsed:?}");
+            assert!(
+                elapsed < BOUND,
+                "{driver:?} {url}: reported after {elapsed:?}"
+            );
+            match &outcome {
+                Err(
+                    e @ Error::Transport {
+                        kind: TransportKind::Connect,
+                        trail,
+                        ..
+                    },
+                ) => {
+                    assert_eq!(trail.attempts, 3, "{driver:?} {url}: {e}");
+                    assert!(e.to_string().contains(cause), "{driver:?} {url}: {e}");
+                }
+                other => panic!("{driver:?} {url}: expected a Connect failure, got {other:?}"),
+            }
+        }
+        let logged = String::from_utf8_lossy(&lock(&log)).into_owned();
+        let host = url.trim_start_matches("http://");
+        let warns: Vec<&str> = logged
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("cannot reach the server"))
+            .filter(|l| {
+                l.contains(&format!("server=\"{host}\"")) || l.contains(&format!("server={host}"))
+            })
+            .collect();
+        assert_eq!(warns.len(), 2, "one WARN per client for {url}: {warns:#?}");
+        assert!(warns.iter().all(|w| w.contains(cause)), "{warns:#?}");
+    }
+}
