@@ -382,6 +382,12 @@ impl Client {
         self.reply(&request.streaming(false))
     }
 
+    /// The base URL requests go to, as the builder checked it: no trailing slash, no
+    /// final `/v1` (`https://api.mistral.ai/v1` is `https://api.mistral.ai`).
+    pub fn base_url(&self) -> &str {
+        self.inner.target.base_url()
+    }
+
     /// A snapshot of this client's (and its clones') statistics.
     ///
     /// ```no_run

@@ -218,7 +218,7 @@ pub fn parse_shard(text: &str) -> Result<(u64, u64), String> {
 pub struct Connection {
     /// The async client.
     pub client: Client,
-    /// Base URL without a trailing slash.
+    /// Base URL without a trailing slash or a final `/v1` (the client's).
     pub base_url: String,
     /// The API key.
     pub key: String,
@@ -275,16 +275,14 @@ fn connect(emulator: bool) -> Result<Connection, String> {
                 .into(),
         );
     }
-    let base_url = std::env::var("MISTRAL_BASE_URL")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| mistral_async::DEFAULT_BASE_URL.to_string());
     let client = mistral_async::ClientBuilder::from_env()
         .build()
         .map_err(|e| e.to_string())?;
+    // As the client checked it (`…/v1` is the API's root plus /v1: dropped).
+    let base_url = client.base_url().to_owned();
     Ok(Connection {
         client,
-        base_url: base_url.trim_end_matches('/').to_string(),
+        base_url,
         key,
         #[cfg(feature = "emulator")]
         _emulator: None,

@@ -233,6 +233,8 @@ fn judge(custom_id: &str, error: &Error, retry_unknown: bool) -> Verdict {
         Error::MonthlyQuota { .. }
         | Error::NoAllowance { .. }
         | Error::Unauthorized { .. }
+        // A wrong base URL: every request would get the same.
+        | Error::NotFound { .. }
         | Error::Key(_)
         | Error::Config(_) => Verdict::Fatal(error.to_string()),
         _ => Verdict::Transient(error.to_string()),

@@ -526,3 +526,37 @@ fn a_request_whose_outcome_is_unknown_is_sent_once_unless_told() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `MISTRAL_BASE_URL=…/v1` (the OpenAI convention) works; a base URL the server has
+/// nothing under stops the run at the first 404 (every request would get one), saying
+/// which path was asked for and to check the base URL, with nothing written.
+#[test]
+fn the_base_url_may_end_in_v1_and_a_wrong_one_stops_the_run_saying_so() {
+    let emu = emulator(MODEL, Limits::new(Some(50), Some(1_000_000)));
+    let dir = temp_dir("base-url");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let ids = chat_input(&input, 3, MODEL);
+    let out = batch_command(&emu, &input, &output, &[])
+        .env("MISTRAL_BASE_URL", format!("{}/v1", emu.url()))
+        .output()
+        .expect("the mistral binary runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once(&output, &ids);
+
+    let wrong = dir.join("wrong.jsonl");
+    let out = batch_command(&emu, &input, &wrong, &["--concurrency", "1"])
+        .env("MISTRAL_BASE_URL", format!("{}/v2", emu.url()))
+        .output()
+        .expect("the mistral binary runs");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("not found (404)"), "{err}");
+    assert!(err.contains("/v2/v1/chat/completions"), "{err}");
+    assert!(err.contains("MISTRAL_BASE_URL"), "{err}");
+    assert!(
+        results(&wrong).0.is_empty(),
+        "nothing written for a wrong URL"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -653,7 +653,10 @@ impl Call {
         // `classified.info` went through the redaction above.
         let location = classified.location.take().map(|l| self.redactor.redact(&l));
         classified.location = location;
-        let error = classified.into_error(self.api.model.as_deref(), retry.map(|r| r.wait));
+        let mut error = classified.into_error(self.api.model.as_deref(), retry.map(|r| r.wait));
+        if let Error::NotFound { path, .. } = &mut error {
+            path.push_str(self.request.uri().path());
+        }
         self.settle(now, error, retry);
     }
 

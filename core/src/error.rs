@@ -385,11 +385,27 @@ pub enum Error {
         /// The refusal.
         response: Box<ResponseInfo>,
     },
-    /// The request itself was refused (400, 404, 422 and other 4xx).
+    /// The request itself was refused (400, 422 and other 4xx but 404).
     #[error("bad request ({}){}{}", response.status_text(), response.suffix(), describe_details(details))]
     BadRequest {
         /// Field-level details of a validation error (422).
         details: Vec<FieldError>,
+        /// The refusal.
+        response: Box<ResponseInfo>,
+    },
+    /// The server has nothing at the request's path (404): the base URL (or, for
+    /// `send`, the path) is wrong — Mistral's gateway says `no Route matched`. The
+    /// message shows the URL path asked for and what to check.
+    #[error(
+        "not found (404): the server has nothing at {path}; check the base URL \
+         (MISTRAL_BASE_URL or the builder's): it is the API's root, such as \
+         https://api.mistral.ai, under which requests go to /v1/…{}",
+        response.suffix()
+    )]
+    NotFound {
+        /// The URL path that was asked for (`/v1/chat/completions` under the base URL's
+        /// own path, if it has one).
+        path: String,
         /// The refusal.
         response: Box<ResponseInfo>,
     },
@@ -561,6 +577,7 @@ impl Error {
             | Error::Unauthorized { response }
             | Error::Forbidden { response }
             | Error::BadRequest { response, .. }
+            | Error::NotFound { response, .. }
             | Error::Server { response, .. }
             | Error::Redirect { response, .. }
             | Error::Decode { response, .. } => Some(response),
@@ -667,6 +684,7 @@ impl Error {
                 | Error::Unauthorized { .. }
                 | Error::Forbidden { .. }
                 | Error::BadRequest { .. }
+                | Error::NotFound { .. }
                 | Error::Redirect { .. }
                 | Error::Key(_)
                 | Error::Config(_)

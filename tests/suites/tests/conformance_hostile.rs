@@ -314,7 +314,7 @@ rows! {
         check: |o| matches!(o, Err(Error::Forbidden { .. })).then_some(()).ok_or(format!("{o:?}")),
         requests: (1, 1), within: ms(3_000) };
     echo_404: Row { behaviour: || echo(404), stream: true, policy,
-        check: |o| matches!(o, Err(Error::BadRequest { .. })).then_some(()).ok_or(format!("{o:?}")),
+        check: |o| matches!(o, Err(Error::NotFound { .. })).then_some(()).ok_or(format!("{o:?}")),
         requests: (1, 1), within: ms(3_000) };
     echo_422: Row { behaviour: || echo(422), stream: false, policy,
         check: |o| matches!(o, Err(Error::BadRequest { .. })).then_some(()).ok_or(format!("{o:?}")),
