@@ -29,7 +29,8 @@ pub const EXIT_INVALID: u8 = 2;
 /// Exit status: stopped before the end (quota, zero allowance, key refused, output
 /// unwritable, requests that kept failing); run the same command again to resume.
 pub const EXIT_INCOMPLETE: u8 = 3;
-/// Exit status: interrupted (Ctrl-C); resumable.
+/// Exit status: interrupted by SIGINT (Ctrl-C); resumable. SIGTERM gives 143
+/// ([`run::Signal::exit_status`]).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Parser)]
@@ -71,10 +72,17 @@ enum BatchCommand {
     /// `{"custom_id", "response": {"status_code", "body"}, "error"}` per request.
     /// Kill it at any moment and run the same command again: it resumes.
     ///
+    /// A line may be at most 16 MiB. The run sends the lines its validation saw: lines
+    /// appended to INPUT while it runs are left for the next run.
+    ///
+    /// At the first SIGINT (Ctrl-C) or SIGTERM no new request is started; the calls in
+    /// flight have 3 s to finish, then are abandoned (left for the next run); a second
+    /// signal exits at once.
+    ///
     /// Exit status: 0 every request succeeded; 1 complete, but some results are errors
     /// (or invalid lines were skipped); 2 invalid input or usage, nothing sent; 3 stopped
-    /// early (quota, zero allowance, key, output unwritable, failing server): run again
-    /// to resume; 130 interrupted.
+    /// early (quota, zero allowance, key, wrong URL, output unwritable, failing server):
+    /// run again to resume; 130 interrupted by SIGINT, 143 by SIGTERM.
     Run(BatchArgs),
 }
 
@@ -102,7 +110,7 @@ pub enum Prefer {
 /// `mistral batch run`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct BatchArgs {
-    /// The requests, one JSON object per line.
+    /// The requests, one JSON object per line (at most 16 MiB each).
     pub input: PathBuf,
     /// Where results are appended (created if missing; resumed if present).
     #[arg(short, long)]
