@@ -283,6 +283,12 @@ impl Client {
         self.fetch(request.streaming(false)).await
     }
 
+    /// The base URL requests go to, as the builder checked it: no trailing slash, no
+    /// final `/v1` (`https://api.mistral.ai/v1` is `https://api.mistral.ai`).
+    pub fn base_url(&self) -> &str {
+        self.inner.target.base_url()
+    }
+
     /// A snapshot of the statistics of this client and its clones.
     ///
     /// ```no_run

@@ -1,6 +1,12 @@
-//! The HTTP client this crate sends with: reqwest, with rustls on the `ring` provider and
-//! the Mozilla roots of `webpki-roots` — the same provider and roots as ureq's `rustls`
-//! feature in mistral-blocking — and no redirects.
+//! The HTTP client this crate sends with: reqwest, with rustls on the `aws-lc-rs`
+//! provider (reqwest's own, with its `rustls` feature) and the Mozilla roots of
+//! `webpki-roots` — the roots ureq's `rustls` feature uses in mistral-blocking — and no
+//! redirects.
+//!
+//! reqwest is built with its `rustls` feature, which brings a provider, so a program's own
+//! `reqwest::Client::new()` works beside this crate (cargo unifies reqwest's features
+//! across the program: `rustls-no-provider` made it panic). No process-wide default
+//! provider is ever installed.
 
 use std::sync::Arc;
 
@@ -10,7 +16,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 /// A [`reqwest::ClientBuilder`] set up as this crate sets up its own client: redirects
-/// never followed ([`reqwest::redirect::Policy::none`]), TLS through rustls on `ring`
+/// never followed ([`reqwest::redirect::Policy::none`]), TLS through rustls on `aws-lc-rs`
 /// trusting the [webpki-roots](https://docs.rs/webpki-roots) (Mozilla's) roots, a
 /// [`DEFAULT_CONNECT_TIMEOUT`] connect timeout. Add a proxy, pool settings and the like,
 /// build it and hand it to [`ClientBuilder::http_client`](crate::ClientBuilder::http_client).
@@ -78,7 +84,7 @@ fn with_roots(roots: rustls::RootCertStore) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(DEFAULT_CONNECT_TIMEOUT);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     match rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
     {
@@ -87,7 +93,7 @@ fn with_roots(roots: rustls::RootCertStore) -> reqwest::ClientBuilder {
             config.alpn_protocols = alpn();
             builder.tls_backend_preconfigured(config)
         }
-        // Not reached: ring has every safe default version and suite.
+        // Not reached: aws-lc-rs has every safe default version and suite.
         Err(_) => builder,
     }
 }

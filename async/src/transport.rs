@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mistral_core::{Attempt, AttemptId, Outcome, TransportError, TransportKind};
+use mistral_core::{Attempt, AttemptId, Delivery, Outcome, TransportError, TransportKind};
 
 use crate::client::now;
 
@@ -97,15 +97,37 @@ fn silent(what: &str, limit: Option<Duration>) -> TransportError {
 /// Maps a reqwest error to the core's kinds. The message is the error's chain of causes,
 /// without the URL (reqwest never puts headers, hence the key, in its errors; the core
 /// redacts the message anyway).
+///
+/// How far the request got: reqwest's connect errors (DNS, TCP, TLS handshake, the
+/// connect timeout) and a request hyper gave back unsent (it found the connection closed
+/// before writing: `canceled` or `closed`) are [`Delivery::NotSent`]; anything else may
+/// come after the request was written ([`Delivery::MaybeDelivered`]).
 pub(crate) fn transport_error(err: reqwest::Error) -> TransportError {
     let kind = kind_of(&err);
+    let delivery = delivery_of(&err);
     let err = err.without_url();
     let causes = std::iter::successors(Some(&err as &dyn Error), |&e| e.source());
     let message = causes.map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
     if kind == TransportKind::Connect && is_dns_failure(&message) {
-        return TransportError::dns(message).with_source(err);
+        return TransportError::dns(message)
+            .with_delivery(delivery)
+            .with_source(err);
     }
-    TransportError::new(kind, message).with_source(err)
+    TransportError::new(kind, message)
+        .with_delivery(delivery)
+        .with_source(err)
+}
+
+/// Whether the server may have the request of a failed exchange.
+fn delivery_of(err: &reqwest::Error) -> Delivery {
+    let unsent = |e: &hyper::Error| e.is_canceled() || e.is_closed();
+    let hyper =
+        std::iter::successors(err.source(), cause).find_map(|e| e.downcast_ref::<hyper::Error>());
+    if err.is_connect() || err.is_builder() || hyper.is_some_and(unsent) {
+        Delivery::NotSent
+    } else {
+        Delivery::MaybeDelivered
+    }
 }
 
 /// The resolver's failure, as hyper-util's resolver reports it.

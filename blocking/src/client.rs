@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::admission::admit;
 use crate::chat_stream::ChatStream;
-use crate::exchange::{InlineResolver, exchange};
+use crate::exchange::{InlineResolver, Tracking, exchange};
 
 /// A blocking Mistral API client.
 ///
@@ -33,6 +33,8 @@ pub struct Client {
 
 struct Inner {
     agent: ureq::Agent,
+    /// The agent is the one `build` made, whose connections note what the request wrote.
+    tracked: bool,
     target: Target,
     policy: RetryPolicy,
     limiter: Arc<dyn Limiter>,
@@ -94,6 +96,13 @@ impl ClientBuilder {
     ///   Your agent resolves host names with its own resolver: ureq's default resolves on
     ///   a thread of its own for every request when a timeout is set.
     ///
+    /// Whether a failed request may have reached the server (what decides if it may be
+    /// sent again: [`Error::OutcomeUnknown`]) is judged from ureq's error alone with an
+    /// agent of yours: a failure to resolve or connect, a TLS error and a timeout while
+    /// connecting or sending are before the request; anything else — a connection reset
+    /// during a TLS handshake included — counts as possibly after it. (The agent `build`
+    /// makes watches its connections' writes instead, so it knows.)
+    ///
     /// The base URL is still checked by `build` (plain HTTP only to loopback unless
     /// [`ClientBuilder::allow_insecure_http`]); a proxy in your agent sees the requests
     /// only as your proxy settings say (an `https://` base URL is tunnelled). The agent's
@@ -128,19 +137,22 @@ impl ClientBuilder {
             seed,
             ..
         } = resolved;
+        let tracked = self.agent.is_none();
         let agent = self.agent.unwrap_or_else(|| {
+            use ureq::unversioned::transport::{Connector, DefaultConnector};
             let config = ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .max_redirects(0)
                 .timeout_connect(Some(connect_timeout))
                 .max_idle_connections_per_host(64)
                 .build();
-            let connector = ureq::unversioned::transport::DefaultConnector::new();
+            let connector = DefaultConnector::new().chain(Tracking);
             ureq::Agent::with_parts(config, connector, InlineResolver::default())
         });
         Ok(Client {
             inner: Arc::new(Inner {
                 agent,
+                tracked,
                 target,
                 policy,
                 limiter,
@@ -371,6 +383,12 @@ impl Client {
         self.reply(&request.streaming(false))
     }
 
+    /// The base URL requests go to, as the builder checked it: no trailing slash, no
+    /// final `/v1` (`https://api.mistral.ai/v1` is `https://api.mistral.ai`).
+    pub fn base_url(&self) -> &str {
+        self.inner.target.base_url()
+    }
+
     /// A snapshot of this client's (and its clones') statistics.
     ///
     /// ```no_run
@@ -436,7 +454,7 @@ impl Client {
                     call.handle_grant(answered, grant);
                 }
                 Action::Send(attempt) => {
-                    let (outcome, stream) = exchange(&inner.agent, &attempt);
+                    let (outcome, stream) = exchange(&inner.agent, &attempt, inner.tracked);
                     body = stream;
                     call.handle(Instant::now(), attempt.id, outcome);
                 }

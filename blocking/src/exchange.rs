@@ -1,14 +1,15 @@
 //! One HTTP exchange with ureq, and ureq's errors as the core's transport errors.
 
 use mistral_core::request::MAX_RESPONSE_BYTES;
+use std::cell::Cell;
 use std::io::{self, Read};
 use std::sync::mpsc;
 use std::time::Instant;
 
 use mistral_core::action::reads_stream;
-use mistral_core::{Attempt, Outcome, TransportError, TransportKind};
+use mistral_core::{Attempt, Delivery, Outcome, TransportError, TransportKind};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::NextTimeout;
+use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, NextTimeout, Transport};
 
 /// Size of one read of a non-streamed body.
 const READ_SIZE: usize = 16 * 1024;
@@ -26,7 +27,15 @@ const READ_SIZE: usize = 16 * 1024;
 /// answer is dropped). The per-read bound of a stream ([`Attempt::stream_read_limit`])
 /// never fires before those, and ends the reader thread of a stream dropped while
 /// stalled.
-pub(crate) fn exchange(agent: &ureq::Agent, attempt: &Attempt) -> (Outcome, Option<ureq::Body>) {
+///
+/// `tracked`: the agent's connections are [`Tracked`] (the agent `build` makes), so how
+/// far the request got is known from what was written; otherwise (an agent of the
+/// user's) it is judged from ureq's error alone ([`transport_error`]).
+pub(crate) fn exchange(
+    agent: &ureq::Agent,
+    attempt: &Attempt,
+    tracked: bool,
+) -> (Outcome, Option<ureq::Body>) {
     let start = Instant::now();
     let request = attempt.request.clone().map(|body| body.to_vec());
     let left = attempt.left(start);
@@ -44,15 +53,15 @@ pub(crate) fn exchange(agent: &ureq::Agent, attempt: &Attempt) -> (Outcome, Opti
         let request = config
             .timeout_per_read(attempt.stream_read_limit(start))
             .build();
-        return stream_head(agent, request, attempt);
+        return stream_head(agent, request, attempt, tracked);
     }
     let request = config
         .timeout_global(left)
         .timeout_recv_body(attempt.phase_limit(start, attempt.body_timeout))
         .build();
-    let (head, body) = match agent.run(request) {
+    let (head, body) = match run(agent, request, tracked) {
         Ok(response) => response.into_parts(),
-        Err(error) => return (Outcome::Failed(transport_error(error)), None),
+        Err(error) => return (Outcome::Failed(error), None),
     };
     if attempt.reads_stream(head.status) {
         return (Outcome::StreamHead(head), Some(body));
@@ -66,13 +75,14 @@ fn stream_head(
     agent: &ureq::Agent,
     request: http::Request<Vec<u8>>,
     attempt: &Attempt,
+    tracked: bool,
 ) -> (Outcome, Option<ureq::Body>) {
     let (sender, receiver) = mpsc::sync_channel(1);
     let agent = agent.clone();
     let spawned = std::thread::Builder::new()
         .name("mistral-attempt".into())
         .spawn(move || {
-            let answer = match agent.run(request) {
+            let answer = match run(&agent, request, tracked) {
                 Ok(response) => {
                     let (head, body) = response.into_parts();
                     match reads_stream(true, head.status) {
@@ -80,7 +90,7 @@ fn stream_head(
                         false => (read_body(head, body), None),
                     }
                 }
-                Err(error) => (Outcome::Failed(transport_error(error)), None),
+                Err(error) => (Outcome::Failed(error), None),
             };
             // The driver may have given up: then the answer is dropped here.
             let _ = sender.send(answer);
@@ -110,6 +120,97 @@ fn disconnected() -> TransportError {
         TransportKind::Other,
         "the attempt thread ended without an answer",
     )
+}
+
+/// `agent.run(request)`, its failure as a transport error that says how far the request
+/// got (from the [`Tracked`] connection when `tracked`, else from ureq's error).
+fn run(
+    agent: &ureq::Agent,
+    request: http::Request<Vec<u8>>,
+    tracked: bool,
+) -> Result<http::Response<ureq::Body>, TransportError> {
+    WRITTEN.set(Written::Nothing);
+    agent.run(request).map_err(|error| {
+        let error = transport_error(error);
+        match (tracked, WRITTEN.get()) {
+            (false, _) => error,
+            (true, Written::Whole) => error.with_delivery(Delivery::MaybeDelivered),
+            (true, Written::Nothing | Written::Failed) => error.with_delivery(Delivery::NotSent),
+        }
+    })
+}
+
+/// How much of the request the current thread's exchange has handed to its connection
+/// (one `agent.run` at a time per thread: ureq connects, writes and reads on the calling
+/// thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Nothing yet: a failure now (DNS, connect, TLS handshake, a pooled connection ureq
+    /// found closed) left the server without the request.
+    Nothing,
+    /// Every write so far went out: once ureq reads, the request is whole on the wire.
+    Whole,
+    /// A write failed: the request is incomplete on the wire, so the server cannot have
+    /// run it (ureq stops at the first failure).
+    Failed,
+}
+
+thread_local! {
+    static WRITTEN: Cell<Written> = const { Cell::new(Written::Nothing) };
+}
+
+/// The last link of the agent's connector chain: wraps each new connection (after TLS)
+/// in a [`Tracked`] one, which notes on the calling thread what the request wrote.
+#[derive(Debug)]
+pub(crate) struct Tracking;
+
+impl Connector<Box<dyn Transport>> for Tracking {
+    type Out = Tracked;
+
+    fn connect(
+        &self,
+        _: &ConnectionDetails,
+        chained: Option<Box<dyn Transport>>,
+    ) -> Result<Option<Tracked>, ureq::Error> {
+        Ok(chained.map(Tracked))
+    }
+}
+
+/// A connection that notes whether the request's bytes were written ([`WRITTEN`]),
+/// forwarding everything else. It sits above TLS: the handshake's bytes are not the
+/// request's.
+#[derive(Debug)]
+pub(crate) struct Tracked(Box<dyn Transport>);
+
+impl Transport for Tracked {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.0.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let sent = self.0.transmit_output(amount, timeout);
+        WRITTEN.set(match sent {
+            Ok(()) => Written::Whole,
+            Err(_) => Written::Failed,
+        });
+        sent
+    }
+
+    fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.0.maybe_await_input(timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.0.await_input(timeout)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.0.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.0.is_tls()
+    }
 }
 
 /// Reads a non-streamed body by hand, to keep what arrived when it fails part way (the
@@ -164,8 +265,18 @@ impl Resolver for InlineResolver {
 
 /// Maps a ureq error to a transport error. The message is ureq's own text, which never
 /// holds a request header (so never the key); the core redacts it anyway.
+///
+/// How far the request got, from the error alone: a timeout names its phase (resolving,
+/// connecting, sending: the request is not whole on the wire), a connection or TLS
+/// failure comes before the request ([`TransportError::new`]); anything else may come
+/// after it was written.
 pub(crate) fn transport_error(error: ureq::Error) -> TransportError {
-    use {TransportKind::*, io::ErrorKind as K, ureq::Error as E};
+    use {TransportKind::*, io::ErrorKind as K, ureq::Error as E, ureq::Timeout as T};
+    if let E::Timeout(T::Resolve | T::Connect | T::SendRequest | T::SendBody) = &error {
+        return TransportError::new(Timeout, error.to_string())
+            .with_delivery(Delivery::NotSent)
+            .with_source(error);
+    }
     let kind = match &error {
         E::BodyExceedsLimit(_) => return TransportError::body_too_large().with_source(error),
         E::HostNotFound => return TransportError::dns("no address found").with_source(error),

@@ -12,8 +12,7 @@ use crate::output::{self, Resumed};
 use crate::progress::{Progress, human};
 use crate::run::{self, Plan, Stop, request_rate, token_rate};
 use crate::{
-    BatchArgs, Connection, EXIT_ERRORS, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK,
-    Prefer, Via,
+    BatchArgs, Connection, EXIT_ERRORS, EXIT_INCOMPLETE, EXIT_INVALID, EXIT_OK, Prefer, Via,
 };
 
 /// Runs `mistral batch run` and returns the exit status.
@@ -38,7 +37,16 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
         eprintln!("mistral: cannot read {}: {e}", args.input.display());
         return EXIT_INVALID;
     }
-    // One process per output at a time, for the whole run.
+    // One process per output at a time, for the whole run. Opening it creates it: if
+    // the input is then refused, the empty file made here is removed again.
+    let created = !args.output.exists();
+    let refused = |code: u8| {
+        let empty = std::fs::metadata(&args.output).is_ok_and(|m| m.is_file() && m.len() == 0);
+        if created && empty {
+            let _ = std::fs::remove_file(&args.output);
+        }
+        code
+    };
     let _lock = if args.dry_run {
         None
     } else {
@@ -87,11 +95,11 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
             Ok((Ok(scan), resumed)) => (scan, resumed),
             Ok((Err(e), _)) => {
                 eprintln!("mistral: cannot read {}: {e}", args.input.display());
-                return EXIT_INVALID;
+                return refused(EXIT_INVALID);
             }
             Err(e) => {
                 eprintln!("mistral: {e}");
-                return EXIT_INVALID;
+                return refused(EXIT_INVALID);
             }
         }
     };
@@ -111,7 +119,7 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
                 scan.invalid,
                 args.input.display()
             );
-            return EXIT_INVALID;
+            return refused(EXIT_INVALID);
         }
         eprintln!(
             "mistral: skipping {} invalid line(s) (--skip-invalid)",
@@ -153,14 +161,17 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
         shard: args.shard,
         todo: scan.todo,
         todo_tokens: scan.todo_tokens,
+        lines: scan.lines,
+        retry_unknown: args.retry_unknown,
     };
     let earlier_errors = resumed.errors;
     let outcome = match via {
         Via::BatchApi => crate::batch_api::run(conn, &args, plan, resumed, progress.clone()).await,
         _ => {
-            let client = conn
-                .client
-                .with_options(mistral_async::CallOptions::new().priority(args.priority));
+            let options = mistral_async::CallOptions::new()
+                .priority(args.priority)
+                .retry_unknown_outcome(args.retry_unknown);
+            let client = conn.client.with_options(options);
             run::run(client, plan, resumed, progress.clone()).await
         }
     };
@@ -169,6 +180,10 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
     let c = &outcome.counters;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let (succeeded, failed, transient) = (load(&c.succeeded), load(&c.failed), load(&c.transient));
+    let (unknown, abandoned) = (load(&c.unknown), load(&c.abandoned));
+    // What has no result yet, whatever the reason (failed after every retry, never sent
+    // because the run stopped, abandoned in flight): the next run's work.
+    let left = scan.todo.saturating_sub(succeeded + failed);
     let written = succeeded + failed;
     let secs = outcome.elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
@@ -203,9 +218,33 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
     head.push(')');
     eprintln!("{head}");
     eprintln!(
-        "  {succeeded} succeeded, {failed} error result(s) written, {transient} left for a later run; {} already answered before this run",
-        scan.already_done
+        "  {succeeded} succeeded, {failed} error result(s) written, {left} of {} left for a later run; {} already answered before this run",
+        scan.todo, scan.already_done
     );
+    if transient > 0 || abandoned > 0 {
+        let mut why = Vec::new();
+        if transient > 0 {
+            why.push(format!("{transient} failed after every retry"));
+        }
+        if abandoned > 0 {
+            why.push(format!(
+                "{abandoned} were in flight and abandoned after the {} s grace",
+                run::GRACE.as_secs()
+            ));
+        }
+        eprintln!(
+            "  of those left, {}; the others were not sent",
+            why.join(", ")
+        );
+    }
+    if unknown > 0 {
+        eprintln!(
+            "  {unknown} of the error results have an unknown outcome (sent, no answer: the server \
+             may have run them, so they were not sent again; error code \"{}\"); --retry-unknown \
+             sends such requests again",
+            run::OUTCOME_UNKNOWN_CODE
+        );
+    }
     eprintln!(
         "  {} × 429 absorbed, {} retries, {} tokens reported by usage; output {}",
         stats.rate_limited.total(),
@@ -215,7 +254,7 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
     );
     if let Some(stop) = &outcome.stop {
         eprintln!(
-            "mistral: stopped: {stop}. What is left is untouched: run the same command again to resume."
+            "mistral: stopped: {stop}. {left} request(s) left: run the same command again to resume."
         );
     } else if transient > 0 {
         eprintln!(
@@ -230,7 +269,10 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
             "invalid": scan.invalid,
             "succeeded": succeeded,
             "failed": failed,
+            "outcome_unknown": unknown,
             "transient": transient,
+            "abandoned": abandoned,
+            "left": left,
             "elapsed_secs": secs,
             "rate_per_sec": rate,
             "limit_per_sec": limit,
@@ -260,7 +302,7 @@ fn exit_status(
     args: &BatchArgs,
 ) -> u8 {
     match stop {
-        Some(Stop::Interrupted) => EXIT_INTERRUPTED,
+        Some(Stop::Interrupted(signal)) => signal.exit_status(),
         Some(_) => EXIT_INCOMPLETE,
         None if transient > 0 => EXIT_INCOMPLETE,
         None if errors > 0 || (args.skip_invalid && scan.invalid > 0) => EXIT_ERRORS,

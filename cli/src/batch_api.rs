@@ -129,6 +129,9 @@ async fn follow(
     // Follow the jobs to their end.
     let interval = Duration::from_secs_f64(args.poll_interval.clamp(0.05, 3600.0));
     let mut states: HashMap<String, Value> = HashMap::new();
+    // SIGINT or SIGTERM while the jobs run: stop following them (they go on at Mistral;
+    // the same command follows them again).
+    let mut signals = crate::run::Signals::listen();
     loop {
         for job in &jobs {
             if states.get(&job.id).is_some_and(is_final) {
@@ -158,8 +161,8 @@ async fn follow(
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
-            _ = tokio::signal::ctrl_c() => {
-                return Err(Stop::Interrupted);
+            signal = next_signal(&mut signals) => {
+                return Err(Stop::Interrupted(signal));
             }
         }
     }
@@ -190,6 +193,14 @@ async fn follow(
     }
     let _ = std::fs::remove_file(&jobs_path);
     Ok(())
+}
+
+/// The next SIGINT or SIGTERM; never, without signal handlers.
+async fn next_signal(signals: &mut Option<crate::run::Signals>) -> crate::run::Signal {
+    match signals {
+        Some(signals) => signals.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn is_final(state: &Value) -> bool {

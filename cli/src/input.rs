@@ -366,6 +366,8 @@ pub struct Scan {
     pub todo_tokens: u64,
     /// Per (model, endpoint), of the requests to send: requests and estimated tokens.
     pub per_budget: std::collections::BTreeMap<(String, Endpoint), (u64, u64)>,
+    /// Lines read (the run reads no further: lines appended later are the next run's).
+    pub lines: u64,
 }
 
 impl Scan {
@@ -457,6 +459,7 @@ pub fn scan(
     let mut scan = Scan::default();
     let mut short: Vec<u64> = Vec::new();
     for_each_line(path, |line_no, line| {
+        scan.lines = line_no;
         match line.and_then(|bytes| parse_line(line_no, bytes, defaults)) {
             Ok(Some(job)) => {
                 short.push(fingerprint(&job.custom_id) as u64);
@@ -477,7 +480,11 @@ pub fn scan(
     if !suspects.is_empty() {
         // Second pass over the few lines whose fingerprints collide.
         let mut first: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        let lines = scan.lines;
         for_each_line(path, |line_no, line| {
+            if line_no > lines {
+                return Ok(false);
+            }
             let Ok(Ok(Some(job))) = line.map(|bytes| parse_line(line_no, bytes, defaults)) else {
                 return Ok(true);
             };

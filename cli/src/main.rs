@@ -29,7 +29,8 @@ pub const EXIT_INVALID: u8 = 2;
 /// Exit status: stopped before the end (quota, zero allowance, key refused, output
 /// unwritable, requests that kept failing); run the same command again to resume.
 pub const EXIT_INCOMPLETE: u8 = 3;
-/// Exit status: interrupted (Ctrl-C); resumable.
+/// Exit status: interrupted by SIGINT (Ctrl-C); resumable. SIGTERM gives 143
+/// ([`run::Signal::exit_status`]).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Parser)]
@@ -71,10 +72,17 @@ enum BatchCommand {
     /// `{"custom_id", "response": {"status_code", "body"}, "error"}` per request.
     /// Kill it at any moment and run the same command again: it resumes.
     ///
+    /// A line may be at most 16 MiB. The run sends the lines its validation saw: lines
+    /// appended to INPUT while it runs are left for the next run.
+    ///
+    /// At the first SIGINT (Ctrl-C) or SIGTERM no new request is started; the calls in
+    /// flight have 3 s to finish, then are abandoned (left for the next run); a second
+    /// signal exits at once.
+    ///
     /// Exit status: 0 every request succeeded; 1 complete, but some results are errors
     /// (or invalid lines were skipped); 2 invalid input or usage, nothing sent; 3 stopped
-    /// early (quota, zero allowance, key, output unwritable, failing server): run again
-    /// to resume; 130 interrupted.
+    /// early (quota, zero allowance, key, wrong URL, output unwritable, failing server):
+    /// run again to resume; 130 interrupted by SIGINT, 143 by SIGTERM.
     Run(BatchArgs),
 }
 
@@ -102,7 +110,7 @@ pub enum Prefer {
 /// `mistral batch run`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct BatchArgs {
-    /// The requests, one JSON object per line.
+    /// The requests, one JSON object per line (at most 16 MiB each).
     pub input: PathBuf,
     /// Where results are appended (created if missing; resumed if present).
     #[arg(short, long)]
@@ -152,6 +160,14 @@ pub struct BatchArgs {
     /// (MISTRAL_LIMITER) and keeps a tenth of it while they keep it busy.
     #[arg(long, default_value = "batch", value_parser = parse_priority)]
     pub priority: mistral_async::Priority,
+    /// Send again a request whose outcome is unknown: it was sent and no answer came
+    /// (the connection closed, reset or silent), so the server may have run it and
+    /// billed it. Without this flag such a request is sent once: its result is an error
+    /// line with the code "outcome_unknown", and later runs skip it like any result.
+    /// With it, the client retries it, and one still without an answer is left for a
+    /// later run (which sends it again).
+    #[arg(long)]
+    pub retry_unknown: bool,
     /// No progress display.
     #[arg(short, long)]
     pub quiet: bool,
@@ -210,7 +226,7 @@ pub fn parse_shard(text: &str) -> Result<(u64, u64), String> {
 pub struct Connection {
     /// The async client.
     pub client: Client,
-    /// Base URL without a trailing slash.
+    /// Base URL without a trailing slash or a final `/v1` (the client's).
     pub base_url: String,
     /// The API key.
     pub key: String,
@@ -267,16 +283,14 @@ fn connect(emulator: bool) -> Result<Connection, String> {
                 .into(),
         );
     }
-    let base_url = std::env::var("MISTRAL_BASE_URL")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| mistral_async::DEFAULT_BASE_URL.to_string());
     let client = mistral_async::ClientBuilder::from_env()
         .build()
         .map_err(|e| e.to_string())?;
+    // As the client checked it (`…/v1` is the API's root plus /v1: dropped).
+    let base_url = client.base_url().to_owned();
     Ok(Connection {
         client,
-        base_url: base_url.trim_end_matches('/').to_string(),
+        base_url,
         key,
         #[cfg(feature = "emulator")]
         _emulator: None,

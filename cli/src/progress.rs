@@ -167,6 +167,14 @@ impl Progress {
         }
     }
 
+    /// A line for the user (above the bar when there is one), even when `quiet`.
+    pub fn note(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
     /// Removes the bar.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {

@@ -11,6 +11,14 @@
 //!   `concurrency` requests per model are ever sent but not yet recorded (what a crash
 //!   can make a rerun send again);
 //! - a writer thread appends whole lines and `fsync`s them, a group at a time.
+//!
+//! Signals: at the first SIGINT (Ctrl-C) or SIGTERM no new request is started; the calls
+//! in flight have [`GRACE`] to finish (their results are written), then they are
+//! abandoned — nothing written, left for the next run — and the run ends with 130
+//! (SIGINT) or 143 (SIGTERM). A second signal exits at once with its own status.
+//!
+//! The input is read up to the lines the validation pass saw ([`Plan::lines`]): lines
+//! appended while the run goes are left for the next run, which validates them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +42,65 @@ pub const MAX_AUTO_BODY_BYTES: u64 = 32 << 20;
 /// Consecutive transient failures (retries exhausted) after which the run stops.
 pub const MAX_TRANSIENT_IN_A_ROW: u64 = 20;
 
+/// How long the calls in flight may still finish after the first SIGINT or SIGTERM,
+/// before they are abandoned (left for the next run).
+pub const GRACE: Duration = Duration::from_secs(3);
+
+/// A signal that stops the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT (Ctrl-C): exit status 130.
+    Interrupt,
+    /// SIGTERM: exit status 143.
+    Terminate,
+}
+
+impl Signal {
+    /// The exit status of a run it stopped: 128 + the signal's number.
+    pub fn exit_status(self) -> u8 {
+        match self {
+            Signal::Interrupt => 130,
+            Signal::Terminate => 143,
+        }
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// SIGINT and SIGTERM, as a stream of [`Signal`]s (listening from its creation on).
+#[derive(Debug)]
+pub struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts listening (from now on, these signals no longer end the process by
+    /// themselves); `None` when the handlers cannot be set up.
+    pub fn listen() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Some(Signals {
+            interrupt: signal(SignalKind::interrupt()).ok()?,
+            terminate: signal(SignalKind::terminate()).ok()?,
+        })
+    }
+
+    /// The next signal.
+    pub async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.interrupt.recv() => Signal::Interrupt,
+            _ = self.terminate.recv() => Signal::Terminate,
+        }
+    }
+}
+
 /// What the run is asked to do.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -56,6 +123,13 @@ pub struct Plan {
     pub todo: u64,
     /// Estimated tokens of those requests.
     pub todo_tokens: u64,
+    /// Lines of the input the validation pass read: the run reads no further (lines
+    /// appended meanwhile are the next run's).
+    pub lines: u64,
+    /// `--retry-unknown`: the client sends again a request whose outcome is unknown, and
+    /// one still unknown after its attempts is left for a later run (which sends it
+    /// again) instead of being written as an error.
+    pub retry_unknown: bool,
 }
 
 /// Counters shared by the tasks, the writer and the progress display.
@@ -65,8 +139,11 @@ pub struct Counters {
     pub started: AtomicU64,
     /// Successes written.
     pub succeeded: AtomicU64,
-    /// Error results written (per-request permanent errors).
+    /// Error results written (per-request permanent errors, unknown outcomes).
     pub failed: AtomicU64,
+    /// Of the error results, requests whose outcome is unknown (sent, no answer: the
+    /// server may have run them), written as errors rather than sent again.
+    pub unknown: AtomicU64,
     /// Requests that failed transiently (retries exhausted): not written.
     pub transient: AtomicU64,
     /// Transient failures since the last success.
@@ -79,6 +156,9 @@ pub struct Counters {
     pub latency_us: AtomicU64,
     /// Requests in flight now.
     pub in_flight: AtomicU64,
+    /// Calls in flight abandoned after a signal's grace (no result: the next run sends
+    /// them again).
+    pub abandoned: AtomicU64,
     /// Bytes of the request bodies sent (to size the concurrency by memory).
     pub body_bytes: AtomicU64,
     /// Per model: the requests and tokens per second its last response announced.
@@ -116,8 +196,8 @@ impl Counters {
 /// Why a run stopped before its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
-    /// The user interrupted it.
-    Interrupted,
+    /// A signal (SIGINT, SIGTERM) interrupted it.
+    Interrupted(Signal),
     /// A refusal that stops every request (quota, zero allowance, key).
     Fatal(String),
     /// The output could not be written.
@@ -129,7 +209,7 @@ pub enum Stop {
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Stop::Interrupted => f.write_str("interrupted"),
+            Stop::Interrupted(signal) => write!(f, "interrupted ({signal})"),
             Stop::Fatal(m) | Stop::Output(m) | Stop::Failing(m) => f.write_str(m),
         }
     }
@@ -150,9 +230,13 @@ pub struct Outcome {
 
 struct Shared {
     counters: Arc<Counters>,
+    /// [`Plan::retry_unknown`].
+    retry_unknown: bool,
     stop: Mutex<Option<Stop>>,
     /// Turns `true` once, when the run is to stop: every dispatcher watches it.
     stopped: tokio::sync::watch::Sender<bool>,
+    /// Turns `true` once a signal's grace is over: the calls in flight are abandoned.
+    abandon: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -173,21 +257,37 @@ impl Shared {
 struct Finished {
     line: Option<String>,
     ok: bool,
+    /// An error line for a request whose outcome is unknown.
+    unknown: bool,
     _permit: OwnedSemaphorePermit,
 }
+
+/// The `error.code` of a result line whose request's outcome is unknown (no status: no
+/// answer came).
+pub const OUTCOME_UNKNOWN_CODE: &str = "outcome_unknown";
 
 /// What a request's failure means for the run.
 enum Verdict {
     /// Written as the request's result.
     Result(String),
+    /// Written as the request's result: its outcome is unknown (sent, no answer; the
+    /// server may have run it), so it is not sent again, now or by a later run.
+    Unknown(String),
     /// Stops the run; nothing written.
     Fatal(String),
     /// Left for a later run; nothing written.
     Transient(String),
 }
 
-fn judge(custom_id: &str, error: &Error) -> Verdict {
+fn judge(custom_id: &str, error: &Error, retry_unknown: bool) -> Verdict {
     match error {
+        e if e.is_outcome_unknown() && !retry_unknown => Verdict::Unknown(output::error_line(
+            custom_id,
+            None,
+            Value::Null,
+            &format!("{e}; run with --retry-unknown to send such requests again"),
+            Some(OUTCOME_UNKNOWN_CODE),
+        )),
         Error::BadRequest { .. } | Error::Forbidden { .. } => {
             let response = error.response();
             let body = response
@@ -208,6 +308,8 @@ fn judge(custom_id: &str, error: &Error) -> Verdict {
         Error::MonthlyQuota { .. }
         | Error::NoAllowance { .. }
         | Error::Unauthorized { .. }
+        // A wrong base URL: every request would get the same.
+        | Error::NotFound { .. }
         | Error::Key(_)
         | Error::Config(_) => Verdict::Fatal(error.to_string()),
         _ => Verdict::Transient(error.to_string()),
@@ -219,8 +321,10 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
     let started = Instant::now();
     let shared = Arc::new(Shared {
         counters: Arc::new(Counters::default()),
+        retry_unknown: plan.retry_unknown,
         stop: Mutex::new(None),
         stopped: tokio::sync::watch::Sender::new(false),
+        abandon: tokio::sync::watch::Sender::new(false),
     });
     let initial = plan.concurrency.unwrap_or(1).max(1);
     let done = Arc::new(resumed.done);
@@ -233,17 +337,41 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
         std::thread::spawn(move || write_results(&path, done_rx, &shared))
     };
 
-    // Interruption: the first Ctrl-C stops sending and lets calls in flight finish;
-    // a second one exits at once (the output is consistent at every moment).
+    // Signals: the first SIGINT or SIGTERM starts nothing new and gives the calls in
+    // flight GRACE to finish, then abandons them; a second one exits at once (the output
+    // is consistent at every moment: whole lines, a torn last one is cut on resume).
     let interrupt = {
         let shared = shared.clone();
+        let progress = progress.clone();
+        let signals = Signals::listen();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                shared.stop(Stop::Interrupted);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
+            let Some(mut signals) = signals else {
+                return;
+            };
+            let first = signals.next().await;
+            shared.stop(Stop::Interrupted(first));
+            progress.note(&format!(
+                "mistral: {first}: no new request is started; the {} call(s) in flight have {} s \
+                 to finish, then they are left for the next run (another signal stops at once)",
+                shared.counters.in_flight.load(Ordering::Relaxed),
+                GRACE.as_secs()
+            ));
+            let second = tokio::select! {
+                signal = signals.next() => Some(signal),
+                () = tokio::time::sleep(GRACE) => None,
+            };
+            let second = match second {
+                Some(signal) => signal,
+                None => {
+                    shared.abandon.send_replace(true);
+                    signals.next().await
                 }
-            }
+            };
+            progress.note(&format!(
+                "mistral: {second} again: stopping at once; what has no result is left for the \
+                 next run"
+            ));
+            std::process::exit(i32::from(second.exit_status()));
         })
     };
 
@@ -274,6 +402,10 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
         let named = named.clone();
         readers.push(std::thread::spawn(move || {
             input::for_each_line(&plan.input, |line_no, line| {
+                if line_no > plan.lines {
+                    // Appended after the validation pass: the next run's.
+                    return Ok(false);
+                }
                 if plan.skip_lines.contains(&line_no) {
                     return Ok(true);
                 }
@@ -436,7 +568,30 @@ async fn dispatch(
         while tasks.try_join_next().is_some() {}
     }
     drop(job_rx);
-    while tasks.join_next().await.is_some() {}
+    // The calls in flight finish, unless a signal's grace ends first: then they are
+    // abandoned (dropped: no result, their permits freed), for the next run.
+    let mut abandon = shared.abandon.subscribe();
+    let abandoned = async {
+        // The watch's guard must not live across an await of this task.
+        let _ = abandon.wait_for(|a| *a).await.map(drop);
+    };
+    tokio::pin!(abandoned);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() {
+                break;
+            },
+            () = &mut abandoned => {
+                tasks.abort_all();
+                while let Some(joined) = tasks.join_next().await {
+                    if joined.is_err_and(|e| e.is_cancelled()) {
+                        shared.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                break;
+            }
+        }
+    }
 }
 
 /// Enough calls in flight to keep the announced request rate busy over the observed
@@ -506,7 +661,7 @@ async fn call(
 ) -> Option<Finished> {
     let c = &shared.counters;
     c.started.fetch_add(1, Ordering::Relaxed);
-    c.in_flight.fetch_add(1, Ordering::Relaxed);
+    let in_flight = InFlight::count(&c.in_flight);
     let request = ApiRequest::post_json(job.endpoint.path(), &job.body)
         .map(|r| r.for_model(job.model.clone(), job.estimate));
     let began = Instant::now();
@@ -518,7 +673,7 @@ async fn call(
         }
         Err(e) => Err(e),
     };
-    c.in_flight.fetch_sub(1, Ordering::Relaxed);
+    drop(in_flight);
     match result {
         Ok(reply) => {
             // The exchange itself: the time spent waiting for the limiter or a backoff
@@ -553,13 +708,21 @@ async fn call(
             Some(Finished {
                 line: Some(output::success_line(&job.custom_id, 200, reply.value)),
                 ok: true,
+                unknown: false,
                 _permit: permit,
             })
         }
-        Err(error) => match judge(&job.custom_id, &error) {
+        Err(error) => match judge(&job.custom_id, &error, shared.retry_unknown) {
             Verdict::Result(line) => Some(Finished {
                 line: Some(line),
                 ok: false,
+                unknown: false,
+                _permit: permit,
+            }),
+            Verdict::Unknown(line) => Some(Finished {
+                line: Some(line),
+                ok: false,
+                unknown: true,
                 _permit: permit,
             }),
             Verdict::Fatal(message) => {
@@ -577,6 +740,23 @@ async fn call(
                 None
             }
         },
+    }
+}
+
+/// One call in the count of calls in flight, for as long as it lives (an abandoned
+/// call's task is dropped mid-call: it leaves the count too).
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn count(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -617,6 +797,9 @@ fn write_results(path: &std::path::Path, rx: std::sync::mpsc::Receiver<Finished>
                         c.succeeded.fetch_add(1, Ordering::Relaxed);
                     } else {
                         c.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if finished.unknown {
+                        c.unknown.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }

@@ -45,7 +45,10 @@ fn invalid_lines_and_duplicate_ids_are_refused_before_any_call() {
         0,
         "a call was sent for an invalid file"
     );
-    assert!(results(&output).0.is_empty());
+    assert!(
+        !output.exists(),
+        "an empty output was left behind for a refused input"
+    );
 
     // --skip-invalid: the valid lines run, the others are reported, the status says so.
     let out = batch(&emu, &input, &output, &["--skip-invalid"]);
@@ -119,6 +122,8 @@ fn a_spent_monthly_quota_stops_cleanly_and_the_run_resumes_later() {
         "{} results",
         values.len()
     );
+    let s = summary(&out);
+    assert_eq!(s["left"].as_u64(), Some(60 - values.len() as u64), "{s}");
     assert!(
         values.iter().all(|v| v["response"]["status_code"] == 200),
         "only successes are written"
@@ -171,6 +176,18 @@ fn a_full_disk_is_a_clear_error_and_the_run_resumes_elsewhere() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("cannot write /dev/full"), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
+    // Nothing was written, so all 100 are left (it said "0 left" before).
+    let s = summary(&out);
+    assert_eq!(
+        (s["left"].as_u64(), s["succeeded"].as_u64()),
+        (Some(100), Some(0)),
+        "{s}"
+    );
+    assert!(err.contains("100 of 100 left for a later run"), "{err}");
+    assert!(
+        err.contains("100 request(s) left: run the same command again"),
+        "{err}"
+    );
     // It stopped at the first failed write, not after sending the whole file.
     assert!(
         served(&emu) < 20,
@@ -443,5 +460,194 @@ fn a_priority_class_is_named_or_refused_before_any_call() {
     assert!(out.status.success(), "{}", stderr(&out));
     let expected = ["a"].iter().map(|s| s.to_string()).collect();
     assert_each_once(&output, &expected);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A server that reads a request and then drops the connection may have run it: the
+/// batch tool sends it once, writes an error line saying its outcome is unknown (code
+/// `outcome_unknown`, no response), and a later run does not send it again. Only with
+/// `--retry-unknown` is it sent again. (Before: each was sent up to ten times.)
+#[test]
+fn a_request_whose_outcome_is_unknown_is_sent_once_unless_told() {
+    let emu = emulator(MODEL, Limits::new(Some(50), Some(1_000_000)));
+    let dir = temp_dir("unknown-outcome");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let ids = chat_input(&input, 6, MODEL);
+    // The first two requests are read, then their connections closed / reset.
+    emu.push_fault(mistral_emulator::Fault::Close);
+    emu.push_fault(mistral_emulator::Fault::Reset);
+    let out = batch(&emu, &input, &output, &["--concurrency", "1"]);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "complete, with error results: {err}"
+    );
+    assert_eq!(
+        emu.requests_received(),
+        6,
+        "a request was sent twice: {err}"
+    );
+    let values = assert_each_once(&output, &ids);
+    let unknown: Vec<&Value> = values
+        .iter()
+        .filter(|v| v["error"]["code"] == "outcome_unknown")
+        .collect();
+    assert_eq!(unknown.len(), 2, "{values:?}");
+    for line in &unknown {
+        assert!(line["response"].is_null(), "{line}");
+        let message = line["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("outcome unknown"), "{message}");
+        assert!(message.contains("--retry-unknown"), "{message}");
+        assert!(!message.contains(emu.key()), "{message}");
+    }
+    let s = summary(&out);
+    assert_eq!(
+        (s["succeeded"].as_u64(), s["failed"].as_u64()),
+        (Some(4), Some(2)),
+        "{s}"
+    );
+    assert_eq!(s["outcome_unknown"].as_u64(), Some(2), "{s}");
+    assert_eq!(s["transient"].as_u64(), Some(0), "{s}");
+    assert!(err.contains("unknown outcome"), "{err}");
+
+    // Run again: every request has its result, nothing is sent.
+    let again = batch(&emu, &input, &output, &["--concurrency", "1"]);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert_eq!(emu.requests_received(), 6);
+
+    // Told to: the two are sent again and answered.
+    let told = dir.join("told.jsonl");
+    emu.push_fault(mistral_emulator::Fault::Close);
+    emu.push_fault(mistral_emulator::Fault::Reset);
+    let out = batch(
+        &emu,
+        &input,
+        &told,
+        &["--concurrency", "1", "--retry-unknown"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(emu.requests_received(), 6 + 8, "{err}");
+    let values = assert_each_once(&told, &ids);
+    assert!(
+        values.iter().all(|v| v["response"]["status_code"] == 200),
+        "{values:?}"
+    );
+    let s = summary(&out);
+    assert_eq!(
+        (s["succeeded"].as_u64(), s["outcome_unknown"].as_u64()),
+        (Some(6), Some(0)),
+        "{s}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `MISTRAL_BASE_URL=…/v1` (the OpenAI convention) works; a base URL the server has
+/// nothing under stops the run at the first 404 (every request would get one), saying
+/// which path was asked for and to check the base URL, with nothing written.
+#[test]
+fn the_base_url_may_end_in_v1_and_a_wrong_one_stops_the_run_saying_so() {
+    let emu = emulator(MODEL, Limits::new(Some(50), Some(1_000_000)));
+    let dir = temp_dir("base-url");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let ids = chat_input(&input, 3, MODEL);
+    let out = batch_command(&emu, &input, &output, &[])
+        .env("MISTRAL_BASE_URL", format!("{}/v1", emu.url()))
+        .output()
+        .expect("the mistral binary runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once(&output, &ids);
+
+    let wrong = dir.join("wrong.jsonl");
+    let out = batch_command(&emu, &input, &wrong, &["--concurrency", "1"])
+        .env("MISTRAL_BASE_URL", format!("{}/v2", emu.url()))
+        .output()
+        .expect("the mistral binary runs");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("not found (404)"), "{err}");
+    assert!(err.contains("/v2/v1/chat/completions"), "{err}");
+    assert!(err.contains("MISTRAL_BASE_URL"), "{err}");
+    assert!(
+        results(&wrong).0.is_empty(),
+        "nothing written for a wrong URL"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A refused key stops the run: the summary counts every request as left (not "0 left"),
+/// and nothing is written.
+#[test]
+fn a_refused_key_stops_the_run_and_everything_is_left() {
+    let emu = emulator(MODEL, Limits::new(Some(50), Some(1_000_000)));
+    let dir = temp_dir("refused-key");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    chat_input(&input, 30, MODEL);
+    let out = batch_command(&emu, &input, &output, &["--concurrency", "2"])
+        .env("MISTRAL_API_KEY", "sk-not-the-emulators-key")
+        .output()
+        .expect("the mistral binary runs");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("API key was refused (401)"), "{err}");
+    let s = summary(&out);
+    assert_eq!(
+        (s["left"].as_u64(), s["todo"].as_u64()),
+        (Some(30), Some(30)),
+        "{s}"
+    );
+    assert!(err.contains("30 request(s) left"), "{err}");
+    assert!(results(&output).0.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Lines appended to the input while a run goes are not sent by it (they were not
+/// validated: a duplicate `custom_id` among them would go unnoticed); the next run
+/// validates and sends them.
+#[test]
+fn lines_appended_during_a_run_are_left_for_the_next() {
+    let _heavy = heavy();
+    let config = mistral_emulator::Config {
+        era: mistral_emulator::Era::Late2025,
+        window_secs: 1.0,
+        latency_ms: 40,
+        ..mistral_emulator::Config::default()
+    }
+    .model(MODEL, Limits::new(Some(100), Some(1_000_000)));
+    let emu = mistral_emulator::Emulator::start(config);
+    let dir = temp_dir("appended");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
+    let first = chat_input(&input, 150, MODEL);
+    // 150 requests, 2 at a time, 40 ms each: about 3 s, the input read as the calls
+    // go (a bounded channel), so the reader is still at it when the lines come.
+    let child = batch_command(&emu, &input, &output, &["--concurrency", "2"])
+        .spawn()
+        .expect("the mistral binary starts");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    for i in 0..5 {
+        let line = chat_line(&format!("late-{i}"), MODEL, "appended while running");
+        std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
+    }
+    drop(file);
+    let out = child.wait_with_output().expect("the run ends");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_each_once(&output, &first);
+    assert_eq!(served(&emu), 150);
+    // The next run sends the five.
+    let out = batch(&emu, &input, &output, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut all = first;
+    all.extend((0..5).map(|i| format!("late-{i}")));
+    assert_each_once(&output, &all);
+    assert_eq!(served(&emu), 155);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode};
 use crate::action::{
     Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, TokenUsage, WaitReason,
 };
-use crate::error::{Error, ResponseInfo, Trail, TransportError};
+use crate::error::{Delivery, Error, ResponseInfo, Trail, TransportError};
 use crate::policy::RetryPolicy;
 use crate::redact::Redactor;
 use crate::reply::{Reply, check_success_body, usage_of};
@@ -96,6 +96,15 @@ pub struct Call {
     cut_successes: u32,
     /// The latest `now` the call was given: an earlier one is taken as this.
     latest: Instant,
+    /// Attempts in a row that failed before their request reached the server
+    /// ([`RetryPolicy::max_unreachable`]).
+    unreachable: u32,
+    /// The next attempt sends again a request whose outcome was unknown (allowed by
+    /// [`RetryPolicy::retry_unknown_outcome`]).
+    resending_unknown: bool,
+    /// An attempt just started sends again a request whose outcome was unknown, until
+    /// [`Call::take_unknown_resend`].
+    unknown_resend: bool,
 }
 
 /// A call that has been going for [`LONG_CALL`] (see [`Call::take_long_call`]).
@@ -113,7 +122,7 @@ pub struct LongCall {
     pub at: Instant,
     /// Its deadline.
     pub deadline: Option<Duration>,
-    /// Why it waits.
+    /// Why it waits, and what the last attempt got when one failed.
     pub reason: String,
 }
 
@@ -209,6 +218,9 @@ impl Call {
             ticket: None,
             warned: false,
             long_call: None,
+            unreachable: 0,
+            resending_unknown: false,
+            unknown_resend: false,
         })
     }
 
@@ -237,7 +249,11 @@ impl Call {
             going,
             at: now,
             deadline: self.policy.deadline,
-            reason: why.to_string(),
+            // Why it waits, and what the last attempt got (a backoff after what).
+            reason: match &self.last_error {
+                Some(last) => format!("{why}; last attempt: {last}"),
+                None => why.to_string(),
+            },
         });
     }
 
@@ -245,6 +261,20 @@ impl Call {
     #[must_use = "the long call is said once: log it (Telemetry::observe_call does)"]
     pub fn take_long_call(&mut self) -> Option<LongCall> {
         self.long_call.take()
+    }
+
+    /// Whether the attempt just handed out sends again a request whose outcome was
+    /// unknown ([`RetryPolicy::retry_unknown_outcome`]), once: the driver's telemetry
+    /// counts it ([`crate::Stats::unknown_outcome_resent`]).
+    #[must_use = "the resend is said once: count it (Telemetry::observe_call does)"]
+    pub fn take_unknown_resend(&mut self) -> bool {
+        std::mem::take(&mut self.unknown_resend)
+    }
+
+    /// The server the call sends to, as `host[:port]` (the base URL's authority: never
+    /// a credential, which a base URL may not hold).
+    pub fn server(&self) -> &str {
+        self.request.uri().authority().map_or("", |a| a.as_str())
     }
 
     /// HTTP attempts made so far.
@@ -490,7 +520,18 @@ impl Call {
                 if !head.status.is_success() || (complete_json && !self.api.stream) {
                     return self.answered(now, head.status, head.headers, partial);
                 }
+                // The server answered, so it ran the request: what it answered is lost.
                 self.cut_successes += 1;
+                let message = format!(
+                    "the {} response's body was cut after {} bytes: {}",
+                    head.status,
+                    partial.len(),
+                    error.message
+                );
+                let error = TransportError {
+                    message,
+                    ..error.with_delivery(Delivery::MaybeDelivered)
+                };
                 self.failed(now, error);
             }
             Outcome::Failed(error) => self.failed(now, error),
@@ -499,6 +540,7 @@ impl Call {
 
     /// The attempt in flight got a response (for a stream: its head, with an empty body).
     fn answered(&mut self, now: Instant, status: StatusCode, headers: HeaderMap, body: Bytes) {
+        self.unreachable = 0;
         let estimate = self.api.token_estimate;
         let mut classified = classify(status, &headers, &body, Some(estimate));
         self.redact_info(&mut classified.info);
@@ -556,19 +598,38 @@ impl Call {
         // `classified.info` went through the redaction above.
         let location = classified.location.take().map(|l| self.redactor.redact(&l));
         classified.location = location;
-        let error = classified.into_error(self.api.model.as_deref(), retry.map(|r| r.wait));
+        let mut error = classified.into_error(self.api.model.as_deref(), retry.map(|r| r.wait));
+        if let Error::NotFound { path, .. } = &mut error {
+            path.push_str(self.request.uri().path());
+        }
         self.settle(now, error, retry);
     }
 
     /// The attempt in flight got no response (or its body was lost).
+    ///
+    /// What may be sent again depends on how far the request got
+    /// ([`TransportError::delivery`]): one that never reached the server is retried (at
+    /// most [`RetryPolicy::max_unreachable`] times in a row), one that may have reached
+    /// it is retried only when it is idempotent or the policy allows it
+    /// ([`RetryPolicy::retry_unknown_outcome`]); otherwise the call ends with
+    /// [`Error::OutcomeUnknown`].
     fn failed(&mut self, now: Instant, error: TransportError) {
         self.failures += 1;
+        let not_sent = error.delivery == Delivery::NotSent;
+        self.unreachable = if not_sent { self.unreachable + 1 } else { 0 };
+        // The server may have run it, and another sending may run it again. (A body
+        // too large to read is an answer whose head came: that error, never retried.)
+        let unknown =
+            !not_sent && !self.request.method().is_idempotent() && !error.is_body_too_large();
         let retry = (self.policy.retries_transport(error.kind)
-            && self.cut_successes < MAX_CUT_SUCCESSES)
+            && self.cut_successes < MAX_CUT_SUCCESSES
+            && (!unknown || self.policy.retry_unknown_outcome)
+            && (!not_sent || self.unreachable < self.policy.max_unreachable))
             .then(|| Retry {
                 wait: self.policy.backoff_wait(self.failures, &mut self.rng),
                 why: WaitReason::Backoff,
             });
+        self.resending_unknown = unknown && retry.is_some();
         self.reports.push_back(Report {
             model: self.api.model.clone(),
             limits: Default::default(),
@@ -582,11 +643,22 @@ impl Call {
             usage: None,
             size: self.api.size,
         });
-        let error = Error::Transport {
-            kind: error.kind,
-            message: self.redactor.redact(&error.message),
-            trail: Trail::default(),
-            source: error.cause(&self.redactor),
+        let (kind, message) = (error.kind, self.redactor.redact(&error.message));
+        let source = error.cause(&self.redactor);
+        let error = match unknown {
+            true => Error::OutcomeUnknown {
+                kind,
+                message,
+                retry_after: Some(self.policy.backoff_ceiling(self.failures)),
+                trail: Trail::default(),
+                source,
+            },
+            false => Error::Transport {
+                kind,
+                message,
+                trail: Trail::default(),
+                source,
+            },
         };
         self.settle(now, error, retry);
     }
@@ -617,6 +689,7 @@ impl Call {
 
     fn start_attempt(&mut self, now: Instant) -> Attempt {
         self.attempts += 1;
+        self.unknown_resend = std::mem::take(&mut self.resending_unknown);
         let id = AttemptId(self.attempts);
         let ends_at = match (
             self.policy.attempt_timeout.map(|t| later(now, t)),
@@ -798,7 +871,8 @@ impl Call {
             Error::RateLimited { trail, .. }
             | Error::Capacity { trail, .. }
             | Error::Server { trail, .. }
-            | Error::Transport { trail, .. } => *trail = new,
+            | Error::Transport { trail, .. }
+            | Error::OutcomeUnknown { trail, .. } => *trail = new,
             _ => {}
         }
         error

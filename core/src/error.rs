@@ -166,6 +166,25 @@ impl std::error::Error for Cause {
     }
 }
 
+/// Whether the server may hold a request whose attempt failed: what decides if sending
+/// it again could run it twice ([`TransportError::delivery`]).
+///
+/// A driver says [`Delivery::NotSent`] only when its HTTP library shows that no byte of
+/// the request reached the connection: the name did not resolve, the connection or its
+/// TLS handshake failed, the library gave the request back unsent (a pooled connection
+/// found closed), or the request could not be written in full. Anything else — the
+/// request written and the connection closed, reset or silent before a response — is
+/// [`Delivery::MaybeDelivered`]: the server may have read it, run it and billed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The request did not reach the server whole: sending it again cannot run it twice.
+    NotSent,
+    /// The request was written (or may have been) and no answer came: its outcome is
+    /// unknown.
+    MaybeDelivered,
+}
+
 /// A failure an HTTP library reported, as the driver maps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportError {
@@ -176,16 +195,34 @@ pub struct TransportError {
     /// The library's error itself, when the driver kept it
     /// ([`TransportError::with_source`]).
     pub source: Option<Cause>,
+    /// Whether the server may have the request ([`TransportError::new`] derives it from
+    /// the kind; a driver that knows better says so with
+    /// [`TransportError::with_delivery`]).
+    pub delivery: Delivery,
 }
 
 impl TransportError {
-    /// A transport error of `kind`.
+    /// A transport error of `kind`. Its [`Delivery`] follows from the kind:
+    /// [`TransportKind::Connect`] and [`TransportKind::Tls`] fail before the request is
+    /// written ([`Delivery::NotSent`]); every other kind may come after it was
+    /// ([`Delivery::MaybeDelivered`], the safe assumption).
     pub fn new(kind: TransportKind, message: impl Into<String>) -> Self {
+        let delivery = match kind {
+            TransportKind::Connect | TransportKind::Tls => Delivery::NotSent,
+            _ => Delivery::MaybeDelivered,
+        };
         Self {
             kind,
             message: message.into(),
             source: None,
+            delivery,
         }
+    }
+
+    /// The same error with `delivery` (what the driver knows of how far the request got).
+    pub fn with_delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
     }
 
     /// The same error with the library's own error kept as its source.
@@ -348,11 +385,27 @@ pub enum Error {
         /// The refusal.
         response: Box<ResponseInfo>,
     },
-    /// The request itself was refused (400, 404, 422 and other 4xx).
+    /// The request itself was refused (400, 422 and other 4xx but 404).
     #[error("bad request ({}){}{}", response.status_text(), response.suffix(), describe_details(details))]
     BadRequest {
         /// Field-level details of a validation error (422).
         details: Vec<FieldError>,
+        /// The refusal.
+        response: Box<ResponseInfo>,
+    },
+    /// The server has nothing at the request's path (404): the base URL (or, for
+    /// `send`, the path) is wrong — Mistral's gateway says `no Route matched`. The
+    /// message shows the URL path asked for and what to check.
+    #[error(
+        "not found (404): the server has nothing at {path}; check the base URL \
+         (MISTRAL_BASE_URL or the builder's): it is the API's root, such as \
+         https://api.mistral.ai, under which requests go to /v1/…{}",
+        response.suffix()
+    )]
+    NotFound {
+        /// The URL path that was asked for (`/v1/chat/completions` under the base URL's
+        /// own path, if it has one).
+        path: String,
         /// The refusal.
         response: Box<ResponseInfo>,
     },
@@ -371,6 +424,39 @@ pub enum Error {
         kind: TransportKind,
         /// The HTTP library's words.
         message: String,
+        /// Attempts and waiting.
+        trail: Trail,
+        /// The HTTP library's error ([`std::error::Error::source`] of this one), when
+        /// the driver had one.
+        source: Option<Cause>,
+    },
+    /// The request was sent (or may have been) and no answer came — the connection was
+    /// closed, reset or silent after the request was written, or a success's body was
+    /// cut — so the server may have run it, and billed it. A request that is not
+    /// idempotent (every `POST`: chat, FIM, embeddings) is not sent again by default
+    /// (RFC 9110 §9.2.2), since each sending may run it once more: the call ends here.
+    ///
+    /// To send it again, call again (after `retry_after`, if you like) knowing it may
+    /// run twice, or let the client do it: `RetryPolicy::retry_unknown_outcome` per
+    /// client, `CallOptions::retry_unknown_outcome` per call. A request that never
+    /// reached the server (the connection could not be made) is retried as before.
+    /// [`Error::is_retryable`] is `false` for it, so that generic retry loops do not
+    /// send it twice by accident.
+    #[error(
+        "outcome unknown: {kind} after the request was sent ({message}); the server may \
+         have run it (and billed it), so it was not sent again{} (after {trail})",
+        retry_after
+            .map(|d| format!("; to send it anyway, try again in {}", seconds_or_ms(d)))
+            .unwrap_or_default()
+    )]
+    OutcomeUnknown {
+        /// What kind of failure.
+        kind: TransportKind,
+        /// The HTTP library's words.
+        message: String,
+        /// When the caller could send it again, should it choose to: the wait the retry
+        /// policy would have used.
+        retry_after: Option<Duration>,
         /// Attempts and waiting.
         trail: Trail,
         /// The HTTP library's error ([`std::error::Error::source`] of this one), when
@@ -442,6 +528,14 @@ impl From<crate::limiter::LimitsError> for Error {
     }
 }
 
+/// `1.5 s`, or `20 ms` under a second.
+fn seconds_or_ms(d: Duration) -> String {
+    match d < Duration::from_secs(1) {
+        true => format!("{} ms", d.as_millis()),
+        false => format!("{:.1} s", d.as_secs_f64()),
+    }
+}
+
 fn describe_bucket(
     bucket: Option<Bucket>,
     window: Option<Window>,
@@ -483,6 +577,7 @@ impl Error {
             | Error::Unauthorized { response }
             | Error::Forbidden { response }
             | Error::BadRequest { response, .. }
+            | Error::NotFound { response, .. }
             | Error::Server { response, .. }
             | Error::Redirect { response, .. }
             | Error::Decode { response, .. } => Some(response),
@@ -529,7 +624,9 @@ impl Error {
     /// How long to wait before the same call could pass, when known.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after, .. } => *retry_after,
+            Error::RateLimited { retry_after, .. } | Error::OutcomeUnknown { retry_after, .. } => {
+                *retry_after
+            }
             Error::Deadline { last, .. } => last.as_ref().and_then(|e| e.retry_after()),
             _ => None,
         }
@@ -538,6 +635,9 @@ impl Error {
     /// `true` when the same call may succeed later (after [`Error::retry_after`], when
     /// known): rate limits, capacity, server and transport failures, a deadline reached,
     /// a stream cut. Answers through a [`Error::Deadline`]'s last error.
+    ///
+    /// `false` for [`Error::OutcomeUnknown`]: the request may have run already, and
+    /// sending it again may run it twice (see [`Error::is_outcome_unknown`]).
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::RateLimited { .. }
@@ -557,8 +657,20 @@ impl Error {
             | Error::Capacity { trail, .. }
             | Error::Server { trail, .. }
             | Error::Transport { trail, .. }
+            | Error::OutcomeUnknown { trail, .. }
             | Error::Deadline { trail, .. } => Some(*trail),
             _ => None,
+        }
+    }
+
+    /// `true` when the call ended because the server may have run the request without
+    /// its answer reaching the client ([`Error::OutcomeUnknown`], also as a
+    /// [`Error::Deadline`]'s last error).
+    pub fn is_outcome_unknown(&self) -> bool {
+        match self {
+            Error::OutcomeUnknown { .. } => true,
+            Error::Deadline { last, .. } => last.as_ref().is_some_and(|e| e.is_outcome_unknown()),
+            _ => false,
         }
     }
 
@@ -572,6 +684,7 @@ impl Error {
                 | Error::Unauthorized { .. }
                 | Error::Forbidden { .. }
                 | Error::BadRequest { .. }
+                | Error::NotFound { .. }
                 | Error::Redirect { .. }
                 | Error::Key(_)
                 | Error::Config(_)

@@ -121,7 +121,9 @@ pub use action::{
     WaitReason,
 };
 pub use call::{Call, LONG_CALL, LongCall};
-pub use error::{Cause, Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind};
+pub use error::{
+    Cause, Delivery, Error, ResponseInfo, StreamFailure, Trail, TransportError, TransportKind,
+};
 pub use key::{ApiKey, KeyError};
 pub use limiter::{Admit, Limiter, LimiterConfig, Limits, NoLimiter, Place};
 pub use options::CallOptions;

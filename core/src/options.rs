@@ -29,13 +29,14 @@ use crate::policy::RetryPolicy;
 /// assert_eq!(CallOptions::new().apply(&client_policy).max_attempts, 10);
 /// ```
 ///
-/// More options (a priority) may come; the type is built with its setters only.
+/// The type is built with its setters only (more options may come).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallOptions {
     deadline: Option<Option<Duration>>,
     max_attempts: Option<u32>,
     attempt_timeout: Option<Option<Duration>>,
     priority: Option<crate::Priority>,
+    retry_unknown_outcome: Option<bool>,
 }
 
 impl CallOptions {
@@ -79,6 +80,16 @@ impl CallOptions {
         self
     }
 
+    /// Whether the call sends its request again after an attempt whose outcome is
+    /// unknown (written, then no answer: the server may have run it), over the client's
+    /// [`RetryPolicy::retry_unknown_outcome`] (off by default: such a call ends with
+    /// [`crate::Error::OutcomeUnknown`]). Turn it on for a request that is safe to run
+    /// twice, or whose duplicate you can afford.
+    pub fn retry_unknown_outcome(mut self, on: bool) -> Self {
+        self.retry_unknown_outcome = Some(on);
+        self
+    }
+
     /// `true` when no option is set.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
@@ -102,6 +113,9 @@ impl CallOptions {
         if let Some(priority) = self.priority {
             p.priority = priority;
         }
+        if let Some(on) = self.retry_unknown_outcome {
+            p.retry_unknown_outcome = on;
+        }
         Cow::Owned(p)
     }
 
@@ -112,6 +126,7 @@ impl CallOptions {
             max_attempts: over.max_attempts.or(self.max_attempts),
             attempt_timeout: over.attempt_timeout.or(self.attempt_timeout),
             priority: over.priority.or(self.priority),
+            retry_unknown_outcome: over.retry_unknown_outcome.or(self.retry_unknown_outcome),
         }
     }
 }

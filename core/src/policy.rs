@@ -13,7 +13,11 @@
 //!   under either.
 //!
 //! Never retried: no allowance, monthly quota, 401, 403, other 4xx, redirects, a 2xx that
-//! is not the expected answer.
+//! is not the expected answer. Not retried unless allowed
+//! ([`RetryPolicy::retry_unknown_outcome`]): a request that is not idempotent (every
+//! `POST`) whose attempt may have reached the server and got no answer — its outcome is
+//! unknown ([`crate::Error::OutcomeUnknown`]). A connection that cannot be made is
+//! retried at most [`RetryPolicy::max_unreachable`] times in a row.
 //!
 //! # Time bounds
 //!
@@ -23,6 +27,7 @@
 //! | phase | field | default | why this default |
 //! |---|---|---|---|
 //! | connect (DNS, TCP, TLS) | [`RetryPolicy::connect_timeout`] | 10 s | a healthy API connects in well under a second from anywhere |
+//! | a server that cannot be reached | [`RetryPolicy::max_unreachable`] attempts in a row | 3 | a refused connection or a failed look-up fails in milliseconds: three of them, a short backoff apart, tell a blip from a dead server or a wrong URL in about a second, not the whole retry budget |
 //! | the response head | [`RetryPolicy::head_timeout`] + [`RetryPolicy::head_time_per_token`] × the token estimate (non-streamed calls) | 60 s + 25 ms per token | a non-streamed completion sends its head only once the whole answer is generated: 60 s of queueing and prompt processing, plus 25 ms per expected token (40 tokens/s, slower than Mistral's models generate), so 1,000 tokens may take 85 s and `max_tokens` 8,000 up to 260 s; a stream's head comes before generation, so it gets 60 s flat |
 //! | a non-streamed body, from its head to its last byte | [`RetryPolicy::body_timeout`] | 60 s | a non-streamed body is generated before its head is sent, so it comes at network speed: Mistral's answers are kilobytes to a few megabytes. A bound on the whole body, not between reads, also ends a body trickled one byte a second (an idle bound never would) |
 //! | a stream, between two reads | [`RetryPolicy::stream_idle_timeout`] | 60 s | tokens arrive every few tens of milliseconds; Mistral sends nothing else between them |
@@ -94,6 +99,22 @@ pub struct RetryPolicy {
     pub retry_reset: bool,
     /// Retry when an attempt timed out.
     pub retry_timeout: bool,
+    /// Send a request that is not idempotent (every `POST`) again after an attempt whose
+    /// outcome is unknown: the request was written and no answer came (the connection
+    /// closed, reset or silent), or a success's body was cut. Off by default: the server
+    /// may have run it, and each sending may run (and bill) it once more, so the call
+    /// ends with [`crate::Error::OutcomeUnknown`] (RFC 9110 §9.2.2; the official SDKs
+    /// send once by default too). On, such attempts are retried as their kind is
+    /// ([`RetryPolicy::retry_reset`], [`RetryPolicy::retry_timeout`]). Idempotent
+    /// requests (`GET /v1/models`) and requests that never reached the server are
+    /// retried either way.
+    pub retry_unknown_outcome: bool,
+    /// Most attempts in a row that fail before their request reached the server (the
+    /// connection refused, the name not resolved, the host unreachable, the connection
+    /// or its TLS handshake timed out): a dead server or a wrong URL is reported after
+    /// these, within a few seconds, not after the whole retry budget. 3 by default: a
+    /// blip (a restart, a resolver hiccup) gets two quick retries of the backoff.
+    pub max_unreachable: u32,
     /// Retry 500, 502, 503, 504 and 408.
     pub retry_server_errors: bool,
     /// Retry Mistral capacity refusals (`3505`).
@@ -129,6 +150,8 @@ impl Default for RetryPolicy {
             retry_connect: true,
             retry_reset: true,
             retry_timeout: true,
+            retry_unknown_outcome: false,
+            max_unreachable: 3,
             retry_server_errors: true,
             retry_capacity: true,
             retry_rate_limited: true,
@@ -207,6 +230,25 @@ impl RetryPolicy {
         self.retry_reset = on;
         self.retry_timeout = on;
         self
+    }
+
+    /// Sets [`RetryPolicy::retry_unknown_outcome`].
+    pub fn retry_unknown_outcome(mut self, on: bool) -> Self {
+        self.retry_unknown_outcome = on;
+        self
+    }
+
+    /// Sets [`RetryPolicy::max_unreachable`] (at least 1).
+    pub fn max_unreachable(mut self, n: u32) -> Self {
+        self.max_unreachable = n.max(1);
+        self
+    }
+
+    /// The backoff's ceiling after `failures` failed attempts (1 for the first),
+    /// `min(cap, base·2^(failures−1))` without jitter: when a call that stopped could
+    /// sensibly be tried again.
+    pub fn backoff_ceiling(&self, failures: u32) -> Duration {
+        exponential(self.base, failures).min(self.cap)
     }
 
     /// Whether a transport failure of `kind` is retried.

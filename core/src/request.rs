@@ -205,7 +205,7 @@ impl Target {
         Ok(self)
     }
 
-    /// The base URL, without a trailing slash.
+    /// The base URL, without a trailing slash or a final `/v1` ([`check_base_url`]).
     pub fn base_url(&self) -> &str {
         &self.base
     }
@@ -243,7 +243,11 @@ impl Target {
 }
 
 /// Checks a base URL: `http` or `https`, a host, no query; plain `http` only to a
-/// loopback host unless allowed. Returns it without a trailing slash.
+/// loopback host unless allowed. Returns it without a trailing slash, and without a
+/// final `/v1`: every request's path starts with `/v1/`, and the OpenAI convention
+/// (`OPENAI_BASE_URL=https://…/v1`, which many tools share) names the base URL with it,
+/// so `https://api.mistral.ai/v1` means `https://api.mistral.ai` (not
+/// `…/v1/v1/chat/completions`, a 404).
 ///
 /// Its errors quote the URL only through [`redact_url`] (no credentials, no query), and
 /// a value that is not a URL at all is not quoted (it may be the key, the variables
@@ -292,7 +296,12 @@ pub fn check_base_url(base_url: &str, allow_insecure_http: bool) -> Result<Strin
             )));
         }
     }
-    Ok(base_url.trim_end_matches('/').to_owned())
+    let base = base_url.trim_end_matches('/');
+    let base = base
+        .strip_suffix("/v1")
+        .unwrap_or(base)
+        .trim_end_matches('/');
+    Ok(base.to_owned())
 }
 
 /// `localhost`, `127.0.0.0/8` or `::1`.
@@ -356,6 +365,33 @@ mod tests {
         assert_eq!(r.uri(), "https://api.eu.mistral.ai/base/v1/models");
         assert!(r.headers().get(header::CONTENT_TYPE).is_none());
         assert!(r.body().is_empty());
+    }
+
+    /// `…/v1` (the OpenAI convention) is the API's root plus `/v1`: dropped, so the
+    /// requests go to `/v1/…` once. Only a whole final `/v1` segment.
+    #[test]
+    fn a_final_v1_is_dropped_from_the_base_url() {
+        for (given, base) in [
+            ("https://api.mistral.ai/v1", "https://api.mistral.ai"),
+            ("https://api.mistral.ai/v1/", "https://api.mistral.ai"),
+            ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080"),
+            (
+                "https://proxy.example/mistral/v1",
+                "https://proxy.example/mistral",
+            ),
+            (
+                "https://proxy.example/mistral/v1beta",
+                "https://proxy.example/mistral/v1beta",
+            ),
+            ("https://proxy.example/apiv1", "https://proxy.example/apiv1"),
+            ("https://api.mistral.ai", "https://api.mistral.ai"),
+        ] {
+            let target = Target::new(given, key(), false).unwrap();
+            assert_eq!(target.base_url(), base, "{given}");
+        }
+        let target = Target::new("https://api.mistral.ai/v1", key(), false).unwrap();
+        let r = target.http_request(&ApiRequest::list_models()).unwrap();
+        assert_eq!(r.uri(), "https://api.mistral.ai/v1/models");
     }
 
     #[test]

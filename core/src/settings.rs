@@ -194,8 +194,10 @@ macro_rules! builder_setters {
             self.settings.key = Some($crate::ApiKey::new(key));
             self
         }
-        /// The base URL (default `https://api.mistral.ai`). Plain `http://` is accepted
-        /// only for loopback hosts unless `allow_insecure_http` is set.
+        /// The base URL (default `https://api.mistral.ai`): the API's root, under which
+        /// requests go to `/v1/…`. A final `/v1` (the OpenAI convention,
+        /// `https://api.mistral.ai/v1`) is accepted and dropped. Plain `http://` is
+        /// accepted only for loopback hosts unless `allow_insecure_http` is set.
         pub fn base_url(mut self, url: impl Into<String>) -> Self {
             self.settings.base_url = Some(url.into());
             self

@@ -6,15 +6,17 @@
 //! `RUST_LOG=mistral_blocking=debug` shows one client): every 429 at WARN (bucket,
 //! limit, remaining, wait, attempt, correlation id), a call past [`crate::LONG_CALL`] at
 //! WARN once, every retry and every wait with its reason at DEBUG, a failed call at
-//! DEBUG. Nothing logged ever contains the API key or a request header.
+//! DEBUG, except a call that could not reach the server at all (refused, name not
+//! resolved): that is a WARN naming the server and the cause, once until a call gets
+//! through again. Nothing logged ever contains the API key or a request header.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::action::{Action, Ask, Grant, Report};
 use crate::call::Call;
-use crate::error::Error;
+use crate::error::{Error, TransportKind};
 use crate::ratelimits::RateLimits;
 use crate::verdict::Verdict;
 
@@ -71,6 +73,10 @@ pub struct Telemetry {
     capacity_429: AtomicU64,
     server_errors: AtomicU64,
     transport_errors: AtomicU64,
+    outcome_unknown: AtomicU64,
+    unknown_outcome_resent: AtomicU64,
+    /// The last call could not reach the server, and a WARN said so.
+    unreachable_warned: AtomicBool,
     waited_micros: AtomicU64,
     limiter: LimiterCounters,
     /// The same per priority class, by lane.
@@ -112,6 +118,14 @@ pub struct Stats {
     pub server_errors: u64,
     /// Attempts that got no response.
     pub transport_errors: u64,
+    /// Calls that ended with [`Error::OutcomeUnknown`] (also as a deadline's last
+    /// error): their request was sent, no answer came, and it was not sent again since
+    /// the server may have run it.
+    pub outcome_unknown: u64,
+    /// Attempts that sent again a request whose previous attempt's outcome was unknown,
+    /// as [`crate::RetryPolicy::retry_unknown_outcome`] allowed: each may have run the
+    /// request once more.
+    pub unknown_outcome_resent: u64,
     /// Time calls spent waiting (backoff, pacing, spent windows), summed over calls.
     pub waited: Duration,
     /// The shared limiter's answers to this client's calls, all classes together.
@@ -255,7 +269,46 @@ impl Telemetry {
                 .refused_deadline
                 .fetch_add(1, Relaxed);
         }
+        if call.take_unknown_resend() {
+            self.unknown_outcome_resent.fetch_add(1, Relaxed);
+        }
+        if let Action::Done(result) = action {
+            self.observe_reachability(call, result.as_ref().err());
+        }
         self.observe(action);
+    }
+
+    /// Says at WARN, naming the server and the cause, that a call could not reach the
+    /// server at all — once, until a call gets through again (a dead server or a wrong
+    /// URL is one line, not one per call).
+    fn observe_reachability(&self, call: &Call, error: Option<&Error>) {
+        let last = match error {
+            Some(Error::Deadline {
+                last: Some(last), ..
+            }) => Some(&**last),
+            other => other,
+        };
+        let Some(error @ Error::Transport { kind, message, .. }) = last else {
+            self.unreachable_warned.store(false, Relaxed);
+            return;
+        };
+        if *kind != TransportKind::Connect {
+            self.unreachable_warned.store(false, Relaxed);
+            return;
+        }
+        if self.unreachable_warned.swap(true, Relaxed) {
+            return;
+        }
+        emit!(
+            self.target,
+            warn,
+            server = call.server(),
+            cause = message.as_str(),
+            attempts = error.trail().map_or(0, |t| t.attempts),
+            "mistral: cannot reach the server ({}); check the base URL (MISTRAL_BASE_URL) \
+             and the network",
+            kind
+        );
     }
 
     /// A call started.
@@ -388,6 +441,9 @@ impl Telemetry {
             }
             Err(error) => {
                 self.failures.fetch_add(1, Relaxed);
+                if error.is_outcome_unknown() {
+                    self.outcome_unknown.fetch_add(1, Relaxed);
+                }
                 if matches!(error, Error::RateLimited { shared: true, .. }) {
                     self.limiter.refused_deadline.fetch_add(1, Relaxed);
                 }
@@ -418,6 +474,8 @@ impl Telemetry {
             },
             server_errors: self.server_errors.load(Relaxed),
             transport_errors: self.transport_errors.load(Relaxed),
+            outcome_unknown: self.outcome_unknown.load(Relaxed),
+            unknown_outcome_resent: self.unknown_outcome_resent.load(Relaxed),
             waited: Duration::from_micros(self.waited_micros.load(Relaxed)),
             limiter: self.limiter.snapshot(),
             limiter_by_priority: [

@@ -57,7 +57,8 @@ pub enum Verdict {
     Forbidden,
     /// 408: the server gave up waiting for the request.
     RequestTimeout,
-    /// Other 4xx (400, 404, 422…): the request is wrong.
+    /// Other 4xx (400, 404, 422…): the request is wrong (a 404: its URL; the error is
+    /// [`Error::NotFound`]).
     BadRequest,
     /// 5xx.
     ServerError,
@@ -132,8 +133,8 @@ pub struct Classification {
 
 impl Classification {
     /// The error a refused attempt ends its call with, when it does (its trail is
-    /// filled in by the call): `model` is the call's, `wait` the retry it planned.
-    /// Redact `info` and `location` first (the call does).
+    /// filled in by the call, and a 404's path): `model` is the call's, `wait` the retry
+    /// it planned. Redact `info` and `location` first (the call does).
     pub fn into_error(self, model: Option<&str>, wait: Option<Duration>) -> Error {
         let c = self;
         let info = c.info;
@@ -175,6 +176,12 @@ impl Classification {
             },
             Verdict::Unauthorized => Error::Unauthorized { response },
             Verdict::Forbidden => Error::Forbidden { response },
+            Verdict::BadRequest if response.status == Some(http::StatusCode::NOT_FOUND) => {
+                Error::NotFound {
+                    path: String::new(),
+                    response,
+                }
+            }
             Verdict::BadRequest | Verdict::RequestTimeout => Error::BadRequest {
                 details: c.body.map(|b| b.detail).unwrap_or_default(),
                 response,
@@ -577,6 +584,16 @@ mod tests {
         );
         assert_eq!(c.verdict, Verdict::BadRequest);
         assert_eq!(c.info.status_u16(), Some(404));
+        // Not a "bad request": the URL is wrong, and the error says where to look.
+        let e = c.into_error(None, None);
+        assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+        assert!(e.is_permanent() && !e.is_retryable());
+        let text = e.to_string();
+        assert!(text.starts_with("not found (404)"), "{text}");
+        assert!(
+            text.contains("base URL") && text.contains("no Route matched"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -228,8 +228,9 @@ fn an_html_502_is_retried_and_reported_with_an_excerpt() {
 
 #[test]
 fn transport_errors_are_retried_unless_switched_off() {
+    let unknown_allowed = RetryPolicy::default().retry_unknown_outcome(true);
     let run = drive_simple(
-        &RetryPolicy::default(),
+        &unknown_allowed,
         vec![
             Answer::Fail(TransportKind::Connect),
             Answer::Fail(TransportKind::Reset),
@@ -335,10 +336,109 @@ fn the_deadline_ends_the_call_with_the_last_refusal() {
     assert_eq!(err.correlation_id(), Some("corr-429"));
 }
 
+/// A chat (a `POST`) whose request may have reached the server — reset, closed or
+/// silent after it was written — is not sent again by default: the call ends with
+/// `OutcomeUnknown`, saying when it could be tried again. One that never reached it is
+/// retried, but only `max_unreachable` times in a row.
+#[test]
+fn a_request_that_may_have_run_is_not_sent_again_by_default() {
+    for kind in [
+        TransportKind::Reset,
+        TransportKind::Timeout,
+        TransportKind::Other,
+    ] {
+        let run = drive_simple(&RetryPolicy::default(), vec![Answer::Fail(kind), ok()]);
+        assert_eq!(run.sends().len(), 1, "{kind:?}");
+        let reports = run.reports();
+        let err = run.err();
+        match &err {
+            Error::OutcomeUnknown {
+                kind: k,
+                retry_after: Some(after),
+                trail,
+                ..
+            } => {
+                assert_eq!((*k, trail.attempts), (kind, 1));
+                assert_eq!(
+                    *after,
+                    Duration::from_millis(500),
+                    "the backoff's first step"
+                );
+            }
+            other => panic!("{kind:?}: expected OutcomeUnknown, got {other:?}"),
+        }
+        assert!(err.is_outcome_unknown() && !err.is_retryable() && !err.is_permanent());
+        assert!(err.to_string().contains("may have run it"), "{err}");
+        assert_eq!(reports[0].retry, None, "no retry planned");
+    }
+    // The hung attempt (the call's own timer) is one too.
+    let run = drive_simple(&RetryPolicy::default(), vec![Answer::Hang, ok()]);
+    assert_eq!(run.sends().len(), 1);
+    assert!(matches!(
+        run.err(),
+        Error::OutcomeUnknown {
+            kind: TransportKind::Timeout,
+            ..
+        }
+    ));
+
+    // Allowed, per client or per call: sent again.
+    let allowed = RetryPolicy::default().retry_unknown_outcome(true);
+    let run = drive_simple(&allowed, vec![Answer::Fail(TransportKind::Reset), ok()]);
+    assert_eq!(run.result.unwrap().trail.attempts, 2);
+    let per_call = mistral_core::CallOptions::new()
+        .retry_unknown_outcome(true)
+        .apply(&RetryPolicy::default())
+        .into_owned();
+    assert!(per_call.retry_unknown_outcome);
+    // Allowed, the last attempt's unknown outcome is still what the call ends with.
+    let run = drive_simple(
+        &allowed.clone().max_attempts(2),
+        vec![Answer::Fail(TransportKind::Reset); 2],
+    );
+    assert!(matches!(run.err(), Error::OutcomeUnknown { trail, .. } if trail.attempts == 2));
+}
+
+/// A connection that cannot be made fails fast: `max_unreachable` attempts (3 by
+/// default), a short backoff between them, whatever `max_attempts` says; and a
+/// response in between starts the count again.
+#[test]
+fn an_unreachable_server_is_reported_after_a_few_quick_attempts() {
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![Answer::Fail(TransportKind::Connect); 10],
+    );
+    assert_eq!(run.sends().len(), 3);
+    let waited: Duration = run.waits().iter().map(|(d, _)| *d).sum();
+    assert!(waited <= Duration::from_millis(1_500), "{waited:?}");
+    assert!(matches!(
+        run.err(),
+        Error::Transport { kind: TransportKind::Connect, trail, .. } if trail.attempts == 3
+    ));
+    // Two refusals, a 503 (the server is there), two refusals, then an answer.
+    let run = drive_simple(
+        &RetryPolicy::default(),
+        vec![
+            Answer::Fail(TransportKind::Connect),
+            Answer::Fail(TransportKind::Connect),
+            respond(503, &[], SERVER),
+            Answer::Fail(TransportKind::Connect),
+            Answer::Fail(TransportKind::Connect),
+            ok(),
+        ],
+    );
+    assert_eq!(run.result.unwrap().trail.attempts, 6);
+    let one = RetryPolicy::default().max_unreachable(1);
+    let run = drive_simple(&one, vec![Answer::Fail(TransportKind::Connect), ok()]);
+    assert_eq!(run.sends().len(), 1);
+}
+
 #[test]
 fn a_hung_attempt_times_out_and_its_late_answer_is_ignored() {
     use mistral_core::{Action, TransportError};
-    let policy = RetryPolicy::default().attempt_timeout(Some(Duration::from_secs(5)));
+    let policy = RetryPolicy::default()
+        .attempt_timeout(Some(Duration::from_secs(5)))
+        .retry_unknown_outcome(true);
     #[allow(clippy::disallowed_methods)]
     let start = std::time::Instant::now();
     let mut call = chat_call(false, &policy, start, 1);
@@ -575,13 +675,17 @@ fn no_retry_starts_with_under_a_second_left() {
     let policy = RetryPolicy::default()
         .deadline(Some(Duration::from_secs(10)))
         .attempt_timeout(Some(Duration::from_millis(9_500)))
-        .backoff(Duration::from_millis(1), Duration::from_millis(1));
+        .backoff(Duration::from_millis(1), Duration::from_millis(1))
+        .retry_unknown_outcome(true);
     let run = drive(&policy, 1, vec![Answer::Hang, Answer::Hang], |_| Grant::Now);
     assert_eq!(run.sends().len(), 1, "{:?}", run.events);
     match run.err() {
         Error::Deadline { trail, last, .. } => {
             assert_eq!(trail.attempts, 1);
-            assert!(matches!(last.as_deref(), Some(Error::Transport { .. })));
+            assert!(matches!(
+                last.as_deref(),
+                Some(Error::OutcomeUnknown { .. })
+            ));
         }
         other => panic!("expected the deadline, got {other}"),
     }

@@ -111,8 +111,9 @@ fn a_now_going_backwards_neither_shortens_nor_lengthens_a_wait() {
 #[test]
 fn a_late_answer_to_an_earlier_attempt_never_passes_as_the_current_one() {
     let t0 = Instant::now();
-    let policy =
-        RetryPolicy::default().backoff(Duration::from_millis(10), Duration::from_millis(10));
+    let policy = RetryPolicy::default()
+        .backoff(Duration::from_millis(10), Duration::from_millis(10))
+        .retry_unknown_outcome(true);
     let mut call = chat_call(true, &policy, t0, 1);
     let first = send(&mut call, t0);
     call.handle(
@@ -163,7 +164,8 @@ fn an_answer_after_the_call_timed_the_attempt_out_is_ignored() {
     // The driver polls at the end: the call's own timer ends the attempt (and the call).
     let done = next(&mut call, end);
     match done {
-        Action::Done(Err(Error::Transport { kind, .. })) => {
+        // The request was sent: its outcome is unknown.
+        Action::Done(Err(Error::OutcomeUnknown { kind, .. })) => {
             assert_eq!(kind, TransportKind::Timeout)
         }
         other => panic!("expected a timeout, got {other:?}"),

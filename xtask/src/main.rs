@@ -4,7 +4,9 @@
 //! builds in seconds.
 //!
 //! - `test`: the whole gate CI runs (`.ci/run`): fmt, clippy, layering,
-//!   services, tests. See [`pipeline`].
+//!   services, tests, the newest dependencies. See [`pipeline`].
+//! - `latest-deps`: that last step alone: the workspace checked against the newest
+//!   compatible version of every dependency. See [`latest`].
 //! - `bench [ARGS...]`: the core's criterion micro-benchmarks, then `mistral-bench`
 //!   (release): every scenario with every retry strategy against the emulator, report in
 //!   `target/bench/`. See [`bench`](mod@bench).
@@ -14,6 +16,7 @@
 //!   `mistral-emulator` alone: no client crate is built).
 
 mod bench;
+mod latest;
 mod layering;
 mod pipeline;
 mod services;
@@ -29,7 +32,12 @@ usage: cargo xtask <command> [args...]
 commands:
   test              the full gate, as CI runs it: fmt, clippy, layering check,
                     services (redis-server, nginx; installed with apt-get when
-                    missing and root), cargo test --workspace --all-features
+                    missing and root), cargo test --workspace --all-features,
+                    latest-deps
+  latest-deps       clippy (warnings denied) of the workspace's libraries and
+                    binaries against the newest compatible version of every
+                    dependency, in a copy under target/latest-deps whose lockfile
+                    `cargo update` rewrote (Cargo.lock itself is left alone)
   demo [ARGS..]     a burst of chat requests through the blocking and the async
                     client with live progress (cargo run -p mistral-demo -- ARGS):
                     the emulator, or MISTRAL_BASE_URL / MISTRAL_API_KEY /
@@ -62,6 +70,13 @@ fn main() -> ExitCode {
             }
             pipeline::run()
         }
+        Some("latest-deps") => match latest::run(services::in_ci()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(reason) => {
+                eprintln!("xtask latest-deps: FAILED: {reason}");
+                ExitCode::FAILURE
+            }
+        },
         Some("demo") => bench::demo(&rest),
         Some("bench") => bench::bench(&rest),
         Some("emulate") => emulate(&rest),

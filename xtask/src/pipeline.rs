@@ -10,6 +10,10 @@
 //! 4. `services`: `redis-server` and `nginx` found, installed with apt-get if possible
 //!    (see [`services`])
 //! 5. `test`: `cargo test --workspace --all-features` (doctests included)
+//! 6. `latest-deps`: the workspace's libraries and binaries checked (clippy, warnings
+//!    denied) against the newest compatible version of every dependency, in a copy
+//!    whose lockfile `cargo update` rewrote (see [`latest`](crate::latest)); last, so
+//!    that a dependency's new release never hides the results of the steps before
 //!
 //! Each step prints its name and duration; a summary follows at the end, and
 //! a failure names its step and exits non-zero.
@@ -18,11 +22,19 @@ use std::fmt::Write as _;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::latest;
 use crate::layering;
 use crate::services::{self, Services};
 use crate::{cargo, display_command, workspace_root};
 
-const STEPS: [&str; 5] = ["fmt", "clippy", "layering", "services", "test"];
+const STEPS: [&str; 6] = [
+    "fmt",
+    "clippy",
+    "layering",
+    "services",
+    "test",
+    "latest-deps",
+];
 
 /// Runs every step; the exit code is 0 only if all passed.
 pub fn run() -> ExitCode {
@@ -72,7 +84,8 @@ fn all_steps(run: &mut Run, ci: bool, services_out: &mut Option<Services>) -> Re
         })
     });
     *services_out = Some(found);
-    tested
+    tested?;
+    run.step("latest-deps", || latest::run(ci))
 }
 
 /// Runs `cargo ARGS` from the workspace root, output passed through.
@@ -249,15 +262,15 @@ impl Run {
         let mut out = String::from("\nxtask test summary:\n");
         for name in STEPS {
             let line = match self.done.iter().find(|(n, ..)| *n == name) {
-                Some((_, true, took)) => format!("  {name:<10} ok       {:>9}", human(*took)),
-                Some((_, false, took)) => format!("  {name:<10} FAILED   {:>9}", human(*took)),
-                None => format!("  {name:<10} not run"),
+                Some((_, true, took)) => format!("  {name:<11} ok       {:>9}", human(*took)),
+                Some((_, false, took)) => format!("  {name:<11} FAILED   {:>9}", human(*took)),
+                None => format!("  {name:<11} not run"),
             };
             let _ = writeln!(out, "{line}");
         }
         let _ = writeln!(
             out,
-            "  {:<10}          {:>9}",
+            "  {:<11}          {:>9}",
             "total",
             human(self.started.elapsed())
         );

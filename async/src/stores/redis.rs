@@ -325,13 +325,13 @@ impl AsyncStoreIo for RedisIo {
     }
 }
 
-/// Installs rustls's `ring` provider as the process's default, unless one is installed
+/// Installs rustls's `aws-lc-rs` provider as the process's default, unless one is installed
 /// already: the Redis client's TLS asks rustls for the default, which rustls cannot pick
 /// by itself when several providers are compiled in. Called by
 /// [`RedisLimiter::for_budget`] for a `rediss://` URL; call it before making a
 /// `rediss://` connection of your own with the `redis` crate.
 pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 impl AsyncLimiter for RedisLimiter {

@@ -300,6 +300,9 @@ impl StoreIo for RedisIo {
 /// for a `rediss://` URL; call it before making a `rediss://` connection of your own
 /// with the `redis` crate.
 pub fn install_tls_provider() {
+    // rustls 0.23.48 deprecates ring's provider (no post-quantum key exchange); ring is
+    // the provider ureq's `rustls` feature uses, so this store keeps it.
+    #[allow(deprecated)]
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

@@ -126,13 +126,14 @@ pub fn soak_faults() -> Vec<Fault> {
 /// The kind of an error, from its `Display`, and whether a fault justifies it.
 ///
 /// Justified: a 200 whose body is malformed (a `Decode` error: the answer was given,
-/// and perhaps billed; it is not asked again), a cut 2xx twice in one call (each may be
-/// billed: the call gives up after the second). Anything else (a 5xx, a reset, a 429 the
-/// retries did not get past, a deadline) is a call the client should have carried
-/// through.
+/// and perhaps billed; it is not asked again), a request whose outcome is unknown (a
+/// reset, a close or a hang after it was sent, a cut 2xx: the server may have run it,
+/// so it is not sent again). Anything else (a 5xx, a 429 the retries did not get past,
+/// a deadline) is a call the client should have carried through.
 pub fn error_kind(display: &str) -> (&'static str, bool) {
     const KINDS: &[(&str, &str, bool)] = &[
         ("could not decode", "decode (malformed 200)", true),
+        ("outcome unknown", "outcome unknown (sent, no answer)", true),
         ("connection closed early", "cut or reset", false),
         ("server error", "server error", false),
         ("timed out", "timeout", false),
@@ -383,10 +384,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errors_are_told_apart_and_only_a_malformed_200_is_justified() {
+    fn errors_are_told_apart_and_only_a_malformed_200_or_an_unknown_outcome_is_justified() {
         assert_eq!(
             error_kind("could not decode the response: expected value"),
             ("decode (malformed 200)", true)
+        );
+        assert_eq!(
+            error_kind("outcome unknown: connection closed early after the request was sent"),
+            ("outcome unknown (sent, no answer)", true)
         );
         assert_eq!(
             error_kind("server error (503) after 3 attempts"),

@@ -281,11 +281,13 @@ pub enum Fault {
     Http503,
     /// 504 with an HTML body.
     Http504,
-    /// Close the TCP connection with a RST (SO_LINGER 0) without answering.
+    /// Read the whole request, then close the TCP connection with a RST (SO_LINGER 0)
+    /// without answering.
     Reset,
-    /// Close the TCP connection (FIN) without answering.
+    /// Read the whole request, then close the TCP connection (FIN) without answering.
     Close,
-    /// Never answer; the connection is closed after [`Config::hang_secs`].
+    /// Read the whole request and never answer; the connection is closed after
+    /// [`Config::hang_secs`].
     Hang,
     /// Serve normally, then stop sending after this many body frames (SSE events for a
     /// stream; half the body for a plain response) and keep the connection open for

@@ -1,7 +1,7 @@
 //! A hostile HTTP/1.1 server on loopback, written on raw sockets so it can misbehave in
-//! ways no well-behaved server library allows: never answer, trickle a body, echo the
-//! request (and so the key) back in a body, a header or an event, lie about a body's
-//! length, send far too much, redirect.
+//! ways no well-behaved server library allows: never answer, hang up after reading the
+//! request, trickle a body, echo the request (and so the key) back in a body, a header
+//! or an event, lie about a body's length, send far too much, redirect.
 //!
 //! ```no_run
 //! use mistral_suites::hostile::{Behaviour, HostileServer};
@@ -22,6 +22,21 @@ use std::time::Duration;
 pub enum Behaviour {
     /// Reads the request and never sends a byte back (the connection stays open).
     Silent,
+    /// Reads the whole request, then hangs up without a byte of answer: closes the
+    /// connection (a FIN), or with `reset` resets it (`SO_LINGER` 0, an RST).
+    HangUp {
+        /// An RST instead of a FIN.
+        reset: bool,
+    },
+    /// Answers each connection's first request with these bytes (keeping it open, as
+    /// HTTP/1.1 does), then closes it after `idle`: a pooled connection the server has
+    /// closed by the time the client sends its next request on it.
+    AnswerThenClose {
+        /// The whole response.
+        response: Vec<u8>,
+        /// How long the connection stays open after the answer.
+        idle: Duration,
+    },
     /// Sends a 200 head announcing `body`, then the body one byte every `every`.
     Trickle {
         /// The body, sent byte by byte.
@@ -253,6 +268,17 @@ fn serve(mut stream: TcpStream, behaviour: &Behaviour, shared: &Shared) -> io::R
         match behaviour {
             Behaviour::Silent => {
                 while pause(stop, Duration::from_secs(1)) {}
+                return Ok(());
+            }
+            Behaviour::HangUp { reset } => {
+                if *reset {
+                    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+                }
+                return Ok(());
+            }
+            Behaviour::AnswerThenClose { response, idle } => {
+                stream.write_all(response)?;
+                pause(stop, *idle);
                 return Ok(());
             }
             Behaviour::Trickle { body, every } => {

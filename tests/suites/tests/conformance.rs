@@ -156,9 +156,15 @@ fn idle_300ms(p: RetryPolicy) -> RetryPolicy {
 }
 
 fn hang_deadline(p: RetryPolicy) -> RetryPolicy {
-    p.max_attempts(10)
+    p.retry_unknown_outcome(true)
+        .max_attempts(10)
         .attempt_timeout(Some(ms(300)))
         .deadline(Some(ms(1_000)))
+}
+
+/// Sends again a request whose outcome is unknown (the server may have run it).
+fn resend_unknown(p: RetryPolicy) -> RetryPolicy {
+    p.retry_unknown_outcome(true)
 }
 
 fn short_deadline(p: RetryPolicy) -> RetryPolicy {
@@ -551,11 +557,44 @@ fn is_deadline_after_timeouts(e: &Error) -> bool {
     };
     matches!(
         last,
-        Some(Error::Transport {
+        Some(Error::OutcomeUnknown {
             kind: TransportKind::Timeout,
             ..
         })
     )
+}
+
+/// The emulator read the request, then reset the connection: the server may have run
+/// it, so the call ends, not sent again.
+fn is_unknown_after_a_reset(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::OutcomeUnknown {
+            kind: TransportKind::Reset,
+            trail,
+            ..
+        } if trail.attempts == 1
+    ) && !e.is_retryable()
+}
+
+fn one_unknown_outcome(o: &Observed) -> Result<(), String> {
+    one_transport_error(o)?;
+    ensure!(
+        (o.stats.outcome_unknown, o.stats.unknown_outcome_resent) == (1, 0),
+        "unknown outcomes counted: {:?}",
+        (o.stats.outcome_unknown, o.stats.unknown_outcome_resent)
+    );
+    Ok(())
+}
+
+fn one_unknown_outcome_resent(o: &Observed) -> Result<(), String> {
+    one_transport_error(o)?;
+    ensure!(
+        (o.stats.outcome_unknown, o.stats.unknown_outcome_resent) == (0, 1),
+        "unknown outcomes counted: {:?}",
+        (o.stats.outcome_unknown, o.stats.unknown_outcome_resent)
+    );
+    Ok(())
 }
 
 /// The deadline ended the call after 503s: reached (a `Deadline` with the last 503), or
@@ -869,7 +908,7 @@ static SCENARIOS: &[Scenario] = &[
         policy: hang_deadline,
         expect: Expect {
             outcome: Want::Err(
-                "the deadline: reached or about to be, last a Transport Timeout",
+                "the deadline: reached or about to be, last an unknown outcome (Timeout)",
                 is_deadline_after_timeouts,
             ),
             // 300 ms per attempt, under a 1 s deadline.
@@ -906,11 +945,28 @@ static SCENARIOS: &[Scenario] = &[
         },
         ..BASE
     },
-    retried_once(
-        "reset_before_response_retried_then_success",
-        &[Fault::Reset],
-        one_transport_error,
-    ),
+    Scenario {
+        name: "reset_after_the_request_is_an_unknown_outcome",
+        faults: &[Fault::Reset],
+        expect: Expect {
+            outcome: Want::Err(
+                "OutcomeUnknown (Reset) after 1 attempt",
+                is_unknown_after_a_reset,
+            ),
+            attempts: 1..=1,
+            time: AT_ONCE,
+            check: Some(one_unknown_outcome),
+        },
+        ..BASE
+    },
+    Scenario {
+        policy: resend_unknown,
+        ..retried_once(
+            "reset_after_the_request_resent_when_allowed_then_success",
+            &[Fault::Reset],
+            one_unknown_outcome_resent,
+        )
+    },
     Scenario {
         name: "era_early_2025_waits_for_the_reset",
         config: early_2025,
@@ -1034,7 +1090,8 @@ conformance! {
     deadline_reached_on_hangs,
     deadline_reached_on_repeated_503,
     malformed_json_is_decode_error,
-    reset_before_response_retried_then_success,
+    reset_after_the_request_is_an_unknown_outcome,
+    reset_after_the_request_resent_when_allowed_then_success,
     era_early_2025_waits_for_the_reset,
     era_mid_2025_waits_for_the_token_window,
     era_late_2025_waits_for_the_request_window,

@@ -92,16 +92,23 @@ fn echo(status: u16) -> Behaviour {
     }
 }
 
-fn transport(kind: TransportKind) -> impl Fn(&Outcome) -> Result<(), String> {
+/// The call ended because its request may have run: [`Error::OutcomeUnknown`] of
+/// `kind` (also as a deadline's last error).
+fn unknown(kind: TransportKind) -> impl Fn(&Outcome) -> Result<(), String> {
     move |o| match o {
-        Err(Error::Transport { kind: k, .. }) if *k == kind => Ok(()),
+        Err(Error::OutcomeUnknown { kind: k, .. }) if *k == kind => Ok(()),
         Err(Error::Deadline {
             last: Some(last), ..
-        }) if matches!(**last, Error::Transport { kind: k, .. } if k == kind) => Ok(()),
+        }) if matches!(**last, Error::OutcomeUnknown { kind: k, .. } if k == kind) => Ok(()),
         other => Err(format!(
-            "expected a {kind:?} transport error, got {other:?}"
+            "expected an unknown outcome ({kind:?}), got {other:?}"
         )),
     }
+}
+
+/// [`policy`], sending again a request whose outcome is unknown.
+fn resending() -> RetryPolicy {
+    policy().retry_unknown_outcome(true)
 }
 
 macro_rules! rows {
@@ -121,13 +128,60 @@ macro_rules! rows {
 }
 
 rows! {
-    // Accepts, reads the request, never answers: the head bound ends each attempt (before
-    // it, the 300 s attempt timeout held the call).
+    // Reads the whole request, then closes the connection: the server may have run it,
+    // so it is sent once, and the call says its outcome is unknown (before: ten times).
+    read_then_close_is_sent_once: Row {
+        behaviour: || Behaviour::HangUp { reset: false },
+        stream: false,
+        policy: || policy().max_attempts(10),
+        check: |o| unknown(TransportKind::Reset)(o),
+        requests: (1, 1),
+        within: ms(3_000),
+    };
+    // The same with a reset (RST) for the close.
+    read_then_reset_is_sent_once: Row {
+        behaviour: || Behaviour::HangUp { reset: true },
+        stream: false,
+        policy: || policy().max_attempts(10),
+        check: |o| unknown(TransportKind::Reset)(o),
+        requests: (1, 1),
+        within: ms(3_000),
+    };
+    // A stream's request too.
+    read_then_close_stream_is_sent_once: Row {
+        behaviour: || Behaviour::HangUp { reset: false },
+        stream: true,
+        policy: || policy().max_attempts(10),
+        check: |o| unknown(TransportKind::Reset)(o),
+        requests: (1, 1),
+        within: ms(3_000),
+    };
+    // Told to (`retry_unknown_outcome`), the client sends it again, up to its attempts.
+    read_then_reset_is_resent_when_allowed: Row {
+        behaviour: || Behaviour::HangUp { reset: true },
+        stream: false,
+        policy: resending,
+        check: |o| unknown(TransportKind::Reset)(o),
+        requests: (3, 3),
+        within: ms(3_000),
+    };
+    // Accepts, reads the request, never answers: the head bound ends the attempt (before
+    // it, the 300 s attempt timeout held the call); the request may have run, so it is
+    // not sent again.
     silent_head: Row {
         behaviour: || Behaviour::Silent,
         stream: false,
         policy,
-        check: |o| transport(TransportKind::Timeout)(o),
+        check: |o| unknown(TransportKind::Timeout)(o),
+        requests: (1, 1),
+        within: ms(3_000),
+    };
+    // Allowed to send it again: the head bound ends each attempt.
+    silent_head_resent_when_allowed: Row {
+        behaviour: || Behaviour::Silent,
+        stream: false,
+        policy: resending,
+        check: |o| unknown(TransportKind::Timeout)(o),
         requests: (3, 3),
         within: ms(6_000),
     };
@@ -135,8 +189,8 @@ rows! {
     silent_stream_head: Row {
         behaviour: || Behaviour::Silent,
         stream: true,
-        policy,
-        check: |o| transport(TransportKind::Timeout)(o),
+        policy: resending,
+        check: |o| unknown(TransportKind::Timeout)(o),
         requests: (3, 3),
         within: ms(6_000),
     };
@@ -146,7 +200,7 @@ rows! {
         behaviour: || Behaviour::Trickle { body: chat_completion().into_bytes(), every: ms(1_000) },
         stream: false,
         policy: || policy().max_attempts(1),
-        check: |o| transport(TransportKind::Timeout)(o),
+        check: |o| unknown(TransportKind::Timeout)(o),
         requests: (1, 1),
         within: ms(4_000),
     };
@@ -162,7 +216,7 @@ rows! {
         },
         stream: false,
         policy: || one_slow_attempt(),
-        check: |o| transport(TransportKind::Timeout)(o),
+        check: |o| unknown(TransportKind::Timeout)(o),
         requests: (1, 1),
         within: ms(3_000),
     };
@@ -176,7 +230,7 @@ rows! {
         },
         stream: true,
         policy: || one_slow_attempt(),
-        check: |o| transport(TransportKind::Timeout)(o),
+        check: |o| unknown(TransportKind::Timeout)(o),
         requests: (1, 1),
         within: ms(2_800),
     };
@@ -187,7 +241,7 @@ rows! {
         behaviour: || Behaviour::Silent,
         stream: false,
         policy: || {
-            policy()
+            resending()
                 .max_attempts(5)
                 .deadline(Some(ms(1_300)))
                 .silence_timeouts(Some(ms(1_200)), None)
@@ -260,7 +314,7 @@ rows! {
         check: |o| matches!(o, Err(Error::Forbidden { .. })).then_some(()).ok_or(format!("{o:?}")),
         requests: (1, 1), within: ms(3_000) };
     echo_404: Row { behaviour: || echo(404), stream: true, policy,
-        check: |o| matches!(o, Err(Error::BadRequest { .. })).then_some(()).ok_or(format!("{o:?}")),
+        check: |o| matches!(o, Err(Error::NotFound { .. })).then_some(()).ok_or(format!("{o:?}")),
         requests: (1, 1), within: ms(3_000) };
     echo_422: Row { behaviour: || echo(422), stream: false, policy,
         check: |o| matches!(o, Err(Error::BadRequest { .. })).then_some(()).ok_or(format!("{o:?}")),
@@ -342,12 +396,22 @@ rows! {
         requests: (1, 1),
         within: ms(3_000),
     };
-    // A cut JSON answer: a reset, retried twice, then given up (each may be billed).
-    cut_json_is_sent_at_most_three_times: Row {
+    // A cut JSON answer: the server ran the request and its answer is lost. Not sent
+    // again by default (it was billed).
+    cut_json_is_sent_once: Row {
         behaviour: || Behaviour::ShortBody { body: chat_completion()[..40].to_owned(), extra: 100 },
         stream: false,
         policy: || policy().max_attempts(10),
-        check: |o| transport(TransportKind::Reset)(o),
+        check: |o| unknown(TransportKind::Reset)(o),
+        requests: (1, 1),
+        within: ms(3_000),
+    };
+    // Allowed to send it again: retried twice, then given up (each may be billed).
+    cut_json_is_sent_at_most_three_times: Row {
+        behaviour: || Behaviour::ShortBody { body: chat_completion()[..40].to_owned(), extra: 100 },
+        stream: false,
+        policy: || resending().max_attempts(10),
+        check: |o| unknown(TransportKind::Reset)(o),
         requests: (3, 3),
         within: ms(3_000),
     };
@@ -590,5 +654,189 @@ fn a_name_that_does_not_resolve_is_one_error_retried_alike_by_both_clients() {
             }
             other => panic!("{driver}: expected a Connect failure, got {other:?}"),
         }
+    }
+}
+
+/// What one client made of two calls: each outcome and the client's statistics.
+type TwoCalls = (Vec<Result<(), Error>>, mistral_core::Stats);
+
+/// Two chat calls through one client of `driver` at `url` with `policy`: the first
+/// plain, the second through `with_options(second)`, `pause` apart.
+fn two_calls(
+    driver: Driver,
+    url: &str,
+    policy: RetryPolicy,
+    second: mistral_core::CallOptions,
+    pause: Duration,
+) -> TwoCalls {
+    match driver {
+        Driver::Blocking => {
+            let client = mistral_blocking::Client::builder()
+                .api_key(KEY)
+                .base_url(url)
+                .retry_policy(policy)
+                .limiter(Arc::new(NoLimiter))
+                .build()
+                .expect("a client");
+            let first = client.chat(request()).map(drop);
+            std::thread::sleep(pause);
+            let then = client.with_options(second).chat(request()).map(drop);
+            (vec![first, then], client.stats())
+        }
+        Driver::Async => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let client = mistral_async::Client::builder()
+                    .api_key(KEY)
+                    .base_url(url)
+                    .retry_policy(policy)
+                    .limiter(Arc::new(NoLimiter))
+                    .build()
+                    .expect("a client");
+                let first = client.chat(request()).await.map(drop);
+                tokio::time::sleep(pause).await;
+                let then = client.with_options(second).chat(request()).await.map(drop);
+                (vec![first, then], client.stats())
+            })
+        }
+    }
+}
+
+/// Per call: a server that reads each request and hangs up. By default the call ends
+/// at once with an unknown outcome; `CallOptions::retry_unknown_outcome` sends it again
+/// (here up to 3 attempts). `stats()` counts both: the calls that ended so, the
+/// attempts that sent a request again.
+#[test]
+fn the_unknown_outcome_option_per_call_and_its_counts() {
+    for driver in [Driver::Blocking, Driver::Async] {
+        let server = HostileServer::start(Behaviour::HangUp { reset: false }).expect("server");
+        let resend = mistral_core::CallOptions::new().retry_unknown_outcome(true);
+        let (outcomes, stats) = two_calls(driver, server.url(), policy(), resend, ms(0));
+        for outcome in &outcomes {
+            let Err(e) = outcome else {
+                panic!("{driver:?}: {outcomes:?}")
+            };
+            assert!(e.is_outcome_unknown(), "{driver:?}: {e:?}");
+            assert!(
+                !e.is_retryable(),
+                "{driver:?}: a retry loop must not resend it"
+            );
+            let text = e.to_string();
+            assert!(text.contains("may have run it"), "{driver:?}: {text}");
+        }
+        assert_eq!(
+            outcomes[1]
+                .as_ref()
+                .unwrap_err()
+                .trail()
+                .map(|t| t.attempts),
+            Some(3),
+            "{driver:?}"
+        );
+        assert_eq!(server.requests(), 1 + 3, "{driver:?}");
+        assert_eq!(
+            (stats.outcome_unknown, stats.unknown_outcome_resent),
+            (2, 2),
+            "{driver:?}: {stats:?}"
+        );
+    }
+}
+
+/// A pooled connection the server closed while it sat idle is not an unknown outcome:
+/// the HTTP library finds it closed before writing (ureq probes a connection before
+/// reusing it, hyper watches its idle ones) and sends on a new one, once.
+#[test]
+fn a_pooled_connection_the_server_closed_is_not_an_unknown_outcome() {
+    let body = chat_completion();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for driver in [Driver::Blocking, Driver::Async] {
+        let server = HostileServer::start(Behaviour::AnswerThenClose {
+            response: response.clone().into_bytes(),
+            idle: ms(50),
+        })
+        .expect("server");
+        let options = mistral_core::CallOptions::new();
+        let (outcomes, stats) = two_calls(driver, server.url(), policy(), options, ms(300));
+        assert!(
+            outcomes.iter().all(Result::is_ok),
+            "{driver:?}: {outcomes:?}"
+        );
+        assert_eq!(server.requests(), 2, "{driver:?}");
+        assert_eq!(stats.outcome_unknown, 0, "{driver:?}");
+    }
+}
+
+/// A dead server fails fast, under the default policy: a refused connection
+/// (`http://127.0.0.1:1`) or a name that does not resolve is reported within a few
+/// seconds (three attempts a short backoff apart, not the ten of the retry budget:
+/// 35–61 s before), by both clients, and a WARN names the server and the cause.
+#[test]
+fn a_dead_server_is_reported_within_seconds_and_the_warn_names_the_cause() {
+    let log = capture();
+    const BOUND: Duration = Duration::from_secs(5);
+    for (url, cause) in [
+        ("http://127.0.0.1:1", "refused"),
+        ("http://mistral-dead..invalid", "could not resolve"),
+    ] {
+        for driver in [Driver::Blocking, Driver::Async] {
+            let started = Instant::now();
+            let outcome = match driver {
+                Driver::Blocking => mistral_blocking::Client::builder()
+                    .api_key(KEY)
+                    .base_url(url)
+                    .allow_insecure_http(true)
+                    .build()
+                    .and_then(|c| c.chat(request()))
+                    .map(drop),
+                Driver::Async => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(async {
+                        let client = mistral_async::Client::builder()
+                            .api_key(KEY)
+                            .base_url(url)
+                            .allow_insecure_http(true)
+                            .build()?;
+                        client.chat(request()).await.map(drop)
+                    }),
+            };
+            let elapsed = started.elapsed();
+            eprintln!("{driver:?} {url}: reported after {elapsed:?}");
+            assert!(
+                elapsed < BOUND,
+                "{driver:?} {url}: reported after {elapsed:?}"
+            );
+            match &outcome {
+                Err(
+                    e @ Error::Transport {
+                        kind: TransportKind::Connect,
+                        trail,
+                        ..
+                    },
+                ) => {
+                    assert_eq!(trail.attempts, 3, "{driver:?} {url}: {e}");
+                    assert!(e.to_string().contains(cause), "{driver:?} {url}: {e}");
+                }
+                other => panic!("{driver:?} {url}: expected a Connect failure, got {other:?}"),
+            }
+        }
+        let logged = String::from_utf8_lossy(&lock(&log)).into_owned();
+        let host = url.trim_start_matches("http://");
+        let warns: Vec<&str> = logged
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("cannot reach the server"))
+            .filter(|l| {
+                l.contains(&format!("server=\"{host}\"")) || l.contains(&format!("server={host}"))
+            })
+            .collect();
+        assert_eq!(warns.len(), 2, "one WARN per client for {url}: {warns:#?}");
+        assert!(warns.iter().all(|w| w.contains(cause)), "{warns:#?}");
     }
 }

@@ -37,7 +37,7 @@ fn tls_server() -> TlsServer {
         .unwrap()
         .signed_by(&key, &issuer)
         .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -67,3 +67,24 @@ fn a_threaded_script_with_per_call_options() {
     assert!(tally.remaining.is_some(), "{tally:?}");
     assert_eq!(emu.log().count_429(), 0, "the server never had to refuse");
 }
+
+#[path = "../examples/own_reqwest.rs"]
+mod own_reqwest;
+
+/// The program's own `reqwest` (declared with no features of its own, as a user's is)
+/// works beside mistral-async: `Client::new()` and a rustls client build without a
+/// crypto provider installed by anyone, and both reach the loopback server.
+#[test]
+fn the_users_own_reqwest_keeps_working_beside_mistral_async() {
+    let emu = Emulator::start(Config::default());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let own = runtime
+        .block_on(own_reqwest::run(&emu.url(), emu.key()))
+        .unwrap();
+    assert_eq!((own.plain_status, own.rustls_status), (200, 200), "{own:?}");
+    assert!(!own.mistral_text.is_empty());
+    assert!(
+        rustls::crypto::CryptoProvider::get_default().is_none(),
+        "nothing may install a process-wide crypto provider"
+    );
+}

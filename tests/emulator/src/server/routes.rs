@@ -58,6 +58,11 @@ pub(super) async fn handle(
     };
     let correlation_id = shared.correlation_id(seq);
     if let Some(fault) = fault.filter(|f| f.replaces_response()) {
+        if matches!(fault, Fault::Reset | Fault::Close | Fault::Hang) {
+            // The whole request is read first: the server had it, and may have run it
+            // (what a client must not send again without being told).
+            let _ = read_body(req.into_body(), shared.config.max_body_bytes).await;
+        }
         let reply = replacing_fault(&shared, &control, fault, seq, entry).await;
         return Ok(reply.into_response(&correlation_id));
     }
