@@ -7,7 +7,7 @@ use super::{BudgetState, MICROS, Source};
 
 impl BudgetState {
     /// The longest pause between two refused probes (unless one unit is longer).
-    pub const PROBE_PAUSE_CAP_US: u64 = 2 * MICROS;
+    pub const PROBE_PAUSE_CAP_US: u64 = MICROS / 2;
 
     /// A refusal: the first of a congestion event pauses everyone, lowers the rate or
     /// the share and starts a recovery (one probe at a time); a refused probe doubles
