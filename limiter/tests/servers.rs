@@ -755,6 +755,15 @@ fn unknown_limits_are_learned_under_every_semantics() {
             (20 * MS, 40 * MS),
         ),
         (
+            "fixed window 100 per 2 s",
+            Semantics::Fixed {
+                limit: 100,
+                window: 2 * S,
+                phase: 0,
+            },
+            (20 * MS, 40 * MS),
+        ),
+        (
             "sliding log 20 per 2 s",
             Semantics::Sliding {
                 limit: 20,
