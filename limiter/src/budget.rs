@@ -184,6 +184,8 @@ crate::shared_record! {
         rate: f64 => Newer;
         /// Learned: the rate the last congestion event refused.
         max_rate: f64 => Newer;
+        /// Learned: the last upward probe's step, in parts of the rate (0: holding).
+        probe_step: f64 => Newer;
         /// Learned: 1 until the first congestion event (the rate doubles).
         slow_start: u64 => Newer;
         /// Learned: 1 when a caller had to wait since the rate last grew.
@@ -247,6 +249,7 @@ impl Default for BudgetState {
             cpt: 0.0,
             rate: 0.0,
             max_rate: 0.0,
+            probe_step: 0.0,
             slow_start: 0,
             binding: 0,
             grown_us: 0,
@@ -374,6 +377,7 @@ impl BudgetState {
             self.cpt,
             self.rate,
             self.max_rate,
+            self.probe_step,
             self.meter_rate,
         ]
         .into_iter()

@@ -11,6 +11,12 @@ impl BudgetState {
     pub const LEARN_MIN: f64 = 0.01;
     /// The highest learned rate, per second.
     pub const LEARN_MAX: f64 = 100_000.0;
+    /// Up to this rate, per second, a slow start doubles at each success (clocked by the
+    /// answers); above it, at most every [`Self::SLOW_START_STEP_US`] and only while what
+    /// is delivered keeps up.
+    pub const QUICK_START: f64 = 16.0;
+    /// How long a learned rate holds, after it settled or grew, before it probes higher.
+    pub const HOLD_US: u64 = MICROS;
     /// While slow-starting, the learned rate doubles at most this often.
     pub const SLOW_START_STEP_US: u64 = 100_000;
 
@@ -68,19 +74,36 @@ impl BudgetState {
         current.max(self.meter_rate).max(cycle)
     }
 
-    /// A refusal of a learned rate: it drops to what was delivered lately less 5 %,
-    /// between CUBIC's β (70 %) and 90 % of the refused rate.
+    /// A refusal of a learned rate: it settles just under what the server really
+    /// admitted (the successes per second lately, less 3 %), and at most 93 % of the
+    /// refused rate (a rate refused by its spacing is just above the limit), at least
+    /// half of it (a limit halved is found in one step); then it holds for
+    /// [`Self::HOLD_US`] before it probes upwards again.
     pub(super) fn learned_decrease(&mut self, now: u64) {
         let rate = self.rate;
         self.slow_start = 0;
         self.max_rate = rate;
-        let delivered = self.delivered(now) * 0.95;
-        self.set_rate(delivered.min(rate * 0.9).max(rate * 0.7));
+        let delivered = self.delivered(now) * 0.97;
+        self.set_rate(delivered.min(rate * 0.93).max(rate * 0.5));
+        self.probe_step = 0.0;
+        self.grown_us = now;
     }
 
     /// The rate or the share grows while nothing is refused.
     pub(super) fn grow(&mut self, now: u64) {
         let elapsed = now.saturating_sub(self.grown_us.max(self.event_us));
+        if self.source == Source::Learned
+            && self.slow_start == 1
+            && self.binding == 1
+            && self.rate < Self::QUICK_START
+        {
+            // The first doublings are clocked by the answers (a few calls need no long
+            // warm-up): each success while callers queue doubles a rate this low.
+            self.set_rate((self.rate * 2.0).min(Self::QUICK_START));
+            self.grown_us = now;
+            self.binding = 0;
+            return;
+        }
         if self.source == Source::Learned {
             // Grow only a rate that callers queue for and that is really delivered (half
             // of it while slow-starting, 80 % after).
@@ -104,19 +127,18 @@ impl BudgetState {
                 }
                 return;
             }
-            if elapsed >= MICROS / 10 {
-                let dt = elapsed.min(MICROS) as f64 / MICROS as f64;
-                let rate = self.rate;
-                // 2 % per second at least.
-                let probe = rate * 0.02 * dt;
-                let inc = if rate < self.max_rate {
-                    // Half the gap to the refused rate per second.
-                    ((self.max_rate - rate) * dt / 2.0).max(probe)
+            // Settled under the refused rate: hold, then probe upwards by a step that
+            // doubles every second without a refusal (3 %, 6 %, 12 %… at most half), so a
+            // raised limit is found within seconds and a steady one costs a refused probe
+            // now and then, not a sawtooth.
+            if elapsed >= Self::HOLD_US {
+                let step = if self.probe_step > 0.0 {
+                    (self.probe_step * 2.0).min(0.5)
                 } else {
-                    // Past it with nothing refused: the excess doubles every half second.
-                    ((rate - self.max_rate) * dt * 2.0).max(probe)
+                    0.03
                 };
-                self.set_rate(rate + inc);
+                self.set_rate(self.rate * (1.0 + step));
+                self.probe_step = step;
                 self.grown_us = now;
                 self.binding = 0;
             }
