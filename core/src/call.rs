@@ -807,9 +807,8 @@ impl Call {
             }
             Verdict::WindowSpent { .. } | Verdict::RateLimited => Some(self.backoff_plan(hint)),
             Verdict::Capacity if self.policy.retry_capacity => Some(self.backoff_plan(hint)),
-            Verdict::ServerError | Verdict::RequestTimeout
-                if self.policy.retry_server_errors
-                    && matches!(c.info.status_u16(), Some(408 | 500 | 502 | 503 | 504)) =>
+            Verdict::ServerError { transient: true } | Verdict::RequestTimeout
+                if self.policy.retry_server_errors =>
             {
                 Some(self.backoff_plan(hint))
             }
