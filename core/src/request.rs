@@ -26,9 +26,7 @@ pub const DEFAULT_USER_AGENT: &str = concat!("mistral-rs/", env!("CARGO_PKG_VERS
 /// Connect timeout (DNS, TCP and TLS handshakes) when the builder sets none.
 pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Largest response body read in full (a larger one is a transport error, not memory
-/// exhaustion).
-pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+pub use crate::error::MAX_RESPONSE_BYTES;
 
 /// Characters per token assumed by the token estimate (a documented rule of thumb; the
 /// estimate is corrected from `usage` after every response).
