@@ -43,6 +43,7 @@
 #![deny(missing_docs)]
 
 mod client;
+mod clock;
 pub mod stores;
 mod streaming;
 mod tls;

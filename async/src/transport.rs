@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use mistral_core::{Attempt, AttemptId, Delivery, Outcome, TransportError, TransportKind};
 
-use crate::client::now;
+use crate::clock::now;
 
 /// Performs `attempt`, over by [`Attempt::ends_at`] whatever phase it is in: the
 /// response head within [`Attempt::head_timeout`] of the start of the exchange (reqwest

@@ -69,7 +69,7 @@ use tokio::time::Sleep;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisLimiter, install_tls_provider};
 
-use crate::client::now;
+use crate::clock::now;
 
 /// A boxed future that can move between the runtime's threads.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
