@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mistral_async::{ApiRequest, RateLimits};
-use serde_json::{Value, json};
+use mistral_async::RateLimits;
+use serde_json::json;
 
+use crate::budget::{self, describe_limits};
 use crate::input::{self, Defaults, Endpoint, Scan};
 use crate::output::{self, Resumed};
 use crate::progress::{Progress, human};
@@ -340,22 +341,12 @@ impl Estimate {
     }
 }
 
-fn probe_body(endpoint: Endpoint, model: &str) -> Value {
-    match endpoint {
-        Endpoint::Chat => {
-            json!({"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1})
-        }
-        Endpoint::Fim => json!({"model": model, "prompt": "a", "max_tokens": 1}),
-        Endpoint::Embeddings => json!({"model": model, "input": "ping"}),
-    }
-}
-
 async fn estimates(conn: &Connection, scan: &Scan, probe: bool) -> Vec<Estimate> {
     let mut out = Vec::new();
     let store = if probe {
         None
     } else {
-        crate::commands::store_of(conn).and_then(Result::ok)
+        budget::store_of(conn).and_then(Result::ok)
     };
     let mut probed: std::collections::HashMap<String, Result<Option<RateLimits>, String>> =
         std::collections::HashMap::new();
@@ -365,12 +356,7 @@ async fn estimates(conn: &Connection, scan: &Scan, probe: bool) -> Vec<Estimate>
         } else if let Some(known) = probed.get(model) {
             known.clone()
         } else {
-            let request = ApiRequest::post_json(endpoint.path(), &probe_body(*endpoint, model))
-                .map(|r| r.for_model(model.clone(), 8));
-            let result = match request {
-                Ok(r) => conn.client.send(r).await,
-                Err(e) => Err(e),
-            };
+            let result = budget::probe(conn, *endpoint, model).await;
             let limits = result
                 .map(|reply| Some(reply.limits))
                 .map_err(|e| e.to_string());
@@ -505,28 +491,4 @@ async fn choose(conn: &Connection, args: &BatchArgs, scan: &Scan) -> Via {
             Via::BatchApi
         }
     }
-}
-
-/// The limits of one response, in words.
-pub fn describe_limits(limits: &RateLimits) -> String {
-    if limits.quotas.is_empty() {
-        return "no limits announced".into();
-    }
-    limits
-        .quotas
-        .iter()
-        .map(|q| {
-            let mut s = format!(
-                "{} per {}: {}",
-                q.bucket,
-                q.window,
-                q.limit.map_or("?".into(), |l| l.to_string())
-            );
-            if let Some(r) = q.remaining {
-                s.push_str(&format!(" ({r} left)"));
-            }
-            s
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }

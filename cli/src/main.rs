@@ -7,6 +7,7 @@
 
 mod batch;
 mod batch_api;
+mod budget;
 mod commands;
 mod input;
 mod output;
