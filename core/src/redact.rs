@@ -169,9 +169,13 @@ fn redact_urls(text: &str) -> String {
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         // The scheme: letters, digits, `+`, `-`, `.` before `://`.
+        // (After the character that ends it, whatever its width: `éhttps://` must not
+        // cut `é`.)
         let scheme_start = rest[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let end = rest[at..]
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
             .map_or(rest.len(), |i| at + i);
@@ -257,5 +261,7 @@ mod tests {
         // Multibyte text around the patterns is kept whole.
         assert_eq!(r.redact("é bearer é"), "é bearer é");
         assert_eq!(r.redact("ébearer x1234567"), "ébearer ***");
+        // A URL right after a multibyte character (this panicked before).
+        assert_eq!(r.redact("éhttps://h/p?k=v é"), "éhttps://h/p?*** é");
     }
 }
