@@ -15,7 +15,7 @@
 //! Bodies may be JSON in any captured form, HTML, or empty: classification never fails
 //! because a body does not parse.
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 
 use std::time::Duration;
 
@@ -353,20 +353,30 @@ fn is_capacity(body: &ApiErrorBody) -> bool {
 }
 
 fn correlation_id(headers: &HeaderMap, body: Option<&ApiErrorBody>) -> Option<String> {
-    [
-        "mistral-correlation-id",
-        "x-request-id",
-        "x-kong-request-id",
-    ]
-    .iter()
-    .find_map(|name| headers.get(*name)?.to_str().ok())
-    .map(|s| bounded(s, 128))
-    .or_else(|| body.and_then(|b| b.request_id.clone()))
+    // Names known at compile time: a lookup by `&str` would parse the name each time.
+    const NAMES: [HeaderName; 3] = [
+        HeaderName::from_static("mistral-correlation-id"),
+        HeaderName::from_static("x-request-id"),
+        HeaderName::from_static("x-kong-request-id"),
+    ];
+    NAMES
+        .iter()
+        .find_map(|name| headers.get(name)?.to_str().ok())
+        .map(|s| bounded(s, 128))
+        .or_else(|| body.and_then(|b| b.request_id.clone()))
 }
 
 /// The start of a body as readable text: lossy UTF-8, whitespace runs collapsed, at
 /// most [`ResponseInfo::EXCERPT_LIMIT`] bytes.
 pub fn excerpt(body: &[u8]) -> String {
+    match plain_excerpt(body) {
+        Some(text) => text.to_owned(),
+        None => general_excerpt(body),
+    }
+}
+
+/// [`excerpt`] of any body.
+fn general_excerpt(body: &[u8]) -> String {
     let head = &body[..body.len().min(ResponseInfo::EXCERPT_LIMIT * 2)];
     let text = String::from_utf8_lossy(head);
     let limit = ResponseInfo::EXCERPT_LIMIT;
@@ -393,6 +403,21 @@ pub fn excerpt(body: &[u8]) -> String {
         out.push('…');
     }
     out
+}
+
+/// A body that is already its own excerpt: short enough, ASCII, with no whitespace but
+/// single spaces between words (what a JSON error body usually is).
+fn plain_excerpt(body: &[u8]) -> Option<&str> {
+    // ASCII whitespace is `\t`..=`\r` and the space (what `split_whitespace` splits on,
+    // for ASCII).
+    let plain = body.len() <= ResponseInfo::EXCERPT_LIMIT
+        && body.is_ascii()
+        && body.first() != Some(&b' ')
+        && body.last() != Some(&b' ')
+        && memchr::memchr3(b'\t', b'\n', b'\r', body).is_none()
+        && memchr::memchr2(0x0b, 0x0c, body).is_none()
+        && !memchr::memchr_iter(b' ', body).any(|at| body.get(at + 1) == Some(&b' '));
+    plain.then(|| std::str::from_utf8(body).ok()).flatten()
 }
 
 fn bounded(s: &str, limit: usize) -> String {
@@ -767,6 +792,19 @@ mod tests {
             ),
         ] {
             assert_eq!(verdict.limiter_signal(), signal, "{verdict:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The shortcut for a plain body gives what the general rule gives.
+        #[test]
+        fn a_plain_excerpt_is_the_general_one(
+            body in "[ a-z{}\"\t\n\r\x0b\x0cé\u{a0}\u{3000}]{0,8}|[ a-z]{190,1100}"
+        ) {
+            if let Some(plain) = plain_excerpt(body.as_bytes()) {
+                proptest::prop_assert_eq!(plain, general_excerpt(body.as_bytes()));
+            }
+            proptest::prop_assert_eq!(excerpt(body.as_bytes()), general_excerpt(body.as_bytes()));
         }
     }
 
