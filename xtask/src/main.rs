@@ -3,7 +3,7 @@
 //! Standard library only, so that the first `cargo xtask` on a fresh clone
 //! builds in seconds.
 //!
-//! - `test`: the whole gate CI runs (`.ci/run`): fmt, clippy, layering,
+//! - `test`: the whole gate CI runs (`.ci/run`): fmt, clippy, docs, layering,
 //!   services, tests, the newest dependencies. See `src/pipeline.rs`.
 //! - `latest-deps`: that last step alone: the workspace checked against the newest
 //!   compatible version of every dependency. See `src/latest.rs`.
