@@ -19,7 +19,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::queued::{AsyncQueued, AsyncStoreIo};
 use super::{AsyncLimiter, BoxFuture};
-use crate::client::now;
+use crate::clock::now;
 
 /// The head of this process's line asks Redis again at least this often: capacity freed
 /// by another process is noticed within it.
@@ -306,7 +306,7 @@ impl RedisIo {
         let (mut round, mut call) = RedisRound::start(&self.id, ops);
         loop {
             let reply = self.call(now, &call).await?;
-            match round.reply(&self.store, crate::client::now(), reply) {
+            match round.reply(&self.store, crate::clock::now(), reply) {
                 RedisStep::Call(next) => call = next,
                 RedisStep::Done(answer) => return Ok(answer),
             }
@@ -319,7 +319,7 @@ impl AsyncStoreIo for RedisIo {
         Box::pin(async move {
             match self.round(now, ops.clone()).await {
                 Ok(answer) => answer,
-                Err(error) => self.store.failed(crate::client::now(), &error, &ops),
+                Err(error) => self.store.failed(crate::clock::now(), &error, &ops),
             }
         })
     }
