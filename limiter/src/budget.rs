@@ -32,21 +32,39 @@
 //!
 //! This file: the state and admission. `announced`: limits and `remaining` from
 //! headers, spent windows. `congestion`: refusals, recovery, closing. `learned`: a rate
-//! learned from 429s. `estimate`: token estimates learned from `usage`.
+//! learned from 429s. `window`: a window learned from 429s (its count goes in a lump).
+//! `estimate`: token estimates learned from `usage`.
 
 mod announced;
 mod congestion;
 mod estimate;
 mod learned;
+mod window;
 
 use mistral_core::Ticket;
 use mistral_core::limiter::{Block, Limits};
 use serde::{Deserialize, Serialize};
 
+use window::LumpAnswer;
+
 use crate::op::{AdmitAnswer, AdmitOp, Binding, Candidate, Decision, ReportOp, Signal};
 use crate::record::{Clocked, Join, Joinable};
 
 pub(crate) const MICROS: u64 = 1_000_000;
+
+/// How a learned budget's capacity comes back after it was spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Refill {
+    /// Not known yet.
+    #[default]
+    Unknown,
+    /// In a lump when a window starts: a long shut, then a whole count admitted at once
+    /// (a fixed window, a sliding log spent in a burst).
+    Window,
+    /// Little by little (a rate, a bucket, a concurrency limit): a lump after a shut
+    /// was refused.
+    Continuous,
+}
 
 /// Where a budget's limits came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -63,6 +81,12 @@ pub enum Source {
 }
 
 impl Joinable for Source {
+    fn join(_rule: Join, mine: &Self, theirs: &Self, mine_newer: bool) -> Self {
+        if mine_newer { *mine } else { *theirs }
+    }
+}
+
+impl Joinable for Refill {
     fn join(_rule: Join, mine: &Self, theirs: &Self, mine_newer: bool) -> Self {
         if mine_newer { *mine } else { *theirs }
     }
@@ -208,6 +232,37 @@ crate::shared_record! {
         cycle_start_us: u64 => Newer, time;
         /// Learned: successes in the current delivery cycle.
         cycle_count: u64 => Newer;
+        /// Learned: how capacity comes back after a long shut.
+        refill: Refill => Newer;
+        /// Learned: a window's count (when `refill` is a window).
+        win_count: u64 => Newer;
+        /// Learned: how many times a learned window was seen to open.
+        win_opens: u64 => Newer;
+        /// Learned: a window's length, µs (0: not known).
+        win_len_us: u64 => Newer;
+        /// Learned: when the last window seen to open opened (its first probe's
+        /// admission; 0: none).
+        win_open_us: u64 => Newer, time;
+        /// When the last probe was admitted.
+        probe_at_us: u64 => Newer, time;
+        /// Learned: the count the current lump may reach (0: no lump under way).
+        lump_cap: u64 => Newer;
+        /// Learned: the current lump's calls admitted so far (its probe included).
+        lump_sent: u64 => Newer;
+        /// Learned: the current lump's successes so far (its probe included).
+        lump_ok: u64 => Newer;
+        /// Learned: how many more of the lump may go at once, beside the pace.
+        lump_left: u64 => Newer;
+        /// Learned: the current lump's refusals so far.
+        lump_no: u64 => Newer;
+        /// Learned: the current lump's answers that were neither (a 5xx, a reset).
+        lump_lost: u64 => Newer;
+        /// Learned: the epoch the current lump's calls were admitted in.
+        lump_epoch: u64 => Newer;
+        /// Learned: when the current lump is judged on what was answered.
+        lump_until_us: u64 => Newer, time;
+        /// Learned: successes at the pace since a window's lump, until it is spent.
+        lump_extra: u64 => Newer;
         /// Announced: 1 once a spent window refused a probe one unit later (it does not
         /// refill continuously: a fixed window or a sliding log).
         windowed: u64 => Newer;
@@ -266,6 +321,21 @@ impl Default for BudgetState {
             meter_rate: 0.0,
             cycle_start_us: 0,
             cycle_count: 0,
+            refill: Refill::Unknown,
+            win_count: 0,
+            win_opens: 0,
+            win_len_us: 0,
+            win_open_us: 0,
+            probe_at_us: 0,
+            lump_cap: 0,
+            lump_sent: 0,
+            lump_ok: 0,
+            lump_left: 0,
+            lump_no: 0,
+            lump_lost: 0,
+            lump_epoch: 0,
+            lump_until_us: 0,
+            lump_extra: 0,
             windowed: 0,
             anchor_us: 0,
             spent_us: 0,
@@ -339,6 +409,9 @@ impl BudgetState {
             rate: self.rate,
             max_rate: self.max_rate,
             held_rate: self.held_rate,
+            refill: self.refill,
+            win_count: self.win_count,
+            win_len_us: self.win_len_us,
             windowed: self.windowed,
             grown_us: now_us,
             meter_start_us: now_us,
@@ -576,6 +649,17 @@ impl BudgetState {
                 fit = fit.max(self.probe_until_us);
                 bind = Binding::Probe;
             }
+            // A window that opened: its lump goes at once; the pace holds meanwhile.
+            let lumped = self.lump_goes(now);
+            if lumped {
+                fit = now;
+            } else {
+                let until = self.lump_holds(now);
+                if until > fit {
+                    fit = until;
+                    bind = Binding::Probe;
+                }
+            }
             if fit > now {
                 self.binding = 1;
             }
@@ -589,7 +673,12 @@ impl BudgetState {
                 binding = bind;
                 break;
             }
-            self.take(fit, tokens[pick]);
+            if lumped {
+                self.lump_left -= 1;
+                self.lump_sent += 1;
+            } else {
+                self.take(fit, tokens[pick]);
+            }
             self.seq += 1;
             self.tok_mark = self.tok_mark.saturating_add(tokens[pick]);
             self.out += 1;
@@ -615,6 +704,7 @@ impl BudgetState {
             if self.probing() {
                 // This one is the probe: the others wait for its answer.
                 self.probe_until_us = now.saturating_add(Self::PROBE_TIMEOUT_US);
+                self.probe_at_us = now;
                 if (0..n).any(|i| decisions[i] == Decision::Wait) {
                     next_in_us = Self::PROBE_TIMEOUT_US;
                     binding = Binding::Probe;
@@ -674,8 +764,13 @@ impl BudgetState {
                 }
                 self.block = Block::None;
                 self.meter(now);
-                if self.recovering == 1 {
-                    self.end_recovery(now, current);
+                // A lump's answers do not end a pause (they are late, not probes).
+                if !self.lump_answer(now, op.ticket, LumpAnswer::Success) {
+                    if self.recovering == 1 {
+                        self.end_recovery(now, current);
+                    } else if current {
+                        self.window_success();
+                    }
                 }
                 self.cycle_count += 1;
                 self.grow(now);
@@ -691,18 +786,21 @@ impl BudgetState {
                 if self.source == Source::Headers {
                     self.read_levels(now, op);
                 }
-                self.refusal(now, wait_us, window_us, tokens, current);
+                let lump = self.lump_answer(now, op.ticket, LumpAnswer::Refused);
+                self.refusal(now, wait_us, window_us, tokens, current, lump);
             }
             Signal::RateLimited { wait_us } => {
                 if self.source == Source::Unknown {
                     self.become_learned(now);
                 }
-                self.refusal(now, wait_us, 0, false, current);
+                let lump = self.lump_answer(now, op.ticket, LumpAnswer::Refused);
+                self.refusal(now, wait_us, 0, false, current, lump);
             }
             Signal::NoAllowance => self.close(now, Block::NoAllowance),
             Signal::MonthlyQuota => self.close(now, Block::MonthlyQuota),
             Signal::Usage => {}
             Signal::Other => {
+                self.lump_answer(now, op.ticket, LumpAnswer::Other);
                 // A probe that failed for another reason (a 5xx, a reset) is back: the
                 // next caller may probe at once.
                 if self.probing() {

@@ -45,7 +45,7 @@ pub mod queued;
 pub mod record;
 pub mod store;
 
-pub use budget::{BudgetState, ProcRecord, Source};
+pub use budget::{BudgetState, ProcRecord, Refill, Source};
 pub use line::{Batch, Line, LineConfig, LineView, Step};
 pub use local::{Budgets, IDLE_FORGET, LOCAL_HORIZON, LocalLimiter, MAX_BUDGETS};
 pub use op::{AdmitAnswer, AdmitOp, Binding, Candidate, Decision, ReportOp, Signal};

@@ -14,7 +14,8 @@ use mistral_core::{
     Window,
 };
 use mistral_limiter::{
-    AdmitAnswer, AdmitOp, BudgetState, Candidate, Decision, LocalLimiter, ReportOp, Signal, Source,
+    AdmitAnswer, AdmitOp, BudgetState, Candidate, Decision, LocalLimiter, Refill, ReportOp, Signal,
+    Source,
 };
 
 const S: u64 = 1_000_000;
@@ -576,4 +577,146 @@ fn a_late_answer_from_before_a_refusal_does_not_close_the_learned_cycle() {
     b.report(220 * MS, &plain(Signal::Success, early));
     assert_eq!(b.recovering, 0);
     assert_eq!((b.cycle_start_us, b.cycle_count), (start, count + 1));
+}
+
+/// A learned budget that delivered `count` successes in its last cycle, refused at
+/// `from` + 30 ms and shut for 1.5 s; its probe's success is reported. Returns the time.
+fn reopened_after_a_long_shut(b: &mut BudgetState, count: u64, from: u64) -> u64 {
+    b.cycle_start_us = from;
+    b.cycle_count = count;
+    b.pause_until_us = 0;
+    let ticket = b
+        .admit(from + 20 * MS, &op(1, vec![candidate(1, 1)]))
+        .decisions
+        .iter()
+        .copied()
+        .find(|d| matches!(d, Decision::Go { .. }))
+        .map(ticket_of)
+        .expect("one goes");
+    b.report(
+        from + 30 * MS,
+        &plain(Signal::RateLimited { wait_us: 0 }, ticket),
+    );
+    let open = from + S + S / 2;
+    let probe = b.admit(open, &op(1, (0..4).map(|_| candidate(1, 1)).collect()));
+    assert_eq!(admitted(&probe), 1, "one probe: {probe:?}");
+    let probe = probe
+        .decisions
+        .iter()
+        .copied()
+        .find(|d| matches!(d, Decision::Go { .. }))
+        .map(ticket_of)
+        .unwrap();
+    b.report(open + MS, &plain(Signal::Success, probe));
+    open + MS
+}
+
+/// Admits what `b` lets go at `t` of `n` callers.
+fn go_now(b: &mut BudgetState, t: u64, n: usize) -> Vec<Ticket> {
+    b.admit(t, &op(1, (0..n).map(|_| candidate(1, 1)).collect()))
+        .decisions
+        .iter()
+        .filter(|d| matches!(d, Decision::Go { wait_us: 0, .. }))
+        .map(|d| ticket_of(*d))
+        .collect()
+}
+
+#[test]
+fn capacity_back_in_a_lump_after_a_long_shut_is_learned_as_a_window() {
+    let mut b = learned_at(10.0, 0.0);
+    let mut t = reopened_after_a_long_shut(&mut b, 20, 0);
+    assert_eq!(b.refill, Refill::Unknown);
+    // The open is tried as a window's: each success lets two more go at once (on top of
+    // the pace), up to what the last cycle delivered.
+    let first = go_now(&mut b, t, 64);
+    assert!(first.len() >= 2, "{}", first.len());
+    let mut answered = 1; // the probe
+    let mut rounds = 0;
+    let mut out = first;
+    while b.refill == Refill::Unknown && rounds < 10 {
+        for ticket in out.drain(..) {
+            answered += 1;
+            b.report(t + MS, &plain(Signal::Success, ticket));
+        }
+        t += 2 * MS;
+        out = go_now(&mut b, t, 64);
+        rounds += 1;
+    }
+    // 20 in a few round trips, not at a pace of 10/s (2 s).
+    assert_eq!(b.refill, Refill::Window, "after {answered} answers");
+    assert!(rounds <= 6, "{rounds} rounds");
+    assert_eq!(b.win_count, 20);
+}
+
+#[test]
+fn a_lump_refused_is_no_window_and_does_not_lower_the_rate() {
+    let mut b = learned_at(10.0, 0.0);
+    let t = reopened_after_a_long_shut(&mut b, 20, 0);
+    let rate = b.rate;
+    let lump = go_now(&mut b, t, 64);
+    assert!(lump.len() >= 2);
+    b.report(t + MS, &plain(Signal::Success, lump[0]));
+    b.report(
+        t + 2 * MS,
+        &plain(Signal::RateLimited { wait_us: 0 }, lump[1]),
+    );
+    assert_eq!(b.refill, Refill::Continuous);
+    assert_eq!(b.rate, rate, "a refused lump says nothing of the rate");
+    assert!(
+        b.pause_until_us > t + 2 * MS,
+        "the refusal still pauses everyone"
+    );
+    // The next long shut opens at the pace, one at a time.
+    let t = reopened_after_a_long_shut(&mut b, 20, t + S);
+    assert!(go_now(&mut b, t, 64).len() <= 1);
+}
+
+#[test]
+fn a_learned_window_sends_its_count_at_once_when_it_opens() {
+    let mut b = learned_at(10.0, 0.0);
+    b.refill = Refill::Window;
+    b.win_count = 20;
+    let t = reopened_after_a_long_shut(&mut b, 20, 0);
+    // The probe was one of the 20.
+    let lump = go_now(&mut b, t, 64);
+    assert!((19..=20).contains(&lump.len()), "{}", lump.len());
+    // Nothing else goes while the lump is out (the pace holds).
+    assert!(go_now(&mut b, t + MS / 2, 64).is_empty());
+    // A window whose count came down: once the lump is answered, the count is what it
+    // let through; its refusals do not lower the rate.
+    let rate = b.rate;
+    for ticket in &lump[..9] {
+        b.report(t + MS, &plain(Signal::Success, *ticket));
+    }
+    for ticket in &lump[9..] {
+        b.report(
+            t + 2 * MS,
+            &plain(Signal::RateLimited { wait_us: 0 }, *ticket),
+        );
+    }
+    assert_eq!(b.refill, Refill::Window);
+    assert_eq!(b.win_count, 10);
+    assert_eq!(b.rate, rate);
+}
+
+#[test]
+fn a_learned_window_spent_by_its_count_waits_for_its_next_open() {
+    let mut b = learned_at(10.0, 0.0);
+    b.refill = Refill::Window;
+    b.win_count = 8;
+    b.win_opens = 1;
+    b.win_len_us = 2 * S;
+    let t = reopened_after_a_long_shut(&mut b, 8, 0);
+    // It opened when its probe was admitted.
+    assert_eq!(b.win_open_us, S + S / 2);
+    let lump = go_now(&mut b, t, 64);
+    assert_eq!(lump.len(), 7);
+    for ticket in lump {
+        b.report(t + MS, &plain(Signal::Success, ticket));
+    }
+    // Its count is spent: nobody goes (not even at the pace) until a little before the
+    // next open (3.5 s less a tenth of a second), then one probe.
+    assert_eq!(b.pause_until_us, 3 * S + 4 * S / 10);
+    assert!(go_now(&mut b, 3 * S, 64).is_empty());
+    assert_eq!(go_now(&mut b, 3 * S + 4 * S / 10, 64).len(), 1);
 }

@@ -11,7 +11,8 @@ impl BudgetState {
 
     /// A refusal: the first of a congestion event pauses everyone, lowers the rate or
     /// the share and starts a recovery (one probe at a time); a refused probe doubles
-    /// the pause; a refusal of an attempt admitted before the event changes nothing.
+    /// the pause; a refusal of an attempt admitted before the event changes nothing
+    /// (`lump`: it was one of a learned window's lump).
     pub(super) fn refusal(
         &mut self,
         now: u64,
@@ -19,6 +20,7 @@ impl BudgetState {
         window_us: u64,
         tokens: bool,
         current: bool,
+        lump: bool,
     ) {
         if !current {
             return;
@@ -32,7 +34,7 @@ impl BudgetState {
             self.streak = 0;
             self.probe_until_us = now;
             self.event_us = now;
-            self.decrease(now);
+            self.decrease(now, lump);
         }
         if self.source == Source::Headers
             && self.spent_us > 0
@@ -68,6 +70,10 @@ impl BudgetState {
             pause = pause.saturating_mul(2).min(cap);
         }
         let mut pause = pause.max(wait_us);
+        if self.streak == 0 {
+            // A learned window spent: nobody probes before it comes round.
+            pause = pause.max(self.until_window_opens(now));
+        }
         if self.source == Source::Headers
             && self.anchor_us > 0
             && window_us > 0
@@ -86,10 +92,16 @@ impl BudgetState {
         pause.min(Self::BLOCK_US)
     }
 
-    fn decrease(&mut self, now: u64) {
+    fn decrease(&mut self, now: u64, lump: bool) {
         self.share_rate = Self::SHARE_RATE;
         match self.source {
-            Source::Learned => self.learned_decrease(now),
+            Source::Learned => {
+                // A window's lump refused or a window spent says how much it holds, not
+                // how fast capacity comes back.
+                if !lump && !self.window_spent() {
+                    self.learned_decrease(now);
+                }
+            }
             _ => {
                 self.share = if self.spent_us == 0 {
                     // A refusal the model did not expect: someone else spends the budget.
@@ -117,7 +129,12 @@ impl BudgetState {
             return;
         }
         let span = now.saturating_sub(self.cycle_start_us);
-        if now.saturating_sub(self.event_us) >= MICROS && span >= MICROS && self.cycle_count > 0 {
+        let shut = now.saturating_sub(self.event_us);
+        if shut as f64 >= (MICROS as f64).max(Self::LONG_SHUT_UNITS * self.req_period_us()) {
+            // Shut longer than any pace explains: maybe a window; its lump may go.
+            self.window_opened(now);
+        }
+        if shut >= MICROS && span >= MICROS && self.cycle_count > 0 {
             let cycle = self.cycle_count as f64 * MICROS as f64 / span as f64;
             if cycle < self.rate {
                 self.set_rate(cycle);

@@ -162,6 +162,10 @@ impl BudgetState {
             let bracketed = self.max_rate > self.rate * (1.0 + Self::BRACKET);
             if !bracketed && self.probe_step == 0.0 {
                 hold *= self.hold_x.max(1.0);
+            } else if self.probe_step > 0.0 {
+                // The last step up held: the limit is higher than thought; step again
+                // twice as soon (a raised limit is found within seconds).
+                hold /= 2.0;
             }
             if elapsed as f64 >= hold {
                 // It held.
