@@ -112,8 +112,8 @@ struct ModelLine {
     unit_us: u64,
     /// What kept the head waiting at the last answer.
     binding: Binding,
-    /// Reports waiting for the next store operation.
-    reports: Vec<ReportOp>,
+    /// Reports waiting for the next store operation, with when each came.
+    reports: Vec<(Instant, ReportOp)>,
     /// When this budget's line was last summed up at INFO.
     said: Option<Instant>,
 }
@@ -326,7 +326,7 @@ impl Line {
                 c
             })
             .collect();
-        let reports = std::mem::take(&mut m.reports);
+        let reports = aged(now, std::mem::take(&mut m.reports));
         Batch {
             model: model.to_owned(),
             reports,
@@ -351,8 +351,6 @@ impl Line {
         let Some(m) = self.models.get_mut(&batch.model) else {
             return false;
         };
-        let flush = !m.reports.is_empty();
-        m.asking = if flush { Some(now) } else { None };
         let (mut long, mut longest) = (0u64, Duration::ZERO);
         m.unit_us = answer.unit_us;
         m.binding = answer.binding;
@@ -387,6 +385,15 @@ impl Line {
         if answer.next_in_us == 0 {
             m.head_at = None;
         }
+        // Reports that came meanwhile go with the head's next ask, at once (they may have
+        // freed capacity): one store operation carries both. Only with nobody left to ask
+        // does this caller run them on their own.
+        let pending = !m.reports.is_empty();
+        let flush = pending && m.order.is_empty();
+        m.asking = flush.then_some(now);
+        if pending && !flush {
+            m.head_at = Some(now);
+        }
         // The head (the caller that asked, or the one after those admitted) learns when to
         // ask again.
         self.wake_first(&batch.model);
@@ -394,25 +401,32 @@ impl Line {
         flush
     }
 
-    /// A report for `model`'s budget, to run at the next store operation. `true` when no
-    /// operation is out: the caller runs one now (it holds the operation until
-    /// [`Line::end_reports`]).
+    /// A report for `model`'s budget, to run at the next store operation: the one out,
+    /// if any, takes it when it ends; else, while callers wait, the head's ask, made at
+    /// once (one operation, not one for the reports and one for the head: on a slow
+    /// store the round trips add up). `true` when neither will: the caller runs one now
+    /// (it holds the operation until [`Line::end_reports`]).
     #[must_use = "when true, the caller must run the reports"]
     pub fn add_report(&mut self, now: Instant, model: &str, report: ReportOp) -> bool {
         let m = self.models.entry(model.to_owned()).or_default();
-        m.reports.push(report);
+        m.reports.push((now, report));
         if m.asking.is_some_and(|since| now < since + OP_STALL) {
+            return false;
+        }
+        if !m.order.is_empty() {
+            self.wake(model, now);
             return false;
         }
         m.asking = Some(now);
         true
     }
 
-    /// The reports waiting for `model`'s next store operation (the caller holds it).
-    pub fn take_reports(&mut self, model: &str) -> Vec<ReportOp> {
+    /// The reports waiting for `model`'s next store operation (the caller holds it and
+    /// sends it at `now`), each with its age ([`ReportOp::age_us`]).
+    pub fn take_reports(&mut self, now: Instant, model: &str) -> Vec<ReportOp> {
         self.models
             .get_mut(model)
-            .map(|m| std::mem::take(&mut m.reports))
+            .map(|m| aged(now, std::mem::take(&mut m.reports)))
             .unwrap_or_default()
     }
 
@@ -594,6 +608,17 @@ impl Line {
             self.remove(id);
         }
     }
+}
+
+/// `reports`, each with how long before `now` it came.
+fn aged(now: Instant, reports: Vec<(Instant, ReportOp)>) -> Vec<ReportOp> {
+    reports
+        .into_iter()
+        .map(|(at, report)| ReportOp {
+            age_us: micros(now.saturating_duration_since(at)),
+            ..report
+        })
+        .collect()
 }
 
 fn micros(d: Duration) -> u64 {

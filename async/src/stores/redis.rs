@@ -12,6 +12,7 @@ use mistral_core::limiter::{BudgetId, LimiterConfig};
 use mistral_core::{ApiKey, Ask, Error, Grant, Report};
 use mistral_limiter::store::redis::{
     self as policy, CAS_SCRIPT, CasCall, CasReply, Reconnect, RedisRound, RedisStep, RedisTarget,
+    Seen,
 };
 use mistral_limiter::store::{SharedStore, StoreOps, redis_key, scope_store_id};
 use mistral_limiter::{AdmitAnswer, LineView};
@@ -61,6 +62,8 @@ struct RedisIo {
     /// Held by the one task making a new connection.
     connecting: tokio::sync::Mutex<()>,
     store: SharedStore,
+    /// What this process last saw of each key.
+    seen: Seen,
 }
 
 struct Conn {
@@ -155,6 +158,7 @@ impl RedisLimiter {
                 gate: Reconnect::new(Self::DEFAULT_RECONNECT_AFTER),
             }),
             connecting: tokio::sync::Mutex::new(()),
+            seen: Seen::default(),
         };
         Ok(Self::around(io))
     }
@@ -303,7 +307,8 @@ impl RedisIo {
 
     /// One round of `ops` on Redis.
     async fn round(&self, now: Instant, ops: StoreOps) -> Result<AdmitAnswer, CallError> {
-        let (mut round, mut call) = RedisRound::start(&self.id, ops);
+        let (mut round, mut call) =
+            RedisRound::start(&self.id, ops, &self.seen, &self.store, crate::client::now());
         loop {
             let reply = self.call(now, &call).await?;
             match round.reply(&self.store, crate::client::now(), reply) {

@@ -12,6 +12,7 @@ use mistral_core::limiter::{Admit, BudgetId, LimiterConfig, Place};
 use mistral_core::{ApiKey, Ask, Error, Limiter, Report};
 use mistral_limiter::store::redis::{
     self as policy, CAS_SCRIPT, CasCall, CasReply, Reconnect, RedisRound, RedisStep, RedisTarget,
+    Seen,
 };
 use mistral_limiter::store::{SharedStore, StoreOps, redis_key, scope_store_id};
 use mistral_limiter::{AdmitAnswer, LineView, Queued, StoreIo};
@@ -54,6 +55,8 @@ struct RedisIo {
     timeout: Duration,
     conn: Mutex<Conn>,
     store: SharedStore,
+    /// What this process last saw of each key.
+    seen: Seen,
 }
 
 struct Conn {
@@ -145,6 +148,7 @@ impl RedisLimiter {
             url: target.shown,
             id: scope_store_id(base_url, key, budget),
             store: SharedStore::new("redis", config),
+            seen: Seen::default(),
             timeout: Self::DEFAULT_TIMEOUT,
             conn: Mutex::new(Conn {
                 conn: None,
@@ -228,7 +232,8 @@ impl RedisIo {
     /// round).
     fn round(&self, now: Instant, ops: StoreOps) -> Result<AdmitAnswer, CallError> {
         let mut guard = self.conn();
-        let (mut round, mut call) = RedisRound::start(&self.id, ops);
+        let (mut round, mut call) =
+            RedisRound::start(&self.id, ops, &self.seen, &self.store, Instant::now());
         loop {
             let reply = self.call(&mut guard, now, &call)?;
             match round.reply(&self.store, Instant::now(), reply) {
