@@ -41,10 +41,11 @@ pub const REDIS_ASK_GAP: Duration = Duration::from_millis(100);
 ///
 /// Every task shares one multiplexed connection, and no worker thread waits. The
 /// connection is made lazily (by one task while the others wait for it), with short
-/// timeouts (500 ms by default). When Redis cannot be reached the limiter never fails
-/// open: calls are admitted in-process at a quarter of the limits Redis last showed (or
-/// the configured ones), from the level Redis last had, a warning is logged once per
-/// outage, and the connection is retried every few seconds (3 s by default). When Redis
+/// timeouts (500 ms by default). When Redis cannot be reached or does not answer, the
+/// limiter never fails open: calls are admitted in-process at a quarter of the limits
+/// Redis last showed (or the configured ones), from the level Redis last had, a warning
+/// is logged once per outage, and the connection is retried every few seconds (3 s by
+/// default; meanwhile calls go to the stand-in at once). When Redis
 /// answers again, what the stand-in admitted is merged into its state first; a budget
 /// Redis lost (restarted empty) is given back what this process knew of it.
 pub struct RedisLimiter {
@@ -297,6 +298,11 @@ impl RedisIo {
                 Err(e) => {
                     self.drop_conn(made);
                     if !(reused && e.is_connection_dropped()) {
+                        // No answer (a timeout: Redis unreachable, or partitioned behind a
+                        // connection that still opens): the next connection waits out the
+                        // pause too, so the calls meanwhile go to the stand-in at once
+                        // instead of each waiting for a timeout of its own.
+                        self.conn().gate.failed(crate::client::now());
                         return Err(CallError::Redis(e));
                     }
                 }
