@@ -29,6 +29,10 @@ const STALE_AFTER: Duration = Duration::from_secs(2);
 /// its deadline or a head that went away).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// How often a budget's line is gone through (stale waiters dropped, each one's place
+/// counted): a caller's poll costs O(log n), not O(n), with n callers waiting.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
 /// The longest a store operation may be out before another caller may start one (the
 /// caller running it was dropped mid-way).
 const OP_STALL: Duration = Duration::from_secs(5);
@@ -96,14 +100,23 @@ struct Waiter {
     candidate: Candidate,
     deadline: Option<Instant>,
     waker: Option<Waker>,
-    result: Option<Grant>,
+    /// Boxed: a grant (with its error) is most of a waiter's size, and only the few
+    /// callers just admitted hold one.
+    result: Option<Box<Grant>>,
     told: Instant,
+    /// Callers ahead of it in its line when last counted (at its arrival, then at every
+    /// sweep).
+    ahead: u64,
 }
 
 #[derive(Debug, Default)]
 struct ModelLine {
     /// Waiting callers without an answer: (lane, arrival, id).
     order: BTreeSet<(u64, u64, u64)>,
+    /// How many of them per lane.
+    counts: [u64; 3],
+    /// When the line was last gone through ([`SWEEP_EVERY`]).
+    swept: Option<Instant>,
     /// A store operation is out since then.
     asking: Option<Instant>,
     /// The head asks again then (earlier when woken).
@@ -174,12 +187,8 @@ impl Line {
         let Some(m) = self.models.get(model) else {
             return LineView::default();
         };
-        let mut waiting = [0; 3];
-        for (lane, _, _) in &m.order {
-            waiting[(*lane).min(2) as usize] += 1;
-        }
         LineView {
-            waiting,
+            waiting: m.counts,
             head_at: m.head_at,
             binding: m.binding,
             unit_us: m.unit_us,
@@ -208,14 +217,15 @@ impl Line {
         if let Some(result) = waiter.result.take() {
             self.remove(id);
             place.take();
-            return Step::Ready(result);
+            return Step::Ready(*result);
         }
         if waiter.waker.as_ref().is_none_or(|w| !w.will_wake(waker)) {
             waiter.waker = Some(waker.clone());
         }
         let deadline = waiter.deadline;
         let model = waiter.model.clone();
-        self.drop_stale(now, &model);
+        self.sweep(now, &model);
+        let ahead = self.waiters.get(&id).map_or(0, |w| w.ahead);
         let m = self.models.get_mut(&model).expect("a waiter's line");
         if let Some(since) = m.asking {
             if now < since + OP_STALL {
@@ -225,12 +235,16 @@ impl Line {
             }
             m.asking = None;
         }
-        let position = m.order.iter().position(|(_, _, w)| *w == id).unwrap_or(0);
+        // At the head, or further back by the last count (it only falls between sweeps,
+        // as callers ahead are admitted).
+        let position = match m.order.first() {
+            Some((_, _, first)) if *first != id => ahead.max(1),
+            _ => 0,
+        };
         let head_at = m.head_at.unwrap_or(now).max(now);
         if position > 0 {
             // Further back: its turn comes after the ones ahead.
-            let expected =
-                head_at + Duration::from_micros(m.unit_us.saturating_mul(position as u64));
+            let expected = head_at + Duration::from_micros(m.unit_us.saturating_mul(position));
             if let Some(deadline) = deadline
                 && m.unit_us > 0
                 && expected > deadline
@@ -276,7 +290,11 @@ impl Line {
             // The first caller of an idle line asks at once.
             m.head_at = None;
         }
+        // Those ahead in its lane and the higher ones (O(log n) past them: a lower lane
+        // counts the callers of the lanes above, at most the whole line, once).
+        let ahead = m.order.range(..key).count() as u64;
         m.order.insert(key);
+        m.counts[lane as usize] += 1;
         self.waiters.insert(
             id,
             Waiter {
@@ -293,6 +311,7 @@ impl Line {
                 waker: None,
                 result: None,
                 told: now,
+                ahead,
             },
         );
         place.set(id);
@@ -304,16 +323,14 @@ impl Line {
         m.asking = Some(now);
         let mut ids: Vec<u64> = m.order.iter().take(BATCH).map(|k| k.2).collect();
         for lane in 0..3 {
-            if let Some(first) = m.order.iter().find(|k| k.0 == lane)
+            if let Some(first) = m.order.range((lane, 0, 0)..).next()
+                && first.0 == lane
                 && !ids.contains(&first.2)
             {
                 ids.push(first.2);
             }
         }
-        let mut waiting = [0u64; 3];
-        for (lane, _, _) in &m.order {
-            waiting[(*lane).min(2) as usize] += 1;
-        }
+        let waiting = m.counts;
         ids.sort_by_key(|id| self.waiters[id].key);
         let candidates = ids
             .iter()
@@ -369,8 +386,10 @@ impl Line {
                 Decision::Closed(block) => Grant::Refused(closed_error(block, &batch.model)),
                 Decision::Wait => continue,
             };
-            m.order.remove(&w.key);
-            w.result = Some(result);
+            if m.order.remove(&w.key) {
+                m.counts[w.key.0.min(2) as usize] -= 1;
+            }
+            w.result = Some(Box::new(result));
             if let Some(waker) = &w.waker {
                 waker.wake_by_ref();
             }
@@ -581,7 +600,9 @@ impl Line {
     fn remove(&mut self, id: u64) -> Option<String> {
         let w = self.waiters.remove(&id)?;
         if let Some(m) = self.models.get_mut(&w.model) {
-            m.order.remove(&w.key);
+            if m.order.remove(&w.key) {
+                m.counts[w.key.0.min(2) as usize] -= 1;
+            }
             if m.order.is_empty() && m.asking.is_none() && m.reports.is_empty() {
                 self.models.remove(&w.model);
             }
@@ -589,21 +610,28 @@ impl Line {
         Some(w.model)
     }
 
-    /// Removes waiters of `model` that stopped polling (their caller is gone).
-    fn drop_stale(&mut self, now: Instant, model: &str) {
-        let Some(m) = self.models.get(model) else {
+    /// Goes through `model`'s line at most every [`SWEEP_EVERY`]: removes the waiters
+    /// that stopped polling (their caller is gone) and counts each one's place.
+    fn sweep(&mut self, now: Instant, model: &str) {
+        let Some(m) = self.models.get_mut(model) else {
             return;
         };
-        let stale: Vec<u64> = m
-            .order
-            .iter()
-            .map(|k| k.2)
-            .filter(|id| {
-                self.waiters
-                    .get(id)
-                    .is_some_and(|w| now > w.told + IDLE_POLL + STALE_AFTER)
-            })
-            .collect();
+        if m.swept.is_some_and(|at| now < at + SWEEP_EVERY) {
+            return;
+        }
+        m.swept = Some(now);
+        let mut stale = Vec::new();
+        let mut ahead = 0;
+        for (_, _, id) in &m.order {
+            match self.waiters.get_mut(id) {
+                Some(w) if now > w.told + IDLE_POLL + STALE_AFTER => stale.push(*id),
+                Some(w) => {
+                    w.ahead = ahead;
+                    ahead += 1;
+                }
+                None => {}
+            }
+        }
         for id in stale {
             self.remove(id);
         }

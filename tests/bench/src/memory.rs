@@ -82,6 +82,8 @@ pub struct MemoryRow {
     pub heap_blocks: Option<i64>,
     /// The size of one `client.chat(...)` future (each task holds one).
     pub future_bytes: usize,
+    /// How long until every call waited (spawned, in line or sent), ms.
+    pub ready_ms: u64,
     /// Why the row has no numbers.
     pub error: Option<String>,
 }
@@ -277,6 +279,7 @@ fn child_measure(job: &MemoryJob, input: &mut impl BufRead) -> Result<MemoryRow,
         tokio::time::sleep(Duration::from_millis(200)).await;
         let future_bytes = std::mem::size_of_val(&client.chat(request(MODEL, 0)));
         let before = (rss_kib(), heap());
+        let spawned = Instant::now();
         let mut tasks = Vec::with_capacity(job.calls);
         for i in 0..job.calls {
             let client = client.clone();
@@ -307,6 +310,11 @@ fn child_measure(job: &MemoryJob, input: &mut impl BufRead) -> Result<MemoryRow,
                     .map_err(|e| e.to_string())?;
             }
         }
+        let ready_ms = spawned.elapsed().as_millis() as u64
+            - match job.waiting {
+                Waiting::Line => 500,
+                Waiting::Server => 0,
+            };
         let after = (rss_kib(), heap());
         let delta = |f: fn(&(u64, u64)) -> u64| match (before.1, after.1) {
             (Some(b), Some(a)) if f(&a) > 0 => Some(f(&a) as i64 - f(&b) as i64),
@@ -320,6 +328,7 @@ fn child_measure(job: &MemoryJob, input: &mut impl BufRead) -> Result<MemoryRow,
             heap_bytes: delta(|h| h.0),
             heap_blocks: delta(|h| h.1),
             future_bytes,
+            ready_ms,
             error: None,
         };
         drop(tasks);
@@ -354,7 +363,7 @@ fn line_of(row: &MemoryRow) -> String {
         Some(e) => format!("{} calls {}: not measured ({e})", row.calls, row.waiting),
         None => format!(
             "{} calls {}: RSS {} -> {} KiB, {:.1} KiB per call; heap {} per call in {} blocks; \
-             the call's future {} B",
+             the call's future {} B; all waiting after {} ms",
             row.calls,
             row.waiting,
             row.rss_before_kib,
@@ -365,6 +374,7 @@ fn line_of(row: &MemoryRow) -> String {
             row.blocks_per_call()
                 .map_or("?".into(), |b| format!("{b:.1}")),
             row.future_bytes,
+            row.ready_ms,
         ),
     }
 }
