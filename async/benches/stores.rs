@@ -17,8 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mistral_async::stores::{AsyncLimiter, FileLimiter, LimiterConfig, RedisLimiter};
-use mistral_async::{ApiKey, Ask, Grant, Limits, LocalLimiter, Priority};
+use mistral_async::stores::{
+    Ask, AsyncLimiter, FileLimiter, Grant, LimiterConfig, LocalLimiter, RedisLimiter,
+};
+use mistral_async::{ApiKey, Limits, Priority};
 use mistral_core::Sizing;
 
 const TASKS: usize = 512;

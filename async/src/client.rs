@@ -3,19 +3,14 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use mistral_core::{Action, Call, CallOptions, LogTarget, Resolved, Settings, Target, Telemetry};
 use serde::de::DeserializeOwned;
 
+use crate::clock::now;
 use crate::stores::AsyncLimiter;
 use crate::transport;
 use crate::*;
-
-/// `now` on tokio's clock (virtual under a paused test clock), as the core wants it.
-pub(crate) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
 
 /// An async Mistral API client.
 ///

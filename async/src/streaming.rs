@@ -10,7 +10,7 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt};
 use mistral_core::{ApiRequest, Error, Reply, RetryPolicy, StreamReader};
 
-use crate::client::now;
+use crate::clock::now;
 use crate::stores::{AsyncLimiter, BoxFuture};
 use crate::transport::transport_error;
 use crate::{ChatChunk, ChatResponse, ChatStreamAccumulator, Usage};

@@ -2,50 +2,62 @@
 
 use mistral_core::request::MAX_RESPONSE_BYTES;
 use std::error::Error;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use mistral_core::{Attempt, AttemptId, Delivery, Outcome, TransportError, TransportKind};
 
-use crate::client::now;
+use crate::clock::now;
 
 /// Performs `attempt`, over by [`Attempt::ends_at`] whatever phase it is in: the
 /// response head within [`Attempt::head_timeout`] of the start of the exchange (reqwest
 /// gives no instant for "request sent", so the connection is inside this bound; the
 /// connect timeout itself is the client's, built from the policy's), a non-streamed body
 /// within [`Attempt::body_timeout`] of its head, each phase within what is left of the
-/// attempt when it starts ([`Attempt::phase_limit`]). What came of it, and for a stream
-/// whose head the core should see ([`Outcome::StreamHead`]) the response whose body is
-/// still to read.
+/// attempt when it starts ([`Attempt::phase_limit`], so the attempt's end bounds them
+/// both). What came of it, and for a stream whose head the core should see
+/// ([`Outcome::StreamHead`]) the response whose body is still to read.
+///
+/// One timer serves both phases (reset from the head's bound to the body's): a timer
+/// costs a registration in tokio's wheel and its removal, and this runs for every call.
 pub(crate) async fn perform(
     http: &reqwest::Client,
     mut attempt: Attempt,
 ) -> (AttemptId, Outcome, Option<reqwest::Response>) {
-    let start = now();
-    let (id, ends_at) = (attempt.id, attempt.ends_at);
+    let id = attempt.id;
     let request = std::mem::take(&mut attempt.request);
-    let exchange = async {
-        let request = match reqwest::Request::try_from(request) {
-            Ok(request) => request,
-            Err(e) => return (Outcome::Failed(transport_error(e)), None),
-        };
-        let head_limit = attempt.phase_limit(now(), attempt.head_timeout);
-        let mut response = match within(head_limit, http.execute(request)).await {
-            Some(Ok(response)) => response,
-            Some(Err(e)) => return (Outcome::Failed(transport_error(e)), None),
-            None => return (Outcome::Failed(silent("response head", head_limit)), None),
-        };
-        let mut head = http::Response::new(());
-        *head.status_mut() = response.status();
-        *head.headers_mut() = std::mem::take(response.headers_mut());
-        let (head, ()) = head.into_parts();
-        if attempt.reads_stream(head.status) {
-            return (Outcome::StreamHead(head), Some(response));
+    let request = match reqwest::Request::try_from(request) {
+        Ok(request) => request,
+        Err(e) => return (id, Outcome::Failed(transport_error(e)), None),
+    };
+    let mut timer = Timer::default();
+    let head_limit = attempt.phase_limit(now(), attempt.head_timeout);
+    let mut response = match timer.within(head_limit, http.execute(request)).await {
+        Some(Ok(response)) => response,
+        Some(Err(e)) => return (id, Outcome::Failed(transport_error(e)), None),
+        None => {
+            return (
+                id,
+                Outcome::Failed(silent("response head", head_limit)),
+                None,
+            );
         }
-        let body_limit = attempt.phase_limit(now(), attempt.body_timeout);
-        let mut body = BytesMut::new();
-        let read = within(body_limit, async {
+    };
+    let mut head = http::Response::new(());
+    *head.status_mut() = response.status();
+    *head.headers_mut() = std::mem::take(response.headers_mut());
+    let (head, ()) = head.into_parts();
+    if attempt.reads_stream(head.status) {
+        return (id, Outcome::StreamHead(head), Some(response));
+    }
+    let body_limit = attempt.phase_limit(now(), attempt.body_timeout);
+    let mut body = BytesMut::new();
+    let read = timer
+        .within(body_limit, async {
             while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
                 if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                     return Err(TransportError::body_too_large());
@@ -56,35 +68,52 @@ pub(crate) async fn perform(
         })
         .await
         .unwrap_or_else(|| Err(silent("response body", body_limit)));
-        let outcome = match read {
-            Ok(()) => Outcome::Response(http::Response::from_parts(head, body.freeze())),
-            Err(error) => Outcome::Cut {
-                head,
-                partial: body.freeze(),
-                error,
-            },
-        };
-        (outcome, None)
+    let outcome = match read {
+        Ok(()) => Outcome::Response(http::Response::from_parts(head, body.freeze())),
+        Err(error) => Outcome::Cut {
+            head,
+            partial: body.freeze(),
+            error,
+        },
     };
-    // The attempt's end bounds the phases together (each bound above is taken from what
-    // is left when its phase starts, so this one fires first only by a hair).
-    let (outcome, stream) = match ends_at {
-        Some(end) => tokio::time::timeout_at(end.into(), exchange)
-            .await
-            .unwrap_or_else(|_| {
-                let limit = end.saturating_duration_since(start);
-                (Outcome::Failed(silent("response", Some(limit))), None)
-            }),
-        None => exchange.await,
-    };
-    (id, outcome, stream)
+    (id, outcome, None)
 }
 
-/// `fut`, or `None` when it takes longer than `limit` (no limit: never).
-async fn within<F: std::future::Future>(limit: Option<Duration>, fut: F) -> Option<F::Output> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
-        None => Some(fut.await),
+/// One timer for the phases of an exchange, made at the first phase with a limit.
+#[derive(Default)]
+struct Timer {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Timer {
+    /// `fut`, or `None` when it takes longer than `limit` from now (no limit: never).
+    async fn within<F: Future>(&mut self, limit: Option<Duration>, fut: F) -> Option<F::Output> {
+        let Some(limit) = limit else {
+            return Some(fut.await);
+        };
+        // (`limit` is at most a century: `phase_limit`; a clock that cannot add it waits
+        // as long as it can.)
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(limit)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                sleep.as_mut().reset(deadline);
+                sleep
+            }
+            None => self
+                .sleep
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            sleep.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     }
 }
 

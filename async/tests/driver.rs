@@ -10,9 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mistral_async::stores::{Ask, Grant, Limiter, Report};
 use mistral_async::{
-    ApiRequest, Ask, ChatRequest, Client, Error, Grant, KeyError, Limiter, Message, Report,
-    RetryPolicy, StreamFailure, TransportKind,
+    ApiRequest, ChatRequest, Client, Error, KeyError, Message, RetryPolicy, StreamFailure,
+    TransportKind,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -301,22 +302,22 @@ async fn waits_run_on_tokios_clock() {
         fn poll_admit(
             &self,
             now: Instant,
-            _place: &mut mistral_async::Place,
+            _place: &mut mistral_async::stores::Place,
             _ask: &Ask,
             _waker: &std::task::Waker,
-        ) -> mistral_async::Admit {
+        ) -> mistral_async::stores::Admit {
             let until = *self
                 .0
                 .lock()
                 .unwrap()
                 .get_or_insert(now + Duration::from_secs(60));
             if now >= until {
-                mistral_async::Admit::Ready(Grant::Now)
+                mistral_async::stores::Admit::Ready(Grant::Now)
             } else {
-                mistral_async::Admit::Pending { until }
+                mistral_async::stores::Admit::Pending { until }
             }
         }
-        fn leave(&self, _place: &mut mistral_async::Place) {}
+        fn leave(&self, _place: &mut mistral_async::stores::Place) {}
         fn report(&self, _now: Instant, _report: &Report) {}
     }
     let server = Server::start(vec![Step::Reply(response(

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mistral_async::stores::{self, AsyncLimiter, FileLimiter, LimiterConfig, LimiterSpec, Limits};
-use mistral_async::{ApiKey, Ask, Grant, LocalLimiter, Priority};
+use mistral_async::stores::{Ask, Grant, LocalLimiter};
+use mistral_async::{ApiKey, Priority};
 use mistral_core::{Sizing, Ticket};
 use mistral_limiter::store::{StoreOps, codec};
 use mistral_limiter::{AdmitAnswer, AdmitOp, Candidate, Decision, Source};
@@ -686,9 +687,10 @@ fn headers_report(
     remaining: u64,
     window: u32,
     ticket: Ticket,
-) -> mistral_async::Report {
-    use mistral_async::{Bucket, Quota, RateLimits, Verdict, Window};
-    mistral_async::Report {
+) -> mistral_async::stores::Report {
+    use mistral_async::stores::{Report, Verdict};
+    use mistral_async::{Bucket, Quota, RateLimits, Window};
+    Report {
         model: Some(model.into()),
         limits: RateLimits {
             quotas: vec![Quota {

@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mistral_async::stores::{self, AsyncLimiter, LimiterConfig, LimiterSpec, Limits, RedisLimiter};
-use mistral_async::{ApiKey, Ask, Grant, Priority};
+use mistral_async::stores::{Ask, Grant};
+use mistral_async::{ApiKey, Priority};
 use mistral_core::{Sizing, Ticket};
 use mistral_limiter::store::{StoreOps, codec};
 use mistral_limiter::{BudgetState, Source};
@@ -811,7 +812,8 @@ fn child_paces_through_redis_restarts() {
 
 #[test]
 fn a_report_through_redis_teaches_every_limiter_of_the_budget() {
-    use mistral_async::{Bucket, Quota, RateLimits, Verdict, Window};
+    use mistral_async::stores::{Report, Verdict};
+    use mistral_async::{Bucket, Quota, RateLimits, Window};
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -820,7 +822,7 @@ fn a_report_through_redis_teaches_every_limiter_of_the_budget() {
         Arc::new(RedisLimiter::new(&server.url(), BASE, &key, LimiterConfig::default()).unwrap());
     let b =
         Arc::new(RedisLimiter::new(&server.url(), BASE, &key, LimiterConfig::default()).unwrap());
-    let report = |ticket: Ticket| mistral_async::Report {
+    let report = |ticket: Ticket| Report {
         model: Some("m".into()),
         limits: RateLimits {
             quotas: vec![Quota {

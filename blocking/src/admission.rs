@@ -38,8 +38,8 @@ impl Drop for Leave<'_> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use mistral_blocking::stores::{LimiterConfig, Limits, LocalLimiter, admit};
-/// use mistral_blocking::{Ask, Grant, Priority};
+/// use mistral_blocking::Priority;
+/// use mistral_blocking::stores::{Ask, Grant, LimiterConfig, Limits, LocalLimiter, admit};
 ///
 /// let limiter = LocalLimiter::with_config(LimiterConfig {
 ///     default: Some(Limits::requests(100, Duration::from_secs(1))),

@@ -426,13 +426,13 @@ impl Client {
             correlation_id = tracing::field::Empty,
         );
         let _entered = span.enter();
-        let outcome = self.drive(request);
-        record_outcome(&span, &outcome);
-        outcome.map(|(success, body, _)| (success, body))
+        let end = self.drive(request);
+        record_end(&span, &end);
+        end.map(|(success, body, _)| (success, body))
     }
 
     /// The loop of [`Client::run`]: the outcome and the attempts made.
-    fn drive(&self, request: &ApiRequest) -> Outcome {
+    fn drive(&self, request: &ApiRequest) -> CallEnd {
         warn_if_wire_is_traced();
         let inner = &*self.inner;
 
@@ -497,12 +497,13 @@ fn warn_if_wire_is_traced() {
     );
 }
 
-/// A call's end, with the attempts it made.
-type Outcome = Result<(Reply, Option<ureq::Body>, u32), Error>;
+/// A call's end, with the attempts it made (not the core's [`mistral_core::Outcome`],
+/// what came of one attempt).
+type CallEnd = Result<(Reply, Option<ureq::Body>, u32), Error>;
 
 /// Records a call's attempts and correlation id on its span.
-fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
-    match outcome {
+fn record_end(span: &tracing::Span, end: &CallEnd) {
+    match end {
         Ok((success, _, attempts)) => {
             span.record("attempts", attempts);
             if let Some(id) = &success.correlation_id {

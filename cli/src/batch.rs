@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mistral_async::{ApiRequest, RateLimits};
-use serde_json::{Value, json};
+use mistral_async::RateLimits;
+use serde_json::json;
 
+use crate::budget::{self, describe_limits};
 use crate::input::{self, Defaults, Endpoint, Scan};
 use crate::output::{self, Resumed};
 use crate::progress::{Progress, human};
@@ -142,7 +143,17 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
         Via::Auto => choose(conn, &args, &scan).await,
         via => via,
     };
-    let progress = Arc::new(Progress::new(scan.todo, args.quiet));
+    if scan.already_done > 0 {
+        // Said at once (the summary says it again at the end).
+        eprintln!(
+            "mistral: resuming {}: {} of {} request(s) answered by an earlier run, {} to send",
+            args.output.display(),
+            scan.already_done,
+            scan.already_done + scan.todo,
+            scan.todo
+        );
+    }
+    let progress = Arc::new(Progress::new(scan.todo, scan.already_done, args.quiet));
     let plan = Plan {
         input: args.input.clone(),
         output: args.output.clone(),
@@ -161,6 +172,7 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
         shard: args.shard,
         todo: scan.todo,
         todo_tokens: scan.todo_tokens,
+        earlier: scan.already_done,
         lines: scan.lines,
         retry_unknown: args.retry_unknown,
     };
@@ -201,6 +213,10 @@ pub async fn run(conn: &Connection, args: BatchArgs) -> u8 {
             "; the models' limits add up to {limit:.1}/s: {:.2} of it",
             rate / limit
         ));
+        if rate > limit * 1.05 {
+            // Not a violation: the server let a window's worth go at once.
+            head.push_str(", with the burst the server allowed at the start");
+        }
     }
     head.push_str(&format!(
         "; {} via {}",
@@ -323,14 +339,29 @@ struct Estimate {
 }
 
 impl Estimate {
+    /// What the server let through at once when probed: the requests and tokens its
+    /// answer said were left (`remaining`), which go without waiting for the pace (a
+    /// window's worth, a bucket's level). None when it said nothing, or for learned rates.
+    fn burst(&self) -> (u64, u64) {
+        match self.limits.as_ref() {
+            Ok(Some(limits)) => (
+                limits.requests().and_then(|q| q.remaining).unwrap_or(0),
+                limits.tokens().and_then(|q| q.remaining).unwrap_or(0),
+            ),
+            _ => (0, 0),
+        }
+    }
+
+    /// The time the file takes at the limits: what the burst does not cover, at the pace.
     fn time(&self) -> Option<Duration> {
         let (requests, tokens) = match (self.limits.as_ref().ok()?, self.learned) {
             (Some(limits), _) => (request_rate(limits), token_rate(limits)),
             (None, Some(learned)) => learned,
             (None, None) => return None,
         };
-        let by_requests = requests.map(|r| self.requests as f64 / r);
-        let by_tokens = tokens.map(|r| self.tokens as f64 / r);
+        let (burst_requests, burst_tokens) = self.burst();
+        let by_requests = requests.map(|r| self.requests.saturating_sub(burst_requests) as f64 / r);
+        let by_tokens = tokens.map(|r| self.tokens.saturating_sub(burst_tokens) as f64 / r);
         let secs = match (by_requests, by_tokens) {
             (Some(a), Some(b)) => a.max(b),
             (Some(a), None) | (None, Some(a)) => a,
@@ -340,22 +371,12 @@ impl Estimate {
     }
 }
 
-fn probe_body(endpoint: Endpoint, model: &str) -> Value {
-    match endpoint {
-        Endpoint::Chat => {
-            json!({"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1})
-        }
-        Endpoint::Fim => json!({"model": model, "prompt": "a", "max_tokens": 1}),
-        Endpoint::Embeddings => json!({"model": model, "input": "ping"}),
-    }
-}
-
 async fn estimates(conn: &Connection, scan: &Scan, probe: bool) -> Vec<Estimate> {
     let mut out = Vec::new();
     let store = if probe {
         None
     } else {
-        crate::commands::store_of(conn).and_then(Result::ok)
+        budget::store_of(conn).and_then(Result::ok)
     };
     let mut probed: std::collections::HashMap<String, Result<Option<RateLimits>, String>> =
         std::collections::HashMap::new();
@@ -365,12 +386,7 @@ async fn estimates(conn: &Connection, scan: &Scan, probe: bool) -> Vec<Estimate>
         } else if let Some(known) = probed.get(model) {
             known.clone()
         } else {
-            let request = ApiRequest::post_json(endpoint.path(), &probe_body(*endpoint, model))
-                .map(|r| r.for_model(model.clone(), 8));
-            let result = match request {
-                Ok(r) => conn.client.send(r).await,
-                Err(e) => Err(e),
-            };
+            let result = budget::probe(conn, *endpoint, model).await;
             let limits = result
                 .map(|reply| Some(reply.limits))
                 .map_err(|e| e.to_string());
@@ -437,10 +453,14 @@ async fn dry_run(conn: &Connection, args: &BatchArgs, scan: &Scan) -> u8 {
             },
             Ok(Some(l)) => describe_limits(l),
         };
-        let time = e
-            .time()
-            .map(|t| format!("≈ {} at the limit", human(t)))
-            .unwrap_or_else(|| "time unknown".into());
+        let time = match (e.time(), e.burst().0.min(e.requests)) {
+            (None, _) => "time unknown".into(),
+            (Some(t), 0) => format!("≈ {} at the limit", human(t)),
+            (Some(t), burst) => format!(
+                "≈ {} at the limit (the first {burst} at once: the burst the server announced)",
+                human(t)
+            ),
+        };
         println!(
             "  {} {}: {} request(s), ~{} tokens; {limits}; {time}",
             e.model,
@@ -505,28 +525,4 @@ async fn choose(conn: &Connection, args: &BatchArgs, scan: &Scan) -> Via {
             Via::BatchApi
         }
     }
-}
-
-/// The limits of one response, in words.
-pub fn describe_limits(limits: &RateLimits) -> String {
-    if limits.quotas.is_empty() {
-        return "no limits announced".into();
-    }
-    limits
-        .quotas
-        .iter()
-        .map(|q| {
-            let mut s = format!(
-                "{} per {}: {}",
-                q.bucket,
-                q.window,
-                q.limit.map_or("?".into(), |l| l.to_string())
-            );
-            if let Some(r) = q.remaining {
-                s.push_str(&format!(" ({r} left)"));
-            }
-            s
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }

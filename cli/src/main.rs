@@ -7,6 +7,7 @@
 
 mod batch;
 mod batch_api;
+mod budget;
 mod commands;
 mod input;
 mod output;
@@ -30,7 +31,7 @@ pub const EXIT_INVALID: u8 = 2;
 /// unwritable, requests that kept failing); run the same command again to resume.
 pub const EXIT_INCOMPLETE: u8 = 3;
 /// Exit status: interrupted by SIGINT (Ctrl-C); resumable. SIGTERM gives 143
-/// ([`run::Signal::exit_status`]).
+/// (`run::Signal::exit_status`).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Parser)]

@@ -12,6 +12,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct Snapshot {
     /// Requests this run is to send.
     pub total: u64,
+    /// Requests of the file an earlier run answered (not counted in `total`).
+    pub earlier: u64,
     /// Successes written.
     pub succeeded: u64,
     /// Error results written.
@@ -68,12 +70,44 @@ impl Snapshot {
             .then(|| Duration::from_secs_f64(secs.max(0.0)))
     }
 
+    /// How long a run goes before its rate is shown: the first seconds are the burst
+    /// the server allows (a window's worth at once), whose rate says nothing of the pace.
+    pub const RATE_AFTER: Duration = Duration::from_secs(5);
+
+    /// The rate and the limit, in words: no rate during [`Snapshot::RATE_AFTER`]; a
+    /// rate above the limit says it is the server's burst, not a violation.
+    fn rate_words(&self) -> String {
+        let limit = self.request_limit.map(|l| format!("limit {l:.1}/s"));
+        if self.elapsed < Self::RATE_AFTER {
+            return match limit {
+                Some(limit) => format!("{limit}; rate after {} s", Self::RATE_AFTER.as_secs()),
+                None => format!("rate after {} s", Self::RATE_AFTER.as_secs()),
+            };
+        }
+        let rate = self.rate();
+        match (self.request_limit, limit) {
+            (Some(l), Some(limit)) if rate > l * 1.05 => {
+                format!(
+                    "{rate:.1}/s ({limit}; above it: the burst the server allowed at the start)"
+                )
+            }
+            (_, Some(limit)) => format!("{rate:.1}/s ({limit})"),
+            (_, None) => format!("{rate:.1}/s"),
+        }
+    }
+
+    /// `done/total done`, counting what an earlier run answered.
+    pub fn counts(&self) -> String {
+        let (done, total) = (self.earlier + self.done(), self.earlier + self.total);
+        match self.earlier {
+            0 => format!("{done}/{total} done"),
+            earlier => format!("{done}/{total} done ({earlier} by an earlier run)"),
+        }
+    }
+
     /// The line shown next to the bar (short enough for one terminal line).
     pub fn message(&self) -> String {
-        let mut m = format!("{:.1}/s", self.rate());
-        if let Some(limit) = self.request_limit {
-            m.push_str(&format!(" (limit {limit:.1}/s)"));
-        }
+        let mut m = self.rate_words();
         m.push_str(&format!(
             " · {}×429 absorbed · {} retries · {} errors",
             self.rate_limited, self.retries, self.failed
@@ -119,10 +153,14 @@ pub struct Progress {
 
 impl Progress {
     /// A bar when stderr is a terminal, plain lines otherwise; nothing when `quiet`.
-    pub fn new(total: u64, quiet: bool) -> Progress {
+    /// `earlier` requests of the file were answered by an earlier run: the bar starts
+    /// there, out of `earlier + total`.
+    pub fn new(total: u64, earlier: u64, quiet: bool) -> Progress {
         let terminal = std::io::stderr().is_terminal();
         let bar = (!quiet && terminal).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let bar =
+                ProgressBar::with_draw_target(Some(earlier + total), ProgressDrawTarget::stderr());
+            bar.set_position(earlier);
             let style =
                 ProgressStyle::with_template("[{bar:30.cyan/blue}] {pos}/{len} {elapsed:>4} {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -141,13 +179,13 @@ impl Progress {
     /// Shows `s`.
     pub fn update(&self, s: &Snapshot) {
         if let Some(bar) = &self.bar {
-            bar.set_position(s.done());
+            bar.set_position(s.earlier + s.done());
             bar.set_message(s.message());
         } else if self.plain {
             let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
             if last.is_none_or(|t| t.elapsed() >= self.every) {
                 *last = Some(Instant::now());
-                eprintln!("{}/{} done · {}", s.done(), s.total, s.message());
+                eprintln!("{} · {}", s.counts(), s.message());
             }
         }
     }
@@ -180,5 +218,48 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64, done: u64) -> Snapshot {
+        Snapshot {
+            total: 124,
+            earlier: 0,
+            succeeded: done,
+            elapsed: Duration::from_secs(secs),
+            request_limit: Some(0.5),
+            concurrency: 4,
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn the_opening_burst_is_not_shown_as_a_violation() {
+        // 27 answered in 2 s under a limit of 0.5/s: the server's burst.
+        let early = at(2, 27).message();
+        assert!(early.starts_with("limit 0.5/s; rate after 5 s"), "{early}");
+        assert!(!early.contains("13.5/s"), "{early}");
+        let later = at(10, 32).message();
+        assert!(
+            later.starts_with("3.2/s (limit 0.5/s; above it: the burst"),
+            "{later}"
+        );
+        let settled = at(400, 200).message();
+        assert!(settled.starts_with("0.5/s (limit 0.5/s)"), "{settled}");
+    }
+
+    #[test]
+    fn a_resumed_run_counts_what_an_earlier_run_answered() {
+        let s = Snapshot {
+            earlier: 76,
+            total: 48,
+            ..at(0, 0)
+        };
+        assert_eq!(s.counts(), "76/124 done (76 by an earlier run)");
+        assert_eq!(at(0, 3).counts(), "3/124 done");
     }
 }

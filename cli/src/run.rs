@@ -123,6 +123,8 @@ pub struct Plan {
     pub todo: u64,
     /// Estimated tokens of those requests.
     pub todo_tokens: u64,
+    /// Requests of the shard an earlier run answered (the progress counts them).
+    pub earlier: u64,
     /// Lines of the input the validation pass read: the run reads no further (lines
     /// appended meanwhile are the next run's).
     pub lines: u64,
@@ -639,6 +641,7 @@ fn snapshot(
     };
     Snapshot {
         total: plan.todo,
+        earlier: plan.earlier,
         succeeded: c.succeeded.load(Ordering::Relaxed),
         failed: c.failed.load(Ordering::Relaxed),
         transient: c.transient.load(Ordering::Relaxed),

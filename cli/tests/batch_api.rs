@@ -153,8 +153,9 @@ fn auto_picks_the_batch_api_when_online_misses_the_deadline() {
     let dir = temp_dir("auto");
     let input = dir.join("in.jsonl");
     let output = dir.join("out.jsonl");
-    let expected = chat_input(&input, 30, MODEL);
-    // 30 requests at 20/s: ~1.5 s online, past a 1 s deadline.
+    let expected = chat_input(&input, 60, MODEL);
+    // 60 requests at 20/s, the 19 the probe's answer left at once: ~2 s online, past a
+    // 1 s deadline.
     let out = batch(
         &emu,
         &input,

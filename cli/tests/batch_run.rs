@@ -215,9 +215,15 @@ fn dry_run_estimates_time_and_tokens_with_one_probe_per_model() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     assert!(text.contains("100 valid request(s)"), "{text}");
-    // 100 requests at 10 per second: about 10 s.
+    // 100 requests at 10 per second, the 9 the probe's answer left go at once: 9.1 s.
     assert!(
-        text.contains("≈ 10.0s at the limit") || text.contains("≈ 9.9s"),
+        ["≈ 9.0s", "≈ 9.1s", "≈ 9.2s"]
+            .iter()
+            .any(|t| text.contains(t)),
+        "{text}"
+    );
+    assert!(
+        text.contains("at once: the burst the server announced"),
         "{text}"
     );
     assert!(text.contains("requests per 1 s: 10"), "{text}");
@@ -226,6 +232,121 @@ fn dry_run_estimates_time_and_tokens_with_one_probe_per_model() {
         1,
         "a dry run sends one probe per model"
     );
+}
+
+#[test]
+fn dry_run_counts_the_burst_the_server_announced() {
+    // Issue 20's run: 200 requests at 30 a minute. At the pace alone, 6m40s; the 29 the
+    // probe's answer left go at once, so 171 at 0.5/s: 5m42s (the run took 5m44s).
+    let limits = Limits {
+        window_secs: Some(60.0),
+        ..Limits::new(Some(30), Some(100_000_000))
+    };
+    let emu = emulator(MODEL, limits);
+    let dir = temp_dir("dry-burst");
+    let input = dir.join("in.jsonl");
+    chat_input(&input, 200, MODEL);
+    let out = mistral(&emu, None)
+        .args(["batch", "run"])
+        .arg(&input)
+        .args(["-o", "/nonexistent/out.jsonl", "--dry-run"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("requests per minute: 30 (29 left)"), "{text}");
+    assert!(
+        text.contains("≈ 5m42s at the limit (the first 29 at once"),
+        "{text}"
+    );
+    assert!(text.contains("online: ≈ 5m42s"), "{text}");
+}
+
+/// The rates a progress line shows: `(rate, limit)` of `R/s (limit L/s…`.
+fn shown_rates(line: &str) -> Option<(f64, f64)> {
+    let (before, after) = line.split_once("/s (limit ")?;
+    let rate = before.rsplit(' ').next()?.parse().ok()?;
+    let limit = after.split_once("/s")?.0.parse().ok()?;
+    Some((rate, limit))
+}
+
+#[test]
+fn the_progress_says_what_an_earlier_run_did_and_shows_no_burst_as_a_violation() {
+    let _heavy = heavy();
+    // 10 requests per 5 s (2/s), a bucket of 10: a fresh budget lets 10 go at once.
+    let limits = Limits {
+        window_secs: Some(5.0),
+        ..Limits::new(Some(10), Some(1_000_000))
+    };
+    let dir = temp_dir("progress");
+    let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
+    // An earlier run answered 6 of the file's 30 requests.
+    chat_input(&input, 6, MODEL);
+    let first = emulator(MODEL, limits.clone());
+    let out = batch(&first, &input, &output, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let expected = chat_input(&input, 30, MODEL);
+    // The next run, against a server whose budget is fresh: the first 10 at once (the
+    // burst), then 2 a second; plain progress lines (stderr is not a terminal).
+    let second = emulator(MODEL, limits);
+    let out = mistral(&second, None)
+        .args(["batch", "run"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    // Said at once, before any progress.
+    let first_line = err.lines().next().unwrap_or_default();
+    assert!(
+        first_line.contains("6 of 30 request(s) answered by an earlier run, 24 to send"),
+        "{err}"
+    );
+    let progress: Vec<&str> = err.lines().filter(|l| l.contains(" done")).collect();
+    assert!(progress.len() >= 2, "{err}");
+    assert!(
+        progress[0].starts_with("6/30 done (6 by an earlier run)"),
+        "{err}"
+    );
+    for line in &progress {
+        // No rate before 5 s; after, a rate above the limit says it is the burst.
+        if let Some((rate, limit)) = shown_rates(line) {
+            assert!(rate <= limit * 1.05 || line.contains("burst"), "{line}");
+        }
+    }
+    assert!(
+        progress.iter().any(|l| l.contains("rate after 5 s")),
+        "{err}"
+    );
+    assert!(err.contains("6 already answered before this run"), "{err}");
+    let summary = err
+        .lines()
+        .find(|l| l.contains("result(s) written in"))
+        .unwrap();
+    if let Some((rate, limit)) = summary
+        .split_once(" in ")
+        .and_then(|(_, rest)| rest.split_once(" ("))
+        .and_then(|(_, rest)| {
+            let rate: f64 = rest.split_once("/s")?.0.parse().ok()?;
+            let limit: f64 = rest
+                .split_once("add up to ")?
+                .1
+                .split_once("/s")?
+                .0
+                .parse()
+                .ok()?;
+            Some((rate, limit))
+        })
+    {
+        assert!(
+            rate <= limit * 1.05 || summary.contains("burst"),
+            "{summary}"
+        );
+    }
+    assert_each_once(&output, &expected);
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Micro-benchmarks of the core's decisions: classifying a 429, one poll/handle cycle
-//! (the limiter's own are in `limiter/benches`).
+//! Micro-benchmarks of the core's decisions: classifying a 429, one whole call answered
+//! at once (the limiter's own are in `limiter/benches`).
 
 #![allow(missing_docs, clippy::disallowed_methods)]
 
@@ -60,6 +60,42 @@ fn bench_classify(c: &mut Criterion) {
     });
 }
 
+/// A chat completion as Mistral answers one (a short reply, its usage).
+const CHAT_OK: &[u8] = br#"{"id":"cmpl-e5cc70bb28c444948073e77776eb30ef","object":"chat.completion","created":1702256327,"model":"mistral-small-latest","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today? I can answer questions, write and review code, or summarise a document.","tool_calls":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":24,"total_tokens":36}}"#;
+
+/// One whole call (`Call::new`, reserve, send, the response handled, its report,
+/// done) answered at once with `ok_body` and `headers()`.
+fn cycle(
+    b: &mut criterion::Bencher<'_>,
+    target: &Target,
+    request: &ApiRequest,
+    ok_body: &Bytes,
+    expect_ok: bool,
+) {
+    let policy = RetryPolicy::default();
+    let h = headers();
+    let now = Instant::now();
+    b.iter(|| {
+        let mut call = Call::new(target, request, &policy, now, 1).unwrap();
+        loop {
+            match call.poll(now) {
+                Action::Reserve(_) => call.handle_grant(now, Grant::Now),
+                Action::Send(attempt) => {
+                    let mut response = http::Response::new(ok_body.clone());
+                    *response.headers_mut() = h.clone();
+                    call.handle(now, attempt.id, Outcome::Response(response));
+                    black_box(attempt.id);
+                }
+                Action::Done(r) => {
+                    assert_eq!(r.is_ok(), expect_ok);
+                    break black_box(r.is_ok());
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
 fn bench_cycle(c: &mut Criterion) {
     let target = Target::new(
         "https://api.mistral.ai",
@@ -71,29 +107,19 @@ fn bench_cycle(c: &mut Criterion) {
     let request = ApiRequest::post_json("/v1/chat/completions", &body)
         .unwrap()
         .for_model("m", 10);
-    let policy = RetryPolicy::default();
-    let ok_body = Bytes::from_static(
+    // A chat completion with its usage and Mistral's rate-limit headers: the call's
+    // common path.
+    let ok = Bytes::from_static(CHAT_OK);
+    c.bench_function("call_poll_handle_cycle", |b| {
+        cycle(b, &target, &request, &ok, true)
+    });
+    // The body this bench used before issue 20: it has no `choices`, so it measured
+    // the call ending with `Error::Decode` (kept to compare with earlier reports).
+    let no_choices = Bytes::from_static(
         br#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
     );
-    let h = headers();
-    let now = Instant::now();
-    c.bench_function("call_poll_handle_cycle", |b| {
-        b.iter(|| {
-            let mut call = Call::new(&target, &request, &policy, now, 1).unwrap();
-            loop {
-                match call.poll(now) {
-                    Action::Reserve(_) => call.handle_grant(now, Grant::Now),
-                    Action::Send(attempt) => {
-                        let mut response = http::Response::new(ok_body.clone());
-                        *response.headers_mut() = h.clone();
-                        call.handle(now, attempt.id, Outcome::Response(response));
-                        black_box(attempt.id);
-                    }
-                    Action::Done(r) => break black_box(r.is_ok()),
-                    _ => {}
-                }
-            }
-        })
+    c.bench_function("call_cycle_no_choices", |b| {
+        cycle(b, &target, &request, &no_choices, false)
     });
 }
 

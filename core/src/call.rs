@@ -13,7 +13,7 @@ use crate::action::{
 use crate::error::{Delivery, Error, ResponseInfo, Trail, TransportError};
 use crate::policy::RetryPolicy;
 use crate::redact::Redactor;
-use crate::reply::{Reply, check_success_body, usage_of};
+use crate::reply::{Reply, inspect_success};
 use crate::request::{ApiRequest, Target};
 use crate::verdict::{Classification, Verdict, classify};
 
@@ -193,7 +193,7 @@ impl Call {
         seed: u64,
     ) -> Result<Self, Error> {
         let http = target.http_request(request)?;
-        let redactor = Redactor::new(target.key());
+        let redactor = target.redactor().clone();
         let api = ApiRequest {
             body: None,
             ..request.clone()
@@ -552,10 +552,10 @@ impl Call {
                 false => Some(self.request.uri().path()),
                 true => None,
             };
-            if let Err(message) = check_success_body(path, &body, &self.redactor) {
+            let (checked, usage) = inspect_success(path, &body, &self.redactor);
+            if let Err(message) = checked {
                 // The server answered (and may have billed it), but not with what was
                 // asked: a typed error, never an empty success; not retried.
-                let usage = usage_of(&body);
                 self.report(&classified, None, usage.map(|u| u.total_tokens), usage);
                 let mut info = classified.info;
                 info.excerpt = self.redactor.redact(&crate::verdict::excerpt(&body));
@@ -565,10 +565,7 @@ impl Call {
                 })));
                 return;
             }
-        }
-        if classified.verdict == Verdict::Success {
             self.window_streak = 0;
-            let usage = usage_of(&body);
             let used = classified
                 .info
                 .limits
@@ -667,7 +664,7 @@ impl Call {
     /// may show.
     fn redact_info(&self, info: &mut ResponseInfo) {
         let r = &self.redactor;
-        info.excerpt = r.redact(&info.excerpt);
+        info.excerpt = r.redact_owned(std::mem::take(&mut info.excerpt));
         info.message = r.redact_opt(info.message.take());
         info.code = r.redact_opt(info.code.take());
         info.correlation_id = r.redact_opt(info.correlation_id.take());
@@ -807,9 +804,8 @@ impl Call {
             }
             Verdict::WindowSpent { .. } | Verdict::RateLimited => Some(self.backoff_plan(hint)),
             Verdict::Capacity if self.policy.retry_capacity => Some(self.backoff_plan(hint)),
-            Verdict::ServerError | Verdict::RequestTimeout
-                if self.policy.retry_server_errors
-                    && matches!(c.info.status_u16(), Some(408 | 500 | 502 | 503 | 504)) =>
+            Verdict::ServerError { transient: true } | Verdict::RequestTimeout
+                if self.policy.retry_server_errors =>
             {
                 Some(self.backoff_plan(hint))
             }

@@ -11,6 +11,11 @@ use crate::models::FieldError;
 use crate::ratelimits::{Bucket, RateLimits, Window};
 use crate::redact::Redactor;
 
+/// Largest response body read in full (a larger one is
+/// [`TransportError::body_too_large`], not memory exhaustion). Also
+/// `mistral_core::request::MAX_RESPONSE_BYTES`.
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
 /// What a failed call had done before it gave up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Trail {
@@ -243,8 +248,7 @@ impl TransportError {
         })
     }
 
-    /// A response body larger than the client reads
-    /// ([`crate::request::MAX_RESPONSE_BYTES`]): the same kind and words from both
+    /// A response body larger than the client reads ([`MAX_RESPONSE_BYTES`]): the same kind and words from both
     /// clients ([`TransportKind::Protocol`]: not retried — the same request would get the
     /// same body).
     pub fn body_too_large() -> Self {
@@ -252,7 +256,7 @@ impl TransportError {
             TransportKind::Protocol,
             format!(
                 "the response body is larger than the client's limit of {} MiB",
-                crate::request::MAX_RESPONSE_BYTES >> 20
+                MAX_RESPONSE_BYTES >> 20
             ),
         )
     }
@@ -519,13 +523,91 @@ pub enum Error {
     Config(String),
     /// Configured limits (`MISTRAL_LIMITS`) that do not parse.
     #[error(transparent)]
-    Limits(Box<crate::limiter::LimitsError>),
+    Limits(Box<LimitsError>),
 }
 
-impl From<crate::limiter::LimitsError> for Error {
-    fn from(error: crate::limiter::LimitsError) -> Self {
+impl From<LimitsError> for Error {
+    fn from(error: LimitsError) -> Self {
         Error::Limits(Box::new(error))
     }
+}
+
+/// What is wrong with a limits text (`MISTRAL_LIMITS`, parsed by
+/// [`crate::limiter::parse_limits`]). Each variant names the entry (counted from 1) and
+/// quotes the piece that is wrong (limits hold no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// An entry without `=`.
+    #[error("MISTRAL_LIMITS entry {entry} (`{text}`) has no `=`: write `<model>=<count>/<window>`")]
+    NoEquals {
+        /// The entry.
+        entry: usize,
+        /// Its text.
+        text: String,
+    },
+    /// An entry with nothing before `=`.
+    #[error("MISTRAL_LIMITS entry {entry} names no model (use `*` for every model)")]
+    NoModel {
+        /// The entry.
+        entry: usize,
+    },
+    /// An entry with nothing after `=`.
+    #[error("MISTRAL_LIMITS entry {entry} (`{model}`) sets no limit")]
+    NoLimit {
+        /// The entry.
+        entry: usize,
+        /// Its model.
+        model: String,
+    },
+    /// A model listed twice.
+    #[error("MISTRAL_LIMITS lists `{model}` twice (entry {entry})")]
+    Duplicate {
+        /// The second entry.
+        entry: usize,
+        /// The model.
+        model: String,
+    },
+    /// A limit that is not `<count>[t]/<window>`.
+    #[error(
+        "MISTRAL_LIMITS entry {entry}: `{text}` is not a limit: write `<count>/<window>` for \
+         requests or `<count>t/<window>` for tokens, e.g. `300/60s`, `500000t/1m`"
+    )]
+    BadLimit {
+        /// The entry.
+        entry: usize,
+        /// The limit's text.
+        text: String,
+    },
+    /// A count that is not a whole number of at least 1.
+    #[error("MISTRAL_LIMITS entry {entry}: `{text}` is not a count of at least 1")]
+    BadCount {
+        /// The entry.
+        entry: usize,
+        /// The count's text.
+        text: String,
+    },
+    /// A window that is not `<number><unit>` of at least 1 ms.
+    #[error(
+        "MISTRAL_LIMITS entry {entry}: `{text}` is not a window: write a whole number and \
+         `ms`, `s`, `m` or `h`, e.g. `60s`, `1m`"
+    )]
+    BadWindow {
+        /// The entry.
+        entry: usize,
+        /// The window's text.
+        text: String,
+    },
+    /// Two request limits (or two token limits) for one model.
+    #[error("MISTRAL_LIMITS entry {entry} (`{model}`) sets its {what} limit twice")]
+    Twice {
+        /// The entry.
+        entry: usize,
+        /// Its model.
+        model: String,
+        /// `requests` or `tokens`.
+        what: &'static str,
+    },
 }
 
 /// `1.5 s`, or `20 ms` under a second.

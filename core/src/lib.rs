@@ -136,4 +136,4 @@ pub use reply::Reply;
 pub use request::{ApiRequest, Target, estimate_tokens};
 pub use settings::{Resolved, Settings};
 pub use telemetry::{LimiterCounts, LogTarget, RateLimitedCounts, Stats, Telemetry};
-pub use verdict::{Classification, Verdict, classify};
+pub use verdict::{Classification, LimiterSignal, Verdict, classify};

@@ -29,7 +29,8 @@ use crate::policy::RetryPolicy;
 /// assert_eq!(CallOptions::new().apply(&client_policy).max_attempts, 10);
 /// ```
 ///
-/// The type is built with its setters only (more options may come).
+/// The type is built with its setters only: its fields are private, so an option added
+/// later breaks no caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallOptions {
     deadline: Option<Option<Duration>>,

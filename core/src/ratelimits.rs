@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, header};
 
 /// Longest server hint taken at face value (a day). Longer hints are clamped to it.
 pub const MAX_HINT: Duration = Duration::from_secs(86_400);
@@ -214,14 +214,26 @@ fn classify_name(name: &str) -> Option<Field> {
         if rest.ends_with("query-cost") {
             return Some(Field::QueryCost);
         }
-        let (kind, rest) = rest.split_once('-')?;
-        let (bucket, window) = rest.split_once('-')?;
-        let bucket = match bucket {
-            "req" | "requests" | "request" => Bucket::Requests,
-            "tokens" | "token" => Bucket::Tokens,
-            _ => return None,
+        // `<kind>-<bucket>-<window>`, the window possibly with a `-` of its own
+        // (`10-second`): prefixes, not splits (every response has several of these).
+        let (limit, rest) = match rest.strip_prefix("limit-") {
+            Some(rest) => (true, rest),
+            None => (false, rest.strip_prefix("remaining-")?),
         };
-        return field(kind, bucket, parse_window(window)?);
+        let (bucket, window) = [
+            ("req-", Bucket::Requests),
+            ("requests-", Bucket::Requests),
+            ("request-", Bucket::Requests),
+            ("tokens-", Bucket::Tokens),
+            ("token-", Bucket::Tokens),
+        ]
+        .into_iter()
+        .find_map(|(prefix, bucket)| Some((bucket, rest.strip_prefix(prefix)?)))?;
+        let window = parse_window(window)?;
+        return Some(match limit {
+            true => Field::Limit(bucket, window),
+            false => Field::Remaining(bucket, window),
+        });
     }
     if let Some(rest) = name.strip_prefix("x-ratelimitbysize-") {
         if rest == "query-cost" {
@@ -285,16 +297,18 @@ fn clamp_secs(secs: u64) -> Duration {
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = header_str(headers, "retry-after-ms").and_then(parse_count) {
+    // Names known at compile time: a lookup by `&str` would parse the name each time.
+    const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+    if let Some(ms) = header_str(headers, &RETRY_AFTER_MS).and_then(parse_count) {
         return Some(Duration::from_millis(ms).min(MAX_HINT));
     }
-    let text = header_str(headers, "retry-after")?.trim();
+    let text = header_str(headers, &header::RETRY_AFTER)?.trim();
     if let Some(secs) = parse_count(text) {
         return Some(clamp_secs(secs));
     }
     // An HTTP-date, measured against the response's own Date header (never our clock).
     let at = httpdate::parse_http_date(text).ok()?;
-    let date = httpdate::parse_http_date(header_str(headers, "date")?.trim()).ok()?;
+    let date = httpdate::parse_http_date(header_str(headers, &header::DATE)?.trim()).ok()?;
     Some(
         at.duration_since(date)
             .unwrap_or(Duration::ZERO)
@@ -302,7 +316,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name)?.to_str().ok()
 }
 

@@ -25,11 +25,25 @@ use crate::key::ApiKey;
 
 /// What to remove: the key of a client (or nothing but the generic patterns).
 ///
-/// Cheap to clone. `Debug` never prints the key.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// Cheap to clone (the key and its searcher are shared). `Debug` never prints the key.
+#[derive(Clone, Default)]
 pub struct Redactor {
-    secret: Option<Arc<str>>,
+    secret: Option<Arc<Secret>>,
 }
+
+/// The key, and a searcher for it built once (every response of a call is scanned).
+struct Secret {
+    text: Box<str>,
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl PartialEq for Redactor {
+    fn eq(&self, other: &Self) -> bool {
+        self.secret.as_ref().map(|s| &s.text) == other.secret.as_ref().map(|s| &s.text)
+    }
+}
+
+impl Eq for Redactor {}
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -50,7 +64,12 @@ impl Redactor {
     /// A redactor of `secret` (empty: only the generic patterns).
     pub fn of_secret(secret: &str) -> Self {
         Self {
-            secret: (!secret.is_empty()).then(|| Arc::from(secret)),
+            secret: (!secret.is_empty()).then(|| {
+                Arc::new(Secret {
+                    text: secret.into(),
+                    finder: memchr::memmem::Finder::new(secret.as_bytes()).into_owned(),
+                })
+            }),
         }
     }
 
@@ -62,23 +81,35 @@ impl Redactor {
     /// `text` with the key, bearer tokens, URL credentials and URL queries replaced by
     /// `***`.
     pub fn redact(&self, text: &str) -> String {
-        redact(text, self.secret.as_deref())
+        if !self.may_change(text.as_bytes()) {
+            return text.to_owned();
+        }
+        redact(text, self.secret.as_ref().map(|s| &*s.text))
+    }
+
+    /// [`Redactor::redact`] of an owned string: the same string back, not a copy, when
+    /// there is nothing to hide.
+    pub fn redact_owned(&self, text: String) -> String {
+        match self.may_change(text.as_bytes()) {
+            true => self.redact(&text),
+            false => text,
+        }
     }
 
     /// [`Redactor::redact`] of an optional string.
     pub fn redact_opt(&self, text: Option<String>) -> Option<String> {
-        text.map(|t| self.redact(&t))
+        text.map(|t| self.redact_owned(t))
     }
 
     /// `true` when [`Redactor::redact`] could change `bytes` (cheap; no allocation).
     pub fn may_change(&self, bytes: &[u8]) -> bool {
-        may_hold_a_secret(bytes, self.secret.as_deref())
+        self.holds_secret(bytes) || may_hold_a_secret(bytes, None)
     }
 
     /// `true` when `bytes` hold the key.
     pub fn holds_secret(&self, bytes: &[u8]) -> bool {
         match &self.secret {
-            Some(s) => contains(bytes, s.as_bytes()),
+            Some(s) => s.finder.find(bytes).is_some(),
             None => false,
         }
     }
@@ -86,6 +117,10 @@ impl Redactor {
 
 /// The redaction itself (see the module docs); `secret` is the API key when known.
 pub fn redact(text: &str, secret: Option<&str>) -> String {
+    // Most text holds nothing to hide: one scan, one copy.
+    if !may_hold_a_secret(text.as_bytes(), secret) {
+        return text.to_owned();
+    }
     let mut out = match secret.filter(|s| !s.is_empty()) {
         Some(s) if text.contains(s) => text.replace(s, "***"),
         _ => text.to_owned(),
@@ -97,24 +132,52 @@ pub fn redact(text: &str, secret: Option<&str>) -> String {
     out
 }
 
+/// `true` when `haystack` holds `needle`: each place its first byte is found (a SIMD
+/// scan) is compared; for short needles and the short texts the patterns are looked
+/// for in (header values, excerpts), cheaper than building a substring searcher.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+    let Some(&first) = needle.first() else {
+        return false;
+    };
+    memchr::memchr_iter(first, haystack).any(|at| haystack[at..].starts_with(needle))
 }
 
-/// `true` when `haystack` holds `needle` (ASCII, any case), without allocating.
+/// `true` when `haystack` holds `needle` (ASCII, starting with a letter; any case),
+/// without allocating: each place its first letter is found, in either case, is compared.
 fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.len() >= needle.len()
-        && haystack
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+    let Some(&first) = needle.first() else {
+        return false;
+    };
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    memchr::memchr2_iter(lower, upper, haystack).any(|at| {
+        haystack[at..]
+            .get(..needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+    })
 }
 
 /// `true` when [`redact`] could change `bytes` (the key, a bearer word, a URL with
 /// credentials or a query): a cheap test before the work, for header values.
 pub fn may_hold_a_secret(bytes: &[u8], secret: Option<&str>) -> bool {
-    secret.is_some_and(|s| contains(bytes, s.as_bytes()))
-        || contains_ignore_case(bytes, b"bearer")
-        || (contains(bytes, b"://") && bytes.iter().any(|&b| b == b'?' || b == b'@'))
+    secret.is_some_and(|s| contains(bytes, s.as_bytes())) || may_hold_a_pattern(bytes)
+}
+
+/// A bearer word or a URL with credentials or a query: one scan for the bytes that start
+/// them (`b`, `B`, `:`), most header values and texts having none.
+fn may_hold_a_pattern(bytes: &[u8]) -> bool {
+    let mut url = false;
+    for at in memchr::memchr3_iter(b'b', b'B', b':', bytes) {
+        let rest = &bytes[at..];
+        if rest[0] == b':' {
+            url = url || rest.starts_with(b"://");
+        } else if rest
+            .get(..6)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"bearer"))
+        {
+            return true;
+        }
+    }
+    url && memchr::memchr2(b'?', b'@', bytes).is_some()
 }
 
 /// `Bearer <token>` → `Bearer ***` (any case, any run of spaces, `%20` or `+`).
@@ -169,9 +232,13 @@ fn redact_urls(text: &str) -> String {
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         // The scheme: letters, digits, `+`, `-`, `.` before `://`.
+        // (After the character that ends it, whatever its width: `éhttps://` must not
+        // cut `é`.)
         let scheme_start = rest[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let end = rest[at..]
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
             .map_or(rest.len(), |i| at + i);
@@ -235,6 +302,24 @@ mod tests {
         assert_eq!(format!("{r:?}"), "Redactor(key)");
     }
 
+    proptest::proptest! {
+        /// `may_change` is what lets `redact` hand text back untouched: it must be true
+        /// of every text the redaction changes.
+        #[test]
+        fn what_may_not_change_does_not(
+            text in "([a-zA-Z0-9 :/?@.%+=_-]|Bearer |sk-Secret-Qz7Wm3Kp9Xv2|https://|é){0,12}"
+        ) {
+            for r in [Redactor::of_secret(KEY), Redactor::generic()] {
+                let secret = r.secret.as_ref().map(|s| &*s.text);
+                let changed = redact(&text, secret) != text;
+                proptest::prop_assert!(!changed || r.may_change(text.as_bytes()), "{text:?}");
+                proptest::prop_assert_eq!(r.redact(&text), redact(&text, secret));
+                proptest::prop_assert_eq!(r.redact_owned(text.clone()), redact(&text, secret));
+                proptest::prop_assert_eq!(r.holds_secret(text.as_bytes()), secret.is_some_and(|s| text.contains(s)));
+            }
+        }
+    }
+
     #[test]
     fn generic_patterns_without_a_key() {
         let r = Redactor::generic();
@@ -257,5 +342,7 @@ mod tests {
         // Multibyte text around the patterns is kept whole.
         assert_eq!(r.redact("é bearer é"), "é bearer é");
         assert_eq!(r.redact("ébearer x1234567"), "ébearer ***");
+        // A URL right after a multibyte character (this panicked before).
+        assert_eq!(r.redact("éhttps://h/p?k=v é"), "éhttps://h/p?*** é");
     }
 }

@@ -11,6 +11,8 @@ use crate::ratelimits::RateLimits;
 use crate::redact::Redactor;
 use crate::verdict::excerpt;
 
+mod shape;
+
 /// A call's answer: a 2xx response and what the call went through to get it (the same
 /// [`Trail`] an error carries). `Reply<Bytes>` (the default) is the body as it came, the
 /// one a call ends with; [`Reply::decode`] turns it into a `Reply<T>` of the typed
@@ -102,6 +104,66 @@ impl Reply<Bytes> {
     }
 }
 
+/// What a 2xx body of a request to `path` must be to count as an answer, and the
+/// `usage` it reports, in one pass over the body: [`check_success_body`] and
+/// [`usage_of`] give the same answers, each parsing the body on its own (a
+/// [`serde_json::Value`] for the first), and stay the reference (the tests compare
+/// them) and the path for a body this pass refuses, so every message is theirs.
+pub(crate) fn inspect_success(
+    path: Option<&str>,
+    body: &[u8],
+    redactor: &Redactor,
+) -> (Result<(), String>, Option<TokenUsage>) {
+    let required = path.and_then(required_field);
+    let scan = match body.is_empty() {
+        true => None,
+        false => shape::Shape::of(body, required),
+    };
+    let Some(scan) = scan else {
+        // Empty, or not JSON (or JSON this pass does not take): the reference answers.
+        return (check_success_body(path, body, redactor), usage_of(body));
+    };
+    let check = if redactor.holds_secret(body) {
+        Err(HOLDS_THE_KEY.into())
+    } else {
+        match (path, required) {
+            (None, _) | (Some(_), None) => Ok(()),
+            (Some(_), Some(field)) => match scan.field {
+                Some(shape::Kind::List) => Ok(()),
+                Some(_) => Err(format!("the response's `{field}` is not a list")),
+                None if scan.top == shape::Kind::Object => Err(format!(
+                    "the response is not the expected answer: it has no `{field}`"
+                )),
+                None => Err(format!(
+                    "the response is not the expected answer: a JSON {} instead of an object \
+                     with `{field}`",
+                    scan.top.name()
+                )),
+            },
+        }
+    };
+    (check, scan.usage)
+}
+
+const HOLDS_THE_KEY: &str = "the response holds the API key: not an answer from Mistral (a \
+                             proxy or server echoing the request?)";
+
+/// The field a 2xx answer to `path` cannot lack (`choices` for chat and FIM
+/// completions, `data` for embeddings and the model list, `results` for moderations).
+fn required_field(path: &str) -> Option<&'static str> {
+    [
+        ("/chat/completions", "choices"),
+        ("/fim/completions", "choices"),
+        ("/embeddings", "data"),
+        ("/models", "data"),
+        ("/moderations", "results"),
+        ("/chat/moderations", "results"),
+    ]
+    .into_iter()
+    .find(|(suffix, _)| path.trim_end_matches('/').ends_with(suffix))
+    .map(|(_, field)| field)
+}
+
 /// What a 2xx body of a request to `path` must be to count as an answer: a JSON
 /// document (when it has a body at all), holding no API key, and for the typed
 /// endpoints an object with the field their answer cannot lack (`choices` for chat and
@@ -115,26 +177,12 @@ pub(crate) fn check_success_body(
     redactor: &Redactor,
 ) -> Result<(), String> {
     if redactor.holds_secret(body) {
-        return Err(
-            "the response holds the API key: not an answer from Mistral (a proxy or \
-                    server echoing the request?)"
-                .into(),
-        );
+        return Err(HOLDS_THE_KEY.into());
     }
     let Some(path) = path else {
         return Ok(());
     };
-    let required = [
-        ("/chat/completions", "choices"),
-        ("/fim/completions", "choices"),
-        ("/embeddings", "data"),
-        ("/models", "data"),
-        ("/moderations", "results"),
-        ("/chat/moderations", "results"),
-    ]
-    .into_iter()
-    .find(|(suffix, _)| path.trim_end_matches('/').ends_with(suffix))
-    .map(|(_, field)| field);
+    let required = required_field(path);
     if body.is_empty() && required.is_none() {
         return Ok(());
     }
@@ -190,4 +238,139 @@ pub(crate) fn usage_of(body: &[u8]) -> Option<TokenUsage> {
         completion_tokens: raw.completion_tokens.unwrap_or(0),
         total_tokens: total,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEY: &str = "sk-Secret-Qz7Wm3Kp9Xv2";
+    const PATHS: [Option<&str>; 5] = [
+        None,
+        Some("/v1/chat/completions"),
+        Some("/v1/embeddings"),
+        Some("/v1/models/"),
+        Some("/v1/files"),
+    ];
+
+    /// The one pass says what the two reference parses say, message for message.
+    fn same_as_the_reference(body: &[u8]) {
+        let redactor = Redactor::of_secret(KEY);
+        for path in PATHS {
+            let reference = (check_success_body(path, body, &redactor), usage_of(body));
+            assert_eq!(
+                inspect_success(path, body, &redactor),
+                reference,
+                "{path:?} {:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn the_one_pass_answers_as_the_reference() {
+        let bodies: &[&str] = &[
+            "",
+            " ",
+            "{}",
+            "[]",
+            "null",
+            "true",
+            "12",
+            "-1.5e3",
+            "\"text\"",
+            r#"{"choices":[]}"#,
+            r#"{"choices":{}}"#,
+            r#"{"choices":null}"#,
+            r#"{"choices":[],"choices":"x"}"#,
+            r#"{"choices":"x","choices":[]}"#,
+            r#"{"data":[1,2],"usage":{"total_tokens":3}}"#,
+            r#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+            r#"{"usage":{"prompt_tokens":null,"total_tokens":3,"other":{"a":[1]}}}"#,
+            r#"{"usage":{"total_tokens":null}}"#,
+            r#"{"usage":{"total_tokens":-3}}"#,
+            r#"{"usage":{"total_tokens":3.0}}"#,
+            r#"{"usage":{"total_tokens":"3"}}"#,
+            r#"{"usage":{"total_tokens":3,"total_tokens":4}}"#,
+            r#"{"usage":{"total_tokens":99999999999999999999}}"#,
+            r#"{"usage":null}"#,
+            r#"{"usage":null,"usage":{"total_tokens":3}}"#,
+            r#"{"usage":{"total_tokens":3},"usage":{"total_tokens":4}}"#,
+            r#"{"usage":[1,2,3]}"#,
+            r#"{"usage":[1,2]}"#,
+            r#"{"usage":[1,2,3,4]}"#,
+            r#"{"usage":[null,2,3]}"#,
+            r#"{"usage":"x"}"#,
+            r#"[{"total_tokens":3}]"#,
+            r#"[{"total_tokens":3},1]"#,
+            r#"[null]"#,
+            r#"{"choices":[],"id":"\u00e9\ud83d\ude00"}"#,
+            r#"{"choices":[],"id":"\ud800"}"#,
+            r#"{"choices":[],"n":1e400}"#,
+            r#"{"choices":[]} x"#,
+            r#"{"choices":[],}"#,
+            r#"{"choices":[]"#,
+            "<html>502</html>",
+            r#"{"choices":[],"echo":"Bearer sk-Secret-Qz7Wm3Kp9Xv2"}"#,
+            r#"{"usage":{"total_tokens":5},"echo":"sk-Secret-Qz7Wm3Kp9Xv2"}"#,
+        ];
+        for body in bodies {
+            same_as_the_reference(body.as_bytes());
+        }
+        same_as_the_reference(b"{\"choices\":[],\"id\":\"\xff\"}");
+        let deep = format!(
+            "{{\"choices\":[],\"d\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        same_as_the_reference(deep.as_bytes());
+    }
+
+    fn json() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| f.to_string()),
+            "[a-z_\\\\\"é]{0,6}".prop_map(|s| format!("\"{s}\"")),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            let key = prop_oneof![
+                Just("usage".to_string()),
+                Just("choices".to_string()),
+                Just("data".to_string()),
+                Just("total_tokens".to_string()),
+                Just("prompt_tokens".to_string()),
+                "[a-z]{0,3}".prop_map(|s| s),
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((key, inner), 0..4).prop_map(|v| {
+                    let fields: Vec<String> =
+                        v.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_document_gets_the_reference_answer(body in json(), cut in any::<prop::sample::Index>()) {
+            same_as_the_reference(body.as_bytes());
+            // A cut document (not JSON) too.
+            let bytes = body.as_bytes();
+            same_as_the_reference(&bytes[..cut.index(bytes.len() + 1)]);
+        }
+
+        #[test]
+        fn any_bytes_get_the_reference_answer(body in prop::collection::vec(any::<u8>(), 0..64)) {
+            same_as_the_reference(&body);
+        }
+    }
 }

@@ -26,9 +26,7 @@ pub const DEFAULT_USER_AGENT: &str = concat!("mistral-rs/", env!("CARGO_PKG_VERS
 /// Connect timeout (DNS, TCP and TLS handshakes) when the builder sets none.
 pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Largest response body read in full (a larger one is a transport error, not memory
-/// exhaustion).
-pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+pub use crate::error::MAX_RESPONSE_BYTES;
 
 /// Characters per token assumed by the token estimate (a documented rule of thumb; the
 /// estimate is corrected from `usage` after every response).
@@ -181,6 +179,36 @@ pub struct Target {
     key: ApiKey,
     authorization: HeaderValue,
     user_agent: HeaderValue,
+    /// The base URL's scheme, authority and path, parsed once (every request's URI is
+    /// made of them and its own path).
+    origin: Option<Origin>,
+    /// The key's redaction, built once and shared by every call.
+    redactor: Redactor,
+}
+
+#[derive(Debug, Clone)]
+struct Origin {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The base URL's path, without a trailing slash (usually empty).
+    path: String,
+}
+
+impl Origin {
+    fn of(base: &str) -> Option<Origin> {
+        let parts = base.parse::<http::Uri>().ok()?.into_parts();
+        let path = parts.path_and_query.as_ref().map_or("", |p| p.as_str());
+        // The base URL has no query (checked): a path, or `/`.
+        if path.contains(['?', '#']) {
+            return None;
+        }
+        let path = path.trim_end_matches('/').to_owned();
+        Some(Origin {
+            scheme: parts.scheme?,
+            authority: parts.authority?,
+            path,
+        })
+    }
 }
 
 impl Target {
@@ -196,6 +224,8 @@ impl Target {
             .map_err(|_| Error::Config("the API key cannot go into a header".into()))?;
         authorization.set_sensitive(true);
         Ok(Self {
+            origin: Origin::of(&base),
+            redactor: Redactor::new(&key),
             base,
             key,
             authorization,
@@ -220,9 +250,87 @@ impl Target {
         &self.key
     }
 
+    /// The redaction of this target's key (shared: cheap to clone).
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
     /// The HTTP request for `call` (its `Authorization` header holds the key, marked
     /// sensitive).
     pub fn http_request(&self, call: &ApiRequest) -> Result<http::Request<Bytes>, Error> {
+        let Some(uri) = self.plain_uri(&call.path) else {
+            return self.built_request(call);
+        };
+        let mut headers = http::HeaderMap::with_capacity(4);
+        headers.insert(header::AUTHORIZATION, self.authorization.clone());
+        headers.insert(header::USER_AGENT, self.user_agent.clone());
+        headers.insert(header::ACCEPT, accept(call.stream));
+        if call.body.is_some() {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        }
+        let mut request = http::Request::new(call.body.clone().unwrap_or_default());
+        *request.method_mut() = call.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+
+    /// The URI of a plain `path` (path characters only: no query, fragment or space)
+    /// from the base URL parsed once, as parsing the whole URL would give it; `None`
+    /// for any other path, which [`Target::built_request`] renders.
+    #[allow(
+        clippy::ptr_arg,
+        reason = "a borrowed path is static text, used without a copy"
+    )]
+    fn plain_uri(&self, path: &Cow<'static, str>) -> Option<http::Uri> {
+        const LONGEST: usize = 8 << 10;
+        let origin = self.origin.as_ref()?;
+        let trimmed = path.trim_start_matches('/');
+        let plain = trimmed.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'/'
+                        | b'%'
+                        | b':'
+                        | b'@'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        });
+        if !plain || origin.path.len() + trimmed.len() + 1 > LONGEST {
+            return None;
+        }
+        let path_and_query = match path {
+            // `/v1/chat/completions`: the static text itself, no copy.
+            Cow::Borrowed(p) if origin.path.is_empty() && p.len() == trimmed.len() + 1 => {
+                http::uri::PathAndQuery::from_maybe_shared(Bytes::from_static(p.as_bytes()))
+            }
+            _ => http::uri::PathAndQuery::try_from(format!("{}/{trimmed}", origin.path)),
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(origin.scheme.clone());
+        parts.authority = Some(origin.authority.clone());
+        parts.path_and_query = Some(path_and_query.ok()?);
+        http::Uri::from_parts(parts).ok()
+    }
+
+    /// [`Target::http_request`] through `http`'s builder, the whole URL parsed: for a
+    /// path [`Target::plain_uri`] does not take (and the reference its tests compare
+    /// with).
+    fn built_request(&self, call: &ApiRequest) -> Result<http::Request<Bytes>, Error> {
         let path = call.path.trim_start_matches('/');
         let uri = format!("{}/{}", self.base, path);
         let mut builder = http::Request::builder()
@@ -230,21 +338,20 @@ impl Target {
             .uri(&uri)
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::USER_AGENT, self.user_agent.clone())
-            .header(
-                header::ACCEPT,
-                if call.stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            );
+            .header(header::ACCEPT, accept(call.stream));
         if call.body.is_some() {
-            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            builder = builder.header(header::CONTENT_TYPE, JSON);
         }
         builder
             .body(call.body.clone().unwrap_or_default())
             .map_err(|e| Error::Config(format!("invalid request to {path}: {e}")))
     }
+}
+
+const JSON: &str = "application/json";
+
+fn accept(stream: bool) -> HeaderValue {
+    HeaderValue::from_static(if stream { "text/event-stream" } else { JSON })
 }
 
 /// Checks a base URL: `http` or `https`, a host, no query; plain `http` only to a
@@ -321,6 +428,58 @@ pub fn is_loopback(host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_plain_path_renders_as_the_whole_url_parsed() {
+        use super::*;
+        let key = || ApiKey::new("sk-test").unwrap();
+        for base in [
+            "https://api.mistral.ai",
+            "https://api.mistral.ai/",
+            "https://api.mistral.ai/v1",
+            "http://127.0.0.1:8080",
+            "https://proxy.example/mistral/",
+            "https://[::1]:9/a%20b",
+        ] {
+            let target = Target::new(base, key(), false).unwrap();
+            for (path, stream, body) in [
+                ("/v1/chat/completions", false, true),
+                ("/v1/chat/completions", true, true),
+                ("v1/models", false, false),
+                ("//v1/models/mistral-small-latest", false, false),
+                ("/v1/files/a:b@c;d=e", false, false),
+                ("/v1/files?purpose=batch", false, false),
+                ("/v1/a b", false, false),
+                ("/v1/é", false, false),
+                ("/v1/x#y", false, false),
+                ("", false, false),
+            ] {
+                for path in [Cow::Borrowed(path), Cow::Owned(path.to_owned())] {
+                    let mut call = match body {
+                        true => {
+                            ApiRequest::post_json(path.clone(), &serde_json::json!({})).unwrap()
+                        }
+                        false => ApiRequest::get(path.clone()),
+                    };
+                    call.stream = stream;
+                    let fast = target.http_request(&call);
+                    let built = target.built_request(&call);
+                    match (fast, built) {
+                        (Ok(a), Ok(b)) => {
+                            assert_eq!(a.method(), b.method(), "{base} {path}");
+                            assert_eq!(a.uri(), b.uri(), "{base} {path}");
+                            assert_eq!(a.uri().to_string(), b.uri().to_string());
+                            assert_eq!(a.headers(), b.headers(), "{base} {path}");
+                            assert_eq!(a.version(), b.version());
+                            assert_eq!(a.body(), b.body());
+                        }
+                        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                        (a, b) => panic!("{base} {path}: {a:?} against {b:?}"),
+                    }
+                }
+            }
+        }
+    }
+
     use super::*;
 
     fn key() -> ApiKey {

@@ -398,7 +398,7 @@ impl Telemetry {
             Verdict::NoAllowance { .. } => &self.no_allowance_429,
             Verdict::MonthlyQuota { .. } => &self.monthly_quota_429,
             Verdict::Capacity => &self.capacity_429,
-            Verdict::ServerError => {
+            Verdict::ServerError { .. } => {
                 self.server_errors.fetch_add(1, Relaxed);
                 return;
             }

@@ -15,7 +15,7 @@
 //! Bodies may be JSON in any captured form, HTML, or empty: classification never fails
 //! because a body does not parse.
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 
 use std::time::Duration;
 
@@ -26,7 +26,8 @@ use crate::ratelimits::{Quota, RateLimits};
 /// What a response (or an attempt without one) means for the call that got it: the one
 /// word [`classify`] gives, the call acts on, and its [`crate::Report`] hands to the
 /// shared limiter. A new kind of response is a new variant here, its rule in
-/// [`classify`], and its error in the call.
+/// [`classify`], its error in [`Classification::into_error`], and what a limiter learns
+/// from it in [`Verdict::limiter_signal`] (an exhaustive match: the compiler asks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Verdict {
@@ -61,7 +62,12 @@ pub enum Verdict {
     /// [`Error::NotFound`]).
     BadRequest,
     /// 5xx.
-    ServerError,
+    ServerError {
+        /// `true` for 500, 502, 503 and 504, which another attempt may not get (the
+        /// call retries them); `false` for the others (501 Not Implemented, 505 HTTP
+        /// Version Not Supported, …), which it would.
+        transient: bool,
+    },
     /// 3xx: a redirect. Never followed (the `Authorization` header must not go where a
     /// response points); ends the call.
     Redirect,
@@ -88,7 +94,7 @@ impl Verdict {
             Verdict::Forbidden => "forbidden",
             Verdict::RequestTimeout => "request_timeout",
             Verdict::BadRequest => "bad_request",
-            Verdict::ServerError => "server_error",
+            Verdict::ServerError { .. } => "server_error",
             Verdict::Redirect => "redirect",
             Verdict::Unexpected => "unexpected",
             Verdict::Transport(_) => "transport",
@@ -116,6 +122,57 @@ impl Verdict {
                 | Verdict::MonthlyQuota { .. }
         )
     }
+
+    /// What a shared limiter learns from this verdict. Exhaustive on purpose: a new
+    /// verdict must be given a signal here, so no limiter maps it to "nothing" by
+    /// default.
+    pub fn limiter_signal(&self) -> LimiterSignal {
+        match self {
+            Verdict::Success => LimiterSignal::Served,
+            Verdict::WindowSpent { quota } => LimiterSignal::WindowSpent { quota: *quota },
+            Verdict::RateLimited => LimiterSignal::RateLimited,
+            Verdict::NoAllowance { .. } => LimiterSignal::NoAllowance,
+            Verdict::MonthlyQuota { .. } => LimiterSignal::MonthlyQuota,
+            Verdict::Usage => LimiterSignal::Usage,
+            // Mistral short of capacity is not the caller's limit; the others say
+            // nothing about any limit.
+            Verdict::Capacity
+            | Verdict::Unauthorized
+            | Verdict::Forbidden
+            | Verdict::RequestTimeout
+            | Verdict::BadRequest
+            | Verdict::ServerError { .. }
+            | Verdict::Redirect
+            | Verdict::Unexpected
+            | Verdict::Transport(_) => LimiterSignal::Nothing,
+        }
+    }
+}
+
+/// What a [`Verdict`] tells a shared limiter about the budget ([`Verdict::limiter_signal`]).
+///
+/// Not `#[non_exhaustive]`, unlike [`Verdict`]: a limiter matches every case, and the
+/// core decides which case each verdict is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimiterSignal {
+    /// The request was served: the answer's headers and usage say how much is left.
+    Served,
+    /// A pacing window is spent.
+    WindowSpent {
+        /// The spent quota.
+        quota: Quota,
+    },
+    /// A 429 that did not say which limit.
+    RateLimited,
+    /// The model has no allowance on this plan: no wait fixes it.
+    NoAllowance,
+    /// The monthly quota is spent: no wait fixes it.
+    MonthlyQuota,
+    /// The real token count of an earlier success (the end of a stream).
+    Usage,
+    /// Nothing about the budget (a server error, Mistral's capacity, a refused key, a
+    /// transport failure…).
+    Nothing,
 }
 
 /// A classified response: the verdict and everything worth keeping from the response.
@@ -191,7 +248,7 @@ impl Classification {
                 response,
             },
             Verdict::Success
-            | Verdict::ServerError
+            | Verdict::ServerError { .. }
             | Verdict::Unexpected
             | Verdict::Transport(_)
             | Verdict::Usage => Error::Server {
@@ -225,7 +282,8 @@ pub fn classify(
         403 => Verdict::Forbidden,
         408 => Verdict::RequestTimeout,
         400..=499 => Verdict::BadRequest,
-        500..=599 => Verdict::ServerError,
+        500 | 502..=504 => Verdict::ServerError { transient: true },
+        500..=599 => Verdict::ServerError { transient: false },
         300..=399 => Verdict::Redirect,
         _ => Verdict::Unexpected,
     };
@@ -295,20 +353,30 @@ fn is_capacity(body: &ApiErrorBody) -> bool {
 }
 
 fn correlation_id(headers: &HeaderMap, body: Option<&ApiErrorBody>) -> Option<String> {
-    [
-        "mistral-correlation-id",
-        "x-request-id",
-        "x-kong-request-id",
-    ]
-    .iter()
-    .find_map(|name| headers.get(*name)?.to_str().ok())
-    .map(|s| bounded(s, 128))
-    .or_else(|| body.and_then(|b| b.request_id.clone()))
+    // Names known at compile time: a lookup by `&str` would parse the name each time.
+    const NAMES: [HeaderName; 3] = [
+        HeaderName::from_static("mistral-correlation-id"),
+        HeaderName::from_static("x-request-id"),
+        HeaderName::from_static("x-kong-request-id"),
+    ];
+    NAMES
+        .iter()
+        .find_map(|name| headers.get(name)?.to_str().ok())
+        .map(|s| bounded(s, 128))
+        .or_else(|| body.and_then(|b| b.request_id.clone()))
 }
 
 /// The start of a body as readable text: lossy UTF-8, whitespace runs collapsed, at
 /// most [`ResponseInfo::EXCERPT_LIMIT`] bytes.
 pub fn excerpt(body: &[u8]) -> String {
+    match plain_excerpt(body) {
+        Some(text) => text.to_owned(),
+        None => general_excerpt(body),
+    }
+}
+
+/// [`excerpt`] of any body.
+fn general_excerpt(body: &[u8]) -> String {
     let head = &body[..body.len().min(ResponseInfo::EXCERPT_LIMIT * 2)];
     let text = String::from_utf8_lossy(head);
     let limit = ResponseInfo::EXCERPT_LIMIT;
@@ -335,6 +403,21 @@ pub fn excerpt(body: &[u8]) -> String {
         out.push('…');
     }
     out
+}
+
+/// A body that is already its own excerpt: short enough, ASCII, with no whitespace but
+/// single spaces between words (what a JSON error body usually is).
+fn plain_excerpt(body: &[u8]) -> Option<&str> {
+    // ASCII whitespace is `\t`..=`\r` and the space (what `split_whitespace` splits on,
+    // for ASCII).
+    let plain = body.len() <= ResponseInfo::EXCERPT_LIMIT
+        && body.is_ascii()
+        && body.first() != Some(&b' ')
+        && body.last() != Some(&b' ')
+        && memchr::memchr3(b'\t', b'\n', b'\r', body).is_none()
+        && memchr::memchr2(0x0b, 0x0c, body).is_none()
+        && !memchr::memchr_iter(b' ', body).any(|at| body.get(at + 1) == Some(&b' '));
+    plain.then(|| std::str::from_utf8(body).ok()).flatten()
 }
 
 fn bounded(s: &str, limit: usize) -> String {
@@ -616,12 +699,21 @@ mod tests {
     fn row_5xx() {
         let body = r#"{"object":"error","message":"Service unavailable.","type":"internal_server_error","param":null,"code":"1000"}"#;
         for status in [500, 502, 503, 504] {
-            assert_eq!(verdict(status, &[], body), Verdict::ServerError);
+            assert_eq!(
+                verdict(status, &[], body),
+                Verdict::ServerError { transient: true }
+            );
         }
         assert_eq!(
             verdict(500, &[], &body.replace("1000", "3000")),
-            Verdict::ServerError
+            Verdict::ServerError { transient: true }
         );
+        for status in [501, 505, 520, 599] {
+            assert_eq!(
+                verdict(status, &[], body),
+                Verdict::ServerError { transient: false }
+            );
+        }
     }
 
     #[test]
@@ -634,7 +726,7 @@ mod tests {
             html.as_bytes(),
             None,
         );
-        assert_eq!(c.verdict, Verdict::ServerError);
+        assert_eq!(c.verdict, Verdict::ServerError { transient: true });
         assert!(c.body.is_none());
         assert!(
             c.info
@@ -646,7 +738,10 @@ mod tests {
             verdict(429, &[], "<html>Too Many Requests</html>"),
             Verdict::RateLimited
         );
-        assert_eq!(verdict(503, &[], ""), Verdict::ServerError);
+        assert_eq!(
+            verdict(503, &[], ""),
+            Verdict::ServerError { transient: true }
+        );
     }
 
     #[test]
@@ -664,6 +759,53 @@ mod tests {
         assert_eq!(c.verdict, Verdict::Success);
         assert_eq!(c.info.correlation_id.as_deref(), Some("corr-1"));
         assert_eq!(c.info.limits.requests().unwrap().remaining, Some(49));
+    }
+
+    #[test]
+    fn each_verdict_tells_a_limiter_what_it_learns() {
+        let spent = quota(Bucket::Requests, Window::MINUTE, 4, Some(0));
+        for (verdict, signal) in [
+            (Verdict::Success, LimiterSignal::Served),
+            (
+                Verdict::WindowSpent { quota: spent },
+                LimiterSignal::WindowSpent { quota: spent },
+            ),
+            (Verdict::RateLimited, LimiterSignal::RateLimited),
+            (
+                Verdict::NoAllowance { quota: spent },
+                LimiterSignal::NoAllowance,
+            ),
+            (
+                Verdict::MonthlyQuota { quota: spent },
+                LimiterSignal::MonthlyQuota,
+            ),
+            (Verdict::Usage, LimiterSignal::Usage),
+            // Mistral's capacity is not the caller's limit.
+            (Verdict::Capacity, LimiterSignal::Nothing),
+            (
+                Verdict::ServerError { transient: true },
+                LimiterSignal::Nothing,
+            ),
+            (
+                Verdict::Transport(TransportKind::Reset),
+                LimiterSignal::Nothing,
+            ),
+        ] {
+            assert_eq!(verdict.limiter_signal(), signal, "{verdict:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The shortcut for a plain body gives what the general rule gives.
+        #[test]
+        fn a_plain_excerpt_is_the_general_one(
+            body in "[ a-z{}\"\t\n\r\x0b\x0cé\u{a0}\u{3000}]{0,8}|[ a-z]{190,1100}"
+        ) {
+            if let Some(plain) = plain_excerpt(body.as_bytes()) {
+                proptest::prop_assert_eq!(plain, general_excerpt(body.as_bytes()));
+            }
+            proptest::prop_assert_eq!(excerpt(body.as_bytes()), general_excerpt(body.as_bytes()));
+        }
     }
 
     #[test]

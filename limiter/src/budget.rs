@@ -184,6 +184,14 @@ crate::shared_record! {
         rate: f64 => Newer;
         /// Learned: the rate the last congestion event refused.
         max_rate: f64 => Newer;
+        /// Learned: the last upward probe's step, in parts of the rate (0: holding).
+        probe_step: f64 => Newer;
+        /// Learned: the highest rate that held (callers queued, nothing refused) since
+        /// the last refusal at or under it (0: none).
+        held_rate: f64 => Newer;
+        /// Learned: how many holds a settled rate waits before it probes (doubles when a
+        /// probe is refused just where the last one was).
+        hold_x: f64 => Newer;
         /// Learned: 1 until the first congestion event (the rate doubles).
         slow_start: u64 => Newer;
         /// Learned: 1 when a caller had to wait since the rate last grew.
@@ -247,6 +255,9 @@ impl Default for BudgetState {
             cpt: 0.0,
             rate: 0.0,
             max_rate: 0.0,
+            probe_step: 0.0,
+            held_rate: 0.0,
+            hold_x: 1.0,
             slow_start: 0,
             binding: 0,
             grown_us: 0,
@@ -327,6 +338,7 @@ impl BudgetState {
             cpt: self.cpt,
             rate: self.rate,
             max_rate: self.max_rate,
+            held_rate: self.held_rate,
             windowed: self.windowed,
             grown_us: now_us,
             meter_start_us: now_us,
@@ -374,6 +386,9 @@ impl BudgetState {
             self.cpt,
             self.rate,
             self.max_rate,
+            self.probe_step,
+            self.held_rate,
+            self.hold_x,
             self.meter_rate,
         ]
         .into_iter()
@@ -660,7 +675,7 @@ impl BudgetState {
                 self.block = Block::None;
                 self.meter(now);
                 if self.recovering == 1 {
-                    self.end_recovery(now);
+                    self.end_recovery(now, current);
                 }
                 self.cycle_count += 1;
                 self.grow(now);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mistral_core::limiter::Block;
-use mistral_core::{Report, Sizing, Ticket, Verdict};
+use mistral_core::{LimiterSignal, Report, Sizing, Ticket};
 
 /// One caller at the head of a process's line, as the budget sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,18 +208,20 @@ impl From<&Report> for ReportOp {
         // The budget pauses everyone for a wait the server named; a call's own backoff
         // is its own.
         let hinted = report.server_wait().map_or(0, micros);
-        let signal = match report.verdict {
-            Verdict::Success => Signal::Success,
-            Verdict::WindowSpent { quota } => Signal::WindowSpent {
+        // Exhaustive: the core maps every verdict, a new one included, to what a
+        // limiter learns (`Verdict` itself is `#[non_exhaustive]`).
+        let signal = match report.verdict.limiter_signal() {
+            LimiterSignal::Served => Signal::Success,
+            LimiterSignal::WindowSpent { quota } => Signal::WindowSpent {
                 wait_us: hinted,
                 window_us: micros(quota.window.duration().unwrap_or_default()),
                 tokens: quota.bucket == mistral_core::Bucket::Tokens,
             },
-            Verdict::RateLimited => Signal::RateLimited { wait_us: hinted },
-            Verdict::NoAllowance { .. } => Signal::NoAllowance,
-            Verdict::MonthlyQuota { .. } => Signal::MonthlyQuota,
-            Verdict::Usage => Signal::Usage,
-            _ => Signal::Other,
+            LimiterSignal::RateLimited => Signal::RateLimited { wait_us: hinted },
+            LimiterSignal::NoAllowance => Signal::NoAllowance,
+            LimiterSignal::MonthlyQuota => Signal::MonthlyQuota,
+            LimiterSignal::Usage => Signal::Usage,
+            LimiterSignal::Nothing => Signal::Other,
         };
         ReportOp {
             signal,

@@ -451,3 +451,129 @@ fn the_line_serves_classes_in_order_and_a_raised_limit_reaches_it_at_once() {
     }
     assert_eq!(limiter.line("m").waiting, [0, 0, 0]);
 }
+
+fn plain(signal: Signal, ticket: Ticket) -> ReportOp {
+    ReportOp {
+        signal,
+        used_tokens: Some(1),
+        ticket: Some(ticket),
+        ..ReportOp::default()
+    }
+}
+
+/// A budget learning its rate (the server announces nothing), slow start over, at
+/// `rate` per second with `held` the last rate that held.
+fn learned_at(rate: f64, held: f64) -> BudgetState {
+    let mut b = BudgetState::new(0, None);
+    let probe = ticket_of(b.admit(0, &op(1, vec![candidate(1, 1)])).decisions[0]);
+    b.report(10 * MS, &plain(Signal::Success, probe));
+    assert_eq!(b.source, Source::Learned);
+    b.slow_start = 0;
+    b.rate = rate;
+    b.req_us = S as f64 / rate;
+    b.max_rate = 0.0;
+    b.held_rate = held;
+    // The starting rate's pacing is forgotten: the next call may go at once.
+    b.req_tat_us = 0;
+    b
+}
+
+/// Drives `b` from `from` to `until` with callers always waiting, each admitted call
+/// answered 1 ms later with a success; returns how many went.
+fn drive(b: &mut BudgetState, from: u64, until: u64) -> usize {
+    let mut t = from;
+    let mut sent = 0;
+    while t < until {
+        let answer = b.admit(t, &op(1, (0..4).map(|_| candidate(1, 1)).collect()));
+        for d in &answer.decisions {
+            if let Decision::Go { ticket, .. } = d {
+                sent += 1;
+                b.report(t + MS, &plain(Signal::Success, *ticket));
+            }
+        }
+        t += answer.next_in_us.clamp(MS, 100 * MS);
+    }
+    sent
+}
+
+#[test]
+fn a_learned_rate_refused_above_one_that_held_goes_back_to_it_then_tries_the_middle() {
+    let mut b = learned_at(10.0, 8.0);
+    let t0 = 20 * MS;
+    let ticket = ticket_of(b.admit(t0, &op(1, vec![candidate(1, 1)])).decisions[0]);
+    b.report(t0 + MS, &plain(Signal::RateLimited { wait_us: 0 }, ticket));
+    // The limit lies between 8/s (held) and 10/s (refused).
+    assert_eq!((b.rate, b.max_rate), (8.0, 10.0));
+    // It holds at least 16 intervals (2 s at 8/s), then tries 9/s.
+    drive(&mut b, t0 + 2 * MS, t0 + S + S / 2);
+    assert_eq!(b.rate, 8.0, "held less than its 16 intervals");
+    drive(&mut b, t0 + S + S / 2, t0 + 3 * S);
+    assert!((b.rate - 9.0).abs() < 1e-9, "{}", b.rate);
+    assert_eq!(b.held_rate, 8.0);
+    // Refused again at 9/s: back to 8/s, and the middle is now 8.5/s.
+    let ticket = ticket_of(b.admit(t0 + 4 * S, &op(1, vec![candidate(1, 1)])).decisions[0]);
+    b.report(
+        t0 + 4 * S,
+        &plain(Signal::RateLimited { wait_us: 0 }, ticket),
+    );
+    assert_eq!((b.rate, b.max_rate), (8.0, 9.0));
+}
+
+#[test]
+fn a_learned_rate_refused_where_it_held_comes_down_to_what_was_delivered() {
+    let mut b = learned_at(10.0, 10.0);
+    // A second at 10/s, less than a hold (16 intervals): no probe above it yet.
+    let sent = drive(&mut b, 20 * MS, S);
+    assert!(sent >= 8, "{sent}");
+    assert_eq!(b.rate, 10.0);
+    let ticket = ticket_of(
+        b.admit(S + S / 2, &op(1, vec![candidate(1, 1)]))
+            .decisions
+            .iter()
+            .copied()
+            .find(|d| matches!(d, Decision::Go { .. }))
+            .expect("one goes after half a second idle"),
+    );
+    b.report(
+        S + S / 2,
+        &plain(Signal::RateLimited { wait_us: 0 }, ticket),
+    );
+    // Not back to a rate that held (the limit came down): at most 93 % of the refused
+    // rate, at least half of it, and nothing is taken as held any more.
+    assert!(b.rate <= 0.93 * 10.0 + 1e-9 && b.rate >= 5.0, "{}", b.rate);
+    assert_eq!(b.held_rate, 0.0);
+}
+
+#[test]
+fn a_late_answer_from_before_a_refusal_does_not_close_the_learned_cycle() {
+    let mut b = learned_at(10.0, 0.0);
+    let burst = b.admit(20 * MS, &op(1, (0..2).map(|_| candidate(1, 1)).collect()));
+    let go: Vec<Ticket> = burst
+        .decisions
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Go { ticket, .. } => Some(*ticket),
+            _ => None,
+        })
+        .collect();
+    let early = go[0];
+    let refused = ticket_of(
+        b.admit(200 * MS, &op(1, vec![candidate(1, 1)]))
+            .decisions
+            .iter()
+            .copied()
+            .find(|d| matches!(d, Decision::Go { .. }))
+            .expect("paced at 10/s, one goes 180 ms later"),
+    );
+    b.report(
+        210 * MS,
+        &plain(Signal::RateLimited { wait_us: 0 }, refused),
+    );
+    assert_eq!(b.recovering, 1);
+    let (start, count) = (b.cycle_start_us, b.cycle_count);
+    // An attempt admitted before the refusal answers late: it ends the pause but says
+    // nothing of when capacity came back, so the cycle (a window's measure) goes on.
+    b.report(220 * MS, &plain(Signal::Success, early));
+    assert_eq!(b.recovering, 0);
+    assert_eq!((b.cycle_start_us, b.cycle_count), (start, count + 1));
+}

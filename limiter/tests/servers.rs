@@ -114,6 +114,8 @@ struct Server {
     in_flight: Vec<u64>,
     admitted: Vec<u64>,
     refused: usize,
+    /// When each refusal arrived (for `SIM_TRACE`).
+    refused_at: Vec<u64>,
     /// Tokens charged for the requests admitted.
     charged: u64,
 }
@@ -144,6 +146,7 @@ impl Server {
             in_flight: Vec::new(),
             admitted: Vec::new(),
             refused: 0,
+            refused_at: Vec::new(),
             charged: 0,
         }
     }
@@ -268,6 +271,7 @@ impl Server {
             self.charged += cost;
         } else {
             self.refused += 1;
+            self.refused_at.push(t);
         }
         (ok, remaining)
     }
@@ -695,6 +699,23 @@ fn check(
     let out = run(&mut server, callers, calls, 7);
     let best = best(&semantics, calls, latency);
     let goodput = best / out.makespan;
+    if std::env::var("SIM_TRACE").is_ok() {
+        // Admitted (and refused) per 250 ms, to see the shape of a run.
+        let slot = 250 * MS;
+        let end = out.admitted.iter().max().copied().unwrap_or(0) / slot + 1;
+        let line: Vec<String> = (0..end)
+            .map(|i| {
+                let a = out.admitted.iter().filter(|&&t| t / slot == i).count();
+                let r = server.refused_at.iter().filter(|&&t| t / slot == i).count();
+                if r > 0 {
+                    format!("{a}/{r}x")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        eprintln!("{name} {callers}: {}", line.join(" "));
+    }
     eprintln!(
         "{name:<44} {callers:>3} callers: {:>7.2} s (best {best:>6.2} s, {goodput:.2}), \
          {:.3} attempts/call, {} refused, {} errors",
@@ -755,6 +776,15 @@ fn unknown_limits_are_learned_under_every_semantics() {
             (20 * MS, 40 * MS),
         ),
         (
+            "fixed window 100 per 2 s",
+            Semantics::Fixed {
+                limit: 100,
+                window: 2 * S,
+                phase: 0,
+            },
+            (20 * MS, 40 * MS),
+        ),
+        (
             "sliding log 20 per 2 s",
             Semantics::Sliding {
                 limit: 20,
@@ -779,8 +809,13 @@ fn unknown_limits_are_learned_under_every_semantics() {
         let only: Option<usize> = std::env::var("SIM_CALLERS")
             .ok()
             .and_then(|v| v.parse().ok());
+        let calls: usize = std::env::var("SIM_CALLS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(150);
         for callers in [1, 8, 32]
             .into_iter()
+            .chain(only.filter(|o| ![1, 8, 32].contains(o)))
             .filter(|c| only.is_none_or(|o| o == *c))
         {
             let server = Server::new(semantics.clone(), false).latency(latency.0, latency.1);
@@ -788,7 +823,7 @@ fn unknown_limits_are_learned_under_every_semantics() {
             // Bounds well below what this code does (see the printed figures and the
             // bench): a regression guard, not the targets.
             let (goodput, attempts) = if callers == 1 { (0.0, 1.3) } else { (0.3, 1.3) };
-            check(name, server, callers, 150, goodput, attempts);
+            check(name, server, callers, calls, goodput, attempts);
         }
     }
 }

@@ -3,13 +3,13 @@
 //! Standard library only, so that the first `cargo xtask` on a fresh clone
 //! builds in seconds.
 //!
-//! - `test`: the whole gate CI runs (`.ci/run`): fmt, clippy, layering,
-//!   services, tests, the newest dependencies. See [`pipeline`].
+//! - `test`: the whole gate CI runs (`.ci/run`): fmt, clippy, docs, layering,
+//!   services, tests, the newest dependencies. See `src/pipeline.rs`.
 //! - `latest-deps`: that last step alone: the workspace checked against the newest
-//!   compatible version of every dependency. See [`latest`].
+//!   compatible version of every dependency. See `src/latest.rs`.
 //! - `bench [ARGS...]`: the core's criterion micro-benchmarks, then `mistral-bench`
 //!   (release): every scenario with every retry strategy against the emulator, report in
-//!   `target/bench/`. See [`bench`](mod@bench).
+//!   `target/bench/`. See `src/bench.rs`.
 //! - `demo [ARGS...]`: `mistral-demo` (dev profile): a burst through both clients with
 //!   live progress, against the emulator or `MISTRAL_BASE_URL` / `MISTRAL_API_KEY`.
 //! - `emulate [ARGS...]`: runs the Mistral API emulator in release mode (package

@@ -3,16 +3,20 @@
 //!
 //! 1. `fmt`: `cargo fmt --all -- --check`
 //! 2. `clippy`: `cargo clippy --workspace --all-targets --all-features -- -D warnings`
-//! 3. `layering`: `mistral-core` and `mistral-limiter` have no I/O dependency
+//! 3. `doc`: `cargo doc --workspace --no-deps --all-features` with
+//!    `RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D rustdoc::private_intra_doc_links"`:
+//!    the crates' docs (what docs.rs shows) build, every link resolves (a few seconds
+//!    after clippy: the dependencies' metadata are built)
+//! 4. `layering`: `mistral-core` and `mistral-limiter` have no I/O dependency
 //!    (`cargo tree`, default and all features), their `clippy.toml` bans clocks and
 //!    sleeps, neither client
 //!    depends on the other, and `mistral-emulator` depends on no client crate
-//! 4. `services`: `redis-server` and `nginx` found, installed with apt-get if possible
+//! 5. `services`: `redis-server` and `nginx` found, installed with apt-get if possible
 //!    (see [`services`])
-//! 5. `test`: `cargo test --workspace --all-features` (doctests included)
-//! 6. `latest-deps`: the workspace's libraries and binaries checked (clippy, warnings
+//! 6. `test`: `cargo test --workspace --all-features` (doctests included)
+//! 7. `latest-deps`: the workspace's libraries and binaries checked (clippy, warnings
 //!    denied) against the newest compatible version of every dependency, in a copy
-//!    whose lockfile `cargo update` rewrote (see [`latest`](crate::latest)); last, so
+//!    whose lockfile `cargo update` rewrote (see [`latest`]); last, so
 //!    that a dependency's new release never hides the results of the steps before
 //!
 //! Each step prints its name and duration; a summary follows at the end, and
@@ -27,14 +31,20 @@ use crate::layering;
 use crate::services::{self, Services};
 use crate::{cargo, display_command, workspace_root};
 
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 7] = [
     "fmt",
     "clippy",
+    "doc",
     "layering",
     "services",
     "test",
     "latest-deps",
 ];
+
+/// The `doc` step's lints: a link that does not resolve, or that points at what the
+/// reader of the docs cannot see, fails the step.
+pub const DOC_FLAGS: &str =
+    "-D rustdoc::broken_intra_doc_links -D rustdoc::private_intra_doc_links";
 
 /// Runs every step; the exit code is 0 only if all passed.
 pub fn run() -> ExitCode {
@@ -74,6 +84,14 @@ fn all_steps(run: &mut Run, ci: bool, services_out: &mut Option<Services>) -> Re
                 "warnings",
             ],
             |_| {},
+        )
+    })?;
+    run.step("doc", || {
+        run_cargo(
+            &["doc", "--workspace", "--no-deps", "--all-features"],
+            |cmd| {
+                cmd.env("RUSTDOCFLAGS", DOC_FLAGS);
+            },
         )
     })?;
     run.step("layering", layering_check)?;

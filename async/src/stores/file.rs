@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::queued::{AsyncQueued, AsyncStoreIo};
 use super::{AsyncLimiter, BoxFuture};
-use crate::client::now;
+use crate::clock::now;
 
 /// The most operations one transaction (one lock of the file) carries.
 const BATCH: usize = 256;

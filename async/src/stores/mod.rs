@@ -27,6 +27,15 @@
 //! ([`DEGRADED_SHARE`]), so four processes falling back at once stay under the limit; a
 //! warning is logged once per outage.
 //!
+//! # A limiter of your own
+//!
+//! [`ClientBuilder::limiter`](crate::ClientBuilder::limiter) takes any [`AsyncLimiter`],
+//! and every in-process [`Limiter`] is one: a call asks it to admit each attempt
+//! ([`Ask`], answered with a [`Grant`]; a [`Limiter`] waits in line with a waker through
+//! [`Limiter::poll_admit`]: [`Admit`], [`Place`]) and tells it what each response showed
+//! ([`Report`], whose [`Verdict`] is what the response meant). [`NoLimiter`] admits
+//! everything at once.
+//!
 //! [`limiter_from_env`] picks one from `MISTRAL_LIMITER` ([`LimiterSpec`]):
 //!
 //! ```no_run
@@ -57,9 +66,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 pub use file::FileLimiter;
-use mistral_core::limiter::{Admit, Place};
 pub use mistral_core::limiter::{BudgetId, LimiterConfig, LimiterSpec, Limits, RedisOptions};
-use mistral_core::{ApiKey, Ask, Error, Grant, Limiter, NoLimiter, Report, Resolved, Target};
+pub use mistral_core::{
+    Admit, Ask, Grant, Limiter, NoLimiter, Place, Report, Retry, Verdict, WaitReason,
+};
+use mistral_core::{ApiKey, Error, Resolved, Target};
 pub use mistral_limiter::LocalLimiter;
 pub use mistral_limiter::store::{
     DEGRADED_SHARE, budget_store_id, scope_store_id, state_file_name, store_id,
@@ -69,7 +80,7 @@ use tokio::time::Sleep;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisLimiter, install_tls_provider};
 
-use crate::client::now;
+use crate::clock::now;
 
 /// A boxed future that can move between the runtime's threads.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

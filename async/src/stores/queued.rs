@@ -16,7 +16,7 @@ use mistral_limiter::{AdmitAnswer, Batch, Line, LineConfig, LineView, ReportOp, 
 use tokio::time::Sleep;
 
 use super::{AsyncLimiter, BoxFuture};
-use crate::client::now;
+use crate::clock::now;
 
 /// One store's I/O, async: runs an operation atomically on the shared state (the
 /// store's stand-in answers when the store fails).

@@ -20,7 +20,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::queued::{AsyncQueued, AsyncStoreIo};
 use super::{AsyncLimiter, BoxFuture};
-use crate::client::now;
+use crate::clock::now;
 
 /// The head of this process's line asks Redis again at least this often: capacity freed
 /// by another process is noticed within it.
@@ -302,7 +302,7 @@ impl RedisIo {
                         // connection that still opens): the next connection waits out the
                         // pause too, so the calls meanwhile go to the stand-in at once
                         // instead of each waiting for a timeout of its own.
-                        self.conn().gate.failed(crate::client::now());
+                        self.conn().gate.failed(crate::clock::now());
                         return Err(CallError::Redis(e));
                     }
                 }
@@ -314,10 +314,10 @@ impl RedisIo {
     /// One round of `ops` on Redis.
     async fn round(&self, now: Instant, ops: StoreOps) -> Result<AdmitAnswer, CallError> {
         let (mut round, mut call) =
-            RedisRound::start(&self.id, ops, &self.seen, &self.store, crate::client::now());
+            RedisRound::start(&self.id, ops, &self.seen, &self.store, crate::clock::now());
         loop {
             let reply = self.call(now, &call).await?;
-            match round.reply(&self.store, crate::client::now(), reply) {
+            match round.reply(&self.store, crate::clock::now(), reply) {
                 RedisStep::Call(next) => call = next,
                 RedisStep::Done(answer) => return Ok(answer),
             }
@@ -330,7 +330,7 @@ impl AsyncStoreIo for RedisIo {
         Box::pin(async move {
             match self.round(now, ops.clone()).await {
                 Ok(answer) => answer,
-                Err(error) => self.store.failed(crate::client::now(), &error, &ops),
+                Err(error) => self.store.failed(crate::clock::now(), &error, &ops),
             }
         })
     }

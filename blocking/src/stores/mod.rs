@@ -31,6 +31,14 @@
 //! idle: a day unused in the file (dropped at the next write) and in Redis (the key's
 //! expiry), and in-process as [`LocalLimiter`] documents.
 //!
+//! # A limiter of your own
+//!
+//! [`ClientBuilder::limiter`](crate::ClientBuilder::limiter) takes any [`Limiter`]: a
+//! call asks it to admit each attempt ([`Ask`], answered with a [`Grant`] through
+//! [`Limiter::poll_admit`], which waits in line with a waker: [`Admit`], [`Place`]) and
+//! tells it what each response showed ([`Report`], whose [`Verdict`] is what the
+//! response meant). [`NoLimiter`] admits everything at once.
+//!
 //! [`limiter_from_env`] picks one from `MISTRAL_LIMITER` ([`LimiterSpec`]):
 //!
 //! ```no_run
@@ -58,7 +66,10 @@ use std::sync::Arc;
 pub use crate::admission::admit;
 pub use file::FileLimiter;
 pub use mistral_core::limiter::{BudgetId, LimiterConfig, LimiterSpec, Limits, RedisOptions};
-use mistral_core::{ApiKey, Error, Limiter, NoLimiter, Resolved, Target};
+pub use mistral_core::{
+    Admit, Ask, Grant, Limiter, NoLimiter, Place, Report, Retry, Verdict, WaitReason,
+};
+use mistral_core::{ApiKey, Error, Resolved, Target};
 pub use mistral_limiter::LocalLimiter;
 pub use mistral_limiter::store::{
     DEGRADED_SHARE, budget_store_id, scope_store_id, state_file_name, store_id,

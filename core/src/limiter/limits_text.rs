@@ -23,82 +23,7 @@ use super::{LimiterConfig, Limits};
 /// The environment variable both clients' `from_env` read limits from.
 pub const LIMITS_VAR: &str = "MISTRAL_LIMITS";
 
-/// What is wrong with a limits text. Each variant names the entry (counted from 1) and
-/// quotes the piece that is wrong (limits hold no secrets).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LimitsError {
-    /// An entry without `=`.
-    #[error("{LIMITS_VAR} entry {entry} (`{text}`) has no `=`: write `<model>=<count>/<window>`")]
-    NoEquals {
-        /// The entry.
-        entry: usize,
-        /// Its text.
-        text: String,
-    },
-    /// An entry with nothing before `=`.
-    #[error("{LIMITS_VAR} entry {entry} names no model (use `*` for every model)")]
-    NoModel {
-        /// The entry.
-        entry: usize,
-    },
-    /// An entry with nothing after `=`.
-    #[error("{LIMITS_VAR} entry {entry} (`{model}`) sets no limit")]
-    NoLimit {
-        /// The entry.
-        entry: usize,
-        /// Its model.
-        model: String,
-    },
-    /// A model listed twice.
-    #[error("{LIMITS_VAR} lists `{model}` twice (entry {entry})")]
-    Duplicate {
-        /// The second entry.
-        entry: usize,
-        /// The model.
-        model: String,
-    },
-    /// A limit that is not `<count>[t]/<window>`.
-    #[error(
-        "{LIMITS_VAR} entry {entry}: `{text}` is not a limit: write `<count>/<window>` for \
-         requests or `<count>t/<window>` for tokens, e.g. `300/60s`, `500000t/1m`"
-    )]
-    BadLimit {
-        /// The entry.
-        entry: usize,
-        /// The limit's text.
-        text: String,
-    },
-    /// A count that is not a whole number of at least 1.
-    #[error("{LIMITS_VAR} entry {entry}: `{text}` is not a count of at least 1")]
-    BadCount {
-        /// The entry.
-        entry: usize,
-        /// The count's text.
-        text: String,
-    },
-    /// A window that is not `<number><unit>` of at least 1 ms.
-    #[error(
-        "{LIMITS_VAR} entry {entry}: `{text}` is not a window: write a whole number and \
-         `ms`, `s`, `m` or `h`, e.g. `60s`, `1m`"
-    )]
-    BadWindow {
-        /// The entry.
-        entry: usize,
-        /// The window's text.
-        text: String,
-    },
-    /// Two request limits (or two token limits) for one model.
-    #[error("{LIMITS_VAR} entry {entry} (`{model}`) sets its {what} limit twice")]
-    Twice {
-        /// The entry.
-        entry: usize,
-        /// Its model.
-        model: String,
-        /// `requests` or `tokens`.
-        what: &'static str,
-    },
-}
+pub use crate::error::LimitsError;
 
 /// Parses a limits text (see the module docs).
 pub fn parse_limits(text: &str) -> Result<LimiterConfig, LimitsError> {
@@ -279,6 +204,20 @@ mod tests {
             err("m=1t/s,2t/m"),
             E::Twice { what: "tokens", .. }
         ));
+        // The messages (in `error.rs`, which imports nothing of the limiter) spell the
+        // variable's name out: it is this one.
+        for text in [
+            "m",
+            "a=1/s;=1/s",
+            "m=",
+            "m=1/s;m=2/s",
+            "m=300",
+            "m=0/s",
+            "m=1/60",
+        ] {
+            let message = err(text).to_string();
+            assert!(message.starts_with(LIMITS_VAR), "{message}");
+        }
         let message = err("a=1/s; b=3/fortnight").to_string();
         assert!(message.contains("MISTRAL_LIMITS entry 2"), "{message}");
         assert!(message.contains("`fortnight`"), "{message}");

@@ -121,13 +121,13 @@ struct Fields {
     #[serde(default)]
     message: Option<Value>,
     #[serde(default, rename = "type")]
-    kind: Option<Value>,
+    kind: Option<Scalar>,
     #[serde(default)]
-    code: Option<Value>,
+    code: Option<Scalar>,
     #[serde(default)]
-    raw_status_code: Option<Value>,
+    raw_status_code: Option<Scalar>,
     #[serde(default)]
-    request_id: Option<Value>,
+    request_id: Option<Scalar>,
     #[serde(default)]
     detail: Option<Value>,
     #[serde(default)]
@@ -162,21 +162,21 @@ impl ApiErrorBody {
         {
             return Self::from_value(inner);
         }
+        // The decoded strings are moved, not copied.
         let mut body = ApiErrorBody {
-            kind: f.kind.as_ref().and_then(scalar_text),
-            code: f.code.as_ref().and_then(scalar_text),
+            kind: f.kind.and_then(Scalar::into_text),
+            code: f.code.and_then(Scalar::into_text),
             raw_status_code: f
                 .raw_status_code
-                .as_ref()
-                .and_then(value_to_u64)
+                .and_then(Scalar::into_u64)
                 .and_then(|n| u16::try_from(n).ok()),
-            request_id: f.request_id.as_ref().and_then(scalar_text),
+            request_id: f.request_id.and_then(Scalar::into_text),
             ..ApiErrorBody::default()
         };
-        let mut message = f
-            .message
-            .as_ref()
-            .and_then(|m| flatten_message(m, &mut body.detail));
+        let mut message = match f.message {
+            Some(Value::String(text)) => Some(text),
+            m => m.and_then(|m| flatten_message(&m, &mut body.detail)),
+        };
         if let Some(detail) = &f.detail {
             let from_detail = flatten_message(detail, &mut body.detail);
             if message.is_none() {
@@ -217,6 +217,87 @@ impl<'de> Deserialize<'de> for ApiErrorBody {
 
 /// A scalar as text: strings as-is, numbers and booleans rendered; `null`, arrays and
 /// objects → `None`.
+/// A field read as [`scalar_text`] and [`value_to_u64`] read a [`Value`], without
+/// building one: a string is decoded once and moved, anything but a scalar skipped.
+enum Scalar {
+    Text(String),
+    Number(serde_json::Number),
+    Bool(bool),
+    Other,
+}
+
+impl Scalar {
+    fn into_value(self) -> Value {
+        match self {
+            Scalar::Text(s) => Value::String(s),
+            Scalar::Number(n) => Value::Number(n),
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Other => Value::Null,
+        }
+    }
+
+    fn into_text(self) -> Option<String> {
+        match self {
+            Scalar::Text(s) => Some(s),
+            other => scalar_text(&other.into_value()),
+        }
+    }
+
+    fn into_u64(self) -> Option<u64> {
+        value_to_u64(&self.into_value())
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(v.into()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(v.into()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                // As a `Value` holds it (a non-finite float is `null` there).
+                Ok(serde_json::Number::from_f64(v).map_or(Scalar::Other, Scalar::Number))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Scalar, A::Error> {
+                // Read as a `Value` would be (the same checks), rare: not kept.
+                while seq.next_element::<Value>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Scalar, A::Error> {
+                while map.next_entry::<String, Value>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
 fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),

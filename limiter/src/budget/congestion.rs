@@ -7,7 +7,7 @@ use super::{BudgetState, MICROS, Source};
 
 impl BudgetState {
     /// The longest pause between two refused probes (unless one unit is longer).
-    pub const PROBE_PAUSE_CAP_US: u64 = 2 * MICROS;
+    pub const PROBE_PAUSE_CAP_US: u64 = MICROS / 2;
 
     /// A refusal: the first of a congestion event pauses everyone, lowers the rate or
     /// the share and starts a recovery (one probe at a time); a refused probe doubles
@@ -106,12 +106,14 @@ impl BudgetState {
 
     /// A success while recovering: the event is over. When capacity took more than a
     /// second to come back (a window, not a rate), what the cycle delivered becomes the
-    /// learned rate.
-    pub(super) fn end_recovery(&mut self, now: u64) {
+    /// learned rate. Only an attempt admitted since the event (`current`: a probe) closes
+    /// the cycle; an earlier one answered late ends the pause but says nothing of when
+    /// capacity came back.
+    pub(super) fn end_recovery(&mut self, now: u64, current: bool) {
         self.recovering = 0;
         self.streak = 0;
         self.probe_until_us = 0;
-        if self.source != Source::Learned {
+        if self.source != Source::Learned || !current {
             return;
         }
         let span = now.saturating_sub(self.cycle_start_us);

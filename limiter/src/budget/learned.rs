@@ -1,6 +1,7 @@
-//! A rate learned from 429s when nothing is announced or configured: slow start tied
-//! to delivery, a cautious cut at a refusal, then growth back towards and beyond the
-//! refused rate.
+//! A rate learned from 429s when nothing is announced or configured: a slow start
+//! clocked by the answers, then a bracket between the highest rate that held and the
+//! lowest refused (a refusal goes back to the one that held, a hold tries their middle),
+//! and once the two meet, rare upward probes whose step doubles while nothing refuses.
 
 use super::{BudgetState, MICROS, Source};
 
@@ -11,6 +12,21 @@ impl BudgetState {
     pub const LEARN_MIN: f64 = 0.01;
     /// The highest learned rate, per second.
     pub const LEARN_MAX: f64 = 100_000.0;
+    /// Up to this rate, per second, a slow start doubles at each success (clocked by the
+    /// answers); above it, at most every [`Self::SLOW_START_STEP_US`] and only while what
+    /// is delivered keeps up.
+    pub const QUICK_START: f64 = 16.0;
+    /// How long a learned rate holds, after it settled or grew, before it probes higher:
+    /// at least this long…
+    pub const HOLD_US: u64 = MICROS;
+    /// …and at least this many of its intervals (a refused probe costs one attempt in
+    /// this many, whatever the rate).
+    pub const HOLD_UNITS: f64 = 16.0;
+    /// At most this many holds between probes refused at the same rate.
+    pub const HOLD_X_MAX: f64 = 8.0;
+    /// A rate within this part of the refused one has found the limit: from there it
+    /// probes by small steps, not by halving the gap.
+    pub const BRACKET: f64 = 0.05;
     /// While slow-starting, the learned rate doubles at most this often.
     pub const SLOW_START_STEP_US: u64 = 100_000;
 
@@ -68,19 +84,52 @@ impl BudgetState {
         current.max(self.meter_rate).max(cycle)
     }
 
-    /// A refusal of a learned rate: it drops to what was delivered lately less 5 %,
-    /// between CUBIC's β (70 %) and 90 % of the refused rate.
+    /// A refusal of a learned rate. Refused above a rate that held, it goes back to that
+    /// one (at least half the refused rate); refused where it held (the limit came
+    /// down), it settles just under what the server really admitted (the successes per
+    /// second lately, less 3 %), at most 93 % of the refused rate and at least half of
+    /// it. Then it holds (see [`Self::HOLD_US`], [`Self::HOLD_UNITS`]) before it tries
+    /// higher.
     pub(super) fn learned_decrease(&mut self, now: u64) {
         let rate = self.rate;
         self.slow_start = 0;
+        // A probe refused just where the last one was: wait longer before the next.
+        self.hold_x = if self.max_rate > 0.0 && (rate / self.max_rate - 1.0).abs() <= 0.05 {
+            (self.hold_x.max(1.0) * 2.0).min(Self::HOLD_X_MAX)
+        } else {
+            1.0
+        };
         self.max_rate = rate;
-        let delivered = self.delivered(now) * 0.95;
-        self.set_rate(delivered.min(rate * 0.9).max(rate * 0.7));
+        if self.held_rate > 0.0 && self.held_rate < rate {
+            // Refused above a rate that held: the limit lies between the two; back to
+            // the one that held (grow then tries their middle).
+            self.set_rate(self.held_rate.max(rate * 0.5));
+        } else {
+            // Refused at a rate that held: the limit came down.
+            let delivered = self.delivered(now) * 0.97;
+            self.set_rate(delivered.min(rate * 0.93).max(rate * 0.5));
+            self.held_rate = 0.0;
+        }
+        self.probe_step = 0.0;
+        self.grown_us = now;
     }
 
     /// The rate or the share grows while nothing is refused.
     pub(super) fn grow(&mut self, now: u64) {
         let elapsed = now.saturating_sub(self.grown_us.max(self.event_us));
+        if self.source == Source::Learned
+            && self.slow_start == 1
+            && self.binding == 1
+            && self.rate < Self::QUICK_START
+        {
+            // The first doublings are clocked by the answers (a few calls need no long
+            // warm-up): each success while callers queue doubles a rate this low.
+            self.held_rate = self.rate;
+            self.set_rate((self.rate * 2.0).min(Self::QUICK_START));
+            self.grown_us = now;
+            self.binding = 0;
+            return;
+        }
         if self.source == Source::Learned {
             // Grow only a rate that callers queue for and that is really delivered (half
             // of it while slow-starting, 80 % after).
@@ -98,25 +147,38 @@ impl BudgetState {
             }
             if self.slow_start == 1 {
                 if elapsed >= Self::SLOW_START_STEP_US {
+                    self.held_rate = self.rate;
                     self.set_rate(self.rate * 2.0);
                     self.grown_us = now;
                     self.binding = 0;
                 }
                 return;
             }
-            if elapsed >= MICROS / 10 {
-                let dt = elapsed.min(MICROS) as f64 / MICROS as f64;
-                let rate = self.rate;
-                // 2 % per second at least.
-                let probe = rate * 0.02 * dt;
-                let inc = if rate < self.max_rate {
-                    // Half the gap to the refused rate per second.
-                    ((self.max_rate - rate) * dt / 2.0).max(probe)
+            // Settled under the refused rate: hold, then probe upwards by a step that
+            // doubles at each hold without a refusal (3 %, 6 %, 12 %… at most half), so a
+            // raised limit is found within seconds and a steady one costs a refused probe
+            // now and then, not a sawtooth.
+            let mut hold = (Self::HOLD_US as f64).max(Self::HOLD_UNITS * MICROS as f64 / self.rate);
+            let bracketed = self.max_rate > self.rate * (1.0 + Self::BRACKET);
+            if !bracketed && self.probe_step == 0.0 {
+                hold *= self.hold_x.max(1.0);
+            }
+            if elapsed as f64 >= hold {
+                // It held.
+                self.held_rate = self.held_rate.max(self.rate);
+                if bracketed {
+                    // Below a refused rate by more than the bracket: try the middle.
+                    self.set_rate((self.rate + self.max_rate) / 2.0);
+                    self.probe_step = 0.0;
                 } else {
-                    // Past it with nothing refused: the excess doubles every half second.
-                    ((rate - self.max_rate) * dt * 2.0).max(probe)
-                };
-                self.set_rate(rate + inc);
+                    let step = if self.probe_step > 0.0 {
+                        (self.probe_step * 2.0).min(0.5)
+                    } else {
+                        0.03
+                    };
+                    self.set_rate(self.rate * (1.0 + step));
+                    self.probe_step = step;
+                }
                 self.grown_us = now;
                 self.binding = 0;
             }

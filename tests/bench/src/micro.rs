@@ -119,6 +119,9 @@ fn aim_of(name: &str) -> (Option<f64>, Option<String>) {
 pub struct Overhead {
     /// `mistral-blocking vs ureq` or `mistral-async vs reqwest`.
     pub what: String,
+    /// What the server announced ([`Announced`]).
+    #[serde(default)]
+    pub server: String,
     /// How the requests were sent.
     pub how: String,
     /// Requests per side.
@@ -131,6 +134,15 @@ pub struct Overhead {
     pub bare_median_us: f64,
     /// Microseconds per request, our client (median round).
     pub ours_median_us: f64,
+    /// CPU time of the whole process (every thread: the client, the runtime, the
+    /// emulator in the same process) per request, bare library, µs; `None` where
+    /// `/proc/self/task/*/schedstat` cannot be read. Less disturbed than the wall time by
+    /// other work on the machine.
+    #[serde(default)]
+    pub bare_cpu_us: Option<f64>,
+    /// The same with our client.
+    #[serde(default)]
+    pub ours_cpu_us: Option<f64>,
 }
 
 impl Overhead {
@@ -139,6 +151,23 @@ impl Overhead {
     pub fn overhead(&self) -> f64 {
         self.ours_us / self.bare_us - 1.0
     }
+}
+
+/// CPU time used so far by every thread of this process, ns (the sum of
+/// `/proc/self/task/*/schedstat`'s first field; 0 where it cannot be read).
+fn process_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn cpu_per_request(ns: u64, requests: usize) -> Option<f64> {
+    (ns > 0 && requests > 0).then(|| ns as f64 / 1e3 / requests as f64)
 }
 
 /// The emulator's throughput with plain HTTP clients.
@@ -152,13 +181,42 @@ pub struct Throughput {
     pub per_second: f64,
 }
 
+/// What the server of an overhead measurement says of its limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Announced {
+    /// Limits far above what loopback reaches (a million requests and a billion tokens
+    /// a second), announced in every answer's headers as Mistral does: the shared
+    /// limiter admits every call at once, so the difference is the client's own cost.
+    Limits,
+    /// Nothing: the shared limiter learns a rate (from 2/s, doubling while callers
+    /// queue), so the difference includes its pacing while it learns.
+    Nothing,
+}
+
+impl Announced {
+    fn describe(self) -> &'static str {
+        match self {
+            Announced::Limits => "limits announced (never reached)",
+            Announced::Nothing => "nothing announced (the rate is learned)",
+        }
+    }
+}
+
 fn unlimited() -> Emulator {
+    server(Announced::Nothing)
+}
+
+fn server(announced: Announced) -> Emulator {
+    let limits = match announced {
+        Announced::Limits => Limits::new(Some(1_000_000), Some(1_000_000_000)),
+        Announced::Nothing => Limits::new(None, None),
+    };
     let config = Config {
         window_secs: 1.0,
         max_log_entries: 100_000,
         ..Config::default()
     }
-    .model(super::scenario::MODEL, Limits::new(None, None));
+    .model(super::scenario::MODEL, limits);
     Emulator::start(config)
 }
 
@@ -184,8 +242,12 @@ fn bare_agent() -> ureq::Agent {
 /// `requests` sequential chat requests through `mistral-blocking` and through plain
 /// ureq (serializing the same request and decoding the same response type), in
 /// alternating rounds.
-pub fn overhead_blocking(requests: usize, rounds: usize) -> Result<Overhead, String> {
-    let emulator = unlimited();
+pub fn overhead_blocking(
+    requests: usize,
+    rounds: usize,
+    announced: Announced,
+) -> Result<Overhead, String> {
+    let emulator = server(announced);
     let url = format!("{}/v1/chat/completions", emulator.url());
     let auth = format!("Bearer {}", emulator.key());
     let workload = Workload::uniform(super::scenario::MODEL, requests, 40);
@@ -198,9 +260,11 @@ pub fn overhead_blocking(requests: usize, rounds: usize) -> Result<Overhead, Str
     let agent = bare_agent();
     let per_round = (requests / rounds.max(1)).max(1);
     let (mut bare, mut ours) = (Vec::new(), Vec::new());
+    let (mut bare_cpu, mut ours_cpu) = (0u64, 0u64);
     for round in 0..rounds.max(1) {
         let from = round * per_round;
         let start = Instant::now();
+        let cpu = process_cpu_ns();
         for i in from..from + per_round {
             let body = serde_json::to_vec(&workload.request(i)).map_err(|e| e.to_string())?;
             let mut response = agent
@@ -216,29 +280,40 @@ pub fn overhead_blocking(requests: usize, rounds: usize) -> Result<Overhead, Str
             let _: ChatResponse = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
         }
         bare.push(start.elapsed().as_secs_f64() * 1e6 / per_round as f64);
+        bare_cpu += process_cpu_ns().saturating_sub(cpu);
         let start = Instant::now();
+        let cpu = process_cpu_ns();
         for i in from..from + per_round {
             client
                 .chat(workload.request(i))
                 .map_err(|e| e.to_string())?;
         }
         ours.push(start.elapsed().as_secs_f64() * 1e6 / per_round as f64);
+        ours_cpu += process_cpu_ns().saturating_sub(cpu);
     }
     Ok(Overhead {
         what: "mistral-blocking vs ureq".into(),
+        server: announced.describe().into(),
         how: "sequential, one thread".into(),
         requests: per_round * rounds.max(1),
         bare_us: best(&bare),
         ours_us: best(&ours),
         bare_median_us: median(&bare),
         ours_median_us: median(&ours),
+        bare_cpu_us: cpu_per_request(bare_cpu, per_round * rounds.max(1)),
+        ours_cpu_us: cpu_per_request(ours_cpu, per_round * rounds.max(1)),
     })
 }
 
 /// `requests` chat requests from `ways` concurrent tasks through `mistral-async` and
 /// through plain reqwest, in alternating rounds.
-pub fn overhead_async(requests: usize, ways: usize, rounds: usize) -> Result<Overhead, String> {
-    let emulator = unlimited();
+pub fn overhead_async(
+    requests: usize,
+    ways: usize,
+    rounds: usize,
+    announced: Announced,
+) -> Result<Overhead, String> {
+    let emulator = server(announced);
     let base = emulator.url();
     let url = format!("{base}/v1/chat/completions");
     let auth = format!("Bearer {}", emulator.key());
@@ -263,9 +338,11 @@ pub fn overhead_async(requests: usize, ways: usize, rounds: usize) -> Result<Ove
     let per_task = (requests / rounds.max(1) / ways).max(1);
     let per_round = per_task * ways;
     let (mut bare_t, mut ours_t) = (Vec::new(), Vec::new());
+    let (mut bare_cpu, mut ours_cpu) = (0u64, 0u64);
     runtime.block_on(async {
         for round in 0..rounds.max(1) {
             let start = Instant::now();
+            let cpu = process_cpu_ns();
             let mut set = tokio::task::JoinSet::new();
             for w in 0..ways {
                 let (bare, url, auth, workload) =
@@ -294,7 +371,9 @@ pub fn overhead_async(requests: usize, ways: usize, rounds: usize) -> Result<Ove
                 r.map_err(|e| e.to_string())??;
             }
             bare_t.push(start.elapsed().as_secs_f64() * 1e6 / per_round as f64);
+            bare_cpu += process_cpu_ns().saturating_sub(cpu);
             let start = Instant::now();
+            let cpu = process_cpu_ns();
             for w in 0..ways {
                 let (client, workload) = (client.clone(), workload.clone());
                 set.spawn(async move {
@@ -312,18 +391,22 @@ pub fn overhead_async(requests: usize, ways: usize, rounds: usize) -> Result<Ove
                 r.map_err(|e| e.to_string())??;
             }
             ours_t.push(start.elapsed().as_secs_f64() * 1e6 / per_round as f64);
+            ours_cpu += process_cpu_ns().saturating_sub(cpu);
         }
         Ok::<(), String>(())
     })?;
     runtime.shutdown_background();
     Ok(Overhead {
         what: "mistral-async vs reqwest".into(),
+        server: announced.describe().into(),
         how: format!("{ways} concurrent tasks"),
         requests: per_round * rounds.max(1),
         bare_us: best(&bare_t),
         ours_us: best(&ours_t),
         bare_median_us: median(&bare_t),
         ours_median_us: median(&ours_t),
+        bare_cpu_us: cpu_per_request(bare_cpu, per_round * rounds.max(1)),
+        ours_cpu_us: cpu_per_request(ours_cpu, per_round * rounds.max(1)),
     })
 }
 

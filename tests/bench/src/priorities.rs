@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mistral_blocking::{ChatRequest, Client, Message, NoLimiter, Priority};
+use mistral_blocking::stores::NoLimiter;
+use mistral_blocking::{ChatRequest, Client, Message, Priority};
 use mistral_emulator::{Config, Emulator, Era, Limits, Semantics};
 
 use crate::Strategy;

@@ -272,19 +272,25 @@ fn run_with(
             Size::Full => (2000, 8),
             Size::Quick => (400, 4),
         };
-        progress("overhead: mistral-blocking vs ureq");
-        match micro::overhead_blocking(n, rounds) {
-            Ok(o) => report.overhead.push(o),
-            Err(e) => report
-                .notes
-                .push(format!("blocking overhead not measured: {e}")),
-        }
-        progress("overhead: mistral-async vs reqwest");
-        match micro::overhead_async(n, 8, rounds) {
-            Ok(o) => report.overhead.push(o),
-            Err(e) => report
-                .notes
-                .push(format!("async overhead not measured: {e}")),
+        for announced in [micro::Announced::Limits, micro::Announced::Nothing] {
+            progress(&format!(
+                "overhead: mistral-blocking vs ureq, {announced:?}"
+            ));
+            match micro::overhead_blocking(n, rounds, announced) {
+                Ok(o) => report.overhead.push(o),
+                Err(e) => report
+                    .notes
+                    .push(format!("blocking overhead not measured: {e}")),
+            }
+            progress(&format!(
+                "overhead: mistral-async vs reqwest, {announced:?}"
+            ));
+            match micro::overhead_async(n, 8, rounds, announced) {
+                Ok(o) => report.overhead.push(o),
+                Err(e) => report
+                    .notes
+                    .push(format!("async overhead not measured: {e}")),
+            }
         }
         progress("emulator throughput");
         match micro::emulator_throughput(n * 2, 8) {
