@@ -351,8 +351,11 @@ impl Client {
 
         let seed = inner.seeds.fetch_add(1, Ordering::Relaxed);
         inner.telemetry.call_started();
-        let policy = self.options.apply(&inner.policy);
-        let mut call = Call::new(&inner.target, request, &policy, now(), seed)?;
+        // The policy is the call's own from here (not kept beside it while it waits).
+        let mut call = {
+            let policy = self.options.apply(&inner.policy);
+            Call::new(&inner.target, request, &policy, now(), seed)?
+        };
         let mut stream = None;
         loop {
             let action = call.poll(now());
@@ -369,7 +372,11 @@ impl Client {
                     call.handle_grant(answered, grant);
                 }
                 Action::Send(attempt) => {
-                    let (id, outcome, body) = transport::perform(&inner.http, attempt).await;
+                    // Boxed: the exchange's state (reqwest's, the timers') is the largest
+                    // of a call's, and a call spends most of its life elsewhere (in the
+                    // limiter's line): inline, every waiting call's task held room for it.
+                    let (id, outcome, body) =
+                        Box::pin(transport::perform(&inner.http, attempt)).await;
                     stream = body;
                     call.handle(now(), id, outcome);
                 }

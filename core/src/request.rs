@@ -70,8 +70,13 @@ impl ApiRequest {
         path: impl Into<Cow<'static, str>>,
         body: &T,
     ) -> Result<Self, Error> {
-        let body = serde_json::to_vec(body)
+        let mut body = serde_json::to_vec(body)
             .map_err(|e| Error::Config(format!("the request does not serialize: {e}")))?;
+        // The buffer grew by doubling: up to twice the body, held by the call for its
+        // whole life (in a limiter's line too). The body alone, copied once.
+        if body.capacity() > body.len() + body.len() / 8 {
+            body.shrink_to_fit();
+        }
         Ok(Self {
             method: Method::POST,
             path: path.into(),

@@ -29,6 +29,10 @@ const STALE_AFTER: Duration = Duration::from_secs(2);
 /// its deadline or a head that went away).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// How often a budget's line is gone through (stale waiters dropped, each one's place
+/// counted): a caller's poll costs O(log n), not O(n), with n callers waiting.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
 /// The longest a store operation may be out before another caller may start one (the
 /// caller running it was dropped mid-way).
 const OP_STALL: Duration = Duration::from_secs(5);
@@ -96,14 +100,23 @@ struct Waiter {
     candidate: Candidate,
     deadline: Option<Instant>,
     waker: Option<Waker>,
-    result: Option<Grant>,
+    /// Boxed: a grant (with its error) is most of a waiter's size, and only the few
+    /// callers just admitted hold one.
+    result: Option<Box<Grant>>,
     told: Instant,
+    /// Callers ahead of it in its line when last counted (at its arrival, then at every
+    /// sweep).
+    ahead: u64,
 }
 
 #[derive(Debug, Default)]
 struct ModelLine {
     /// Waiting callers without an answer: (lane, arrival, id).
     order: BTreeSet<(u64, u64, u64)>,
+    /// How many of them per lane.
+    counts: [u64; 3],
+    /// When the line was last gone through ([`SWEEP_EVERY`]).
+    swept: Option<Instant>,
     /// A store operation is out since then.
     asking: Option<Instant>,
     /// The head asks again then (earlier when woken).
@@ -112,8 +125,8 @@ struct ModelLine {
     unit_us: u64,
     /// What kept the head waiting at the last answer.
     binding: Binding,
-    /// Reports waiting for the next store operation.
-    reports: Vec<ReportOp>,
+    /// Reports waiting for the next store operation, with when each came.
+    reports: Vec<(Instant, ReportOp)>,
     /// When this budget's line was last summed up at INFO.
     said: Option<Instant>,
 }
@@ -174,12 +187,8 @@ impl Line {
         let Some(m) = self.models.get(model) else {
             return LineView::default();
         };
-        let mut waiting = [0; 3];
-        for (lane, _, _) in &m.order {
-            waiting[(*lane).min(2) as usize] += 1;
-        }
         LineView {
-            waiting,
+            waiting: m.counts,
             head_at: m.head_at,
             binding: m.binding,
             unit_us: m.unit_us,
@@ -208,14 +217,15 @@ impl Line {
         if let Some(result) = waiter.result.take() {
             self.remove(id);
             place.take();
-            return Step::Ready(result);
+            return Step::Ready(*result);
         }
         if waiter.waker.as_ref().is_none_or(|w| !w.will_wake(waker)) {
             waiter.waker = Some(waker.clone());
         }
         let deadline = waiter.deadline;
         let model = waiter.model.clone();
-        self.drop_stale(now, &model);
+        self.sweep(now, &model);
+        let ahead = self.waiters.get(&id).map_or(0, |w| w.ahead);
         let m = self.models.get_mut(&model).expect("a waiter's line");
         if let Some(since) = m.asking {
             if now < since + OP_STALL {
@@ -225,12 +235,16 @@ impl Line {
             }
             m.asking = None;
         }
-        let position = m.order.iter().position(|(_, _, w)| *w == id).unwrap_or(0);
+        // At the head, or further back by the last count (it only falls between sweeps,
+        // as callers ahead are admitted).
+        let position = match m.order.first() {
+            Some((_, _, first)) if *first != id => ahead.max(1),
+            _ => 0,
+        };
         let head_at = m.head_at.unwrap_or(now).max(now);
         if position > 0 {
             // Further back: its turn comes after the ones ahead.
-            let expected =
-                head_at + Duration::from_micros(m.unit_us.saturating_mul(position as u64));
+            let expected = head_at + Duration::from_micros(m.unit_us.saturating_mul(position));
             if let Some(deadline) = deadline
                 && m.unit_us > 0
                 && expected > deadline
@@ -276,7 +290,11 @@ impl Line {
             // The first caller of an idle line asks at once.
             m.head_at = None;
         }
+        // Those ahead in its lane and the higher ones (O(log n) past them: a lower lane
+        // counts the callers of the lanes above, at most the whole line, once).
+        let ahead = m.order.range(..key).count() as u64;
         m.order.insert(key);
+        m.counts[lane as usize] += 1;
         self.waiters.insert(
             id,
             Waiter {
@@ -293,6 +311,7 @@ impl Line {
                 waker: None,
                 result: None,
                 told: now,
+                ahead,
             },
         );
         place.set(id);
@@ -304,16 +323,14 @@ impl Line {
         m.asking = Some(now);
         let mut ids: Vec<u64> = m.order.iter().take(BATCH).map(|k| k.2).collect();
         for lane in 0..3 {
-            if let Some(first) = m.order.iter().find(|k| k.0 == lane)
+            if let Some(first) = m.order.range((lane, 0, 0)..).next()
+                && first.0 == lane
                 && !ids.contains(&first.2)
             {
                 ids.push(first.2);
             }
         }
-        let mut waiting = [0u64; 3];
-        for (lane, _, _) in &m.order {
-            waiting[(*lane).min(2) as usize] += 1;
-        }
+        let waiting = m.counts;
         ids.sort_by_key(|id| self.waiters[id].key);
         let candidates = ids
             .iter()
@@ -326,7 +343,7 @@ impl Line {
                 c
             })
             .collect();
-        let reports = std::mem::take(&mut m.reports);
+        let reports = aged(now, std::mem::take(&mut m.reports));
         Batch {
             model: model.to_owned(),
             reports,
@@ -351,8 +368,6 @@ impl Line {
         let Some(m) = self.models.get_mut(&batch.model) else {
             return false;
         };
-        let flush = !m.reports.is_empty();
-        m.asking = if flush { Some(now) } else { None };
         let (mut long, mut longest) = (0u64, Duration::ZERO);
         m.unit_us = answer.unit_us;
         m.binding = answer.binding;
@@ -371,8 +386,10 @@ impl Line {
                 Decision::Closed(block) => Grant::Refused(closed_error(block, &batch.model)),
                 Decision::Wait => continue,
             };
-            m.order.remove(&w.key);
-            w.result = Some(result);
+            if m.order.remove(&w.key) {
+                m.counts[w.key.0.min(2) as usize] -= 1;
+            }
+            w.result = Some(Box::new(result));
             if let Some(waker) = &w.waker {
                 waker.wake_by_ref();
             }
@@ -387,6 +404,15 @@ impl Line {
         if answer.next_in_us == 0 {
             m.head_at = None;
         }
+        // Reports that came meanwhile go with the head's next ask, at once (they may have
+        // freed capacity): one store operation carries both. Only with nobody left to ask
+        // does this caller run them on their own.
+        let pending = !m.reports.is_empty();
+        let flush = pending && m.order.is_empty();
+        m.asking = flush.then_some(now);
+        if pending && !flush {
+            m.head_at = Some(now);
+        }
         // The head (the caller that asked, or the one after those admitted) learns when to
         // ask again.
         self.wake_first(&batch.model);
@@ -394,25 +420,32 @@ impl Line {
         flush
     }
 
-    /// A report for `model`'s budget, to run at the next store operation. `true` when no
-    /// operation is out: the caller runs one now (it holds the operation until
-    /// [`Line::end_reports`]).
+    /// A report for `model`'s budget, to run at the next store operation: the one out,
+    /// if any, takes it when it ends; else, while callers wait, the head's ask, made at
+    /// once (one operation, not one for the reports and one for the head: on a slow
+    /// store the round trips add up). `true` when neither will: the caller runs one now
+    /// (it holds the operation until [`Line::end_reports`]).
     #[must_use = "when true, the caller must run the reports"]
     pub fn add_report(&mut self, now: Instant, model: &str, report: ReportOp) -> bool {
         let m = self.models.entry(model.to_owned()).or_default();
-        m.reports.push(report);
+        m.reports.push((now, report));
         if m.asking.is_some_and(|since| now < since + OP_STALL) {
+            return false;
+        }
+        if !m.order.is_empty() {
+            self.wake(model, now);
             return false;
         }
         m.asking = Some(now);
         true
     }
 
-    /// The reports waiting for `model`'s next store operation (the caller holds it).
-    pub fn take_reports(&mut self, model: &str) -> Vec<ReportOp> {
+    /// The reports waiting for `model`'s next store operation (the caller holds it and
+    /// sends it at `now`), each with its age ([`ReportOp::age_us`]).
+    pub fn take_reports(&mut self, now: Instant, model: &str) -> Vec<ReportOp> {
         self.models
             .get_mut(model)
-            .map(|m| std::mem::take(&mut m.reports))
+            .map(|m| aged(now, std::mem::take(&mut m.reports)))
             .unwrap_or_default()
     }
 
@@ -567,7 +600,9 @@ impl Line {
     fn remove(&mut self, id: u64) -> Option<String> {
         let w = self.waiters.remove(&id)?;
         if let Some(m) = self.models.get_mut(&w.model) {
-            m.order.remove(&w.key);
+            if m.order.remove(&w.key) {
+                m.counts[w.key.0.min(2) as usize] -= 1;
+            }
             if m.order.is_empty() && m.asking.is_none() && m.reports.is_empty() {
                 self.models.remove(&w.model);
             }
@@ -575,25 +610,43 @@ impl Line {
         Some(w.model)
     }
 
-    /// Removes waiters of `model` that stopped polling (their caller is gone).
-    fn drop_stale(&mut self, now: Instant, model: &str) {
-        let Some(m) = self.models.get(model) else {
+    /// Goes through `model`'s line at most every [`SWEEP_EVERY`]: removes the waiters
+    /// that stopped polling (their caller is gone) and counts each one's place.
+    fn sweep(&mut self, now: Instant, model: &str) {
+        let Some(m) = self.models.get_mut(model) else {
             return;
         };
-        let stale: Vec<u64> = m
-            .order
-            .iter()
-            .map(|k| k.2)
-            .filter(|id| {
-                self.waiters
-                    .get(id)
-                    .is_some_and(|w| now > w.told + IDLE_POLL + STALE_AFTER)
-            })
-            .collect();
+        if m.swept.is_some_and(|at| now < at + SWEEP_EVERY) {
+            return;
+        }
+        m.swept = Some(now);
+        let mut stale = Vec::new();
+        let mut ahead = 0;
+        for (_, _, id) in &m.order {
+            match self.waiters.get_mut(id) {
+                Some(w) if now > w.told + IDLE_POLL + STALE_AFTER => stale.push(*id),
+                Some(w) => {
+                    w.ahead = ahead;
+                    ahead += 1;
+                }
+                None => {}
+            }
+        }
         for id in stale {
             self.remove(id);
         }
     }
+}
+
+/// `reports`, each with how long before `now` it came.
+fn aged(now: Instant, reports: Vec<(Instant, ReportOp)>) -> Vec<ReportOp> {
+    reports
+        .into_iter()
+        .map(|(at, report)| ReportOp {
+            age_us: micros(now.saturating_duration_since(at)),
+            ..report
+        })
+        .collect()
 }
 
 fn micros(d: Duration) -> u64 {

@@ -182,6 +182,12 @@ pub struct ReportOp {
     pub size: Sizing,
     /// The admission the attempt went on, when the limiter gave one.
     pub ticket: Option<Ticket>,
+    /// How long before the store operation carrying it was sent the answer came, µs (0:
+    /// at once, as in-process). A store behind a queue or a slow link runs a report
+    /// hundreds of milliseconds after the answer: it is learned as of then (never before
+    /// the state's latest time, [`crate::store::StoreOps::apply`]), so a `remaining`
+    /// does not read as that much later, and the level as that much fuller.
+    pub age_us: u64,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -231,6 +237,7 @@ impl From<&Report> for ReportOp {
             completion_tokens: report.usage.map(|u| u.completion_tokens),
             size: report.size,
             ticket: report.ticket,
+            age_us: 0,
         }
     }
 }

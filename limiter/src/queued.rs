@@ -81,7 +81,7 @@ impl<S: StoreIo> Queued<S> {
     /// holds, until none is left; then releases it.
     fn run_reports(&self, mut now: Instant, model: &str) {
         loop {
-            let reports = self.lock().take_reports(model);
+            let reports = self.lock().take_reports(now, model);
             if reports.is_empty() {
                 self.lock().end_reports(now, model);
                 return;

@@ -22,9 +22,10 @@
 //! | [`FileLimiter`] | processes of one host | the wall clock (a step is absorbed) | in-process at a quarter share |
 //! | `RedisLimiter` | hosts | Redis `TIME`, one for the fleet | in-process at a quarter share, reconnecting |
 //!
-//! A store that fails never fails open: the calls it would have admitted are admitted
-//! in-process, from the level the store last had, at a quarter of the share
-//! ([`DEGRADED_SHARE`]), so four processes falling back at once stay under the limit; a
+//! A store that fails (or stops answering) never fails open: the calls it would have
+//! admitted are admitted in-process, from the level the store last had, at a quarter of
+//! the share ([`DEGRADED_SHARE`]) — of the pace, of the burst, and of the room the server
+//! says remains — so four processes falling back at once stay under the limit; a
 //! warning is logged once per outage.
 //!
 //! # A limiter of your own

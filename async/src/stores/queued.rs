@@ -73,7 +73,7 @@ impl<S: AsyncStoreIo> AsyncQueued<S> {
             reports: true,
         };
         loop {
-            let reports = lock(&self.line).take_reports(model);
+            let reports = lock(&self.line).take_reports(now(), model);
             if reports.is_empty() {
                 break;
             }

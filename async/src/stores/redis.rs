@@ -12,6 +12,7 @@ use mistral_core::limiter::{BudgetId, LimiterConfig};
 use mistral_core::{ApiKey, Ask, Error, Grant, Report};
 use mistral_limiter::store::redis::{
     self as policy, CAS_SCRIPT, CasCall, CasReply, Reconnect, RedisRound, RedisStep, RedisTarget,
+    Seen,
 };
 use mistral_limiter::store::{SharedStore, StoreOps, redis_key, scope_store_id};
 use mistral_limiter::{AdmitAnswer, LineView};
@@ -40,10 +41,11 @@ pub const REDIS_ASK_GAP: Duration = Duration::from_millis(100);
 ///
 /// Every task shares one multiplexed connection, and no worker thread waits. The
 /// connection is made lazily (by one task while the others wait for it), with short
-/// timeouts (500 ms by default). When Redis cannot be reached the limiter never fails
-/// open: calls are admitted in-process at a quarter of the limits Redis last showed (or
-/// the configured ones), from the level Redis last had, a warning is logged once per
-/// outage, and the connection is retried every few seconds (3 s by default). When Redis
+/// timeouts (500 ms by default). When Redis cannot be reached or does not answer, the
+/// limiter never fails open: calls are admitted in-process at a quarter of the limits
+/// Redis last showed (or the configured ones), from the level Redis last had, a warning
+/// is logged once per outage, and the connection is retried every few seconds (3 s by
+/// default; meanwhile calls go to the stand-in at once). When Redis
 /// answers again, what the stand-in admitted is merged into its state first; a budget
 /// Redis lost (restarted empty) is given back what this process knew of it.
 pub struct RedisLimiter {
@@ -61,6 +63,8 @@ struct RedisIo {
     /// Held by the one task making a new connection.
     connecting: tokio::sync::Mutex<()>,
     store: SharedStore,
+    /// What this process last saw of each key.
+    seen: Seen,
 }
 
 struct Conn {
@@ -155,6 +159,7 @@ impl RedisLimiter {
                 gate: Reconnect::new(Self::DEFAULT_RECONNECT_AFTER),
             }),
             connecting: tokio::sync::Mutex::new(()),
+            seen: Seen::default(),
         };
         Ok(Self::around(io))
     }
@@ -293,6 +298,11 @@ impl RedisIo {
                 Err(e) => {
                     self.drop_conn(made);
                     if !(reused && e.is_connection_dropped()) {
+                        // No answer (a timeout: Redis unreachable, or partitioned behind a
+                        // connection that still opens): the next connection waits out the
+                        // pause too, so the calls meanwhile go to the stand-in at once
+                        // instead of each waiting for a timeout of its own.
+                        self.conn().gate.failed(crate::clock::now());
                         return Err(CallError::Redis(e));
                     }
                 }
@@ -303,7 +313,8 @@ impl RedisIo {
 
     /// One round of `ops` on Redis.
     async fn round(&self, now: Instant, ops: StoreOps) -> Result<AdmitAnswer, CallError> {
-        let (mut round, mut call) = RedisRound::start(&self.id, ops);
+        let (mut round, mut call) =
+            RedisRound::start(&self.id, ops, &self.seen, &self.store, crate::clock::now());
         loop {
             let reply = self.call(now, &call).await?;
             match round.reply(&self.store, crate::clock::now(), reply) {

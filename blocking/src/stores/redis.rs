@@ -12,6 +12,7 @@ use mistral_core::limiter::{Admit, BudgetId, LimiterConfig, Place};
 use mistral_core::{ApiKey, Ask, Error, Limiter, Report};
 use mistral_limiter::store::redis::{
     self as policy, CAS_SCRIPT, CasCall, CasReply, Reconnect, RedisRound, RedisStep, RedisTarget,
+    Seen,
 };
 use mistral_limiter::store::{SharedStore, StoreOps, redis_key, scope_store_id};
 use mistral_limiter::{AdmitAnswer, LineView, Queued, StoreIo};
@@ -35,10 +36,11 @@ pub const REDIS_ASK_GAP: Duration = Duration::from_millis(100);
 ///
 /// One synchronous connection, used by one operation at a time (a mutex). The
 /// connection is made lazily, with short timeouts (500 ms by default). When Redis cannot
-/// be reached the limiter never fails open: calls are admitted in-process at a quarter
-/// of the limits Redis last showed (or the configured ones), from the level Redis last
-/// had, a warning is logged once per outage, and the connection is retried every few
-/// seconds (3 s by default). When Redis answers again, what the stand-in admitted is
+/// be reached or does not answer, the limiter never fails open: calls are admitted
+/// in-process at a quarter of the limits Redis last showed (or the configured ones), from
+/// the level Redis last had, a warning is logged once per outage, and the connection is
+/// retried every few seconds (3 s by default; meanwhile calls go to the stand-in at
+/// once). When Redis answers again, what the stand-in admitted is
 /// merged into its state first; a budget Redis lost (restarted empty) is given back
 /// what this process knew of it.
 pub struct RedisLimiter {
@@ -54,6 +56,8 @@ struct RedisIo {
     timeout: Duration,
     conn: Mutex<Conn>,
     store: SharedStore,
+    /// What this process last saw of each key.
+    seen: Seen,
 }
 
 struct Conn {
@@ -145,6 +149,7 @@ impl RedisLimiter {
             url: target.shown,
             id: scope_store_id(base_url, key, budget),
             store: SharedStore::new("redis", config),
+            seen: Seen::default(),
             timeout: Self::DEFAULT_TIMEOUT,
             conn: Mutex::new(Conn {
                 conn: None,
@@ -228,7 +233,8 @@ impl RedisIo {
     /// round).
     fn round(&self, now: Instant, ops: StoreOps) -> Result<AdmitAnswer, CallError> {
         let mut guard = self.conn();
-        let (mut round, mut call) = RedisRound::start(&self.id, ops);
+        let (mut round, mut call) =
+            RedisRound::start(&self.id, ops, &self.seen, &self.store, Instant::now());
         loop {
             let reply = self.call(&mut guard, now, &call)?;
             match round.reply(&self.store, Instant::now(), reply) {
@@ -274,6 +280,11 @@ impl RedisIo {
                 Err(e) => {
                     guard.conn = None;
                     if !(reused && e.is_connection_dropped()) {
+                        // No answer (a timeout: Redis unreachable, or partitioned behind a
+                        // connection that still opens): the next connection waits out the
+                        // pause too, so the calls meanwhile go to the stand-in at once
+                        // instead of each waiting for a timeout of its own.
+                        guard.gate.failed(Instant::now());
                         return Err(CallError::Redis(e));
                     }
                 }

@@ -18,8 +18,9 @@
 //! A store that fails never fails open: the calls it would have admitted are admitted
 //! by an in-process stand-in that starts from the last state the store returned (its
 //! level kept: what the store admitted is not admitted again) at a quarter of the share
-//! ([`DEGRADED_SHARE`]), so four processes falling back at once stay under the limit; a
-//! warning is logged once per outage. When the store answers again, what the stand-in
+//! ([`DEGRADED_SHARE`]) — of the pace, of the burst, and of the room the server says
+//! remains — so four processes falling back at once stay under the limit; a warning is
+//! logged once per outage. When the store answers again, what the stand-in
 //! admitted meanwhile is merged into the store's state first (no burst when it heals);
 //! a store that lost a budget (Redis restarted empty, a state file deleted) is given
 //! back what this process knew of it, by the declared merge rules
@@ -143,12 +144,20 @@ impl StoreOps {
     /// Runs on `state` at `now_us`: the admission's answer (one that admits nobody when
     /// there is none to make).
     pub fn apply(&self, now_us: u64, state: &mut BudgetState) -> AdmitAnswer {
-        for report in &self.reports {
-            state.report(now_us, report);
-        }
+        self.learn(now_us, state);
         match &self.admit {
             Some(op) => state.admit(now_us, op),
             None => AdmitAnswer::waiting(0, 0),
+        }
+    }
+
+    /// The reports alone, on `state` at `now_us`. Each is learned as of its answer
+    /// ([`ReportOp::age_us`] before `now_us`), but never before the latest time the
+    /// state has seen (a time behind it would read as the clock stepped back): a report
+    /// that waited for an operation to carry it says what the level was then, not now.
+    pub fn learn(&self, now_us: u64, state: &mut BudgetState) {
+        for report in &self.reports {
+            learn_one(now_us, state, report);
         }
     }
 
@@ -156,6 +165,17 @@ impl StoreOps {
     pub fn run(&self, now_us: u64, budgets: &mut Budgets) -> AdmitAnswer {
         budgets.with_model(now_us, &self.model, |s| self.apply(now_us, s))
     }
+}
+
+/// One report of a store operation run at `now_us`, learned as of its answer (see
+/// [`StoreOps::learn`]).
+pub fn learn_one(now_us: u64, state: &mut BudgetState, report: &ReportOp) {
+    let at = if now_us >= state.seen_us {
+        now_us.saturating_sub(report.age_us).max(state.seen_us)
+    } else {
+        now_us
+    };
+    state.report(at, report);
 }
 
 /// What a driver's shared store holds besides its I/O: the configured limits and the

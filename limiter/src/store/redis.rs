@@ -8,15 +8,20 @@
 //! runs the same arithmetic on one clock, and there is no second implementation to keep
 //! in step. A round is a read, then compare-and-set attempts until one lands (each
 //! failed one returns the current value, so it costs one more round trip), at most
-//! [`MAX_TRIES`]; past that the stand-in answers.
+//! [`MAX_TRIES`]; past that the stand-in answers. When this process knows the key's
+//! value (it read or wrote it last, [`Seen`]), the round skips the read: on a Redis
+//! far away an operation nobody raced costs one round trip, not two.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mistral_core::Error;
 use mistral_core::limiter::RedisOptions;
 
 use super::{IDLE, SharedStore, StoreOps, codec};
+use crate::local::MAX_BUDGETS;
 use crate::op::AdmitAnswer;
 
 /// Default connect, read and write timeout of one Redis operation.
@@ -185,29 +190,109 @@ pub enum RedisStep {
     Done(AdmitAnswer),
 }
 
+/// What this process last read or wrote of each budget's key, and when: a round starts
+/// from it instead of reading the key first ([`RedisRound::start`]). At most
+/// [`MAX_BUDGETS`] keys (the longest unused go first).
+#[derive(Debug, Default)]
+pub struct Seen {
+    keys: Mutex<HashMap<String, Last>>,
+}
+
+/// A key's value as Redis last showed it to this process.
+#[derive(Debug, Clone)]
+struct Last {
+    value: Vec<u8>,
+    /// Redis `TIME` of that reply, µs.
+    now_us: u64,
+    /// When the reply came.
+    at: Instant,
+    /// The round trip of that call.
+    trip: Duration,
+}
+
+impl Seen {
+    fn get(&self, key: &str) -> Option<Last> {
+        self.lock().get(key).cloned()
+    }
+
+    fn put(&self, key: &str, last: Last) {
+        let mut keys = self.lock();
+        keys.insert(key.to_owned(), last);
+        if keys.len() > MAX_BUDGETS {
+            let oldest = keys
+                .iter()
+                .min_by_key(|(_, l)| l.at)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                keys.remove(&oldest);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Last>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// One store operation on Redis, as compare-and-set rounds (see the module docs).
+///
+/// The first call sets the key at once when this process knows its value ([`Seen`]):
+/// computed on Redis's time as that reply gave it plus the time since (behind Redis's
+/// clock by a round trip, so it admits no earlier than Redis would), it lands when
+/// nobody changed the key since, in one round trip instead of two; when somebody did,
+/// Redis returns the value and the round goes on from it. A report is learned no
+/// earlier than it came (its age less that round trip: its time on Redis's clock is
+/// then at least the one it came at).
 #[derive(Debug)]
-pub struct RedisRound {
+pub struct RedisRound<'a> {
     key: String,
     ops: StoreOps,
     tries: u32,
-    /// The state and answer of the value last sent, until Redis says it was set.
-    sent: Option<(crate::budget::BudgetState, AdmitAnswer)>,
+    seen: &'a Seen,
+    /// When the last call was made.
+    called: Instant,
+    /// The state, answer and value of the value last sent, until Redis says it was set.
+    sent: Option<(crate::budget::BudgetState, AdmitAnswer, Vec<u8>)>,
 }
 
-impl RedisRound {
-    /// `ops` on the store with id `store_id`; the first call reads the key.
-    pub fn start(store_id: &str, ops: StoreOps) -> (Self, CasCall) {
+impl<'a> RedisRound<'a> {
+    /// `ops` on the store with id `store_id`, at `now`: the first call sets the key
+    /// from what `seen` holds of it, or reads it.
+    pub fn start(
+        store_id: &str,
+        ops: StoreOps,
+        seen: &'a Seen,
+        store: &SharedStore,
+        now: Instant,
+    ) -> (Self, CasCall) {
         let key = super::redis_key(store_id, &ops.model);
-        let call = CasCall {
-            key: key.clone(),
-            args: [b"0".to_vec(), Vec::new(), Vec::new(), b"0".to_vec()],
-        };
-        let round = RedisRound {
+        let last = seen.get(&key);
+        let mut round = RedisRound {
             key,
             ops,
             tries: 0,
+            seen,
+            called: now,
             sent: None,
+        };
+        let call = match last {
+            Some(last) => {
+                round.tries = 1;
+                let since = u64::try_from(now.saturating_duration_since(last.at).as_micros())
+                    .unwrap_or(u64::MAX);
+                let trip = u64::try_from(last.trip.as_micros()).unwrap_or(u64::MAX);
+                round.compute(
+                    store,
+                    now,
+                    last.value,
+                    last.now_us.saturating_add(since),
+                    trip,
+                )
+            }
+            None => CasCall {
+                key: round.key.clone(),
+                args: [b"0".to_vec(), Vec::new(), Vec::new(), b"0".to_vec()],
+            },
         };
         (round, call)
     }
@@ -219,12 +304,27 @@ impl RedisRound {
 
     /// Redis answered the last call at `now`: the next call, or the answer.
     pub fn reply(&mut self, store: &SharedStore, now: Instant, reply: CasReply) -> RedisStep {
+        let trip = now.saturating_duration_since(self.called);
         if reply.stored
-            && let Some((state, answer)) = self.sent.take()
+            && let Some((state, answer, value)) = self.sent.take()
         {
+            let last = Last {
+                value,
+                now_us: reply.now_us,
+                at: now,
+                trip,
+            };
+            self.seen.put(&self.key, last);
             store.up(now, &self.ops.model, &state);
             return RedisStep::Done(answer);
         }
+        let last = Last {
+            value: reply.current.clone(),
+            now_us: reply.now_us,
+            at: now,
+            trip,
+        };
+        self.seen.put(&self.key, last);
         self.tries += 1;
         if self.tries > MAX_TRIES {
             tracing::debug!(
@@ -234,11 +334,25 @@ impl RedisRound {
             let n = self.ops.admit.as_ref().map_or(0, |op| op.candidates.len());
             return RedisStep::Done(AdmitAnswer::waiting(n, 1_000));
         }
+        RedisStep::Call(self.compute(store, now, reply.current, reply.now_us, 0))
+    }
+
+    /// The call that sets the key, found at `current` at `now_us` (Redis's time), to
+    /// what `ops` make of it; each report's age less `credit_us`.
+    fn compute(
+        &mut self,
+        store: &SharedStore,
+        now: Instant,
+        current: Vec<u8>,
+        now_us: u64,
+        credit_us: u64,
+    ) -> CasCall {
+        self.called = now;
         let model = &self.ops.model;
-        let (stored, lost) = if reply.current.is_empty() {
+        let (stored, lost) = if current.is_empty() {
             (None, true)
         } else {
-            match codec::decode_value(&reply.current, model) {
+            match codec::decode_value(&current, model) {
                 Ok(state) => (Some(state), false),
                 Err(error) => {
                     tracing::warn!(
@@ -251,20 +365,29 @@ impl RedisRound {
                 }
             }
         };
-        let mut state = store.starting_state(now, reply.now_us, model, stored, lost);
-        let answer = self.ops.apply(reply.now_us, &mut state);
+        let mut state = store.starting_state(now, now_us, model, stored, lost);
+        let answer = if credit_us == 0 {
+            self.ops.apply(now_us, &mut state)
+        } else {
+            let mut ops = self.ops.clone();
+            for report in &mut ops.reports {
+                report.age_us = report.age_us.saturating_sub(credit_us);
+            }
+            ops.apply(now_us, &mut state)
+        };
         let ttl_ms = u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX);
+        let value = codec::encode_value(&state);
         let call = CasCall {
             key: self.key.clone(),
             args: [
                 b"1".to_vec(),
-                reply.current,
-                codec::encode_value(&state),
+                current,
+                value.clone(),
                 ttl_ms.to_string().into_bytes(),
             ],
         };
-        self.sent = Some((state, answer));
-        RedisStep::Call(call)
+        self.sent = Some((state, answer, value));
+        call
     }
 
     /// The call failed (`error`): the stand-in's answer.

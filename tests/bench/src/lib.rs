@@ -22,6 +22,8 @@
 //! - [`micro`]: criterion's numbers for the core, the clients' overhead over their bare
 //!   HTTP libraries, the emulator's throughput;
 //! - [`suite`]: the whole run;
+//! - [`memory`]: memory per call in flight, in the limiter's line and at the server
+//!   (`mistral-bench --memory`);
 //! - [`soak`]: a long run under random faults of every kind, Redis restarted under four
 //!   processes (`mistral-bench --soak-minutes N`).
 //!
@@ -40,6 +42,7 @@ pub mod capacity;
 pub mod child;
 pub mod job;
 pub mod measure;
+pub mod memory;
 pub mod metrics;
 pub mod micro;
 pub mod plot;

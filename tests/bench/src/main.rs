@@ -7,8 +7,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mistral_bench::child::{CHILD_FLAG, child_main};
+use mistral_bench::memory::MEMORY_CHILD_FLAG;
 use mistral_bench::soak::{SoakOptions, run_soak};
 use mistral_bench::{Isolation, Options, Size, Strategy, run};
+
+/// Every allocation counted (two atomic additions each), so that `--memory` can tell the
+/// live heap of its child processes.
+#[global_allocator]
+static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
 
 /// Runs every scenario with every strategy against the emulator and writes
 /// report.md, report.json and one SVG plot per scenario.
@@ -54,6 +60,14 @@ struct Args {
     /// priorities.md.
     #[arg(long)]
     priorities: bool,
+    /// Run only the memory measurement: the memory of thousands of async calls in flight,
+    /// waiting in the limiter's line and at a slow server (child processes), per call;
+    /// writes memory.md and memory.json.
+    #[arg(long)]
+    memory: bool,
+    /// How many calls the memory measurement holds at once.
+    #[arg(long, value_delimiter = ',', default_values_t = [4_000, 10_000])]
+    memory_calls: Vec<usize>,
     /// Run only the soak, for this many minutes (4 processes, 10 % faults, Redis
     /// restarted twice), and write soak.md and soak.json.
     #[arg(long)]
@@ -71,6 +85,9 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(CHILD_FLAG) {
         child_main();
     }
+    if std::env::args().nth(1).as_deref() == Some(MEMORY_CHILD_FLAG) {
+        mistral_bench::memory::child_main();
+    }
     let args = Args::parse();
     let isolation = if args.in_process {
         Isolation::InProcess
@@ -85,6 +102,23 @@ fn main() -> ExitCode {
     };
     if args.priorities {
         println!("{}", mistral_bench::priorities::run(&args.out));
+        return ExitCode::SUCCESS;
+    }
+    if args.memory {
+        let Ok(exe) = std::env::current_exe() else {
+            eprintln!("[memory] cannot find this executable");
+            return ExitCode::FAILURE;
+        };
+        let rows = mistral_bench::memory::run(&exe, &args.memory_calls);
+        let text = mistral_bench::memory::markdown(&rows);
+        println!("{text}");
+        let _ = std::fs::create_dir_all(&args.out);
+        let json = serde_json::to_string_pretty(&rows).unwrap_or_default();
+        if let Err(e) = std::fs::write(args.out.join("memory.md"), &text)
+            .and_then(|()| std::fs::write(args.out.join("memory.json"), json))
+        {
+            eprintln!("[memory] cannot write the report: {e}");
+        }
         return ExitCode::SUCCESS;
     }
     if let Some(minutes) = args.soak_minutes {
