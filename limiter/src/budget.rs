@@ -34,6 +34,37 @@
 //! headers, spent windows. `congestion`: refusals, recovery, closing. `learned`: a rate
 //! learned from 429s. `window`: a window learned from 429s (its count goes in a lump).
 //! `estimate`: token estimates learned from `usage`.
+//!
+//! # A limit nobody announces: what was taken from whom
+//!
+//! - **TCP BBR** (`tcp_bbr.c`): the rate to use against a policer is the delivery rate
+//!   measured while over-driving it, so a refusal settles the learned rate just under
+//!   what was delivered (97 %), and a cycle whose shut was the server's (a second, or a
+//!   quarter of the cycle) sets the rate to what the whole cycle delivered, as BBR's
+//!   policer detector (`lt_bw`) does. The start is clocked by answers, not timers (below
+//!   16/s each success doubles the rate). Not taken: the pacing-gain cycle, whose 3/4
+//!   phase is pure loss against a server with no queue; upward probes are rare instead.
+//! - **AWS SDKs' adaptive retry** (CUBIC): no long warm-up before the first refusal
+//!   (after a first answer a few go at once, then the rate doubles per answer), and a
+//!   rate grows only while what is delivered keeps up with it (at least 80 %). Not
+//!   taken: the cubic law, which needs about 6 s to follow a doubled limit and saws
+//!   between 70 % and 100 % of a hard one; the bracket below replaces it.
+//! - **Netflix concurrency-limits**: AIMD's rule that a limit nobody uses never grows (a
+//!   rate grows only while callers queue for it). Not taken: Vegas and Gradient2, which
+//!   read queueing delay that a server answering 429 at once never shows. A concurrency
+//!   limit is learned as the rate it allows, not yet as a gate on calls in flight.
+//! - **Envoy's adaptive concurrency**: not taken, for the same reason as Gradient2.
+//! - **Google SRE's client-side throttling**: refused attempts are bounded, not by a
+//!   local reject probability but by the probe budget: a settled rate probes upwards
+//!   after a hold of at least a second and 16 of its intervals (at most one refused probe
+//!   in 16 calls), and waits twice as long each time a probe is refused where the last
+//!   one was. That schedule is in the shared state: the fleet probes once, not once per
+//!   process.
+//!
+//! Beyond the anchors: the bracket (a refusal goes back to the highest rate that held, a
+//! hold tries the middle between it and the lowest refused), and a window told apart
+//! from a rate by the timing of refusals (shut longer than any pace explains, then open
+//! in a lump), after which its count goes at each open and its length times the probe.
 
 mod announced;
 mod congestion;
@@ -216,6 +247,9 @@ crate::shared_record! {
         /// Learned: how many holds a settled rate waits before it probes (doubles when a
         /// probe is refused just where the last one was).
         hold_x: f64 => Newer;
+        /// Learned: the last sequence number of the few let go at once after the first
+        /// answer (their refusals say nothing of the rate).
+        burst_seq: u64 => Newer;
         /// Learned: 1 until the first congestion event (the rate doubles).
         slow_start: u64 => Newer;
         /// Learned: 1 when a caller had to wait since the rate last grew.
@@ -236,6 +270,9 @@ crate::shared_record! {
         refill: Refill => Newer;
         /// Learned: a window's count (when `refill` is a window).
         win_count: u64 => Newer;
+        /// Learned: a count a window held before a lump's refusals cut `win_count` (0:
+        /// none); lumps try halfway back to it until one is refused there.
+        win_top: u64 => Newer;
         /// Learned: how many times a learned window was seen to open.
         win_opens: u64 => Newer;
         /// Learned: a window's length, µs (0: not known).
@@ -245,6 +282,8 @@ crate::shared_record! {
         win_open_us: u64 => Newer, time;
         /// When the last probe was admitted.
         probe_at_us: u64 => Newer, time;
+        /// When the last refused probe was admitted.
+        probe_no_us: u64 => Newer, time;
         /// Learned: the count the current lump may reach (0: no lump under way).
         lump_cap: u64 => Newer;
         /// Learned: the current lump's calls admitted so far (its probe included).
@@ -312,6 +351,7 @@ impl Default for BudgetState {
             max_rate: 0.0,
             probe_step: 0.0,
             held_rate: 0.0,
+            burst_seq: 0,
             hold_x: 1.0,
             slow_start: 0,
             binding: 0,
@@ -323,10 +363,12 @@ impl Default for BudgetState {
             cycle_count: 0,
             refill: Refill::Unknown,
             win_count: 0,
+            win_top: 0,
             win_opens: 0,
             win_len_us: 0,
             win_open_us: 0,
             probe_at_us: 0,
+            probe_no_us: 0,
             lump_cap: 0,
             lump_sent: 0,
             lump_ok: 0,
@@ -760,7 +802,7 @@ impl BudgetState {
             Signal::Success => {
                 if self.source == Source::Unknown {
                     // The first answer carried no limits: learn the rate.
-                    self.become_learned(now);
+                    self.become_learned(now, false);
                 }
                 self.block = Block::None;
                 self.meter(now);
@@ -786,15 +828,17 @@ impl BudgetState {
                 if self.source == Source::Headers {
                     self.read_levels(now, op);
                 }
-                let lump = self.lump_answer(now, op.ticket, LumpAnswer::Refused);
-                self.refusal(now, wait_us, window_us, tokens, current, lump);
+                let spared = self.lump_answer(now, op.ticket, LumpAnswer::Refused)
+                    || self.start_burst(op.ticket);
+                self.refusal(now, wait_us, window_us, tokens, current, spared);
             }
             Signal::RateLimited { wait_us } => {
                 if self.source == Source::Unknown {
-                    self.become_learned(now);
+                    self.become_learned(now, true);
                 }
-                let lump = self.lump_answer(now, op.ticket, LumpAnswer::Refused);
-                self.refusal(now, wait_us, 0, false, current, lump);
+                let spared = self.lump_answer(now, op.ticket, LumpAnswer::Refused)
+                    || self.start_burst(op.ticket);
+                self.refusal(now, wait_us, 0, false, current, spared);
             }
             Signal::NoAllowance => self.close(now, Block::NoAllowance),
             Signal::MonthlyQuota => self.close(now, Block::MonthlyQuota),

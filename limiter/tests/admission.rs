@@ -677,16 +677,21 @@ fn a_learned_window_sends_its_count_at_once_when_it_opens() {
     b.refill = Refill::Window;
     b.win_count = 20;
     let t = reopened_after_a_long_shut(&mut b, 20, 0);
-    // The probe was one of the 20.
-    let lump = go_now(&mut b, t, 64);
-    assert!((19..=20).contains(&lump.len()), "{}", lump.len());
+    // The probe was one of the 20: half the rest goes at once, the others at the first
+    // success (a sliding log that freed less refuses half, not all).
+    let mut lump = go_now(&mut b, t, 64);
+    assert_eq!(lump.len(), 9);
     // Nothing else goes while the lump is out (the pace holds).
     assert!(go_now(&mut b, t + MS / 2, 64).is_empty());
+    b.report(t + MS, &plain(Signal::Success, lump[0]));
+    let rest = go_now(&mut b, t + MS, 64);
+    assert_eq!(rest.len(), 10);
+    lump.extend(rest);
     // A window whose count came down: once the lump is answered, the count is what it
     // let through; its refusals do not lower the rate.
     let rate = b.rate;
-    for ticket in &lump[..9] {
-        b.report(t + MS, &plain(Signal::Success, *ticket));
+    for ticket in &lump[1..9] {
+        b.report(t + 2 * MS, &plain(Signal::Success, *ticket));
     }
     for ticket in &lump[9..] {
         b.report(
@@ -710,13 +715,137 @@ fn a_learned_window_spent_by_its_count_waits_for_its_next_open() {
     // It opened when its probe was admitted.
     assert_eq!(b.win_open_us, S + S / 2);
     let lump = go_now(&mut b, t, 64);
-    assert_eq!(lump.len(), 7);
-    for ticket in lump {
-        b.report(t + MS, &plain(Signal::Success, ticket));
+    assert_eq!(lump.len(), 3);
+    b.report(t + MS, &plain(Signal::Success, lump[0]));
+    let rest = go_now(&mut b, t + MS, 64);
+    assert_eq!(rest.len(), 4);
+    for ticket in lump[1..].iter().chain(&rest) {
+        b.report(t + 2 * MS, &plain(Signal::Success, *ticket));
     }
     // Its count is spent: nobody goes (not even at the pace) until a little before the
     // next open (3.5 s less a tenth of a second), then one probe.
     assert_eq!(b.pause_until_us, 3 * S + 4 * S / 10);
     assert!(go_now(&mut b, 3 * S, 64).is_empty());
     assert_eq!(go_now(&mut b, 3 * S + 4 * S / 10, 64).len(), 1);
+}
+
+#[test]
+fn a_first_answer_without_limits_lets_a_few_go_at_once_and_their_refusal_lowers_nothing() {
+    let mut b = BudgetState::new(0, None);
+    let probe = ticket_of(b.admit(0, &op(1, vec![candidate(1, 1)])).decisions[0]);
+    b.report(10 * MS, &plain(Signal::Success, probe));
+    assert_eq!((b.source, b.slow_start), (Source::Learned, 1));
+    let few = go_now(&mut b, 10 * MS, 8);
+    assert_eq!(few.len(), 3, "a few in flight at once, not a long warm-up");
+    let rate = b.rate;
+    // The server has no burst: one of them is refused. The rate is not lowered, the slow
+    // start goes on, and everyone pauses once.
+    b.report(20 * MS, &plain(Signal::RateLimited { wait_us: 0 }, few[0]));
+    assert_eq!((b.rate, b.slow_start), (rate, 1));
+    assert!(b.pause_until_us > 20 * MS);
+    // After the pause, one at a time at the starting pace, from when the next was due
+    // (within two intervals of the burst), never two at once.
+    let pause = b.pause_until_us;
+    let mut t = pause;
+    let mut after = go_now(&mut b, t, 8);
+    while after.is_empty() && t < 2 * S {
+        t += 10 * MS;
+        after = go_now(&mut b, t, 8);
+    }
+    assert_eq!(after.len(), 1, "at {t}");
+    assert!(t <= 10 * MS + 2 * S / 2, "the next went at {t}");
+    assert!(go_now(&mut b, t, 8).is_empty());
+}
+
+#[test]
+fn a_window_count_cut_by_one_lump_is_tried_again_by_halves() {
+    let mut b = learned_at(10.0, 0.0);
+    b.refill = Refill::Window;
+    b.win_count = 20;
+    b.win_opens = 2;
+    let t = reopened_after_a_long_shut(&mut b, 20, 0);
+    let mut lump = go_now(&mut b, t, 64);
+    b.report(t + MS, &plain(Signal::Success, lump[0]));
+    lump.extend(go_now(&mut b, t + MS, 64));
+    assert_eq!(lump.len(), 19);
+    // A sliding log that freed only 12 (the probe and 11 of the lump): cut to 12, and
+    // 20 (which it held) is remembered.
+    for ticket in &lump[1..11] {
+        b.report(t + 2 * MS, &plain(Signal::Success, *ticket));
+    }
+    for ticket in &lump[11..] {
+        b.report(
+            t + 2 * MS,
+            &plain(Signal::RateLimited { wait_us: 0 }, *ticket),
+        );
+    }
+    assert_eq!((b.win_count, b.win_top), (12, 20));
+    // The next open's lump tries halfway back (every other open while below it).
+    let t = reopened_after_a_long_shut(&mut b, 12, 4 * S);
+    assert_eq!(b.lump_cap, 16);
+    let mut lump = go_now(&mut b, t, 64);
+    b.report(t + MS, &plain(Signal::Success, lump[0]));
+    lump.extend(go_now(&mut b, t + MS, 64));
+    assert_eq!(lump.len(), 15);
+    // Refused there after 13 (the probe and 12): the limit came down, 16 is the new top.
+    for ticket in &lump[1..12] {
+        b.report(t + 2 * MS, &plain(Signal::Success, *ticket));
+    }
+    for ticket in &lump[12..] {
+        b.report(
+            t + 2 * MS,
+            &plain(Signal::RateLimited { wait_us: 0 }, *ticket),
+        );
+    }
+    assert_eq!((b.win_count, b.win_top), (13, 16));
+    // Then its count, then halfway to the new top.
+    let t = reopened_after_a_long_shut(&mut b, 13, t + 4 * S);
+    assert_eq!(b.lump_cap, 13);
+    let mut lump = go_now(&mut b, t, 64);
+    b.report(t + MS, &plain(Signal::Success, lump[0]));
+    lump.extend(go_now(&mut b, t + MS, 64));
+    for ticket in &lump[1..] {
+        b.report(t + 2 * MS, &plain(Signal::Success, *ticket));
+    }
+    assert_eq!((b.win_count, b.win_top, b.lump_cap), (13, 16, 0));
+    reopened_after_a_long_shut(&mut b, 13, t + 4 * S);
+    assert_eq!(b.lump_cap, 14);
+}
+
+#[test]
+fn a_rate_paced_above_a_sliding_log_comes_down_to_what_its_cycle_delivered() {
+    // Paced at 64/s against a log of 40 a second: 40 go in about 0.6 s, then it shuts
+    // until the first of them leaves the log, about 0.4 s later.
+    let mut b = learned_at(64.0, 0.0);
+    b.held_rate = 64.0;
+    let sent = drive(&mut b, 20 * MS, 640 * MS);
+    assert!((36..=44).contains(&sent), "{sent}");
+    let refused = go_now(&mut b, 650 * MS, 1)[0];
+    b.report(
+        651 * MS,
+        &plain(Signal::RateLimited { wait_us: 0 }, refused),
+    );
+    // Probes at the end of each pause: refused until 1.02 s, then admitted.
+    let mut t = b.pause_until_us;
+    loop {
+        let probe = go_now(&mut b, t, 4);
+        assert!(probe.len() <= 1, "one probe at a time: {}", probe.len());
+        if let Some(probe) = probe.first() {
+            let signal = if t < 1_020 * MS {
+                Signal::RateLimited { wait_us: 0 }
+            } else {
+                Signal::Success
+            };
+            b.report(t + MS, &plain(signal, *probe));
+            if b.recovering == 0 {
+                break;
+            }
+        }
+        t = b.pause_until_us.max(t + MS);
+        assert!(t < 3 * S, "never recovered");
+    }
+    // The shut (about 0.4 s of a 1 s cycle) was the server's: the rate is what the cycle
+    // delivered (about 40/s), not the 64/s that seemed to hold, and a lump may go.
+    assert!(b.rate < 45.0 && b.rate > 25.0, "{}", b.rate);
+    assert!(b.lump_cap > 0, "a lump tries whether it opened whole");
 }

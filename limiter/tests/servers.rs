@@ -715,6 +715,17 @@ fn check(
             })
             .collect();
         eprintln!("{name} {callers}: {}", line.join(" "));
+        if std::env::var("SIM_TRACE").is_ok_and(|v| v == "2") {
+            let mut events: Vec<(u64, bool)> = out.admitted.iter().map(|&t| (t, true)).collect();
+            events.extend(server.refused_at.iter().map(|&t| (t, false)));
+            events.sort();
+            let first: Vec<String> = events
+                .iter()
+                .take(40)
+                .map(|(t, ok)| format!("{}{}", t / MS, if *ok { "" } else { "x" }))
+                .collect();
+            eprintln!("  first arrivals (ms): {}", first.join(" "));
+        }
     }
     eprintln!(
         "{name:<44} {callers:>3} callers: {:>7.2} s (best {best:>6.2} s, {goodput:.2}), \
@@ -793,6 +804,14 @@ fn unknown_limits_are_learned_under_every_semantics() {
             (20 * MS, 40 * MS),
         ),
         (
+            "sliding log 40 per 1 s, fast",
+            Semantics::Sliding {
+                limit: 40,
+                window: S,
+            },
+            (2 * MS, 10 * MS),
+        ),
+        (
             "4 in flight, 0.5 s each",
             Semantics::Concurrency { k: 4 },
             (500 * MS, 500 * MS),
@@ -818,6 +837,10 @@ fn unknown_limits_are_learned_under_every_semantics() {
             .chain(only.filter(|o| ![1, 8, 32].contains(o)))
             .filter(|c| only.is_none_or(|o| o == *c))
         {
+            let latency = std::env::var("SIM_LATENCY_US")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(latency, |l| (l, 2 * l));
             let server = Server::new(semantics.clone(), false).latency(latency.0, latency.1);
             // One caller is bound by its own latency, not by the server.
             // Bounds well below what this code does (see the printed figures and the

@@ -3,7 +3,7 @@
 
 use mistral_core::limiter::Block;
 
-use super::{BudgetState, MICROS, Source};
+use super::{BudgetState, MICROS, Refill, Source};
 
 impl BudgetState {
     /// The longest pause between two refused probes (unless one unit is longer).
@@ -12,7 +12,8 @@ impl BudgetState {
     /// A refusal: the first of a congestion event pauses everyone, lowers the rate or
     /// the share and starts a recovery (one probe at a time); a refused probe doubles
     /// the pause; a refusal of an attempt admitted before the event changes nothing
-    /// (`lump`: it was one of a learned window's lump).
+    /// (`spared`: it says nothing of the rate, being one of a learned window's lump or
+    /// of the few let go at once at the start).
     pub(super) fn refusal(
         &mut self,
         now: u64,
@@ -20,7 +21,7 @@ impl BudgetState {
         window_us: u64,
         tokens: bool,
         current: bool,
-        lump: bool,
+        spared: bool,
     ) {
         if !current {
             return;
@@ -28,13 +29,15 @@ impl BudgetState {
         if self.recovering == 1 {
             self.streak += 1;
             self.probe_until_us = now;
+            // The probe out was refused: capacity was not back when it was admitted.
+            self.probe_no_us = self.probe_at_us;
         } else {
             self.epoch += 1;
             self.recovering = 1;
             self.streak = 0;
             self.probe_until_us = now;
             self.event_us = now;
-            self.decrease(now, lump);
+            self.decrease(now, spared);
         }
         if self.source == Source::Headers
             && self.spent_us > 0
@@ -44,7 +47,13 @@ impl BudgetState {
             // One unit after the window was spent it still refuses.
             self.windowed = 1;
         }
-        let pause = self.recovery_pause(now, wait_us, window_us);
+        let pause = if spared && self.lump_cap == 0 && self.slow_start == 1 {
+            // The start's few at once refused: the server has no burst; the next goes
+            // after a short pause, not a whole interval of the starting rate.
+            (MICROS / 10).max(wait_us)
+        } else {
+            self.recovery_pause(now, wait_us, window_us)
+        };
         self.pause_until_us = self.pause_until_us.max(now.saturating_add(pause));
         // The refused cell is empty: after the pause, one unit comes back at a time
         // (the probe's answer tells the real level).
@@ -92,13 +101,20 @@ impl BudgetState {
         pause.min(Self::BLOCK_US)
     }
 
-    fn decrease(&mut self, now: u64, lump: bool) {
+    fn decrease(&mut self, now: u64, spared: bool) {
         self.share_rate = Self::SHARE_RATE;
         match self.source {
             Source::Learned => {
                 // A window's lump refused or a window spent says how much it holds, not
-                // how fast capacity comes back.
-                if !lump && !self.window_spent() {
+                // how fast capacity comes back; the start's few at once, that there is
+                // no burst.
+                if spared {
+                    // No burst: one at a time from when the next was due.
+                    let rp = self.req_period_us();
+                    let next = self.req_tat_us as f64 - (self.req_cap - 1.0) * rp;
+                    self.req_tat_us = next.max(0.0) as u64;
+                    self.req_cap = 1.0;
+                } else if !self.window_spent() {
                     self.learned_decrease(now);
                 }
             }
@@ -117,8 +133,8 @@ impl BudgetState {
     }
 
     /// A success while recovering: the event is over. When capacity took more than a
-    /// second to come back (a window, not a rate), what the cycle delivered becomes the
-    /// learned rate. Only an attempt admitted since the event (`current`: a probe) closes
+    /// second, or a quarter of the cycle, to come back (a window or a log, not a rate),
+    /// what the cycle delivered becomes the learned rate and a lump may go. Only an attempt admitted since the event (`current`: a probe) closes
     /// the cycle; an earlier one answered late ends the pause but says nothing of when
     /// capacity came back.
     pub(super) fn end_recovery(&mut self, now: u64, current: bool) {
@@ -130,11 +146,32 @@ impl BudgetState {
         }
         let span = now.saturating_sub(self.cycle_start_us);
         let shut = now.saturating_sub(self.event_us);
-        if shut as f64 >= (MICROS as f64).max(Self::LONG_SHUT_UNITS * self.req_period_us()) {
+        let long = if self.refill == Refill::Window {
+            // A learned window: a shut of a quarter of it is its own.
+            let quarter = if self.win_len_us > 0 {
+                self.win_len_us / 4
+            } else {
+                MICROS
+            };
+            shut >= MICROS.min(quarter)
+        } else {
+            shut as f64 >= (MICROS as f64).max(Self::LONG_SHUT_UNITS * self.req_period_us())
+                || self.shut_is_servers(shut, span)
+        };
+        if long {
             // Shut longer than any pace explains: maybe a window; its lump may go.
             self.window_opened(now);
         }
-        if shut >= MICROS && span >= MICROS && self.cycle_count > 0 {
+        // A shut of a second, or of a quarter of the cycle or more, is the server's, not
+        // the pause's: what the cycle delivered is the rate it admits (a sliding log paced
+        // above its rate holds until its log is full, then shuts). A learned window's
+        // count and length pace it, not a rate; a cycle of a few successes measures
+        // nothing.
+        if self.refill != Refill::Window
+            && (shut >= MICROS || self.shut_is_servers(shut, span))
+            && span >= MICROS
+            && self.cycle_count >= Self::LUMP_MIN
+        {
             let cycle = self.cycle_count as f64 * MICROS as f64 / span as f64;
             if cycle < self.rate {
                 self.set_rate(cycle);
@@ -143,6 +180,13 @@ impl BudgetState {
         }
         self.cycle_start_us = now;
         self.cycle_count = 0;
+    }
+
+    /// Whether a shut of `shut` µs in a cycle of `span` is the server's, not the pause's:
+    /// a quarter of the cycle or more, and longer than 4 intervals.
+    fn shut_is_servers(&self, shut: u64, span: u64) -> bool {
+        shut.saturating_mul(4) >= span
+            && shut as f64 >= Self::LONG_SHUT_UNITS * self.req_period_us()
     }
 
     /// A zero allowance or a spent monthly quota: closed for everyone for a while.

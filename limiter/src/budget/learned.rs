@@ -30,8 +30,13 @@ impl BudgetState {
     /// While slow-starting, the learned rate doubles at most this often.
     pub const SLOW_START_STEP_US: u64 = 100_000;
 
-    /// The first answer showed no limits: pace at the starting rate and slow-start.
-    pub(super) fn become_learned(&mut self, now: u64) {
+    /// After a first answer that succeeded without limits, this many more may go at
+    /// once (with the probe, a few in flight), then the pace starts.
+    pub const LEARN_BURST: f64 = 3.0;
+
+    /// The first answer showed no limits: pace at the starting rate and slow-start. A
+    /// success lets [`Self::LEARN_BURST`] go at once first; a refusal does not.
+    pub(super) fn become_learned(&mut self, now: u64, refused: bool) {
         self.source = Source::Learned;
         self.share = 1.0;
         self.slow_start = 1;
@@ -42,9 +47,20 @@ impl BudgetState {
         self.meter_start_us = now;
         self.meter_count = 0;
         self.set_rate(Self::LEARN_START);
-        // The probe just went: the next request is paced after it.
-        let next = now.saturating_add(self.req_period_us() as u64);
-        self.req_tat_us = self.req_tat_us.max(next);
+        if refused {
+            // The probe was refused: the next request is paced after it.
+            let next = now.saturating_add(self.req_period_us() as u64);
+            self.req_tat_us = self.req_tat_us.max(next);
+        } else {
+            self.req_cap = Self::LEARN_BURST;
+            self.req_tat_us = now;
+            self.burst_seq = self.seq.saturating_add(Self::LEARN_BURST as u64);
+        }
+    }
+
+    /// Whether `ticket` was one of the few let go at once after the first answer.
+    pub(super) fn start_burst(&self, ticket: Option<mistral_core::Ticket>) -> bool {
+        self.slow_start == 1 && ticket.is_some_and(|t| t.seq <= self.burst_seq)
     }
 
     pub(super) fn set_rate(&mut self, rate: f64) {
@@ -52,6 +68,22 @@ impl BudgetState {
         self.rate = rate;
         self.req_us = MICROS as f64 / rate;
         self.req_cap = 1.0;
+    }
+
+    /// A higher rate from `now` on: the next admission comes as much sooner as the
+    /// pace is faster (the wait already paced at the old rate shrinks with it).
+    fn raise_rate(&mut self, now: u64, rate: f64) {
+        let old = self.req_period_us();
+        let next = self.req_tat_us as f64 + (1.0 - self.req_cap) * old;
+        self.set_rate(rate);
+        let new = self.req_period_us();
+        let now = now as f64;
+        let next = if next > now && old > 0.0 {
+            now + (next - now) * new / old
+        } else {
+            next
+        };
+        self.req_tat_us = (next + (self.req_cap - 1.0) * new).max(0.0) as u64;
     }
 
     pub(super) fn meter(&mut self, now: u64) {
@@ -125,7 +157,7 @@ impl BudgetState {
             // The first doublings are clocked by the answers (a few calls need no long
             // warm-up): each success while callers queue doubles a rate this low.
             self.held_rate = self.rate;
-            self.set_rate((self.rate * 2.0).min(Self::QUICK_START));
+            self.raise_rate(now, (self.rate * 2.0).min(Self::QUICK_START));
             self.grown_us = now;
             self.binding = 0;
             return;
@@ -148,7 +180,7 @@ impl BudgetState {
             if self.slow_start == 1 {
                 if elapsed >= Self::SLOW_START_STEP_US {
                     self.held_rate = self.rate;
-                    self.set_rate(self.rate * 2.0);
+                    self.raise_rate(now, self.rate * 2.0);
                     self.grown_us = now;
                     self.binding = 0;
                 }
@@ -158,8 +190,14 @@ impl BudgetState {
             // doubles at each hold without a refusal (3 %, 6 %, 12 %… at most half), so a
             // raised limit is found within seconds and a steady one costs a refused probe
             // now and then, not a sawtooth.
-            let mut hold = (Self::HOLD_US as f64).max(Self::HOLD_UNITS * MICROS as f64 / self.rate);
             let bracketed = self.max_rate > self.rate * (1.0 + Self::BRACKET);
+            let (least, units) = if bracketed && self.max_rate > self.rate * 1.25 {
+                // Far under the refused rate: bisect quickly.
+                (Self::HOLD_US as f64 / 2.0, Self::HOLD_UNITS / 4.0)
+            } else {
+                (Self::HOLD_US as f64, Self::HOLD_UNITS)
+            };
+            let mut hold = least.max(units * MICROS as f64 / self.rate);
             if !bracketed && self.probe_step == 0.0 {
                 hold *= self.hold_x.max(1.0);
             } else if self.probe_step > 0.0 {
@@ -172,7 +210,7 @@ impl BudgetState {
                 self.held_rate = self.held_rate.max(self.rate);
                 if bracketed {
                     // Below a refused rate by more than the bracket: try the middle.
-                    self.set_rate((self.rate + self.max_rate) / 2.0);
+                    self.raise_rate(now, (self.rate + self.max_rate) / 2.0);
                     self.probe_step = 0.0;
                 } else {
                     let step = if self.probe_step > 0.0 {
@@ -180,7 +218,7 @@ impl BudgetState {
                     } else {
                         0.03
                     };
-                    self.set_rate(self.rate * (1.0 + step));
+                    self.raise_rate(now, self.rate * (1.0 + step));
                     self.probe_step = step;
                 }
                 self.grown_us = now;

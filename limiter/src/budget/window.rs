@@ -7,9 +7,10 @@
 //! continuous (a rate, a bucket, a concurrency limit: it never lumps again); otherwise
 //! the budget is a window of what went through, whose whole count goes at once at each
 //! open, and whose length (from one open to the next) schedules the first probe of the
-//! next. After one lump in [`BudgetState::WINDOW_PACE_EVERY`] the pace resumes until the
-//! window is spent, so a raised count is found; after the others everyone waits for the
-//! next open. A count too high is cut at the next lump's refusals. A refusal of a
+//! next; after a lump answered whole everyone waits for that open (the pace does not
+//! go on into a spent window). One lump in [`BudgetState::WINDOW_GROW_EVERY`] tries a
+//! sixteenth more, so a raised count is found; a count too high is cut to what its lump
+//! let through. A refusal of a
 //! lump, or of a window spent, never lowers the learned rate.
 
 use mistral_core::Ticket;
@@ -31,23 +32,31 @@ impl BudgetState {
     pub const LONG_SHUT_UNITS: f64 = 4.0;
     /// The fewest successes of a lump that make a window.
     pub const LUMP_MIN: u64 = 4;
-    /// After one lump of a learned window in this many, the pace goes on until the
-    /// window refuses (to find a raised count); after the others everyone waits for the
-    /// next open.
-    pub const WINDOW_PACE_EVERY: u64 = 4;
+    /// One lump of a learned window in this many tries a sixteenth more than its count
+    /// (at least one), to find a raised count.
+    pub const WINDOW_GROW_EVERY: u64 = 4;
     /// A lump not answered whole within this long is judged on what was answered.
     pub const LUMP_TIMEOUT_US: u64 = 2 * MICROS;
 
     /// A probe succeeded after a long shut at `now`: learn the window's length from the
-    /// time since the last open (the probes' admissions; an interval that is no
-    /// multiple of the length known is an outlier), and start this open's lump.
+    /// time since the last open (each open placed between the last refused probe and
+    /// the one that succeeded; an interval that is no multiple of the length known is an
+    /// outlier), and start this open's lump.
     pub(super) fn window_opened(&mut self, now: u64) {
         self.fold_extra();
-        let open = if self.probe_at_us > 0 {
+        let at = if self.probe_at_us > 0 {
             self.probe_at_us
         } else {
             now
         };
+        // The window opened after the last refused probe of this shut and by this one:
+        // between the two when both are known, else by this one.
+        let open = if self.probe_no_us >= self.event_us && self.probe_no_us < at {
+            self.probe_no_us + (at - self.probe_no_us) / 2
+        } else {
+            at
+        };
+        self.probe_no_us = 0;
         if self.win_open_us > 0 && open > self.win_open_us {
             let interval = (open - self.win_open_us) as f64;
             if self.win_len_us == 0 {
@@ -62,8 +71,19 @@ impl BudgetState {
             }
         }
         self.win_open_us = open;
+        self.win_opens += 1;
         let cap = match self.refill {
             Refill::Continuous => 0,
+            // Cut below a count it held: every other lump tries halfway back.
+            Refill::Window
+                if self.win_top > self.win_count + 1 && self.win_opens.is_multiple_of(2) =>
+            {
+                self.win_count + (self.win_top - self.win_count) / 2
+            }
+            // One lump in WINDOW_GROW_EVERY tries a sixteenth more (a raised count).
+            Refill::Window if self.win_opens.is_multiple_of(Self::WINDOW_GROW_EVERY) => {
+                self.win_count + (self.win_count / 16).max(1)
+            }
             Refill::Window => self.win_count,
             Refill::Unknown => self.cycle_count,
         };
@@ -80,8 +100,10 @@ impl BudgetState {
         self.lump_ok = 1;
         self.lump_no = 0;
         self.lump_lost = 0;
+        // A known window's first half goes at once, the rest at its first success (a
+        // sliding log that freed less refuses half, not all).
         self.lump_left = match self.refill {
-            Refill::Window => cap - 1,
+            Refill::Window => ((cap - 1) / 2).max(1),
             _ => 2.min(cap - 1),
         };
     }
@@ -140,9 +162,13 @@ impl BudgetState {
         match answer {
             LumpAnswer::Success => {
                 self.lump_ok += 1;
-                if self.refill != Refill::Window && self.lump_no == 0 {
+                if self.lump_no == 0 {
                     let room = self.lump_cap.saturating_sub(self.lump_sent);
-                    self.lump_left = (self.lump_left + 2).min(room);
+                    self.lump_left = if self.refill == Refill::Window {
+                        room
+                    } else {
+                        (self.lump_left + 2).min(room)
+                    };
                 }
             }
             LumpAnswer::Refused => {
@@ -165,16 +191,27 @@ impl BudgetState {
             let known = self.refill == Refill::Window;
             self.refill = Refill::Window;
             self.win_count = self.lump_ok;
-            self.win_opens += 1;
+            if self.win_top <= self.win_count + 1 {
+                self.win_top = 0;
+            }
             let until = self.until_window_opens(now);
-            if known && until > 0 && !self.win_opens.is_multiple_of(Self::WINDOW_PACE_EVERY) {
-                // Its count is spent: shut until the next open, as if refused (the pace
-                // goes on after one lump in WINDOW_PACE_EVERY, to find a raised count).
+            if known && until > 0 {
+                // Its count is spent: shut until the next open, as if refused.
                 self.shut_until_window(now, until);
             }
         } else if self.lump_ok >= Self::LUMP_MIN {
             // Refused after a few at once: a window of what went through (the last
-            // cycle may have spanned two windows).
+            // cycle may have spanned two windows). A count it held before is tried
+            // again by halves (a lump split by a misjudged open, or a sliding log's
+            // uneven release), unless this lump tried it and was refused.
+            if self.refill == Refill::Window {
+                self.win_top = if self.win_top > 0 {
+                    // Refused on the way back: the limit may have come down.
+                    self.win_top.min(self.lump_cap)
+                } else {
+                    self.win_count
+                };
+            }
             self.refill = Refill::Window;
             self.win_count = self.lump_ok;
         } else if self.lump_no > 0 {
