@@ -277,6 +277,9 @@ crate::shared_record! {
         win_opens: u64 => Newer;
         /// Learned: a window's length, µs (0: not known).
         win_len_us: u64 => Newer;
+        /// Learned: how many intervals between opens agreed with `win_len_us` (less the
+        /// outliers since); below 2 nobody waits for the next open on its word.
+        win_len_n: u64 => Newer;
         /// Learned: when the last window seen to open opened (its first probe's
         /// admission; 0: none).
         win_open_us: u64 => Newer, time;
@@ -366,6 +369,7 @@ impl Default for BudgetState {
             win_top: 0,
             win_opens: 0,
             win_len_us: 0,
+            win_len_n: 0,
             win_open_us: 0,
             probe_at_us: 0,
             probe_no_us: 0,

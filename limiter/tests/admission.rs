@@ -711,6 +711,7 @@ fn a_learned_window_spent_by_its_count_waits_for_its_next_open() {
     b.win_count = 8;
     b.win_opens = 1;
     b.win_len_us = 2 * S;
+    b.win_len_n = 2;
     let t = reopened_after_a_long_shut(&mut b, 8, 0);
     // It opened when its probe was admitted.
     assert_eq!(b.win_open_us, S + S / 2);
@@ -848,4 +849,33 @@ fn a_rate_paced_above_a_sliding_log_comes_down_to_what_its_cycle_delivered() {
     // delivered (about 40/s), not the 64/s that seemed to hold, and a lump may go.
     assert!(b.rate < 45.0 && b.rate > 25.0, "{}", b.rate);
     assert!(b.lump_cap > 0, "a lump tries whether it opened whole");
+}
+
+#[test]
+fn a_window_length_seen_once_never_shuts_the_budget() {
+    // The same window as above, its length seen once (a bucket whose two long shuts
+    // looked like opens): after a whole lump the pace goes on, nobody waits for an open
+    // that may never come.
+    let mut b = learned_at(10.0, 0.0);
+    b.refill = Refill::Window;
+    b.win_count = 8;
+    b.win_opens = 1;
+    b.win_len_us = 8 * S;
+    b.win_len_n = 1;
+    let t = reopened_after_a_long_shut(&mut b, 8, 0);
+    let lump = go_now(&mut b, t, 64);
+    b.report(t + MS, &plain(Signal::Success, lump[0]));
+    let rest = go_now(&mut b, t + MS, 64);
+    for ticket in lump[1..].iter().chain(&rest) {
+        b.report(t + 2 * MS, &plain(Signal::Success, *ticket));
+    }
+    assert_eq!(b.win_count, 8);
+    assert!(b.pause_until_us < t + S, "shut until {}", b.pause_until_us);
+    // At the pace (10/s), the next goes within a fifth of a second.
+    let mut at = t + 2 * MS;
+    while go_now(&mut b, at, 1).is_empty() {
+        at += 10 * MS;
+        assert!(at < t + S / 5, "nothing at the pace");
+    }
+    // Seen twice, the same length shuts it (the test above).
 }

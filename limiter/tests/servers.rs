@@ -988,6 +988,40 @@ fn a_limit_that_changes_mid_run_is_followed_both_ways() {
 }
 
 #[test]
+fn a_bucket_that_doubles_unannounced_is_followed() {
+    // The bench's S9-doubled: a bucket of 20 (1 s) at 20/s, from 4 s on 40 and 40/s;
+    // nothing announced.
+    let server = Server::new(
+        Semantics::Bucket {
+            capacity: 20.0,
+            per_sec: 20.0,
+        },
+        false,
+    )
+    .changing(4 * S, 2.0);
+    let lat = std::env::var("SIM_LATENCY_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(20 * MS);
+    let server = server.latency(lat, 2 * lat);
+    let callers = std::env::var("SIM_CALLERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let out = check(
+        "bucket 20/s, x2 at 4 s (S9)",
+        server,
+        callers,
+        320,
+        0.0,
+        1.3,
+    );
+    // The server's best is 8.5 s; the official SDK's backoff takes about 10 s.
+    let last = out.admitted.iter().copied().max().unwrap_or(0);
+    assert!(last < 16 * S, "{} s", last as f64 / S as f64);
+}
+
+#[test]
 fn two_429s_without_headers_then_success_never_lose_the_call() {
     for refusals in 1..=8 {
         // A gateway that refuses the first `refusals` requests, whatever their spacing.

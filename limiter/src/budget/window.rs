@@ -61,12 +61,21 @@ impl BudgetState {
             let interval = (open - self.win_open_us) as f64;
             if self.win_len_us == 0 {
                 self.win_len_us = interval as u64;
+                self.win_len_n = 1;
             } else {
                 let len = self.win_len_us as f64;
                 let k = (interval / len).round().max(1.0);
                 let per = interval / k;
                 if (per / len - 1.0).abs() <= 0.25 {
                     self.win_len_us = ((3.0 * len + per) / 4.0) as u64;
+                    self.win_len_n += 1;
+                } else {
+                    // An outlier: one agreement less; none left, this one is the length.
+                    self.win_len_n = self.win_len_n.saturating_sub(1);
+                    if self.win_len_n == 0 {
+                        self.win_len_us = interval as u64;
+                        self.win_len_n = 1;
+                    }
                 }
             }
         }
@@ -109,11 +118,12 @@ impl BudgetState {
     }
 
     /// How long from `now` until a little before a learned window next opens (0: no
-    /// window learned, or it opens within that little).
+    /// window learned, its length not yet seen twice, or it opens within that little).
     pub(super) fn until_window_opens(&self, now: u64) -> u64 {
         if self.source != Source::Learned
             || self.refill != Refill::Window
             || self.win_len_us == 0
+            || self.win_len_n < 2
             || self.win_open_us == 0
             || now < self.win_open_us
         {
