@@ -710,6 +710,7 @@ fn headers_report(
         ticket: Some(ticket),
         usage: None,
         size: Sizing::default(),
+        origin: Default::default(),
     }
 }
 

@@ -300,6 +300,9 @@ pub struct Report {
     pub usage: Option<TokenUsage>,
     /// The request's size (what its token estimate was made from).
     pub size: Sizing,
+    /// Who refused, for a refusal ([`crate::Origin::Unknown`] otherwise): a gateway's
+    /// 429 is told to the budget as any 429, and counted apart in the statistics.
+    pub origin: crate::origin::Origin,
 }
 
 /// The `usage` a response reported: tokens of the prompt and of the completion.

@@ -11,6 +11,7 @@ use crate::action::{
     Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, TokenUsage, WaitReason,
 };
 use crate::error::{Delivery, Error, ResponseInfo, Trail, TransportError};
+use crate::origin::Origin;
 use crate::policy::RetryPolicy;
 use crate::redact::Redactor;
 use crate::reply::{Reply, inspect_success};
@@ -450,6 +451,7 @@ impl Call {
                     Some(m) => format!("{message}; last refusal: {m}"),
                     None => message,
                 });
+                response.origin = Origin::SharedBudget;
                 (bucket, window, limit, remaining, response)
             }
             _ => (
@@ -459,6 +461,7 @@ impl Call {
                 None,
                 Box::new(ResponseInfo {
                     message: Some(message),
+                    origin: Origin::SharedBudget,
                     ..ResponseInfo::default()
                 }),
             ),
@@ -588,7 +591,9 @@ impl Call {
         self.failures += 1;
         let retry = self.plan_after(&classified);
         let used = match classified.verdict {
-            v if v.is_rate_limit() || v == Verdict::Capacity => Some(0),
+            v if v.is_rate_limit() || v == Verdict::Capacity || v == Verdict::SpendingCap => {
+                Some(0)
+            }
             _ => None,
         };
         self.report(&classified, retry, used, None);
@@ -639,6 +644,7 @@ impl Call {
             ticket: self.ticket,
             usage: None,
             size: self.api.size,
+            origin: Origin::Unknown,
         });
         let (kind, message) = (error.kind, self.redactor.redact(&error.message));
         let source = error.cause(&self.redactor);
@@ -765,6 +771,7 @@ impl Call {
             ticket: self.ticket,
             usage,
             size: self.api.size,
+            origin: info.origin,
         });
     }
 

@@ -99,6 +99,7 @@ impl Reply<Bytes> {
                 message: None,
                 excerpt: self.redactor.redact(&excerpt(&self.value)),
                 limits: self.limits.clone(),
+                origin: crate::origin::Origin::Unknown,
             }),
         })
     }

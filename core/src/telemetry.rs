@@ -3,9 +3,9 @@
 //! A driver hands every [`Action`] its calls produce to [`Telemetry::observe_call`].
 //! That counts it and emits a `tracing` event under the client's own target
 //! ([`LogTarget`]: `mistral_blocking` or `mistral_async`, so
-//! `RUST_LOG=mistral_blocking=debug` shows one client): every 429 at WARN (bucket,
-//! limit, remaining, wait, attempt, correlation id), a call past [`crate::LONG_CALL`] at
-//! WARN once, every retry and every wait with its reason at DEBUG, a failed call at
+//! `RUST_LOG=mistral_blocking=debug` shows one client): every 429 at WARN (who refused,
+//! bucket, limit, remaining, wait, attempt, correlation id), a spending cap at WARN, a
+//! call past [`crate::LONG_CALL`] at WARN once, every retry and every wait with its reason at DEBUG, a failed call at
 //! DEBUG, except a call that could not reach the server at all (refused, name not
 //! resolved): that is a WARN naming the server and the cause, once until a call gets
 //! through again. Nothing logged ever contains the API key or a request header.
@@ -71,6 +71,8 @@ pub struct Telemetry {
     no_allowance_429: AtomicU64,
     monthly_quota_429: AtomicU64,
     capacity_429: AtomicU64,
+    spending_cap: AtomicU64,
+    gateway_429: AtomicU64,
     server_errors: AtomicU64,
     transport_errors: AtomicU64,
     outcome_unknown: AtomicU64,
@@ -150,6 +152,12 @@ pub struct RateLimitedCounts {
     pub monthly_quota: u64,
     /// Mistral's capacity (`3505`).
     pub capacity: u64,
+    /// A spending cap (a gateway's budget, `insufficient_quota`; a 429, 402, or a 400
+    /// or 403 that names one): never retried.
+    pub spending_cap: u64,
+    /// Of all these, the refusals a gateway in between sent ([`crate::Origin::Gateway`]),
+    /// not the Mistral API.
+    pub from_gateway: u64,
 }
 
 /// What the shared limiter answered a client's attempts (one answer per attempt).
@@ -198,9 +206,14 @@ impl LimiterCounts {
 }
 
 impl RateLimitedCounts {
-    /// All 429s.
+    /// All of them (every kind once; [`RateLimitedCounts::from_gateway`] is a part).
     pub fn total(&self) -> u64 {
-        self.window + self.ambiguous + self.no_allowance + self.monthly_quota + self.capacity
+        self.window
+            + self.ambiguous
+            + self.no_allowance
+            + self.monthly_quota
+            + self.capacity
+            + self.spending_cap
     }
 }
 
@@ -398,6 +411,7 @@ impl Telemetry {
             Verdict::NoAllowance { .. } => &self.no_allowance_429,
             Verdict::MonthlyQuota { .. } => &self.monthly_quota_429,
             Verdict::Capacity => &self.capacity_429,
+            Verdict::SpendingCap => &self.spending_cap,
             Verdict::ServerError { .. } => {
                 self.server_errors.fetch_add(1, Relaxed);
                 return;
@@ -410,6 +424,9 @@ impl Telemetry {
             _ => return,
         };
         counter.fetch_add(1, Relaxed);
+        if report.origin.is_gateway() {
+            self.gateway_429.fetch_add(1, Relaxed);
+        }
         let quota = report.verdict.quota();
         let wait = report.retry.map_or(Duration::ZERO, |r| r.wait);
         let (bucket, window) = match quota {
@@ -417,10 +434,22 @@ impl Telemetry {
             None => (None, None),
         };
         let (limit, remaining) = (quota.and_then(|q| q.limit), quota.and_then(|q| q.remaining));
+        if report.verdict == Verdict::SpendingCap {
+            emit!(
+                self.target,
+                warn,
+                origin = report.origin.name(),
+                model = report.model.as_deref().unwrap_or("-"),
+                correlation_id = report.correlation_id.as_deref().unwrap_or("-"),
+                "mistral: a spending cap refused the call; retrying will not help"
+            );
+            return;
+        }
         emit!(
             self.target,
             warn,
             kind = report.verdict.name(),
+            origin = report.origin.name(),
             model = report.model.as_deref().unwrap_or("-"),
             bucket = bucket.as_deref().unwrap_or("unknown"),
             window = window.as_deref().unwrap_or("unknown"),
@@ -471,6 +500,8 @@ impl Telemetry {
                 no_allowance: self.no_allowance_429.load(Relaxed),
                 monthly_quota: self.monthly_quota_429.load(Relaxed),
                 capacity: self.capacity_429.load(Relaxed),
+                spending_cap: self.spending_cap.load(Relaxed),
+                from_gateway: self.gateway_429.load(Relaxed),
             },
             server_errors: self.server_errors.load(Relaxed),
             transport_errors: self.transport_errors.load(Relaxed),

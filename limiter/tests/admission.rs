@@ -398,6 +398,7 @@ fn success(ticket: Option<Ticket>, limits: RateLimits) -> Report {
             total_tokens: 1,
         }),
         size: Sizing::default(),
+        origin: Default::default(),
     }
 }
 

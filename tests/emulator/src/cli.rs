@@ -105,7 +105,7 @@ struct Args {
     /// Send retry-after-ms on window refusals.
     #[arg(long)]
     retry_after_ms: bool,
-    /// 429 body for a spent window: gateway or 1300 [default: the era's].
+    /// 429 body for a spent window: gateway, 1300 or proxy [default: the era's].
     #[arg(long, value_name = "BODY", value_parser = body)]
     body: Option<RateLimitBody>,
     /// Share of requests refused with 429 code 3505.
@@ -118,7 +118,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = defaults().seed)]
     seed: u64,
     /// Fault for request number N (repeatable); KIND is one of 500 502 503 504 reset close
-    /// hang stall:N cut:N malformed delay:MS 401 400 403 404 422 429 capacity.
+    /// hang stall:N cut:N malformed delay:MS 401 400 403 404 422 429 1300 capacity proxy429
+    /// cap stream-error:N stream-error-event:N.
     #[arg(long, value_name = "N:KIND", value_parser = numbered_fault)]
     fault: Vec<(u64, Fault)>,
     /// Share of requests hit by a random fault from --random-fault.
@@ -246,7 +247,8 @@ fn body(value: &str) -> Result<RateLimitBody, String> {
     match value {
         "gateway" => Ok(RateLimitBody::Gateway),
         "1300" => Ok(RateLimitBody::Code1300),
-        _ => Err(format!("expected gateway or 1300, got {value:?}")),
+        "proxy" => Ok(RateLimitBody::Proxy),
+        _ => Err(format!("expected gateway, 1300 or proxy, got {value:?}")),
     }
 }
 
