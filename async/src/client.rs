@@ -27,7 +27,7 @@ struct Inner {
     target: Target,
     policy: RetryPolicy,
     limiter: Arc<dyn AsyncLimiter>,
-    telemetry: Telemetry,
+    telemetry: Arc<Telemetry>,
     /// The jitter seed of the next call (the builder's seed, plus one per call).
     seeds: AtomicU64,
 }
@@ -304,9 +304,12 @@ impl Client {
 
     async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(&request).await?;
-        let limiter = Arc::clone(&self.inner.limiter);
+        let sinks = (
+            Arc::clone(&self.inner.limiter),
+            Arc::clone(&self.inner.telemetry),
+        );
         let policy = self.options.apply(&self.inner.policy);
-        Ok(ChatStream::open(&request, success, body, &policy, limiter))
+        Ok(ChatStream::open(&request, success, body, &policy, sinks))
     }
 
     /// Drives one call to its end: the success, and for a stream the response whose body
@@ -512,7 +515,7 @@ impl ClientBuilder {
                 target,
                 policy,
                 limiter,
-                telemetry: Telemetry::for_target(LogTarget::Async),
+                telemetry: Arc::new(Telemetry::for_target(LogTarget::Async)),
                 seeds: AtomicU64::new(seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
             options: CallOptions::new(),

@@ -711,6 +711,7 @@ fn headers_report(
         usage: None,
         size: Sizing::default(),
         origin: Default::default(),
+        service_tier: None,
     }
 }
 

@@ -38,7 +38,7 @@ struct Inner {
     target: Target,
     policy: RetryPolicy,
     limiter: Arc<dyn Limiter>,
-    telemetry: Telemetry,
+    telemetry: Arc<Telemetry>,
     /// The next call's jitter seed.
     seeds: AtomicU64,
 }
@@ -156,7 +156,7 @@ impl ClientBuilder {
                 target,
                 policy,
                 limiter,
-                telemetry: Telemetry::for_target(LogTarget::Blocking),
+                telemetry: Arc::new(Telemetry::for_target(LogTarget::Blocking)),
                 seeds: AtomicU64::new(seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
             options: CallOptions::new(),
@@ -409,9 +409,12 @@ impl Client {
 
     fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(request)?;
-        let limiter = Arc::clone(&self.inner.limiter);
+        let sinks = (
+            Arc::clone(&self.inner.limiter),
+            Arc::clone(&self.inner.telemetry),
+        );
         let policy = self.options.apply(&self.inner.policy);
-        ChatStream::open(request, success, body, &policy, limiter)
+        ChatStream::open(request, success, body, &policy, sinks)
     }
 
     /// Drives one call of `request` to its end; for a stream, also hands back the body.

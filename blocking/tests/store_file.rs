@@ -352,6 +352,7 @@ fn headers_report(model: &str, limit: u64, window: u32) -> Report {
         usage: None,
         size: Default::default(),
         origin: Default::default(),
+        service_tier: None,
     }
 }
 

@@ -343,6 +343,7 @@ fn redis_killed_mid_run_degrades_to_a_quarter_share_and_recovers() {
             usage: None,
             size: Default::default(),
             origin: Default::default(),
+            service_tier: None,
         },
     );
     assert_eq!(logs.count("WARN", "store failed"), 1, "{}", logs.text());

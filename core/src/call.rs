@@ -559,7 +559,13 @@ impl Call {
             if let Err(message) = checked {
                 // The server answered (and may have billed it), but not with what was
                 // asked: a typed error, never an empty success; not retried.
-                self.report(&classified, None, usage.map(|u| u.total_tokens), usage);
+                self.report(
+                    &classified,
+                    None,
+                    usage.map(|u| u.total_tokens),
+                    usage,
+                    None,
+                );
                 let mut info = classified.info;
                 info.excerpt = self.redactor.redact(&crate::verdict::excerpt(&body));
                 self.state = State::Finished(Box::new(Err(Error::Decode {
@@ -574,7 +580,8 @@ impl Call {
                 .limits
                 .query_cost
                 .or(usage.map(|u| u.total_tokens));
-            self.report(&classified, None, used, usage);
+            let tier = usage.and_then(|_| crate::reply::service_tier_of(&body));
+            self.report(&classified, None, used, usage, tier);
             let info = classified.info;
             self.state = State::Finished(Box::new(Ok(Reply {
                 value: body,
@@ -596,7 +603,7 @@ impl Call {
             }
             _ => None,
         };
-        self.report(&classified, retry, used, None);
+        self.report(&classified, retry, used, None, None);
         // `classified.info` went through the redaction above.
         let location = classified.location.take().map(|l| self.redactor.redact(&l));
         classified.location = location;
@@ -645,6 +652,7 @@ impl Call {
             usage: None,
             size: self.api.size,
             origin: Origin::Unknown,
+            service_tier: None,
         });
         let (kind, message) = (error.kind, self.redactor.redact(&error.message));
         let source = error.cause(&self.redactor);
@@ -757,6 +765,7 @@ impl Call {
         retry: Option<Retry>,
         used: Option<u64>,
         usage: Option<TokenUsage>,
+        service_tier: Option<String>,
     ) {
         let info = &c.info;
         self.reports.push_back(Report {
@@ -772,6 +781,7 @@ impl Call {
             usage,
             size: self.api.size,
             origin: info.origin,
+            service_tier,
         });
     }
 

@@ -138,5 +138,5 @@ pub use redact::Redactor;
 pub use reply::Reply;
 pub use request::{ApiRequest, Target, estimate_tokens};
 pub use settings::{Resolved, Settings};
-pub use telemetry::{LimiterCounts, LogTarget, RateLimitedCounts, Stats, Telemetry};
+pub use telemetry::{LimiterCounts, LogTarget, RateLimitedCounts, Stats, Telemetry, TierCounts};
 pub use verdict::{Classification, LimiterSignal, Verdict, classify, classify_event};

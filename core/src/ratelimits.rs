@@ -477,6 +477,21 @@ mod tests {
         assert_eq!(l.tokens().unwrap().remaining, Some(12));
     }
 
+    /// No header announces limits per service tier; should one come with the tier in its
+    /// name, it is not read as the model's own limit (the budget stays the model's).
+    #[test]
+    fn headers_named_for_a_tier_are_not_the_models_limits() {
+        let l = RateLimits::parse(&headers(&[
+            ("x-ratelimit-limit-req-minute", "60"),
+            ("x-ratelimit-remaining-req-minute", "59"),
+            ("x-ratelimit-limit-req-minute-priority", "10"),
+            ("x-ratelimit-remaining-req-minute-priority", "0"),
+            ("x-ratelimit-limit-priority-req-minute", "10"),
+            ("x-ratelimit-remaining-priority-tokens-minute", "0"),
+        ]));
+        assert_eq!(l.quotas, [q(Bucket::Requests, Window::MINUTE, 60, 59)]);
+    }
+
     #[test]
     fn no_headers_means_empty() {
         let l = RateLimits::parse(&headers(&[("content-type", "application/json")]));

@@ -33,6 +33,10 @@ pub trait StreamItem: DeserializeOwned {
             ..TokenUsage::default()
         })
     }
+    /// `usage.service_tier`, when this item carries it.
+    fn service_tier(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl StreamItem for ChatChunk {
@@ -46,6 +50,9 @@ impl StreamItem for ChatChunk {
             completion_tokens: u.completion_tokens,
             total_tokens: u.total(),
         })
+    }
+    fn service_tier(&self) -> Option<&str> {
+        self.usage.as_ref()?.service_tier()
     }
 }
 
@@ -61,6 +68,9 @@ impl StreamItem for serde_json::Value {
             completion_tokens: field("completion_tokens").unwrap_or(0),
             total_tokens: field("total_tokens")?,
         })
+    }
+    fn service_tier(&self) -> Option<&str> {
+        self.get("usage")?.get("service_tier")?.as_str()
     }
 }
 
@@ -82,6 +92,8 @@ pub struct StreamReader<T> {
     redactor: Redactor,
     /// An error event's classification, for the report that tells the budget.
     refusal: Option<Classification>,
+    /// `usage.service_tier` of the last chunk that named one.
+    service_tier: Option<String>,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -118,6 +130,7 @@ impl<T: StreamItem> StreamReader<T> {
             reported: false,
             redactor: Redactor::generic(),
             refusal: None,
+            service_tier: None,
             _item: PhantomData,
         }
     }
@@ -199,6 +212,9 @@ impl<T: StreamItem> StreamReader<T> {
                         if let Some(usage) = item.usage() {
                             self.used_tokens = Some(usage.total_tokens);
                             self.usage = Some(usage);
+                        }
+                        if let Some(tier) = item.service_tier() {
+                            self.service_tier = Some(crate::reply::bounded_tier(tier.into()));
                         }
                         Ok(item)
                     }
@@ -308,6 +324,7 @@ impl<T: StreamItem> StreamReader<T> {
                 usage: None,
                 size: self.size,
                 origin: c.info.origin,
+                service_tier: None,
             });
         }
         Some(Report {
@@ -323,6 +340,7 @@ impl<T: StreamItem> StreamReader<T> {
             usage: self.usage,
             size: self.size,
             origin: crate::origin::Origin::Unknown,
+            service_tier: self.service_tier.take(),
         })
     }
 }
@@ -372,6 +390,22 @@ mod tests {
             );
             assert!(r.take_report().is_none());
         }
+    }
+
+    #[test]
+    fn the_end_report_names_the_tier_of_the_last_usage() {
+        let now = Instant::now();
+        let mut r = reader(now);
+        let tiered = STREAM.replace(
+            "\"total_tokens\":5}",
+            "\"total_tokens\":5,\"service_tier\":\"standard\"}",
+        );
+        assert_ne!(tiered, STREAM);
+        r.feed(now, tiered.as_bytes());
+        while r.next_item().is_some() {}
+        let report = r.take_report().unwrap();
+        assert_eq!(report.service_tier.as_deref(), Some("standard"));
+        assert_eq!(report.used_tokens, Some(5));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! resolved): that is a WARN naming the server and the cause, once until a call gets
 //! through again. Nothing logged ever contains the API key or a request header.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -84,6 +85,8 @@ pub struct Telemetry {
     /// The same per priority class, by lane.
     by_priority: [LimiterCounters; 3],
     last_limits: Mutex<Option<RateLimits>>,
+    /// Calls served per capacity pool (`usage.service_tier`).
+    tiers: Mutex<BTreeMap<String, TierCounts>>,
     /// When the last long-call WARN was said, and how many long calls were not said since.
     long_calls: Mutex<(Option<std::time::Instant>, u64)>,
 }
@@ -137,6 +140,23 @@ pub struct Stats {
     pub limiter_by_priority: [LimiterCounts; 3],
     /// The last rate limits a response announced.
     pub last_limits: Option<RateLimits>,
+    /// Calls served per capacity pool, keyed by the `usage.service_tier` the answers
+    /// named (`"standard"`, `"priority"`… as the server spells them; at most
+    /// [`MAX_TIERS`] names, the others counted under `"other"`). A call whose answer
+    /// names no tier is not counted here.
+    pub service_tiers: BTreeMap<String, TierCounts>,
+}
+
+/// The most tier names [`Stats::service_tiers`] keeps apart.
+pub const MAX_TIERS: usize = 16;
+
+/// What one capacity pool served ([`Stats::service_tiers`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierCounts {
+    /// Calls it served (a stream once, at its end).
+    pub served: u64,
+    /// Their tokens (`usage.total_tokens`).
+    pub tokens: u64,
 }
 
 /// 429s received, by what they meant.
@@ -399,7 +419,36 @@ impl Telemetry {
         }
     }
 
+    /// Counts and logs the report of a stream's end ([`crate::StreamReader::take_report`]):
+    /// the tier that served it, or the error event that ended it (a 429 inside a stream
+    /// counts as a 429). The driver calls it as it hands the report to the limiter.
+    pub fn observe_stream_end(&self, report: &Report) {
+        self.observe_report(report);
+    }
+
+    fn count_tier(&self, report: &Report) {
+        let Some(tier) = &report.service_tier else {
+            return;
+        };
+        if !matches!(report.verdict, Verdict::Success | Verdict::Usage) {
+            return;
+        }
+        let Ok(mut tiers) = self.tiers.lock() else {
+            return;
+        };
+        let key = match tiers.contains_key(tier) || tiers.len() < MAX_TIERS {
+            true => tier.clone(),
+            false => "other".to_owned(),
+        };
+        let counts = tiers.entry(key).or_default();
+        counts.served += 1;
+        counts.tokens = counts
+            .tokens
+            .saturating_add(report.used_tokens.unwrap_or(0));
+    }
+
     fn observe_report(&self, report: &Report) {
+        self.count_tier(report);
         if !report.limits.quotas.is_empty()
             && let Ok(mut last) = self.last_limits.lock()
         {
@@ -515,6 +564,77 @@ impl Telemetry {
                 self.by_priority[2].snapshot(),
             ],
             last_limits: self.last_limits.lock().ok().and_then(|l| l.clone()),
+            service_tiers: self.tiers.lock().map(|t| t.clone()).unwrap_or_default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::Sizing;
+    use crate::origin::Origin;
+
+    fn report(verdict: Verdict, tier: Option<&str>, tokens: u64) -> Report {
+        Report {
+            model: Some("m".into()),
+            limits: RateLimits::default(),
+            verdict,
+            retry: None,
+            estimated_tokens: 10,
+            used_tokens: Some(tokens),
+            attempt: 1,
+            correlation_id: None,
+            ticket: None,
+            usage: None,
+            size: Sizing::default(),
+            origin: Origin::Unknown,
+            service_tier: tier.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn calls_are_counted_per_tier_that_served_them() {
+        let t = Telemetry::new();
+        t.observe(&Action::Report(report(
+            Verdict::Success,
+            Some("priority"),
+            12,
+        )));
+        t.observe(&Action::Report(report(
+            Verdict::Success,
+            Some("priority"),
+            8,
+        )));
+        // A stream's end names its tier once.
+        t.observe_stream_end(&report(Verdict::Usage, Some("standard"), 5));
+        // No tier named, or not served: not counted.
+        t.observe(&Action::Report(report(Verdict::Success, None, 3)));
+        t.observe(&Action::Report(report(
+            Verdict::RateLimited,
+            Some("priority"),
+            0,
+        )));
+        let tiers = t.snapshot().service_tiers;
+        assert_eq!(
+            tiers.get("priority"),
+            Some(&TierCounts {
+                served: 2,
+                tokens: 20
+            })
+        );
+        assert_eq!(tiers.get("standard").map(|c| c.served), Some(1));
+        assert_eq!(tiers.len(), 2);
+        // Names are bounded in number.
+        for i in 0..40 {
+            t.observe(&Action::Report(report(
+                Verdict::Success,
+                Some(&format!("t{i}")),
+                1,
+            )));
+        }
+        let tiers = t.snapshot().service_tiers;
+        assert_eq!(tiers.len(), MAX_TIERS + 1, "{tiers:?}");
+        assert_eq!(tiers.get("other").map(|c| c.served), Some(26));
     }
 }

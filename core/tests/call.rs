@@ -91,6 +91,17 @@ fn the_429_report_names_the_window_and_the_wait() {
 }
 
 #[test]
+fn the_success_report_names_the_tier_that_served_it() {
+    let body = r#"{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":8,"total_tokens":12,"service_tier":"priority"}}"#;
+    let run = drive_simple(&RetryPolicy::default(), vec![respond(200, &[], body)]);
+    let reports = run.reports();
+    assert_eq!(reports[0].service_tier.as_deref(), Some("priority"));
+    // No tier named: none.
+    let run = drive_simple(&RetryPolicy::default(), vec![ok()]);
+    assert_eq!(run.reports()[0].service_tier, None);
+}
+
+#[test]
 fn a_spending_cap_is_never_retried() {
     let body = r#"{"error":{"message":"Budget has been exceeded! Current cost: 10.02, Max budget: 10.0","type":"budget_exceeded","param":null,"code":"429"}}"#;
     let run = drive_simple(&RetryPolicy::default(), vec![respond(429, &[], body)]);

@@ -399,6 +399,7 @@ fn success(ticket: Option<Ticket>, limits: RateLimits) -> Report {
         }),
         size: Sizing::default(),
         origin: Default::default(),
+        service_tier: None,
     }
 }
 

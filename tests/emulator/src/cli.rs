@@ -138,6 +138,9 @@ struct Args {
     /// the prompt (0: not at all; 0.6: from 40 % to 160 %).
     #[arg(long, value_name = "F", default_value_t = defaults().completion_spread, value_parser = fraction)]
     completion_spread: f64,
+    /// No priority capacity: `service_tier: "auto"` is served by the standard tier.
+    #[arg(long)]
+    no_priority_tier: bool,
     /// Delay between SSE events, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = defaults().stream_chunk_delay_ms)]
     stream_delay_ms: u64,
@@ -403,6 +406,9 @@ fn apply(matches: &ArgMatches, args: Args, c: &mut Config) {
     }
     if given("stream_delay_ms") {
         c.stream_chunk_delay_ms = args.stream_delay_ms;
+    }
+    if args.no_priority_tier {
+        c.priority_tier = false;
     }
     if given("hang_secs") {
         c.hang_secs = args.hang_secs;

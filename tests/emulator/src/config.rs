@@ -455,6 +455,11 @@ pub struct Config {
     /// fraction (0: every completion has that length; 0.6: from 40 % to 160 % of it, by a
     /// hash of the prompt, so the client cannot know it in advance). Default 0.
     pub completion_spread: f64,
+    /// The organisation has priority capacity: a chat request with `service_tier: "auto"`
+    /// is served by the `priority` tier (`usage.service_tier: "priority"`); without it,
+    /// and for `standard_only` or no `service_tier`, by `standard` (default true). Both
+    /// tiers share the model's limits: no header announces limits per tier.
+    pub priority_tier: bool,
     /// Delay between SSE events, in milliseconds (default 0).
     pub stream_chunk_delay_ms: u64,
     /// Service time of every admitted inference request, in milliseconds: the response
@@ -501,6 +506,7 @@ impl Default for Config {
             embedding_dim: 16,
             completion_tokens: 16,
             completion_spread: 0.0,
+            priority_tier: true,
             stream_chunk_delay_ms: 0,
             latency_ms: 0,
             latency_jitter_ms: 0,

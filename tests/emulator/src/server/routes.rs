@@ -281,6 +281,7 @@ async fn inference(
         api::Completion {
             tokens: config.completion_tokens,
             spread: config.completion_spread,
+            priority_tier: config.priority_tier,
         },
         config.embedding_dim,
     ) {
