@@ -17,17 +17,17 @@ use crate::*;
 /// Cheap to clone: clones share the connection pool, the statistics and the limiter.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     /// Options over the policy for every call through this handle.
     options: CallOptions,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     http: reqwest::Client,
     target: Target,
     policy: RetryPolicy,
     limiter: Arc<dyn AsyncLimiter>,
-    telemetry: Arc<Telemetry>,
+    pub(crate) telemetry: Arc<Telemetry>,
     /// The jitter seed of the next call (the builder's seed, plus one per call).
     seeds: AtomicU64,
 }

@@ -149,7 +149,7 @@ impl Stream for ChatStream {
             this.usage = chunk.usage.clone().or(this.usage.take());
         }
         if let Some(report) = this.reader.take_report() {
-            this.telemetry.observe_stream_end(&report);
+            this.telemetry.observe_stream_end(now(), &report);
             // The limiter learns the real count before the stream says it is over (at
             // once for an in-process limiter; a store's round trip is awaited here).
             let (limiter, at) = (Arc::clone(&this.limiter), now());

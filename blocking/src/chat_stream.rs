@@ -133,7 +133,7 @@ impl ChatStream {
     fn finish(&mut self) {
         if let Some(report) = self.reader.take_report() {
             self.pieces = None;
-            self.telemetry.observe_stream_end(&report);
+            self.telemetry.observe_stream_end(Instant::now(), &report);
             self.limiter.report(Instant::now(), &report);
         }
     }

@@ -26,19 +26,19 @@ use crate::exchange::{InlineResolver, Tracking, exchange};
 /// one client can serve many threads.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     /// Options over the policy for every call through this handle.
     options: CallOptions,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     agent: ureq::Agent,
     /// The agent is the one `build` made, whose connections note what the request wrote.
     tracked: bool,
     target: Target,
     policy: RetryPolicy,
     limiter: Arc<dyn Limiter>,
-    telemetry: Arc<Telemetry>,
+    pub(crate) telemetry: Arc<Telemetry>,
     /// The next call's jitter seed.
     seeds: AtomicU64,
 }

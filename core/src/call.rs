@@ -278,6 +278,12 @@ impl Call {
         self.request.uri().authority().map_or("", |a| a.as_str())
     }
 
+    /// The latest `now` the call was given (the instant of the action it last
+    /// returned): what a driver's statistics date that action by.
+    pub fn now(&self) -> Instant {
+        self.latest
+    }
+
     /// HTTP attempts made so far.
     pub fn attempts(&self) -> u32 {
         self.attempts

@@ -24,6 +24,8 @@
 //!   budget's arithmetic, the line, what its stores decide) is the `mistral-limiter`
 //!   crate;
 //! - [`Telemetry`]: statistics and `tracing` events, the same for both clients;
+//! - [`forecast`]: the quota forecast (what remains of each limit, when it resets, the
+//!   rate it is spent at, when it runs out);
 //! - [`Settings`]: what both clients' builders collect and check;
 //! - [`Error`]: the one error type of both clients;
 //! - [`redact`]: the one redaction every string from the network or the configuration
@@ -101,6 +103,7 @@
 pub mod action;
 pub mod call;
 pub mod error;
+pub mod forecast;
 pub mod key;
 pub mod limiter;
 pub mod models;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::action::{Action, Ask, Grant, Report};
 use crate::call::Call;
 use crate::error::{Error, TransportKind};
+use crate::forecast::{Forecast, MonthAlarm, Tracker, human};
 use crate::ratelimits::RateLimits;
 use crate::verdict::Verdict;
 
@@ -87,6 +88,9 @@ pub struct Telemetry {
     last_limits: Mutex<Option<RateLimits>>,
     /// Calls served per capacity pool (`usage.service_tier`).
     tiers: Mutex<BTreeMap<String, TierCounts>>,
+    /// What each budget's answers said of its limits, and this client's spend: the
+    /// quota forecast.
+    forecasts: Mutex<Tracker>,
     /// When the last long-call WARN was said, and how many long calls were not said since.
     long_calls: Mutex<(Option<std::time::Instant>, u64)>,
 }
@@ -308,7 +312,56 @@ impl Telemetry {
         if let Action::Done(result) = action {
             self.observe_reachability(call, result.as_ref().err());
         }
+        if let Action::Report(report) = action {
+            self.track(call.now(), report);
+        }
         self.observe(action);
+    }
+
+    /// Feeds the forecast one report at `now`, and says at WARN, once per budget, that
+    /// its monthly quota will run out within a day at the current rate.
+    fn track(&self, now: std::time::Instant, report: &Report) {
+        let alarm = match self.forecasts.lock() {
+            Ok(mut tracker) => tracker.observe(now, report),
+            Err(_) => None,
+        };
+        if let Some(MonthAlarm {
+            model,
+            quota,
+            runs_out_in,
+        }) = alarm
+        {
+            emit!(
+                self.target,
+                warn,
+                model = model.as_str(),
+                remaining = ?quota.remaining,
+                limit = ?quota.limit,
+                rate_per_s = quota.rate.unwrap_or(0.0),
+                runs_out_s = runs_out_in.as_secs(),
+                resets = %quota.resets,
+                "mistral: the monthly quota of {} will run out in {} at the current rate",
+                model,
+                human(runs_out_in)
+            );
+        }
+    }
+
+    /// The quota forecast of `model`'s budget at `now`, from what this client's answers
+    /// said and what it spent (`None`: no answer for it yet). See [`crate::forecast`].
+    pub fn forecast(&self, model: &str, now: std::time::Instant) -> Option<Forecast> {
+        self.forecasts.lock().ok()?.forecast(model, now)
+    }
+
+    /// The forecasts of every budget this client has had an answer for, in name order.
+    pub fn forecasts(&self, now: std::time::Instant) -> Vec<Forecast> {
+        let Ok(tracker) = self.forecasts.lock() else {
+            return Vec::new();
+        };
+        tracker
+            .models()
+            .filter_map(|m| tracker.forecast(m, now))
+            .collect()
     }
 
     /// Says at WARN, naming the server and the cause, that a call could not reach the
@@ -419,10 +472,12 @@ impl Telemetry {
         }
     }
 
-    /// Counts and logs the report of a stream's end ([`crate::StreamReader::take_report`]):
-    /// the tier that served it, or the error event that ended it (a 429 inside a stream
-    /// counts as a 429). The driver calls it as it hands the report to the limiter.
-    pub fn observe_stream_end(&self, report: &Report) {
+    /// Counts and logs the report of a stream's end ([`crate::StreamReader::take_report`])
+    /// at `now`: the tier that served it, its tokens for the forecast, or the error event
+    /// that ended it (a 429 inside a stream counts as a 429). The driver calls it as it
+    /// hands the report to the limiter.
+    pub fn observe_stream_end(&self, now: std::time::Instant, report: &Report) {
+        self.track(now, report);
         self.observe_report(report);
     }
 
@@ -571,6 +626,7 @@ impl Telemetry {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::disallowed_methods)]
     use super::*;
     use crate::action::Sizing;
     use crate::origin::Origin;
@@ -607,7 +663,8 @@ mod tests {
             8,
         )));
         // A stream's end names its tier once.
-        t.observe_stream_end(&report(Verdict::Usage, Some("standard"), 5));
+        let now = std::time::Instant::now();
+        t.observe_stream_end(now, &report(Verdict::Usage, Some("standard"), 5));
         // No tier named, or not served: not counted.
         t.observe(&Action::Report(report(Verdict::Success, None, 3)));
         t.observe(&Action::Report(report(
