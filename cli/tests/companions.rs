@@ -77,7 +77,6 @@ fn limits_forecasts_a_run_in_progress() {
     let mut run = batch_command(&emu, &input, &dir.join("out.jsonl"), &[])
         .env("MISTRAL_LIMITER", &store)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("the batch starts");
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -86,7 +85,14 @@ fn limits_forecasts_a_run_in_progress() {
         .output()
         .unwrap();
     let _ = run.kill();
-    let _ = run.wait();
+    let batch = run.wait_with_output().unwrap();
+    // The run itself said once that the month will not last the day.
+    let said = stderr(&batch);
+    assert_eq!(said.matches("will run out in").count(), 1, "{said}");
+    assert!(
+        said.contains("monthly quota of mistral-small-latest"),
+        "{said}"
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{text}");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
