@@ -304,10 +304,7 @@ impl Client {
 
     async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(&request).await?;
-        let sinks = (
-            Arc::clone(&self.inner.limiter),
-            Arc::clone(&self.inner.telemetry),
-        );
+        let sinks = (self.inner.limiter.clone(), self.inner.telemetry.clone());
         let policy = self.options.apply(&self.inner.policy);
         Ok(ChatStream::open(&request, success, body, &policy, sinks))
     }

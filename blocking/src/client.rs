@@ -409,10 +409,7 @@ impl Client {
 
     fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(request)?;
-        let sinks = (
-            Arc::clone(&self.inner.limiter),
-            Arc::clone(&self.inner.telemetry),
-        );
+        let sinks = (self.inner.limiter.clone(), self.inner.telemetry.clone());
         let policy = self.options.apply(&self.inner.policy);
         ChatStream::open(request, success, body, &policy, sinks)
     }
