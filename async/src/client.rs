@@ -17,17 +17,17 @@ use crate::*;
 /// Cheap to clone: clones share the connection pool, the statistics and the limiter.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     /// Options over the policy for every call through this handle.
     options: CallOptions,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     http: reqwest::Client,
     target: Target,
     policy: RetryPolicy,
     limiter: Arc<dyn AsyncLimiter>,
-    telemetry: Telemetry,
+    pub(crate) telemetry: Arc<Telemetry>,
     /// The jitter seed of the next call (the builder's seed, plus one per call).
     seeds: AtomicU64,
 }
@@ -304,9 +304,9 @@ impl Client {
 
     async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(&request).await?;
-        let limiter = Arc::clone(&self.inner.limiter);
+        let sinks = (self.inner.limiter.clone(), self.inner.telemetry.clone());
         let policy = self.options.apply(&self.inner.policy);
-        Ok(ChatStream::open(&request, success, body, &policy, limiter))
+        Ok(ChatStream::open(&request, success, body, &policy, sinks))
     }
 
     /// Drives one call to its end: the success, and for a stream the response whose body
@@ -512,7 +512,7 @@ impl ClientBuilder {
                 target,
                 policy,
                 limiter,
-                telemetry: Telemetry::for_target(LogTarget::Async),
+                telemetry: Arc::new(Telemetry::for_target(LogTarget::Async)),
                 seeds: AtomicU64::new(seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
             options: CallOptions::new(),

@@ -150,6 +150,7 @@
 
 mod client;
 mod clock;
+mod forecast;
 pub mod stores;
 mod streaming;
 mod tls;
@@ -166,10 +167,13 @@ pub use mistral_core::models::*;
 pub use mistral_core::request::DEFAULT_BASE_URL;
 // What a user of the client names: requests and replies, options, errors, limits,
 // statistics. The limiter's protocol (for a limiter of your own) is in `stores`.
+/// The quota forecast ([`Client::forecast`]).
+pub use mistral_core::forecast::{Forecast, QuotaForecast, Reset, RunsOut};
 pub use mistral_core::{
-    ApiKey, ApiRequest, Bucket, CallOptions, Error, KeyError, LimiterConfig, LimiterCounts, Limits,
-    Priority, Quota, RateLimitedCounts, RateLimits, Reply, ReservedShares, ResponseInfo,
-    RetryPolicy, Stats, StreamFailure, Trail, TransportKind, Window,
+    ApiKey, ApiRequest, Bucket, CallOptions, Error, Gateway, KeyError, LimiterConfig,
+    LimiterCounts, Limits, Origin, Priority, Quota, RateLimitedCounts, RateLimits, Reply,
+    ReservedShares, ResponseInfo, RetryPolicy, Stats, StreamFailure, TierCounts, Trail,
+    TransportKind, Window,
 };
 /// The shared limiter: its arithmetic, its line of waiting callers, its stores'
 /// decisions.

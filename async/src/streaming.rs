@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt};
-use mistral_core::{ApiRequest, Error, Reply, RetryPolicy, StreamReader};
+use mistral_core::{ApiRequest, Error, Reply, RetryPolicy, StreamReader, Telemetry};
 
 use crate::clock::now;
 use crate::stores::{AsyncLimiter, BoxFuture};
@@ -32,6 +32,7 @@ pub struct ChatStream {
     reader: StreamReader<ChatChunk>,
     idle: Pin<Box<tokio::time::Sleep>>,
     limiter: Arc<dyn AsyncLimiter>,
+    telemetry: Arc<Telemetry>,
     usage: Option<Usage>,
     /// The report of the stream's end, still going to the limiter, and the item to give
     /// once it is in.
@@ -40,13 +41,14 @@ pub struct ChatStream {
 
 impl ChatStream {
     /// Starts reading `response`, the body of the successful streamed call of `request`
-    /// (none, never expected, reads as a cut stream).
+    /// (none, never expected, reads as a cut stream); its end goes to the client's
+    /// limiter and statistics.
     pub(crate) fn open(
         request: &ApiRequest,
         head: Reply,
         response: Option<reqwest::Response>,
         policy: &RetryPolicy,
-        limiter: Arc<dyn AsyncLimiter>,
+        (limiter, telemetry): (Arc<dyn AsyncLimiter>, Arc<Telemetry>),
     ) -> Self {
         let (model, id) = (request.model.clone(), head.correlation_id.clone());
         let (tokens, idle) = (request.token_estimate, policy.stream_idle_timeout);
@@ -59,6 +61,7 @@ impl ChatStream {
             reader,
             idle,
             limiter,
+            telemetry,
             usage: None,
             reporting: None,
         }
@@ -146,6 +149,7 @@ impl Stream for ChatStream {
             this.usage = chunk.usage.clone().or(this.usage.take());
         }
         if let Some(report) = this.reader.take_report() {
+            this.telemetry.observe_stream_end(now(), &report);
             // The limiter learns the real count before the stream says it is over (at
             // once for an in-process limiter; a store's round trip is awaited here).
             let (limiter, at) = (Arc::clone(&this.limiter), now());

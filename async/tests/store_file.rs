@@ -710,6 +710,8 @@ fn headers_report(
         ticket: Some(ticket),
         usage: None,
         size: Sizing::default(),
+        origin: Default::default(),
+        service_tier: None,
     }
 }
 

@@ -842,6 +842,8 @@ fn a_report_through_redis_teaches_every_limiter_of_the_budget() {
         ticket: Some(ticket),
         usage: None,
         size: Sizing::default(),
+        origin: Default::default(),
+        service_tier: None,
     };
     runtime().block_on(async {
         // Nothing known: one probe goes at once, and b's caller waits for its answer.

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use mistral_core::models::{ChatChunk, ChatResponse, ChatStreamAccumulator, Usage};
 use mistral_core::{
-    ApiRequest, Error, Limiter, Reply, RetryPolicy, StreamReader, Trail, TransportKind,
+    ApiRequest, Error, Limiter, Reply, RetryPolicy, StreamReader, Telemetry, Trail, TransportKind,
 };
 
 use crate::exchange::transport_error;
@@ -39,16 +39,18 @@ pub struct ChatStream {
     usage: Option<Usage>,
     head: Reply,
     limiter: Arc<dyn Limiter>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl ChatStream {
-    /// Starts reading `body`, the body of the successful streamed call of `request`.
+    /// Starts reading `body`, the body of the successful streamed call of `request`;
+    /// its end goes to the client's limiter and statistics.
     pub(crate) fn open(
         request: &ApiRequest,
         head: Reply,
         body: Option<ureq::Body>,
         policy: &RetryPolicy,
-        limiter: Arc<dyn Limiter>,
+        (limiter, telemetry): (Arc<dyn Limiter>, Arc<Telemetry>),
     ) -> Result<Self, Error> {
         let (model, id) = (request.model.clone(), head.correlation_id.clone());
         let (tokens, idle) = (request.token_estimate, policy.stream_idle_timeout);
@@ -73,6 +75,7 @@ impl ChatStream {
             usage: None,
             head,
             limiter,
+            telemetry,
         })
     }
 
@@ -130,6 +133,7 @@ impl ChatStream {
     fn finish(&mut self) {
         if let Some(report) = self.reader.take_report() {
             self.pieces = None;
+            self.telemetry.observe_stream_end(Instant::now(), &report);
             self.limiter.report(Instant::now(), &report);
         }
     }

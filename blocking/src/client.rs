@@ -26,19 +26,19 @@ use crate::exchange::{InlineResolver, Tracking, exchange};
 /// one client can serve many threads.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     /// Options over the policy for every call through this handle.
     options: CallOptions,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     agent: ureq::Agent,
     /// The agent is the one `build` made, whose connections note what the request wrote.
     tracked: bool,
     target: Target,
     policy: RetryPolicy,
     limiter: Arc<dyn Limiter>,
-    telemetry: Telemetry,
+    pub(crate) telemetry: Arc<Telemetry>,
     /// The next call's jitter seed.
     seeds: AtomicU64,
 }
@@ -156,7 +156,7 @@ impl ClientBuilder {
                 target,
                 policy,
                 limiter,
-                telemetry: Telemetry::for_target(LogTarget::Blocking),
+                telemetry: Arc::new(Telemetry::for_target(LogTarget::Blocking)),
                 seeds: AtomicU64::new(seed.unwrap_or_else(|| fastrand::u64(..))),
             }),
             options: CallOptions::new(),
@@ -409,9 +409,9 @@ impl Client {
 
     fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(request)?;
-        let limiter = Arc::clone(&self.inner.limiter);
+        let sinks = (self.inner.limiter.clone(), self.inner.telemetry.clone());
         let policy = self.options.apply(&self.inner.policy);
-        ChatStream::open(request, success, body, &policy, limiter)
+        ChatStream::open(request, success, body, &policy, sinks)
     }
 
     /// Drives one call of `request` to its end; for a stream, also hands back the body.

@@ -153,6 +153,7 @@ mod admission;
 mod chat_stream;
 mod client;
 mod exchange;
+mod forecast;
 
 pub use chat_stream::ChatStream;
 pub use client::{Client, ClientBuilder, WIRE_DUMP_TARGET};
@@ -165,10 +166,13 @@ pub use mistral_core::models::*;
 pub use mistral_core::request::DEFAULT_BASE_URL;
 // What a user of the client names: requests and replies, options, errors, limits,
 // statistics. The limiter's protocol (for a limiter of your own) is in `stores`.
+/// The quota forecast ([`Client::forecast`]).
+pub use mistral_core::forecast::{Forecast, QuotaForecast, Reset, RunsOut};
 pub use mistral_core::{
-    ApiKey, ApiRequest, Bucket, CallOptions, Error, KeyError, LimiterConfig, LimiterCounts, Limits,
-    Priority, Quota, RateLimitedCounts, RateLimits, Reply, ReservedShares, ResponseInfo,
-    RetryPolicy, Stats, StreamFailure, Trail, TransportKind, Window,
+    ApiKey, ApiRequest, Bucket, CallOptions, Error, Gateway, KeyError, LimiterConfig,
+    LimiterCounts, Limits, Origin, Priority, Quota, RateLimitedCounts, RateLimits, Reply,
+    ReservedShares, ResponseInfo, RetryPolicy, Stats, StreamFailure, TierCounts, Trail,
+    TransportKind, Window,
 };
 /// The shared limiter: its arithmetic, its line of waiting callers, its stores'
 /// decisions.

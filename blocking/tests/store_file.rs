@@ -351,6 +351,8 @@ fn headers_report(model: &str, limit: u64, window: u32) -> Report {
         ticket: None,
         usage: None,
         size: Default::default(),
+        origin: Default::default(),
+        service_tier: None,
     }
 }
 

@@ -342,6 +342,8 @@ fn redis_killed_mid_run_degrades_to_a_quarter_share_and_recovers() {
             correlation_id: None,
             usage: None,
             size: Default::default(),
+            origin: Default::default(),
+            service_tier: None,
         },
     );
     assert_eq!(logs.count("WARN", "store failed"), 1, "{}", logs.text());

@@ -1,7 +1,10 @@
 //! The small companions: `mistral chat` and `mistral limits`.
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
+use mistral_async::mistral_core::forecast::{Spent, Tracker};
+use mistral_async::mistral_limiter::BudgetState;
 use mistral_async::{ChatRequest, Message};
 
 use crate::budget::{self, describe_limits, store_of};
@@ -87,15 +90,24 @@ pub struct LimitsArgs {
     /// Only what the configured store has learned; no probe request.
     #[arg(long)]
     pub no_probe: bool,
+    /// Look twice this many seconds apart (two probes each, and the shared store's
+    /// counters twice), to measure the rate the budget is spent at; 0: once.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub sample: f64,
+    /// Show the forecast again every this many seconds, until interrupted.
+    #[arg(long, value_name = "SECS")]
+    pub every: Option<f64>,
 }
 
-/// What the server announces for each model (one tiny probe request each) and, with a
-/// file store (`MISTRAL_LIMITER=file…`), what the fleet's shared budget holds.
+/// What the server announces for each model (one tiny probe request each, two with
+/// `--sample`), what the fleet's shared budget holds (`MISTRAL_LIMITER=file…` or
+/// `redis…`), and the forecast: a table of each limit's remaining, its reset, the rate
+/// it is spent at and when it runs out at that rate.
 pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
-    let mut code = EXIT_OK;
     let store = store_of(conn);
+    let mut endpoints = Vec::new();
     for model in &args.models {
-        let endpoint = match args.endpoint.as_deref() {
+        endpoints.push(match args.endpoint.as_deref() {
             Some(e) => match Endpoint::parse(e) {
                 Some(e) => e,
                 None => {
@@ -105,25 +117,104 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
             },
             None if model.contains("embed") => Endpoint::Embeddings,
             None => Endpoint::Chat,
-        };
-        println!("{model}:");
-        if !args.no_probe {
-            let result = budget::probe(conn, endpoint, model).await;
-            match result {
-                Ok(reply) => println!("  announced: {}", describe_limits(&reply.limits)),
-                Err(e) => {
-                    println!("  probe failed: {e}");
-                    if let Some(r) = e.response()
-                        && !r.limits.quotas.is_empty()
-                    {
-                        println!("  announced: {}", describe_limits(&r.limits));
-                    }
-                    code = EXIT_INCOMPLETE;
+        });
+    }
+    let Some(sample) = seconds(args.sample) else {
+        eprintln!(
+            "mistral: --sample takes a number of seconds, not {}",
+            args.sample
+        );
+        return EXIT_INVALID;
+    };
+    let every = match args.every.map(seconds) {
+        Some(None) => {
+            eprintln!("mistral: --every takes a number of seconds");
+            return EXIT_INVALID;
+        }
+        Some(Some(d)) => Some(d),
+        None => None,
+    };
+    loop {
+        let code = look(conn, &args, &endpoints, store.as_ref(), sample).await;
+        match every {
+            Some(pause) => {
+                println!();
+                tokio::time::sleep(pause).await;
+            }
+            None => return code,
+        }
+    }
+}
+
+/// A number of seconds as a duration (`None`: negative, not finite, over a day).
+fn seconds(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && (0.0..=86_400.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+}
+
+/// One look at every model: the probes (twice, `sample` apart), the store, the table.
+async fn look(
+    conn: &Connection,
+    args: &LimitsArgs,
+    endpoints: &[Endpoint],
+    store: Option<&Result<budget::Store, String>>,
+    sample: Duration,
+) -> u8 {
+    let mut code = EXIT_OK;
+    let mut tracker = Tracker::new();
+    let rounds = if sample.is_zero() { 1 } else { 2 };
+    let mut last: Vec<Option<Result<String, String>>> = vec![None; args.models.len()];
+    let mut shared: Vec<Option<BudgetState>> = vec![None; args.models.len()];
+    for round in 0..rounds {
+        if round > 0 {
+            tokio::time::sleep(sample).await;
+        }
+        for (i, (model, endpoint)) in args.models.iter().zip(endpoints).enumerate() {
+            if !args.no_probe {
+                let result = budget::probe(conn, *endpoint, model).await;
+                let limits = match &result {
+                    Ok(reply) => Some(&reply.limits),
+                    Err(e) => e.response().map(|r| &r.limits),
+                };
+                if let Some(limits) = limits {
+                    tracker.observe_limits(Instant::now(), model, limits);
                 }
+                last[i] = Some(match result {
+                    Ok(reply) => Ok(describe_limits(&reply.limits)),
+                    Err(e) => Err(match e.response().filter(|r| !r.limits.quotas.is_empty()) {
+                        Some(r) => format!("{e}\n  announced: {}", describe_limits(&r.limits)),
+                        None => e.to_string(),
+                    }),
+                });
+            }
+            if let Some(Ok(store)) = store
+                && let Ok(Some(state)) = store.budget(model)
+            {
+                // Every admission of every process of the fleet, counted by the store.
+                let spent = Spent {
+                    requests: state.seq,
+                    tokens: state.tok_mark,
+                };
+                tracker.observe_fleet(Instant::now(), model, spent);
+                shared[i] = Some(state);
             }
         }
-        match &store {
-            Some(Ok(store)) => match store.budget(model) {
+    }
+    let now = Instant::now();
+    for (i, model) in args.models.iter().enumerate() {
+        println!("{model}:");
+        match &last[i] {
+            Some(Ok(announced)) => println!("  announced: {announced}"),
+            Some(Err(e)) => {
+                println!("  probe failed: {e}");
+                code = EXIT_INCOMPLETE;
+            }
+            None => {}
+        }
+        match store {
+            Some(Ok(store)) => match shared[i]
+                .take()
+                .map_or_else(|| store.budget(model), |state| Ok(Some(state)))
+            {
                 Ok(Some(state)) => {
                     let per_sec = |us: f64| {
                         if us > 0.0 {
@@ -146,10 +237,21 @@ pub async fn limits(conn: &Connection, args: LimitsArgs) -> u8 {
             Some(Err(e)) => println!("  shared budget: {e}"),
             None => {}
         }
+        if let Some(forecast) = tracker.forecast(model, now) {
+            println!("  forecast:");
+            for line in forecast.to_string().lines() {
+                println!("    {line}");
+            }
+            if let Some((requests, tokens)) = forecast.fleet {
+                println!(
+                    "    this fleet spends {requests:.2} requests and {tokens:.0} tokens a second (the shared store's count)"
+                );
+            }
+        }
     }
     if store.is_none() {
         println!(
-            "(the limiter store is in-process or Redis: what this process learned is above; MISTRAL_LIMITER=file shows a host's shared budget)"
+            "(the limiter store is in-process: the rates above are the server's numbers; MISTRAL_LIMITER=file or redis adds the fleet's own)"
         );
     }
     code

@@ -453,8 +453,10 @@ pub async fn run(client: Client, plan: Plan, resumed: Resumed, progress: Arc<Pro
         let plan = plan.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_millis(200));
+            let mut warned = std::collections::HashSet::new();
             loop {
                 interval.tick().await;
+                warn_of_the_month(&client, &progress, &mut warned);
                 let stats = client.stats();
                 let c = &shared.counters;
                 if auto {
@@ -599,6 +601,37 @@ async fn dispatch(
 /// Enough calls in flight to keep the announced request rate busy over the observed
 /// latency (twice over, for scheduling noise), between 2 and [`MAX_AUTO_CONCURRENCY`];
 /// 8 until a limit is known.
+/// Says once per budget, above the progress (even with `--quiet`), that its monthly
+/// quota will run out within a day at the rate this run spends it (the client's
+/// forecast: [`mistral_async::Client::forecast`]; the library says it at WARN, which this
+/// command does not log).
+fn warn_of_the_month(
+    client: &Client,
+    progress: &Progress,
+    warned: &mut std::collections::HashSet<String>,
+) {
+    use mistral_async::mistral_core::forecast::{ALARM_WITHIN, RunsOut, human};
+    for forecast in client.forecasts() {
+        let Some(month) = forecast.month() else {
+            continue;
+        };
+        let RunsOut::In(left) = month.runs_out else {
+            continue;
+        };
+        if left < ALARM_WITHIN && warned.insert(forecast.model.clone()) {
+            progress.note(&format!(
+                "mistral: warning: the monthly quota of {} will run out in {} at this rate \
+                 ({} tokens left, {:.0} a second; it renews {})",
+                forecast.model,
+                human(left),
+                month.remaining.unwrap_or(0),
+                month.rate.unwrap_or(0.0),
+                month.resets
+            ));
+        }
+    }
+}
+
 fn auto_concurrency(rate: Option<f64>, calls: u64, latency_us: u64) -> usize {
     let Some(rate) = rate else {
         return if calls > 0 { 8 } else { 1 };

@@ -300,6 +300,14 @@ pub struct Report {
     pub usage: Option<TokenUsage>,
     /// The request's size (what its token estimate was made from).
     pub size: Sizing,
+    /// Who refused, for a refusal ([`crate::Origin::Unknown`] otherwise): a gateway's
+    /// 429 is told to the budget as any 429, and counted apart in the statistics.
+    pub origin: crate::origin::Origin,
+    /// The capacity pool that served it (`usage.service_tier` of the answer, as the
+    /// server named it), when the answer said: counted per tier in the statistics.
+    /// The budget itself is the model's whatever the tier (no header announces limits
+    /// per tier).
+    pub service_tier: Option<String>,
 }
 
 /// The `usage` a response reported: tokens of the prompt and of the completion.

@@ -11,6 +11,7 @@ use crate::action::{
     Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, TokenUsage, WaitReason,
 };
 use crate::error::{Delivery, Error, ResponseInfo, Trail, TransportError};
+use crate::origin::Origin;
 use crate::policy::RetryPolicy;
 use crate::redact::Redactor;
 use crate::reply::{Reply, inspect_success};
@@ -277,6 +278,12 @@ impl Call {
         self.request.uri().authority().map_or("", |a| a.as_str())
     }
 
+    /// The latest `now` the call was given (the instant of the action it last
+    /// returned): what a driver's statistics date that action by.
+    pub fn now(&self) -> Instant {
+        self.latest
+    }
+
     /// HTTP attempts made so far.
     pub fn attempts(&self) -> u32 {
         self.attempts
@@ -450,6 +457,7 @@ impl Call {
                     Some(m) => format!("{message}; last refusal: {m}"),
                     None => message,
                 });
+                response.origin = Origin::SharedBudget;
                 (bucket, window, limit, remaining, response)
             }
             _ => (
@@ -459,6 +467,7 @@ impl Call {
                 None,
                 Box::new(ResponseInfo {
                     message: Some(message),
+                    origin: Origin::SharedBudget,
                     ..ResponseInfo::default()
                 }),
             ),
@@ -556,7 +565,13 @@ impl Call {
             if let Err(message) = checked {
                 // The server answered (and may have billed it), but not with what was
                 // asked: a typed error, never an empty success; not retried.
-                self.report(&classified, None, usage.map(|u| u.total_tokens), usage);
+                self.report(
+                    &classified,
+                    None,
+                    usage.map(|u| u.total_tokens),
+                    usage,
+                    None,
+                );
                 let mut info = classified.info;
                 info.excerpt = self.redactor.redact(&crate::verdict::excerpt(&body));
                 self.state = State::Finished(Box::new(Err(Error::Decode {
@@ -571,7 +586,8 @@ impl Call {
                 .limits
                 .query_cost
                 .or(usage.map(|u| u.total_tokens));
-            self.report(&classified, None, used, usage);
+            let tier = usage.and_then(|_| crate::reply::service_tier_of(&body));
+            self.report(&classified, None, used, usage, tier);
             let info = classified.info;
             self.state = State::Finished(Box::new(Ok(Reply {
                 value: body,
@@ -588,10 +604,12 @@ impl Call {
         self.failures += 1;
         let retry = self.plan_after(&classified);
         let used = match classified.verdict {
-            v if v.is_rate_limit() || v == Verdict::Capacity => Some(0),
+            v if v.is_rate_limit() || v == Verdict::Capacity || v == Verdict::SpendingCap => {
+                Some(0)
+            }
             _ => None,
         };
-        self.report(&classified, retry, used, None);
+        self.report(&classified, retry, used, None, None);
         // `classified.info` went through the redaction above.
         let location = classified.location.take().map(|l| self.redactor.redact(&l));
         classified.location = location;
@@ -639,6 +657,8 @@ impl Call {
             ticket: self.ticket,
             usage: None,
             size: self.api.size,
+            origin: Origin::Unknown,
+            service_tier: None,
         });
         let (kind, message) = (error.kind, self.redactor.redact(&error.message));
         let source = error.cause(&self.redactor);
@@ -751,6 +771,7 @@ impl Call {
         retry: Option<Retry>,
         used: Option<u64>,
         usage: Option<TokenUsage>,
+        service_tier: Option<String>,
     ) {
         let info = &c.info;
         self.reports.push_back(Report {
@@ -765,6 +786,8 @@ impl Call {
             ticket: self.ticket,
             usage,
             size: self.api.size,
+            origin: info.origin,
+            service_tier,
         });
     }
 

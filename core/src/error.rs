@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::key::KeyError;
 use crate::models::FieldError;
+use crate::origin::Origin;
 use crate::ratelimits::{Bucket, RateLimits, Window};
 use crate::redact::Redactor;
 
@@ -53,8 +54,12 @@ pub struct ResponseInfo {
     pub message: Option<String>,
     /// The start of the body, at most [`ResponseInfo::EXCERPT_LIMIT`] bytes, as text.
     pub excerpt: String,
-    /// Rate-limit headers of the response.
+    /// Rate-limit headers of the response (and a wait its body named, as
+    /// [`RateLimits::retry_after`]).
     pub limits: RateLimits,
+    /// Who refused: the Mistral API, a gateway in between, this client's shared budget,
+    /// or unknown ([`crate::origin`]).
+    pub origin: Origin,
 }
 
 impl ResponseInfo {
@@ -71,6 +76,14 @@ impl ResponseInfo {
     fn status_text(&self) -> String {
         self.status_u16()
             .map_or_else(|| "no response".to_owned(), |s| s.to_string())
+    }
+
+    /// `; refused by <origin>` when the origin is known, then [`ResponseInfo::suffix`].
+    fn refusal_suffix(&self) -> String {
+        match self.origin {
+            Origin::Unknown => self.suffix(),
+            origin => format!("; refused by {origin}{}", self.suffix()),
+        }
     }
 
     fn suffix(&self) -> String {
@@ -290,7 +303,8 @@ pub enum StreamFailure {
     EventTooLarge(usize),
     /// An event did not decode as a chunk.
     BadEvent,
-    /// The server sent an error object as an event.
+    /// The server sent an error object as an event (its classification is the
+    /// [`Error::Stream`]'s `event`).
     ServerError,
 }
 
@@ -320,7 +334,7 @@ pub enum Error {
         describe_bucket(*bucket, *window, *limit, *remaining),
         if *shared { " (stopped by the shared limiter)" } else { "" },
         retry_after.map(|d| format!("; come back in {:.1} s", d.as_secs_f64())).unwrap_or_default(),
-        response.suffix()
+        response.refusal_suffix()
     )]
     RateLimited {
         /// Which bucket refused, when the response said.
@@ -333,7 +347,9 @@ pub enum Error {
         remaining: Option<u64>,
         /// How long until the limit should admit again.
         retry_after: Option<Duration>,
-        /// `true` when the shared limiter, not the server, ended the call.
+        /// `true` when the shared limiter, not the server, ended the call
+        /// ([`Error::origin`] is then [`Origin::SharedBudget`]; `response` is the last
+        /// refusal a server sent, if any).
         shared: bool,
         /// Attempts and waiting.
         trail: Trail,
@@ -366,6 +382,22 @@ pub enum Error {
         limit: Option<u64>,
         /// What remained, when announced.
         remaining: Option<u64>,
+        /// The refusal.
+        response: Box<ResponseInfo>,
+    },
+    /// A spending cap is reached — a gateway's budget (LiteLLM's `budget_exceeded`), an
+    /// `insufficient_quota`, a monthly spend limit, a 402 — and no wait within a call
+    /// fixes it: never retried. [`ResponseInfo::origin`] says who set it.
+    #[error(
+        "spending cap reached{}: retrying will not help; raise the cap or wait for it to \
+         renew{}",
+        match response.origin {
+            Origin::Unknown => String::new(),
+            origin => format!(" at {origin}"),
+        },
+        response.suffix()
+    )]
+    SpendingCap {
         /// The refusal.
         response: Box<ResponseInfo>,
     },
@@ -508,12 +540,25 @@ pub enum Error {
         response: Box<ResponseInfo>,
     },
     /// A stream ended badly after it had started.
-    #[error("stream failed: {failure}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    #[error(
+        "stream failed: {failure}{}",
+        match (event, detail) {
+            (Some(event), _) => format!(": {event}"),
+            (None, Some(d)) => format!(": {d}"),
+            (None, None) => String::new(),
+        }
+    )]
     Stream {
         /// How it ended.
         failure: StreamFailure,
         /// More words, when there are any (an error event's message).
         detail: Option<String>,
+        /// An error event ([`StreamFailure::ServerError`]) classified as a response with
+        /// its body would be ([`crate::verdict::classify_event`]): a rate limit (and who
+        /// refused), Mistral's capacity, a spending cap, a server error. What
+        /// [`Error::origin`], [`Error::is_retryable`] and [`Error::is_permanent`] answer
+        /// through.
+        event: Option<Box<Error>>,
     },
     /// The API key is unusable.
     #[error(transparent)]
@@ -655,6 +700,7 @@ impl Error {
             Error::RateLimited { response, .. }
             | Error::NoAllowance { response, .. }
             | Error::MonthlyQuota { response, .. }
+            | Error::SpendingCap { response }
             | Error::Capacity { response, .. }
             | Error::Unauthorized { response }
             | Error::Forbidden { response }
@@ -664,7 +710,44 @@ impl Error {
             | Error::Redirect { response, .. }
             | Error::Decode { response, .. } => Some(response),
             Error::Deadline { last, .. } => last.as_ref().and_then(|e| e.response()),
+            Error::Stream {
+                event: Some(event), ..
+            } => event.response(),
             _ => None,
+        }
+    }
+
+    /// Who refused the call: the Mistral API (which limit: [`Error::RateLimited`]'s
+    /// `bucket` and `window`), a gateway in between, this client's shared budget (no
+    /// request sent), or [`Origin::Unknown`]. Answers through a [`Error::Deadline`]'s
+    /// last error and a stream's error event.
+    ///
+    /// ```
+    /// use mistral_core::{Error, origin::Origin};
+    ///
+    /// fn advice(error: &Error) -> String {
+    ///     match error.origin() {
+    ///         Origin::SharedBudget => "this fleet's own budget: try later".into(),
+    ///         Origin::Gateway(g) => format!("the gateway ({g}) refused, not Mistral"),
+    ///         Origin::Mistral => "Mistral refused".into(),
+    ///         _ => "see the message".into(),
+    ///     }
+    /// }
+    /// assert_eq!(advice(&Error::Config("x".into())), "see the message");
+    /// ```
+    pub fn origin(&self) -> Origin {
+        match self {
+            Error::RateLimited { shared: true, .. } => Origin::SharedBudget,
+            Error::NoAllowance { response, .. } | Error::MonthlyQuota { response, .. }
+                if response.status.is_none() =>
+            {
+                Origin::SharedBudget
+            }
+            Error::Deadline { last, .. } => last.as_ref().map_or(Origin::Unknown, |e| e.origin()),
+            Error::Stream {
+                event: Some(event), ..
+            } => event.origin(),
+            other => other.response().map_or(Origin::Unknown, |r| r.origin),
         }
     }
 
@@ -710,6 +793,11 @@ impl Error {
                 *retry_after
             }
             Error::Deadline { last, .. } => last.as_ref().and_then(|e| e.retry_after()),
+            Error::Stream {
+                event: Some(event), ..
+            } => event
+                .retry_after()
+                .or_else(|| event.response().and_then(|r| r.limits.retry_after)),
             _ => None,
         }
     }
@@ -725,8 +813,8 @@ impl Error {
             Error::RateLimited { .. }
             | Error::Capacity { .. }
             | Error::Server { .. }
-            | Error::Transport { .. }
-            | Error::Stream { .. } => true,
+            | Error::Transport { .. } => true,
+            Error::Stream { event, .. } => event.as_ref().is_none_or(|e| e.is_retryable()),
             Error::Deadline { last, .. } => last.as_ref().is_none_or(|e| e.is_retryable()),
             _ => false,
         }
@@ -757,12 +845,20 @@ impl Error {
     }
 
     /// `true` for refusals that no amount of waiting within this call fixes: no
-    /// allowance, monthly quota, a refused key, a refused request.
+    /// allowance, monthly quota, a spending cap, a refused key, a refused request (also
+    /// as a stream's error event).
     pub fn is_permanent(&self) -> bool {
+        if let Error::Stream {
+            event: Some(event), ..
+        } = self
+        {
+            return event.is_permanent();
+        }
         matches!(
             self,
             Error::NoAllowance { .. }
                 | Error::MonthlyQuota { .. }
+                | Error::SpendingCap { .. }
                 | Error::Unauthorized { .. }
                 | Error::Forbidden { .. }
                 | Error::BadRequest { .. }

@@ -10,9 +10,10 @@
 //! - [`models`]: typed requests and responses (serde), lenient when decoding;
 //! - [`ApiKey`], [`ApiRequest`], [`Target`]: request building;
 //! - [`classify`], [`Verdict`] and [`RateLimits`]: what a response means, 429s told
-//!   apart (a spent window, no allowance, a monthly quota, Mistral's capacity): the one
-//!   word the call acts on, its [`Report`] hands to the limiter and its [`Error`] is
-//!   made from;
+//!   apart (a spent window, no allowance, a monthly quota, Mistral's capacity, a
+//!   spending cap): the one word the call acts on, its [`Report`] hands to the limiter
+//!   and its [`Error`] is made from; [`Origin`]: who refused (the Mistral API, a gateway
+//!   in between, this client's shared budget);
 //! - [`RetryPolicy`] and [`Call`]: the retry/backoff state machine, and [`Reply`], the
 //!   answer it ends with;
 //! - [`Priority`]: which calls a saturated shared budget serves first;
@@ -23,6 +24,8 @@
 //!   budget's arithmetic, the line, what its stores decide) is the `mistral-limiter`
 //!   crate;
 //! - [`Telemetry`]: statistics and `tracing` events, the same for both clients;
+//! - [`forecast`]: the quota forecast (what remains of each limit, when it resets, the
+//!   rate it is spent at, when it runs out);
 //! - [`Settings`]: what both clients' builders collect and check;
 //! - [`Error`]: the one error type of both clients;
 //! - [`redact`]: the one redaction every string from the network or the configuration
@@ -100,10 +103,12 @@
 pub mod action;
 pub mod call;
 pub mod error;
+pub mod forecast;
 pub mod key;
 pub mod limiter;
 pub mod models;
 pub mod options;
+pub mod origin;
 pub mod policy;
 pub mod priority;
 pub mod ratelimits;
@@ -127,6 +132,7 @@ pub use error::{
 pub use key::{ApiKey, KeyError};
 pub use limiter::{Admit, Limiter, LimiterConfig, Limits, NoLimiter, Place};
 pub use options::CallOptions;
+pub use origin::{Gateway, Origin};
 pub use policy::{Backoff, RetryPolicy};
 pub use priority::{Priority, ReservedShares};
 pub use ratelimits::{Bucket, Quota, RateLimits, Window};
@@ -135,5 +141,5 @@ pub use redact::Redactor;
 pub use reply::Reply;
 pub use request::{ApiRequest, Target, estimate_tokens};
 pub use settings::{Resolved, Settings};
-pub use telemetry::{LimiterCounts, LogTarget, RateLimitedCounts, Stats, Telemetry};
-pub use verdict::{Classification, LimiterSignal, Verdict, classify};
+pub use telemetry::{LimiterCounts, LogTarget, RateLimitedCounts, Stats, Telemetry, TierCounts};
+pub use verdict::{Classification, LimiterSignal, Verdict, classify, classify_event};

@@ -11,7 +11,8 @@
 //!   `ratelimitbysize-reset` (seconds until the minute window resets);
 //! - any `…query-cost` header (tokens charged for this request);
 //! - `Retry-After` (delta-seconds, or an HTTP-date measured against the response's own
-//!   `Date` header) and `retry-after-ms`.
+//!   `Date` header) and `retry-after-ms`;
+//! - `Date` (the server's clock: when a calendar month ends, for the quota forecast).
 //!
 //! Values that are not decimal numbers are ignored; absurd ones are clamped, never
 //! trusted to overflow anything.
@@ -109,9 +110,12 @@ pub struct RateLimits {
     pub query_cost: Option<u64>,
     /// Time until the minute window resets (`ratelimitbysize-reset`, early 2025 only).
     pub reset: Option<Duration>,
-    /// The server's explicit hint (`retry-after-ms`, else `Retry-After`), clamped to
-    /// [`MAX_HINT`].
+    /// The server's explicit hint (`retry-after-ms`, else `Retry-After`; for a refusal,
+    /// else a wait its body named), clamped to [`MAX_HINT`].
     pub retry_after: Option<Duration>,
+    /// The response's `Date` header: the server's clock when it answered (what a
+    /// monthly quota's end is reckoned from, [`crate::forecast`]).
+    pub date: Option<std::time::SystemTime>,
 }
 
 enum Field {
@@ -146,6 +150,8 @@ impl RateLimits {
             }
         }
         limits.retry_after = retry_after(headers);
+        limits.date = header_str(headers, &header::DATE)
+            .and_then(|d| httpdate::parse_http_date(d.trim()).ok());
         limits
     }
 
@@ -475,6 +481,21 @@ mod tests {
         assert_eq!(l.requests(), None);
         assert_eq!(l.tokens().unwrap().limit, None);
         assert_eq!(l.tokens().unwrap().remaining, Some(12));
+    }
+
+    /// No header announces limits per service tier; should one come with the tier in its
+    /// name, it is not read as the model's own limit (the budget stays the model's).
+    #[test]
+    fn headers_named_for_a_tier_are_not_the_models_limits() {
+        let l = RateLimits::parse(&headers(&[
+            ("x-ratelimit-limit-req-minute", "60"),
+            ("x-ratelimit-remaining-req-minute", "59"),
+            ("x-ratelimit-limit-req-minute-priority", "10"),
+            ("x-ratelimit-remaining-req-minute-priority", "0"),
+            ("x-ratelimit-limit-priority-req-minute", "10"),
+            ("x-ratelimit-remaining-priority-tokens-minute", "0"),
+        ]));
+        assert_eq!(l.quotas, [q(Bucket::Requests, Window::MINUTE, 60, 59)]);
     }
 
     #[test]

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::action::{Report, Sizing, Ticket, TokenUsage};
+use crate::action::{Retry, WaitReason};
 use crate::error::{Error, StreamFailure};
-use crate::models::{ApiErrorBody, ChatChunk};
+use crate::models::ChatChunk;
 use crate::ratelimits::RateLimits;
 use crate::redact::Redactor;
 use crate::sse::{SseDecoder, SseError, SseEvent, looks_like_error};
-use crate::verdict::Verdict;
+use crate::verdict::{Classification, Verdict, classify_event};
 
 /// A stream item that may carry the final token usage.
 pub trait StreamItem: DeserializeOwned {
@@ -31,6 +32,10 @@ pub trait StreamItem: DeserializeOwned {
             total_tokens,
             ..TokenUsage::default()
         })
+    }
+    /// `usage.service_tier`, when this item carries it.
+    fn service_tier(&self) -> Option<&str> {
+        None
     }
 }
 
@@ -46,6 +51,9 @@ impl StreamItem for ChatChunk {
             total_tokens: u.total(),
         })
     }
+    fn service_tier(&self) -> Option<&str> {
+        self.usage.as_ref()?.service_tier()
+    }
 }
 
 impl StreamItem for serde_json::Value {
@@ -60,6 +68,9 @@ impl StreamItem for serde_json::Value {
             completion_tokens: field("completion_tokens").unwrap_or(0),
             total_tokens: field("total_tokens")?,
         })
+    }
+    fn service_tier(&self) -> Option<&str> {
+        self.get("usage")?.get("service_tier")?.as_str()
     }
 }
 
@@ -79,6 +90,10 @@ pub struct StreamReader<T> {
     correlation_id: Option<String>,
     reported: bool,
     redactor: Redactor,
+    /// An error event's classification, for the report that tells the budget.
+    refusal: Option<Classification>,
+    /// `usage.service_tier` of the last chunk that named one.
+    service_tier: Option<String>,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -114,6 +129,8 @@ impl<T: StreamItem> StreamReader<T> {
             correlation_id,
             reported: false,
             redactor: Redactor::generic(),
+            refusal: None,
+            service_tier: None,
             _item: PhantomData,
         }
     }
@@ -175,20 +192,29 @@ impl<T: StreamItem> StreamReader<T> {
                 self.state = ReadState::Done;
                 None
             }
+            Ok(SseEvent::Error(data)) => {
+                if self.redactor.holds_secret(data.as_bytes()) {
+                    let detail = "an event holds the API key (a server echoing the request?)";
+                    return Some(Err(self.fail(StreamFailure::BadEvent, Some(detail.into()))));
+                }
+                Some(Err(self.refused(&data)))
+            }
             Ok(SseEvent::Data(data)) => {
                 if self.redactor.holds_secret(data.as_bytes()) {
                     let detail = "an event holds the API key (a server echoing the request?)";
                     return Some(Err(self.fail(StreamFailure::BadEvent, Some(detail.into()))));
                 }
                 if looks_like_error(&data) {
-                    let detail = ApiErrorBody::parse(data.as_bytes()).map(|b| b.summary());
-                    return Some(Err(self.fail(StreamFailure::ServerError, detail)));
+                    return Some(Err(self.refused(&data)));
                 }
                 Some(match serde_json::from_str::<T>(&data) {
                     Ok(item) => {
                         if let Some(usage) = item.usage() {
                             self.used_tokens = Some(usage.total_tokens);
                             self.usage = Some(usage);
+                        }
+                        if let Some(tier) = item.service_tier() {
+                            self.service_tier = Some(crate::reply::bounded_tier(tier.into()));
                         }
                         Ok(item)
                     }
@@ -231,6 +257,27 @@ impl<T: StreamItem> StreamReader<T> {
         self.fail(StreamFailure::Cut, Some(message.into()))
     }
 
+    /// An error event: classified as a response with its body would be (a 429 in a
+    /// stream is a 429), kept for the report that tells the budget, and the error that
+    /// ends the stream.
+    fn refused(&mut self, data: &str) -> Error {
+        let mut c = classify_event(data, Some(self.estimated_tokens));
+        let r = &self.redactor;
+        c.info.excerpt = r.redact_owned(std::mem::take(&mut c.info.excerpt));
+        c.info.message = r.redact_opt(c.info.message.take());
+        c.info.code = r.redact_opt(c.info.code.take());
+        c.info.correlation_id = r.redact_opt(self.correlation_id.clone());
+        let detail = c.body.as_ref().map(|b| r.redact(&b.summary()));
+        let wait = c.info.limits.retry_after;
+        let event = c.clone().into_error(self.model.as_deref(), wait);
+        self.refusal = Some(c);
+        let mut error = self.fail(StreamFailure::ServerError, detail);
+        if let Error::Stream { event: slot, .. } = &mut error {
+            *slot = Some(Box::new(event));
+        }
+        error
+    }
+
     fn fail(&mut self, failure: StreamFailure, detail: Option<String>) -> Error {
         self.state = ReadState::Failed;
         let detail = self.redactor.redact_opt(detail);
@@ -240,16 +287,46 @@ impl<T: StreamItem> StreamReader<T> {
             (Some(id), None) => Some(format!("correlation id {id}")),
             (None, d) => d,
         };
-        Error::Stream { failure, detail }
+        Error::Stream {
+            failure,
+            detail,
+            event: None,
+        }
     }
 
     /// Once the stream is over, the limiter report that corrects the call's token
     /// estimate with what the stream really used. At most once.
+    ///
+    /// A stream ended by an error event reports that event's classification instead
+    /// (a 429 inside a stream is told to the budget as any 429, a wait its body named as
+    /// the server's hint): without a ticket, since the admission was answered by the
+    /// stream's head already, and without usage (none came).
     pub fn take_report(&mut self) -> Option<Report> {
         if self.reported || self.state == ReadState::Open {
             return None;
         }
         self.reported = true;
+        if let Some(c) = self.refusal.take() {
+            let retry = c.info.limits.retry_after.map(|wait| Retry {
+                wait,
+                why: WaitReason::ServerHint,
+            });
+            return Some(Report {
+                model: self.model.clone(),
+                limits: c.info.limits,
+                verdict: c.verdict,
+                retry,
+                estimated_tokens: self.estimated_tokens,
+                used_tokens: None,
+                attempt: 0,
+                correlation_id: self.correlation_id.clone(),
+                ticket: None,
+                usage: None,
+                size: self.size,
+                origin: c.info.origin,
+                service_tier: None,
+            });
+        }
         Some(Report {
             model: self.model.clone(),
             limits: RateLimits::default(),
@@ -262,6 +339,8 @@ impl<T: StreamItem> StreamReader<T> {
             ticket: self.ticket,
             usage: self.usage,
             size: self.size,
+            origin: crate::origin::Origin::Unknown,
+            service_tier: self.service_tier.take(),
         })
     }
 }
@@ -311,6 +390,22 @@ mod tests {
             );
             assert!(r.take_report().is_none());
         }
+    }
+
+    #[test]
+    fn the_end_report_names_the_tier_of_the_last_usage() {
+        let now = Instant::now();
+        let mut r = reader(now);
+        let tiered = STREAM.replace(
+            "\"total_tokens\":5}",
+            "\"total_tokens\":5,\"service_tier\":\"standard\"}",
+        );
+        assert_ne!(tiered, STREAM);
+        r.feed(now, tiered.as_bytes());
+        while r.next_item().is_some() {}
+        let report = r.take_report().unwrap();
+        assert_eq!(report.service_tier.as_deref(), Some("standard"));
+        assert_eq!(report.used_tokens, Some(5));
     }
 
     #[test]
@@ -367,6 +462,65 @@ mod tests {
         let err = r.next_item().unwrap().unwrap_err();
         assert!(err.to_string().contains("Internal failure"), "{err}");
         assert!(r.next_item().is_none());
+    }
+
+    #[test]
+    fn a_429_after_the_first_chunk_is_classified_and_told_to_the_budget() {
+        let first = &STREAM[..STREAM.find(": keep-alive").unwrap()];
+        for (tail, origin, verdict) in [
+            (
+                "data: {\"error\":{\"message\":\"Rate limit exceeded\",\"type\":\"rate_limit_error\",\"code\":429,\"retry_after\":3}}\n\n",
+                crate::Origin::Gateway(crate::Gateway::Proxy),
+                Verdict::RateLimited,
+            ),
+            (
+                "event: error\ndata: {\"object\":\"error\",\"message\":\"Rate limit exceeded\",\"type\":\"rate_limited\",\"code\":\"1300\",\"retry_after\":3}\n\n",
+                crate::Origin::Mistral,
+                Verdict::RateLimited,
+            ),
+        ] {
+            let now = Instant::now();
+            let mut r = reader(now);
+            r.feed(now, format!("{first}{tail}").as_bytes());
+            assert!(
+                r.next_item().unwrap().is_ok(),
+                "the first chunk is handed out"
+            );
+            let err = r.next_item().unwrap().unwrap_err();
+            let Error::Stream {
+                failure: StreamFailure::ServerError,
+                event: Some(event),
+                ..
+            } = &err
+            else {
+                panic!("{err:?}")
+            };
+            assert!(matches!(**event, Error::RateLimited { .. }), "{event:?}");
+            assert_eq!(err.origin(), origin);
+            assert!(err.is_retryable() && !err.is_permanent());
+            assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+            assert!(err.to_string().contains("Rate limit exceeded"), "{err}");
+            assert!(r.next_item().is_none());
+            let report = r.take_report().unwrap();
+            assert_eq!((report.verdict, report.origin), (verdict, origin));
+            assert_eq!(report.server_wait(), Some(Duration::from_secs(3)));
+            assert_eq!((report.ticket, report.used_tokens), (None, None));
+            assert!(r.take_report().is_none());
+        }
+    }
+
+    #[test]
+    fn a_spending_cap_inside_a_stream_is_permanent() {
+        let now = Instant::now();
+        let mut r = reader(now);
+        r.feed(now, b"event: error\ndata: {\"error\":{\"message\":\"Budget has been exceeded!\",\"type\":\"budget_exceeded\"}}\n\n");
+        let err = r.next_item().unwrap().unwrap_err();
+        assert!(err.is_permanent() && !err.is_retryable(), "{err:?}");
+        assert_eq!(
+            err.origin(),
+            crate::Origin::Gateway(crate::Gateway::LiteLlm)
+        );
+        assert_eq!(r.take_report().unwrap().verdict, Verdict::SpendingCap);
     }
 
     #[test]

@@ -99,6 +99,7 @@ impl Reply<Bytes> {
                 message: None,
                 excerpt: self.redactor.redact(&excerpt(&self.value)),
                 limits: self.limits.clone(),
+                origin: crate::origin::Origin::Unknown,
             }),
         })
     }
@@ -220,6 +221,37 @@ fn kind_of(value: &serde_json::Value) -> &'static str {
 
 /// The `usage` a success body reports, read without decoding the rest (`None` when it
 /// has no `usage` with a `total_tokens`).
+/// `usage.service_tier` of a 2xx body, when it names one (a body without the words
+/// `"service_tier"` is not parsed again).
+pub(crate) fn service_tier_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        service_tier: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        usage: Option<Raw>,
+    }
+    memchr::memmem::find(body, b"\"service_tier\"")?;
+    let tier = serde_json::from_slice::<Envelope>(body)
+        .ok()?
+        .usage?
+        .service_tier?;
+    Some(bounded_tier(tier))
+}
+
+/// A tier name as statistics keep it: at most 64 bytes (a server's text, not ours).
+pub(crate) fn bounded_tier(mut tier: String) -> String {
+    if tier.len() > 64 {
+        let mut end = 64;
+        while !tier.is_char_boundary(end) {
+            end -= 1;
+        }
+        tier.truncate(end);
+    }
+    tier
+}
+
 pub(crate) fn usage_of(body: &[u8]) -> Option<TokenUsage> {
     #[derive(serde::Deserialize)]
     struct Raw {

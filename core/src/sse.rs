@@ -23,10 +23,13 @@
 //! - `data` lines accumulate, joined by `\n`; a blank line dispatches the
 //!   event; an event without any `data` line dispatches nothing (a bare
 //!   `data` or `data:` line counts: it yields an empty string);
-//! - `event`, `id` and `retry` are accepted and ignored, as is any unknown
-//!   field: Mistral does not use event types, and a stream is never resumed
-//!   with `Last-Event-ID` (a stream must not be retried once an event was
-//!   handed out), so none of them would change what a caller does.
+//! - `id` and `retry` are accepted and ignored, as is any unknown field: a
+//!   stream is never resumed with `Last-Event-ID` (a stream must not be retried
+//!   once an event was handed out), so neither would change what a caller
+//!   does. `event` is read for one type only: an event of type `error`
+//!   (`event: error`, as gateways and other APIs send an error inside a
+//!   stream) is reported as [`SseEvent::Error`]; every other type (Mistral
+//!   uses none) is an ordinary [`SseEvent::Data`].
 //!
 //! On top of the specification:
 //!
@@ -49,9 +52,10 @@
 //!
 //! Mistral reports errors (429 included) *before* a stream starts, as a plain
 //! JSON body with an error status, so they never reach this decoder. Should an
-//! error object arrive as an event anyway (as some gateways do), it is an
-//! ordinary [`SseEvent::Data`]; [`looks_like_error`] tells such data apart
-//! from a chunk.
+//! error arrive inside the stream anyway (as some gateways do), it is either an
+//! event of type `error` ([`SseEvent::Error`]) or an ordinary
+//! [`SseEvent::Data`] that [`looks_like_error`] tells apart from a chunk;
+//! [`crate::verdict::classify_event`] then classifies it like a response.
 //!
 //! # Example
 //!
@@ -93,6 +97,9 @@ pub enum SseEvent {
     Data(String),
     /// The end-of-stream marker `data: [DONE]`.
     Done,
+    /// The data of an event of type `error` (`event: error`): an error sent inside
+    /// the stream.
+    Error(String),
 }
 
 /// Why an event could not be decoded. The event is skipped; the decoder
@@ -128,8 +135,14 @@ pub enum SseError {
 /// The UTF-8 byte order mark, stripped from the start of the stream.
 const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
 
-/// The only field the decoder keeps.
+/// The field the decoder keeps.
 const DATA: &[u8; 4] = b"data";
+
+/// The field whose value `error` makes an event an [`SseEvent::Error`].
+const EVENT: &[u8; 5] = b"event";
+
+/// The one event type the decoder tells apart.
+const ERROR: &[u8; 5] = b"error";
 
 /// Where the decoder stands in the current line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +158,13 @@ enum Line {
     /// A comment, another field, or a data line of a skipped event: ignore
     /// everything up to the end of the line.
     Skip,
+    /// Read the first `n` bytes of `event` (1 ≤ n ≤ 5), nothing else.
+    EventName(u8),
+    /// Read `event:`; a single space may follow.
+    EventSpace,
+    /// Inside the value of an `event` line: `matched` bytes of `error` so far, or
+    /// `None` once it cannot be `error`.
+    EventValue(Option<u8>),
 }
 
 /// Incremental, sans-IO decoder of a `text/event-stream` body.
@@ -179,6 +199,8 @@ pub struct SseDecoder {
     queue: VecDeque<Result<SseEvent, SseError>>,
     /// `[DONE]` was seen.
     done: bool,
+    /// The event in progress is of type `error`.
+    error_type: bool,
 }
 
 impl SseDecoder {
@@ -208,6 +230,7 @@ impl SseDecoder {
             skipping: false,
             queue: VecDeque::new(),
             done: false,
+            error_type: false,
         }
     }
 
@@ -327,10 +350,35 @@ impl SseDecoder {
                 Line::Start => {
                     self.line = match byte {
                         b'd' => Line::Name(1),
-                        // A comment, or a field other than `data`.
+                        b'e' => Line::EventName(1),
+                        // A comment, or a field other than `data` and `event`.
                         _ => Line::Skip,
                     };
                     i += 1;
+                }
+                Line::EventName(n) => {
+                    let n = usize::from(n);
+                    i += 1;
+                    self.line = if n == EVENT.len() && byte == b':' {
+                        Line::EventSpace
+                    } else if n < EVENT.len() && byte == EVENT[n] {
+                        Line::EventName(n as u8 + 1)
+                    } else {
+                        Line::Skip
+                    };
+                }
+                Line::EventSpace => {
+                    self.line = Line::EventValue(Some(0));
+                    if byte == b' ' {
+                        i += 1;
+                    }
+                }
+                Line::EventValue(matched) => {
+                    i += 1;
+                    self.line = Line::EventValue(matched.and_then(|m| {
+                        let m = usize::from(m);
+                        (m < ERROR.len() && byte == ERROR[m]).then_some(m as u8 + 1)
+                    }));
                 }
                 Line::Name(n) => {
                     let n = usize::from(n);
@@ -355,6 +403,12 @@ impl SseDecoder {
             Line::Start => self.dispatch(),
             // A bare `data` line: an empty value.
             Line::Name(n) if usize::from(n) == DATA.len() => self.start_data_line(),
+            // The event's type (the last `event` line sets it; a bare one empties it).
+            Line::EventValue(matched) => {
+                self.error_type = matched == Some(ERROR.len() as u8);
+            }
+            Line::EventSpace => self.error_type = false,
+            Line::EventName(n) if usize::from(n) == EVENT.len() => self.error_type = false,
             _ => {}
         }
         self.line = Line::Start;
@@ -397,12 +451,16 @@ impl SseDecoder {
     fn dispatch(&mut self) {
         if self.has_data && !self.skipping {
             let data = std::mem::take(&mut self.data);
+            let error_type = self.error_type;
             let event = if data.trim_ascii() == b"[DONE]" {
                 self.done = true;
                 Ok(SseEvent::Done)
             } else {
                 String::from_utf8(data)
-                    .map(SseEvent::Data)
+                    .map(|d| match error_type {
+                        true => SseEvent::Error(d),
+                        false => SseEvent::Data(d),
+                    })
                     .map_err(|e| SseError::InvalidUtf8 {
                         valid_up_to: e.utf8_error().valid_up_to(),
                     })
@@ -417,6 +475,7 @@ impl SseDecoder {
         self.data = Vec::new();
         self.has_data = false;
         self.skipping = false;
+        self.error_type = false;
     }
 }
 
@@ -843,6 +902,36 @@ mod tests {
     }
 
     #[test]
+    fn sse_error_events_are_told_apart() {
+        assert_eq!(
+            decode_all(
+                b"data: {\"a\":1}\n\nevent: error\ndata: {\"error\":{\"message\":\"x\"}}\n\n\
+                  event:error\r\ndata: y\r\n\r\nevent: ping\ndata: z\n\nevent: error\nevent: other\ndata: w\n\n\
+                  event: errors\ndata: v\n\nevent: error\n\ndata: u\n\n"
+            ),
+            [
+                data(r#"{"a":1}"#),
+                Ok(SseEvent::Error(r#"{"error":{"message":"x"}}"#.into())),
+                Ok(SseEvent::Error("y".into())),
+                data("z"),
+                data("w"),
+                data("v"),
+                data("u"),
+            ]
+        );
+        // Split anywhere, the same.
+        let input = b"event: error\ndata: e\n\n";
+        for cut in 0..=input.len() {
+            let (a, b) = input.split_at(cut);
+            assert_eq!(
+                decode_pieces(&mut SseDecoder::new(), [a, b]),
+                [Ok(SseEvent::Error("e".into()))],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn sse_looks_like_error() {
         assert!(looks_like_error(
             r#"{"object":"error","message":"Service unavailable.","type":"internal_server_error","param":null,"code":"1000"}"#
@@ -873,10 +962,11 @@ mod tests {
     }
 
     /// The specification applied naively to a whole input, without limit:
-    /// the raw data of the events it dispatches, and of the event still in
-    /// progress at the end of the input (counting a last, unterminated line
-    /// once it has gone past `data:`).
-    fn reference_data(input: &[u8]) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
+    /// the raw data of the events it dispatches (and whether their type is
+    /// `error`), and of the event still in progress at the end of the input
+    /// (counting a last, unterminated line once it has gone past `data:`).
+    #[allow(clippy::type_complexity)]
+    fn reference_data(input: &[u8]) -> (Vec<(Vec<u8>, bool)>, Option<Vec<u8>>) {
         let input = input.strip_prefix(BOM).unwrap_or(input);
         let mut lines = Vec::new();
         let mut current = Vec::new();
@@ -896,11 +986,13 @@ mod tests {
         }
         let mut events = Vec::new();
         let mut data: Option<Vec<u8>> = None;
+        let mut error_type = false;
         let last = current.starts_with(b"data:").then_some(current);
         let ends = std::iter::repeat_n(true, lines.len()).chain([false]);
         for (line, terminated) in lines.into_iter().chain(last).zip(ends) {
             if line.is_empty() && terminated {
-                events.extend(data.take());
+                events.extend(data.take().map(|d| (d, error_type)));
+                error_type = false;
                 continue;
             }
             let (field, value) = match line.iter().position(|&b| b == b':') {
@@ -910,6 +1002,9 @@ mod tests {
                 }
                 None => (&line[..], &[][..]),
             };
+            if field == b"event" && terminated {
+                error_type = value == b"error";
+            }
             if field == b"data" {
                 match &mut data {
                     Some(d) => {
@@ -924,14 +1019,21 @@ mod tests {
     }
 
     /// What the decoder should yield for the raw data of one event.
-    fn reference_event(data: Vec<u8>, limit: usize) -> Result<SseEvent, SseError> {
+    fn reference_event(
+        data: Vec<u8>,
+        error_type: bool,
+        limit: usize,
+    ) -> Result<SseEvent, SseError> {
         if data.len() > limit {
             Err(SseError::EventTooLarge { limit })
         } else if data.trim_ascii() == b"[DONE]" {
             Ok(SseEvent::Done)
         } else {
             String::from_utf8(data)
-                .map(SseEvent::Data)
+                .map(|d| match error_type {
+                    true => SseEvent::Error(d),
+                    false => SseEvent::Data(d),
+                })
                 .map_err(|e| SseError::InvalidUtf8 {
                     valid_up_to: e.utf8_error().valid_up_to(),
                 })
@@ -946,8 +1048,8 @@ mod tests {
         let pending = pending.filter(|data| data.len() > limit);
         events
             .into_iter()
-            .chain(pending)
-            .map(|data| reference_event(data, limit))
+            .chain(pending.map(|d| (d, false)))
+            .map(|(data, error_type)| reference_event(data, error_type, limit))
             .collect()
     }
 
@@ -973,6 +1075,10 @@ mod tests {
             Just(&b"data: "[..]),
             Just(&b"dat"[..]),
             Just(&b"event: x"[..]),
+            Just(&b"event: error"[..]),
+            Just(&b"event:error"[..]),
+            Just(&b"event"[..]),
+            Just(&b"error"[..]),
             Just(&b"id"[..]),
             Just(&b":"[..]),
             Just(&b" "[..]),

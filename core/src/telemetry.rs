@@ -3,13 +3,14 @@
 //! A driver hands every [`Action`] its calls produce to [`Telemetry::observe_call`].
 //! That counts it and emits a `tracing` event under the client's own target
 //! ([`LogTarget`]: `mistral_blocking` or `mistral_async`, so
-//! `RUST_LOG=mistral_blocking=debug` shows one client): every 429 at WARN (bucket,
-//! limit, remaining, wait, attempt, correlation id), a call past [`crate::LONG_CALL`] at
-//! WARN once, every retry and every wait with its reason at DEBUG, a failed call at
+//! `RUST_LOG=mistral_blocking=debug` shows one client): every 429 at WARN (who refused,
+//! bucket, limit, remaining, wait, attempt, correlation id), a spending cap at WARN, a
+//! call past [`crate::LONG_CALL`] at WARN once, every retry and every wait with its reason at DEBUG, a failed call at
 //! DEBUG, except a call that could not reach the server at all (refused, name not
 //! resolved): that is a WARN naming the server and the cause, once until a call gets
 //! through again. Nothing logged ever contains the API key or a request header.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use crate::action::{Action, Ask, Grant, Report};
 use crate::call::Call;
 use crate::error::{Error, TransportKind};
+use crate::forecast::{Forecast, MonthAlarm, Tracker, human};
 use crate::ratelimits::RateLimits;
 use crate::verdict::Verdict;
 
@@ -71,6 +73,8 @@ pub struct Telemetry {
     no_allowance_429: AtomicU64,
     monthly_quota_429: AtomicU64,
     capacity_429: AtomicU64,
+    spending_cap: AtomicU64,
+    gateway_429: AtomicU64,
     server_errors: AtomicU64,
     transport_errors: AtomicU64,
     outcome_unknown: AtomicU64,
@@ -82,6 +86,11 @@ pub struct Telemetry {
     /// The same per priority class, by lane.
     by_priority: [LimiterCounters; 3],
     last_limits: Mutex<Option<RateLimits>>,
+    /// Calls served per capacity pool (`usage.service_tier`).
+    tiers: Mutex<BTreeMap<String, TierCounts>>,
+    /// What each budget's answers said of its limits, and this client's spend: the
+    /// quota forecast.
+    forecasts: Mutex<Tracker>,
     /// When the last long-call WARN was said, and how many long calls were not said since.
     long_calls: Mutex<(Option<std::time::Instant>, u64)>,
 }
@@ -135,6 +144,23 @@ pub struct Stats {
     pub limiter_by_priority: [LimiterCounts; 3],
     /// The last rate limits a response announced.
     pub last_limits: Option<RateLimits>,
+    /// Calls served per capacity pool, keyed by the `usage.service_tier` the answers
+    /// named (`"standard"`, `"priority"`… as the server spells them; at most
+    /// [`MAX_TIERS`] names, the others counted under `"other"`). A call whose answer
+    /// names no tier is not counted here.
+    pub service_tiers: BTreeMap<String, TierCounts>,
+}
+
+/// The most tier names [`Stats::service_tiers`] keeps apart.
+pub const MAX_TIERS: usize = 16;
+
+/// What one capacity pool served ([`Stats::service_tiers`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierCounts {
+    /// Calls it served (a stream once, at its end).
+    pub served: u64,
+    /// Their tokens (`usage.total_tokens`).
+    pub tokens: u64,
 }
 
 /// 429s received, by what they meant.
@@ -150,6 +176,12 @@ pub struct RateLimitedCounts {
     pub monthly_quota: u64,
     /// Mistral's capacity (`3505`).
     pub capacity: u64,
+    /// A spending cap (a gateway's budget, `insufficient_quota`; a 429, 402, or a 400
+    /// or 403 that names one): never retried.
+    pub spending_cap: u64,
+    /// Of all these, the refusals a gateway in between sent ([`crate::Origin::Gateway`]),
+    /// not the Mistral API.
+    pub from_gateway: u64,
 }
 
 /// What the shared limiter answered a client's attempts (one answer per attempt).
@@ -198,9 +230,14 @@ impl LimiterCounts {
 }
 
 impl RateLimitedCounts {
-    /// All 429s.
+    /// All of them (every kind once; [`RateLimitedCounts::from_gateway`] is a part).
     pub fn total(&self) -> u64 {
-        self.window + self.ambiguous + self.no_allowance + self.monthly_quota + self.capacity
+        self.window
+            + self.ambiguous
+            + self.no_allowance
+            + self.monthly_quota
+            + self.capacity
+            + self.spending_cap
     }
 }
 
@@ -275,7 +312,56 @@ impl Telemetry {
         if let Action::Done(result) = action {
             self.observe_reachability(call, result.as_ref().err());
         }
+        if let Action::Report(report) = action {
+            self.track(call.now(), report);
+        }
         self.observe(action);
+    }
+
+    /// Feeds the forecast one report at `now`, and says at WARN, once per budget, that
+    /// its monthly quota will run out within a day at the current rate.
+    fn track(&self, now: std::time::Instant, report: &Report) {
+        let alarm = match self.forecasts.lock() {
+            Ok(mut tracker) => tracker.observe(now, report),
+            Err(_) => None,
+        };
+        if let Some(MonthAlarm {
+            model,
+            quota,
+            runs_out_in,
+        }) = alarm
+        {
+            emit!(
+                self.target,
+                warn,
+                model = model.as_str(),
+                remaining = ?quota.remaining,
+                limit = ?quota.limit,
+                rate_per_s = quota.rate.unwrap_or(0.0),
+                runs_out_s = runs_out_in.as_secs(),
+                resets = %quota.resets,
+                "mistral: the monthly quota of {} will run out in {} at the current rate",
+                model,
+                human(runs_out_in)
+            );
+        }
+    }
+
+    /// The quota forecast of `model`'s budget at `now`, from what this client's answers
+    /// said and what it spent (`None`: no answer for it yet). See [`crate::forecast`].
+    pub fn forecast(&self, model: &str, now: std::time::Instant) -> Option<Forecast> {
+        self.forecasts.lock().ok()?.forecast(model, now)
+    }
+
+    /// The forecasts of every budget this client has had an answer for, in name order.
+    pub fn forecasts(&self, now: std::time::Instant) -> Vec<Forecast> {
+        let Ok(tracker) = self.forecasts.lock() else {
+            return Vec::new();
+        };
+        tracker
+            .models()
+            .filter_map(|m| tracker.forecast(m, now))
+            .collect()
     }
 
     /// Says at WARN, naming the server and the cause, that a call could not reach the
@@ -386,7 +472,38 @@ impl Telemetry {
         }
     }
 
+    /// Counts and logs the report of a stream's end ([`crate::StreamReader::take_report`])
+    /// at `now`: the tier that served it, its tokens for the forecast, or the error event
+    /// that ended it (a 429 inside a stream counts as a 429). The driver calls it as it
+    /// hands the report to the limiter.
+    pub fn observe_stream_end(&self, now: std::time::Instant, report: &Report) {
+        self.track(now, report);
+        self.observe_report(report);
+    }
+
+    fn count_tier(&self, report: &Report) {
+        let Some(tier) = &report.service_tier else {
+            return;
+        };
+        if !matches!(report.verdict, Verdict::Success | Verdict::Usage) {
+            return;
+        }
+        let Ok(mut tiers) = self.tiers.lock() else {
+            return;
+        };
+        let key = match tiers.contains_key(tier) || tiers.len() < MAX_TIERS {
+            true => tier.clone(),
+            false => "other".to_owned(),
+        };
+        let counts = tiers.entry(key).or_default();
+        counts.served += 1;
+        counts.tokens = counts
+            .tokens
+            .saturating_add(report.used_tokens.unwrap_or(0));
+    }
+
     fn observe_report(&self, report: &Report) {
+        self.count_tier(report);
         if !report.limits.quotas.is_empty()
             && let Ok(mut last) = self.last_limits.lock()
         {
@@ -398,6 +515,7 @@ impl Telemetry {
             Verdict::NoAllowance { .. } => &self.no_allowance_429,
             Verdict::MonthlyQuota { .. } => &self.monthly_quota_429,
             Verdict::Capacity => &self.capacity_429,
+            Verdict::SpendingCap => &self.spending_cap,
             Verdict::ServerError { .. } => {
                 self.server_errors.fetch_add(1, Relaxed);
                 return;
@@ -410,6 +528,9 @@ impl Telemetry {
             _ => return,
         };
         counter.fetch_add(1, Relaxed);
+        if report.origin.is_gateway() {
+            self.gateway_429.fetch_add(1, Relaxed);
+        }
         let quota = report.verdict.quota();
         let wait = report.retry.map_or(Duration::ZERO, |r| r.wait);
         let (bucket, window) = match quota {
@@ -417,10 +538,22 @@ impl Telemetry {
             None => (None, None),
         };
         let (limit, remaining) = (quota.and_then(|q| q.limit), quota.and_then(|q| q.remaining));
+        if report.verdict == Verdict::SpendingCap {
+            emit!(
+                self.target,
+                warn,
+                origin = report.origin.name(),
+                model = report.model.as_deref().unwrap_or("-"),
+                correlation_id = report.correlation_id.as_deref().unwrap_or("-"),
+                "mistral: a spending cap refused the call; retrying will not help"
+            );
+            return;
+        }
         emit!(
             self.target,
             warn,
             kind = report.verdict.name(),
+            origin = report.origin.name(),
             model = report.model.as_deref().unwrap_or("-"),
             bucket = bucket.as_deref().unwrap_or("unknown"),
             window = window.as_deref().unwrap_or("unknown"),
@@ -471,6 +604,8 @@ impl Telemetry {
                 no_allowance: self.no_allowance_429.load(Relaxed),
                 monthly_quota: self.monthly_quota_429.load(Relaxed),
                 capacity: self.capacity_429.load(Relaxed),
+                spending_cap: self.spending_cap.load(Relaxed),
+                from_gateway: self.gateway_429.load(Relaxed),
             },
             server_errors: self.server_errors.load(Relaxed),
             transport_errors: self.transport_errors.load(Relaxed),
@@ -484,6 +619,79 @@ impl Telemetry {
                 self.by_priority[2].snapshot(),
             ],
             last_limits: self.last_limits.lock().ok().and_then(|l| l.clone()),
+            service_tiers: self.tiers.lock().map(|t| t.clone()).unwrap_or_default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)]
+    use super::*;
+    use crate::action::Sizing;
+    use crate::origin::Origin;
+
+    fn report(verdict: Verdict, tier: Option<&str>, tokens: u64) -> Report {
+        Report {
+            model: Some("m".into()),
+            limits: RateLimits::default(),
+            verdict,
+            retry: None,
+            estimated_tokens: 10,
+            used_tokens: Some(tokens),
+            attempt: 1,
+            correlation_id: None,
+            ticket: None,
+            usage: None,
+            size: Sizing::default(),
+            origin: Origin::Unknown,
+            service_tier: tier.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn calls_are_counted_per_tier_that_served_them() {
+        let t = Telemetry::new();
+        t.observe(&Action::Report(report(
+            Verdict::Success,
+            Some("priority"),
+            12,
+        )));
+        t.observe(&Action::Report(report(
+            Verdict::Success,
+            Some("priority"),
+            8,
+        )));
+        // A stream's end names its tier once.
+        let now = std::time::Instant::now();
+        t.observe_stream_end(now, &report(Verdict::Usage, Some("standard"), 5));
+        // No tier named, or not served: not counted.
+        t.observe(&Action::Report(report(Verdict::Success, None, 3)));
+        t.observe(&Action::Report(report(
+            Verdict::RateLimited,
+            Some("priority"),
+            0,
+        )));
+        let tiers = t.snapshot().service_tiers;
+        assert_eq!(
+            tiers.get("priority"),
+            Some(&TierCounts {
+                served: 2,
+                tokens: 20
+            })
+        );
+        assert_eq!(tiers.get("standard").map(|c| c.served), Some(1));
+        assert_eq!(tiers.len(), 2);
+        // Names are bounded in number.
+        for i in 0..40 {
+            t.observe(&Action::Report(report(
+                Verdict::Success,
+                Some(&format!("t{i}")),
+                1,
+            )));
+        }
+        let tiers = t.snapshot().service_tiers;
+        assert_eq!(tiers.len(), MAX_TIERS + 1, "{tiers:?}");
+        assert_eq!(tiers.get("other").map(|c| c.served), Some(26));
     }
 }

@@ -10,7 +10,20 @@
 //! | `remaining-*-month` = 0 | [`Verdict::MonthlyQuota`] |
 //! | `remaining-*` = 0 for a minute / N-second window | [`Verdict::WindowSpent`] |
 //! | `remaining-*-month` below this request's expected cost | [`Verdict::MonthlyQuota`] |
+//! | a body that names a spending cap (`insufficient_quota`, `budget_exceeded`, "Budget has been exceeded"…) | [`Verdict::SpendingCap`] |
 //! | none of the above | [`Verdict::RateLimited`] (ambiguous) |
+//!
+//! A spending cap is also what a 402, or a 400/403 whose body names one (LiteLLM's
+//! `budget_exceeded` is a 400), means; and nginx's own 503 page (what `limit_req` sends
+//! by default) is a gateway's rate limit ([`Verdict::RateLimited`]), not a server error.
+//!
+//! Every refusal also says who refused (`info.origin`: [`ResponseInfo::origin`], see
+//! [`crate::origin`]), and a wait its body names (`retry_after`, `retry_after_ms`,
+//! `retryDelay`) counts as a `Retry-After` header when the headers name none
+//! ([`RateLimits::retry_after`]).
+//!
+//! An error that arrives inside a stream after its first chunk is classified the same
+//! way ([`classify_event`]), with the status its body names.
 //!
 //! Bodies may be JSON in any captured form, HTML, or empty: classification never fails
 //! because a body does not parse.
@@ -21,6 +34,7 @@ use std::time::Duration;
 
 use crate::error::{Error, ResponseInfo, Trail, TransportKind};
 use crate::models::ApiErrorBody;
+use crate::origin::{Gateway, Origin, is_spending_cap, mistral_bucket, origin_of};
 use crate::ratelimits::{Quota, RateLimits};
 
 /// What a response (or an attempt without one) means for the call that got it: the one
@@ -52,6 +66,9 @@ pub enum Verdict {
     },
     /// 429 because Mistral is short of capacity (`3505`): not the caller's limit.
     Capacity,
+    /// A spending cap is reached (a gateway's budget, an `insufficient_quota`, a monthly
+    /// spend limit): no wait within a call fixes it; never retried.
+    SpendingCap,
     /// 401: the key was refused.
     Unauthorized,
     /// 403: the key may not use this model.
@@ -90,6 +107,7 @@ impl Verdict {
             Verdict::NoAllowance { .. } => "no_allowance",
             Verdict::MonthlyQuota { .. } => "monthly_quota",
             Verdict::Capacity => "capacity",
+            Verdict::SpendingCap => "spending_cap",
             Verdict::Unauthorized => "unauthorized",
             Verdict::Forbidden => "forbidden",
             Verdict::RequestTimeout => "request_timeout",
@@ -134,9 +152,11 @@ impl Verdict {
             Verdict::NoAllowance { .. } => LimiterSignal::NoAllowance,
             Verdict::MonthlyQuota { .. } => LimiterSignal::MonthlyQuota,
             Verdict::Usage => LimiterSignal::Usage,
-            // Mistral short of capacity is not the caller's limit; the others say
+            // Mistral short of capacity is not the caller's limit; a spending cap is the
+            // gateway's (its key's, its team's), not the model's budget; the others say
             // nothing about any limit.
             Verdict::Capacity
+            | Verdict::SpendingCap
             | Verdict::Unauthorized
             | Verdict::Forbidden
             | Verdict::RequestTimeout
@@ -182,7 +202,8 @@ pub struct Classification {
     pub verdict: Verdict,
     /// The parsed error body, when the body was a JSON error.
     pub body: Option<ApiErrorBody>,
-    /// Status, correlation id, body excerpt and rate limits.
+    /// Status, correlation id, body excerpt, rate limits and who refused
+    /// ([`ResponseInfo::origin`]).
     pub info: ResponseInfo,
     /// A redirect's `Location` header, as sent (not yet redacted).
     pub location: Option<String>,
@@ -208,7 +229,7 @@ impl Classification {
                 response,
             },
             Verdict::RateLimited => Error::RateLimited {
-                bucket: None,
+                bucket: c.body.as_ref().and_then(mistral_bucket),
                 window: None,
                 limit: None,
                 remaining: None,
@@ -231,6 +252,7 @@ impl Classification {
                 trail: Trail::default(),
                 response,
             },
+            Verdict::SpendingCap => Error::SpendingCap { response },
             Verdict::Unauthorized => Error::Unauthorized { response },
             Verdict::Forbidden => Error::Forbidden { response },
             Verdict::BadRequest if response.status == Some(http::StatusCode::NOT_FOUND) => {
@@ -269,25 +291,38 @@ pub fn classify(
     body: &[u8],
     expected_cost: Option<u64>,
 ) -> Classification {
-    let limits = RateLimits::parse(headers);
+    let mut limits = RateLimits::parse(headers);
     let parsed = if status.is_success() {
         None
     } else {
         ApiErrorBody::parse(body)
     };
+    let origin = match status.is_success() {
+        true => Origin::Unknown,
+        false => origin_of(headers, &limits, body, parsed.as_ref()),
+    };
+    // A wait the body names counts as a header's (the headers' own comes first).
+    limits.retry_after = limits
+        .retry_after
+        .or(parsed.as_ref().and_then(|b| b.retry_after));
+    let cap = parsed.as_ref().is_some_and(is_spending_cap);
     let verdict = match status.as_u16() {
         200..=299 => Verdict::Success,
         429 => classify_429(&limits, parsed.as_ref(), expected_cost),
+        402 => Verdict::SpendingCap,
+        400 | 403 if cap => Verdict::SpendingCap,
         401 => Verdict::Unauthorized,
         403 => Verdict::Forbidden,
         408 => Verdict::RequestTimeout,
         400..=499 => Verdict::BadRequest,
+        503 if origin == Origin::Gateway(Gateway::Nginx) => Verdict::RateLimited,
         500 | 502..=504 => Verdict::ServerError { transient: true },
         500..=599 => Verdict::ServerError { transient: false },
         300..=399 => Verdict::Redirect,
         _ => Verdict::Unexpected,
     };
     let info = ResponseInfo {
+        origin,
         status: Some(status),
         correlation_id: correlation_id(headers, parsed.as_ref()),
         code: parsed.as_ref().and_then(|b| b.code.clone()),
@@ -340,7 +375,78 @@ fn classify_429(
     {
         return Verdict::MonthlyQuota { quota: *quota };
     }
+    if body.is_some_and(is_spending_cap) {
+        return Verdict::SpendingCap;
+    }
     Verdict::RateLimited
+}
+
+/// Classifies an error that arrived inside a stream after its first chunk (an SSE
+/// `data: {"error":…}`, a `data: {"object":"error",…}` or any `event: error`) the way
+/// [`classify`] classifies a response: with the status the body names
+/// ([`event_status`]), no headers (the stream's head was a success) and the event's
+/// data as the body. Data that names no status is classified as a 500 (a server error).
+pub fn classify_event(data: &str, expected_cost: Option<u64>) -> Classification {
+    let parsed = ApiErrorBody::parse(data.as_bytes());
+    let status = parsed
+        .as_ref()
+        .and_then(event_status)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    classify(status, &HeaderMap::new(), data.as_bytes(), expected_cost)
+}
+
+/// The HTTP status an error event's body names: `raw_status_code`, a numeric `code` of
+/// 400–599 (`"code": 429`), Google's `status` (`RESOURCE_EXHAUSTED` is 429,
+/// `UNAVAILABLE` 503), or a type or code that names a rate limit (`rate_limited`,
+/// `rate_limit_error`, `1300`: 429), a capacity shortage (`3505`, `overloaded_error`:
+/// 429 with the capacity type, 503 otherwise), a spending cap (402) or a server error
+/// (`server_error`, `internal_server_error`, `api_error`: 500).
+pub fn event_status(b: &ApiErrorBody) -> Option<StatusCode> {
+    let from = |n: u64| {
+        u16::try_from(n)
+            .ok()
+            .filter(|n| (400..=599).contains(n))
+            .and_then(|n| StatusCode::from_u16(n).ok())
+    };
+    if let Some(s) = b.raw_status_code.and_then(|n| from(u64::from(n))) {
+        return Some(s);
+    }
+    if let Some(s) = b
+        .code
+        .as_deref()
+        .and_then(|c| c.parse().ok())
+        .and_then(from)
+    {
+        return Some(s);
+    }
+    let named = |v: &Option<String>, names: &[&str]| {
+        v.as_deref()
+            .is_some_and(|k| names.contains(&k.to_ascii_lowercase().as_str()))
+    };
+    let status = match () {
+        _ if named(&b.status, &["resource_exhausted"]) => 429,
+        _ if named(&b.status, &["unavailable"]) => 503,
+        _ if is_spending_cap(b) => 402,
+        _ if is_capacity(b) => 429,
+        _ if named(&b.kind, &["overloaded_error", "overloaded"]) => 503,
+        _ if named(
+            &b.kind,
+            &[
+                "rate_limited",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                "too_many_requests",
+                "requests",
+                "tokens",
+            ],
+        ) || named(&b.code, &["1300", "rate_limit_exceeded"])
+            || mistral_bucket(b).is_some() =>
+        {
+            429
+        }
+        _ => return None,
+    };
+    StatusCode::from_u16(status).ok()
 }
 
 fn is_capacity(body: &ApiErrorBody) -> bool {
@@ -434,7 +540,7 @@ fn bounded(s: &str, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimits::{Bucket, Window};
+    use crate::ratelimits::{Bucket, MAX_HINT, Window};
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -792,6 +898,341 @@ mod tests {
             ),
         ] {
             assert_eq!(verdict.limiter_signal(), signal, "{verdict:?}");
+        }
+    }
+
+    // ---- Who refused (item: a 429's origin, kept). ----
+
+    const NGINX_429: &str = "<html>\r\n<head><title>429 Too Many Requests</title></head>\r\n<body>\r\n<center><h1>429 Too Many Requests</h1></center>\r\n<hr><center>nginx/1.24.0</center>\r\n</body>\r\n</html>\r\n";
+    const NGINX_503: &str = "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+    const CLOUDFLARE_429: &str = "<!DOCTYPE html><html><head><title>Access denied | api.example.com used Cloudflare to restrict access</title></head><body><h1>Error 1015</h1><p>You are being rate limited</p></body></html>";
+    const LITELLM_429: &str = r#"{"error":{"message":"Rate limit exceeded for key: sk-...abcd. Limit type: requests. Current limit: 10, Remaining: 0.","type":"rate_limit_error","param":null,"code":"429"}}"#;
+    const LITELLM_BUDGET: &str = r#"{"error":{"message":"Budget has been exceeded! Current cost: 10.02, Max budget: 10.0","type":"budget_exceeded","param":null,"code":"400"}}"#;
+    const OPENAI_QUOTA: &str = r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+    const GOOGLE_429: &str = r#"{"error":{"code":429,"message":"Quota exceeded for quota metric 'Generate Content API requests per minute'","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"30s"}]}}"#;
+
+    fn classified(status: u16, pairs: &[(&str, &str)], body: &str) -> Classification {
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            &headers(pairs),
+            body.as_bytes(),
+            Some(100),
+        )
+    }
+
+    /// One row: `(status, headers, body, verdict, origin)`.
+    type Row<'a> = (u16, &'a [(&'a str, &'a str)], &'a str, Verdict, Origin);
+
+    /// One row per form a refusal takes.
+    #[test]
+    fn rows_who_refused() {
+        let nginx = Origin::Gateway(Gateway::Nginx);
+        let window = [
+            ("x-ratelimit-limit-req-minute", "4"),
+            ("x-ratelimit-remaining-req-minute", "0"),
+        ];
+        let rows: Vec<Row<'_>> = vec![
+            (429, &[], CODE_1300, Verdict::RateLimited, Origin::Mistral),
+            (
+                429,
+                &[],
+                CODE_1300_BARE,
+                Verdict::RateLimited,
+                Origin::Mistral,
+            ),
+            (429, &[], GATEWAY_429, Verdict::RateLimited, Origin::Mistral),
+            (429, &[], CAPACITY, Verdict::Capacity, Origin::Mistral),
+            (
+                429,
+                &window,
+                "",
+                Verdict::WindowSpent {
+                    quota: quota(Bucket::Requests, Window::MINUTE, 4, Some(0)),
+                },
+                Origin::Mistral,
+            ),
+            (429, &[], "", Verdict::RateLimited, Origin::Unknown),
+            (429, &[], NGINX_429, Verdict::RateLimited, nginx),
+            (503, &[], NGINX_503, Verdict::RateLimited, nginx),
+            // Mistral's window headers passed through do not make nginx's page Mistral's.
+            (
+                429,
+                &window,
+                NGINX_429,
+                Verdict::WindowSpent {
+                    quota: quota(Bucket::Requests, Window::MINUTE, 4, Some(0)),
+                },
+                nginx,
+            ),
+            (
+                429,
+                &[("server", "cloudflare"), ("cf-ray", "8a1b2c3d4e5f-CDG")],
+                CLOUDFLARE_429,
+                Verdict::RateLimited,
+                Origin::Gateway(Gateway::Cloudflare),
+            ),
+            (
+                429,
+                &[("x-envoy-ratelimited", "true")],
+                "",
+                Verdict::RateLimited,
+                Origin::Gateway(Gateway::Envoy),
+            ),
+            (
+                429,
+                &[],
+                "local_rate_limited",
+                Verdict::RateLimited,
+                Origin::Gateway(Gateway::Envoy),
+            ),
+            (
+                429,
+                &[],
+                LITELLM_429,
+                Verdict::RateLimited,
+                Origin::Gateway(Gateway::Proxy),
+            ),
+            (
+                429,
+                &[("x-litellm-version", "1.74.0")],
+                LITELLM_429,
+                Verdict::RateLimited,
+                Origin::Gateway(Gateway::LiteLlm),
+            ),
+            (
+                429,
+                &[],
+                r#"{"error":{"message":"Too many requests","type":"rate_limit_error"}}"#,
+                Verdict::RateLimited,
+                Origin::Gateway(Gateway::Proxy),
+            ),
+            (
+                429,
+                &[],
+                GOOGLE_429,
+                Verdict::RateLimited,
+                Origin::Gateway(Gateway::Proxy),
+            ),
+            // Spending caps: never a wait.
+            (
+                400,
+                &[],
+                LITELLM_BUDGET,
+                Verdict::SpendingCap,
+                Origin::Gateway(Gateway::LiteLlm),
+            ),
+            (
+                429,
+                &[],
+                LITELLM_BUDGET,
+                Verdict::SpendingCap,
+                Origin::Gateway(Gateway::LiteLlm),
+            ),
+            (
+                429,
+                &[],
+                OPENAI_QUOTA,
+                Verdict::SpendingCap,
+                Origin::Gateway(Gateway::Proxy),
+            ),
+            (402, &[], "", Verdict::SpendingCap, Origin::Unknown),
+            (
+                429,
+                &[],
+                r#"{"message":"Monthly limit reached for this workspace"}"#,
+                Verdict::SpendingCap,
+                Origin::Unknown,
+            ),
+            (
+                403,
+                &[],
+                r#"{"error":"quota exceeded for this key"}"#,
+                Verdict::SpendingCap,
+                Origin::Gateway(Gateway::Proxy),
+            ),
+            // A 403 that names no cap stays a 403; a plain 503 a server error.
+            (
+                403,
+                &[],
+                r#"{"object":"error","message":"Model not allowed","type":"forbidden","param":null,"code":"1913"}"#,
+                Verdict::Forbidden,
+                Origin::Mistral,
+            ),
+            (
+                503,
+                &[],
+                "upstream connect error",
+                Verdict::ServerError { transient: true },
+                Origin::Unknown,
+            ),
+        ];
+        for (status, pairs, body, verdict, origin) in rows {
+            let c = classified(status, pairs, body);
+            assert_eq!(
+                (c.verdict, c.info.origin),
+                (verdict, origin),
+                "{status} {pairs:?} {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_errors_say_who_refused_and_which_limit() {
+        let e = classified(429, &[], NGINX_429).into_error(None, Some(Duration::from_secs(1)));
+        assert_eq!(e.origin(), Origin::Gateway(Gateway::Nginx));
+        assert!(
+            e.to_string()
+                .contains("refused by a gateway in between (nginx)"),
+            "{e}"
+        );
+        assert!(e.is_retryable());
+        // Mistral's gateway form names its bucket even without headers.
+        let e = classified(429, &[], GATEWAY_429).into_error(None, None);
+        assert!(
+            matches!(
+                e,
+                Error::RateLimited {
+                    bucket: Some(Bucket::Requests),
+                    window: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("by the requests limit"), "{e}");
+        assert!(e.to_string().contains("refused by the Mistral API"), "{e}");
+        // A spending cap is permanent, and says so.
+        let e = classified(400, &[], LITELLM_BUDGET).into_error(Some("m"), None);
+        assert!(matches!(e, Error::SpendingCap { .. }), "{e:?}");
+        assert!(e.is_permanent() && !e.is_retryable());
+        let text = e.to_string();
+        assert!(
+            text.starts_with("spending cap reached at a gateway in between (LiteLLM)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("retrying will not help") && text.contains("Budget has been exceeded"),
+            "{text}"
+        );
+        assert_eq!(
+            Verdict::SpendingCap.limiter_signal(),
+            LimiterSignal::Nothing
+        );
+    }
+
+    #[test]
+    fn rows_retry_hints_in_bodies_count_like_headers() {
+        let hint = |status: u16, pairs: &[(&str, &str)], body: &str| {
+            classified(status, pairs, body).info.limits.retry_after
+        };
+        let secs = Duration::from_secs;
+        for (body, want) in [
+            (
+                r#"{"error":{"message":"slow down","type":"rate_limit_error","retry_after":7}}"#,
+                Some(secs(7)),
+            ),
+            (
+                r#"{"error":{"message":"slow down"},"retry_after":"3"}"#,
+                Some(secs(3)),
+            ),
+            (
+                r#"{"message":"slow down","retry_after_ms":1500}"#,
+                Some(Duration::from_millis(1500)),
+            ),
+            (
+                r#"{"message":"x","retry_after":9,"retry_after_ms":250}"#,
+                Some(Duration::from_millis(250)),
+            ),
+            (
+                r#"{"error":{"message":"x","retryDelay":"1.5s"}}"#,
+                Some(Duration::from_millis(1500)),
+            ),
+            (
+                r#"{"error":{"message":"x","retryDelay":"500ms"}}"#,
+                Some(Duration::from_millis(500)),
+            ),
+            (GOOGLE_429, Some(secs(30))),
+            // Absurd values: clamped to a day, or ignored.
+            (r#"{"message":"x","retry_after":1e30}"#, Some(MAX_HINT)),
+            (
+                r#"{"message":"x","retry_after":"99999999999999999999s"}"#,
+                Some(MAX_HINT),
+            ),
+            (r#"{"message":"x","retry_after":-5}"#, None),
+            (r#"{"message":"x","retry_after":"soon"}"#, None),
+            (r#"{"message":"x","retry_after":"inf"}"#, None),
+            (r#"{"message":"x","retry_after":"NaN"}"#, None),
+            (r#"{"message":"x","retry_after":true}"#, None),
+            (r#"{"message":"x","retry_after":[1]}"#, None),
+            (CODE_1300, None),
+        ] {
+            assert_eq!(hint(429, &[], body), want, "{body}");
+        }
+        // A header's own wait comes first.
+        let body = r#"{"error":{"message":"x","retry_after":7}}"#;
+        assert_eq!(hint(429, &[("retry-after", "2")], body), Some(secs(2)));
+        // And the call waits it out: a server hint, longer than its backoff.
+        let e = classified(429, &[], body).into_error(None, None);
+        assert_eq!(e.retry_after(), Some(secs(7)));
+    }
+
+    #[test]
+    fn rows_error_events_inside_a_stream() {
+        let event = |data: &str| {
+            let c = classify_event(data, Some(10));
+            (c.verdict, c.info.origin, c.info.limits.retry_after)
+        };
+        let proxy = Origin::Gateway(Gateway::Proxy);
+        for (data, want) in [
+            (CODE_1300, (Verdict::RateLimited, Origin::Mistral, None)),
+            (
+                CODE_1300_BARE,
+                (Verdict::RateLimited, Origin::Mistral, None),
+            ),
+            (CAPACITY, (Verdict::Capacity, Origin::Mistral, None)),
+            (
+                r#"{"error":{"message":"Rate limit exceeded","type":"rate_limit_error","code":429,"retry_after":2}}"#,
+                (Verdict::RateLimited, proxy, Some(Duration::from_secs(2))),
+            ),
+            (
+                r#"{"error":{"message":"Too many requests","type":"rate_limit_error"}}"#,
+                (Verdict::RateLimited, proxy, None),
+            ),
+            (
+                GOOGLE_429,
+                (Verdict::RateLimited, proxy, Some(Duration::from_secs(30))),
+            ),
+            (
+                LITELLM_BUDGET,
+                (
+                    Verdict::SpendingCap,
+                    Origin::Gateway(Gateway::LiteLlm),
+                    None,
+                ),
+            ),
+            (OPENAI_QUOTA, (Verdict::SpendingCap, proxy, None)),
+            (
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+                (Verdict::ServerError { transient: true }, proxy, None),
+            ),
+            (
+                r#"{"object":"error","message":"Service unavailable.","type":"internal_server_error","param":null,"code":"1000"}"#,
+                (
+                    Verdict::ServerError { transient: true },
+                    Origin::Mistral,
+                    None,
+                ),
+            ),
+            (
+                "not json",
+                (
+                    Verdict::ServerError { transient: true },
+                    Origin::Unknown,
+                    None,
+                ),
+            ),
+        ] {
+            assert_eq!(event(data), want, "{data}");
         }
     }
 

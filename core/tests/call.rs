@@ -5,7 +5,8 @@ mod support;
 use std::time::Duration;
 
 use mistral_core::{
-    Bucket, Error, Grant, Outcome, RetryPolicy, Ticket, TransportKind, Verdict, WaitReason, Window,
+    Bucket, Error, Gateway, Grant, Origin, Outcome, RetryPolicy, Ticket, TransportKind, Verdict,
+    WaitReason, Window,
 };
 use support::*;
 
@@ -87,6 +88,45 @@ fn the_429_report_names_the_window_and_the_wait() {
     }
     assert_eq!(reports[0].used_tokens, Some(0), "a refusal is not charged");
     assert_eq!(reports[1].verdict, Verdict::Success);
+}
+
+#[test]
+fn the_success_report_names_the_tier_that_served_it() {
+    let body = r#"{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":8,"total_tokens":12,"service_tier":"priority"}}"#;
+    let run = drive_simple(&RetryPolicy::default(), vec![respond(200, &[], body)]);
+    let reports = run.reports();
+    assert_eq!(reports[0].service_tier.as_deref(), Some("priority"));
+    // No tier named: none.
+    let run = drive_simple(&RetryPolicy::default(), vec![ok()]);
+    assert_eq!(run.reports()[0].service_tier, None);
+}
+
+#[test]
+fn a_spending_cap_is_never_retried() {
+    let body = r#"{"error":{"message":"Budget has been exceeded! Current cost: 10.02, Max budget: 10.0","type":"budget_exceeded","param":null,"code":"429"}}"#;
+    let run = drive_simple(&RetryPolicy::default(), vec![respond(429, &[], body)]);
+    assert!(run.waits().is_empty());
+    assert_eq!(run.sends().len(), 1);
+    let reports = run.reports();
+    assert_eq!(reports[0].verdict, Verdict::SpendingCap);
+    assert_eq!(reports[0].retry, None);
+    let err = run.err();
+    assert!(matches!(err, Error::SpendingCap { .. }), "{err:?}");
+    assert!(err.is_permanent());
+    assert_eq!(err.origin(), Origin::Gateway(Gateway::LiteLlm));
+}
+
+#[test]
+fn a_wait_named_in_a_body_is_waited_as_the_servers() {
+    let body =
+        r#"{"error":{"message":"Too many requests","type":"rate_limit_error","retry_after":7}}"#;
+    let run = drive_simple(&RetryPolicy::default(), vec![respond(429, &[], body), ok()]);
+    let waits = run.waits();
+    assert_eq!(waits, [(Duration::from_secs(7), WaitReason::ServerHint)]);
+    let reports = run.reports();
+    assert_eq!(reports[0].server_wait(), Some(Duration::from_secs(7)));
+    assert_eq!(reports[0].origin, Origin::Gateway(Gateway::Proxy));
+    assert_eq!(run.result.unwrap().trail.attempts, 2);
 }
 
 #[test]

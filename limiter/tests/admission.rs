@@ -398,6 +398,8 @@ fn success(ticket: Option<Ticket>, limits: RateLimits) -> Report {
             total_tokens: 1,
         }),
         size: Sizing::default(),
+        origin: Default::default(),
+        service_tier: None,
     }
 }
 

@@ -122,6 +122,7 @@ pub fn closed_error(block: Block, model: &str) -> Error {
             message: Some(format!(
                 "stopped by the shared limiter: an earlier response showed {what}"
             )),
+            origin: crate::origin::Origin::SharedBudget,
             ..ResponseInfo::default()
         })
     };

@@ -10,8 +10,17 @@
 //!
 //! Bodies can also be HTML or empty: [`ApiErrorBody::parse`] then returns `None`, and
 //! never panics. Do not match on the glossary's `type` names: the wire sends others.
+//!
+//! Gateways and proxies between the client and Mistral answer in forms of their own, kept
+//! here as well: the OpenAI-style `{"error":{"message","type","code"}}` of LiteLLM and
+//! other proxies ([`ApiErrorBody::wrapped`]), `{"error":"text"}`, and Google's
+//! `{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[{"retryDelay":"30s"}]}}`.
+//! A wait named in the body (`retry_after` in seconds, `retry_after_ms`, `retryDelay`
+//! such as `"30s"`, at the top, inside `error` or in its `details`) is
+//! [`ApiErrorBody::retry_after`], bounded like a `Retry-After` header.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -42,6 +51,34 @@ pub struct ApiErrorBody {
     /// `request_id`, when sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The `object` field (`"error"` in the Mistral API's own bodies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// The `status` field as text (Google's `"RESOURCE_EXHAUSTED"`), when sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The wait the body names before trying again (`retry_after_ms`, else
+    /// `retry_after` in seconds, else `retryDelay` such as `"30s"`), clamped to
+    /// [`crate::ratelimits::MAX_HINT`]; negative, non-finite or unreadable values are
+    /// ignored. Written back as `retry_after_ms`.
+    #[serde(
+        rename = "retry_after_ms",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "millis"
+    )]
+    pub retry_after: Option<Duration>,
+    /// `true` when the fields came from an `error` member (`{"error":{…}}` or
+    /// `{"error":"…"}`): the OpenAI-style form proxies and gateways send, never the
+    /// Mistral API's own.
+    #[serde(skip)]
+    pub wrapped: bool,
+}
+
+fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        None => s.serialize_none(),
+    }
 }
 
 /// One validation error of a 422: `{type, loc, msg, input, ctx}`.
@@ -132,6 +169,63 @@ struct Fields {
     detail: Option<Value>,
     #[serde(default)]
     error: Option<Value>,
+    #[serde(default)]
+    object: Option<Scalar>,
+    #[serde(default)]
+    status: Option<Scalar>,
+    #[serde(default)]
+    retry_after: Option<Scalar>,
+    #[serde(default)]
+    retry_after_ms: Option<Scalar>,
+    #[serde(default, rename = "retryDelay")]
+    retry_delay: Option<Scalar>,
+    /// Google's `details: [{"@type": "…RetryInfo", "retryDelay": "30s"}]`.
+    #[serde(default)]
+    details: Option<Value>,
+}
+
+impl Fields {
+    /// The wait the fields name: `retry_after_ms`, else `retry_after`, else `retryDelay`
+    /// (here or in a `details` entry).
+    fn retry_after(&mut self) -> Option<Duration> {
+        let ms = self.retry_after_ms.take().and_then(|v| hint(v, 0.001));
+        let secs = || self.retry_after.take().and_then(|v| hint(v, 1.0));
+        let delay = || self.retry_delay.take().and_then(|v| hint(v, 1.0));
+        ms.or_else(secs).or_else(delay).or_else(|| {
+            let Some(Value::Array(details)) = &self.details else {
+                return None;
+            };
+            details.iter().find_map(|d| {
+                let v = d.get("retryDelay").or_else(|| d.get("retry_delay"))?;
+                hint(Scalar::from_value(v), 1.0)
+            })
+        })
+    }
+}
+
+/// A wait from a number of `unit` seconds, or a text such as `"30"`, `"30s"`, `"1.5s"`,
+/// `"500ms"`, `"2m"`: clamped to [`crate::ratelimits::MAX_HINT`]; `None` for anything
+/// negative, not finite or not a duration.
+fn hint(value: Scalar, unit: f64) -> Option<Duration> {
+    let secs = match value {
+        Scalar::Number(n) => n.as_f64()? * unit,
+        Scalar::Text(t) => {
+            let t = t.trim();
+            let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+                (n, 0.001)
+            } else if let Some(n) = t.strip_suffix('s') {
+                (n, 1.0)
+            } else if let Some(n) = t.strip_suffix('m') {
+                (n, 60.0)
+            } else {
+                (t, unit)
+            };
+            number.trim().parse::<f64>().ok()? * scale
+        }
+        Scalar::Bool(_) | Scalar::Other => return None,
+    };
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::from_secs_f64(secs.min(crate::ratelimits::MAX_HINT.as_secs_f64())))
 }
 
 impl ApiErrorBody {
@@ -154,13 +248,30 @@ impl ApiErrorBody {
         Self::from_fields(Fields::deserialize(value).ok()?)
     }
 
-    fn from_fields(f: Fields) -> Option<ApiErrorBody> {
-        // OpenAI-style `{"error":{…}}` wrapping, as some proxies send.
-        if let Some(inner @ Value::Object(_)) = &f.error
-            && f.message.is_none()
-            && f.detail.is_none()
-        {
-            return Self::from_value(inner);
+    fn from_fields(mut f: Fields) -> Option<ApiErrorBody> {
+        let retry_after = f.retry_after();
+        // OpenAI-style `{"error":{…}}` wrapping, as proxies send (a wait named beside
+        // it counts when the inner object names none).
+        if f.message.is_none() && f.detail.is_none() {
+            match &f.error {
+                Some(inner @ Value::Object(_)) => {
+                    let mut body = Self::from_value(inner)?;
+                    body.wrapped = true;
+                    body.retry_after = body.retry_after.or(retry_after);
+                    return Some(body);
+                }
+                Some(Value::String(text)) => {
+                    return Some(ApiErrorBody {
+                        message: Some(text.clone()),
+                        kind: f.kind.and_then(Scalar::into_text),
+                        code: f.code.and_then(Scalar::into_text),
+                        retry_after,
+                        wrapped: true,
+                        ..ApiErrorBody::default()
+                    });
+                }
+                _ => {}
+            }
         }
         // The decoded strings are moved, not copied.
         let mut body = ApiErrorBody {
@@ -171,6 +282,9 @@ impl ApiErrorBody {
                 .and_then(Scalar::into_u64)
                 .and_then(|n| u16::try_from(n).ok()),
             request_id: f.request_id.and_then(Scalar::into_text),
+            object: f.object.and_then(Scalar::into_text),
+            status: f.status.and_then(Scalar::into_text),
+            retry_after,
             ..ApiErrorBody::default()
         };
         let mut message = match f.message {
@@ -227,6 +341,15 @@ enum Scalar {
 }
 
 impl Scalar {
+    fn from_value(v: &Value) -> Scalar {
+        match v {
+            Value::String(s) => Scalar::Text(s.clone()),
+            Value::Number(n) => Scalar::Number(n.clone()),
+            Value::Bool(b) => Scalar::Bool(*b),
+            _ => Scalar::Other,
+        }
+    }
+
     fn into_value(self) -> Value {
         match self {
             Scalar::Text(s) => Value::String(s),
@@ -512,6 +635,31 @@ mod tests {
         let b = parse(r#"{"error":{"message":"no","type":"t","code":"42"}}"#);
         assert_eq!(b.message.as_deref(), Some("no"));
         assert_eq!(b.code.as_deref(), Some("42"));
+        assert!(b.wrapped);
+        // Mistral's own form is not wrapped, and says it is an error object.
+        let m = parse(r#"{"object":"error","message":"Rate limit exceeded","code":"1300"}"#);
+        assert!(!m.wrapped);
+        assert_eq!(m.object.as_deref(), Some("error"));
+        // `{"error":"text"}`.
+        let t = parse(r#"{"error":"quota exceeded","retry_after":4}"#);
+        assert_eq!(t.message.as_deref(), Some("quota exceeded"));
+        assert!(t.wrapped);
+        assert_eq!(t.retry_after, Some(Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn google_form_status_code_and_retry_delay() {
+        let b = parse(
+            r#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo"},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"30s"}]}}"#,
+        );
+        assert_eq!(b.code.as_deref(), Some("429"));
+        assert_eq!(b.status.as_deref(), Some("RESOURCE_EXHAUSTED"));
+        assert_eq!(b.retry_after, Some(Duration::from_secs(30)));
+        // The inner object's own wait beats one beside it.
+        let b = parse(r#"{"error":{"message":"x","retry_after_ms":200},"retry_after":9}"#);
+        assert_eq!(b.retry_after, Some(Duration::from_millis(200)));
+        let b = parse(r#"{"error":{"message":"x"},"retry_after":9}"#);
+        assert_eq!(b.retry_after, Some(Duration::from_secs(9)));
     }
 
     #[test]
@@ -564,9 +712,17 @@ mod tests {
         let s = serde_json::to_string(&b).unwrap();
         assert_eq!(
             s,
-            r#"{"message":"Rate limit exceeded","type":"rate_limited","code":"1300","raw_status_code":429,"request_id":"r"}"#
+            r#"{"message":"Rate limit exceeded","type":"rate_limited","code":"1300","raw_status_code":429,"request_id":"r","object":"error"}"#
         );
         assert_eq!(ApiErrorBody::parse(s.as_bytes()), Some(b));
         assert!(serde_json::from_str::<ApiErrorBody>("[]").is_err());
+        // A wait named in the body is written back as `retry_after_ms`, and read again.
+        let hinted = parse(r#"{"error":{"message":"x","retryDelay":"1.5s"}}"#);
+        let s = serde_json::to_string(&hinted).unwrap();
+        assert_eq!(s, r#"{"message":"x","retry_after_ms":1500}"#);
+        assert_eq!(
+            ApiErrorBody::parse(s.as_bytes()).unwrap().retry_after,
+            hinted.retry_after
+        );
     }
 }

@@ -40,6 +40,13 @@ impl Usage {
         }
     }
 
+    /// `usage.service_tier`: which capacity pool served the call, as the server named it
+    /// (any text kept as sent: the values are not documented), when it said. Kept in
+    /// [`extra`](Self::extra), read from there.
+    pub fn service_tier(&self) -> Option<&str> {
+        self.extra.get("service_tier").and_then(Value::as_str)
+    }
+
     /// The total, or `prompt + completion` when the server left the total at 0.
     pub fn total(&self) -> u64 {
         if self.total_tokens > 0 {
@@ -78,6 +85,8 @@ mod tests {
         assert_eq!(u.completion_tokens, 0, "missing count defaults to 0");
         assert_eq!(u.total_tokens, 7);
         assert_eq!(u.extra.get("service_tier"), Some(&json!("standard")));
+        assert_eq!(u.service_tier(), Some("standard"));
+        assert_eq!(Usage::new(1, 1, 2).service_tier(), None);
         assert_eq!(u.extra.len(), 3);
     }
 

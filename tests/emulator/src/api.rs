@@ -137,6 +137,9 @@ pub(crate) struct Parsed {
     pub dimension: usize,
     /// What a chat completion answers with (text for every other endpoint).
     pub answer: Answer,
+    /// The `usage.service_tier` a chat completion answers with (see
+    /// [`crate::Config::priority_tier`]); `None` for the other endpoints.
+    pub served_tier: Option<&'static str>,
 }
 
 /// What a chat completion answers with.
@@ -287,12 +290,14 @@ fn content_tokens(content: Option<&Value>, text: &mut String) -> u64 {
     }
 }
 
-/// The natural length of completions: `tokens`, varied by `spread` (a fraction) by a
-/// hash of the prompt.
+/// How completions are made: their natural length (`tokens`, varied by `spread`, a
+/// fraction, by a hash of the prompt) and the tier a chat request is served by.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Completion {
     pub tokens: u32,
     pub spread: f64,
+    /// The organisation has priority capacity ([`crate::Config::priority_tier`]).
+    pub priority_tier: bool,
 }
 
 impl From<u32> for Completion {
@@ -300,6 +305,7 @@ impl From<u32> for Completion {
         Completion {
             tokens,
             spread: 0.0,
+            priority_tier: true,
         }
     }
 }
@@ -483,7 +489,14 @@ fn build(
     } else {
         Answer::Text
     };
+    let served_tier = (endpoint == Endpoint::Chat).then(|| {
+        served_tier(
+            object.get("service_tier").and_then(Value::as_str),
+            completion_len.priority_tier,
+        )
+    });
     Parsed {
+        served_tier,
         answer,
         endpoint,
         model,
@@ -696,11 +709,25 @@ pub(crate) fn words(parsed: &Parsed) -> Vec<String> {
 }
 
 fn usage(parsed: &Parsed) -> Value {
-    json!({
+    let mut usage = json!({
         "prompt_tokens": parsed.prompt_tokens,
         "completion_tokens": parsed.completion_tokens,
         "total_tokens": parsed.total_tokens(),
-    })
+    });
+    if let Some(tier) = parsed.served_tier {
+        usage["service_tier"] = json!(tier);
+    }
+    usage
+}
+
+/// The tier that serves a chat request: `priority` for `service_tier: "auto"` when the
+/// organisation has priority capacity (`priority`), `standard` otherwise (absent,
+/// `standard_only`, `auto` without it, any other value).
+pub(crate) fn served_tier(asked: Option<&str>, priority: bool) -> &'static str {
+    match asked {
+        Some("auto") if priority => "priority",
+        _ => "standard",
+    }
 }
 
 fn finish_reason(parsed: &Parsed) -> &'static str {
@@ -865,6 +892,39 @@ mod tests {
 
     fn chat(body: Value) -> Result<Parsed, Invalid> {
         parse(Endpoint::Chat, body.to_string().as_bytes(), 16, 16)
+    }
+
+    #[test]
+    fn usage_names_the_tier_that_served_a_chat() {
+        let tier = |body: Value, priority: bool| {
+            let completion = Completion {
+                tokens: 4,
+                spread: 0.0,
+                priority_tier: priority,
+            };
+            let endpoint = match body.get("messages") {
+                Some(_) => Endpoint::Chat,
+                None => Endpoint::Embeddings,
+            };
+            let p = parse(endpoint, body.to_string().as_bytes(), completion, 4).unwrap();
+            let usage = usage(&p);
+            usage.get("service_tier").cloned()
+        };
+        let chat = |t: Option<&str>| {
+            let mut v = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+            if let Some(t) = t {
+                v["service_tier"] = json!(t);
+            }
+            v
+        };
+        assert_eq!(tier(chat(Some("auto")), true), Some(json!("priority")));
+        assert_eq!(tier(chat(Some("auto")), false), Some(json!("standard")));
+        assert_eq!(
+            tier(chat(Some("standard_only")), true),
+            Some(json!("standard"))
+        );
+        assert_eq!(tier(chat(None), true), Some(json!("standard")));
+        assert_eq!(tier(json!({"model": "e", "input": "x"}), true), None);
     }
 
     #[test]

@@ -105,7 +105,7 @@ struct Args {
     /// Send retry-after-ms on window refusals.
     #[arg(long)]
     retry_after_ms: bool,
-    /// 429 body for a spent window: gateway or 1300 [default: the era's].
+    /// 429 body for a spent window: gateway, 1300 or proxy [default: the era's].
     #[arg(long, value_name = "BODY", value_parser = body)]
     body: Option<RateLimitBody>,
     /// Share of requests refused with 429 code 3505.
@@ -118,7 +118,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = defaults().seed)]
     seed: u64,
     /// Fault for request number N (repeatable); KIND is one of 500 502 503 504 reset close
-    /// hang stall:N cut:N malformed delay:MS 401 400 403 404 422 429 capacity.
+    /// hang stall:N cut:N malformed delay:MS 401 400 403 404 422 429 1300 capacity proxy429
+    /// cap stream-error:N stream-error-event:N.
     #[arg(long, value_name = "N:KIND", value_parser = numbered_fault)]
     fault: Vec<(u64, Fault)>,
     /// Share of requests hit by a random fault from --random-fault.
@@ -137,6 +138,9 @@ struct Args {
     /// the prompt (0: not at all; 0.6: from 40 % to 160 %).
     #[arg(long, value_name = "F", default_value_t = defaults().completion_spread, value_parser = fraction)]
     completion_spread: f64,
+    /// No priority capacity: `service_tier: "auto"` is served by the standard tier.
+    #[arg(long)]
+    no_priority_tier: bool,
     /// Delay between SSE events, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = defaults().stream_chunk_delay_ms)]
     stream_delay_ms: u64,
@@ -246,7 +250,8 @@ fn body(value: &str) -> Result<RateLimitBody, String> {
     match value {
         "gateway" => Ok(RateLimitBody::Gateway),
         "1300" => Ok(RateLimitBody::Code1300),
-        _ => Err(format!("expected gateway or 1300, got {value:?}")),
+        "proxy" => Ok(RateLimitBody::Proxy),
+        _ => Err(format!("expected gateway, 1300 or proxy, got {value:?}")),
     }
 }
 
@@ -401,6 +406,9 @@ fn apply(matches: &ArgMatches, args: Args, c: &mut Config) {
     }
     if given("stream_delay_ms") {
         c.stream_chunk_delay_ms = args.stream_delay_ms;
+    }
+    if args.no_priority_tier {
+        c.priority_tier = false;
     }
     if given("hang_secs") {
         c.hang_secs = args.hang_secs;

@@ -152,6 +152,12 @@ pub enum RateLimitBody {
     /// "param":null,"code":"1300","raw_status_code":429}`.
     #[serde(rename = "1300", alias = "Code1300")]
     Code1300,
+    /// A proxy's OpenAI-style body, as LiteLLM sends:
+    /// `{"error":{"message":"Rate limit exceeded","type":"rate_limit_error","param":null,
+    /// "code":"429","retry_after":N}}`, `N` the emulator's own wait until the limit
+    /// admits again (whole seconds, rounded up, at least 1; absent when not known).
+    #[serde(rename = "proxy", alias = "Proxy")]
+    Proxy,
 }
 
 /// The limits of one model (shared by every key of the organisation).
@@ -267,9 +273,10 @@ impl Change {
 /// "Replacing" faults answer instead of the emulator (before authentication; the request
 /// is not charged to any limit): the status faults, [`Fault::Reset`], [`Fault::Close`],
 /// [`Fault::Hang`], [`Fault::MalformedJson`], [`Fault::Ambiguous429`],
-/// [`Fault::Capacity`]. "Modifying" faults let the request be served (and charged)
-/// normally and then spoil the delivery: [`Fault::DelayMs`], [`Fault::StallAfter`],
-/// [`Fault::CutAfter`].
+/// [`Fault::Capacity`], [`Fault::Proxy429`], [`Fault::SpendingCap`]. "Modifying" faults
+/// let the request be served (and charged) normally and then spoil the delivery:
+/// [`Fault::DelayMs`], [`Fault::StallAfter`], [`Fault::CutAfter`],
+/// [`Fault::StreamError`], [`Fault::StreamErrorEvent`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Fault {
     /// 500 with `{"object":"error","message":"Service unavailable.",
@@ -317,6 +324,22 @@ pub enum Fault {
     Bare1300,
     /// 429 `service_tier_capacity_exceeded`, code 3505.
     Capacity,
+    /// 429 from a proxy in between, in its OpenAI-style form with a wait in the body:
+    /// `{"error":{"message":"Rate limit exceeded","type":"rate_limit_error",
+    /// "param":null,"code":"429","retry_after":1}}`.
+    Proxy429,
+    /// 429 from a gateway whose spending cap is reached (LiteLLM's form):
+    /// `{"error":{"message":"Budget has been exceeded! Current cost: 10.02, Max budget:
+    /// 10.0","type":"budget_exceeded","param":null,"code":"429"}}`.
+    SpendingCap,
+    /// Serve a stream normally, then after this many events send a proxy's 429 as an
+    /// event (`data: {"error":{"message":"Rate limit exceeded","type":"rate_limit_error",
+    /// "code":429,"retry_after":1}}`) and end the body (no `[DONE]`). A plain response
+    /// is served whole.
+    StreamError(u32),
+    /// The same with an event of type `error` carrying the 2026 body (`event: error`,
+    /// `data: {"object":"error",…,"code":"1300","raw_status_code":429}`).
+    StreamErrorEvent(u32),
 }
 
 impl Fault {
@@ -324,13 +347,18 @@ impl Fault {
     pub fn replaces_response(self) -> bool {
         !matches!(
             self,
-            Fault::DelayMs(_) | Fault::StallAfter(_) | Fault::CutAfter(_)
+            Fault::DelayMs(_)
+                | Fault::StallAfter(_)
+                | Fault::CutAfter(_)
+                | Fault::StreamError(_)
+                | Fault::StreamErrorEvent(_)
         )
     }
 
     /// Parses a command-line spelling: `500`, `502`, `503`, `504`, `reset`, `close`,
     /// `hang`, `stall:N`, `cut:N`, `malformed`, `delay:MS`, `401`, `400`, `403`, `404`,
-    /// `422`, `429`, `1300`, `capacity`.
+    /// `422`, `429`, `1300`, `capacity`, `proxy429`, `cap`, `stream-error:N`,
+    /// `stream-error-event:N`.
     pub fn parse(text: &str) -> Option<Fault> {
         let lower = text.to_ascii_lowercase();
         let (name, arg) = match lower.split_once(':') {
@@ -358,6 +386,12 @@ impl Fault {
             "429" | "ambiguous429" => Fault::Ambiguous429,
             "1300" | "bare1300" => Fault::Bare1300,
             "capacity" | "3505" => Fault::Capacity,
+            "proxy429" | "proxy-429" => Fault::Proxy429,
+            "cap" | "spending-cap" | "budget" => Fault::SpendingCap,
+            "stream-error" | "streamerror" => Fault::StreamError(u32::try_from(number(arg)?).ok()?),
+            "stream-error-event" | "streamerrorevent" => {
+                Fault::StreamErrorEvent(u32::try_from(number(arg)?).ok()?)
+            }
             _ => return None,
         })
     }
@@ -421,6 +455,11 @@ pub struct Config {
     /// fraction (0: every completion has that length; 0.6: from 40 % to 160 % of it, by a
     /// hash of the prompt, so the client cannot know it in advance). Default 0.
     pub completion_spread: f64,
+    /// The organisation has priority capacity: a chat request with `service_tier: "auto"`
+    /// is served by the `priority` tier (`usage.service_tier: "priority"`); without it,
+    /// and for `standard_only` or no `service_tier`, by `standard` (default true). Both
+    /// tiers share the model's limits: no header announces limits per tier.
+    pub priority_tier: bool,
     /// Delay between SSE events, in milliseconds (default 0).
     pub stream_chunk_delay_ms: u64,
     /// Service time of every admitted inference request, in milliseconds: the response
@@ -467,6 +506,7 @@ impl Default for Config {
             embedding_dim: 16,
             completion_tokens: 16,
             completion_spread: 0.0,
+            priority_tier: true,
             stream_chunk_delay_ms: 0,
             latency_ms: 0,
             latency_jitter_ms: 0,

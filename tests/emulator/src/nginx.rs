@@ -1,6 +1,6 @@
 //! A real nginx as an independent rate limiter in front of the emulator (or any loopback
 //! server): its own prefix and generated config in a temp dir, a free loopback port,
-//! `limit_req` with nginx's default HTML 429 page, and an access log of `$msec $status
+//! `limit_req` with nginx's own HTML 429 (or 503) page, and an access log of `$msec $status
 //! $request_uri` to judge a run by. Killed (and its directory removed) on drop.
 //!
 //! ```no_run
@@ -37,6 +37,9 @@ pub struct LimitReq {
     pub burst: u64,
     /// `nodelay`: requests within the burst are served at once instead of queued.
     pub nodelay: bool,
+    /// `limit_req_status`: the status of a refusal (429 here; nginx's own default is
+    /// 503), sent with nginx's own HTML page for that status.
+    pub status: u16,
 }
 
 impl LimitReq {
@@ -48,6 +51,7 @@ impl LimitReq {
             per_minute: false,
             burst: 0,
             nodelay: false,
+            status: 429,
         }
     }
 
@@ -223,6 +227,7 @@ fn temp_dir() -> io::Result<PathBuf> {
 fn config(dir: &Path, port: u16, upstream: SocketAddr, limit: &LimitReq) -> String {
     let root = dir.display();
     let unit = if limit.per_minute { "r/m" } else { "r/s" };
+    let status = limit.status;
     let rate = limit.requests.max(1);
     let mut limit_req = String::from("limit_req zone=api");
     if limit.burst > 0 {
@@ -247,7 +252,7 @@ http {{
     log_format judge '$msec $status $request_uri';
     access_log {root}/logs/access.log judge;
     limit_req_zone $binary_remote_addr zone=api:1m rate={rate}{unit};
-    limit_req_status 429;
+    limit_req_status {status};
     upstream emulator {{
         server {upstream};
         keepalive 64;
@@ -293,6 +298,12 @@ mod tests {
         let c = config(Path::new("/tmp/x"), 8080, upstream, &bursty);
         assert!(c.contains("rate=600r/m;"));
         assert!(c.contains("limit_req zone=api burst=5 nodelay;"));
+        let default_status = LimitReq {
+            status: 503,
+            ..LimitReq::per_second(1)
+        };
+        let c = config(Path::new("/tmp/x"), 8080, upstream, &default_status);
+        assert!(c.contains("limit_req_status 503;"));
         assert_eq!(bursty.per_sec(), 10.0);
     }
 }

@@ -17,10 +17,12 @@ fn chat_completion_is_served_with_usage_and_headers() {
     assert_eq!(body["model"], "mistral-small-latest");
     assert_eq!(body["choices"][0]["message"]["role"], "assistant");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
-    // "hello": ceil(5/4) = 2 prompt tokens; 16 completion tokens by default.
+    // "hello": ceil(5/4) = 2 prompt tokens; 16 completion tokens by default; no
+    // `service_tier` asked: the standard tier served it.
     assert_eq!(
         body["usage"],
-        json!({"prompt_tokens": 2, "completion_tokens": 16, "total_tokens": 18})
+        json!({"prompt_tokens": 2, "completion_tokens": 16, "total_tokens": 18,
+               "service_tier": "standard"})
     );
     let content = body["choices"][0]["message"]["content"]
         .as_str()

@@ -166,6 +166,45 @@ fn stream_cut_midway_has_no_done() {
 }
 
 #[test]
+fn gateway_forms_and_errors_inside_a_stream() {
+    let emu = emulator();
+    let r = with_fault(&emu, Fault::Proxy429).unwrap();
+    assert_eq!(r.status, 429);
+    let body = r.json().unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(body["error"]["retry_after"], 1);
+    let r = with_fault(&emu, Fault::SpendingCap).unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json().unwrap()["error"]["type"], "budget_exceeded");
+    assert_eq!(
+        emu.log().admitted(),
+        0,
+        "a gateway's refusal is not charged"
+    );
+    // A stream served, then an error event after 2 events, no [DONE].
+    emu.push_fault(Fault::StreamError(2));
+    let r = send(&emu, &streaming()).unwrap();
+    assert_eq!(r.status, 200);
+    let data = r.sse_data();
+    assert_eq!(data.len(), 3, "{data:?}");
+    assert!(data[2].contains("rate_limit_error"), "{data:?}");
+    assert!(!r.text().contains("[DONE]"));
+    emu.push_fault(Fault::StreamErrorEvent(1));
+    let r = send(&emu, &streaming()).unwrap();
+    assert!(r.text().contains("event: error\ndata: {"), "{}", r.text());
+    assert!(r.text().contains("\"1300\""));
+    assert_eq!(
+        emu.log().admitted(),
+        2,
+        "the streams were served and charged"
+    );
+    // A plain response is served whole.
+    let r = with_fault(&emu, Fault::StreamError(0)).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.json().unwrap()["choices"].is_array());
+}
+
+#[test]
 fn malformed_json_with_200() {
     let emu = emulator();
     let r = with_fault(&emu, Fault::MalformedJson).unwrap();

@@ -6,7 +6,17 @@ use super::*;
 use crate::models::RequestSize;
 
 open_enum! {
-    /// `service_tier`: which capacity pool may serve the request.
+    /// `service_tier`: which capacity pool may serve the request. A value this client
+    /// does not know is kept as written ([`ServiceTier::Other`]), never refused.
+    ///
+    /// The tier that served a call comes back as `usage.service_tier`
+    /// ([`crate::models::Usage::service_tier`]) and is counted per tier in the clients'
+    /// statistics (`Stats::service_tiers`). Both tiers spend the model's one budget:
+    /// Mistral announces no limits per tier (no captured response has a header that
+    /// names one), so the shared limiter keeps one budget per model; a header that
+    /// named a tier would not be read as the model's limit. Only chat completions take
+    /// the field (the FIM request has none in Mistral's SDKs, and the API refuses
+    /// fields it does not know).
     pub enum ServiceTier {
         /// `auto`: priority capacity when the plan has it, standard otherwise.
         Auto => "auto",
@@ -203,7 +213,7 @@ impl ChatRequest {
         self
     }
 
-    /// Sets `service_tier`.
+    /// Sets `service_tier` (see [`ServiceTier`]).
     pub fn service_tier(mut self, tier: impl Into<ServiceTier>) -> Self {
         self.service_tier = Some(tier.into());
         self

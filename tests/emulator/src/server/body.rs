@@ -82,6 +82,17 @@ impl Body {
         }
     }
 
+    /// Ends an event stream after `after` events with `event` (an error sent inside the
+    /// stream): the events after them, `[DONE]` included, are not sent. A plain body is
+    /// left whole.
+    pub(super) fn interrupt(mut self, after: u32, event: Bytes) -> Body {
+        if self.exact.is_none() {
+            self.frames.truncate(after as usize);
+            self.frames.push_back(event);
+        }
+        self
+    }
+
     /// Applies a stall or cut after `after` frames. A plain body is split in halves and
     /// spoiled after the first half whatever `after` says.
     pub(super) fn spoil(mut self, fault: Fault, hold: Duration) -> Body {

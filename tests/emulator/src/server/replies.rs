@@ -102,6 +102,32 @@ pub(super) fn code_1300() -> Value {
            "param": null, "code": "1300", "raw_status_code": 429})
 }
 
+/// A proxy's OpenAI-style 429 ([`crate::RateLimitBody::Proxy`]), with the wait in its
+/// body when known.
+pub(super) fn proxy_429(retry_after_secs: Option<u64>) -> Value {
+    let mut error = json!({"message": "Rate limit exceeded", "type": "rate_limit_error",
+                           "param": null, "code": "429"});
+    if let Some(secs) = retry_after_secs {
+        error["retry_after"] = json!(secs);
+    }
+    json!({ "error": error })
+}
+
+/// The event a stream's error fault ends it with ([`Fault::StreamError`],
+/// [`Fault::StreamErrorEvent`]); `None` for the other faults.
+pub(super) fn stream_error_event(fault: Fault) -> Option<Bytes> {
+    let event = match fault {
+        Fault::StreamError(_) => format!(
+            "data: {}\n\n",
+            json!({"error": {"message": "Rate limit exceeded", "type": "rate_limit_error",
+                             "code": 429, "retry_after": 1}})
+        ),
+        Fault::StreamErrorEvent(_) => format!("event: error\ndata: {}\n\n", code_1300()),
+        _ => return None,
+    };
+    Some(Bytes::from(event))
+}
+
 /// The reply of a replacing fault; `None` for the kinds that answer nothing (`Reset`,
 /// `Close`, `Hang`: the routes kill or hold the connection). The modifying kinds, which
 /// never replace a reply, get a 500.
@@ -171,7 +197,17 @@ pub(super) fn fault_reply(config: &Config, fault: Fault, seq: u64) -> Option<Rep
                     "param": null, "code": "1300", "raw_status_code": 429}),
         ),
         Fault::Capacity => Reply::json(429, &capacity_body(config.capacity_legacy_body)),
-        Fault::DelayMs(_) | Fault::StallAfter(_) | Fault::CutAfter(_) => Reply::json(
+        Fault::Proxy429 => Reply::json(429, &proxy_429(Some(1))),
+        Fault::SpendingCap => Reply::json(
+            429,
+            &json!({"error": {"message": "Budget has been exceeded! Current cost: 10.02, Max budget: 10.0",
+                              "type": "budget_exceeded", "param": null, "code": "429"}}),
+        ),
+        Fault::DelayMs(_)
+        | Fault::StallAfter(_)
+        | Fault::CutAfter(_)
+        | Fault::StreamError(_)
+        | Fault::StreamErrorEvent(_) => Reply::json(
             500,
             &error_body(
                 "Service unavailable.",

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use super::body::Body;
 use super::replies::{
-    Reply, capacity_body, code_1300, error_body, fault_reply, models_list, unauthorized,
+    Reply, capacity_body, code_1300, error_body, fault_reply, models_list, proxy_429,
+    stream_error_event, unauthorized,
 };
 use super::shared::{DRAW_CAPACITY, Shared};
 use super::sockets::{CLOSE, ConnControl, RESET};
@@ -81,6 +82,11 @@ pub(super) async fn handle(
         Some(f @ (Fault::StallAfter(_) | Fault::CutAfter(_))) => {
             let hold = Duration::from_secs(shared.config.hang_secs);
             reply.body = reply.body.spoil(f, hold);
+        }
+        Some(f @ (Fault::StreamError(after) | Fault::StreamErrorEvent(after))) if served => {
+            if let Some(event) = stream_error_event(f) {
+                reply.body = reply.body.interrupt(after, event);
+            }
         }
         _ => {}
     }
@@ -275,6 +281,7 @@ async fn inference(
         api::Completion {
             tokens: config.completion_tokens,
             spread: config.completion_spread,
+            priority_tier: config.priority_tier,
         },
         config.embedding_dim,
     ) {
@@ -314,6 +321,11 @@ async fn inference(
                 match config.window_body() {
                     RateLimitBody::Gateway => json!({"message": "Requests rate limit exceeded"}),
                     RateLimitBody::Code1300 => code_1300(),
+                    RateLimitBody::Proxy => proxy_429(
+                        decision
+                            .retry_in
+                            .map(|w| w.as_secs_f64().ceil().max(1.0) as u64),
+                    ),
                 }
             }
             Refusal::Month | Refusal::ZeroAllowance => code_1300(),
