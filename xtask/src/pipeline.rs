@@ -97,9 +97,11 @@ fn all_steps(run: &mut Run, ci: bool, services_out: &mut Option<Services>) -> Re
     run.step("layering", layering_check)?;
     let found = run.step("services", || services::ensure_services(ci))?;
     let tested = run.step("test", || {
-        run_cargo(&["test", "--workspace", "--all-features"], |cmd| {
-            found.apply_env(cmd)
-        })
+        // Every test binary runs even after one fails, so one failure hides no other.
+        run_cargo(
+            &["test", "--workspace", "--all-features", "--no-fail-fast"],
+            |cmd| found.apply_env(cmd),
+        )
     });
     *services_out = Some(found);
     tested?;
