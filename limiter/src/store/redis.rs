@@ -11,6 +11,20 @@
 //! [`MAX_TRIES`]; past that the stand-in answers. When this process knows the key's
 //! value (it read or wrote it last, [`Seen`]), the round skips the read: on a Redis
 //! far away an operation nobody raced costs one round trip, not two.
+//!
+//! # Redis Cluster
+//!
+//! The same rounds run on a Redis Cluster ([`RedisTarget::parse`] takes its URL forms):
+//! a script on a cluster may touch only keys of one slot, declared in `KEYS`, and
+//! [`CAS_SCRIPT`] touches `KEYS[1]` alone (and `TIME`), the budget's one key, whose
+//! `{<id>}` hash tag ([`super::redis_key`]) puts every model's key of a budget in one
+//! slot. Each call thus runs on the master of that slot, whose `TIME` is the clock of
+//! the budget; the drivers' cluster clients follow `MOVED` and `ASK` (at most
+//! [`CLUSTER_RETRIES`] times a call). A master that fails is a store that fails: the
+//! stand-in answers, and the next connection (after [`DEFAULT_RECONNECT_AFTER`]) learns
+//! the slots afresh, from the replica promoted in its place. Redis replicates
+//! asynchronously, so a promoted replica may lack the last writes; the process that made
+//! them gives them back when it rejoins ([`super::SharedStore::starting_state`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
