@@ -466,7 +466,13 @@ pub fn redis_cli_program() -> Result<PathBuf, String> {
         .args(["--cluster", "help"])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", cli.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot run {} (the Redis Cluster tests' `redis-cli`; MISTRAL_TEST_REDIS_CLI \
+                 names another): {e}",
+                cli.display()
+            )
+        })?;
     let text =
         String::from_utf8_lossy(&help.stdout).to_string() + &String::from_utf8_lossy(&help.stderr);
     if !text.contains("create") {
