@@ -366,8 +366,8 @@ impl RedisIo {
         }
     }
 
-    /// A new connection: to the server, or to the first node of the cluster that answers
-    /// (its slots learned from it), within twice the timeout.
+    /// A new connection: to the server, or to a cluster through the first node that
+    /// answers (the slots learned from it; within twice the timeout).
     async fn connect(&self) -> redis::RedisResult<Connection> {
         match &self.client {
             Client::Single(client) => {
