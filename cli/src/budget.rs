@@ -4,6 +4,7 @@
 
 use mistral_async::mistral_limiter::BudgetState;
 use mistral_async::mistral_limiter::store::codec;
+use mistral_async::mistral_limiter::store::redis::RedisTarget;
 use mistral_async::mistral_limiter::store::{redis_key, state_file_path};
 use mistral_async::stores::LimiterSpec;
 use mistral_async::{ApiKey, ApiRequest, Error, RateLimits, Reply};
@@ -63,12 +64,22 @@ pub(crate) enum Store {
     /// The state file, read without its lock (nothing is written).
     File(std::path::PathBuf),
     Redis {
-        client: Box<redis::Client>,
+        client: Box<RedisClient>,
         /// The store id its keys are named after.
         id: String,
         url: String,
     },
 }
+
+/// One Redis server, or a Redis Cluster (one per command run, boxed in [`Store`]).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum RedisClient {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// How long a read of the store may take to connect, and to be answered.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Store {
     pub(crate) fn name(&self) -> String {
@@ -109,13 +120,21 @@ impl Store {
                 Err(format!("the state file does not decode: {last}"))
             }
             Store::Redis { client, id, .. } => {
-                let mut conn = client
-                    .get_connection_with_timeout(std::time::Duration::from_secs(2))
-                    .map_err(|e| e.to_string())?;
-                let value: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(redis_key(id, model))
-                    .query(&mut conn)
-                    .map_err(|e| e.to_string())?;
+                let get = redis::cmd("GET").arg(redis_key(id, model)).clone();
+                let value: Option<Vec<u8>> = match client.as_ref() {
+                    RedisClient::Single(client) => {
+                        let mut conn = client
+                            .get_connection_with_timeout(REDIS_TIMEOUT)
+                            .map_err(|e| e.to_string())?;
+                        get.query(&mut conn)
+                    }
+                    // Sent to the master of the key's slot (redirects followed).
+                    RedisClient::Cluster(client) => {
+                        let mut conn = client.get_connection().map_err(|e| e.to_string())?;
+                        get.query(&mut conn)
+                    }
+                }
+                .map_err(|e| e.to_string())?;
                 match value {
                     None => Ok(None),
                     Some(bytes) => codec::decode_value(&bytes, model)
@@ -139,32 +158,42 @@ pub(crate) fn store_of(conn: &Connection) -> Option<Result<Store, String>> {
     let path = match spec {
         LimiterSpec::File(path) => path,
         LimiterSpec::Redis(url) => {
-            // The same key names as the Redis store (its budgets' prefix), and the URL
-            // without a password for display.
-            let shown = match url.split_once('@') {
-                Some((scheme_and_auth, host)) => {
-                    let scheme = scheme_and_auth.split("://").next().unwrap_or("redis");
-                    format!("{scheme}://…@{host}")
-                }
-                None => url.clone(),
-            };
-            let options = match mistral_async::stores::RedisOptions::parse(&url) {
-                Ok(options) => options,
+            // The same key names as the Redis store (its budgets' prefix), the same URL
+            // forms (one server, or a cluster's nodes), and the URL without a password
+            // for display.
+            let target = match RedisTarget::parse(&url) {
+                Ok(target) => target,
                 Err(e) => return Some(Err(e.to_string())),
             };
+            let shown = target.shown.clone();
             mistral_async::stores::install_tls_provider();
-            let client = match &options.ca_file {
-                None => redis::Client::open(options.url.as_str()),
+            let root_cert = match &target.ca_file {
+                None => None,
                 Some(ca) => match std::fs::read(ca) {
-                    Ok(root_cert) => redis::Client::build_with_tls(
-                        options.url.as_str(),
-                        redis::TlsCertificates {
-                            client_tls: None,
-                            root_cert: Some(root_cert),
-                        },
-                    ),
+                    Ok(root_cert) => Some(root_cert),
                     Err(e) => return Some(Err(format!("cannot read {}: {e}", ca.display()))),
                 },
+            };
+            let certificates = |root_cert| redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            let client = match root_cert {
+                _ if target.is_cluster() => {
+                    let mut builder =
+                        redis::cluster::ClusterClientBuilder::new(target.cluster_nodes.clone())
+                            .connection_timeout(REDIS_TIMEOUT)
+                            .response_timeout(REDIS_TIMEOUT);
+                    if let Some(root_cert) = root_cert {
+                        builder = builder.certs(certificates(root_cert));
+                    }
+                    builder.build().map(RedisClient::Cluster)
+                }
+                None => redis::Client::open(target.url.as_str()).map(RedisClient::Single),
+                Some(root_cert) => {
+                    redis::Client::build_with_tls(target.url.as_str(), certificates(root_cert))
+                        .map(RedisClient::Single)
+                }
             };
             return Some(
                 client

@@ -40,7 +40,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
     version,
     about = "Mistral API from the command line: batches through the shared rate limit, chat, limits",
     after_help = "Environment: MISTRAL_API_KEY (required unless --emulator), MISTRAL_BASE_URL, \
-MISTRAL_LIMITER (unset: in-process; file or file:/dir/: processes of one host; redis://host:port/: machines)."
+MISTRAL_LIMITER (unset: in-process; file or file:/dir/: processes of one host; redis://host:port/: machines; redis+cluster://host:port,host:port/: machines, through a Redis Cluster)."
 )]
 struct Cli {
     /// Run against the built-in Mistral emulator on loopback (no key needed; answers are

@@ -251,8 +251,44 @@ fn redact_urls(text: &str) -> String {
 }
 
 /// A URL with its user and password (`scheme://***@host`) and its query (`?***`)
-/// hidden; the rest (scheme, host, port, path) kept.
+/// hidden; the rest (scheme, host, port, path) kept. A comma-separated list of URLs
+/// (`redis://:pw@a:7000,redis://:pw@b:7001`, the nodes of a Redis Cluster) has each of
+/// its URLs redacted.
 pub fn redact_url(url: &str) -> String {
+    let mut pieces = url.split(',');
+    let mut urls = vec![pieces.next().unwrap_or_default().to_owned()];
+    for piece in pieces {
+        if starts_with_scheme(piece) {
+            urls.push(piece.to_owned());
+        } else if let Some(last) = urls.last_mut() {
+            // A comma inside one URL (a password, a query).
+            last.push(',');
+            last.push_str(piece);
+        }
+    }
+    if urls.len() == 1 {
+        return redact_one_url(url);
+    }
+    urls.iter()
+        .map(|u| redact_one_url(u))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `true` when `text` starts with `scheme://` (a letter, then letters, digits, `+`, `-`
+/// or `.`).
+fn starts_with_scheme(text: &str) -> bool {
+    let Some(at) = text.find("://") else {
+        return false;
+    };
+    let scheme = &text[..at];
+    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+fn redact_one_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
@@ -339,6 +375,20 @@ mod tests {
         assert_eq!(redact_url("redis://:p@h:1/0"), "redis://***@h:1/0");
         assert_eq!(redact_url("redis://h:1/x@y"), "redis://h:1/x@y");
         assert_eq!(redact_url("no scheme"), "no scheme");
+        // A Redis Cluster's nodes: every password goes, in either form.
+        assert_eq!(
+            redact_url("redis://:p@a:1,REDIS://u:q@b:2/?ca=/x"),
+            "redis://***@a:1,REDIS://***@b:2/?***"
+        );
+        assert_eq!(
+            redact_url("redis+cluster://u:p,w@a:1,b:2/"),
+            "redis+cluster://***@a:1,b:2/"
+        );
+        assert_eq!(redact_url("redis://:a,b@h:1"), "redis://***@h:1");
+        assert_eq!(
+            r.redact("at rediss://:p@a:1,rediss://:q@b:2 now"),
+            "at rediss://***@a:1,rediss://***@b:2 now"
+        );
         // Multibyte text around the patterns is kept whole.
         assert_eq!(r.redact("é bearer é"), "é bearer é");
         assert_eq!(r.redact("ébearer x1234567"), "ébearer ***");

@@ -31,7 +31,7 @@ usage: cargo xtask <command> [args...]
 
 commands:
   test              the full gate, as CI runs it: fmt, clippy, layering check,
-                    services (redis-server, nginx; installed with apt-get when
+                    services (redis-server, redis-cli, nginx; installed with apt-get when
                     missing and root), cargo test --workspace --all-features,
                     latest-deps
   latest-deps       clippy (warnings denied) of the workspace's libraries and
@@ -55,7 +55,8 @@ commands:
   help              this text
 
 environment:
-  CI=true           missing redis-server or nginx is a failure instead of a skip
+  CI=true           missing redis-server, redis-cli or nginx is a failure instead of
+                    a skip
 ";
 
 fn main() -> ExitCode {

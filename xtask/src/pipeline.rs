@@ -11,7 +11,8 @@
 //!    (`cargo tree`, default and all features), their `clippy.toml` bans clocks and
 //!    sleeps, neither client
 //!    depends on the other, and `mistral-emulator` depends on no client crate
-//! 5. `services`: `redis-server` and `nginx` found, installed with apt-get if possible
+//! 5. `services`: `redis-server`, `redis-cli` and `nginx` found, installed with apt-get
+//!    if possible
 //!    (see [`services`])
 //! 6. `test`: `cargo test --workspace --all-features` (doctests included)
 //! 7. `latest-deps`: the workspace's libraries and binaries checked (clippy, warnings

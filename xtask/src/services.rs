@@ -5,12 +5,16 @@
 //! - when this step finds `redis-server`, the test step runs with `MISTRAL_TEST_REDIS=1`
 //!   and `MISTRAL_TEST_REDIS_SERVER=<absolute path>`; each Redis test starts its own
 //!   `redis-server` on a free loopback port;
+//! - when it finds `redis-cli` (package `redis-tools`, which `redis-server` depends on),
+//!   the test step runs with `MISTRAL_TEST_REDIS_CLI=<absolute path>`; each Redis Cluster
+//!   test starts its own cluster (`redis-server --cluster-enabled yes` per node, then
+//!   `redis-cli --cluster create`);
 //! - when it finds `nginx` (on `PATH`, else `/usr/sbin/nginx`), the test step runs with
 //!   `MISTRAL_TEST_NGINX=<absolute path>`; each nginx test starts its own nginx (own
 //!   prefix and config in a temp dir, a free loopback port) in front of the emulator.
 //!
-//! A missing tool is installed with apt-get (`redis-server`; `nginx-light`, else
-//! `nginx`) when we are root and can. When it is still missing, its variables are
+//! A missing tool is installed with apt-get (`redis-server`; `redis-tools`; `nginx-light`,
+//! else `nginx`) when we are root and can. When it is still missing, its variables are
 //! removed from the test step's environment and its tests skip themselves loudly;
 //! under `CI=true` a missing tool fails this step.
 
@@ -46,6 +50,16 @@ pub const REDIS: Tool = Tool {
     tests: "the Redis tests",
 };
 
+/// `redis-cli`, whose `--cluster create` joins the Redis Cluster tests' nodes.
+pub const REDIS_CLI: Tool = Tool {
+    binary: "redis-cli",
+    also_at: &[],
+    version_arg: "--version",
+    packages: &["redis-tools"],
+    hint: "Debian/Ubuntu: `sudo apt-get install redis-tools`; macOS: `brew install redis`",
+    tests: "the Redis Cluster tests",
+};
+
 /// `nginx`, the real independent rate limiter (`limit_req`) of the unknown-limits tests.
 pub const NGINX: Tool = Tool {
     binary: "nginx",
@@ -70,12 +84,15 @@ pub enum Found {
 pub struct Services {
     /// `redis-server`.
     pub redis: Found,
+    /// `redis-cli`.
+    pub redis_cli: Found,
     /// `nginx`.
     pub nginx: Found,
 }
 
 impl Services {
-    /// Sets (or clears) the `MISTRAL_TEST_REDIS*` and `MISTRAL_TEST_NGINX` variables.
+    /// Sets (or clears) the `MISTRAL_TEST_REDIS*` (`_SERVER`, `_CLI`) and
+    /// `MISTRAL_TEST_NGINX` variables.
     pub fn apply_env(&self, cmd: &mut Command) {
         match &self.redis {
             Found::Available(path) => {
@@ -85,6 +102,14 @@ impl Services {
             Found::Missing => {
                 cmd.env_remove("MISTRAL_TEST_REDIS")
                     .env_remove("MISTRAL_TEST_REDIS_SERVER");
+            }
+        }
+        match &self.redis_cli {
+            Found::Available(path) => {
+                cmd.env("MISTRAL_TEST_REDIS_CLI", path);
+            }
+            Found::Missing => {
+                cmd.env_remove("MISTRAL_TEST_REDIS_CLI");
             }
         }
         match &self.nginx {
@@ -99,11 +124,15 @@ impl Services {
 
     /// The tests that were skipped for a missing tool, for the summary.
     pub fn skipped(&self) -> Vec<(&'static str, &'static str)> {
-        [(&self.redis, &REDIS), (&self.nginx, &NGINX)]
-            .into_iter()
-            .filter(|(found, _)| matches!(found, Found::Missing))
-            .map(|(_, tool)| (tool.binary, tool.tests))
-            .collect()
+        [
+            (&self.redis, &REDIS),
+            (&self.redis_cli, &REDIS_CLI),
+            (&self.nginx, &NGINX),
+        ]
+        .into_iter()
+        .filter(|(found, _)| matches!(found, Found::Missing))
+        .map(|(_, tool)| (tool.binary, tool.tests))
+        .collect()
     }
 }
 
@@ -114,12 +143,13 @@ pub fn in_ci() -> bool {
         .unwrap_or(false)
 }
 
-/// Finds `redis-server` and `nginx`, installing what is missing with apt-get when we are
-/// root and can. Under `ci`, a tool still missing is an error.
+/// Finds `redis-server`, `redis-cli` and `nginx`, installing what is missing with apt-get
+/// when we are root and can. Under `ci`, a tool still missing is an error.
 pub fn ensure_services(ci: bool) -> Result<Services, String> {
     let mut redis = locate(&REDIS);
+    let mut redis_cli = locate(&REDIS_CLI);
     let mut nginx = locate(&NGINX);
-    let missing: Vec<&Tool> = [(&redis, &REDIS), (&nginx, &NGINX)]
+    let missing: Vec<&Tool> = [(&redis, &REDIS), (&redis_cli, &REDIS_CLI), (&nginx, &NGINX)]
         .into_iter()
         .filter(|(found, _)| found.is_none())
         .map(|(_, tool)| tool)
@@ -132,6 +162,7 @@ pub fn ensure_services(ci: bool) -> Result<Services, String> {
                     why_not = e;
                 }
                 redis = redis.or_else(|| locate(&REDIS));
+                redis_cli = redis_cli.or_else(|| locate(&REDIS_CLI));
                 nginx = nginx.or_else(|| locate(&NGINX));
                 if why_not.is_empty() {
                     why_not = "apt-get installed it, but it is still not found".to_owned();
@@ -143,9 +174,14 @@ pub fn ensure_services(ci: bool) -> Result<Services, String> {
     }
     let mut errors = Vec::new();
     let redis = conclude(&REDIS, redis, &why_not, ci, &mut errors);
+    let redis_cli = conclude(&REDIS_CLI, redis_cli, &why_not, ci, &mut errors);
     let nginx = conclude(&NGINX, nginx, &why_not, ci, &mut errors);
     if errors.is_empty() {
-        Ok(Services { redis, nginx })
+        Ok(Services {
+            redis,
+            redis_cli,
+            nginx,
+        })
     } else {
         Err(errors.join("\n"))
     }
@@ -303,6 +339,7 @@ mod tests {
     fn the_environment_follows_what_was_found() {
         let services = Services {
             redis: Found::Missing,
+            redis_cli: Found::Available(PathBuf::from("/usr/bin/redis-cli")),
             nginx: Found::Available(PathBuf::from("/usr/sbin/nginx")),
         };
         let mut cmd = Command::new("true");
@@ -319,6 +356,10 @@ mod tests {
         assert!(envs.contains(&("MISTRAL_TEST_NGINX".into(), Some("/usr/sbin/nginx".into()))));
         assert!(envs.contains(&("MISTRAL_TEST_REDIS".into(), None)));
         assert!(envs.contains(&("MISTRAL_TEST_REDIS_SERVER".into(), None)));
+        assert!(envs.contains(&(
+            "MISTRAL_TEST_REDIS_CLI".into(),
+            Some("/usr/bin/redis-cli".into())
+        )));
         assert_eq!(services.skipped(), [("redis-server", "the Redis tests")]);
     }
 

@@ -1,8 +1,8 @@
 //! The Redis store for the async client: every budget in one Redis key, changed by
 //! compare-and-set rounds whose arithmetic is the limiter crate's Rust, on Redis `TIME`,
-//! over one multiplexed connection that every task shares. Only the connection lives
-//! here; the rounds, the script and the reconnection policy are
-//! [`mistral_limiter::store::redis`]'s.
+//! over one multiplexed connection that every task shares (to one server, or to each
+//! node of a Redis Cluster). Only the connection lives here; the rounds, the script and
+//! the reconnection policy are [`mistral_limiter::store::redis`]'s.
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
@@ -17,6 +17,8 @@ use mistral_limiter::store::redis::{
 use mistral_limiter::store::{SharedStore, StoreOps, redis_key, scope_store_id};
 use mistral_limiter::{AdmitAnswer, LineView};
 use redis::aio::MultiplexedConnection;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
 
 use super::queued::{AsyncQueued, AsyncStoreIo};
 use super::{AsyncLimiter, BoxFuture};
@@ -48,13 +50,28 @@ pub const REDIS_ASK_GAP: Duration = Duration::from_millis(100);
 /// default; meanwhile calls go to the stand-in at once). When Redis
 /// answers again, what the stand-in admitted is merged into its state first; a budget
 /// Redis lost (restarted empty) is given back what this process knew of it.
+///
+/// # Redis Cluster
+///
+/// `redis+cluster://[user:password@]host:port,host:port,…` (`rediss+cluster://` for TLS),
+/// or the node URLs the `redis` crate's cluster client takes, joined by commas
+/// (`redis://:pw@a:7000,redis://:pw@b:7001`), name a Redis Cluster by some of its nodes;
+/// the others are learned from them. Each budget is one key, and each operation one
+/// script call on that key alone, so it runs on the master of the key's slot; `MOVED`
+/// and `ASK` redirects are followed (at most [`policy::CLUSTER_RETRIES`] per call, all
+/// within the timeout). A master that fails makes the calls on its slots fail: the
+/// limiter falls back as above (for every budget of this limiter, until it reconnects),
+/// and the next connection, after the pause, learns the cluster's slots afresh, from the
+/// replica promoted in its place. Redis replicates asynchronously: a promoted replica
+/// may lack the last writes, and each process gives back what it knew of a budget when
+/// it rejoins.
 pub struct RedisLimiter {
     queued: AsyncQueued<RedisIo>,
 }
 
 /// The connection.
 struct RedisIo {
-    client: redis::Client,
+    client: Client,
     script: redis::Script,
     url: String,
     id: String,
@@ -67,9 +84,58 @@ struct RedisIo {
     seen: Seen,
 }
 
+/// What the store connects to.
+// One per limiter: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Client {
+    /// One server.
+    Single(redis::Client),
+    /// A Redis Cluster.
+    Cluster(Cluster),
+}
+
+/// A Redis Cluster's client, and what it is built from (built again for a new timeout).
+struct Cluster {
+    client: ClusterClient,
+    nodes: Vec<String>,
+    root_cert: Option<Vec<u8>>,
+}
+
+/// A connection, shared by every task: to one server, or to a Redis Cluster (one
+/// multiplexed connection per node it calls).
+#[derive(Clone)]
+enum Connection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+/// The cluster client for `nodes`, with `timeout` to connect and for each call (its
+/// redirects and retries included), and the CA of `root_cert` for TLS.
+fn cluster_client(
+    nodes: &[String],
+    root_cert: Option<&[u8]>,
+    timeout: Duration,
+) -> redis::RedisResult<ClusterClient> {
+    let (min_wait, max_wait) = policy::CLUSTER_RETRY_WAIT_MS;
+    let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .overall_response_timeout(Some(timeout))
+        .retries(policy::CLUSTER_RETRIES)
+        .min_retry_wait(min_wait)
+        .max_retry_wait(max_wait);
+    if let Some(root_cert) = root_cert {
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert.to_vec()),
+        });
+    }
+    builder.build()
+}
+
 struct Conn {
     /// The connection, and its number (so a task drops only the one that failed it).
-    conn: Option<(u64, MultiplexedConnection)>,
+    conn: Option<(u64, Connection)>,
     made: u64,
     /// When a new connection may be tried.
     gate: Reconnect,
@@ -101,7 +167,8 @@ impl RedisLimiter {
     pub const TTL: Duration = policy::TTL;
 
     /// The limiter of `key` at `base_url`, in the Redis at `redis_url`
-    /// (`redis://[:password@]host[:port][/db]`, `rediss://…`, `redis+unix:///path`).
+    /// (`redis://[[user]:password@]host[:port][/db]`, `rediss://…`, `redis+unix:///path`,
+    /// or a Redis Cluster: `redis+cluster://host:port,host:port,…`, see the type's docs).
     /// Fails only on a malformed URL: the connection is made at the first call, and
     /// while it cannot be, calls are admitted in-process.
     pub fn new(
@@ -131,16 +198,33 @@ impl RedisLimiter {
         config: LimiterConfig,
     ) -> Result<Self, Error> {
         let target = RedisTarget::parse(redis_url)?;
-        let client = match &target.ca_file {
-            None => redis::Client::open(target.url.as_str()).map_err(|e| target.bad_url(&e))?,
-            Some(path) => {
-                let root_cert = std::fs::read(path).map_err(|e| target.bad_ca_file(&e))?;
+        let root_cert = match &target.ca_file {
+            None => None,
+            Some(path) => Some(std::fs::read(path).map_err(|e| target.bad_ca_file(&e))?),
+        };
+        let client = match (target.is_cluster(), root_cert) {
+            (true, root_cert) => Client::Cluster(Cluster {
+                client: cluster_client(
+                    &target.cluster_nodes,
+                    root_cert.as_deref(),
+                    Self::DEFAULT_TIMEOUT,
+                )
+                .map_err(|e| target.bad_url(&e))?,
+                nodes: target.cluster_nodes.clone(),
+                root_cert,
+            }),
+            (false, None) => Client::Single(
+                redis::Client::open(target.url.as_str()).map_err(|e| target.bad_url(&e))?,
+            ),
+            (false, Some(root_cert)) => {
                 let certificates = redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(root_cert),
                 };
-                redis::Client::build_with_tls(target.url.as_str(), certificates)
-                    .map_err(|e| target.bad_url(&e))?
+                Client::Single(
+                    redis::Client::build_with_tls(target.url.as_str(), certificates)
+                        .map_err(|e| target.bad_url(&e))?,
+                )
             }
         };
         if target.tls {
@@ -179,9 +263,23 @@ impl RedisLimiter {
 
     /// Sets the connect and response timeout (default [`Self::DEFAULT_TIMEOUT`]).
     pub fn with_timeout(self, timeout: Duration) -> Self {
+        let timeout = timeout.max(Duration::from_millis(1));
         let io = self.queued.into_store();
+        let client = match io.client {
+            Client::Cluster(mut cluster) => {
+                // Built from nodes it was built from already: only the timeout is new.
+                if let Ok(client) =
+                    cluster_client(&cluster.nodes, cluster.root_cert.as_deref(), timeout)
+                {
+                    cluster.client = client;
+                }
+                Client::Cluster(cluster)
+            }
+            single => single,
+        };
         Self::around(RedisIo {
-            timeout: timeout.max(Duration::from_millis(1)),
+            timeout,
+            client,
             ..io
         })
     }
@@ -227,7 +325,7 @@ impl RedisIo {
     }
 
     /// The open connection (a clone: the same pipeline), if any.
-    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+    fn current(&self) -> Option<(u64, Connection)> {
         self.conn().conn.clone()
     }
 
@@ -241,10 +339,7 @@ impl RedisIo {
 
     /// The open connection, or a new one made by this task (when the reconnection gate
     /// allows; one task at a time): `true` when it was open already.
-    async fn connection(
-        &self,
-        now: Instant,
-    ) -> Result<(u64, MultiplexedConnection, bool), CallError> {
+    async fn connection(&self, now: Instant) -> Result<(u64, Connection, bool), CallError> {
         if let Some((made, conn)) = self.current() {
             return Ok((made, conn, true));
         }
@@ -255,14 +350,7 @@ impl RedisIo {
         if !self.conn().gate.may_try(now) {
             return Err(CallError::Waiting);
         }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        match self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
+        match self.connect().await {
             Ok(conn) => {
                 let mut guard = self.conn();
                 guard.made += 1;
@@ -278,6 +366,36 @@ impl RedisIo {
         }
     }
 
+    /// A new connection: to the server, or to a cluster through the first node that
+    /// answers (the slots learned from it; within twice the timeout).
+    async fn connect(&self) -> redis::RedisResult<Connection> {
+        match &self.client {
+            Client::Single(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout));
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(Connection::Single)
+            }
+            Client::Cluster(cluster) => {
+                match tokio::time::timeout(
+                    self.timeout.saturating_mul(2),
+                    cluster.client.get_async_connection(),
+                )
+                .await
+                {
+                    Ok(made) => made.map(Connection::Cluster),
+                    Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no node of the Redis Cluster answered in time",
+                    ))),
+                }
+            }
+        }
+    }
+
     /// One script call, on the shared connection or a new one. A connection found
     /// dropped (Redis restarted) is replaced once at once.
     async fn call(&self, now: Instant, call: &CasCall) -> Result<CasReply, CallError> {
@@ -288,10 +406,11 @@ impl RedisIo {
         }
         for _ in 0..2 {
             let (made, mut conn, reused) = self.connection(now).await?;
-            match invocation
-                .invoke_async::<(i64, Vec<u8>, u64, u64)>(&mut conn)
-                .await
-            {
+            let reply: redis::RedisResult<(i64, Vec<u8>, u64, u64)> = match &mut conn {
+                Connection::Single(conn) => invocation.invoke_async(conn).await,
+                Connection::Cluster(conn) => invocation.invoke_async(conn).await,
+            };
+            match reply {
                 Ok((flag, current, secs, micros)) => {
                     return Ok(CasReply::from_parts(flag, current, secs, micros));
                 }

@@ -18,13 +18,22 @@
 //! |---|---|---|---|
 //! | [`LocalLimiter`] (default) | threads of a process | [`std::time::Instant`] | — |
 //! | [`FileLimiter`] | processes of one host | the wall clock (a step is absorbed) | in-process at a quarter share |
-//! | `RedisLimiter` | hosts | Redis `TIME`, one for the fleet | in-process at a quarter share, reconnecting |
+//! | `RedisLimiter` | hosts, through one Redis or a Redis Cluster | Redis `TIME`, one for the fleet | in-process at a quarter share, reconnecting |
 //!
 //! A store that fails (or stops answering) never fails open: the calls it would have
 //! admitted are admitted in-process, from the level the store last had, at a quarter of
 //! the share ([`DEGRADED_SHARE`]) — of the pace, of the burst, and of the room the server
 //! says remains — so four processes falling back at once stay under the limit; a
 //! warning is logged once per outage.
+//!
+//! A Redis Cluster is named by some of its nodes: `MISTRAL_LIMITER=redis+cluster://
+//! [user:password@]host:port,host:port,…` (`rediss+cluster://` for TLS, `?ca=` as for
+//! one server), or the list of node URLs the `redis` crate's cluster client takes,
+//! `redis://:pw@a:7000,redis://:pw@b:7001`. Every key of a budget hashes to one slot
+//! and each operation is one script call on one key, run by that slot's master;
+//! `MOVED` and `ASK` are followed, and a master that fails is a store that fails: the
+//! stand-in answers until, after the reconnection pause, the replica promoted in its
+//! place does (see `RedisLimiter`).
 //!
 //! Each key has a budget of its own unless a [`BudgetId`] names one shared by several
 //! keys (`MISTRAL_LIMITER=…?budget=acme`, or the builders' `budget_id`):
@@ -82,8 +91,9 @@ pub use self::redis::{RedisLimiter, install_tls_provider};
 /// The limiter `MISTRAL_LIMITER` names, for `key` at `base_url` (or the budget its
 /// `?budget=` names), with the limits `MISTRAL_LIMITS` sets (unset: every model's are
 /// learned from the server): unset or `local` → [`LocalLimiter`], `none` →
-/// [`NoLimiter`], `file` or `file:/path` → [`FileLimiter`], `redis://…` →
-/// `RedisLimiter` (cargo feature `redis`; without it an [`Error::Config`]). A
+/// [`NoLimiter`], `file` or `file:/path` → [`FileLimiter`], `redis://…`, or a Redis
+/// Cluster's `redis+cluster://host:port,host:port,…` → `RedisLimiter` (cargo feature
+/// `redis`; without it an [`Error::Config`]). A
 /// `MISTRAL_LIMITS` that does not parse is an [`Error::Limits`].
 pub fn limiter_from_env(base_url: &str, key: &ApiKey) -> Result<Arc<dyn Limiter>, Error> {
     let value = std::env::var(mistral_core::limiter::spec::ENV_VAR).ok();

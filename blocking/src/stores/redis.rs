@@ -1,7 +1,8 @@
 //! The Redis store: every budget in one Redis key, changed by compare-and-set rounds
 //! whose arithmetic is the limiter crate's Rust, on Redis `TIME`, so a fleet of hosts
-//! shares one budget and one clock. Only the connection lives here; the rounds, the
-//! script and the reconnection policy are [`mistral_limiter::store::redis`]'s.
+//! shares one budget and one clock; on one server or on a Redis Cluster. Only the
+//! connection lives here; the rounds, the script and the reconnection policy are
+//! [`mistral_limiter::store::redis`]'s.
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
@@ -16,6 +17,7 @@ use mistral_limiter::store::redis::{
 };
 use mistral_limiter::store::{SharedStore, StoreOps, redis_key, scope_store_id};
 use mistral_limiter::{AdmitAnswer, LineView, Queued, StoreIo};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 
 /// The head of this process's line asks Redis again at least this often: capacity freed
 /// by another process is noticed within it.
@@ -43,13 +45,27 @@ pub const REDIS_ASK_GAP: Duration = Duration::from_millis(100);
 /// once). When Redis answers again, what the stand-in admitted is
 /// merged into its state first; a budget Redis lost (restarted empty) is given back
 /// what this process knew of it.
+///
+/// # Redis Cluster
+///
+/// `redis+cluster://[user:password@]host:port,host:port,…` (`rediss+cluster://` for TLS),
+/// or the node URLs the `redis` crate's cluster client takes, joined by commas
+/// (`redis://:pw@a:7000,redis://:pw@b:7001`), name a Redis Cluster by some of its nodes;
+/// the others are learned from them. Each budget is one key, and each operation one
+/// script call on that key alone, so it runs on the master of the key's slot; `MOVED`
+/// and `ASK` redirects are followed (at most [`policy::CLUSTER_RETRIES`] per call). A
+/// master that fails makes the calls on its slots fail: the limiter falls back as above
+/// (for every budget of this limiter, until it reconnects), and the next connection,
+/// after the pause, learns the cluster's slots afresh, from the replica promoted in its
+/// place. Redis replicates asynchronously: a promoted replica may lack the last writes,
+/// and each process gives back what it knew of a budget when it rejoins.
 pub struct RedisLimiter {
     queued: Queued<RedisIo>,
 }
 
 /// The Redis connection.
 struct RedisIo {
-    client: redis::Client,
+    client: Client,
     script: redis::Script,
     url: String,
     id: String,
@@ -60,8 +76,63 @@ struct RedisIo {
     seen: Seen,
 }
 
+/// What the store connects to.
+// One per limiter: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Client {
+    /// One server.
+    Single(redis::Client),
+    /// A Redis Cluster.
+    Cluster(Cluster),
+}
+
+/// A Redis Cluster's client, and what it is built from (built again for a new timeout).
+struct Cluster {
+    client: ClusterClient,
+    nodes: Vec<String>,
+    root_cert: Option<Vec<u8>>,
+}
+
+/// A connection to one server or to a Redis Cluster (one connection per node it calls).
+enum Connection {
+    Single(redis::Connection),
+    Cluster(Box<ClusterConnection>),
+}
+
+impl Connection {
+    fn as_dyn(&mut self) -> &mut dyn redis::ConnectionLike {
+        match self {
+            Connection::Single(conn) => conn,
+            Connection::Cluster(conn) => conn.as_mut(),
+        }
+    }
+}
+
+/// The cluster client for `nodes`, with `timeout` to connect and for each answer, and
+/// the CA of `root_cert` for TLS.
+fn cluster_client(
+    nodes: &[String],
+    root_cert: Option<&[u8]>,
+    timeout: Duration,
+) -> redis::RedisResult<ClusterClient> {
+    let (min_wait, max_wait) = policy::CLUSTER_RETRY_WAIT_MS;
+    let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .retries(policy::CLUSTER_RETRIES)
+        .min_retry_wait(min_wait)
+        .max_retry_wait(max_wait);
+    if let Some(root_cert) = root_cert {
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert.to_vec()),
+        });
+    }
+    builder.build()
+}
+
 struct Conn {
-    conn: Option<redis::Connection>,
+    conn: Option<Connection>,
     /// When a new connection may be tried.
     gate: Reconnect,
 }
@@ -92,7 +163,8 @@ impl RedisLimiter {
     pub const TTL: Duration = policy::TTL;
 
     /// The limiter of `key` at `base_url`, in the Redis at `redis_url`
-    /// (`redis://[:password@]host[:port][/db]`, `rediss://…`, `redis+unix:///path`).
+    /// (`redis://[[user]:password@]host[:port][/db]`, `rediss://…`, `redis+unix:///path`,
+    /// or a Redis Cluster: `redis+cluster://host:port,host:port,…`, see the type's docs).
     /// Fails only on a malformed URL: the connection is made at the first call, and
     /// while it cannot be, calls are admitted in-process.
     pub fn new(
@@ -122,16 +194,33 @@ impl RedisLimiter {
         config: LimiterConfig,
     ) -> Result<Self, Error> {
         let target = RedisTarget::parse(redis_url)?;
-        let client = match &target.ca_file {
-            None => redis::Client::open(target.url.as_str()).map_err(|e| target.bad_url(&e))?,
-            Some(path) => {
-                let root_cert = std::fs::read(path).map_err(|e| target.bad_ca_file(&e))?;
+        let root_cert = match &target.ca_file {
+            None => None,
+            Some(path) => Some(std::fs::read(path).map_err(|e| target.bad_ca_file(&e))?),
+        };
+        let client = match (target.is_cluster(), root_cert) {
+            (true, root_cert) => Client::Cluster(Cluster {
+                client: cluster_client(
+                    &target.cluster_nodes,
+                    root_cert.as_deref(),
+                    Self::DEFAULT_TIMEOUT,
+                )
+                .map_err(|e| target.bad_url(&e))?,
+                nodes: target.cluster_nodes.clone(),
+                root_cert,
+            }),
+            (false, None) => Client::Single(
+                redis::Client::open(target.url.as_str()).map_err(|e| target.bad_url(&e))?,
+            ),
+            (false, Some(root_cert)) => {
                 let certificates = redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(root_cert),
                 };
-                redis::Client::build_with_tls(target.url.as_str(), certificates)
-                    .map_err(|e| target.bad_url(&e))?
+                Client::Single(
+                    redis::Client::build_with_tls(target.url.as_str(), certificates)
+                        .map_err(|e| target.bad_url(&e))?,
+                )
             }
         };
         if target.tls {
@@ -176,9 +265,25 @@ impl RedisLimiter {
 
     /// Sets the connect, read and write timeout (default [`Self::DEFAULT_TIMEOUT`]).
     pub fn with_timeout(self, timeout: Duration) -> Self {
-        self.map_io(|io| RedisIo {
-            timeout: timeout.max(Duration::from_millis(1)),
-            ..io
+        let timeout = timeout.max(Duration::from_millis(1));
+        self.map_io(|io| {
+            let client = match io.client {
+                Client::Cluster(mut cluster) => {
+                    // Built from nodes it was built from already: only the timeout is new.
+                    if let Ok(client) =
+                        cluster_client(&cluster.nodes, cluster.root_cert.as_deref(), timeout)
+                    {
+                        cluster.client = client;
+                    }
+                    Client::Cluster(cluster)
+                }
+                single => single,
+            };
+            RedisIo {
+                timeout,
+                client,
+                ..io
+            }
         })
     }
 
@@ -222,11 +327,21 @@ impl RedisIo {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let conn = self.client.get_connection_with_timeout(self.timeout)?;
-        conn.set_read_timeout(Some(self.timeout))?;
-        conn.set_write_timeout(Some(self.timeout))?;
-        Ok(conn)
+    fn connect(&self) -> redis::RedisResult<Connection> {
+        match &self.client {
+            Client::Single(client) => {
+                let conn = client.get_connection_with_timeout(self.timeout)?;
+                conn.set_read_timeout(Some(self.timeout))?;
+                conn.set_write_timeout(Some(self.timeout))?;
+                Ok(Connection::Single(conn))
+            }
+            Client::Cluster(cluster) => {
+                // Connects to the first node that answers and learns the slots from it.
+                let conn = cluster.client.get_connection()?;
+                conn.set_write_timeout(Some(self.timeout))?;
+                Ok(Connection::Cluster(Box::new(conn)))
+            }
+        }
     }
 
     /// One round of `ops` on Redis (the rounds' calls on one connection, held for the
@@ -273,7 +388,7 @@ impl RedisIo {
             let Some(conn) = guard.conn.as_mut() else {
                 return Err(CallError::Waiting);
             };
-            match invocation.invoke::<(i64, Vec<u8>, u64, u64)>(conn) {
+            match invocation.invoke::<(i64, Vec<u8>, u64, u64)>(conn.as_dyn()) {
                 Ok((flag, current, secs, micros)) => {
                     return Ok(CasReply::from_parts(flag, current, secs, micros));
                 }

@@ -7,6 +7,8 @@
 //! | `file` | a state file shared by the processes of one host, in the user's runtime or cache directory |
 //! | `file:/path/to/state` | the same, at that path (a directory: a file named for the budget inside it) |
 //! | `redis://…`, `rediss://…`, `redis+unix://…`, `unix://…` | Redis, shared by many hosts |
+//! | `redis+cluster://host:port,host:port,…`, `rediss+cluster://…` | a Redis Cluster, by some of its nodes |
+//! | `redis://host:port,redis://host:port,…` | the same: a list of node URLs, the form the `redis` crate's cluster client takes |
 //!
 //! Keywords are case-insensitive; surrounding whitespace is ignored.
 //!
@@ -35,7 +37,8 @@ pub enum LimiterSpec {
     None,
     /// A state file: at this path, or (`None`) in the default directory.
     File(Option<PathBuf>),
-    /// Redis at this URL.
+    /// Redis at this URL: one server, or a Redis Cluster (`redis+cluster://a:7000,b:7001`
+    /// or a comma-separated list of node URLs).
     Redis(String),
 }
 
@@ -75,7 +78,14 @@ impl LimiterSpec {
             }
             return Ok(LimiterSpec::File(Some(PathBuf::from(path))));
         }
-        let redis = ["redis://", "rediss://", "redis+unix://", "unix://"];
+        let redis = [
+            "redis://",
+            "rediss://",
+            "redis+unix://",
+            "unix://",
+            "redis+cluster://",
+            "rediss+cluster://",
+        ];
         if redis
             .iter()
             .any(|scheme| lower.starts_with(scheme) && lower.len() > scheme.len())
@@ -84,7 +94,8 @@ impl LimiterSpec {
         }
         Err(Error::Config(format!(
             "{ENV_VAR} is not understood: expected `local`, `none`, `file`, \
-             `file:/path/to/state` or a `redis://host:port` URL"
+             `file:/path/to/state`, a `redis://host:port` URL or a \
+             `redis+cluster://host:port,host:port` URL"
         )))
     }
 }
@@ -285,6 +296,18 @@ mod tests {
             p("redis+unix:///run/redis.sock"),
             LimiterSpec::Redis("redis+unix:///run/redis.sock".into())
         );
+        assert_eq!(
+            p("Redis+Cluster://a:7000,b:7001"),
+            LimiterSpec::Redis("Redis+Cluster://a:7000,b:7001".into())
+        );
+        assert_eq!(
+            p("rediss+cluster://u:pw@a:7000/"),
+            LimiterSpec::Redis("rediss+cluster://u:pw@a:7000/".into())
+        );
+        assert_eq!(
+            p("redis://a:7000,redis://b:7001"),
+            LimiterSpec::Redis("redis://a:7000,redis://b:7001".into())
+        );
     }
 
     #[test]
@@ -296,6 +319,7 @@ mod tests {
             "fil",
             "local2",
             "redis:pw@host",
+            "redis+cluster://",
         ] {
             match LimiterSpec::parse(bad) {
                 Err(Error::Config(message)) => {
@@ -335,6 +359,13 @@ mod tests {
         assert_eq!(
             p("redis://h/"),
             (LimiterSpec::Redis("redis://h/".into()), None)
+        );
+        assert_eq!(
+            p("redis+cluster://a:1,b:2/?budget=acme&ca=/c.pem"),
+            (
+                LimiterSpec::Redis("redis+cluster://a:1,b:2/?ca=/c.pem".into()),
+                acme.clone()
+            )
         );
         assert_eq!(
             LimiterSpec::parse("file?budget=acme").unwrap(),

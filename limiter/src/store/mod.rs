@@ -13,7 +13,7 @@
 //! |---|---|---|---|
 //! | `LocalLimiter` (default) | threads and tasks of a process | the caller's `now` | — |
 //! | file | processes of one host | the wall clock (a step is absorbed) | in-process at a quarter share |
-//! | Redis | hosts | Redis `TIME`, one for the fleet | in-process at a quarter share, reconnecting |
+//! | Redis (one server or a Redis Cluster) | hosts | Redis `TIME`, one for the fleet | in-process at a quarter share, reconnecting |
 //!
 //! A store that fails never fails open: the calls it would have admitted are admitted
 //! by an in-process stand-in that starts from the last state the store returned (its
@@ -123,8 +123,8 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 /// The Redis key of `model`'s budget in the store with id `id`:
-/// `mistral-limiter:{<id>}:<model>` (the braces keep a store's keys in one cluster
-/// slot).
+/// `mistral-limiter:{<id>}:<model>`. The braces are a Redis Cluster hash tag: only
+/// `<id>` is hashed, so every key of a budget, whatever the model, is in one slot.
 pub fn redis_key(id: &str, model: &str) -> String {
     format!("mistral-limiter:{{{id}}}:{model}")
 }

@@ -11,6 +11,20 @@
 //! [`MAX_TRIES`]; past that the stand-in answers. When this process knows the key's
 //! value (it read or wrote it last, [`Seen`]), the round skips the read: on a Redis
 //! far away an operation nobody raced costs one round trip, not two.
+//!
+//! # Redis Cluster
+//!
+//! The same rounds run on a Redis Cluster ([`RedisTarget::parse`] takes its URL forms):
+//! a script on a cluster may touch only keys of one slot, declared in `KEYS`, and
+//! [`CAS_SCRIPT`] touches `KEYS[1]` alone (and `TIME`), the budget's one key, whose
+//! `{<id>}` hash tag ([`super::redis_key`]) puts every model's key of a budget in one
+//! slot. Each call thus runs on the master of that slot, whose `TIME` is the clock of
+//! the budget; the drivers' cluster clients follow `MOVED` and `ASK` (at most
+//! [`CLUSTER_RETRIES`] times a call). A master that fails is a store that fails: the
+//! stand-in answers, and the next connection (after [`DEFAULT_RECONNECT_AFTER`]) learns
+//! the slots afresh, from the replica promoted in its place. Redis replicates
+//! asynchronously, so a promoted replica may lack the last writes; the process that made
+//! them gives them back when it rejoins ([`super::SharedStore::starting_state`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -38,6 +52,15 @@ pub const HORIZON: Duration = Duration::from_millis(5);
 /// budget, so Redis is up and the stand-in must not admit.
 pub const MAX_TRIES: u32 = 64;
 
+/// How many times the Redis Cluster client follows a redirect (`MOVED`, `ASK`) or retries
+/// a node within one call before the call fails (and the stand-in answers): a slot that
+/// moved and then is being migrated takes two; more would keep a caller waiting on a
+/// master that is gone.
+pub const CLUSTER_RETRIES: u32 = 2;
+/// The shortest and longest pause, in ms, of the Redis Cluster client between two tries
+/// of one call (`TRYAGAIN`, `CLUSTERDOWN` while a replica takes over).
+pub const CLUSTER_RETRY_WAIT_MS: (u64, u64) = (10, 100);
+
 /// Reads `KEYS[1]` and Redis `TIME`; with `ARGV[1] == '1'`, when the key's value is still
 /// `ARGV[2]` (the empty string for a missing key), sets it to `ARGV[3]` with an expiry of
 /// `ARGV[4]` ms. Returns `{1 if set else 0, the value (when not set), seconds,
@@ -52,12 +75,17 @@ end
 return {0, cur, t[1], t[2]}
 ";
 
-/// A Redis URL checked for the limiter: what to connect to, how to show it, and the CA
-/// file a `rediss://` connection checks the server against.
+/// A Redis URL checked for the limiter: what to connect to (one server, or the nodes of a
+/// Redis Cluster), how to show it, and the CA file a `rediss://` connection checks the
+/// server against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisTarget {
     /// The URL to connect to (without `ca=`).
     pub url: String,
+    /// For a Redis Cluster, one URL per node named (`redis://[user:password@]host:port/`,
+    /// each with the URL's path and query): the client learns the rest of the cluster
+    /// from the first that answers. Empty for a single server at [`RedisTarget::url`].
+    pub cluster_nodes: Vec<String>,
     /// The URL without its password, for logs and errors.
     pub shown: String,
     /// The PEM file of the certificate authorities to trust (`?ca=<path>`), when named.
@@ -67,31 +95,52 @@ pub struct RedisTarget {
 }
 
 impl RedisTarget {
-    /// Checks `redis_url` (`redis://[:password@]host[:port][/db]`, `rediss://…`,
+    /// Checks `redis_url` (`redis://[[user]:password@]host[:port][/db]`, `rediss://…`,
     /// `redis+unix:///path`, with an optional `?ca=<path>`): certificate checks cannot be
     /// turned off, so `#insecure` is an [`Error::Config`]; so is a malformed `ca=`. The
     /// rest of the URL is checked by the Redis client when the driver opens it.
+    ///
+    /// A Redis Cluster is named by some of its nodes, in either of two forms:
+    /// `redis+cluster://[[user]:password@]host:port,host:port,…[/][?…]` (`rediss+cluster`
+    /// for TLS; the credentials, path and query hold for every node), or the list of node
+    /// URLs the `redis` crate's cluster client takes, joined by commas
+    /// (`redis://:pw@a:7000,redis://:pw@b:7001/?ca=/etc/ca.pem`; a query after the last
+    /// URL holds for every node). Either gives [`RedisTarget::cluster_nodes`].
     pub fn parse(redis_url: &str) -> Result<Self, Error> {
         let options = RedisOptions::parse(redis_url)?;
         let shown = mistral_core::redact::redact_url(&options.url);
-        if options.url.to_ascii_lowercase().ends_with("#insecure") {
+        let cluster_nodes = cluster_nodes(options.url.trim(), &shown)?;
+        let urls = if cluster_nodes.is_empty() {
+            std::slice::from_ref(&options.url)
+        } else {
+            cluster_nodes.as_slice()
+        };
+        if urls
+            .iter()
+            .any(|url| url.to_ascii_lowercase().ends_with("#insecure"))
+        {
             return Err(Error::Config(format!(
                 "the limiter's Redis URL ({shown}) asks to skip the certificate check \
                  (`#insecure`), which this client does not do: name the server's CA \
                  with `?ca=/path/to/ca.pem` instead"
             )));
         }
-        let tls = options
-            .url
+        let tls = urls[0]
             .trim_start()
             .to_ascii_lowercase()
             .starts_with("rediss:");
         Ok(Self {
             url: options.url,
+            cluster_nodes,
             shown,
             ca_file: options.ca_file,
             tls,
         })
+    }
+
+    /// `true` for a Redis Cluster ([`RedisTarget::cluster_nodes`] named).
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
     }
 
     /// The error of a URL the Redis client refused (`error`, which never holds the
@@ -111,6 +160,84 @@ impl RedisTarget {
             path.display()
         ))
     }
+}
+
+/// The node URLs of a Redis Cluster `url` names (see [`RedisTarget::parse`]), or none for
+/// a single server. `shown` is the URL without its password, for errors.
+fn cluster_nodes(url: &str, shown: &str) -> Result<Vec<String>, Error> {
+    let lower = url.to_ascii_lowercase();
+    let bad = |what: &str| {
+        Error::Config(format!(
+            "bad Redis Cluster URL for the limiter ({shown}): {what}; expected \
+             `redis+cluster://[user:password@]host:port,host:port,…` or \
+             `redis://host:port,redis://host:port,…`"
+        ))
+    };
+    for (prefix, scheme) in [
+        ("redis+cluster://", "redis"),
+        ("rediss+cluster://", "rediss"),
+    ] {
+        if !lower.starts_with(prefix) {
+            continue;
+        }
+        let rest = &url[prefix.len()..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let (credentials, hosts) = match authority.rfind('@') {
+            Some(at) => authority.split_at(at + 1),
+            None => ("", authority),
+        };
+        return hosts
+            .split(',')
+            .map(|host| {
+                let host = host.trim();
+                if host.is_empty() {
+                    Err(bad("a node is missing between commas"))
+                } else {
+                    Ok(format!("{scheme}://{credentials}{host}{tail}"))
+                }
+            })
+            .collect();
+    }
+    // The `redis` crate's form: one URL per node. Only a comma followed by a Redis URL
+    // splits it (a password may hold a comma).
+    let starts_node = |piece: &str| {
+        let piece = piece.trim_start().to_ascii_lowercase();
+        piece.starts_with("redis://") || piece.starts_with("rediss://")
+    };
+    let mut pieces = url.split(',');
+    let mut nodes = vec![pieces.next().unwrap_or_default().trim().to_owned()];
+    for piece in pieces {
+        match nodes.last_mut() {
+            Some(last) if !starts_node(piece) => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => nodes.push(piece.trim().to_owned()),
+        }
+    }
+    if nodes.len() == 1 {
+        return Ok(Vec::new());
+    }
+    if !starts_node(&nodes[0]) {
+        return Err(bad(
+            "each node's URL must be a `redis://` or `rediss://` URL",
+        ));
+    }
+    // A query after the last node holds for every node (`ca=` has been taken already).
+    let last = nodes.last().map(String::as_str).unwrap_or_default();
+    if let Some(q) = last.find('?') {
+        let query = last[q..].to_owned();
+        for node in nodes.iter_mut().rev().skip(1) {
+            if !node.contains('?') {
+                if !node[node.find("://").map_or(0, |i| i + 3)..].contains('/') {
+                    node.push('/');
+                }
+                node.push_str(&query);
+            }
+        }
+    }
+    Ok(nodes)
 }
 
 /// When a driver may try a new Redis connection: at once, then, after a failed attempt,
@@ -418,6 +545,85 @@ mod tests {
             Err(Error::Config(m)) => assert!(m.contains("insecure") && !m.contains("pw"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_cluster_is_named_by_its_nodes_in_either_form() {
+        let t = RedisTarget::parse("redis+cluster://u:p,w@a:7000, b:7001 ,[::1]:7002/").unwrap();
+        assert!(t.is_cluster() && !t.tls);
+        assert_eq!(
+            t.cluster_nodes,
+            [
+                "redis://u:p,w@a:7000/",
+                "redis://u:p,w@b:7001/",
+                "redis://u:p,w@[::1]:7002/"
+            ]
+        );
+        assert!(!t.shown.contains("p,w"), "{}", t.shown);
+        let t = RedisTarget::parse("RediSS+Cluster://:pw@a:7000,b:7001?ca=/c.pem&protocol=resp3")
+            .unwrap();
+        assert!(t.tls);
+        assert_eq!(t.ca_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(
+            t.cluster_nodes,
+            [
+                "rediss://:pw@a:7000?protocol=resp3",
+                "rediss://:pw@b:7001?protocol=resp3"
+            ]
+        );
+        // The `redis` crate's form: a list of node URLs, a query at the end for all.
+        let t =
+            RedisTarget::parse("redis://:pw@a:7000,redis://:p,w@b:7001/?ca=/c.pem&x=1").unwrap();
+        assert_eq!(
+            t.cluster_nodes,
+            ["redis://:pw@a:7000/?x=1", "redis://:p,w@b:7001/?x=1"]
+        );
+        assert!(
+            !t.shown.contains("pw") && !t.shown.contains("p,w"),
+            "{}",
+            t.shown
+        );
+        assert_eq!(t.ca_file, Some(PathBuf::from("/c.pem")));
+        // One server, even with a comma in its password.
+        let t = RedisTarget::parse("redis://:a,b@h:6379/0").unwrap();
+        assert!(!t.is_cluster());
+        assert_eq!(t.url, "redis://:a,b@h:6379/0");
+        for bad in [
+            "redis+cluster://:secret@a:1,,b:2",
+            "rediss+cluster://:secret@a:1,b:2/#insecure",
+            "rediss://:secret@a:1#insecure,rediss://b:2",
+        ] {
+            match RedisTarget::parse(bad) {
+                Err(Error::Config(m)) => assert!(!m.contains("secret"), "{m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    /// On a Redis Cluster a script may only touch keys of one slot: a budget's keys, of
+    /// every model, share the hash tag `{<id>}` (what Redis hashes for the slot: the text
+    /// between the first `{` and the next `}`), and the script touches `KEYS[1]` only.
+    #[test]
+    fn every_key_of_a_budget_hashes_to_the_slot_of_its_id() {
+        fn hash_tag(key: &str) -> &str {
+            let Some(open) = key.find('{') else {
+                return key;
+            };
+            match key[open + 1..].find('}') {
+                Some(0) | None => key,
+                Some(len) => &key[open + 1..open + 1 + len],
+            }
+        }
+        for model in ["mistral-small-latest", "m{x}", "}{", "", "a:b"] {
+            let key = super::super::redis_key("0123456789abcdef", model);
+            assert_eq!(hash_tag(&key), "0123456789abcdef", "{key}");
+        }
+        let uses_keys: Vec<&str> = CAS_SCRIPT
+            .match_indices("KEYS[")
+            .map(|(i, _)| &CAS_SCRIPT[i..i + 7])
+            .collect();
+        assert!(uses_keys.iter().all(|k| *k == "KEYS[1]"), "{uses_keys:?}");
+        assert!(!CAS_SCRIPT.contains("redis.call('KEYS'") && !CAS_SCRIPT.contains("SCAN"));
     }
 
     #[test]

@@ -65,6 +65,7 @@ mod limits;
 mod log;
 pub mod nginx;
 pub mod raw_http;
+pub mod redis_cluster;
 pub mod redis_server;
 mod rng;
 mod server;

@@ -18,7 +18,7 @@ impl RedisServer {
     /// Starts `redis-server` on a free port of 127.0.0.1, without persistence, and waits
     /// until it answers `PING`. `Err` says why not (not on `PATH`, did not start).
     pub fn start() -> Result<RedisServer, String> {
-        let program = program()?;
+        let program = redis_server_program()?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
@@ -34,7 +34,7 @@ impl RedisServer {
     pub fn restart(&mut self) -> Result<(), String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let program = program()?;
+        let program = redis_server_program()?;
         self.child = spawn(&program, self.port)?;
         self.wait_ready()
     }
@@ -80,7 +80,7 @@ impl Drop for RedisServer {
 
 /// `MISTRAL_TEST_REDIS_SERVER` when set (what `cargo xtask test` sets), else
 /// `redis-server` on `PATH`.
-fn program() -> Result<PathBuf, String> {
+pub fn redis_server_program() -> Result<PathBuf, String> {
     match std::env::var_os("MISTRAL_TEST_REDIS_SERVER") {
         Some(path) => Ok(PathBuf::from(path)),
         None => find_on_path("redis-server").ok_or_else(|| "redis-server is not on PATH".into()),

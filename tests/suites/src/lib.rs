@@ -7,7 +7,7 @@
 //!   `conformance_hostile.rs` the same against [`hostile`] servers;
 //!   `conformance_tracing.rs` what each client logs.
 //! - `fleet*.rs`: many threads, tasks and processes sharing one budget through the
-//!   limiter's stores (file, Redis).
+//!   limiter's stores (file, Redis, a Redis Cluster).
 //! - `unknown_limits.rs`: servers that announce nothing, a real nginx `limit_req` among
 //!   them.
 //! - `user_programs.rs`: the programs of `examples/` (the README's patterns) run
@@ -23,6 +23,7 @@
 
 pub mod hostile;
 
+use mistral_emulator::redis_cluster::{ClusterOptions, RedisCluster};
 use mistral_emulator::redis_server::RedisServer;
 
 /// A private `redis-server` for a test, or `None` (with a note on stderr) when there is
@@ -35,6 +36,22 @@ pub fn redis_or_skip(what: &str) -> Option<RedisServer> {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "redis-server is required in CI: {why}"
+            );
+            eprintln!("\n*** SKIP: {why}; {what} was not tested. ***\n");
+            None
+        }
+    }
+}
+
+/// A private Redis Cluster for a test, or `None` (with a note on stderr saying what is
+/// missing) when there is none to start. Under `CI` that fails the test instead.
+pub fn redis_cluster_or_skip(options: ClusterOptions, what: &str) -> Option<RedisCluster> {
+    match RedisCluster::start(options) {
+        Ok(cluster) => Some(cluster),
+        Err(why) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "a Redis Cluster is required in CI: {why}"
             );
             eprintln!("\n*** SKIP: {why}; {what} was not tested. ***\n");
             None
