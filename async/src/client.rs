@@ -298,7 +298,11 @@ impl Client {
         self.inner.telemetry.snapshot()
     }
 
-    async fn fetch<T: DeserializeOwned>(&self, request: ApiRequest) -> Result<Reply<T>, Error> {
+    /// Drives `request` to its answer, decoded as `T`.
+    pub(crate) async fn fetch<T: DeserializeOwned>(
+        &self,
+        request: ApiRequest,
+    ) -> Result<Reply<T>, Error> {
         self.run(&request).await?.0.decode()
     }
 

@@ -150,6 +150,7 @@
 
 mod client;
 mod clock;
+mod endpoints;
 pub mod stores;
 mod streaming;
 mod tls;

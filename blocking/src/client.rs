@@ -403,7 +403,11 @@ impl Client {
         self.inner.telemetry.snapshot()
     }
 
-    fn reply<T: DeserializeOwned>(&self, request: &ApiRequest) -> Result<Reply<T>, Error> {
+    /// Drives `request` to its answer, decoded as `T`.
+    pub(crate) fn reply<T: DeserializeOwned>(
+        &self,
+        request: &ApiRequest,
+    ) -> Result<Reply<T>, Error> {
         self.run(request)?.0.decode()
     }
 

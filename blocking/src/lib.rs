@@ -152,6 +152,7 @@
 mod admission;
 mod chat_stream;
 mod client;
+mod endpoints;
 mod exchange;
 
 pub use chat_stream::ChatStream;

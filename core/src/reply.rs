@@ -149,7 +149,8 @@ const HOLDS_THE_KEY: &str = "the response holds the API key: not an answer from 
                              proxy or server echoing the request?)";
 
 /// The field a 2xx answer to `path` cannot lack (`choices` for chat and FIM
-/// completions, `data` for embeddings and the model list, `results` for moderations).
+/// completions, `data` for embeddings and the model list, `results` for moderations,
+/// `pages` for OCR).
 fn required_field(path: &str) -> Option<&'static str> {
     [
         ("/chat/completions", "choices"),
@@ -158,6 +159,7 @@ fn required_field(path: &str) -> Option<&'static str> {
         ("/models", "data"),
         ("/moderations", "results"),
         ("/chat/moderations", "results"),
+        ("/ocr", "pages"),
     ]
     .into_iter()
     .find(|(suffix, _)| path.trim_end_matches('/').ends_with(suffix))

@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::action::Sizing;
 use crate::error::Error;
 use crate::key::ApiKey;
-use crate::models::{ChatRequest, EmbeddingRequest, FimRequest, ModerationRequest, RequestSize};
+use crate::models::{
+    ChatRequest, EmbeddingRequest, FimRequest, ModerationRequest, OcrRequest, RequestSize,
+};
 use crate::redact::{Redactor, redact_url};
 
 /// The default base URL.
@@ -44,6 +46,31 @@ pub fn estimate_tokens(prompt_chars: usize, max_tokens: Option<u32>) -> u64 {
     prompt + max_tokens.map_or(DEFAULT_COMPLETION_ESTIMATE, u64::from)
 }
 
+/// What a request's cost in its budget counts, beside the request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum CostUnit {
+    /// Tokens: prompt and completion (every inference endpoint). The answer's `usage`
+    /// (or `x-ratelimit-tokens-query-cost`) corrects the estimate.
+    #[default]
+    Tokens,
+    /// Pages of a document read by OCR (`/v1/ocr`, whose limit is pages per minute).
+    /// The answer's `usage_info.pages_processed` (or
+    /// `x-ratelimit-ocr-pages-query-cost`) corrects the estimate.
+    Pages,
+}
+
+/// How a 2xx body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ReplyBody {
+    /// A JSON document (every endpoint but downloads).
+    #[default]
+    Json,
+    /// Bytes of any kind (a file's content): only checked not to hold the key.
+    Raw,
+}
+
 /// One API call to make: method, path, body and what the limiter needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiRequest {
@@ -51,14 +78,24 @@ pub struct ApiRequest {
     pub method: Method,
     /// Path under the base URL, starting with `/` (e.g. `/v1/chat/completions`).
     pub path: Cow<'static, str>,
-    /// JSON body, when there is one.
+    /// The body, when there is one (JSON unless [`ApiRequest::content_type`] says
+    /// otherwise).
     pub body: Option<Bytes>,
+    /// The body's `Content-Type` when it is not JSON (a multipart upload's, with its
+    /// boundary: [`crate::multipart::Form`]).
+    pub content_type: Option<HeaderValue>,
+    /// How the 2xx body is read (JSON, or raw bytes for a download).
+    pub reply_body: ReplyBody,
     /// `true` for a server-sent-events stream.
     pub stream: bool,
     /// The model, which names the rate-limit budget. `None` for calls outside any.
     pub model: Option<String>,
-    /// Tokens the call is expected to use (see [`estimate_tokens`]).
+    /// What the call is expected to cost in its budget, in [`ApiRequest::unit`]s:
+    /// tokens ([`estimate_tokens`]), or an OCR request's pages
+    /// ([`crate::models::OcrRequest::estimated_pages`]).
     pub token_estimate: u64,
+    /// What [`ApiRequest::token_estimate`] counts.
+    pub unit: CostUnit,
     /// What the estimate was made from (a limiter that learns its own estimates starts
     /// from it).
     pub size: Sizing,
@@ -81,9 +118,12 @@ impl ApiRequest {
             method: Method::POST,
             path: path.into(),
             body: Some(Bytes::from(body)),
+            content_type: None,
+            reply_body: ReplyBody::Json,
             stream: false,
             model: None,
             token_estimate: 0,
+            unit: CostUnit::Tokens,
             size: Sizing::default(),
         })
     }
@@ -94,11 +134,38 @@ impl ApiRequest {
             method: Method::GET,
             path: path.into(),
             body: None,
+            content_type: None,
+            reply_body: ReplyBody::Json,
             stream: false,
             model: None,
             token_estimate: 0,
+            unit: CostUnit::Tokens,
             size: Sizing::default(),
         }
+    }
+
+    /// A `POST` of a multipart form (a file upload) to `path`.
+    pub fn post_form(path: impl Into<Cow<'static, str>>, form: crate::multipart::Form) -> Self {
+        let (content_type, body) = form.finish();
+        Self {
+            body: Some(body),
+            content_type: Some(content_type),
+            ..Self::get(path)
+        }
+        .with_method(Method::POST)
+    }
+
+    /// The same request with another method (a `POST` without a body, such as a
+    /// cancellation, is `ApiRequest::get(path).with_method(Method::POST)`).
+    pub fn with_method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// The answer is read as raw bytes (a file's content), not as JSON.
+    pub fn raw_reply(mut self) -> Self {
+        self.reply_body = ReplyBody::Raw;
+        self
     }
 
     /// `POST /v1/chat/completions` (a stream when the request says `stream: true`).
@@ -129,6 +196,15 @@ impl ApiRequest {
     /// `POST /v1/moderations`.
     pub fn moderations(request: &ModerationRequest) -> Result<Self, Error> {
         Self::typed("/v1/moderations", request, &request.model, false)
+    }
+
+    /// `POST /v1/ocr`, in its model's budget of pages: the estimate is
+    /// [`OcrRequest::estimated_pages`], corrected by the answer's `pages_processed`.
+    pub fn ocr(request: &OcrRequest) -> Result<Self, Error> {
+        let mut api = Self::post_json("/v1/ocr", request)?
+            .for_model(&request.model, request.estimated_pages());
+        api.unit = CostUnit::Pages;
+        Ok(api)
     }
 
     /// `GET /v1/models` (outside any model's budget).
@@ -264,9 +340,9 @@ impl Target {
         let mut headers = http::HeaderMap::with_capacity(4);
         headers.insert(header::AUTHORIZATION, self.authorization.clone());
         headers.insert(header::USER_AGENT, self.user_agent.clone());
-        headers.insert(header::ACCEPT, accept(call.stream));
+        headers.insert(header::ACCEPT, accept(call));
         if call.body.is_some() {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+            headers.insert(header::CONTENT_TYPE, content_type(call));
         }
         let mut request = http::Request::new(call.body.clone().unwrap_or_default());
         *request.method_mut() = call.method.clone();
@@ -338,9 +414,9 @@ impl Target {
             .uri(&uri)
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::USER_AGENT, self.user_agent.clone())
-            .header(header::ACCEPT, accept(call.stream));
+            .header(header::ACCEPT, accept(call));
         if call.body.is_some() {
-            builder = builder.header(header::CONTENT_TYPE, JSON);
+            builder = builder.header(header::CONTENT_TYPE, content_type(call));
         }
         builder
             .body(call.body.clone().unwrap_or_default())
@@ -350,8 +426,18 @@ impl Target {
 
 const JSON: &str = "application/json";
 
-fn accept(stream: bool) -> HeaderValue {
-    HeaderValue::from_static(if stream { "text/event-stream" } else { JSON })
+fn accept(call: &ApiRequest) -> HeaderValue {
+    HeaderValue::from_static(match (call.stream, call.reply_body) {
+        (true, _) => "text/event-stream",
+        (false, ReplyBody::Raw) => "application/octet-stream",
+        (false, _) => JSON,
+    })
+}
+
+fn content_type(call: &ApiRequest) -> HeaderValue {
+    call.content_type
+        .clone()
+        .unwrap_or_else(|| HeaderValue::from_static(JSON))
 }
 
 /// Checks a base URL: `http` or `https`, a host, no query; plain `http` only to a

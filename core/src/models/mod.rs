@@ -91,6 +91,7 @@ pub mod fim;
 pub mod input;
 pub mod model_list;
 pub mod moderations;
+pub mod ocr;
 pub mod stream;
 pub mod usage;
 
@@ -108,6 +109,10 @@ pub use self::fim::{FimRequest, FimResponse};
 pub use self::input::TextInput;
 pub use self::model_list::{ModelCapabilities, ModelCard, ModelList};
 pub use self::moderations::{ModerationRequest, ModerationResponse, ModerationResult};
+pub use self::ocr::{
+    DEFAULT_DOCUMENT_PAGES, OcrDocument, OcrImage, OcrPage, OcrRequest, OcrResponse, OcrTable,
+    OcrUsage, PageDimensions, PageSelection,
+};
 pub use self::stream::{ChatChunk, ChatStreamAccumulator, ChunkChoice, Delta};
 pub use self::usage::Usage;
 
@@ -153,4 +158,10 @@ macro_rules! from_ref {
         }
     )*};
 }
-from_ref!(ChatRequest, FimRequest, EmbeddingRequest, ModerationRequest);
+from_ref!(
+    ChatRequest,
+    FimRequest,
+    EmbeddingRequest,
+    ModerationRequest,
+    OcrRequest
+);

@@ -51,7 +51,7 @@ impl Endpoint {
 
 /// How a field is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Rule {
+pub(crate) enum Rule {
     Str,
     Bool,
     Num,
@@ -66,7 +66,7 @@ enum Rule {
 }
 
 /// (name, rule, nullable, required)
-type Field = (&'static str, Rule, bool, bool);
+pub(crate) type Field = (&'static str, Rule, bool, bool);
 
 const CHAT: &[Field] = &[
     ("model", Rule::Str, false, true),
@@ -318,15 +318,9 @@ pub fn natural_completion(text: &str, tokens: u32, spread: f64) -> u64 {
     }
 }
 
-/// Validates a body for `endpoint`. `completion_len` is the natural completion length,
-/// `default_dimension` the embedding size when the request does not say.
-pub(crate) fn parse(
-    endpoint: Endpoint,
-    body: &[u8],
-    completion_len: impl Into<Completion>,
-    default_dimension: usize,
-) -> Result<Parsed, Invalid> {
-    let completion_len = completion_len.into();
+/// Checks a JSON body against `fields` as the real API does (see the module docs):
+/// the object, or every error found in one 422.
+pub(crate) fn validate(body: &[u8], fields: &[Field]) -> Result<Map<String, Value>, Invalid> {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -344,7 +338,7 @@ pub(crate) fn parse(
             });
         }
     };
-    let Some(object) = value.as_object() else {
+    let Value::Object(object) = value else {
         return Err(Invalid {
             status: 422,
             body: json!({"detail": [{
@@ -356,25 +350,21 @@ pub(crate) fn parse(
             model: None,
         });
     };
-    let fields = match endpoint {
-        Endpoint::Chat => CHAT,
-        Endpoint::Fim => FIM,
-        Endpoint::Embeddings => EMBEDDINGS,
-        Endpoint::Moderations => MODERATIONS,
-        Endpoint::ChatModerations => CHAT_MODERATIONS,
-    };
     let mut errors = Vec::new();
     for &(name, rule, nullable, required) in fields {
         match object.get(name) {
-            None if required => {
-                errors.push(detail("missing", &[json!(name)], "Field required", &value))
-            }
+            None if required => errors.push(detail(
+                "missing",
+                &[json!(name)],
+                "Field required",
+                &Value::Object(object.clone()),
+            )),
             None => {}
             Some(Value::Null) if nullable => {}
             Some(v) => check_field(name, rule, v, &mut errors),
         }
     }
-    for (name, v) in object {
+    for (name, v) in &object {
         if !fields.iter().any(|f| f.0 == name) {
             errors.push(detail(
                 "extra_forbidden",
@@ -384,17 +374,42 @@ pub(crate) fn parse(
             ));
         }
     }
-    let model = object
-        .get("model")
-        .and_then(Value::as_str)
-        .map(str::to_string);
     if !errors.is_empty() {
+        let model = object
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         return Err(Invalid {
             status: 422,
             body: json!({ "detail": errors }),
             model,
         });
     }
+    Ok(object)
+}
+
+/// Validates a body for `endpoint`. `completion_len` is the natural completion length,
+/// `default_dimension` the embedding size when the request does not say.
+pub(crate) fn parse(
+    endpoint: Endpoint,
+    body: &[u8],
+    completion_len: impl Into<Completion>,
+    default_dimension: usize,
+) -> Result<Parsed, Invalid> {
+    let completion_len = completion_len.into();
+    let fields = match endpoint {
+        Endpoint::Chat => CHAT,
+        Endpoint::Fim => FIM,
+        Endpoint::Embeddings => EMBEDDINGS,
+        Endpoint::Moderations => MODERATIONS,
+        Endpoint::ChatModerations => CHAT_MODERATIONS,
+    };
+    let object = validate(body, fields)?;
+    let object = &object;
+    let model = object
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let model = model.unwrap_or_default();
     Ok(build(
         endpoint,
@@ -678,6 +693,13 @@ const VOCABULARY: &[&str] = &[
     "birds", "follow", "slow", "paths", "toward", "warm", "evening", "fields", "of", "golden",
     "grain",
 ];
+
+/// `n` words of the vocabulary drawn from `seed`, the last ending the sentence.
+pub(crate) fn sentence(seed: u64, n: usize) -> String {
+    let mut rng = XorShift::new(seed);
+    let words: Vec<String> = (0..n.max(1)).map(|_| word(&mut rng)).collect();
+    format!("{}.", words.join(" "))
+}
 
 /// The completion's words, one per completion token.
 pub(crate) fn words(parsed: &Parsed) -> Vec<String> {

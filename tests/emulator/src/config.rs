@@ -168,6 +168,10 @@ pub struct Limits {
     pub burst: Option<u64>,
     /// Tokens (prompt + completion) per token window.
     pub tokens: Option<u64>,
+    /// OCR pages per token window, for an OCR model (`mistral-ocr-latest`): its requests
+    /// are charged their pages on this limit, announced as
+    /// `x-ratelimit-{limit,remaining}-ocr-pages-<window>` (takes the place of `tokens`).
+    pub pages: Option<u64>,
     /// Tokens per month (the month never rolls over while the emulator runs).
     pub tokens_month: Option<u64>,
     /// The request window in seconds (default: [`Config::window_secs`]).
@@ -415,6 +419,9 @@ pub struct Config {
     pub random_faults: Vec<Fault>,
     /// Default dimension of embedding vectors (default 16).
     pub embedding_dim: usize,
+    /// Pages of a document sent to `/v1/ocr` by URL or file id, which the emulator does
+    /// not fetch (default 3; an inline PDF's pages are counted).
+    pub document_pages: u64,
     /// Natural length of a completion in tokens (default 16); `max_tokens` caps it.
     pub completion_tokens: u32,
     /// How much a completion's natural length varies around `completion_tokens`, as a
@@ -465,6 +472,7 @@ impl Default for Config {
             fault_rate: 0.0,
             random_faults: Vec::new(),
             embedding_dim: 16,
+            document_pages: 3,
             completion_tokens: 16,
             completion_spread: 0.0,
             stream_chunk_delay_ms: 0,
@@ -507,7 +515,7 @@ impl Config {
             semantics: self.semantics,
             requests: limits.requests,
             burst: limits.burst.or(limits.requests).unwrap_or(0),
-            tokens: limits.tokens,
+            tokens: limits.pages.or(limits.tokens),
             tokens_month: limits.tokens_month,
             concurrency: limits.concurrency,
             request_window: secs(window),

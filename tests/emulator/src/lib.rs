@@ -16,6 +16,8 @@
 //!
 //! - Endpoints: `POST /v1/chat/completions` (plain and SSE), `POST /v1/fim/completions`,
 //!   `POST /v1/embeddings`, `POST /v1/moderations`, `POST /v1/chat/moderations`,
+//!   `POST /v1/ocr` (its model's second limit counts pages, [`Limits::pages`], announced
+//!   as `x-ratelimit-*-ocr-pages-*`; pages rule in module `ocr`),
 //!   `GET /v1/models` (no rate-limit headers there); the Batch API's `/v1/files` and
 //!   `/v1/batch/jobs` (module `batch`, not rate limited). Any other path: 404 `no Route
 //!   matched`. Bodies are deterministic. Usage rule: chat `prompt_tokens` = Σ over
@@ -64,10 +66,12 @@ mod headers;
 mod limits;
 mod log;
 pub mod nginx;
+mod ocr;
 pub mod raw_http;
 pub mod redis_server;
 mod rng;
 mod server;
+mod work;
 
 use std::io;
 use std::net::SocketAddr;

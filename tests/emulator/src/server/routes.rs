@@ -19,13 +19,14 @@ use super::replies::{
 };
 use super::shared::{DRAW_CAPACITY, Shared};
 use super::sockets::{CLOSE, ConnControl, RESET};
-use crate::api::{self, Endpoint};
+use crate::api;
 use crate::batch;
 use crate::config::{Fault, RateLimitBody};
 use crate::headers;
 use crate::limits::Refusal;
 use crate::log::{Entry, Outcome, Source};
 use crate::rng::{fnv1a, hex32, unit};
+use crate::work::{Kind, Work};
 
 /// Answers one request on a connection `control` can kill.
 pub(super) async fn handle(
@@ -147,7 +148,7 @@ async fn route(shared: &Shared, seq: u64, req: Request<Incoming>, entry: &mut En
     if batch::handles(path) {
         return batch_route(shared, seq, req, entry).await;
     }
-    let endpoint = Endpoint::from_path(path);
+    let endpoint = Kind::from_path(path);
     let known = endpoint.is_some() || path == "/v1/models";
     if !known {
         entry.outcome = Outcome::NotFound;
@@ -252,7 +253,7 @@ async fn read_body(body: Incoming, max: usize) -> Result<Vec<u8>, u16> {
 async fn inference(
     shared: &Shared,
     seq: u64,
-    endpoint: Endpoint,
+    endpoint: Kind,
     body: Incoming,
     entry: &mut Entry,
 ) -> Reply {
@@ -269,28 +270,20 @@ async fn inference(
             return Reply::json(status, &error_body(message, "invalid_request_error", None));
         }
     };
-    let parsed = match api::parse(
-        endpoint,
-        &bytes,
-        api::Completion {
-            tokens: config.completion_tokens,
-            spread: config.completion_spread,
-        },
-        config.embedding_dim,
-    ) {
+    let parsed = match Work::parse(endpoint, &bytes, config) {
         Ok(p) => p,
         Err(invalid) => {
             entry.model = invalid.model;
             return Reply::json(invalid.status, &invalid.body);
         }
     };
-    entry.model = Some(parsed.model.clone());
-    entry.stream = parsed.stream;
-    if config.strict_models && !config.models.contains_key(&parsed.model) {
+    entry.model = Some(parsed.model().to_string());
+    entry.stream = parsed.stream();
+    if config.strict_models && !config.models.contains_key(parsed.model()) {
         return Reply::json(
             400,
             &error_body(
-                &format!("Invalid model: {}", parsed.model),
+                &format!("Invalid model: {}", parsed.model()),
                 "invalid_model",
                 Some("1500"),
             ),
@@ -301,8 +294,8 @@ async fn inference(
         entry.outcome = Outcome::Capacity;
         return Reply::json(429, &capacity_body(config.capacity_legacy_body));
     }
-    let cost = parsed.total_tokens();
-    let slot = shared.models.slot(&parsed.model, shared.now());
+    let cost = parsed.cost();
+    let slot = shared.models.slot(parsed.model(), shared.now());
     let (decision, guard) = slot.admit_held(shared.epoch, cost);
     entry.decided = Some(decision.at);
     entry.generation = decision.generation;
@@ -320,7 +313,7 @@ async fn inference(
         };
         let mut reply = Reply::json(429, &body);
         if send_headers {
-            reply.headers = headers::refused(config.era, &decision.view, refusal);
+            reply.headers = headers::refused_in(config.era, parsed.unit(), &decision.view, refusal);
         }
         if let Some(wait) = decision.retry_in {
             if config.retry_after {
@@ -338,8 +331,8 @@ async fn inference(
     entry.tokens = cost;
     let id = hex32(config.seed, seq);
     let created = unix_now();
-    let mut reply = if parsed.stream {
-        let mut events: Vec<Bytes> = api::stream_events(&parsed, &id, created)
+    let mut reply = if let (true, Work::Inference(parsed)) = (parsed.stream(), &parsed) {
+        let mut events: Vec<Bytes> = api::stream_events(parsed, &id, created)
             .into_iter()
             .map(Bytes::from)
             .collect();
@@ -353,10 +346,10 @@ async fn inference(
         }
         .header("cache-control", "no-cache".into())
     } else {
-        Reply::json(200, &api::response(&parsed, &id, created))
+        Reply::json(200, &parsed.answer(&id, created))
     };
     if send_headers {
-        let mut rate = headers::success(config.era, &decision.view, cost);
+        let mut rate = headers::success_in(config.era, parsed.unit(), &decision.view, cost);
         rate.append(&mut reply.headers);
         reply.headers = rate;
     }

@@ -1,0 +1,239 @@
+//! The endpoints beyond chat, FIM, embeddings, models and moderations, from both clients
+//! against the emulator over loopback: each round trip decodes the emulator's answer
+//! (fields this client does not know kept in `extra`), goes through the shared limiter
+//! and the retries, and is logged by the emulator as what it was sent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mistral_core::models::{OcrDocument, OcrRequest, OcrResponse};
+use mistral_core::{Bucket, Error, NoLimiter, Reply};
+use mistral_emulator::{Config, Emulator, Limits, Outcome};
+
+const OCR: &str = "mistral-ocr-latest";
+
+/// A PDF of `n` pages as a minimal writer makes it (uncompressed objects).
+fn pdf(n: usize) -> Vec<u8> {
+    let mut text = String::from("%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n");
+    text.push_str(&format!(
+        "2 0 obj << /Type /Pages /Count {n} /Kids [] >> endobj\n"
+    ));
+    for i in 0..n {
+        text.push_str(&format!(
+            "{} 0 obj << /Type /Page /Parent 2 0 R >> endobj\n",
+            i + 3
+        ));
+    }
+    text.push_str("%%EOF\n");
+    text.into_bytes()
+}
+
+fn blocking(emu: &Emulator, shared: bool) -> mistral_blocking::Client {
+    let builder = mistral_blocking::Client::builder()
+        .api_key(emu.key())
+        .base_url(emu.url());
+    let builder = match shared {
+        true => builder,
+        false => builder.limiter(Arc::new(NoLimiter)),
+    };
+    builder.build().expect("a blocking client")
+}
+
+fn asynchronous(emu: &Emulator, shared: bool) -> mistral_async::Client {
+    let builder = mistral_async::Client::builder()
+        .api_key(emu.key())
+        .base_url(emu.url());
+    let builder = match shared {
+        true => builder,
+        false => builder.limiter(Arc::new(NoLimiter)),
+    };
+    builder.build().expect("an async client")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// Runs `requests` through each client (each request once per client, in order) and
+/// hands back the replies, blocking's first.
+fn ocr_both(
+    emu: &Emulator,
+    shared: bool,
+    requests: &[OcrRequest],
+) -> Vec<(&'static str, Result<Reply<OcrResponse>, Error>)> {
+    let client = blocking(emu, shared);
+    let mut out: Vec<_> = requests
+        .iter()
+        .map(|r| ("blocking", client.ocr(r)))
+        .collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let client = asynchronous(emu, shared);
+        for r in requests {
+            out.push(("async", client.ocr(r).await));
+        }
+    });
+    out
+}
+
+/// An inline PDF, a selection of its pages and an image: the answer's pages, their
+/// dimensions and images, `pages_processed`, the page limit's headers, and a field this
+/// client does not know (`confidence_scores`) kept in `extra`.
+#[test]
+fn ocr_round_trips_from_both_clients() {
+    let emu = Emulator::start(Config::default());
+    let requests = [
+        OcrRequest::new(OCR, OcrDocument::pdf(&pdf(4))).pages([0, 2]),
+        OcrRequest::new(OCR, OcrDocument::image("image/png", b"\x89PNG\r\n\x1a\n"))
+            .include_image_base64(true),
+        OcrRequest::new(OCR, OcrDocument::url("https://example.com/report.pdf")),
+    ];
+    let replies = ocr_both(&emu, true, &requests);
+    assert_eq!(replies.len(), 6);
+    for (i, (driver, reply)) in replies.into_iter().enumerate() {
+        let reply = reply.unwrap_or_else(|e| panic!("{driver} request {i}: {e}"));
+        let expected: &[u64] = match i % 3 {
+            0 => &[0, 2],
+            1 => &[0],
+            // A document by URL: the emulator's `document_pages` (3).
+            _ => &[0, 1, 2],
+        };
+        let indexes: Vec<u64> = reply.pages.iter().map(|p| p.index).collect();
+        assert_eq!(indexes, expected, "{driver} request {i}");
+        assert_eq!(reply.pages_processed(), expected.len() as u64, "{driver}");
+        let usage = reply.usage_info.as_ref().expect("usage_info");
+        assert_eq!(usage.pages_processed, expected.len() as u64);
+        assert_eq!(reply.model, OCR);
+        for page in &reply.pages {
+            assert!(
+                page.markdown
+                    .starts_with(&format!("# Page {}", page.index + 1))
+            );
+            let dimensions = page.dimensions.expect("dimensions");
+            assert!(dimensions.width > 0 && dimensions.height > 0 && dimensions.dpi > 0);
+            assert!(
+                page.extra.contains_key("confidence_scores"),
+                "{driver}: an unknown field is kept: {:?}",
+                page.extra
+            );
+        }
+        if i % 3 == 1 {
+            let image = &reply.pages[0].images[0];
+            assert_eq!(image.id, "img-0.jpeg");
+            assert!(image.bottom_right_x > image.top_left_x);
+            let bytes = image
+                .image_base64
+                .as_deref()
+                .expect("image_base64 asked for");
+            assert!(bytes.starts_with("data:image/jpeg;base64,"), "{bytes}");
+            assert_eq!(usage.doc_size_bytes, Some(8));
+        }
+        // The page budget's headers, read as such (not as tokens).
+        let pages = reply.limits.pages().expect("the ocr-pages headers");
+        assert_eq!(pages.bucket, Bucket::Pages);
+        assert_eq!(pages.limit, Some(500_000));
+        assert_eq!(reply.limits.page_cost, Some(expected.len() as u64));
+        assert_eq!(reply.limits.tokens(), None);
+    }
+    let log = emu.log();
+    let served: Vec<(String, u64)> = log
+        .entries()
+        .iter()
+        .map(|e| {
+            assert_eq!(e.outcome, Outcome::Served, "{e:?}");
+            (e.path.clone(), e.tokens)
+        })
+        .collect();
+    let charged = |pages| ("/v1/ocr".to_string(), pages);
+    assert_eq!(
+        served,
+        [2, 1, 3, 2, 1, 3].map(charged).to_vec(),
+        "each request charged its pages"
+    );
+}
+
+/// A request the emulator refuses as invalid (a page selection past the document's
+/// end) is a typed error with the server's message, not retried.
+#[test]
+fn an_invalid_ocr_request_is_a_typed_error() {
+    let emu = Emulator::start(Config::default());
+    let request = OcrRequest::new(OCR, OcrDocument::pdf(&pdf(2))).pages([5]);
+    for (driver, reply) in ocr_both(&emu, true, &[request]) {
+        match reply {
+            Err(Error::BadRequest { response, .. }) => {
+                assert_eq!(response.status.map(|s| s.as_u16()), Some(422))
+            }
+            other => panic!("{driver}: expected a 422, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        emu.log().total(),
+        2,
+        "one attempt each: a 422 is not retried"
+    );
+}
+
+/// The OCR page budget: 6 pages per second, requests of 3 pages. Without a shared
+/// limiter every call's own retries wait the spent window out (the 429 names the page
+/// bucket): nothing is lost. With the client's limiter, which learns the page limit from
+/// the headers and charges each call its estimated pages, the calls are paced instead.
+#[test]
+fn a_429_on_the_page_budget_is_waited_out() {
+    let config = || {
+        Config {
+            window_secs: 1.0,
+            ..Config::default()
+        }
+        .model(
+            OCR,
+            Limits {
+                pages: Some(6),
+                ..Limits::new(None, None)
+            },
+        )
+    };
+    // Three pages each, as the request tells (`pages`).
+    let requests: Vec<OcrRequest> = (0..5)
+        .map(|_| OcrRequest::new(OCR, OcrDocument::url("https://example.com/a.pdf")).pages("0-2"))
+        .collect();
+
+    for shared in [false, true] {
+        let emu = Emulator::start(config());
+        let started = Instant::now();
+        let replies = ocr_both(&emu, shared, &requests);
+        let elapsed = started.elapsed();
+        for (driver, reply) in &replies {
+            let reply = reply
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{driver} (shared limiter: {shared}): {e}"));
+            assert_eq!(reply.pages_processed(), 3);
+        }
+        let log = emu.log();
+        let refusals = log.count_429();
+        assert!(log.violations().is_empty(), "{:?}", log.violations());
+        assert_eq!(
+            log.tokens_charged(OCR),
+            30,
+            "every page of the ten calls, once"
+        );
+        // 30 pages at 6 a second, 6 of them at once: at least 4 s.
+        assert!(
+            elapsed >= Duration::from_millis(3_800),
+            "shared {shared}: {elapsed:?}"
+        );
+        if shared {
+            // The limiter paces by pages: at most the first contact's refusal(s).
+            assert!(refusals <= 2, "paced by the shared budget: {refusals} 429s");
+        } else {
+            assert!(refusals >= 1, "the calls alone must have met the limit");
+        }
+        for e in log.entries().iter().filter(|e| e.status == 429) {
+            assert_eq!(e.path, "/v1/ocr");
+        }
+        eprintln!("shared limiter {shared}: 10 calls in {elapsed:?}, {refusals} 429s");
+    }
+}
