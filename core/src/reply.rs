@@ -149,8 +149,8 @@ const HOLDS_THE_KEY: &str = "the response holds the API key: not an answer from 
                              proxy or server echoing the request?)";
 
 /// The field a 2xx answer to `path` cannot lack (`choices` for chat and FIM
-/// completions, `data` for embeddings and the model list, `results` for moderations,
-/// `pages` for OCR).
+/// completions, `data` for embeddings and the model list, `results` for moderations and
+/// classifications, `pages` for OCR).
 fn required_field(path: &str) -> Option<&'static str> {
     [
         ("/chat/completions", "choices"),
@@ -160,6 +160,7 @@ fn required_field(path: &str) -> Option<&'static str> {
         ("/moderations", "results"),
         ("/chat/moderations", "results"),
         ("/ocr", "pages"),
+        ("/classifications", "results"),
     ]
     .into_iter()
     .find(|(suffix, _)| path.trim_end_matches('/').ends_with(suffix))

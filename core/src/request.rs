@@ -15,7 +15,8 @@ use crate::action::Sizing;
 use crate::error::Error;
 use crate::key::ApiKey;
 use crate::models::{
-    ChatRequest, EmbeddingRequest, FimRequest, ModerationRequest, OcrRequest, RequestSize,
+    ChatClassificationRequest, ChatRequest, ClassificationRequest, EmbeddingRequest, FimRequest,
+    ModerationRequest, OcrRequest, RequestSize,
 };
 use crate::redact::{Redactor, redact_url};
 
@@ -196,6 +197,16 @@ impl ApiRequest {
     /// `POST /v1/moderations`.
     pub fn moderations(request: &ModerationRequest) -> Result<Self, Error> {
         Self::typed("/v1/moderations", request, &request.model, false)
+    }
+
+    /// `POST /v1/classifications`.
+    pub fn classifications(request: &ClassificationRequest) -> Result<Self, Error> {
+        Self::typed("/v1/classifications", request, &request.model, false)
+    }
+
+    /// `POST /v1/chat/classifications`.
+    pub fn chat_classifications(request: &ChatClassificationRequest) -> Result<Self, Error> {
+        Self::typed("/v1/chat/classifications", request, &request.model, false)
     }
 
     /// `POST /v1/ocr`, in its model's budget of pages: the estimate is

@@ -1,4 +1,5 @@
 //! The endpoints beyond chat, FIM, embeddings, models and moderations, one module per
 //! group, each an `impl Client` of thin methods over the core's requests and replies.
 
+mod classifiers;
 mod ocr;

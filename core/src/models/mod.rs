@@ -85,6 +85,7 @@ macro_rules! open_enum {
 mod de;
 
 pub mod chat;
+pub mod classifiers;
 pub mod embeddings;
 pub mod error_body;
 pub mod fim;
@@ -100,6 +101,10 @@ pub use self::chat::{
     FunctionCall, FunctionName, ImageUrl, JsonSchema, Message, NamedToolChoice, Prediction,
     ResponseFormat, ResponseMessage, Role, ServiceTier, Stop, Tool, ToolCall, ToolChoice,
     ToolChoiceMode, ToolType,
+};
+pub use self::classifiers::{
+    ChatClassificationInput, ChatClassificationRequest, ClassificationRequest,
+    ClassificationResponse, InstructRequest, TargetScores,
 };
 pub use self::embeddings::{
     EmbeddingData, EmbeddingRequest, EmbeddingResponse, EncodingFormat, OutputDtype,
@@ -163,5 +168,7 @@ from_ref!(
     FimRequest,
     EmbeddingRequest,
     ModerationRequest,
-    OcrRequest
+    OcrRequest,
+    ClassificationRequest,
+    ChatClassificationRequest
 );

@@ -34,6 +34,8 @@ pub(crate) enum Endpoint {
     Embeddings,
     Moderations,
     ChatModerations,
+    Classifications,
+    ChatClassifications,
 }
 
 impl Endpoint {
@@ -44,6 +46,8 @@ impl Endpoint {
             "/v1/embeddings" => Endpoint::Embeddings,
             "/v1/moderations" => Endpoint::Moderations,
             "/v1/chat/moderations" => Endpoint::ChatModerations,
+            "/v1/classifications" => Endpoint::Classifications,
+            "/v1/chat/classifications" => Endpoint::ChatClassifications,
             _ => return None,
         })
     }
@@ -113,6 +117,18 @@ const EMBEDDINGS: &[Field] = &[
 const MODERATIONS: &[Field] = &[
     ("model", Rule::Str, false, true),
     ("input", Rule::StrOrList, false, true),
+];
+
+const CLASSIFICATIONS: &[Field] = &[
+    ("model", Rule::Str, false, true),
+    ("input", Rule::StrOrList, false, true),
+    ("metadata", Rule::Object, true, false),
+];
+
+/// `input`: one `{messages}` or a list of them (checked further in [`build`]).
+const CHAT_CLASSIFICATIONS: &[Field] = &[
+    ("model", Rule::Str, false, true),
+    ("input", Rule::Any, false, true),
 ];
 
 const CHAT_MODERATIONS: &[Field] = &[
@@ -403,8 +419,13 @@ pub(crate) fn parse(
         Endpoint::Embeddings => EMBEDDINGS,
         Endpoint::Moderations => MODERATIONS,
         Endpoint::ChatModerations => CHAT_MODERATIONS,
+        Endpoint::Classifications => CLASSIFICATIONS,
+        Endpoint::ChatClassifications => CHAT_CLASSIFICATIONS,
     };
     let object = validate(body, fields)?;
+    if endpoint == Endpoint::ChatClassifications {
+        check_chats(&object)?;
+    }
     let object = &object;
     let model = object
         .get("model")
@@ -446,7 +467,7 @@ fn build(
             text.push_str(suffix);
             ceil4(prompt.chars().count() + suffix.chars().count())
         }
-        Endpoint::Embeddings | Endpoint::Moderations => {
+        Endpoint::Embeddings | Endpoint::Moderations | Endpoint::Classifications => {
             match object.get("input") {
                 Some(Value::String(s)) => inputs.push(s.clone()),
                 Some(Value::Array(list)) => {
@@ -471,6 +492,24 @@ fn build(
                 }
             }
             inputs.push(text.clone());
+            total
+        }
+        Endpoint::ChatClassifications => {
+            // One input per chat: its messages' text.
+            let chats: Vec<&Value> = match object.get("input") {
+                Some(Value::Array(list)) => list.iter().collect(),
+                Some(one) => vec![one],
+                None => Vec::new(),
+            };
+            let mut total = 0;
+            for chat in chats {
+                let mut chat_text = String::new();
+                for message in chat["messages"].as_array().into_iter().flatten() {
+                    total += content_tokens(message.get("content"), &mut chat_text);
+                }
+                text.push_str(&chat_text);
+                inputs.push(chat_text);
+            }
             total
         }
     }
@@ -778,6 +817,74 @@ pub(crate) fn response(parsed: &Parsed, id: &str, created: u64) -> Value {
             let results: Vec<Value> = parsed.inputs.iter().map(|_| moderation()).collect();
             json!({"id": id, "model": parsed.model, "results": results, "usage": usage(parsed)})
         }
+        Endpoint::Classifications | Endpoint::ChatClassifications => {
+            let results: Vec<Value> = parsed.inputs.iter().map(|t| classification(t)).collect();
+            json!({"id": id, "model": parsed.model, "results": results, "usage": usage(parsed)})
+        }
+    }
+}
+
+/// The labels of the emulator's classifier, one target (`intent`) and their order.
+pub(crate) const INTENTS: [&str; 3] = ["question", "request", "other"];
+
+/// Scores of an input over [`INTENTS`] (summing to 1, drawn from the text), and a second
+/// target, `language`.
+fn classification(text: &str) -> Value {
+    let mut rng = XorShift::new(fnv1a(text.as_bytes()) ^ 0xC1A5);
+    let raw: Vec<f64> = INTENTS
+        .iter()
+        .map(|_| 0.05 + rng.next_signed().abs())
+        .collect();
+    let sum: f64 = raw.iter().sum();
+    let scores: Map<String, Value> = INTENTS
+        .iter()
+        .zip(&raw)
+        .map(|(label, r)| (label.to_string(), json!(((r / sum) * 1e4).round() / 1e4)))
+        .collect();
+    json!({
+        "intent": {"scores": scores},
+        "language": {"scores": {"en": 0.97, "fr": 0.03}},
+    })
+}
+
+/// `input` of a chat classification: `{messages: [...]}` or a non-empty list of them.
+fn check_chats(object: &Map<String, Value>) -> Result<(), Invalid> {
+    let input = object.get("input").cloned().unwrap_or(Value::Null);
+    let chats: Vec<&Value> = match &input {
+        Value::Array(list) if !list.is_empty() => list.iter().collect(),
+        Value::Object(_) => vec![&input],
+        _ => Vec::new(),
+    };
+    let mut errors = Vec::new();
+    if chats.is_empty() {
+        errors.push(detail(
+            "model_type",
+            &[json!("input")],
+            "Input should be an InstructRequest or a list of them",
+            &input,
+        ));
+    }
+    for (i, chat) in chats.iter().enumerate() {
+        match chat.get("messages").and_then(Value::as_array) {
+            Some(messages) => check_messages(messages, &mut errors),
+            None => errors.push(detail(
+                "missing",
+                &[json!("input"), json!(i), json!("messages")],
+                "Field required",
+                chat,
+            )),
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(Invalid {
+            status: 422,
+            body: json!({ "detail": errors }),
+            model: object
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }),
     }
 }
 
@@ -931,5 +1038,42 @@ mod tests {
         assert_ne!(a, embedding("hellp", 16));
         let norm: f32 = a.iter().map(|x| x * x).sum();
         assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn classifications_score_every_input_and_check_chats() {
+        let p = parse(
+            Endpoint::Classifications,
+            json!({"model": "m", "input": ["abcd", "efghi"], "metadata": null})
+                .to_string()
+                .as_bytes(),
+            16,
+            16,
+        )
+        .map_err(|e| e.body)
+        .unwrap();
+        assert_eq!((p.prompt_tokens, p.completion_tokens), (1 + 2, 0));
+        let body = response(&p, "id", 0);
+        assert_eq!(body["results"].as_array().unwrap().len(), 2);
+        let chats =
+            json!({"model": "m", "input": {"messages": [{"role": "user", "content": "abcd"}]}});
+        let p = parse(
+            Endpoint::ChatClassifications,
+            chats.to_string().as_bytes(),
+            16,
+            16,
+        )
+        .map_err(|e| e.body)
+        .unwrap();
+        assert_eq!((p.prompt_tokens, p.inputs.len()), (1, 1));
+        for bad in [
+            json!([]),
+            json!({"msgs": []}),
+            json!([{"messages": [{"role": "x"}]}]),
+        ] {
+            let body = json!({"model": "m", "input": bad}).to_string();
+            let e = parse(Endpoint::ChatClassifications, body.as_bytes(), 16, 16).unwrap_err();
+            assert_eq!(e.status, 422, "{bad}");
+        }
     }
 }

@@ -16,6 +16,8 @@
 //!
 //! - Endpoints: `POST /v1/chat/completions` (plain and SSE), `POST /v1/fim/completions`,
 //!   `POST /v1/embeddings`, `POST /v1/moderations`, `POST /v1/chat/moderations`,
+//!   `POST /v1/classifications`, `POST /v1/chat/classifications` (one target, `intent`,
+//!   scored over `question`, `request`, `other`, and `language`),
 //!   `POST /v1/ocr` (its model's second limit counts pages, [`Limits::pages`], announced
 //!   as `x-ratelimit-*-ocr-pages-*`; pages rule in module `ocr`),
 //!   `GET /v1/models` (no rate-limit headers there); the Batch API's `/v1/files` and

@@ -6,7 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mistral_core::models::{OcrDocument, OcrRequest, OcrResponse};
+use mistral_core::models::{
+    ChatClassificationRequest, ClassificationRequest, ClassificationResponse, Message, OcrDocument,
+    OcrRequest, OcrResponse,
+};
 use mistral_core::{Bucket, Error, NoLimiter, Reply};
 use mistral_emulator::{Config, Emulator, Limits, Outcome};
 
@@ -236,4 +239,71 @@ fn a_429_on_the_page_budget_is_waited_out() {
         }
         eprintln!("shared limiter {shared}: 10 calls in {elapsed:?}, {refusals} 429s");
     }
+}
+
+/// Both classification endpoints from both clients: one result per input (per chat),
+/// each target's scores (the emulator's `intent` sums to 1), the usage charged to the
+/// model's token budget as the emulator counted it.
+#[test]
+fn classifiers_round_trip_from_both_clients() {
+    const MODEL: &str = "ft:classifier:intents";
+    let emu = Emulator::start(Config::default());
+    let texts = ["where is my parcel?", "please refund the order"];
+    let chats = vec![
+        vec![
+            Message::user("hello"),
+            Message::assistant("hi, how can I help?"),
+        ],
+        vec![Message::user("cancel my subscription")],
+    ];
+    let check = |driver: &str, reply: &ClassificationResponse, expected_tokens: u64| {
+        assert_eq!(reply.model, MODEL, "{driver}");
+        assert_eq!(reply.results.len(), 2, "{driver}: one result per input");
+        for result in &reply.results {
+            let intent = &result["intent"];
+            let sum: f64 = intent.scores.values().sum();
+            assert!((sum - 1.0).abs() < 1e-3, "{driver}: {:?}", intent.scores);
+            assert!(intent.top().is_some());
+            assert!(
+                result.contains_key("language"),
+                "{driver}: every target kept"
+            );
+        }
+        let usage = reply.usage.as_ref().expect("usage");
+        assert_eq!(usage.prompt_tokens, expected_tokens, "{driver}");
+        assert_eq!(usage.completion_tokens, 0);
+    };
+    // ⌈19/4⌉ + ⌈23/4⌉; the chats: ⌈5/4⌉ + ⌈19/4⌉ and ⌈22/4⌉.
+    let (text_tokens, chat_tokens) = (5 + 6, 2 + 5 + 6);
+    let client = blocking(&emu, true);
+    let reply = client
+        .classifications(ClassificationRequest::new(MODEL, texts))
+        .expect("blocking classifications");
+    check("blocking", &reply, text_tokens);
+    let reply = client
+        .chat_classifications(ChatClassificationRequest::many(MODEL, chats.clone()))
+        .expect("blocking chat classifications");
+    check("blocking", &reply, chat_tokens);
+    runtime().block_on(async {
+        let client = asynchronous(&emu, true);
+        let reply = client
+            .classifications(ClassificationRequest::new(MODEL, texts))
+            .await
+            .expect("async classifications");
+        check("async", &reply, text_tokens);
+        let reply = client
+            .chat_classifications(ChatClassificationRequest::many(MODEL, chats))
+            .await
+            .expect("async chat classifications");
+        check("async", &reply, chat_tokens);
+    });
+    let log: Vec<(String, u64)> = emu
+        .log()
+        .entries()
+        .iter()
+        .map(|e| (e.path.clone(), e.tokens))
+        .collect();
+    let text = ("/v1/classifications".to_string(), text_tokens);
+    let chat = ("/v1/chat/classifications".to_string(), chat_tokens);
+    assert_eq!(log, vec![text.clone(), chat.clone(), text, chat]);
 }
