@@ -306,7 +306,8 @@ impl Client {
         self.run(&request).await?.0.decode()
     }
 
-    async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
+    /// Drives `request` to the head of its event stream.
+    pub(crate) async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(&request).await?;
         let limiter = Arc::clone(&self.inner.limiter);
         let policy = self.options.apply(&self.inner.policy);

@@ -411,7 +411,8 @@ impl Client {
         self.run(request)?.0.decode()
     }
 
-    fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
+    /// Drives `request` to the head of its event stream.
+    pub(crate) fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(request)?;
         let limiter = Arc::clone(&self.inner.limiter);
         let policy = self.options.apply(&self.inner.policy);

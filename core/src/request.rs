@@ -15,7 +15,8 @@ use crate::action::Sizing;
 use crate::error::Error;
 use crate::key::ApiKey;
 use crate::models::{
-    ChatClassificationRequest, ChatRequest, ClassificationRequest, EmbeddingRequest, FimRequest,
+    AgentCompletionRequest, ChatClassificationRequest, ChatRequest, ClassificationRequest,
+    ConversationAppendRequest, ConversationRequest, EmbeddingRequest, FimRequest,
     ModerationRequest, OcrRequest, RequestSize,
 };
 use crate::redact::{Redactor, redact_url};
@@ -209,6 +210,29 @@ impl ApiRequest {
         Self::typed("/v1/chat/classifications", request, &request.model, false)
     }
 
+    /// `POST /v1/agents/completions` (a stream when the request says so), in the budget
+    /// [`AgentCompletionRequest::budget_id`] names.
+    pub fn agent_completion(request: &AgentCompletionRequest) -> Result<Self, Error> {
+        Self::typed("/v1/agents/completions", request, request.budget_id(), true)
+    }
+
+    /// `POST /v1/conversations` (start), in the budget
+    /// [`ConversationRequest::budget_id`] names.
+    pub fn conversation(request: &ConversationRequest) -> Result<Self, Error> {
+        Self::typed("/v1/conversations", request, request.budget_id(), true)
+    }
+
+    /// `POST /v1/conversations/{id}` (append), in the budget the request names
+    /// ([`ConversationAppendRequest::budget`]), else one of the conversation's own.
+    pub fn conversation_append(
+        conversation_id: &str,
+        request: &ConversationAppendRequest,
+    ) -> Result<Self, Error> {
+        let path = format!("/v1/conversations/{}", path_segment(conversation_id));
+        let budget = request.budget.as_deref().unwrap_or(conversation_id);
+        Self::typed(path, request, budget, true)
+    }
+
     /// `POST /v1/ocr`, in its model's budget of pages: the estimate is
     /// [`OcrRequest::estimated_pages`], corrected by the answer's `pages_processed`.
     pub fn ocr(request: &OcrRequest) -> Result<Self, Error> {
@@ -224,7 +248,7 @@ impl ApiRequest {
     }
 
     fn typed<T: Serialize + RequestSize>(
-        path: &'static str,
+        path: impl Into<Cow<'static, str>>,
         request: &T,
         model: &str,
         generates: bool,
@@ -257,6 +281,24 @@ impl ApiRequest {
         self.stream = stream;
         self
     }
+}
+
+/// `id` as one segment of a path: every byte but the unreserved characters of RFC 3986
+/// (letters, digits, `-`, `.`, `_`, `~`) percent-encoded, so an id never reaches another
+/// path (`a/../b`) or starts a query.
+pub fn path_segment(id: &str) -> Cow<'_, str> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if id.bytes().all(unreserved) && id != "." && id != ".." {
+        return Cow::Borrowed(id);
+    }
+    let mut out = String::with_capacity(id.len() * 3);
+    for b in id.bytes() {
+        match unreserved(b) && b != b'.' {
+            true => out.push(char::from(b)),
+            false => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Where requests go and as whom: base URL, key, user agent.
@@ -728,6 +770,25 @@ mod tests {
             }
         );
         assert_eq!(ApiRequest::list_models().model, None);
+    }
+
+    #[test]
+    fn ids_stay_one_path_segment() {
+        assert_eq!(path_segment("conv_01-AB.c~"), "conv_01-AB.c~");
+        assert_eq!(path_segment("a/../b?x=1"), "a%2F%2E%2E%2Fb%3Fx%3D1");
+        assert_eq!(path_segment(".."), "%2E%2E");
+        assert_eq!(path_segment("é"), "%C3%A9");
+        let append = ApiRequest::conversation_append(
+            "c/1",
+            &crate::models::ConversationAppendRequest::new("hi"),
+        )
+        .unwrap();
+        assert_eq!(append.path, "/v1/conversations/c%2F1");
+        assert_eq!(
+            append.model.as_deref(),
+            Some("c/1"),
+            "the conversation's own budget"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The endpoints beyond chat, FIM, embeddings, models and moderations, one module per
 //! group, each an `impl Client` of thin methods over the core's requests and replies.
 
+mod agents;
 mod classifiers;
 mod ocr;

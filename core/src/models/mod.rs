@@ -84,8 +84,10 @@ macro_rules! open_enum {
 
 mod de;
 
+pub mod agents;
 pub mod chat;
 pub mod classifiers;
+pub mod conversations;
 pub mod embeddings;
 pub mod error_body;
 pub mod fim;
@@ -96,6 +98,7 @@ pub mod ocr;
 pub mod stream;
 pub mod usage;
 
+pub use self::agents::AgentCompletionRequest;
 pub use self::chat::{
     ChatChoice, ChatRequest, ChatResponse, Content, ContentChunk, FinishReason, Function,
     FunctionCall, FunctionName, ImageUrl, JsonSchema, Message, NamedToolChoice, Prediction,
@@ -105,6 +108,10 @@ pub use self::chat::{
 pub use self::classifiers::{
     ChatClassificationInput, ChatClassificationRequest, ClassificationRequest,
     ClassificationResponse, InstructRequest, TargetScores,
+};
+pub use self::conversations::{
+    CompletionArgs, ConversationAppendRequest, ConversationEntry, ConversationInputs,
+    ConversationRequest, ConversationResponse,
 };
 pub use self::embeddings::{
     EmbeddingData, EmbeddingRequest, EmbeddingResponse, EncodingFormat, OutputDtype,
@@ -170,5 +177,8 @@ from_ref!(
     ModerationRequest,
     OcrRequest,
     ClassificationRequest,
-    ChatClassificationRequest
+    ChatClassificationRequest,
+    AgentCompletionRequest,
+    ConversationRequest,
+    ConversationAppendRequest
 );

@@ -36,6 +36,8 @@ pub(crate) enum Endpoint {
     ChatModerations,
     Classifications,
     ChatClassifications,
+    /// `/v1/agents/completions`: a chat by an agent (`agent_id`, no `model`).
+    AgentCompletions,
 }
 
 impl Endpoint {
@@ -48,6 +50,7 @@ impl Endpoint {
             "/v1/chat/moderations" => Endpoint::ChatModerations,
             "/v1/classifications" => Endpoint::Classifications,
             "/v1/chat/classifications" => Endpoint::ChatClassifications,
+            "/v1/agents/completions" => Endpoint::AgentCompletions,
             _ => return None,
         })
     }
@@ -91,6 +94,27 @@ const CHAT: &[Field] = &[
     ("parallel_tool_calls", Rule::Bool, false, false),
     ("safe_prompt", Rule::Bool, false, false),
     ("service_tier", Rule::Str, true, false),
+];
+
+const AGENTS: &[Field] = &[
+    ("agent_id", Rule::Str, false, true),
+    ("messages", Rule::Messages, false, true),
+    ("max_tokens", Rule::Int, true, false),
+    ("stream", Rule::Bool, false, false),
+    ("stop", Rule::StrOrList, false, false),
+    ("random_seed", Rule::Int, true, false),
+    ("metadata", Rule::Object, true, false),
+    ("response_format", Rule::Object, false, false),
+    ("tools", Rule::List, true, false),
+    ("tool_choice", Rule::Any, false, false),
+    ("presence_penalty", Rule::Num, false, false),
+    ("frequency_penalty", Rule::Num, false, false),
+    ("n", Rule::Int, true, false),
+    ("prediction", Rule::Object, false, false),
+    ("parallel_tool_calls", Rule::Bool, false, false),
+    ("prompt_mode", Rule::Str, true, false),
+    ("reasoning_effort", Rule::Str, false, false),
+    ("prompt_cache_key", Rule::Str, true, false),
 ];
 
 const FIM: &[Field] = &[
@@ -415,6 +439,7 @@ pub(crate) fn parse(
     let completion_len = completion_len.into();
     let fields = match endpoint {
         Endpoint::Chat => CHAT,
+        Endpoint::AgentCompletions => AGENTS,
         Endpoint::Fim => FIM,
         Endpoint::Embeddings => EMBEDDINGS,
         Endpoint::Moderations => MODERATIONS,
@@ -427,8 +452,11 @@ pub(crate) fn parse(
         check_chats(&object)?;
     }
     let object = &object;
+    // An agent's model is the emulator's to say (`crate::Config::agent_model`): named by
+    // the agent's id until then.
     let model = object
         .get("model")
+        .or_else(|| object.get("agent_id"))
         .and_then(Value::as_str)
         .map(str::to_string);
     let model = model.unwrap_or_default();
@@ -451,7 +479,7 @@ fn build(
     let mut text = String::new();
     let mut inputs = Vec::new();
     let prompt_tokens = match endpoint {
-        Endpoint::Chat => object
+        Endpoint::Chat | Endpoint::AgentCompletions => object
             .get("messages")
             .and_then(Value::as_array)
             .map(|list| {
@@ -514,7 +542,10 @@ fn build(
         }
     }
     .max(1);
-    let generates = matches!(endpoint, Endpoint::Chat | Endpoint::Fim);
+    let generates = matches!(
+        endpoint,
+        Endpoint::Chat | Endpoint::Fim | Endpoint::AgentCompletions
+    );
     let max_tokens = object.get("max_tokens").and_then(Value::as_u64);
     let natural = natural_completion(&text, completion_len.tokens, completion_len.spread);
     let completion_tokens = if generates {
@@ -532,7 +563,7 @@ fn build(
         .and_then(|d| usize::try_from(d).ok())
         .filter(|&d| d > 0 && d <= 8192)
         .unwrap_or(default_dimension.max(1));
-    let answer = if endpoint == Endpoint::Chat {
+    let answer = if matches!(endpoint, Endpoint::Chat | Endpoint::AgentCompletions) {
         chat_answer(object, content_seed)
     } else {
         Answer::Text
@@ -776,7 +807,7 @@ fn finish_reason(parsed: &Parsed) -> &'static str {
 /// The JSON body of a plain (non-streaming) completion, embedding or moderation.
 pub(crate) fn response(parsed: &Parsed, id: &str, created: u64) -> Value {
     match parsed.endpoint {
-        Endpoint::Chat | Endpoint::Fim => json!({
+        Endpoint::Chat | Endpoint::Fim | Endpoint::AgentCompletions => json!({
             "id": id,
             "object": "chat.completion",
             "created": created,

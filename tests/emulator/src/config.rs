@@ -422,6 +422,9 @@ pub struct Config {
     /// Pages of a document sent to `/v1/ocr` by URL or file id, which the emulator does
     /// not fetch (default 3; an inline PDF's pages are counted).
     pub document_pages: u64,
+    /// The model every agent runs on (`/v1/agents/completions`, a conversation with an
+    /// agent): what their calls are charged to (default `mistral-medium-latest`).
+    pub agent_model: String,
     /// Natural length of a completion in tokens (default 16); `max_tokens` caps it.
     pub completion_tokens: u32,
     /// How much a completion's natural length varies around `completion_tokens`, as a
@@ -473,6 +476,7 @@ impl Default for Config {
             random_faults: Vec::new(),
             embedding_dim: 16,
             document_pages: 3,
+            agent_model: "mistral-medium-latest".into(),
             completion_tokens: 16,
             completion_spread: 0.0,
             stream_chunk_delay_ms: 0,

@@ -18,6 +18,9 @@
 //!   `POST /v1/embeddings`, `POST /v1/moderations`, `POST /v1/chat/moderations`,
 //!   `POST /v1/classifications`, `POST /v1/chat/classifications` (one target, `intent`,
 //!   scored over `question`, `request`, `other`, and `language`),
+//!   `POST /v1/agents/completions` (a chat, charged to [`Config::agent_model`]),
+//!   `POST /v1/conversations` and `/v1/conversations/{id}` (not streamed; an append is
+//!   charged the conversation's history too: rule in module `conversations`),
 //!   `POST /v1/ocr` (its model's second limit counts pages, [`Limits::pages`], announced
 //!   as `x-ratelimit-*-ocr-pages-*`; pages rule in module `ocr`),
 //!   `GET /v1/models` (no rate-limit headers there); the Batch API's `/v1/files` and
@@ -64,6 +67,7 @@ mod batch;
 pub mod best;
 mod cli;
 mod config;
+mod conversations;
 mod headers;
 mod limits;
 mod log;

@@ -6,16 +6,21 @@ use serde_json::Value;
 
 use super::api::{self, Completion, Endpoint, Invalid, Parsed};
 use super::config::Config;
+use super::conversations::{self, Conversations};
 use super::headers::Unit;
 use super::ocr;
 
 /// An endpoint under the limiter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// Chat, FIM, embeddings, moderations (tokens; [`api`]).
+    /// Chat, FIM, embeddings, moderations, classifiers, agents (tokens; [`api`]).
     Inference(Endpoint),
     /// `POST /v1/ocr` (pages; [`ocr`]).
     Ocr,
+    /// `POST /v1/conversations` ([`conversations`]).
+    ConversationStart,
+    /// `POST /v1/conversations/{id}`.
+    ConversationAppend(String),
 }
 
 impl Kind {
@@ -24,8 +29,15 @@ impl Kind {
         if let Some(endpoint) = Endpoint::from_path(path) {
             return Some(Kind::Inference(endpoint));
         }
+        if let Some(id) = path.strip_prefix("/v1/conversations/")
+            && !id.is_empty()
+            && !id.contains('/')
+        {
+            return Some(Kind::ConversationAppend(id.to_string()));
+        }
         Some(match path {
             "/v1/ocr" => Kind::Ocr,
+            "/v1/conversations" => Kind::ConversationStart,
             _ => return None,
         })
     }
@@ -36,23 +48,49 @@ impl Kind {
 pub(crate) enum Work {
     Inference(Parsed),
     Ocr(ocr::Job),
+    Conversation(conversations::Job),
 }
 
 impl Work {
-    /// Validates `body` for `kind`.
-    pub(crate) fn parse(kind: Kind, body: &[u8], config: &Config) -> Result<Work, Invalid> {
+    /// Validates `body` for `kind`; `seq` is the request's number (new ids are made of
+    /// it).
+    pub(crate) fn parse(
+        kind: &Kind,
+        body: &[u8],
+        config: &Config,
+        conversations: &Conversations,
+        seq: u64,
+    ) -> Result<Work, Invalid> {
         match kind {
-            Kind::Inference(endpoint) => api::parse(
-                endpoint,
-                body,
-                Completion {
-                    tokens: config.completion_tokens,
-                    spread: config.completion_spread,
-                },
-                config.embedding_dim,
-            )
-            .map(Work::Inference),
+            Kind::Inference(endpoint) => {
+                let mut parsed = api::parse(
+                    *endpoint,
+                    body,
+                    Completion {
+                        tokens: config.completion_tokens,
+                        spread: config.completion_spread,
+                    },
+                    config.embedding_dim,
+                )?;
+                if *endpoint == Endpoint::AgentCompletions {
+                    parsed.model = config.agent_model.clone();
+                }
+                Ok(Work::Inference(parsed))
+            }
             Kind::Ocr => ocr::parse(body, config.document_pages).map(Work::Ocr),
+            Kind::ConversationStart => conversations
+                .start(body, config, seq)
+                .map(Work::Conversation),
+            Kind::ConversationAppend(id) => conversations
+                .append(id, body, config)
+                .map(Work::Conversation),
+        }
+    }
+
+    /// Keeps what an admitted request left behind (a conversation's history).
+    pub(crate) fn served(&self, conversations: &Conversations) {
+        if let Work::Conversation(job) = self {
+            conversations.served(job);
         }
     }
 
@@ -61,6 +99,7 @@ impl Work {
         match self {
             Work::Inference(p) => &p.model,
             Work::Ocr(j) => &j.model,
+            Work::Conversation(j) => &j.model,
         }
     }
 
@@ -68,7 +107,7 @@ impl Work {
     pub(crate) fn stream(&self) -> bool {
         match self {
             Work::Inference(p) => p.stream,
-            Work::Ocr(_) => false,
+            Work::Ocr(_) | Work::Conversation(_) => false,
         }
     }
 
@@ -77,13 +116,14 @@ impl Work {
         match self {
             Work::Inference(p) => p.total_tokens(),
             Work::Ocr(j) => j.pages.len() as u64,
+            Work::Conversation(j) => j.total_tokens(),
         }
     }
 
     /// What the model's second limit counts for it.
     pub(crate) fn unit(&self) -> Unit {
         match self {
-            Work::Inference(_) => Unit::Tokens,
+            Work::Inference(_) | Work::Conversation(_) => Unit::Tokens,
             Work::Ocr(_) => Unit::Pages,
         }
     }
@@ -93,6 +133,7 @@ impl Work {
         match self {
             Work::Inference(p) => api::response(p, id, created),
             Work::Ocr(j) => ocr::response(j),
+            Work::Conversation(j) => conversations::response(j, id, created),
         }
     }
 }

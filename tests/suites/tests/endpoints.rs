@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mistral_core::models::{
-    ChatClassificationRequest, ClassificationRequest, ClassificationResponse, Message, OcrDocument,
-    OcrRequest, OcrResponse,
+    AgentCompletionRequest, ChatClassificationRequest, ChatResponse, ClassificationRequest,
+    ClassificationResponse, ConversationAppendRequest, ConversationEntry, ConversationRequest,
+    ConversationResponse, Message, OcrDocument, OcrRequest, OcrResponse,
 };
 use mistral_core::{Bucket, Error, NoLimiter, Reply};
 use mistral_emulator::{Config, Emulator, Limits, Outcome};
@@ -306,4 +307,143 @@ fn classifiers_round_trip_from_both_clients() {
     let text = ("/v1/classifications".to_string(), text_tokens);
     let chat = ("/v1/chat/classifications".to_string(), chat_tokens);
     assert_eq!(log, vec![text.clone(), chat.clone(), text, chat]);
+}
+
+/// `/v1/agents/completions` from both clients, whole and streamed: the chat shape,
+/// charged by the emulator to the agent's model, the budget the request names.
+#[test]
+fn agent_completions_round_trip_from_both_clients() {
+    let emu = Emulator::start(Config::default());
+    let agent_model = emu.config().agent_model.clone();
+    let request = AgentCompletionRequest::new("ag_0123", vec![Message::user("Bonjour")])
+        .max_tokens(5)
+        .budget(agent_model.clone());
+    let check = |driver: &str, reply: &ChatResponse| {
+        let text = reply.text().unwrap_or_default();
+        assert_eq!(text.split_whitespace().count(), 5, "{driver}: {text:?}");
+        assert_eq!(reply.model, agent_model, "{driver}");
+        let usage = reply.usage.as_ref().expect("usage");
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (2, 5));
+    };
+    let client = blocking(&emu, true);
+    let whole = client.agent_completion(&request).expect("blocking agent");
+    assert!(whole.ticket().is_some(), "admitted by the shared budget");
+    check("blocking", &whole);
+    let streamed = client
+        .agent_completion_stream(&request)
+        .expect("blocking agent stream")
+        .collect_response()
+        .expect("the stream's whole answer");
+    check("blocking stream", &streamed);
+    assert_eq!(streamed.text(), whole.text(), "the same seeded answer");
+    runtime().block_on(async {
+        let client = asynchronous(&emu, true);
+        let whole = client
+            .agent_completion(&request)
+            .await
+            .expect("async agent");
+        check("async", &whole);
+        let streamed = client
+            .agent_completion_stream(&request)
+            .await
+            .expect("async agent stream")
+            .collect_response()
+            .await
+            .expect("the stream's whole answer");
+        check("async stream", &streamed);
+    });
+    let log = emu.log();
+    for e in log.entries() {
+        assert_eq!(e.path, "/v1/agents/completions");
+        assert_eq!(e.model.as_deref(), Some(agent_model.as_str()));
+        assert_eq!(e.outcome, Outcome::Served);
+    }
+    let streams: Vec<bool> = log.entries().iter().map(|e| e.stream).collect();
+    assert_eq!(streams, [false, true, false, true]);
+}
+
+/// A conversation started and appended to twice from each client: the same id
+/// throughout, the usage the emulator charges (an append pays for the history), the
+/// answer's fields this client does not know kept, and an unknown conversation a 404
+/// that is not retried.
+#[test]
+fn conversations_round_trip_from_both_clients() {
+    const MODEL: &str = "mistral-medium-latest";
+    let emu = Emulator::start(Config::default());
+    // Start: ⌈18/4⌉ = 5 prompt tokens, 16 completion (history 21). First append:
+    // 21 + ⌈10/4⌉ = 24 prompt, 4 completion (history 28). Second: 28 + 1, 16.
+    let expected = [(5, 16), (24, 4), (29, 16)];
+    let start = ConversationRequest::with_model(MODEL, "Who wrote Candide?");
+    let appends = [
+        ConversationAppendRequest::new("And Zadig?").max_tokens(4),
+        ConversationAppendRequest::new(vec![ConversationEntry::user("Ok")]).budget(MODEL),
+    ];
+    let check = |driver: &str, turn: usize, reply: &ConversationResponse, id: &str| {
+        assert_eq!(reply.conversation_id, id, "{driver} turn {turn}");
+        assert_eq!(reply.object, "conversation.response");
+        let usage = reply.usage.as_ref().expect("usage");
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens),
+            expected[turn],
+            "{driver} turn {turn}"
+        );
+        assert!(usage.extra.contains_key("connector_tokens"), "{driver}");
+        assert!(reply.extra.contains_key("guardrails"), "{driver}");
+        let output = &reply.outputs[0];
+        assert!(output.is_output_message());
+        assert_eq!(
+            output.extra.get("object"),
+            Some(&serde_json::json!("entry"))
+        );
+        assert_eq!(reply.model(), Some(MODEL));
+        let words = reply.text().unwrap_or_default().split_whitespace().count();
+        assert_eq!(words as u64, expected[turn].1, "{driver} turn {turn}");
+    };
+    let client = blocking(&emu, true);
+    let first = client.start_conversation(&start).expect("blocking start");
+    assert!(first.conversation_id.starts_with("conv_"));
+    check("blocking", 0, &first, &first.conversation_id.clone());
+    for (i, append) in appends.iter().enumerate() {
+        let reply = client
+            .append_conversation(&first.conversation_id, append)
+            .expect("blocking append");
+        check("blocking", i + 1, &reply, &first.conversation_id);
+    }
+    let missing = client.append_conversation("conv_unknown", &appends[0]);
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
+    let async_id = runtime().block_on(async {
+        let client = asynchronous(&emu, true);
+        let first = client
+            .start_conversation(&start)
+            .await
+            .expect("async start");
+        check("async", 0, &first, &first.conversation_id.clone());
+        for (i, append) in appends.iter().enumerate() {
+            let reply = client
+                .append_conversation(&first.conversation_id, append)
+                .await
+                .expect("async append");
+            check("async", i + 1, &reply, &first.conversation_id);
+        }
+        let missing = client
+            .append_conversation("conv_unknown", &appends[0])
+            .await;
+        assert!(
+            matches!(missing, Err(Error::NotFound { .. })),
+            "{missing:?}"
+        );
+        first.into_inner().conversation_id
+    });
+    assert_ne!(async_id, first.conversation_id, "two conversations");
+    let log = emu.log();
+    let charged: Vec<(u16, u64)> = log.entries().iter().map(|e| (e.status, e.tokens)).collect();
+    let turn = [(200, 21), (200, 28), (200, 45), (404, 0)];
+    assert_eq!(
+        charged,
+        [turn, turn].concat(),
+        "one attempt each, a 404 not retried"
+    );
 }

@@ -270,7 +270,7 @@ async fn inference(
             return Reply::json(status, &error_body(message, "invalid_request_error", None));
         }
     };
-    let parsed = match Work::parse(endpoint, &bytes, config) {
+    let parsed = match Work::parse(&endpoint, &bytes, config, &shared.conversations, seq) {
         Ok(p) => p,
         Err(invalid) => {
             entry.model = invalid.model;
@@ -329,6 +329,7 @@ async fn inference(
     }
     entry.outcome = Outcome::Served;
     entry.tokens = cost;
+    parsed.served(&shared.conversations);
     let id = hex32(config.seed, seq);
     let created = unix_now();
     let mut reply = if let (true, Work::Inference(parsed)) = (parsed.stream(), &parsed) {
