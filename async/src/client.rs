@@ -306,6 +306,11 @@ impl Client {
         self.run(&request).await?.0.decode()
     }
 
+    /// Drives `request` to its answer, the body as it came.
+    pub(crate) async fn raw(&self, request: ApiRequest) -> Result<Reply, Error> {
+        Ok(self.run(&request).await?.0)
+    }
+
     /// Drives `request` to the head of its event stream.
     pub(crate) async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(&request).await?;

@@ -411,6 +411,11 @@ impl Client {
         self.run(request)?.0.decode()
     }
 
+    /// Drives `request` to its answer, the body as it came.
+    pub(crate) fn raw(&self, request: &ApiRequest) -> Result<Reply, Error> {
+        Ok(self.run(request)?.0)
+    }
+
     /// Drives `request` to the head of its event stream.
     pub(crate) fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(request)?;

@@ -15,9 +15,9 @@ use crate::action::Sizing;
 use crate::error::Error;
 use crate::key::ApiKey;
 use crate::models::{
-    AgentCompletionRequest, ChatClassificationRequest, ChatRequest, ClassificationRequest,
-    ConversationAppendRequest, ConversationRequest, EmbeddingRequest, FimRequest,
-    ModerationRequest, OcrRequest, RequestSize,
+    AgentCompletionRequest, BatchJobRequest, ChatClassificationRequest, ChatRequest,
+    ClassificationRequest, ConversationAppendRequest, ConversationRequest, EmbeddingRequest,
+    FileUpload, FimRequest, ModerationRequest, OcrRequest, RequestSize,
 };
 use crate::redact::{Redactor, redact_url};
 
@@ -231,6 +231,38 @@ impl ApiRequest {
         let path = format!("/v1/conversations/{}", path_segment(conversation_id));
         let budget = request.budget.as_deref().unwrap_or(conversation_id);
         Self::typed(path, request, budget, true)
+    }
+
+    /// `POST /v1/files`: a multipart upload (outside any model's budget).
+    pub fn upload_file(upload: &FileUpload) -> Self {
+        Self::post_form("/v1/files", upload.form())
+    }
+
+    /// `GET /v1/files/{id}`: an uploaded file's object.
+    pub fn file(file_id: &str) -> Self {
+        Self::get(format!("/v1/files/{}", path_segment(file_id)))
+    }
+
+    /// `GET /v1/files/{id}/content`: a file's bytes, read raw.
+    pub fn file_content(file_id: &str) -> Self {
+        Self::get(format!("/v1/files/{}/content", path_segment(file_id))).raw_reply()
+    }
+
+    /// `POST /v1/batch/jobs` (outside any model's budget: a batch does not spend the
+    /// online limits).
+    pub fn create_batch_job(request: &BatchJobRequest) -> Result<Self, Error> {
+        Self::post_json("/v1/batch/jobs", request)
+    }
+
+    /// `GET /v1/batch/jobs/{id}`.
+    pub fn batch_job(job_id: &str) -> Self {
+        Self::get(format!("/v1/batch/jobs/{}", path_segment(job_id)))
+    }
+
+    /// `POST /v1/batch/jobs/{id}/cancel` (no body).
+    pub fn cancel_batch_job(job_id: &str) -> Self {
+        Self::get(format!("/v1/batch/jobs/{}/cancel", path_segment(job_id)))
+            .with_method(Method::POST)
     }
 
     /// `POST /v1/ocr`, in its model's budget of pages: the estimate is

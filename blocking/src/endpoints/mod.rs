@@ -2,5 +2,6 @@
 //! group, each an `impl Client` of thin methods over the core's requests and replies.
 
 mod agents;
+mod batch;
 mod classifiers;
 mod ocr;

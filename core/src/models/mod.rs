@@ -85,6 +85,7 @@ macro_rules! open_enum {
 mod de;
 
 pub mod agents;
+pub mod batch;
 pub mod chat;
 pub mod classifiers;
 pub mod conversations;
@@ -99,6 +100,10 @@ pub mod stream;
 pub mod usage;
 
 pub use self::agents::AgentCompletionRequest;
+pub use self::batch::{
+    BatchJob, BatchJobRequest, BatchRequest, BatchResponse, BatchResult, BatchStatus, FileObject,
+    FilePurpose, FileUpload, batch_jsonl,
+};
 pub use self::chat::{
     ChatChoice, ChatRequest, ChatResponse, Content, ContentChunk, FinishReason, Function,
     FunctionCall, FunctionName, ImageUrl, JsonSchema, Message, NamedToolChoice, Prediction,
@@ -180,5 +185,7 @@ from_ref!(
     ChatClassificationRequest,
     AgentCompletionRequest,
     ConversationRequest,
-    ConversationAppendRequest
+    ConversationAppendRequest,
+    FileUpload,
+    BatchJobRequest
 );

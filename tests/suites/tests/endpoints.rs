@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mistral_core::models::{
-    AgentCompletionRequest, ChatClassificationRequest, ChatResponse, ClassificationRequest,
-    ClassificationResponse, ConversationAppendRequest, ConversationEntry, ConversationRequest,
-    ConversationResponse, Message, OcrDocument, OcrRequest, OcrResponse,
+    AgentCompletionRequest, BatchJob, BatchJobRequest, BatchRequest, BatchResult, BatchStatus,
+    ChatClassificationRequest, ChatResponse, ClassificationRequest, ClassificationResponse,
+    ConversationAppendRequest, ConversationEntry, ConversationRequest, ConversationResponse,
+    FileUpload, Message, OcrDocument, OcrRequest, OcrResponse, batch_jsonl,
 };
 use mistral_core::{Bucket, Error, NoLimiter, Reply};
 use mistral_emulator::{Config, Emulator, Limits, Outcome};
@@ -445,5 +446,183 @@ fn conversations_round_trip_from_both_clients() {
         charged,
         [turn, turn].concat(),
         "one attempt each, a 404 not retried"
+    );
+}
+
+/// What `mistral batch --via batch-api` does, from code, through each client: upload a
+/// JSONL (3 good lines, 1 the endpoint refuses), create a job, poll it to its end,
+/// download the output and error files; then a job cancelled while it runs.
+#[test]
+fn batch_jobs_round_trip_from_both_clients() {
+    let emu = Emulator::start(Config::default());
+    let chat = |text: &str| {
+        serde_json::json!({"model": "mistral-small-latest", "max_tokens": 3,
+                           "messages": [{"role": "user", "content": text}]})
+    };
+    let mut lines: Vec<BatchRequest> = (0..3)
+        .map(|i| BatchRequest::new(format!("q{i}"), chat(&format!("question {i}"))))
+        .collect();
+    lines.push(BatchRequest::new("bad", serde_json::json!({"model": "m"})));
+    let jsonl = batch_jsonl(&lines).expect("jsonl");
+    let many = batch_jsonl(
+        &(0..600)
+            .map(|i| BatchRequest::new(format!("m{i}"), chat("x")))
+            .collect::<Vec<_>>(),
+    )
+    .expect("jsonl");
+    let check_outputs = |driver: &str, job: &BatchJob, output: &[u8], errors: &[u8]| {
+        assert_eq!(job.status, BatchStatus::Success, "{driver}");
+        assert_eq!(
+            (
+                job.total_requests,
+                job.succeeded_requests,
+                job.failed_requests
+            ),
+            (4, 3, 1),
+            "{driver}"
+        );
+        assert!(
+            job.extra.contains_key("metadata"),
+            "{driver}: {:?}",
+            job.extra
+        );
+        let good: Vec<BatchResult> = BatchResult::parse_lines(output)
+            .into_iter()
+            .map(|l| l.expect("an output line"))
+            .collect();
+        let mut ids: Vec<&str> = good.iter().filter_map(|l| l.custom_id.as_deref()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["q0", "q1", "q2"], "{driver}");
+        for line in &good {
+            assert!(line.is_success(), "{driver}: {line:?}");
+            let body: ChatResponse =
+                serde_json::from_value(line.response.as_ref().unwrap().body.clone())
+                    .expect("a chat answer");
+            assert_eq!(body.usage.as_ref().unwrap().completion_tokens, 3);
+        }
+        let bad = BatchResult::parse_lines(errors);
+        assert_eq!(bad.len(), 1, "{driver}");
+        let bad = bad[0].as_ref().expect("an error line");
+        assert_eq!(bad.custom_id.as_deref(), Some("bad"));
+        assert!(!bad.is_success());
+        assert_eq!(bad.response.as_ref().unwrap().status_code, 422);
+    };
+    let poll_every = Duration::from_millis(50);
+
+    let client = blocking(&emu, true);
+    let file = client
+        .upload_file(FileUpload::new("requests.jsonl", jsonl.clone()))
+        .expect("blocking upload");
+    assert_eq!((file.bytes, file.num_lines), (jsonl.len() as u64, Some(4)));
+    assert_eq!(file.purpose, "batch");
+    assert!(file.extra.contains_key("source"), "{:?}", file.extra);
+    assert_eq!(client.file(&file.id).expect("the file").id, file.id);
+    let request = BatchJobRequest::new("/v1/chat/completions", vec![file.id.clone()])
+        .model("mistral-small-latest")
+        .metadata("run", "blocking");
+    let mut job = client
+        .create_batch_job(&request)
+        .expect("a job")
+        .into_inner();
+    assert_eq!(job.status, BatchStatus::Queued);
+    while !job.is_done() {
+        std::thread::sleep(poll_every);
+        job = client.batch_job(&job.id).expect("a poll").into_inner();
+    }
+    let output = client
+        .file_content(job.output_file.as_deref().expect("an output file"))
+        .expect("the output");
+    let errors = client
+        .file_content(job.error_file.as_deref().expect("an error file"))
+        .expect("the errors");
+    check_outputs("blocking", &job, &output, &errors);
+    let big = client
+        .upload_file(FileUpload::new("many.jsonl", many.clone()))
+        .expect("upload");
+    let job = client
+        .create_batch_job(BatchJobRequest::new(
+            "/v1/chat/completions",
+            vec![big.id.clone()],
+        ))
+        .expect("a job");
+    let cancelled = client.cancel_batch_job(&job.id).expect("cancel");
+    // `cancelled.status` is the HTTP status (`Reply`'s own field): the job's is the value's.
+    assert_eq!(cancelled.value.status, BatchStatus::CancellationRequested);
+    let mut job = cancelled.into_inner();
+    while !job.is_done() {
+        std::thread::sleep(poll_every);
+        job = client.batch_job(&job.id).expect("a poll").into_inner();
+    }
+    assert_eq!(job.status, BatchStatus::Cancelled);
+    assert!(job.succeeded_requests < 600, "stopped early: {job:?}");
+    let missing = client.batch_job("no-such-job");
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
+
+    runtime().block_on(async {
+        let client = asynchronous(&emu, true);
+        let file = client
+            .upload_file(FileUpload::new("requests.jsonl", jsonl.clone()))
+            .await
+            .expect("async upload");
+        let request = BatchJobRequest::new("/v1/chat/completions", vec![file.id.clone()])
+            .model("mistral-small-latest")
+            .metadata("run", "async");
+        let mut job = client
+            .create_batch_job(request)
+            .await
+            .expect("a job")
+            .into_inner();
+        while !job.is_done() {
+            tokio::time::sleep(poll_every).await;
+            job = client
+                .batch_job(&job.id)
+                .await
+                .expect("a poll")
+                .into_inner();
+        }
+        let output = client
+            .file_content(job.output_file.as_deref().expect("an output file"))
+            .await
+            .expect("the output");
+        let errors = client
+            .file_content(job.error_file.as_deref().expect("an error file"))
+            .await
+            .expect("the errors");
+        check_outputs("async", &job, &output, &errors);
+        let big = client
+            .upload_file(FileUpload::new("many.jsonl", many.clone()))
+            .await
+            .expect("upload");
+        let job = client
+            .create_batch_job(BatchJobRequest::new(
+                "/v1/chat/completions",
+                vec![big.id.clone()],
+            ))
+            .await
+            .expect("a job");
+        let mut job = client
+            .cancel_batch_job(&job.id)
+            .await
+            .expect("cancel")
+            .into_inner();
+        while !job.is_done() {
+            tokio::time::sleep(poll_every).await;
+            job = client
+                .batch_job(&job.id)
+                .await
+                .expect("a poll")
+                .into_inner();
+        }
+        assert_eq!(job.status, BatchStatus::Cancelled);
+    });
+    // Every call reached the emulator once: none was under a model's budget, none retried.
+    let log = emu.log();
+    assert!(
+        log.entries()
+            .iter()
+            .all(|e| e.status != 429 && e.model.is_none())
     );
 }
