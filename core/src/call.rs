@@ -580,9 +580,12 @@ impl Call {
                         .or_else(|| pages_processed_of(&body));
                     (pages, None)
                 }
-                _ => {
+                unit => {
                     let tokens = classified.info.limits.query_cost;
-                    (tokens.or(usage.map(|u| u.total_tokens)), usage)
+                    let used = tokens.or(usage.map(|u| u.total_tokens));
+                    // A transcript's usage corrects the charge, never the learned
+                    // completion length.
+                    (used, usage.filter(|_| unit != CostUnit::AudioTokens))
                 }
             };
             self.report(&classified, None, used, usage);

@@ -17,7 +17,7 @@ use crate::key::ApiKey;
 use crate::models::{
     AgentCompletionRequest, BatchJobRequest, ChatClassificationRequest, ChatRequest,
     ClassificationRequest, ConversationAppendRequest, ConversationRequest, EmbeddingRequest,
-    FileUpload, FimRequest, ModerationRequest, OcrRequest, RequestSize,
+    FileUpload, FimRequest, ModerationRequest, OcrRequest, RequestSize, TranscriptionRequest,
 };
 use crate::redact::{Redactor, redact_url};
 
@@ -60,6 +60,10 @@ pub enum CostUnit {
     /// The answer's `usage_info.pages_processed` (or
     /// `x-ratelimit-ocr-pages-query-cost`) corrects the estimate.
     Pages,
+    /// Tokens of audio and its transcript (`/v1/audio/transcriptions`): the estimate is
+    /// made from the audio's length; the answer's `usage` corrects it but teaches the
+    /// budget no completion length (a transcript's follows its audio, not a prompt).
+    AudioTokens,
 }
 
 /// How a 2xx body is read.
@@ -263,6 +267,15 @@ impl ApiRequest {
     pub fn cancel_batch_job(job_id: &str) -> Self {
         Self::get(format!("/v1/batch/jobs/{}/cancel", path_segment(job_id)))
             .with_method(Method::POST)
+    }
+
+    /// `POST /v1/audio/transcriptions`: a multipart form, in the model's token budget
+    /// ([`TranscriptionRequest::estimated_tokens`], corrected by the answer's `usage`).
+    pub fn transcription(request: &TranscriptionRequest) -> Self {
+        let mut api = Self::post_form("/v1/audio/transcriptions", request.form())
+            .for_model(&request.model, request.estimated_tokens());
+        api.unit = CostUnit::AudioTokens;
+        api
     }
 
     /// `POST /v1/ocr`, in its model's budget of pages: the estimate is

@@ -2,6 +2,7 @@
 //! group, each an `impl Client` of thin methods over the core's requests and replies.
 
 mod agents;
+mod audio;
 mod batch;
 mod classifiers;
 mod ocr;

@@ -85,6 +85,7 @@ macro_rules! open_enum {
 mod de;
 
 pub mod agents;
+pub mod audio;
 pub mod batch;
 pub mod chat;
 pub mod classifiers;
@@ -100,6 +101,9 @@ pub mod stream;
 pub mod usage;
 
 pub use self::agents::AgentCompletionRequest;
+pub use self::audio::{
+    AudioSource, TranscriptionRequest, TranscriptionResponse, TranscriptionSegment,
+};
 pub use self::batch::{
     BatchJob, BatchJobRequest, BatchRequest, BatchResponse, BatchResult, BatchStatus, FileObject,
     FilePurpose, FileUpload, batch_jsonl,
@@ -187,5 +191,6 @@ from_ref!(
     ConversationRequest,
     ConversationAppendRequest,
     FileUpload,
-    BatchJobRequest
+    BatchJobRequest,
+    TranscriptionRequest
 );

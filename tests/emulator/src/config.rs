@@ -425,6 +425,9 @@ pub struct Config {
     /// The model every agent runs on (`/v1/agents/completions`, a conversation with an
     /// agent): what their calls are charged to (default `mistral-medium-latest`).
     pub agent_model: String,
+    /// Seconds of audio sent to `/v1/audio/transcriptions` by URL, which the emulator
+    /// does not fetch (default 30; an upload's length is read from it).
+    pub audio_seconds: u64,
     /// Natural length of a completion in tokens (default 16); `max_tokens` caps it.
     pub completion_tokens: u32,
     /// How much a completion's natural length varies around `completion_tokens`, as a
@@ -477,6 +480,7 @@ impl Default for Config {
             embedding_dim: 16,
             document_pages: 3,
             agent_model: "mistral-medium-latest".into(),
+            audio_seconds: 30,
             completion_tokens: 16,
             completion_spread: 0.0,
             stream_chunk_delay_ms: 0,

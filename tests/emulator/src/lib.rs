@@ -21,6 +21,8 @@
 //!   `POST /v1/agents/completions` (a chat, charged to [`Config::agent_model`]),
 //!   `POST /v1/conversations` and `/v1/conversations/{id}` (not streamed; an append is
 //!   charged the conversation's history too: rule in module `conversations`),
+//!   `POST /v1/audio/transcriptions` (a multipart form; usage from the audio's length:
+//!   rule in module `audio`),
 //!   `POST /v1/ocr` (its model's second limit counts pages, [`Limits::pages`], announced
 //!   as `x-ratelimit-*-ocr-pages-*`; pages rule in module `ocr`),
 //!   `GET /v1/models` (no rate-limit headers there); the Batch API's `/v1/files` and
@@ -62,6 +64,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod audio;
 mod background;
 mod batch;
 pub mod best;

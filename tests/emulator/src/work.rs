@@ -5,6 +5,8 @@
 use serde_json::Value;
 
 use super::api::{self, Completion, Endpoint, Invalid, Parsed};
+use super::audio;
+use super::batch::Batches;
 use super::config::Config;
 use super::conversations::{self, Conversations};
 use super::headers::Unit;
@@ -21,6 +23,21 @@ pub(crate) enum Kind {
     ConversationStart,
     /// `POST /v1/conversations/{id}`.
     ConversationAppend(String),
+    /// `POST /v1/audio/transcriptions` ([`audio`]).
+    Transcription,
+}
+
+/// What validating a request may need beside its body.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Context<'a> {
+    pub config: &'a Config,
+    pub conversations: &'a Conversations,
+    /// Uploaded files (a transcription by file id).
+    pub files: &'a Batches,
+    /// The request's `Content-Type`.
+    pub content_type: Option<&'a str>,
+    /// The request's number (new ids are made of it).
+    pub seq: u64,
 }
 
 impl Kind {
@@ -38,6 +55,7 @@ impl Kind {
         Some(match path {
             "/v1/ocr" => Kind::Ocr,
             "/v1/conversations" => Kind::ConversationStart,
+            "/v1/audio/transcriptions" => Kind::Transcription,
             _ => return None,
         })
     }
@@ -49,18 +67,19 @@ pub(crate) enum Work {
     Inference(Parsed),
     Ocr(ocr::Job),
     Conversation(conversations::Job),
+    Transcription(audio::Job),
 }
 
 impl Work {
-    /// Validates `body` for `kind`; `seq` is the request's number (new ids are made of
-    /// it).
-    pub(crate) fn parse(
-        kind: &Kind,
-        body: &[u8],
-        config: &Config,
-        conversations: &Conversations,
-        seq: u64,
-    ) -> Result<Work, Invalid> {
+    /// Validates `body` for `kind`.
+    pub(crate) fn parse(kind: &Kind, body: &[u8], cx: Context<'_>) -> Result<Work, Invalid> {
+        let Context {
+            config,
+            conversations,
+            files,
+            content_type,
+            seq,
+        } = cx;
         match kind {
             Kind::Inference(endpoint) => {
                 let mut parsed = api::parse(
@@ -84,6 +103,8 @@ impl Work {
             Kind::ConversationAppend(id) => conversations
                 .append(id, body, config)
                 .map(Work::Conversation),
+            Kind::Transcription => audio::parse(content_type, body, config.audio_seconds, files)
+                .map(Work::Transcription),
         }
     }
 
@@ -100,6 +121,7 @@ impl Work {
             Work::Inference(p) => &p.model,
             Work::Ocr(j) => &j.model,
             Work::Conversation(j) => &j.model,
+            Work::Transcription(j) => &j.model,
         }
     }
 
@@ -107,7 +129,7 @@ impl Work {
     pub(crate) fn stream(&self) -> bool {
         match self {
             Work::Inference(p) => p.stream,
-            Work::Ocr(_) | Work::Conversation(_) => false,
+            Work::Ocr(_) | Work::Conversation(_) | Work::Transcription(_) => false,
         }
     }
 
@@ -117,13 +139,14 @@ impl Work {
             Work::Inference(p) => p.total_tokens(),
             Work::Ocr(j) => j.pages.len() as u64,
             Work::Conversation(j) => j.total_tokens(),
+            Work::Transcription(j) => j.total_tokens(),
         }
     }
 
     /// What the model's second limit counts for it.
     pub(crate) fn unit(&self) -> Unit {
         match self {
-            Work::Inference(_) | Work::Conversation(_) => Unit::Tokens,
+            Work::Inference(_) | Work::Conversation(_) | Work::Transcription(_) => Unit::Tokens,
             Work::Ocr(_) => Unit::Pages,
         }
     }
@@ -134,6 +157,7 @@ impl Work {
             Work::Inference(p) => api::response(p, id, created),
             Work::Ocr(j) => ocr::response(j),
             Work::Conversation(j) => conversations::response(j, id, created),
+            Work::Transcription(j) => audio::response(j),
         }
     }
 }

@@ -10,7 +10,8 @@ use mistral_core::models::{
     AgentCompletionRequest, BatchJob, BatchJobRequest, BatchRequest, BatchResult, BatchStatus,
     ChatClassificationRequest, ChatResponse, ClassificationRequest, ClassificationResponse,
     ConversationAppendRequest, ConversationEntry, ConversationRequest, ConversationResponse,
-    FileUpload, Message, OcrDocument, OcrRequest, OcrResponse, batch_jsonl,
+    FilePurpose, FileUpload, Message, OcrDocument, OcrRequest, OcrResponse, TranscriptionRequest,
+    TranscriptionResponse, batch_jsonl,
 };
 use mistral_core::{Bucket, Error, NoLimiter, Reply};
 use mistral_emulator::{Config, Emulator, Limits, Outcome};
@@ -625,4 +626,100 @@ fn batch_jobs_round_trip_from_both_clients() {
             .iter()
             .all(|e| e.status != 429 && e.model.is_none())
     );
+}
+
+/// A PCM WAV of `seconds` at 8 kHz, 16-bit mono (16,000 bytes a second).
+fn wav(seconds: u32) -> Vec<u8> {
+    let data = 16_000 * seconds;
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&[1, 0, 1, 0]);
+    out.extend_from_slice(&8_000u32.to_le_bytes());
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&[2, 0, 16, 0]);
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    out.resize(out.len() + data as usize, 0);
+    out
+}
+
+/// Transcriptions from both clients: an uploaded WAV (a multipart form) with segments,
+/// audio by URL, and audio uploaded first to `/v1/files`; the usage the emulator charges
+/// (its rule: 4 + 3/s + 13/s), `prompt_audio_seconds` kept; a bad language a 422.
+#[test]
+fn transcriptions_round_trip_from_both_clients() {
+    const MODEL: &str = "voxtral-mini-latest";
+    let emu = Emulator::start(Config::default());
+    let audio = wav(4);
+    let requests = |file_id: &str| {
+        [
+            TranscriptionRequest::file(MODEL, "memo.wav", audio.clone())
+                .language("fr")
+                .segments(),
+            TranscriptionRequest::url(MODEL, "https://example.com/talk.mp3"),
+            TranscriptionRequest::file_id(MODEL, file_id),
+        ]
+    };
+    // (seconds, words, segments, total tokens)
+    let expected = [
+        (4, 12, 2, 4 + 12 + 52),
+        (30, 90, 0, 4 + 90 + 390),
+        (4, 12, 0, 68),
+    ];
+    let check = |driver: &str, i: usize, reply: &TranscriptionResponse| {
+        let (seconds, words, segments, total) = expected[i];
+        assert_eq!(reply.model, MODEL, "{driver} {i}");
+        assert_eq!(reply.text.split_whitespace().count(), words, "{driver} {i}");
+        assert_eq!(reply.segments.len(), segments, "{driver} {i}");
+        assert_eq!(reply.audio_seconds(), Some(seconds), "{driver} {i}");
+        assert_eq!(reply.usage.as_ref().unwrap().total_tokens, total);
+        if i == 0 {
+            assert_eq!(reply.language.as_deref(), Some("fr"));
+            let last = reply.segments.last().unwrap();
+            assert!(last.end <= 4.0 && last.start < last.end, "{last:?}");
+            assert_eq!(last.extra["type"], "transcription_segment");
+        }
+    };
+    let upload = FileUpload::new("memo.wav", audio.clone()).purpose(FilePurpose::Audio);
+    let bad = TranscriptionRequest::url(MODEL, "https://example.com/a.mp3").language("french");
+
+    let client = blocking(&emu, true);
+    let file = client.upload_file(upload.clone()).expect("blocking upload");
+    for (i, request) in requests(&file.id).into_iter().enumerate() {
+        let reply = client
+            .transcription(request)
+            .expect("blocking transcription");
+        check("blocking", i, &reply);
+    }
+    let refused = client.transcription(bad.clone());
+    assert!(
+        matches!(refused, Err(Error::BadRequest { .. })),
+        "{refused:?}"
+    );
+    runtime().block_on(async {
+        let client = asynchronous(&emu, true);
+        let file = client.upload_file(upload).await.expect("async upload");
+        for (i, request) in requests(&file.id).into_iter().enumerate() {
+            let reply = client
+                .transcription(request)
+                .await
+                .expect("async transcription");
+            check("async", i, &reply);
+        }
+        let refused = client.transcription(bad).await;
+        assert!(
+            matches!(refused, Err(Error::BadRequest { .. })),
+            "{refused:?}"
+        );
+    });
+    let charged: Vec<u64> = emu
+        .log()
+        .entries()
+        .iter()
+        .filter(|e| e.path == "/v1/audio/transcriptions")
+        .map(|e| e.tokens)
+        .collect();
+    assert_eq!(charged, [68, 484, 68, 0, 68, 484, 68, 0]);
 }

@@ -26,7 +26,7 @@ use crate::headers;
 use crate::limits::Refusal;
 use crate::log::{Entry, Outcome, Source};
 use crate::rng::{fnv1a, hex32, unit};
-use crate::work::{Kind, Work};
+use crate::work::{Context, Kind, Work};
 
 /// Answers one request on a connection `control` can kill.
 pub(super) async fn handle(
@@ -172,7 +172,8 @@ async fn route(shared: &Shared, seq: u64, req: Request<Incoming>, entry: &mut En
                 entry.outcome = Outcome::Unauthorized;
                 return unauthorized(shared.config.era, shared.config.seed, seq);
             }
-            inference(shared, seq, endpoint, req.into_body(), entry).await
+            let content_type = header_text(&req, CONTENT_TYPE);
+            inference(shared, seq, endpoint, content_type, req.into_body(), entry).await
         }
         _ => {
             entry.outcome = Outcome::NotFound;
@@ -254,6 +255,7 @@ async fn inference(
     shared: &Shared,
     seq: u64,
     endpoint: Kind,
+    content_type: Option<String>,
     body: Incoming,
     entry: &mut Entry,
 ) -> Reply {
@@ -270,7 +272,14 @@ async fn inference(
             return Reply::json(status, &error_body(message, "invalid_request_error", None));
         }
     };
-    let parsed = match Work::parse(&endpoint, &bytes, config, &shared.conversations, seq) {
+    let cx = Context {
+        config,
+        conversations: &shared.conversations,
+        files: &shared.batches,
+        content_type: content_type.as_deref(),
+        seq,
+    };
+    let parsed = match Work::parse(&endpoint, &bytes, cx) {
         Ok(p) => p,
         Err(invalid) => {
             entry.model = invalid.model;
