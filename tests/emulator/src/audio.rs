@@ -96,20 +96,26 @@ pub(crate) fn parse(
     };
     let (mut model, mut seconds, mut sources) = (None, None, 0);
     let (mut language, mut segments, mut diarize) = (None, false, false);
+    // The same audio, the same transcript, whoever sends it (multipart boundaries
+    // differ from client to client).
+    let mut seed = 0;
     for part in multipart(body, &boundary) {
         let text = String::from_utf8_lossy(part.data).trim().to_string();
         match part.name.as_deref().unwrap_or("") {
             "model" => model = Some(text),
             "file" if part.filename.is_some() => {
                 sources += 1;
+                seed = fnv1a(part.data);
                 seconds = Some(bytes_seconds(part.data));
             }
             "file_url" => {
                 sources += 1;
+                seed = fnv1a(text.as_bytes());
                 seconds = Some(url_seconds);
             }
             "file_id" => {
                 sources += 1;
+                seed = fnv1a(text.as_bytes());
                 let Some(content) = files.content(&text) else {
                     return Err(error("file_id", "value_error", "No such file", model));
                 };
@@ -162,7 +168,7 @@ pub(crate) fn parse(
         language,
         segments,
         diarize,
-        seed: fnv1a(body),
+        seed,
     })
 }
 

@@ -101,7 +101,9 @@ pub(crate) fn parse(body: &[u8], url_pages: u64) -> Result<Job, Invalid> {
             kept
         }
     };
-    let seed = fnv1a(body);
+    // The same document and pages, the same text, whoever sends them (and whatever
+    // else their body holds).
+    let seed = fnv1a(document.to_string().as_bytes()) ^ fnv1a(format!("{pages:?}").as_bytes());
     Ok(Job {
         model,
         pages,
