@@ -13,7 +13,7 @@ use mistral_core::models::{
     FilePurpose, FileUpload, Message, OcrDocument, OcrRequest, OcrResponse, TranscriptionRequest,
     TranscriptionResponse, batch_jsonl,
 };
-use mistral_core::{Bucket, Error, NoLimiter, Reply};
+use mistral_core::{Bucket, Error, NoLimiter, Reply, Stats};
 use mistral_emulator::{Config, Emulator, Limits, Outcome};
 
 const OCR: &str = "mistral-ocr-latest";
@@ -64,26 +64,35 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// What each client got: its name and the call's result.
+type Outcomes = Vec<(&'static str, Result<Reply<OcrResponse>, Error>)>;
+
 /// Runs `requests` through each client (each request once per client, in order) and
 /// hands back the replies, blocking's first.
-fn ocr_both(
+fn ocr_both(emu: &Emulator, shared: bool, requests: &[OcrRequest]) -> Outcomes {
+    ocr_both_with_stats(emu, shared, requests).0
+}
+
+/// [`ocr_both`], and each client's statistics after its calls (blocking's, async's).
+fn ocr_both_with_stats(
     emu: &Emulator,
     shared: bool,
     requests: &[OcrRequest],
-) -> Vec<(&'static str, Result<Reply<OcrResponse>, Error>)> {
+) -> (Outcomes, [Stats; 2]) {
     let client = blocking(emu, shared);
     let mut out: Vec<_> = requests
         .iter()
         .map(|r| ("blocking", client.ocr(r)))
         .collect();
-    let rt = runtime();
-    rt.block_on(async {
+    let blocking_stats = client.stats();
+    let async_stats = runtime().block_on(async {
         let client = asynchronous(emu, shared);
         for r in requests {
             out.push(("async", client.ocr(r).await));
         }
+        client.stats()
     });
-    out
+    (out, [blocking_stats, async_stats])
 }
 
 /// An inline PDF, a selection of its pages and an image: the answer's pages, their
@@ -210,7 +219,7 @@ fn a_429_on_the_page_budget_is_waited_out() {
     for shared in [false, true] {
         let emu = Emulator::start(config());
         let started = Instant::now();
-        let replies = ocr_both(&emu, shared, &requests);
+        let (replies, stats) = ocr_both_with_stats(&emu, shared, &requests);
         let elapsed = started.elapsed();
         for (driver, reply) in &replies {
             let reply = reply
@@ -220,6 +229,14 @@ fn a_429_on_the_page_budget_is_waited_out() {
         }
         let log = emu.log();
         let refusals = log.count_429();
+        // Each client counted what it went through: 5 calls, their 429s as spent windows
+        // (the page bucket said so), every one retried.
+        let counted: u64 = stats.iter().map(|s| s.rate_limited.window).sum();
+        assert_eq!(counted as usize, refusals, "{stats:?}");
+        for s in &stats {
+            assert_eq!((s.calls, s.successes, s.failures), (5, 5, 0), "{s:?}");
+            assert_eq!(s.attempts, 5 + s.rate_limited.window, "{s:?}");
+        }
         assert!(log.violations().is_empty(), "{:?}", log.violations());
         assert_eq!(
             log.tokens_charged(OCR),
