@@ -298,11 +298,21 @@ impl Client {
         self.inner.telemetry.snapshot()
     }
 
-    async fn fetch<T: DeserializeOwned>(&self, request: ApiRequest) -> Result<Reply<T>, Error> {
+    /// Drives `request` to its answer, decoded as `T`.
+    pub(crate) async fn fetch<T: DeserializeOwned>(
+        &self,
+        request: ApiRequest,
+    ) -> Result<Reply<T>, Error> {
         self.run(&request).await?.0.decode()
     }
 
-    async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
+    /// Drives `request` to its answer, the body as it came.
+    pub(crate) async fn raw(&self, request: ApiRequest) -> Result<Reply, Error> {
+        Ok(self.run(&request).await?.0)
+    }
+
+    /// Drives `request` to the head of its event stream.
+    pub(crate) async fn open_stream(&self, request: ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(&request).await?;
         let sinks = (self.inner.limiter.clone(), self.inner.telemetry.clone());
         let policy = self.options.apply(&self.inner.policy);

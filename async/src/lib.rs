@@ -29,7 +29,13 @@
 //! `tokio::spawn`), and every endpoint takes its request by value, so many calls at once
 //! are a `buffer_unordered` away: [`Client::chat`], [`Client::chat_stream`],
 //! [`Client::fim`], [`Client::embeddings`], [`Client::moderations`],
-//! [`Client::list_models`], and [`Client::send`] for any path.
+//! [`Client::list_models`]; [`Client::ocr`] (a budget of pages),
+//! [`Client::classifications`] and [`Client::chat_classifications`],
+//! [`Client::agent_completion`], [`Client::start_conversation`] and
+//! [`Client::append_conversation`], [`Client::transcription`] (a multipart upload); the
+//! Batch API's [`Client::upload_file`], [`Client::create_batch_job`],
+//! [`Client::batch_job`], [`Client::cancel_batch_job`] and [`Client::file_content`]; and
+//! [`Client::send`] for any path.
 //!
 //! # One budget, shared by every caller
 //!
@@ -150,6 +156,7 @@
 
 mod client;
 mod clock;
+mod endpoints;
 mod forecast;
 pub mod stores;
 mod streaming;

@@ -403,11 +403,21 @@ impl Client {
         self.inner.telemetry.snapshot()
     }
 
-    fn reply<T: DeserializeOwned>(&self, request: &ApiRequest) -> Result<Reply<T>, Error> {
+    /// Drives `request` to its answer, decoded as `T`.
+    pub(crate) fn reply<T: DeserializeOwned>(
+        &self,
+        request: &ApiRequest,
+    ) -> Result<Reply<T>, Error> {
         self.run(request)?.0.decode()
     }
 
-    fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
+    /// Drives `request` to its answer, the body as it came.
+    pub(crate) fn raw(&self, request: &ApiRequest) -> Result<Reply, Error> {
+        Ok(self.run(request)?.0)
+    }
+
+    /// Drives `request` to the head of its event stream.
+    pub(crate) fn stream(&self, request: &ApiRequest) -> Result<ChatStream, Error> {
         let (success, body) = self.run(request)?;
         let sinks = (self.inner.limiter.clone(), self.inner.telemetry.clone());
         let policy = self.options.apply(&self.inner.policy);

@@ -25,7 +25,13 @@
 //! A [`Client`] is cheap to clone and shared by threads (`Send + Sync`). Every endpoint
 //! takes its request by value (`&request` clones it): [`Client::chat`],
 //! [`Client::chat_stream`], [`Client::fim`], [`Client::embeddings`],
-//! [`Client::moderations`], [`Client::list_models`], and [`Client::send`] for any path.
+//! [`Client::moderations`], [`Client::list_models`]; [`Client::ocr`] (a budget of pages),
+//! [`Client::classifications`] and [`Client::chat_classifications`],
+//! [`Client::agent_completion`], [`Client::start_conversation`] and
+//! [`Client::append_conversation`], [`Client::transcription`] (a multipart upload); the
+//! Batch API's [`Client::upload_file`], [`Client::create_batch_job`],
+//! [`Client::batch_job`], [`Client::cancel_batch_job`] and [`Client::file_content`]; and
+//! [`Client::send`] for any path.
 //!
 //! # One budget, shared by every caller
 //!
@@ -152,6 +158,7 @@
 mod admission;
 mod chat_stream;
 mod client;
+mod endpoints;
 mod exchange;
 mod forecast;
 

@@ -11,17 +11,22 @@ use crate::action::{
     Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Ticket, TokenUsage, WaitReason,
 };
 use crate::error::{Delivery, Error, ResponseInfo, Trail, TransportError};
+use crate::models::ocr::pages_processed_of;
 use crate::origin::Origin;
 use crate::policy::RetryPolicy;
 use crate::redact::Redactor;
 use crate::reply::{Reply, inspect_success};
-use crate::request::{ApiRequest, Target};
+use crate::request::{ApiRequest, CostUnit, ReplyBody, Target};
 use crate::verdict::{Classification, Verdict, classify};
 
 /// A call whose 2xx answers are cut this many times ends with the last error instead of
 /// sending the request again (each answer may have been billed); 3 lets a transient cut
 /// be retried twice while a server that always cuts is asked three times, not ten.
 pub const MAX_CUT_SUCCESSES: u32 = 3;
+
+/// The response-head time an OCR page is allowed, in tokens of
+/// [`RetryPolicy::head_time_per_token`] (40: a second a page at the default 25 ms).
+pub const TOKENS_PER_PAGE: u64 = 40;
 
 /// One logical API call, through as many HTTP attempts as it takes: a state machine
 /// that decides, and a driver that does the I/O.
@@ -557,9 +562,9 @@ impl Call {
         self.hide_secret_headers(&mut headers);
         if classified.verdict == Verdict::Success {
             // A stream's body is read by the driver: only the key is looked for here.
-            let path = match self.api.stream {
-                false => Some(self.request.uri().path()),
-                true => None,
+            let path = match (self.api.stream, self.api.reply_body) {
+                (false, ReplyBody::Json) => Some(self.request.uri().path()),
+                _ => None,
             };
             let (checked, usage) = inspect_success(path, &body, &self.redactor);
             if let Err(message) = checked {
@@ -581,12 +586,24 @@ impl Call {
                 return;
             }
             self.window_streak = 0;
-            let used = classified
-                .info
-                .limits
-                .query_cost
-                .or(usage.map(|u| u.total_tokens));
             let tier = usage.and_then(|_| crate::reply::service_tier_of(&body));
+            let (used, usage) = match self.api.unit {
+                CostUnit::Pages => {
+                    let pages = classified
+                        .info
+                        .limits
+                        .page_cost
+                        .or_else(|| pages_processed_of(&body));
+                    (pages, None)
+                }
+                unit => {
+                    let tokens = classified.info.limits.query_cost;
+                    let used = tokens.or(usage.map(|u| u.total_tokens));
+                    // A transcript's usage corrects the charge, never the learned
+                    // completion length.
+                    (used, usage.filter(|_| unit != CostUnit::AudioTokens))
+                }
+            };
             self.report(&classified, None, used, usage, tier);
             let info = classified.info;
             self.state = State::Finished(Box::new(Ok(Reply {
@@ -716,7 +733,13 @@ impl Call {
             (t, d) => t.or(d),
         };
         self.state = State::InFlight { id, ends_at };
-        let (stream, tokens) = (self.api.stream, self.api.token_estimate);
+        let stream = self.api.stream;
+        // A non-streamed head comes once the work is done: an OCR page is given the
+        // time of `TOKENS_PER_PAGE` tokens.
+        let tokens = match self.api.unit {
+            CostUnit::Pages => self.api.token_estimate.saturating_mul(TOKENS_PER_PAGE),
+            _ => self.api.token_estimate,
+        };
         Attempt {
             id,
             request: self.request.clone(),

@@ -397,7 +397,8 @@ fn quota_forecast(
     let said = now.saturating_duration_since(seen.at);
     let fleet_rate = fleet.map(|(requests, tokens)| match q.bucket {
         Bucket::Requests => requests,
-        Bucket::Tokens => tokens,
+        // An OCR model's pages are its budget's second cell, where tokens are counted.
+        Bucket::Tokens | Bucket::Pages => tokens,
     });
     let server_rate = match q.window.duration() {
         None => month_rate(&track.month).filter(|_| q.bucket == Bucket::Tokens),

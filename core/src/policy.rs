@@ -282,7 +282,8 @@ impl RetryPolicy {
     /// The wait after a refusal by a spent window, the `streak`-th in a row (1 for the
     /// first): at least one unit's return time (`window ÷ limit × cost`), doubling per
     /// refusal up to the whole window, plus up to 25 % jitter (never past the window).
-    /// `cost` is the request's token estimate for a token bucket, ignored for requests.
+    /// `cost` is the request's estimate for a token (or OCR page) bucket, ignored for
+    /// requests.
     pub fn window_wait(
         &self,
         quota: &Quota,
@@ -293,7 +294,7 @@ impl RetryPolicy {
         let window = quota.window.duration().unwrap_or(Duration::from_secs(60));
         let units = match quota.bucket {
             Bucket::Requests => 1,
-            Bucket::Tokens => cost.max(1),
+            Bucket::Tokens | Bucket::Pages => cost.max(1),
         };
         let unit = match quota.limit {
             Some(limit) if limit > 0 => {

@@ -3,13 +3,14 @@
 //! Mistral renamed its headers four times (see `mistral-api.md` §2), so nothing here
 //! depends on one particular name. Recognised, case-insensitively:
 //!
-//! - `x-ratelimit-(limit|remaining)-(req|requests|tokens)-<window>`, where `<window>` is
-//!   `second`, `minute`, `hour`, `day`, `month`, `N-second(s)`, `N-minute(s)`,
-//!   `N-hour(s)`;
+//! - `x-ratelimit-(limit|remaining)-(req|requests|tokens|ocr-pages|pages)-<window>`,
+//!   where `<window>` is `second`, `minute`, `hour`, `day`, `month`, `N-second(s)`,
+//!   `N-minute(s)`, `N-hour(s)` (`ocr-pages`: the pages per minute of `/v1/ocr`);
 //! - `x-ratelimitbysize-(limit|remaining)-(minute|month)` (tokens, early 2025);
 //! - `ratelimitbysize-limit`, `ratelimitbysize-remaining` (tokens per minute),
 //!   `ratelimitbysize-reset` (seconds until the minute window resets);
-//! - any `…query-cost` header (tokens charged for this request);
+//! - `x-ratelimit-ocr-pages-query-cost` (pages charged for this OCR request) and any
+//!   other `…query-cost` header (tokens charged for this request);
 //! - `Retry-After` (delta-seconds, or an HTTP-date measured against the response's own
 //!   `Date` header) and `retry-after-ms`;
 //! - `Date` (the server's clock: when a calendar month ends, for the quota forecast).
@@ -31,6 +32,8 @@ pub enum Bucket {
     Requests,
     /// Tokens (prompt and completion together).
     Tokens,
+    /// Pages of documents read by OCR (`/v1/ocr`: `x-ratelimit-*-ocr-pages-minute`).
+    Pages,
 }
 
 impl std::fmt::Display for Bucket {
@@ -38,6 +41,7 @@ impl std::fmt::Display for Bucket {
         f.write_str(match self {
             Bucket::Requests => "requests",
             Bucket::Tokens => "tokens",
+            Bucket::Pages => "pages",
         })
     }
 }
@@ -108,6 +112,8 @@ pub struct RateLimits {
     pub quotas: Vec<Quota>,
     /// Tokens this request was charged (`x-ratelimit-tokens-query-cost`).
     pub query_cost: Option<u64>,
+    /// OCR pages this request was charged (`x-ratelimit-ocr-pages-query-cost`).
+    pub page_cost: Option<u64>,
     /// Time until the minute window resets (`ratelimitbysize-reset`, early 2025 only).
     pub reset: Option<Duration>,
     /// The server's explicit hint (`retry-after-ms`, else `Retry-After`; for a refusal,
@@ -122,6 +128,7 @@ enum Field {
     Limit(Bucket, Window),
     Remaining(Bucket, Window),
     QueryCost,
+    PageCost,
     Reset,
 }
 
@@ -146,6 +153,7 @@ impl RateLimits {
                     limits.entry(bucket, window).remaining = Some(number)
                 }
                 Field::QueryCost => limits.query_cost = Some(number),
+                Field::PageCost => limits.page_cost = Some(number),
                 Field::Reset => limits.reset = Some(clamp_secs(number)),
             }
         }
@@ -179,6 +187,7 @@ impl RateLimits {
     pub fn is_empty(&self) -> bool {
         self.quotas.is_empty()
             && self.query_cost.is_none()
+            && self.page_cost.is_none()
             && self.reset.is_none()
             && self.retry_after.is_none()
     }
@@ -208,6 +217,19 @@ impl RateLimits {
         self.pace(Bucket::Tokens)
     }
 
+    /// The OCR page quota with the shortest window (pages per minute).
+    pub fn pages(&self) -> Option<&Quota> {
+        self.pace(Bucket::Pages)
+    }
+
+    /// The pacing quota of what a request costs beyond being one: its tokens, or, for
+    /// an answer that announces no token limit, its OCR pages (an OCR model's budget
+    /// counts pages where the others count tokens: `/v1/ocr` answers announce
+    /// `ocr-pages`, never `tokens`).
+    pub fn cost(&self) -> Option<&Quota> {
+        self.tokens().or_else(|| self.pages())
+    }
+
     /// The monthly token cap, when announced.
     pub fn month(&self) -> Option<&Quota> {
         self.quota(Bucket::Tokens, Window::Month)
@@ -218,7 +240,10 @@ impl RateLimits {
 fn classify_name(name: &str) -> Option<Field> {
     if let Some(rest) = name.strip_prefix("x-ratelimit-") {
         if rest.ends_with("query-cost") {
-            return Some(Field::QueryCost);
+            return Some(match rest.contains("pages") {
+                true => Field::PageCost,
+                false => Field::QueryCost,
+            });
         }
         // `<kind>-<bucket>-<window>`, the window possibly with a `-` of its own
         // (`10-second`): prefixes, not splits (every response has several of these).
@@ -232,6 +257,8 @@ fn classify_name(name: &str) -> Option<Field> {
             ("request-", Bucket::Requests),
             ("tokens-", Bucket::Tokens),
             ("token-", Bucket::Tokens),
+            ("ocr-pages-", Bucket::Pages),
+            ("pages-", Bucket::Pages),
         ]
         .into_iter()
         .find_map(|(prefix, bucket)| Some((bucket, rest.strip_prefix(prefix)?)))?;
@@ -437,6 +464,32 @@ mod tests {
         );
         assert_eq!(l.month().unwrap().limit, Some(0));
         assert_eq!(l.month().unwrap().remaining, None);
+    }
+
+    #[test]
+    fn ocr_pages_are_a_bucket_of_their_own() {
+        let l = RateLimits::parse(&headers(&[
+            ("x-ratelimit-limit-req-minute", "60"),
+            ("x-ratelimit-remaining-req-minute", "59"),
+            ("x-ratelimit-limit-ocr-pages-minute", "1000"),
+            ("x-ratelimit-remaining-ocr-pages-minute", "993"),
+            ("x-ratelimit-ocr-pages-query-cost", "7"),
+        ]));
+        assert_eq!(
+            l.pages(),
+            Some(&q(Bucket::Pages, Window::MINUTE, 1000, 993))
+        );
+        assert_eq!(l.cost(), l.pages());
+        assert_eq!(l.tokens(), None);
+        assert_eq!((l.page_cost, l.query_cost), (Some(7), None));
+        assert_eq!(Bucket::Pages.to_string(), "pages");
+        // A token quota is the cost of an answer that announces one.
+        let t = RateLimits::parse(&headers(&[
+            ("x-ratelimit-limit-tokens-minute", "50000"),
+            ("x-ratelimit-tokens-query-cost", "12"),
+        ]));
+        assert_eq!(t.cost(), t.tokens());
+        assert_eq!((t.page_cost, t.query_cost), (None, Some(12)));
     }
 
     #[test]

@@ -150,7 +150,9 @@ const HOLDS_THE_KEY: &str = "the response holds the API key: not an answer from 
                              proxy or server echoing the request?)";
 
 /// The field a 2xx answer to `path` cannot lack (`choices` for chat and FIM
-/// completions, `data` for embeddings and the model list, `results` for moderations).
+/// completions, `data` for embeddings and the model list, `results` for moderations and
+/// classifications, `pages` for OCR, `outputs` for a conversation's start; an append,
+/// whose path ends with the conversation's id, is checked as JSON only).
 fn required_field(path: &str) -> Option<&'static str> {
     [
         ("/chat/completions", "choices"),
@@ -159,6 +161,10 @@ fn required_field(path: &str) -> Option<&'static str> {
         ("/models", "data"),
         ("/moderations", "results"),
         ("/chat/moderations", "results"),
+        ("/ocr", "pages"),
+        ("/classifications", "results"),
+        ("/agents/completions", "choices"),
+        ("/conversations", "outputs"),
     ]
     .into_iter()
     .find(|(suffix, _)| path.trim_end_matches('/').ends_with(suffix))

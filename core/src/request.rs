@@ -14,7 +14,11 @@ use serde::Serialize;
 use crate::action::Sizing;
 use crate::error::Error;
 use crate::key::ApiKey;
-use crate::models::{ChatRequest, EmbeddingRequest, FimRequest, ModerationRequest, RequestSize};
+use crate::models::{
+    AgentCompletionRequest, BatchJobRequest, ChatClassificationRequest, ChatRequest,
+    ClassificationRequest, ConversationAppendRequest, ConversationRequest, EmbeddingRequest,
+    FileUpload, FimRequest, ModerationRequest, OcrRequest, RequestSize, TranscriptionRequest,
+};
 use crate::redact::{Redactor, redact_url};
 
 /// The default base URL.
@@ -44,6 +48,35 @@ pub fn estimate_tokens(prompt_chars: usize, max_tokens: Option<u32>) -> u64 {
     prompt + max_tokens.map_or(DEFAULT_COMPLETION_ESTIMATE, u64::from)
 }
 
+/// What a request's cost in its budget counts, beside the request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum CostUnit {
+    /// Tokens: prompt and completion (every inference endpoint). The answer's `usage`
+    /// (or `x-ratelimit-tokens-query-cost`) corrects the estimate.
+    #[default]
+    Tokens,
+    /// Pages of a document read by OCR (`/v1/ocr`, whose limit is pages per minute).
+    /// The answer's `usage_info.pages_processed` (or
+    /// `x-ratelimit-ocr-pages-query-cost`) corrects the estimate.
+    Pages,
+    /// Tokens of audio and its transcript (`/v1/audio/transcriptions`): the estimate is
+    /// made from the audio's length; the answer's `usage` corrects it but teaches the
+    /// budget no completion length (a transcript's follows its audio, not a prompt).
+    AudioTokens,
+}
+
+/// How a 2xx body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ReplyBody {
+    /// A JSON document (every endpoint but downloads).
+    #[default]
+    Json,
+    /// Bytes of any kind (a file's content): only checked not to hold the key.
+    Raw,
+}
+
 /// One API call to make: method, path, body and what the limiter needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiRequest {
@@ -51,14 +84,24 @@ pub struct ApiRequest {
     pub method: Method,
     /// Path under the base URL, starting with `/` (e.g. `/v1/chat/completions`).
     pub path: Cow<'static, str>,
-    /// JSON body, when there is one.
+    /// The body, when there is one (JSON unless [`ApiRequest::content_type`] says
+    /// otherwise).
     pub body: Option<Bytes>,
+    /// The body's `Content-Type` when it is not JSON (a multipart upload's, with its
+    /// boundary: [`crate::multipart::Form`]).
+    pub content_type: Option<HeaderValue>,
+    /// How the 2xx body is read (JSON, or raw bytes for a download).
+    pub reply_body: ReplyBody,
     /// `true` for a server-sent-events stream.
     pub stream: bool,
     /// The model, which names the rate-limit budget. `None` for calls outside any.
     pub model: Option<String>,
-    /// Tokens the call is expected to use (see [`estimate_tokens`]).
+    /// What the call is expected to cost in its budget, in [`ApiRequest::unit`]s:
+    /// tokens ([`estimate_tokens`]), or an OCR request's pages
+    /// ([`crate::models::OcrRequest::estimated_pages`]).
     pub token_estimate: u64,
+    /// What [`ApiRequest::token_estimate`] counts.
+    pub unit: CostUnit,
     /// What the estimate was made from (a limiter that learns its own estimates starts
     /// from it).
     pub size: Sizing,
@@ -81,9 +124,12 @@ impl ApiRequest {
             method: Method::POST,
             path: path.into(),
             body: Some(Bytes::from(body)),
+            content_type: None,
+            reply_body: ReplyBody::Json,
             stream: false,
             model: None,
             token_estimate: 0,
+            unit: CostUnit::Tokens,
             size: Sizing::default(),
         })
     }
@@ -94,11 +140,38 @@ impl ApiRequest {
             method: Method::GET,
             path: path.into(),
             body: None,
+            content_type: None,
+            reply_body: ReplyBody::Json,
             stream: false,
             model: None,
             token_estimate: 0,
+            unit: CostUnit::Tokens,
             size: Sizing::default(),
         }
+    }
+
+    /// A `POST` of a multipart form (a file upload) to `path`.
+    pub fn post_form(path: impl Into<Cow<'static, str>>, form: crate::multipart::Form) -> Self {
+        let (content_type, body) = form.finish();
+        Self {
+            body: Some(body),
+            content_type: Some(content_type),
+            ..Self::get(path)
+        }
+        .with_method(Method::POST)
+    }
+
+    /// The same request with another method (a `POST` without a body, such as a
+    /// cancellation, is `ApiRequest::get(path).with_method(Method::POST)`).
+    pub fn with_method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// The answer is read as raw bytes (a file's content), not as JSON.
+    pub fn raw_reply(mut self) -> Self {
+        self.reply_body = ReplyBody::Raw;
+        self
     }
 
     /// `POST /v1/chat/completions` (a stream when the request says `stream: true`).
@@ -131,13 +204,96 @@ impl ApiRequest {
         Self::typed("/v1/moderations", request, &request.model, false)
     }
 
+    /// `POST /v1/classifications`.
+    pub fn classifications(request: &ClassificationRequest) -> Result<Self, Error> {
+        Self::typed("/v1/classifications", request, &request.model, false)
+    }
+
+    /// `POST /v1/chat/classifications`.
+    pub fn chat_classifications(request: &ChatClassificationRequest) -> Result<Self, Error> {
+        Self::typed("/v1/chat/classifications", request, &request.model, false)
+    }
+
+    /// `POST /v1/agents/completions` (a stream when the request says so), in the budget
+    /// [`AgentCompletionRequest::budget_id`] names.
+    pub fn agent_completion(request: &AgentCompletionRequest) -> Result<Self, Error> {
+        Self::typed("/v1/agents/completions", request, request.budget_id(), true)
+    }
+
+    /// `POST /v1/conversations` (start), in the budget
+    /// [`ConversationRequest::budget_id`] names.
+    pub fn conversation(request: &ConversationRequest) -> Result<Self, Error> {
+        Self::typed("/v1/conversations", request, request.budget_id(), true)
+    }
+
+    /// `POST /v1/conversations/{id}` (append), in the budget the request names
+    /// ([`ConversationAppendRequest::budget`]), else one of the conversation's own.
+    pub fn conversation_append(
+        conversation_id: &str,
+        request: &ConversationAppendRequest,
+    ) -> Result<Self, Error> {
+        let path = format!("/v1/conversations/{}", path_segment(conversation_id));
+        let budget = request.budget.as_deref().unwrap_or(conversation_id);
+        Self::typed(path, request, budget, true)
+    }
+
+    /// `POST /v1/files`: a multipart upload (outside any model's budget).
+    pub fn upload_file(upload: &FileUpload) -> Self {
+        Self::post_form("/v1/files", upload.form())
+    }
+
+    /// `GET /v1/files/{id}`: an uploaded file's object.
+    pub fn file(file_id: &str) -> Self {
+        Self::get(format!("/v1/files/{}", path_segment(file_id)))
+    }
+
+    /// `GET /v1/files/{id}/content`: a file's bytes, read raw.
+    pub fn file_content(file_id: &str) -> Self {
+        Self::get(format!("/v1/files/{}/content", path_segment(file_id))).raw_reply()
+    }
+
+    /// `POST /v1/batch/jobs` (outside any model's budget: a batch does not spend the
+    /// online limits).
+    pub fn create_batch_job(request: &BatchJobRequest) -> Result<Self, Error> {
+        Self::post_json("/v1/batch/jobs", request)
+    }
+
+    /// `GET /v1/batch/jobs/{id}`.
+    pub fn batch_job(job_id: &str) -> Self {
+        Self::get(format!("/v1/batch/jobs/{}", path_segment(job_id)))
+    }
+
+    /// `POST /v1/batch/jobs/{id}/cancel` (no body).
+    pub fn cancel_batch_job(job_id: &str) -> Self {
+        Self::get(format!("/v1/batch/jobs/{}/cancel", path_segment(job_id)))
+            .with_method(Method::POST)
+    }
+
+    /// `POST /v1/audio/transcriptions`: a multipart form, in the model's token budget
+    /// ([`TranscriptionRequest::estimated_tokens`], corrected by the answer's `usage`).
+    pub fn transcription(request: &TranscriptionRequest) -> Self {
+        let mut api = Self::post_form("/v1/audio/transcriptions", request.form())
+            .for_model(&request.model, request.estimated_tokens());
+        api.unit = CostUnit::AudioTokens;
+        api
+    }
+
+    /// `POST /v1/ocr`, in its model's budget of pages: the estimate is
+    /// [`OcrRequest::estimated_pages`], corrected by the answer's `pages_processed`.
+    pub fn ocr(request: &OcrRequest) -> Result<Self, Error> {
+        let mut api = Self::post_json("/v1/ocr", request)?
+            .for_model(&request.model, request.estimated_pages());
+        api.unit = CostUnit::Pages;
+        Ok(api)
+    }
+
     /// `GET /v1/models` (outside any model's budget).
     pub fn list_models() -> Self {
         Self::get("/v1/models")
     }
 
     fn typed<T: Serialize + RequestSize>(
-        path: &'static str,
+        path: impl Into<Cow<'static, str>>,
         request: &T,
         model: &str,
         generates: bool,
@@ -170,6 +326,24 @@ impl ApiRequest {
         self.stream = stream;
         self
     }
+}
+
+/// `id` as one segment of a path: every byte but the unreserved characters of RFC 3986
+/// (letters, digits, `-`, `.`, `_`, `~`) percent-encoded, so an id never reaches another
+/// path (`a/../b`) or starts a query.
+pub fn path_segment(id: &str) -> Cow<'_, str> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if id.bytes().all(unreserved) && id != "." && id != ".." {
+        return Cow::Borrowed(id);
+    }
+    let mut out = String::with_capacity(id.len() * 3);
+    for b in id.bytes() {
+        match unreserved(b) && b != b'.' {
+            true => out.push(char::from(b)),
+            false => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Where requests go and as whom: base URL, key, user agent.
@@ -264,9 +438,9 @@ impl Target {
         let mut headers = http::HeaderMap::with_capacity(4);
         headers.insert(header::AUTHORIZATION, self.authorization.clone());
         headers.insert(header::USER_AGENT, self.user_agent.clone());
-        headers.insert(header::ACCEPT, accept(call.stream));
+        headers.insert(header::ACCEPT, accept(call));
         if call.body.is_some() {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+            headers.insert(header::CONTENT_TYPE, content_type(call));
         }
         let mut request = http::Request::new(call.body.clone().unwrap_or_default());
         *request.method_mut() = call.method.clone();
@@ -338,9 +512,9 @@ impl Target {
             .uri(&uri)
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::USER_AGENT, self.user_agent.clone())
-            .header(header::ACCEPT, accept(call.stream));
+            .header(header::ACCEPT, accept(call));
         if call.body.is_some() {
-            builder = builder.header(header::CONTENT_TYPE, JSON);
+            builder = builder.header(header::CONTENT_TYPE, content_type(call));
         }
         builder
             .body(call.body.clone().unwrap_or_default())
@@ -350,8 +524,18 @@ impl Target {
 
 const JSON: &str = "application/json";
 
-fn accept(stream: bool) -> HeaderValue {
-    HeaderValue::from_static(if stream { "text/event-stream" } else { JSON })
+fn accept(call: &ApiRequest) -> HeaderValue {
+    HeaderValue::from_static(match (call.stream, call.reply_body) {
+        (true, _) => "text/event-stream",
+        (false, ReplyBody::Raw) => "application/octet-stream",
+        (false, _) => JSON,
+    })
+}
+
+fn content_type(call: &ApiRequest) -> HeaderValue {
+    call.content_type
+        .clone()
+        .unwrap_or_else(|| HeaderValue::from_static(JSON))
 }
 
 /// Checks a base URL: `http` or `https`, a host, no query; plain `http` only to a
@@ -631,6 +815,25 @@ mod tests {
             }
         );
         assert_eq!(ApiRequest::list_models().model, None);
+    }
+
+    #[test]
+    fn ids_stay_one_path_segment() {
+        assert_eq!(path_segment("conv_01-AB.c~"), "conv_01-AB.c~");
+        assert_eq!(path_segment("a/../b?x=1"), "a%2F%2E%2E%2Fb%3Fx%3D1");
+        assert_eq!(path_segment(".."), "%2E%2E");
+        assert_eq!(path_segment("é"), "%C3%A9");
+        let append = ApiRequest::conversation_append(
+            "c/1",
+            &crate::models::ConversationAppendRequest::new("hi"),
+        )
+        .unwrap();
+        assert_eq!(append.path, "/v1/conversations/c%2F1");
+        assert_eq!(
+            append.model.as_deref(),
+            Some("c/1"),
+            "the conversation's own budget"
+        );
     }
 
     #[test]

@@ -72,8 +72,8 @@ mod estimate;
 mod learned;
 mod window;
 
-use mistral_core::Ticket;
 use mistral_core::limiter::{Block, Limits};
+use mistral_core::{Sizing, Ticket};
 use serde::{Deserialize, Serialize};
 
 use window::LumpAnswer;
@@ -659,7 +659,15 @@ impl BudgetState {
                 *o = o.saturating_add(w);
             }
         }
-        let mean_tokens = self.mean_tokens();
+        // What another caller is assumed to need: the budget's learned mean, or, when
+        // every request in hand says nothing of its size (raw sends, an OCR model's
+        // pages), the mean of their own estimates: a budget that counts pages must not
+        // assume a chat completion's tokens per caller.
+        let sizeless = n > 0 && op.candidates.iter().all(|c| c.size == Sizing::default());
+        let mean_tokens = match sizeless {
+            true => tokens.iter().sum::<u64>() as f64 / n as f64,
+            false => self.mean_tokens(),
+        };
         let mut decisions = vec![Decision::Wait; n];
         let mut admitted = [0u64; 3];
         let mut next_in_us = 0;

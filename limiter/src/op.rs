@@ -204,7 +204,9 @@ impl From<&Report> for ReportOp {
             None => (0, 0),
         };
         let (req_limit, req_window_secs) = pace(report.limits.requests());
-        let (tok_limit, tok_window_secs) = pace(report.limits.tokens());
+        // The budget's second cell counts what a request costs: tokens, or an OCR
+        // model's pages (`RateLimits::cost`).
+        let (tok_limit, tok_window_secs) = pace(report.limits.cost());
         // The budget pauses everyone for a wait the server named; a call's own backoff
         // is its own.
         let hinted = report.server_wait().map_or(0, micros);
@@ -215,7 +217,7 @@ impl From<&Report> for ReportOp {
             LimiterSignal::WindowSpent { quota } => Signal::WindowSpent {
                 wait_us: hinted,
                 window_us: micros(quota.window.duration().unwrap_or_default()),
-                tokens: quota.bucket == mistral_core::Bucket::Tokens,
+                tokens: quota.bucket != mistral_core::Bucket::Requests,
             },
             LimiterSignal::RateLimited => Signal::RateLimited { wait_us: hinted },
             LimiterSignal::NoAllowance => Signal::NoAllowance,
@@ -230,7 +232,7 @@ impl From<&Report> for ReportOp {
             req_remaining: report.limits.requests().and_then(|q| q.remaining),
             tok_limit,
             tok_window_secs,
-            tok_remaining: report.limits.tokens().and_then(|q| q.remaining),
+            tok_remaining: report.limits.cost().and_then(|q| q.remaining),
             estimated_tokens: report.estimated_tokens,
             used_tokens: report.used_tokens,
             prompt_tokens: report.usage.map(|u| u.prompt_tokens),

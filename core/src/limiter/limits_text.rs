@@ -8,7 +8,9 @@
 //! - Entries are separated by `;`: `<model>=<limit>[,<limit>]`; the model `*` sets the
 //!   limits of every model not listed. A model listed twice is an error.
 //! - A limit is `<count>/<window>`: requests, or tokens with a `t` after the count
-//!   (`500000t/60s`; `r` for requests is accepted too). At most one of each per model.
+//!   (`500000t/60s`; `r` for requests is accepted too), or an OCR model's pages with a
+//!   `p` (`mistral-ocr-latest=1000p/60s`: its budget counts pages where the others count
+//!   tokens, so `p` and `t` are the same limit). At most one of each per model.
 //! - A window is a whole number with a unit, `ms`, `s`, `m` (or `min`) or `h`; the number
 //!   may be left out for one unit (`300/m`). Counts and windows are at least 1.
 //! - Whitespace around every part is ignored; an empty value sets nothing.
@@ -77,7 +79,7 @@ fn parse_entry(entry: usize, model: &str, text: &str) -> Result<Limits, LimitsEr
         };
         let (count, window) = part.split_once('/').ok_or_else(bad)?;
         let count = count.trim();
-        let (count, tokens) = match count.strip_suffix(['t', 'T']) {
+        let (count, tokens) = match count.strip_suffix(['t', 'T', 'p', 'P']) {
             Some(c) => (c.trim_end(), true),
             None => (
                 count.strip_suffix(['r', 'R']).unwrap_or(count).trim_end(),
@@ -156,6 +158,12 @@ mod tests {
         assert_eq!(
             config.limits_for("other"),
             Some(Limits::requests(60, Duration::from_secs(60)))
+        );
+        let pages = parse_limits("mistral-ocr-latest=60/m,1000p/m").unwrap();
+        assert_eq!(
+            pages.models["mistral-ocr-latest"],
+            Limits::requests(60, Duration::from_secs(60))
+                .with_tokens(1000, Duration::from_secs(60))
         );
         let tokens_only = parse_limits(" m = 20000T / h ;").unwrap();
         assert_eq!(

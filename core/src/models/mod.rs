@@ -84,21 +84,43 @@ macro_rules! open_enum {
 
 mod de;
 
+pub mod agents;
+pub mod audio;
+pub mod batch;
 pub mod chat;
+pub mod classifiers;
+pub mod conversations;
 pub mod embeddings;
 pub mod error_body;
 pub mod fim;
 pub mod input;
 pub mod model_list;
 pub mod moderations;
+pub mod ocr;
 pub mod stream;
 pub mod usage;
 
+pub use self::agents::AgentCompletionRequest;
+pub use self::audio::{
+    AudioSource, TranscriptionRequest, TranscriptionResponse, TranscriptionSegment,
+};
+pub use self::batch::{
+    BatchJob, BatchJobRequest, BatchRequest, BatchResponse, BatchResult, BatchStatus, FileObject,
+    FilePurpose, FileUpload, batch_jsonl,
+};
 pub use self::chat::{
     ChatChoice, ChatRequest, ChatResponse, Content, ContentChunk, FinishReason, Function,
     FunctionCall, FunctionName, ImageUrl, JsonSchema, Message, NamedToolChoice, Prediction,
     ResponseFormat, ResponseMessage, Role, ServiceTier, Stop, Tool, ToolCall, ToolChoice,
     ToolChoiceMode, ToolType,
+};
+pub use self::classifiers::{
+    ChatClassificationInput, ChatClassificationRequest, ClassificationRequest,
+    ClassificationResponse, InstructRequest, TargetScores,
+};
+pub use self::conversations::{
+    CompletionArgs, ConversationAppendRequest, ConversationEntry, ConversationInputs,
+    ConversationRequest, ConversationResponse,
 };
 pub use self::embeddings::{
     EmbeddingData, EmbeddingRequest, EmbeddingResponse, EncodingFormat, OutputDtype,
@@ -108,6 +130,10 @@ pub use self::fim::{FimRequest, FimResponse};
 pub use self::input::TextInput;
 pub use self::model_list::{ModelCapabilities, ModelCard, ModelList};
 pub use self::moderations::{ModerationRequest, ModerationResponse, ModerationResult};
+pub use self::ocr::{
+    DEFAULT_DOCUMENT_PAGES, OcrDocument, OcrImage, OcrPage, OcrRequest, OcrResponse, OcrTable,
+    OcrUsage, PageDimensions, PageSelection,
+};
 pub use self::stream::{ChatChunk, ChatStreamAccumulator, ChunkChoice, Delta};
 pub use self::usage::Usage;
 
@@ -153,4 +179,18 @@ macro_rules! from_ref {
         }
     )*};
 }
-from_ref!(ChatRequest, FimRequest, EmbeddingRequest, ModerationRequest);
+from_ref!(
+    ChatRequest,
+    FimRequest,
+    EmbeddingRequest,
+    ModerationRequest,
+    OcrRequest,
+    ClassificationRequest,
+    ChatClassificationRequest,
+    AgentCompletionRequest,
+    ConversationRequest,
+    ConversationAppendRequest,
+    FileUpload,
+    BatchJobRequest,
+    TranscriptionRequest
+);

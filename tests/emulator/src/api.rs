@@ -34,6 +34,10 @@ pub(crate) enum Endpoint {
     Embeddings,
     Moderations,
     ChatModerations,
+    Classifications,
+    ChatClassifications,
+    /// `/v1/agents/completions`: a chat by an agent (`agent_id`, no `model`).
+    AgentCompletions,
 }
 
 impl Endpoint {
@@ -44,6 +48,9 @@ impl Endpoint {
             "/v1/embeddings" => Endpoint::Embeddings,
             "/v1/moderations" => Endpoint::Moderations,
             "/v1/chat/moderations" => Endpoint::ChatModerations,
+            "/v1/classifications" => Endpoint::Classifications,
+            "/v1/chat/classifications" => Endpoint::ChatClassifications,
+            "/v1/agents/completions" => Endpoint::AgentCompletions,
             _ => return None,
         })
     }
@@ -51,7 +58,7 @@ impl Endpoint {
 
 /// How a field is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Rule {
+pub(crate) enum Rule {
     Str,
     Bool,
     Num,
@@ -66,7 +73,7 @@ enum Rule {
 }
 
 /// (name, rule, nullable, required)
-type Field = (&'static str, Rule, bool, bool);
+pub(crate) type Field = (&'static str, Rule, bool, bool);
 
 const CHAT: &[Field] = &[
     ("model", Rule::Str, false, true),
@@ -87,6 +94,27 @@ const CHAT: &[Field] = &[
     ("parallel_tool_calls", Rule::Bool, false, false),
     ("safe_prompt", Rule::Bool, false, false),
     ("service_tier", Rule::Str, true, false),
+];
+
+const AGENTS: &[Field] = &[
+    ("agent_id", Rule::Str, false, true),
+    ("messages", Rule::Messages, false, true),
+    ("max_tokens", Rule::Int, true, false),
+    ("stream", Rule::Bool, false, false),
+    ("stop", Rule::StrOrList, false, false),
+    ("random_seed", Rule::Int, true, false),
+    ("metadata", Rule::Object, true, false),
+    ("response_format", Rule::Object, false, false),
+    ("tools", Rule::List, true, false),
+    ("tool_choice", Rule::Any, false, false),
+    ("presence_penalty", Rule::Num, false, false),
+    ("frequency_penalty", Rule::Num, false, false),
+    ("n", Rule::Int, true, false),
+    ("prediction", Rule::Object, false, false),
+    ("parallel_tool_calls", Rule::Bool, false, false),
+    ("prompt_mode", Rule::Str, true, false),
+    ("reasoning_effort", Rule::Str, false, false),
+    ("prompt_cache_key", Rule::Str, true, false),
 ];
 
 const FIM: &[Field] = &[
@@ -113,6 +141,18 @@ const EMBEDDINGS: &[Field] = &[
 const MODERATIONS: &[Field] = &[
     ("model", Rule::Str, false, true),
     ("input", Rule::StrOrList, false, true),
+];
+
+const CLASSIFICATIONS: &[Field] = &[
+    ("model", Rule::Str, false, true),
+    ("input", Rule::StrOrList, false, true),
+    ("metadata", Rule::Object, true, false),
+];
+
+/// `input`: one `{messages}` or a list of them (checked further in [`build`]).
+const CHAT_CLASSIFICATIONS: &[Field] = &[
+    ("model", Rule::Str, false, true),
+    ("input", Rule::Any, false, true),
 ];
 
 const CHAT_MODERATIONS: &[Field] = &[
@@ -324,15 +364,9 @@ pub fn natural_completion(text: &str, tokens: u32, spread: f64) -> u64 {
     }
 }
 
-/// Validates a body for `endpoint`. `completion_len` is the natural completion length,
-/// `default_dimension` the embedding size when the request does not say.
-pub(crate) fn parse(
-    endpoint: Endpoint,
-    body: &[u8],
-    completion_len: impl Into<Completion>,
-    default_dimension: usize,
-) -> Result<Parsed, Invalid> {
-    let completion_len = completion_len.into();
+/// Checks a JSON body against `fields` as the real API does (see the module docs):
+/// the object, or every error found in one 422.
+pub(crate) fn validate(body: &[u8], fields: &[Field]) -> Result<Map<String, Value>, Invalid> {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -350,7 +384,7 @@ pub(crate) fn parse(
             });
         }
     };
-    let Some(object) = value.as_object() else {
+    let Value::Object(object) = value else {
         return Err(Invalid {
             status: 422,
             body: json!({"detail": [{
@@ -362,25 +396,21 @@ pub(crate) fn parse(
             model: None,
         });
     };
-    let fields = match endpoint {
-        Endpoint::Chat => CHAT,
-        Endpoint::Fim => FIM,
-        Endpoint::Embeddings => EMBEDDINGS,
-        Endpoint::Moderations => MODERATIONS,
-        Endpoint::ChatModerations => CHAT_MODERATIONS,
-    };
     let mut errors = Vec::new();
     for &(name, rule, nullable, required) in fields {
         match object.get(name) {
-            None if required => {
-                errors.push(detail("missing", &[json!(name)], "Field required", &value))
-            }
+            None if required => errors.push(detail(
+                "missing",
+                &[json!(name)],
+                "Field required",
+                &Value::Object(object.clone()),
+            )),
             None => {}
             Some(Value::Null) if nullable => {}
             Some(v) => check_field(name, rule, v, &mut errors),
         }
     }
-    for (name, v) in object {
+    for (name, v) in &object {
         if !fields.iter().any(|f| f.0 == name) {
             errors.push(detail(
                 "extra_forbidden",
@@ -390,17 +420,51 @@ pub(crate) fn parse(
             ));
         }
     }
-    let model = object
-        .get("model")
-        .and_then(Value::as_str)
-        .map(str::to_string);
     if !errors.is_empty() {
+        let model = object
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         return Err(Invalid {
             status: 422,
             body: json!({ "detail": errors }),
             model,
         });
     }
+    Ok(object)
+}
+
+/// Validates a body for `endpoint`. `completion_len` is the natural completion length,
+/// `default_dimension` the embedding size when the request does not say.
+pub(crate) fn parse(
+    endpoint: Endpoint,
+    body: &[u8],
+    completion_len: impl Into<Completion>,
+    default_dimension: usize,
+) -> Result<Parsed, Invalid> {
+    let completion_len = completion_len.into();
+    let fields = match endpoint {
+        Endpoint::Chat => CHAT,
+        Endpoint::AgentCompletions => AGENTS,
+        Endpoint::Fim => FIM,
+        Endpoint::Embeddings => EMBEDDINGS,
+        Endpoint::Moderations => MODERATIONS,
+        Endpoint::ChatModerations => CHAT_MODERATIONS,
+        Endpoint::Classifications => CLASSIFICATIONS,
+        Endpoint::ChatClassifications => CHAT_CLASSIFICATIONS,
+    };
+    let object = validate(body, fields)?;
+    if endpoint == Endpoint::ChatClassifications {
+        check_chats(&object)?;
+    }
+    let object = &object;
+    // An agent's model is the emulator's to say (`crate::Config::agent_model`): named by
+    // the agent's id until then.
+    let model = object
+        .get("model")
+        .or_else(|| object.get("agent_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let model = model.unwrap_or_default();
     Ok(build(
         endpoint,
@@ -421,7 +485,7 @@ fn build(
     let mut text = String::new();
     let mut inputs = Vec::new();
     let prompt_tokens = match endpoint {
-        Endpoint::Chat => object
+        Endpoint::Chat | Endpoint::AgentCompletions => object
             .get("messages")
             .and_then(Value::as_array)
             .map(|list| {
@@ -437,7 +501,7 @@ fn build(
             text.push_str(suffix);
             ceil4(prompt.chars().count() + suffix.chars().count())
         }
-        Endpoint::Embeddings | Endpoint::Moderations => {
+        Endpoint::Embeddings | Endpoint::Moderations | Endpoint::Classifications => {
             match object.get("input") {
                 Some(Value::String(s)) => inputs.push(s.clone()),
                 Some(Value::Array(list)) => {
@@ -464,9 +528,30 @@ fn build(
             inputs.push(text.clone());
             total
         }
+        Endpoint::ChatClassifications => {
+            // One input per chat: its messages' text.
+            let chats: Vec<&Value> = match object.get("input") {
+                Some(Value::Array(list)) => list.iter().collect(),
+                Some(one) => vec![one],
+                None => Vec::new(),
+            };
+            let mut total = 0;
+            for chat in chats {
+                let mut chat_text = String::new();
+                for message in chat["messages"].as_array().into_iter().flatten() {
+                    total += content_tokens(message.get("content"), &mut chat_text);
+                }
+                text.push_str(&chat_text);
+                inputs.push(chat_text);
+            }
+            total
+        }
     }
     .max(1);
-    let generates = matches!(endpoint, Endpoint::Chat | Endpoint::Fim);
+    let generates = matches!(
+        endpoint,
+        Endpoint::Chat | Endpoint::Fim | Endpoint::AgentCompletions
+    );
     let max_tokens = object.get("max_tokens").and_then(Value::as_u64);
     let natural = natural_completion(&text, completion_len.tokens, completion_len.spread);
     let completion_tokens = if generates {
@@ -484,7 +569,7 @@ fn build(
         .and_then(|d| usize::try_from(d).ok())
         .filter(|&d| d > 0 && d <= 8192)
         .unwrap_or(default_dimension.max(1));
-    let answer = if endpoint == Endpoint::Chat {
+    let answer = if matches!(endpoint, Endpoint::Chat | Endpoint::AgentCompletions) {
         chat_answer(object, content_seed)
     } else {
         Answer::Text
@@ -692,6 +777,13 @@ const VOCABULARY: &[&str] = &[
     "grain",
 ];
 
+/// `n` words of the vocabulary drawn from `seed`, the last ending the sentence.
+pub(crate) fn sentence(seed: u64, n: usize) -> String {
+    let mut rng = XorShift::new(seed);
+    let words: Vec<String> = (0..n.max(1)).map(|_| word(&mut rng)).collect();
+    format!("{}.", words.join(" "))
+}
+
 /// The completion's words, one per completion token.
 pub(crate) fn words(parsed: &Parsed) -> Vec<String> {
     let mut rng = XorShift::new(parsed.content_seed);
@@ -742,7 +834,7 @@ fn finish_reason(parsed: &Parsed) -> &'static str {
 /// The JSON body of a plain (non-streaming) completion, embedding or moderation.
 pub(crate) fn response(parsed: &Parsed, id: &str, created: u64) -> Value {
     match parsed.endpoint {
-        Endpoint::Chat | Endpoint::Fim => json!({
+        Endpoint::Chat | Endpoint::Fim | Endpoint::AgentCompletions => json!({
             "id": id,
             "object": "chat.completion",
             "created": created,
@@ -783,6 +875,74 @@ pub(crate) fn response(parsed: &Parsed, id: &str, created: u64) -> Value {
             let results: Vec<Value> = parsed.inputs.iter().map(|_| moderation()).collect();
             json!({"id": id, "model": parsed.model, "results": results, "usage": usage(parsed)})
         }
+        Endpoint::Classifications | Endpoint::ChatClassifications => {
+            let results: Vec<Value> = parsed.inputs.iter().map(|t| classification(t)).collect();
+            json!({"id": id, "model": parsed.model, "results": results, "usage": usage(parsed)})
+        }
+    }
+}
+
+/// The labels of the emulator's classifier, one target (`intent`) and their order.
+pub(crate) const INTENTS: [&str; 3] = ["question", "request", "other"];
+
+/// Scores of an input over [`INTENTS`] (summing to 1, drawn from the text), and a second
+/// target, `language`.
+fn classification(text: &str) -> Value {
+    let mut rng = XorShift::new(fnv1a(text.as_bytes()) ^ 0xC1A5);
+    let raw: Vec<f64> = INTENTS
+        .iter()
+        .map(|_| 0.05 + rng.next_signed().abs())
+        .collect();
+    let sum: f64 = raw.iter().sum();
+    let scores: Map<String, Value> = INTENTS
+        .iter()
+        .zip(&raw)
+        .map(|(label, r)| (label.to_string(), json!(((r / sum) * 1e4).round() / 1e4)))
+        .collect();
+    json!({
+        "intent": {"scores": scores},
+        "language": {"scores": {"en": 0.97, "fr": 0.03}},
+    })
+}
+
+/// `input` of a chat classification: `{messages: [...]}` or a non-empty list of them.
+fn check_chats(object: &Map<String, Value>) -> Result<(), Invalid> {
+    let input = object.get("input").cloned().unwrap_or(Value::Null);
+    let chats: Vec<&Value> = match &input {
+        Value::Array(list) if !list.is_empty() => list.iter().collect(),
+        Value::Object(_) => vec![&input],
+        _ => Vec::new(),
+    };
+    let mut errors = Vec::new();
+    if chats.is_empty() {
+        errors.push(detail(
+            "model_type",
+            &[json!("input")],
+            "Input should be an InstructRequest or a list of them",
+            &input,
+        ));
+    }
+    for (i, chat) in chats.iter().enumerate() {
+        match chat.get("messages").and_then(Value::as_array) {
+            Some(messages) => check_messages(messages, &mut errors),
+            None => errors.push(detail(
+                "missing",
+                &[json!("input"), json!(i), json!("messages")],
+                "Field required",
+                chat,
+            )),
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(Invalid {
+            status: 422,
+            body: json!({ "detail": errors }),
+            model: object
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }),
     }
 }
 
@@ -969,5 +1129,42 @@ mod tests {
         assert_ne!(a, embedding("hellp", 16));
         let norm: f32 = a.iter().map(|x| x * x).sum();
         assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn classifications_score_every_input_and_check_chats() {
+        let p = parse(
+            Endpoint::Classifications,
+            json!({"model": "m", "input": ["abcd", "efghi"], "metadata": null})
+                .to_string()
+                .as_bytes(),
+            16,
+            16,
+        )
+        .map_err(|e| e.body)
+        .unwrap();
+        assert_eq!((p.prompt_tokens, p.completion_tokens), (1 + 2, 0));
+        let body = response(&p, "id", 0);
+        assert_eq!(body["results"].as_array().unwrap().len(), 2);
+        let chats =
+            json!({"model": "m", "input": {"messages": [{"role": "user", "content": "abcd"}]}});
+        let p = parse(
+            Endpoint::ChatClassifications,
+            chats.to_string().as_bytes(),
+            16,
+            16,
+        )
+        .map_err(|e| e.body)
+        .unwrap();
+        assert_eq!((p.prompt_tokens, p.inputs.len()), (1, 1));
+        for bad in [
+            json!([]),
+            json!({"msgs": []}),
+            json!([{"messages": [{"role": "x"}]}]),
+        ] {
+            let body = json!({"model": "m", "input": bad}).to_string();
+            let e = parse(Endpoint::ChatClassifications, body.as_bytes(), 16, 16).unwrap_err();
+            assert_eq!(e.status, 422, "{bad}");
+        }
     }
 }

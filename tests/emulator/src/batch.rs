@@ -178,6 +178,11 @@ impl Batches {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The bytes of an uploaded (or produced) file.
+    pub(crate) fn content(&self, file_id: &str) -> Option<Bytes> {
+        self.lock().files.get(file_id).map(|f| f.content.clone())
+    }
+
     /// Answers one request (already authorised). `content_type` is the request's.
     pub(crate) fn route(
         &self,
@@ -539,7 +544,8 @@ fn answer_line(
     (good, text)
 }
 
-fn boundary_of(content_type: &str) -> Option<String> {
+/// The boundary of a `multipart/form-data` content type.
+pub(crate) fn boundary_of(content_type: &str) -> Option<String> {
     let (kind, params) = content_type.split_once(';')?;
     if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
         return None;
@@ -552,10 +558,11 @@ fn boundary_of(content_type: &str) -> Option<String> {
     })
 }
 
-struct Part<'a> {
-    name: Option<String>,
-    filename: Option<String>,
-    data: &'a [u8],
+/// One part of a multipart body.
+pub(crate) struct Part<'a> {
+    pub name: Option<String>,
+    pub filename: Option<String>,
+    pub data: &'a [u8],
 }
 
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -565,7 +572,8 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     (from..=haystack.len() - needle.len()).find(|&i| &haystack[i..i + needle.len()] == needle)
 }
 
-fn multipart<'a>(body: &'a [u8], boundary: &str) -> Vec<Part<'a>> {
+/// The parts of a multipart body.
+pub(crate) fn multipart<'a>(body: &'a [u8], boundary: &str) -> Vec<Part<'a>> {
     let delimiter = format!("--{boundary}");
     let delimiter = delimiter.as_bytes();
     let mut parts = Vec::new();

@@ -87,7 +87,7 @@ struct Args {
     change: Vec<Change>,
     /// Limits of one model (repeatable): requests/tokens per window, tokens per month,
     /// most in flight ("-" for none), e.g. mistral-large-latest=4/250000 or
-    /// small=-/-/-/4.
+    /// small=-/-/-/4; an OCR model's T counts pages (mistral-ocr-latest=60/1000).
     #[arg(long, value_name = "NAME=R[/T[/M[/C]]]", value_parser = model_limits)]
     model: Vec<(String, Limits)>,
     /// A model with a zero allowance (always 429; repeatable).

@@ -174,6 +174,10 @@ pub struct Limits {
     pub burst: Option<u64>,
     /// Tokens (prompt + completion) per token window.
     pub tokens: Option<u64>,
+    /// OCR pages per token window, for an OCR model (`mistral-ocr-latest`): its requests
+    /// are charged their pages on this limit, announced as
+    /// `x-ratelimit-{limit,remaining}-ocr-pages-<window>` (takes the place of `tokens`).
+    pub pages: Option<u64>,
     /// Tokens per month (the month never rolls over while the emulator runs).
     pub tokens_month: Option<u64>,
     /// The request window in seconds (default: [`Config::window_secs`]).
@@ -449,6 +453,15 @@ pub struct Config {
     pub random_faults: Vec<Fault>,
     /// Default dimension of embedding vectors (default 16).
     pub embedding_dim: usize,
+    /// Pages of a document sent to `/v1/ocr` by URL or file id, which the emulator does
+    /// not fetch (default 3; an inline PDF's pages are counted).
+    pub document_pages: u64,
+    /// The model every agent runs on (`/v1/agents/completions`, a conversation with an
+    /// agent): what their calls are charged to (default `mistral-medium-latest`).
+    pub agent_model: String,
+    /// Seconds of audio sent to `/v1/audio/transcriptions` by URL, which the emulator
+    /// does not fetch (default 30; an upload's length is read from it).
+    pub audio_seconds: u64,
     /// Natural length of a completion in tokens (default 16); `max_tokens` caps it.
     pub completion_tokens: u32,
     /// How much a completion's natural length varies around `completion_tokens`, as a
@@ -504,6 +517,9 @@ impl Default for Config {
             fault_rate: 0.0,
             random_faults: Vec::new(),
             embedding_dim: 16,
+            document_pages: 3,
+            agent_model: "mistral-medium-latest".into(),
+            audio_seconds: 30,
             completion_tokens: 16,
             completion_spread: 0.0,
             priority_tier: true,
@@ -547,7 +563,7 @@ impl Config {
             semantics: self.semantics,
             requests: limits.requests,
             burst: limits.burst.or(limits.requests).unwrap_or(0),
-            tokens: limits.tokens,
+            tokens: limits.pages.or(limits.tokens),
             tokens_month: limits.tokens_month,
             concurrency: limits.concurrency,
             request_window: secs(window),

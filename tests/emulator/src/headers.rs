@@ -17,6 +17,16 @@ use super::limits::{MeterView, Refusal, View};
 /// The header pairs a response carries, in order.
 pub(crate) type Headers = Vec<(String, String)>;
 
+/// What a model's second limit counts: tokens, or an OCR model's pages (announced as
+/// `x-ratelimit-{limit,remaining}-ocr-pages-<window>` and
+/// `x-ratelimit-ocr-pages-query-cost` in every era, as `/v1/ocr` sends them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Unit {
+    #[default]
+    Tokens,
+    Pages,
+}
+
 /// Name of a window in a header: `minute`, `N-minute` or `N-second` (whole seconds, at
 /// least 1), so that a compressed window is never announced as a minute.
 pub(crate) fn window_name(window: Duration) -> String {
@@ -51,7 +61,14 @@ fn request_names(era: Era, window: Duration) -> Option<(String, String)> {
     }
 }
 
-fn token_names(era: Era, window: Duration) -> (String, String) {
+fn token_names(era: Era, unit: Unit, window: Duration) -> (String, String) {
+    if unit == Unit::Pages {
+        let w = window_name(window);
+        return (
+            format!("x-ratelimit-limit-ocr-pages-{w}"),
+            format!("x-ratelimit-remaining-ocr-pages-{w}"),
+        );
+    }
     match era {
         Era::Early2025 => {
             let w = window_name(window);
@@ -83,8 +100,9 @@ fn month_names(era: Era) -> (&'static str, &'static str) {
     }
 }
 
-fn cost_name(era: Era) -> &'static str {
+fn cost_name(era: Era, unit: Unit) -> &'static str {
     match era {
+        _ if unit == Unit::Pages => "x-ratelimit-ocr-pages-query-cost",
         Era::Early2025 => "ratelimitbysize-query-cost",
         _ => "x-ratelimit-tokens-query-cost",
     }
@@ -97,11 +115,11 @@ fn push_requests(out: &mut Headers, era: Era, m: &MeterView, limit: u64, remaini
     }
 }
 
-fn push_tokens(out: &mut Headers, era: Era, m: &MeterView, limit: u64, remaining: u64) {
-    let (l, r) = token_names(era, m.window);
+fn push_cost(out: &mut Headers, era: Era, unit: Unit, m: &MeterView, limit: u64, remaining: u64) {
+    let (l, r) = token_names(era, unit, m.window);
     out.push((l, limit.to_string()));
     out.push((r, remaining.to_string()));
-    if era == Era::Early2025 {
+    if era == Era::Early2025 && unit == Unit::Tokens {
         // The bare pair means "per minute": sent only when the window is one.
         if window_name(m.window) == "minute" {
             out.push(("ratelimitbysize-limit".into(), limit.to_string()));
@@ -119,19 +137,25 @@ fn push_month(out: &mut Headers, era: Era, limit: u64, remaining: u64) {
 }
 
 /// Headers of an admitted request that cost `cost` tokens.
+#[cfg(test)]
 pub(crate) fn success(era: Era, view: &View, cost: u64) -> Headers {
+    success_in(era, Unit::Tokens, view, cost)
+}
+
+/// Headers of an admitted request that cost `cost` of `unit`.
+pub(crate) fn success_in(era: Era, unit: Unit, view: &View, cost: u64) -> Headers {
     let mut out = Headers::new();
     if let Some(m) = &view.requests {
         push_requests(&mut out, era, m, m.limit, m.remaining);
     }
     if let Some(m) = &view.tokens {
-        push_tokens(&mut out, era, m, m.limit, m.remaining);
+        push_cost(&mut out, era, unit, m, m.limit, m.remaining);
     }
     if let Some((limit, remaining)) = view.month {
         push_month(&mut out, era, limit, remaining);
     }
     if view.tokens.is_some() || view.month.is_some() {
-        out.push((cost_name(era).into(), cost.to_string()));
+        out.push((cost_name(era, unit).into(), cost.to_string()));
     }
     out
 }
@@ -146,7 +170,13 @@ pub(crate) fn success(era: Era, view: &View, cost: u64) -> Headers {
 ///   zero request allowance as a zero token limit);
 /// - too many in flight: the request and token pairs as they stand (no window is spent;
 ///   Mistral announces no concurrency limit).
+#[cfg(test)]
 pub(crate) fn refused(era: Era, view: &View, refusal: Refusal) -> Headers {
+    refused_in(era, Unit::Tokens, view, refusal)
+}
+
+/// [`refused`] for a model whose second limit counts `unit`.
+pub(crate) fn refused_in(era: Era, unit: Unit, view: &View, refusal: Refusal) -> Headers {
     let mut out = Headers::new();
     match refusal {
         Refusal::Concurrency => {
@@ -154,7 +184,7 @@ pub(crate) fn refused(era: Era, view: &View, refusal: Refusal) -> Headers {
                 push_requests(&mut out, era, m, m.limit, m.remaining);
             }
             if let Some(m) = &view.tokens {
-                push_tokens(&mut out, era, m, m.limit, m.remaining);
+                push_cost(&mut out, era, unit, m, m.limit, m.remaining);
             }
         }
         Refusal::Requests => {
@@ -164,7 +194,7 @@ pub(crate) fn refused(era: Era, view: &View, refusal: Refusal) -> Headers {
         }
         Refusal::Tokens => {
             if let Some(m) = &view.tokens {
-                push_tokens(&mut out, era, m, m.limit, 0);
+                push_cost(&mut out, era, unit, m, m.limit, 0);
             }
             if let Some((limit, remaining)) = view.month {
                 push_month(&mut out, era, limit, remaining);
@@ -172,7 +202,7 @@ pub(crate) fn refused(era: Era, view: &View, refusal: Refusal) -> Headers {
         }
         Refusal::Month => {
             if let Some(m) = &view.tokens {
-                push_tokens(&mut out, era, m, m.limit, m.remaining);
+                push_cost(&mut out, era, unit, m, m.limit, m.remaining);
             }
             if let Some((limit, _)) = view.month {
                 push_month(&mut out, era, limit, 0);
@@ -183,11 +213,11 @@ pub(crate) fn refused(era: Era, view: &View, refusal: Refusal) -> Headers {
                 if request_names(era, m.window).is_some() {
                     push_requests(&mut out, era, m, 0, 0);
                 } else {
-                    push_tokens(&mut out, era, m, 0, 0);
+                    push_cost(&mut out, era, unit, m, 0, 0);
                 }
             }
             if let Some(m) = view.tokens.as_ref().filter(|m| m.limit == 0) {
-                push_tokens(&mut out, era, m, 0, 0);
+                push_cost(&mut out, era, unit, m, 0, 0);
             }
             if view.month.is_some_and(|(limit, _)| limit == 0) {
                 push_month(&mut out, era, 0, 0);
@@ -348,5 +378,30 @@ mod tests {
         let h = refused(Era::Y2026, &view(60), Refusal::Tokens);
         assert!(h.contains(&("x-ratelimit-remaining-tokens-minute".into(), "0".into())));
         assert!(refused(Era::Mid2025, &view(60), Refusal::Requests).is_empty());
+    }
+
+    #[test]
+    fn ocr_pages_have_names_of_their_own_in_every_era() {
+        for era in [Era::Early2025, Era::Mid2025, Era::Late2025, Era::Y2026] {
+            let h = success_in(era, Unit::Pages, &view(60), 7);
+            let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+            assert!(
+                names.contains(&"x-ratelimit-limit-ocr-pages-minute"),
+                "{era}: {names:?}"
+            );
+            assert!(names.contains(&"x-ratelimit-remaining-ocr-pages-minute"));
+            assert!(h.contains(&("x-ratelimit-ocr-pages-query-cost".into(), "7".into())));
+            assert!(
+                !names
+                    .iter()
+                    .any(|n| n.contains("tokens-minute") || *n == "ratelimitbysize-limit")
+            );
+            let r = refused_in(era, Unit::Pages, &view(60), Refusal::Tokens);
+            assert!(
+                r.iter()
+                    .any(|(n, v)| n == "x-ratelimit-remaining-ocr-pages-minute" && v == "0"),
+                "{era}: {r:?}"
+            );
+        }
     }
 }

@@ -16,6 +16,15 @@
 //!
 //! - Endpoints: `POST /v1/chat/completions` (plain and SSE), `POST /v1/fim/completions`,
 //!   `POST /v1/embeddings`, `POST /v1/moderations`, `POST /v1/chat/moderations`,
+//!   `POST /v1/classifications`, `POST /v1/chat/classifications` (one target, `intent`,
+//!   scored over `question`, `request`, `other`, and `language`),
+//!   `POST /v1/agents/completions` (a chat, charged to [`Config::agent_model`]),
+//!   `POST /v1/conversations` and `/v1/conversations/{id}` (not streamed; an append is
+//!   charged the conversation's history too: rule in module `conversations`),
+//!   `POST /v1/audio/transcriptions` (a multipart form; usage from the audio's length:
+//!   rule in module `audio`),
+//!   `POST /v1/ocr` (its model's second limit counts pages, [`Limits::pages`], announced
+//!   as `x-ratelimit-*-ocr-pages-*`; pages rule in module `ocr`),
 //!   `GET /v1/models` (no rate-limit headers there); the Batch API's `/v1/files` and
 //!   `/v1/batch/jobs` (module `batch`, not rate limited). Any other path: 404 `no Route
 //!   matched`. Bodies are deterministic. Usage rule: chat `prompt_tokens` = Σ over
@@ -55,20 +64,24 @@
 #![warn(missing_docs)]
 
 mod api;
+mod audio;
 mod background;
 mod batch;
 pub mod best;
 mod cli;
 mod config;
+mod conversations;
 mod headers;
 mod limits;
 mod log;
 pub mod nginx;
+mod ocr;
 pub mod raw_http;
 pub mod redis_cluster;
 pub mod redis_server;
 mod rng;
 mod server;
+mod work;
 
 use std::io;
 use std::net::SocketAddr;

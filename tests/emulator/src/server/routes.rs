@@ -20,13 +20,14 @@ use super::replies::{
 };
 use super::shared::{DRAW_CAPACITY, Shared};
 use super::sockets::{CLOSE, ConnControl, RESET};
-use crate::api::{self, Endpoint};
+use crate::api;
 use crate::batch;
 use crate::config::{Fault, RateLimitBody};
 use crate::headers;
 use crate::limits::Refusal;
 use crate::log::{Entry, Outcome, Source};
 use crate::rng::{fnv1a, hex32, unit};
+use crate::work::{Context, Kind, Work};
 
 /// Answers one request on a connection `control` can kill.
 pub(super) async fn handle(
@@ -153,7 +154,7 @@ async fn route(shared: &Shared, seq: u64, req: Request<Incoming>, entry: &mut En
     if batch::handles(path) {
         return batch_route(shared, seq, req, entry).await;
     }
-    let endpoint = Endpoint::from_path(path);
+    let endpoint = Kind::from_path(path);
     let known = endpoint.is_some() || path == "/v1/models";
     if !known {
         entry.outcome = Outcome::NotFound;
@@ -177,7 +178,8 @@ async fn route(shared: &Shared, seq: u64, req: Request<Incoming>, entry: &mut En
                 entry.outcome = Outcome::Unauthorized;
                 return unauthorized(shared.config.era, shared.config.seed, seq);
             }
-            inference(shared, seq, endpoint, req.into_body(), entry).await
+            let content_type = header_text(&req, CONTENT_TYPE);
+            inference(shared, seq, endpoint, content_type, req.into_body(), entry).await
         }
         _ => {
             entry.outcome = Outcome::NotFound;
@@ -258,7 +260,8 @@ async fn read_body(body: Incoming, max: usize) -> Result<Vec<u8>, u16> {
 async fn inference(
     shared: &Shared,
     seq: u64,
-    endpoint: Endpoint,
+    endpoint: Kind,
+    content_type: Option<String>,
     body: Incoming,
     entry: &mut Entry,
 ) -> Reply {
@@ -275,29 +278,27 @@ async fn inference(
             return Reply::json(status, &error_body(message, "invalid_request_error", None));
         }
     };
-    let parsed = match api::parse(
-        endpoint,
-        &bytes,
-        api::Completion {
-            tokens: config.completion_tokens,
-            spread: config.completion_spread,
-            priority_tier: config.priority_tier,
-        },
-        config.embedding_dim,
-    ) {
+    let cx = Context {
+        config,
+        conversations: &shared.conversations,
+        files: &shared.batches,
+        content_type: content_type.as_deref(),
+        seq,
+    };
+    let parsed = match Work::parse(&endpoint, &bytes, cx) {
         Ok(p) => p,
         Err(invalid) => {
             entry.model = invalid.model;
             return Reply::json(invalid.status, &invalid.body);
         }
     };
-    entry.model = Some(parsed.model.clone());
-    entry.stream = parsed.stream;
-    if config.strict_models && !config.models.contains_key(&parsed.model) {
+    entry.model = Some(parsed.model().to_string());
+    entry.stream = parsed.stream();
+    if config.strict_models && !config.models.contains_key(parsed.model()) {
         return Reply::json(
             400,
             &error_body(
-                &format!("Invalid model: {}", parsed.model),
+                &format!("Invalid model: {}", parsed.model()),
                 "invalid_model",
                 Some("1500"),
             ),
@@ -308,8 +309,8 @@ async fn inference(
         entry.outcome = Outcome::Capacity;
         return Reply::json(429, &capacity_body(config.capacity_legacy_body));
     }
-    let cost = parsed.total_tokens();
-    let slot = shared.models.slot(&parsed.model, shared.now());
+    let cost = parsed.cost();
+    let slot = shared.models.slot(parsed.model(), shared.now());
     let (decision, guard) = slot.admit_held(shared.epoch, cost);
     entry.decided = Some(decision.at);
     entry.generation = decision.generation;
@@ -332,7 +333,7 @@ async fn inference(
         };
         let mut reply = Reply::json(429, &body);
         if send_headers {
-            reply.headers = headers::refused(config.era, &decision.view, refusal);
+            reply.headers = headers::refused_in(config.era, parsed.unit(), &decision.view, refusal);
         }
         if let Some(wait) = decision.retry_in {
             if config.retry_after {
@@ -348,10 +349,11 @@ async fn inference(
     }
     entry.outcome = Outcome::Served;
     entry.tokens = cost;
+    parsed.served(&shared.conversations);
     let id = hex32(config.seed, seq);
     let created = unix_now();
-    let mut reply = if parsed.stream {
-        let mut events: Vec<Bytes> = api::stream_events(&parsed, &id, created)
+    let mut reply = if let (true, Work::Inference(parsed)) = (parsed.stream(), &parsed) {
+        let mut events: Vec<Bytes> = api::stream_events(parsed, &id, created)
             .into_iter()
             .map(Bytes::from)
             .collect();
@@ -365,10 +367,10 @@ async fn inference(
         }
         .header("cache-control", "no-cache".into())
     } else {
-        Reply::json(200, &api::response(&parsed, &id, created))
+        Reply::json(200, &parsed.answer(&id, created))
     };
     if send_headers {
-        let mut rate = headers::success(config.era, &decision.view, cost);
+        let mut rate = headers::success_in(config.era, parsed.unit(), &decision.view, cost);
         rate.append(&mut reply.headers);
         reply.headers = rate;
     }

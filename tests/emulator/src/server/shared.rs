@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::Batches;
 use crate::config::{Config, Fault};
+use crate::conversations::Conversations;
 use crate::limits::{Models, lock};
 use crate::log::{Entry, Log};
 use crate::rng::{mix, unit, uuid};
@@ -38,6 +39,8 @@ pub(crate) struct Shared {
     scripted: HashMap<u64, Fault>,
     /// Files and batch jobs (`/v1/files`, `/v1/batch/jobs`).
     pub(super) batches: Batches,
+    /// Stored conversations (`/v1/conversations`).
+    pub(super) conversations: Conversations,
 }
 
 impl Shared {
@@ -56,6 +59,7 @@ impl Shared {
             queued_len: AtomicUsize::new(0),
             scripted: config.faults.iter().copied().collect(),
             batches: Batches::default(),
+            conversations: Conversations::default(),
             config,
         }
     }
