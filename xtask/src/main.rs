@@ -19,6 +19,7 @@ mod bench;
 mod latest;
 mod layering;
 mod pipeline;
+mod python_sdk;
 mod services;
 
 use std::env;

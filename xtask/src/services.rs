@@ -13,6 +13,10 @@
 //!   `MISTRAL_TEST_NGINX=<absolute path>`; each nginx test starts its own nginx (own
 //!   prefix and config in a temp dir, a free loopback port) in front of the emulator.
 //!
+//! - when the official Python SDK is importable (installed into `target/python-sdk` by
+//!   [`crate::python_sdk`] when it is not), the test step runs with
+//!   `MISTRAL_TEST_PYTHON=<that interpreter>`.
+//!
 //! A missing tool is installed with apt-get (`redis-server`; `redis-tools`; `nginx-light`,
 //! else `nginx`) when we are root and can. When it is still missing, its variables are
 //! removed from the test step's environment and its tests skip themselves loudly;
@@ -88,6 +92,8 @@ pub struct Services {
     pub redis_cli: Found,
     /// `nginx`.
     pub nginx: Found,
+    /// A Python that imports the official SDK ([`crate::python_sdk`]).
+    pub python_sdk: Found,
 }
 
 impl Services {
@@ -119,6 +125,9 @@ impl Services {
             Found::Missing => {
                 cmd.env_remove("MISTRAL_TEST_NGINX");
             }
+        }
+        if let Found::Available(path) = &self.python_sdk {
+            cmd.env("MISTRAL_TEST_PYTHON", path);
         }
     }
 
@@ -176,11 +185,25 @@ pub fn ensure_services(ci: bool) -> Result<Services, String> {
     let redis = conclude(&REDIS, redis, &why_not, ci, &mut errors);
     let redis_cli = conclude(&REDIS_CLI, redis_cli, &why_not, ci, &mut errors);
     let nginx = conclude(&NGINX, nginx, &why_not, ci, &mut errors);
+    let python_sdk = match crate::python_sdk::ensure() {
+        Ok(path) => {
+            eprintln!("xtask: the official Python SDK: {}", path.display());
+            Found::Available(path)
+        }
+        Err(why) => {
+            eprintln!(
+                "xtask: the official Python SDK is missing ({why}); official_sdk.rs skips \
+                 (pip install mistralai==3.8.0, or set MISTRAL_TEST_PYTHON)"
+            );
+            Found::Missing
+        }
+    };
     if errors.is_empty() {
         Ok(Services {
             redis,
             redis_cli,
             nginx,
+            python_sdk,
         })
     } else {
         Err(errors.join("\n"))
@@ -341,6 +364,7 @@ mod tests {
             redis: Found::Missing,
             redis_cli: Found::Available(PathBuf::from("/usr/bin/redis-cli")),
             nginx: Found::Available(PathBuf::from("/usr/sbin/nginx")),
+            python_sdk: Found::Available(PathBuf::from("/v/bin/python3")),
         };
         let mut cmd = Command::new("true");
         services.apply_env(&mut cmd);
@@ -354,6 +378,7 @@ mod tests {
             })
             .collect();
         assert!(envs.contains(&("MISTRAL_TEST_NGINX".into(), Some("/usr/sbin/nginx".into()))));
+        assert!(envs.contains(&("MISTRAL_TEST_PYTHON".into(), Some("/v/bin/python3".into()))));
         assert!(envs.contains(&("MISTRAL_TEST_REDIS".into(), None)));
         assert!(envs.contains(&("MISTRAL_TEST_REDIS_SERVER".into(), None)));
         assert!(envs.contains(&(
