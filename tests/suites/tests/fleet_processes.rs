@@ -82,8 +82,10 @@ fn judge(name: &str, emu: &Emulator, children: Vec<Child>, start: Instant) -> Lo
     assert!(log.violations().is_empty(), "{name}");
     // The limit is not configured: learning that the window does not refill costs two
     // refusals, and a 2-s window comes round five times in the run (at most one probe
-    // each), with room for a loaded machine's scheduling.
-    assert!(log.count_429() <= 12, "{name}: {} 429s", log.count_429());
+    // each), with room for a loaded machine's scheduling. Since a learned window's
+    // lump is tried after a shut of a quarter of the cycle (0ccbbcf), a sliding log
+    // costs a few more: 5-14 measured (6-11 before).
+    assert!(log.count_429() <= 16, "{name}: {} 429s", log.count_429());
     log
 }
 
