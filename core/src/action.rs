@@ -124,6 +124,10 @@ pub struct Ticket {
     pub tok_mark: u64,
     /// The lane (priority class) it was admitted in (0 is served first).
     pub lane: u64,
+    /// Admissions made by the same operation before this one: callers admitted together
+    /// go at once and may reach the server in any order, so the `remaining` its answer
+    /// quotes may not count them yet.
+    pub lead: u64,
 }
 
 /// The limiter's answer to an [`Ask`]: it must reach [`crate::Call::handle_grant`].

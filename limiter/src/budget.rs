@@ -732,6 +732,7 @@ impl BudgetState {
                     tokens: tokens[pick],
                     tok_mark: self.tok_mark,
                     lane: lane as u64,
+                    lead: admitted.iter().sum(),
                 },
             };
             admitted[lane] += 1;

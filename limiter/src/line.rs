@@ -644,6 +644,7 @@ fn aged(now: Instant, reports: Vec<(Instant, ReportOp)>) -> Vec<ReportOp> {
         .into_iter()
         .map(|(at, report)| ReportOp {
             age_us: micros(now.saturating_duration_since(at)),
+            ahead_us: 0,
             ..report
         })
         .collect()

@@ -88,6 +88,26 @@ impl AdmitAnswer {
             binding: Binding::None,
         }
     }
+
+    /// This answer as it stands `elapsed_us` after it was computed (its trip back from a
+    /// store far away): every wait that much shorter, as the capacity each waits for
+    /// comes that much sooner. The waits stay measured from a `now` no later than the
+    /// store's clock, so a caller that goes when its wait is over never goes before the
+    /// capacity it took is there; without this, every caller of a store 200 ms away
+    /// would go a round trip after it.
+    pub fn aged(mut self, elapsed_us: u64) -> Self {
+        for d in &mut self.decisions {
+            match d {
+                Decision::Go { wait_us, .. } => *wait_us = wait_us.saturating_sub(elapsed_us),
+                Decision::Late { after_us } => *after_us = after_us.saturating_sub(elapsed_us),
+                Decision::Closed(_) | Decision::Wait => {}
+            }
+        }
+        if self.next_in_us > 0 {
+            self.next_in_us = self.next_in_us.saturating_sub(elapsed_us).max(1);
+        }
+        self
+    }
 }
 
 /// What keeps the first waiting caller of a budget waiting.
@@ -188,6 +208,13 @@ pub struct ReportOp {
     /// the state's latest time, [`crate::store::StoreOps::apply`]), so a `remaining`
     /// does not read as that much later, and the level as that much fuller.
     pub age_us: u64,
+    /// How much later than the operation's `now` the answer may have come, at most, µs
+    /// (0 with any `age_us`). A store whose clock is known only within a round trip runs
+    /// an operation on a `now` that may be that much behind its clock; an answer that
+    /// came within that round trip may be newer than the `now`, and its `remaining` is
+    /// read as of the latest time it can have come: never earlier than the server counted
+    /// it, so the capacity that came back since is never counted twice.
+    pub ahead_us: u64,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -238,6 +265,7 @@ impl From<&Report> for ReportOp {
             size: report.size,
             ticket: report.ticket,
             age_us: 0,
+            ahead_us: 0,
         }
     }
 }

@@ -10,9 +10,9 @@ use std::time::Instant;
 use mistral_core::limiter::LimiterConfig;
 
 use super::StoreOps;
-use crate::budget::{BudgetState, Source};
+use crate::budget::{BudgetState, MICROS, Source};
 use crate::local::{Budgets, MAX_BUDGETS};
-use crate::op::{AdmitAnswer, AdmitOp, ReportOp};
+use crate::op::{AdmitAnswer, ReportOp};
 
 /// The stand-in of one shared store: the last state the store returned for each model
 /// (and when), and while the store is down in-process budgets started from those states
@@ -118,10 +118,10 @@ impl Fallback {
             && let Some(admitted) = local.get(model)
         {
             let local_now = micros_between(*made, now);
-            let share = best.share;
+            let (share, req_cap, tok_cap) = (best.share, best.req_cap, best.tok_cap);
             best = best.joined(&admitted.rebased(local_now, store_now));
-            // The stand-in's share is its cap, not what the store had.
-            best.share = share;
+            // The stand-in's share and cells are its cap's, not what the store had.
+            (best.share, best.req_cap, best.tok_cap) = (share, req_cap, tok_cap);
         }
         best.seen_us = best.seen_us.max(store_now);
         Some(best)
@@ -170,62 +170,66 @@ impl Fallback {
             (now, budgets)
         });
         let now_us = micros_between(*made, now);
+        let cap = self.share_cap;
         budgets.with_model(now_us, &ops.model, |s| {
             for report in &ops.reports {
-                let heard = heard_at_share(report, s);
-                super::learn_one(now_us, s, &heard);
+                learn_at_share(now_us, s, report, cap);
             }
             match &ops.admit {
-                Some(op) => admit_at_share(s, now_us, op),
+                Some(op) => s.admit(now_us, op),
                 None => AdmitAnswer::waiting(0, 0),
             }
         })
     }
 }
 
-/// A report as a stand-in hears it. What the server says remains is the whole budget's,
-/// and every stand-in hears it: each takes its share of that room, as it takes its share
-/// of the pace. Read at the stand-in's pace as it was, the server's count of what was
-/// used would weigh `1 / share` times its length (a budget the fleet left half full would
-/// hold a stand-in back seconds), and so its `remaining` counts what was used at the
-/// share: `limit − share × (limit − remaining)`. A window said spent stays spent.
-fn heard_at_share(report: &ReportOp, s: &BudgetState) -> ReportOp {
-    let share = s.share.clamp(0.0, 1.0);
-    let at_share = |remaining: Option<u64>, limit: u64, cap: f64| {
-        let limit = if limit > 0 { limit } else { cap as u64 };
-        remaining.map(|r| match r {
-            0 => 0,
-            r if r >= limit => r,
-            r => limit - ((limit - r) as f64 * share).ceil() as u64,
-        })
+/// A report as a stand-in at `cap` of the limits learns it. Its cells hold `cap` of
+/// their capacity, and what the server says remains is the whole budget's, heard by
+/// every stand-in: each takes `cap` of that room (rounded down: a spent window stays
+/// spent), as it takes `cap` of the pace and of the burst, so four stand-ins at a
+/// quarter read the same room without taking it four times. Limits the stand-in already
+/// paces at are not learned again (they would give its cells the whole capacity back);
+/// new ones are, and its cells are then cut to `cap` of them.
+fn learn_at_share(now_us: u64, s: &mut BudgetState, report: &ReportOp, cap: f64) {
+    let room = |remaining: Option<u64>| remaining.map(|r| (r as f64 * cap).floor() as u64);
+    let known = |limit: u64, window_secs: u64, unit_us: f64| {
+        s.source == Source::Headers
+            && limit > 0
+            && window_secs > 0
+            && (window_secs * MICROS) as f64 / limit as f64 == unit_us
     };
-    ReportOp {
-        req_remaining: at_share(report.req_remaining, report.req_limit, s.req_cap),
-        tok_remaining: at_share(report.tok_remaining, report.tok_limit, s.tok_cap),
+    let req_known = known(report.req_limit, report.req_window_secs, s.req_us);
+    let tok_known = known(report.tok_limit, report.tok_window_secs, s.tok_us);
+    let heard = ReportOp {
+        req_remaining: room(report.req_remaining),
+        tok_remaining: room(report.tok_remaining),
+        req_limit: if req_known { 0 } else { report.req_limit },
+        tok_limit: if tok_known { 0 } else { report.tok_limit },
         ..*report
+    };
+    super::learn_one(now_us, s, &heard);
+    if heard.req_limit > 0 && s.req_cap == heard.req_limit as f64 {
+        s.req_cap = (s.req_cap * cap).max(1.0);
+    }
+    if heard.tok_limit > 0 && s.tok_cap == heard.tok_limit as f64 {
+        s.tok_cap = (s.tok_cap * cap).max(1.0);
     }
 }
 
-/// A stand-in's admission: at its share of the rate, and of the burst too. Its cells
-/// hold `share` of their capacity (a window's worth the server announced, refilled at
-/// `share` of the pace), so the level in time is the store's (what the store admitted
-/// is not admitted again) and four stand-ins falling back at once burst no more than
-/// the budget itself; with the whole capacity each one could burst a window's worth on
-/// its own (`remaining` every process hears from the server refills each of them).
-fn admit_at_share(s: &mut BudgetState, now_us: u64, op: &AdmitOp) -> AdmitAnswer {
-    let (req_cap, tok_cap) = (s.req_cap, s.tok_cap);
-    s.req_cap = (req_cap * s.share).max(1.0);
-    s.tok_cap = (tok_cap * s.share).max(1.0);
-    let answer = s.admit(now_us, op);
-    (s.req_cap, s.tok_cap) = (req_cap, tok_cap);
-    answer
-}
-
-/// A stand-in's first admission: the capacity the shared budget frees next belongs to
-/// the whole fleet, and every process falling back at once would take it. A process
-/// admitting at `cap` of the limit takes the last of the next `1 / cap` units instead
-/// (its cells' levels moved on by the unit at `cap` less the unit at the store's share),
-/// so the stand-ins of a fleet falling back together do not each take the same one.
+/// A stand-in's start from the store's last state `s` (on the stand-in's clock), at
+/// `cap` of the limits.
+///
+/// - Its cells hold `cap` of their capacity (a window's worth the server announced,
+///   refilled at `cap` of the pace): the level in time is the store's (what the store
+///   admitted is not admitted again), and four stand-ins falling back at once burst no
+///   more than the budget itself.
+/// - The capacity the shared budget frees next belongs to the whole fleet, and every
+///   process falling back at once would take it: a process admitting at `cap` of the
+///   limit takes the last of the next `1 / cap` units instead (its cells' levels moved
+///   on by the unit at `cap` less the unit at the store's share).
+/// - Nothing is out: the store's count of attempts not answered yet is the fleet's, and
+///   would keep a stand-in from reading the room the server says remains as its own;
+///   the stand-in counts the attempts it admits.
 fn own_share_start(mut s: BudgetState, cap: f64) -> BudgetState {
     if cap > 0.0 && s.share > cap {
         let now = s.seen_us;
@@ -239,6 +243,9 @@ fn own_share_start(mut s: BudgetState, cap: f64) -> BudgetState {
             s.tok_tat_us = s.tok_tat_us.max(now) + (tp * unit * factor) as u64;
         }
     }
+    s.req_cap = (s.req_cap * cap).max(1.0);
+    s.tok_cap = (s.tok_cap * cap).max(1.0);
+    s.out = 0;
     s
 }
 

@@ -168,14 +168,26 @@ impl StoreOps {
 }
 
 /// One report of a store operation run at `now_us`, learned as of its answer (see
-/// [`StoreOps::learn`]).
+/// [`StoreOps::learn`]); one that may be newer than `now_us` ([`ReportOp::ahead_us`]) is
+/// learned at `now_us` and its levels read as of the latest time it can have come.
 pub fn learn_one(now_us: u64, state: &mut BudgetState, report: &ReportOp) {
     let at = if now_us >= state.seen_us {
         now_us.saturating_sub(report.age_us).max(state.seen_us)
     } else {
         now_us
     };
-    state.report(at, report);
+    if report.ahead_us == 0 {
+        state.report(at, report);
+        return;
+    }
+    // The levels are read at `now_us + ahead_us`, or at `at` if that is later (the state
+    // has seen a later time).
+    let read_at = now_us.saturating_add(report.ahead_us).max(at);
+    let report = ReportOp {
+        ahead_us: read_at - at,
+        ..*report
+    };
+    state.report(at, &report);
 }
 
 /// What a driver's shared store holds besides its I/O: the configured limits and the

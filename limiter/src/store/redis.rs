@@ -242,7 +242,11 @@ impl Seen {
 /// nobody changed the key since, in one round trip instead of two; when somebody did,
 /// Redis returns the value and the round goes on from it. A report is learned no
 /// earlier than it came (its age less that round trip: its time on Redis's clock is
-/// then at least the one it came at).
+/// then at least the one it came at; one that came within that round trip is read as of
+/// the latest time it can have come, past the operation's `now`,
+/// [`crate::ReportOp::ahead_us`]). The answer's waits are shortened by the round trip of
+/// the call that set the key ([`AdmitAnswer::aged`]): measured from a time no later than
+/// Redis's clock, they stay no shorter than the capacity needs.
 #[derive(Debug)]
 pub struct RedisRound<'a> {
     key: String,
@@ -316,6 +320,9 @@ impl<'a> RedisRound<'a> {
             };
             self.seen.put(&self.key, last);
             store.up(now, &self.ops.model, &state);
+            // The waits were measured from `now_us`, no later than Redis's clock when the
+            // value was computed; the trip since brings each capacity that much nearer.
+            let answer = answer.aged(u64::try_from(trip.as_micros()).unwrap_or(u64::MAX));
             return RedisStep::Done(answer);
         }
         let last = Last {
@@ -338,7 +345,8 @@ impl<'a> RedisRound<'a> {
     }
 
     /// The call that sets the key, found at `current` at `now_us` (Redis's time), to
-    /// what `ops` make of it; each report's age less `credit_us`.
+    /// what `ops` make of it; each report's age less `credit_us` (the most `now_us` may be
+    /// behind Redis's clock).
     fn compute(
         &mut self,
         store: &SharedStore,
@@ -371,6 +379,9 @@ impl<'a> RedisRound<'a> {
         } else {
             let mut ops = self.ops.clone();
             for report in &mut ops.reports {
+                // `now_us` may be behind Redis's clock by up to `credit_us`: an answer that
+                // came within that is read as of the latest time it can have come.
+                report.ahead_us = credit_us.saturating_sub(report.age_us);
                 report.age_us = report.age_us.saturating_sub(credit_us);
             }
             ops.apply(now_us, &mut state)
