@@ -352,6 +352,7 @@ impl Line {
                 waiting,
                 candidates,
                 horizon_us: micros(self.config.horizon),
+                late_us: 0,
                 ask_gap_us: micros(self.config.ask_gap),
                 reserve_ppm: self.config.reserve_ppm,
             },

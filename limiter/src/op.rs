@@ -35,6 +35,12 @@ pub struct AdmitOp {
     /// A candidate that fits within this long is admitted (it waits out the rest): about
     /// one store round trip plus a timer's slack.
     pub horizon_us: u64,
+    /// How long after `now` the candidates admitted may go, at the latest, when their
+    /// capacity is there already (0 in-process): a store far away answers a round trip
+    /// later, and may run on a `now` behind its clock. Each is charged as of then at the
+    /// earliest: a budget left full meanwhile fills no further, and a burst that goes
+    /// late must not find the server's bucket emptied by the capacity due after it.
+    pub late_us: u64,
     /// The longest this process waits before it asks again (its demand record lasts
     /// that long plus a grace).
     pub ask_gap_us: u64,

@@ -46,6 +46,14 @@ impl BudgetState {
     /// What the cells hold now by `op`'s `remaining`: the server counted the attempt
     /// and, at most, what was admitted before it; everything admitted after it, and
     /// everything still out, may not be counted yet, so it is taken off what remains.
+    /// What remains is the whole budget's: while the cells are at the fleet's share (a
+    /// store's stand-in, or a budget rejoined while others may still admit on theirs),
+    /// an answer lowers the level to the fleet's share of that room, and raises it only
+    /// as far as the room past the other processes' cells, which may be in flight: a
+    /// stand-in that took a quarter of what each answer shows would, answer after
+    /// answer, take it all (15 sent in 10 ms by one stand-in after a stall, 2 refused);
+    /// one that never took more than its quarter of the pace would leave what the
+    /// others do not use unused.
     ///
     /// The answer of the latest admission answered so far sets the level either way (the
     /// budget may have more room than the model thought: an estimate too high, a window
@@ -81,12 +89,16 @@ impl BudgetState {
                 tat.max(level)
             }
         };
+        let share = self.cell_share();
         let rp = self.req_period_us();
         if let (Some(remaining), true) = (op.req_remaining, rp > 0.0) {
             let after = self.seq.saturating_sub(seq).max(self.out) as f64;
-            let used = (self.req_cap - remaining as f64 + after).max(0.0);
+            let used = (self.req_cap_eff() - remaining as f64 * share + after).max(0.0);
             let level = (now as f64 + used * rp) as u64;
-            let doubtful = (now as f64 + (used + doubt) * rp) as u64;
+            // Cells at a share: the other processes' cells may be in flight, only the
+            // room past them is certain.
+            let certain = (self.req_cap - remaining as f64 + after).max(used);
+            let doubtful = (now as f64 + (certain + doubt) * rp) as u64;
             self.req_tat_us = moved(self.req_tat_us, level, doubtful);
         }
         let tp = self.tok_period_us();
@@ -97,9 +109,11 @@ impl BudgetState {
             // tokens each.
             let tokens = op.ticket.map_or(op.estimated_tokens, |t| t.tokens) as f64;
             let before_out = self.out.saturating_sub(self.seq.saturating_sub(seq)) as f64 * tokens;
-            let used = (self.tok_cap - remaining as f64 + after + before_out).max(0.0);
+            let used =
+                (self.tok_cap_eff() - remaining as f64 * share + after + before_out).max(0.0);
             let level = (now as f64 + used * tp) as u64;
-            let doubtful = (now as f64 + (used + doubt * tokens) * tp) as u64;
+            let certain = (self.tok_cap - remaining as f64 + after + before_out).max(used);
+            let doubtful = (now as f64 + (certain + doubt * tokens) * tp) as u64;
             self.tok_tat_us = moved(self.tok_tat_us, level, doubtful);
         }
         if latest {

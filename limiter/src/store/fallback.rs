@@ -10,9 +10,9 @@ use std::time::Instant;
 use mistral_core::limiter::LimiterConfig;
 
 use super::StoreOps;
-use crate::budget::{BudgetState, MICROS, Source};
+use crate::budget::{BudgetState, Source};
 use crate::local::{Budgets, MAX_BUDGETS};
-use crate::op::{AdmitAnswer, ReportOp};
+use crate::op::AdmitAnswer;
 
 /// The stand-in of one shared store: the last state the store returned for each model
 /// (and when), and while the store is down in-process budgets started from those states
@@ -118,10 +118,10 @@ impl Fallback {
             && let Some(admitted) = local.get(model)
         {
             let local_now = micros_between(*made, now);
-            let (share, req_cap, tok_cap) = (best.share, best.req_cap, best.tok_cap);
+            let share = best.share;
             best = best.joined(&admitted.rebased(local_now, store_now));
-            // The stand-in's share and cells are its cap's, not what the store had.
-            (best.share, best.req_cap, best.tok_cap) = (share, req_cap, tok_cap);
+            // The stand-in's share is its cap, not what the store had.
+            best.share = share;
         }
         best.seen_us = best.seen_us.max(store_now);
         Some(best)
@@ -170,10 +170,13 @@ impl Fallback {
             (now, budgets)
         });
         let now_us = micros_between(*made, now);
-        let cap = self.share_cap;
         budgets.with_model(now_us, &ops.model, |s| {
+            // A budget first used in the outage is at the cap too, cells and room.
+            s.cells_at_share = 1;
             for report in &ops.reports {
-                learn_at_share(now_us, s, report, cap);
+                super::learn_one(now_us, s, report);
+                // Its share grows back within the operation too: never past the cap.
+                s.share = s.share.min(self.share_cap);
             }
             match &ops.admit {
                 Some(op) => s.admit(now_us, op),
@@ -183,46 +186,13 @@ impl Fallback {
     }
 }
 
-/// A report as a stand-in at `cap` of the limits learns it. Its cells hold `cap` of
-/// their capacity, and what the server says remains is the whole budget's, heard by
-/// every stand-in: each takes `cap` of that room (rounded down: a spent window stays
-/// spent), as it takes `cap` of the pace and of the burst, so four stand-ins at a
-/// quarter read the same room without taking it four times. Limits the stand-in already
-/// paces at are not learned again (they would give its cells the whole capacity back);
-/// new ones are, and its cells are then cut to `cap` of them.
-fn learn_at_share(now_us: u64, s: &mut BudgetState, report: &ReportOp, cap: f64) {
-    let room = |remaining: Option<u64>| remaining.map(|r| (r as f64 * cap).floor() as u64);
-    let known = |limit: u64, window_secs: u64, unit_us: f64| {
-        s.source == Source::Headers
-            && limit > 0
-            && window_secs > 0
-            && (window_secs * MICROS) as f64 / limit as f64 == unit_us
-    };
-    let req_known = known(report.req_limit, report.req_window_secs, s.req_us);
-    let tok_known = known(report.tok_limit, report.tok_window_secs, s.tok_us);
-    let heard = ReportOp {
-        req_remaining: room(report.req_remaining),
-        tok_remaining: room(report.tok_remaining),
-        req_limit: if req_known { 0 } else { report.req_limit },
-        tok_limit: if tok_known { 0 } else { report.tok_limit },
-        ..*report
-    };
-    super::learn_one(now_us, s, &heard);
-    if heard.req_limit > 0 && s.req_cap == heard.req_limit as f64 {
-        s.req_cap = (s.req_cap * cap).max(1.0);
-    }
-    if heard.tok_limit > 0 && s.tok_cap == heard.tok_limit as f64 {
-        s.tok_cap = (s.tok_cap * cap).max(1.0);
-    }
-}
-
 /// A stand-in's start from the store's last state `s` (on the stand-in's clock), at
-/// `cap` of the limits.
+/// `cap` of the limits: at that share, its cells hold `cap` of their capacity (a window's
+/// worth the server announced, refilled at `cap` of the pace, [`BudgetState`]) and it
+/// takes `cap` of the room the server says remains: the level in time is the store's
+/// (what the store admitted is not admitted again), and four stand-ins falling back at
+/// once burst no more than the budget itself, nor take the same room four times.
 ///
-/// - Its cells hold `cap` of their capacity (a window's worth the server announced,
-///   refilled at `cap` of the pace): the level in time is the store's (what the store
-///   admitted is not admitted again), and four stand-ins falling back at once burst no
-///   more than the budget itself.
 /// - The capacity the shared budget frees next belongs to the whole fleet, and every
 ///   process falling back at once would take it: a process admitting at `cap` of the
 ///   limit takes the last of the next `1 / cap` units instead (its cells' levels moved
@@ -243,10 +213,9 @@ fn own_share_start(mut s: BudgetState, cap: f64) -> BudgetState {
             s.tok_tat_us = s.tok_tat_us.max(now) + (tp * unit * factor) as u64;
         }
     }
-    s.req_cap = (s.req_cap * cap).max(1.0);
-    s.tok_cap = (s.tok_cap * cap).max(1.0);
     s.out = 0;
-    s
+    s.share = s.share.min(cap);
+    s.with_cells_at_share()
 }
 
 /// Keeps at most [`MAX_BUDGETS`] known states (the oldest answers go first).

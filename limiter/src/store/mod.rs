@@ -6,7 +6,7 @@
 //! Every store runs the same arithmetic, this crate's Rust, on the same encoding
 //! ([`codec`]): the file store under the file's lock, the Redis store as a
 //! read-compute-compare-and-set round on one key per budget (the script that sets the
-//! key is six lines: [`redis::CAS_SCRIPT`]). A store operation is a [`StoreOps`]: the
+//! key is seven lines: [`redis::CAS_SCRIPT`]). A store operation is a [`StoreOps`]: the
 //! reports to learn from and the callers to admit, for one budget.
 //!
 //! | store | shared by | clock | when the store fails |
@@ -246,13 +246,17 @@ impl SharedStore {
         let cap = self.fallback.share_cap();
         match (stored, ours) {
             (Some(theirs), Some(ours)) => {
-                let mut merged = theirs.joined(&ours);
+                let merged = theirs.joined(&ours);
                 if self.is_down() {
-                    // Back from an outage: this process hands back the share its stand-in
-                    // took, up to what the store had before.
-                    merged.share = (theirs.share + cap).min(theirs.share.max(ours.share));
+                    // Back from an outage: the other processes may still admit on stand-ins
+                    // of their own, each at `cap` of the pace and of the room the server
+                    // says remains, until they reach the store again (within their pause
+                    // between connection attempts): this one takes no more, and grows back
+                    // within a few seconds.
+                    merged.rejoined(cap)
+                } else {
+                    merged
                 }
-                merged
             }
             (Some(theirs), None) => theirs,
             (None, Some(ours)) => {

@@ -39,13 +39,18 @@ pub const HORIZON: Duration = Duration::from_millis(5);
 pub const MAX_TRIES: u32 = 64;
 
 /// Reads `KEYS[1]` and Redis `TIME`; with `ARGV[1] == '1'`, when the key's value is still
-/// `ARGV[2]` (the empty string for a missing key), sets it to `ARGV[3]` with an expiry of
-/// `ARGV[4]` ms. Returns `{1 if set else 0, the value (when not set), seconds,
-/// microseconds}`.
+/// `ARGV[2]` (the empty string for a missing key) and Redis `TIME` has not passed
+/// `ARGV[5]` µs, sets it to `ARGV[3]` with an expiry of `ARGV[4]` ms. Returns `{1 if set
+/// else 0, the value (when not set), seconds, microseconds}`.
+///
+/// Past `ARGV[5]` the caller has stopped waiting for the answer: a value set then would
+/// admit callers that are never told (a call held by a partition and delivered when it
+/// heals), counted out for ever.
 pub const CAS_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local cur = redis.call('GET', KEYS[1]) or ''
-if ARGV[1] == '1' and cur == ARGV[2] then
+if ARGV[1] == '1' and cur == ARGV[2]
+    and tonumber(t[1]) * 1000000 + tonumber(t[2]) <= tonumber(ARGV[5]) then
   redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
   return {1, '', t[1], t[2]}
 end
@@ -147,14 +152,15 @@ impl Reconnect {
     }
 }
 
-/// One [`CAS_SCRIPT`] call to make: `EVALSHA <sha> 1 key write expected new ttl_ms`.
+/// One [`CAS_SCRIPT`] call to make: `EVALSHA <sha> 1 key write expected new ttl_ms
+/// deadline_us`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CasCall {
     /// The budget's key.
     pub key: String,
     /// `ARGV`: `"1"` to set (else only read), the value expected, the new value, the
-    /// expiry in ms.
-    pub args: [Vec<u8>; 4],
+    /// expiry in ms, and the Redis time in µs after which nothing is set.
+    pub args: [Vec<u8>; 5],
 }
 
 /// What [`CAS_SCRIPT`] answered.
@@ -251,6 +257,8 @@ impl Seen {
 pub struct RedisRound<'a> {
     key: String,
     ops: StoreOps,
+    /// How long the driver waits for one call's answer.
+    patience: Duration,
     tries: u32,
     seen: &'a Seen,
     /// When the last call was made.
@@ -260,20 +268,23 @@ pub struct RedisRound<'a> {
 }
 
 impl<'a> RedisRound<'a> {
-    /// `ops` on the store with id `store_id`, at `now`: the first call sets the key
-    /// from what `seen` holds of it, or reads it.
+    /// `ops` on the store with id `store_id`, at `now`, by a driver that waits
+    /// `patience` for a call's answer (a call that reaches Redis later sets nothing):
+    /// the first call sets the key from what `seen` holds of it, or reads it.
     pub fn start(
         store_id: &str,
         ops: StoreOps,
         seen: &'a Seen,
         store: &SharedStore,
         now: Instant,
+        patience: Duration,
     ) -> (Self, CasCall) {
         let key = super::redis_key(store_id, &ops.model);
         let last = seen.get(&key);
         let mut round = RedisRound {
             key,
             ops,
+            patience,
             tries: 0,
             seen,
             called: now,
@@ -291,11 +302,18 @@ impl<'a> RedisRound<'a> {
                     last.value,
                     last.now_us.saturating_add(since),
                     trip,
+                    trip,
                 )
             }
             None => CasCall {
                 key: round.key.clone(),
-                args: [b"0".to_vec(), Vec::new(), Vec::new(), b"0".to_vec()],
+                args: [
+                    b"0".to_vec(),
+                    Vec::new(),
+                    Vec::new(),
+                    b"0".to_vec(),
+                    b"0".to_vec(),
+                ],
             },
         };
         (round, call)
@@ -341,12 +359,13 @@ impl<'a> RedisRound<'a> {
             let n = self.ops.admit.as_ref().map_or(0, |op| op.candidates.len());
             return RedisStep::Done(AdmitAnswer::waiting(n, 1_000));
         }
-        RedisStep::Call(self.compute(store, now, reply.current, reply.now_us, 0))
+        let trip_us = u64::try_from(trip.as_micros()).unwrap_or(u64::MAX);
+        RedisStep::Call(self.compute(store, now, reply.current, reply.now_us, 0, trip_us))
     }
 
     /// The call that sets the key, found at `current` at `now_us` (Redis's time), to
     /// what `ops` make of it; each report's age less `credit_us` (the most `now_us` may be
-    /// behind Redis's clock).
+    /// behind Redis's clock), callers admitted within `trip_us` (the last round trip).
     fn compute(
         &mut self,
         store: &SharedStore,
@@ -354,6 +373,7 @@ impl<'a> RedisRound<'a> {
         current: Vec<u8>,
         now_us: u64,
         credit_us: u64,
+        trip_us: u64,
     ) -> CasCall {
         self.called = now;
         let model = &self.ops.model;
@@ -374,19 +394,29 @@ impl<'a> RedisRound<'a> {
             }
         };
         let mut state = store.starting_state(now, now_us, model, stored, lost);
-        let answer = if credit_us == 0 {
-            self.ops.apply(now_us, &mut state)
-        } else {
-            let mut ops = self.ops.clone();
-            for report in &mut ops.reports {
-                // `now_us` may be behind Redis's clock by up to `credit_us`: an answer that
-                // came within that is read as of the latest time it can have come.
-                report.ahead_us = credit_us.saturating_sub(report.age_us);
-                report.age_us = report.age_us.saturating_sub(credit_us);
-            }
-            ops.apply(now_us, &mut state)
-        };
+        let mut ops = self.ops.clone();
+        for report in &mut ops.reports {
+            // `now_us` may be behind Redis's clock by up to `credit_us`: an answer that
+            // came within that is read as of the latest time it can have come.
+            report.ahead_us = credit_us.saturating_sub(report.age_us);
+            report.age_us = report.age_us.saturating_sub(credit_us);
+        }
+        if let Some(op) = &mut ops.admit {
+            // The answer takes a round trip to come back: a caller that fits within it is
+            // admitted and waits the rest ([`AdmitAnswer::aged`]), rather than wait for
+            // the next operation, a round trip later, and go in a lump with the others.
+            op.horizon_us = op.horizon_us.max(trip_us);
+            // They go when the answer is back, a round trip from now; `now_us` itself may
+            // be behind Redis's clock by the way back of the last call, at most its trip.
+            op.late_us = op.late_us.max(trip_us.saturating_mul(2));
+        }
+        let answer = ops.apply(now_us, &mut state);
         let ttl_ms = u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX);
+        let patience_us = u64::try_from(self.patience.as_micros()).unwrap_or(u64::MAX);
+        // `now_us` is no later than Redis's clock when the call leaves: past this, the
+        // driver has stopped waiting for its answer, and a value set then would admit
+        // callers that are never told (held by a partition, delivered when it heals).
+        let deadline_us = now_us.saturating_add(patience_us);
         let value = codec::encode_value(&state);
         let call = CasCall {
             key: self.key.clone(),
@@ -395,6 +425,7 @@ impl<'a> RedisRound<'a> {
                 current,
                 value.clone(),
                 ttl_ms.to_string().into_bytes(),
+                deadline_us.to_string().into_bytes(),
             ],
         };
         self.sent = Some((state, answer, value));
