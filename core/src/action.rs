@@ -137,9 +137,10 @@ pub struct Ticket {
 pub enum Grant {
     /// Go now (a limiter that keeps no budget).
     Now,
-    /// Admitted: go after `after` (at most the limiter's short horizon, a few
-    /// milliseconds: capacity is never held far ahead). Quote the ticket in the
-    /// attempt's report.
+    /// Admitted: go after `after` (at most the limiter's short horizon: a few
+    /// milliseconds, or through a shared store far away about the round trips its answer
+    /// takes, as no caller could go sooner: capacity is never held further ahead). Quote
+    /// the ticket in the attempt's report.
     Go {
         /// How long until the capacity taken is there.
         after: Duration,

@@ -31,7 +31,8 @@ pub const DEFAULT_RECONNECT_AFTER: Duration = Duration::from_secs(3);
 /// How long a budget's key outlives its last use (its expiry, renewed by every write).
 pub const TTL: Duration = IDLE;
 /// A caller that fits within this long is admitted through Redis: a few round trips on
-/// a local network, and a thread's or a task's wake-up.
+/// a local network, and a thread's or a task's wake-up. Through a Redis further away a
+/// round admits within three of its round trips ([`RedisRound`]).
 pub const HORIZON: Duration = Duration::from_millis(5);
 /// Compare-and-set attempts of one operation before it gives up (nobody admitted, the
 /// head asks again shortly): every failed attempt means another process changed the
@@ -250,9 +251,12 @@ impl Seen {
 /// earlier than it came (its age less that round trip: its time on Redis's clock is
 /// then at least the one it came at; one that came within that round trip is read as of
 /// the latest time it can have come, past the operation's `now`,
-/// [`crate::ReportOp::ahead_us`]). The answer's waits are shortened by the round trip of
-/// the call that set the key ([`AdmitAnswer::aged`]): measured from a time no later than
-/// Redis's clock, they stay no shorter than the capacity needs.
+/// [`crate::ReportOp::ahead_us`]). The callers it admits go when its answer is back: they
+/// are charged as of two round trips after its `now` at the earliest (a budget left full
+/// until then fills no further, [`crate::AdmitOp::late_us`]), and one that fits within
+/// three (when the next round's would go) is admitted, its wait shortened by the round
+/// trip of the call that set the key ([`AdmitAnswer::aged`]): measured from a time no
+/// later than Redis's clock, the waits stay no shorter than the capacity needs.
 #[derive(Debug)]
 pub struct RedisRound<'a> {
     key: String,
@@ -402,13 +406,15 @@ impl<'a> RedisRound<'a> {
             report.age_us = report.age_us.saturating_sub(credit_us);
         }
         if let Some(op) = &mut ops.admit {
-            // The answer takes a round trip to come back: a caller that fits within it is
+            // The callers admitted go when the answer is back, a round trip from now, and
+            // `now_us` may be behind Redis's clock by the way back of the last call, at
+            // most its trip: they are charged as of then at the earliest. A caller that
+            // fits within a round trip more (when the next operation's would go) is
             // admitted and waits the rest ([`AdmitAnswer::aged`]), rather than wait for
-            // the next operation, a round trip later, and go in a lump with the others.
-            op.horizon_us = op.horizon_us.max(trip_us);
-            // They go when the answer is back, a round trip from now; `now_us` itself may
-            // be behind Redis's clock by the way back of the last call, at most its trip.
-            op.late_us = op.late_us.max(trip_us.saturating_mul(2));
+            // that operation and go in a lump with the others.
+            let late_us = trip_us.saturating_mul(2);
+            op.late_us = op.late_us.max(late_us);
+            op.horizon_us = op.horizon_us.max(late_us.saturating_add(trip_us));
         }
         let answer = ops.apply(now_us, &mut state);
         let ttl_ms = u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX);
