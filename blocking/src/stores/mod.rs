@@ -22,9 +22,11 @@
 //!
 //! A store that fails (or stops answering) never fails open: the calls it would have
 //! admitted are admitted in-process, from the level the store last had, at a quarter of
-//! the share ([`DEGRADED_SHARE`]) — of the pace, of the burst, and of the room the server
-//! says remains — so four processes falling back at once stay under the limit; a
-//! warning is logged once per outage.
+//! the share ([`DEGRADED_SHARE`]) — of the pace and of the burst, and of the room the
+//! server says remains past what the other processes' stand-ins may hold — so four
+//! processes falling back at once stay under the limit; a warning is logged once per
+//! outage. When the store answers again, the budget goes on at a quarter share, grown
+//! back within a few seconds (the others may still be on their stand-ins).
 //!
 //! Each key has a budget of its own unless a [`BudgetId`] names one shared by several
 //! keys (`MISTRAL_LIMITER=…?budget=acme`, or the builders' `budget_id`):

@@ -18,13 +18,16 @@
 //! A store that fails never fails open: the calls it would have admitted are admitted
 //! by an in-process stand-in that starts from the last state the store returned (its
 //! level kept: what the store admitted is not admitted again) at a quarter of the share
-//! ([`DEGRADED_SHARE`]) — of the pace, of the burst, and of the room the server says
-//! remains — so four processes falling back at once stay under the limit; a warning is
-//! logged once per outage. When the store answers again, what the stand-in
-//! admitted meanwhile is merged into the store's state first (no burst when it heals);
-//! a store that lost a budget (Redis restarted empty, a state file deleted) is given
-//! back what this process knew of it, by the declared merge rules
-//! ([`BudgetState::joined`]).
+//! ([`DEGRADED_SHARE`]) — of the pace and of the burst; what the server says remains
+//! lowers it to a quarter of that room, and raises it only as far as the room past the
+//! other stand-ins' cells ([`BudgetState::with_cells_at_share`]) — so four processes
+//! falling back at once stay under the limit; a warning is logged once per outage. When
+//! the store answers again, what the stand-in admitted meanwhile is merged into the
+//! store's state first, and the budget goes on at a quarter share, grown back within a
+//! few seconds (other processes may still admit on their stand-ins until they reach the
+//! store): no burst when it heals. A store that lost a budget (Redis restarted empty, a
+//! state file deleted) is given back what this process knew of it, by the declared
+//! merge rules ([`BudgetState::joined`]), at that quarter share too.
 
 pub mod codec;
 pub mod fallback;
