@@ -385,3 +385,49 @@ fn a_round_through_a_far_redis_admits_within_its_round_trip_and_sets_nothing_lat
     assert_eq!(w[..4], [0; 4], "due before the answer is back: {w:?}");
     assert!((350 * MS..=360 * MS).contains(&w[11]), "{w:?}");
 }
+
+#[test]
+fn a_round_through_a_redis_nearby_admits_within_its_short_horizon_as_before() {
+    let store = SharedStore::new("redis", LimiterConfig::default());
+    let seen = Seen::default();
+    // Slower than a timer's slack, nearer than another region.
+    let trip = Duration::from_millis(20);
+    let t0 = Instant::now();
+    let redis_now = 1_700_000_000 * S;
+    let mut held = announced_at(redis_now - 2 * S);
+    assert_eq!(tickets(&held.admit(redis_now, &callers(19))).len(), 19);
+    let value = codec::encode_value(&held);
+    let (mut round, _read) = RedisRound::start(
+        "id",
+        ops(vec![], 64),
+        &seen,
+        &store,
+        t0,
+        Duration::from_millis(500),
+    );
+    let RedisStep::Call(_cas) = round.reply(
+        &store,
+        t0 + trip,
+        CasReply {
+            stored: false,
+            current: value,
+            now_us: redis_now,
+        },
+    ) else {
+        panic!("a compare-and-set follows the read")
+    };
+    let RedisStep::Done(answer) = round.reply(
+        &store,
+        t0 + trip * 2,
+        CasReply {
+            stored: true,
+            current: Vec::new(),
+            now_us: redis_now + 20 * MS,
+        },
+    ) else {
+        panic!("the value was set")
+    };
+    // The one unit left: the next is 50 ms away, past the 5 ms horizon.
+    assert_eq!(admitted(&answer), 1, "{answer:?}");
+    assert!(answer.next_in_us >= 45 * MS, "{answer:?}");
+}

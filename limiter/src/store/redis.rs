@@ -31,9 +31,15 @@ pub const DEFAULT_RECONNECT_AFTER: Duration = Duration::from_secs(3);
 /// How long a budget's key outlives its last use (its expiry, renewed by every write).
 pub const TTL: Duration = IDLE;
 /// A caller that fits within this long is admitted through Redis: a few round trips on
-/// a local network, and a thread's or a task's wake-up. Through a Redis further away a
+/// a local network, and a thread's or a task's wake-up. Through a Redis [`FAR`] away a
 /// round admits within three of its round trips ([`RedisRound`]).
 pub const HORIZON: Duration = Duration::from_millis(5);
+/// A Redis whose last round trip took this long or more is far away (another region):
+/// its rounds admit until the next round's callers would go, its callers are charged as
+/// of when they can go, and wait less by the trip back ([`RedisRound`]). Nearer, a round
+/// admits within [`HORIZON`], and its callers wait from when they were admitted, as they
+/// would in-process.
+pub const FAR: Duration = Duration::from_millis(50);
 /// Compare-and-set attempts of one operation before it gives up (nobody admitted, the
 /// head asks again shortly): every failed attempt means another process changed the
 /// budget, so Redis is up and the stand-in must not admit.
@@ -251,12 +257,13 @@ impl Seen {
 /// earlier than it came (its age less that round trip: its time on Redis's clock is
 /// then at least the one it came at; one that came within that round trip is read as of
 /// the latest time it can have come, past the operation's `now`,
-/// [`crate::ReportOp::ahead_us`]). The callers it admits go when its answer is back: they
-/// are charged as of two round trips after its `now` at the earliest (a budget left full
-/// until then fills no further, [`crate::AdmitOp::late_us`]), and one that fits within
-/// three (when the next round's would go) is admitted, its wait shortened by the round
-/// trip of the call that set the key ([`AdmitAnswer::aged`]): measured from a time no
-/// later than Redis's clock, the waits stay no shorter than the capacity needs.
+/// [`crate::ReportOp::ahead_us`]). Through a Redis [`FAR`] away, the callers it admits go
+/// when its answer is back: they are charged as of two round trips after its `now` at the
+/// earliest (a budget left full until then fills no further,
+/// [`crate::AdmitOp::late_us`]), and one that fits within three (when the next round's
+/// would go) is admitted, its wait shortened by the round trip of the call that set the
+/// key ([`AdmitAnswer::aged`]): measured from a time no later than Redis's clock, the
+/// waits stay no shorter than the capacity needs.
 #[derive(Debug)]
 pub struct RedisRound<'a> {
     key: String,
@@ -267,6 +274,8 @@ pub struct RedisRound<'a> {
     seen: &'a Seen,
     /// When the last call was made.
     called: Instant,
+    /// The last value was computed for a Redis [`FAR`] away.
+    far: bool,
     /// The state, answer and value of the value last sent, until Redis says it was set.
     sent: Option<(crate::budget::BudgetState, AdmitAnswer, Vec<u8>)>,
 }
@@ -292,6 +301,7 @@ impl<'a> RedisRound<'a> {
             tries: 0,
             seen,
             called: now,
+            far: false,
             sent: None,
         };
         let call = match last {
@@ -343,8 +353,13 @@ impl<'a> RedisRound<'a> {
             self.seen.put(&self.key, last);
             store.up(now, &self.ops.model, &state);
             // The waits were measured from `now_us`, no later than Redis's clock when the
-            // value was computed; the trip since brings each capacity that much nearer.
-            let answer = answer.aged(u64::try_from(trip.as_micros()).unwrap_or(u64::MAX));
+            // value was computed; through a Redis far away, the trip since brings each
+            // capacity that much nearer (they were charged as of then).
+            let answer = if self.far {
+                answer.aged(u64::try_from(trip.as_micros()).unwrap_or(u64::MAX))
+            } else {
+                answer
+            };
             return RedisStep::Done(answer);
         }
         let last = Last {
@@ -369,7 +384,8 @@ impl<'a> RedisRound<'a> {
 
     /// The call that sets the key, found at `current` at `now_us` (Redis's time), to
     /// what `ops` make of it; each report's age less `credit_us` (the most `now_us` may be
-    /// behind Redis's clock), callers admitted within `trip_us` (the last round trip).
+    /// behind Redis's clock), through a Redis [`FAR`] away if `trip_us` (the last round
+    /// trip) is that long.
     fn compute(
         &mut self,
         store: &SharedStore,
@@ -405,7 +421,10 @@ impl<'a> RedisRound<'a> {
             report.ahead_us = credit_us.saturating_sub(report.age_us);
             report.age_us = report.age_us.saturating_sub(credit_us);
         }
-        if let Some(op) = &mut ops.admit {
+        self.far = trip_us >= u64::try_from(FAR.as_micros()).unwrap_or(u64::MAX);
+        if let Some(op) = &mut ops.admit
+            && self.far
+        {
             // The callers admitted go when the answer is back, a round trip from now, and
             // `now_us` may be behind Redis's clock by the way back of the last call, at
             // most its trip: they are charged as of then at the earliest. A caller that
