@@ -475,6 +475,7 @@ fn callers(n: usize) -> StoreOps {
                 n
             ],
             horizon_us: 2_000,
+            late_us: 0,
             ask_gap_us: 100_000,
             reserve_ppm: [0; 3],
         }),

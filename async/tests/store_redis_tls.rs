@@ -185,6 +185,7 @@ fn one_caller() -> StoreOps {
                 within_us: u64::MAX,
             }],
             horizon_us: 5_000,
+            late_us: 0,
             ask_gap_us: 100_000,
             reserve_ppm: [0; 3],
         }),

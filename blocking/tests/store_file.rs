@@ -60,6 +60,7 @@ fn within_horizon(model: &str, horizon_us: u64) -> StoreOps {
                 within_us: u64::MAX,
             }],
             horizon_us,
+            late_us: 0,
             ask_gap_us: S,
             reserve_ppm: [0; 3],
         }),

@@ -124,6 +124,10 @@ pub struct Ticket {
     pub tok_mark: u64,
     /// The lane (priority class) it was admitted in (0 is served first).
     pub lane: u64,
+    /// Admissions made by the same operation before this one: callers admitted together
+    /// go at once and may reach the server in any order, so the `remaining` its answer
+    /// quotes may not count them yet.
+    pub lead: u64,
 }
 
 /// The limiter's answer to an [`Ask`]: it must reach [`crate::Call::handle_grant`].
@@ -133,9 +137,10 @@ pub struct Ticket {
 pub enum Grant {
     /// Go now (a limiter that keeps no budget).
     Now,
-    /// Admitted: go after `after` (at most the limiter's short horizon, a few
-    /// milliseconds: capacity is never held far ahead). Quote the ticket in the
-    /// attempt's report.
+    /// Admitted: go after `after` (at most the limiter's short horizon: a few
+    /// milliseconds, or through a shared store far away about the round trips its answer
+    /// takes, as no caller could go sooner: capacity is never held further ahead). Quote
+    /// the ticket in the attempt's report.
     Go {
         /// How long until the capacity taken is there.
         after: Duration,

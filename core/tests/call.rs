@@ -586,6 +586,7 @@ fn the_admissions_ticket_is_reported_and_the_time_in_line_counts_as_waited() {
         tokens: 40,
         tok_mark: 400,
         lane: 1,
+        lead: 0,
     };
     let mut call = chat_call(false, &RetryPolicy::default(), t0, 1);
     let Action::Reserve(_) = call.poll(t0) else {

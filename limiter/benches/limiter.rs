@@ -46,6 +46,7 @@ fn bench_admit(c: &mut Criterion) {
             within_us: u64::MAX,
         }],
         horizon_us: 2_000,
+        late_us: 0,
         ask_gap_us: 1_000_000,
         reserve_ppm: [0, 100_000, 100_000],
     };

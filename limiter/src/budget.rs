@@ -315,6 +315,11 @@ crate::shared_record! {
         spent_us: u64 => Newer, time;
         /// Announced: when a response last showed a fresh window.
         fresh_us: u64 => Newer, time;
+        /// 1 while the cells hold only the fleet's share of their capacity, and the room
+        /// the server says remains only ever lowers their level: a store's stand-in, or a
+        /// budget rejoined while other processes may still admit on stand-ins of their
+        /// own (until the share is whole again).
+        cells_at_share: u64 => Max;
     }
 }
 
@@ -386,6 +391,7 @@ impl Default for BudgetState {
             anchor_us: 0,
             spent_us: 0,
             fresh_us: 0,
+            cells_at_share: 0,
         }
     }
 }
@@ -466,13 +472,28 @@ impl BudgetState {
         }
     }
 
-    /// This budget as a store that lost it restarts from: its level kept, its share at
-    /// most `cap` (other processes may still admit on stand-ins of their own), growing
-    /// back at [`Self::REJOIN_SHARE_RATE`].
+    /// This budget as a store that lost it, or that comes back from an outage, restarts
+    /// from: its level kept, its share at most `cap` (other processes may still admit
+    /// on stand-ins of their own), of the pace, of the cells and of the room the server
+    /// says remains ([`Self::with_cells_at_share`]), growing back at
+    /// [`Self::REJOIN_SHARE_RATE`] from now (its latest time).
     pub fn rejoined(mut self, cap: f64) -> Self {
         if self.share > cap {
             self.share = cap;
             self.share_rate = Self::REJOIN_SHARE_RATE;
+            self.grown_us = self.seen_us;
+        }
+        self.with_cells_at_share()
+    }
+
+    /// This budget with cells that hold only its share of their capacity, whose level
+    /// the room the server says remains only ever lowers, until the share is whole
+    /// again: at a quarter, a quarter of what is free and of what comes back, not the
+    /// whole burst at a quarter of the pace (a share that changes then moves neither the
+    /// level in time nor the room), nor room other processes see too.
+    pub fn with_cells_at_share(mut self) -> Self {
+        if self.share < 1.0 {
+            self.cells_at_share = 1;
         }
         self
     }
@@ -548,6 +569,27 @@ impl BudgetState {
         }
     }
 
+    /// The share of the cells' capacity the fleet holds, and of the room the server says
+    /// remains: its share of the limits while its cells are at its share
+    /// ([`Self::with_cells_at_share`], announced and configured limits only), else all.
+    fn cell_share(&self) -> f64 {
+        if self.cells_at_share == 1 && self.source != Source::Learned {
+            self.share.clamp(0.01, 1.0)
+        } else {
+            1.0
+        }
+    }
+
+    /// Requests the request cell holds at the fleet's share (at least 1).
+    pub(crate) fn req_cap_eff(&self) -> f64 {
+        (self.req_cap * self.cell_share()).max(1.0)
+    }
+
+    /// Tokens the token cell holds at the fleet's share (at least 1).
+    pub(crate) fn tok_cap_eff(&self) -> f64 {
+        (self.tok_cap * self.cell_share()).max(1.0)
+    }
+
     /// µs per request at the current pace (0: no request limit).
     pub fn req_period_us(&self) -> f64 {
         if self.req_us > 0.0 {
@@ -580,7 +622,7 @@ impl BudgetState {
         let rp = self.req_period_us();
         if rp > 0.0 {
             let need = 1.0 + hold_req;
-            let at = self.req_tat_us as f64 + (need - self.req_cap) * rp;
+            let at = self.req_tat_us as f64 + (need - self.req_cap_eff()) * rp;
             let at = at.max(0.0) as u64;
             if at > fit {
                 fit = at;
@@ -594,11 +636,12 @@ impl BudgetState {
         let tp = self.tok_period_us();
         if tp > 0.0 {
             let cost = tokens as f64;
-            let at = if cost > self.tok_cap {
+            let cap = self.tok_cap_eff();
+            let at = if cost > cap {
                 // Larger than the cell: it goes when the cell is full, and leaves a debt.
                 self.tok_tat_us as f64 + hold_tok * tp
             } else {
-                self.tok_tat_us as f64 + (cost + hold_tok - self.tok_cap) * tp
+                self.tok_tat_us as f64 + (cost + hold_tok - cap) * tp
             };
             let at = at.max(0.0) as u64;
             if at > fit {
@@ -731,7 +774,9 @@ impl BudgetState {
                 self.lump_left -= 1;
                 self.lump_sent += 1;
             } else {
-                self.take(fit, tokens[pick]);
+                // Charged as of when it may go at the latest (a budget left full until
+                // then fills no further).
+                self.take(fit.max(now.saturating_add(op.late_us)), tokens[pick]);
             }
             self.seq += 1;
             self.tok_mark = self.tok_mark.saturating_add(tokens[pick]);
@@ -744,6 +789,7 @@ impl BudgetState {
                     tokens: tokens[pick],
                     tok_mark: self.tok_mark,
                     lane: lane as u64,
+                    lead: admitted.iter().sum(),
                 },
             };
             admitted[lane] += 1;

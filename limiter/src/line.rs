@@ -352,6 +352,7 @@ impl Line {
                 waiting,
                 candidates,
                 horizon_us: micros(self.config.horizon),
+                late_us: 0,
                 ask_gap_us: micros(self.config.ask_gap),
                 reserve_ppm: self.config.reserve_ppm,
             },
@@ -644,6 +645,7 @@ fn aged(now: Instant, reports: Vec<(Instant, ReportOp)>) -> Vec<ReportOp> {
         .into_iter()
         .map(|(at, report)| ReportOp {
             age_us: micros(now.saturating_duration_since(at)),
+            ahead_us: 0,
             ..report
         })
         .collect()

@@ -35,6 +35,12 @@ pub struct AdmitOp {
     /// A candidate that fits within this long is admitted (it waits out the rest): about
     /// one store round trip plus a timer's slack.
     pub horizon_us: u64,
+    /// How long after `now` the candidates admitted may go, at the latest, when their
+    /// capacity is there already (0 in-process): a store far away answers a round trip
+    /// later, and may run on a `now` behind its clock. Each is charged as of then at the
+    /// earliest: a budget left full meanwhile fills no further, and a burst that goes
+    /// late must not find the server's bucket emptied by the capacity due after it.
+    pub late_us: u64,
     /// The longest this process waits before it asks again (its demand record lasts
     /// that long plus a grace).
     pub ask_gap_us: u64,
@@ -87,6 +93,26 @@ impl AdmitAnswer {
             unit_us: 0,
             binding: Binding::None,
         }
+    }
+
+    /// This answer as it stands `elapsed_us` after it was computed (its trip back from a
+    /// store far away): every wait that much shorter, as the capacity each waits for
+    /// comes that much sooner. The waits stay measured from a `now` no later than the
+    /// store's clock, so a caller that goes when its wait is over never goes before the
+    /// capacity it took is there; without this, every caller of a store 200 ms away
+    /// would go a round trip after it.
+    pub fn aged(mut self, elapsed_us: u64) -> Self {
+        for d in &mut self.decisions {
+            match d {
+                Decision::Go { wait_us, .. } => *wait_us = wait_us.saturating_sub(elapsed_us),
+                Decision::Late { after_us } => *after_us = after_us.saturating_sub(elapsed_us),
+                Decision::Closed(_) | Decision::Wait => {}
+            }
+        }
+        if self.next_in_us > 0 {
+            self.next_in_us = self.next_in_us.saturating_sub(elapsed_us).max(1);
+        }
+        self
     }
 }
 
@@ -188,6 +214,13 @@ pub struct ReportOp {
     /// the state's latest time, [`crate::store::StoreOps::apply`]), so a `remaining`
     /// does not read as that much later, and the level as that much fuller.
     pub age_us: u64,
+    /// How much later than the operation's `now` the answer may have come, at most, µs
+    /// (0 with any `age_us`). A store whose clock is known only within a round trip runs
+    /// an operation on a `now` that may be that much behind its clock; an answer that
+    /// came within that round trip may be newer than the `now`, and its `remaining` is
+    /// read as of the latest time it can have come: never earlier than the server counted
+    /// it, so the capacity that came back since is never counted twice.
+    pub ahead_us: u64,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -240,6 +273,7 @@ impl From<&Report> for ReportOp {
             size: report.size,
             ticket: report.ticket,
             age_us: 0,
+            ahead_us: 0,
         }
     }
 }

@@ -40,6 +40,7 @@ fn op(proc_id: u64, candidates: Vec<Candidate>) -> AdmitOp {
         waiting,
         candidates,
         horizon_us: 2 * MS,
+        late_us: 0,
         ask_gap_us: S,
         reserve_ppm: [0, 100_000, 100_000],
     }

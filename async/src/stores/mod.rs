@@ -24,9 +24,11 @@
 //!
 //! A store that fails (or stops answering) never fails open: the calls it would have
 //! admitted are admitted in-process, from the level the store last had, at a quarter of
-//! the share ([`DEGRADED_SHARE`]) — of the pace, of the burst, and of the room the server
-//! says remains — so four processes falling back at once stay under the limit; a
-//! warning is logged once per outage.
+//! the share ([`DEGRADED_SHARE`]) — of the pace and of the burst, and of the room the
+//! server says remains past what the other processes' stand-ins may hold — so four
+//! processes falling back at once stay under the limit; a warning is logged once per
+//! outage. When the store answers again, the budget goes on at a quarter share, grown
+//! back within a few seconds (the others may still be on their stand-ins).
 //!
 //! A Redis Cluster is named by some of its nodes: `MISTRAL_LIMITER=redis+cluster://
 //! [user:password@]host:port,host:port,…` (`rediss+cluster://` for TLS, `?ca=` as for

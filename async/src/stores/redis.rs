@@ -38,8 +38,9 @@ pub const REDIS_ASK_GAP: Duration = Duration::from_millis(100);
 /// line; the head of a budget's line asks Redis for itself and the tasks behind it, and
 /// reports go with the next operation. An operation is a compare-and-set round
 /// ([`RedisRound`]): the value and Redis `TIME` are read, the new value computed here,
-/// and set only if nobody changed it meanwhile, so hosts with skewed clocks still share
-/// one budget.
+/// and set only if nobody changed it meanwhile (else computed again from the newer
+/// one), so hosts with skewed clocks still share one budget. A value that reaches Redis
+/// after this process stopped waiting for it is not set.
 ///
 /// Every task shares one multiplexed connection, and no worker thread waits. The
 /// connection is made lazily (by one task while the others wait for it), with short
@@ -432,8 +433,14 @@ impl RedisIo {
 
     /// One round of `ops` on Redis.
     async fn round(&self, now: Instant, ops: StoreOps) -> Result<AdmitAnswer, CallError> {
-        let (mut round, mut call) =
-            RedisRound::start(&self.id, ops, &self.seen, &self.store, crate::clock::now());
+        let (mut round, mut call) = RedisRound::start(
+            &self.id,
+            ops,
+            &self.seen,
+            &self.store,
+            crate::clock::now(),
+            self.timeout,
+        );
         loop {
             let reply = self.call(now, &call).await?;
             match round.reply(&self.store, crate::clock::now(), reply) {

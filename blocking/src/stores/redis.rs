@@ -33,8 +33,8 @@ pub const REDIS_ASK_GAP: Duration = Duration::from_millis(100);
 /// it, and reports go with the next operation. An operation is a compare-and-set round
 /// ([`RedisRound`]): the value and Redis `TIME` are read, the new value computed here,
 /// and set only if nobody changed it meanwhile (else computed again from the newer
-/// one), so hosts with skewed clocks still share one budget. Keys expire after a day
-/// unused.
+/// one), so hosts with skewed clocks still share one budget. A value that reaches Redis
+/// after this process stopped waiting for it is not set. Keys expire after a day unused.
 ///
 /// One synchronous connection, used by one operation at a time (a mutex). The
 /// connection is made lazily, with short timeouts (500 ms by default). When Redis cannot
@@ -348,8 +348,14 @@ impl RedisIo {
     /// round).
     fn round(&self, now: Instant, ops: StoreOps) -> Result<AdmitAnswer, CallError> {
         let mut guard = self.conn();
-        let (mut round, mut call) =
-            RedisRound::start(&self.id, ops, &self.seen, &self.store, Instant::now());
+        let (mut round, mut call) = RedisRound::start(
+            &self.id,
+            ops,
+            &self.seen,
+            &self.store,
+            Instant::now(),
+            self.timeout,
+        );
         loop {
             let reply = self.call(&mut guard, now, &call)?;
             match round.reply(&self.store, Instant::now(), reply) {

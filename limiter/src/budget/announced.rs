@@ -46,37 +46,75 @@ impl BudgetState {
     /// What the cells hold now by `op`'s `remaining`: the server counted the attempt
     /// and, at most, what was admitted before it; everything admitted after it, and
     /// everything still out, may not be counted yet, so it is taken off what remains.
-    /// The latest admission's answer sets the level either way (the budget may have more
-    /// room than the model thought: an estimate too high, a window that opened);
-    /// an earlier one's only lowers it.
+    /// What remains is the whole budget's: while the cells are at the fleet's share (a
+    /// store's stand-in, or a budget rejoined while others may still admit on theirs),
+    /// an answer lowers the level to the fleet's share of that room, and raises it only
+    /// as far as the room past the other processes' cells, which may be in flight: a
+    /// stand-in that took a quarter of what each answer shows would, answer after
+    /// answer, take it all (15 sent in 10 ms by one stand-in after a stall, 2 refused);
+    /// one that never took more than its quarter of the pace would leave what the
+    /// others do not use unused.
+    ///
+    /// The answer of the latest admission answered so far sets the level either way (the
+    /// budget may have more room than the model thought: an estimate too high, a window
+    /// that opened); an earlier one's only lowers it. Admissions made by one operation go
+    /// at once and may reach the server in any order ([`mistral_core::Ticket::lead`]):
+    /// those of its operation answered before it may have reached the server after it,
+    /// and its `remaining` would not count them (nor, answered, are they out). Its answer
+    /// then moves the level only as far as that doubt leaves certain: down to what it
+    /// says, up to what it says less those.
+    ///
+    /// The level is read as of the latest time the answer can have come
+    /// ([`ReportOp::ahead_us`] after `now`): read earlier, the capacity that came back in
+    /// between would be counted twice.
     pub(super) fn read_levels(&mut self, now: u64, op: &ReportOp) {
+        let now = now.saturating_add(op.ahead_us);
         let seq = op.ticket.map_or(self.seq, |t| t.seq);
         let latest = seq >= self.obs_seq;
+        // Admissions of its operation answered before it (as many as may be: up to the
+        // latest answered), which its `remaining` may not count.
+        let doubt = match op.ticket {
+            Some(t) if seq > self.obs_seq => {
+                let first = t.seq.saturating_sub(t.lead);
+                (self.obs_seq + 1).saturating_sub(first).min(t.lead)
+            }
+            _ => 0,
+        } as f64;
+        // The new time of a cell at `tat`: `level` when it says no more than the model
+        // (or the latest answer's says more), else no further than `doubtful`.
+        let moved = |tat: u64, level: u64, doubtful: u64| {
+            if latest {
+                level.max(tat.min(doubtful))
+            } else {
+                tat.max(level)
+            }
+        };
+        let share = self.cell_share();
         let rp = self.req_period_us();
         if let (Some(remaining), true) = (op.req_remaining, rp > 0.0) {
             let after = self.seq.saturating_sub(seq).max(self.out) as f64;
-            let used = (self.req_cap - remaining as f64 + after).max(0.0);
+            let used = (self.req_cap_eff() - remaining as f64 * share + after).max(0.0);
             let level = (now as f64 + used * rp) as u64;
-            self.req_tat_us = if latest {
-                level
-            } else {
-                self.req_tat_us.max(level)
-            };
+            // Cells at a share: the other processes' cells may be in flight, only the
+            // room past them is certain.
+            let certain = (self.req_cap - remaining as f64 + after).max(used);
+            let doubtful = (now as f64 + (certain + doubt) * rp) as u64;
+            self.req_tat_us = moved(self.req_tat_us, level, doubtful);
         }
         let tp = self.tok_period_us();
         if let (Some(remaining), true) = (op.tok_remaining, tp > 0.0) {
             let mark = op.ticket.map_or(self.tok_mark, |t| t.tok_mark);
             let after = self.tok_mark.saturating_sub(mark) as f64;
-            // Still out from before it: about this attempt's tokens each.
-            let before_out = self.out.saturating_sub(self.seq.saturating_sub(seq)) as f64
-                * op.ticket.map_or(op.estimated_tokens, |t| t.tokens) as f64;
-            let used = (self.tok_cap - remaining as f64 + after + before_out).max(0.0);
+            // Still out from before it, and its operation's doubt: about this attempt's
+            // tokens each.
+            let tokens = op.ticket.map_or(op.estimated_tokens, |t| t.tokens) as f64;
+            let before_out = self.out.saturating_sub(self.seq.saturating_sub(seq)) as f64 * tokens;
+            let used =
+                (self.tok_cap_eff() - remaining as f64 * share + after + before_out).max(0.0);
             let level = (now as f64 + used * tp) as u64;
-            self.tok_tat_us = if latest {
-                level
-            } else {
-                self.tok_tat_us.max(level)
-            };
+            let certain = (self.tok_cap - remaining as f64 + after + before_out).max(used);
+            let doubtful = (now as f64 + (certain + doubt * tokens) * tp) as u64;
+            self.tok_tat_us = moved(self.tok_tat_us, level, doubtful);
         }
         if latest {
             self.obs_seq = seq;

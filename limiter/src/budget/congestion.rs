@@ -59,12 +59,12 @@ impl BudgetState {
         // (the probe's answer tells the real level).
         let rp = self.req_period_us();
         if rp > 0.0 && !tokens {
-            let empty = self.pause_until_us as f64 + (self.req_cap - 1.0) * rp;
+            let empty = self.pause_until_us as f64 + (self.req_cap_eff() - 1.0) * rp;
             self.req_tat_us = self.req_tat_us.max(empty as u64);
         }
         let tp = self.tok_period_us();
         if tp > 0.0 && tokens {
-            let empty = now as f64 + self.tok_cap * tp;
+            let empty = now as f64 + self.tok_cap_eff() * tp;
             self.tok_tat_us = self.tok_tat_us.max(empty as u64);
         }
     }

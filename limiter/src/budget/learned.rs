@@ -233,6 +233,7 @@ impl BudgetState {
         }
         if self.share >= 1.0 {
             self.share_rate = Self::SHARE_RATE;
+            self.cells_at_share = 0;
         }
     }
 }

@@ -12,7 +12,7 @@ use mistral_core::limiter::LimiterConfig;
 use super::StoreOps;
 use crate::budget::{BudgetState, Source};
 use crate::local::{Budgets, MAX_BUDGETS};
-use crate::op::{AdmitAnswer, AdmitOp, ReportOp};
+use crate::op::AdmitAnswer;
 
 /// The stand-in of one shared store: the last state the store returned for each model
 /// (and when), and while the store is down in-process budgets started from those states
@@ -171,61 +171,35 @@ impl Fallback {
         });
         let now_us = micros_between(*made, now);
         budgets.with_model(now_us, &ops.model, |s| {
+            // A budget first used in the outage is at the cap too, cells and room.
+            s.cells_at_share = 1;
             for report in &ops.reports {
-                let heard = heard_at_share(report, s);
-                super::learn_one(now_us, s, &heard);
+                super::learn_one(now_us, s, report);
+                // Its share grows back within the operation too: never past the cap.
+                s.share = s.share.min(self.share_cap);
             }
             match &ops.admit {
-                Some(op) => admit_at_share(s, now_us, op),
+                Some(op) => s.admit(now_us, op),
                 None => AdmitAnswer::waiting(0, 0),
             }
         })
     }
 }
 
-/// A report as a stand-in hears it. What the server says remains is the whole budget's,
-/// and every stand-in hears it: each takes its share of that room, as it takes its share
-/// of the pace. Read at the stand-in's pace as it was, the server's count of what was
-/// used would weigh `1 / share` times its length (a budget the fleet left half full would
-/// hold a stand-in back seconds), and so its `remaining` counts what was used at the
-/// share: `limit − share × (limit − remaining)`. A window said spent stays spent.
-fn heard_at_share(report: &ReportOp, s: &BudgetState) -> ReportOp {
-    let share = s.share.clamp(0.0, 1.0);
-    let at_share = |remaining: Option<u64>, limit: u64, cap: f64| {
-        let limit = if limit > 0 { limit } else { cap as u64 };
-        remaining.map(|r| match r {
-            0 => 0,
-            r if r >= limit => r,
-            r => limit - ((limit - r) as f64 * share).ceil() as u64,
-        })
-    };
-    ReportOp {
-        req_remaining: at_share(report.req_remaining, report.req_limit, s.req_cap),
-        tok_remaining: at_share(report.tok_remaining, report.tok_limit, s.tok_cap),
-        ..*report
-    }
-}
-
-/// A stand-in's admission: at its share of the rate, and of the burst too. Its cells
-/// hold `share` of their capacity (a window's worth the server announced, refilled at
-/// `share` of the pace), so the level in time is the store's (what the store admitted
-/// is not admitted again) and four stand-ins falling back at once burst no more than
-/// the budget itself; with the whole capacity each one could burst a window's worth on
-/// its own (`remaining` every process hears from the server refills each of them).
-fn admit_at_share(s: &mut BudgetState, now_us: u64, op: &AdmitOp) -> AdmitAnswer {
-    let (req_cap, tok_cap) = (s.req_cap, s.tok_cap);
-    s.req_cap = (req_cap * s.share).max(1.0);
-    s.tok_cap = (tok_cap * s.share).max(1.0);
-    let answer = s.admit(now_us, op);
-    (s.req_cap, s.tok_cap) = (req_cap, tok_cap);
-    answer
-}
-
-/// A stand-in's first admission: the capacity the shared budget frees next belongs to
-/// the whole fleet, and every process falling back at once would take it. A process
-/// admitting at `cap` of the limit takes the last of the next `1 / cap` units instead
-/// (its cells' levels moved on by the unit at `cap` less the unit at the store's share),
-/// so the stand-ins of a fleet falling back together do not each take the same one.
+/// A stand-in's start from the store's last state `s` (on the stand-in's clock), at
+/// `cap` of the limits: at that share, its cells hold `cap` of their capacity (a window's
+/// worth the server announced, refilled at `cap` of the pace, [`BudgetState`]) and it
+/// takes `cap` of the room the server says remains: the level in time is the store's
+/// (what the store admitted is not admitted again), and four stand-ins falling back at
+/// once burst no more than the budget itself, nor take the same room four times.
+///
+/// - The capacity the shared budget frees next belongs to the whole fleet, and every
+///   process falling back at once would take it: a process admitting at `cap` of the
+///   limit takes the last of the next `1 / cap` units instead (its cells' levels moved
+///   on by the unit at `cap` less the unit at the store's share).
+/// - Nothing is out: the store's count of attempts not answered yet is the fleet's, and
+///   would keep a stand-in from reading the room the server says remains as its own;
+///   the stand-in counts the attempts it admits.
 fn own_share_start(mut s: BudgetState, cap: f64) -> BudgetState {
     if cap > 0.0 && s.share > cap {
         let now = s.seen_us;
@@ -239,7 +213,9 @@ fn own_share_start(mut s: BudgetState, cap: f64) -> BudgetState {
             s.tok_tat_us = s.tok_tat_us.max(now) + (tp * unit * factor) as u64;
         }
     }
-    s
+    s.out = 0;
+    s.share = s.share.min(cap);
+    s.with_cells_at_share()
 }
 
 /// Keeps at most [`MAX_BUDGETS`] known states (the oldest answers go first).

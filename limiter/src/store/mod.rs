@@ -6,7 +6,7 @@
 //! Every store runs the same arithmetic, this crate's Rust, on the same encoding
 //! ([`codec`]): the file store under the file's lock, the Redis store as a
 //! read-compute-compare-and-set round on one key per budget (the script that sets the
-//! key is six lines: [`redis::CAS_SCRIPT`]). A store operation is a [`StoreOps`]: the
+//! key is seven lines: [`redis::CAS_SCRIPT`]). A store operation is a [`StoreOps`]: the
 //! reports to learn from and the callers to admit, for one budget.
 //!
 //! | store | shared by | clock | when the store fails |
@@ -18,13 +18,16 @@
 //! A store that fails never fails open: the calls it would have admitted are admitted
 //! by an in-process stand-in that starts from the last state the store returned (its
 //! level kept: what the store admitted is not admitted again) at a quarter of the share
-//! ([`DEGRADED_SHARE`]) — of the pace, of the burst, and of the room the server says
-//! remains — so four processes falling back at once stay under the limit; a warning is
-//! logged once per outage. When the store answers again, what the stand-in
-//! admitted meanwhile is merged into the store's state first (no burst when it heals);
-//! a store that lost a budget (Redis restarted empty, a state file deleted) is given
-//! back what this process knew of it, by the declared merge rules
-//! ([`BudgetState::joined`]).
+//! ([`DEGRADED_SHARE`]) — of the pace and of the burst; what the server says remains
+//! lowers it to a quarter of that room, and raises it only as far as the room past the
+//! other stand-ins' cells ([`BudgetState::with_cells_at_share`]) — so four processes
+//! falling back at once stay under the limit; a warning is logged once per outage. When
+//! the store answers again, what the stand-in admitted meanwhile is merged into the
+//! store's state first, and the budget goes on at a quarter share, grown back within a
+//! few seconds (other processes may still admit on their stand-ins until they reach the
+//! store): no burst when it heals. A store that lost a budget (Redis restarted empty, a
+//! state file deleted) is given back what this process knew of it, by the declared
+//! merge rules ([`BudgetState::joined`]), at that quarter share too.
 
 pub mod codec;
 pub mod fallback;
@@ -168,14 +171,26 @@ impl StoreOps {
 }
 
 /// One report of a store operation run at `now_us`, learned as of its answer (see
-/// [`StoreOps::learn`]).
+/// [`StoreOps::learn`]); one that may be newer than `now_us` ([`ReportOp::ahead_us`]) is
+/// learned at `now_us` and its levels read as of the latest time it can have come.
 pub fn learn_one(now_us: u64, state: &mut BudgetState, report: &ReportOp) {
     let at = if now_us >= state.seen_us {
         now_us.saturating_sub(report.age_us).max(state.seen_us)
     } else {
         now_us
     };
-    state.report(at, report);
+    if report.ahead_us == 0 {
+        state.report(at, report);
+        return;
+    }
+    // The levels are read at `now_us + ahead_us`, or at `at` if that is later (the state
+    // has seen a later time).
+    let read_at = now_us.saturating_add(report.ahead_us).max(at);
+    let report = ReportOp {
+        ahead_us: read_at - at,
+        ..*report
+    };
+    state.report(at, &report);
 }
 
 /// What a driver's shared store holds besides its I/O: the configured limits and the
@@ -234,13 +249,17 @@ impl SharedStore {
         let cap = self.fallback.share_cap();
         match (stored, ours) {
             (Some(theirs), Some(ours)) => {
-                let mut merged = theirs.joined(&ours);
+                let merged = theirs.joined(&ours);
                 if self.is_down() {
-                    // Back from an outage: this process hands back the share its stand-in
-                    // took, up to what the store had before.
-                    merged.share = (theirs.share + cap).min(theirs.share.max(ours.share));
+                    // Back from an outage: the other processes may still admit on stand-ins
+                    // of their own, each at `cap` of the pace and of the room the server
+                    // says remains, until they reach the store again (within their pause
+                    // between connection attempts): this one takes no more, and grows back
+                    // within a few seconds.
+                    merged.rejoined(cap)
+                } else {
+                    merged
                 }
-                merged
             }
             (Some(theirs), None) => theirs,
             (None, Some(ours)) => {

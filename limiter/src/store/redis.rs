@@ -45,8 +45,15 @@ pub const DEFAULT_RECONNECT_AFTER: Duration = Duration::from_secs(3);
 /// How long a budget's key outlives its last use (its expiry, renewed by every write).
 pub const TTL: Duration = IDLE;
 /// A caller that fits within this long is admitted through Redis: a few round trips on
-/// a local network, and a thread's or a task's wake-up.
+/// a local network, and a thread's or a task's wake-up. Through a Redis [`FAR`] away a
+/// round admits within three of its round trips ([`RedisRound`]).
 pub const HORIZON: Duration = Duration::from_millis(5);
+/// A Redis whose last round trip took this long or more is far away (another region):
+/// its rounds admit until the next round's callers would go, its callers are charged as
+/// of when they can go, and wait less by the trip back ([`RedisRound`]). Nearer, a round
+/// admits within [`HORIZON`], and its callers wait from when they were admitted, as they
+/// would in-process.
+pub const FAR: Duration = Duration::from_millis(50);
 /// Compare-and-set attempts of one operation before it gives up (nobody admitted, the
 /// head asks again shortly): every failed attempt means another process changed the
 /// budget, so Redis is up and the stand-in must not admit.
@@ -62,13 +69,18 @@ pub const CLUSTER_RETRIES: u32 = 2;
 pub const CLUSTER_RETRY_WAIT_MS: (u64, u64) = (10, 100);
 
 /// Reads `KEYS[1]` and Redis `TIME`; with `ARGV[1] == '1'`, when the key's value is still
-/// `ARGV[2]` (the empty string for a missing key), sets it to `ARGV[3]` with an expiry of
-/// `ARGV[4]` ms. Returns `{1 if set else 0, the value (when not set), seconds,
-/// microseconds}`.
+/// `ARGV[2]` (the empty string for a missing key) and Redis `TIME` has not passed
+/// `ARGV[5]` µs, sets it to `ARGV[3]` with an expiry of `ARGV[4]` ms. Returns `{1 if set
+/// else 0, the value (when not set), seconds, microseconds}`.
+///
+/// Past `ARGV[5]` the caller has stopped waiting for the answer: a value set then would
+/// admit callers that are never told (a call held by a partition and delivered when it
+/// heals), counted out for ever.
 pub const CAS_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local cur = redis.call('GET', KEYS[1]) or ''
-if ARGV[1] == '1' and cur == ARGV[2] then
+if ARGV[1] == '1' and cur == ARGV[2]
+    and tonumber(t[1]) * 1000000 + tonumber(t[2]) <= tonumber(ARGV[5]) then
   redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
   return {1, '', t[1], t[2]}
 end
@@ -274,14 +286,15 @@ impl Reconnect {
     }
 }
 
-/// One [`CAS_SCRIPT`] call to make: `EVALSHA <sha> 1 key write expected new ttl_ms`.
+/// One [`CAS_SCRIPT`] call to make: `EVALSHA <sha> 1 key write expected new ttl_ms
+/// deadline_us`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CasCall {
     /// The budget's key.
     pub key: String,
     /// `ARGV`: `"1"` to set (else only read), the value expected, the new value, the
-    /// expiry in ms.
-    pub args: [Vec<u8>; 4],
+    /// expiry in ms, and the Redis time in µs after which nothing is set.
+    pub args: [Vec<u8>; 5],
 }
 
 /// What [`CAS_SCRIPT`] answered.
@@ -369,37 +382,53 @@ impl Seen {
 /// nobody changed the key since, in one round trip instead of two; when somebody did,
 /// Redis returns the value and the round goes on from it. A report is learned no
 /// earlier than it came (its age less that round trip: its time on Redis's clock is
-/// then at least the one it came at).
+/// then at least the one it came at; one that came within that round trip is read as of
+/// the latest time it can have come, past the operation's `now`,
+/// [`crate::ReportOp::ahead_us`]). Through a Redis [`FAR`] away, the callers it admits go
+/// when its answer is back: they are charged as of two round trips after its `now` at the
+/// earliest (a budget left full until then fills no further,
+/// [`crate::AdmitOp::late_us`]), and one that fits within three (when the next round's
+/// would go) is admitted, its wait shortened by the round trip of the call that set the
+/// key ([`AdmitAnswer::aged`]): measured from a time no later than Redis's clock, the
+/// waits stay no shorter than the capacity needs.
 #[derive(Debug)]
 pub struct RedisRound<'a> {
     key: String,
     ops: StoreOps,
+    /// How long the driver waits for one call's answer.
+    patience: Duration,
     tries: u32,
     seen: &'a Seen,
     /// When the last call was made.
     called: Instant,
+    /// The last value was computed for a Redis [`FAR`] away.
+    far: bool,
     /// The state, answer and value of the value last sent, until Redis says it was set.
     sent: Option<(crate::budget::BudgetState, AdmitAnswer, Vec<u8>)>,
 }
 
 impl<'a> RedisRound<'a> {
-    /// `ops` on the store with id `store_id`, at `now`: the first call sets the key
-    /// from what `seen` holds of it, or reads it.
+    /// `ops` on the store with id `store_id`, at `now`, by a driver that waits
+    /// `patience` for a call's answer (a call that reaches Redis later sets nothing):
+    /// the first call sets the key from what `seen` holds of it, or reads it.
     pub fn start(
         store_id: &str,
         ops: StoreOps,
         seen: &'a Seen,
         store: &SharedStore,
         now: Instant,
+        patience: Duration,
     ) -> (Self, CasCall) {
         let key = super::redis_key(store_id, &ops.model);
         let last = seen.get(&key);
         let mut round = RedisRound {
             key,
             ops,
+            patience,
             tries: 0,
             seen,
             called: now,
+            far: false,
             sent: None,
         };
         let call = match last {
@@ -414,11 +443,18 @@ impl<'a> RedisRound<'a> {
                     last.value,
                     last.now_us.saturating_add(since),
                     trip,
+                    trip,
                 )
             }
             None => CasCall {
                 key: round.key.clone(),
-                args: [b"0".to_vec(), Vec::new(), Vec::new(), b"0".to_vec()],
+                args: [
+                    b"0".to_vec(),
+                    Vec::new(),
+                    Vec::new(),
+                    b"0".to_vec(),
+                    b"0".to_vec(),
+                ],
             },
         };
         (round, call)
@@ -443,6 +479,14 @@ impl<'a> RedisRound<'a> {
             };
             self.seen.put(&self.key, last);
             store.up(now, &self.ops.model, &state);
+            // The waits were measured from `now_us`, no later than Redis's clock when the
+            // value was computed; through a Redis far away, the trip since brings each
+            // capacity that much nearer (they were charged as of then).
+            let answer = if self.far {
+                answer.aged(u64::try_from(trip.as_micros()).unwrap_or(u64::MAX))
+            } else {
+                answer
+            };
             return RedisStep::Done(answer);
         }
         let last = Last {
@@ -461,11 +505,14 @@ impl<'a> RedisRound<'a> {
             let n = self.ops.admit.as_ref().map_or(0, |op| op.candidates.len());
             return RedisStep::Done(AdmitAnswer::waiting(n, 1_000));
         }
-        RedisStep::Call(self.compute(store, now, reply.current, reply.now_us, 0))
+        let trip_us = u64::try_from(trip.as_micros()).unwrap_or(u64::MAX);
+        RedisStep::Call(self.compute(store, now, reply.current, reply.now_us, 0, trip_us))
     }
 
     /// The call that sets the key, found at `current` at `now_us` (Redis's time), to
-    /// what `ops` make of it; each report's age less `credit_us`.
+    /// what `ops` make of it; each report's age less `credit_us` (the most `now_us` may be
+    /// behind Redis's clock), through a Redis [`FAR`] away if `trip_us` (the last round
+    /// trip) is that long.
     fn compute(
         &mut self,
         store: &SharedStore,
@@ -473,6 +520,7 @@ impl<'a> RedisRound<'a> {
         current: Vec<u8>,
         now_us: u64,
         credit_us: u64,
+        trip_us: u64,
     ) -> CasCall {
         self.called = now;
         let model = &self.ops.model;
@@ -493,16 +541,34 @@ impl<'a> RedisRound<'a> {
             }
         };
         let mut state = store.starting_state(now, now_us, model, stored, lost);
-        let answer = if credit_us == 0 {
-            self.ops.apply(now_us, &mut state)
-        } else {
-            let mut ops = self.ops.clone();
-            for report in &mut ops.reports {
-                report.age_us = report.age_us.saturating_sub(credit_us);
-            }
-            ops.apply(now_us, &mut state)
-        };
+        let mut ops = self.ops.clone();
+        for report in &mut ops.reports {
+            // `now_us` may be behind Redis's clock by up to `credit_us`: an answer that
+            // came within that is read as of the latest time it can have come.
+            report.ahead_us = credit_us.saturating_sub(report.age_us);
+            report.age_us = report.age_us.saturating_sub(credit_us);
+        }
+        self.far = trip_us >= u64::try_from(FAR.as_micros()).unwrap_or(u64::MAX);
+        if let Some(op) = &mut ops.admit
+            && self.far
+        {
+            // The callers admitted go when the answer is back, a round trip from now, and
+            // `now_us` may be behind Redis's clock by the way back of the last call, at
+            // most its trip: they are charged as of then at the earliest. A caller that
+            // fits within a round trip more (when the next operation's would go) is
+            // admitted and waits the rest ([`AdmitAnswer::aged`]), rather than wait for
+            // that operation and go in a lump with the others.
+            let late_us = trip_us.saturating_mul(2);
+            op.late_us = op.late_us.max(late_us);
+            op.horizon_us = op.horizon_us.max(late_us.saturating_add(trip_us));
+        }
+        let answer = ops.apply(now_us, &mut state);
         let ttl_ms = u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX);
+        let patience_us = u64::try_from(self.patience.as_micros()).unwrap_or(u64::MAX);
+        // `now_us` is no later than Redis's clock when the call leaves: past this, the
+        // driver has stopped waiting for its answer, and a value set then would admit
+        // callers that are never told (held by a partition, delivered when it heals).
+        let deadline_us = now_us.saturating_add(patience_us);
         let value = codec::encode_value(&state);
         let call = CasCall {
             key: self.key.clone(),
@@ -511,6 +577,7 @@ impl<'a> RedisRound<'a> {
                 current,
                 value.clone(),
                 ttl_ms.to_string().into_bytes(),
+                deadline_us.to_string().into_bytes(),
             ],
         };
         self.sent = Some((state, answer, value));
