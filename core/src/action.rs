@@ -124,9 +124,11 @@ pub struct Ticket {
     pub tok_mark: u64,
     /// The lane (priority class) it was admitted in (0 is served first).
     pub lane: u64,
-    /// Admissions made by the same operation before this one: callers admitted together
-    /// go at once and may reach the server in any order, so the `remaining` its answer
-    /// quotes may not count them yet.
+    /// Admissions made just before this one (each close to the one before: callers let
+    /// go together, those of the same operation included) and still out when it was
+    /// made: such callers reach the server in any order (a loaded machine wakes them late
+    /// and out of turn), so the `remaining` its answer quotes may not count them yet,
+    /// even those answered before it.
     pub lead: u64,
 }
 

@@ -320,6 +320,16 @@ crate::shared_record! {
         /// budget rejoined while other processes may still admit on stand-ins of their
         /// own (until the share is whole again).
         cells_at_share: u64 => Max;
+        /// When the last admission was made.
+        run_at_us: u64 => Max, time;
+        /// Admissions in the current run (each within [`Self::RUN_GAP_US`] of the one
+        /// before).
+        run_n: u64 => Newer;
+        /// The first admission of the current run.
+        run_seq: u64 => Newer;
+        /// The lowest `remaining` (requests) an answer of the current run quoted so far
+        /// (`u64::MAX`: none): the answer that quotes it was counted after the others.
+        run_rem: u64 => Newer;
     }
 }
 
@@ -392,6 +402,10 @@ impl Default for BudgetState {
             spent_us: 0,
             fresh_us: 0,
             cells_at_share: 0,
+            run_at_us: 0,
+            run_n: 0,
+            run_seq: 0,
+            run_rem: u64::MAX,
         }
     }
 }
@@ -419,6 +433,10 @@ impl BudgetState {
     pub const REJOIN_SHARE_RATE: f64 = 0.25;
     /// How long a demand record outlives its process's next planned ask.
     pub const DEMAND_GRACE_US: u64 = 250_000;
+    /// Admissions each at most this long after the one before form a run: callers let
+    /// go together, which may reach the server in any order (a loaded machine wakes
+    /// them late and out of turn); paced ones further apart keep their order.
+    pub const RUN_GAP_US: u64 = 20_000;
 
     /// A new budget at `now`, with the user's limits if any.
     pub fn new(now_us: u64, limits: Option<Limits>) -> Self {
@@ -781,6 +799,14 @@ impl BudgetState {
             self.seq += 1;
             self.tok_mark = self.tok_mark.saturating_add(tokens[pick]);
             self.out += 1;
+            if self.run_n > 0 && now <= self.run_at_us.saturating_add(Self::RUN_GAP_US) {
+                self.run_n += 1;
+            } else {
+                self.run_n = 1;
+                self.run_seq = self.seq;
+                self.run_rem = u64::MAX;
+            }
+            self.run_at_us = self.run_at_us.max(now);
             decisions[pick] = Decision::Go {
                 wait_us: wait,
                 ticket: Ticket {
@@ -789,7 +815,9 @@ impl BudgetState {
                     tokens: tokens[pick],
                     tok_mark: self.tok_mark,
                     lane: lane as u64,
-                    lead: admitted.iter().sum(),
+                    // The admissions of its run still out (this operation's before
+                    // it included) may reach the server after it.
+                    lead: (self.out - 1).min(self.run_n - 1),
                 },
             };
             admitted[lane] += 1;
@@ -866,7 +894,11 @@ impl BudgetState {
                 self.meter(now);
                 // A lump's answers do not end a pause (they are late, not probes).
                 if !self.lump_answer(now, op.ticket, LumpAnswer::Success) {
-                    if self.recovering == 1 {
+                    // Under announced limits only a probe's success ends the recovery:
+                    // an attempt admitted before the event may have been counted before
+                    // the refusal (a window's last unit), and would let a crowd go.
+                    let ends = current || self.source == Source::Learned;
+                    if self.recovering == 1 && ends {
                         self.end_recovery(now, current);
                     } else if current {
                         self.window_success();
@@ -885,6 +917,12 @@ impl BudgetState {
             } => {
                 if self.source == Source::Headers {
                     self.read_levels(now, op);
+                    if self.spent_us == 0 && !tokens {
+                        // The window seen spent first by a refusal (the answer that said
+                        // nothing was left not read yet): a probe refused one unit later
+                        // says it does not refill continuously.
+                        self.spent_us = now;
+                    }
                 }
                 let spared = self.lump_answer(now, op.ticket, LumpAnswer::Refused)
                     || self.start_burst(op.ticket);

@@ -882,3 +882,96 @@ fn a_window_length_seen_once_never_shuts_the_budget() {
     }
     // Seen twice, the same length shuts it (the test above).
 }
+
+/// An answer under an announced window of 100 requests per 2 s.
+fn window_said(signal: Signal, ticket: Ticket, remaining: u64) -> ReportOp {
+    ReportOp {
+        signal,
+        req_limit: 100,
+        req_window_secs: 2,
+        req_remaining: Some(remaining),
+        ticket: Some(ticket),
+        ..ReportOp::default()
+    }
+}
+
+/// One caller at `t`: its ticket if it is let go (within the horizon).
+fn go_within(b: &mut BudgetState, t: u64) -> Option<Ticket> {
+    match b.admit(t, &op(1, vec![candidate(1, 1)])).decisions[0] {
+        Decision::Go { ticket, .. } => Some(ticket),
+        _ => None,
+    }
+}
+
+#[test]
+fn an_announced_window_that_refuses_twice_without_a_spent_answer_waits_for_its_round() {
+    // 100 per 2 s announced, a fixed window. The answer that said 0 was left never came
+    // (read late on a loaded machine): the window is seen spent first by a refusal. A
+    // probe one unit later refused too says it does not refill continuously: nobody
+    // probes again before the window seen to start comes round (not every 200 ms, then
+    // 400 ms, as for a rate).
+    let mut b = BudgetState::new(0, None);
+    let probe = go_now(&mut b, 0, 1)[0];
+    b.report(10 * MS, &window_said(Signal::Success, probe, 99));
+    let burst = go_now(&mut b, 10 * MS, 128);
+    assert!(burst.len() >= 95, "{}", burst.len());
+    for (i, t) in burst.iter().enumerate().take(burst.len() - 1) {
+        b.report(20 * MS, &window_said(Signal::Success, *t, 98 - i as u64));
+    }
+    let spent = Signal::WindowSpent {
+        wait_us: 0,
+        window_us: 2 * S,
+        tokens: false,
+    };
+    // The model refills continuously: one more goes, and is refused.
+    let mut at = 20 * MS;
+    let one = loop {
+        if let Some(t) = go_within(&mut b, at) {
+            break t;
+        }
+        at += 10 * MS;
+        assert!(at < 2 * S, "nothing went");
+    };
+    b.report(at + 5 * MS, &window_said(spent, one, 0));
+    // The probe after the pause: refused too.
+    let mut at2 = at + 5 * MS;
+    let two = loop {
+        if let Some(t) = go_within(&mut b, at2) {
+            break t;
+        }
+        at2 += 10 * MS;
+        assert!(at2 < 2 * S, "no probe");
+    };
+    b.report(at2 + 5 * MS, &window_said(spent, two, 0));
+    assert!(
+        b.pause_until_us >= 2 * S,
+        "the next probe at {} s, inside the spent window",
+        b.pause_until_us as f64 / S as f64
+    );
+}
+
+#[test]
+fn a_late_answer_from_before_a_refusal_lets_no_crowd_go_after_the_pause() {
+    // The same window: the refusal comes first, then the answer of a caller admitted
+    // before it, saying nothing is left. That answer is no probe's: after the pause one
+    // probe goes, not everyone the cells would let go.
+    let mut b = BudgetState::new(0, None);
+    let probe = go_now(&mut b, 0, 1)[0];
+    b.report(10 * MS, &window_said(Signal::Success, probe, 99));
+    let burst = go_now(&mut b, 10 * MS, 128);
+    let (last, rest) = burst.split_last().unwrap();
+    let (refused, rest) = rest.split_last().unwrap();
+    for (i, t) in rest.iter().enumerate() {
+        b.report(20 * MS, &window_said(Signal::Success, *t, 98 - i as u64));
+    }
+    let spent = Signal::WindowSpent {
+        wait_us: 0,
+        window_us: 2 * S,
+        tokens: false,
+    };
+    b.report(21 * MS, &window_said(spent, *refused, 0));
+    b.report(22 * MS, &window_said(Signal::Success, *last, 0));
+    let after = b.pause_until_us.max(22 * MS) + MS;
+    let went = b.admit(after, &op(1, (0..8).map(|_| candidate(1, 1)).collect()));
+    assert!(admitted(&went) <= 1, "{went:?}");
+}

@@ -179,6 +179,49 @@ fn a_batch_answered_out_of_order_never_reads_room_that_is_not_there() {
 }
 
 #[test]
+fn an_answer_counted_before_callers_admitted_ahead_of_it_reads_no_room_they_took() {
+    // On a loaded machine callers admitted by different operations reach the server in
+    // any order, and their answers are read in any order too. 20 admitted by four
+    // operations at once; the server counts the 20th first (19 left), then the 1st to
+    // the 19th (18 to 0 left). The answers of the 1st to the 10th are read first, then
+    // the 20th's: it is the latest admission answered, but the 9 still out are not all
+    // it missed: the 10 answered before it may have been counted after it too (they
+    // were). Nothing is left for a 21st, before or after the rest are answered.
+    let t = 10 * S;
+    let mut b = announced_at(0);
+    let mut all = Vec::new();
+    for _ in 0..4 {
+        all.extend(tickets(&b.admit(t, &callers(5))));
+    }
+    assert_eq!(all.len(), 20);
+    assert_eq!(all[19].lead, 19, "the 20th knows the 19 out before it");
+    for (i, ticket) in all.iter().enumerate().take(10) {
+        b.report(t + 5 * MS, &said(Some(*ticket), 18 - i as u64));
+    }
+    b.report(t + 6 * MS, &said(Some(all[19]), 19));
+    assert_eq!(
+        admitted(&b.admit(t + 6 * MS, &callers(8))),
+        0,
+        "nothing is left"
+    );
+    for (i, ticket) in all.iter().enumerate().skip(10).take(9) {
+        b.report(t + 7 * MS, &said(Some(*ticket), 8 - (i as u64 - 10)));
+    }
+    assert_eq!(
+        admitted(&b.admit(t + 7 * MS, &callers(8))),
+        0,
+        "still nothing"
+    );
+    // A caller admitted alone once all are answered reads the level whole again.
+    let later = t + 200 * MS;
+    let one = tickets(&b.admit(later, &callers(1)));
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].lead, 0);
+    b.report(later, &said(Some(one[0]), 12));
+    assert_eq!(admitted(&b.admit(later, &callers(20))), 12);
+}
+
+#[test]
 fn callers_that_go_late_are_charged_when_they_can_go() {
     // A full budget admits its 20; the callers will go only when the answer is back from
     // a store far away (up to 400 ms from `now`): the budget, full until then, fills no

@@ -57,12 +57,13 @@ impl BudgetState {
     ///
     /// The answer of the latest admission answered so far sets the level either way (the
     /// budget may have more room than the model thought: an estimate too high, a window
-    /// that opened); an earlier one's only lowers it. Admissions made by one operation go
-    /// at once and may reach the server in any order ([`mistral_core::Ticket::lead`]):
-    /// those of its operation answered before it may have reached the server after it,
-    /// and its `remaining` would not count them (nor, answered, are they out). Its answer
-    /// then moves the level only as far as that doubt leaves certain: down to what it
-    /// says, up to what it says less those.
+    /// that opened); an earlier one's only lowers it. Admissions made close before it and
+    /// still out then may reach the server after it ([`mistral_core::Ticket::lead`]:
+    /// callers let go together, woken late and out of turn on a loaded machine): those
+    /// answered before it may have been counted after it, and its `remaining` would not
+    /// count them (nor, answered, are they out). Its answer then moves the level only as
+    /// far as that doubt leaves certain: down to what it says, up to what it says less
+    /// those.
     ///
     /// The level is read as of the latest time the answer can have come
     /// ([`ReportOp::ahead_us`] after `now`): read earlier, the capacity that came back in
@@ -70,11 +71,20 @@ impl BudgetState {
     pub(super) fn read_levels(&mut self, now: u64, op: &ReportOp) {
         let now = now.saturating_add(op.ahead_us);
         let seq = op.ticket.map_or(self.seq, |t| t.seq);
-        let latest = seq >= self.obs_seq;
-        // Admissions of its operation answered before it (as many as may be: up to the
-        // latest answered), which its `remaining` may not count.
+        // An answer of the current run that quotes less than any other of it so far was
+        // counted after them (or before capacity came back: it says less than there is):
+        // its word is the latest whatever its number, and only those still out are in
+        // doubt.
+        let in_run = op.ticket.is_some() && seq >= self.run_seq;
+        let last_counted = in_run && op.req_remaining.is_some_and(|r| r <= self.run_rem);
+        if let (true, Some(r)) = (in_run, op.req_remaining) {
+            self.run_rem = self.run_rem.min(r);
+        }
+        let latest = seq >= self.obs_seq || last_counted;
+        // Admissions out when it was made and answered before it (as many as may be: up
+        // to the latest answered), which its `remaining` may not count.
         let doubt = match op.ticket {
-            Some(t) if seq > self.obs_seq => {
+            Some(t) if seq > self.obs_seq && !last_counted => {
                 let first = t.seq.saturating_sub(t.lead);
                 (self.obs_seq + 1).saturating_sub(first).min(t.lead)
             }
@@ -92,7 +102,10 @@ impl BudgetState {
         let share = self.cell_share();
         let rp = self.req_period_us();
         if let (Some(remaining), true) = (op.req_remaining, rp > 0.0) {
-            let after = self.seq.saturating_sub(seq).max(self.out) as f64;
+            let after = match last_counted {
+                true => self.out,
+                false => self.seq.saturating_sub(seq).max(self.out),
+            } as f64;
             let used = (self.req_cap_eff() - remaining as f64 * share + after).max(0.0);
             let level = (now as f64 + used * rp) as u64;
             // Cells at a share: the other processes' cells may be in flight, only the
@@ -117,7 +130,7 @@ impl BudgetState {
             self.tok_tat_us = moved(self.tok_tat_us, level, doubtful);
         }
         if latest {
-            self.obs_seq = seq;
+            self.obs_seq = self.obs_seq.max(seq);
         }
     }
 
