@@ -415,6 +415,7 @@ fn one(model: &str) -> StoreOps {
                 within_us: u64::MAX,
             }],
             horizon_us: u64::MAX,
+            late_us: 0,
             ask_gap_us: 1_000_000,
             reserve_ppm: [0; 3],
         }),
