@@ -285,6 +285,8 @@ crate::shared_record! {
         win_open_us: u64 => Newer, time;
         /// When the last probe was admitted.
         probe_at_us: u64 => Newer, time;
+        /// The last probe's admission ([`Ticket::seq`]).
+        probe_seq: u64 => Newer;
         /// When the last refused probe was admitted.
         probe_no_us: u64 => Newer, time;
         /// Learned: the count the current lump may reach (0: no lump under way).
@@ -313,6 +315,9 @@ crate::shared_record! {
         /// Announced: when a response first showed `remaining` 0 since the last that did
         /// not (0: not spent).
         spent_us: u64 => Newer, time;
+        /// Announced: the last admission made when the window was seen spent (only an
+        /// answer of a later one was counted after that).
+        spent_seq: u64 => Newer;
         /// Announced: when a response last showed a fresh window.
         fresh_us: u64 => Newer, time;
         /// 1 while the cells hold only the fleet's share of their capacity, and the room
@@ -402,6 +407,8 @@ impl Default for BudgetState {
             spent_us: 0,
             fresh_us: 0,
             cells_at_share: 0,
+            spent_seq: 0,
+            probe_seq: 0,
             run_at_us: 0,
             run_n: 0,
             run_seq: 0,
@@ -833,6 +840,7 @@ impl BudgetState {
                 // This one is the probe: the others wait for its answer.
                 self.probe_until_us = now.saturating_add(Self::PROBE_TIMEOUT_US);
                 self.probe_at_us = now;
+                self.probe_seq = self.seq;
                 if (0..n).any(|i| decisions[i] == Decision::Wait) {
                     next_in_us = Self::PROBE_TIMEOUT_US;
                     binding = Binding::Probe;
@@ -922,6 +930,7 @@ impl BudgetState {
                         // nothing was left not read yet): a probe refused one unit later
                         // says it does not refill continuously.
                         self.spent_us = now;
+                        self.spent_seq = self.seq;
                     }
                 }
                 let spared = self.lump_answer(now, op.ticket, LumpAnswer::Refused)

@@ -975,3 +975,106 @@ fn a_late_answer_from_before_a_refusal_lets_no_crowd_go_after_the_pause() {
     let went = b.admit(after, &op(1, (0..8).map(|_| candidate(1, 1)).collect()));
     assert!(admitted(&went) <= 1, "{went:?}");
 }
+
+/// Drives one window of 100 per 2 s announced (`window_said`): a probe admitted at `at`
+/// (once the budget lets one go, trying every 5 ms), read `rtt` later as a fresh window,
+/// the rest of the window let go then and answered `rtt` later with what the server
+/// counted, first those `order` names (0: the last admitted, 1: the one before...), then
+/// the others in admission order. Returns when the probe was admitted.
+fn window_round(b: &mut BudgetState, mut at: u64, rtt: u64, order: &[usize]) -> u64 {
+    let probe = loop {
+        if let Some(t) = go_within(b, at) {
+            break t;
+        }
+        at += 5 * MS;
+        assert!(at < 1_000 * S, "no probe");
+    };
+    b.report(at + rtt, &window_said(Signal::Success, probe, 99));
+    let burst = go_now(b, at + rtt, 128);
+    assert!(burst.len() >= 90, "{}", burst.len());
+    // The server counted them in admission order, the last one spending the window
+    // (the budget keeps a margin: it may let a unit or two fewer go at once).
+    let n = burst.len();
+    let mut seen: Vec<usize> = order.iter().map(|k| n - 1 - k).collect();
+    let first = seen.clone();
+    seen.extend((0..n).filter(|i| !first.contains(i)));
+    for i in seen {
+        let left = (n - 1 - i) as u64;
+        b.report(at + 2 * rtt, &window_said(Signal::Success, burst[i], left));
+    }
+    at
+}
+
+#[test]
+fn a_late_answer_from_before_the_window_was_spent_keeps_it_a_window() {
+    // 100 per 2 s, learned to be a window that does not refill (a probe one unit after
+    // it was spent was refused). In the next window the answer that says 0 is read
+    // before one admitted earlier that says 5: that one was counted before, not after
+    // the window was spent; the window is still one that does not refill, and nobody
+    // goes one unit after its burst.
+    let mut b = BudgetState::new(0, None);
+    window_round(&mut b, 0, 5 * MS, &[]);
+    let spent = Signal::WindowSpent {
+        wait_us: 0,
+        window_us: 2 * S,
+        tokens: false,
+    };
+    let mut at = 20 * MS;
+    let one = loop {
+        if let Some(t) = go_within(&mut b, at) {
+            break t;
+        }
+        at += 5 * MS;
+    };
+    b.report(at + 25 * MS, &window_said(spent, one, 0));
+    assert_eq!(
+        b.windowed, 1,
+        "one unit after it was spent it still refused"
+    );
+    // The next window: the last of the burst (said 0) read first, then one that said 5.
+    let p = window_round(&mut b, at + 10 * MS, 5 * MS, &[0, 5]);
+    assert!(p >= 2 * S, "probed at {p} inside the first window");
+    assert_eq!(b.windowed, 1, "a late answer made it a refilling window");
+    assert!(b.pause_until_us >= 4 * S, "{}", b.pause_until_us);
+}
+
+#[test]
+fn a_window_s_start_does_not_drift_later_each_window() {
+    // 100 per 2 s, a window; the server 50 ms away. Each window's probe goes when the
+    // last one's start comes round; its answer is read 50 ms later. Taken at the time
+    // it is read, the start drifts by that and the margin every window (about 80 ms):
+    // 8 windows later the probe would go 0.6 s late, the server idle meanwhile.
+    let mut b = BudgetState::new(0, None);
+    let rtt = 50 * MS;
+    let first = window_round(&mut b, 0, rtt, &[]);
+    assert_eq!(first, 0);
+    // Learn that it does not refill: one unit after the burst, refused.
+    let spent = Signal::WindowSpent {
+        wait_us: 0,
+        window_us: 2 * S,
+        tokens: false,
+    };
+    let mut at = 2 * rtt;
+    let one = loop {
+        if let Some(t) = go_within(&mut b, at) {
+            break t;
+        }
+        at += 5 * MS;
+    };
+    b.report(at + rtt, &window_said(spent, one, 0));
+    let mut probes = Vec::new();
+    let mut at = at + rtt;
+    for _ in 0..8 {
+        let p = window_round(&mut b, at, rtt, &[]);
+        probes.push(p);
+        at = p + 3 * rtt;
+    }
+    let (k, last) = (probes.len() as u64, *probes.last().unwrap());
+    let late = last.saturating_sub(k * 2 * S);
+    assert!(
+        late <= 150 * MS,
+        "the 8th window's probe {:.3} s after its start: {:?}",
+        late as f64 / S as f64,
+        probes
+    );
+}

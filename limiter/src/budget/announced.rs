@@ -143,27 +143,51 @@ impl BudgetState {
         };
         let seq = op.ticket.map_or(self.seq, |t| t.seq);
         let window_us = op.req_window_secs.saturating_mul(MICROS);
-        if self.spent_us > 0 && remaining > 0 && now < self.anchor_us.saturating_add(window_us) {
+        // Room again is news only from an attempt admitted after the window was seen
+        // spent: one admitted before may have been counted before (its answer read
+        // late, on a loaded machine or from a burst that came back out of order).
+        let after_spent = self.spent_us > 0 && seq > self.spent_seq;
+        if after_spent && remaining > 0 && now < self.anchor_us.saturating_add(window_us) {
             // Room again before the window came round: it refills continuously.
             self.windowed = 0;
         }
         if op.req_limit > 0 && remaining + 1 >= op.req_limit {
-            // A fresh window starts here.
-            self.anchor_us = now;
-            self.fresh_us = now;
-        } else if self.spent_us > 0 && remaining > 0 && seq >= self.obs_seq {
+            // A fresh window starts here: no later than the probe that found it reached
+            // the server, so no later than its admission plus the way there. Taken when
+            // its answer is read, the start would drift later every window (by the
+            // answer's way back and the margin); on the last start's round (within a
+            // tenth of the window) it is that round.
+            let start = match op.ticket {
+                Some(t) if t.seq == self.probe_seq && self.probe_at_us > 0 => {
+                    self.probe_at_us.min(now)
+                }
+                _ => now,
+            };
+            let round = match (self.anchor_us, window_us) {
+                (a, w) if a > 0 && w > 0 && start > a => a + (start - a) / w * w,
+                _ => 0,
+            };
+            let start = if round > 0 && start - round <= window_us / 10 {
+                round
+            } else {
+                start
+            };
+            self.anchor_us = start;
+            self.fresh_us = start;
+        } else if after_spent && remaining > 0 && seq >= self.obs_seq {
             // Room again after a spent window: what comes back now, a sliding log gives
             // back one window later.
             self.anchor_us = now;
         }
         if remaining > 0 {
-            if seq >= self.obs_seq {
+            if after_spent && seq >= self.obs_seq {
                 self.spent_us = 0;
             }
             return;
         }
         if self.spent_us == 0 {
             self.spent_us = now;
+            self.spent_seq = self.seq;
         }
         if self.windowed == 1
             && self.fresh_us > 0
