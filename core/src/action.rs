@@ -130,6 +130,10 @@ pub struct Ticket {
     /// and out of turn), so the `remaining` its answer quotes may not count them yet,
     /// even those answered before it.
     pub lead: u64,
+    /// Admitted attempts of the budget not answered yet when this one was admitted, this
+    /// one included: a server that admits at most K in flight refuses it when this is
+    /// more than K, at any spacing.
+    pub in_flight: u64,
 }
 
 /// The limiter's answer to an [`Ask`]: it must reach [`crate::Call::handle_grant`].

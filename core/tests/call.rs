@@ -587,6 +587,7 @@ fn the_admissions_ticket_is_reported_and_the_time_in_line_counts_as_waited() {
         tok_mark: 400,
         lane: 1,
         lead: 0,
+        in_flight: 1,
     };
     let mut call = chat_call(false, &RetryPolicy::default(), t0, 1);
     let Action::Reserve(_) = call.poll(t0) else {

@@ -50,9 +50,12 @@
 //!   taken: the cubic law, which needs about 6 s to follow a doubled limit and saws
 //!   between 70 % and 100 % of a hard one; the bracket below replaces it.
 //! - **Netflix concurrency-limits**: AIMD's rule that a limit nobody uses never grows (a
-//!   rate grows only while callers queue for it). Not taken: Vegas and Gradient2, which
-//!   read queueing delay that a server answering 429 at once never shows. A concurrency
-//!   limit is learned as the rate it allows, not yet as a gate on calls in flight.
+//!   rate grows only while callers queue for it), and a gate on calls in flight: a
+//!   budget refused with more in flight than any success had keeps its attempts in
+//!   flight at that count, climbs by one per round at the gate until a try is refused,
+//!   then tries one more rarely (the `concurrency` module). Not taken: Vegas and
+//!   Gradient2, which read queueing delay that a server answering 429 at once never
+//!   shows.
 //! - **Envoy's adaptive concurrency**: not taken, for the same reason as Gradient2.
 //! - **Google SRE's client-side throttling**: refused attempts are bounded, not by a
 //!   local reject probability but by the probe budget: a settled rate probes upwards
@@ -67,6 +70,7 @@
 //! in a lump), after which its count goes at each open and its length times the probe.
 
 mod announced;
+mod concurrency;
 mod congestion;
 mod estimate;
 mod learned;
@@ -76,6 +80,7 @@ use mistral_core::limiter::{Block, Limits};
 use mistral_core::{Sizing, Ticket};
 use serde::{Deserialize, Serialize};
 
+use concurrency::ConcRefusal;
 use window::LumpAnswer;
 
 use crate::op::{AdmitAnswer, AdmitOp, Binding, Candidate, Decision, ReportOp, Signal};
@@ -330,6 +335,23 @@ crate::shared_record! {
         /// Admissions in the current run (each within [`Self::RUN_GAP_US`] of the one
         /// before).
         run_n: u64 => Newer;
+        /// Learned: how many attempts may be in flight at once (0: no concurrency limit
+        /// learned; see the `concurrency` module).
+        conc_limit: u64 => Newer;
+        /// Learned: the most attempts in flight a success was admitted with (since the
+        /// last refusal that said there is no concurrency limit).
+        conc_ok: u64 => Newer;
+        /// Learned: 1 while one more in flight than held is tried.
+        conc_probe: u64 => Newer;
+        /// Learned: successes at the gate since it was set or moved.
+        conc_holds: u64 => Newer;
+        /// Learned: how many times [`Self::CONC_HOLDS`] the next try of one more in
+        /// flight waits (doubles when a try is refused, at most 8).
+        conc_x: u64 => Newer;
+        /// Learned: when the gate was set or moved.
+        conc_at_us: u64 => Newer, time;
+        /// When the last answer of an admitted attempt was reported.
+        report_us: u64 => Max, time;
         /// The first admission of the current run.
         run_seq: u64 => Newer;
         /// The lowest `remaining` (requests) an answer of the current run quoted so far
@@ -413,6 +435,13 @@ impl Default for BudgetState {
             run_n: 0,
             run_seq: 0,
             run_rem: u64::MAX,
+            conc_limit: 0,
+            conc_ok: 0,
+            conc_probe: 0,
+            conc_holds: 0,
+            conc_x: 1,
+            conc_at_us: 0,
+            report_us: 0,
         }
     }
 }
@@ -438,6 +467,9 @@ impl BudgetState {
     /// back at a cautious share: in about three seconds (the other processes' stand-ins
     /// reach the store again within that).
     pub const REJOIN_SHARE_RATE: f64 = 0.25;
+    /// How soon callers held by a full concurrency gate ask again (an answer in this
+    /// process wakes them at once).
+    pub const CONC_RECHECK_US: u64 = 100_000;
     /// How long a demand record outlives its process's next planned ask.
     pub const DEMAND_GRACE_US: u64 = 250_000;
     /// Admissions each at most this long after the one before form a run: callers let
@@ -489,6 +521,7 @@ impl BudgetState {
             refill: self.refill,
             win_count: self.win_count,
             win_len_us: self.win_len_us,
+            conc_limit: self.conc_limit,
             windowed: self.windowed,
             grown_us: now_us,
             meter_start_us: now_us,
@@ -755,6 +788,13 @@ impl BudgetState {
                 i.filter(|_| due)
             });
             let pick = share_pick.unwrap_or(first);
+            if self.conc_full(now) {
+                // As many in flight as the server admits: the next answer (which wakes
+                // the line) makes room.
+                next_in_us = Self::CONC_RECHECK_US;
+                binding = Binding::Concurrency;
+                break;
+            }
             let c: &Candidate = &op.candidates[pick];
             let lane = c.lane.min(2) as usize;
             let others_higher: u64 = others[..lane].iter().sum();
@@ -825,6 +865,7 @@ impl BudgetState {
                     // The admissions of its run still out (this operation's before
                     // it included) may reach the server after it.
                     lead: (self.out - 1).min(self.run_n - 1),
+                    in_flight: self.out,
                 },
             };
             admitted[lane] += 1;
@@ -888,6 +929,7 @@ impl BudgetState {
         self.correct_tokens(op);
         if op.ticket.is_some() && op.signal != Signal::Usage {
             self.out = self.out.saturating_sub(1);
+            self.report_us = self.report_us.max(now);
         }
         // A refusal of an attempt admitted before the last congestion event belongs to
         // that event (a report without a ticket counts as current).
@@ -899,6 +941,7 @@ impl BudgetState {
                     self.become_learned(now, false);
                 }
                 self.block = Block::None;
+                self.conc_success(now, op.ticket);
                 self.meter(now);
                 // A lump's answers do not end a pause (they are late, not probes).
                 if !self.lump_answer(now, op.ticket, LumpAnswer::Success) {
@@ -943,7 +986,15 @@ impl BudgetState {
                 }
                 let spared = self.lump_answer(now, op.ticket, LumpAnswer::Refused)
                     || self.start_burst(op.ticket);
-                self.refusal(now, wait_us, 0, false, current, spared);
+                // A window's lump or the start's few at once say nothing of a
+                // concurrency limit.
+                let conc = match spared || self.refill == Refill::Window {
+                    true => ConcRefusal::Rate,
+                    false => self.conc_refusal(now, op.ticket),
+                };
+                if conc == ConcRefusal::Rate {
+                    self.refusal(now, wait_us, 0, false, current, spared);
+                }
             }
             Signal::NoAllowance => self.close(now, Block::NoAllowance),
             Signal::MonthlyQuota => self.close(now, Block::MonthlyQuota),

@@ -133,6 +133,8 @@ pub enum Binding {
     Probe,
     /// Callers of a higher priority class in another process go first.
     Priority,
+    /// As many attempts in flight as the server was learned to admit.
+    Concurrency,
 }
 
 impl Binding {
@@ -145,6 +147,7 @@ impl Binding {
             Binding::Pause => "pause",
             Binding::Probe => "probe",
             Binding::Priority => "priority",
+            Binding::Concurrency => "concurrency",
         }
     }
 }

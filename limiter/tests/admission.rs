@@ -1078,3 +1078,104 @@ fn a_window_s_start_does_not_drift_later_each_window() {
         probes
     );
 }
+
+/// A server that admits at most `k` requests in flight, each answered `latency` after
+/// it arrived, refused at once (in 1 ms) above that, whatever the spacing; 32 callers
+/// always wait. Drives `b` from `from` to `until` (µs); returns (answered, refused) of
+/// the attempts admitted after `count_from`.
+fn drive_in_flight(
+    b: &mut BudgetState,
+    k: usize,
+    latency: u64,
+    from: u64,
+    until: u64,
+    count_from: u64,
+) -> (usize, usize) {
+    // (when the answer is read, ticket, refused)
+    let mut pending: Vec<(u64, Ticket, bool)> = Vec::new();
+    let (mut ok, mut no) = (0, 0);
+    let mut t = from;
+    while t < until {
+        pending.sort_by_key(|p| p.0);
+        while pending.first().is_some_and(|p| p.0 <= t) {
+            let (at, ticket, refused) = pending.remove(0);
+            let signal = if refused {
+                Signal::RateLimited { wait_us: 0 }
+            } else {
+                Signal::Success
+            };
+            b.report(at, &plain(signal, ticket));
+        }
+        let answer = b.admit(t, &op(1, (0..32).map(|_| candidate(1, 1)).collect()));
+        for d in &answer.decisions {
+            if let Decision::Go { ticket, wait_us } = d {
+                let arrives = t + wait_us;
+                let in_server = pending.iter().filter(|p| !p.2).count();
+                let refused = in_server >= k;
+                let answered = arrives + if refused { MS } else { latency };
+                pending.push((answered, *ticket, refused));
+                if arrives >= count_from {
+                    if refused {
+                        no += 1;
+                    } else {
+                        ok += 1;
+                    }
+                }
+            }
+        }
+        let next = pending.iter().map(|p| p.0).min().unwrap_or(u64::MAX);
+        t = (t + answer.next_in_us.max(1)).min(next).max(t + 1);
+    }
+    (ok, no)
+}
+
+#[test]
+fn a_concurrency_limit_is_learned_and_gates_the_calls_in_flight() {
+    // At most 4 in flight, 200 ms each: 20 a second at best, whatever the pace. Learned
+    // as a rate, it saws (a refusal each time the pace runs ahead of the answers);
+    // gated at 4 in flight, it holds: after the first seconds at least 90 % of the
+    // server's best, and at most one refused attempt in 16 (the gate's probes of one
+    // more).
+    let mut b = learned_at(2.0, 0.0);
+    b.slow_start = 1;
+    let (ok, no) = drive_in_flight(&mut b, 4, 200 * MS, 20 * MS, 20 * S, 5 * S);
+    assert!((3..=5).contains(&b.conc_limit), "gate at {}", b.conc_limit);
+    let per_sec = ok as f64 / 15.0;
+    assert!(per_sec >= 18.0, "{per_sec:.1}/s of 20, {no} refused");
+    assert!(no * 16 <= ok, "{no} refused for {ok} answered");
+}
+
+#[test]
+fn a_rate_limit_is_not_taken_for_a_concurrency_limit() {
+    // A rate refused with fewer in flight than a gate would allow is no concurrency
+    // limit: the gate goes, and the rate is learned as before.
+    let mut b = learned_at(10.0, 0.0);
+    b.req_cap = 1.0;
+    let three = go_now(&mut b, 0, 3);
+    assert_eq!(three.len(), 1, "paced");
+    let first = three[0];
+    assert_eq!(first.in_flight, 1);
+    b.report(10 * MS, &plain(Signal::Success, first));
+    // Two in flight, the second refused: more than any success had.
+    let a = go_within(&mut b, 200 * MS).unwrap();
+    let c = go_within(&mut b, 300 * MS).unwrap();
+    assert_eq!(c.in_flight, 2);
+    b.report(301 * MS, &plain(Signal::RateLimited { wait_us: 0 }, c));
+    assert_eq!(b.conc_limit, 1, "maybe one in flight at most");
+    b.report(302 * MS, &plain(Signal::Success, a));
+    // Later, refused with nobody else in flight: a rate's refusal.
+    let mut at = 400 * MS;
+    let d = loop {
+        if let Some(t) = go_within(&mut b, at) {
+            break t;
+        }
+        at += 10 * MS;
+        assert!(at < 10 * S);
+    };
+    assert_eq!(d.in_flight, 1);
+    b.report(at + MS, &plain(Signal::RateLimited { wait_us: 0 }, d));
+    assert_eq!(
+        b.conc_limit, 0,
+        "one at the gate refused: the gate comes down to none"
+    );
+}
