@@ -341,8 +341,10 @@ crate::shared_record! {
         /// Learned: the most attempts in flight a success was admitted with (since the
         /// last refusal that said there is no concurrency limit).
         conc_ok: u64 => Newer;
-        /// Learned: 1 while one more in flight than held is tried.
+        /// Learned: 1 while more in flight than held is tried.
         conc_probe: u64 => Newer;
+        /// Learned: how many more in flight the current or next try lets go.
+        conc_step: u64 => Newer;
         /// Learned: successes at the gate since it was set or moved.
         conc_holds: u64 => Newer;
         /// Learned: how many times [`Self::CONC_HOLDS`] the next try of one more in
@@ -438,6 +440,7 @@ impl Default for BudgetState {
             conc_limit: 0,
             conc_ok: 0,
             conc_probe: 0,
+            conc_step: 1,
             conc_holds: 0,
             conc_x: 1,
             conc_at_us: 0,

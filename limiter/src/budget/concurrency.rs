@@ -14,8 +14,9 @@
 //! at the gate, and at least a second) one more is let in flight: refused, the gate goes
 //! back, with no pause and no lower rate, and the next try waits twice as long (up to 8
 //! times: a steady limit costs one refused attempt in 16, then down to one in 128);
-//! admitted, it stays. Until a first try is refused, one more goes after each round at
-//! the gate (a climb: the count a refusal first showed may be short of the limit).
+//! admitted, it stays. Until a first try is refused, tries go after each round at the
+//! gate, each twice as large as the last (a climb: the count a refusal first showed may
+//! be far short of the limit); a refused one sets the gate back to what held.
 
 use mistral_core::Ticket;
 
@@ -34,6 +35,8 @@ impl BudgetState {
     /// Successes at the gate (with as many in flight as it allows) before one more may
     /// go in flight, at least.
     pub const CONC_HOLDS: u64 = 16;
+    /// The largest try of more in flight while climbing.
+    pub const CONC_STEP_MAX: u64 = 64;
     /// A gate full this long without any answer forgets one attempt out (a caller that
     /// gave up without a word: a dropped future).
     pub const CONC_LEAK_US: u64 = 30 * MICROS;
@@ -62,10 +65,14 @@ impl BudgetState {
             return;
         }
         if self.conc_probe == 1 && t.in_flight >= self.conc_limit {
-            // One more in flight was admitted: it stays (and, past the climb, the next
-            // try waits the least again).
+            // The try was admitted: it stays (climbing, the next try is twice as large;
+            // past the climb, it waits the least again).
             self.conc_probe = 0;
             self.conc_x = self.conc_x.min(1);
+            self.conc_step = match self.conc_x {
+                0 => (self.conc_step * 2).min(Self::CONC_STEP_MAX),
+                _ => 1,
+            };
             self.conc_holds = 0;
             self.conc_at_us = now;
             return;
@@ -83,7 +90,7 @@ impl BudgetState {
             && self.conc_holds >= holds
             && now >= self.conc_at_us.saturating_add(least)
         {
-            self.conc_limit += 1;
+            self.conc_limit += self.conc_step.max(1);
             self.conc_probe = 1;
             self.conc_holds = 0;
             self.conc_at_us = now;
@@ -100,10 +107,12 @@ impl BudgetState {
         }
         let n = t.in_flight;
         if self.conc_limit > 0 {
-            if self.conc_probe == 1 && n >= self.conc_limit {
-                // One more in flight than held: refused, back to what held; the next
-                // try waits twice as long (at most 8 times).
-                self.conc_limit -= 1;
+            let held = self.conc_limit.saturating_sub(self.conc_step.max(1)).max(1);
+            if self.conc_probe == 1 && n > held {
+                // More in flight than held: refused, back to what held; the next try is
+                // of one more, and waits twice as long (at most 8 times).
+                self.conc_limit = held;
+                self.conc_step = 1;
                 self.conc_probe = 0;
                 self.conc_x = (self.conc_x * 2).clamp(1, 8);
                 self.conc_holds = 0;
@@ -133,6 +142,7 @@ impl BudgetState {
             self.conc_limit = self.conc_ok;
             self.conc_probe = 0;
             self.conc_x = 0;
+            self.conc_step = 1;
             self.conc_holds = 0;
             self.conc_at_us = now;
         }
