@@ -16,7 +16,8 @@
 //! times: a steady limit costs one refused attempt in 16, then down to one in 128);
 //! admitted, it stays. Until a first try is refused, tries go after each round at the
 //! gate, each twice as large as the last (a climb: the count a refusal first showed may
-//! be far short of the limit); a refused one sets the gate back to what held.
+//! be far short of the limit); a refused one sets the gate back to what held, and tries
+//! of one more follow until one of them is refused.
 
 use mistral_core::Ticket;
 
@@ -109,12 +110,16 @@ impl BudgetState {
         if self.conc_limit > 0 {
             let held = self.conc_limit.saturating_sub(self.conc_step.max(1)).max(1);
             if self.conc_probe == 1 && n > held {
-                // More in flight than held: refused, back to what held; the next try is
-                // of one more, and waits twice as long (at most 8 times).
+                // More in flight than held: refused, back to what held. A climb's try of
+                // several is followed by one of one more, at once; a try of one ends the
+                // climb, and the next waits twice as long (at most 8 times).
                 self.conc_limit = held;
+                self.conc_x = match (self.conc_x, self.conc_step) {
+                    (0, step) if step > 1 => 0,
+                    (x, _) => (x * 2).clamp(1, 8),
+                };
                 self.conc_step = 1;
                 self.conc_probe = 0;
-                self.conc_x = (self.conc_x * 2).clamp(1, 8);
                 self.conc_holds = 0;
                 self.conc_at_us = now;
                 return ConcRefusal::Spared;
