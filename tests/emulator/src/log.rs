@@ -362,6 +362,37 @@ impl Log {
         !self.violations().is_empty()
     }
 
+    /// Every request of `model` the server decided on, refused or not, as if it had
+    /// been admitted: the server's own rule ([`Log::violations`]) then says whether the
+    /// clients ever sent more than the limit, refusals included.
+    pub fn attempts_as_admitted(&self, model: &str) -> Log {
+        let entries: Vec<Entry> = self
+            .entries
+            .iter()
+            .filter(|e| e.model.as_deref() == Some(model) && e.decided.is_some())
+            .map(|e| Entry {
+                outcome: Outcome::Served,
+                ..e.clone()
+            })
+            .collect();
+        let limits = [(model.to_owned(), self.limits(model).to_vec())]
+            .into_iter()
+            .collect();
+        Log::from_parts(entries, limits)
+    }
+
+    /// Requests of `model` that reached the server in `[from, to)` of its life, and how
+    /// many of them were refused with a 429.
+    pub fn sent_between(&self, model: &str, from: Duration, to: Duration) -> (usize, usize) {
+        let inside: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| e.model.as_deref() == Some(model) && e.arrived >= from && e.arrived < to)
+            .collect();
+        let refused = inside.iter().filter(|e| e.status == 429).count();
+        (inside.len(), refused)
+    }
+
     /// Every breach of a configured limit found in the log (clients and background
     /// together), checked against each semantics' own rule:
     ///

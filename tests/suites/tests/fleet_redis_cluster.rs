@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use mistral_core::ApiKey;
 use mistral_core::limiter::{LimiterConfig, Limits};
 use mistral_emulator::redis_cluster::{ClusterOptions, ClusterTls, RedisCluster};
-use mistral_emulator::{Config, Emulator, Entry, Era, Log, Outcome, Semantics};
+use mistral_emulator::{Config, Emulator, Era, Log, Semantics};
 use mistral_limiter::store::{StoreOps, codec};
 use mistral_limiter::{AdmitOp, Candidate, Decision};
 
@@ -134,36 +134,6 @@ fn spawn(emu: &Emulator, kind: &str, limiter: &str, run_for: Duration) -> Child 
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn a child")
-}
-
-/// Every request that reached the server, refused or not, as if it had been admitted:
-/// the server's own rule then says whether the fleet ever sent more than the limit.
-fn attempts_as_admitted(log: &Log) -> Log {
-    let entries: Vec<Entry> = log
-        .entries()
-        .iter()
-        .filter(|e| e.model.as_deref() == Some(MODEL) && e.decided.is_some())
-        .map(|e| Entry {
-            outcome: Outcome::Served,
-            ..e.clone()
-        })
-        .collect();
-    let limits = [(MODEL.to_owned(), log.limits(MODEL).to_vec())]
-        .into_iter()
-        .collect();
-    Log::from_parts(entries, limits)
-}
-
-/// Requests of `MODEL` that reached the server in `[from, to)` of its life, and how many
-/// of them were refused.
-fn sent_between(log: &Log, from: Duration, to: Duration) -> (usize, usize) {
-    let inside: Vec<&Entry> = log
-        .entries()
-        .iter()
-        .filter(|e| e.model.as_deref() == Some(MODEL) && e.arrived >= from && e.arrived < to)
-        .collect();
-    let refused = inside.iter().filter(|e| e.status == 429).count();
-    (inside.len(), refused)
 }
 
 /// Requests sent (and refused) per second of the emulator's life, for the output.
@@ -326,10 +296,10 @@ fn both_clients_share_a_budget_through_a_cluster_that_loses_a_master() {
     let steady_from = Duration::from_secs(2);
     // Rejoined: a reconnection pause (3 s) after the slot is served again, and a second.
     let healed_from = served_at + Duration::from_secs(4);
-    let steady = sent_between(&log, steady_from, killed_at);
-    let outage = sent_between(&log, killed_at, healed_from);
-    let healed = sent_between(&log, healed_from, RUN);
-    let over = attempts_as_admitted(&log).violations();
+    let steady = log.sent_between(MODEL, steady_from, killed_at);
+    let outage = log.sent_between(MODEL, killed_at, healed_from);
+    let healed = log.sent_between(MODEL, healed_from, RUN);
+    let over = log.attempts_as_admitted(MODEL).violations();
     let total: u64 = calls.values().map(|(c, _)| c).sum();
     eprintln!(
         "cluster fleet: {total} calls {calls:?} (calls, attempts), {} admitted, {} 429s \
@@ -342,7 +312,7 @@ fn both_clients_share_a_budget_through_a_cluster_that_loses_a_master() {
          masters: {elsewhere:?}\nsent (refused) per second: {}",
         log.admitted_for(MODEL),
         log.count_429(),
-        sent_between(&log, Duration::ZERO, steady_from).1,
+        log.sent_between(MODEL, Duration::ZERO, steady_from).1,
         rate(steady, steady_from, killed_at),
         rate(outage, killed_at, healed_from),
         rate(healed, healed_from, RUN),
@@ -368,14 +338,14 @@ fn both_clients_share_a_budget_through_a_cluster_that_loses_a_master() {
     // runs at the limit "over").
     assert!(log.violations().is_empty(), "{:?}", log.violations());
     let end = RUN + Duration::from_secs(10);
-    let after_discovery = sent_between(&log, steady_from, end).1;
+    let after_discovery = log.sent_between(MODEL, steady_from, end).1;
     assert!(
         after_discovery <= 3,
         "{after_discovery} refusals: the fleet ran over the shared budget\n{}",
         timeline(&log)
     );
     // When the store heals: near no refusal from the failover on.
-    let after_kill = sent_between(&log, killed_at, end).1;
+    let after_kill = log.sent_between(MODEL, killed_at, end).1;
     assert!(
         after_kill <= 2,
         "{after_kill} refusals from the failover on\n{}",

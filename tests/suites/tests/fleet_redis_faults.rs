@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use mistral_emulator::{Config, Emulator, Entry, Era, Limits, Log, Outcome, Semantics};
+use mistral_emulator::{Config, Emulator, Era, Limits, Log, Semantics};
 
 const MODEL: &str = "mistral-small-latest";
 const CHILD: &str = "MISTRAL_REDIS_FAULT_CHILD";
@@ -238,36 +238,6 @@ fn spawn(emu: &Emulator, kind: &str, limiter: &str, run_for: Duration) -> Child 
         .expect("spawn a child")
 }
 
-/// Every request that reached the server, refused or not, as if it had been admitted:
-/// the server's own rule then says whether the fleet ever sent more than the limit.
-fn attempts_as_admitted(log: &Log) -> Log {
-    let entries: Vec<Entry> = log
-        .entries()
-        .iter()
-        .filter(|e| e.model.as_deref() == Some(MODEL) && e.decided.is_some())
-        .map(|e| Entry {
-            outcome: Outcome::Served,
-            ..e.clone()
-        })
-        .collect();
-    let limits = [(MODEL.to_owned(), log.limits(MODEL).to_vec())]
-        .into_iter()
-        .collect();
-    Log::from_parts(entries, limits)
-}
-
-/// Requests of `MODEL` that reached the server in `[from, to)` of its life, and how many
-/// of them were refused.
-fn sent_between(log: &Log, from: Duration, to: Duration) -> (usize, usize) {
-    let inside: Vec<&Entry> = log
-        .entries()
-        .iter()
-        .filter(|e| e.model.as_deref() == Some(MODEL) && e.arrived >= from && e.arrived < to)
-        .collect();
-    let refused = inside.iter().filter(|e| e.status == 429).count();
-    (inside.len(), refused)
-}
-
 /// The most requests of `MODEL` that reached the server within any `window`.
 fn most_sent_within(log: &Log, window: Duration) -> (usize, Duration) {
     let mut times: Vec<Duration> = log
@@ -398,12 +368,12 @@ fn run_fleet(kind: &str) {
     };
     // The slow phase, once the first second (the budget's discovery) is past.
     let slow_from = Duration::from_secs(2);
-    let slow = sent_between(&log, slow_from, SLOW_UNTIL);
-    let near = sent_between(&log, SLOW_UNTIL, NEAR_UNTIL);
-    let held = sent_between(&log, NEAR_UNTIL, HELD_UNTIL);
-    let healed = sent_between(&log, HELD_UNTIL, RUN);
+    let slow = log.sent_between(MODEL, slow_from, SLOW_UNTIL);
+    let near = log.sent_between(MODEL, SLOW_UNTIL, NEAR_UNTIL);
+    let held = log.sent_between(MODEL, NEAR_UNTIL, HELD_UNTIL);
+    let healed = log.sent_between(MODEL, HELD_UNTIL, RUN);
     let (most, most_at) = most_sent_within(&log, Duration::from_secs(1));
-    let over = attempts_as_admitted(&log).violations();
+    let over = log.attempts_as_admitted(MODEL).violations();
     eprintln!(
         "{kind}: {calls} calls, {} admitted, {} 429s; goodput (of {RATE}/s) slow {:.2} \
          ({slow:?} sent, refused), near {:.2} ({near:?}), held {:.2} ({held:?}), healed \
