@@ -903,6 +903,28 @@ fn go_within(b: &mut BudgetState, t: u64) -> Option<Ticket> {
     }
 }
 
+/// The first caller `b` lets go from `t` on, asking every 5 ms (within 10 s): its ticket
+/// and when it went.
+fn first_go(b: &mut BudgetState, mut t: u64) -> (Ticket, u64) {
+    let end = t + 10 * S;
+    loop {
+        if let Some(ticket) = go_within(b, t) {
+            return (ticket, t);
+        }
+        t += 5 * MS;
+        assert!(t < end, "nobody went");
+    }
+}
+
+/// The refusal of a spent 2-s window.
+fn window_spent() -> Signal {
+    Signal::WindowSpent {
+        wait_us: 0,
+        window_us: 2 * S,
+        tokens: false,
+    }
+}
+
 #[test]
 fn an_announced_window_that_refuses_twice_without_a_spent_answer_waits_for_its_round() {
     // 100 per 2 s announced, a fixed window. The answer that said 0 was left never came
@@ -918,31 +940,14 @@ fn an_announced_window_that_refuses_twice_without_a_spent_answer_waits_for_its_r
     for (i, t) in burst.iter().enumerate().take(burst.len() - 1) {
         b.report(20 * MS, &window_said(Signal::Success, *t, 98 - i as u64));
     }
-    let spent = Signal::WindowSpent {
-        wait_us: 0,
-        window_us: 2 * S,
-        tokens: false,
-    };
     // The model refills continuously: one more goes, and is refused.
-    let mut at = 20 * MS;
-    let one = loop {
-        if let Some(t) = go_within(&mut b, at) {
-            break t;
-        }
-        at += 10 * MS;
-        assert!(at < 2 * S, "nothing went");
-    };
-    b.report(at + 5 * MS, &window_said(spent, one, 0));
+    let (one, at) = first_go(&mut b, 20 * MS);
+    assert!(at < 2 * S, "nothing went in the window");
+    b.report(at + 5 * MS, &window_said(window_spent(), one, 0));
     // The probe after the pause: refused too.
-    let mut at2 = at + 5 * MS;
-    let two = loop {
-        if let Some(t) = go_within(&mut b, at2) {
-            break t;
-        }
-        at2 += 10 * MS;
-        assert!(at2 < 2 * S, "no probe");
-    };
-    b.report(at2 + 5 * MS, &window_said(spent, two, 0));
+    let (two, at2) = first_go(&mut b, at + 5 * MS);
+    assert!(at2 < 2 * S, "no probe in the window");
+    b.report(at2 + 5 * MS, &window_said(window_spent(), two, 0));
     assert!(
         b.pause_until_us >= 2 * S,
         "the next probe at {} s, inside the spent window",
@@ -964,12 +969,7 @@ fn a_late_answer_from_before_a_refusal_lets_no_crowd_go_after_the_pause() {
     for (i, t) in rest.iter().enumerate() {
         b.report(20 * MS, &window_said(Signal::Success, *t, 98 - i as u64));
     }
-    let spent = Signal::WindowSpent {
-        wait_us: 0,
-        window_us: 2 * S,
-        tokens: false,
-    };
-    b.report(21 * MS, &window_said(spent, *refused, 0));
+    b.report(21 * MS, &window_said(window_spent(), *refused, 0));
     b.report(22 * MS, &window_said(Signal::Success, *last, 0));
     let after = b.pause_until_us.max(22 * MS) + MS;
     let went = b.admit(after, &op(1, (0..8).map(|_| candidate(1, 1)).collect()));
@@ -977,18 +977,12 @@ fn a_late_answer_from_before_a_refusal_lets_no_crowd_go_after_the_pause() {
 }
 
 /// Drives one window of 100 per 2 s announced (`window_said`): a probe admitted at `at`
-/// (once the budget lets one go, trying every 5 ms), read `rtt` later as a fresh window,
+/// or the first time after it the budget lets one go ([`first_go`]), read `rtt` later as a fresh window,
 /// the rest of the window let go then and answered `rtt` later with what the server
 /// counted, first those `order` names (0: the last admitted, 1: the one before...), then
 /// the others in admission order. Returns when the probe was admitted.
-fn window_round(b: &mut BudgetState, mut at: u64, rtt: u64, order: &[usize]) -> u64 {
-    let probe = loop {
-        if let Some(t) = go_within(b, at) {
-            break t;
-        }
-        at += 5 * MS;
-        assert!(at < 1_000 * S, "no probe");
-    };
+fn window_round(b: &mut BudgetState, at: u64, rtt: u64, order: &[usize]) -> u64 {
+    let (probe, at) = first_go(b, at);
     b.report(at + rtt, &window_said(Signal::Success, probe, 99));
     let burst = go_now(b, at + rtt, 128);
     assert!(burst.len() >= 90, "{}", burst.len());
@@ -1014,19 +1008,8 @@ fn a_late_answer_from_before_the_window_was_spent_keeps_it_a_window() {
     // goes one unit after its burst.
     let mut b = BudgetState::new(0, None);
     window_round(&mut b, 0, 5 * MS, &[]);
-    let spent = Signal::WindowSpent {
-        wait_us: 0,
-        window_us: 2 * S,
-        tokens: false,
-    };
-    let mut at = 20 * MS;
-    let one = loop {
-        if let Some(t) = go_within(&mut b, at) {
-            break t;
-        }
-        at += 5 * MS;
-    };
-    b.report(at + 25 * MS, &window_said(spent, one, 0));
+    let (one, at) = first_go(&mut b, 20 * MS);
+    b.report(at + 25 * MS, &window_said(window_spent(), one, 0));
     assert_eq!(
         b.windowed, 1,
         "one unit after it was spent it still refused"
@@ -1049,19 +1032,8 @@ fn a_window_s_start_does_not_drift_later_each_window() {
     let first = window_round(&mut b, 0, rtt, &[]);
     assert_eq!(first, 0);
     // Learn that it does not refill: one unit after the burst, refused.
-    let spent = Signal::WindowSpent {
-        wait_us: 0,
-        window_us: 2 * S,
-        tokens: false,
-    };
-    let mut at = 2 * rtt;
-    let one = loop {
-        if let Some(t) = go_within(&mut b, at) {
-            break t;
-        }
-        at += 5 * MS;
-    };
-    b.report(at + rtt, &window_said(spent, one, 0));
+    let (one, at) = first_go(&mut b, 2 * rtt);
+    b.report(at + rtt, &window_said(window_spent(), one, 0));
     let mut probes = Vec::new();
     let mut at = at + rtt;
     for _ in 0..8 {
@@ -1164,14 +1136,7 @@ fn a_rate_limit_is_not_taken_for_a_concurrency_limit() {
     assert_eq!(b.conc_limit, 1, "maybe one in flight at most");
     b.report(302 * MS, &plain(Signal::Success, a));
     // Later, refused with nobody else in flight: a rate's refusal.
-    let mut at = 400 * MS;
-    let d = loop {
-        if let Some(t) = go_within(&mut b, at) {
-            break t;
-        }
-        at += 10 * MS;
-        assert!(at < 10 * S);
-    };
+    let (d, at) = first_go(&mut b, 400 * MS);
     assert_eq!(d.in_flight, 1);
     b.report(at + MS, &plain(Signal::RateLimited { wait_us: 0 }, d));
     assert_eq!(
