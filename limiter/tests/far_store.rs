@@ -59,6 +59,25 @@ fn tickets(answer: &AdmitAnswer) -> Vec<Ticket> {
         .collect()
 }
 
+/// Redis's reply to a compare-and-set that did not set: the key held `current` at
+/// `now_us` (its `TIME`).
+fn found(current: Vec<u8>, now_us: u64) -> CasReply {
+    CasReply {
+        stored: false,
+        current,
+        now_us,
+    }
+}
+
+/// Redis's reply to a compare-and-set that set the value at `now_us`.
+fn stored_at(now_us: u64) -> CasReply {
+    CasReply {
+        stored: true,
+        current: Vec::new(),
+        now_us,
+    }
+}
+
 fn waits(answer: &AdmitAnswer) -> Vec<u64> {
     answer
         .decisions
@@ -387,15 +406,8 @@ fn a_round_through_a_far_redis_admits_within_its_round_trip_and_sets_nothing_lat
 
     let (mut round, read) = RedisRound::start("id", ops(vec![], 64), &seen, &store, t0, patience);
     assert_eq!(read.args[0], b"0".to_vec(), "nothing seen: a read first");
-    let RedisStep::Call(cas) = round.reply(
-        &store,
-        t0 + trip,
-        CasReply {
-            stored: false,
-            current: value.clone(),
-            now_us: redis_now,
-        },
-    ) else {
+    let RedisStep::Call(cas) = round.reply(&store, t0 + trip, found(value.clone(), redis_now))
+    else {
         panic!("a compare-and-set follows the read")
     };
     assert_eq!(cas.args[0], b"1".to_vec(), "a compare-and-set");
@@ -409,15 +421,9 @@ fn a_round_through_a_far_redis_admits_within_its_round_trip_and_sets_nothing_lat
         redis_now + 500 * MS,
         "set only while the caller still waits"
     );
-    let RedisStep::Done(answer) = round.reply(
-        &store,
-        t0 + trip * 2,
-        CasReply {
-            stored: true,
-            current: Vec::new(),
-            now_us: redis_now + 200 * MS,
-        },
-    ) else {
+    let RedisStep::Done(answer) =
+        round.reply(&store, t0 + trip * 2, stored_at(redis_now + 200 * MS))
+    else {
         panic!("the value was set")
     };
     // The unit left now, and the ones that come back until the next operation's callers
@@ -448,26 +454,12 @@ fn a_round_through_a_redis_nearby_admits_within_its_short_horizon_as_before() {
         t0,
         Duration::from_millis(500),
     );
-    let RedisStep::Call(_cas) = round.reply(
-        &store,
-        t0 + trip,
-        CasReply {
-            stored: false,
-            current: value,
-            now_us: redis_now,
-        },
-    ) else {
+    let RedisStep::Call(_cas) = round.reply(&store, t0 + trip, found(value, redis_now)) else {
         panic!("a compare-and-set follows the read")
     };
-    let RedisStep::Done(answer) = round.reply(
-        &store,
-        t0 + trip * 2,
-        CasReply {
-            stored: true,
-            current: Vec::new(),
-            now_us: redis_now + 20 * MS,
-        },
-    ) else {
+    let RedisStep::Done(answer) =
+        round.reply(&store, t0 + trip * 2, stored_at(redis_now + 20 * MS))
+    else {
         panic!("the value was set")
     };
     // The one unit left: the next is 50 ms away, past the 5 ms horizon.
