@@ -1,5 +1,5 @@
 //! Many callers of one process on a fixed window the server announces: the fleet keeps
-//! using every window, and the server never hears nothing for longer than one window
+//! using every window, and the server never hears nothing for much longer than one window
 //! (no fleet-wide silence while callers wait). 80 and 128 callers, both clients, judged
 //! by the emulator's log.
 
@@ -75,12 +75,14 @@ fn judge(name: &str, emu: &Emulator, calls: usize, span: Duration) {
         "{name}: every call admitted once"
     );
     assert!(log.violations().is_empty(), "{name}");
-    // No silence longer than one window (a tenth more for timers): the booking design
-    // fell silent for callers × 50 ms (4.1 s with 80 callers, 6.2-6.5 s with 128); a
-    // window's start taken when its first answer was read drifted later every window
-    // (1.00-1.72 s). Measured now 0.96-1.07 s with headers (a window's probe goes a
-    // margin after its start, and its burst one answer later), 0.40-0.60 s without.
-    let longest = WINDOW + WINDOW / 10;
+    // No silence much longer than one window (a quarter more for timers on a loaded
+    // machine): the booking design fell silent for callers × 50 ms (4.1 s with 80
+    // callers, 6.2-6.5 s with 128); a window's start taken when its first answer was
+    // read drifted later every window (1.00-1.72 s). Measured now 0.96-1.07 s with
+    // headers on an idle machine (a window's probe goes a margin after its start, and
+    // its burst one answer later), 1.10 s once on CI's two loaded cores, 0.40-0.60 s
+    // without headers.
+    let longest = WINDOW + WINDOW / 4;
     assert!(
         silence < longest,
         "{name}: the server heard nothing for {silence:?} (from {at:?})"
