@@ -3,8 +3,11 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use mistral_core::{Action, Call, CallOptions, LogTarget, Resolved, Settings, Target, Telemetry};
+use mistral_core::{
+    Action, Ask, Call, CallOptions, Grant, LogTarget, Resolved, Settings, Target, Telemetry,
+};
 use serde::de::DeserializeOwned;
 
 use crate::clock::now;
@@ -373,11 +376,17 @@ impl Client {
             match action {
                 Action::Reserve(ask) => {
                     let asked = now();
-                    let grant = inner.limiter.admit(&ask).await;
+                    let (grant, in_line) = admit_in_line(&*inner.limiter, &ask).await;
                     // A store answers after its round trip; its wait counts from then
                     // (late by at most that trip, never early).
                     let answered = now();
-                    let waited = answered.saturating_duration_since(asked);
+                    // Answered at the first poll: admitted at once, however long this
+                    // task took to be polled.
+                    let waited = if in_line {
+                        answered.saturating_duration_since(asked)
+                    } else {
+                        Duration::ZERO
+                    };
                     inner.telemetry.observe_grant(&ask, &grant, waited);
                     call.handle_grant(answered, grant);
                 }
@@ -538,4 +547,18 @@ fn follows_no_redirect(http: &reqwest::Client) -> bool {
     let shown = format!("{http:?}");
     shown.contains("redirect_policy: \"Policy(None)\"")
         || shown.contains("redirect_policy: Policy(None)")
+}
+
+/// The limiter's answer to `ask`, and whether it made the caller wait for it (the first
+/// poll was not its answer): what the client's statistics count as queued.
+async fn admit_in_line(limiter: &dyn AsyncLimiter, ask: &Ask) -> (Grant, bool) {
+    let mut admit = limiter.admit(ask);
+    let mut in_line = false;
+    let grant = std::future::poll_fn(|cx| {
+        let poll = admit.as_mut().poll(cx);
+        in_line |= poll.is_pending();
+        poll
+    })
+    .await;
+    (grant, in_line)
 }

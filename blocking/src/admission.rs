@@ -56,15 +56,23 @@ impl Drop for Leave<'_> {
 /// assert!(matches!(admit(&limiter, &ask), Grant::Go { .. }));
 /// ```
 pub fn admit(limiter: &dyn Limiter, ask: &Ask) -> Grant {
+    admit_in_line(limiter, ask).0
+}
+
+/// [`admit`], and whether the limiter made the caller wait for its answer (the first
+/// poll was not its answer): what the client's statistics count as queued.
+pub(crate) fn admit_in_line(limiter: &dyn Limiter, ask: &Ask) -> (Grant, bool) {
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let mut held = Leave {
         limiter,
         place: Place::new(),
     };
+    let mut waited = false;
     loop {
         match limiter.poll_admit(Instant::now(), &mut held.place, ask, &waker) {
-            Admit::Ready(grant) => return grant,
+            Admit::Ready(grant) => return (grant, waited),
             Admit::Pending { until } => {
+                waited = true;
                 let left = until.saturating_duration_since(Instant::now());
                 if !left.is_zero() {
                     // Woken early (its turn may have come) or spuriously: poll again.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mistral_core::models::{
     ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FimRequest, ModelList,
@@ -16,7 +16,7 @@ use mistral_core::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::admission::admit;
+use crate::admission::admit_in_line;
 use crate::chat_stream::ChatStream;
 use crate::exchange::{InlineResolver, Tracking, exchange};
 
@@ -457,9 +457,15 @@ impl Client {
             inner.telemetry.observe_call(&mut call, &action);
             match action {
                 Action::Reserve(ask) => {
-                    let grant = admit(&*inner.limiter, &ask);
+                    let (grant, in_line) = admit_in_line(&*inner.limiter, &ask);
                     let answered = Instant::now();
-                    let waited = answered.saturating_duration_since(now);
+                    // Answered at the first poll: admitted at once, however long this
+                    // thread took to be scheduled.
+                    let waited = if in_line {
+                        answered.saturating_duration_since(now)
+                    } else {
+                        Duration::ZERO
+                    };
                     inner.telemetry.observe_grant(&ask, &grant, waited);
                     call.handle_grant(answered, grant);
                 }

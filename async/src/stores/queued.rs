@@ -56,6 +56,7 @@ impl<S: AsyncStoreIo> AsyncQueued<S> {
         &self.store
     }
 
+    #[cfg(feature = "redis")]
     pub(crate) fn into_store(self) -> S {
         self.store
     }
