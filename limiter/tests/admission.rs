@@ -524,6 +524,30 @@ fn a_learned_rate_refused_above_one_that_held_goes_back_to_it_then_tries_the_mid
 }
 
 #[test]
+fn a_learned_rate_refused_a_small_step_above_one_that_held_goes_on_one_interval_later() {
+    // 50/s held, 55/s refused: back to 50/s, and the next goes one interval (20 ms) after
+    // the refusal, not after a probe's pause of 100 ms (5 intervals lost at each step).
+    let mut b = learned_at(55.0, 50.0);
+    let t0 = 20 * MS;
+    let ticket = ticket_of(b.admit(t0, &op(1, vec![candidate(1, 1)])).decisions[0]);
+    let refused = t0 + MS;
+    b.report(refused, &plain(Signal::RateLimited { wait_us: 0 }, ticket));
+    assert_eq!((b.rate, b.max_rate), (50.0, 55.0));
+    let (_, went) = first_go(&mut b, refused);
+    assert!(
+        went - refused <= 25 * MS,
+        "the next went {} ms after the refusal",
+        (went - refused) / MS
+    );
+    // Refused far above the rate that held (a start's doubling): a probe's pause.
+    let mut b = learned_at(100.0, 50.0);
+    let ticket = ticket_of(b.admit(t0, &op(1, vec![candidate(1, 1)])).decisions[0]);
+    b.report(refused, &plain(Signal::RateLimited { wait_us: 0 }, ticket));
+    let (_, went) = first_go(&mut b, refused);
+    assert!(went - refused >= 95 * MS, "{} ms", (went - refused) / MS);
+}
+
+#[test]
 fn a_learned_rate_refused_where_it_held_comes_down_to_what_was_delivered() {
     let mut b = learned_at(10.0, 10.0);
     // A second at 10/s, less than a hold (16 intervals): no probe above it yet.

@@ -8,10 +8,14 @@ use super::{BudgetState, MICROS, Refill, Source};
 impl BudgetState {
     /// The longest pause between two refused probes (unless one unit is longer).
     pub const PROBE_PAUSE_CAP_US: u64 = MICROS / 2;
+    /// A learned rate refused at most this part above the rate that held before it
+    /// pauses one interval of that rate, not a probe's pause.
+    pub const SMALL_STEP: f64 = 0.25;
 
     /// A refusal: the first of a congestion event pauses everyone, lowers the rate or
     /// the share and starts a recovery (one probe at a time); a refused probe doubles
-    /// the pause; a refusal of an attempt admitted before the event changes nothing
+    /// the pause (a learned rate refused a small step above one that held pauses one
+    /// interval of that one); a refusal of an attempt admitted before the event changes nothing
     /// (`spared`: it says nothing of the rate, being one of a learned window's lump or
     /// of the few let go at once at the start).
     pub(super) fn refusal(
@@ -26,6 +30,15 @@ impl BudgetState {
         if !current {
             return;
         }
+        // A learned rate refused a small step above a rate that held: going back to that
+        // one, the next may go one interval of it later (the refusal was the step's, not
+        // a shut).
+        let step = self.source == Source::Learned
+            && self.refill != Refill::Window
+            && self.recovering == 0
+            && self.held_rate > 0.0
+            && self.rate > self.held_rate
+            && self.rate <= self.held_rate * (1.0 + Self::SMALL_STEP);
         if self.recovering == 1 {
             self.streak += 1;
             self.probe_until_us = now;
@@ -51,6 +64,8 @@ impl BudgetState {
             // The start's few at once refused: the server has no burst; the next goes
             // after a short pause, not a whole interval of the starting rate.
             (MICROS / 10).max(wait_us)
+        } else if step {
+            (self.req_period_us() as u64).max(wait_us)
         } else {
             self.recovery_pause(now, wait_us, window_us)
         };
