@@ -684,7 +684,7 @@ impl BudgetState {
         if rp > 0.0 {
             let need = 1.0 + hold_req;
             let at = self.req_tat_us as f64 + (need - self.req_cap_eff()) * rp;
-            let at = at.max(0.0) as u64;
+            let at = self.window_round_cap(now, at.max(0.0) as u64);
             if at > fit {
                 fit = at;
                 binding = if hold_req > 0.0 {
@@ -719,6 +719,30 @@ impl BudgetState {
             binding = Binding::Pause;
         }
         (fit, binding)
+    }
+
+    /// A probe held by the request cell past the round of the window seen fresh goes at
+    /// that round: a cell announced per window has come back whole one window after it
+    /// was fresh (a fixed window has come round, a bucket has refilled a window's worth),
+    /// whatever the model, which refills continuously from the last refusal on, says.
+    /// Taken from the refusal, each window's probe went later than the last (by the
+    /// pause and a unit), drifting through the server's windows until one went unused.
+    fn window_round_cap(&self, now: u64, at: u64) -> u64 {
+        if self.source != Source::Headers
+            || self.recovering == 0
+            || self.fresh_us == 0
+            || self.req_us <= 0.0
+        {
+            return at;
+        }
+        let window = (self.req_us * self.req_cap) as u64;
+        let margin = (window as f64 * Self::MARGIN) as u64;
+        let round = self.fresh_us.saturating_add(window).saturating_add(margin);
+        if now < self.fresh_us.saturating_add(2 * window) {
+            at.min(round)
+        } else {
+            at
+        }
     }
 
     /// Takes one request of `tokens` from the cells at `at` (its admission time).
