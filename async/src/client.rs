@@ -3,7 +3,6 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use mistral_core::{
     Action, Ask, Call, CallOptions, Grant, LogTarget, Resolved, Settings, Target, Telemetry,
@@ -380,14 +379,8 @@ impl Client {
                     // A store answers after its round trip; its wait counts from then
                     // (late by at most that trip, never early).
                     let answered = now();
-                    // Answered at the first poll: admitted at once, however long this
-                    // task took to be polled.
-                    let waited = if in_line {
-                        answered.saturating_duration_since(asked)
-                    } else {
-                        Duration::ZERO
-                    };
-                    inner.telemetry.observe_grant(&ask, &grant, waited);
+                    let waited = answered.saturating_duration_since(asked);
+                    inner.telemetry.observe_grant(&ask, &grant, waited, in_line);
                     call.handle_grant(answered, grant);
                 }
                 Action::Send(attempt) => {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mistral_core::models::{
     ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FimRequest, ModelList,
@@ -459,14 +459,8 @@ impl Client {
                 Action::Reserve(ask) => {
                     let (grant, in_line) = admit_in_line(&*inner.limiter, &ask);
                     let answered = Instant::now();
-                    // Answered at the first poll: admitted at once, however long this
-                    // thread took to be scheduled.
-                    let waited = if in_line {
-                        answered.saturating_duration_since(now)
-                    } else {
-                        Duration::ZERO
-                    };
-                    inner.telemetry.observe_grant(&ask, &grant, waited);
+                    let waited = answered.saturating_duration_since(now);
+                    inner.telemetry.observe_grant(&ask, &grant, waited, in_line);
                     call.handle_grant(answered, grant);
                 }
                 Action::Send(attempt) => {

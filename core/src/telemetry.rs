@@ -402,9 +402,12 @@ impl Telemetry {
         self.calls.fetch_add(1, Relaxed);
     }
 
-    /// Counts the limiter's answer to `ask`, given after `waited` in its line; the driver
-    /// calls it between the limiter's answer and [`crate::Call::handle_grant`].
-    pub fn observe_grant(&self, ask: &Ask, grant: &Grant, waited: Duration) {
+    /// Counts the limiter's answer to `ask`, given `waited` after it was asked; `in_line`
+    /// when the limiter did not answer at its first poll (a call answered at once counts
+    /// as admitted at once, however long its thread or task took to be scheduled). The
+    /// driver calls it between the limiter's answer and [`crate::Call::handle_grant`].
+    pub fn observe_grant(&self, ask: &Ask, grant: &Grant, waited: Duration, in_line: bool) {
+        let waited = if in_line { waited } else { Duration::ZERO };
         if let Grant::Go { after, .. } = grant
             && waited >= Duration::from_millis(1)
         {
@@ -647,6 +650,34 @@ mod tests {
             origin: Origin::Unknown,
             service_tier: tier.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn a_grant_answered_at_the_first_poll_is_admitted_at_once_however_late() {
+        let t = Telemetry::new();
+        let ask = Ask {
+            model: Some("m".into()),
+            tokens: 1,
+            size: Sizing::default(),
+            attempt: 1,
+            within: None,
+            priority: crate::Priority::Default,
+        };
+        let go = Grant::Go {
+            after: Duration::ZERO,
+            ticket: crate::Ticket::default(),
+        };
+        // Answered at the first poll, 5 ms after it was asked (a descheduled thread).
+        t.observe_grant(&ask, &go, Duration::from_millis(5), false);
+        // Told to wait, then admitted 5 ms later.
+        t.observe_grant(&ask, &go, Duration::from_millis(5), true);
+        let counts = t.snapshot().limiter;
+        assert_eq!(
+            (counts.admitted_at_once, counts.queued),
+            (1, 1),
+            "{counts:?}"
+        );
+        assert_eq!(counts.average_wait(), Some(Duration::from_millis(5)));
     }
 
     #[test]
