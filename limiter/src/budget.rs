@@ -325,6 +325,10 @@ crate::shared_record! {
         spent_seq: u64 => Newer;
         /// Announced: when a response last showed a fresh window.
         fresh_us: u64 => Newer, time;
+        /// Announced: the admission whose answer last showed a fresh window.
+        fresh_seq: u64 => Newer;
+        /// Announced: what that answer said remains.
+        fresh_left: u64 => Newer;
         /// 1 while the cells hold only the fleet's share of their capacity, and the room
         /// the server says remains only ever lowers their level: a store's stand-in, or a
         /// budget rejoined while other processes may still admit on stand-ins of their
@@ -430,6 +434,8 @@ impl Default for BudgetState {
             anchor_us: 0,
             spent_us: 0,
             fresh_us: 0,
+            fresh_seq: 0,
+            fresh_left: 0,
             cells_at_share: 0,
             spent_seq: 0,
             probe_seq: 0,
@@ -727,18 +733,27 @@ impl BudgetState {
     /// whatever the model, which refills continuously from the last refusal on, says.
     /// Taken from the refusal, each window's probe went later than the last (by the
     /// pause and a unit), drifting through the server's windows until one went unused.
+    ///
+    /// And the other way: in a window known not to refill (`windowed`), once as many went
+    /// since the answer that showed it fresh as that answer said remained, nobody goes
+    /// before it comes round, though the answer that says 0 is not back yet (the pace,
+    /// which refills continuously, let one more go a unit after the burst: one 429 a
+    /// window).
     fn window_round_cap(&self, now: u64, at: u64) -> u64 {
-        if self.source != Source::Headers
-            || self.recovering == 0
-            || self.fresh_us == 0
-            || self.req_us <= 0.0
-        {
+        if self.source != Source::Headers || self.fresh_us == 0 || self.req_us <= 0.0 {
             return at;
         }
         let window = (self.req_us * self.req_cap) as u64;
         let margin = (window as f64 * Self::MARGIN) as u64;
         let round = self.fresh_us.saturating_add(window).saturating_add(margin);
-        if now < self.fresh_us.saturating_add(2 * window) {
+        if self.windowed == 1
+            && self.fresh_seq > 0
+            && now < round
+            && self.seq.saturating_sub(self.fresh_seq) >= self.fresh_left
+        {
+            return at.max(round);
+        }
+        if self.recovering == 1 && now < self.fresh_us.saturating_add(2 * window) {
             at.min(round)
         } else {
             at

@@ -1115,6 +1115,80 @@ fn a_window_whose_burst_is_refused_one_too_many_keeps_its_round() {
     }
 }
 
+#[test]
+fn a_window_known_not_to_refill_sends_what_its_fresh_answer_left_and_no_more() {
+    // A server with a fixed window of 20 per 1 s, announced (as in `fleet_silences`),
+    // 50 ms away (each answer read 50 ms after its admission), callers always waiting.
+    // Once the budget knows the window does not refill, each window's probe finds 19
+    // left and 19 go; the pace must not let a 20th go a unit later, before the burst's
+    // answers (the one that says 0 among them) are back. Seen on 80 threads: one 429
+    // every window, for good.
+    let rtt = 50 * MS;
+    let said = |signal: Signal, ticket: Ticket, remaining: u64| ReportOp {
+        signal,
+        req_limit: 20,
+        req_window_secs: 1,
+        req_remaining: Some(remaining),
+        ticket: Some(ticket),
+        ..ReportOp::default()
+    };
+    let mut b = BudgetState::new(0, None);
+    let mut count = std::collections::HashMap::<u64, u64>::new();
+    // (read at, ticket, remaining or None for refused)
+    let mut answers: Vec<(u64, Ticket, Option<u64>)> = Vec::new();
+    let mut refused_at = Vec::new();
+    let mut t = 0;
+    while t < 8 * S {
+        let answer = b.admit(t, &op(1, (0..64).map(|_| candidate(1, 1)).collect()));
+        for d in answer.decisions {
+            let Decision::Go { wait_us, ticket } = d else {
+                continue;
+            };
+            // It reaches the server when its wait is over (within the horizon).
+            let at = t + wait_us;
+            let n = count.entry(at / S).or_default();
+            if *n < 20 {
+                *n += 1;
+                answers.push((at + rtt, ticket, Some(20 - *n)));
+            } else {
+                refused_at.push(at);
+                answers.push((at + rtt, ticket, None));
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = answers.into_iter().partition(|a| a.0 <= t);
+        answers = later;
+        for (_, ticket, remaining) in due {
+            let op = match remaining {
+                Some(r) => said(Signal::Success, ticket, r),
+                None => said(
+                    Signal::WindowSpent {
+                        wait_us: 0,
+                        window_us: S,
+                        tokens: false,
+                    },
+                    ticket,
+                    0,
+                ),
+            };
+            b.report(t, &op);
+        }
+        t += MS;
+    }
+    assert_eq!(b.windowed, 1, "never learned the window does not refill");
+    let late: Vec<u64> = refused_at.iter().copied().filter(|&r| r >= 3 * S).collect();
+    assert!(
+        late.len() <= 1,
+        "refused at {late:?} ms in windows 3-7 (every refusal: {refused_at:?})"
+    );
+    for w in 3..8 {
+        assert_eq!(
+            count.get(&w),
+            Some(&20),
+            "window {w} not used whole: {count:?}"
+        );
+    }
+}
+
 /// A server that admits at most `k` requests in flight, each answered `latency` after
 /// it arrived, refused at once (in 1 ms) above that, whatever the spacing; 32 callers
 /// always wait. Drives `b` from `from` to `until` (µs); returns (answered, refused) of

@@ -174,6 +174,8 @@ impl BudgetState {
             };
             self.anchor_us = start;
             self.fresh_us = start;
+            self.fresh_seq = seq;
+            self.fresh_left = remaining;
         } else if after_spent && remaining > 0 && seq >= self.obs_seq {
             // Room again after a spent window: what comes back now, a sliding log gives
             // back one window later.
