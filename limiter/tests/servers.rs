@@ -696,7 +696,11 @@ fn check(
     let semantics = server.semantics.clone();
     let latency = (server.latency.0 + server.latency.1) as f64 / 2.0 / S as f64;
     let mut server = server;
-    let out = run(&mut server, callers, calls, 7);
+    let seed: u64 = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let out = run(&mut server, callers, calls, seed);
     let best = best(&semantics, calls, latency);
     let goodput = best / out.makespan;
     if std::env::var("SIM_TRACE").is_ok() {
