@@ -690,7 +690,7 @@ impl BudgetState {
         if rp > 0.0 {
             let need = 1.0 + hold_req;
             let at = self.req_tat_us as f64 + (need - self.req_cap_eff()) * rp;
-            let at = self.window_round_cap(now, at.max(0.0) as u64);
+            let at = self.by_window_round(now, at.max(0.0) as u64);
             if at > fit {
                 fit = at;
                 binding = if hold_req > 0.0 {
@@ -727,19 +727,19 @@ impl BudgetState {
         (fit, binding)
     }
 
-    /// A probe held by the request cell past the round of the window seen fresh goes at
-    /// that round: a cell announced per window has come back whole one window after it
-    /// was fresh (a fixed window has come round, a bucket has refilled a window's worth),
-    /// whatever the model, which refills continuously from the last refusal on, says.
-    /// Taken from the refusal, each window's probe went later than the last (by the
-    /// pause and a unit), drifting through the server's windows until one went unused.
-    ///
-    /// And the other way: in a window known not to refill (`windowed`), once as many went
-    /// since the answer that showed it fresh as that answer said remained, nobody goes
-    /// before it comes round, though the answer that says 0 is not back yet (the pace,
-    /// which refills continuously, let one more go a unit after the burst: one 429 a
-    /// window).
-    fn window_round_cap(&self, now: u64, at: u64) -> u64 {
+    /// When the request cell lets the next call go (`at`, by its model, which refills
+    /// continuously), corrected by the round of the announced window last seen fresh,
+    /// both ways:
+    /// - sooner: a probe held past that round goes at it, as a cell announced per window
+    ///   has come back whole one window after it was fresh (a fixed window has come
+    ///   round, a bucket has refilled a window's worth). Taken from the last refusal,
+    ///   each window's probe went later than the last, drifting through the server's
+    ///   windows until one went unused;
+    /// - later: in a window known not to refill (`windowed`), once as many went since the
+    ///   answer that showed it fresh as that answer said remained, nobody goes before the
+    ///   round, though the answer that says 0 is not back yet (the pace let one more go a
+    ///   unit after the burst: one 429 a window).
+    fn by_window_round(&self, now: u64, at: u64) -> u64 {
         if self.source != Source::Headers || self.fresh_us == 0 || self.req_us <= 0.0 {
             return at;
         }
