@@ -566,8 +566,9 @@ impl Call {
                 (false, ReplyBody::Json) => Some(self.request.uri().path()),
                 _ => None,
             };
-            let (checked, usage) = inspect_success(path, &body, &self.redactor);
-            if let Err(message) = checked {
+            let inspected = inspect_success(path, &body, &self.redactor);
+            let usage = inspected.usage;
+            if let Err(message) = inspected.check {
                 // The server answered (and may have billed it), but not with what was
                 // asked: a typed error, never an empty success; not retried.
                 self.report(
@@ -586,7 +587,7 @@ impl Call {
                 return;
             }
             self.window_streak = 0;
-            let tier = usage.and_then(|_| crate::reply::service_tier_of(&body));
+            let tier = inspected.tier;
             let (used, usage) = match self.api.unit {
                 CostUnit::Pages => {
                     let pages = classified

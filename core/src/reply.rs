@@ -105,16 +105,23 @@ impl Reply<Bytes> {
     }
 }
 
-/// What a 2xx body of a request to `path` must be to count as an answer, and the
-/// `usage` it reports, in one pass over the body: [`check_success_body`] and
-/// [`usage_of`] give the same answers, each parsing the body on its own (a
-/// [`serde_json::Value`] for the first), and stay the reference (the tests compare
-/// them) and the path for a body this pass refuses, so every message is theirs.
-pub(crate) fn inspect_success(
-    path: Option<&str>,
-    body: &[u8],
-    redactor: &Redactor,
-) -> (Result<(), String>, Option<TokenUsage>) {
+/// What [`inspect_success`] found in a 2xx body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Inspected {
+    /// Whether it is an answer to its request (the message says why not).
+    pub(crate) check: Result<(), String>,
+    /// The `usage` it reports.
+    pub(crate) usage: Option<TokenUsage>,
+    /// That usage's `service_tier` (none without a usage).
+    pub(crate) tier: Option<String>,
+}
+
+/// What a 2xx body of a request to `path` must be to count as an answer, the `usage` it
+/// reports and that usage's tier, in one pass over the body: [`check_success_body`],
+/// [`usage_of`] and [`service_tier_of`] give the same answers, each parsing the body on
+/// its own (a [`serde_json::Value`] for the first), and stay the reference (the tests
+/// compare them) and the path for a body this pass refuses, so every message is theirs.
+pub(crate) fn inspect_success(path: Option<&str>, body: &[u8], redactor: &Redactor) -> Inspected {
     let required = path.and_then(required_field);
     let scan = match body.is_empty() {
         true => None,
@@ -122,7 +129,12 @@ pub(crate) fn inspect_success(
     };
     let Some(scan) = scan else {
         // Empty, or not JSON (or JSON this pass does not take): the reference answers.
-        return (check_success_body(path, body, redactor), usage_of(body));
+        let usage = usage_of(body);
+        return Inspected {
+            check: check_success_body(path, body, redactor),
+            usage,
+            tier: usage.and_then(|_| service_tier_of(body)),
+        };
     };
     let check = if redactor.holds_secret(body) {
         Err(HOLDS_THE_KEY.into())
@@ -143,7 +155,11 @@ pub(crate) fn inspect_success(
             },
         }
     };
-    (check, scan.usage)
+    Inspected {
+        check,
+        usage: scan.usage,
+        tier: scan.tier,
+    }
 }
 
 const HOLDS_THE_KEY: &str = "the response holds the API key: not an answer from Mistral (a \
@@ -238,7 +254,6 @@ pub(crate) fn service_tier_of(body: &[u8]) -> Option<String> {
     struct Envelope {
         usage: Option<Raw>,
     }
-    memchr::memmem::find(body, b"\"service_tier\"")?;
     let tier = serde_json::from_slice::<Envelope>(body)
         .ok()?
         .usage?
@@ -296,7 +311,12 @@ mod tests {
     fn same_as_the_reference(body: &[u8]) {
         let redactor = Redactor::of_secret(KEY);
         for path in PATHS {
-            let reference = (check_success_body(path, body, &redactor), usage_of(body));
+            let usage = usage_of(body);
+            let reference = Inspected {
+                check: check_success_body(path, body, &redactor),
+                usage,
+                tier: usage.and_then(|_| service_tier_of(body)),
+            };
             assert_eq!(
                 inspect_success(path, body, &redactor),
                 reference,
@@ -352,6 +372,15 @@ mod tests {
             "<html>502</html>",
             r#"{"choices":[],"echo":"Bearer sk-Secret-Qz7Wm3Kp9Xv2"}"#,
             r#"{"usage":{"total_tokens":5},"echo":"sk-Secret-Qz7Wm3Kp9Xv2"}"#,
+            r#"{"usage":{"total_tokens":5,"service_tier":"priority"}}"#,
+            r#"{"usage":{"service_tier":"standard"}}"#,
+            r#"{"usage":{"total_tokens":5,"service_tier":null}}"#,
+            r#"{"usage":{"total_tokens":5,"service_tier":3}}"#,
+            r#"{"usage":{"total_tokens":5,"service_tier":"a","service_tier":"b"}}"#,
+            r#"{"usage":{"total_tokens":5,"service_tier":{"x":1}}}"#,
+            r#"{"usage":{"total_tokens":5,"service_tier":"\u00e9t\u00e9"}}"#,
+            r#"[{"total_tokens":5,"service_tier":"flex"}]"#,
+            r#"{"usage":[null,2,3]}"#,
         ];
         for body in bodies {
             same_as_the_reference(body.as_bytes());
@@ -381,6 +410,7 @@ mod tests {
                 Just("data".to_string()),
                 Just("total_tokens".to_string()),
                 Just("prompt_tokens".to_string()),
+                Just("service_tier".to_string()),
                 "[a-z]{0,3}".prop_map(|s| s),
             ];
             prop_oneof![

@@ -1,5 +1,5 @@
 //! One pass over a 2xx body: is it JSON, what is it at the top, what is its required
-//! field, and what `usage` does it report. Nothing is built: strings are looked at where
+//! field, and what `usage` (and its `service_tier`) does it report. Nothing is built: strings are looked at where
 //! they lie, numbers are read, the rest is checked and skipped.
 //!
 //! Every value goes through `deserialize_any`, as a [`serde_json::Value`] would: the
@@ -39,7 +39,7 @@ impl Kind {
 }
 
 /// What the pass found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Shape {
     /// The document's kind.
     pub(crate) top: Kind,
@@ -48,6 +48,8 @@ pub(crate) struct Shape {
     pub(crate) field: Option<Kind>,
     /// The `usage` with a `total_tokens`, as `usage_of` reads it.
     pub(crate) usage: Option<TokenUsage>,
+    /// `usage.service_tier` when there is a usage, as `service_tier_of` reads it.
+    pub(crate) tier: Option<String>,
 }
 
 impl Shape {
@@ -103,10 +105,12 @@ impl<'de> Visitor<'de> for Top<'_> {
                 }
             }
         }
+        let (usage, tier) = usage.into_usage();
         Ok(Shape {
             top: Kind::Object,
             field,
-            usage: usage.into_usage(),
+            usage,
+            tier,
         })
     }
 
@@ -121,10 +125,15 @@ impl<'de> Visitor<'de> for Top<'_> {
         while seq.next_element_seed(Any)?.is_some() {
             count += 1;
         }
+        let (usage, tier) = match count {
+            1 => usage.into_usage(),
+            _ => (None, None),
+        };
         Ok(Shape {
             top: Kind::List,
             field: None,
-            usage: if count == 1 { usage.into_usage() } else { None },
+            usage,
+            tier,
         })
     }
 
@@ -153,6 +162,7 @@ fn scalar(top: Kind) -> Shape {
         top,
         field: None,
         usage: None,
+        tier: None,
     }
 }
 
@@ -242,24 +252,26 @@ impl<'de> Visitor<'de> for Any {
 /// A `usage` value as `usage_of`'s `Option<Raw>` reads it: `null` is none; an object
 /// (or a list of three) of `prompt_tokens`, `completion_tokens` and `total_tokens`, each
 /// a non-negative integer or `null`, unknown keys ignored, none twice; anything else
-/// makes the whole read fail (no usage), never the pass.
-#[derive(Clone, Copy)]
+/// makes the whole read fail (no usage), never the pass. Beside the counts, its
+/// `service_tier` as `service_tier_of` reads it (a string, once; in a list, never).
 enum Usage {
     Absent,
     Invalid,
-    Read([Option<u64>; 3]),
+    Read([Option<u64>; 3], Option<String>),
 }
 
 impl Usage {
-    fn into_usage(self) -> Option<TokenUsage> {
-        let Usage::Read([prompt, completion, total]) = self else {
-            return None;
+    /// The usage, and its tier when there is one.
+    fn into_usage(self) -> (Option<TokenUsage>, Option<String>) {
+        let Usage::Read([prompt, completion, Some(total)], tier) = self else {
+            return (None, None);
         };
-        Some(TokenUsage {
+        let usage = TokenUsage {
             prompt_tokens: prompt.unwrap_or(0),
             completion_tokens: completion.unwrap_or(0),
-            total_tokens: total?,
-        })
+            total_tokens: total,
+        };
+        (Some(usage), tier.map(crate::reply::bounded_tier))
     }
 }
 
@@ -286,11 +298,22 @@ impl<'de> Visitor<'de> for UsageSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Usage, A::Error> {
         let mut counts: [Option<Option<u64>>; 3] = [None; 3];
         let mut valid = true;
+        // `None`: not there; `Some(None)`: unreadable (twice, or not a string or null).
+        let mut tier: Option<Option<Option<String>>> = None;
         while let Some(key) = map.next_key_seed(UsageKey)? {
-            let count = map.next_value_seed(Count)?;
             let Some(i) = key else {
+                map.next_value_seed(Any)?;
                 continue;
             };
+            if i == TIER {
+                let read = map.next_value_seed(TierSeed)?;
+                tier = match tier {
+                    None => Some(read),
+                    Some(_) => Some(None),
+                };
+                continue;
+            }
+            let count = map.next_value_seed(Count)?;
             if counts[i].is_some() {
                 valid = false;
             }
@@ -300,7 +323,7 @@ impl<'de> Visitor<'de> for UsageSeed {
             }
         }
         Ok(match valid {
-            true => Usage::Read(counts.map(Option::flatten)),
+            true => Usage::Read(counts.map(Option::flatten), tier.flatten().flatten()),
             false => Usage::Invalid,
         })
     }
@@ -316,8 +339,9 @@ impl<'de> Visitor<'de> for UsageSeed {
             }
             n += 1;
         }
+        // (Read as a list, the tier's struct takes a count for its tier: never one.)
         Ok(match valid && n == 3 {
-            true => Usage::Read(counts),
+            true => Usage::Read(counts, None),
             false => Usage::Invalid,
         })
     }
@@ -339,7 +363,10 @@ impl<'de> Visitor<'de> for UsageSeed {
     }
 }
 
-/// Which count a key of `usage` names (`None`: another key, ignored).
+/// [`UsageKey`]'s index for `service_tier`.
+const TIER: usize = 3;
+
+/// Which count a key of `usage` names, or [`TIER`] (`None`: another key, ignored).
 struct UsageKey;
 
 impl<'de> DeserializeSeed<'de> for UsageKey {
@@ -357,9 +384,14 @@ impl<'de> Visitor<'de> for UsageKey {
     }
 
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Option<usize>, E> {
-        Ok(["prompt_tokens", "completion_tokens", "total_tokens"]
-            .iter()
-            .position(|k| *k == key))
+        Ok([
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "service_tier",
+        ]
+        .iter()
+        .position(|k| *k == key))
     }
 }
 
@@ -398,6 +430,52 @@ impl<'de> Visitor<'de> for Count {
         Ok(None)
     }
     fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Any.visit_map(map)?;
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Any.visit_seq(seq)?;
+        Ok(None)
+    }
+}
+
+/// A tier as `Option<String>` reads it: `Some(None)` for `null`, `Some(Some(s))` for a
+/// string, `None` for anything else (the value still checked).
+struct TierSeed;
+
+impl<'de> DeserializeSeed<'de> for TierSeed {
+    type Value = Option<Option<String>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TierSeed {
+    type Value = Option<Option<String>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Some(None))
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Some(Some(s.to_owned())))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
         Ok(None)
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
