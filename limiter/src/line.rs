@@ -90,6 +90,8 @@ pub struct Batch {
     pub op: AdmitOp,
     /// The waiters, in the order of [`AdmitOp::candidates`].
     ids: Vec<u64>,
+    /// The waiter that asked: it polls again after [`Line::finish`], so it is not woken.
+    asker: u64,
 }
 
 #[derive(Debug)]
@@ -274,7 +276,7 @@ impl Line {
             let until = deadline.map_or(until, |d| until.min(d));
             return Step::Pending { until };
         }
-        Step::Ask(self.batch(now, &model))
+        Step::Ask(self.batch(now, &model, id))
     }
 
     fn join(&mut self, now: Instant, place: &mut Place, model: String, ask: &Ask) -> u64 {
@@ -318,7 +320,7 @@ impl Line {
         id
     }
 
-    fn batch(&mut self, now: Instant, model: &str) -> Batch {
+    fn batch(&mut self, now: Instant, model: &str, asker: u64) -> Batch {
         let m = self.models.get_mut(model).expect("a line");
         m.asking = Some(now);
         let mut ids: Vec<u64> = m.order.iter().take(BATCH).map(|k| k.2).collect();
@@ -357,6 +359,7 @@ impl Line {
                 reserve_ppm: self.config.reserve_ppm,
             },
             ids,
+            asker,
         }
     }
 
@@ -391,7 +394,7 @@ impl Line {
                 m.counts[w.key.0.min(2) as usize] -= 1;
             }
             w.result = Some(Box::new(result));
-            if let Some(waker) = &w.waker {
+            if let Some(waker) = w.waker.as_ref().filter(|_| *id != batch.asker) {
                 waker.wake_by_ref();
             }
             let waited = now.saturating_duration_since(w.joined);
@@ -416,7 +419,7 @@ impl Line {
         }
         // The head (the caller that asked, or the one after those admitted) learns when to
         // ask again.
-        self.wake_first(&batch.model);
+        self.wake_first(&batch.model, batch.asker);
         self.say(now, &batch.model, answer, long, longest);
         flush
     }
@@ -541,7 +544,7 @@ impl Line {
         }
         // The head learns when to ask again (it may have been told to wait for this
         // operation).
-        self.wake_first(model);
+        self.wake_first(model, 0);
     }
 
     /// Something may have freed capacity in `model`'s budget (a report): its head asks
@@ -561,9 +564,11 @@ impl Line {
         }
     }
 
-    fn wake_first(&self, model: &str) {
+    /// Wakes `model`'s head, unless it is `asker` (who polls again anyway; 0: nobody).
+    fn wake_first(&self, model: &str, asker: u64) {
         if let Some(m) = self.models.get(model)
             && let Some((_, _, id)) = m.order.first()
+            && *id != asker
             && let Some(waker) = self.waiters.get(id).and_then(|w| w.waker.as_ref())
         {
             waker.wake_by_ref();

@@ -1281,3 +1281,53 @@ fn a_rate_limit_is_not_taken_for_a_concurrency_limit() {
         "one at the gate refused: the gate comes down to none"
     );
 }
+
+/// A caller the budget admits at its first poll gets its grant from that poll and is
+/// never woken (a wake would cost its task a poll for nothing); one that must wait is in
+/// the line, its head, told when to poll again, and goes when its turn comes.
+#[test]
+fn a_caller_admitted_at_its_first_poll_is_not_woken_and_one_that_waits_is_its_line_s_head() {
+    let limiter = LocalLimiter::with_config(LimiterConfig::default());
+    let t0 = Instant::now();
+    let wakes = Arc::new(Count(Mutex::new(0)));
+    let waker = Waker::from(Arc::clone(&wakes));
+    let mut probe = Place::new();
+    let Admit::Ready(Grant::Go { ticket, .. }) =
+        limiter.poll_admit(t0, &mut probe, &ask(Priority::Default), &waker)
+    else {
+        panic!("the first caller probes")
+    };
+    limiter.leave(&mut probe);
+    assert_eq!(*wakes.0.lock().unwrap(), 0, "the caller admitted was woken");
+    assert_eq!(limiter.line("m").waiting, [0, 0, 0]);
+    // 6 a minute, none left: the next caller waits a unit (10 s), polling at least
+    // every second meanwhile.
+    limiter.report(t0, &success(Some(ticket), headers(6, 0)));
+    let mut next = Place::new();
+    let answer = limiter.poll_admit(t0, &mut next, &ask(Priority::Default), &waker);
+    let Admit::Pending { until } = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(
+        until > t0 && until <= t0 + Duration::from_secs(1),
+        "{until:?}"
+    );
+    let view = limiter.line("m");
+    assert_eq!(view.waiting, [0, 1, 0]);
+    assert_eq!(view.binding, mistral_limiter::Binding::Requests, "{view:?}");
+    let t1 = t0 + Duration::from_millis(500);
+    let answer = limiter.poll_admit(t1, &mut next, &ask(Priority::Default), &waker);
+    assert!(matches!(answer, Admit::Pending { .. }), "{answer:?}");
+    let t2 = t0 + Duration::from_secs(11);
+    let answer = limiter.poll_admit(t2, &mut next, &ask(Priority::Default), &waker);
+    assert!(
+        matches!(answer, Admit::Ready(Grant::Go { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(limiter.line("m").waiting, [0, 0, 0]);
+    assert_eq!(
+        *wakes.0.lock().unwrap(),
+        0,
+        "a caller was woken for nothing"
+    );
+}
