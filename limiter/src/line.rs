@@ -279,14 +279,68 @@ impl Line {
         Step::Ask(self.batch(now, &model, id))
     }
 
+    /// The store operation of a caller alone, when its budget has no line (nobody waits
+    /// for it, nothing is out for it) and `place` is new: it need not join a line to be
+    /// admitted at once. Run it, then hand its answer to [`Line::lone_answer`]. `None`:
+    /// [`Line::poll`] as usual.
+    pub fn lone(&self, place: &Place, ask: &Ask) -> Option<AdmitOp> {
+        let model = ask.model.as_deref()?;
+        if place.id().is_some() || self.models.contains_key(model) {
+            return None;
+        }
+        let candidate = candidate_of(ask);
+        let mut waiting = [0; 3];
+        waiting[candidate.lane as usize] = 1;
+        Some(AdmitOp {
+            proc_id: self.config.proc_id,
+            waiting,
+            candidates: vec![candidate],
+            horizon_us: micros(self.config.horizon),
+            late_us: 0,
+            ask_gap_us: micros(self.config.ask_gap),
+            reserve_ppm: self.config.reserve_ppm,
+        })
+    }
+
+    /// The answer to `op`, a [`Line::lone`] operation for `ask`, given at `now`: the
+    /// caller's grant; or, when it must wait, `None` with the caller in the line as its
+    /// head (`place` holds it), as if it had asked from there: [`Line::poll`] tells it
+    /// when to poll again, and `waker` is woken when its turn may have come.
+    pub fn lone_answer(
+        &mut self,
+        now: Instant,
+        place: &mut Place,
+        ask: &Ask,
+        op: AdmitOp,
+        answer: &AdmitAnswer,
+        waker: &Waker,
+    ) -> Option<Grant> {
+        let model = ask.model.as_deref()?;
+        if let Some(grant) = answer.decisions.first().and_then(|d| grant_of(*d, model)) {
+            return Some(grant);
+        }
+        let id = self.join(now, place, model.to_owned(), ask);
+        if let Some(w) = self.waiters.get_mut(&id) {
+            w.waker = Some(waker.clone());
+        }
+        let batch = Batch {
+            model: model.to_owned(),
+            reports: Vec::new(),
+            op,
+            ids: vec![id],
+            asker: id,
+        };
+        // (Nothing can have come meanwhile: the line is new.)
+        let _no_reports = self.finish(now, batch, answer);
+        None
+    }
+
     fn join(&mut self, now: Instant, place: &mut Place, model: String, ask: &Ask) -> u64 {
         self.next += 1;
         let id = self.next;
-        let lane = ask.priority.lane().min(2);
+        let candidate = candidate_of(ask);
+        let lane = candidate.lane;
         let key = (lane, id, id);
-        let within_us = ask.within.map_or(u64::MAX, |d| {
-            u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-        });
         let m = self.models.entry(model.clone()).or_default();
         if m.order.is_empty() {
             // The first caller of an idle line asks at once.
@@ -303,12 +357,7 @@ impl Line {
                 joined: now,
                 model,
                 key,
-                candidate: Candidate {
-                    lane,
-                    size: ask.size,
-                    tokens: ask.tokens,
-                    within_us,
-                },
+                candidate,
                 deadline: ask.within.and_then(|w| now.checked_add(w)),
                 waker: None,
                 result: None,
@@ -379,16 +428,8 @@ impl Line {
             let Some(w) = self.waiters.get_mut(id) else {
                 continue;
             };
-            let result = match *decision {
-                Decision::Go { wait_us, ticket } => Grant::Go {
-                    after: Duration::from_micros(wait_us),
-                    ticket,
-                },
-                Decision::Late { after_us } => Grant::Late {
-                    after: Duration::from_micros(after_us),
-                },
-                Decision::Closed(block) => Grant::Refused(closed_error(block, &batch.model)),
-                Decision::Wait => continue,
+            let Some(result) = grant_of(*decision, &batch.model) else {
+                continue;
             };
             if m.order.remove(&w.key) {
                 m.counts[w.key.0.min(2) as usize] -= 1;
@@ -645,6 +686,31 @@ impl Line {
 }
 
 /// `reports`, each with how long before `now` it came.
+/// What `ask` asks of its budget's store, as a candidate.
+fn candidate_of(ask: &Ask) -> Candidate {
+    Candidate {
+        lane: ask.priority.lane().min(2),
+        size: ask.size,
+        tokens: ask.tokens,
+        within_us: ask.within.map_or(u64::MAX, micros),
+    }
+}
+
+/// A store's decision for a caller of `model`'s budget as its grant (`None`: it waits).
+fn grant_of(decision: Decision, model: &str) -> Option<Grant> {
+    Some(match decision {
+        Decision::Go { wait_us, ticket } => Grant::Go {
+            after: Duration::from_micros(wait_us),
+            ticket,
+        },
+        Decision::Late { after_us } => Grant::Late {
+            after: Duration::from_micros(after_us),
+        },
+        Decision::Closed(block) => Grant::Refused(closed_error(block, model)),
+        Decision::Wait => return None,
+    })
+}
+
 fn aged(now: Instant, reports: Vec<(Instant, ReportOp)>) -> Vec<ReportOp> {
     reports
         .into_iter()

@@ -286,6 +286,14 @@ impl LocalLimiter {
 impl Limiter for LocalLimiter {
     fn poll_admit(&self, now: Instant, place: &mut Place, ask: &Ask, waker: &Waker) -> Admit {
         self.with(now, |now_us, inner| {
+            // A caller alone for its budget asks it directly, without a place in a line
+            // (the common case, and a line's bookkeeping is most of an admission's cost).
+            if let (Some(model), Some(op)) = (ask.model.as_deref(), inner.line.lone(place, ask)) {
+                let answer = inner.budgets.admit(now_us, model, &op);
+                if let Some(grant) = inner.line.lone_answer(now, place, ask, op, &answer, waker) {
+                    return Admit::Ready(grant);
+                }
+            }
             loop {
                 match inner.line.poll(now, place, ask, waker) {
                     Step::Ready(grant) => return Admit::Ready(grant),
