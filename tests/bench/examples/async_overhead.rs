@@ -77,7 +77,7 @@ fn main() {
                 for k in 0..per_task {
                     let i = w * per_task + k;
                     if which != "bare" && which != "timer" {
-                        client.chat(&workload.request(i)).await.unwrap();
+                        client.chat(workload.request(i)).await.unwrap();
                     } else {
                         let body = serde_json::to_vec(&workload.request(i)).unwrap();
                         let fut = bare

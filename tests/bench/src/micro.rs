@@ -380,7 +380,7 @@ pub fn overhead_async(
                     for k in 0..per_task {
                         let i = round * per_round + w * per_task + k;
                         client
-                            .chat(&workload.request(i))
+                            .chat(workload.request(i))
                             .await
                             .map_err(|e| e.to_string())?;
                     }

@@ -269,7 +269,7 @@ fn run_with(
     }
     if options.micro {
         let (n, rounds) = match options.size {
-            Size::Full => (2000, 8),
+            Size::Full => (16_000, 16),
             Size::Quick => (400, 4),
         };
         for announced in [micro::Announced::Limits, micro::Announced::Nothing] {
