@@ -5,6 +5,8 @@
 //! - `bare`: plain reqwest (the client's own TLS and redirect settings), serializing the
 //!   same request and decoding the same response as the client;
 //! - `timer`: the same with a tokio timeout around each exchange (the cost of a timer);
+//! - `xport`: the same exchange as the client's transport makes it (an `http::Request`
+//!   converted to reqwest's, the body read chunk by chunk);
 //! - `ours`: `mistral-async` with the default in-process limiter;
 //! - `nolim`: `mistral-async` with no limiter.
 //!
@@ -22,7 +24,7 @@ use mistral_limiter::LocalLimiter;
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "ours".into());
     assert!(
-        ["bare", "timer", "ours", "nolim"].contains(&which.as_str()),
+        ["bare", "timer", "xport", "ours", "nolim"].contains(&which.as_str()),
         "bare, timer, ours or nolim"
     );
     let n: usize = std::env::args()
@@ -76,7 +78,25 @@ fn main() {
             set.spawn(async move {
                 for k in 0..per_task {
                     let i = w * per_task + k;
-                    if which != "bare" && which != "timer" {
+                    if which == "xport" {
+                        let body = serde_json::to_vec(&workload.request(i)).unwrap();
+                        let req = reqwest::Request::try_from(
+                            ::http::Request::builder()
+                                .method("POST")
+                                .uri(url.as_str())
+                                .header("authorization", auth.as_str())
+                                .header("content-type", "application/json")
+                                .body(body)
+                                .unwrap(),
+                        )
+                        .unwrap();
+                        let mut response = bare.execute(req).await.unwrap();
+                        let mut buf = Vec::new();
+                        while let Some(chunk) = response.chunk().await.unwrap() {
+                            buf.extend_from_slice(&chunk);
+                        }
+                        let _: ChatResponse = serde_json::from_slice(&buf).unwrap();
+                    } else if which != "bare" && which != "timer" {
                         client.chat(workload.request(i)).await.unwrap();
                     } else {
                         let body = serde_json::to_vec(&workload.request(i)).unwrap();
@@ -105,6 +125,9 @@ fn main() {
         }
     });
     let e = start.elapsed();
+    if which == "ours" {
+        eprintln!("{:?}", client.stats());
+    }
     eprintln!(
         "{which}: {n} in {:?} = {:.1} us/req",
         e,
