@@ -200,56 +200,225 @@ pub fn mistral_bucket(b: &ApiErrorBody) -> Option<Bucket> {
 /// monthly spend limit…). A quota named per minute, second, hour or day is a rate limit,
 /// not a cap.
 pub fn is_spending_cap(b: &ApiErrorBody) -> bool {
-    const KINDS: [&str; 7] = [
-        "insufficient_quota",
-        "budget_exceeded",
-        "billing_hard_limit_reached",
-        "spend_limit_exceeded",
-        "spending_limit_exceeded",
-        "quota_exceeded",
-        "credit_balance_too_low",
-    ];
     let named = |v: &Option<String>| {
         v.as_deref()
-            .is_some_and(|k| KINDS.contains(&k.to_ascii_lowercase().as_str()))
+            .is_some_and(|k| CAP_KINDS.iter().any(|c| c.eq_ignore_ascii_case(k)))
     };
-    let message = b.message.as_deref().unwrap_or("").to_ascii_lowercase();
-    let paced = [
-        "per minute",
-        "per second",
-        "per hour",
-        "per day",
-        "/min",
-        "rpm",
-        "tpm",
-    ]
-    .iter()
-    .any(|p| message.contains(p));
-    if paced {
-        return false;
-    }
-    if named(&b.kind) || named(&b.code) {
-        return true;
-    }
-    const WORDS: [&str; 12] = [
-        "budget has been exceeded",
-        "budget exceeded",
-        "exceeded budget",
-        "exceeded your budget",
-        "max budget",
-        "exceeded your current quota",
-        "insufficient quota",
-        "insufficient_quota",
-        "monthly limit",
-        "monthly spend",
-        "spending limit",
-        "spend limit",
-    ];
-    WORDS.iter().any(|w| message.contains(w)) || message.contains("quota exceeded")
+    let message = b.message.as_deref().unwrap_or("");
+    // Every phrase holds one of these words: most messages (a rate limit's) are done
+    // after four searches, without a lowercased copy.
+    let worded = || {
+        ["budget", "quota", "monthly", "spend"]
+            .iter()
+            .any(|w| contains_ignore_ascii_case(message, w))
+            && {
+                let message = message.to_ascii_lowercase();
+                CAP_WORDS.iter().any(|w| message.contains(w))
+            }
+    };
+    let paced = || {
+        let message = message.to_ascii_lowercase();
+        CAP_PACED.iter().any(|p| message.contains(p))
+    };
+    (named(&b.kind) || named(&b.code) || worded()) && !paced()
+}
+
+/// The types and codes of a spending cap ([`is_spending_cap`]), in any case.
+const CAP_KINDS: [&str; 7] = [
+    "insufficient_quota",
+    "budget_exceeded",
+    "billing_hard_limit_reached",
+    "spend_limit_exceeded",
+    "spending_limit_exceeded",
+    "quota_exceeded",
+    "credit_balance_too_low",
+];
+
+/// Phrases of a spending cap's message, lowercase.
+const CAP_WORDS: [&str; 13] = [
+    "budget has been exceeded",
+    "budget exceeded",
+    "exceeded budget",
+    "exceeded your budget",
+    "max budget",
+    "exceeded your current quota",
+    "insufficient quota",
+    "insufficient_quota",
+    "monthly limit",
+    "monthly spend",
+    "spending limit",
+    "spend limit",
+    "quota exceeded",
+];
+
+/// A message that names one of these is a rate's, not a cap's.
+const CAP_PACED: [&str; 7] = [
+    "per minute",
+    "per second",
+    "per hour",
+    "per day",
+    "/min",
+    "rpm",
+    "tpm",
+];
+
+/// Whether `haystack` holds `needle` (ASCII lowercase), ignoring ASCII case.
+pub(crate) fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// The start of a body, lowercased (for the pages' markers).
 fn lowercase_head(body: &[u8]) -> String {
     let head = &body[..body.len().min(1024)];
     String::from_utf8_lossy(head).to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The check as it was written first (a lowercased copy, every phrase searched):
+    /// the faster one must answer as it does.
+    #[rustfmt::skip]
+    fn reference(b: &ApiErrorBody) -> bool {
+        const KINDS: [&str; 7] = [
+            "insufficient_quota",
+            "budget_exceeded",
+            "billing_hard_limit_reached",
+            "spend_limit_exceeded",
+            "spending_limit_exceeded",
+            "quota_exceeded",
+            "credit_balance_too_low",
+        ];
+        let named = |v: &Option<String>| {
+            v.as_deref()
+                .is_some_and(|k| KINDS.contains(&k.to_ascii_lowercase().as_str()))
+        };
+        let message = b.message.as_deref().unwrap_or("").to_ascii_lowercase();
+        let paced = [
+            "per minute",
+            "per second",
+            "per hour",
+            "per day",
+            "/min",
+            "rpm",
+            "tpm",
+        ]
+        .iter()
+        .any(|p| message.contains(p));
+        if paced {
+            return false;
+        }
+        if named(&b.kind) || named(&b.code) {
+            return true;
+        }
+        const WORDS: [&str; 12] = [
+            "budget has been exceeded",
+            "budget exceeded",
+            "exceeded budget",
+            "exceeded your budget",
+            "max budget",
+            "exceeded your current quota",
+            "insufficient quota",
+            "insufficient_quota",
+            "monthly limit",
+            "monthly spend",
+            "spending limit",
+            "spend limit",
+        ];
+        WORDS.iter().any(|w| message.contains(w)) || message.contains("quota exceeded")
+    }
+
+    fn body(kind: Option<&str>, code: Option<&str>, message: Option<&str>) -> ApiErrorBody {
+        ApiErrorBody {
+            kind: kind.map(str::to_owned),
+            code: code.map(str::to_owned),
+            message: message.map(str::to_owned),
+            ..ApiErrorBody::default()
+        }
+    }
+
+    #[test]
+    fn caps_and_rates_are_told_apart() {
+        let cases = [
+            (None, None, Some("Rate limit exceeded"), false),
+            (Some("insufficient_quota"), None, None, true),
+            (Some("Budget_Exceeded"), None, None, true),
+            (None, Some("QUOTA_EXCEEDED"), None, true),
+            (
+                None,
+                None,
+                Some("Budget has been EXCEEDED for this key"),
+                true,
+            ),
+            (None, None, Some("You exceeded your current quota"), true),
+            (
+                None,
+                None,
+                Some("Quota exceeded: 60 requests per minute"),
+                false,
+            ),
+            (Some("insufficient_quota"), None, Some("100 RPM"), false),
+            (None, None, Some("monthly spend reached"), true),
+            (None, None, Some("spend"), false),
+            (None, None, Some("Spend limit reached"), true),
+            (None, None, Some("max budget"), true),
+            (None, None, Some("insufficient quota"), true),
+            (None, None, None, false),
+        ];
+        for (kind, code, message, cap) in cases {
+            let b = body(kind, code, message);
+            assert_eq!(is_spending_cap(&b), cap, "{b:?}");
+            assert_eq!(reference(&b), cap, "{b:?}");
+        }
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        let word = prop_oneof![
+            Just("budget".to_string()),
+            Just("Budget".to_string()),
+            Just("exceeded".to_string()),
+            Just("QUOTA".to_string()),
+            Just("quota".to_string()),
+            Just("insufficient".to_string()),
+            Just("insufficient_quota".to_string()),
+            Just("monthly".to_string()),
+            Just("Spend".to_string()),
+            Just("spending".to_string()),
+            Just("limit".to_string()),
+            Just("per minute".to_string()),
+            Just("RPM".to_string()),
+            Just("/min".to_string()),
+            Just("has been".to_string()),
+            Just("your current".to_string()),
+            Just("max".to_string()),
+            "[a-zA-Z_é ]{0,5}",
+        ];
+        prop::collection::vec(word, 0..7).prop_map(|w| w.join(" "))
+    }
+
+    fn kind() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![
+            Just("insufficient_quota".to_string()),
+            Just("Billing_Hard_Limit_Reached".to_string()),
+            Just("rate_limited".to_string()),
+            "[a-z_]{0,8}",
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_check_answers_as_the_reference(
+            kind in kind(),
+            code in kind(),
+            message in prop::option::of(text()),
+        ) {
+            let b = body(kind.as_deref(), code.as_deref(), message.as_deref());
+            prop_assert_eq!(is_spending_cap(&b), reference(&b), "{:?}", b);
+        }
+    }
 }

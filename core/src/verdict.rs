@@ -34,7 +34,9 @@ use std::time::Duration;
 
 use crate::error::{Error, ResponseInfo, Trail, TransportKind};
 use crate::models::ApiErrorBody;
-use crate::origin::{Gateway, Origin, is_spending_cap, mistral_bucket, origin_of};
+use crate::origin::{
+    Gateway, Origin, contains_ignore_ascii_case, is_spending_cap, mistral_bucket, origin_of,
+};
 use crate::ratelimits::{Quota, RateLimits};
 
 /// What a response (or an attempt without one) means for the call that got it: the one
@@ -308,7 +310,7 @@ pub fn classify(
     let cap = parsed.as_ref().is_some_and(is_spending_cap);
     let verdict = match status.as_u16() {
         200..=299 => Verdict::Success,
-        429 => classify_429(&limits, parsed.as_ref(), expected_cost),
+        429 => classify_429(&limits, parsed.as_ref(), expected_cost, cap),
         402 => Verdict::SpendingCap,
         400 | 403 if cap => Verdict::SpendingCap,
         401 => Verdict::Unauthorized,
@@ -346,10 +348,12 @@ pub fn classify(
     }
 }
 
+/// A 429's verdict; `cap`: its body says a spending cap is reached.
 fn classify_429(
     limits: &RateLimits,
     body: Option<&ApiErrorBody>,
     expected_cost: Option<u64>,
+    cap: bool,
 ) -> Verdict {
     if body.is_some_and(is_capacity) {
         return Verdict::Capacity;
@@ -375,7 +379,7 @@ fn classify_429(
     {
         return Verdict::MonthlyQuota { quota: *quota };
     }
-    if body.is_some_and(is_spending_cap) {
+    if cap {
         return Verdict::SpendingCap;
     }
     Verdict::RateLimited
@@ -455,7 +459,7 @@ fn is_capacity(body: &ApiErrorBody) -> bool {
         || body
             .message
             .as_deref()
-            .is_some_and(|m| m.to_ascii_lowercase().contains("capacity exceeded"))
+            .is_some_and(|m| contains_ignore_ascii_case(m, "capacity exceeded"))
 }
 
 fn correlation_id(headers: &HeaderMap, body: Option<&ApiErrorBody>) -> Option<String> {
