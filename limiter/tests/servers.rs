@@ -820,11 +820,6 @@ fn unknown_limits_are_learned_under_every_semantics() {
             Semantics::Concurrency { k: 4 },
             (500 * MS, 500 * MS),
         ),
-        (
-            "25 in flight, 0.5 s each",
-            Semantics::Concurrency { k: 25 },
-            (500 * MS, 500 * MS),
-        ),
     ];
     let only_case = std::env::var("SIM_CASE").ok();
     for (name, semantics, latency) in cases {
