@@ -21,6 +21,9 @@ use mistral_core::models::ChatResponse;
 use mistral_emulator::{Config, Emulator, Limits};
 use mistral_limiter::LocalLimiter;
 
+#[global_allocator]
+static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "ours".into());
     assert!(
@@ -64,6 +67,7 @@ fn main() {
     let ways = 8;
     let per_task = n / ways;
     let start = Instant::now();
+    let allocs = stats_alloc::INSTRUMENTED_SYSTEM.stats().allocations;
     runtime.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for w in 0..ways {
@@ -125,6 +129,11 @@ fn main() {
         }
     });
     let e = start.elapsed();
+    let allocs = stats_alloc::INSTRUMENTED_SYSTEM.stats().allocations - allocs;
+    eprintln!(
+        "{which}: {:.1} allocations a call (client and emulator)",
+        allocs as f64 / n as f64
+    );
     if which == "ours" {
         eprintln!("{:?}", client.stats());
     }
