@@ -7,7 +7,9 @@
 //! (behind a mutex) calls [`Line::poll`] for a caller; an [`Step::Ask`] is a store
 //! operation to run, for that caller, whose answer goes to [`Line::finish`] (or, if the
 //! store failed, [`Line::abandon`]); a report that may have freed capacity calls
-//! [`Line::wake`].
+//! [`Line::wake`]. A caller alone for its budget may skip the line: [`Line::lone`] is its
+//! store operation, and [`Line::lone_answer`] its grant, or its place at the head when it
+//! must wait (the in-process limiter does so: it runs the operation at once).
 
 use std::collections::{BTreeSet, HashMap};
 use std::task::Waker;
@@ -685,7 +687,6 @@ impl Line {
     }
 }
 
-/// `reports`, each with how long before `now` it came.
 /// What `ask` asks of its budget's store, as a candidate.
 fn candidate_of(ask: &Ask) -> Candidate {
     Candidate {
@@ -711,6 +712,7 @@ fn grant_of(decision: Decision, model: &str) -> Option<Grant> {
     })
 }
 
+/// `reports`, each with how long before `now` it came.
 fn aged(now: Instant, reports: Vec<(Instant, ReportOp)>) -> Vec<ReportOp> {
     reports
         .into_iter()
