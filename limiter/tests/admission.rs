@@ -404,22 +404,33 @@ fn success(ticket: Option<Ticket>, limits: RateLimits) -> Report {
     }
 }
 
+/// A new in-process limiter, its clock's start, and a waker that counts its wakes.
+fn fresh() -> (LocalLimiter, Instant, Arc<Count>, Waker) {
+    let wakes = Arc::new(Count(Mutex::new(0)));
+    let waker = Waker::from(Arc::clone(&wakes));
+    let limiter = LocalLimiter::with_config(LimiterConfig::default());
+    (limiter, Instant::now(), wakes, waker)
+}
+
+/// The first caller of a budget nothing is known of: it goes at once, as the probe.
+fn probe(limiter: &LocalLimiter, now: Instant, priority: Priority, waker: &Waker) -> Ticket {
+    let mut place = Place::new();
+    let Admit::Ready(Grant::Go { ticket, .. }) =
+        limiter.poll_admit(now, &mut place, &ask(priority), waker)
+    else {
+        panic!("the first caller probes")
+    };
+    limiter.leave(&mut place);
+    ticket
+}
+
 /// The line in one process: the interactive caller that arrives behind a batch backlog
 /// is the next to go, and a raised limit reaches the callers already waiting at once.
 #[test]
 fn the_line_serves_classes_in_order_and_a_raised_limit_reaches_it_at_once() {
-    let limiter = LocalLimiter::with_config(LimiterConfig::default());
-    let t0 = Instant::now();
-    let wakes = Arc::new(Count(Mutex::new(0)));
-    let waker = Waker::from(Arc::clone(&wakes));
+    let (limiter, t0, wakes, waker) = fresh();
     // The probe goes; its answer announces 6 a minute, none left.
-    let mut probe = Place::new();
-    let Admit::Ready(Grant::Go { ticket, .. }) =
-        limiter.poll_admit(t0, &mut probe, &ask(Priority::Batch), &waker)
-    else {
-        panic!("the first caller probes")
-    };
-    limiter.leave(&mut probe);
+    let ticket = probe(&limiter, t0, Priority::Batch, &waker);
     limiter.report(t0, &success(Some(ticket), headers(6, 0)));
     // Five batch callers, then a person, all waiting.
     let mut batch: Vec<Place> = (0..5).map(|_| Place::new()).collect();
@@ -1287,17 +1298,8 @@ fn a_rate_limit_is_not_taken_for_a_concurrency_limit() {
 /// the line, its head, told when to poll again, and goes when its turn comes.
 #[test]
 fn a_caller_admitted_at_its_first_poll_is_not_woken_and_one_that_waits_is_its_line_s_head() {
-    let limiter = LocalLimiter::with_config(LimiterConfig::default());
-    let t0 = Instant::now();
-    let wakes = Arc::new(Count(Mutex::new(0)));
-    let waker = Waker::from(Arc::clone(&wakes));
-    let mut probe = Place::new();
-    let Admit::Ready(Grant::Go { ticket, .. }) =
-        limiter.poll_admit(t0, &mut probe, &ask(Priority::Default), &waker)
-    else {
-        panic!("the first caller probes")
-    };
-    limiter.leave(&mut probe);
+    let (limiter, t0, wakes, waker) = fresh();
+    let ticket = probe(&limiter, t0, Priority::Default, &waker);
     assert_eq!(*wakes.0.lock().unwrap(), 0, "the caller admitted was woken");
     assert_eq!(limiter.line("m").waiting, [0, 0, 0]);
     // 6 a minute, none left: the next caller waits a unit (10 s), polling at least
