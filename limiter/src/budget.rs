@@ -994,7 +994,7 @@ impl BudgetState {
                     if self.recovering == 1 && ends {
                         self.end_recovery(now, current);
                     } else if current {
-                        self.window_success();
+                        self.window_success(now);
                     }
                 }
                 self.cycle_count += 1;

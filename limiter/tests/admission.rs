@@ -1333,3 +1333,54 @@ fn a_caller_admitted_at_its_first_poll_is_not_woken_and_one_that_waits_is_its_li
         "a caller was woken for nothing"
     );
 }
+
+/// A lump after a cycle that lasted longer than a window seen (a pace under the window's
+/// count never shut it) is the cycle's share of one window, not all it delivered: 60 over
+/// 1.5 s, in windows of 0.5 s, is 20.
+#[test]
+fn a_lump_after_a_cycle_longer_than_a_window_is_one_window_s_share() {
+    let mut b = learned_at(10.0, 0.0);
+    b.win_len_us = S / 2;
+    b.win_len_n = 1;
+    reopened_after_a_long_shut(&mut b, 60, 0);
+    assert_eq!(b.refill, Refill::Unknown);
+    assert_eq!(b.lump_cap, 20);
+}
+
+/// Successes at the pace after a window's lump count in that window's count only while
+/// the window lasts: a pace that ran on for windows without a shut (the window's length
+/// seen once, so nobody waits for its next open) says nothing of one window.
+#[test]
+fn a_pace_that_runs_on_past_its_window_adds_nothing_to_the_window_s_count() {
+    let mut b = learned_at(10.0, 0.0);
+    b.refill = Refill::Window;
+    b.win_count = 8;
+    b.win_len_us = 2 * S;
+    b.win_len_n = 1;
+    let t = reopened_after_a_long_shut(&mut b, 8, 0);
+    let mut lump = go_now(&mut b, t, 64);
+    b.report(t + MS, &plain(Signal::Success, lump[0]));
+    lump.extend(go_now(&mut b, t + MS, 64));
+    for ticket in &lump[1..] {
+        b.report(t + 2 * MS, &plain(Signal::Success, *ticket));
+    }
+    assert_eq!((b.refill, b.win_count), (Refill::Window, 8));
+    let sent = drive(&mut b, t + 3 * MS, t + 8 * S);
+    assert!(sent >= 40, "the pace ran on: {sent}");
+    // Then a refusal: the window is spent, its count is what went in it.
+    let mut at = t + 8 * S;
+    let refused = loop {
+        if let Some(ticket) = go_now(&mut b, at, 1).first() {
+            break *ticket;
+        }
+        at += 10 * MS;
+    };
+    b.report(at + MS, &plain(Signal::RateLimited { wait_us: 0 }, refused));
+    // The window lasted 2 s of the pace's 8 (whose rate grew): at most a quarter of what
+    // the pace sent went in it (443 were counted in it before, of 435 sent).
+    assert!(
+        b.win_count >= 8 && b.win_count - 8 <= sent as u64 / 4,
+        "{} after {sent} at the pace",
+        b.win_count
+    );
+}

@@ -94,7 +94,7 @@ impl BudgetState {
                 self.win_count + (self.win_count / 16).max(1)
             }
             Refill::Window => self.win_count,
-            Refill::Unknown => self.cycle_count,
+            Refill::Unknown => self.cycle_window_count(now),
         };
         if cap < Self::LUMP_MIN {
             self.lump_cap = 0;
@@ -115,6 +115,18 @@ impl BudgetState {
             Refill::Window => ((cap - 1) / 2).max(1),
             _ => 2.min(cap - 1),
         };
+    }
+
+    /// What the cycle delivered (since the last recovery, until `now`), as one window's
+    /// count: all of it, unless a window's length was seen and the cycle lasted longer
+    /// (paced under a window's count, it never shut), then its share of one window.
+    fn cycle_window_count(&self, now: u64) -> u64 {
+        let span = now.saturating_sub(self.cycle_start_us);
+        if self.win_len_us == 0 || span <= self.win_len_us {
+            return self.cycle_count;
+        }
+        let share = self.cycle_count as u128 * self.win_len_us as u128;
+        u64::try_from(share.div_ceil(span as u128)).unwrap_or(u64::MAX)
     }
 
     /// How long from `now` until a little before a learned window next opens (0: no
@@ -247,9 +259,12 @@ impl BudgetState {
         self.pause_until_us = self.pause_until_us.max(now.saturating_add(until));
     }
 
-    /// A success at the pace after a window's lump: the window held more.
-    pub(super) fn window_success(&mut self) {
-        if self.refill == Refill::Window && self.lump_cap == 0 && self.win_open_us > 0 {
+    /// A success at the pace after a window's lump, at `now`: the window held more, if
+    /// it came within the window (a window's length after it opened, when that is known;
+    /// a pace that ran on for windows without a shut says nothing of one window's count).
+    pub(super) fn window_success(&mut self, now: u64) {
+        let within = self.win_len_us == 0 || now < self.win_open_us.saturating_add(self.win_len_us);
+        if self.refill == Refill::Window && self.lump_cap == 0 && self.win_open_us > 0 && within {
             self.lump_extra += 1;
         }
     }
