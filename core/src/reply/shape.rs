@@ -306,14 +306,14 @@ impl<'de> Visitor<'de> for UsageSeed {
                 continue;
             };
             if i == TIER {
-                let read = map.next_value_seed(TierSeed)?;
+                let read = map.next_value_seed(Leaf::Other)?.text();
                 tier = match tier {
                     None => Some(read),
                     Some(_) => Some(None),
                 };
                 continue;
             }
-            let count = map.next_value_seed(Count)?;
+            let count = map.next_value_seed(Leaf::Other)?.count();
             if counts[i].is_some() {
                 valid = false;
             }
@@ -332,7 +332,7 @@ impl<'de> Visitor<'de> for UsageSeed {
         let mut counts = [None; 3];
         let mut n = 0usize;
         let mut valid = true;
-        while let Some(count) = seq.next_element_seed(Count)? {
+        while let Some(count) = seq.next_element_seed(Leaf::Other)?.map(Leaf::count) {
             match (count, counts.get_mut(n)) {
                 (Some(count), Some(slot)) => *slot = count,
                 _ => valid = false,
@@ -395,95 +395,78 @@ impl<'de> Visitor<'de> for UsageKey {
     }
 }
 
-/// A count as `Option<u64>` reads it: `Some(None)` for `null`, `Some(Some(n))` for a
-/// non-negative integer, `None` for anything else (the value still checked).
-struct Count;
+/// A value of `usage`, checked and read as far as a count or a tier needs it.
+enum Leaf {
+    Null,
+    /// A non-negative integer.
+    Count(u64),
+    Text(String),
+    /// Anything else: a negative or fractional number, a boolean, a list, an object.
+    Other,
+}
 
-impl<'de> DeserializeSeed<'de> for Count {
-    type Value = Option<Option<u64>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+impl Leaf {
+    /// As `Option<u64>` reads it: `Some(None)` for `null`, `Some(Some(n))` for a count,
+    /// `None` for anything else.
+    fn count(self) -> Option<Option<u64>> {
+        match self {
+            Leaf::Null => Some(None),
+            Leaf::Count(n) => Some(Some(n)),
+            Leaf::Text(_) | Leaf::Other => None,
+        }
+    }
+
+    /// As `Option<String>` reads it: `Some(None)` for `null`, `Some(Some(s))` for a
+    /// string, `None` for anything else.
+    fn text(self) -> Option<Option<String>> {
+        match self {
+            Leaf::Null => Some(None),
+            Leaf::Text(s) => Some(Some(s)),
+            Leaf::Count(_) | Leaf::Other => None,
+        }
+    }
+}
+
+/// Any `Leaf` is the seed that reads one (`Leaf::Other` by custom; its own value is not read).
+impl<'de> DeserializeSeed<'de> for Leaf {
+    type Value = Leaf;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Leaf, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Count {
-    type Value = Option<Option<u64>>;
+impl<'de> Visitor<'de> for Leaf {
+    type Value = Leaf;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Some(None))
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Leaf, E> {
+        Ok(Leaf::Null)
     }
-    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
-        Ok(Some(Some(n)))
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Leaf, E> {
+        Ok(Leaf::Count(n))
     }
-    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Leaf, E> {
         // serde_json hands non-negative integers to `visit_u64`; this is a negative one.
-        Ok(u64::try_from(n).ok().map(Some))
+        Ok(u64::try_from(n).map_or(Leaf::Other, Leaf::Count))
     }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Leaf, E> {
+        Ok(Leaf::Other)
     }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Leaf, E> {
+        Ok(Leaf::Other)
     }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Leaf, E> {
+        Ok(Leaf::Text(s.to_owned()))
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Leaf, A::Error> {
         Any.visit_map(map)?;
-        Ok(None)
+        Ok(Leaf::Other)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Leaf, A::Error> {
         Any.visit_seq(seq)?;
-        Ok(None)
-    }
-}
-
-/// A tier as `Option<String>` reads it: `Some(None)` for `null`, `Some(Some(s))` for a
-/// string, `None` for anything else (the value still checked).
-struct TierSeed;
-
-impl<'de> DeserializeSeed<'de> for TierSeed {
-    type Value = Option<Option<String>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TierSeed {
-    type Value = Option<Option<String>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Some(None))
-    }
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Some(Some(s.to_owned())))
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Any.visit_map(map)?;
-        Ok(None)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        Any.visit_seq(seq)?;
-        Ok(None)
+        Ok(Leaf::Other)
     }
 }
