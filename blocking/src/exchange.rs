@@ -188,7 +188,7 @@ impl Transport for Tracked {
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        let sent = self.0.transmit_output(amount, timeout);
+        let sent = self.0.transmit_output(amount, steady(timeout));
         WRITTEN.set(match sent {
             Ok(()) => Written::Whole,
             Err(_) => Written::Failed,
@@ -197,11 +197,11 @@ impl Transport for Tracked {
     }
 
     fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        self.0.maybe_await_input(timeout)
+        self.0.maybe_await_input(steady(timeout))
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        self.0.await_input(timeout)
+        self.0.await_input(steady(timeout))
     }
 
     fn is_open(&mut self) -> bool {
@@ -210,6 +210,21 @@ impl Transport for Tracked {
 
     fn is_tls(&self) -> bool {
         self.0.is_tls()
+    }
+}
+
+/// `timeout` with what is left of it as the core's [`steady_timeout`]: ureq sets the
+/// socket's timeout whenever the one it is given changes, and what is left of a phase
+/// changes by a few µs from one exchange to the next (three `setsockopt` calls an
+/// exchange, where a steady timeout makes none once set).
+fn steady(timeout: NextTimeout) -> NextTimeout {
+    use ureq::unversioned::transport::time::Duration as Left;
+    match timeout.after {
+        Left::Exact(left) => NextTimeout {
+            after: Left::Exact(mistral_core::steady_timeout(left)),
+            ..timeout
+        },
+        Left::NotHappening => timeout,
     }
 }
 

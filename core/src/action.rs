@@ -351,3 +351,23 @@ pub struct Retry {
     /// Why (a spent window, the server's word, a backoff).
     pub why: WaitReason,
 }
+
+/// `left`, as a socket's timeout: rounded down to a step of 1/16 s when it is a second or
+/// more, so that it is the same from one exchange to the next (a driver whose HTTP
+/// library sets the socket's timeout anew whenever it changes then makes that system
+/// call once, not on every exchange), never later than `left` and early by less than a
+/// step; under a second, `left` itself.
+#[must_use]
+pub fn steady_timeout(left: Duration) -> Duration {
+    const STEP_NANOS: u128 = 1_000_000_000 / 16;
+    if left < Duration::from_secs(1) {
+        return left;
+    }
+    let nanos = left.as_nanos();
+    let steady = nanos - nanos % STEP_NANOS;
+    // At most `left`, which a `Duration` holds.
+    Duration::new(
+        (steady / 1_000_000_000) as u64,
+        (steady % 1_000_000_000) as u32,
+    )
+}

@@ -124,7 +124,7 @@ pub mod verdict;
 
 pub use action::{
     Action, Ask, Attempt, AttemptId, Grant, Outcome, Report, Retry, Sizing, Ticket, TokenUsage,
-    WaitReason,
+    WaitReason, steady_timeout,
 };
 pub use call::{Call, LONG_CALL, LongCall};
 pub use error::{

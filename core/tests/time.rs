@@ -334,3 +334,39 @@ fn a_phase_limit_is_never_past_what_an_instant_can_hold() {
     }
     assert_eq!(attempt.phase_limit(now, None), None);
 }
+
+#[test]
+fn a_socket_timeout_is_steady_from_one_exchange_to_the_next_and_never_late() {
+    use mistral_core::steady_timeout;
+    let step = Duration::from_millis(62_500) / 1000; // 1/16 s
+    // What is left of a 60-s phase a few µs apart, exchange after exchange: the same
+    // timeout each time (a socket's timeout changes with a system call).
+    let a = steady_timeout(Duration::from_secs(60) - Duration::from_micros(150));
+    let b = steady_timeout(Duration::from_secs(60) - Duration::from_micros(4_000));
+    assert_eq!(a, b);
+    assert_eq!(a, Duration::from_secs(60) - step);
+    // A whole number of steps stays as it is.
+    assert_eq!(
+        steady_timeout(Duration::from_secs(1)),
+        Duration::from_secs(1)
+    );
+    // Under a second it is the time left itself: never zero, never early by much.
+    for left in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_millis(5),
+        Duration::from_millis(999),
+    ] {
+        assert_eq!(steady_timeout(left), left);
+    }
+    // Never later than what is left, never earlier by a step or more, at any size.
+    let mut left = Duration::from_nanos(1);
+    while left < Duration::from_secs(200 * 365 * 86_400) {
+        let steady = steady_timeout(left);
+        assert!(steady <= left, "{left:?} -> {steady:?}");
+        assert!(left - steady < step, "{left:?} -> {steady:?}");
+        assert!(!steady.is_zero());
+        left = left * 3 / 2 + Duration::from_nanos(7);
+    }
+    assert!(steady_timeout(Duration::MAX) <= Duration::MAX);
+}
