@@ -202,7 +202,7 @@ impl Tracker {
     /// the budget's monthly quota will run out within [`ALARM_WITHIN`].
     pub fn observe(&mut self, now: Instant, report: &Report) -> Option<MonthAlarm> {
         let model = report.model.as_deref()?;
-        let track = self.track(model, now);
+        let track = self.track(model, now)?;
         let spent = match report.verdict {
             // A stream's head reports no usage: its tokens come with its end.
             Verdict::Success => Some((1, report.usage.and(report.used_tokens))),
@@ -225,15 +225,17 @@ impl Tracker {
 
     /// Learns what an answer announced at `now`, without any spend (a probe's answer).
     pub fn observe_limits(&mut self, now: Instant, model: &str, limits: &RateLimits) {
-        let track = self.track(model, now);
-        learn(track, now, limits);
+        if let Some(track) = self.track(model, now) {
+            learn(track, now, limits);
+        }
     }
 
     /// Learns the fleet's cumulative spend at `now` (a shared store's admission
     /// counters: every process's requests and tokens), in place of a client's own.
     pub fn observe_fleet(&mut self, now: Instant, model: &str, spent: Spent) {
-        let track = self.track(model, now);
-        push(&mut track.spent, (now, spent), RATE_SPAN, now);
+        if let Some(track) = self.track(model, now) {
+            push(&mut track.spent, (now, spent), RATE_SPAN, now);
+        }
     }
 
     /// The budgets it knows, in name order.
@@ -258,7 +260,8 @@ impl Tracker {
         })
     }
 
-    fn track(&mut self, model: &str, now: Instant) -> &mut Track {
+    /// `model`'s track, made when new (`None` never happens: it is there once made).
+    fn track(&mut self, model: &str, now: Instant) -> Option<&mut Track> {
         if !self.budgets.contains_key(model) && self.budgets.len() >= MAX_BUDGETS {
             let oldest = self
                 .budgets
@@ -269,17 +272,28 @@ impl Tracker {
                 self.budgets.remove(&oldest);
             }
         }
-        let track = self.budgets.entry(model.to_owned()).or_default();
+        // Looked up by `&str`: a `String` made only for a new budget.
+        if !self.budgets.contains_key(model) {
+            self.budgets.insert(model.to_owned(), Track::default());
+        }
+        let track = self.budgets.get_mut(model)?;
         track.touched = Some(now);
-        track
+        Some(track)
     }
 
     fn alarm(&mut self, model: &str, now: Instant) -> Option<MonthAlarm> {
         if self.alarmed.contains(model) {
             return None;
         }
-        let forecast = self.forecast(model, now)?;
-        let quota = *forecast.month()?;
+        // The month's quota as `Forecast::month` picks it (the tokens' month, else the
+        // first monthly one in the forecast's order), forecast alone: this runs for
+        // every answer, and most budgets have no monthly quota at all.
+        let track = self.budgets.get(model)?;
+        let months = || track.quotas.iter().filter(|s| s.quota.window.is_month());
+        let seen = months()
+            .find(|s| s.quota.bucket == Bucket::Tokens)
+            .or_else(|| months().min_by_key(|s| (s.quota.bucket, s.quota.window)))?;
+        let quota = quota_forecast(track, seen, fleet_rate(&track.spent, now), now);
         let RunsOut::In(runs_out_in) = quota.runs_out else {
             return None;
         };
@@ -747,6 +761,64 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("requests/minute"), "{table}");
+    }
+
+    /// The alarm forecasts one quota, the month's, without the whole forecast: it is the
+    /// forecast's own `month()`, the tokens' month before any other, and the first of
+    /// the others where there is none (requests before pages, as the forecast orders
+    /// them). A budget with no monthly quota never alarms.
+    #[test]
+    fn the_alarm_s_quota_is_the_forecast_s_month() {
+        let start = Instant::now();
+        let sets: [&[(&str, &str)]; 3] = [
+            &[
+                ("x-ratelimit-limit-req-month", "40000"),
+                ("x-ratelimit-remaining-req-month", "%"),
+                ("x-ratelimit-limit-tokens-month", "40000000"),
+                ("x-ratelimit-remaining-tokens-month", "%"),
+            ],
+            &[
+                ("x-ratelimit-limit-req-month", "40000"),
+                ("x-ratelimit-remaining-req-month", "%"),
+                ("x-ratelimit-limit-pages-month", "40000"),
+                ("x-ratelimit-remaining-pages-month", "%"),
+            ],
+            &[
+                ("x-ratelimit-limit-req-minute", "100"),
+                ("x-ratelimit-remaining-req-minute", "%"),
+            ],
+        ];
+        for (k, set) in sets.iter().enumerate() {
+            let mut t = Tracker::new();
+            let mut alarm = None;
+            for i in 0..=20u64 {
+                let left = (30_000 - i * 1000).to_string();
+                let pairs: Vec<(&str, &str)> = set
+                    .iter()
+                    .map(|&(n, v)| (n, if v == "%" { left.as_str() } else { v }))
+                    .chain([("date", "Sun, 01 Nov 2026 00:00:00 GMT")])
+                    .collect();
+                let now = start + Duration::from_secs(i);
+                alarm = alarm.or(t.observe(now, &success(limits(&pairs), 1000)));
+            }
+            match k {
+                2 => assert_eq!(alarm, None),
+                _ => {
+                    let alarm = alarm.expect("a month spent in seconds alarms");
+                    let f = t.forecast("m", start + Duration::from_secs(alarm_at(&alarm)));
+                    let month = *f.unwrap().month().unwrap();
+                    assert_eq!(alarm.quota.bucket, month.bucket);
+                    assert_eq!(alarm.quota.window, month.window);
+                    let want = [Bucket::Tokens, Bucket::Requests][k];
+                    assert_eq!(alarm.quota.bucket, want, "{alarm:?}");
+                }
+            }
+        }
+    }
+
+    /// The second of the run the alarm came at, from the remaining it read.
+    fn alarm_at(alarm: &MonthAlarm) -> u64 {
+        (30_000 - alarm.quota.remaining.unwrap()) / 1000
     }
 
     #[test]

@@ -494,11 +494,17 @@ impl Telemetry {
         let Ok(mut tiers) = self.tiers.lock() else {
             return;
         };
-        let key = match tiers.contains_key(tier) || tiers.len() < MAX_TIERS {
-            true => tier.clone(),
-            false => "other".to_owned(),
+        // A tier seen before is counted without a copy of its name.
+        let key = match tiers.contains_key(tier.as_str()) || tiers.len() < MAX_TIERS {
+            true => tier.as_str(),
+            false => "other",
         };
-        let counts = tiers.entry(key).or_default();
+        if !tiers.contains_key(key) {
+            tiers.insert(key.to_owned(), TierCounts::default());
+        }
+        let Some(counts) = tiers.get_mut(key) else {
+            return;
+        };
         counts.served += 1;
         counts.tokens = counts
             .tokens
