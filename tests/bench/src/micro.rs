@@ -143,6 +143,13 @@ pub struct Overhead {
     /// The same with our client.
     #[serde(default)]
     pub ours_cpu_us: Option<f64>,
+    /// CPU time per request of the client's threads alone (every thread but the
+    /// emulator's), bare library, µs: the client's own cost, its kernel time included.
+    #[serde(default)]
+    pub bare_client_cpu_us: Option<f64>,
+    /// The same with our client.
+    #[serde(default)]
+    pub ours_client_cpu_us: Option<f64>,
 }
 
 impl Overhead {
@@ -153,17 +160,90 @@ impl Overhead {
     }
 }
 
-/// CPU time used so far by every thread of this process, ns (the sum of
-/// `/proc/self/task/*/schedstat`'s first field; 0 where it cannot be read).
-fn process_cpu_ns() -> u64 {
+/// CPU time used so far, ns: (every thread but the emulator's, the emulator's threads),
+/// told apart by the emulator's thread name (`mistral-emulator`, cut to 15 bytes by the
+/// kernel); `(0, 0)` where it cannot be read.
+fn cpu_ns_by_side() -> (u64, u64) {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
+        return (0, 0);
     };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    let mut sides = (0, 0);
+    for task in tasks.flatten() {
+        let path = task.path();
+        let Some(ns) = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        match comm.starts_with("mistral-emulat") {
+            true => sides.1 += ns,
+            false => sides.0 += ns,
+        }
+    }
+    sides
+}
+
+/// What one side of an overhead measurement used: wall time per round, CPU of the whole
+/// process and of the client's threads.
+#[derive(Default)]
+struct Side {
+    rounds: Vec<f64>,
+    cpu_ns: u64,
+    client_cpu_ns: u64,
+}
+
+impl Side {
+    /// Starts a round: the instant and the CPU counters.
+    fn start() -> (Instant, (u64, u64)) {
+        (Instant::now(), cpu_ns_by_side())
+    }
+
+    /// Ends a round of `requests` started at `started`.
+    fn end(&mut self, started: (Instant, (u64, u64)), requests: usize) {
+        let (at, (client, server)) = started;
+        self.rounds
+            .push(at.elapsed().as_secs_f64() * 1e6 / requests as f64);
+        let (client_now, server_now) = cpu_ns_by_side();
+        let client_used = client_now.saturating_sub(client);
+        self.client_cpu_ns += client_used;
+        self.cpu_ns += client_used + server_now.saturating_sub(server);
+    }
+}
+
+/// `bare` against `ours`, per request of `requests` in all.
+fn overhead_of(
+    what: &str,
+    how: String,
+    announced: Announced,
+    requests: usize,
+    bare: &Side,
+    ours: &Side,
+) -> Overhead {
+    Overhead {
+        what: what.into(),
+        server: announced.describe().into(),
+        how,
+        requests,
+        bare_us: best(&bare.rounds),
+        ours_us: best(&ours.rounds),
+        bare_median_us: median(&bare.rounds),
+        ours_median_us: median(&ours.rounds),
+        bare_cpu_us: cpu_per_request(bare.cpu_ns, requests),
+        ours_cpu_us: cpu_per_request(ours.cpu_ns, requests),
+        bare_client_cpu_us: cpu_per_request(bare.client_cpu_ns, requests),
+        ours_client_cpu_us: cpu_per_request(ours.client_cpu_ns, requests),
+    }
+}
+
+/// Keeps this thread busy for `micros` µs (the calibration's stand-in for a client's own
+/// work).
+fn busy(micros: u64) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_micros(micros) {
+        std::hint::spin_loop();
+    }
 }
 
 fn cpu_per_request(ns: u64, requests: usize) -> Option<f64> {
@@ -259,12 +339,10 @@ pub fn overhead_blocking(
         .map_err(|e| e.to_string())?;
     let agent = bare_agent();
     let per_round = (requests / rounds.max(1)).max(1);
-    let (mut bare, mut ours) = (Vec::new(), Vec::new());
-    let (mut bare_cpu, mut ours_cpu) = (0u64, 0u64);
+    let (mut bare, mut ours) = (Side::default(), Side::default());
     for round in 0..rounds.max(1) {
         let from = round * per_round;
-        let start = Instant::now();
-        let cpu = process_cpu_ns();
+        let started = Side::start();
         for i in from..from + per_round {
             let body = serde_json::to_vec(&workload.request(i)).map_err(|e| e.to_string())?;
             let mut response = agent
@@ -279,40 +357,43 @@ pub fn overhead_blocking(
                 .map_err(|e| e.to_string())?;
             let _: ChatResponse = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
         }
-        bare.push(start.elapsed().as_secs_f64() * 1e6 / per_round as f64);
-        bare_cpu += process_cpu_ns().saturating_sub(cpu);
-        let start = Instant::now();
-        let cpu = process_cpu_ns();
+        bare.end(started, per_round);
+        let started = Side::start();
         for i in from..from + per_round {
             client
                 .chat(workload.request(i))
                 .map_err(|e| e.to_string())?;
         }
-        ours.push(start.elapsed().as_secs_f64() * 1e6 / per_round as f64);
-        ours_cpu += process_cpu_ns().saturating_sub(cpu);
+        ours.end(started, per_round);
     }
-    Ok(Overhead {
-        what: "mistral-blocking vs ureq".into(),
-        server: announced.describe().into(),
-        how: "sequential, one thread".into(),
-        requests: per_round * rounds.max(1),
-        bare_us: best(&bare),
-        ours_us: best(&ours),
-        bare_median_us: median(&bare),
-        ours_median_us: median(&ours),
-        bare_cpu_us: cpu_per_request(bare_cpu, per_round * rounds.max(1)),
-        ours_cpu_us: cpu_per_request(ours_cpu, per_round * rounds.max(1)),
-    })
+    let requests = per_round * rounds.max(1);
+    let how = "sequential, one thread".to_string();
+    Ok(overhead_of(
+        "mistral-blocking vs ureq",
+        how,
+        announced,
+        requests,
+        &bare,
+        &ours,
+    ))
 }
 
-/// `requests` chat requests from `ways` concurrent tasks through `mistral-async` and
-/// through plain reqwest, in alternating rounds.
+/// How long the calibration side of [`overhead_async`] keeps its task busy per request
+/// (µs): a fixed cost of a client's own, to show what such a cost does to this
+/// measurement's wall time.
+pub const CALIBRATION_BUSY_US: u64 = 3;
+
+/// `requests` chat requests from `ways` concurrent tasks through `mistral-async`,
+/// through plain reqwest, and through plain reqwest with [`CALIBRATION_BUSY_US`] of busy
+/// CPU added to each request, in alternating rounds: our client's overhead, and the
+/// calibration's (what a known extra cost per request shows as, on a machine whose cores
+/// the client and the emulator share).
 pub fn overhead_async(
     requests: usize,
     ways: usize,
     rounds: usize,
     announced: Announced,
-) -> Result<Overhead, String> {
+) -> Result<(Overhead, Overhead), String> {
     let emulator = server(announced);
     let base = emulator.url();
     let url = format!("{base}/v1/chat/completions");
@@ -337,43 +418,49 @@ pub fn overhead_async(
     let ways = ways.max(1);
     let per_task = (requests / rounds.max(1) / ways).max(1);
     let per_round = per_task * ways;
-    let (mut bare_t, mut ours_t) = (Vec::new(), Vec::new());
-    let (mut bare_cpu, mut ours_cpu) = (0u64, 0u64);
+    let (mut bare_side, mut busy_side, mut ours) =
+        (Side::default(), Side::default(), Side::default());
     runtime.block_on(async {
         for round in 0..rounds.max(1) {
-            let start = Instant::now();
-            let cpu = process_cpu_ns();
+            for busy_us in [0, CALIBRATION_BUSY_US] {
+                let started = Side::start();
+                let mut set = tokio::task::JoinSet::new();
+                for w in 0..ways {
+                    let (bare, url, auth, workload) =
+                        (bare.clone(), url.clone(), auth.clone(), workload.clone());
+                    set.spawn(async move {
+                        for k in 0..per_task {
+                            let i = round * per_round + w * per_task + k;
+                            let body = serde_json::to_vec(&workload.request(i))
+                                .map_err(|e| e.to_string())?;
+                            let response = bare
+                                .post(&url)
+                                .header("Authorization", &auth)
+                                .header("Content-Type", "application/json")
+                                .body(body)
+                                .send()
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+                            let _: ChatResponse =
+                                serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+                            busy(busy_us);
+                        }
+                        Ok::<(), String>(())
+                    });
+                }
+                while let Some(r) = set.join_next().await {
+                    r.map_err(|e| e.to_string())??;
+                }
+                let side = if busy_us == 0 {
+                    &mut bare_side
+                } else {
+                    &mut busy_side
+                };
+                side.end(started, per_round);
+            }
+            let started = Side::start();
             let mut set = tokio::task::JoinSet::new();
-            for w in 0..ways {
-                let (bare, url, auth, workload) =
-                    (bare.clone(), url.clone(), auth.clone(), workload.clone());
-                set.spawn(async move {
-                    for k in 0..per_task {
-                        let i = round * per_round + w * per_task + k;
-                        let body =
-                            serde_json::to_vec(&workload.request(i)).map_err(|e| e.to_string())?;
-                        let response = bare
-                            .post(&url)
-                            .header("Authorization", &auth)
-                            .header("Content-Type", "application/json")
-                            .body(body)
-                            .send()
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-                        let _: ChatResponse =
-                            serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-                    }
-                    Ok::<(), String>(())
-                });
-            }
-            while let Some(r) = set.join_next().await {
-                r.map_err(|e| e.to_string())??;
-            }
-            bare_t.push(start.elapsed().as_secs_f64() * 1e6 / per_round as f64);
-            bare_cpu += process_cpu_ns().saturating_sub(cpu);
-            let start = Instant::now();
-            let cpu = process_cpu_ns();
             for w in 0..ways {
                 let (client, workload) = (client.clone(), workload.clone());
                 set.spawn(async move {
@@ -390,24 +477,31 @@ pub fn overhead_async(
             while let Some(r) = set.join_next().await {
                 r.map_err(|e| e.to_string())??;
             }
-            ours_t.push(start.elapsed().as_secs_f64() * 1e6 / per_round as f64);
-            ours_cpu += process_cpu_ns().saturating_sub(cpu);
+            ours.end(started, per_round);
         }
         Ok::<(), String>(())
     })?;
     runtime.shutdown_background();
-    Ok(Overhead {
-        what: "mistral-async vs reqwest".into(),
-        server: announced.describe().into(),
-        how: format!("{ways} concurrent tasks"),
-        requests: per_round * rounds.max(1),
-        bare_us: best(&bare_t),
-        ours_us: best(&ours_t),
-        bare_median_us: median(&bare_t),
-        ours_median_us: median(&ours_t),
-        bare_cpu_us: cpu_per_request(bare_cpu, per_round * rounds.max(1)),
-        ours_cpu_us: cpu_per_request(ours_cpu, per_round * rounds.max(1)),
-    })
+    let requests = per_round * rounds.max(1);
+    let how = format!("{ways} concurrent tasks");
+    Ok((
+        overhead_of(
+            "mistral-async vs reqwest",
+            how.clone(),
+            announced,
+            requests,
+            &bare_side,
+            &ours,
+        ),
+        overhead_of(
+            &format!("calibration: reqwest + {CALIBRATION_BUSY_US} µs busy a call vs reqwest"),
+            how,
+            announced,
+            requests,
+            &bare_side,
+            &busy_side,
+        ),
+    ))
 }
 
 /// The emulator's throughput: `requests` chat requests from `threads` threads with plain

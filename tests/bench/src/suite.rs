@@ -286,7 +286,14 @@ fn run_with(
                 "overhead: mistral-async vs reqwest, {announced:?}"
             ));
             match micro::overhead_async(n, 8, rounds, announced) {
-                Ok(o) => report.overhead.push(o),
+                Ok((o, calibration)) => {
+                    report.overhead.push(o);
+                    // The calibration says what a known cost shows as where the limits
+                    // are announced (where nothing is, ours is paced, not busy).
+                    if announced == micro::Announced::Limits {
+                        report.overhead.push(calibration);
+                    }
+                }
                 Err(e) => report
                     .notes
                     .push(format!("async overhead not measured: {e}")),
