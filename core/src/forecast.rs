@@ -140,10 +140,7 @@ pub struct Forecast {
 impl Forecast {
     /// The monthly token quota's forecast, when announced.
     pub fn month(&self) -> Option<&QuotaForecast> {
-        self.quotas
-            .iter()
-            .find(|q| q.window.is_month() && q.bucket == Bucket::Tokens)
-            .or_else(|| self.quotas.iter().find(|q| q.window.is_month()))
+        month_among(&self.quotas, |q| (q.bucket, q.window))
     }
 }
 
@@ -289,10 +286,7 @@ impl Tracker {
         // first monthly one in the forecast's order), forecast alone: this runs for
         // every answer, and most budgets have no monthly quota at all.
         let track = self.budgets.get(model)?;
-        let months = || track.quotas.iter().filter(|s| s.quota.window.is_month());
-        let seen = months()
-            .find(|s| s.quota.bucket == Bucket::Tokens)
-            .or_else(|| months().min_by_key(|s| (s.quota.bucket, s.quota.window)))?;
+        let seen = month_among(&track.quotas, |s| (s.quota.bucket, s.quota.window))?;
         let quota = quota_forecast(track, seen, fleet_rate(&track.spent, now), now);
         let RunsOut::In(runs_out_in) = quota.runs_out else {
             return None;
@@ -307,6 +301,15 @@ impl Tracker {
             runs_out_in,
         })
     }
+}
+
+/// The month's quota among `quotas` (each read as its bucket and window by `key`): the
+/// tokens' month, else the first monthly one in (bucket, window) order.
+fn month_among<T>(quotas: &[T], key: impl Fn(&T) -> (Bucket, Window)) -> Option<&T> {
+    let months = || quotas.iter().filter(|q| key(q).1.is_month());
+    months()
+        .find(|q| key(q).0 == Bucket::Tokens)
+        .or_else(|| months().min_by_key(|q| key(q)))
 }
 
 /// Keeps `sample`, drops what is older than `span` (but the newest one before it, the
