@@ -121,16 +121,24 @@ impl Budgets {
         model: &str,
         f: impl FnOnce(&mut BudgetState) -> R,
     ) -> R {
+        let cap = self.share_cap.unwrap_or(1.0);
+        let capped = |state: &mut BudgetState| {
+            state.share = state.share.min(cap);
+            let r = f(state);
+            state.share = state.share.min(cap);
+            r
+        };
+        // Looked up by `&str`: the model's name is copied only for a new budget (this
+        // runs for every admission and every report).
+        if let Some(state) = self.states.get_mut(model) {
+            return capped(state);
+        }
         let config = &self.config;
         let state = self
             .states
             .entry(model.to_owned())
             .or_insert_with(|| BudgetState::new(now_us, config.limits_for(model)));
-        let cap = self.share_cap.unwrap_or(1.0);
-        state.share = state.share.min(cap);
-        let r = f(state);
-        state.share = state.share.min(cap);
-        r
+        capped(state)
     }
 
     /// Admits what `model`'s budget can take of `op` at `now_us`.
