@@ -177,12 +177,18 @@ fn cpu_ns_by_side() -> (u64, u64) {
             continue;
         };
         let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        match comm.starts_with("mistral-emulat") {
+        match is_emulator_thread(&comm) {
             true => sides.1 += ns,
             false => sides.0 += ns,
         }
     }
     sides
+}
+
+/// Whether a thread of this name (`/proc/self/task/*/comm`) is the emulator's: its
+/// threads are named `mistral-emulator`, which the kernel cuts to 15 bytes.
+fn is_emulator_thread(comm: &str) -> bool {
+    comm.starts_with("mistral-emulat")
 }
 
 /// What one side of an overhead measurement used: wall time per round, CPU of the whole
@@ -555,6 +561,27 @@ pub fn emulator_throughput(requests: usize, threads: usize) -> Result<Throughput
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The emulator's threads are told by their name, as the kernel keeps it; a thread
+    /// of that name has its work counted on the emulator's side while it runs.
+    #[test]
+    fn cpu_is_told_apart_by_side() {
+        assert!(is_emulator_thread("mistral-emulato\n"));
+        for other in ["tokio-rt-worker\n", "main\n", "mistral-bench\n", ""] {
+            assert!(!is_emulator_thread(other), "{other:?}");
+        }
+        let (_, server) = cpu_ns_by_side();
+        let named = std::thread::Builder::new()
+            .name("mistral-emulator".into())
+            .spawn(|| {
+                busy(30_000);
+                cpu_ns_by_side()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(named.1 >= server + 20_000_000, "{server} -> {}", named.1);
+    }
 
     #[test]
     fn criterion_output_is_parsed() {
