@@ -293,15 +293,20 @@ impl Line {
         let candidate = candidate_of(ask);
         let mut waiting = [0; 3];
         waiting[candidate.lane as usize] = 1;
-        Some(AdmitOp {
+        Some(self.op(waiting, vec![candidate]))
+    }
+
+    /// The store operation that asks for `candidates`, `waiting` callers in line by lane.
+    fn op(&self, waiting: [u64; 3], candidates: Vec<Candidate>) -> AdmitOp {
+        AdmitOp {
             proc_id: self.config.proc_id,
             waiting,
-            candidates: vec![candidate],
+            candidates,
             horizon_us: micros(self.config.horizon),
             late_us: 0,
             ask_gap_us: micros(self.config.ask_gap),
             reserve_ppm: self.config.reserve_ppm,
-        })
+        }
     }
 
     /// The answer to `op`, a [`Line::lone`] operation for `ask`, given at `now`: the
@@ -400,15 +405,7 @@ impl Line {
         Batch {
             model: model.to_owned(),
             reports,
-            op: AdmitOp {
-                proc_id: self.config.proc_id,
-                waiting,
-                candidates,
-                horizon_us: micros(self.config.horizon),
-                late_us: 0,
-                ask_gap_us: micros(self.config.ask_gap),
-                reserve_ppm: self.config.reserve_ppm,
-            },
+            op: self.op(waiting, candidates),
             ids,
             asker,
         }
